@@ -1,0 +1,5 @@
+"""``python -m kbai`` is the ``kbai`` command."""
+
+from kbai.cli import main
+
+main()

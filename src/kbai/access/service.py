@@ -1,0 +1,428 @@
+"""Tenants, users, roles and limits: every rule about who may do what, and the audit of each change."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from kbai import audit, errors
+from kbai.access.catalog import Catalog
+from kbai.access.passwords import MIN_LENGTH, Passwords
+from kbai.audit import Actor
+from kbai.clock import Clock, utc_seconds
+from kbai.errors import KbaiError
+from kbai.store import Database
+from kbai.store.models import Role, RolePermission, Tenant, User, UserRole
+from kbai.validate import clean_email, clean_name, clean_password
+
+ADMIN = "admin"
+MEMBER = "member"
+MAX_LIMIT = 100_000
+
+
+@dataclass(frozen=True)
+class RoleView:
+    id: int
+    name: str
+    permissions: list[str]
+    builtin: bool
+
+
+@dataclass(frozen=True)
+class UserView:
+    id: int
+    tenant_id: int
+    email: str
+    roles: list[str]
+    active: bool
+    max_active_tokens: int | None
+
+
+def permissions_of(session: Session, user: User, catalog: Catalog) -> frozenset[str]:
+    """What ``user`` may do now: the union of their roles, cut to the catalog. Inactive users hold nothing."""
+    if not user.active:
+        return frozenset()
+    rows = session.execute(
+        select(Role.builtin, RolePermission.permission)
+        .select_from(UserRole)
+        .join(Role, Role.id == UserRole.role_id)
+        .outerjoin(RolePermission, RolePermission.role_id == Role.id)
+        .where(UserRole.user_id == user.id)
+    ).all()
+    held: set[str] = set()
+    for builtin, permission in rows:
+        if builtin == ADMIN:
+            return catalog.keys
+        if permission is not None:
+            held.add(permission)
+    return frozenset(held & catalog.keys)
+
+
+def require(actor: Actor, permission: str, action: str, tenant_id: int | None = None) -> None:
+    """Refuse unless ``actor`` holds ``permission`` in ``tenant_id`` (operators hold everything)."""
+    if actor.kind == "operator":
+        return
+    if permission not in actor.permissions:
+        raise KbaiError(errors.FORBIDDEN, permission=permission, action=action)
+    if tenant_id is not None and actor.tenant_id != tenant_id:
+        raise KbaiError(errors.FORBIDDEN, permission=permission, action=action)
+
+
+class AccessService:
+    def __init__(self, db: Database, clock: Clock, catalog: Catalog, passwords: Passwords) -> None:
+        self.db = db
+        self.clock = clock
+        self.catalog = catalog
+        self.passwords = passwords
+
+    # ---- reading -------------------------------------------------------------------------
+    def permissions(self, session: Session, user: User) -> frozenset[str]:
+        return permissions_of(session, user, self.catalog)
+
+    def user_by_email(self, email: str) -> User | None:
+        with self.db.read() as s:
+            return s.scalar(select(User).where(User.email == email.strip().lower()))
+
+    def tenant_by_name(self, name: str) -> Tenant | None:
+        with self.db.read() as s:
+            return s.scalar(select(Tenant).where(Tenant.name == name.strip()))
+
+    def user_view(self, session: Session, user: User) -> UserView:
+        names = session.scalars(
+            select(Role.name).join(UserRole, UserRole.role_id == Role.id).where(UserRole.user_id == user.id).order_by(Role.name)
+        ).all()
+        return UserView(user.id, user.tenant_id, user.email, list(names), user.active, user.max_active_tokens)
+
+    def role_view(self, session: Session, role: Role) -> RoleView:
+        if role.builtin == ADMIN:
+            perms = [p.key for p in self.catalog.permissions]
+        else:
+            held = set(session.scalars(select(RolePermission.permission).where(RolePermission.role_id == role.id)))
+            perms = [p.key for p in self.catalog.permissions if p.key in held]
+        return RoleView(role.id, role.name, perms, role.builtin is not None)
+
+    # ---- tenants -------------------------------------------------------------------------
+    def create_tenant(
+        self, actor: Actor, name: str, admin_email: str, admin_password: str | None = None
+    ) -> tuple[Tenant, User, str | None]:
+        """A tenant with its built-in Admin and Member roles and its first admin."""
+        name = clean_name(name, "tenant name")
+        email = clean_email(admin_email)
+        generated = None
+        if admin_password is None:
+            admin_password = generated = self.passwords.generate()
+        clean_password(admin_password, MIN_LENGTH)
+        password_hash = self.passwords.hash(admin_password)
+        now = utc_seconds(self.clock.now())
+        try:
+            with self.db.write() as s:
+                if s.scalar(select(Tenant.id).where(Tenant.name == name)) is not None:
+                    raise KbaiError(errors.ALREADY_EXISTS, what=f"Tenant '{name}'")
+                self._email_free(s, email)
+                tenant = Tenant(name=name, created_at=now)
+                s.add(tenant)
+                s.flush()
+                admin_role = Role(tenant_id=tenant.id, name="Admin", builtin=ADMIN, created_at=now)
+                s.add_all([admin_role, Role(tenant_id=tenant.id, name="Member", builtin=MEMBER, created_at=now)])
+                user = User(tenant_id=tenant.id, email=email, password_hash=password_hash, active=True, created_at=now)
+                s.add(user)
+                s.flush()
+                s.add(UserRole(user_id=user.id, role_id=admin_role.id))
+                audit.record(s, actor, "tenant.create", at=now, target_type="tenant", target_id=tenant.id,
+                             tenant_id=tenant.id, details={"name": name, "admin": email})
+                audit.record(s, actor, "user.create", at=now, target_type="user", target_id=user.id,
+                             tenant_id=tenant.id, details={"email": email, "roles": ["Admin"]})
+        except IntegrityError:
+            raise KbaiError(errors.ALREADY_EXISTS, what=f"Tenant '{name}' or user '{email}'") from None
+        return tenant, user, generated
+
+    # ---- users ---------------------------------------------------------------------------
+    def create_user(
+        self,
+        actor: Actor,
+        tenant_id: int,
+        email: str,
+        password: str | None = None,
+        roles: Sequence[str | int] = (),
+    ) -> tuple[UserView, str | None]:
+        """A user in ``tenant_id`` with the named (or id-given) roles; Member when none are named."""
+        require(actor, "users.manage", "create users", tenant_id)
+        email = clean_email(email)
+        generated = None
+        if password is None:
+            password = generated = self.passwords.generate()
+        clean_password(password, MIN_LENGTH)
+        password_hash = self.passwords.hash(password)
+        now = utc_seconds(self.clock.now())
+        try:
+            with self.db.write() as s:
+                tenant = s.get(Tenant, tenant_id)
+                if tenant is None:
+                    raise KbaiError(errors.NOT_FOUND, what="Tenant")
+                self._email_free(s, email)
+                role_rows = self._roles(s, tenant_id, roles or ["Member"])
+                if any(r.builtin == ADMIN for r in role_rows):
+                    require(actor, "roles.manage", "grant the Admin role", tenant_id)
+                user = User(tenant_id=tenant_id, email=email, password_hash=password_hash, active=True, created_at=now)
+                s.add(user)
+                s.flush()
+                s.add_all([UserRole(user_id=user.id, role_id=r.id) for r in role_rows])
+                audit.record(s, actor, "user.create", at=now, target_type="user", target_id=user.id,
+                             tenant_id=tenant_id, details={"email": email, "roles": [r.name for r in role_rows]})
+                s.flush()
+                view = self.user_view(s, user)
+        except IntegrityError:
+            raise KbaiError(errors.ALREADY_EXISTS, what=f"A user with email {email}") from None
+        return view, generated
+
+    def list_users(self, actor: Actor, tenant_id: int) -> list[UserView]:
+        require(actor, "users.read", "list users", tenant_id)
+        with self.db.read() as s:
+            users = s.scalars(select(User).where(User.tenant_id == tenant_id).order_by(User.id)).all()
+            return [self.user_view(s, u) for u in users]
+
+    def get_user(self, actor: Actor, user_id: int) -> UserView:
+        with self.db.read() as s:
+            user = s.get(User, user_id)
+            if user is None or (actor.kind != "operator" and user.tenant_id != actor.tenant_id):
+                raise KbaiError(errors.NOT_FOUND, what="User")
+            require(actor, "users.read", "view users", user.tenant_id)
+            return self.user_view(s, user)
+
+    def set_user_roles(self, actor: Actor, user_id: int, roles: Sequence[str | int]) -> UserView:
+        now = utc_seconds(self.clock.now())
+        with self.db.write() as s:
+            user = self._user_in_scope(s, actor, user_id)
+            require(actor, "users.manage", "change a user's roles", user.tenant_id)
+            self._lock_tenant(s, user.tenant_id)
+            wanted = self._roles(s, user.tenant_id, roles)
+            before = set(s.scalars(select(UserRole.role_id).where(UserRole.user_id == user.id)))
+            admin_ids = {r.id for r in self._builtin_roles(s, user.tenant_id, ADMIN)}
+            touches_admin = bool((before ^ {r.id for r in wanted}) & admin_ids)
+            if touches_admin:
+                require(actor, "roles.manage", "grant or remove the Admin role", user.tenant_id)
+            for link in s.scalars(select(UserRole).where(UserRole.user_id == user.id)):
+                s.delete(link)
+            s.flush()
+            s.add_all([UserRole(user_id=user.id, role_id=r.id) for r in wanted])
+            s.flush()
+            self._keep_an_admin(s, user.tenant_id)
+            audit.record(s, actor, "user.roles", at=now, target_type="user", target_id=user.id,
+                         tenant_id=user.tenant_id, details={"email": user.email, "roles": sorted(r.name for r in wanted)})
+            return self.user_view(s, user)
+
+    def deactivate_user(self, actor: Actor, user_id: int) -> UserView:
+        """Deactivated users can't log in, and their tokens stop working at once."""
+        now = utc_seconds(self.clock.now())
+        with self.db.write() as s:
+            user = self._user_in_scope(s, actor, user_id)
+            require(actor, "users.manage", "deactivate users", user.tenant_id)
+            self._lock_tenant(s, user.tenant_id)
+            if user.active:
+                user.active = False
+                user.deactivated_at = now
+                s.flush()
+                self._keep_an_admin(s, user.tenant_id)
+                audit.record(s, actor, "user.deactivate", at=now, target_type="user", target_id=user.id,
+                             tenant_id=user.tenant_id, details={"email": user.email})
+            return self.user_view(s, user)
+
+    def set_password(self, actor: Actor, user_id: int, password: str | None = None) -> str | None:
+        """Set (or generate and return) a user's password."""
+        generated = None
+        if password is None:
+            password = generated = self.passwords.generate()
+        clean_password(password, MIN_LENGTH)
+        password_hash = self.passwords.hash(password)
+        now = utc_seconds(self.clock.now())
+        with self.db.write() as s:
+            user = self._user_in_scope(s, actor, user_id)
+            if actor.kind != "operator" and actor.user_id != user.id:
+                require(actor, "users.manage", "set another user's password", user.tenant_id)
+            user.password_hash = password_hash
+            audit.record(s, actor, "user.password", at=now, target_type="user", target_id=user.id,
+                         tenant_id=user.tenant_id, details={"email": user.email})
+        return generated
+
+    def authenticate(self, email: str, password: str) -> User:
+        """The active user with this email and password, or INVALID_CREDENTIALS (same time either way)."""
+        if not isinstance(email, str) or not isinstance(password, str) or len(password) > 1024:
+            raise KbaiError(errors.INVALID_CREDENTIALS)
+        with self.db.read() as s:
+            user = s.scalar(select(User).where(User.email == email.strip().lower()))
+        ok = self.passwords.verify(user.password_hash if user else None, password)
+        if not ok or user is None:
+            raise KbaiError(errors.INVALID_CREDENTIALS)
+        if not user.active:
+            raise KbaiError(errors.USER_INACTIVE)
+        if self.passwords.needs_rehash(user.password_hash):
+            with self.db.write() as s:
+                fresh = s.get(User, user.id)
+                if fresh is not None:
+                    fresh.password_hash = self.passwords.hash(password)
+        return user
+
+    # ---- roles ---------------------------------------------------------------------------
+    def list_roles(self, actor: Actor, tenant_id: int) -> list[RoleView]:
+        require(actor, "roles.read", "list roles", tenant_id)
+        with self.db.read() as s:
+            roles = s.scalars(select(Role).where(Role.tenant_id == tenant_id).order_by(Role.id)).all()
+            return [self.role_view(s, r) for r in roles]
+
+    def get_role(self, actor: Actor, role_id: int) -> RoleView:
+        with self.db.read() as s:
+            role = self._role_in_scope(s, actor, role_id)
+            require(actor, "roles.read", "view roles", role.tenant_id)
+            return self.role_view(s, role)
+
+    def create_role(self, actor: Actor, tenant_id: int, name: str, permissions: Iterable[str]) -> RoleView:
+        require(actor, "roles.manage", "create roles", tenant_id)
+        name = clean_name(name, "role name")
+        perms = self._clean_permissions(permissions)
+        now = utc_seconds(self.clock.now())
+        try:
+            with self.db.write() as s:
+                if s.scalar(select(Role.id).where(Role.tenant_id == tenant_id, Role.name == name)) is not None:
+                    raise KbaiError(errors.ALREADY_EXISTS, what=f"A role named '{name}'")
+                role = Role(tenant_id=tenant_id, name=name, builtin=None, created_at=now)
+                s.add(role)
+                s.flush()
+                s.add_all([RolePermission(role_id=role.id, permission=p) for p in perms])
+                audit.record(s, actor, "role.create", at=now, target_type="role", target_id=role.id,
+                             tenant_id=tenant_id, details={"name": name, "permissions": perms})
+                s.flush()
+                return self.role_view(s, role)
+        except IntegrityError:
+            raise KbaiError(errors.ALREADY_EXISTS, what=f"A role named '{name}'") from None
+
+    def update_role(
+        self, actor: Actor, role_id: int, permissions: Iterable[str] | None = None, name: str | None = None
+    ) -> RoleView:
+        """Replace a role's permissions (and optionally rename it). Takes effect on every token at once."""
+        perms = None if permissions is None else self._clean_permissions(permissions)
+        new_name = None if name is None else clean_name(name, "role name")
+        now = utc_seconds(self.clock.now())
+        try:
+            with self.db.write() as s:
+                role = self._role_in_scope(s, actor, role_id)
+                require(actor, "roles.manage", "change roles", role.tenant_id)
+                if role.builtin == ADMIN and (perms is not None and set(perms) != self.catalog.keys or
+                                              new_name not in (None, role.name)):
+                    raise KbaiError(errors.ADMIN_ROLE_FIXED, role=role.name)
+                if role.builtin is not None and new_name not in (None, role.name):
+                    raise KbaiError(errors.ADMIN_ROLE_FIXED, role=role.name)
+                before = self.role_view(s, role).permissions
+                if new_name is not None and new_name != role.name:
+                    if s.scalar(select(Role.id).where(Role.tenant_id == role.tenant_id, Role.name == new_name)):
+                        raise KbaiError(errors.ALREADY_EXISTS, what=f"A role named '{new_name}'")
+                    role.name = new_name
+                if perms is not None and role.builtin != ADMIN:
+                    for rp in s.scalars(select(RolePermission).where(RolePermission.role_id == role.id)):
+                        s.delete(rp)
+                    s.flush()
+                    s.add_all([RolePermission(role_id=role.id, permission=p) for p in perms])
+                s.flush()
+                view = self.role_view(s, role)
+                audit.record(s, actor, "role.update", at=now, target_type="role", target_id=role.id,
+                             tenant_id=role.tenant_id,
+                             details={"name": role.name, "added": sorted(set(view.permissions) - set(before)),
+                                      "removed": sorted(set(before) - set(view.permissions))})
+                return view
+        except IntegrityError:
+            raise KbaiError(errors.ALREADY_EXISTS, what=f"A role named '{new_name}'") from None
+
+    # ---- limits --------------------------------------------------------------------------
+    def set_limit(
+        self, actor: Actor, max_active_tokens: int | None, *, user_email: str | None = None,
+        tenant_name: str | None = None,
+    ) -> None:
+        """Override the active-token limit of one user or a whole tenant (None: back to the default)."""
+        if actor.kind != "operator":
+            raise KbaiError(errors.FORBIDDEN, permission="operator access", action="change token limits")
+        if (user_email is None) == (tenant_name is None):
+            raise KbaiError(errors.VALIDATION, detail="Give exactly one of a user email or a tenant name.")
+        if max_active_tokens is not None and not (1 <= max_active_tokens <= MAX_LIMIT):
+            raise KbaiError(errors.VALIDATION, detail=f"max_active_tokens must be between 1 and {MAX_LIMIT}.")
+        now = utc_seconds(self.clock.now())
+        with self.db.write() as s:
+            target: User | Tenant | None
+            if user_email is not None:
+                target = s.scalar(select(User).where(User.email == user_email.strip().lower()))
+                if target is None:
+                    raise KbaiError(errors.NOT_FOUND, what=f"User '{user_email}'")
+                tenant_id, target_type, label = target.tenant_id, "user", target.email
+            else:
+                target = s.scalar(select(Tenant).where(Tenant.name == (tenant_name or "").strip()))
+                if target is None:
+                    raise KbaiError(errors.NOT_FOUND, what=f"Tenant '{tenant_name}'")
+                tenant_id, target_type, label = target.id, "tenant", target.name
+            before = target.max_active_tokens
+            target.max_active_tokens = max_active_tokens
+            audit.record(s, actor, "limit.set", at=now, target_type=target_type, target_id=target.id,
+                         tenant_id=tenant_id, details={"target": label, "from": before, "to": max_active_tokens})
+
+    # ---- helpers -------------------------------------------------------------------------
+    def _clean_permissions(self, permissions: Iterable[str]) -> list[str]:
+        if isinstance(permissions, str) or not isinstance(permissions, Iterable):
+            raise KbaiError(errors.VALIDATION, detail="permissions must be a list of permission keys.")
+        wanted = list(permissions)
+        for p in wanted:
+            if not isinstance(p, str) or p not in self.catalog:
+                raise KbaiError(errors.UNKNOWN_PERMISSION, permission=str(p)[:100])
+        return [p.key for p in self.catalog.permissions if p.key in set(wanted)]
+
+    @staticmethod
+    def _email_free(s: Session, email: str) -> None:
+        if s.scalar(select(User.id).where(User.email == email)) is not None:
+            raise KbaiError(errors.ALREADY_EXISTS, what=f"A user with email {email}")
+
+    @staticmethod
+    def _lock_tenant(s: Session, tenant_id: int) -> None:
+        s.scalar(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
+
+    @staticmethod
+    def _builtin_roles(s: Session, tenant_id: int, kind: str) -> list[Role]:
+        return list(s.scalars(select(Role).where(Role.tenant_id == tenant_id, Role.builtin == kind)))
+
+    def _roles(self, s: Session, tenant_id: int, roles: Sequence[str | int]) -> list[Role]:
+        found: list[Role] = []
+        for ref in roles:
+            if isinstance(ref, bool) or not isinstance(ref, (str, int)):
+                raise KbaiError(errors.VALIDATION, detail="roles must be role ids or role names.")
+            query = select(Role).where(Role.tenant_id == tenant_id)
+            query = query.where(Role.id == ref) if isinstance(ref, int) else query.where(Role.name == ref.strip())
+            role = s.scalar(query)
+            if role is None:
+                raise KbaiError(errors.VALIDATION, detail=f"Unknown role '{ref}' in this tenant.")
+            if role not in found:
+                found.append(role)
+        return found
+
+    def _keep_an_admin(self, s: Session, tenant_id: int) -> None:
+        count = s.scalar(
+            select(func.count(func.distinct(User.id)))
+            .select_from(User)
+            .join(UserRole, UserRole.user_id == User.id)
+            .join(Role, Role.id == UserRole.role_id)
+            .where(User.tenant_id == tenant_id, User.active.is_(True), Role.builtin == ADMIN)
+        )
+        if not count:
+            raise KbaiError(errors.LAST_ADMIN)
+
+    @staticmethod
+    def _user_in_scope(s: Session, actor: Actor, user_id: int) -> User:
+        user = s.get(User, user_id)
+        if user is None or (actor.kind != "operator" and user.tenant_id != actor.tenant_id):
+            raise KbaiError(errors.NOT_FOUND, what="User")
+        return user
+
+    @staticmethod
+    def _role_in_scope(s: Session, actor: Actor, role_id: int) -> Role:
+        role = s.get(Role, role_id)
+        if role is None or (actor.kind != "operator" and role.tenant_id != actor.tenant_id):
+            raise KbaiError(errors.NOT_FOUND, what="Role")
+        return role

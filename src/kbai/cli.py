@@ -1,0 +1,270 @@
+"""The ``kbai`` command (Typer). User mistakes print one line and exit non-zero, never a traceback."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from kbai.access.catalog import CatalogError
+from kbai.audit import Actor
+from kbai.clock import iso
+from kbai.config import Settings
+from kbai.errors import KbaiError
+from kbai.services import Services
+
+app = typer.Typer(
+    help="kbai: Developer API tokens for your product. Run `kbai serve --demo` to try it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+tenant_app = typer.Typer(help="Create tenants.", no_args_is_help=True)
+user_app = typer.Typer(help="Create and manage users.", no_args_is_help=True)
+limits_app = typer.Typer(help="Raise or reset active-token limits.", no_args_is_help=True)
+tokens_app = typer.Typer(help="Support: list and revoke tokens.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(tenant_app, name="tenant")
+app.add_typer(user_app, name="user")
+app.add_typer(limits_app, name="limits")
+app.add_typer(tokens_app, name="tokens")
+app.add_typer(db_app, name="db")
+
+F = TypeVar("F", bound=Callable[..., Any])
+OPERATOR = Actor.operator()
+
+
+def fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(1)
+
+
+def _safe_url(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - only for a message
+        return "the configured database"
+
+
+def friendly(func: F) -> F:
+    """Turn the errors a user can cause or fix into one clear line and exit code 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except KbaiError as exc:
+            raise fail(exc.message) from None
+        except CatalogError as exc:
+            raise fail(str(exc)) from None
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ())).upper()
+            raise fail(f"setting KBAI_{where}: {first.get('msg')}") from None
+        except OperationalError as exc:
+            url = _safe_url(_settings().database_url)
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else "connection failed"
+            raise fail(f"cannot use the database at {url}: {reason}. Check KBAI_DATABASE_URL.") from None
+        except SQLAlchemyError as exc:
+            raise fail(f"database error: {type(exc).__name__}. Run `kbai db upgrade`, then try again.") from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+_services: Services | None = None
+
+
+def _settings() -> Settings:
+    from kbai.config import get_settings
+
+    return get_settings()
+
+
+def services(*, upgrade: bool = True) -> Services:
+    global _services
+    if _services is None:
+        _services = Services.build(_settings())
+        if upgrade:
+            _services.db.upgrade()
+    return _services
+
+
+def _tenant_id(svc: Services, name: str) -> int:
+    tenant = svc.access.tenant_by_name(name)
+    if tenant is None:
+        raise KbaiError_not_found(f"Tenant '{name}'")
+    return tenant.id
+
+
+def KbaiError_not_found(what: str) -> KbaiError:  # noqa: N802 - reads as a constructor
+    from kbai import errors
+
+    return KbaiError(errors.NOT_FOUND, what=what)
+
+
+# ---- serve / db -----------------------------------------------------------------------------
+@app.command()
+@friendly
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8000,
+    demo: Annotated[bool, typer.Option("--demo", help="Create the Acme demo tenant and print its logins.")] = False,
+) -> None:
+    """Apply migrations and serve the API and pages."""
+    svc = services()
+    if demo:
+        _demo(svc)
+    import uvicorn
+
+    typer.echo(f"kbai serving on http://{host}:{port}  (database: {_safe_url(svc.settings.database_url)})")
+    svc.close()
+    uvicorn.run("kbai.web.app:create_app", factory=True, host=host, port=port, log_level="warning",
+                access_log=False, proxy_headers=True, forwarded_allow_ips=svc.settings.trusted_proxies)
+
+
+def _demo(svc: Services) -> None:
+    """Idempotent: Acme, admin@acme.test (Admin) and dev@acme.test (Member); passwords are reset each run."""
+    tenant = svc.access.tenant_by_name("Acme")
+    if tenant is None:
+        tenant, _admin, _ = svc.access.create_tenant(OPERATOR, "Acme", "admin@acme.test")
+    for email, role in (("admin@acme.test", "Admin"), ("dev@acme.test", "Member")):
+        user = svc.access.user_by_email(email)
+        if user is None:
+            svc.access.create_user(OPERATOR, tenant.id, email, roles=[role])
+            user = svc.access.user_by_email(email)
+        assert user is not None
+        password = svc.access.set_password(OPERATOR, user.id)
+        typer.echo(f"demo login: {email:<18} password: {password}   ({role})")
+
+
+@db_app.command("upgrade")
+@friendly
+def db_upgrade() -> None:
+    """Apply every pending migration."""
+    svc = services(upgrade=False)
+    svc.db.upgrade()
+    typer.echo(f"database is up to date ({_safe_url(svc.settings.database_url)})")
+
+
+# ---- tenants and users -----------------------------------------------------------------------
+@tenant_app.command("create")
+@friendly
+def tenant_create(
+    name: Annotated[str, typer.Argument(help="Tenant (company) name.")],
+    admin_email: Annotated[str, typer.Option(help="Email of the tenant's first admin.")],
+    admin_password: Annotated[str | None, typer.Option(help="Generated and printed once when omitted.")] = None,
+) -> None:
+    """Create a tenant with its Admin and Member roles and its first admin."""
+    tenant, user, generated = services().access.create_tenant(OPERATOR, name, admin_email, admin_password)
+    typer.echo(f"created tenant {tenant.name} (id {tenant.id}) with admin {user.email}")
+    if generated:
+        typer.echo(f"password for {user.email}: {generated}   (shown once; store it now)")
+
+
+@user_app.command("create")
+@friendly
+def user_create(
+    tenant: Annotated[str, typer.Option(help="Tenant name.")],
+    email: Annotated[str, typer.Option(help="The user's email (their login).")],
+    password: Annotated[str | None, typer.Option(help="Generated and printed once when omitted.")] = None,
+    role: Annotated[list[str] | None, typer.Option(help="Role name; repeat for several. Default: Member.")] = None,
+) -> None:
+    """Create a user in a tenant."""
+    svc = services()
+    view, generated = svc.access.create_user(OPERATOR, _tenant_id(svc, tenant), email, password, role or [])
+    typer.echo(f"created user {view.email} (id {view.id}) in {tenant} with roles: {', '.join(view.roles)}")
+    if generated:
+        typer.echo(f"password for {view.email}: {generated}   (shown once; store it now)")
+
+
+@user_app.command("set-password")
+@friendly
+def user_set_password(
+    email: Annotated[str, typer.Option(help="The user's email.")],
+    password: Annotated[str | None, typer.Option(help="Generated and printed once when omitted.")] = None,
+) -> None:
+    """Set or reset a user's password."""
+    svc = services()
+    user = svc.access.user_by_email(email)
+    if user is None:
+        raise KbaiError_not_found(f"User '{email}'")
+    generated = svc.access.set_password(OPERATOR, user.id, password)
+    typer.echo(f"password set for {user.email}" + (f": {generated}   (shown once)" if generated else ""))
+
+
+@user_app.command("deactivate")
+@friendly
+def user_deactivate(email: Annotated[str, typer.Option(help="The user's email.")]) -> None:
+    """Deactivate a user: no more logins, and their tokens stop working at once."""
+    svc = services()
+    user = svc.access.user_by_email(email)
+    if user is None:
+        raise KbaiError_not_found(f"User '{email}'")
+    svc.access.deactivate_user(OPERATOR, user.id)
+    typer.echo(f"deactivated {user.email}; their tokens no longer work")
+
+
+# ---- limits ----------------------------------------------------------------------------------
+@limits_app.command("set")
+@friendly
+def limits_set(
+    max_active_tokens: Annotated[int | None, typer.Option(help="New limit (1-100000).")] = None,
+    user: Annotated[str | None, typer.Option(help="A user's email.")] = None,
+    tenant: Annotated[str | None, typer.Option(help="A tenant's name.")] = None,
+    reset: Annotated[bool, typer.Option("--reset", help="Remove the override (back to the default).")] = False,
+) -> None:
+    """Raise (or reset) the active-token limit of one user or a whole tenant."""
+    if (user is None) == (tenant is None):
+        raise fail("give exactly one of --user EMAIL or --tenant NAME")
+    if reset == (max_active_tokens is not None):
+        raise fail("give --max-active-tokens N, or --reset")
+    services().access.set_limit(OPERATOR, max_active_tokens, user_email=user, tenant_name=tenant)
+    target = f"user {user}" if user else f"tenant {tenant}"
+    shown = "the default" if max_active_tokens is None else str(max_active_tokens)
+    typer.echo(f"active-token limit for {target} is now {shown}")
+
+
+# ---- tokens (support) ------------------------------------------------------------------------
+@tokens_app.command("list")
+@friendly
+def tokens_list(
+    user: Annotated[str | None, typer.Option(help="Only this user's tokens (email).")] = None,
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's tokens.")] = None,
+) -> None:
+    """List tokens (never their secrets): id, owner, name, prefix, status, expiry, last use."""
+    rows = services().tokens.list_for_support(user_email=user, tenant_name=tenant)
+    if not rows:
+        typer.echo("no tokens")
+        return
+    typer.echo(f"{'ID':>6}  {'OWNER':<28} {'NAME':<28} {'PREFIX':<13} {'STATUS':<8} {'EXPIRES':<21} LAST USED")
+    for email, t in rows:
+        typer.echo(
+            f"{t.id:>6}  {email[:28]:<28} {t.name[:28]:<28} {t.prefix:<13} {t.status:<8} "
+            f"{iso(t.expires_at) or 'Never':<21} {iso(t.last_used_at) or 'Never'}"
+        )
+
+
+@tokens_app.command("revoke")
+@friendly
+def tokens_revoke(token_id: Annotated[int, typer.Argument(help="Token id (see `kbai tokens list`).")]) -> None:
+    """Revoke a token now (idempotent)."""
+    view = services().tokens.revoke(OPERATOR, token_id)
+    typer.echo(f"token {view.id} ({view.prefix}, {view.name}) is {view.status}")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - a bug: still one line, never a traceback with secrets
+        from kbai.tokens.format import redact
+
+        typer.secho(f"error: unexpected {type(exc).__name__}: {redact(str(exc))[:300]}", fg=typer.colors.RED, err=True)
+        sys.exit(2)

@@ -1,0 +1,67 @@
+"""Settings: the only module that reads ``KBAI_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob an operator can turn. Each field is read from ``KBAI_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="KBAI_", extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite:///./kbai.db",
+        description="SQLAlchemy URL. sqlite:///path (default ./kbai.db) or postgresql://user@host/db.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="redis://host:port/db. Enables cross-instance cache invalidation, shared rate "
+        "limits and last-used buffering. Unset: everything stays in-process.",
+    )
+    permissions_file: Path | None = Field(
+        default=None,
+        description="TOML file with the operator's own permission groups, added to the built-in catalog.",
+    )
+    default_max_active_tokens: int = Field(
+        default=10, ge=1, le=100_000, description="Active tokens a user may hold unless overridden."
+    )
+    support_email: str = Field(default="support@keebai.com", description="Shown in the limit message.")
+    last_used_flush_seconds: float = Field(
+        default=60.0, gt=0, description="Longest a Last used time may lag behind the real use."
+    )
+    session_ttl_seconds: int = Field(default=8 * 3600, ge=60, description="Lifetime of a login session.")
+    cookie_secure: bool = Field(
+        default=False, description="Mark the session cookie Secure (set it when serving over HTTPS)."
+    )
+    auth_failures_per_minute: int = Field(
+        default=60, ge=1, description="Failed token authentications allowed per client IP per minute."
+    )
+    login_failures_per_minute: int = Field(
+        default=10, ge=1, description="Failed logins allowed per client IP and per account per minute."
+    )
+    trusted_proxies: str = Field(
+        default="127.0.0.1,::1",
+        description="Comma-separated proxy addresses whose X-Forwarded-For is believed for the client IP.",
+    )
+    argon2_time_cost: int = Field(default=3, ge=1, description="argon2id iterations (RFC 9106 low-memory profile).")
+    argon2_memory_kib: int = Field(default=65536, ge=8, description="argon2id memory in KiB.")
+    argon2_parallelism: int = Field(default=4, ge=1, description="argon2id lanes.")
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if not value.startswith(("sqlite", "postgresql", "postgres://")):
+            raise ValueError("KBAI_DATABASE_URL must start with sqlite:// or postgresql://")
+        return value
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

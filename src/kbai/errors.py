@@ -1,0 +1,121 @@
+"""Every error a user can see, defined once: code, HTTP status and message.
+
+Routes and commands never write messages inline; they raise :class:`KbaiError` with one of the
+specs below, and the web layer renders ``{"error": {"code", "message"}}`` while the CLI prints
+the message on one line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ErrorSpec:
+    code: str
+    status: int
+    template: str
+
+
+class KbaiError(Exception):
+    """A failure that is the caller's to fix. ``str(err)`` is safe to show: it never holds a token."""
+
+    def __init__(self, spec: ErrorSpec, **params: Any) -> None:
+        self.spec = spec
+        self.params = params
+        self.message = spec.template.format(**params)
+        super().__init__(self.message)
+
+    @property
+    def code(self) -> str:
+        return self.spec.code
+
+    @property
+    def status(self) -> int:
+        return self.spec.status
+
+
+# 400 / 401 / 403
+BAD_REQUEST = ErrorSpec("bad_request", 400, "{detail}")
+NOT_AUTHENTICATED = ErrorSpec(
+    "not_authenticated", 401, "Log in first: send the session cookie, or an Authorization: Bearer token."
+)
+INVALID_CREDENTIALS = ErrorSpec("invalid_credentials", 401, "Wrong email or password.")
+INVALID_TOKEN = ErrorSpec("invalid_token", 401, "{description}")
+INVALID_CLIENT = ErrorSpec(
+    "invalid_client", 401, "Unknown or wrong service credential. Create one with `kbai service-credential create NAME`."
+)
+INSUFFICIENT_SCOPE = ErrorSpec("insufficient_scope", 403, "{description}")
+FORBIDDEN = ErrorSpec("forbidden", 403, "You need the {permission} permission to {action}.")
+NO_TOKEN_PERMISSION = ErrorSpec(
+    "forbidden",
+    403,
+    "You need the developer.manage_tokens permission to create tokens. Ask a tenant admin to grant "
+    "Manage API Tokens (Developer) on one of your roles.",
+)
+CSRF_FAILED = ErrorSpec(
+    "csrf_failed", 403, "Missing or wrong X-CSRF-Token header. Send the csrf_token returned by POST /api/v1/session."
+)
+SESSION_REQUIRED = ErrorSpec(
+    "session_required", 403, "Token management needs an interactive session: a token cannot {action}."
+)
+USER_INACTIVE = ErrorSpec("user_inactive", 403, "This account is deactivated. Ask a tenant admin to reactivate it.")
+
+# 404 / 409
+NOT_FOUND = ErrorSpec("not_found", 404, "{what} not found.")
+LIMIT_REACHED = ErrorSpec(
+    "token_limit_reached",
+    409,
+    "You have {active} active tokens; the limit is {limit}. Revoke one before creating a new one. "
+    "Need more? Email {support}.",
+)
+NAME_TAKEN = ErrorSpec(
+    "name_taken", 409, "You already have an active token named '{name}'. Pick another name or revoke that token."
+)
+LAST_ADMIN = ErrorSpec(
+    "last_admin",
+    409,
+    "This would leave the tenant without an active admin. Give the Admin role to another active user first.",
+)
+ALREADY_EXISTS = ErrorSpec("already_exists", 409, "{what} already exists.")
+NOT_ROTATABLE = ErrorSpec("not_rotatable", 409, "Only an active token can be rotated; this one is {status}.")
+
+# 413 / 415 / 422 / 429
+TOO_LARGE = ErrorSpec("too_large", 413, "The request body is larger than {limit} bytes.")
+UNSUPPORTED_MEDIA = ErrorSpec("unsupported_media_type", 415, "Send the body as {expected}.")
+VALIDATION = ErrorSpec("validation_error", 422, "{detail}")
+UNKNOWN_SCOPE = ErrorSpec(
+    "unknown_scope", 422, "Unknown scope '{scope}'. GET /api/v1/permissions lists the scopes that exist."
+)
+UNHELD_SCOPE = ErrorSpec(
+    "unheld_scope", 422, "You don't hold the '{scope}' permission, so a token you create can't have it."
+)
+DUPLICATE_SCOPE = ErrorSpec("duplicate_scope", 422, "Scope '{scope}' is listed more than once.")
+UNKNOWN_PERMISSION = ErrorSpec(
+    "unknown_permission", 422, "Unknown permission '{permission}'. GET /api/v1/permissions lists them."
+)
+ADMIN_ROLE_FIXED = ErrorSpec(
+    "builtin_role", 422, "The built-in {role} role cannot be renamed, and Admin always keeps every permission."
+)
+RATE_LIMITED = ErrorSpec(
+    "rate_limited", 429, "Too many failed attempts from your address. Try again in {retry_after} seconds."
+)
+
+
+# ---- verification outcomes -> public errors (the one place that maps them) ----------------------
+_OUTCOME_DESCRIPTIONS = {
+    "malformed": "The token is malformed: expected kbai_pk_ followed by 64 lowercase hex characters.",
+    "unknown": "The token is not recognised.",
+    "revoked": "The token has been revoked.",
+    "expired": "The token has expired. Create a new one under System Settings → API Keys.",
+    "owner_inactive": "The token's owner has been deactivated.",
+}
+
+
+def for_outcome(outcome: str, missing: tuple[str, ...] = ()) -> KbaiError:
+    """The public error for a failed verification outcome (see ``kbai.tokens.verify.Outcome``)."""
+    if outcome == "insufficient_scope":
+        names = ", ".join(missing)
+        return KbaiError(INSUFFICIENT_SCOPE, description=f"The token lacks the scope(s): {names}.")
+    return KbaiError(INVALID_TOKEN, description=_OUTCOME_DESCRIPTIONS[outcome])

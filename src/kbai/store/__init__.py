@@ -1,0 +1,12 @@
+"""Storage: the only package that knows about SQL.
+
+``models`` declares the tables (SQLAlchemy 2 typed ORM), ``db`` owns the engine and hands out
+read and write sessions (writes on SQLite take the database write lock up front with
+``BEGIN IMMEDIATE``, on PostgreSQL they lock the rows they serialize on), and ``migrations``
+holds the Alembic environment that creates and upgrades the schema on both backends. Times are
+stored as naive UTC and come back timezone-aware.
+"""
+
+from kbai.store.db import Database
+
+__all__ = ["Database"]

@@ -1,0 +1,9 @@
+"""Tokens: the format (mint, parse, digest, display prefix), the verification pipeline and the lifecycle.
+
+``format`` is the only place that knows what a token looks like. ``verify`` turns a presented
+string into an explicit :class:`~kbai.tokens.verify.Outcome` in a fixed order (format, digest
+lookup, revoked/expired/owner, scopes) and never raises for a bad token. ``service`` creates,
+lists, revokes and rotates tokens under the rules of the spec (permission, held scopes, names,
+the active-token limit) inside one serialized transaction per user, and audits every change.
+Nothing here imports the web layer; storage is reached through ``kbai.store``.
+"""

@@ -1,0 +1,45 @@
+"""What a token looks like: ``kbai_pk_`` + 64 lowercase hex chars. The only module that knows it."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+
+PREFIX = "kbai_pk_"
+SECRET_BYTES = 32
+TOKEN_LENGTH = len(PREFIX) + SECRET_BYTES * 2  # 72
+DISPLAY_PREFIX_LENGTH = 12
+
+_TOKEN_RE = re.compile(r"kbai_pk_[0-9a-f]{64}")
+# Anything that could be a token or most of one, in any case: used only to redact.
+_REDACT_RE = re.compile(r"kbai_pk_[0-9A-Fa-f]{4,}")
+
+
+def mint() -> str:
+    """A new token: 32 bytes from the OS CSPRNG, lowercase hex, behind the fixed prefix."""
+    return PREFIX + secrets.token_hex(SECRET_BYTES)
+
+
+def is_well_formed(candidate: object) -> bool:
+    """True when ``candidate`` is exactly a token: no padding, no upper case, no look-alikes."""
+    return (
+        isinstance(candidate, str)
+        and len(candidate) == TOKEN_LENGTH
+        and _TOKEN_RE.fullmatch(candidate) is not None
+    )
+
+
+def digest(token: str) -> str:
+    """SHA-256 hex digest: the only form in which a token is stored."""
+    return hashlib.sha256(token.encode("ascii")).hexdigest()
+
+
+def display_prefix(token: str) -> str:
+    """The first 12 chars, e.g. ``kbai_pk_a1b2``: identifies a token without exposing it."""
+    return token[:DISPLAY_PREFIX_LENGTH]
+
+
+def redact(text: str) -> str:
+    """``text`` with every token in it cut to its display prefix and an ellipsis (for logs)."""
+    return _REDACT_RE.sub(lambda m: m.group(0)[:DISPLAY_PREFIX_LENGTH] + "…", text)

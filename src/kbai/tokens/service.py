@@ -1,0 +1,368 @@
+"""The token lifecycle: create, list, revoke, rotate, and the storage side of verification.
+
+Every change to one user's tokens runs in a write transaction that first locks that user
+(``SELECT … FOR UPDATE`` on PostgreSQL; ``BEGIN IMMEDIATE`` on SQLite), so the active-token limit
+and name uniqueness hold under any number of concurrent requests, threads or processes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from kbai import audit, errors
+from kbai.access.catalog import MANAGE_TOKENS, Catalog
+from kbai.access.service import permissions_of
+from kbai.audit import Actor
+from kbai.clock import Clock, iso, utc_seconds
+from kbai.errors import KbaiError
+from kbai.store import Database
+from kbai.store.models import Tenant, Token, User
+from kbai.tokens import format as fmt
+from kbai.tokens.verify import TokenRecord, Verification, verify
+from kbai.validate import clean_name
+
+MAX_LIFETIME_DAYS = 3650
+MAX_GRACE_SECONDS = 7 * 24 * 3600
+EXPIRY_PRESETS_DAYS = (7, 30, 60, 90)
+RECOMMENDED_EXPIRY_DAYS = 90
+_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+@dataclass(frozen=True)
+class TokenView:
+    """A token as its owner sees it: everything but the secret."""
+
+    id: int
+    user_id: int
+    tenant_id: int
+    name: str
+    prefix: str
+    scopes: list[str]
+    created_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    status: str
+    rotated_from_id: int | None
+
+
+def status_of(token: Token, now: datetime) -> str:
+    if token.revoked_at is not None and token.revoked_at <= now:
+        return "revoked"
+    if token.expires_at is not None and token.expires_at <= now:
+        return "expired"
+    return "active"
+
+
+def _active_clause(now: datetime):  # type: ignore[no-untyped-def]
+    return and_(
+        or_(Token.revoked_at.is_(None), Token.revoked_at > now),
+        or_(Token.expires_at.is_(None), Token.expires_at > now),
+    )
+
+
+def resolve_expiry(now: datetime, expires_in_days: object = None, expires_at: object = None) -> datetime | None:
+    """The expiry time for a new token. Neither given: no expiration. A bare date: the end of that day, UTC."""
+    if expires_in_days is not None and expires_at is not None:
+        raise KbaiError(errors.VALIDATION, detail="Give expires_in_days or expires_at, not both.")
+    if expires_in_days is not None:
+        if isinstance(expires_in_days, bool) or not isinstance(expires_in_days, int):
+            raise KbaiError(errors.VALIDATION, detail="expires_in_days must be a whole number of days.")
+        if not 1 <= expires_in_days <= MAX_LIFETIME_DAYS:
+            raise KbaiError(
+                errors.VALIDATION,
+                detail=f"expires_in_days must be between 1 and {MAX_LIFETIME_DAYS}, or null for no expiration.",
+            )
+        return utc_seconds(now + timedelta(days=expires_in_days))
+    if expires_at is None:
+        return None
+    when = _parse_when(expires_at)
+    if when <= now:
+        raise KbaiError(
+            errors.VALIDATION, detail="expires_at is in the past; pick a future date, or null for no expiration."
+        )
+    if when > now + timedelta(days=MAX_LIFETIME_DAYS):
+        raise KbaiError(errors.VALIDATION, detail=f"expires_at is more than {MAX_LIFETIME_DAYS} days away.")
+    return when
+
+
+def _parse_when(value: object) -> datetime:
+    bad = KbaiError(
+        errors.VALIDATION,
+        detail="expires_at must be a date (2027-03-31) or an ISO 8601 time with a zone (2027-03-31T12:00:00Z).",
+    )
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise bad
+        return utc_seconds(value)
+    if isinstance(value, date):
+        return datetime.combine(value, time(23, 59, 59), tzinfo=UTC)
+    if not isinstance(value, str) or len(value) > 40:
+        raise bad
+    text = value.strip()
+    try:
+        if _DATE_RE.fullmatch(text):
+            return datetime.combine(date.fromisoformat(text), time(23, 59, 59), tzinfo=UTC)
+        parsed = datetime.fromisoformat(text.replace("z", "Z"))
+    except ValueError:
+        raise bad from None
+    if parsed.tzinfo is None:
+        raise bad
+    return utc_seconds(parsed)
+
+
+class TokenService:
+    def __init__(self, db: Database, clock: Clock, catalog: Catalog, *, default_limit: int = 10,
+                 support_email: str = "support@keebai.com") -> None:
+        self.db = db
+        self.clock = clock
+        self.catalog = catalog
+        self.default_limit = default_limit
+        self.support_email = support_email
+        # Called with (digests, user_ids) after a commit that changes what verification would say.
+        self.listeners: list[Callable[[set[str], set[int]], None]] = []
+
+    # ---- verification --------------------------------------------------------------------
+    def load_record(self, token_digest: str) -> TokenRecord | None:
+        """The stored token with that digest and its owner's current permissions (two queries)."""
+        with self.db.read() as s:
+            row = s.execute(
+                select(Token, User, Tenant.name)
+                .join(User, User.id == Token.user_id)
+                .join(Tenant, Tenant.id == Token.tenant_id)
+                .where(Token.digest == token_digest)
+            ).first()
+            if row is None:
+                return None
+            token, user, tenant_name = row
+            return TokenRecord(
+                token_id=token.id,
+                tenant_id=token.tenant_id,
+                tenant_name=tenant_name,
+                user_id=user.id,
+                email=user.email,
+                prefix=token.prefix,
+                name=token.name,
+                scopes=frozenset(token.scopes),
+                created_at=token.created_at,
+                expires_at=token.expires_at,
+                revoked_at=token.revoked_at,
+                owner_active=user.active,
+                owner_permissions=permissions_of(s, user, self.catalog),
+            )
+
+    def verify(self, presented: object, required: Iterable[str] = ()) -> Verification:
+        return verify(presented, self.load_record, self.clock.now(), required)
+
+    # ---- the owner's operations ----------------------------------------------------------
+    def limit_for(self, session: Session, user: User) -> int:
+        if user.max_active_tokens is not None:
+            return user.max_active_tokens
+        tenant_limit = session.scalar(select(Tenant.max_active_tokens).where(Tenant.id == user.tenant_id))
+        return tenant_limit if tenant_limit is not None else self.default_limit
+
+    def allowance(self, user_id: int) -> tuple[int, int]:
+        """(active tokens, limit) for a user: what the form shows as "3 of 10 active tokens"."""
+        now = self.clock.now()
+        with self.db.read() as s:
+            user = s.get(User, user_id)
+            if user is None:
+                raise KbaiError(errors.NOT_FOUND, what="User")
+            active = s.scalar(select(func.count(Token.id)).where(Token.user_id == user_id, _active_clause(now)))
+            return int(active or 0), self.limit_for(s, user)
+
+    def create(
+        self,
+        actor: Actor,
+        name: object,
+        scopes: object,
+        *,
+        expires_in_days: object = None,
+        expires_at: object = None,
+    ) -> tuple[TokenView, str]:
+        """Mint a token for ``actor`` (an interactive user). Returns the view and the plaintext, once."""
+        if actor.kind != "user" or actor.user_id is None:
+            raise KbaiError(errors.SESSION_REQUIRED, action="create tokens")
+        clean = clean_name(name, "name")
+        wanted = self._clean_scopes(scopes)
+        now = utc_seconds(self.clock.now())
+        expiry = resolve_expiry(now, expires_in_days, expires_at)
+        with self.db.write() as s:
+            user = self._lock_user(s, actor.user_id)
+            held = permissions_of(s, user, self.catalog)
+            if MANAGE_TOKENS not in held:
+                raise KbaiError(errors.NO_TOKEN_PERMISSION)
+            for scope in wanted:
+                if scope not in held:
+                    raise KbaiError(errors.UNHELD_SCOPE, scope=scope)
+            active = list(s.scalars(select(Token).where(Token.user_id == user.id, _active_clause(now))))
+            if any(t.name.casefold() == clean.casefold() for t in active):
+                raise KbaiError(errors.NAME_TAKEN, name=clean)
+            limit = self.limit_for(s, user)
+            if len(active) >= limit:
+                raise KbaiError(errors.LIMIT_REACHED, active=len(active), limit=limit, support=self.support_email)
+            token, plaintext = self._mint(s, user, clean, wanted, now, expiry, rotated_from=None)
+            audit.record(s, actor, "token.create", at=now, target_type="token", target_id=token.id,
+                         tenant_id=user.tenant_id,
+                         details={"name": clean, "prefix": token.prefix, "scopes": wanted,
+                                  "expires_at": iso(expiry)})
+            view = self._view(token, now)
+        return view, plaintext
+
+    def list(self, user_id: int, *, before_id: int | None = None, limit: int = 100) -> list[TokenView]:
+        """Every token the user created, newest first (all statuses)."""
+        now = self.clock.now()
+        with self.db.read() as s:
+            query = select(Token).where(Token.user_id == user_id).order_by(Token.id.desc()).limit(limit)
+            if before_id is not None:
+                query = query.where(Token.id < before_id)
+            return [self._view(t, now) for t in s.scalars(query)]
+
+    def get(self, actor: Actor, token_id: int) -> TokenView:
+        now = self.clock.now()
+        with self.db.read() as s:
+            return self._view(self._token_in_scope(s, actor, token_id, "read"), now)
+
+    def revoke(self, actor: Actor, token_id: int) -> TokenView:
+        """Revoke now. Idempotent: revoking a revoked token changes nothing and audits nothing."""
+        now = utc_seconds(self.clock.now())
+        with self.db.write() as s:
+            token = self._token_in_scope(s, actor, token_id, "revoke another token")
+            self._lock_user(s, token.user_id)
+            s.refresh(token)
+            if token.revoked_at is None or token.revoked_at > now:
+                token.revoked_at = now
+                token.revoked_by = actor.label
+                audit.record(s, actor, "token.revoke", at=now, target_type="token", target_id=token.id,
+                             tenant_id=token.tenant_id, details={"name": token.name, "prefix": token.prefix})
+            view = self._view(token, now)
+            changed = {token.digest}
+        self._notify(changed, set())
+        return view
+
+    def rotate(self, actor: Actor, token_id: int, grace_period_seconds: object = 0) -> tuple[TokenView, str, TokenView]:
+        """A new token with the same name, scopes and lifetime; the old one stops after the grace period.
+
+        Returns (new view, new plaintext, old view).
+        """
+        if actor.kind != "user" or actor.user_id is None:
+            raise KbaiError(errors.SESSION_REQUIRED, action="rotate tokens")
+        if (isinstance(grace_period_seconds, bool) or not isinstance(grace_period_seconds, int)
+                or not 0 <= grace_period_seconds <= MAX_GRACE_SECONDS):
+            raise KbaiError(
+                errors.VALIDATION, detail=f"grace_period_seconds must be a whole number from 0 to {MAX_GRACE_SECONDS}."
+            )
+        now = utc_seconds(self.clock.now())
+        with self.db.write() as s:
+            old = self._token_in_scope(s, actor, token_id, "rotate tokens")
+            user = self._lock_user(s, old.user_id)
+            s.refresh(old)
+            if MANAGE_TOKENS not in permissions_of(s, user, self.catalog):
+                raise KbaiError(errors.NO_TOKEN_PERMISSION)
+            status = status_of(old, now)
+            if status != "active":
+                raise KbaiError(errors.NOT_ROTATABLE, status=status)
+            expiry = None
+            if old.expires_at is not None:
+                expiry = now + (old.expires_at - old.created_at)
+            new, plaintext = self._mint(s, user, old.name, list(old.scopes), now, expiry, rotated_from=old.id)
+            stop = now + timedelta(seconds=grace_period_seconds)
+            if old.revoked_at is None or old.revoked_at > stop:
+                old.revoked_at = stop
+                old.revoked_by = f"{actor.label} (rotated)"
+            audit.record(s, actor, "token.rotate", at=now, target_type="token", target_id=new.id,
+                         tenant_id=user.tenant_id,
+                         details={"name": old.name, "from_id": old.id, "from_prefix": old.prefix,
+                                  "to_prefix": new.prefix, "old_stops_at": iso(old.revoked_at)})
+            views = self._view(new, now), self._view(old, now)
+            changed = {old.digest}
+        self._notify(changed, set())
+        return views[0], plaintext, views[1]
+
+    # ---- operator (support) --------------------------------------------------------------
+    def list_for_support(self, *, user_email: str | None = None, tenant_name: str | None = None) -> list[tuple[str, TokenView]]:
+        now = self.clock.now()
+        with self.db.read() as s:
+            query = select(Token, User.email).join(User, User.id == Token.user_id).order_by(Token.id)
+            if user_email is not None:
+                user = s.scalar(select(User).where(User.email == user_email.strip().lower()))
+                if user is None:
+                    raise KbaiError(errors.NOT_FOUND, what=f"User '{user_email}'")
+                query = query.where(Token.user_id == user.id)
+            if tenant_name is not None:
+                tenant = s.scalar(select(Tenant).where(Tenant.name == tenant_name.strip()))
+                if tenant is None:
+                    raise KbaiError(errors.NOT_FOUND, what=f"Tenant '{tenant_name}'")
+                query = query.where(Token.tenant_id == tenant.id)
+            return [(email, self._view(t, now)) for t, email in s.execute(query)]
+
+    # ---- helpers -------------------------------------------------------------------------
+    def _clean_scopes(self, scopes: object) -> list[str]:
+        if not isinstance(scopes, (list, tuple)):
+            raise KbaiError(errors.VALIDATION, detail="scopes must be a list of permission keys.")
+        seen: list[str] = []
+        for scope in scopes:
+            if not isinstance(scope, str):
+                raise KbaiError(errors.VALIDATION, detail="scopes must be a list of permission keys.")
+            if scope not in self.catalog:
+                raise KbaiError(errors.UNKNOWN_SCOPE, scope=scope[:100])
+            if scope in seen:
+                raise KbaiError(errors.DUPLICATE_SCOPE, scope=scope)
+            seen.append(scope)
+        return [p.key for p in self.catalog.permissions if p.key in seen]
+
+    @staticmethod
+    def _lock_user(s: Session, user_id: int) -> User:
+        user = s.scalar(select(User).where(User.id == user_id).with_for_update())
+        if user is None:
+            raise KbaiError(errors.NOT_FOUND, what="User")
+        if not user.active:
+            raise KbaiError(errors.USER_INACTIVE)
+        return user
+
+    def _mint(self, s: Session, user: User, name: str, scopes: list[str], now: datetime,
+              expiry: datetime | None, rotated_from: int | None) -> tuple[Token, str]:
+        plaintext = fmt.mint()
+        token = Token(
+            tenant_id=user.tenant_id, user_id=user.id, name=name, prefix=fmt.display_prefix(plaintext),
+            digest=fmt.digest(plaintext), scopes=scopes, created_at=now, expires_at=expiry,
+            revoked_at=None, revoked_by=None, last_used_at=None, rotated_from_id=rotated_from,
+        )
+        s.add(token)
+        s.flush()
+        return token, plaintext
+
+    @staticmethod
+    def _token_in_scope(s: Session, actor: Actor, token_id: int, action: str) -> Token:
+        """The token if ``actor`` may act on it; 404 otherwise, so ids of others reveal nothing."""
+        token = s.get(Token, token_id) if isinstance(token_id, int) and not isinstance(token_id, bool) else None
+        if token is None:
+            raise KbaiError(errors.NOT_FOUND, what="Token")
+        if actor.kind == "operator":
+            return token
+        if actor.kind == "user" and token.user_id == actor.user_id:
+            return token
+        if actor.kind == "token" and token.user_id == actor.user_id:
+            if token.id == actor.token_id:
+                return token
+            raise KbaiError(errors.SESSION_REQUIRED, action=action)
+        raise KbaiError(errors.NOT_FOUND, what="Token")
+
+    @staticmethod
+    def _view(t: Token, now: datetime) -> TokenView:
+        return TokenView(
+            id=t.id, user_id=t.user_id, tenant_id=t.tenant_id, name=t.name, prefix=t.prefix,
+            scopes=list(t.scopes), created_at=t.created_at, last_used_at=t.last_used_at,
+            expires_at=t.expires_at, revoked_at=t.revoked_at, status=status_of(t, now),
+            rotated_from_id=t.rotated_from_id,
+        )
+
+    def _notify(self, digests: set[str], user_ids: set[int]) -> None:
+        for listener in self.listeners:
+            listener(digests, user_ids)

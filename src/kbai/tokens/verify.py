@@ -1,0 +1,84 @@
+"""Verification: a presented string in, an explicit :class:`Outcome` out, checks in a fixed order.
+
+1. format (a malformed string never reaches storage), 2. lookup by SHA-256 digest,
+3. revoked, expired, owner inactive, 4. scopes: effective = token scopes ∩ owner's permissions now.
+Nothing here raises for a bad token, and nothing here writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from kbai.tokens.format import digest, is_well_formed
+
+
+class Outcome(StrEnum):
+    VALID = "valid"
+    MALFORMED = "malformed"
+    UNKNOWN = "unknown"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+    OWNER_INACTIVE = "owner_inactive"
+    INSUFFICIENT_SCOPE = "insufficient_scope"
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """What verification needs to know about a stored token and its owner (safe to cache)."""
+
+    token_id: int
+    tenant_id: int
+    tenant_name: str
+    user_id: int
+    email: str
+    prefix: str
+    name: str
+    scopes: frozenset[str]
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    owner_active: bool
+    owner_permissions: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Verification:
+    outcome: Outcome
+    record: TokenRecord | None = None
+    scopes: frozenset[str] = frozenset()
+    missing: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is Outcome.VALID
+
+    @property
+    def authenticated(self) -> bool:
+        """The token itself is good (it may still lack a scope the caller demanded)."""
+        return self.outcome in (Outcome.VALID, Outcome.INSUFFICIENT_SCOPE)
+
+
+Lookup = Callable[[str], TokenRecord | None]
+
+
+def verify(presented: object, lookup: Lookup, now: datetime, required: Iterable[str] = ()) -> Verification:
+    if not is_well_formed(presented):
+        return Verification(Outcome.MALFORMED)
+    assert isinstance(presented, str)
+    record = lookup(digest(presented))
+    if record is None:
+        return Verification(Outcome.UNKNOWN)
+    if record.revoked_at is not None and record.revoked_at <= now:
+        return Verification(Outcome.REVOKED, record)
+    if record.expires_at is not None and record.expires_at <= now:
+        return Verification(Outcome.EXPIRED, record)
+    if not record.owner_active:
+        return Verification(Outcome.OWNER_INACTIVE, record)
+    effective = record.scopes & record.owner_permissions
+    missing = tuple(s for s in dict.fromkeys(required) if s not in effective)
+    if missing:
+        return Verification(Outcome.INSUFFICIENT_SCOPE, record, effective, missing)
+    return Verification(Outcome.VALID, record, effective)

@@ -1,0 +1,50 @@
+"""Checks on text a person typed: names and emails. Raise VALIDATION with a message that says what to fix."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from kbai import errors
+from kbai.errors import KbaiError
+
+# Control, format (bidi overrides, zero-width), surrogate, private-use, unassigned, line/para separators.
+_FORBIDDEN_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+_EMAIL_RE = re.compile(r"[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+")
+
+
+def clean_name(value: object, field: str = "name", max_length: int = 100) -> str:
+    """``value`` trimmed; 1..max_length chars, printable only."""
+    if not isinstance(value, str):
+        raise KbaiError(errors.VALIDATION, detail=f"{field} must be a string.")
+    trimmed = value.strip()
+    if not trimmed:
+        raise KbaiError(errors.VALIDATION, detail=f"{field} must not be empty.")
+    if len(trimmed) > max_length:
+        raise KbaiError(
+            errors.VALIDATION, detail=f"{field} is {len(trimmed)} characters long; the most is {max_length}."
+        )
+    for ch in trimmed:
+        if unicodedata.category(ch) in _FORBIDDEN_CATEGORIES:
+            raise KbaiError(
+                errors.VALIDATION,
+                detail=f"{field} contains an invisible or control character (U+{ord(ch):04X}); use visible text only.",
+            )
+    return trimmed
+
+
+def clean_email(value: object) -> str:
+    if not isinstance(value, str):
+        raise KbaiError(errors.VALIDATION, detail="email must be a string.")
+    email = value.strip().lower()
+    if len(email) > 254 or not email.isascii() or not _EMAIL_RE.fullmatch(email):
+        raise KbaiError(errors.VALIDATION, detail="email must be an address like name@example.com.")
+    return email
+
+
+def clean_password(value: object, min_length: int) -> str:
+    if not isinstance(value, str) or len(value) < min_length or len(value) > 1024:
+        raise KbaiError(
+            errors.VALIDATION, detail=f"password must be {min_length} to 1024 characters long."
+        )
+    return value

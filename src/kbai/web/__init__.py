@@ -1,0 +1,1 @@
+"""Web: the FastAPI app factory, JSON API routes, HTML pages, sessions and CSRF."""
