@@ -30,11 +30,13 @@ user_app = typer.Typer(help="Create and manage users.", no_args_is_help=True)
 limits_app = typer.Typer(help="Raise or reset active-token limits.", no_args_is_help=True)
 tokens_app = typer.Typer(help="Support: list and revoke tokens.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+credential_app = typer.Typer(help="Service credentials for /api/v1/introspect.", no_args_is_help=True)
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(user_app, name="user")
 app.add_typer(limits_app, name="limits")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(db_app, name="db")
+app.add_typer(credential_app, name="service-credential")
 
 F = TypeVar("F", bound=Callable[..., Any])
 OPERATOR = Actor.operator()
@@ -256,6 +258,15 @@ def tokens_revoke(token_id: Annotated[int, typer.Argument(help="Token id (see `k
     """Revoke a token now (idempotent)."""
     view = services().tokens.revoke(OPERATOR, token_id)
     typer.echo(f"token {view.id} ({view.prefix}, {view.name}) is {view.status}")
+
+
+@credential_app.command("create")
+@friendly
+def credential_create(name: Annotated[str, typer.Argument(help="What will use it, e.g. 'contacts-api'.")]) -> None:
+    """Issue a client id and secret for RFC 7662 introspection (HTTP Basic). The secret is shown once."""
+    credential, secret = services().credentials.create(OPERATOR, name)
+    typer.echo(f"client_id:     {credential.client_id}")
+    typer.echo(f"client_secret: {secret}   (shown once; store it in your secrets manager now)")
 
 
 def main() -> None:

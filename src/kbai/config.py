@@ -23,6 +23,9 @@ class Settings(BaseSettings):
         description="redis://host:port/db. Enables cross-instance cache invalidation, shared rate "
         "limits and last-used buffering. Unset: everything stays in-process.",
     )
+    redis_prefix: str = Field(
+        default="kbai", description="Prefix of every Redis key and channel (lets several deployments share a Redis)."
+    )
     permissions_file: Path | None = Field(
         default=None,
         description="TOML file with the operator's own permission groups, added to the built-in catalog.",
@@ -51,6 +54,7 @@ class Settings(BaseSettings):
     argon2_time_cost: int = Field(default=3, ge=1, description="argon2id iterations (RFC 9106 low-memory profile).")
     argon2_memory_kib: int = Field(default=65536, ge=8, description="argon2id memory in KiB.")
     argon2_parallelism: int = Field(default=4, ge=1, description="argon2id lanes.")
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Largest request body accepted.")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
 
     @field_validator("database_url")

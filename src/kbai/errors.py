@@ -108,7 +108,7 @@ _OUTCOME_DESCRIPTIONS = {
     "malformed": "The token is malformed: expected kbai_pk_ followed by 64 lowercase hex characters.",
     "unknown": "The token is not recognised.",
     "revoked": "The token has been revoked.",
-    "expired": "The token has expired. Create a new one under System Settings → API Keys.",
+    "expired": "The token has expired. Create a new one under System Settings > API Keys.",
     "owner_inactive": "The token's owner has been deactivated.",
 }
 

@@ -8,12 +8,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kbai.access.catalog import Catalog
+from kbai.access.credentials import CredentialService
 from kbai.access.passwords import Passwords
 from kbai.access.service import AccessService
+from kbai.access.sessions import SessionService
 from kbai.clock import Clock, SystemClock
 from kbai.config import Settings
+from kbai.metrics import Metrics
+from kbai.ratelimit import FailureLimiter
 from kbai.store import Database
 from kbai.tokens.service import TokenService
+from kbai.tokens.usage import UsageBuffer
 
 
 @dataclass
@@ -24,7 +29,12 @@ class Services:
     catalog: Catalog
     passwords: Passwords
     access: AccessService
+    sessions: SessionService
+    credentials: CredentialService
     tokens: TokenService
+    usage: UsageBuffer
+    limiter: FailureLimiter
+    metrics: Metrics
 
     @classmethod
     def build(cls, settings: Settings, clock: Clock | None = None, db: Database | None = None) -> Services:
@@ -32,18 +42,33 @@ class Services:
         db = db or Database(settings.database_url)
         catalog = Catalog.load(settings.permissions_file)
         passwords = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism)
+        access = AccessService(db, clock, catalog, passwords)
+        metrics = Metrics()
+
+        def _written(rows: int) -> None:
+            metrics.last_used_writes.inc(rows)
+            metrics.last_used_flushes.inc()
+
         return cls(
             settings=settings,
             db=db,
             clock=clock,
             catalog=catalog,
             passwords=passwords,
-            access=AccessService(db, clock, catalog, passwords),
+            access=access,
+            sessions=SessionService(access, settings.session_ttl_seconds),
+            credentials=CredentialService(db, clock),
             tokens=TokenService(
                 db, clock, catalog,
                 default_limit=settings.default_max_active_tokens,
                 support_email=settings.support_email,
             ),
+            usage=UsageBuffer(db, settings.last_used_flush_seconds, on_write=_written),
+            limiter=FailureLimiter(
+                settings.redis_url, settings.redis_prefix,
+                settings.auth_failures_per_minute, settings.login_failures_per_minute,
+            ),
+            metrics=metrics,
         )
 
     def close(self) -> None:

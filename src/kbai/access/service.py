@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -16,7 +16,7 @@ from kbai.audit import Actor
 from kbai.clock import Clock, utc_seconds
 from kbai.errors import KbaiError
 from kbai.store import Database
-from kbai.store.models import Role, RolePermission, Tenant, User, UserRole
+from kbai.store.models import LoginSession, Role, RolePermission, Tenant, User, UserRole
 from kbai.validate import clean_email, clean_name, clean_password
 
 ADMIN = "admin"
@@ -67,6 +67,8 @@ def require(actor: Actor, permission: str, action: str, tenant_id: int | None = 
     if actor.kind == "operator":
         return
     if permission not in actor.permissions:
+        if actor.kind == "token":
+            raise KbaiError(errors.INSUFFICIENT_SCOPE, description=f"The token lacks the scope(s): {permission}.")
         raise KbaiError(errors.FORBIDDEN, permission=permission, action=action)
     if tenant_id is not None and actor.tenant_id != tenant_id:
         raise KbaiError(errors.FORBIDDEN, permission=permission, action=action)
@@ -227,6 +229,7 @@ class AccessService:
                 user.deactivated_at = now
                 s.flush()
                 self._keep_an_admin(s, user.tenant_id)
+                s.execute(delete(LoginSession).where(LoginSession.user_id == user.id))
                 audit.record(s, actor, "user.deactivate", at=now, target_type="user", target_id=user.id,
                              tenant_id=user.tenant_id, details={"email": user.email})
             return self.user_view(s, user)

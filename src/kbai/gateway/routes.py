@@ -1,0 +1,157 @@
+"""/auth/check (forward-auth) and /api/v1/introspect (RFC 7662)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from kbai import errors
+from kbai.errors import KbaiError
+from kbai.web import schemas as sc
+from kbai.web.api import ERRORS
+from kbai.web.auth import bearer_token, client_ip, services, verify_bearer
+
+router = APIRouter(responses=ERRORS)
+
+
+@router.get(
+    "/auth/check",
+    tags=["gateway"],
+    summary="Forward-auth check",
+    status_code=200,
+    responses={200: {"description": "Token valid. Identity in X-Kbai-User, X-Kbai-User-Email, X-Kbai-Tenant, "
+                                    "X-Kbai-Scopes (space-separated), X-Kbai-Token-Id.",
+                     "content": {"application/json": {"schema": {"type": "object"}}}}},
+)
+def auth_check(
+    request: Request,
+    scope: Annotated[list[str] | None, Query(max_length=200, description="Scopes the request needs; repeatable.")] = None,
+) -> Response:
+    """For nginx ``auth_request``, Traefik ForwardAuth and Envoy ext_authz.
+
+    Rate-limited callers get 401 (with Retry-After) rather than 429, because nginx treats any status
+    other than 2xx/401/403 from an auth subrequest as a server error.
+    """
+    svc = services(request)
+    required = tuple(scope or ())
+    if len(required) > 50 or any(len(s) > 100 for s in required):
+        raise KbaiError(errors.VALIDATION, detail="Ask for at most 50 scopes of at most 100 characters.")
+    token = bearer_token(request)
+    if token is None:
+        raise KbaiError(errors.NOT_AUTHENTICATED)
+    try:
+        result = verify_bearer(svc, request, token, required)
+    except KbaiError as exc:
+        if exc.code == "rate_limited":
+            raise KbaiError(errors.INVALID_TOKEN, description=exc.message) from None
+        raise
+    record = result.record
+    assert record is not None
+    if not result.ok:
+        raise errors.for_outcome(result.outcome.value, result.missing)
+    svc.usage.record(record.token_id, svc.clock.now())
+    ordered = [p.key for p in svc.catalog.permissions if p.key in result.scopes]
+    headers = {
+        "X-Kbai-User": str(record.user_id),
+        "X-Kbai-User-Email": record.email,
+        "X-Kbai-Tenant": str(record.tenant_id),
+        "X-Kbai-Scopes": " ".join(ordered),
+        "X-Kbai-Token-Id": str(record.token_id),
+        "Cache-Control": "no-store",
+    }
+    return JSONResponse({"active": True}, headers=headers)
+
+
+def _client(request: Request) -> tuple[str, str]:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        raise KbaiError(errors.INVALID_CLIENT)
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise KbaiError(errors.INVALID_CLIENT) from None
+    client_id, sep, secret = decoded.partition(":")
+    if not sep:
+        raise KbaiError(errors.INVALID_CLIENT)
+    return client_id, secret
+
+
+@router.post(
+    "/api/v1/introspect",
+    response_model=sc.IntrospectionOut,
+    response_model_exclude_none=True,
+    tags=["gateway"],
+    summary="Token introspection (RFC 7662)",
+    openapi_extra={
+        "security": [{"serviceCredential": []}],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/x-www-form-urlencoded": {"schema": {"type": "object", "required": ["token"], "properties": {
+                    "token": {"type": "string", "maxLength": 4096}, "token_type_hint": {"type": "string", "maxLength": 100}}}},
+                "application/json": {"schema": {"type": "object", "required": ["token"], "properties": {
+                    "token": {"type": "string", "maxLength": 4096}, "token_type_hint": {"type": "string", "maxLength": 100}}}},
+            },
+        },
+    },
+)
+async def introspect(request: Request) -> Any:
+    """Authenticate with a service credential (HTTP Basic, from `kbai service-credential create`).
+
+    Active tokens get their scope, owner and times; anything else gets ``{"active": false}`` alone.
+    """
+    svc = services(request)
+    client_id, secret = _client(request)
+    from starlette.concurrency import run_in_threadpool
+
+    credential = await run_in_threadpool(svc.credentials.authenticate, client_id, secret)
+    if credential is None:
+        raise KbaiError(errors.INVALID_CLIENT)
+    token = await _token_param(request)
+    result = await run_in_threadpool(svc.tokens.verify, token)
+    svc.metrics.verifications.labels(result.outcome.value).inc()
+    if not result.ok or result.record is None:
+        return JSONResponse({"active": False}, headers={"Cache-Control": "no-store"})
+    record = result.record
+    svc.usage.record(record.token_id, svc.clock.now())
+    ordered = [p.key for p in svc.catalog.permissions if p.key in result.scopes]
+    body: dict[str, Any] = {
+        "active": True,
+        "scope": " ".join(ordered),
+        "client_id": credential.client_id,
+        "sub": str(record.user_id),
+        "username": record.email,
+        "tenant": str(record.tenant_id),
+        "token_id": record.token_id,
+        "iat": int(record.created_at.timestamp()),
+        "token_type": "Bearer",
+    }
+    if record.expires_at is not None:
+        body["exp"] = int(record.expires_at.timestamp())
+    return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+
+async def _token_param(request: Request) -> str:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    raw = await request.body()
+    token: object = None
+    if content_type == "application/json":
+        try:
+            data = json.loads(raw or b"null")
+        except (ValueError, UnicodeDecodeError):
+            raise KbaiError(errors.BAD_REQUEST, detail="The body is not valid JSON.") from None
+        token = data.get("token") if isinstance(data, dict) else None
+    elif content_type in ("application/x-www-form-urlencoded", ""):
+        form = await request.form()
+        token = form.get("token")
+    else:
+        raise KbaiError(errors.UNSUPPORTED_MEDIA, expected="application/x-www-form-urlencoded or application/json")
+    if not isinstance(token, str) or not token:
+        raise KbaiError(errors.BAD_REQUEST, detail="invalid_request: the token parameter is required.")
+    return token

@@ -1,0 +1,27 @@
+"""Prometheus metrics. Labels never carry a token, a name or an email: only outcomes, routes and codes."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.verifications = Counter(
+            "kbai_token_verifications", "Token verifications by outcome.", ["outcome"], registry=self.registry
+        )
+        self.last_used_writes = Counter(
+            "kbai_last_used_writes", "Rows written by last-used flushes.", registry=self.registry
+        )
+        self.last_used_flushes = Counter(
+            "kbai_last_used_flushes", "Last-used flushes that wrote at least one row.", registry=self.registry
+        )
+        self.rate_limited = Counter(
+            "kbai_rate_limited", "Requests refused by a failure rate limit.", ["kind"], registry=self.registry
+        )
+        self.requests = Histogram(
+            "kbai_http_request_duration_seconds", "HTTP requests by route and status.",
+            ["method", "route", "status"], registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )

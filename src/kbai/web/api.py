@@ -1,0 +1,243 @@
+"""The JSON API under /api/v1. Routes are thin: parse, call the domain with an Actor, render."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from kbai import audit, errors
+from kbai.access.service import RoleView, UserView
+from kbai.errors import KbaiError
+from kbai.tokens.service import TokenView
+from kbai.web import schemas as sc
+from kbai.web.auth import (
+    SESSION_COOKIE,
+    AnyPrincipal,
+    Principal,
+    SessionPrincipal,
+    client_ip,
+    needs,
+    services,
+)
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": sc.ErrorOut, "description": desc}
+    for code, desc in {
+        401: "Not authenticated, or the token is invalid (see WWW-Authenticate).",
+        403: "Missing permission or scope, or missing X-CSRF-Token.",
+        404: "Not found (or not yours).",
+        422: "Invalid input; the message says which field and why.",
+        429: "Too many failed attempts (see Retry-After).",
+    }.items()
+}
+
+router = APIRouter(prefix="/api/v1", responses=ERRORS)
+
+
+def token_json(v: TokenView) -> dict[str, Any]:
+    return {"id": v.id, "name": v.name, "prefix": v.prefix, "scopes": v.scopes, "created_at": v.created_at,
+            "last_used_at": v.last_used_at, "expires_at": v.expires_at, "status": v.status}
+
+
+def role_json(r: RoleView) -> dict[str, Any]:
+    return {"id": r.id, "name": r.name, "permissions": r.permissions, "builtin": r.builtin}
+
+
+def user_json(u: UserView) -> dict[str, Any]:
+    return {"id": u.id, "email": u.email, "roles": u.roles, "active": u.active}
+
+
+def _cursor(value: str | None) -> int | None:
+    if value is None:
+        return None
+    if not value.isdigit() or len(value) > 18:
+        raise KbaiError(errors.VALIDATION, detail="cursor must be the next_cursor of a previous page.")
+    return int(value)
+
+
+# ---- session --------------------------------------------------------------------------------
+@router.post("/session", response_model=sc.LoginOut, tags=["session"], summary="Log in")
+def login(body: sc.LoginIn, request: Request, response: Response) -> dict[str, Any]:
+    """Check email and password, set the HttpOnly session cookie, return the CSRF token."""
+    svc = services(request)
+    ip = client_ip(request)
+    email_key = body.email.strip().lower()[:320]
+    wait = max(svc.limiter.blocked(svc.limiter.login, "login-ip", ip),
+               svc.limiter.blocked(svc.limiter.login, "login-account", email_key))
+    if wait:
+        svc.metrics.rate_limited.labels("login").inc()
+        raise KbaiError(errors.RATE_LIMITED, retry_after=wait)
+    try:
+        cookie, info = svc.sessions.login(body.email, body.password, ip)
+    except KbaiError:
+        svc.limiter.failed(svc.limiter.login, "login-ip", ip)
+        svc.limiter.failed(svc.limiter.login, "login-account", email_key)
+        raise
+    set_session_cookie(response, cookie, svc.settings.session_ttl_seconds, svc.settings.cookie_secure)
+    return {"csrf_token": info.csrf_token, "user": {"id": info.user_id, "email": info.email},
+            "tenant": {"id": info.tenant_id, "name": info.tenant_name}}
+
+
+def set_session_cookie(response: Response, cookie: str, ttl: int, secure: bool) -> None:
+    response.set_cookie(SESSION_COOKIE, cookie, max_age=ttl, httponly=True, samesite="lax", secure=secure, path="/")
+
+
+@router.delete("/session", status_code=204, tags=["session"], summary="Log out")
+def logout(p: SessionPrincipal, request: Request) -> Response:
+    svc = services(request)
+    assert p.session is not None
+    svc.sessions.logout(p.session, client_ip(request))
+    response = Response(status_code=204)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+# ---- tokens ---------------------------------------------------------------------------------
+@router.get("/tokens", response_model=sc.TokenListOut, tags=["tokens"], summary="List your tokens")
+def list_tokens(
+    p: SessionPrincipal, request: Request,
+    cursor: Annotated[str | None, Query(max_length=20)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 100,
+) -> dict[str, Any]:
+    """Every token you created, all statuses, newest first. Needs a session."""
+    assert p.actor.user_id is not None
+    views = services(request).tokens.list(p.actor.user_id, before_id=_cursor(cursor), limit=limit + 1)
+    more = len(views) > limit
+    views = views[:limit]
+    return {"tokens": [token_json(v) for v in views], "next_cursor": str(views[-1].id) if more else None}
+
+
+@router.post("/tokens", status_code=201, response_model=sc.TokenCreatedOut, tags=["tokens"],
+             summary="Create a token", responses={409: {"model": sc.ErrorOut, "description": "Limit reached or name taken."}})
+def create_token(body: sc.TokenCreateIn, p: SessionPrincipal, request: Request) -> dict[str, Any]:
+    """Mint a token. The response is the only time the full token is shown."""
+    view, plaintext = services(request).tokens.create(
+        p.actor, body.name, body.scopes, expires_in_days=body.expires_in_days, expires_at=body.expires_at
+    )
+    return {**token_json(view), "token": plaintext}
+
+
+@router.get("/tokens/{token_id}", response_model=sc.TokenOut, tags=["tokens"], summary="One of your tokens")
+def get_token(token_id: int, p: AnyPrincipal, request: Request) -> dict[str, Any]:
+    """With a session: any of your tokens. With a token: only itself."""
+    return token_json(services(request).tokens.get(p.actor, token_id))
+
+
+@router.post("/tokens/{token_id}/revoke", response_model=sc.TokenOut, tags=["tokens"], summary="Revoke a token")
+def revoke_token(token_id: int, p: AnyPrincipal, request: Request) -> dict[str, Any]:
+    """Your session may revoke any of your tokens; a token may revoke itself. Idempotent."""
+    return token_json(services(request).tokens.revoke(p.actor, token_id))
+
+
+@router.post("/tokens/{token_id}/rotate", status_code=201, response_model=sc.RotatedOut, tags=["tokens"],
+             summary="Rotate a token")
+def rotate_token(token_id: int, p: SessionPrincipal, request: Request, body: sc.RotateIn | None = None) -> dict[str, Any]:
+    """A new token with the same name, scopes and lifetime; the old one stops after the grace period."""
+    grace = body.grace_period_seconds if body else 0
+    new, plaintext, old = services(request).tokens.rotate(p.actor, token_id, grace)
+    return {**token_json(new), "token": plaintext, "rotated_from": token_json(old), "old_token_stops_at": old.revoked_at}
+
+
+# ---- identity and catalog -------------------------------------------------------------------
+@router.get("/me", response_model=sc.MeOut, response_model_exclude_none=True, tags=["identity"], summary="Who am I")
+def me(p: AnyPrincipal, request: Request) -> dict[str, Any]:
+    svc = services(request)
+    a = p.actor
+    tenant_name = p.session.tenant_name if p.session else (
+        p.verification.record.tenant_name if p.verification and p.verification.record else "")
+    order = [perm.key for perm in svc.catalog.permissions if perm.key in a.permissions]
+    out: dict[str, Any] = {"user": {"id": a.user_id, "email": a.email}, "tenant": {"id": a.tenant_id, "name": tenant_name},
+                           "scopes": order, "auth": p.via}
+    if a.token_id is not None:
+        out["token_id"] = a.token_id
+    return out
+
+
+@router.get("/permissions", response_model=sc.CatalogOut, tags=["identity"], summary="The permission catalog")
+def permissions(_: AnyPrincipal, request: Request) -> dict[str, Any]:
+    return {"groups": [{"name": g, "permissions": [{"key": p.key, "label": p.label} for p in ps]}
+                       for g, ps in services(request).catalog.groups()]}
+
+
+# ---- roles ----------------------------------------------------------------------------------
+RolesRead = Annotated[Principal, Depends(needs("roles.read", "view roles"))]
+RolesManage = Annotated[Principal, Depends(needs("roles.manage", "change roles"))]
+UsersRead = Annotated[Principal, Depends(needs("users.read", "view users"))]
+UsersManage = Annotated[Principal, Depends(needs("users.manage", "manage users"))]
+
+
+@router.get("/roles", response_model=sc.RoleListOut, tags=["roles"], summary="Roles of your tenant")
+def list_roles(p: RolesRead, request: Request) -> dict[str, Any]:
+    assert p.actor.tenant_id is not None
+    roles = services(request).access.list_roles(p.actor, p.actor.tenant_id)
+    return {"roles": [role_json(r) for r in roles], "next_cursor": None}
+
+
+@router.post("/roles", status_code=201, response_model=sc.RoleOut, tags=["roles"], summary="Create a role")
+def create_role(body: sc.RoleCreateIn, p: RolesManage, request: Request) -> dict[str, Any]:
+    assert p.actor.tenant_id is not None
+    return role_json(services(request).access.create_role(p.actor, p.actor.tenant_id, body.name, body.permissions))
+
+
+@router.get("/roles/{role_id}", response_model=sc.RoleOut, tags=["roles"], summary="One role")
+def get_role(role_id: int, p: RolesRead, request: Request) -> dict[str, Any]:
+    return role_json(services(request).access.get_role(p.actor, role_id))
+
+
+@router.put("/roles/{role_id}", response_model=sc.RoleOut, tags=["roles"], summary="Change a role")
+def update_role(role_id: int, body: sc.RoleUpdateIn, p: RolesManage, request: Request) -> dict[str, Any]:
+    """Replace the role's permissions (and optionally rename it). Applies to every token of every holder at once."""
+    return role_json(services(request).access.update_role(p.actor, role_id, body.permissions, body.name))
+
+
+# ---- users ----------------------------------------------------------------------------------
+@router.get("/users", response_model=sc.UserListOut, tags=["users"], summary="Users of your tenant")
+def list_users(p: UsersRead, request: Request) -> dict[str, Any]:
+    assert p.actor.tenant_id is not None
+    users = services(request).access.list_users(p.actor, p.actor.tenant_id)
+    return {"users": [user_json(u) for u in users], "next_cursor": None}
+
+
+@router.post("/users", status_code=201, response_model=sc.UserCreatedOut, response_model_exclude_none=True,
+             tags=["users"], summary="Create a user")
+def create_user(body: sc.UserCreateIn, p: UsersManage, request: Request) -> dict[str, Any]:
+    assert p.actor.tenant_id is not None
+    view, generated = services(request).access.create_user(
+        p.actor, p.actor.tenant_id, body.email, body.password, body.roles)
+    out = user_json(view)
+    if generated:
+        out["password"] = generated
+    return out
+
+
+@router.put("/users/{user_id}/roles", response_model=sc.UserOut, tags=["users"], summary="Set a user's roles")
+def set_user_roles(user_id: int, body: sc.UserRolesIn, p: UsersManage, request: Request) -> dict[str, Any]:
+    return user_json(services(request).access.set_user_roles(p.actor, user_id, body.roles))
+
+
+@router.post("/users/{user_id}/deactivate", response_model=sc.UserOut, tags=["users"], summary="Deactivate a user")
+def deactivate_user(user_id: int, p: UsersManage, request: Request) -> dict[str, Any]:
+    """The user's sessions end and their tokens stop working at once."""
+    return user_json(services(request).access.deactivate_user(p.actor, user_id))
+
+
+# ---- audit ----------------------------------------------------------------------------------
+@router.get("/audit", response_model=sc.AuditListOut, tags=["audit"], summary="The audit log, newest first")
+def audit_log(
+    p: Annotated[Principal, Depends(needs("audit.read", "read the audit log"))],
+    request: Request,
+    cursor: Annotated[str | None, Query(max_length=20)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    action: Annotated[str | None, Query(max_length=50)] = None,
+) -> dict[str, Any]:
+    svc = services(request)
+    with svc.db.read() as s:
+        rows = audit.events(s, p.actor.tenant_id, before_id=_cursor(cursor), limit=limit + 1, action=action)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {
+        "events": [{"id": e.id, "at": e.at, "actor": e.actor, "action": e.action, "target_type": e.target_type,
+                    "target_id": e.target_id, "ip": e.ip, "details": e.details} for e in rows],
+        "next_cursor": str(rows[-1].id) if more else None,
+    }

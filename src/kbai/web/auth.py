@@ -1,0 +1,136 @@
+"""Who is calling: a session cookie or a Bearer token, turned into an :class:`~kbai.audit.Actor`.
+
+Failed token authentications count against the client IP's rate limit; a successful token
+request marks the token used (buffered, see ``kbai.tokens.usage``) once the response is < 400.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyCookie, HTTPBearer
+
+from kbai import errors
+from kbai.access.service import require
+from kbai.access.sessions import SessionInfo
+from kbai.audit import Actor
+from kbai.errors import KbaiError
+from kbai.services import Services
+from kbai.tokens.verify import Verification
+
+SESSION_COOKIE = "kbai_session"
+CSRF_HEADER = "X-CSRF-Token"
+
+# Declared for the OpenAPI document; the parsing below is our own so that errors follow RFC 6750.
+bearer_scheme = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer kbai_pk_...`")
+cookie_scheme = APIKeyCookie(name=SESSION_COOKIE, auto_error=False, description="Session from POST /api/v1/session.")
+
+
+@dataclass(frozen=True)
+class Principal:
+    actor: Actor
+    via: Literal["session", "token"]
+    session: SessionInfo | None = None
+    verification: Verification | None = None
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token from ``Authorization: Bearer ...``; None when there is no Authorization header."""
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, rest = header.partition(" ")
+    if scheme.lower() != "bearer":
+        raise KbaiError(errors.INVALID_TOKEN, description="Use the Bearer scheme: Authorization: Bearer kbai_pk_...")
+    return rest.lstrip(" ")
+
+
+def verify_bearer(svc: Services, request: Request, token: str, required: tuple[str, ...] = ()) -> Verification:
+    """Rate limit, verify, count. Raises the public error for a token that is not good."""
+    ip = client_ip(request)
+    wait = svc.limiter.blocked(svc.limiter.auth, "auth", ip)
+    if wait:
+        svc.metrics.rate_limited.labels("token").inc()
+        raise KbaiError(errors.RATE_LIMITED, retry_after=wait)
+    result = svc.tokens.verify(token, required)
+    svc.metrics.verifications.labels(result.outcome.value).inc()
+    if not result.authenticated:
+        svc.limiter.failed(svc.limiter.auth, "auth", ip)
+        raise errors.for_outcome(result.outcome.value)
+    return result
+
+
+def token_actor(result: Verification, ip: str) -> Actor:
+    record = result.record
+    assert record is not None
+    return Actor(kind="token", user_id=record.user_id, tenant_id=record.tenant_id, email=record.email,
+                 token_id=record.token_id, token_prefix=record.prefix, ip=ip, permissions=result.scopes)
+
+
+def session_principal(svc: Services, request: Request) -> Principal | None:
+    info = svc.sessions.resolve(request.cookies.get(SESSION_COOKIE))
+    if info is None:
+        return None
+    user = svc.access.user_by_email(info.email)
+    if user is None or not user.active:
+        return None
+    with svc.db.read() as s:
+        perms = svc.access.permissions(s, user)
+    actor = Actor(kind="user", user_id=info.user_id, tenant_id=info.tenant_id, email=info.email,
+                  ip=client_ip(request), permissions=perms)
+    return Principal(actor, "session", session=info)
+
+
+def principal(
+    request: Request,
+    _bearer: Annotated[object, Depends(bearer_scheme)] = None,
+    _cookie: Annotated[object, Depends(cookie_scheme)] = None,
+) -> Principal:
+    """A session or a token, whichever the request carries (a token wins when both are sent)."""
+    svc = services(request)
+    token = bearer_token(request)
+    if token is not None:
+        result = verify_bearer(svc, request, token)
+        request.state.kbai_token_id = result.record.token_id if result.record else None
+        return Principal(token_actor(result, client_ip(request)), "token", verification=result)
+    found = session_principal(svc, request)
+    if found is None:
+        raise KbaiError(errors.NOT_AUTHENTICATED)
+    if request.method not in ("GET", "HEAD", "OPTIONS") and not found.session.csrf_ok(  # type: ignore[union-attr]
+        request.headers.get(CSRF_HEADER)
+    ):
+        raise KbaiError(errors.CSRF_FAILED)
+    return Principal(found.actor, "session", session=found.session)
+
+
+AnyPrincipal = Annotated[Principal, Depends(principal)]
+
+
+def session_only(p: AnyPrincipal) -> Principal:
+    """Token management needs a person at a keyboard: a token can never mint or list tokens."""
+    if p.via != "session":
+        raise KbaiError(errors.SESSION_REQUIRED, action="manage tokens")
+    return p
+
+
+SessionPrincipal = Annotated[Principal, Depends(session_only)]
+
+
+def needs(permission: str, action: str):  # type: ignore[no-untyped-def]
+    """A dependency that demands ``permission`` (a token must carry it as an effective scope)."""
+
+    def dependency(p: AnyPrincipal) -> Principal:
+        require(p.actor, permission, action)
+        return p
+
+    return dependency

@@ -1,0 +1,92 @@
+"""Render every failure as ``{"error": {"code", "message"}}``, with RFC 6750 headers where they apply."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from kbai.errors import KbaiError
+from kbai.tokens.format import redact
+
+log = logging.getLogger("kbai.web")
+REALM = 'Bearer realm="kbai"'
+
+
+def _quoted(text: str) -> str:
+    """RFC 6750 error_description allows printable ASCII except '"' and '\\'."""
+    return "".join(ch if 0x20 <= ord(ch) <= 0x7E and ch not in '"\\' else "'" if ch == '"' else " " for ch in text)
+
+
+def auth_headers(err: KbaiError) -> dict[str, str]:
+    if err.code == "invalid_token":
+        return {"WWW-Authenticate": f'{REALM}, error="invalid_token", error_description="{_quoted(err.message)}"'}
+    if err.code == "insufficient_scope":
+        missing = err.message.split(":", 1)[-1].strip().rstrip(".").replace(",", "")
+        return {"WWW-Authenticate": f'{REALM}, error="insufficient_scope", '
+                                    f'error_description="{_quoted(err.message)}", scope="{_quoted(missing)}"'}
+    if err.code == "not_authenticated":
+        return {"WWW-Authenticate": REALM}
+    if err.code == "invalid_client":
+        return {"WWW-Authenticate": 'Basic realm="kbai"'}
+    if err.code == "rate_limited":
+        return {"Retry-After": str(err.params.get("retry_after", 60))}
+    return {}
+
+
+def error_response(err: KbaiError) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": err.code, "message": err.message}}, status_code=err.status, headers=auth_headers(err)
+    )
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for e in exc.errors()[:3]:
+        loc = [str(p) for p in e.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        where = ".".join(loc) or "body"
+        msg = str(e.get("msg", "is invalid"))
+        if e.get("type") == "extra_forbidden":
+            msg = "is not a known field"
+        elif e.get("type") == "missing":
+            msg = "is required"
+        elif e.get("type") in ("json_invalid", "model_attributes_type", "dict_type"):
+            where, msg = "body", "must be a JSON object"
+        parts.append(f"{where} {msg}")
+    return redact("; ".join(parts) + ".")
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(KbaiError)
+    async def _kbai(_: Request, exc: KbaiError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(
+            {"error": {"code": "validation_error", "message": _validation_message(exc)}}, status_code=422
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed", 400: "bad_request", 413: "too_large"}
+        messages = {404: "No such endpoint. The API is described at /openapi.json.",
+                    405: "This endpoint does not accept that method."}
+        message = messages.get(exc.status_code) or str(exc.detail)
+        return JSONResponse(
+            {"error": {"code": codes.get(exc.status_code, "http_error"), "message": redact(message)}},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled %s on %s %s: %s", type(exc).__name__, request.method, request.url.path,
+                  redact(str(exc))[:500])
+        return JSONResponse(
+            {"error": {"code": "internal_error", "message": "Something went wrong on our side; it has been logged."}},
+            status_code=500,
+        )

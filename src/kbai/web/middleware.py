@@ -1,0 +1,104 @@
+"""One pure-ASGI middleware for every request: request id, body limit, security headers, metrics,
+access log, and marking a token used once its request succeeded."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from kbai.services import Services
+from kbai.tokens.format import redact
+
+log = logging.getLogger("kbai.access")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy",
+     b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+     b"frame-ancestors 'none'; base-uri 'none'; form-action 'self'"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+]
+
+
+class KbaiMiddleware:
+    def __init__(self, app: Any, services: Services) -> None:
+        self.app = app
+        self.services = services
+        self.max_body = services.settings.max_body_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        headers = dict(scope.get("headers") or [])
+        given = headers.get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        status_holder = {"status": 500}
+
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            try:
+                too_big = int(declared) > self.max_body
+            except ValueError:
+                too_big = True
+            if too_big:
+                await _reject(send, 413, "too_large", f"The request body is larger than {self.max_body} bytes.",
+                              request_id)
+                self._log(scope, 413, started, request_id)
+                return
+
+        received = 0
+        max_body = self.max_body
+
+        async def limited_receive() -> dict[str, Any]:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > max_body:
+                    raise ValueError("request body too large")
+            return message
+
+        async def send_wrapper(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                extra = list(message.get("headers", []))
+                extra.extend(SECURITY_HEADERS)
+                extra.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": extra}
+            await send(message)
+
+        scope.setdefault("state", {})["request_id"] = request_id
+        await self.app(scope, limited_receive, send_wrapper)
+        status = status_holder["status"]
+        token_id = scope["state"].get("kbai_token_id")
+        if token_id is not None and status < 400:
+            self.services.usage.record(token_id, self.services.clock.now())
+        self._log(scope, status, started, request_id)
+
+    def _log(self, scope: dict[str, Any], status: int, started: float, request_id: str) -> None:
+        elapsed = time.perf_counter() - started
+        route = scope.get("route")
+        route_path = getattr(route, "path", "unmatched")
+        self.services.metrics.requests.labels(scope["method"], route_path, str(status)).observe(elapsed)
+        if log.isEnabledFor(logging.INFO):
+            client = scope.get("client") or ("-", 0)
+            log.info("%s %s %s", scope["method"], redact(scope["path"]), status,
+                     extra={"request_id": request_id, "method": scope["method"], "path": redact(scope["path"]),
+                            "status": status, "duration_ms": round(elapsed * 1000, 2), "client": client[0]})
+
+
+async def _reject(send: Any, status: int, code: str, message: str, request_id: str) -> None:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               (b"x-request-id", request_id.encode()), (b"connection", b"close"), *SECURITY_HEADERS]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,185 @@
+"""Request and response bodies of the JSON API (they are also the OpenAPI schemas)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TIME = "ISO 8601 UTC, e.g. 2027-03-01T12:00:00Z; null when unset"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(examples=["token_limit_reached"])
+    message: str = Field(examples=["You have 10 active tokens; the limit is 10. Revoke one before creating a new one."])
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody
+
+
+class LoginIn(Strict):
+    email: str = Field(max_length=320, examples=["dev@acme.test"])
+    password: str = Field(max_length=1024)
+
+
+class UserBrief(BaseModel):
+    id: int
+    email: str
+
+
+class TenantBrief(BaseModel):
+    id: int
+    name: str
+
+
+class LoginOut(BaseModel):
+    csrf_token: str = Field(description="Send it as X-CSRF-Token on every cookie-authenticated write.")
+    user: UserBrief
+    tenant: TenantBrief
+
+
+class TokenCreateIn(Strict):
+    name: str = Field(max_length=1000, examples=["Zapier production"], description="1-100 characters after trimming; unique among your active tokens.")
+    scopes: list[str] = Field(max_length=200, examples=[["users.read", "roles.read"]], description="Permissions you hold now; GET /api/v1/permissions lists them.")
+    expires_in_days: int | None = Field(default=None, strict=True, examples=[90], description="1-3650. We recommend 90.")
+    expires_at: str | None = Field(default=None, max_length=40, examples=["2027-03-31"], description="A date (the token works through that day, UTC) or an ISO 8601 time with a zone.")
+
+
+class TokenOut(BaseModel):
+    id: int
+    name: str
+    prefix: str = Field(examples=["kbai_pk_a1b2"], description="First 12 characters of the token.")
+    scopes: list[str]
+    created_at: datetime
+    last_used_at: datetime | None = Field(description="Last successful request; may lag by the flush interval. " + TIME)
+    expires_at: datetime | None = Field(description="null: never expires. " + TIME)
+    status: Literal["active", "expired", "revoked"]
+
+
+class TokenCreatedOut(TokenOut):
+    token: str = Field(
+        examples=["kbai_pk_" + "0" * 64],
+        description="The full token. Shown this once: store it in a secrets manager now.",
+    )
+
+
+class RotatedOut(TokenCreatedOut):
+    rotated_from: TokenOut = Field(description="The old token; it stops at its revoked time (after the grace period).")
+    old_token_stops_at: datetime
+
+
+class TokenListOut(BaseModel):
+    tokens: list[TokenOut]
+    next_cursor: str | None
+
+
+class RotateIn(Strict):
+    grace_period_seconds: int = Field(default=0, ge=0, le=604800, strict=True, description="How long the old token keeps working: 0 (now) to 7 days.")
+
+
+class MeOut(BaseModel):
+    user: UserBrief
+    tenant: TenantBrief
+    scopes: list[str] = Field(description="What this request may do: your permissions, or the token's effective scopes.")
+    token_id: int | None = Field(default=None, description="Set when called with a token.")
+    auth: Literal["session", "token"]
+
+
+class PermissionOut(BaseModel):
+    key: str
+    label: str
+
+
+class PermissionGroupOut(BaseModel):
+    name: str
+    permissions: list[PermissionOut]
+
+
+class CatalogOut(BaseModel):
+    groups: list[PermissionGroupOut]
+
+
+class RoleOut(BaseModel):
+    id: int
+    name: str
+    permissions: list[str]
+    builtin: bool
+
+
+class RoleListOut(BaseModel):
+    roles: list[RoleOut]
+    next_cursor: str | None
+
+
+class RoleCreateIn(Strict):
+    name: str = Field(max_length=1000)
+    permissions: list[str] = Field(default_factory=list, max_length=500)
+
+
+class RoleUpdateIn(Strict):
+    permissions: list[str] | None = Field(default=None, max_length=500)
+    name: str | None = Field(default=None, max_length=1000)
+
+
+class UserOut(BaseModel):
+    id: int
+    email: str
+    roles: list[str]
+    active: bool
+
+
+class UserListOut(BaseModel):
+    users: list[UserOut]
+    next_cursor: str | None
+
+
+class UserCreateIn(Strict):
+    email: str = Field(max_length=320)
+    password: str | None = Field(default=None, max_length=1024, description="Generated and returned once when omitted.")
+    roles: list[int | str] = Field(default_factory=list, max_length=100, description="Role ids or names; Member when empty.")
+
+
+class UserCreatedOut(UserOut):
+    password: str | None = Field(default=None, description="The generated password, when none was given. Shown once.")
+
+
+class UserRolesIn(Strict):
+    roles: list[int | str] = Field(max_length=100)
+
+
+class AuditEventOut(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target_type: str
+    target_id: str | None
+    ip: str | None
+    details: dict[str, object]
+
+
+class AuditListOut(BaseModel):
+    events: list[AuditEventOut]
+    next_cursor: str | None
+
+
+class IntrospectionOut(BaseModel):
+    """RFC 7662 section 2.2. An inactive token gets {"active": false} and nothing else."""
+
+    model_config = ConfigDict(extra="allow")
+    active: bool
+    scope: str | None = None
+    sub: str | None = None
+    username: str | None = None
+    tenant: str | None = None
+    token_id: int | None = None
+    exp: int | None = None
+    iat: int | None = None
+    token_type: str | None = None
+    client_id: str | None = None

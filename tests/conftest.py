@@ -1,0 +1,235 @@
+"""Shared fixtures: a fresh database per test on SQLite and on PostgreSQL, a frozen clock, services.
+
+PostgreSQL tests create their own databases (from a migrated template, one per test) and drop them
+afterwards, so runs never collide. When a service is missing the tests that need it skip, unless
+KBAI_REQUIRE_SERVICES=1 (CI), where they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from kbai.audit import Actor
+from kbai.clock import FrozenClock
+from kbai.config import Settings
+from kbai.services import Services
+from kbai.store import Database
+
+REQUIRE_SERVICES = os.environ.get("KBAI_REQUIRE_SERVICES") == "1"
+PG_ADMIN_URL = os.environ.get("KBAI_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("KBAI_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+# Cheap password hashing in tests; production parameters are the argon2 defaults in Settings.
+FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 64, "argon2_parallelism": 1}
+OPERATOR = Actor.operator()
+
+
+def missing_service(what: str) -> None:
+    """Skip (developer machine) or fail (CI) a test whose service is not there."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{what} is required (KBAI_REQUIRE_SERVICES=1) but not available", pytrace=False)
+    pytest.skip(f"{what} not available")
+
+
+def _pg_url(dbname: str) -> str:
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + dbname
+
+
+def _pg_admin(sql: str) -> None:
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
+        conn.execute(sql)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str | None]:
+    """A migrated PostgreSQL database that each test's database is copied from (None: no PostgreSQL)."""
+    name = f"kbai_tmpl_{uuid.uuid4().hex[:12]}"
+    try:
+        _pg_admin(f'CREATE DATABASE "{name}"')
+    except psycopg.Error:
+        yield None
+        return
+    db = Database(_pg_url(name))
+    db.upgrade()
+    db.dispose()
+    yield name
+    _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("tmpl") / "template.db"
+    db = Database(f"sqlite:///{path}")
+    db.upgrade()
+    with db.engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.dispose()
+    return path
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, migrated, empty database of the test's backend."""
+    if backend == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        path = tmp_path / "kbai.db"
+        shutil.copy(template, path)
+        yield f"sqlite:///{path}"
+        return
+    template_name = request.getfixturevalue("pg_template")
+    if template_name is None:
+        missing_service(f"PostgreSQL at {PG_ADMIN_URL}")
+    name = f"kbai_t_{uuid.uuid4().hex[:12]}"
+    _pg_admin(f'CREATE DATABASE "{name}" TEMPLATE "{template_name}" STRATEGY FILE_COPY')
+    try:
+        yield _pg_url(name)
+    finally:
+        _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock()
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url, **FAST_ARGON2)
+
+
+@pytest.fixture
+def services(settings: Settings, clock: FrozenClock) -> Iterator[Services]:
+    svc = Services.build(settings, clock=clock)
+    yield svc
+    svc.close()
+
+
+@dataclass
+class World:
+    """A tenant with an admin and a developer who may manage tokens."""
+
+    services: Services
+    tenant_id: int
+    admin: Actor
+    dev: Actor
+    dev_role_id: int
+
+    def actor(self, email: str) -> Actor:
+        user = self.services.access.user_by_email(email)
+        assert user is not None
+        with self.services.db.read() as s:
+            perms = self.services.access.permissions(s, user)
+        return Actor(kind="user", user_id=user.id, tenant_id=user.tenant_id, email=user.email, permissions=perms)
+
+
+def build_world(svc: Services, tenant: str = "Acme", domain: str = "acme.test") -> World:
+    t, admin_user, _ = svc.access.create_tenant(OPERATOR, tenant, f"admin@{domain}", "admin-password-1")
+    role = svc.access.create_role(
+        OPERATOR, t.id, "Developers", ["developer.manage_tokens", "users.read", "roles.read"]
+    )
+    svc.access.create_user(OPERATOR, t.id, f"dev@{domain}", "dev-password-1", [role.id])
+    world = World(svc, t.id, None, None, role.id)  # type: ignore[arg-type]
+    world.admin = world.actor(f"admin@{domain}")
+    world.dev = world.actor(f"dev@{domain}")
+    return world
+
+
+@pytest.fixture
+def world(services: Services) -> World:
+    return build_world(services)
+
+
+# ---- real server processes ------------------------------------------------------------------
+import signal  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import httpx  # noqa: E402
+
+KBAI_BIN = str(Path(sys.executable).parent / "kbai")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def server_env(database_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KBAI_")}
+    env.update({
+        "KBAI_DATABASE_URL": database_url,
+        "KBAI_ARGON2_TIME_COST": "1",
+        "KBAI_ARGON2_MEMORY_KIB": "64",
+        "KBAI_ARGON2_PARALLELISM": "1",
+        "KBAI_LOG_LEVEL": "INFO",
+    })
+    env.update(extra)
+    return env
+
+
+@dataclass
+class LiveServer:
+    """A real `kbai serve` process. ``log`` is its combined stdout/stderr file."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    env: dict[str, str]
+    log: Path
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def client(self, **kwargs: object) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30, **kwargs)  # type: ignore[arg-type]
+
+
+def start_server(database_url: str, log_dir: Path, *, args: tuple[str, ...] = (), **env_extra: str) -> LiveServer:
+    port = free_port()
+    env = server_env(database_url, **env_extra)
+    log = log_dir / f"kbai-serve-{port}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([KBAI_BIN, "serve", "--port", str(port), *args], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"kbai serve exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return LiveServer(url, proc, env, log)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"kbai serve did not become healthy: {log.read_text()[-2000:]}")
+
+
+@pytest.fixture
+def live_server(database_url: str, tmp_path: Path) -> Iterator[LiveServer]:
+    """`kbai serve` on a free port against the test's fresh database (both backends)."""
+    server = start_server(database_url, tmp_path)
+    yield server
+    server.stop()
