@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,8 +21,8 @@ class Settings(BaseSettings):
     )
     redis_url: str | None = Field(
         default=None,
-        description="redis://host:port/db. Enables cross-instance cache invalidation, shared rate "
-        "limits and last-used buffering. Unset: everything stays in-process.",
+        description="redis://host:port/db. Shares the failure rate limits between instances. "
+        "Unset: they are kept in-process.",
     )
     redis_prefix: str = Field(
         default="kbai", description="Prefix of every Redis key and channel (lets several deployments share a Redis)."
@@ -55,7 +56,14 @@ class Settings(BaseSettings):
     argon2_memory_kib: int = Field(default=65536, ge=8, description="argon2id memory in KiB.")
     argon2_parallelism: int = Field(default=4, ge=1, description="argon2id lanes.")
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Largest request body accepted.")
-    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="DEBUG, INFO, WARNING or ERROR. Logs are JSON lines on stderr, tokens redacted."
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("database_url")
     @classmethod
