@@ -7,6 +7,7 @@ import unicodedata
 
 from kbai import errors
 from kbai.errors import KbaiError
+from kbai.tokens.format import redact
 
 # Control, format (bidi overrides, zero-width), surrogate, private-use, unassigned, line/para separators.
 _FORBIDDEN_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
@@ -24,6 +25,8 @@ def clean_name(value: object, field: str = "name", max_length: int = 100) -> str
         raise KbaiError(
             errors.VALIDATION, detail=f"{field} is {len(trimmed)} characters long; the most is {max_length}."
         )
+    if redact(trimmed) != trimmed:
+        raise KbaiError(errors.VALIDATION, detail=f"{field} must not contain a token (kbai_pk_...).")
     for ch in trimmed:
         if unicodedata.category(ch) in _FORBIDDEN_CATEGORIES:
             raise KbaiError(
