@@ -21,11 +21,22 @@ class Settings(BaseSettings):
     )
     redis_url: str | None = Field(
         default=None,
-        description="redis://host:port/db. Shares the failure rate limits between instances. "
-        "Unset: they are kept in-process.",
+        description="redis://host:port/db. Pushes revocations and permission changes to every instance "
+        "(pub/sub) and shares the failure rate limits. Unset: both stay in-process.",
     )
     redis_prefix: str = Field(
         default="kbai", description="Prefix of every Redis key and channel (lets several deployments share a Redis)."
+    )
+    cache_ttl_seconds: float = Field(
+        default=1.0, ge=0, description="Without Redis: longest a cached verification may be reused, i.e. how "
+        "long another instance may lag behind a revocation. 0 disables the cache.",
+    )
+    cache_max_age_seconds: float = Field(
+        default=300.0, ge=0, description="With Redis: longest a cached verification is kept; changes are "
+        "pushed to every instance at once, so this is only a safety net.",
+    )
+    negative_cache_seconds: float = Field(
+        default=30.0, ge=0, description="How long an unknown (well-formed) token is remembered as unknown.",
     )
     permissions_file: Path | None = Field(
         default=None,

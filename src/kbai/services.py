@@ -12,6 +12,8 @@ from kbai.access.credentials import CredentialService
 from kbai.access.passwords import Passwords
 from kbai.access.service import AccessService
 from kbai.access.sessions import SessionService
+from kbai.cache.bus import ALL, Bus, LocalBus, RedisBus
+from kbai.cache.verification import VerificationCache
 from kbai.clock import Clock, SystemClock
 from kbai.config import Settings
 from kbai.metrics import Metrics
@@ -35,6 +37,8 @@ class Services:
     usage: UsageBuffer
     limiter: FailureLimiter
     metrics: Metrics
+    cache: VerificationCache
+    bus: Bus
 
     @classmethod
     def build(cls, settings: Settings, clock: Clock | None = None, db: Database | None = None) -> Services:
@@ -49,6 +53,31 @@ class Services:
             metrics.last_used_writes.inc(rows)
             metrics.last_used_flushes.inc()
 
+        tokens = TokenService(
+            db, clock, catalog,
+            default_limit=settings.default_max_active_tokens,
+            support_email=settings.support_email,
+        )
+        bus: Bus = RedisBus(settings.redis_url, settings.redis_prefix) if settings.redis_url else LocalBus()
+        cache = VerificationCache(
+            tokens.load_record,
+            ttl_seconds=settings.cache_max_age_seconds if settings.redis_url else settings.cache_ttl_seconds,
+            negative_ttl_seconds=settings.negative_cache_seconds,
+            enabled=lambda: bus.healthy,
+        )
+        tokens.lookup = cache.lookup
+
+        def tokens_changed(digests: set[str], _users: set[int]) -> None:
+            cache.invalidate(digests)
+            for d in digests:
+                bus.publish(d)
+
+        def access_changed() -> None:
+            cache.clear()
+            bus.publish(ALL)
+
+        tokens.listeners.append(tokens_changed)
+        access.listeners.append(access_changed)
         return cls(
             settings=settings,
             db=db,
@@ -58,18 +87,31 @@ class Services:
             access=access,
             sessions=SessionService(access, settings.session_ttl_seconds),
             credentials=CredentialService(db, clock),
-            tokens=TokenService(
-                db, clock, catalog,
-                default_limit=settings.default_max_active_tokens,
-                support_email=settings.support_email,
-            ),
+            tokens=tokens,
             usage=UsageBuffer(db, settings.last_used_flush_seconds, on_write=_written),
             limiter=FailureLimiter(
                 settings.redis_url, settings.redis_prefix,
                 settings.auth_failures_per_minute, settings.login_failures_per_minute,
             ),
             metrics=metrics,
+            cache=cache,
+            bus=bus,
         )
+
+    def start(self) -> None:
+        """Start the background parts of a serving process: invalidation subscriber, last-used flusher."""
+        self.bus.start(self._on_invalidation)
+        self.usage.start()
+
+    def stop(self) -> None:
+        self.usage.stop()
+        self.bus.stop()
+
+    def _on_invalidation(self, message: str) -> None:
+        if message == ALL:
+            self.cache.clear()
+        else:
+            self.cache.invalidate([message])
 
     def close(self) -> None:
         self.db.dispose()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import delete, func, select
@@ -80,6 +80,8 @@ class AccessService:
         self.clock = clock
         self.catalog = catalog
         self.passwords = passwords
+        # Called after a commit that may change what any token may do (roles, deactivation).
+        self.listeners: list[Callable[[], None]] = []
 
     # ---- reading -------------------------------------------------------------------------
     def permissions(self, session: Session, user: User) -> frozenset[str]:
@@ -215,7 +217,9 @@ class AccessService:
             self._keep_an_admin(s, user.tenant_id)
             audit.record(s, actor, "user.roles", at=now, target_type="user", target_id=user.id,
                          tenant_id=user.tenant_id, details={"email": user.email, "roles": sorted(r.name for r in wanted)})
-            return self.user_view(s, user)
+            view = self.user_view(s, user)
+        self._changed()
+        return view
 
     def deactivate_user(self, actor: Actor, user_id: int) -> UserView:
         """Deactivated users can't log in, and their tokens stop working at once."""
@@ -232,7 +236,9 @@ class AccessService:
                 s.execute(delete(LoginSession).where(LoginSession.user_id == user.id))
                 audit.record(s, actor, "user.deactivate", at=now, target_type="user", target_id=user.id,
                              tenant_id=user.tenant_id, details={"email": user.email})
-            return self.user_view(s, user)
+            view = self.user_view(s, user)
+        self._changed()
+        return view
 
     def set_password(self, actor: Actor, user_id: int, password: str | None = None) -> str | None:
         """Set (or generate and return) a user's password."""
@@ -334,9 +340,10 @@ class AccessService:
                              tenant_id=role.tenant_id,
                              details={"name": role.name, "added": sorted(set(view.permissions) - set(before)),
                                       "removed": sorted(set(before) - set(view.permissions))})
-                return view
         except IntegrityError:
             raise KbaiError(errors.ALREADY_EXISTS, what=f"A role named '{new_name}'") from None
+        self._changed()
+        return view
 
     # ---- limits --------------------------------------------------------------------------
     def set_limit(
@@ -369,6 +376,10 @@ class AccessService:
                          tenant_id=tenant_id, details={"target": label, "from": before, "to": max_active_tokens})
 
     # ---- helpers -------------------------------------------------------------------------
+    def _changed(self) -> None:
+        for listener in self.listeners:
+            listener()
+
     def _clean_permissions(self, permissions: Iterable[str]) -> list[str]:
         if isinstance(permissions, str) or not isinstance(permissions, Iterable):
             raise KbaiError(errors.VALIDATION, detail="permissions must be a list of permission keys.")

@@ -24,7 +24,7 @@ from kbai.errors import KbaiError
 from kbai.store import Database
 from kbai.store.models import Tenant, Token, User
 from kbai.tokens import format as fmt
-from kbai.tokens.verify import TokenRecord, Verification, verify
+from kbai.tokens.verify import Lookup, TokenRecord, Verification, verify
 from kbai.validate import clean_name
 
 MAX_LIFETIME_DAYS = 3650
@@ -127,6 +127,8 @@ class TokenService:
         self.support_email = support_email
         # Called with (digests, user_ids) after a commit that changes what verification would say.
         self.listeners: list[Callable[[set[str], set[int]], None]] = []
+        # Where verification finds records: the database, or a cache in front of it (kbai.cache).
+        self.lookup: Lookup = self.load_record
 
     # ---- verification --------------------------------------------------------------------
     def load_record(self, token_digest: str) -> TokenRecord | None:
@@ -158,7 +160,7 @@ class TokenService:
             )
 
     def verify(self, presented: object, required: Iterable[str] = ()) -> Verification:
-        return verify(presented, self.load_record, self.clock.now(), required)
+        return verify(presented, self.lookup, self.clock.now(), required)
 
     # ---- the owner's operations ----------------------------------------------------------
     def limit_for(self, session: Session, user: User) -> int:

@@ -33,11 +33,11 @@ def create_app(services: Services | None = None, *, start_background: bool = Tru
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if start_background:
-            svc.usage.start()
+            svc.start()
         try:
             yield
         finally:
-            svc.usage.stop()
+            svc.stop()
 
     app = FastAPI(title="kbai", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.services = svc
