@@ -1,0 +1,1 @@
+"""Runnable examples of using kbai from other services (see examples/README.md)."""

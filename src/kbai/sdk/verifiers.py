@@ -1,0 +1,304 @@
+"""Verifiers: a presented token in, an :class:`Identity` or a :class:`Failure` out, locally or remotely.
+
+:class:`LocalVerifier` runs kbai's own verification pipeline against the kbai database (same
+checks, same order, same messages as the kbai API). :class:`IntrospectionVerifier` asks a running
+kbai over RFC 7662 with a service credential. Both fail closed: when the answer cannot be had
+(database or kbai unreachable, credential rejected, a reply that makes no sense) the result is a
+503 :class:`Failure`, never an identity.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import httpx
+from starlette.concurrency import run_in_threadpool
+
+from kbai import errors
+from kbai.errors import ErrorSpec, KbaiError
+from kbai.tokens.format import digest, is_well_formed, redact
+
+if TYPE_CHECKING:
+    from kbai.services import Services
+
+log = logging.getLogger("kbai.sdk")
+
+# The SDK's own public errors (everything else comes from kbai.errors.for_outcome).
+NO_TOKEN = ErrorSpec("not_authenticated", 401, "Send an API token: Authorization: Bearer kbai_pk_...")
+# RFC 7662 answers a bad token with {"active": false} alone, so a remote check cannot say why.
+TOKEN_INACTIVE = ErrorSpec(
+    "invalid_token", 401, "The token is not active: it is unknown, revoked or expired, or its owner was deactivated."
+)
+UNAVAILABLE = ErrorSpec(
+    "auth_unavailable", 503, "Token verification is unavailable right now, so the request was refused. Try again shortly."
+)
+
+MAX_CACHE_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a verified token acts for. ``scopes`` are the effective ones: token scopes ∩ owner's permissions now."""
+
+    user_id: int
+    email: str
+    tenant_id: int
+    scopes: frozenset[str]
+    token_id: int
+    expires_at: datetime | None = None
+
+    def missing(self, required: Iterable[str]) -> tuple[str, ...]:
+        """The scopes in ``required`` this identity lacks, in the order asked, without repeats."""
+        return tuple(s for s in dict.fromkeys(required) if s not in self.scopes)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a token was refused, as the public error to answer with (status, code, message)."""
+
+    error: KbaiError
+
+    @property
+    def status(self) -> int:
+        return self.error.status
+
+    @property
+    def code(self) -> str:
+        return self.error.code
+
+
+Result = Identity | Failure
+
+
+@runtime_checkable
+class Verifier(Protocol):
+    async def verify(self, token: str) -> Result:
+        """Check ``token``; never raises for a bad token or an unreachable backend."""
+        ...
+
+    def record_use(self, identity: Identity) -> None:
+        """Note that a request authenticated by ``identity`` succeeded (for "Last used")."""
+        ...
+
+    async def start(self) -> None:
+        """Called once before serving (idempotent)."""
+        ...
+
+    async def stop(self) -> None:
+        """Called on shutdown: flush and release what :meth:`start` or use acquired (idempotent)."""
+        ...
+
+
+def unavailable() -> Failure:
+    return Failure(KbaiError(UNAVAILABLE))
+
+
+class LocalVerifier:
+    """Verify in-process against the kbai database, with kbai's own pipeline.
+
+    Give ``database_url`` (and usually ``permissions_file``), or ready-built ``services``; with
+    neither, settings come from the ``KBAI_*`` environment exactly as for ``kbai serve``. The
+    permissions file must be the one kbai runs with: a scope missing from the catalog counts as
+    held by nobody. Successful uses are buffered and written in batches like kbai's own, and the
+    buffer is flushed by :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        services: Services | None = None,
+        permissions_file: str | Path | None = None,
+    ) -> None:
+        from kbai.config import Settings
+        from kbai.services import Services
+
+        if services is not None and (database_url is not None or permissions_file is not None):
+            raise ValueError("Give services, or database_url/permissions_file, not both.")
+        if services is None:
+            overrides: dict[str, Any] = {}
+            if database_url is not None:
+                overrides["database_url"] = database_url
+            if permissions_file is not None:
+                overrides["permissions_file"] = Path(permissions_file)
+            services = Services.build(Settings(**overrides))
+            self._owns_services = True
+        else:
+            self._owns_services = False
+        self.services = services
+        self._stopped = False
+
+    async def verify(self, token: str) -> Result:
+        try:
+            result = await run_in_threadpool(self.services.tokens.verify, token)
+        except Exception as exc:  # noqa: BLE001 - fail closed, whatever broke
+            log.error("kbai token verification failed (%s: %s); refusing the request",
+                      type(exc).__name__, redact(str(exc))[:300])
+            return unavailable()
+        record = result.record
+        if not result.ok or record is None:
+            return Failure(errors.for_outcome(result.outcome.value, result.missing))
+        return Identity(
+            user_id=record.user_id, email=record.email, tenant_id=record.tenant_id, scopes=result.scopes,
+            token_id=record.token_id, expires_at=record.expires_at,
+        )
+
+    def record_use(self, identity: Identity) -> None:
+        usage = self.services.usage
+        usage.record(identity.token_id, self.services.clock.now())
+        if not self._stopped:
+            usage.start()  # idempotent; also covers apps that never ran a lifespan
+
+    async def start(self) -> None:
+        self._stopped = False
+        self.services.usage.start()
+
+    async def stop(self) -> None:
+        self._stopped = True
+        await run_in_threadpool(self.services.usage.stop)
+        if self._owns_services:
+            self.services.close()
+
+
+class IntrospectionVerifier:
+    """Verify remotely through kbai's ``POST /api/v1/introspect`` (RFC 7662, HTTP Basic).
+
+    ``url`` is the full endpoint, e.g. ``https://kbai.internal/api/v1/introspect``; ``client_id``
+    and ``client_secret`` come from ``kbai service-credential create NAME``.
+
+    ``cache_seconds`` (default 0: off) keeps *positive* answers for that long, per instance, to
+    save a round trip per request. The price: a token revoked, expired or stripped of a scope in
+    kbai keeps working here for up to ``cache_seconds`` (and "Last used" stops moving while
+    answers come from the cache). Refusals are never cached. Keep it at a few seconds at most.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        client_id: str,
+        client_secret: str,
+        *,
+        cache_seconds: float = 0.0,
+        max_cache_entries: int = 10_000,
+        timeout: float = 5.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("url must be the http(s) URL of kbai's /api/v1/introspect endpoint.")
+        if not client_id or not client_secret:
+            raise ValueError("client_id and client_secret are required (kbai service-credential create NAME).")
+        if not 0 <= cache_seconds <= MAX_CACHE_SECONDS:
+            raise ValueError(f"cache_seconds must be between 0 and {MAX_CACHE_SECONDS:g}.")
+        if max_cache_entries < 1:
+            raise ValueError("max_cache_entries must be at least 1.")
+        self.url = url
+        self._auth = httpx.BasicAuth(client_id, client_secret)
+        self.cache_seconds = float(cache_seconds)
+        self.max_cache_entries = max_cache_entries
+        self._timeout = timeout
+        self._transport = transport
+        self._clock = clock
+        self._client: httpx.AsyncClient | None = None
+        # digest of the token -> (identity, good until); never the token itself.
+        self._cache: dict[str, tuple[Identity, float]] = {}
+
+    async def verify(self, token: str) -> Result:
+        if not is_well_formed(token):
+            return Failure(errors.for_outcome("malformed"))
+        key = digest(token)
+        now = self._clock()
+        cached = self._cache.get(key)
+        if cached is not None:
+            if cached[1] > now:
+                return cached[0]
+            del self._cache[key]
+        result = await self._ask(token)
+        if isinstance(result, Identity) and self.cache_seconds > 0:
+            self._remember(key, result, now)
+        return result
+
+    def record_use(self, identity: Identity) -> None:
+        """Nothing to do: kbai marks a token used when it answers an introspection for it."""
+
+    async def start(self) -> None:
+        self._get_client()
+
+    async def stop(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+        self._cache.clear()
+
+    # ---- helpers -------------------------------------------------------------------------
+    def _get_client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self._timeout, transport=self._transport,
+                                             headers={"Accept": "application/json"})
+        return self._client
+
+    async def _ask(self, token: str) -> Result:
+        try:
+            response = await self._get_client().post(self.url, data={"token": token}, auth=self._auth)
+        except httpx.HTTPError as exc:
+            log.error("kbai introspection at %s failed (%s); refusing the request", self.url, type(exc).__name__)
+            return unavailable()
+        if response.status_code == 401:
+            log.error("kbai rejected the service credential at %s; check the client id and secret", self.url)
+            return unavailable()
+        if response.status_code != 200:
+            log.error("kbai introspection at %s answered %s; refusing the request", self.url, response.status_code)
+            return unavailable()
+        try:
+            return _parse(response.json())
+        except (ValueError, TypeError, KeyError) as exc:
+            log.error("kbai introspection at %s gave an unusable answer (%s); refusing the request",
+                      self.url, type(exc).__name__)
+            return unavailable()
+
+    def _remember(self, key: str, identity: Identity, now: float) -> None:
+        until = now + self.cache_seconds
+        if identity.expires_at is not None:
+            until = min(until, identity.expires_at.timestamp())
+        if until <= now:
+            return
+        if len(self._cache) >= self.max_cache_entries:
+            for stale in [k for k, (_, t) in self._cache.items() if t <= now]:
+                del self._cache[stale]
+            while len(self._cache) >= self.max_cache_entries:
+                del self._cache[next(iter(self._cache))]  # oldest first
+        self._cache[key] = (identity, until)
+
+
+def _parse(body: object) -> Result:
+    """An RFC 7662 answer from kbai as an Identity or a 401 Failure; raises on nonsense."""
+    if not isinstance(body, dict) or not isinstance(body.get("active"), bool):
+        raise ValueError("no boolean 'active'")
+    if not body["active"]:
+        return Failure(KbaiError(TOKEN_INACTIVE))
+    scope = body.get("scope", "")
+    if not isinstance(scope, str) or not isinstance(body["username"], str):
+        raise TypeError("scope and username must be strings")
+    exp = body.get("exp")
+    if exp is not None and (isinstance(exp, bool) or not isinstance(exp, int)):
+        raise TypeError("exp must be an integer")
+    return Identity(
+        user_id=_int(body["sub"]),
+        email=body["username"],
+        tenant_id=_int(body["tenant"]),
+        scopes=frozenset(scope.split()),
+        token_id=_int(body["token_id"]),
+        expires_at=None if exp is None else datetime.fromtimestamp(exp, UTC),
+    )
+
+
+def _int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise TypeError("expected an integer")
+    return int(value)
