@@ -15,7 +15,7 @@ import httpx
 
 from kbai.config import Settings
 from kbai.services import Services
-from tests.conftest import FAST_ARGON2, KBAI_BIN, build_world, server_env
+from tests.conftest import FAST_ARGON2, KBAI_BIN, OPERATOR, build_world, server_env
 
 DEV_EMAIL = "dev@acme.test"
 DEV_PASSWORD = "dev-password-1"
@@ -33,11 +33,15 @@ class Seeded:
     dev_role_id: int
 
 
-def seed(database_url: str, permissions_file: Path | None = None) -> Seeded:
-    """Acme with admin@acme.test (Admin) and dev@acme.test (Developers: manage tokens, users.read, roles.read)."""
+def seed(database_url: str, permissions_file: Path | None = None, extra_dev_permissions: tuple[str, ...] = ()) -> Seeded:
+    """Acme with admin@acme.test (Admin) and dev@acme.test (Developers: manage tokens, users.read, roles.read,
+    plus ``extra_dev_permissions``, which may come from ``permissions_file``)."""
     svc = Services.build(Settings(database_url=database_url, permissions_file=permissions_file, **FAST_ARGON2))
     try:
         world = build_world(svc)
+        if extra_dev_permissions:
+            role = svc.access.get_role(OPERATOR, world.dev_role_id)
+            svc.access.update_role(OPERATOR, world.dev_role_id, [*role.permissions, *extra_dev_permissions])
         assert world.admin.user_id is not None and world.dev.user_id is not None
         return Seeded(world.tenant_id, world.admin.user_id, world.dev.user_id, world.dev_role_id)
     finally:
