@@ -20,7 +20,7 @@ Handler = Callable[[str], None]
 
 class Bus(Protocol):
     def publish(self, message: str) -> None: ...
-    def start(self, handler: Handler) -> None: ...
+    def start(self, handler: Handler, wait_seconds: float = 5.0) -> None: ...
     def stop(self) -> None: ...
     @property
     def healthy(self) -> bool: ...
@@ -32,7 +32,7 @@ class LocalBus:
     def publish(self, message: str) -> None:
         pass
 
-    def start(self, handler: Handler) -> None:
+    def start(self, handler: Handler, wait_seconds: float = 5.0) -> None:
         pass
 
     def stop(self) -> None:
@@ -61,19 +61,20 @@ class RedisBus:
         except Exception:  # noqa: BLE001 - other instances fall back to bypass when we can't reach Redis
             log.warning("could not publish a cache invalidation to Redis")
 
-    def start(self, handler: Handler) -> None:
+    def start(self, handler: Handler, wait_seconds: float = 5.0) -> None:
+        """Subscribe in the background; wait up to ``wait_seconds`` for the subscription to be live."""
         if self._thread is not None:
             return
         self._handler = handler
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="kbai-invalidation", daemon=True)
         self._thread.start()
-        self._subscribed.wait(timeout=5)
+        self._subscribed.wait(timeout=wait_seconds)
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=2)
             self._thread = None
         self._subscribed.clear()
 
@@ -87,7 +88,7 @@ class RedisBus:
                 self._handler(ALL)
                 self._subscribed.set()
                 while not self._stop.is_set():
-                    message = pubsub.get_message(timeout=0.5)
+                    message = pubsub.get_message(timeout=0.2)
                     if message and message.get("type") == "message":
                         data = message["data"]
                         self._handler(data.decode() if isinstance(data, bytes) else str(data))
