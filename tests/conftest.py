@@ -233,3 +233,24 @@ def live_server(database_url: str, tmp_path: Path) -> Iterator[LiveServer]:
     server = start_server(database_url, tmp_path)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def module_database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Like ``database_url`` but shared by the tests of one module (per backend), for tests that start a
+    server once and keep their data apart themselves (their own tokens, users or names)."""
+    if request.param == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        path = tmp_path_factory.mktemp("moddb") / "kbai.db"
+        shutil.copy(template, path)
+        yield f"sqlite:///{path}"
+        return
+    template_name = request.getfixturevalue("pg_template")
+    if template_name is None:
+        missing_service(f"PostgreSQL at {PG_ADMIN_URL}")
+    name = f"kbai_m_{uuid.uuid4().hex[:12]}"
+    _pg_admin(f'CREATE DATABASE "{name}" TEMPLATE "{template_name}" STRATEGY FILE_COPY')
+    try:
+        yield _pg_url(name)
+    finally:
+        _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
