@@ -105,8 +105,11 @@ class LocalVerifier:
     Give ``database_url`` (and usually ``permissions_file``), or ready-built ``services``; with
     neither, settings come from the ``KBAI_*`` environment exactly as for ``kbai serve``. The
     permissions file must be the one kbai runs with: a scope missing from the catalog counts as
-    held by nobody. Successful uses are buffered and written in batches like kbai's own, and the
-    buffer is flushed by :meth:`stop`.
+    held by nobody. Verification goes through kbai's verification cache, so revocations and
+    permission changes made elsewhere arrive exactly as they reach another ``kbai serve``: pushed
+    at once with ``KBAI_REDIS_URL``, else within ``KBAI_CACHE_TTL_SECONDS``. :meth:`start` starts
+    the background parts (invalidation subscriber, last-used flusher); :meth:`stop` flushes the
+    buffered uses and stops them.
     """
 
     def __init__(
@@ -153,15 +156,15 @@ class LocalVerifier:
         usage = self.services.usage
         usage.record(identity.token_id, self.services.clock.now())
         if not self._stopped:
-            usage.start()  # idempotent; also covers apps that never ran a lifespan
+            usage.start()  # idempotent; covers apps that never ran a lifespan (no start())
 
     async def start(self) -> None:
         self._stopped = False
-        self.services.usage.start()
+        await run_in_threadpool(self.services.start)  # may wait a moment for the Redis subscription
 
     async def stop(self) -> None:
         self._stopped = True
-        await run_in_threadpool(self.services.usage.stop)
+        await run_in_threadpool(self.services.stop)
         if self._owns_services:
             self.services.close()
 
@@ -246,7 +249,7 @@ class IntrospectionVerifier:
     async def _ask(self, token: str) -> Result:
         try:
             response = await self._get_client().post(self.url, data={"token": token}, auth=self._auth)
-        except httpx.HTTPError as exc:
+        except Exception as exc:  # noqa: BLE001 - network or anything else: fail closed
             log.error("kbai introspection at %s failed (%s); refusing the request", self.url, type(exc).__name__)
             return unavailable()
         if response.status_code == 401:
