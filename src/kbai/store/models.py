@@ -112,6 +112,16 @@ class Token(Base):
     rotated_from_id: Mapped[int | None] = mapped_column(ForeignKey("tokens.id"), nullable=True)
 
 
+class TokenUsageHour(Base):
+    """Requests per token per UTC hour, flushed in batches by the usage buffer (for activity views)."""
+
+    __tablename__ = "token_usage_hourly"
+
+    token_id: Mapped[int] = mapped_column(ForeignKey("tokens.id", ondelete="CASCADE"), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    requests: Mapped[int] = mapped_column(Integer)
+
+
 class AuditEvent(Base):
     """Append-only: triggers on both backends refuse UPDATE and DELETE."""
 

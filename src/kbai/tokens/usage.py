@@ -1,8 +1,9 @@
 """Last used, without a database write per request: uses are buffered and flushed in batches.
 
-Each instance keeps the latest use per token in memory and writes them all in one transaction
-every ``KBAI_LAST_USED_FLUSH_SECONDS`` (and when it shuts down), so a token used 10,000 times in a
-minute costs one UPDATE. Last used may lag by at most one flush interval.
+Each instance keeps the latest use per token, and a request count per token and UTC hour, in
+memory and writes them all in one transaction every ``KBAI_LAST_USED_FLUSH_SECONDS`` (and when it
+shuts down), so a token used 10,000 times in a minute costs one UPDATE and one upsert. Last used
+may lag by at most one flush interval; counts from several instances add up.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import or_, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from kbai.clock import utc_seconds
 from kbai.store import Database
-from kbai.store.models import Token
+from kbai.store.models import Token, TokenUsageHour
 
 log = logging.getLogger("kbai.usage")
 
@@ -26,6 +28,7 @@ class UsageBuffer:
         self.db = db
         self.interval = interval_seconds
         self._pending: dict[int, datetime] = {}
+        self._counts: dict[tuple[int, datetime], int] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -33,10 +36,12 @@ class UsageBuffer:
 
     def record(self, token_id: int, at: datetime) -> None:
         at = utc_seconds(at)
+        hour = (token_id, at.replace(minute=0, second=0))
         with self._lock:
             seen = self._pending.get(token_id)
             if seen is None or at > seen:
                 self._pending[token_id] = at
+            self._counts[hour] = self._counts.get(hour, 0) + 1
 
     def pending(self) -> int:
         with self._lock:
@@ -46,6 +51,7 @@ class UsageBuffer:
         """Write every buffered use; returns the number of tokens written."""
         with self._lock:
             batch, self._pending = self._pending, {}
+            counts, self._counts = self._counts, {}
         if not batch:
             return 0
         try:
@@ -56,6 +62,14 @@ class UsageBuffer:
                         .where(Token.id == token_id, or_(Token.last_used_at.is_(None), Token.last_used_at < at))
                         .values(last_used_at=at)
                     )
+                dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
+                upsert = dialect.insert(TokenUsageHour).values(
+                    [{"token_id": t, "hour": h, "requests": n} for (t, h), n in sorted(counts.items())]
+                )
+                s.execute(upsert.on_conflict_do_update(
+                    index_elements=["token_id", "hour"],
+                    set_={"requests": TokenUsageHour.requests + upsert.excluded.requests},
+                ))
         except Exception:
             # Put the uses back so the next flush retries them, newest time winning.
             with self._lock:
@@ -63,6 +77,8 @@ class UsageBuffer:
                     seen = self._pending.get(token_id)
                     if seen is None or at > seen:
                         self._pending[token_id] = at
+                for key, n in counts.items():
+                    self._counts[key] = self._counts.get(key, 0) + n
             log.exception("last-used flush failed; will retry")
             return 0
         if self._on_write:
