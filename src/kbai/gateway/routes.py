@@ -48,7 +48,8 @@ def auth_check(
         result = verify_bearer(svc, request, token, required)
     except KbaiError as exc:
         if exc.code == "rate_limited":
-            raise KbaiError(errors.INVALID_TOKEN, description=exc.message) from None
+            raise KbaiError(errors.INVALID_TOKEN, description=exc.message,
+                            retry_after=exc.params["retry_after"]) from None
         raise
     record = result.record
     assert record is not None

@@ -23,7 +23,10 @@ def _quoted(text: str) -> str:
 
 def auth_headers(err: KbaiError) -> dict[str, str]:
     if err.code == "invalid_token":
-        return {"WWW-Authenticate": f'{REALM}, error="invalid_token", error_description="{_quoted(err.message)}"'}
+        headers = {"WWW-Authenticate": f'{REALM}, error="invalid_token", error_description="{_quoted(err.message)}"'}
+        if "retry_after" in err.params:  # a rate limit reported as 401 (forward-auth only understands 401/403)
+            headers["Retry-After"] = str(err.params["retry_after"])
+        return headers
     if err.code == "insufficient_scope":
         missing = err.message.split(":", 1)[-1].strip().rstrip(".").replace(",", "")
         return {"WWW-Authenticate": f'{REALM}, error="insufficient_scope", '
