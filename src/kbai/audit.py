@@ -110,23 +110,47 @@ def _redacted(value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class AuditFilter:
+    """What an admin narrows the log to; every field is optional."""
+
+    action: str | None = None
+    actor_user_id: int | None = None
+    target_type: str | None = None
+    target_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
 def events(
     session: Session,
     tenant_id: int | None,
     *,
     before_id: int | None = None,
-    limit: int = 50,
+    limit: int | None = 50,
     action: str | None = None,
     actor_user_id: int | None = None,
+    where: AuditFilter | None = None,
 ) -> list[AuditEvent]:
     """Newest first; ``before_id`` is the cursor from the previous page."""
-    query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
+    f = where or AuditFilter(action=action, actor_user_id=actor_user_id)
+    query = select(AuditEvent).order_by(AuditEvent.id.desc())
+    if limit is not None:
+        query = query.limit(limit)
     if tenant_id is not None:
         query = query.where(AuditEvent.tenant_id == tenant_id)
     if before_id is not None:
         query = query.where(AuditEvent.id < before_id)
-    if action is not None:
-        query = query.where(AuditEvent.action == action)
-    if actor_user_id is not None:
-        query = query.where(AuditEvent.actor_user_id == actor_user_id)
+    if f.action is not None:
+        query = query.where(AuditEvent.action == f.action)
+    if f.actor_user_id is not None:
+        query = query.where(AuditEvent.actor_user_id == f.actor_user_id)
+    if f.target_type is not None:
+        query = query.where(AuditEvent.target_type == f.target_type)
+    if f.target_id is not None:
+        query = query.where(AuditEvent.target_id == f.target_id)
+    if f.since is not None:
+        query = query.where(AuditEvent.at >= f.since)
+    if f.until is not None:
+        query = query.where(AuditEvent.at < f.until)
     return list(session.scalars(query))

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import csv
+import io
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from kbai import audit, errors
 from kbai.access.service import RoleView, UserView
+from kbai.clock import iso
 from kbai.errors import KbaiError
 from kbai.tokens.service import TokenView
 from kbai.web import schemas as sc
@@ -223,21 +228,85 @@ def deactivate_user(user_id: int, p: UsersManage, request: Request) -> dict[str,
 
 
 # ---- audit ----------------------------------------------------------------------------------
+AuditReader = Annotated[Principal, Depends(needs("audit.read", "read the audit log"))]
+
+
+def _when(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("z", "Z"))
+    except ValueError:
+        raise KbaiError(errors.VALIDATION, detail=f"{name} must be an ISO 8601 time, e.g. 2027-01-31T00:00:00Z.") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+def _audit_filter(
+    action: Annotated[str | None, Query(max_length=50, description="e.g. token.create, token.revoke, role.update")] = None,
+    actor_user_id: Annotated[int | None, Query(ge=1, le=2**62, description="Only what this user did.")] = None,
+    target_type: Annotated[str | None, Query(max_length=30, description="token, user, role, tenant ...")] = None,
+    target_id: Annotated[str | None, Query(max_length=64)] = None,
+    since: Annotated[str | None, Query(max_length=40, description="ISO 8601, inclusive.")] = None,
+    until: Annotated[str | None, Query(max_length=40, description="ISO 8601, exclusive.")] = None,
+) -> audit.AuditFilter:
+    return audit.AuditFilter(action=action, actor_user_id=actor_user_id, target_type=target_type,
+                             target_id=target_id, since=_when(since, "since"), until=_when(until, "until"))
+
+
+def _event_json(e: Any) -> dict[str, Any]:
+    return {"id": e.id, "at": e.at, "actor": e.actor, "action": e.action, "target_type": e.target_type,
+            "target_id": e.target_id, "ip": e.ip, "details": e.details}
+
+
 @router.get("/audit", response_model=sc.AuditListOut, tags=["audit"], summary="The audit log, newest first")
 def audit_log(
-    p: Annotated[Principal, Depends(needs("audit.read", "read the audit log"))],
+    p: AuditReader,
     request: Request,
+    where: Annotated[audit.AuditFilter, Depends(_audit_filter)],
     cursor: Annotated[str | None, Query(max_length=20)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    action: Annotated[str | None, Query(max_length=50)] = None,
 ) -> dict[str, Any]:
     svc = services(request)
     with svc.db.read() as s:
-        rows = audit.events(s, p.actor.tenant_id, before_id=_cursor(cursor), limit=limit + 1, action=action)
+        rows = audit.events(s, p.actor.tenant_id, before_id=_cursor(cursor), limit=limit + 1, where=where)
     more = len(rows) > limit
     rows = rows[:limit]
-    return {
-        "events": [{"id": e.id, "at": e.at, "actor": e.actor, "action": e.action, "target_type": e.target_type,
-                    "target_id": e.target_id, "ip": e.ip, "details": e.details} for e in rows],
-        "next_cursor": str(rows[-1].id) if more else None,
-    }
+    return {"events": [_event_json(e) for e in rows], "next_cursor": str(rows[-1].id) if more else None}
+
+
+@router.get(
+    "/audit/export", tags=["audit"], summary="Export the audit log (CSV or JSON)",
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}},
+                                 "application/json": {"schema": {"$ref": "#/components/schemas/AuditListOut"}}},
+                     "description": "Every matching event, newest first, as a download."}},
+)
+def audit_export(
+    p: AuditReader,
+    request: Request,
+    where: Annotated[audit.AuditFilter, Depends(_audit_filter)],
+    format: Annotated[Literal["csv", "json"], Query(description="csv or json")] = "csv",  # noqa: A002
+) -> Response:
+    svc = services(request)
+    with svc.db.read() as s:
+        rows = audit.events(s, p.actor.tenant_id, limit=None, where=where)
+    stamp = svc.clock.now().strftime("%Y%m%dT%H%M%SZ")
+    if format == "json":
+        body = json.dumps({"events": [{**_event_json(e), "at": iso(e.at)} for e in rows], "next_cursor": None},
+                          ensure_ascii=False)
+        return Response(body, media_type="application/json",
+                        headers={"Content-Disposition": f'attachment; filename="kbai-audit-{stamp}.json"'})
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["id", "at", "actor", "action", "target_type", "target_id", "ip", "details"])
+    for e in rows:
+        writer.writerow([e.id, iso(e.at), _csv_safe(e.actor), e.action, e.target_type, e.target_id or "", e.ip or "",
+                         _csv_safe(json.dumps(e.details, ensure_ascii=False, sort_keys=True))])
+    return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="kbai-audit-{stamp}.csv"'})
+
+
+def _csv_safe(value: str) -> str:
+    """Defuse spreadsheet formula injection: a cell may not start with = + - @ (OWASP)."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
