@@ -38,15 +38,21 @@ def verifier_from_env(env: Mapping[str, str] = os.environ) -> Verifier:
         if missing:
             raise SystemExit(f"contacts service: remote mode also needs {' and '.join(missing)} "
                              "(from `kbai service-credential create NAME`)")
-        return IntrospectionVerifier(
-            env["KBAI_INTROSPECT_URL"], env["KBAI_CLIENT_ID"], env["KBAI_CLIENT_SECRET"],
-            cache_seconds=float(env.get("KBAI_INTROSPECT_CACHE_SECONDS") or 0),
-        )
+        try:
+            return IntrospectionVerifier(
+                env["KBAI_INTROSPECT_URL"], env["KBAI_CLIENT_ID"], env["KBAI_CLIENT_SECRET"],
+                cache_seconds=float(env.get("KBAI_INTROSPECT_CACHE_SECONDS") or 0),
+            )
+        except ValueError as exc:
+            raise SystemExit(f"contacts service: {exc}") from None
     if env.get("KBAI_DATABASE_URL"):
-        return LocalVerifier(
-            env["KBAI_DATABASE_URL"],
-            permissions_file=env.get("KBAI_PERMISSIONS_FILE") or HERE / "permissions.toml",
-        )
+        try:
+            return LocalVerifier(
+                env["KBAI_DATABASE_URL"],
+                permissions_file=env.get("KBAI_PERMISSIONS_FILE") or HERE / "permissions.toml",
+            )
+        except ValueError as exc:  # a bad KBAI_* setting or permissions file
+            raise SystemExit(f"contacts service: {exc}") from None
     raise SystemExit("contacts service: set KBAI_DATABASE_URL (local mode), or KBAI_INTROSPECT_URL, "
                      "KBAI_CLIENT_ID and KBAI_CLIENT_SECRET (remote mode)")
 

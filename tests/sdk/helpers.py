@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -191,7 +192,7 @@ def assert_no_token_in(text: str, tokens: list[str], where: str) -> None:
 MALFORMED = ["kbai_pk_123", "kbai_pk_" + "A" * 64, "not-a-token", "kbai_pk_" + "0" * 63 + "g"]
 
 
-def check_contract(client: httpx.Client, sc: Scenario, *, revoke: callable, messages: dict[str, str]) -> None:  # type: ignore[valid-type]
+def check_contract(client: httpx.Client, sc: Scenario, *, revoke: Callable[[], object], messages: dict[str, str]) -> None:
     """Everything the example service must accept and refuse, in one pass over one running process.
 
     ``revoke`` revokes ``sc.revoked``; ``messages`` maps kbai outcomes (revoked, expired,
