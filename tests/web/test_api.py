@@ -306,3 +306,25 @@ def test_failed_logins_are_rate_limited(world: World, app_client: TestClient) ->
     r = app_client.post("/api/v1/session", json={"email": "dev@acme.test", "password": "dev-password-1"})
     assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
     assert r.json()["error"]["code"] == "rate_limited"
+
+
+def test_out_of_range_ids_are_422_not_500(world: World, app_client: TestClient) -> None:
+    csrf = login(app_client, "admin@acme.test", "admin-password-1")
+    h = {"X-CSRF-Token": csrf}
+    huge = "99999999999999999999"
+    for method, path, body in [("GET", f"/api/v1/tokens/{huge}", None), ("POST", f"/api/v1/tokens/{huge}/revoke", None),
+                               ("GET", "/api/v1/roles/2147483648", None), ("PUT", f"/api/v1/users/{huge}/roles", {"roles": []}),
+                               ("PUT", "/api/v1/users/1/roles", {"roles": [int(huge)]}),
+                               ("GET", f"/api/v1/audit?actor_user_id={huge}", None),
+                               ("GET", f"/api/v1/tokens?cursor={huge}", None)]:
+        r = app_client.request(method, path, json=body, headers=h)
+        assert r.status_code == 422, (method, path, r.status_code)
+        assert r.json()["error"]["code"] == "validation_error"
+
+
+def test_operator_can_revoke_a_deactivated_users_token(dev_client: tuple[TestClient, str], world: World) -> None:
+    client, csrf = dev_client
+    t = _create(client, csrf)
+    world.services.access.deactivate_user(OPERATOR, world.dev.user_id)  # type: ignore[arg-type]
+    view = world.services.tokens.revoke(OPERATOR, t["id"])
+    assert view.status == "revoked"

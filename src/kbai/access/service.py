@@ -405,8 +405,9 @@ class AccessService:
     def _roles(self, s: Session, tenant_id: int, roles: Sequence[str | int]) -> list[Role]:
         found: list[Role] = []
         for ref in roles:
-            if isinstance(ref, bool) or not isinstance(ref, (str, int)):
-                raise KbaiError(errors.VALIDATION, detail="roles must be role ids or role names.")
+            if isinstance(ref, bool) or not isinstance(ref, (str, int)) or (
+                    isinstance(ref, int) and not 1 <= ref <= 2_147_483_647):
+                raise KbaiError(errors.VALIDATION, detail=f"Unknown role '{ref}' in this tenant.")
             query = select(Role).where(Role.tenant_id == tenant_id)
             query = query.where(Role.id == ref) if isinstance(ref, int) else query.where(Role.name == ref.strip())
             role = s.scalar(query)

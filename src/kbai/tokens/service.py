@@ -236,7 +236,8 @@ class TokenService:
         now = utc_seconds(self.clock.now())
         with self.db.write() as s:
             token = self._token_in_scope(s, actor, token_id, "revoke another token")
-            self._lock_user(s, token.user_id)
+            # Support (and leak reports) must be able to revoke a deactivated user's tokens too.
+            self._lock_user(s, token.user_id, require_active=False)
             s.refresh(token)
             if token.revoked_at is None or token.revoked_at > now:
                 token.revoked_at = now
@@ -320,11 +321,11 @@ class TokenService:
         return [p.key for p in self.catalog.permissions if p.key in seen]
 
     @staticmethod
-    def _lock_user(s: Session, user_id: int) -> User:
+    def _lock_user(s: Session, user_id: int, *, require_active: bool = True) -> User:
         user = s.scalar(select(User).where(User.id == user_id).with_for_update())
         if user is None:
             raise KbaiError(errors.NOT_FOUND, what="User")
-        if not user.active:
+        if require_active and not user.active:
             raise KbaiError(errors.USER_INACTIVE)
         return user
 
@@ -343,7 +344,8 @@ class TokenService:
     @staticmethod
     def _token_in_scope(s: Session, actor: Actor, token_id: int, action: str) -> Token:
         """The token if ``actor`` may act on it; 404 otherwise, so ids of others reveal nothing."""
-        token = s.get(Token, token_id) if isinstance(token_id, int) and not isinstance(token_id, bool) else None
+        valid_id = isinstance(token_id, int) and not isinstance(token_id, bool) and 1 <= token_id <= 2_147_483_647
+        token = s.get(Token, token_id) if valid_id else None
         if token is None:
             raise KbaiError(errors.NOT_FOUND, what="Token")
         if actor.kind == "operator":

@@ -8,7 +8,7 @@ import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from kbai import audit, errors
 from kbai.access.service import RoleView, UserView
@@ -39,6 +39,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 router = APIRouter(prefix="/api/v1", responses=ERRORS)
 
+MAX_ID = 2_147_483_647  # ids are 32-bit integers on both databases
+TokenId = Annotated[int, Path(ge=1, le=MAX_ID, description="A token id (from GET /api/v1/tokens).")]
+RoleId = Annotated[int, Path(ge=1, le=MAX_ID, description="A role id.")]
+UserId = Annotated[int, Path(ge=1, le=MAX_ID, description="A user id.")]
+
 
 def token_json(v: TokenView) -> dict[str, Any]:
     return {"id": v.id, "name": v.name, "prefix": v.prefix, "scopes": v.scopes, "created_at": v.created_at,
@@ -56,7 +61,7 @@ def user_json(u: UserView) -> dict[str, Any]:
 def _cursor(value: str | None) -> int | None:
     if value is None:
         return None
-    if not value.isdigit() or len(value) > 18:
+    if not value.isdigit() or len(value) > 10 or int(value) > MAX_ID:
         raise KbaiError(errors.VALIDATION, detail="cursor must be the next_cursor of a previous page.")
     return int(value)
 
@@ -124,20 +129,20 @@ def create_token(body: sc.TokenCreateIn, p: SessionPrincipal, request: Request) 
 
 
 @router.get("/tokens/{token_id}", response_model=sc.TokenOut, tags=["tokens"], summary="One of your tokens")
-def get_token(token_id: int, p: AnyPrincipal, request: Request) -> dict[str, Any]:
+def get_token(token_id: TokenId, p: AnyPrincipal, request: Request) -> dict[str, Any]:
     """With a session: any of your tokens. With a token: only itself."""
     return token_json(services(request).tokens.get(p.actor, token_id))
 
 
 @router.post("/tokens/{token_id}/revoke", response_model=sc.TokenOut, tags=["tokens"], summary="Revoke a token")
-def revoke_token(token_id: int, p: AnyPrincipal, request: Request) -> dict[str, Any]:
+def revoke_token(token_id: TokenId, p: AnyPrincipal, request: Request) -> dict[str, Any]:
     """Your session may revoke any of your tokens; a token may revoke itself. Idempotent."""
     return token_json(services(request).tokens.revoke(p.actor, token_id))
 
 
 @router.post("/tokens/{token_id}/rotate", status_code=201, response_model=sc.RotatedOut, tags=["tokens"],
              summary="Rotate a token")
-def rotate_token(token_id: int, p: SessionPrincipal, request: Request, body: sc.RotateIn | None = None) -> dict[str, Any]:
+def rotate_token(token_id: TokenId, p: SessionPrincipal, request: Request, body: sc.RotateIn | None = None) -> dict[str, Any]:
     """A new token with the same name, scopes and lifetime; the old one stops after the grace period."""
     grace = body.grace_period_seconds if body else 0
     new, plaintext, old = services(request).tokens.rotate(p.actor, token_id, grace)
@@ -186,12 +191,12 @@ def create_role(body: sc.RoleCreateIn, p: RolesManage, request: Request) -> dict
 
 
 @router.get("/roles/{role_id}", response_model=sc.RoleOut, tags=["roles"], summary="One role")
-def get_role(role_id: int, p: RolesRead, request: Request) -> dict[str, Any]:
+def get_role(role_id: RoleId, p: RolesRead, request: Request) -> dict[str, Any]:
     return role_json(services(request).access.get_role(p.actor, role_id))
 
 
 @router.put("/roles/{role_id}", response_model=sc.RoleOut, tags=["roles"], summary="Change a role")
-def update_role(role_id: int, body: sc.RoleUpdateIn, p: RolesManage, request: Request) -> dict[str, Any]:
+def update_role(role_id: RoleId, body: sc.RoleUpdateIn, p: RolesManage, request: Request) -> dict[str, Any]:
     """Replace the role's permissions (and optionally rename it). Applies to every token of every holder at once."""
     return role_json(services(request).access.update_role(p.actor, role_id, body.permissions, body.name))
 
@@ -217,12 +222,12 @@ def create_user(body: sc.UserCreateIn, p: UsersManage, request: Request) -> dict
 
 
 @router.put("/users/{user_id}/roles", response_model=sc.UserOut, tags=["users"], summary="Set a user's roles")
-def set_user_roles(user_id: int, body: sc.UserRolesIn, p: UsersManage, request: Request) -> dict[str, Any]:
+def set_user_roles(user_id: UserId, body: sc.UserRolesIn, p: UsersManage, request: Request) -> dict[str, Any]:
     return user_json(services(request).access.set_user_roles(p.actor, user_id, body.roles))
 
 
 @router.post("/users/{user_id}/deactivate", response_model=sc.UserOut, tags=["users"], summary="Deactivate a user")
-def deactivate_user(user_id: int, p: UsersManage, request: Request) -> dict[str, Any]:
+def deactivate_user(user_id: UserId, p: UsersManage, request: Request) -> dict[str, Any]:
     """The user's sessions end and their tokens stop working at once."""
     return user_json(services(request).access.deactivate_user(p.actor, user_id))
 
@@ -245,7 +250,7 @@ def _when(value: str | None, name: str) -> datetime | None:
 
 def _audit_filter(
     action: Annotated[str | None, Query(max_length=50, description="e.g. token.create, token.revoke, role.update")] = None,
-    actor_user_id: Annotated[int | None, Query(ge=1, le=2**62, description="Only what this user did.")] = None,
+    actor_user_id: Annotated[int | None, Query(ge=1, le=MAX_ID, description="Only what this user did.")] = None,
     target_type: Annotated[str | None, Query(max_length=30, description="token, user, role, tenant ...")] = None,
     target_id: Annotated[str | None, Query(max_length=64)] = None,
     since: Annotated[str | None, Query(max_length=40, description="ISO 8601, inclusive.")] = None,

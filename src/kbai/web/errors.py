@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kbai.errors import KbaiError
@@ -83,6 +84,16 @@ def install(app: FastAPI) -> None:
             {"error": {"code": codes.get(exc.status_code, "http_error"), "message": redact(message)}},
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(DataError)
+    async def _data(request: Request, exc: DataError) -> JSONResponse:
+        # A value the database cannot hold (out of range, wrong encoding): the caller's input, not a crash.
+        log.warning("database refused a value on %s %s: %s", request.method, request.url.path,
+                    redact(str(exc.orig))[:200])
+        return JSONResponse(
+            {"error": {"code": "validation_error", "message": "A value in the request is out of range or malformed."}},
+            status_code=422,
         )
 
     @app.exception_handler(Exception)
