@@ -59,6 +59,9 @@ NO_TOKEN_PERMISSION = ErrorSpec(
 CSRF_FAILED = ErrorSpec(
     "csrf_failed", 403, "Missing or wrong X-CSRF-Token header. Send the csrf_token returned by POST /api/v1/session."
 )
+FORM_EXPIRED = ErrorSpec(
+    "csrf_failed", 403, "This form has expired or did not come from this page. Go back, reload the page and try again."
+)
 SESSION_REQUIRED = ErrorSpec(
     "session_required", 403, "Token management needs an interactive session: a token cannot {action}."
 )
@@ -115,9 +118,14 @@ _OUTCOME_DESCRIPTIONS = {
 }
 
 
+def insufficient_scope(missing: tuple[str, ...] | list[str]) -> KbaiError:
+    """403 for a token that lacks scopes; ``params["scope"]`` feeds the RFC 6750 ``scope=`` attribute."""
+    return KbaiError(INSUFFICIENT_SCOPE, description=f"The token lacks the scope(s): {', '.join(missing)}.",
+                     scope=" ".join(missing))
+
+
 def for_outcome(outcome: str, missing: tuple[str, ...] = ()) -> KbaiError:
     """The public error for a failed verification outcome (see ``kbai.tokens.verify.Outcome``)."""
     if outcome == "insufficient_scope":
-        names = ", ".join(missing)
-        return KbaiError(INSUFFICIENT_SCOPE, description=f"The token lacks the scope(s): {names}.")
+        return insufficient_scope(missing)
     return KbaiError(INVALID_TOKEN, description=_OUTCOME_DESCRIPTIONS[outcome])

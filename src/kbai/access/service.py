@@ -68,7 +68,7 @@ def require(actor: Actor, permission: str, action: str, tenant_id: int | None = 
         return
     if permission not in actor.permissions:
         if actor.kind == "token":
-            raise KbaiError(errors.INSUFFICIENT_SCOPE, description=f"The token lacks the scope(s): {permission}.")
+            raise errors.insufficient_scope([permission])
         raise KbaiError(errors.FORBIDDEN, permission=permission, action=action)
     if tenant_id is not None and actor.tenant_id != tenant_id:
         raise KbaiError(errors.FORBIDDEN, permission=permission, action=action)

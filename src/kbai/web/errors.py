@@ -29,7 +29,7 @@ def auth_headers(err: KbaiError) -> dict[str, str]:
             headers["Retry-After"] = str(err.params["retry_after"])
         return headers
     if err.code == "insufficient_scope":
-        missing = err.message.split(":", 1)[-1].strip().rstrip(".").replace(",", "")
+        missing = str(err.params.get("scope", ""))
         return {"WWW-Authenticate": f'{REALM}, error="insufficient_scope", '
                                     f'error_description="{_quoted(err.message)}", scope="{_quoted(missing)}"'}
     if err.code == "not_authenticated":
