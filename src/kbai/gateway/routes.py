@@ -145,7 +145,7 @@ async def _token_param(request: Request) -> str:
     if content_type == "application/json":
         try:
             data = json.loads(raw or b"null")
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly deep nesting
             raise KbaiError(errors.BAD_REQUEST, detail="The body is not valid JSON.") from None
         token = data.get("token") if isinstance(data, dict) else None
     elif content_type in ("application/x-www-form-urlencoded", ""):

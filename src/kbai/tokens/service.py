@@ -100,7 +100,10 @@ def _parse_when(value: object) -> datetime:
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise bad
-        return utc_seconds(value)
+        try:
+            return utc_seconds(value)
+        except OverflowError:
+            raise bad from None
     if isinstance(value, date):
         return datetime.combine(value, time(23, 59, 59), tzinfo=UTC)
     if not isinstance(value, str) or len(value) > 40:
@@ -114,7 +117,10 @@ def _parse_when(value: object) -> datetime:
         raise bad from None
     if parsed.tzinfo is None:
         raise bad
-    return utc_seconds(parsed)
+    try:
+        return utc_seconds(parsed)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00 is past the last representable UTC time
+        raise bad from None
 
 
 class TokenService:

@@ -61,7 +61,7 @@ def user_json(u: UserView) -> dict[str, Any]:
 def _cursor(value: str | None) -> int | None:
     if value is None:
         return None
-    if not value.isdigit() or len(value) > 10 or int(value) > MAX_ID:
+    if not (value.isascii() and value.isdigit()) or len(value) > 10 or int(value) > MAX_ID:
         raise KbaiError(errors.VALIDATION, detail="cursor must be the next_cursor of a previous page.")
     return int(value)
 
@@ -245,7 +245,10 @@ def _when(value: str | None, name: str) -> datetime | None:
         raise KbaiError(errors.VALIDATION, detail=f"{name} must be an ISO 8601 time, e.g. 2027-01-31T00:00:00Z.") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 has no UTC time; binding it would be a 500
+        raise KbaiError(errors.VALIDATION, detail=f"{name} is out of range.") from None
 
 
 def _audit_filter(

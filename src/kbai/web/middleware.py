@@ -10,6 +10,8 @@ import time
 import uuid
 from typing import Any
 
+from starlette.exceptions import HTTPException
+
 from kbai.services import Services
 from kbai.tokens.format import redact
 
@@ -64,7 +66,9 @@ class KbaiMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > max_body:
-                    raise ValueError("request body too large")
+                    # An HTTPException (not a bare error) so that a body streamed without Content-Length
+                    # gets the same 413 envelope as a declared one, whoever reads it (FastAPI re-raises it).
+                    raise HTTPException(413, f"The request body is larger than {max_body} bytes.")
             return message
 
         async def send_wrapper(message: dict[str, Any]) -> None:
