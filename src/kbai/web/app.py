@@ -8,13 +8,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kbai import __version__
 from kbai.config import get_settings
 from kbai.gateway import routes as gateway_routes
 from kbai.services import Services
-from kbai.web import api, errors
+from kbai.web import api, errors, pages
 from kbai.web.middleware import KbaiMiddleware
 
 DESCRIPTION = """Developer API tokens: create scoped, expiring tokens, use them as
@@ -44,6 +45,8 @@ def create_app(services: Services | None = None, *, start_background: bool = Tru
     errors.install(app)
     app.include_router(api.router)
     app.include_router(gateway_routes.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
 
     @app.get("/healthz", tags=["operations"], summary="Liveness and database check")
     def healthz() -> JSONResponse:

@@ -1,0 +1,521 @@
+"""The server-rendered pages: login, System Settings, Roles, Users and API Keys.
+
+Routes are thin: they check the session and the form's CSRF field, call the domain services with
+the user's Actor, and render a Jinja2 template (autoescaped). Every failure a person can see is a
+``KbaiError`` from ``kbai.errors``, shown in the page, never a traceback. Pages are never cached:
+they carry per-user data, and the token-created page carries the one copy of a token.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Form, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.routing import APIRoute
+from fastapi.templating import Jinja2Templates
+from jinja2 import Environment, FileSystemLoader
+
+from kbai import __version__, errors
+from kbai.access.catalog import MANAGE_TOKENS, Catalog, Permission
+from kbai.access.requests import AdminRequests
+from kbai.audit import Actor
+from kbai.errors import KbaiError
+from kbai.services import Services
+from kbai.tokens.service import EXPIRY_PRESETS_DAYS, RECOMMENDED_EXPIRY_DAYS, TokenView
+from kbai.web.api import set_session_cookie
+from kbai.web.auth import SESSION_COOKIE, Principal, client_ip, services, session_principal
+
+HERE = Path(__file__).parent
+STATIC_DIR = HERE / "static"
+LOGIN_CSRF_COOKIE = "kbai_login_csrf"
+HOME = "/system-settings"
+TOKEN_EXAMPLES = ("Zapier production", "n8n nightly sync", "Local dev")
+
+# One-word codes in the query string after a redirect; the words shown come from here, never the URL.
+NOTICES = {
+    "saved": "Saved. Everyone with this role has these permissions now, and so do their tokens.",
+    "role_created": "Role created. Pick its permissions and save.",
+    "user_created": "User created.",
+    "roles_saved": "Roles saved.",
+    "deactivated": "User deactivated. Their sessions ended and their tokens stopped working.",
+    "granted": "Permission granted.",
+    "dismissed": "Request dismissed.",
+    "asked": "Request sent. Your tenant's admins see it on their Roles and Users pages.",
+    "revoked": "Token revoked. It stops working with the next request.",
+}
+
+
+def _env() -> Environment:
+    env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True, trim_blocks=True,
+                      lstrip_blocks=True)
+    env.filters["day"] = lambda v: v.strftime("%b %-d, %Y") if v else ""
+    env.filters["moment"] = lambda v: v.strftime("%b %-d, %Y %H:%M UTC") if v else ""
+    env.filters["clock"] = lambda v: v.strftime("%H:%M UTC") if v else ""
+    env.filters["iso"] = lambda v: v.strftime("%Y-%m-%dT%H:%M:%SZ") if v else ""
+    env.globals["version"] = __version__
+    return env
+
+
+templates = Jinja2Templates(env=_env())
+
+
+class LoginRequired(Exception):
+    def __init__(self, next_path: str) -> None:
+        super().__init__("login required")
+        self.next_path = next_path
+
+
+class PageRoute(APIRoute):
+    """Routes whose failures are pages: no session -> the login page, a KbaiError -> an error page."""
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+
+        async def page_handler(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except LoginRequired as exc:
+                return RedirectResponse(login_url(exc.next_path), status_code=303)
+            except KbaiError as err:
+                return error_page(request, err)
+            except RequestValidationError:
+                return error_page(request, KbaiError(errors.NOT_FOUND, what="Page"))
+
+        return page_handler
+
+
+router = APIRouter(route_class=PageRoute, include_in_schema=False)
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+def safe_next(value: str | None) -> str:
+    """A local path to go to after login; anything else (other sites, odd characters) goes home."""
+    if (not value or len(value) > 300 or not value.startswith("/") or value.startswith(("//", "/\\"))
+            or any(ord(ch) < 0x21 or ch == "\\" for ch in value)):
+        return HOME
+    return value
+
+
+def login_url(next_path: str) -> str:
+    return "/login" if next_path in ("/", HOME) else f"/login?next={quote(next_path, safe='/')}"
+
+
+def page_user(request: Request) -> Principal:
+    """The signed-in person, or a redirect to the login page (raised)."""
+    found = session_principal(services(request), request)
+    if found is None:
+        nxt = request.url.path + (f"?{request.url.query}" if request.url.query and request.method == "GET" else "")
+        raise LoginRequired(safe_next(nxt) if request.method == "GET" else HOME)
+    return found
+
+
+def check_form(request: Request, csrf_token: str) -> Principal:
+    """A signed-in person whose form carries their session's CSRF token."""
+    p = page_user(request)
+    assert p.session is not None
+    if not p.session.csrf_ok(csrf_token or None):
+        raise KbaiError(errors.FORM_EXPIRED)
+    return p
+
+
+def admin_requests(svc: Services) -> AdminRequests:
+    return AdminRequests(svc.access)
+
+
+def nav(p: Principal, path: str) -> list[dict[str, Any]]:
+    items = [("Overview", HOME, None), ("Roles", "/system-settings/roles", "roles.read"),
+             ("Users", "/system-settings/users", "users.read"), ("API Keys", "/system-settings/api-keys", None)]
+    out = []
+    for label, href, needed in items:
+        if needed is None or needed in p.actor.permissions:
+            current = path == href if href == HOME else path.startswith(href)
+            out.append({"label": label, "href": href, "current": current})
+    return out
+
+
+def render(request: Request, name: str, p: Principal | None, status: int = 200, **ctx: Any) -> HTMLResponse:
+    svc = services(request)
+    base: dict[str, Any] = {"me": None}
+    if p is not None:
+        assert p.session is not None
+        pending = 0
+        if {"roles.read", "users.read"} & p.actor.permissions:
+            pending = len(admin_requests(svc).pending(p.actor))
+        base = {"me": p.actor, "tenant": p.session.tenant_name, "csrf_token": p.session.csrf_token,
+                "nav": nav(p, request.url.path), "pending_count": pending, "perms": p.actor.permissions}
+    notice = NOTICES.get(request.query_params.get("done", ""))
+    response = templates.TemplateResponse(request, name, {**base, "notice": notice, **ctx}, status_code=status)
+    no_store(response)
+    return response
+
+
+def no_store(response: Response) -> None:
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+
+
+def error_page(request: Request, err: KbaiError) -> HTMLResponse:
+    p = session_principal(services(request), request)
+    return render(request, "error.html", p, status=err.status, error=err)
+
+
+def see_other(path: str) -> RedirectResponse:
+    return RedirectResponse(path, status_code=303)
+
+
+def ids(values: list[str] | None, what: str) -> list[int]:
+    out = []
+    for v in values or []:
+        if not v.isdigit() or len(v) > 18:
+            raise KbaiError(errors.VALIDATION, detail=f"Unknown {what} in the form; reload the page and try again.")
+        out.append(int(v))
+    return out
+
+
+def grouped(catalog: Catalog, only: frozenset[str] | None = None) -> list[tuple[str, list[Permission]]]:
+    """The catalog's groups, cut to ``only`` when given; empty groups dropped."""
+    groups = [(g, [p for p in ps if only is None or p.key in only]) for g, ps in catalog.groups()]
+    return [(g, ps) for g, ps in groups if ps]
+
+
+# ---- login / logout -----------------------------------------------------------------------------
+@router.get("/")
+def root(request: Request) -> Response:
+    return see_other(HOME)
+
+
+@router.get("/login")
+def login_form(request: Request, next: str | None = None) -> Response:  # noqa: A002 - the query name
+    svc = services(request)
+    if session_principal(svc, request) is not None:
+        return see_other(safe_next(next))
+    return _login_page(request, safe_next(next), "")
+
+
+def _login_page(request: Request, next_path: str, email: str, error: KbaiError | None = None) -> HTMLResponse:
+    # Login CSRF: a random value in a cookie and in the form must match (double submit).
+    value = secrets.token_urlsafe(24)
+    response = render(request, "login.html", None, status=error.status if error else 200,
+                      next=next_path, email=email, error=error, login_csrf=value)
+    response.set_cookie(LOGIN_CSRF_COOKIE, value, max_age=3600, httponly=True, samesite="strict", path="/login",
+                        secure=services(request).settings.cookie_secure)
+    return response
+
+
+@router.post("/login")
+def login(
+    request: Request,
+    email: Annotated[str, Form(max_length=320)] = "",
+    password: Annotated[str, Form(max_length=1024)] = "",
+    csrf_token: Annotated[str, Form(max_length=200)] = "",
+    next: Annotated[str, Form(max_length=300)] = HOME,  # noqa: A002
+) -> Response:
+    svc = services(request)
+    target = safe_next(next)
+    cookie_value = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    if not cookie_value or not csrf_token or not secrets.compare_digest(cookie_value, csrf_token):
+        return _login_page(request, target, email, KbaiError(errors.FORM_EXPIRED))
+    ip = client_ip(request)
+    email_key = email.strip().lower()[:320]
+    wait = max(svc.limiter.blocked(svc.limiter.login, "login-ip", ip),
+               svc.limiter.blocked(svc.limiter.login, "login-account", email_key))
+    if wait:
+        svc.metrics.rate_limited.labels("login").inc()
+        return _login_page(request, target, email, KbaiError(errors.RATE_LIMITED, retry_after=wait))
+    try:
+        cookie, _info = svc.sessions.login(email, password, ip)
+    except KbaiError as err:
+        svc.limiter.failed(svc.limiter.login, "login-ip", ip)
+        svc.limiter.failed(svc.limiter.login, "login-account", email_key)
+        return _login_page(request, target, email, err)
+    response = see_other(target)
+    set_session_cookie(response, cookie, svc.settings.session_ttl_seconds, svc.settings.cookie_secure)
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request, csrf_token: Annotated[str, Form(max_length=200)] = "") -> Response:
+    p = check_form(request, csrf_token)
+    assert p.session is not None
+    services(request).sessions.logout(p.session, client_ip(request))
+    response = see_other("/login")
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+# ---- System Settings ----------------------------------------------------------------------------
+@router.get("/system-settings")
+def settings_home(request: Request) -> Response:
+    p = page_user(request)
+    return render(request, "settings.html", p)
+
+
+# ---- roles --------------------------------------------------------------------------------------
+@router.get("/system-settings/roles")
+def roles_page(request: Request) -> Response:
+    p = page_user(request)
+    return _roles_page(request, p)
+
+
+def _roles_page(request: Request, p: Principal, error: KbaiError | None = None, new_name: str = "") -> HTMLResponse:
+    svc = services(request)
+    assert p.actor.tenant_id is not None
+    roles = svc.access.list_roles(p.actor, p.actor.tenant_id)
+    return render(request, "roles.html", p, status=error.status if error else 200, roles=roles,
+                  catalog_size=len(svc.catalog.permissions), requests=admin_requests(svc).pending(p.actor),
+                  error=error, new_name=new_name)
+
+
+@router.post("/system-settings/roles")
+def create_role(
+    request: Request,
+    name: Annotated[str, Form(max_length=1000)] = "",
+    csrf_token: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    p = check_form(request, csrf_token)
+    assert p.actor.tenant_id is not None
+    try:
+        role = services(request).access.create_role(p.actor, p.actor.tenant_id, name, [])
+    except KbaiError as err:
+        if err.code == "forbidden":
+            raise
+        return _roles_page(request, p, err, name)
+    return see_other(f"/system-settings/roles/{role.id}?done=role_created")
+
+
+@router.get("/system-settings/roles/{role_id}")
+def role_page(request: Request, role_id: int) -> Response:
+    p = page_user(request)
+    return _role_page(request, p, role_id)
+
+
+def _role_page(request: Request, p: Principal, role_id: int, error: KbaiError | None = None,
+               checked: list[str] | None = None) -> HTMLResponse:
+    svc = services(request)
+    role = svc.access.get_role(p.actor, role_id)
+    members = None
+    if "users.read" in p.actor.permissions:
+        assert p.actor.tenant_id is not None
+        members = [u for u in svc.access.list_users(p.actor, p.actor.tenant_id) if role.name in u.roles]
+    waiting = [r for r in admin_requests(svc).pending(p.actor) if any(rid == role.id for rid, _ in r.roles)]
+    return render(request, "role.html", p, status=error.status if error else 200, role=role,
+                  groups=grouped(svc.catalog), checked=set(role.permissions if checked is None else checked),
+                  is_admin_role=role.builtin and role.name == "Admin", members=members, requests=waiting,
+                  error=error)
+
+
+@router.post("/system-settings/roles/{role_id}")
+def save_role(
+    request: Request,
+    role_id: int,
+    permissions: Annotated[list[str] | None, Form()] = None,
+    csrf_token: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    p = check_form(request, csrf_token)
+    try:
+        services(request).access.update_role(p.actor, role_id, permissions or [])
+    except KbaiError as err:
+        if err.code in ("forbidden", "not_found"):
+            raise
+        return _role_page(request, p, role_id, err, permissions or [])
+    return see_other(f"/system-settings/roles/{role_id}?done=saved")
+
+
+# ---- "Ask an admin" requests --------------------------------------------------------------------
+@router.post("/system-settings/requests/{request_id}/grant")
+def grant_request(
+    request: Request,
+    request_id: int,
+    role_id: Annotated[str, Form(max_length=20)] = "",
+    csrf_token: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    p = check_form(request, csrf_token)
+    (rid,) = ids([role_id], "role") if role_id else (0,)
+    admin_requests(services(request)).grant(p.actor, request_id, rid)
+    return see_other(f"/system-settings/roles/{rid}?done=granted")
+
+
+@router.post("/system-settings/requests/{request_id}/dismiss")
+def dismiss_request(
+    request: Request, request_id: int, csrf_token: Annotated[str, Form(max_length=200)] = ""
+) -> Response:
+    p = check_form(request, csrf_token)
+    admin_requests(services(request)).dismiss(p.actor, request_id)
+    return see_other("/system-settings/roles?done=dismissed")
+
+
+# ---- users --------------------------------------------------------------------------------------
+@router.get("/system-settings/users")
+def users_page(request: Request) -> Response:
+    p = page_user(request)
+    return _users_page(request, p)
+
+
+def _users_page(request: Request, p: Principal, error: KbaiError | None = None, *, status: int | None = None,
+                form: dict[str, Any] | None = None, new_password: tuple[str, str] | None = None) -> HTMLResponse:
+    svc = services(request)
+    assert p.actor.tenant_id is not None
+    users = svc.access.list_users(p.actor, p.actor.tenant_id)
+    # Assigning roles needs their names; people who manage users may see them without roles.read.
+    reader = p.actor if "roles.read" in p.actor.permissions else Actor.operator()
+    roles = svc.access.list_roles(reader, p.actor.tenant_id)
+    response = render(request, "users.html", p, status=status or (error.status if error else 200), users=users,
+                      roles=roles, requests=admin_requests(svc).pending(p.actor), error=error,
+                      form=form or {"email": "", "roles": []}, new_password=new_password)
+    return response
+
+
+@router.post("/system-settings/users")
+def create_user(
+    request: Request,
+    email: Annotated[str, Form(max_length=320)] = "",
+    password: Annotated[str, Form(max_length=1024)] = "",
+    roles: Annotated[list[str] | None, Form()] = None,
+    csrf_token: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    p = check_form(request, csrf_token)
+    assert p.actor.tenant_id is not None
+    try:
+        view, generated = services(request).access.create_user(
+            p.actor, p.actor.tenant_id, email, password or None, ids(roles, "role"))
+    except KbaiError as err:
+        if err.code == "forbidden" and err.params.get("action") == "create users":
+            raise
+        return _users_page(request, p, err, form={"email": email, "roles": roles or []})
+    if generated:
+        # Shown once, like a token: no redirect, nothing cached.
+        return _users_page(request, p, status=201, new_password=(view.email, generated))
+    return see_other("/system-settings/users?done=user_created")
+
+
+@router.post("/system-settings/users/{user_id}/roles")
+def set_user_roles(
+    request: Request,
+    user_id: int,
+    roles: Annotated[list[str] | None, Form()] = None,
+    csrf_token: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    p = check_form(request, csrf_token)
+    try:
+        services(request).access.set_user_roles(p.actor, user_id, ids(roles, "role"))
+    except KbaiError as err:
+        return _users_page(request, p, err)
+    return see_other("/system-settings/users?done=roles_saved")
+
+
+@router.post("/system-settings/users/{user_id}/deactivate")
+def deactivate_user(
+    request: Request, user_id: int, csrf_token: Annotated[str, Form(max_length=200)] = ""
+) -> Response:
+    p = check_form(request, csrf_token)
+    try:
+        services(request).access.deactivate_user(p.actor, user_id)
+    except KbaiError as err:
+        return _users_page(request, p, err)
+    if user_id == p.actor.user_id:
+        return see_other("/login")
+    return see_other("/system-settings/users?done=deactivated")
+
+
+# ---- API keys -----------------------------------------------------------------------------------
+@router.get("/system-settings/api-keys")
+def api_keys_page(request: Request) -> Response:
+    p = page_user(request)
+    return _api_keys_page(request, p)
+
+
+def _expiry_choices(now: datetime) -> list[dict[str, str]]:
+    out = [{"value": str(d), "label": f"{d} days", "until": (now + timedelta(days=d)).strftime("%b %-d, %Y")}
+           for d in EXPIRY_PRESETS_DAYS]
+    return out
+
+
+def _api_keys_page(request: Request, p: Principal, error: KbaiError | None = None, *, status: int | None = None,
+                   form: dict[str, Any] | None = None, created: tuple[TokenView, str] | None = None) -> HTMLResponse:
+    svc = services(request)
+    assert p.actor.user_id is not None
+    now = svc.clock.now()
+    can_manage = MANAGE_TOKENS in p.actor.permissions
+    tokens: list[TokenView] = svc.tokens.list(p.actor.user_id, limit=1000)
+    ctx: dict[str, Any] = {"can_manage": can_manage, "tokens": tokens, "error": error, "created": created,
+                           "labels": {perm.key: perm.label for perm in svc.catalog.permissions}}
+    if can_manage:
+        active, limit = svc.tokens.allowance(p.actor.user_id)
+        ctx.update(
+            active=active, limit=limit, at_limit=active >= limit, support_email=svc.tokens.support_email,
+            groups=grouped(svc.catalog, p.actor.permissions), examples=TOKEN_EXAMPLES,
+            presets=_expiry_choices(now), recommended=str(RECOMMENDED_EXPIRY_DAYS),
+            tomorrow=(now.date() + timedelta(days=1)).isoformat(),
+            form=form or {"name": "", "scopes": [], "expiry": str(RECOMMENDED_EXPIRY_DAYS), "expires_on": ""},
+        )
+    else:
+        ctx["asked_at"] = admin_requests(svc).asked_at(p.actor.user_id, MANAGE_TOKENS)
+    response = render(request, "api_keys.html", p, status=status or (error.status if error else 200), **ctx)
+    return response
+
+
+@router.post("/system-settings/api-keys")
+def create_token(
+    request: Request,
+    name: Annotated[str, Form(max_length=1000)] = "",
+    scopes: Annotated[list[str] | None, Form()] = None,
+    expiry: Annotated[str, Form(max_length=20)] = "",
+    expires_on: Annotated[str, Form(max_length=40)] = "",
+    csrf_token: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    p = check_form(request, csrf_token)
+    svc = services(request)
+    form = {"name": name, "scopes": scopes or [], "expiry": expiry, "expires_on": expires_on}
+    try:
+        days, until = _expiry(expiry, expires_on, svc.clock.now().date())
+        view, plaintext = svc.tokens.create(p.actor, name, scopes or [], expires_in_days=days, expires_at=until)
+    except KbaiError as err:
+        return _api_keys_page(request, p, err, form=form)
+    return _api_keys_page(request, p, created=(view, plaintext))
+
+
+def _expiry(choice: str, on: str, today: date) -> tuple[int | None, str | None]:
+    """The form's expiration choice as (expires_in_days, expires_at) for TokenService.create."""
+    if choice == "never":
+        return None, None
+    if choice == "custom":
+        try:
+            when = date.fromisoformat(on.strip())
+        except ValueError:
+            raise KbaiError(errors.VALIDATION, detail="Pick a date for the custom expiration, "
+                                                      "or choose another option.") from None
+        if when <= today:
+            raise KbaiError(errors.VALIDATION, detail="Pick an expiration date after today.")
+        return None, when.isoformat()
+    if choice.isdigit() and int(choice) in EXPIRY_PRESETS_DAYS:
+        return int(choice), None
+    raise KbaiError(errors.VALIDATION, detail="Choose when the token expires.")
+
+
+@router.post("/system-settings/api-keys/ask-admin")
+def ask_admin(
+    request: Request,
+    note: Annotated[str, Form(max_length=2000)] = "",
+    csrf_token: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    p = check_form(request, csrf_token)
+    admin_requests(services(request)).ask(p.actor, MANAGE_TOKENS, note or None)
+    return see_other("/system-settings/api-keys?done=asked")
+
+
+@router.post("/system-settings/api-keys/{token_id}/revoke")
+def revoke_token(
+    request: Request, token_id: int, csrf_token: Annotated[str, Form(max_length=200)] = ""
+) -> Response:
+    p = check_form(request, csrf_token)
+    services(request).tokens.revoke(p.actor, token_id)
+    return see_other("/system-settings/api-keys?done=revoked")
+
