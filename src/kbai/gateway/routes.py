@@ -89,6 +89,11 @@ def _client(request: Request) -> tuple[str, str]:
     response_model_exclude_none=True,
     tags=["gateway"],
     summary="Token introspection (RFC 7662)",
+    responses={
+        400: {"model": sc.ErrorOut, "description": "invalid_request: no token parameter, or a body that is not JSON."},
+        413: {"model": sc.ErrorOut, "description": "The body is larger than the server accepts."},
+        415: {"model": sc.ErrorOut, "description": "The body is neither form-encoded nor JSON."},
+    },
     openapi_extra={
         "security": [{"serviceCredential": []}],
         "requestBody": {

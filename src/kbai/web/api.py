@@ -37,6 +37,19 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     }.items()
 }
 
+# Operations that read a JSON body can also answer these two.
+BODY_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": sc.ErrorOut, "description": "The body cannot be parsed (not JSON, or not UTF-8)."},
+    413: {"model": sc.ErrorOut, "description": "The body is larger than the server accepts."},
+}
+
+
+def conflict(description: str) -> dict[int | str, dict[str, Any]]:
+    return {409: {"model": sc.ErrorOut, "description": description}}
+
+
+LAST_ADMIN = conflict("It would leave the tenant without an active admin.")
+
 router = APIRouter(prefix="/api/v1", responses=ERRORS)
 
 MAX_ID = 2_147_483_647  # ids are 32-bit integers on both databases
@@ -67,7 +80,7 @@ def _cursor(value: str | None) -> int | None:
 
 
 # ---- session --------------------------------------------------------------------------------
-@router.post("/session", response_model=sc.LoginOut, tags=["session"], summary="Log in")
+@router.post("/session", response_model=sc.LoginOut, tags=["session"], summary="Log in", responses=BODY_ERRORS)
 def login(body: sc.LoginIn, request: Request, response: Response) -> dict[str, Any]:
     """Check email and password, set the HttpOnly session cookie, return the CSRF token."""
     svc = services(request)
@@ -119,7 +132,7 @@ def list_tokens(
 
 
 @router.post("/tokens", status_code=201, response_model=sc.TokenCreatedOut, tags=["tokens"],
-             summary="Create a token", responses={409: {"model": sc.ErrorOut, "description": "Limit reached or name taken."}})
+             summary="Create a token", responses={**BODY_ERRORS, **conflict("Limit reached or name taken.")})
 def create_token(body: sc.TokenCreateIn, p: SessionPrincipal, request: Request) -> dict[str, Any]:
     """Mint a token. The response is the only time the full token is shown."""
     view, plaintext = services(request).tokens.create(
@@ -141,7 +154,8 @@ def revoke_token(token_id: TokenId, p: AnyPrincipal, request: Request) -> dict[s
 
 
 @router.post("/tokens/{token_id}/rotate", status_code=201, response_model=sc.RotatedOut, tags=["tokens"],
-             summary="Rotate a token")
+             summary="Rotate a token",
+             responses={**BODY_ERRORS, **conflict("Only an active token can be rotated; this one is revoked or expired.")})
 def rotate_token(token_id: TokenId, p: SessionPrincipal, request: Request, body: sc.RotateIn | None = None) -> dict[str, Any]:
     """A new token with the same name, scopes and lifetime; the old one stops after the grace period."""
     grace = body.grace_period_seconds if body else 0
@@ -184,7 +198,8 @@ def list_roles(p: RolesRead, request: Request) -> dict[str, Any]:
     return {"roles": [role_json(r) for r in roles], "next_cursor": None}
 
 
-@router.post("/roles", status_code=201, response_model=sc.RoleOut, tags=["roles"], summary="Create a role")
+@router.post("/roles", status_code=201, response_model=sc.RoleOut, tags=["roles"], summary="Create a role",
+             responses={**BODY_ERRORS, **conflict("A role with that name exists.")})
 def create_role(body: sc.RoleCreateIn, p: RolesManage, request: Request) -> dict[str, Any]:
     assert p.actor.tenant_id is not None
     return role_json(services(request).access.create_role(p.actor, p.actor.tenant_id, body.name, body.permissions))
@@ -195,7 +210,8 @@ def get_role(role_id: RoleId, p: RolesRead, request: Request) -> dict[str, Any]:
     return role_json(services(request).access.get_role(p.actor, role_id))
 
 
-@router.put("/roles/{role_id}", response_model=sc.RoleOut, tags=["roles"], summary="Change a role")
+@router.put("/roles/{role_id}", response_model=sc.RoleOut, tags=["roles"], summary="Change a role",
+            responses={**BODY_ERRORS, **conflict("A role with that name exists.")})
 def update_role(role_id: RoleId, body: sc.RoleUpdateIn, p: RolesManage, request: Request) -> dict[str, Any]:
     """Replace the role's permissions (and optionally rename it). Applies to every token of every holder at once."""
     return role_json(services(request).access.update_role(p.actor, role_id, body.permissions, body.name))
@@ -210,7 +226,8 @@ def list_users(p: UsersRead, request: Request) -> dict[str, Any]:
 
 
 @router.post("/users", status_code=201, response_model=sc.UserCreatedOut, response_model_exclude_none=True,
-             tags=["users"], summary="Create a user")
+             tags=["users"], summary="Create a user",
+             responses={**BODY_ERRORS, **conflict("A user with that email exists.")})
 def create_user(body: sc.UserCreateIn, p: UsersManage, request: Request) -> dict[str, Any]:
     assert p.actor.tenant_id is not None
     view, generated = services(request).access.create_user(
@@ -221,12 +238,14 @@ def create_user(body: sc.UserCreateIn, p: UsersManage, request: Request) -> dict
     return out
 
 
-@router.put("/users/{user_id}/roles", response_model=sc.UserOut, tags=["users"], summary="Set a user's roles")
+@router.put("/users/{user_id}/roles", response_model=sc.UserOut, tags=["users"], summary="Set a user's roles",
+            responses={**BODY_ERRORS, **LAST_ADMIN})
 def set_user_roles(user_id: UserId, body: sc.UserRolesIn, p: UsersManage, request: Request) -> dict[str, Any]:
     return user_json(services(request).access.set_user_roles(p.actor, user_id, body.roles))
 
 
-@router.post("/users/{user_id}/deactivate", response_model=sc.UserOut, tags=["users"], summary="Deactivate a user")
+@router.post("/users/{user_id}/deactivate", response_model=sc.UserOut, tags=["users"], summary="Deactivate a user",
+             responses=LAST_ADMIN)
 def deactivate_user(user_id: UserId, p: UsersManage, request: Request) -> dict[str, Any]:
     """The user's sessions end and their tokens stop working at once."""
     return user_json(services(request).access.deactivate_user(p.actor, user_id))
