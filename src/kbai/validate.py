@@ -11,7 +11,8 @@ from kbai.tokens.format import redact
 
 # Control, format (bidi overrides, zero-width), surrogate, private-use, unassigned, line/para separators.
 _FORBIDDEN_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
-_EMAIL_RE = re.compile(r"[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+")
+# Local part: RFC 5322 dot-atom (no spaces, quotes, <>, (), [], commas, semicolons or backslashes), 1-64 chars.
+_EMAIL_RE = re.compile(r"(?=[^@]{1,64}@)[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+")
 
 
 def clean_name(value: object, field: str = "name", max_length: int = 100) -> str:
