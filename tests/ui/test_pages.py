@@ -336,8 +336,7 @@ def test_no_permission_view_and_ask_an_admin(client: TestClient, world: World) -
         assert "Requests from your team" in page and "member@acme.test" in page
         assert "&lt;i&gt;Zapier&lt;/i&gt;" in page and "<i>Zapier</i>" not in page
     assert "1 request from your team is waiting" in client.get("/system-settings").text
-    # A developer with roles.read sees it but can't grant.
-    # The member has only Member: granting on it gives Member the permission.
+    # The member has only the Member role: granting on it gives everyone with Member the permission.
     member_role = svc.access.list_roles(world.admin, world.tenant_id)[1]
     request_id = rows[0].id
     r = client.post(f"/system-settings/requests/{request_id}/grant",
