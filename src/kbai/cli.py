@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import click
 import typer
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
@@ -258,6 +261,84 @@ def tokens_revoke(token_id: Annotated[int, typer.Argument(help="Token id (see `k
     """Revoke a token now (idempotent)."""
     view = services().tokens.revoke(OPERATOR, token_id)
     typer.echo(f"token {view.id} ({view.prefix}, {view.name}) is {view.status}")
+
+
+# ---- leak scan -------------------------------------------------------------------------------
+SCAN_FOUND_ACTIVE = 3  # exit code: at least one active token of this deployment was found
+
+
+@app.command()
+@friendly
+def scan(
+    path: Annotated[Path, typer.Argument(help="File or folder to search (recursively; .git and binary files are skipped).")],
+    revoke: Annotated[bool, typer.Option("--revoke", help="Revoke every active token found and notify its owner and tenant admins.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Report progress on stderr.")] = True,
+) -> None:
+    """Find kbai tokens in files and say which are active tokens of this deployment (needs database access).
+
+    Prints file:line and the display prefix only, never a token. Exits with 3 when an active token was found.
+    """
+    from kbai.tokens.leaks import Sighting
+    from kbai.tokens.scan import iter_files, scan_file
+
+    if not path.exists():
+        raise fail(f"{path}: no such file or folder")
+    files = list(iter_files(path))
+    findings = []
+    unreadable = 0
+    for file in _progress(files, enabled=progress):
+        try:
+            findings.extend(scan_file(file))
+        except OSError as exc:
+            unreadable += 1
+            typer.secho(f"warning: skipped {file}: {exc.strerror or type(exc).__name__}", err=True,
+                        fg=typer.colors.YELLOW)
+    svc = services()
+    found = svc.tokens.find_by_digests(f.digest for f in findings)
+    counts = {"active": 0, "revoked": 0, "expired": 0, "unknown": 0}
+    active: dict[str, list[Sighting]] = {}
+    for f in findings:
+        hit = found.get(f.digest)
+        status = hit.view.status if hit else "unknown"
+        counts[status] += 1
+        if hit is None:
+            verdict = "unknown: not a token of this deployment"
+        else:
+            owner = f'token {hit.view.id} "{hit.view.name}" of {hit.owner_email}'
+            verdict = {"active": f"ACTIVE: {owner}", "revoked": f"revoked: {owner}",
+                       "expired": f"expired: {owner}"}[status]
+        if status == "active":
+            active.setdefault(f.digest, []).append(Sighting(url=f"{f.path}:{f.line}", source="file"))
+        typer.echo(f"{f.path}:{f.line}: {f.prefix}… {verdict}")
+    typer.echo(f"{len(findings)} token(s) in {len({f.path for f in findings})} of {len(files)} file(s): "
+               + ", ".join(f"{n} {status}" for status, n in counts.items()))
+    if unreadable:
+        typer.echo(f"{unreadable} file(s) could not be read")
+    if active and revoke:
+        svc.leaks.respond(OPERATOR, "kbai scan", active)
+        typer.echo(f"revoked {len(active)} active token(s); their owners and tenant admins were notified")
+    elif active:
+        typer.echo("revoke them now: kbai scan --revoke PATH (or kbai tokens revoke ID)")
+    if active:
+        raise typer.Exit(SCAN_FOUND_ACTIVE)
+
+
+def _progress(files: list[Path], *, enabled: bool) -> Iterator[Path]:
+    """Yield ``files``, reporting progress on stderr: a bar on a terminal, a line every 2 s otherwise."""
+    if not enabled:
+        yield from files
+        return
+    if sys.stderr.isatty():
+        with click.progressbar(files, label="scanning", file=sys.stderr, show_pos=True) as bar:
+            yield from bar
+        return
+    typer.echo(f"scanning {len(files)} file(s)...", err=True)
+    last = time.monotonic()
+    for done, file in enumerate(files, start=1):
+        yield file
+        if time.monotonic() - last >= 2:
+            last = time.monotonic()
+            typer.echo(f"scanned {done}/{len(files)} file(s)", err=True)
 
 
 @credential_app.command("create")

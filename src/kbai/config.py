@@ -67,6 +67,15 @@ class Settings(BaseSettings):
     argon2_memory_kib: int = Field(default=65536, ge=8, description="argon2id memory in KiB.")
     argon2_parallelism: int = Field(default=4, ge=1, description="argon2id lanes.")
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Largest request body accepted.")
+    secret_scanning_keys_file: Path | None = Field(
+        default=None,
+        description="JSON file with GitHub's secret-scanning public keys ({\"public_keys\": [{\"key_identifier\", "
+        "\"key\", \"is_current\"}]}, as GitHub publishes them). POST /api/v1/secret-scanning/github accepts "
+        "reports signed by these keys; unset, it refuses every report. Re-read when the file changes.",
+    )
+    public_revocations_per_minute: int = Field(
+        default=10, ge=1, description="Requests to POST /api/v1/credentials/revoke allowed per client IP per minute."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="DEBUG, INFO, WARNING or ERROR. Logs are JSON lines on stderr, tokens redacted."
     )

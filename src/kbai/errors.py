@@ -129,3 +129,28 @@ def for_outcome(outcome: str, missing: tuple[str, ...] = ()) -> KbaiError:
     if outcome == "insufficient_scope":
         return insufficient_scope(missing)
     return KbaiError(INVALID_TOKEN, description=_OUTCOME_DESCRIPTIONS[outcome])
+
+
+# ---- leak response (secret-scanning reports, public revocation) -------------------------------
+SIGNATURE_MISSING = ErrorSpec(
+    "invalid_signature", 401,
+    "Send the Github-Public-Key-Identifier and Github-Public-Key-Signature headers of GitHub secret scanning.",
+)
+SIGNATURE_KEY_UNKNOWN = ErrorSpec(
+    "invalid_signature", 401, "Unknown Github-Public-Key-Identifier: no such key in this server's secret-scanning keys.",
+)
+SIGNATURE_INVALID = ErrorSpec(
+    "invalid_signature", 401, "The Github-Public-Key-Signature does not verify against the request body.",
+)
+LEAK_REPORT_INVALID = ErrorSpec(
+    "validation_error", 422,
+    "The body must be a JSON array of at most {limit} objects like "
+    '{{"token": "...", "type": "...", "url": "...", "source": "..."}}: {detail}.',
+)
+REVOCATION_INVALID = ErrorSpec(
+    "validation_error", 422,
+    'The body must be a JSON object {{"credentials": ["kbai_pk_...", ...]}} with 1 to {limit} strings: {detail}.',
+)
+REVOCATION_RATE_LIMITED = ErrorSpec(
+    "rate_limited", 429, "Too many revocation requests from your address. Try again in {retry_after} seconds."
+)

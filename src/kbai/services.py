@@ -17,8 +17,11 @@ from kbai.cache.verification import VerificationCache
 from kbai.clock import Clock, SystemClock
 from kbai.config import Settings
 from kbai.metrics import Metrics
+from kbai.notifications import Notifications
+from kbai.partner_keys import PartnerKeys
 from kbai.ratelimit import FailureLimiter
 from kbai.store import Database
+from kbai.tokens.leaks import LeakResponse
 from kbai.tokens.service import TokenService
 from kbai.tokens.usage import UsageBuffer
 
@@ -39,6 +42,9 @@ class Services:
     metrics: Metrics
     cache: VerificationCache
     bus: Bus
+    notifications: Notifications
+    leaks: LeakResponse
+    partner_keys: PartnerKeys
 
     @classmethod
     def build(cls, settings: Settings, clock: Clock | None = None, db: Database | None = None) -> Services:
@@ -78,6 +84,7 @@ class Services:
 
         tokens.listeners.append(tokens_changed)
         access.listeners.append(access_changed)
+        notifications = Notifications(db, clock)
         return cls(
             settings=settings,
             db=db,
@@ -96,6 +103,9 @@ class Services:
             metrics=metrics,
             cache=cache,
             bus=bus,
+            notifications=notifications,
+            leaks=LeakResponse(tokens, notifications),
+            partner_keys=PartnerKeys(settings.secret_scanning_keys_file),
         )
 
     def start(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Iterator
 
 PREFIX = "kbai_pk_"
 SECRET_BYTES = 32
@@ -12,6 +13,9 @@ TOKEN_LENGTH = len(PREFIX) + SECRET_BYTES * 2  # 72
 DISPLAY_PREFIX_LENGTH = 12
 
 _TOKEN_RE = re.compile(r"kbai_pk_[0-9a-f]{64}")
+# A token inside other text (files, logs): not followed by more word characters, so a longer
+# look-alike is not taken for a token. Scanner rules in integrations/secret-scanning/ mirror it.
+_EMBEDDED_RE = re.compile(r"kbai_pk_[0-9a-f]{64}(?![0-9A-Za-z_])")
 # Anything that could be a token or most of one, in any case: used only to redact.
 _REDACT_RE = re.compile(r"kbai_pk_[0-9A-Fa-f]{4,}")
 
@@ -38,6 +42,17 @@ def digest(token: str) -> str:
 def display_prefix(token: str) -> str:
     """The first 12 chars, e.g. ``kbai_pk_a1b2``: identifies a token without exposing it."""
     return token[:DISPLAY_PREFIX_LENGTH]
+
+
+def find_all(text: str) -> Iterator[tuple[int, str]]:
+    """Every token in ``text`` as (offset, token): what secret scanners look for."""
+    for match in _EMBEDDED_RE.finditer(text):
+        yield match.start(), match.group(0)
+
+
+def report_hash(candidate: str) -> str:
+    """SHA-256 hex of any reported string (GitHub's ``token_hash``); equals :func:`digest` for a token."""
+    return hashlib.sha256(candidate.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def redact(text: str) -> str:

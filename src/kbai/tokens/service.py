@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from kbai import audit, errors
@@ -32,6 +32,8 @@ MAX_GRACE_SECONDS = 7 * 24 * 3600
 EXPIRY_PRESETS_DAYS = (7, 30, 60, 90)
 RECOMMENDED_EXPIRY_DAYS = 90
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+# Digests per statement: a batch of thousands of leaked tokens costs one lookup, not one per token.
+DIGEST_CHUNK = 5000
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,18 @@ class TokenView:
     revoked_at: datetime | None
     status: str
     rotated_from_id: int | None
+
+
+@dataclass(frozen=True)
+class FoundToken:
+    """A stored token found by its digest (leak reports, scans), with its owner."""
+
+    digest: str
+    view: TokenView
+    owner_email: str
+    owner_active: bool
+    # Active until this call revoked it (always False for a plain lookup).
+    revoked_now: bool
 
 
 def status_of(token: Token, now: datetime) -> str:
@@ -294,6 +308,57 @@ class TokenService:
         self._notify(changed, set())
         return views[0], plaintext, views[1]
 
+    # ---- tokens found outside (leak reports, scans) ---------------------------------------
+    def find_by_digests(self, digests: Iterable[str]) -> dict[str, FoundToken]:
+        """The stored tokens among ``digests`` (any status), by digest. Changes nothing."""
+        now = self.clock.now()
+        with self.db.read() as s:
+            return {f.digest: f for f in self._found(s, sorted(set(digests)), now, revoked=set())}
+
+    def revoke_found(
+        self,
+        actor: Actor,
+        digests: Iterable[str],
+        *,
+        revoked_by: str,
+        record: Callable[[Session, list[FoundToken], datetime], None] | None = None,
+    ) -> dict[str, FoundToken]:
+        """Revoke now every active token among ``digests`` (a leak): one transaction, one UPDATE and one
+        SELECT per 1,000 digests. Tokens of any owner, even a deactivated one. ``record`` runs inside the
+        transaction with every token found (to audit and notify); listeners then hear of each revoked one.
+        """
+        now = utc_seconds(self.clock.now())
+        wanted = sorted(set(digests))
+        revoked: set[str] = set()
+        with self.db.write() as s:
+            for chunk in _chunks(wanted):
+                result = s.execute(
+                    update(Token)
+                    .where(Token.digest.in_(chunk), _active_clause(now))
+                    .values(revoked_at=now, revoked_by=revoked_by[:100])
+                    .returning(Token.digest)
+                    .execution_options(synchronize_session=False)
+                )
+                revoked.update(result.scalars())
+            found = self._found(s, wanted, now, revoked)
+            if record is not None and found:
+                record(s, found, now)
+        self._notify(revoked, set())
+        return {f.digest: f for f in found}
+
+    def _found(self, s: Session, digests: list[str], now: datetime, revoked: set[str]) -> list[FoundToken]:
+        out: list[FoundToken] = []
+        for chunk in _chunks(digests):
+            rows = s.execute(
+                select(Token, User.email, User.active).join(User, User.id == Token.user_id)
+                .where(Token.digest.in_(chunk)).order_by(Token.id)
+            ).all()
+            # Read after the UPDATE in the same transaction, so the views show the tokens as they now are.
+            for token, email, active in rows:
+                out.append(FoundToken(token.digest, self._view(token, now), email, bool(active),
+                                      token.digest in revoked))
+        return out
+
     # ---- operator (support) --------------------------------------------------------------
     def list_for_support(self, *, user_email: str | None = None, tenant_name: str | None = None) -> list[tuple[str, TokenView]]:
         now = self.clock.now()
@@ -376,3 +441,8 @@ class TokenService:
     def _notify(self, digests: set[str], user_ids: set[int]) -> None:
         for listener in self.listeners:
             listener(digests, user_ids)
+
+
+def _chunks(items: list[str]) -> Iterable[list[str]]:
+    for start in range(0, len(items), DIGEST_CHUNK):
+        yield items[start:start + DIGEST_CHUNK]

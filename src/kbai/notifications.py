@@ -1,0 +1,138 @@
+"""In-app notifications: short messages a user reads at ``GET /api/v1/notifications``.
+
+Domain code adds them inside its own write transaction (:meth:`Notifications.add`), so a
+notification exists if and only if the change it reports was committed. After the commit it calls
+:meth:`Notifications.deliver`, which hands the new notifications to every registered sender: the
+hook for other channels (email is issue 7's job: append a callable to ``senders``). A sender that
+fails is logged and never undoes or blocks the change.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from kbai.clock import Clock, utc_seconds
+from kbai.store import Database
+from kbai.store.models import Notification
+from kbai.tokens.format import redact
+
+log = logging.getLogger("kbai.notifications")
+TOKEN_LEAKED = "token.leaked"
+
+
+@dataclass(frozen=True)
+class NewNotification:
+    """What to tell one user. ``email`` is for senders of other channels; it is not stored."""
+
+    user_id: int
+    tenant_id: int
+    email: str
+    kind: str
+    title: str
+    body: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NotificationView:
+    id: int
+    user_id: int
+    tenant_id: int
+    kind: str
+    title: str
+    body: str
+    details: dict[str, Any]
+    created_at: datetime
+    read_at: datetime | None
+    email: str | None = None
+
+
+Sender = Callable[[Sequence[NotificationView]], None]
+
+
+class Notifications:
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self.db = db
+        self.clock = clock
+        # Called after commit with the notifications just added (e.g. to send them by email).
+        self.senders: list[Sender] = []
+
+    def add(self, session: Session, items: Iterable[NewNotification], at: datetime) -> list[NotificationView]:
+        """Insert ``items`` in the caller's transaction; returns their views for :meth:`deliver`."""
+        rows: list[tuple[Notification, str]] = []
+        for item in items:
+            # Belt and braces, as in the audit log: nothing token-shaped is ever stored.
+            row = Notification(
+                tenant_id=item.tenant_id, user_id=item.user_id, kind=item.kind, title=redact(item.title)[:200],
+                body=redact(item.body), details=_redacted(item.details), created_at=at, read_at=None,
+            )
+            session.add(row)
+            rows.append((row, item.email))
+        if rows:
+            session.flush()
+        return [_view(row, email) for row, email in rows]
+
+    def deliver(self, views: Sequence[NotificationView]) -> None:
+        if not views:
+            return
+        for sender in self.senders:
+            try:
+                sender(views)
+            except Exception as exc:  # noqa: BLE001 - another channel failing must not undo the change
+                log.error("notification sender %s failed: %s", getattr(sender, "__name__", sender),
+                          redact(str(exc))[:300])
+
+    def list(self, user_id: int, *, before_id: int | None = None, limit: int = 50,
+             unread_only: bool = False) -> list[NotificationView]:
+        """The user's notifications, newest first; ``before_id`` is the previous page's cursor."""
+        query = select(Notification).where(Notification.user_id == user_id).order_by(Notification.id.desc())
+        if before_id is not None:
+            query = query.where(Notification.id < before_id)
+        if unread_only:
+            query = query.where(Notification.read_at.is_(None))
+        with self.db.read() as s:
+            return [_view(n) for n in s.scalars(query.limit(limit))]
+
+    def unread(self, user_id: int) -> int:
+        with self.db.read() as s:
+            count = s.scalar(select(func.count(Notification.id)).where(
+                Notification.user_id == user_id, Notification.read_at.is_(None)))
+        return int(count or 0)
+
+    def mark_read(self, user_id: int, notification_id: int | None = None) -> int:
+        """Mark one (or, with no id, every) unread notification of the user read. Returns how many changed."""
+        now = utc_seconds(self.clock.now())
+        query = update(Notification).where(Notification.user_id == user_id, Notification.read_at.is_(None))
+        if notification_id is not None:
+            query = query.where(Notification.id == notification_id)
+        with self.db.write() as s:
+            result = s.execute(query.values(read_at=now))
+            return int(getattr(result, "rowcount", 0) or 0)
+
+    def get(self, user_id: int, notification_id: int) -> NotificationView | None:
+        with self.db.read() as s:
+            row = s.get(Notification, notification_id)
+            return _view(row) if row is not None and row.user_id == user_id else None
+
+
+def _view(n: Notification, email: str | None = None) -> NotificationView:
+    return NotificationView(id=n.id, user_id=n.user_id, tenant_id=n.tenant_id, kind=n.kind, title=n.title,
+                            body=n.body, details=dict(n.details), created_at=n.created_at, read_at=n.read_at,
+                            email=email)
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {str(k): _redacted(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redacted(v) for v in value]
+    return value
