@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -139,10 +139,14 @@ class UserListOut(BaseModel):
     next_cursor: str | None
 
 
+# A role id (a JSON integer: strict, so true or 1.5 is a 422 rather than role id 1) or a role name.
+RoleRef = Annotated[int, Field(strict=True)] | str
+
+
 class UserCreateIn(Strict):
     email: str = Field(max_length=320)
     password: str | None = Field(default=None, max_length=1024, description="Generated and returned once when omitted.")
-    roles: list[int | str] = Field(default_factory=list, max_length=100, description="Role ids or names; Member when empty.")
+    roles: list[RoleRef] = Field(default_factory=list, max_length=100, description="Role ids or names; Member when empty.")
 
 
 class UserCreatedOut(UserOut):
@@ -150,7 +154,7 @@ class UserCreatedOut(UserOut):
 
 
 class UserRolesIn(Strict):
-    roles: list[int | str] = Field(max_length=100)
+    roles: list[RoleRef] = Field(max_length=100)
 
 
 class AuditEventOut(BaseModel):
