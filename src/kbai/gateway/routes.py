@@ -68,6 +68,18 @@ def auth_check(
     return JSONResponse({"active": True}, headers=headers)
 
 
+# Envoy's HTTP ext_authz sends the check with the client's own method, and with `path_prefix` it
+# appends the client's path, so the same check answers any method at /auth/check and below it.
+@router.api_route("/auth/check", methods=["HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"], include_in_schema=False)
+@router.api_route("/auth/check/{original_path:path}", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+                  include_in_schema=False)
+def auth_check_any_method(
+    request: Request,
+    scope: Annotated[list[str] | None, Query(max_length=200)] = None,
+) -> Response:
+    return auth_check(request, scope)
+
+
 def _client(request: Request) -> tuple[str, str]:
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
