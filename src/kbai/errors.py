@@ -108,6 +108,17 @@ RATE_LIMITED = ErrorSpec(
 )
 
 
+# ---- kbai.sdk (other services protected by kbai tokens) ------------------------------------------
+NO_BEARER_TOKEN = ErrorSpec("not_authenticated", 401, "Send an API token: Authorization: Bearer kbai_pk_...")
+# RFC 7662 answers a bad token with {"active": false} alone, so a remote check cannot say why.
+TOKEN_INACTIVE = ErrorSpec(
+    "invalid_token", 401, "The token is not active: it is unknown, revoked or expired, or its owner was deactivated."
+)
+AUTH_UNAVAILABLE = ErrorSpec(
+    "auth_unavailable", 503, "Token verification is unavailable right now, so the request was refused. Try again shortly."
+)
+
+
 # ---- verification outcomes -> public errors (the one place that maps them) ----------------------
 _OUTCOME_DESCRIPTIONS = {
     "malformed": "The token is malformed: expected kbai_pk_ followed by 64 lowercase hex characters.",

@@ -21,7 +21,7 @@ import httpx
 from starlette.concurrency import run_in_threadpool
 
 from kbai import errors
-from kbai.errors import ErrorSpec, KbaiError
+from kbai.errors import KbaiError
 from kbai.tokens.format import digest, is_well_formed, redact
 
 if TYPE_CHECKING:
@@ -29,15 +29,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kbai.sdk")
 
-# The SDK's own public errors (everything else comes from kbai.errors.for_outcome).
-NO_TOKEN = ErrorSpec("not_authenticated", 401, "Send an API token: Authorization: Bearer kbai_pk_...")
-# RFC 7662 answers a bad token with {"active": false} alone, so a remote check cannot say why.
-TOKEN_INACTIVE = ErrorSpec(
-    "invalid_token", 401, "The token is not active: it is unknown, revoked or expired, or its owner was deactivated."
-)
-UNAVAILABLE = ErrorSpec(
-    "auth_unavailable", 503, "Token verification is unavailable right now, so the request was refused. Try again shortly."
-)
+# The SDK's public errors live with every other one, in kbai.errors.
+NO_TOKEN = errors.NO_BEARER_TOKEN
+TOKEN_INACTIVE = errors.TOKEN_INACTIVE
+UNAVAILABLE = errors.AUTH_UNAVAILABLE
 
 MAX_CACHE_SECONDS = 300.0
 
