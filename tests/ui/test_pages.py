@@ -74,9 +74,13 @@ def test_pages_need_a_session(client: TestClient, world: World) -> None:
         assert r.status_code == 303, path
         assert r.headers["location"] == ("/login" if path == "/system-settings" else f"/login?next={path}")
     assert client.get("/").headers["location"] == "/system-settings"
-    r = client.post("/system-settings/api-keys", data={"name": "x", "expiry": "never"})
-    assert r.status_code == 303 and r.headers["location"] == "/login"
-    assert world.services.tokens.list(world.dev.user_id or 0) == []
+    # A token is no session: pages never accept one.
+    _, token = world.services.tokens.create(world.dev, "Script", ["users.read"])
+    for method, path in (("GET", "/system-settings/api-keys"), ("POST", "/system-settings/api-keys")):
+        r = client.request(method, path, data={"name": "x", "expiry": "never"} if method == "POST" else None,
+                           headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 303 and r.headers["location"].startswith("/login"), path
+    assert len(world.services.tokens.list(world.dev.user_id or 0)) == 1
 
 
 @SQLITE_ONLY
@@ -201,16 +205,19 @@ def test_create_shows_the_token_once(client: TestClient, world: World, clock: Fr
         "name": "Zapier production", "scopes": ["users.read", "roles.read"], "expiry": "90", "csrf_token": csrf})
     assert r.status_code == 200
     assert r.headers["cache-control"] == "no-store"
+    # Secrets stay out of test output: compare counts and booleans, never print a token.
     shown = TOKEN_RE.findall(r.text)
-    assert len(shown) == 1, "the token is on the page exactly once"
+    times = len(shown)
+    assert times == 1, "the token is on the page exactly once"
     assert "It will not be shown again" in r.text
     views = world.services.tokens.list(world.dev.user_id or 0)
     assert [(v.name, v.scopes, v.status) for v in views] == [("Zapier production", ["users.read", "roles.read"], "active")]
     assert views[0].expires_at == clock.now().replace(microsecond=0) + timedelta(days=90)
-    verified = world.services.tokens.verify(shown[0])
-    assert verified.authenticated
+    authenticated = world.services.tokens.verify(shown[0]).authenticated
+    assert authenticated
     listing = client.get("/system-settings/api-keys").text
-    assert TOKEN_RE.search(listing) is None, "the token never shows again"
+    again = TOKEN_RE.search(listing) is not None
+    assert not again, "the token never shows again"
     assert views[0].prefix in listing
 
 
@@ -436,12 +443,13 @@ def test_users_create_assign_deactivate(client: TestClient, world: World) -> Non
     r = client.post("/system-settings/users", data={"email": "Pat@Acme.test", "roles": [str(world.dev_role_id)],
                                                     "csrf_token": csrf})
     assert r.status_code == 201 and r.headers["cache-control"] == "no-store"
-    shown = re.search(r'id="new-password" class="secret-value">([^<]+)<', r.text)
-    assert shown is not None and "will not be shown again" in r.text
+    found = re.search(r'id="new-password" class="secret-value">([^<]+)<', r.text)
+    assert found is not None, "the generated password is shown"
+    assert "will not be shown again" in r.text
     pat = svc.access.user_by_email("pat@acme.test")
     assert pat is not None
     assert svc.access.get_user(world.admin, pat.id).roles == ["Developers"]
-    assert svc.access.authenticate("pat@acme.test", shown.group(1).replace("&amp;", "&")).id == pat.id
+    assert svc.access.authenticate("pat@acme.test", found.group(1).replace("&amp;", "&")).id == pat.id
     assert 'id="new-password"' not in client.get("/system-settings/users").text
 
     r = client.post("/system-settings/users", data={"email": "pat@acme.test", "password": "long-enough-pw",

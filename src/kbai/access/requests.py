@@ -1,4 +1,4 @@
-""""Ask an admin": a user who lacks a permission asks for it; the tenant's admins see and grant it.
+"""The "Ask an admin" flow: a user who lacks a permission asks for it; the tenant's admins see and grant it.
 
 A request stays open until an admin grants the permission on one of the requester's roles or
 dismisses it. One open request per user and permission: asking again changes nothing. A request
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from kbai import audit, errors
 from kbai.access.catalog import Catalog
@@ -120,13 +121,13 @@ class AdminRequests:
 
     # ---- helpers -------------------------------------------------------------------------
     @staticmethod
-    def _open(s, user_id: int, permission: str) -> AdminRequest | None:  # type: ignore[no-untyped-def]
+    def _open(s: Session, user_id: int, permission: str) -> AdminRequest | None:
         return s.scalar(select(AdminRequest).where(
             AdminRequest.user_id == user_id, AdminRequest.permission == permission,
             AdminRequest.resolved_at.is_(None)).limit(1))
 
     @staticmethod
-    def _grantable_roles(s, user_id: int) -> list[tuple[int, str]]:  # type: ignore[no-untyped-def]
+    def _grantable_roles(s: Session, user_id: int) -> list[tuple[int, str]]:
         rows = s.execute(
             select(Role.id, Role.name).join(UserRole, UserRole.role_id == Role.id)
             .where(UserRole.user_id == user_id, (Role.builtin.is_(None)) | (Role.builtin != ADMIN))
@@ -135,7 +136,7 @@ class AdminRequests:
         return [(rid, name) for rid, name in rows]
 
     @staticmethod
-    def _in_scope(s, actor: Actor, request_id: int) -> AdminRequest:  # type: ignore[no-untyped-def]
+    def _in_scope(s: Session, actor: Actor, request_id: int) -> AdminRequest:
         req = s.get(AdminRequest, request_id)
         if req is None or req.resolved_at is not None or (
                 actor.kind != "operator" and req.tenant_id != actor.tenant_id):

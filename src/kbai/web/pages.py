@@ -86,7 +86,11 @@ class PageRoute(APIRoute):
             except KbaiError as err:
                 return error_page(request, err)
             except RequestValidationError:
-                return error_page(request, KbaiError(errors.NOT_FOUND, what="Page"))
+                # A malformed id in the address, or a form field over its length limit.
+                if request.method == "GET":
+                    return error_page(request, KbaiError(errors.NOT_FOUND, what="Page"))
+                return error_page(request, KbaiError(
+                    errors.VALIDATION, detail="Something in the form is too long or not valid. Go back and check it."))
 
         return page_handler
 
@@ -338,7 +342,7 @@ def grant_request(
     csrf_token: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     p = check_form(request, csrf_token)
-    (rid,) = ids([role_id], "role") if role_id else (0,)
+    (rid,) = ids([role_id or "0"], "role")
     admin_requests(services(request)).grant(p.actor, request_id, rid)
     return see_other(f"/system-settings/roles/{rid}?done=granted")
 
