@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from kbai.clock import Clock, utc_seconds
@@ -65,19 +65,19 @@ class Notifications:
         self.senders: list[Sender] = []
 
     def add(self, session: Session, items: Iterable[NewNotification], at: datetime) -> list[NotificationView]:
-        """Insert ``items`` in the caller's transaction; returns their views for :meth:`deliver`."""
-        rows: list[tuple[Notification, str]] = []
-        for item in items:
-            # Belt and braces, as in the audit log: nothing token-shaped is ever stored.
-            row = Notification(
-                tenant_id=item.tenant_id, user_id=item.user_id, kind=item.kind, title=redact(item.title)[:200],
-                body=redact(item.body), details=_redacted(item.details), created_at=at, read_at=None,
-            )
-            session.add(row)
-            rows.append((row, item.email))
-        if rows:
-            session.flush()
-        return [_view(row, email) for row, email in rows]
+        """Insert ``items`` in the caller's transaction (one bulk INSERT); returns their views for :meth:`deliver`."""
+        items = list(items)
+        if not items:
+            return []
+        # Belt and braces, as in the audit log: nothing token-shaped is ever stored.
+        rows = [{"tenant_id": i.tenant_id, "user_id": i.user_id, "kind": i.kind, "title": redact(i.title)[:200],
+                 "body": redact(i.body), "details": _redacted(i.details), "created_at": at, "read_at": None}
+                for i in items]
+        ids = session.scalars(
+            insert(Notification).returning(Notification.id, sort_by_parameter_order=True), rows
+        ).all()
+        return [NotificationView(id=nid, email=item.email, **{k: v for k, v in row.items()})
+                for nid, item, row in zip(ids, items, rows, strict=True)]
 
     def deliver(self, views: Sequence[NotificationView]) -> None:
         if not views:

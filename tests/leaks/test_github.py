@@ -252,6 +252,7 @@ def test_a_batch_of_1000_answers_fast_with_a_constant_number_of_token_queries(
     labels = [v["label"] for v in r.json()]
     assert labels == ["true_positive"] * 1000 + ["false_positive"] * 20
     assert elapsed < 10, elapsed
+    print(f"\n1,020-token report answered in {elapsed:.2f} s")
     token_statements = [s for s in statements if "tokens" in s.split("WHERE")[0] and "INSERT" not in s]
     assert len(token_statements) <= 2, len(token_statements)  # one UPDATE ... RETURNING, one SELECT
     with svc.db.read() as s:
