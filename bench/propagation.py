@@ -1,0 +1,93 @@
+"""Section 5: how long a revocation takes to reach another instance.
+
+Two real ``kbai serve`` processes (A and B) on one PostgreSQL database. With Redis (the scale-out
+setup: ``KBAI_REDIS_URL`` and a prefix unique to this run) and, for contrast, without Redis (then
+instances only converge through the cache TTL, ``KBAI_CACHE_TTL_SECONDS``, default 1 s).
+Each try: create a token through A's API (session + CSRF), warm B's cache with it (three
+``/auth/check`` calls, 200), then revoke it through A's API (``POST /api/v1/tokens/{id}/revoke``)
+and poll B's ``/auth/check`` back to back until it answers 401. Recorded: the time from sending
+the revoke to B's first 401, and from A's response to that 401.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import uuid
+from typing import Any
+
+import seed
+from common import REDIS_URL, log, scratch_pg, start_kbai
+
+
+def _tries(url_a: str, url_b: str, email: str, tries: int) -> list[dict[str, float]]:
+    import httpx
+
+    out = []
+    with httpx.Client(base_url=url_a, timeout=30) as a, httpx.Client(base_url=url_b, timeout=30) as b:
+        login = a.post("/api/v1/session", json={"email": email, "password": seed.BENCH_PASSWORD})
+        login.raise_for_status()
+        csrf = {"X-CSRF-Token": login.json()["csrf_token"]}
+        for i in range(tries):
+            created = a.post("/api/v1/tokens", headers=csrf,
+                             json={"name": f"propagation {uuid.uuid4().hex[:8]}", "scopes": []})
+            created.raise_for_status()
+            token_id, token = created.json()["id"], created.json()["token"]
+            bearer = {"Authorization": f"Bearer {token}"}
+            for _ in range(3):
+                status = b.get("/auth/check", headers=bearer).status_code
+                if status != 200:
+                    raise RuntimeError(f"B refused a fresh token ({status})")
+            t0 = time.perf_counter()
+            revoked = a.post(f"/api/v1/tokens/{token_id}/revoke", headers=csrf)
+            t1 = time.perf_counter()
+            revoked.raise_for_status()
+            polls = 0
+            while True:
+                polls += 1
+                status = b.get("/auth/check", headers=bearer).status_code
+                if status == 401:
+                    break
+                if status != 200 or time.perf_counter() - t0 > 30:
+                    raise RuntimeError(f"B still answers {status} after {time.perf_counter() - t0:.1f} s")
+            t2 = time.perf_counter()
+            out.append({"from_request_ms": (t2 - t0) * 1000, "after_response_ms": max(0.0, t2 - t1) * 1000,
+                        "revoke_request_ms": (t1 - t0) * 1000, "polls": polls})
+            del token, bearer
+            time.sleep(0.05)
+    return out
+
+
+def _summary(rows: list[dict[str, float]]) -> dict[str, Any]:
+    def stat(key: str) -> dict[str, float]:
+        values = [r[key] for r in rows]
+        return {"median_ms": round(statistics.median(values), 2), "max_ms": round(max(values), 2)}
+
+    return {"tries": len(rows), "from_revoke_request": stat("from_request_ms"),
+            "after_revoke_response": stat("after_response_ms"), "revoke_request": stat("revoke_request_ms"),
+            "polls_median": statistics.median(r["polls"] for r in rows)}
+
+
+def run(quick: bool) -> dict[str, Any]:
+    tries = 20
+    out: dict[str, Any] = {}
+    scenarios = [("redis", tries)] + [("no_redis_ttl_1s", 5 if quick else 20)]
+    with scratch_pg("propagation") as url:
+        ds = seed.load(url, 100, 1, sample_size=1)
+        _tenant, email = ds.user(2)  # a developer: holds developer.manage_tokens
+        for name, n in scenarios:
+            extra: dict[str, str] = {}
+            if name == "redis":
+                extra |= {"KBAI_REDIS_URL": REDIS_URL, "KBAI_REDIS_PREFIX": f"kbai-bench-{uuid.uuid4().hex[:8]}"}
+            log(f"propagation ({name}): {n} tries between two kbai serve processes")
+            # Not pinned: each instance may use any core, as two instances on one host would.
+            a = start_kbai(f"prop-{name}-a", url, core=None, **extra)
+            try:
+                b = start_kbai(f"prop-{name}-b", url, core=None, **extra)
+                try:
+                    out[name] = _summary(_tries(a.url, b.url, email, n))
+                finally:
+                    b.stop()
+            finally:
+                a.stop()
+    return out
