@@ -1,0 +1,71 @@
+"""Helpers for tests that throw bad or hostile requests: database snapshots and error-envelope checks.
+
+A snapshot is every row of every kbai table, so "nothing changed" means exactly that. Messages are
+checked for the things a crash leaks (tracebacks, Python reprs, SQL); no helper ever prints a token.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from sqlalchemy import inspect, select
+
+from kbai.store import Database
+from kbai.store.models import Base
+from kbai.tokens.format import redact
+
+# What an error message must never contain: signs of an unhandled exception or of internals.
+LEAKS = ("Traceback", "<class", 'File "', " object at 0x", "errors.pydantic.dev", "sqlalchemy", "psycopg",
+         "sqlite3", "SELECT ", "INSERT ", "UPDATE ", "Exception", "NoneType", "KeyError", "ValueError")
+
+Snapshot = dict[str, list[tuple[Any, ...]]]
+
+
+def snapshot(db: Database) -> Snapshot:
+    """Every row of every table the models know (and the database has), in primary-key order."""
+    with db.engine.connect() as conn:
+        present = set(inspect(conn).get_table_names())
+        out: Snapshot = {}
+        for table in Base.metadata.sorted_tables:
+            if table.name in present:
+                rows = conn.execute(select(table).order_by(*table.primary_key.columns)).all()
+                out[table.name] = [tuple(r) for r in rows]
+        conn.rollback()
+    return out
+
+
+def changed_tables(before: Snapshot, after: Snapshot) -> list[str]:
+    """Names of the tables whose rows differ (the rows themselves are not shown: they hold digests)."""
+    return sorted(name for name in set(before) | set(after) if before.get(name) != after.get(name))
+
+
+def shown(response: httpx.Response) -> str:
+    """The response for an assertion message: status and a redacted, shortened body."""
+    return f"{response.status_code} {redact(response.text)[:300]!r}"
+
+
+def error_problems(response: httpx.Response, status: int, code: str, says: str = "") -> list[str]:
+    """What is wrong with ``response`` as the error ``status``/``code`` (empty when it is right)."""
+    problems: list[str] = []
+    if response.status_code != status:
+        problems.append(f"status {response.status_code}, expected {status}")
+    try:
+        body = response.json()
+    except ValueError:
+        return [*problems, "body is not JSON"]
+    if not (isinstance(body, dict) and set(body) == {"error"} and isinstance(body["error"], dict)
+            and set(body["error"]) == {"code", "message"}):
+        return [*problems, 'body is not {"error": {"code", "message"}}']
+    if body["error"]["code"] != code:
+        problems.append(f"code {body['error']['code']!r}, expected {code!r}")
+    message = body["error"]["message"]
+    if not isinstance(message, str) or not message.strip():
+        problems.append("empty message")
+    else:
+        problems += [f"message contains {leak!r}" for leak in LEAKS if leak in message]
+        if says and says not in message:
+            problems.append(f"message does not say {says!r}")
+    if status == 401 and code in ("invalid_token", "not_authenticated") and "www-authenticate" not in response.headers:
+        problems.append("401 without WWW-Authenticate")
+    return problems

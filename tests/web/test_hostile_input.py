@@ -1,0 +1,589 @@
+"""Hostile input (rule 12): every bad request gets the right 4xx with ``{"error": {"code", "message"}}``,
+a clear message, and changes nothing.
+
+One table of cases drives the JSON API in-process (TestClient, both backends); most of the same
+table, plus 64 KiB headers and 10 MB bodies, then goes over real HTTP to a live ``kbai serve`` where
+uvicorn's own limits apply. CLI cases run the real ``kbai`` console script. For every case the whole
+database is snapshotted before and after: not one row may differ.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from kbai.clock import FrozenClock
+from kbai.config import Settings
+from kbai.services import Services
+from kbai.web.app import create_app
+from tests.conftest import FAST_ARGON2, OPERATOR, build_world, start_server
+from tests.web.safety import changed_tables, error_problems, shown, snapshot
+
+MISSING = object()
+HIGH = 1_000_000  # failure rate limits out of the way: they have their own tests
+Value = Any  # a value, or a function of the Env that makes it
+
+
+@dataclass(repr=False)
+class Env:
+    """Two tenants and the clients that attack them. Ids and the one known token come from here."""
+
+    svc: Services
+    dev: httpx.Client
+    admin: httpx.Client
+    anon: httpx.Client
+    csrf: dict[str, str]
+    dev_token: str  # dev's own token (scopes: users.read); never printed
+    ids: dict[str, int]
+    basic: str  # HTTP Basic header value of a real service credential
+
+    def __repr__(self) -> str:  # pytest prints fixtures of a failing test: never the token or the secret
+        return f"Env(ids={self.ids})"
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    method: str
+    path: Value
+    status: int
+    code: str
+    who: str = "dev"  # dev | admin | anon | dev_token | service
+    json: Value = MISSING
+    content: Value = None
+    content_type: str | None = None
+    headers: Value = field(default_factory=dict)
+    params: Value = None
+    says: str = ""  # a phrase the message must contain
+    csrf: bool = True
+
+
+def _v(value: Value, env: Env) -> Any:
+    return value(env) if callable(value) else value
+
+
+def _tok(body: dict[str, Any]) -> dict[str, Any]:
+    return {"name": "hostile", "scopes": ["users.read"], **body}
+
+
+def _twist(token: str, index: int, char: str) -> bytes:
+    """The token with one char replaced by a look-alike, as the UTF-8 bytes a client would send."""
+    return ("Bearer " + token[:index] + char + token[index + 1:]).encode()
+
+
+def _chunks(total: int, first: bytes = b'{"name": "') -> Callable[[Env], Iterator[bytes]]:
+    """A body streamed without Content-Length (chunked), so only the running count can stop it."""
+    def make(_: Env) -> Iterator[bytes]:
+        yield first
+        for _ in range(total // 65536):
+            yield b"a" * 65536
+    return make
+
+
+TOKENS = "/api/v1/tokens"
+ME = "/api/v1/me"
+DEEP_ARRAYS = b"[" * 100_000 + b"]" * 100_000
+DEEP_OBJECTS = b'{"a":' * 50_000 + b"1" + b"}" * 50_000
+UNKNOWN_TOKEN = "kbai_pk_" + "0" * 64
+
+CASES: list[Case] = [
+    # ---- Authorization: malformed, truncated, upper-case, padded, look-alike, oversized ------------
+    Case("auth-malformed", "GET", ME, 401, "invalid_token", "anon", headers={"Authorization": "Bearer not-a-token"}, says="malformed"),
+    Case("auth-truncated", "GET", ME, 401, "invalid_token", "anon", headers=lambda e: {"Authorization": "Bearer " + e.dev_token[:-1]}, says="malformed"),
+    Case("auth-prefix-only", "GET", ME, 401, "invalid_token", "anon", headers={"Authorization": "Bearer kbai_pk_"}, says="malformed"),
+    Case("auth-upper-case", "GET", ME, 401, "invalid_token", "anon", headers=lambda e: {"Authorization": "Bearer " + e.dev_token.upper()}, says="malformed"),
+    Case("auth-upper-case-secret", "GET", ME, 401, "invalid_token", "anon", headers=lambda e: {"Authorization": "Bearer " + e.dev_token[:8] + e.dev_token[8:].upper()}, says="malformed"),
+    Case("auth-padded-equals", "GET", ME, 401, "invalid_token", "anon", headers=lambda e: {"Authorization": "Bearer " + e.dev_token + "=="}, says="malformed"),
+    Case("auth-padded-junk", "GET", ME, 401, "invalid_token", "anon", headers=lambda e: {"Authorization": "Bearer " + e.dev_token + " x"}, says="malformed"),
+    Case("auth-zero-width-prefix", "GET", ME, 401, "invalid_token", "anon", headers=lambda e: {"Authorization": ("Bearer \u200b" + e.dev_token).encode()}, says="malformed"),
+    Case("auth-cyrillic-a", "GET", ME, 401, "invalid_token", "anon", headers=lambda e: {"Authorization": _twist(e.dev_token, 2, "\u0430")}, says="malformed"),
+    Case("auth-fullwidth-digit", "GET", ME, 401, "invalid_token", "anon", headers=lambda e: {"Authorization": _twist(e.dev_token, 10, "\uff10")}, says="malformed"),
+    Case("auth-fullwidth-prefix", "GET", ME, 401, "invalid_token", "anon", headers=lambda e: {"Authorization": ("Bearer \uff4b\uff42\uff41\uff49" + e.dev_token[4:]).encode()}, says="malformed"),
+    Case("auth-oversized", "GET", ME, 401, "invalid_token", "anon", headers={"Authorization": "Bearer " + "a" * 10_000}, says="malformed"),
+    Case("auth-doubled", "GET", ME, 401, "invalid_token", "anon", headers=lambda e: {"Authorization": "Bearer " + e.dev_token * 2}, says="malformed"),
+    Case("auth-64k", "GET", ME, 401, "invalid_token", "anon", headers={"Authorization": "Bearer kbai_pk_" + "0" * 65_536}, says="malformed"),
+    Case("auth-unknown", "GET", ME, 401, "invalid_token", "anon", headers={"Authorization": "Bearer " + UNKNOWN_TOKEN}, says="not recognised"),
+    Case("auth-basic-scheme", "GET", ME, 401, "invalid_token", "anon", headers={"Authorization": "Basic Zm9vOmJhcg=="}, says="Bearer scheme"),
+    Case("auth-empty-bearer", "GET", ME, 401, "invalid_token", "anon", headers={"Authorization": "Bearer"}, says="malformed"),
+    Case("auth-token-in-query", "GET", ME, 401, "not_authenticated", "anon", params=lambda e: {"access_token": e.dev_token}),
+    Case("auth-check-upper-case", "GET", "/auth/check", 401, "invalid_token", "anon", headers=lambda e: {"Authorization": "Bearer " + e.dev_token.upper()}),
+    Case("auth-64k-cookie", "GET", ME, 401, "not_authenticated", "anon", headers={"Cookie": "kbai_session=" + "a" * 65_536}),
+    Case("auth-64k-csrf", "POST", TOKENS, 403, "csrf_failed", json=_tok({}), headers={"X-CSRF-Token": "a" * 65_536}),
+    Case("auth-no-csrf", "POST", TOKENS, 403, "csrf_failed", json=_tok({}), csrf=False),
+    Case("auth-anon-list", "GET", TOKENS, 401, "not_authenticated", "anon"),
+    Case("auth-anon-create", "POST", TOKENS, 401, "not_authenticated", "anon", json=_tok({})),
+    # ---- names -----------------------------------------------------------------------------------
+    Case("name-bell", "POST", TOKENS, 422, "validation_error", json=_tok({"name": "a\x07b"}), says="U+0007"),
+    Case("name-nul", "POST", TOKENS, 422, "validation_error", json=_tok({"name": "a\x00b"}), says="U+0000"),
+    Case("name-newline", "POST", TOKENS, 422, "validation_error", json=_tok({"name": "line1\nline2"}), says="control character"),
+    Case("name-escape-sequence", "POST", TOKENS, 422, "validation_error", json=_tok({"name": "\x1b[31mred"}), says="U+001B"),
+    Case("name-rtl-mark", "POST", TOKENS, 422, "validation_error", json=_tok({"name": "\u200fabc"}), says="U+200F"),
+    Case("name-rtl-override", "POST", TOKENS, 422, "validation_error", json=_tok({"name": "invoice\u202etxt.exe"}), says="U+202E"),
+    Case("name-zero-width", "POST", TOKENS, 422, "validation_error", json=_tok({"name": "Za\u200bpier"}), says="U+200B"),
+    Case("name-bom", "POST", TOKENS, 422, "validation_error", json=_tok({"name": "\ufeffZapier"}), says="U+FEFF"),
+    Case("name-101-chars", "POST", TOKENS, 422, "validation_error", json=_tok({"name": "x" * 101}), says="101 characters"),
+    Case("name-1001-chars", "POST", TOKENS, 422, "validation_error", json=_tok({"name": "x" * 1001}), says="name"),
+    Case("name-only-spaces", "POST", TOKENS, 422, "validation_error", json=_tok({"name": "     "}), says="must not be empty"),
+    Case("name-empty", "POST", TOKENS, 422, "validation_error", json=_tok({"name": ""}), says="must not be empty"),
+    Case("name-ideographic-spaces", "POST", TOKENS, 422, "validation_error", json=_tok({"name": "\u3000\u00a0\u3000"}), says="must not be empty"),
+    Case("name-number", "POST", TOKENS, 422, "validation_error", json=_tok({"name": 123}), says="name"),
+    Case("name-null", "POST", TOKENS, 422, "validation_error", json=_tok({"name": None}), says="name"),
+    Case("name-list", "POST", TOKENS, 422, "validation_error", json=_tok({"name": ["a"]}), says="name"),
+    Case("name-holds-a-token", "POST", TOKENS, 422, "validation_error", json=_tok({"name": "ci " + UNKNOWN_TOKEN}), says="must not contain a token"),
+    Case("name-taken-other-case", "POST", TOKENS, 409, "name_taken", json=_tok({"name": "EXISTING"})),
+    # ---- scopes ----------------------------------------------------------------------------------
+    Case("scope-unknown", "POST", TOKENS, 422, "unknown_scope", json=_tok({"scopes": ["nope.nope"]}), says="nope.nope"),
+    Case("scope-unheld", "POST", TOKENS, 422, "unheld_scope", json=_tok({"scopes": ["users.manage"]}), says="users.manage"),
+    Case("scope-duplicated", "POST", TOKENS, 422, "duplicate_scope", json=_tok({"scopes": ["users.read", "users.read"]}), says="users.read"),
+    Case("scope-upper-case", "POST", TOKENS, 422, "unknown_scope", json=_tok({"scopes": ["USERS.READ"]}), says="USERS.READ"),
+    Case("scope-padded", "POST", TOKENS, 422, "unknown_scope", json=_tok({"scopes": ["users.read "]})),
+    Case("scope-sql", "POST", TOKENS, 422, "unknown_scope", json=_tok({"scopes": ["users.read' OR '1'='1"]})),
+    Case("scope-html", "POST", TOKENS, 422, "unknown_scope", json=_tok({"scopes": ["<script>alert(1)</script>"]})),
+    Case("scope-json", "POST", TOKENS, 422, "unknown_scope", json=_tok({"scopes": ['{"$gt": ""}']})),
+    Case("scope-huge", "POST", TOKENS, 422, "unknown_scope", json=_tok({"scopes": ["x" * 5000]})),
+    Case("scopes-string", "POST", TOKENS, 422, "validation_error", json=_tok({"scopes": "users.read"}), says="scopes"),
+    Case("scopes-null", "POST", TOKENS, 422, "validation_error", json=_tok({"scopes": None}), says="scopes"),
+    Case("scopes-object", "POST", TOKENS, 422, "validation_error", json=_tok({"scopes": {"users.read": True}}), says="scopes"),
+    Case("scopes-ints", "POST", TOKENS, 422, "validation_error", json=_tok({"scopes": [1]}), says="scopes"),
+    Case("scopes-missing", "POST", TOKENS, 422, "validation_error", json={"name": "x"}, says="scopes is required"),
+    Case("scopes-too-many", "POST", TOKENS, 422, "validation_error", json=_tok({"scopes": ["users.read"] * 201}), says="scopes"),
+    # ---- expiry ----------------------------------------------------------------------------------
+    Case("exp-days-negative", "POST", TOKENS, 422, "validation_error", json=_tok({"expires_in_days": -1}), says="between 1 and 3650"),
+    Case("exp-days-zero", "POST", TOKENS, 422, "validation_error", json=_tok({"expires_in_days": 0}), says="between 1 and 3650"),
+    Case("exp-days-3651", "POST", TOKENS, 422, "validation_error", json=_tok({"expires_in_days": 3651}), says="between 1 and 3650"),
+    Case("exp-days-huge", "POST", TOKENS, 422, "validation_error", json=_tok({"expires_in_days": 99999999999999999999}), says="expires_in_days"),
+    Case("exp-days-float", "POST", TOKENS, 422, "validation_error", json=_tok({"expires_in_days": 1.5}), says="expires_in_days"),
+    Case("exp-days-string", "POST", TOKENS, 422, "validation_error", json=_tok({"expires_in_days": "90"}), says="expires_in_days"),
+    Case("exp-days-bool", "POST", TOKENS, 422, "validation_error", json=_tok({"expires_in_days": True}), says="expires_in_days"),
+    Case("exp-at-past", "POST", TOKENS, 422, "validation_error", json=_tok({"expires_at": "2020-01-01"}), says="in the past"),
+    Case("exp-at-this-second", "POST", TOKENS, 422, "validation_error", json=_tok({"expires_at": "2026-01-01T12:00:00Z"}), says="in the past"),
+    Case("exp-at-too-far", "POST", TOKENS, 422, "validation_error", json=_tok({"expires_at": "9999-12-31"}), says="3650 days"),
+    Case("exp-at-past-the-last-utc-second", "POST", TOKENS, 422, "validation_error", json=_tok({"expires_at": "9999-12-31T23:59:59-01:00"}), says="expires_at"),
+    Case("exp-at-before-the-first-utc-second", "POST", TOKENS, 422, "validation_error", json=_tok({"expires_at": "0001-01-01T00:00:00+01:00"}), says="expires_at"),
+    Case("exp-at-no-zone", "POST", TOKENS, 422, "validation_error", json=_tok({"expires_at": "2027-01-01T00:00:00"}), says="with a zone"),
+    Case("exp-at-words", "POST", TOKENS, 422, "validation_error", json=_tok({"expires_at": "tomorrow"}), says="expires_at"),
+    Case("exp-at-february-30", "POST", TOKENS, 422, "validation_error", json=_tok({"expires_at": "2027-02-30"}), says="expires_at"),
+    Case("exp-at-int", "POST", TOKENS, 422, "validation_error", json=_tok({"expires_at": 1893456000}), says="expires_at"),
+    Case("exp-at-bool", "POST", TOKENS, 422, "validation_error", json=_tok({"expires_at": True}), says="expires_at"),
+    Case("exp-at-41-chars", "POST", TOKENS, 422, "validation_error", json=_tok({"expires_at": "2027-01-01" + " " * 31}), says="expires_at"),
+    Case("exp-both", "POST", TOKENS, 422, "validation_error", json=_tok({"expires_in_days": 30, "expires_at": "2027-01-01"}), says="not both"),
+    # ---- bodies and content types ----------------------------------------------------------------
+    Case("body-text-plain", "POST", TOKENS, 422, "validation_error", content=b'{"name": "x", "scopes": []}', content_type="text/plain", says="JSON object"),
+    Case("body-form-on-json", "POST", TOKENS, 422, "validation_error", content=b"name=x&scopes=users.read", content_type="application/x-www-form-urlencoded", says="JSON object"),
+    Case("body-multipart", "POST", TOKENS, 422, "validation_error", content=b'--b\r\nContent-Disposition: form-data; name="name"\r\n\r\nx\r\n--b--\r\n', content_type="multipart/form-data; boundary=b", says="JSON object"),
+    Case("body-invalid-json", "POST", TOKENS, 422, "validation_error", content=b"{not json", content_type="application/json", says="JSON object"),
+    Case("body-truncated-json", "POST", TOKENS, 422, "validation_error", content=b'{"name": "x", "scopes": [', content_type="application/json", says="JSON object"),
+    Case("body-array", "POST", TOKENS, 422, "validation_error", json=[{"name": "x", "scopes": []}], says="JSON object"),
+    Case("body-null", "POST", TOKENS, 422, "validation_error", content=b"null", content_type="application/json"),
+    Case("body-string", "POST", TOKENS, 422, "validation_error", json="hello", says="JSON object"),
+    Case("body-number", "POST", TOKENS, 422, "validation_error", json=42, says="JSON object"),
+    Case("body-empty", "POST", TOKENS, 422, "validation_error", content=b"", content_type="application/json", says="required"),
+    Case("body-deep-arrays", "POST", TOKENS, 400, "bad_request", content=DEEP_ARRAYS, content_type="application/json"),
+    Case("body-deep-objects", "POST", TOKENS, 400, "bad_request", content=DEEP_OBJECTS, content_type="application/json"),
+    Case("body-not-utf8", "POST", TOKENS, 400, "bad_request", content=b'{"name": "\xc3\x28"}', content_type="application/json"),
+    Case("body-extra-field", "POST", TOKENS, 422, "validation_error", json=_tok({"owner_id": 1}), says="not a known field"),
+    Case("body-10mb", "POST", TOKENS, 413, "too_large", content=b'{"name": "' + b"a" * 10_000_000 + b'"}', content_type="application/json"),
+    Case("body-2mb-chunked", "POST", TOKENS, 413, "too_large", content=_chunks(2_000_000), content_type="application/json"),
+    # ---- path ids --------------------------------------------------------------------------------
+    Case("id-text", "GET", f"{TOKENS}/abc", 422, "validation_error", says="token_id"),
+    Case("id-negative", "GET", f"{TOKENS}/-1", 422, "validation_error", says="token_id"),
+    Case("id-zero", "POST", f"{TOKENS}/0/revoke", 422, "validation_error", says="token_id"),
+    Case("id-huge", "POST", f"{TOKENS}/99999999999999999999/revoke", 422, "validation_error", says="token_id"),
+    Case("id-float", "POST", f"{TOKENS}/1.5/revoke", 422, "validation_error", says="token_id"),
+    Case("id-sql", "POST", f"{TOKENS}/1%20OR%201=1/revoke", 422, "validation_error", says="token_id"),
+    Case("id-traversal", "POST", f"{TOKENS}/..%2F..%2Fusers/revoke", 404, "not_found"),
+    Case("id-absent", "GET", f"{TOKENS}/2147483647", 404, "not_found", says="Token not found"),
+    Case("id-other-tenant-token", "GET", lambda e: f"{TOKENS}/{e.ids['other_token']}", 404, "not_found"),
+    Case("id-other-tenant-revoke", "POST", lambda e: f"{TOKENS}/{e.ids['other_token']}/revoke", 404, "not_found"),
+    Case("id-other-tenant-rotate", "POST", lambda e: f"{TOKENS}/{e.ids['other_token']}/rotate", 404, "not_found", json={}),
+    Case("id-sibling-revoke", "POST", lambda e: f"{TOKENS}/{e.ids['sibling_token']}/revoke", 404, "not_found"),
+    Case("id-role-huge", "GET", "/api/v1/roles/99999999999999999999", 422, "validation_error", "admin", says="role_id"),
+    Case("id-role-other-tenant", "GET", lambda e: f"/api/v1/roles/{e.ids['other_role']}", 404, "not_found", "admin"),
+    Case("id-role-put-other-tenant", "PUT", lambda e: f"/api/v1/roles/{e.ids['other_role']}", 404, "not_found", "admin", json={"permissions": []}),
+    Case("id-user-negative", "POST", "/api/v1/users/-5/deactivate", 422, "validation_error", "admin", says="user_id"),
+    Case("id-user-other-tenant", "POST", lambda e: f"/api/v1/users/{e.ids['other_user']}/deactivate", 404, "not_found", "admin"),
+    Case("id-user-roles-other-tenant", "PUT", lambda e: f"/api/v1/users/{e.ids['other_user']}/roles", 404, "not_found", "admin", json={"roles": ["Member"]}),
+    # ---- query parameters ------------------------------------------------------------------------
+    Case("q-limit-zero", "GET", TOKENS, 422, "validation_error", params={"limit": "0"}, says="limit"),
+    Case("q-limit-text", "GET", TOKENS, 422, "validation_error", params={"limit": "ten"}, says="limit"),
+    Case("q-limit-huge", "GET", TOKENS, 422, "validation_error", params={"limit": "99999999999999999999"}, says="limit"),
+    Case("q-cursor-text", "GET", TOKENS, 422, "validation_error", params={"cursor": "abc"}, says="cursor"),
+    Case("q-cursor-sql", "GET", TOKENS, 422, "validation_error", params={"cursor": "1 OR 1=1"}, says="cursor"),
+    Case("q-cursor-negative", "GET", TOKENS, 422, "validation_error", params={"cursor": "-1"}, says="cursor"),
+    Case("q-cursor-arabic-digit", "GET", TOKENS, 422, "validation_error", params={"cursor": "\u0661"}, says="cursor"),
+    Case("q-cursor-huge", "GET", TOKENS, 422, "validation_error", params={"cursor": "99999999999999999999"}, says="cursor"),
+    Case("q-audit-since-words", "GET", "/api/v1/audit", 422, "validation_error", "admin", params={"since": "yesterday"}, says="since"),
+    Case("q-audit-since-before-utc", "GET", "/api/v1/audit", 422, "validation_error", "admin", params={"since": "0001-01-01T00:00:00+01:00"}, says="since"),
+    Case("q-audit-until-after-utc", "GET", "/api/v1/audit", 422, "validation_error", "admin", params={"until": "9999-12-31T23:59:59-01:00"}, says="until"),
+    Case("q-audit-export-until-after-utc", "GET", "/api/v1/audit/export", 422, "validation_error", "admin", params={"until": "9999-12-31T23:59:59-01:00"}, says="until"),
+    Case("q-audit-actor-huge", "GET", "/api/v1/audit", 422, "validation_error", "admin", params={"actor_user_id": "99999999999999999999"}, says="actor_user_id"),
+    Case("q-audit-actor-negative", "GET", "/api/v1/audit", 422, "validation_error", "admin", params={"actor_user_id": "-1"}, says="actor_user_id"),
+    Case("q-audit-actor-sql", "GET", "/api/v1/audit", 422, "validation_error", "admin", params={"actor_user_id": "1 OR 1=1"}, says="actor_user_id"),
+    Case("q-audit-limit-201", "GET", "/api/v1/audit", 422, "validation_error", "admin", params={"limit": "201"}, says="limit"),
+    Case("q-audit-action-51-chars", "GET", "/api/v1/audit", 422, "validation_error", "admin", params={"action": "x" * 51}, says="action"),
+    Case("q-audit-cursor-sql", "GET", "/api/v1/audit", 422, "validation_error", "admin", params={"cursor": "0; DROP TABLE audit_events"}, says="cursor"),
+    Case("q-audit-export-format", "GET", "/api/v1/audit/export", 422, "validation_error", "admin", params={"format": "xml"}, says="format"),
+    Case("q-auth-check-51-scopes", "GET", "/auth/check", 422, "validation_error", "dev_token", params=[("scope", f"s{i}") for i in range(51)]),
+    Case("q-auth-check-long-scope", "GET", "/auth/check", 422, "validation_error", "dev_token", params={"scope": "x" * 101}),
+    # ---- roles -----------------------------------------------------------------------------------
+    Case("role-name-empty", "POST", "/api/v1/roles", 422, "validation_error", "admin", json={"name": ""}, says="role name"),
+    Case("role-name-control", "POST", "/api/v1/roles", 422, "validation_error", "admin", json={"name": "Ops\x1b[31m"}, says="U+001B"),
+    Case("role-name-zero-width", "POST", "/api/v1/roles", 422, "validation_error", "admin", json={"name": "Ad\u200bmin"}, says="U+200B"),
+    Case("role-name-101", "POST", "/api/v1/roles", 422, "validation_error", "admin", json={"name": "r" * 101}, says="101 characters"),
+    Case("role-name-taken", "POST", "/api/v1/roles", 409, "already_exists", "admin", json={"name": "Admin"}),
+    Case("role-name-number", "POST", "/api/v1/roles", 422, "validation_error", "admin", json={"name": 7}, says="name"),
+    Case("role-perms-string", "POST", "/api/v1/roles", 422, "validation_error", "admin", json={"name": "Ops", "permissions": "users.read"}, says="permissions"),
+    Case("role-perms-unknown", "POST", "/api/v1/roles", 422, "unknown_permission", "admin", json={"name": "Ops", "permissions": ["nope.nope"]}, says="nope.nope"),
+    Case("role-perms-sql", "POST", "/api/v1/roles", 422, "unknown_permission", "admin", json={"name": "Ops", "permissions": ["roles.read'; DROP TABLE roles;--"]}),
+    Case("role-perms-ints", "POST", "/api/v1/roles", 422, "validation_error", "admin", json={"name": "Ops", "permissions": [1]}, says="permissions"),
+    Case("role-rename-admin", "PUT", lambda e: f"/api/v1/roles/{e.ids['admin_role']}", 422, "builtin_role", "admin", json={"name": "Owners"}),
+    Case("role-strip-admin", "PUT", lambda e: f"/api/v1/roles/{e.ids['admin_role']}", 422, "builtin_role", "admin", json={"permissions": []}),
+    Case("role-put-unknown-perm", "PUT", lambda e: f"/api/v1/roles/{e.ids['dev_role']}", 422, "unknown_permission", "admin", json={"permissions": ["users.read", "x.y"]}),
+    Case("role-put-null-body", "PUT", lambda e: f"/api/v1/roles/{e.ids['dev_role']}", 422, "validation_error", "admin", content=b"null", content_type="application/json"),
+    Case("role-put-rename-taken", "PUT", lambda e: f"/api/v1/roles/{e.ids['dev_role']}", 409, "already_exists", "admin", json={"name": "Member"}),
+    # ---- users -----------------------------------------------------------------------------------
+    Case("user-email-invalid", "POST", "/api/v1/users", 422, "validation_error", "admin", json={"email": "not-an-email"}, says="email"),
+    Case("user-email-sql", "POST", "/api/v1/users", 422, "validation_error", "admin", json={"email": "' OR 1=1 --@acme.test"}, says="email"),
+    Case("user-email-html", "POST", "/api/v1/users", 422, "validation_error", "admin", json={"email": "<script>alert(1)</script>@acme.test"}, says="email"),
+    Case("user-email-non-ascii", "POST", "/api/v1/users", 422, "validation_error", "admin", json={"email": "d\u0435v@acme.test"}, says="email"),
+    Case("user-email-fullwidth-at", "POST", "/api/v1/users", 422, "validation_error", "admin", json={"email": "dev\uff20acme.test"}, says="email"),
+    Case("user-email-taken", "POST", "/api/v1/users", 409, "already_exists", "admin", json={"email": "DEV@acme.test"}),
+    Case("user-email-321-chars", "POST", "/api/v1/users", 422, "validation_error", "admin", json={"email": "a" * 310 + "@acme.test"}, says="email"),
+    Case("user-password-short", "POST", "/api/v1/users", 422, "validation_error", "admin", json={"email": "new@acme.test", "password": "short"}, says="password"),
+    Case("user-role-unknown", "POST", "/api/v1/users", 422, "validation_error", "admin", json={"email": "new@acme.test", "roles": ["Nope"]}, says="Unknown role"),
+    Case("user-role-sql", "POST", "/api/v1/users", 422, "validation_error", "admin", json={"email": "new@acme.test", "roles": ["Admin' OR '1'='1"]}, says="Unknown role"),
+    Case("user-role-other-tenant", "POST", "/api/v1/users", 422, "validation_error", "admin", json=lambda e: {"email": "new@acme.test", "roles": [e.ids["other_role"]]}, says="Unknown role"),
+    Case("user-role-bool", "POST", "/api/v1/users", 422, "validation_error", "admin", json={"email": "new@acme.test", "roles": [True]}, says="roles"),
+    Case("user-role-float", "POST", "/api/v1/users", 422, "validation_error", "admin", json={"email": "new@acme.test", "roles": [1.0]}, says="roles"),
+    Case("user-role-huge-id", "POST", "/api/v1/users", 422, "validation_error", "admin", json={"email": "new@acme.test", "roles": [99999999999999999999]}, says="Unknown role"),
+    Case("user-role-negative-id", "PUT", lambda e: f"/api/v1/users/{e.ids['dev_user']}/roles", 422, "validation_error", "admin", json={"roles": [-1]}, says="Unknown role"),
+    Case("user-roles-not-a-list", "PUT", lambda e: f"/api/v1/users/{e.ids['dev_user']}/roles", 422, "validation_error", "admin", json={"roles": "Admin"}, says="roles"),
+    Case("user-deactivate-last-admin", "POST", lambda e: f"/api/v1/users/{e.ids['admin_user']}/deactivate", 409, "last_admin", "admin"),
+    Case("user-demote-last-admin", "PUT", lambda e: f"/api/v1/users/{e.ids['admin_user']}/roles", 409, "last_admin", "admin", json={"roles": ["Member"]}),
+    # ---- permissions the caller lacks ------------------------------------------------------------
+    Case("perm-dev-create-user", "POST", "/api/v1/users", 403, "forbidden", json={"email": "new@acme.test"}, says="users.manage"),
+    Case("perm-dev-create-role", "POST", "/api/v1/roles", 403, "forbidden", json={"name": "Ops"}, says="roles.manage"),
+    Case("perm-dev-audit", "GET", "/api/v1/audit", 403, "forbidden", says="audit.read"),
+    Case("perm-token-roles", "GET", "/api/v1/roles", 403, "insufficient_scope", "dev_token", says="roles.read"),
+    Case("perm-token-create-token", "POST", TOKENS, 403, "session_required", "dev_token", json=_tok({"name": "child"})),
+    Case("perm-token-list-tokens", "GET", TOKENS, 403, "session_required", "dev_token"),
+    Case("perm-token-rotate-itself", "POST", lambda e: f"{TOKENS}/{e.ids['dev_token']}/rotate", 403, "session_required", "dev_token", json={}),
+    # ---- rotate ----------------------------------------------------------------------------------
+    Case("rotate-grace-negative", "POST", lambda e: f"{TOKENS}/{e.ids['dev_token']}/rotate", 422, "validation_error", json={"grace_period_seconds": -1}, says="grace_period_seconds"),
+    Case("rotate-grace-string", "POST", lambda e: f"{TOKENS}/{e.ids['dev_token']}/rotate", 422, "validation_error", json={"grace_period_seconds": "60"}, says="grace_period_seconds"),
+    Case("rotate-grace-huge", "POST", lambda e: f"{TOKENS}/{e.ids['dev_token']}/rotate", 422, "validation_error", json={"grace_period_seconds": 10**30}, says="grace_period_seconds"),
+    Case("rotate-body-array", "POST", lambda e: f"{TOKENS}/{e.ids['dev_token']}/rotate", 422, "validation_error", json=[], says="JSON object"),
+    # ---- introspection (service credential) ------------------------------------------------------
+    Case("intro-no-credential", "POST", "/api/v1/introspect", 401, "invalid_client", "anon", content=b"token=x", content_type="application/x-www-form-urlencoded"),
+    Case("intro-garbage-basic", "POST", "/api/v1/introspect", 401, "invalid_client", "anon", content=b"token=x", content_type="application/x-www-form-urlencoded", headers={"Authorization": "Basic !!!not base64"}),
+    Case("intro-bearer-not-basic", "POST", "/api/v1/introspect", 401, "invalid_client", "anon", content=b"token=x", content_type="application/x-www-form-urlencoded", headers=lambda e: {"Authorization": "Bearer " + e.dev_token}),
+    Case("intro-text-plain", "POST", "/api/v1/introspect", 415, "unsupported_media_type", "service", content=b"token=x", content_type="text/plain"),
+    Case("intro-multipart", "POST", "/api/v1/introspect", 415, "unsupported_media_type", "service", content=b'--b\r\nContent-Disposition: form-data; name="token"\r\n\r\nx\r\n--b--\r\n', content_type="multipart/form-data; boundary=b"),
+    Case("intro-invalid-json", "POST", "/api/v1/introspect", 400, "bad_request", "service", content=b'{"token": ', content_type="application/json"),
+    Case("intro-deep-json", "POST", "/api/v1/introspect", 400, "bad_request", "service", content=DEEP_ARRAYS, content_type="application/json"),
+    Case("intro-no-token", "POST", "/api/v1/introspect", 400, "bad_request", "service", content=b"token_type_hint=access_token", content_type="application/x-www-form-urlencoded", says="token"),
+    Case("intro-token-not-a-string", "POST", "/api/v1/introspect", 400, "bad_request", "service", json={"token": ["a"]}, says="token"),
+    Case("intro-2mb-chunked", "POST", "/api/v1/introspect", 413, "too_large", "service", content=_chunks(2_000_000, b"token="), content_type="application/x-www-form-urlencoded"),
+    # ---- login -----------------------------------------------------------------------------------
+    Case("login-email-list", "POST", "/api/v1/session", 422, "validation_error", "anon", json={"email": ["dev@acme.test"], "password": "x"}, says="email"),
+    Case("login-password-too-long", "POST", "/api/v1/session", 422, "validation_error", "anon", json={"email": "dev@acme.test", "password": "p" * 1025}, says="password"),
+    Case("login-form-body", "POST", "/api/v1/session", 422, "validation_error", "anon", content=b"email=dev%40acme.test&password=dev-password-1", content_type="application/x-www-form-urlencoded"),
+    Case("login-wrong-password", "POST", "/api/v1/session", 401, "invalid_credentials", "anon", json={"email": "dev@acme.test", "password": "' OR '1'='1"}),
+    Case("login-sql-email", "POST", "/api/v1/session", 401, "invalid_credentials", "anon", json={"email": "' OR 1=1 --", "password": "x"}),
+    Case("login-extra-field", "POST", "/api/v1/session", 422, "validation_error", "anon", json={"email": "dev@acme.test", "password": "x", "admin": True}, says="not a known field"),
+    # ---- routing ---------------------------------------------------------------------------------
+    Case("route-unknown", "GET", "/api/v1/nope", 404, "not_found"),
+    Case("route-wrong-method", "PATCH", TOKENS, 405, "method_not_allowed"),
+    # ---- HTML forms: to be added by the engineer building them (src/kbai/web/pages.py) -----------
+    # FORM CASES GO HERE, e.g. Case("form-name-rtl", "POST", "/system-settings/api-keys", 422, ...).
+    # The runner below sends `content` with `content_type`; give form cases who="dev" and a body
+    # like b"name=...&csrf_token=..." (resolve the form's CSRF token with a lambda on Env).
+]
+
+
+# ---- environments -------------------------------------------------------------------------------
+def _login(client: httpx.Client, email: str, password: str) -> str:
+    r = client.post("/api/v1/session", json={"email": email, "password": password})
+    assert r.status_code == 200, shown(r)
+    return str(r.json()["csrf_token"])
+
+
+def build_env(svc: Services, make_client: Callable[[], httpx.Client]) -> Env:
+    """Acme (admin, dev, a sibling developer) and Globex; one token each; a service credential."""
+    acme = build_world(svc)
+    globex = build_world(svc, tenant="Globex", domain="globex.test")
+    svc.access.create_user(OPERATOR, acme.tenant_id, "sibling@acme.test", "sibling-password-1", [acme.dev_role_id])
+    sibling = acme.actor("sibling@acme.test")
+    existing, dev_token = svc.tokens.create(acme.dev, "existing", ["users.read"])
+    sibling_token, _ = svc.tokens.create(sibling, "sibling-secret", ["users.read"])
+    other_token, _ = svc.tokens.create(globex.dev, "globex-secret", ["users.read"])
+    credential, secret = svc.credentials.create(OPERATOR, "hostile-input")
+    roles = {r.name: r.id for r in svc.access.list_roles(OPERATOR, acme.tenant_id)}
+    other_roles = {r.name: r.id for r in svc.access.list_roles(OPERATOR, globex.tenant_id)}
+    dev, admin, anon = make_client(), make_client(), make_client()
+    csrf = {"dev": _login(dev, "dev@acme.test", "dev-password-1"),
+            "admin": _login(admin, "admin@acme.test", "admin-password-1")}
+    basic = "Basic " + base64.b64encode(f"{credential.client_id}:{secret}".encode()).decode()
+    ids = {"dev_token": existing.id, "sibling_token": sibling_token.id, "other_token": other_token.id,
+           "admin_role": roles["Admin"], "dev_role": acme.dev_role_id, "other_role": other_roles["Developers"],
+           "admin_user": acme.admin.user_id, "dev_user": acme.dev.user_id, "other_user": globex.dev.user_id}
+    return Env(svc, dev, admin, anon, csrf, dev_token, ids, basic)  # type: ignore[arg-type]
+
+
+def send(env: Env, case: Case) -> httpx.Response:
+    client = {"dev": env.dev, "admin": env.admin}.get(case.who, env.anon)
+    headers: dict[str, Any] = {}
+    if case.who in ("dev", "admin") and case.csrf and case.method != "GET":
+        headers["X-CSRF-Token"] = env.csrf[case.who]
+    if case.who == "dev_token":
+        headers["Authorization"] = f"Bearer {env.dev_token}"
+    if case.who == "service":
+        headers["Authorization"] = env.basic
+    if case.content_type:
+        headers["Content-Type"] = case.content_type
+    headers.update(_v(case.headers, env))
+    kwargs: dict[str, Any] = {"headers": headers, "params": _v(case.params, env)}
+    if case.json is not MISSING:
+        kwargs["json"] = _v(case.json, env)
+    elif case.content is not None:
+        kwargs["content"] = _v(case.content, env)
+    return client.request(case.method, _v(case.path, env), **kwargs)
+
+
+def check(env: Env, case: Case) -> list[str]:
+    """Send ``case`` and return what is wrong (empty: the right error, and nothing changed)."""
+    before = snapshot(env.svc.db)
+    listed_before = env.dev.get(TOKENS).json()
+    r = send(env, case)
+    problems = error_problems(r, case.status, case.code, case.says)
+    changed = changed_tables(before, snapshot(env.svc.db))
+    if changed:
+        problems.append(f"changed tables: {changed}")
+    if env.dev.get(TOKENS).json() != listed_before:
+        problems.append("dev's token list changed")
+    leaked = env.dev_token in r.text or any(env.dev_token in v for v in r.headers.values())
+    if leaked:
+        problems.append("the response holds the full token")
+    return [f"{p} (got {shown(r)})" for p in problems]
+
+
+@pytest.fixture(scope="module")
+def env(module_database_url: str) -> Iterator[Env]:
+    """The app in-process on a module-wide database of each backend (cases never change it)."""
+    settings = Settings(database_url=module_database_url, auth_failures_per_minute=HIGH,
+                        login_failures_per_minute=HIGH, **FAST_ARGON2)
+    svc = Services.build(settings, clock=FrozenClock())
+    app = create_app(svc, start_background=False)
+    clients: list[TestClient] = []
+
+    def make() -> TestClient:
+        clients.append(TestClient(app, raise_server_exceptions=False))
+        return clients[-1]
+
+    yield build_env(svc, make)
+    for c in clients:
+        c.close()
+    svc.close()
+
+
+# ---- the table, in-process on both backends ---------------------------------------------------
+def test_the_table_has_enough_distinct_cases() -> None:
+    assert len(CASES) >= 60
+    assert len({c.id for c in CASES}) == len(CASES)
+    assert LIVE <= {c.id for c in CASES}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_api_refuses_bad_input_and_changes_nothing(env: Env, case: Case) -> None:
+    problems = check(env, case)
+    assert not problems, f"{case.id}: " + "; ".join(problems)
+
+
+def test_the_fixture_world_still_works_after_the_table(env: Env) -> None:
+    """The cases ran against a live world: the known token and sessions still work (nothing broke)."""
+    r = env.anon.get(ME, headers={"Authorization": f"Bearer {env.dev_token}"})
+    assert r.status_code == 200 and r.json()["token_id"] == env.ids["dev_token"]
+    assert [t["name"] for t in env.dev.get(TOKENS).json()["tokens"]] == ["existing"]
+
+
+# ---- injection strings where they are valid: stored verbatim, nothing else touched -------------
+INJECTIONS = ["Robert'); DROP TABLE tokens;--", "1 OR 1=1", "<script>alert(1)</script>", '{"$ne": null}',
+              "../../etc/passwd", "%00%27", "${jndi:ldap://x}", "{{7*7}}"]
+
+
+@pytest.mark.parametrize("text", INJECTIONS)
+def test_injection_strings_in_names_are_plain_text(env: Env, text: str) -> None:
+    h = {"X-CSRF-Token": env.csrf["dev"]}
+    before = snapshot(env.svc.db)
+    r = env.dev.post(TOKENS, json={"name": text, "scopes": ["users.read"]}, headers=h)
+    assert r.status_code == 201, shown(r)
+    made = r.json()
+    try:
+        assert made["name"] == text
+        listed = {t["id"]: t["name"] for t in env.dev.get(TOKENS).json()["tokens"]}
+        assert listed[made["id"]] == text
+        after = snapshot(env.svc.db)
+        assert changed_tables(before, after) == ["audit_events", "tokens"]
+        assert len(after["tokens"]) == len(before["tokens"]) + 1
+        assert len(after["audit_events"]) == len(before["audit_events"]) + 1
+    finally:
+        env.dev.post(f"{TOKENS}/{made['id']}/revoke", headers=h)
+
+
+# ---- over real HTTP: uvicorn's limits, 64 KiB headers, 10 MB bodies -----------------------------
+@pytest.fixture
+def live_env(services: Services, database_url: str, tmp_path: Path) -> Iterator[tuple[Env, Any]]:
+    server = start_server(database_url, tmp_path, KBAI_AUTH_FAILURES_PER_MINUTE=str(HIGH),
+                          KBAI_LOGIN_FAILURES_PER_MINUTE=str(HIGH))
+    clients: list[httpx.Client] = []
+
+    def make() -> httpx.Client:
+        clients.append(server.client())
+        return clients[-1]
+
+    try:
+        yield build_env(services, make), server
+    finally:
+        for c in clients:
+            c.close()
+        server.stop()
+
+
+# The subset that also goes over real HTTP: one or more of each kind (headers, bodies, ids, params).
+LIVE = {"auth-truncated", "auth-upper-case", "auth-cyrillic-a", "auth-fullwidth-digit", "auth-64k", "auth-unknown",
+        "auth-64k-cookie", "auth-64k-csrf", "name-nul", "name-rtl-override", "name-zero-width", "name-101-chars",
+        "name-only-spaces", "scope-unknown", "scope-unheld", "scope-duplicated", "scopes-string",
+        "exp-days-negative", "exp-days-bool", "exp-at-past", "exp-at-past-the-last-utc-second", "exp-both",
+        "body-text-plain", "body-multipart", "body-invalid-json", "body-array", "body-deep-arrays",
+        "body-not-utf8", "body-10mb", "body-2mb-chunked", "id-huge", "id-sql", "id-traversal",
+        "id-other-tenant-revoke", "q-cursor-sql", "q-audit-since-before-utc", "user-email-html",
+        "user-role-bool", "intro-deep-json", "intro-2mb-chunked", "login-sql-email", "route-wrong-method"}
+
+LIVE_EXTRA = [
+    Case("live-64k-other-header", "GET", ME, 401, "not_authenticated", "anon", headers={"X-Junk": "j" * 65_536}),
+    Case("live-64k-in-many-headers", "GET", ME, 401, "not_authenticated", "anon", headers={f"X-Junk-{i}": "j" * 1024 for i in range(64)}),
+    Case("live-64k-auth-on-auth-check", "GET", "/auth/check", 401, "invalid_token", "anon", headers={"Authorization": "Bearer " + "A" * 65_536}),
+    Case("live-10mb-chunked", "POST", TOKENS, 413, "too_large", content=_chunks(10_000_000), content_type="application/json"),
+    Case("live-10mb-introspect", "POST", "/api/v1/introspect", 413, "too_large", "service", content=b"token=" + b"a" * 10_000_000, content_type="application/x-www-form-urlencoded"),
+]
+
+
+def test_over_real_http_bad_input_gets_a_4xx_and_changes_nothing(live_env: tuple[Env, Any]) -> None:
+    env, server = live_env
+    failures: dict[str, list[str]] = {}
+    for case in [c for c in CASES if c.id in LIVE] + LIVE_EXTRA:
+        try:
+            problems = check(env, case)
+        except httpx.HTTPError as exc:  # a hang (timeout) or a dropped connection is a failure too
+            problems = [f"{type(exc).__name__}: {exc}"]
+        if problems:
+            failures[case.id] = problems
+    assert not failures, failures
+    # Headers far beyond any sane size (1 MiB): uvicorn may refuse them itself; never a 5xx, never a hang.
+    before = snapshot(env.svc.db)
+    for headers in ({"Authorization": "Bearer " + "a" * 1_048_576}, {"Cookie": "kbai_session=" + "c" * 1_048_576}):
+        try:
+            r = env.anon.get(ME, headers=headers)
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+            continue  # the server hung up on it: a refusal, not a crash
+        assert 400 <= r.status_code < 500, shown(r)
+    assert changed_tables(before, snapshot(env.svc.db)) == []
+    assert env.anon.get("/healthz").status_code == 200
+    log = server.log.read_text()
+    assert "Traceback" not in log and '"level": "ERROR"' not in log
+
+
+# ---- the CLI --------------------------------------------------------------------------------------
+KBAI = str(Path(sys.executable).with_name("kbai"))
+
+
+@dataclass(frozen=True)
+class CliCase:
+    id: str
+    args: tuple[str, ...]
+    exit_code: int
+    says: str = ""
+    env: tuple[tuple[str, str], ...] = ()
+
+
+CLI_CASES = [
+    CliCase("tenant-empty-name", ("tenant", "create", "", "--admin-email", "a@new.test"), 1, "must not be empty"),
+    CliCase("tenant-rtl-name", ("tenant", "create", "evil\u202etxt", "--admin-email", "a@new.test"), 1, "U+202E"),
+    CliCase("tenant-101-chars", ("tenant", "create", "t" * 101, "--admin-email", "a@new.test"), 1, "101 characters"),
+    CliCase("tenant-taken", ("tenant", "create", "Acme", "--admin-email", "a@new.test"), 1, "already exists"),
+    CliCase("tenant-sql-email", ("tenant", "create", "NewCo", "--admin-email", "' OR 1=1 --"), 1, "email"),
+    CliCase("user-unknown-tenant", ("user", "create", "--tenant", "Nope'; DROP TABLE users;--", "--email", "x@acme.test"), 1, "not found"),
+    CliCase("user-html-email", ("user", "create", "--tenant", "Acme", "--email", "<script>@acme.test"), 1, "email"),
+    CliCase("user-sql-role", ("user", "create", "--tenant", "Acme", "--email", "x@acme.test", "--role", "Admin' OR '1'='1"), 1, "Unknown role"),
+    CliCase("limits-zero", ("limits", "set", "--user", "dev@acme.test", "--max-active-tokens", "0"), 1, "between 1 and"),
+    CliCase("limits-huge", ("limits", "set", "--tenant", "Acme", "--max-active-tokens", "99999999999999999999"), 1, "between 1 and"),
+    CliCase("limits-not-a-number", ("limits", "set", "--user", "dev@acme.test", "--max-active-tokens", "ten"), 2),
+    CliCase("revoke-huge-id", ("tokens", "revoke", "99999999999999999999"), 1, "not found"),
+    CliCase("revoke-not-a-number", ("tokens", "revoke", "1 OR 1=1"), 2),
+    CliCase("list-traversal-user", ("tokens", "list", "--user", "../../etc/passwd"), 1, "not found"),
+    CliCase("credential-blank-name", ("service-credential", "create", "   "), 1, "must not be empty"),
+    CliCase("bad-database-url", ("tokens", "list"), 1, "KBAI_DATABASE_URL", (("KBAI_DATABASE_URL", "mysql://x/y"),)),
+]
+
+
+@pytest.fixture(scope="module")
+def cli_db(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iterator[tuple[str, Services]]:
+    """A SQLite database with Acme and Globex for the CLI cases (the CLI itself has its own tests)."""
+    import shutil
+
+    path = tmp_path_factory.mktemp("hostile-cli") / "kbai.db"
+    shutil.copy(sqlite_template, path)
+    url = f"sqlite:///{path}"
+    svc = Services.build(Settings(database_url=url, **FAST_ARGON2), clock=FrozenClock())
+    acme = build_world(svc)
+    build_world(svc, tenant="Globex", domain="globex.test")
+    svc.tokens.create(acme.dev, "existing", ["users.read"])
+    yield url, svc
+    svc.close()
+
+
+def _run_cli(url: str, case: CliCase) -> list[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KBAI_")}
+    env.update(KBAI_DATABASE_URL=url, KBAI_ARGON2_TIME_COST="1", KBAI_ARGON2_MEMORY_KIB="64",
+               KBAI_ARGON2_PARALLELISM="1", NO_COLOR="1", TERM="dumb", COLUMNS="200")
+    env.update(dict(case.env))
+    done = subprocess.run([KBAI, *case.args], env=env, capture_output=True, text=True, timeout=120)
+    output = done.stdout + done.stderr
+    problems = []
+    if done.returncode != case.exit_code:
+        problems.append(f"exit {done.returncode}, expected {case.exit_code}")
+    if "Traceback" in output or "<class" in output:
+        problems.append("a traceback or Python repr")
+    if len([line for line in output.splitlines() if "error" in line.lower()]) != 1:
+        problems.append("not exactly one error line")
+    if case.exit_code == 1 and not (done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
+                                    and case.says in done.stderr and "unexpected" not in done.stderr):
+        problems.append(f"not one clear 'error: ...{case.says}...' line")
+    return [f"{p}: {output[-300:]!r}" for p in problems]
+
+
+def test_cli_refuses_bad_input_in_one_line_and_changes_nothing(cli_db: tuple[str, Services]) -> None:
+    """Every case through the real console script (run side by side: each is a new Python process)."""
+    url, svc = cli_db
+    before = snapshot(svc.db)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = dict(zip([c.id for c in CLI_CASES], pool.map(lambda c: _run_cli(url, c), CLI_CASES), strict=True))
+    failures = {case_id: problems for case_id, problems in results.items() if problems}
+    assert not failures, failures
+    assert changed_tables(before, snapshot(svc.db)) == []
+
+
+def test_cli_case_count() -> None:
+    assert len(CLI_CASES) >= 15 and len({c.id for c in CLI_CASES}) == len(CLI_CASES)
+
