@@ -1,0 +1,405 @@
+"""Tenants are sealed off, and users are sealed off from each other inside a tenant (no IDOR).
+
+Every endpoint of the JSON API is tried against Acme's objects by four attackers: the admin of
+another tenant (Globex, who holds every permission there) with a session and with an all-scopes
+token, and a fellow Acme developer (Mallory) with a session and with a token. Each attempt gets a
+404 (or a 403 where the caller lacks the permission altogether), reveals nothing of the victim
+(token names, prefixes, emails, role names), and changes nothing. Runs in-process on both backends.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from kbai.clock import FrozenClock
+from kbai.config import Settings
+from kbai.services import Services
+from kbai.web.app import create_app
+from tests.conftest import FAST_ARGON2, OPERATOR, build_world
+from tests.web.safety import changed_tables, error_problems, shown, snapshot
+
+ATTACKERS = ("globex-session", "globex-token", "mallory-session", "mallory-token")
+SECRET_ROLE = "Acme-Secret-Role-Q7"
+
+
+@dataclass(repr=False)
+class Env:
+    svc: Services
+    client: dict[str, httpx.Client]  # per attacker (tokens go on the anonymous client)
+    csrf: dict[str, str]
+    token: dict[str, str]  # plaintext tokens of the attackers; never printed
+    ids: dict[str, int]
+    victim_token_names: list[str]
+    victim_prefixes: list[str]
+    basic: str
+    hidden: list[str]  # Acme settings only its admins may read (e.g. the policy's webhook URL)
+
+    def __repr__(self) -> str:  # pytest prints fixtures of a failing test: never a token
+        return f"Env(ids={self.ids})"
+
+    def request(self, attacker: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = dict(kwargs.pop("headers", {}))
+        if attacker.endswith("-token"):
+            headers["Authorization"] = f"Bearer {self.token[attacker]}"
+        elif method != "GET":
+            headers["X-CSRF-Token"] = self.csrf[attacker]
+        return self.client[attacker].request(method, path, headers=headers, **kwargs)
+
+    def secrets(self, attacker: str) -> list[str]:
+        """What this attacker must never see: the victim's tokens; across tenants, all of Acme."""
+        own = self.victim_token_names + self.victim_prefixes + self.hidden
+        if attacker.startswith("globex"):
+            own += ["acme.test", "Acme", SECRET_ROLE]
+        return own
+
+
+@pytest.fixture(scope="module")
+def env(module_database_url: str) -> Iterator[Env]:
+    svc = Services.build(Settings(database_url=module_database_url, **FAST_ARGON2), clock=FrozenClock())
+    acme = build_world(svc)
+    globex = build_world(svc, tenant="Globex", domain="globex.test")
+    secret_role = svc.access.create_role(OPERATOR, acme.tenant_id, SECRET_ROLE, ["audit.read"])
+    svc.access.create_user(OPERATOR, acme.tenant_id, "mallory@acme.test", "mallory-password-1", [acme.dev_role_id])
+    svc.access.create_user(OPERATOR, acme.tenant_id, "victim.person@acme.test", "victim-password-1", [secret_role.id])
+    mallory = acme.actor("mallory@acme.test")
+    victim_views = [svc.tokens.create(acme.dev, name, ["users.read"])[0]
+                    for name in ("victim-zapier-prod", "victim-n8n-nightly")]
+    svc.tokens.revoke(acme.dev, svc.tokens.create(acme.dev, "victim-revoked-cron", [])[0].id)
+    victim_views.append(svc.tokens.list(acme.dev.user_id)[0])  # type: ignore[arg-type]
+    all_globex = sorted(globex.admin.permissions)
+    tokens = {"globex-token": svc.tokens.create(globex.admin, "globex-all", all_globex)[1],
+              "mallory-token": svc.tokens.create(mallory, "mallory-all", sorted(mallory.permissions))[1]}
+    credential, secret = svc.credentials.create(OPERATOR, "isolation")
+    extra_secrets, victim_notification = _victim_extras(svc, acme.tenant_id, acme.dev.user_id)  # type: ignore[arg-type]
+
+    app = create_app(svc, start_background=False)
+    clients: dict[str, TestClient] = {a: TestClient(app, raise_server_exceptions=False) for a in ATTACKERS}
+    csrf = {}
+    for attacker, email, password in (("globex-session", "admin@globex.test", "admin-password-1"),
+                                      ("mallory-session", "mallory@acme.test", "mallory-password-1")):
+        r = clients[attacker].post("/api/v1/session", json={"email": email, "password": password})
+        assert r.status_code == 200, shown(r)
+        csrf[attacker] = r.json()["csrf_token"]
+    roles = {r.name: r.id for r in svc.access.list_roles(OPERATOR, acme.tenant_id)}
+    victim_person = svc.access.user_by_email("victim.person@acme.test")
+    assert victim_person is not None
+    ids = {"victim_token": victim_views[0].id, "victim_revoked_token": victim_views[-1].id,
+           "victim_user": acme.dev.user_id, "victim_person": victim_person.id, "acme_admin": acme.admin.user_id,
+           "acme_admin_role": roles["Admin"], "acme_secret_role": secret_role.id, "acme_dev_role": acme.dev_role_id,
+           "acme": acme.tenant_id, "globex": globex.tenant_id,
+           "globex-session.user": globex.admin.user_id, "globex-token.user": globex.admin.user_id,
+           "mallory-session.user": mallory.user_id, "mallory-token.user": mallory.user_id,  # type: ignore[dict-item]
+           "victim_notification": victim_notification}
+    basic = "Basic " + base64.b64encode(f"{credential.client_id}:{secret}".encode()).decode()
+    yield Env(svc, clients, csrf, tokens, ids, [v.name for v in victim_views], [v.prefix for v in victim_views],  # type: ignore[arg-type]
+              basic, extra_secrets)
+    for c in clients.values():
+        c.close()
+    svc.close()
+
+
+def _victim_extras(svc: Services, tenant_id: int, user_id: int) -> tuple[list[str], int]:
+    """Where these features exist: a notification for the victim, and a webhook URL on Acme's policy."""
+    hidden: list[str] = []
+    notification = 0
+    if hasattr(svc, "policies"):
+        url = "https://hooks.acme-secret-7f3.example/kbai"
+        svc.policies.set(OPERATOR, tenant_id, webhook_url=url)
+        hidden.append("acme-secret-7f3")
+    if hasattr(svc, "notifications"):
+        from kbai.notifications import NewNotification
+
+        with svc.db.write() as s:
+            (view,) = svc.notifications.add(s, [NewNotification(
+                user_id=user_id, tenant_id=tenant_id, email="dev@acme.test", kind="token.revoked",
+                title="victim-notification-title", body="victim-notification-body")], svc.clock.now())
+        notification = view.id
+        hidden.append("victim-notification")
+    return hidden, notification
+
+
+# ---- the endpoint table -----------------------------------------------------------------------------
+Check = Callable[[httpx.Response, Env, str], list[str]]
+
+
+def _none(_: httpx.Response, __: Env, ___: str) -> list[str]:
+    return []
+
+
+def _own_tokens_only(r: httpx.Response, env: Env, attacker: str) -> list[str]:
+    ids = {t["id"] for t in r.json()["tokens"]}
+    return ["lists a victim token"] if ids & {env.ids["victim_token"], env.ids["victim_revoked_token"]} else []
+
+
+def _tenant_roles(r: httpx.Response, env: Env, attacker: str) -> list[str]:
+    ids = {role["id"] for role in r.json()["roles"]}
+    acme = {env.ids["acme_admin_role"], env.ids["acme_secret_role"], env.ids["acme_dev_role"]}
+    if attacker.startswith("globex"):
+        return ["lists Acme roles"] if ids & acme else []
+    return [] if acme <= ids else ["misses its own tenant's roles"]
+
+
+def _tenant_users(r: httpx.Response, env: Env, attacker: str) -> list[str]:
+    emails = {u["email"] for u in r.json()["users"]}
+    if attacker.startswith("globex"):
+        return [] if emails == {"admin@globex.test", "dev@globex.test"} else ["lists users of another tenant"]
+    return [] if "dev@acme.test" in emails else ["misses its own tenant's users"]
+
+
+def _no_events(r: httpx.Response, env: Env, attacker: str) -> list[str]:
+    return ["shows events of another tenant"] if r.json()["events"] else []
+
+
+def _own_events(r: httpx.Response, env: Env, attacker: str) -> list[str]:
+    """Globex's own log is there (so the emptiness of the filtered queries means something)."""
+    return [] if r.json()["events"] else ["no events at all"]
+
+
+def _no_victim_tokens(r: httpx.Response, env: Env, attacker: str) -> list[str]:
+    if not r.headers.get("content-type", "").startswith("application/json"):
+        return []
+    ids = {t["id"] for t in r.json()["tokens"]}
+    return ["lists a victim token"] if ids & {env.ids["victim_token"], env.ids["victim_revoked_token"]} else []
+
+
+def _own_notifications(r: httpx.Response, env: Env, attacker: str) -> list[str]:
+    ids = {n["id"] for n in r.json()["notifications"]}
+    return ["lists the victim's notification"] if env.ids["victim_notification"] in ids else []
+
+
+def _me_is_self(r: httpx.Response, env: Env, attacker: str) -> list[str]:
+    me = r.json()
+    tenant = env.ids["globex"] if attacker.startswith("globex") else env.ids["acme"]
+    problems = [] if me["user"]["id"] == env.ids[f"{attacker}.user"] else ["me is someone else"]
+    return problems + ([] if me["tenant"]["id"] == tenant else ["me is in another tenant"])
+
+
+def _check_headers_are_self(r: httpx.Response, env: Env, attacker: str) -> list[str]:
+    tenant = env.ids["globex"] if attacker.startswith("globex") else env.ids["acme"]
+    problems = [] if r.headers["x-kbai-tenant"] == str(tenant) else ["X-Kbai-Tenant is another tenant"]
+    return problems + ([] if r.headers["x-kbai-user"] == str(env.ids[f"{attacker}.user"]) else ["X-Kbai-User is not self"])
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    id: str
+    method: str
+    path: Callable[[Env, str], str]
+    # attacker -> (status, code for errors); "cross"/"same" and "-session"/"-token" defaults below
+    expect: dict[str, tuple[int, str]]
+    body: Callable[[Env, str], Any] | None = None
+    params: dict[str, str] | Callable[[Env, str], dict[str, Any]] | None = None
+    ok: Check = _none  # extra checks of a 200
+
+
+def _all(status: int, code: str = "") -> dict[str, tuple[int, str]]:
+    return {a: (status, code) for a in ATTACKERS}
+
+
+def _by(cross: tuple[int, str], same_session: tuple[int, str], same_token: tuple[int, str],
+        cross_token: tuple[int, str] | None = None) -> dict[str, tuple[int, str]]:
+    return {"globex-session": cross, "globex-token": cross_token or cross,
+            "mallory-session": same_session, "mallory-token": same_token}
+
+
+NOT_FOUND = (404, "not_found")
+SESSION_ONLY = (403, "session_required")
+FORBIDDEN = (403, "forbidden")
+NO_SCOPE = (403, "insufficient_scope")
+OK = (200, "")
+T = "/api/v1/tokens"
+
+ENDPOINTS = [
+    Endpoint("get-victim-token", "GET", lambda e, a: f"{T}/{e.ids['victim_token']}", _all(*NOT_FOUND)),
+    Endpoint("get-victim-revoked-token", "GET", lambda e, a: f"{T}/{e.ids['victim_revoked_token']}", _all(*NOT_FOUND)),
+    Endpoint("revoke-victim-token", "POST", lambda e, a: f"{T}/{e.ids['victim_token']}/revoke", _all(*NOT_FOUND)),
+    Endpoint("rotate-victim-token", "POST", lambda e, a: f"{T}/{e.ids['victim_token']}/rotate",
+             _by(NOT_FOUND, NOT_FOUND, SESSION_ONLY, cross_token=SESSION_ONLY), body=lambda e, a: {}),
+    Endpoint("list-tokens", "GET", lambda e, a: T, _by(OK, OK, SESSION_ONLY, cross_token=SESSION_ONLY), ok=_own_tokens_only),
+    Endpoint("list-tokens-from-victim-cursor", "GET", lambda e, a: T, _by(OK, OK, SESSION_ONLY, cross_token=SESSION_ONLY),
+             params=lambda e, a: {"cursor": str(e.ids["victim_revoked_token"] + 1)}, ok=_own_tokens_only),
+    Endpoint("list-roles", "GET", lambda e, a: "/api/v1/roles", _all(*OK), ok=_tenant_roles),
+    Endpoint("get-victim-role", "GET", lambda e, a: f"/api/v1/roles/{e.ids['acme_secret_role']}",
+             _by(NOT_FOUND, OK, OK)),
+    Endpoint("change-victim-role", "PUT", lambda e, a: f"/api/v1/roles/{e.ids['acme_secret_role']}",
+             _by(NOT_FOUND, FORBIDDEN, NO_SCOPE), body=lambda e, a: {"permissions": ["users.manage", "roles.manage"]}),
+    Endpoint("rename-victim-admin-role", "PUT", lambda e, a: f"/api/v1/roles/{e.ids['acme_admin_role']}",
+             _by(NOT_FOUND, FORBIDDEN, NO_SCOPE), body=lambda e, a: {"name": "Pwned"}),
+    Endpoint("list-users", "GET", lambda e, a: "/api/v1/users", _all(*OK), ok=_tenant_users),
+    Endpoint("create-user-with-victim-role", "POST", lambda e, a: "/api/v1/users",
+             _by((422, "validation_error"), FORBIDDEN, NO_SCOPE),
+             body=lambda e, a: {"email": "intruder@globex.test", "roles": [e.ids["acme_admin_role"]]}),
+    Endpoint("grant-self-victim-admin-role", "PUT", lambda e, a: f"/api/v1/users/{e.ids[a + '.user']}/roles",
+             _by((422, "validation_error"), FORBIDDEN, NO_SCOPE),
+             body=lambda e, a: {"roles": ["Admin", e.ids["acme_admin_role"]]}),
+    Endpoint("set-victim-roles", "PUT", lambda e, a: f"/api/v1/users/{e.ids['victim_user']}/roles",
+             _by(NOT_FOUND, FORBIDDEN, NO_SCOPE), body=lambda e, a: {"roles": ["Member"]}),
+    Endpoint("deactivate-victim", "POST", lambda e, a: f"/api/v1/users/{e.ids['victim_user']}/deactivate",
+             _by(NOT_FOUND, FORBIDDEN, NO_SCOPE)),
+    Endpoint("deactivate-victim-admin", "POST", lambda e, a: f"/api/v1/users/{e.ids['acme_admin']}/deactivate",
+             _by(NOT_FOUND, FORBIDDEN, NO_SCOPE)),
+    Endpoint("audit", "GET", lambda e, a: "/api/v1/audit", _by(OK, FORBIDDEN, NO_SCOPE), ok=_own_events),
+    Endpoint("audit-by-victim", "GET", lambda e, a: "/api/v1/audit", _by(OK, FORBIDDEN, NO_SCOPE),
+             params=lambda e, a: {"actor_user_id": e.ids["victim_user"]}, ok=_no_events),
+    Endpoint("audit-of-victim-token", "GET", lambda e, a: "/api/v1/audit", _by(OK, FORBIDDEN, NO_SCOPE),
+             params=lambda e, a: {"target_type": "token", "target_id": str(e.ids["victim_token"])}, ok=_no_events),
+    Endpoint("audit-before-victim-cursor", "GET", lambda e, a: "/api/v1/audit", _by(OK, FORBIDDEN, NO_SCOPE),
+             params={"cursor": "2147483647", "limit": "200"}),
+    Endpoint("audit-export-json", "GET", lambda e, a: "/api/v1/audit/export", _by(OK, FORBIDDEN, NO_SCOPE),
+             params={"format": "json"}, ok=_own_events),
+    Endpoint("audit-export-csv", "GET", lambda e, a: "/api/v1/audit/export", _by(OK, FORBIDDEN, NO_SCOPE),
+             params={"format": "csv"}),
+    Endpoint("me", "GET", lambda e, a: "/api/v1/me", _all(*OK), ok=_me_is_self),
+    Endpoint("permissions", "GET", lambda e, a: "/api/v1/permissions", _all(*OK)),
+    Endpoint("auth-check", "GET", lambda e, a: "/auth/check", _by((401, "not_authenticated"), (401, "not_authenticated"),
+                                                                 OK, cross_token=OK), ok=_check_headers_are_self),
+    Endpoint("auth-check-demanding-victim-scopes", "GET", lambda e, a: "/auth/check",
+             _by((401, "not_authenticated"), (401, "not_authenticated"), NO_SCOPE, cross_token=OK),
+             params={"scope": ["users.manage", "audit.read"]}, ok=_check_headers_are_self),
+    # Routes of features being built alongside (activity, inventory, notifications, policies): tried when present.
+    Endpoint("activity-of-victim-token", "GET", lambda e, a: f"{T}/{e.ids['victim_token']}/activity", _all(*NOT_FOUND)),
+    Endpoint("heatmap-of-victim-token", "GET", lambda e, a: f"{T}/{e.ids['victim_token']}/activity/heatmap.svg",
+             _all(*NOT_FOUND)),
+    Endpoint("tenant-token-inventory", "GET", lambda e, a: "/api/v1/admin/tokens", _by(OK, FORBIDDEN, NO_SCOPE),
+             ok=_no_victim_tokens),
+    Endpoint("tenant-token-inventory-of-victim", "GET", lambda e, a: "/api/v1/admin/tokens", _by(OK, FORBIDDEN, NO_SCOPE),
+             params={"owner": "dev@acme.test"}, ok=_no_victim_tokens),
+    Endpoint("tenant-token-export", "GET", lambda e, a: "/api/v1/admin/tokens/export", _by(OK, FORBIDDEN, NO_SCOPE)),
+    Endpoint("admin-revoke-victim-token", "POST", lambda e, a: f"/api/v1/admin/tokens/{e.ids['victim_token']}/revoke",
+             _by(NOT_FOUND, FORBIDDEN, NO_SCOPE)),
+    Endpoint("notifications", "GET", lambda e, a: "/api/v1/notifications",
+             _by(OK, OK, SESSION_ONLY, cross_token=SESSION_ONLY), ok=_own_notifications),
+    Endpoint("read-victim-notification", "POST",
+             lambda e, a: f"/api/v1/notifications/{e.ids['victim_notification']}/read",
+             _by(NOT_FOUND, NOT_FOUND, SESSION_ONLY, cross_token=SESSION_ONLY)),
+    Endpoint("policy", "GET", lambda e, a: "/api/v1/policies", _all(*OK)),
+    Endpoint("introspect-without-credential", "POST", lambda e, a: "/api/v1/introspect", _all(401, "invalid_client"),
+             body=lambda e, a: {"token": e.token.get(a, "kbai_pk_" + "0" * 64)}),
+]
+
+
+@pytest.mark.parametrize("attacker", ATTACKERS)
+@pytest.mark.parametrize("endpoint", ENDPOINTS, ids=[e.id for e in ENDPOINTS])
+def test_no_way_into_another_tenant_or_another_users_tokens(env: Env, endpoint: Endpoint, attacker: str) -> None:
+    if not _route_exists(env, endpoint):
+        pytest.skip(f"{endpoint.method} {endpoint.id}: no such route in this build")
+    status, code = endpoint.expect[attacker]
+    before = snapshot(env.svc.db)
+    kwargs: dict[str, Any] = {}
+    if endpoint.body is not None:
+        kwargs["json"] = endpoint.body(env, attacker)
+    if endpoint.params is not None:
+        kwargs["params"] = endpoint.params(env, attacker) if callable(endpoint.params) else endpoint.params
+    r = env.request(attacker, endpoint.method, endpoint.path(env, attacker), **kwargs)
+    if status >= 400:
+        problems = error_problems(r, status, code)
+    else:
+        problems = [] if r.status_code == status else [f"status {r.status_code}, expected {status}"]
+        problems += endpoint.ok(r, env, attacker) if not problems else []
+    revealed = [s for s in env.secrets(attacker) if s in r.text or any(s in v for v in r.headers.values())]
+    if revealed:
+        problems.append(f"reveals {revealed}")
+    changed = changed_tables(before, snapshot(env.svc.db))
+    if changed:
+        problems.append(f"changed tables {changed}")
+    assert not problems, f"{endpoint.id} as {attacker}: {problems} (got {shown(r)})"
+
+
+def test_the_table_covers_every_json_api_route(env: Env) -> None:
+    """A new route must be added to the table (or to the short list of routes with no victim to attack)."""
+    routes = _routes(env)
+    assert ("GET", "/api/v1/tokens/{token_id}") in routes  # the document is what we think it is
+    covered = set()
+    for ep in ENDPOINTS:
+        path = ep.path(env, "globex-session")
+        for method, template in routes:
+            if method == ep.method and _matches(template, path):
+                covered.add((method, template))
+    no_victim = {
+        # the caller's own session, or objects made in the caller's own tenant (see the tests below)
+        ("POST", "/api/v1/session"), ("DELETE", "/api/v1/session"), ("POST", "/api/v1/tokens"),
+        ("POST", "/api/v1/roles"), ("PUT", "/api/v1/policies"),
+        # public leak reporting: no caller identity at all (tests/leaks)
+        ("POST", "/api/v1/credentials/revoke"), ("POST", "/api/v1/secret-scanning/github"),
+    }
+    missing = sorted(routes - covered - no_victim)
+    assert not missing, f"routes not tried by an attacker: {missing}"
+
+
+def _routes(env: Env) -> set[tuple[str, str]]:
+    paths = env.client["globex-session"].get("/openapi.json").json()["paths"]
+    return {(method.upper(), path) for path, ops in paths.items() for method in ops
+            if path.startswith(("/api/v1", "/auth"))}
+
+
+def _route_exists(env: Env, endpoint: Endpoint) -> bool:
+    path = endpoint.path(env, "globex-session")
+    return any(m == endpoint.method and _matches(t, path) for m, t in _routes(env))
+
+
+def _matches(template: str, path: str) -> bool:
+    t_parts, p_parts = template.strip("/").split("/"), path.strip("/").split("/")
+    return len(t_parts) == len(p_parts) and all(t == p or t.startswith("{") for t, p in zip(t_parts, p_parts, strict=True))
+
+
+# ---- what an attacker may do in their own space reveals nothing either --------------------------
+@contextmanager
+def _client(env: Env) -> Iterator[TestClient]:
+    """A fresh cookie jar on the same app (no lifespan: the module's services keep running)."""
+    client = TestClient(env.client["globex-session"].app, raise_server_exceptions=False)  # type: ignore[attr-defined]
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def test_a_token_name_taken_by_another_user_is_free_for_me(env: Env) -> None:
+    """Name uniqueness is per user: a 409 here would tell a colleague the name of a victim's token."""
+    svc = env.svc
+    svc.access.create_user(OPERATOR, env.ids["acme"], "newcomer@acme.test", "newcomer-password-1", [env.ids["acme_dev_role"]])
+    with _client(env) as client:
+        r = client.post("/api/v1/session", json={"email": "newcomer@acme.test", "password": "newcomer-password-1"})
+        h = {"X-CSRF-Token": r.json()["csrf_token"]}
+        r = client.post(T, json={"name": env.victim_token_names[0], "scopes": []}, headers=h)
+        assert r.status_code == 201, shown(r)
+        assert client.post(f"{T}/{r.json()['id']}/revoke", headers=h).status_code == 200
+
+
+def test_a_role_name_of_another_tenant_is_free_in_mine(env: Env) -> None:
+    """Role names are per tenant: a 409 here would tell another tenant what Acme's roles are called."""
+    initech = build_world(env.svc, tenant="Initech", domain="initech.test")
+    with _client(env) as client:
+        r = client.post("/api/v1/session", json={"email": "admin@initech.test", "password": "admin-password-1"})
+        h = {"X-CSRF-Token": r.json()["csrf_token"]}
+        r = client.post("/api/v1/roles", json={"name": SECRET_ROLE, "permissions": []}, headers=h)
+        assert r.status_code == 201, shown(r)
+    assert SECRET_ROLE in {x.name for x in env.svc.access.list_roles(OPERATOR, initech.tenant_id)}
+    assert [x.name for x in env.svc.access.list_roles(OPERATOR, env.ids["acme"])].count(SECRET_ROLE) == 1
+
+
+def test_tokens_of_one_tenant_act_only_in_their_own(env: Env) -> None:
+    """Introspection and forward-auth name the token's own tenant and user, never the one it is used on."""
+    for attacker in ("globex-token", "mallory-token"):
+        tenant = env.ids["globex"] if attacker.startswith("globex") else env.ids["acme"]
+        anon = env.client[attacker]
+        r = anon.post("/api/v1/introspect", data={"token": env.token[attacker]}, headers={"Authorization": env.basic})
+        assert r.status_code == 200 and r.json()["active"] is True, shown(r)
+        assert r.json()["tenant"] == str(tenant) and r.json()["sub"] == str(env.ids[f"{attacker}.user"])
+        r = anon.get("/api/v1/me", headers={"Authorization": f"Bearer {env.token[attacker]}"})
+        assert r.json()["tenant"]["id"] == tenant
+    # A Globex token holding every scope still reads only Globex.
+    auth = {"Authorization": f"Bearer {env.token['globex-token']}"}
+    client = env.client["globex-token"]
+    users = client.get("/api/v1/users", headers=auth).json()["users"]
+    assert {u["email"].split("@")[1] for u in users} == {"globex.test"}
+    events = client.get("/api/v1/audit", params={"limit": 200}, headers=auth).json()["events"]
+    leaked = [e for e in events if "acme" in str(e).lower()]
+    assert not leaked and events
