@@ -195,6 +195,7 @@ class Server:
     url: str
     process: subprocess.Popen[bytes]
     log: Path
+    health_path: str = "/"
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -210,29 +211,36 @@ class Server:
 
 
 def start_process(name: str, argv: list[str], env: dict[str, str], port: int, health_path: str,
-                  cwd: Path | None = None, core: str | None = SERVER_CORE, timeout: float = 60) -> Server:
-    """Start a server (own process group, so stopping it stops its workers) and wait for health."""
-    import httpx
-
+                  cwd: Path | None = None, core: str | None = SERVER_CORE, timeout: float = 60,
+                  wait: bool = True) -> Server:
+    """Start a server in its own process group (stopping it stops its workers); wait for health unless told."""
     WORK.mkdir(parents=True, exist_ok=True)
     log_path = WORK / f"{name}-{port}.log"
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(pinned(core, argv) if core else argv, env=env, stdout=out,
                                 stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    server = Server(name, url, proc, log_path)
+    server = Server(name, f"http://127.0.0.1:{port}", proc, log_path, health_path)
+    if wait:
+        wait_healthy(server, timeout)
+    return server
+
+
+def wait_healthy(server: Server, timeout: float = 60) -> Server:
+    import httpx
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
+        if server.process.poll() is not None:
+            raise RuntimeError(f"{server.name} exited with {server.process.returncode}: "
+                               f"{server.log.read_text()[-2000:]}")
         try:
-            if httpx.get(url + health_path, timeout=1).status_code < 500:
+            if httpx.get(server.url + server.health_path, timeout=1).status_code < 500:
                 return server
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
     server.stop()
-    raise RuntimeError(f"{name} did not become healthy: {log_path.read_text()[-2000:]}")
+    raise RuntimeError(f"{server.name} did not become healthy: {server.log.read_text()[-2000:]}")
 
 
 def kbai_env(database_url: str, **extra: str) -> dict[str, str]:
@@ -242,11 +250,12 @@ def kbai_env(database_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_kbai(name: str, database_url: str, core: str | None = SERVER_CORE, **extra: str) -> Server:
+def start_kbai(name: str, database_url: str, core: str | None = SERVER_CORE, wait: bool = True,
+               **extra: str) -> Server:
     """A real ``kbai serve`` (the product's own uvicorn settings), default log level unless told."""
     port = free_port()
     return start_process(name, [KBAI_BIN, "serve", "--port", str(port)], kbai_env(database_url, **extra),
-                         port, "/healthz", core=core)
+                         port, "/healthz", core=core, wait=wait)
 
 
 def write_json(path: Path, data: object) -> None:

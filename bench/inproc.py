@@ -69,7 +69,7 @@ def run(quick: bool, peer_python: str | None) -> dict[str, Any]:
     tokens, tenants = (10_000, 100) if quick else (100_000, 1_000)
     rounds = 3 if quick else 5
     warm_calls = 20_000 if quick else 100_000
-    cold_calls = 1_000 if quick else 3_000
+    cold_calls = 500 if quick else 1_500
     floor_batches = 1_000 if quick else 4_000  # of 100 calls each
     out: dict[str, Any] = {"tokens": tokens, "tenants": tenants, "rounds": rounds,
                            "calls_per_round": {"warm": warm_calls, "cold": cold_calls, "peer": cold_calls}}
@@ -83,6 +83,11 @@ def run(quick: bool, peer_python: str | None) -> dict[str, Any]:
                                               negative_cache_seconds=0, **FAST_ARGON2))
         cold_pg = Services.build(Settings(database_url=pg_url, cache_ttl_seconds=0, negative_cache_seconds=0,
                                           **FAST_ARGON2))
+        # Diagnostic only (the product is not changed): the same cold path without pool_pre_ping, to show
+        # what the liveness round trip on every connection checkout costs.
+        cold_pg_noping = Services.build(Settings(database_url=pg_url, cache_ttl_seconds=0, negative_cache_seconds=0,
+                                                 **FAST_ARGON2))
+        cold_pg_noping.db.engine.pool._pre_ping = False  # noqa: SLF001 - bench-only diagnostic
         sq_tokens = [s.token for s in ds_sqlite.sample]
         pg_tokens = [s.token for s in ds_pg.sample]
         for t in sq_tokens:
@@ -109,6 +114,8 @@ def run(quick: bool, peer_python: str | None) -> dict[str, Any]:
                                                      warmup=100),
             "cold_postgresql": lambda: timing.time_calls(cold_pg.tokens.verify, pg_tokens, cold_calls, overhead,
                                                          warmup=100),
+            "cold_postgresql_without_pre_ping": lambda: timing.time_calls(
+                cold_pg_noping.tokens.verify, pg_tokens, cold_calls, overhead, warmup=100),
         }
         if peer is not None:
             variants["peer_sha256_floor"] = lambda: peer.ask(f"sha256 {floor_batches}")
@@ -137,7 +144,7 @@ def run(quick: bool, peer_python: str | None) -> dict[str, Any]:
         }
         breakdown = timing.interleaved(parts, rounds)
         out["warm_breakdown"] = {name: timing.summarize_ns(samples) for name, samples in breakdown.items()}
-        for svc in (warm, cold_sqlite, cold_pg):
+        for svc in (warm, cold_sqlite, cold_pg, cold_pg_noping):
             svc.close()
     r = out["results"]
     ratios = {

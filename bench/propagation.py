@@ -17,7 +17,7 @@ import uuid
 from typing import Any
 
 import seed
-from common import REDIS_URL, log, scratch_pg, start_kbai
+from common import REDIS_URL, log, scratch_pg, start_kbai, wait_healthy
 
 
 def _tries(url_a: str, url_b: str, email: str, tries: int) -> list[dict[str, float]]:
@@ -69,9 +69,8 @@ def _summary(rows: list[dict[str, float]]) -> dict[str, Any]:
 
 
 def run(quick: bool) -> dict[str, Any]:
-    tries = 20
     out: dict[str, Any] = {}
-    scenarios = [("redis", tries)] + [("no_redis_ttl_1s", 5 if quick else 20)]
+    scenarios = [("redis", 10 if quick else 20), ("no_redis_ttl_1s", 3 if quick else 20)]
     with scratch_pg("propagation") as url:
         ds = seed.load(url, 100, 1, sample_size=1)
         _tenant, email = ds.user(2)  # a developer: holds developer.manage_tokens
@@ -81,13 +80,13 @@ def run(quick: bool) -> dict[str, Any]:
                 extra |= {"KBAI_REDIS_URL": REDIS_URL, "KBAI_REDIS_PREFIX": f"kbai-bench-{uuid.uuid4().hex[:8]}"}
             log(f"propagation ({name}): {n} tries between two kbai serve processes")
             # Not pinned: each instance may use any core, as two instances on one host would.
-            a = start_kbai(f"prop-{name}-a", url, core=None, **extra)
+            a = start_kbai(f"prop-{name}-a", url, core=None, wait=False, **extra)
+            b = start_kbai(f"prop-{name}-b", url, core=None, wait=False, **extra)
             try:
-                b = start_kbai(f"prop-{name}-b", url, core=None, **extra)
-                try:
-                    out[name] = _summary(_tries(a.url, b.url, email, n))
-                finally:
-                    b.stop()
+                wait_healthy(a)
+                wait_healthy(b)
+                out[name] = _summary(_tries(a.url, b.url, email, n))
             finally:
+                b.stop()
                 a.stop()
     return out

@@ -163,6 +163,8 @@ def _inproc(w: Any, s: Any) -> None:
         ("kbai warm: `TokenService.verify` through the cache", "warm"),
         ("kbai cold, SQLite (cache off: `load_record` every call)", "cold_sqlite"),
         ("kbai cold, PostgreSQL (cache off)", "cold_postgresql"),
+        ("diagnostic: the same with the engine's `pool_pre_ping` switched off in the bench process",
+         "cold_postgresql_without_pre_ping"),
         ("peer: djangorestframework-api-key `APIKey.objects.is_valid`, SQLite", "peer_is_valid"),
         ("peer: `APIKey.objects.get_from_key`, SQLite", "peer_get_from_key"),
         ("bare SHA-256 on the peer's interpreter (batches of 100)", "peer_sha256_floor"),
@@ -207,7 +209,8 @@ def _http(w: Any, s: Any) -> None:
       f"core 1. {s['rounds']} round(s) of {s['seconds_per_run']} s per target, targets interleaved; figures are the "
       f"median over rounds. Every request carried a valid credential; non-2xx responses and socket errors are "
       f"counted (column *errors*). {s['tokens_in_db']:,} tokens / keys in each database. {_load(s)}\n")
-    w("| target | req/s | p50 | p99 | vs bare (sync) | errors |\n| --- | ---: | ---: | ---: | ---: | ---: |")
+    w("| target | req/s | req/s range over rounds | p50 | p99 | vs bare (sync) | errors |\n"
+      "| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     labels = {
         "bare_sync": "bare endpoint, sync route (bench/bare_app.py: same FastAPI + uvicorn options)",
         "bare_async": "bare endpoint, async route (no thread-pool hop)",
@@ -221,7 +224,8 @@ def _http(w: Any, s: Any) -> None:
     for key, label in labels.items():
         if key in res:
             v = res[key]
-            w(f"| {label} | {v['rps']:,.0f} | {v['p50_ms']:,.2f} ms | {v['p99_ms']:,.2f} ms | "
+            lo, hi = min(v["rps_per_round"]), max(v["rps_per_round"])
+            w(f"| {label} | {v['rps']:,.0f} | {lo:,.0f}–{hi:,.0f} | {v['p50_ms']:,.2f} ms | {v['p99_ms']:,.2f} ms | "
               f"{v['rps'] / bare:.0%} | {v['errors']} |")
     w("")
     if "peer_drf_api_key" in res:

@@ -87,6 +87,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="directory for results.json and benchmarks.md")
     parser.add_argument("--commit", metavar="REV",
                         help="benchmark the committed src/ of REV (e.g. HEAD) instead of the working tree")
+    parser.add_argument("--wait-quiet", type=float, default=0, metavar="MINUTES",
+                        help="first wait up to MINUTES for the 1-min load average to drop below the core count")
     parser.add_argument("--no-peers", action="store_true", help="skip the peers (no bench/.venv-peers)")
     args = parser.parse_args()
 
@@ -105,6 +107,11 @@ def main() -> int:
     else:
         json_path, md_path = HERE / "results.json", HERE.parent / "docs" / "benchmarks.md"
 
+    if args.wait_quiet:
+        deadline = time.monotonic() + args.wait_quiet * 60
+        while time.monotonic() < deadline and common.loadavg() and common.loadavg()[0] >= (os.cpu_count() or 1):
+            common.log(f"waiting for a quieter machine: load average {common.loadavg()}")
+            time.sleep(15)
     started = time.monotonic()
     meta = common.machine_facts()
     meta["mode"] = "quick" if args.quick else "full"

@@ -25,7 +25,7 @@ def run(quick: bool) -> dict[str, Any]:
 
     tokens, tenants = (20_000, 200) if quick else (1_000_000, 10_000)
     rounds = 3 if quick else 5
-    verify_calls, list_calls, create_calls = (300, 200, 60) if quick else (2_000, 1_000, 200)
+    verify_calls, list_calls, create_calls = (200, 150, 40) if quick else (1_000, 600, 150)
     out: dict[str, Any] = {"tokens": tokens, "tenants": tenants, "rounds": rounds,
                            "calls_per_round": {"verify": verify_calls, "list": list_calls, "create": create_calls}}
     with scratch_pg("scale") as url:
