@@ -500,6 +500,11 @@ def test_over_real_http_bad_input_gets_a_4xx_and_changes_nothing(live_env: tuple
         assert 400 <= r.status_code < 500, shown(r)
     assert changed_tables(before, snapshot(env.svc.db)) == []
     assert env.anon.get("/healthz").status_code == 200
+    # A client address from a trusted proxy (the test runs on 127.0.0.1) longer than the ip columns is cut
+    # to fit: on PostgreSQL it used to make every audited write, logging in first, a 422.
+    r = env.anon.post("/api/v1/session", json={"email": "dev@acme.test", "password": "dev-password-1"},
+                      headers={"X-Forwarded-For": "f" * 100})
+    assert r.status_code == 200, shown(r)
     log = server.log.read_text()
     assert "Traceback" not in log and '"level": "ERROR"' not in log
 

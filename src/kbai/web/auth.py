@@ -41,7 +41,9 @@ def services(request: Request) -> Services:
 
 
 def client_ip(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    # At most 64 chars, the width of every stored ip column: behind a trusted proxy the host comes from
+    # X-Forwarded-For, and an overlong one must not make PostgreSQL refuse the audit row (SQLite would keep it).
+    return (request.client.host if request.client else "unknown")[:64]
 
 
 def bearer_token(request: Request) -> str | None:
