@@ -294,12 +294,14 @@ CASES: list[Case] = [
     Case("intro-deep-json", "POST", "/api/v1/introspect", 400, "bad_request", "service", content=DEEP_ARRAYS, content_type="application/json"),
     Case("intro-no-token", "POST", "/api/v1/introspect", 400, "bad_request", "service", content=b"token_type_hint=access_token", content_type="application/x-www-form-urlencoded", says="token"),
     Case("intro-token-not-a-string", "POST", "/api/v1/introspect", 400, "bad_request", "service", json={"token": ["a"]}, says="token"),
+    Case("intro-nul-client-id", "POST", "/api/v1/introspect", 401, "invalid_client", "anon", content=b"token=x", content_type="application/x-www-form-urlencoded", headers={"Authorization": "Basic " + base64.b64encode(b"kbai_sc_\x00:secret").decode()}),
     Case("intro-2mb-chunked", "POST", "/api/v1/introspect", 413, "too_large", "service", content=_chunks(2_000_000, b"token="), content_type="application/x-www-form-urlencoded"),
     # ---- login -----------------------------------------------------------------------------------
     Case("login-email-list", "POST", "/api/v1/session", 422, "validation_error", "anon", json={"email": ["dev@acme.test"], "password": "x"}, says="email"),
     Case("login-password-too-long", "POST", "/api/v1/session", 422, "validation_error", "anon", json={"email": "dev@acme.test", "password": "p" * 1025}, says="password"),
     Case("login-form-body", "POST", "/api/v1/session", 422, "validation_error", "anon", content=b"email=dev%40acme.test&password=dev-password-1", content_type="application/x-www-form-urlencoded"),
     Case("login-wrong-password", "POST", "/api/v1/session", 401, "invalid_credentials", "anon", json={"email": "dev@acme.test", "password": "' OR '1'='1"}),
+    Case("login-nul-email", "POST", "/api/v1/session", 401, "invalid_credentials", "anon", json={"email": "dev@acme.test\x00", "password": "dev-password-1"}),
     Case("login-sql-email", "POST", "/api/v1/session", 401, "invalid_credentials", "anon", json={"email": "' OR 1=1 --", "password": "x"}),
     Case("login-extra-field", "POST", "/api/v1/session", 422, "validation_error", "anon", json={"email": "dev@acme.test", "password": "x", "admin": True}, says="not a known field"),
     # ---- routing ---------------------------------------------------------------------------------

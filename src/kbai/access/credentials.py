@@ -51,8 +51,8 @@ class CredentialService:
             return Credential(row.id, name, client_id), secret
 
     def authenticate(self, client_id: str, secret: str) -> Credential | None:
-        if not client_id or not secret or len(client_id) > 64 or len(secret) > 200:
-            return None
+        if not client_id or not secret or len(client_id) > 64 or len(secret) > 200 or "\x00" in client_id:
+            return None  # (NUL: PostgreSQL would refuse the lookup itself, a 422 instead of invalid_client)
         with self.db.read() as s:
             row = s.scalar(select(ServiceCredential).where(ServiceCredential.client_id == client_id))
         expected = row.secret_digest if row is not None else _digest("no such credential")

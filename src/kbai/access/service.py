@@ -259,7 +259,8 @@ class AccessService:
 
     def authenticate(self, email: str, password: str) -> User:
         """The active user with this email and password, or INVALID_CREDENTIALS (same time either way)."""
-        if not isinstance(email, str) or not isinstance(password, str) or len(password) > 1024:
+        if not isinstance(email, str) or not isinstance(password, str) or len(password) > 1024 or "\x00" in email:
+            # (PostgreSQL refuses NUL in a query parameter: that would be a 422 there and a 401 on SQLite.)
             raise KbaiError(errors.INVALID_CREDENTIALS)
         with self.db.read() as s:
             user = s.scalar(select(User).where(User.email == email.strip().lower()))
