@@ -2,7 +2,7 @@
 session (cookie + X-CSRF-Token) and once with a Bearer token, and checks that nothing answers 5xx
 and that every response (status, content type, headers, body) is what the schema documents.
 
-The caller is the tenant admin, so every operation is reachable. A few generated requests would
+The caller is a tenant admin (one tenant per auth scheme), so every operation is reachable. A few generated requests would
 otherwise destroy the caller's own access half-way through (deactivating itself, logging out,
 revoking its own token); those are pointed at a stand-in user or token instead, or the session is
 renewed after a logout, so the rest of the run still exercises the authenticated paths.
@@ -30,8 +30,8 @@ from schemathesis.specs.openapi.checks import (
 
 from kbai.config import Settings
 from kbai.services import Services
-from tests.conftest import FAST_ARGON2, OPERATOR, LiveServer, start_server
-from tests.gateway.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, bearer, create_token, login, seed
+from tests.conftest import FAST_ARGON2, OPERATOR, LiveServer, build_world, start_server
+from tests.gateway.helpers import ADMIN_PASSWORD, bearer, create_token, login
 
 MAX_EXAMPLES = 12
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
@@ -39,13 +39,34 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 
 @dataclass
-class Api:
-    server: LiveServer
+class Identity:
+    """An admin of its own tenant, with a stand-in user and token to take self-destructive requests."""
+
+    email: str
+    password: str
     admin_id: int
     stand_in_user_id: int
     stand_in_token_id: int
+    token: str = field(repr=False)
+    token_id: int
+
+
+@dataclass
+class Api:
+    server: LiveServer
     client_id: str
     client_secret: str
+    identities: dict[str, Identity]
+
+
+def make_identity(server: LiveServer, email: str, password: str, admin_id: int, stand_in_user_id: int) -> Identity:
+    with server.client() as c:
+        csrf = login(c, email, password)
+        scopes = [p["key"] for g in c.get("/api/v1/permissions").json()["groups"] for p in g["permissions"]]
+        # Both made before any fuzzing, with an expiry, so no tenant policy set later can get in the way.
+        stand_in = create_token(c, csrf, "stand-in", [], expires_in_days=30)
+        made = create_token(c, csrf, "schemathesis", scopes, expires_in_days=30)
+    return Identity(email, password, admin_id, stand_in_user_id, stand_in.id, made.plaintext, made.id)
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +75,15 @@ def api(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iter
     db_path = tmp / "kbai.db"
     shutil.copy(sqlite_template, db_path)
     database_url = f"sqlite:///{db_path}"
-    seeded = seed(database_url)
+    # One tenant per auth scheme, so what one run changes in its tenant never affects the other.
     svc = Services.build(Settings(database_url=database_url, **FAST_ARGON2))
+    tenants = {}
     try:
-        stand_in, _ = svc.access.create_user(OPERATOR, seeded.tenant_id, "stand-in@acme.test", "stand-in-pass-1")
+        for mode, name in (("session", "Acme"), ("token", "Globex")):
+            world = build_world(svc, name, f"{name.lower()}.test")
+            stand_in, _ = svc.access.create_user(OPERATOR, world.tenant_id, f"stand-in@{name.lower()}.test",
+                                                 "stand-in-pass-1")
+            tenants[mode] = (f"admin@{name.lower()}.test", world.admin.user_id, stand_in.id)
         credential, secret = svc.credentials.create(OPERATOR, "schemathesis")
     finally:
         svc.close()
@@ -65,53 +91,45 @@ def api(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iter
     server = start_server(database_url, tmp, KBAI_AUTH_FAILURES_PER_MINUTE="100000",
                           KBAI_LOGIN_FAILURES_PER_MINUTE="100000")
     try:
-        with server.client() as c:
-            csrf = login(c, ADMIN_EMAIL, ADMIN_PASSWORD)
-            stand_in_token = create_token(c, csrf, "stand-in", [])
-        yield Api(server, seeded.admin_id, stand_in.id, stand_in_token.id, credential.client_id, secret)
+        identities = {mode: make_identity(server, email, ADMIN_PASSWORD, admin_id, stand_in_id)  # type: ignore[arg-type]
+                      for mode, (email, admin_id, stand_in_id) in tenants.items()}
+        yield Api(server, credential.client_id, secret, identities)
     finally:
         server.stop()
 
 
 @dataclass
 class Caller:
-    """How generated requests authenticate; renews itself when a request ended its own access."""
+    """How generated requests authenticate; renews its session when a request logged it out."""
 
     api: Api
     mode: str
     cookie: str = ""
     csrf: str = ""
-    token: str = ""
-    token_id: int = 0
     statuses: Counter[tuple[str, int]] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
-        with self.api.server.client() as c:
-            self.csrf = login(c, ADMIN_EMAIL, ADMIN_PASSWORD)
-            self.cookie = c.cookies["kbai_session"]
-            if self.mode == "token":
-                scopes = [p["key"] for g in c.get("/api/v1/permissions").json()["groups"] for p in g["permissions"]]
-                made = create_token(c, self.csrf, "schemathesis", scopes)
-                self.token, self.token_id = made.plaintext, made.id
+        self.me = self.api.identities[self.mode]
+        self.renew_session()
 
     def renew_session(self) -> None:
         with self.api.server.client() as c:
-            self.csrf = login(c, ADMIN_EMAIL, ADMIN_PASSWORD)
+            self.csrf = login(c, self.me.email, self.me.password)
             self.cookie = c.cookies["kbai_session"]
 
     def prepare(self, case: schemathesis.Case) -> tuple[dict[str, str], dict[str, str]]:
         """(headers, cookies) for ``case``, after steering self-destructive requests to the stand-ins."""
         path = case.operation.path
         params = case.path_parameters or {}
-        if path.startswith("/api/v1/users/{user_id}") and str(params.get("user_id")) == str(self.api.admin_id):
-            params["user_id"] = self.api.stand_in_user_id
-        if path.startswith("/api/v1/tokens/{token_id}/") and str(params.get("token_id")) == str(self.token_id):
-            params["token_id"] = self.api.stand_in_token_id
+        if path.startswith("/api/v1/users/{user_id}") and str(params.get("user_id")) == str(self.me.admin_id):
+            params["user_id"] = self.me.stand_in_user_id
+        if path.startswith("/api/v1/tokens/{token_id}/") and str(params.get("token_id")) == str(self.me.token_id):
+            params["token_id"] = self.me.stand_in_token_id
         if path == "/api/v1/introspect":
             pair = f"{self.api.client_id}:{self.api.client_secret}".encode()
             return {"Authorization": "Basic " + base64.b64encode(pair).decode()}, {}
         if self.mode == "token":
-            return bearer(self.token), {}
+            return bearer(self.me.token), {}
         return {"X-CSRF-Token": self.csrf}, {"kbai_session": self.cookie}
 
     def after(self, case: schemathesis.Case, status: int) -> None:
@@ -128,7 +146,7 @@ def make_caller(api: Api, mode: str) -> Iterator[Caller]:
     assert me <= {200}, f"GET /api/v1/me answered {me} in {c.mode} mode"
 
 
-# Plain module fixtures, one per auth scheme: schemathesis' lazy schemas cannot take parametrized fixtures.
+# One plain module fixture per auth scheme (a parametrized fixture would multiply the schema's tests).
 @pytest.fixture(scope="module")
 def session_caller(api: Api) -> Iterator[Caller]:
     yield from make_caller(api, "session")
