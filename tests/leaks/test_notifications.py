@@ -49,7 +49,9 @@ def test_list_page_and_mark_read(world: World, client: TestClient) -> None:
     admin_note = world.services.notifications.list(world.admin.user_id)[0]  # type: ignore[arg-type]
     r = client.post(f"/api/v1/notifications/{admin_note.id}/read", headers={"X-CSRF-Token": csrf})
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
-    assert client.get("/api/v1/notifications", params={"cursor": "abc"}).status_code == 422
+    for cursor in ("abc", "²", "99999999999", "-1"):
+        assert client.get("/api/v1/notifications", params={"cursor": cursor}).status_code == 422
+    assert client.post("/api/v1/notifications/4294967296/read", headers={"X-CSRF-Token": csrf}).status_code == 422
 
 
 def test_needs_a_session(world: World, client: TestClient) -> None:

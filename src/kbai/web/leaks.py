@@ -12,7 +12,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Path, Query, Request
 from limits import RateLimitItemPerMinute
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -23,10 +23,12 @@ from kbai.errors import KbaiError
 from kbai.notifications import NotificationView
 from kbai.tokens.leaks import GITHUB, PUBLIC, LeakReport
 from kbai.web import schemas as sc
+from kbai.web.api import ERRORS, MAX_ID
 from kbai.web.auth import SessionPrincipal, client_ip, services
 
 MAX_GITHUB_REPORTS = 5000
 MAX_CREDENTIALS = 1000
+NotificationId = Annotated[int, Path(ge=1, le=MAX_ID, description="A notification id.")]
 
 router = APIRouter(prefix="/api/v1")
 
@@ -88,6 +90,9 @@ def _error(description: str) -> dict[str, Any]:
     return {"model": sc.ErrorOut, "description": description}
 
 
+TOO_LARGE = {413: _error("The body is larger than the server accepts (KBAI_MAX_BODY_BYTES).")}
+
+
 # ---- GitHub secret scanning partner endpoint ---------------------------------------------------
 @router.post(
     "/secret-scanning/github", response_model=list[GitHubVerdictOut], tags=["leaks"],
@@ -95,7 +100,7 @@ def _error(description: str) -> dict[str, Any]:
     openapi_extra=_body_schema({"type": "array", "maxItems": MAX_GITHUB_REPORTS,
                                 "items": GitHubMatchIn.model_json_schema()}),
     responses={401: _error("Missing or wrong GitHub signature, or unknown key id; nothing was revoked."),
-               422: _error("The body is not a JSON array of matches.")},
+               422: _error("The body is not a JSON array of matches."), **TOO_LARGE},
 )
 async def github_leak_report(
     request: Request,
@@ -142,7 +147,7 @@ def _github_reports(body: bytes) -> list[LeakReport]:
     summary="Revoke tokens you found (anyone)",
     openapi_extra=_body_schema(CredentialsRevokeIn.model_json_schema()),
     responses={422: _error("The body is not {\"credentials\": [...]} with 1 to 1,000 strings."),
-               429: _error("Too many requests from your address (see Retry-After).")},
+               429: _error("Too many requests from your address (see Retry-After)."), **TOO_LARGE},
 )
 async def revoke_credentials(request: Request) -> dict[str, int]:
     """Found kbai tokens somewhere they should not be? Send them here: every active one is revoked and its
@@ -191,7 +196,7 @@ def _notification_json(n: NotificationView) -> dict[str, Any]:
 
 
 @router.get("/notifications", response_model=NotificationListOut, tags=["notifications"],
-            summary="Your notifications, newest first")
+            summary="Your notifications, newest first", responses=ERRORS)
 def list_notifications(
     p: SessionPrincipal, request: Request,
     cursor: Annotated[str | None, Query(max_length=20)] = None,
@@ -200,7 +205,8 @@ def list_notifications(
 ) -> dict[str, Any]:
     """Messages for you, e.g. "your token was found in public and revoked". Needs a session."""
     assert p.actor.user_id is not None
-    if cursor is not None and (not cursor.isdigit() or len(cursor) > 18):
+    if cursor is not None and not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 10
+                                   and int(cursor) <= MAX_ID):
         raise KbaiError(errors.VALIDATION, detail="cursor must be the next_cursor of a previous page.")
     svc = services(request)
     rows = svc.notifications.list(p.actor.user_id, before_id=int(cursor) if cursor else None, limit=limit + 1,
@@ -212,8 +218,8 @@ def list_notifications(
 
 
 @router.post("/notifications/{notification_id}/read", response_model=NotificationOut, tags=["notifications"],
-             summary="Mark a notification read", responses={404: _error("No such notification of yours.")})
-def read_notification(notification_id: int, p: SessionPrincipal, request: Request) -> dict[str, Any]:
+             summary="Mark a notification read", responses=ERRORS)
+def read_notification(notification_id: NotificationId, p: SessionPrincipal, request: Request) -> dict[str, Any]:
     assert p.actor.user_id is not None
     svc = services(request)
     svc.notifications.mark_read(p.actor.user_id, notification_id)
