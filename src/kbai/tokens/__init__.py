@@ -5,5 +5,8 @@ string into an explicit :class:`~kbai.tokens.verify.Outcome` in a fixed order (f
 lookup, revoked/expired/owner, scopes) and never raises for a bad token. ``service`` creates,
 lists, revokes and rotates tokens under the rules of the spec (permission, held scopes, names,
 the active-token limit) inside one serialized transaction per user, and audits every change.
-Nothing here imports the web layer; storage is reached through ``kbai.store``.
+``leaks`` is the leak response: tokens reported by GitHub secret scanning, by anyone through public
+revocation or found by ``kbai scan`` (``scan`` walks files) are revoked at once through the service,
+audited, and their owners and admins notified. Nothing here imports the web layer; storage is
+reached through ``kbai.store``.
 """
