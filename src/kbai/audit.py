@@ -18,7 +18,8 @@ class Actor:
     """The principal of a request or command.
 
     ``kind`` is ``user`` (an interactive session), ``token`` (an API token acting for its owner),
-    ``operator`` (the CLI, run by whoever operates the service) or ``service`` (a service credential).
+    ``operator`` (the CLI, run by whoever operates the service), ``service`` (a service credential) or
+    ``system`` (kbai itself applying a rule, e.g. the auto-revoke policy; ``email`` names the rule).
     ``permissions`` are what the actor may do right now: a user's permissions, or a token's
     effective scopes.
     """
@@ -40,6 +41,8 @@ class Actor:
             return f"token:{self.token_prefix} ({self.email})"
         if self.kind == "service":
             return f"service:{self.email}"
+        if self.kind == "system":
+            return f"system ({self.email})"
         return "operator"
 
     @classmethod
@@ -67,6 +70,7 @@ ACTIONS = (
     "session.logout",
     "service_credential.create",
     "admin_request.create",
+    "policy.update",
 )
 
 
@@ -87,7 +91,7 @@ def record(
     event = AuditEvent(
         tenant_id=tenant_id if tenant_id is not None else actor.tenant_id,
         at=at,
-        actor=redact(actor.label),
+        actor=redact(actor.label)[:200],  # the column's size: a 254-char email makes a longer label
         actor_user_id=actor.user_id,
         action=action,
         target_type=target_type,

@@ -34,12 +34,14 @@ limits_app = typer.Typer(help="Raise or reset active-token limits.", no_args_is_
 tokens_app = typer.Typer(help="Support: list and revoke tokens.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 credential_app = typer.Typer(help="Service credentials for /api/v1/introspect.", no_args_is_help=True)
+policy_app = typer.Typer(help="Tenant token policies: lifetime, expiration, auto-revoke, webhook.", no_args_is_help=True)
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(user_app, name="user")
 app.add_typer(limits_app, name="limits")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(db_app, name="db")
 app.add_typer(credential_app, name="service-credential")
+app.add_typer(policy_app, name="policy")
 
 F = TypeVar("F", bound=Callable[..., Any])
 OPERATOR = Actor.operator()
@@ -348,6 +350,89 @@ def credential_create(name: Annotated[str, typer.Argument(help="What will use it
     credential, secret = services().credentials.create(OPERATOR, name)
     typer.echo(f"client_id:     {credential.client_id}")
     typer.echo(f"client_secret: {secret}   (shown once; store it in your secrets manager now)")
+
+
+# ---- token lifecycle: worker and policies ---------------------------------------------------------
+@app.command()
+@friendly
+def worker(
+    once: Annotated[bool, typer.Option("--once", help="Run one pass and exit (for cron and tests).")] = False,
+    interval: Annotated[float | None, typer.Option(
+        help="Seconds between passes (default KBAI_WORKER_INTERVAL_SECONDS).", min=0.1)] = None,
+) -> None:
+    """Send due expiry reminders (email, in-app, webhook) and apply auto-revoke policies.
+
+    Safe to run several at once: each reminder and each revocation happens exactly once.
+    """
+    import signal
+    import threading
+
+    from kbai import logs
+    from kbai.worker import Worker
+
+    svc = services()
+    logs.configure(svc.settings.log_level)
+    job = Worker(svc.reminders, svc.auto_revoke)
+    if once:
+        result = job.run_once()
+        typer.echo(f"reminders sent: {result.reminders_sent}, failed: {result.reminders_failed}, "
+                   f"auto-revoked: {result.auto_revoked}")
+        if result.reminders_failed:
+            raise typer.Exit(1)
+        return
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    every = interval or svc.settings.worker_interval_seconds
+    typer.echo(f"kbai worker: a pass every {every:g} s (database: {_safe_url(svc.settings.database_url)})")
+    job.run_forever(every, stop)
+
+
+@policy_app.command("set")
+@friendly
+def policy_set(
+    tenant: Annotated[str, typer.Option(help="Tenant name.")],
+    max_lifetime_days: Annotated[int | None, typer.Option(help="Longest token lifetime in days; 0 removes the rule.")] = None,
+    expiration_required: Annotated[bool | None, typer.Option(
+        "--expiration-required/--no-expiration-required", help="Every new token must expire.")] = None,
+    auto_revoke_unused_days: Annotated[int | None, typer.Option(
+        help="Revoke tokens unused for N days (by `kbai worker`); 0 turns it off.")] = None,
+    webhook_url: Annotated[str | None, typer.Option(help="http(s) URL for signed events; '' removes it.")] = None,
+    new_webhook_secret: Annotated[bool, typer.Option("--new-webhook-secret", help="Generate a new signing secret.")] = False,
+) -> None:
+    """Change a tenant's token policy (only the options given change)."""
+    from kbai.tokens.policy import UNSET
+
+    svc = services()
+    policy, secret = svc.policies.set(
+        OPERATOR, svc.policies.tenant_id(tenant),
+        max_lifetime_days=UNSET if max_lifetime_days is None else (max_lifetime_days or None),
+        expiration_required=UNSET if expiration_required is None else expiration_required,
+        auto_revoke_unused_days=UNSET if auto_revoke_unused_days is None else (auto_revoke_unused_days or None),
+        webhook_url=UNSET if webhook_url is None else (webhook_url or None),
+        new_webhook_secret=new_webhook_secret,
+    )
+    _print_policy(tenant, policy)
+    if secret:
+        typer.echo(f"webhook secret: {secret}   (shown once; give it to the webhook's receiver now)")
+
+
+@policy_app.command("show")
+@friendly
+def policy_show(tenant: Annotated[str, typer.Option(help="Tenant name.")]) -> None:
+    """Print a tenant's token policy."""
+    svc = services()
+    _print_policy(tenant, svc.policies.get(svc.policies.tenant_id(tenant)))
+
+
+def _print_policy(tenant: str, policy: Any) -> None:
+    def days(value: int | None) -> str:
+        return "none" if value is None else f"{value} days"
+
+    typer.echo(f"policy of {tenant}: max lifetime {days(policy.max_lifetime_days)}, "
+               f"expiration required: {'yes' if policy.expiration_required else 'no'}, "
+               f"auto-revoke unused: {days(policy.auto_revoke_unused_days)}, "
+               f"webhook: {policy.webhook_url or 'none'}")
 
 
 def main() -> None:

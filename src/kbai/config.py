@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -76,6 +77,22 @@ class Settings(BaseSettings):
     public_revocations_per_minute: int = Field(
         default=10, ge=1, description="Requests to POST /api/v1/credentials/revoke allowed per client IP per minute."
     )
+    smtp_host: str | None = Field(
+        default=None, description="SMTP server for email (expiry reminders, revocation notices). Unset: no email; "
+        "in-app notifications still work.",
+    )
+    smtp_port: int = Field(default=25, ge=1, le=65535, description="SMTP port (587 with STARTTLS, 25 plain).")
+    smtp_from: str = Field(default="no-reply@keebai.com", max_length=320, description="From address of every email.")
+    smtp_username: str | None = Field(default=None, description="SMTP login, when the server wants one.")
+    smtp_password: str | None = Field(default=None, repr=False, description="SMTP password (never logged).")
+    smtp_starttls: bool = Field(default=False, description="Upgrade the SMTP connection with STARTTLS.")
+    worker_interval_seconds: float = Field(
+        default=300.0, gt=0, description="How often `kbai worker` looks for due reminders and unused tokens.",
+    )
+    fake_now: datetime | None = Field(
+        default=None, description="TEST ONLY: an ISO 8601 time with a zone; the process's clock is frozen there. "
+        "Never set it in production.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="DEBUG, INFO, WARNING or ERROR. Logs are JSON lines on stderr, tokens redacted."
     )
@@ -84,6 +101,13 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("fake_now")
+    @classmethod
+    def _zoned(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("KBAI_FAKE_NOW needs a zone, e.g. 2027-01-01T12:00:00Z")
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -165,3 +165,17 @@ REVOCATION_INVALID = ErrorSpec(
 REVOCATION_RATE_LIMITED = ErrorSpec(
     "rate_limited", 429, "Too many revocation requests from your address. Try again in {retry_after} seconds."
 )
+
+
+# ---- token lifecycle: tenant policies, webhooks, inventory ------------------------------------
+POLICY_EXPIRATION_REQUIRED = ErrorSpec(
+    "policy_expiration_required", 422,
+    "Your organisation requires every token to expire: pick an expiration date{within}.{advice}",
+)
+POLICY_MAX_LIFETIME = ErrorSpec(
+    "policy_max_lifetime", 422, "Your organisation allows tokens of at most {days} days.{advice}",
+)
+WEBHOOK_URL_INVALID = ErrorSpec(
+    "validation_error", 422,
+    "webhook_url must be an http:// or https:// URL with a host, at most 2000 characters (or null to remove it).",
+)

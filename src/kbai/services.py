@@ -14,16 +14,23 @@ from kbai.access.service import AccessService
 from kbai.access.sessions import SessionService
 from kbai.cache.bus import ALL, Bus, LocalBus, RedisBus
 from kbai.cache.verification import VerificationCache
-from kbai.clock import Clock, SystemClock
+from kbai.clock import Clock, FrozenClock, SystemClock
 from kbai.config import Settings
 from kbai.metrics import Metrics
 from kbai.notifications import Notifications
 from kbai.partner_keys import PartnerKeys
 from kbai.ratelimit import FailureLimiter
 from kbai.store import Database
+from kbai.mail import Mailer
+from kbai.tokens.activity import ActivityService
+from kbai.tokens.hygiene import AutoRevoke
+from kbai.tokens.inventory import Inventory
 from kbai.tokens.leaks import LeakResponse
+from kbai.tokens.policy import PolicyService
+from kbai.tokens.reminders import Reminders
 from kbai.tokens.service import TokenService
 from kbai.tokens.usage import UsageBuffer
+from kbai.webhooks import Webhooks
 
 
 @dataclass
@@ -45,10 +52,17 @@ class Services:
     notifications: Notifications
     leaks: LeakResponse
     partner_keys: PartnerKeys
+    policies: PolicyService
+    activity: ActivityService
+    inventory: Inventory
+    mailer: Mailer | None
+    reminders: Reminders
+    auto_revoke: AutoRevoke
 
     @classmethod
     def build(cls, settings: Settings, clock: Clock | None = None, db: Database | None = None) -> Services:
-        clock = clock or SystemClock()
+        # KBAI_FAKE_NOW is for tests only: it stops this process's clock at a chosen time.
+        clock = clock or (FrozenClock(settings.fake_now) if settings.fake_now else SystemClock())
         db = db or Database(settings.database_url)
         catalog = Catalog.load(settings.permissions_file)
         passwords = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism)
@@ -85,6 +99,9 @@ class Services:
         tokens.listeners.append(tokens_changed)
         access.listeners.append(access_changed)
         notifications = Notifications(db, clock)
+        mailer = Mailer.from_settings(settings)
+        if mailer is not None:
+            notifications.senders.append(mailer.notify)
         return cls(
             settings=settings,
             db=db,
@@ -106,6 +123,12 @@ class Services:
             notifications=notifications,
             leaks=LeakResponse(tokens, notifications),
             partner_keys=PartnerKeys(settings.secret_scanning_keys_file),
+            policies=PolicyService(db, clock),
+            activity=ActivityService(db, clock),
+            inventory=Inventory(tokens, notifications),
+            mailer=mailer,
+            reminders=Reminders(db, clock, notifications, mailer, Webhooks(clock)),
+            auto_revoke=AutoRevoke(tokens, notifications),
         )
 
     def start(self) -> None:

@@ -55,7 +55,7 @@ def auth_check(
     assert record is not None
     if not result.ok:
         raise errors.for_outcome(result.outcome.value, result.missing)
-    svc.usage.record(record.token_id, svc.clock.now())
+    svc.usage.record(record.token_id, svc.clock.now(), client_ip(request), request.headers.get("user-agent"))
     ordered = [p.key for p in svc.catalog.permissions if p.key in result.scopes]
     headers = {
         "X-Kbai-User": str(record.user_id),

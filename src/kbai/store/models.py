@@ -110,6 +110,9 @@ class Token(Base):
     revoked_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     rotated_from_id: Mapped[int | None] = mapped_column(ForeignKey("tokens.id"), nullable=True)
+    # Where the last use came from (written with last_used_at by the usage buffer; None when unknown).
+    last_used_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    last_used_user_agent: Mapped[str | None] = mapped_column(String(300), nullable=True)
 
 
 class TokenUsageHour(Base):
@@ -196,3 +199,29 @@ class Notification(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     read_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class TenantPolicy(Base):
+    """A tenant's token rules (lifetime, expiration, auto-revoke) and its webhook. No row: no rules."""
+
+    __tablename__ = "tenant_policies"
+
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    max_lifetime_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    expiration_required: Mapped[bool] = mapped_column(Boolean, default=False)
+    auto_revoke_unused_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    webhook_url: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    # Kept as is (not a digest): every event is signed with it (HMAC-SHA256).
+    webhook_secret: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class TokenReminder(Base):
+    """A sent reminder: the row is the claim that makes each (token, kind, channel) go out exactly once."""
+
+    __tablename__ = "token_reminders"
+
+    token_id: Mapped[int] = mapped_column(ForeignKey("tokens.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(30), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(20), primary_key=True)
+    sent_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
@@ -24,6 +25,7 @@ from kbai.errors import KbaiError
 from kbai.store import Database
 from kbai.store.models import Tenant, Token, User
 from kbai.tokens import format as fmt
+from kbai.tokens.policy import check_lifetime, policy_of
 from kbai.tokens.verify import Lookup, TokenRecord, Verification, verify
 from kbai.validate import clean_name
 
@@ -220,6 +222,7 @@ class TokenService:
             held = permissions_of(s, user, self.catalog)
             if MANAGE_TOKENS not in held:
                 raise KbaiError(errors.NO_TOKEN_PERMISSION)
+            check_lifetime(policy_of(s, user.tenant_id), now, expiry)
             for scope in wanted:
                 if scope not in held:
                     raise KbaiError(errors.UNHELD_SCOPE, scope=scope)
@@ -261,7 +264,7 @@ class TokenService:
             s.refresh(token)
             if token.revoked_at is None or token.revoked_at > now:
                 token.revoked_at = now
-                token.revoked_by = actor.label
+                token.revoked_by = actor.label[:100]
                 audit.record(s, actor, "token.revoke", at=now, target_type="token", target_id=token.id,
                              tenant_id=token.tenant_id, details={"name": token.name, "prefix": token.prefix})
             view = self._view(token, now)
@@ -269,8 +272,10 @@ class TokenService:
         self._notify(changed, set())
         return view
 
-    def rotate(self, actor: Actor, token_id: int, grace_period_seconds: object = 0) -> tuple[TokenView, str, TokenView]:
-        """A new token with the same name, scopes and lifetime; the old one stops after the grace period.
+    def rotate(self, actor: Actor, token_id: int, grace_period_seconds: object = 0, *,
+               expires_in_days: object = None) -> tuple[TokenView, str, TokenView]:
+        """A new token with the same name, scopes and lifetime (or ``expires_in_days``, when given); the old
+        one stops after the grace period. The tenant's policy applies to the new token as on create.
 
         Returns (new view, new plaintext, old view).
         """
@@ -291,22 +296,79 @@ class TokenService:
             status = status_of(old, now)
             if status != "active":
                 raise KbaiError(errors.NOT_ROTATABLE, status=status)
+            if grace_period_seconds > 0:
+                # The old token keeps working through the grace period, so the new one needs a free slot;
+                # otherwise rotating again and again would give a user any number of working tokens.
+                active = int(s.scalar(select(func.count(Token.id)).where(
+                    Token.user_id == user.id, _active_clause(now))) or 0)
+                limit = self.limit_for(s, user)
+                if active >= limit:
+                    raise KbaiError(errors.LIMIT_REACHED, active=active, limit=limit, support=self.support_email)
             expiry = None
-            if old.expires_at is not None:
+            if expires_in_days is not None:
+                expiry = resolve_expiry(now, expires_in_days)
+            elif old.expires_at is not None:
                 expiry = now + (old.expires_at - old.created_at)
+            check_lifetime(policy_of(s, user.tenant_id), now, expiry, rotating=expires_in_days is None)
             new, plaintext = self._mint(s, user, old.name, list(old.scopes), now, expiry, rotated_from=old.id)
             stop = now + timedelta(seconds=grace_period_seconds)
             if old.revoked_at is None or old.revoked_at > stop:
                 old.revoked_at = stop
-                old.revoked_by = f"{actor.label} (rotated)"
+                old.revoked_by = f"{actor.label[:90]} (rotated)"
             audit.record(s, actor, "token.rotate", at=now, target_type="token", target_id=new.id,
                          tenant_id=user.tenant_id,
                          details={"name": old.name, "from_id": old.id, "from_prefix": old.prefix,
-                                  "to_prefix": new.prefix, "old_stops_at": iso(old.revoked_at)})
+                                  "to_id": new.id, "to_prefix": new.prefix, "old_stops_at": iso(old.revoked_at)})
             views = self._view(new, now), self._view(old, now)
             changed = {old.digest}
         self._notify(changed, set())
         return views[0], plaintext, views[1]
+
+    def rotated_to(self, token_ids: Iterable[int]) -> dict[int, int]:
+        """For each of ``token_ids`` that was rotated: the id of the token that replaced it (one query)."""
+        ids = sorted(set(token_ids))
+        if not ids:
+            return {}
+        with self.db.read() as s:
+            rows = s.execute(select(Token.rotated_from_id, Token.id).where(Token.rotated_from_id.in_(ids))).all()
+        return {int(old): int(new) for old, new in rows}
+
+    def revoke_matching(
+        self,
+        actor: Actor,
+        *where: Any,
+        reason: str,
+        record: Callable[[Session, list[tuple[TokenView, str]], datetime], None] | None = None,
+    ) -> list[TokenView]:
+        """Revoke now every active token matching ``where`` (SQLAlchemy conditions on Token): one UPDATE, so
+        of several callers racing for the same token exactly one revokes it. Each revocation is audited
+        (``token.revoke`` with ``reason``); ``record`` then runs in the same transaction with the tokens
+        revoked and their owners' emails (to notify them). Returns the tokens this call revoked.
+        """
+        now = utc_seconds(self.clock.now())
+        with self.db.write() as s:
+            ids = list(s.scalars(
+                update(Token).where(*where, _active_clause(now))
+                .values(revoked_at=now, revoked_by=actor.label[:100])
+                .returning(Token.id).execution_options(synchronize_session=False)
+            ))
+            if not ids:
+                return []
+            rows = s.execute(
+                select(Token, User.email).join(User, User.id == Token.user_id)
+                .where(Token.id.in_(ids)).order_by(Token.id)
+                .execution_options(populate_existing=True)
+            ).all()
+            revoked = [(self._view(t, now), email) for t, email in rows]
+            for view, email in revoked:
+                audit.record(s, actor, "token.revoke", at=now, target_type="token", target_id=view.id,
+                             tenant_id=view.tenant_id,
+                             details={"name": view.name, "prefix": view.prefix, "owner": email, "reason": reason})
+            if record is not None:
+                record(s, revoked, now)
+            changed = {t.digest for t, _ in rows}
+        self._notify(changed, set())
+        return [view for view, _ in revoked]
 
     # ---- tokens found outside (leak reports, scans) ---------------------------------------
     def find_by_digests(self, digests: Iterable[str]) -> dict[str, FoundToken]:

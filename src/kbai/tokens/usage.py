@@ -3,7 +3,8 @@
 Each instance keeps the latest use per token, and a request count per token and UTC hour, in
 memory and writes them all in one transaction every ``KBAI_LAST_USED_FLUSH_SECONDS`` (and when it
 shuts down), so a token used 10,000 times in a minute costs one UPDATE and one upsert. Last used
-may lag by at most one flush interval; counts from several instances add up.
+may lag by at most one flush interval; counts from several instances add up. The client address
+and user agent of each token's latest use are kept with it (the activity view shows them).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from kbai.clock import utc_seconds
 from kbai.store import Database
 from kbai.store.models import Token, TokenUsageHour
+from kbai.tokens.format import redact
 
 log = logging.getLogger("kbai.usage")
 
@@ -27,20 +29,21 @@ class UsageBuffer:
     def __init__(self, db: Database, interval_seconds: float, on_write: Callable[[int], None] | None = None) -> None:
         self.db = db
         self.interval = interval_seconds
-        self._pending: dict[int, datetime] = {}
+        # token id -> (time, client IP, user agent) of its latest use
+        self._pending: dict[int, tuple[datetime, str | None, str | None]] = {}
         self._counts: dict[tuple[int, datetime], int] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._on_write = on_write
 
-    def record(self, token_id: int, at: datetime) -> None:
+    def record(self, token_id: int, at: datetime, ip: str | None = None, user_agent: str | None = None) -> None:
         at = utc_seconds(at)
         hour = (token_id, at.replace(minute=0, second=0))
         with self._lock:
             seen = self._pending.get(token_id)
-            if seen is None or at > seen:
-                self._pending[token_id] = at
+            if seen is None or at >= seen[0]:
+                self._pending[token_id] = (at, ip, user_agent)
             self._counts[hour] = self._counts.get(hour, 0) + 1
 
     def pending(self) -> int:
@@ -56,11 +59,11 @@ class UsageBuffer:
             return 0
         try:
             with self.db.write() as s:
-                for token_id, at in sorted(batch.items()):
+                for token_id, (at, ip, agent) in sorted(batch.items()):
                     s.execute(
                         update(Token)
                         .where(Token.id == token_id, or_(Token.last_used_at.is_(None), Token.last_used_at < at))
-                        .values(last_used_at=at)
+                        .values(last_used_at=at, last_used_ip=_clip(ip, 64), last_used_user_agent=_clip(agent, 300))
                     )
                 dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
                 upsert = dialect.insert(TokenUsageHour).values(
@@ -73,10 +76,10 @@ class UsageBuffer:
         except Exception:
             # Put the uses back so the next flush retries them, newest time winning.
             with self._lock:
-                for token_id, at in batch.items():
+                for token_id, use in batch.items():
                     seen = self._pending.get(token_id)
-                    if seen is None or at > seen:
-                        self._pending[token_id] = at
+                    if seen is None or use[0] > seen[0]:
+                        self._pending[token_id] = use
                 for key, n in counts.items():
                     self._counts[key] = self._counts.get(key, 0) + n
             log.exception("last-used flush failed; will retry")
@@ -103,3 +106,11 @@ class UsageBuffer:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             self.flush()
+
+
+def _clip(text: str | None, limit: int) -> str | None:
+    """Printable, redacted (a user agent is the caller's text and could hold a token) and bounded."""
+    if text is None:
+        return None
+    clean = redact("".join(ch for ch in text if ch.isprintable()))
+    return clean[:limit] or None

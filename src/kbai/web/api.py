@@ -14,6 +14,7 @@ from kbai import audit, errors
 from kbai.access.service import RoleView, UserView
 from kbai.clock import iso
 from kbai.errors import KbaiError
+from kbai.tokens.hygiene import hygiene
 from kbai.tokens.service import TokenView
 from kbai.web import schemas as sc
 from kbai.web.auth import (
@@ -58,9 +59,18 @@ RoleId = Annotated[int, Path(ge=1, le=MAX_ID, description="A role id.")]
 UserId = Annotated[int, Path(ge=1, le=MAX_ID, description="A user id.")]
 
 
-def token_json(v: TokenView) -> dict[str, Any]:
+def token_json(v: TokenView, now: datetime, rotated_to_id: int | None = None) -> dict[str, Any]:
     return {"id": v.id, "name": v.name, "prefix": v.prefix, "scopes": v.scopes, "created_at": v.created_at,
-            "last_used_at": v.last_used_at, "expires_at": v.expires_at, "status": v.status}
+            "last_used_at": v.last_used_at, "expires_at": v.expires_at, "status": v.status,
+            "rotated_from_id": v.rotated_from_id, "rotated_to_id": rotated_to_id, "hygiene": hygiene(v, now)}
+
+
+def tokens_json(request: Request, views: list[TokenView]) -> list[dict[str, Any]]:
+    """Token JSON for ``views`` with their rotation successors (one query) and hygiene flags."""
+    svc = services(request)
+    now = svc.clock.now()
+    successors = svc.tokens.rotated_to(v.id for v in views)
+    return [token_json(v, now, successors.get(v.id)) for v in views]
 
 
 def role_json(r: RoleView) -> dict[str, Any]:
@@ -128,7 +138,7 @@ def list_tokens(
     views = services(request).tokens.list(p.actor.user_id, before_id=_cursor(cursor), limit=limit + 1)
     more = len(views) > limit
     views = views[:limit]
-    return {"tokens": [token_json(v) for v in views], "next_cursor": str(views[-1].id) if more else None}
+    return {"tokens": tokens_json(request, views), "next_cursor": str(views[-1].id) if more else None}
 
 
 @router.post("/tokens", status_code=201, response_model=sc.TokenCreatedOut, tags=["tokens"],
@@ -138,29 +148,32 @@ def create_token(body: sc.TokenCreateIn, p: SessionPrincipal, request: Request) 
     view, plaintext = services(request).tokens.create(
         p.actor, body.name, body.scopes, expires_in_days=body.expires_in_days, expires_at=body.expires_at
     )
-    return {**token_json(view), "token": plaintext}
+    return {**tokens_json(request, [view])[0], "token": plaintext}
 
 
 @router.get("/tokens/{token_id}", response_model=sc.TokenOut, tags=["tokens"], summary="One of your tokens")
 def get_token(token_id: TokenId, p: AnyPrincipal, request: Request) -> dict[str, Any]:
     """With a session: any of your tokens. With a token: only itself."""
-    return token_json(services(request).tokens.get(p.actor, token_id))
+    return tokens_json(request, [services(request).tokens.get(p.actor, token_id)])[0]
 
 
 @router.post("/tokens/{token_id}/revoke", response_model=sc.TokenOut, tags=["tokens"], summary="Revoke a token")
 def revoke_token(token_id: TokenId, p: AnyPrincipal, request: Request) -> dict[str, Any]:
     """Your session may revoke any of your tokens; a token may revoke itself. Idempotent."""
-    return token_json(services(request).tokens.revoke(p.actor, token_id))
+    return tokens_json(request, [services(request).tokens.revoke(p.actor, token_id)])[0]
 
 
 @router.post("/tokens/{token_id}/rotate", status_code=201, response_model=sc.RotatedOut, tags=["tokens"],
              summary="Rotate a token",
              responses={**BODY_ERRORS, **conflict("Only an active token can be rotated; this one is revoked or expired.")})
 def rotate_token(token_id: TokenId, p: SessionPrincipal, request: Request, body: sc.RotateIn | None = None) -> dict[str, Any]:
-    """A new token with the same name, scopes and lifetime; the old one stops after the grace period."""
+    """A new token with the same name, scopes and lifetime (or ``expires_in_days``); the old one stops after
+    the grace period. The tenant's policy applies to the new token (422 naming the rule)."""
     grace = body.grace_period_seconds if body else 0
-    new, plaintext, old = services(request).tokens.rotate(p.actor, token_id, grace)
-    return {**token_json(new), "token": plaintext, "rotated_from": token_json(old), "old_token_stops_at": old.revoked_at}
+    days = body.expires_in_days if body else None
+    new, plaintext, old = services(request).tokens.rotate(p.actor, token_id, grace, expires_in_days=days)
+    new_json, old_json = tokens_json(request, [new, old])
+    return {**new_json, "token": plaintext, "rotated_from": old_json, "old_token_stops_at": old.revoked_at}
 
 
 # ---- identity and catalog -------------------------------------------------------------------

@@ -17,6 +17,7 @@ from kbai.gateway import routes as gateway_routes
 from kbai.services import Services
 from kbai.web import api, errors, pages
 from kbai.web import leaks as leak_routes
+from kbai.web import lifecycle as lifecycle_routes
 from kbai.web.middleware import KbaiMiddleware
 
 DESCRIPTION = """Developer API tokens: create scoped, expiring tokens, use them as
@@ -47,6 +48,7 @@ def create_app(services: Services | None = None, *, start_background: bool = Tru
     app.include_router(api.router)
     app.include_router(gateway_routes.router)
     app.include_router(leak_routes.router)
+    app.include_router(lifecycle_routes.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
 

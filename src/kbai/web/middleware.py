@@ -85,7 +85,9 @@ class KbaiMiddleware:
         status = status_holder["status"]
         token_id = scope["state"].get("kbai_token_id")
         if token_id is not None and status < 400:
-            self.services.usage.record(token_id, self.services.clock.now())
+            client = scope.get("client") or (None, 0)
+            self.services.usage.record(token_id, self.services.clock.now(), client[0],
+                                       headers.get(b"user-agent", b"").decode("latin-1") or None)
         self._log(scope, status, started, request_id)
 
     def _log(self, scope: dict[str, Any], status: int, started: float, request_id: str) -> None:

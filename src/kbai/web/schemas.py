@@ -60,6 +60,13 @@ class TokenOut(BaseModel):
     last_used_at: datetime | None = Field(description="Last successful request; may lag by the flush interval. " + TIME)
     expires_at: datetime | None = Field(description="null: never expires. " + TIME)
     status: Literal["active", "expired", "revoked"]
+    rotated_from_id: int | None = Field(default=None, description="The token this one replaced by rotation.")
+    rotated_to_id: int | None = Field(default=None, description="The token that replaced this one by rotation.")
+    hygiene: list[Literal["never_used", "unused_90_days", "older_than_90_days"]] = Field(
+        default_factory=list,
+        description="Active tokens only: never_used; unused_90_days (no use, or no use since creation, for 90+ "
+        "days); older_than_90_days (created 90+ days ago: rotate it).",
+    )
 
 
 class TokenCreatedOut(TokenOut):
@@ -81,6 +88,7 @@ class TokenListOut(BaseModel):
 
 class RotateIn(Strict):
     grace_period_seconds: int = Field(default=0, ge=0, le=604800, strict=True, description="How long the old token keeps working: 0 (now) to 7 days.")
+    expires_in_days: int | None = Field(default=None, strict=True, examples=[90], description="The new token's lifetime in days (1-3650); default: the old token's lifetime. Use it when the tenant's policy no longer allows that lifetime.")
 
 
 class MeOut(BaseModel):

@@ -1,0 +1,52 @@
+"""``kbai worker``: the background jobs of the token lifecycle, run apart from the web servers.
+
+Each pass sends the expiry reminders that are due (:mod:`kbai.tokens.reminders`) and applies every
+tenant's auto-revoke policy (:mod:`kbai.tokens.hygiene`). Both are safe with any number of workers
+at once and across restarts (each reminder and each revocation happens exactly once), so run one
+worker per deployment, or a few for availability, or ``kbai worker --once`` from cron.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from kbai.tokens.hygiene import AutoRevoke
+from kbai.tokens.reminders import Reminders
+
+log = logging.getLogger("kbai.worker")
+
+
+@dataclass(frozen=True)
+class PassResult:
+    reminders_sent: int
+    reminders_failed: int
+    auto_revoked: int
+
+
+class Worker:
+    def __init__(self, reminders: Reminders, auto_revoke: AutoRevoke) -> None:
+        self.reminders = reminders
+        self.auto_revoke = auto_revoke
+
+    def run_once(self) -> PassResult:
+        run = self.reminders.send_due()
+        try:
+            revoked = len(self.auto_revoke.run())
+        except Exception as exc:  # noqa: BLE001 - logged; the next pass tries again
+            log.error("auto-revoke pass failed: %s", type(exc).__name__)
+            revoked = 0
+        result = PassResult(len(run.sent), len(run.failed), revoked)
+        log.info("worker pass: %d reminder(s) sent, %d failed, %d token(s) auto-revoked",
+                 result.reminders_sent, result.reminders_failed, result.auto_revoked)
+        return result
+
+    def run_forever(self, interval_seconds: float, stop: threading.Event) -> None:
+        """A pass every ``interval_seconds`` until ``stop`` is set (SIGTERM/SIGINT in ``kbai worker``)."""
+        while not stop.is_set():
+            try:
+                self.run_once()
+            except Exception as exc:  # noqa: BLE001 - e.g. the database is briefly unreachable
+                log.error("worker pass failed: %s", type(exc).__name__)
+            stop.wait(interval_seconds)
