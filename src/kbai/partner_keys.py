@@ -39,6 +39,7 @@ class PartnerKeys:
         self._lock = threading.Lock()
         self._stamp: tuple[int, int] | None = None
         self._keys: dict[str, ec.EllipticCurvePublicKey] = {}
+        self._warned_unset = False
 
     def verify(self, key_id: str | None, signature: str | None, body: bytes) -> None:
         """Raise the public 401 unless ``signature`` over ``body`` verifies with the key ``key_id``."""
@@ -56,12 +57,17 @@ class PartnerKeys:
     def keys(self) -> dict[str, ec.EllipticCurvePublicKey]:
         """The usable keys by identifier, re-read when the file's size or modification time changes."""
         if self.path is None:
-            log.warning("a secret-scanning report arrived but KBAI_SECRET_SCANNING_KEYS_FILE is not set")
+            if not self._warned_unset:  # once: unsigned junk must not flood the log
+                self._warned_unset = True
+                log.warning("a secret-scanning report arrived but KBAI_SECRET_SCANNING_KEYS_FILE is not set")
             return {}
         try:
             st = self.path.stat()
         except OSError as exc:
-            log.error("cannot read the secret-scanning keys file %s: %s", self.path, exc.strerror)
+            with self._lock:
+                if self._stamp != (-1, -1):  # log when it goes missing, not on every request after
+                    log.error("cannot read the secret-scanning keys file %s: %s", self.path, exc.strerror)
+                self._stamp, self._keys = (-1, -1), {}
             return {}
         stamp = (st.st_mtime_ns, st.st_size)
         with self._lock:
