@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 import pytest
@@ -26,7 +26,7 @@ class Stack:
     server: LiveServer
     seeded: Seeded
     client_id: str
-    client_secret: str
+    client_secret: str = field(repr=False)
 
 
 class Env:

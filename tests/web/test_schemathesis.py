@@ -55,7 +55,7 @@ class Identity:
 class Api:
     server: LiveServer
     client_id: str
-    client_secret: str
+    client_secret: str = field(repr=False)
     identities: dict[str, Identity]
 
 
