@@ -69,7 +69,7 @@ class Worker(threading.Thread):
     def __init__(self, name: str, url: str, email: str, user_id: int, ledger: Ledger, killing: threading.Event,
                  seed: int) -> None:
         super().__init__(name=name, daemon=True)
-        self.client = httpx.Client(base_url=url, timeout=30)
+        self.client = httpx.Client(base_url=url, timeout=120)  # generous: a busy CI machine is not a failure
         self.email, self.user_id, self.ledger, self.killing = email, user_id, ledger, killing
         self.random = random.Random(seed)
         self.csrf = ""
@@ -139,7 +139,7 @@ class Worker(threading.Thread):
         if by_token is None:
             by_token = bool(token) and self.random.random() < 0.3
         headers = {"Authorization": f"Bearer {token}"} if by_token else {"X-CSRF-Token": self.csrf}
-        client = httpx.Client(base_url=str(self.client.base_url), timeout=30) if by_token else self.client
+        client = httpx.Client(base_url=str(self.client.base_url), timeout=120) if by_token else self.client
         try:
             r = client.post(f"/api/v1/tokens/{token_id}/revoke", headers=headers)
         finally:
