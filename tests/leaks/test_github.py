@@ -254,7 +254,7 @@ def test_a_batch_of_1000_answers_fast_with_a_constant_number_of_token_queries(
     assert elapsed < 10, elapsed
     print(f"\n1,020-token report answered in {elapsed:.2f} s")
     token_statements = [s for s in statements if "tokens" in s.split("WHERE")[0] and "INSERT" not in s]
-    assert len(token_statements) <= 2, len(token_statements)  # one UPDATE ... RETURNING, one SELECT
+    assert len(token_statements) <= 2, len(token_statements)  # one SELECT ... FOR UPDATE, one UPDATE
     with svc.db.read() as s:
         assert s.scalar(select(Token.id).where(Token.revoked_at.is_(None)).limit(1)) is None
     assert len(leak_events(svc)) == 1000

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -371,12 +371,6 @@ class TokenService:
         return [view for view, _ in revoked]
 
     # ---- tokens found outside (leak reports, scans) ---------------------------------------
-    def find_by_digests(self, digests: Iterable[str]) -> dict[str, FoundToken]:
-        """The stored tokens among ``digests`` (any status), by digest. Changes nothing."""
-        now = self.clock.now()
-        with self.db.read() as s:
-            return {f.digest: f for f in self._found(s, sorted(set(digests)), now, revoked=set())}
-
     def revoke_found(
         self,
         actor: Actor,
@@ -385,40 +379,50 @@ class TokenService:
         revoked_by: str,
         record: Callable[[Session, list[FoundToken], datetime], None] | None = None,
     ) -> dict[str, FoundToken]:
-        """Revoke now every active token among ``digests`` (a leak): one transaction, one UPDATE and one
-        SELECT per 1,000 digests. Tokens of any owner, even a deactivated one. ``record`` runs inside the
+        """Revoke now every active token among ``digests`` (a leak): one transaction, one SELECT and one
+        UPDATE per 5,000 digests. Tokens of any owner, even a deactivated one. ``record`` runs inside the
         transaction with every token found (to audit and notify); listeners then hear of each revoked one.
         """
         now = utc_seconds(self.clock.now())
-        wanted = sorted(set(digests))
-        revoked: set[str] = set()
+        found: list[FoundToken] = []
         with self.db.write() as s:
-            for chunk in _chunks(wanted):
-                result = s.execute(
-                    update(Token)
-                    .where(Token.digest.in_(chunk), _active_clause(now))
-                    .values(revoked_at=now, revoked_by=revoked_by[:100])
-                    .returning(Token.digest)
-                    .execution_options(synchronize_session=False)
-                )
-                revoked.update(result.scalars())
-            found = self._found(s, wanted, now, revoked)
+            for chunk in _chunks(sorted(set(digests))):
+                # Rows are locked in id order, like the usage flush, so the two can never deadlock.
+                rows = s.execute(
+                    select(Token, User.email, User.active).join(User, User.id == Token.user_id)
+                    .where(Token.digest.in_(chunk)).order_by(Token.id).with_for_update(of=Token)
+                ).all()
+                active = [t.id for t, _, _ in rows if status_of(t, now) == "active"]
+                revoked: set[int] = set()
+                if active:
+                    revoked = set(s.scalars(
+                        update(Token).where(Token.id.in_(active), _active_clause(now))
+                        .values(revoked_at=now, revoked_by=revoked_by[:100]).returning(Token.id)
+                        .execution_options(synchronize_session=False)
+                    ))
+                for token, email, owner_active in rows:
+                    view = self._view(token, now)
+                    if token.id in revoked:  # the UPDATE bypassed the loaded row
+                        view = replace(view, revoked_at=now, status="revoked")
+                    found.append(FoundToken(token.digest, view, email, bool(owner_active), token.id in revoked))
             if record is not None and found:
                 record(s, found, now)
-        self._notify(revoked, set())
+        self._notify({f.digest for f in found if f.revoked_now}, set())
         return {f.digest: f for f in found}
 
-    def _found(self, s: Session, digests: list[str], now: datetime, revoked: set[str]) -> list[FoundToken]:
-        out: list[FoundToken] = []
-        for chunk in _chunks(digests):
-            rows = s.execute(
-                select(Token, User.email, User.active).join(User, User.id == Token.user_id)
-                .where(Token.digest.in_(chunk)).order_by(Token.id)
-            ).all()
-            # Read after the UPDATE in the same transaction, so the views show the tokens as they now are.
-            for token, email, active in rows:
-                out.append(FoundToken(token.digest, self._view(token, now), email, bool(active),
-                                      token.digest in revoked))
+    def find_by_digests(self, digests: Iterable[str]) -> dict[str, FoundToken]:
+        """The stored tokens among ``digests`` (any status), by digest. Changes nothing."""
+        now = self.clock.now()
+        out: dict[str, FoundToken] = {}
+        with self.db.read() as s:
+            for chunk in _chunks(sorted(set(digests))):
+                rows = s.execute(
+                    select(Token, User.email, User.active).join(User, User.id == Token.user_id)
+                    .where(Token.digest.in_(chunk))
+                ).all()
+                for token, email, owner_active in rows:
+                    out[token.digest] = FoundToken(token.digest, self._view(token, now), email, bool(owner_active),
+                                                   False)
         return out
 
     # ---- operator (support) --------------------------------------------------------------
