@@ -21,10 +21,10 @@ from kbai.tokens.hygiene import hygiene
 from kbai.tokens.inventory import InventoryFilter, InventoryRow
 from kbai.tokens.policy import UNSET, Policy
 from kbai.web import schemas as sc
-from kbai.web.api import BODY_ERRORS, TokenId, _csv_safe, _cursor, tokens_json
+from kbai.web.api import BODY_ERRORS, ERRORS, TokenId, _csv_safe, _cursor, tokens_json
 from kbai.web.auth import AnyPrincipal, Principal, needs, services
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", responses=ERRORS)
 
 
 # ---- schemas (also the OpenAPI document) -------------------------------------------------------
