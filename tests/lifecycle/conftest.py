@@ -1,0 +1,120 @@
+"""Lifecycle fixtures: a real SMTP server (aiosmtpd) and a real webhook receiver, both in-process, and
+services/app clients whose settings point at that SMTP server."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from fastapi.testclient import TestClient
+
+from kbai.config import Settings
+from kbai.services import Services
+from kbai.web.app import create_app
+from tests.conftest import FAST_ARGON2, free_port
+
+
+@dataclass
+class Mailbox:
+    """What the SMTP server received. ``refuse`` makes it answer 554 to every message (a failed send)."""
+
+    messages: list[EmailMessage] = field(default_factory=list)
+    refuse: bool = False
+    port: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
+        if self.refuse:
+            return "554 Transaction failed (refused by the test)"
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        with self.lock:
+            self.messages.append(message)  # type: ignore[arg-type]
+        return "250 Message accepted for delivery"
+
+    def to(self, address: str) -> list[EmailMessage]:
+        with self.lock:
+            return [m for m in self.messages if m["To"] == address]
+
+    def subjects(self, address: str | None = None) -> list[str]:
+        with self.lock:
+            return [str(m["Subject"]) for m in self.messages if address is None or m["To"] == address]
+
+
+@pytest.fixture
+def mailbox() -> Iterator[Mailbox]:
+    box = Mailbox(port=free_port())
+    controller = Controller(box, hostname="127.0.0.1", port=box.port)
+    controller.start()
+    try:
+        yield box
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def settings(database_url: str, mailbox: Mailbox) -> Settings:
+    return Settings(database_url=database_url, smtp_host="127.0.0.1", smtp_port=mailbox.port,
+                    smtp_from="kbai@acme.test", **FAST_ARGON2)
+
+
+@pytest.fixture
+def client(services: Services) -> Iterator[TestClient]:
+    with TestClient(create_app(services, start_background=False)) as c:
+        yield c
+
+
+def login(client: TestClient, email_address: str, password: str) -> str:
+    r = client.post("/api/v1/session", json={"email": email_address, "password": password})
+    assert r.status_code == 200, r.text
+    return str(r.json()["csrf_token"])
+
+
+@dataclass
+class Received:
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class WebhookReceiver:
+    """An HTTP endpoint that records every POST; ``status`` is what it answers."""
+
+    url: str
+    events: list[Received]
+    status: int = 200
+
+
+@pytest.fixture
+def webhook() -> Iterator[WebhookReceiver]:
+    events: list[Received] = []
+    receiver = WebhookReceiver("", events)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            body = self.rfile.read(int(self.headers.get("content-length", "0")))
+            if receiver.status == 200:
+                events.append(Received({k: v for k, v in self.headers.items()}, body))
+            self.send_response(receiver.status)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    receiver.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/kbai"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,0 +1,135 @@
+"""Expiry reminders in-process: 7 days before, 1 day before and at expiry, each once, by email (a real SMTP
+server) and in-app; none for revoked or rotated tokens; a failed send is retried and never doubled."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import httpx
+from sqlalchemy import func, select
+
+from kbai.clock import FrozenClock
+from kbai.store.models import Notification, TokenReminder
+from kbai.tokens.reminders import EXPIRED, EXPIRES_IN_1_DAY, EXPIRES_IN_7_DAYS, NOTICE, WEBHOOK
+from kbai.webhooks import verify
+from tests.conftest import OPERATOR, World
+from tests.lifecycle.conftest import Mailbox, WebhookReceiver
+
+DEV = "dev@acme.test"
+
+
+def _notices(world: World) -> list[Notification]:
+    with world.services.db.read() as s:
+        return list(s.scalars(select(Notification).where(Notification.kind == "token.expiry_reminder")
+                              .order_by(Notification.id)))
+
+
+def test_seven_days_one_day_and_at_expiry_each_once(world: World, clock: FrozenClock, mailbox: Mailbox) -> None:
+    svc = world.services
+    view, _ = svc.tokens.create(world.dev, "Zapier production", ["users.read"], expires_in_days=30)
+    short, _ = svc.tokens.create(world.dev, "three days", ["users.read"], expires_in_days=3)
+    expires = view.expires_at
+    assert expires is not None
+    clock.set(expires - timedelta(days=7, seconds=1))
+    assert [d.kind for d in svc.reminders.due() if d.token_id == view.id] == []
+    clock.set(expires - timedelta(days=7))
+    run = svc.reminders.send_due()
+    assert [(d.token_id, d.kind, d.channel) for d in run.sent] == [(view.id, EXPIRES_IN_7_DAYS, NOTICE)]
+    assert svc.reminders.send_due().sent == []  # once
+    clock.advance(days=3)
+    assert svc.reminders.send_due().sent == []  # nothing new until 1 day before
+    clock.set(expires - timedelta(days=1))
+    assert [d.kind for d in svc.reminders.send_due().sent] == [EXPIRES_IN_1_DAY]
+    clock.set(expires)
+    assert [d.kind for d in svc.reminders.send_due().sent] == [EXPIRED]
+    clock.advance(days=30)
+    assert svc.reminders.send_due().sent == []
+    subjects = mailbox.subjects(DEV)
+    label = f"{view.prefix}… (Zapier production)"  # mail is redacted: a display prefix gets an ellipsis
+    assert [s for s in subjects if "Zapier" in s] == [
+        f"Your token {label} expires in 7 days", f"Your token {label} expires in 1 day",
+        f"Your token {label} has expired"]
+    notes = [n for n in _notices(world) if n.details["token_id"] == view.id]
+    assert [n.details["reminder"] for n in notes] == [EXPIRES_IN_7_DAYS, EXPIRES_IN_1_DAY, EXPIRED]
+    assert all(n.user_id == world.dev.user_id for n in notes)
+    body = mailbox.to(DEV)[0].get_content()
+    assert f"/api/v1/tokens/{view.id}/rotate" in body and "Rotate" in body
+    assert short.id not in {n.details["token_id"] for n in notes}
+
+
+def test_short_tokens_get_only_reminders_whose_time_came_after_creation(world: World, clock: FrozenClock) -> None:
+    svc = world.services
+    short, _ = svc.tokens.create(world.dev, "three days", ["users.read"], expires_in_days=3)
+    one_day, _ = svc.tokens.create(world.dev, "one day", ["users.read"], expires_in_days=1)
+    assert svc.reminders.due() == []  # no "7 days left" for a 3-day token, no "1 day left" for a 1-day one
+    clock.advance(days=2)
+    sent = {(d.token_id, d.kind) for d in svc.reminders.send_due().sent}
+    assert sent == {(short.id, EXPIRES_IN_1_DAY), (one_day.id, EXPIRED)}
+    clock.advance(days=1)
+    assert {(d.token_id, d.kind) for d in svc.reminders.send_due().sent} == {(short.id, EXPIRED)}
+
+
+def test_revoked_rotated_and_deactivated_owners_get_none(world: World, clock: FrozenClock, mailbox: Mailbox) -> None:
+    svc = world.services
+    revoked, _ = svc.tokens.create(world.dev, "revoked", ["users.read"], expires_in_days=10)
+    rotated, _ = svc.tokens.create(world.dev, "rotated", ["users.read"], expires_in_days=10)
+    svc.access.create_user(OPERATOR, world.tenant_id, "leaver@acme.test", "leaver-password-1", ["Developers"])
+    leaver = world.actor("leaver@acme.test")
+    gone, _ = svc.tokens.create(leaver, "leaver's", ["users.read"], expires_in_days=10)
+    kept, _ = svc.tokens.create(world.dev, "kept", ["users.read"], expires_in_days=10)
+    clock.advance(days=2)
+    svc.tokens.revoke(world.dev, revoked.id)
+    successor, _, _ = svc.tokens.rotate(world.dev, rotated.id, 7 * 86400)  # still working for a week
+    svc.access.deactivate_user(OPERATOR, leaver.user_id)  # type: ignore[arg-type]
+    clock.advance(days=1)  # 7 days before the first tokens expire
+    sent = svc.reminders.send_due().sent
+    assert [(d.token_id, d.kind) for d in sent] == [(kept.id, EXPIRES_IN_7_DAYS)]
+    assert gone.id not in {d.token_id for d in svc.reminders.due()}
+    clock.set(successor.expires_at - timedelta(days=7))  # type: ignore[operator]
+    assert [d.token_id for d in svc.reminders.send_due().sent] == [successor.id]
+    assert mailbox.to("leaver@acme.test") == []
+
+
+def test_a_failed_email_is_retried_and_never_doubled(world: World, clock: FrozenClock, mailbox: Mailbox) -> None:
+    svc = world.services
+    view, _ = svc.tokens.create(world.dev, "cron job", ["users.read"], expires_in_days=8)
+    clock.advance(days=1)
+    mailbox.refuse = True
+    run = svc.reminders.send_due()
+    assert run.sent == [] and [d.token_id for d in run.failed] == [view.id]
+    # The claim rolled back with the failed send: no row, no in-app notice, still due.
+    with svc.db.read() as s:
+        assert s.scalar(select(func.count()).select_from(TokenReminder)) == 0
+    assert _notices(world) == []
+    assert [d.token_id for d in svc.reminders.due()] == [view.id]
+    mailbox.refuse = False
+    assert [d.token_id for d in svc.reminders.send_due().sent] == [view.id]
+    assert svc.reminders.send_due().sent == []
+    assert len(mailbox.to(DEV)) == 1 and len(_notices(world)) == 1
+
+
+def test_webhook_events_are_signed_and_a_failing_webhook_is_retried_alone(
+        world: World, clock: FrozenClock, mailbox: Mailbox, webhook: WebhookReceiver) -> None:
+    svc = world.services
+    _policy, secret = svc.policies.set(world.admin, world.tenant_id, webhook_url=webhook.url)
+    assert secret is not None
+    view, _ = svc.tokens.create(world.dev, "n8n", ["users.read"], expires_in_days=8)
+    clock.advance(days=1)
+    webhook.status = 503
+    run = svc.reminders.send_due()
+    assert [(d.channel) for d in run.sent] == [NOTICE] and [d.channel for d in run.failed] == [WEBHOOK]
+    webhook.status = 200
+    run = svc.reminders.send_due()
+    assert [(d.channel) for d in run.sent] == [WEBHOOK]
+    assert len(mailbox.to(DEV)) == 1  # the webhook's failure never re-sent the email
+    (event,) = webhook.events
+    headers = httpx.Headers(event.headers)
+    assert verify(secret, dict(headers), event.body, clock.now())
+    assert not verify("kbai_whsec_wrong", dict(headers), event.body, clock.now())
+    assert not verify(secret, dict(headers), event.body + b" ", clock.now())
+    assert not verify(secret, dict(headers), event.body, clock.now() + timedelta(minutes=6))  # a replay, later
+    payload = httpx.Response(200, content=event.body).json()
+    assert payload["type"] == "token.expiry_reminder" and headers["x-kbai-event"] == "token.expiry_reminder"
+    assert payload["data"]["token_id"] == view.id and payload["data"]["reminder"] == EXPIRES_IN_7_DAYS
+    assert payload["data"]["owner"] == DEV and payload["id"] == headers["x-kbai-delivery"]
+    assert "kbai_pk_" not in event.body.decode().replace(view.prefix, "")  # only the display prefix
