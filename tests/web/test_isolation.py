@@ -293,8 +293,9 @@ ENDPOINTS = [
 @pytest.mark.parametrize("attacker", ATTACKERS)
 @pytest.mark.parametrize("endpoint", ENDPOINTS, ids=[e.id for e in ENDPOINTS])
 def test_no_way_into_another_tenant_or_another_users_tokens(env: Env, endpoint: Endpoint, attacker: str) -> None:
-    if not _route_exists(env, endpoint):
-        pytest.skip(f"{endpoint.method} {endpoint.id}: no such route in this build")
+    if not _route_exists(env, endpoint) or (endpoint.id == "read-victim-notification"
+                                            and not env.ids["victim_notification"]):
+        pytest.skip(f"{endpoint.method} {endpoint.id}: no such route (or victim object) in this build")
     status, code = endpoint.expect[attacker]
     before = snapshot(env.svc.db)
     kwargs: dict[str, Any] = {}
