@@ -26,7 +26,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-import pytest
 from sqlalchemy import select, text
 
 from kbai.services import Services
