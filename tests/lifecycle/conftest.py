@@ -3,6 +3,7 @@ services/app clients whose settings point at that SMTP server."""
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import threading
@@ -24,14 +25,18 @@ from tests.conftest import FAST_ARGON2, free_port
 
 @dataclass
 class Mailbox:
-    """What the SMTP server received. ``refuse`` makes it answer 554 to every message (a failed send)."""
+    """What the SMTP server received. ``refuse`` makes it answer 554 to every message (a failed send);
+    ``delay`` makes each message take that long (widens the window in which two workers race)."""
 
     messages: list[EmailMessage] = field(default_factory=list)
     refuse: bool = False
+    delay: float = 0.0
     port: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if self.refuse:
             return "554 Transaction failed (refused by the test)"
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)

@@ -1,0 +1,109 @@
+"""`kbai worker --once` as real processes: two started at the same time against one database send each
+reminder exactly once (a real SMTP server and a real webhook receiver count them), a restart sends
+nothing again, and the auto-revoke policy revokes each token once. Both backends. The workers' clock
+is frozen with KBAI_FAKE_NOW (test-only), so nothing sleeps."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+from sqlalchemy import func, select
+
+from kbai.clock import FrozenClock, iso
+from kbai.store.models import AuditEvent, Notification, TokenReminder
+from tests.conftest import KBAI_BIN, OPERATOR, World, build_world, server_env
+from tests.lifecycle.conftest import Mailbox, WebhookReceiver
+
+DOCS = Path(__file__).parents[2] / "docs" / "webhooks.md"
+TOKENS = 12
+
+
+def documented_verifier():  # type: ignore[no-untyped-def]
+    """The first Python snippet of docs/webhooks.md, run exactly as written there."""
+    snippet = re.search(r"```python\n(.*?)```", DOCS.read_text(encoding="utf-8"), re.S)
+    assert snippet is not None
+    namespace: dict[str, object] = {}
+    exec(snippet.group(1), namespace)  # noqa: S102 - our own documentation
+    return namespace["verify_kbai_webhook"]
+
+
+def workers(database_url: str, mailbox: Mailbox, now: str, count: int) -> list[subprocess.CompletedProcess[str]]:
+    env = server_env(database_url, KBAI_FAKE_NOW=now, KBAI_SMTP_HOST="127.0.0.1",
+                     KBAI_SMTP_PORT=str(mailbox.port), KBAI_SMTP_FROM="kbai@acme.test")
+    procs = [subprocess.Popen([KBAI_BIN, "worker", "--once"], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(count)]
+    done = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        done.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+    return done
+
+
+def sent_counts(results: list[subprocess.CompletedProcess[str]]) -> list[int]:
+    counts = []
+    for r in results:
+        assert r.returncode == 0, r.stderr[-2000:]
+        found = re.search(r"reminders sent: (\d+), failed: 0, auto-revoked: (\d+)", r.stdout)
+        assert found, r.stdout
+        counts.append(int(found.group(1)))
+    return counts
+
+
+def test_two_workers_at_once_send_each_reminder_exactly_once(
+        world: World, clock: FrozenClock, database_url: str, mailbox: Mailbox, webhook: WebhookReceiver) -> None:
+    svc = world.services
+    _policy, secret = svc.policies.set(OPERATOR, world.tenant_id, webhook_url=webhook.url)
+    assert secret is not None
+    svc.access.set_limit(OPERATOR, 100, user_email="dev@acme.test")
+    views = [svc.tokens.create(world.dev, f"integration {i}", ["users.read"], expires_in_days=10)[0]
+             for i in range(TOKENS)]
+    # Another tenant whose policy revokes tokens unused for 3 days (their tokens never expire).
+    globex = build_world(svc, "Globex", "globex.test")
+    svc.policies.set(OPERATOR, globex.tenant_id, auto_revoke_unused_days=3)
+    unused = [svc.tokens.create(globex.dev, f"unused {i}", ["users.read"])[0] for i in range(3)]
+    now = clock.now() + timedelta(days=3, hours=12)  # 6.5 days before expiry; 3.5 days unused
+    mailbox.delay = 0.05  # each email takes a moment, so the two workers' passes overlap
+
+    results = workers(database_url, mailbox, iso(now) or "", 2)
+    assert sum(sent_counts(results)) == TOKENS * 2  # the notice and the webhook of each token, once in all
+
+    # Every token: one email, one in-app notice, one webhook event, one claim per channel.
+    assert Counter(m["Subject"] for m in mailbox.to("dev@acme.test")) == Counter(
+        {f"Your token {v.prefix}… ({v.name}) expires in 7 days": 1 for v in views})
+    with svc.db.read() as s:
+        notes = list(s.scalars(select(Notification).where(Notification.kind == "token.expiry_reminder")))
+        claims = s.scalar(select(func.count()).select_from(TokenReminder))
+        auto = list(s.scalars(select(AuditEvent).where(AuditEvent.action == "token.revoke")))
+    assert sorted(n.details["token_id"] for n in notes) == [v.id for v in views]
+    assert claims == TOKENS * 2
+    deliveries = [httpx.Headers(e.headers)["x-kbai-delivery"] for e in webhook.events]
+    assert sorted(deliveries) == sorted(f"reminder-{v.id}-expires_in_7_days" for v in views)
+
+    # Each event verifies with the recipe in docs/webhooks.md, and a tampered one does not.
+    verify = documented_verifier()
+    for event in webhook.events:
+        headers = httpx.Headers(event.headers)
+        assert verify(secret, headers, event.body, now=now.timestamp())
+        assert not verify(secret, headers, event.body.replace(b"expires_in_7", b"expires_in_1"), now=now.timestamp())
+        assert not verify(secret, headers, event.body, now=now.timestamp() + 301)  # replayed 5 min later
+
+    # The auto-revoke policy: each unused token revoked once, by the system, its owner told once.
+    assert sorted(int(e.target_id or 0) for e in auto) == [v.id for v in unused]
+    assert {e.actor for e in auto} == {"system (auto-revoke policy)"}
+    assert len(mailbox.to("dev@globex.test")) == 3
+
+    # A restart (or cron's next run) at the same time sends nothing again.
+    again = workers(database_url, mailbox, iso(now) or "", 1)
+    assert sent_counts(again) == [0] and "auto-revoked: 0" in again[0].stdout
+    assert len(mailbox.to("dev@acme.test")) == TOKENS and len(webhook.events) == TOKENS
+
+    # Six days later: the 1-day reminders, once each, with two workers again.
+    later = workers(database_url, mailbox, iso(now + timedelta(days=6)) or "", 2)
+    assert sum(sent_counts(later)) == TOKENS * 2
+    subjects = [str(m["Subject"]) for m in mailbox.to("dev@acme.test")]
+    assert sum(s.endswith("expires in 1 day") for s in subjects) == TOKENS
