@@ -26,8 +26,8 @@ PEERS_VENV = BENCH / ".venv-peers"
 PYTHON = sys.executable
 KBAI_BIN = str(Path(sys.executable).parent / "kbai")
 
-PG_ADMIN_URL = os.environ.get("KBAI_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("KBAI_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+PG_ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 # Cheap argon2 for the bench's own logins and user setup; nothing measured here hashes a password.
 FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 64, "argon2_parallelism": 1}
 FAST_ARGON2_ENV = {"KBAI_ARGON2_TIME_COST": "1", "KBAI_ARGON2_MEMORY_KIB": "64", "KBAI_ARGON2_PARALLELISM": "1"}
@@ -98,7 +98,7 @@ def machine_facts() -> dict[str, object]:
     import kbai
 
     facts["kbai_source"] = str(Path(kbai.__file__).resolve().parent.parent.relative_to(ROOT))
-    snapshot = os.environ.get("KBAI_BENCH_SNAPSHOT")
+    snapshot = os.environ.get("BENCH_SNAPSHOT")
     if snapshot:
         facts["git_commit"] = snapshot[:12]
         facts["code"] = f"committed src/ of {snapshot[:12]} (git archive; --commit)"

@@ -20,7 +20,7 @@ from typing import Any
 
 import seed
 import timing
-from common import FAST_ARGON2, PEERS_DIR, WORK, log, scratch_pg, scratch_sqlite
+from common import FAST_ARGON2, PEERS_DIR, REDIS_URL, WORK, log, scratch_pg, scratch_sqlite
 
 
 class PeerProcess:
@@ -102,6 +102,20 @@ def run(quick: bool, peer_python: str | None) -> dict[str, Any]:
             out["peer_env"] = {k: peer.info[k] for k in ("python", "django", "keys", "timer_overhead_ns")}
         overhead = timing.timer_overhead_ns()
         out["timer_overhead_ns"] = overhead
+        # What verify_bearer asks before every verification: the failure rate limiter, in memory (no
+        # KBAI_REDIS_URL) and in Redis (a key prefix of its own); and a bare PostgreSQL round trip, as a
+        # yardstick of how busy the machine was while the cold PostgreSQL rows were measured.
+        from kbai.ratelimit import FailureLimiter
+
+        limiter_mem = FailureLimiter(None, "bench", 60, 10)
+        limiter_redis = FailureLimiter(REDIS_URL, f"kbai-bench-{uuid.uuid4().hex[:8]}", 60, 10)
+        ips = [f"10.0.{i // 250}.{i % 250}" for i in range(1000)]
+        import psycopg
+
+        pg_conn = psycopg.connect(pg_url, autocommit=True)
+
+        def pg_round_trip(_: object) -> None:
+            pg_conn.execute("SELECT 1").fetchone()
 
         def floor() -> list[float]:
             return timing.time_batched(lambda t: hashlib.sha256(t.encode("ascii")).hexdigest(), sq_tokens,
@@ -117,6 +131,11 @@ def run(quick: bool, peer_python: str | None) -> dict[str, Any]:
             "cold_postgresql_without_pre_ping": lambda: timing.time_calls(
                 cold_pg_noping.tokens.verify, pg_tokens, cold_calls, overhead, warmup=100),
         }
+        variants["rate_limit_check_memory"] = lambda: timing.time_calls(
+            lambda ip: limiter_mem.blocked(limiter_mem.auth, "auth", ip), ips, cold_calls, overhead, warmup=100)
+        variants["rate_limit_check_redis"] = lambda: timing.time_calls(
+            lambda ip: limiter_redis.blocked(limiter_redis.auth, "auth", ip), ips, cold_calls, overhead, warmup=100)
+        variants["pg_round_trip"] = lambda: timing.time_calls(pg_round_trip, ips, cold_calls, overhead, warmup=100)
         if peer is not None:
             variants["peer_sha256_floor"] = lambda: peer.ask(f"sha256 {floor_batches}")
             variants["peer_is_valid"] = lambda: peer.ask(f"is_valid {cold_calls}")
@@ -144,6 +163,7 @@ def run(quick: bool, peer_python: str | None) -> dict[str, Any]:
         }
         breakdown = timing.interleaved(parts, rounds)
         out["warm_breakdown"] = {name: timing.summarize_ns(samples) for name, samples in breakdown.items()}
+        pg_conn.close()
         for svc in (warm, cold_sqlite, cold_pg, cold_pg_noping):
             svc.close()
     r = out["results"]

@@ -10,6 +10,7 @@ waiting for work) are left out.
 from __future__ import annotations
 
 import collections
+import os
 import re
 import subprocess
 import sys
@@ -18,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import seed
-from common import PYTHON, WORK, log, scratch_sqlite, start_kbai
+from common import BENCH, PYTHON, WORK, free_port, log, scratch_sqlite, start_kbai, start_process, wait_healthy
 from http_load import _script, wrk
 
 TOOLS = WORK / "tools"
+
 
 def _in_worker_kbai(stack: str) -> bool:
     """kbai code running in a thread-pool worker (the route or a sync dependency such as ``principal``)."""
@@ -62,7 +64,7 @@ def ensure_py_spy() -> str | None:
     return str(binary)
 
 
-def _classify(raw: Path) -> dict[str, Any]:
+def _classify(raw: Path, requests: float, rate_hz: int) -> dict[str, Any]:
     buckets: collections.Counter[str] = collections.Counter()
     functions: collections.Counter[str] = collections.Counter()
     total = idle = 0
@@ -89,10 +91,14 @@ def _classify(raw: Path) -> dict[str, Any]:
             if key not in seen and ("kbai/" in key or "fastapi/" in key or "starlette/" in key or "anyio/" in key):
                 seen.add(key)
                 functions[key] += n
+    per_request = 1e6 / rate_hz / requests if requests else 0.0
     return {
         "samples": total,
         "idle_samples_excluded": idle,
+        "gil_us_per_request": round(total * per_request, 1),
         "buckets_pct": {k: round(100 * v / total, 1) for k, v in buckets.most_common()} if total else {},
+        # GIL-holding time per request in each bucket: samples / rate / requests served while sampling.
+        "buckets_us_per_request": {k: round(v * per_request, 1) for k, v in buckets.most_common()},
         "top_functions_inclusive_pct": {k: round(100 * v / total, 1) for k, v in functions.most_common(25)}
         if total else {},
     }
@@ -104,30 +110,38 @@ def run(quick: bool, wrk_bin: str | None) -> dict[str, Any]:
     spy = ensure_py_spy()
     if spy is None:
         return {"skipped": "py-spy is not available"}
-    seconds = 4 if quick else 8
-    out: dict[str, Any] = {"seconds": seconds, "rate_hz": 250, "server": "kbai serve, SQLite, no Redis, core 0"}
+    seconds, rate = (4 if quick else 12), 250
+    out: dict[str, Any] = {"profile_seconds": seconds, "rate_hz": rate,
+                           "server": "kbai serve (SQLite, no Redis) and bench/bare_app.py, each alone on core 0"}
     with scratch_sqlite("profile") as url:
         token = seed.load(url, 1_000, 10, sample_size=1).sample[0].token
-        server = start_kbai("kbai-profile", url)
+        server = start_kbai("kbai-profile", url, wait=False)
+        port = free_port()
+        bare = start_process("bare-profile", [PYTHON, str(BENCH / "bare_app.py"), "--port", str(port)],
+                             {k: v for k, v in os.environ.items() if not k.startswith("KBAI_")}, port, "/bare",
+                             cwd=BENCH, wait=False)
         script = _script(f"Bearer {token}")
         try:
-            for path in ("/auth/check", "/api/v1/me"):
-                wrk(wrk_bin, server.url + path, script, 1)
+            wait_healthy(server)
+            wait_healthy(bare)
+            for target, path in ((bare, "/bare"), (server, "/auth/check"), (server, "/api/v1/me")):
+                wrk(wrk_bin, target.url + path, script, 1)
                 raw = WORK / f"profile-{path.strip('/').replace('/', '_')}.txt"
-                proc = subprocess.Popen([spy, "record", "--pid", str(server.process.pid), "--duration",
-                                         str(seconds), "--rate", "250", "--format", "raw", "--gil", "--output", str(raw),
-                                         "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                        text=True)
-                load = wrk(wrk_bin, server.url + path, script, seconds + 1)
+                proc = subprocess.Popen([spy, "record", "--pid", str(target.process.pid), "--duration",
+                                         str(seconds), "--rate", str(rate), "--format", "raw", "--gil",
+                                         "--output", str(raw), "--nonblocking"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                load = wrk(wrk_bin, target.url + path, script, seconds + 1)
                 _, err = proc.communicate(timeout=seconds + 60)
                 if proc.returncode != 0 or not raw.exists():
                     out[path] = {"skipped": f"py-spy failed: {err[-300:]}"}
                     continue
-                out[path] = {"rps_while_profiled": load["rps"], **_classify(raw)}
+                out[path] = {"rps_while_profiled": load["rps"], **_classify(raw, load["rps"] * seconds, rate)}
                 log(f"profiled {path}")
         finally:
             script.unlink(missing_ok=True)
             server.stop()
+            bare.stop()
     return out
 
 

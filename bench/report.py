@@ -168,6 +168,10 @@ def _inproc(w: Any, s: Any) -> None:
         ("peer: djangorestframework-api-key `APIKey.objects.is_valid`, SQLite", "peer_is_valid"),
         ("peer: `APIKey.objects.get_from_key`, SQLite", "peer_get_from_key"),
         ("bare SHA-256 on the peer's interpreter (batches of 100)", "peer_sha256_floor"),
+        ("failure rate-limit check that precedes every verification (`FailureLimiter.blocked`), in memory",
+         "rate_limit_check_memory"),
+        ("the same with `KBAI_REDIS_URL` (limits' Redis storage)", "rate_limit_check_redis"),
+        ("yardstick: one `SELECT 1` round trip to PostgreSQL (psycopg)", "pg_round_trip"),
     ]
     for label, key in rows:
         if key in res:
@@ -255,6 +259,7 @@ def _scale(w: Any, s: Any) -> None:
         "list": "token list of a random user (`TokenService.list`, first page)",
         "create": "creation under the limit check (`TokenService.create`, a different user each time, commit "
                   "included)",
+        "pg_round_trip": "yardstick: one `SELECT 1` round trip to PostgreSQL (psycopg)",
     }
     for key, label in labels.items():
         if key in res:
@@ -326,22 +331,36 @@ def _profile(w: Any, s: Any) -> None:
     if problem:
         w(f"Section {problem}.\n")
         return
-    w(f"py-spy sampled the GIL-holding thread of a real `kbai serve` (SQLite, core 0) at {s['rate_hz']} Hz for "
-      f"{s['seconds']} s while wrk loaded one route. Each sample is put in the first bucket whose frames it "
-      f"contains (so the buckets add up to 100%). {_load(s)}\n")
-    paths = [p for p in ("/auth/check", "/api/v1/me") if isinstance(s.get(p), dict) and "buckets_pct" in s[p]]
+    w(f"py-spy sampled the GIL-holding thread of a real `kbai serve` (SQLite, no Redis) and of the bare app, each "
+      f"pinned to core 0, at {s['rate_hz']} Hz for {s['profile_seconds']} s per route while wrk (core 1) loaded that "
+      "route. Each sample goes to the first bucket whose frames it contains. Sampling the GIL holder measures "
+      "Python work; time in C code that releases the GIL (socket I/O, SQLite) is not counted, while time the "
+      "holder spends descheduled by a busy machine is. A few thousand samples per route: read the small "
+      "buckets as approximate. "
+      f"{_load(s)}\n")
+    paths = [p for p in ("/bare", "/auth/check", "/api/v1/me")
+             if isinstance(s.get(p), dict) and "buckets_us_per_request" in s[p]]
     if not paths:
         return
     names: list[str] = []
     for p in paths:
-        names += [n for n in s[p]["buckets_pct"] if n not in names]
+        names += [n for n in s[p]["buckets_us_per_request"] if n not in names]
+    w("GIL-holding time per request, by bucket (samples ÷ rate ÷ requests served while sampling):\n")
     w("| bucket | " + " | ".join(f"`{p}`" for p in paths) + " |")
     w("| --- | " + " | ".join("---:" for _ in paths) + " |")
     for n in names:
-        w(f"| {n} | " + " | ".join(f"{s[p]['buckets_pct'].get(n, 0):.1f}%" for p in paths) + " |")
-    w("| samples (req/s while profiled) | " + " | ".join(
-        f"{s[p]['samples']:,} ({s[p]['rps_while_profiled']:,.0f})" for p in paths) + " |")
+        w(f"| {n} | " + " | ".join(f"{s[p]['buckets_us_per_request'].get(n, 0):,.0f} µs" for p in paths) + " |")
+    w("| **total** | " + " | ".join(f"**{s[p]['gil_us_per_request']:,.0f} µs**" for p in paths) + " |")
+    w("| req/s while profiled (samples) | " + " | ".join(
+        f"{s[p]['rps_while_profiled']:,.0f} ({s[p]['samples']:,})" for p in paths) + " |")
     w("")
+    if "/bare" in paths and "/auth/check" in paths:
+        bare, check = s["/bare"]["buckets_us_per_request"], s["/auth/check"]["buckets_us_per_request"]
+        deltas = sorted(((check.get(n, 0) - bare.get(n, 0), n) for n in names), reverse=True)
+        gap = s["/auth/check"]["gil_us_per_request"] - s["/bare"]["gil_us_per_request"]
+        top = "; ".join(f"{n.split(' (')[0]} +{d:,.0f} µs" for d, n in deltas[:4] if d > 0)
+        w(f"`/auth/check` holds the GIL {gap:,.0f} µs longer per request than the bare sync route. Largest "
+          f"differences: {top}.\n")
 
 
 def _dominates(w: Any, inproc: Any, http: Any, prof: Any) -> None:
@@ -366,6 +385,10 @@ def _dominates(w: Any, inproc: Any, http: Any, prof: Any) -> None:
           "`permissions_of`'s roles query) inside an ORM `Session` that is opened, begun and rolled back, with "
           "`pool_pre_ping` on PostgreSQL adding a round trip per checkout. The peer runs one query. The cache "
           "hides this on every request but the first per token per TTL.")
+        pg, noping = _get(res, "cold_postgresql", "median_us"), _get(res, "cold_postgresql_without_pre_ping", "median_us")
+        if pg and noping:
+            w(f"  On PostgreSQL the cold call measured {_us(pg)}; with `pool_pre_ping` switched off in the bench "
+              f"process, {_us(noping)}.")
     hres = _get(http, "results") or {}
     if hres:
         bs, ba = _get(hres, "bare_sync", "rps"), _get(hres, "bare_async", "rps")
@@ -375,23 +398,31 @@ def _dominates(w: Any, inproc: Any, http: Any, prof: Any) -> None:
               f"as `def` ({bs / ba:.0%}). `/auth/check` (`kbai/gateway/routes.py: auth_check`) is a sync "
               "route, so it pays that hop on every request although a warm verification never blocks.")
         if me and ac:
-            w(f"- **`GET /api/v1/me`** served {me:,.0f} req/s against `/auth/check`'s {ac:,.0f}: it resolves the "
-              "sync `principal` dependency (`kbai/web/auth.py`) in the thread pool and then runs the sync route "
-              "there too (two hops), and validates the response against `MeOut`.")
-        pr, pa = _get(hres, "kbai_pg_redis_auth_check", "rps"), ac
-        if pr and pa:
-            w(f"- **With Redis**, `/auth/check` served {pr:,.0f} req/s against {pa:,.0f} without it. "
-              "`verify_bearer` (`kbai/web/auth.py`) asks the failure rate limiter "
-              "(`FailureLimiter.blocked` → `MovingWindowRateLimiter.test`) before every verification, "
-              "successful or not; with `KBAI_REDIS_URL` set, that is a Redis round trip on every request.")
-    b = _get(prof, "/auth/check", "buckets_pct") or {}
+            w(f"- **`GET /api/v1/me`** served {me:,.0f} req/s against `/auth/check`'s {ac:,.0f}. Besides "
+              "verification it resolves the sync `principal` dependency (`kbai/web/auth.py`) in the thread pool "
+              "and then runs the sync route there too (two hops per request where `/auth/check` has one), and "
+              "validates and serializes the response through the `MeOut` model.")
+    rl_mem, rl_redis = _get(res, "rate_limit_check_memory", "median_us"), _get(res, "rate_limit_check_redis", "median_us")
+    if rl_mem and rl_redis:
+        pr, pa = _get(hres, "kbai_pg_redis_auth_check", "rps"), _get(hres, "kbai_sqlite_auth_check", "rps")
+        http_note = (f" Over HTTP the PostgreSQL + Redis server served {pr:,.0f} req/s on `/auth/check` against "
+                     f"{pa:,.0f} without Redis." if pr and pa else "")
+        w(f"- **The failure rate limiter on the success path.** `verify_bearer` (`kbai/web/auth.py`) calls "
+          f"`FailureLimiter.blocked` (`kbai/ratelimit.py` → `MovingWindowRateLimiter.test`) before every "
+          f"verification, successful or not: {_us(rl_mem)} in memory, {_us(rl_redis)} with `KBAI_REDIS_URL` "
+          f"(a Redis round trip per authenticated request), against {_us(_get(res, 'warm', 'median_us'))} for the "
+          f"warm verification itself.{http_note}")
+    b = _get(prof, "/auth/check", "buckets_us_per_request") or {}
     if b:
         mine = sum(v for k, v in b.items() if k.startswith(("token verification", "failure rate-limit",
                                                             "last-used", "access log", "KbaiMiddleware own",
                                                             "other kbai")))
+        total = _get(prof, "/auth/check", "gil_us_per_request") or 0
+        biggest = max(b.items(), key=lambda kv: kv[1])
         w(f"- **Profile of `/auth/check`:** kbai's own code (verification, rate-limit check, last-used record, "
-          f"middleware, access log) holds {mine:.0f}% of the GIL samples; the rest is the server and framework "
-          "stack, led by the thread-pool hop.")
+          f"its middleware and access log line) holds the GIL {mine:,.0f} µs of {total:,.0f} µs per request; the "
+          f"rest is the server and framework stack. The largest single bucket is *{biggest[0]}* with "
+          f"{biggest[1]:,.0f} µs (section 6 has the bare route's figures beside it).")
     w("")
 
 
@@ -403,8 +434,8 @@ def _reproduce(w: Any) -> None:
       "python bench/run.py --only http,propagation   # some sections: writes bench/work/partial/\n"
       "```\n")
     w("Needs the project's venv (`.venv`, the script re-executes itself with it), PostgreSQL on 127.0.0.1:5432 "
-      "(user postgres, trust; override with `KBAI_BENCH_PG_URL`) and Redis on 127.0.0.1:6379 "
-      "(`KBAI_BENCH_REDIS_URL`). The script installs what is missing: `wrk` with apt-get, the peers into "
+      "(user postgres, trust; override with `BENCH_PG_URL`) and Redis on 127.0.0.1:6379 "
+      "(`BENCH_REDIS_URL`). The script installs what is missing: `wrk` with apt-get, the peers into "
       "`bench/.venv-peers` (made from a Python ≥ 3.12: django 6.1.3, djangorestframework 3.18.3, "
       "djangorestframework-api-key 3.1.0, gunicorn 27.0.1) and py-spy into `bench/work/tools` for the profile. "
       "Databases it creates (`kbai_bench_*`) are dropped at the end; scratch files live in `bench/work/`.\n")

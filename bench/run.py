@@ -56,7 +56,7 @@ def _snapshot(rev: str) -> None:
         archive.wait()
     os.environ["PYTHONPATH"] = str(target / "src") + (os.pathsep + os.environ["PYTHONPATH"]
                                                       if os.environ.get("PYTHONPATH") else "")
-    os.environ["KBAI_BENCH_SNAPSHOT"] = sha
+    os.environ["BENCH_SNAPSHOT"] = sha
     argv, skip = [], False
     for a in sys.argv:
         if skip or a.startswith("--commit="):
@@ -92,7 +92,7 @@ def main() -> int:
     parser.add_argument("--no-peers", action="store_true", help="skip the peers (no bench/.venv-peers)")
     args = parser.parse_args()
 
-    if args.commit and not os.environ.get("KBAI_BENCH_SNAPSHOT"):
+    if args.commit and not os.environ.get("BENCH_SNAPSHOT"):
         _snapshot(args.commit)
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(only) - set(SECTIONS)

@@ -54,6 +54,13 @@ def run(quick: bool) -> dict[str, Any]:
         def create(actor: Actor) -> None:
             svc.tokens.create(actor, "bench create", ["users.read"], expires_in_days=90)
 
+        import psycopg
+
+        pg_conn = psycopg.connect(url, autocommit=True)
+
+        def pg_round_trip(_: object) -> None:
+            pg_conn.execute("SELECT 1").fetchone()
+
         overhead = timing.timer_overhead_ns()
         # warm-up of each operation (connection pool, statement caches), not measured
         timing.time_calls(svc.tokens.verify, sample, 50)
@@ -64,6 +71,8 @@ def run(quick: bool) -> dict[str, Any]:
             "list": lambda: timing.time_calls(svc.tokens.list, list_users, list_calls, overhead),
             "create": lambda: timing.time_calls(create, [next(pending) for _ in range(create_calls)],
                                                 create_calls, overhead),
+            # a yardstick of how busy the machine was: one bare round trip to PostgreSQL
+            "pg_round_trip": lambda: timing.time_calls(pg_round_trip, list_users, list_calls, overhead),
         }
         log(f"scale: verify / list / create x {rounds} rounds on {tokens:,} tokens")
         pooled = timing.interleaved(variants, rounds)
@@ -73,5 +82,6 @@ def run(quick: bool) -> dict[str, Any]:
                 "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) SELECT * FROM tokens "
                 f"WHERE user_id = {list_users[0]} ORDER BY id DESC LIMIT 101").scalars().all()
             out["list_query_plan"] = list(plan)
+        pg_conn.close()
         svc.close()
     return out
