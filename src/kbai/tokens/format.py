@@ -17,7 +17,8 @@ _TOKEN_RE = re.compile(r"kbai_pk_[0-9a-f]{64}")
 # look-alike is not taken for a token. Scanner rules in integrations/secret-scanning/ mirror it.
 _EMBEDDED_RE = re.compile(r"kbai_pk_[0-9a-f]{64}(?![0-9A-Za-z_])")
 # Anything that could be a token or most of one, in any case: used only to redact.
-_REDACT_RE = re.compile(r"kbai_pk_[0-9a-f]{4,}", re.IGNORECASE)
+# A display prefix already cut ("kbai_pk_1a2b…") is left as it is, so redacting twice changes nothing.
+_REDACT_RE = re.compile(r"kbai_pk_(?![0-9a-f]{4}…)[0-9a-f]{4,}", re.IGNORECASE)
 
 
 def mint() -> str:
