@@ -64,8 +64,10 @@ class Inventory:
             query = query.where(Token.id < before_id)
         if f.owner is not None:
             owner = f.owner.strip()
-            if owner.isascii() and owner.isdigit() and len(owner) <= 10:
-                query = query.where(Token.user_id == int(owner))
+            if owner.isascii() and owner.isdigit():
+                # Ids are 32-bit: a larger number matches nobody (and must not overflow the database).
+                user_id = int(owner) if len(owner) <= 10 else 0
+                query = query.where(Token.user_id == (user_id if user_id <= 2_147_483_647 else 0))
             else:
                 query = query.where(User.email == owner.lower())
         if f.status is not None:
