@@ -161,6 +161,8 @@ import time  # noqa: E402
 import httpx  # noqa: E402
 
 KBAI_BIN = str(Path(sys.executable).parent / "kbai")
+# Every server log of the run, scanned for tokens when the run ends (see secrets_never_logged).
+SERVER_LOGS: list[Path] = []
 
 
 def free_port() -> int:
@@ -176,7 +178,7 @@ def server_env(database_url: str, **extra: str) -> dict[str, str]:
         "KBAI_ARGON2_TIME_COST": "1",
         "KBAI_ARGON2_MEMORY_KIB": "64",
         "KBAI_ARGON2_PARALLELISM": "1",
-        "KBAI_LOG_LEVEL": "INFO",
+        "KBAI_LOG_LEVEL": "DEBUG",
     })
     env.update(extra)
     return env
@@ -209,6 +211,7 @@ def start_server(database_url: str, log_dir: Path, *, args: tuple[str, ...] = ()
     port = free_port()
     env = server_env(database_url, **env_extra)
     log = log_dir / f"kbai-serve-{port}.log"
+    SERVER_LOGS.append(log)
     with open(log, "wb") as out:
         proc = subprocess.Popen([KBAI_BIN, "serve", "--port", str(port), *args], env=env, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
@@ -254,3 +257,46 @@ def module_database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest
         yield _pg_url(name)
     finally:
         _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# ---- secrets: the whole run's logs never hold a full token ---------------------------------------
+import logging  # noqa: E402
+import re  # noqa: E402
+
+FULL_TOKEN = re.compile(r"kbai_pk_[0-9a-fA-F]{64}")
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.hits: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+        except Exception:  # noqa: BLE001 - a record that can't be formatted can't leak either
+            return
+        if FULL_TOKEN.search(text):
+            self.hits.append(f"{record.name}:{record.levelname}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def secrets_never_logged() -> Iterator[None]:
+    """Every log line of the run (in-process at DEBUG, and every `kbai serve` started at DEBUG) is
+    checked for a full token: any token-shaped string in a log is a leak, whoever minted it."""
+    from kbai.logs import RedactingJsonFormatter
+
+    handler = _Collect()
+    handler.setFormatter(RedactingJsonFormatter())
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield
+    root.removeHandler(handler)
+    root.setLevel(old_level)
+    leaks = list(handler.hits)
+    for log in SERVER_LOGS:
+        if log.exists() and FULL_TOKEN.search(log.read_text(errors="replace")):
+            leaks.append(str(log))
+    assert not leaks, f"full tokens were logged by: {leaks}"

@@ -16,9 +16,9 @@ _TOKEN_RE = re.compile(r"kbai_pk_[0-9a-f]{64}")
 # A token inside other text (files, logs): not followed by more word characters, so a longer
 # look-alike is not taken for a token. Scanner rules in integrations/secret-scanning/ mirror it.
 _EMBEDDED_RE = re.compile(r"kbai_pk_[0-9a-f]{64}(?![0-9A-Za-z_])")
-# Anything that could be a token or most of one, in any case: used only to redact.
-# A display prefix already cut ("kbai_pk_1a2b…") is left as it is, so redacting twice changes nothing.
-_REDACT_RE = re.compile(r"kbai_pk_(?![0-9a-f]{4}…)[0-9a-f]{4,}", re.IGNORECASE)
+# Anything that could be a token or most of one, in any case: used only to redact. A display
+# prefix (4 hex chars after kbai_pk_) is left alone, so redacting twice changes nothing.
+_REDACT_RE = re.compile(r"kbai_pk_[0-9a-f]{5,}", re.IGNORECASE)
 
 
 def mint() -> str:
