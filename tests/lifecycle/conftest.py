@@ -50,7 +50,12 @@ class Mailbox:
 
     def subjects(self, address: str | None = None) -> list[str]:
         with self.lock:
-            return [str(m["Subject"]) for m in self.messages if address is None or m["To"] == address]
+            return [subject(m) for m in self.messages if address is None or m["To"] == address]
+
+
+def subject(message: EmailMessage) -> str:
+    """The Subject as sent (a long one comes back folded, with a leading space)."""
+    return " ".join(str(message["Subject"]).split())
 
 
 @pytest.fixture

@@ -69,7 +69,7 @@ def test_auto_revoke_after_n_days_unused(world: World, clock: FrozenClock, mailb
     assert [(n.user_id, n.details["token_id"]) for n in notes] == [
         (world.dev.user_id, never.id), (world.dev.user_id, used.id), (world.admin.user_id, admins.id)]
     assert "never used" in notes[0].body and "30 days" in notes[0].title
-    assert [str(m["Subject"]) for m in mailbox.to("dev@acme.test")] == [n.title for n in notes[:2]]
+    assert mailbox.subjects("dev@acme.test") == [n.title for n in notes[:2]]
     assert len(mailbox.to("admin@acme.test")) == 1
     # Turning the policy off stops it.
     svc.policies.set(world.admin, world.tenant_id, auto_revoke_unused_days=None)

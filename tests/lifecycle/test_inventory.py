@@ -12,7 +12,7 @@ from kbai.clock import FrozenClock
 from kbai.store.models import AuditEvent, Notification
 from kbai.tokens.verify import Outcome
 from tests.conftest import World, build_world
-from tests.lifecycle.conftest import Mailbox, login
+from tests.lifecycle.conftest import Mailbox, login, subject
 from tests.tokens.helpers import assert_no_secret
 
 
@@ -94,7 +94,7 @@ def test_admin_revokes_another_users_token_and_the_owner_is_told(
     assert event.actor == "user:admin@acme.test" and event.target_id == str(view.id)
     assert event.details["owner"] == "dev@acme.test" and "reviewer" in event.details["reason"]
     (mail,) = mailbox.to("dev@acme.test")
-    assert str(mail["Subject"]) == note.title and "401" in mail.get_content()
+    assert subject(mail) == note.title and "401" in mail.get_content()
     # The owner sees it in their notifications.
     dev_csrf = login(client, "dev@acme.test", "dev-password-1")
     listed = client.get("/api/v1/notifications").json()
