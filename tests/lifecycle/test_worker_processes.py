@@ -107,3 +107,27 @@ def test_two_workers_at_once_send_each_reminder_exactly_once(
     assert sum(sent_counts(later)) == TOKENS * 2
     subjects = mailbox.subjects("dev@acme.test")
     assert sum(s.endswith("expires in 1 day") for s in subjects) == TOKENS
+
+
+def test_the_worker_loops_until_sigterm(world: World, clock: FrozenClock, database_url: str, mailbox: Mailbox) -> None:
+    """Without --once the worker makes a pass every --interval seconds and exits cleanly on SIGTERM."""
+    import signal
+    import time
+
+    svc = world.services
+    view, _ = svc.tokens.create(world.dev, "looped", ["users.read"], expires_in_days=3)
+    env = server_env(database_url, KBAI_FAKE_NOW=iso(clock.now() + timedelta(days=2)) or "",
+                     KBAI_SMTP_HOST="127.0.0.1", KBAI_SMTP_PORT=str(mailbox.port))
+    proc = subprocess.Popen([KBAI_BIN, "worker", "--interval", "0.2"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not mailbox.to("dev@acme.test") and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)  # waiting for another process, not for the clock: the worker's clock is frozen
+        assert mailbox.subjects("dev@acme.test") == [f"Your token {view.prefix} (looped) expires in 1 day"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err[-2000:]
+    assert "a pass every 0.2 s" in out
+    assert len(mailbox.to("dev@acme.test")) == 1  # the passes after the first sent nothing again

@@ -27,8 +27,10 @@ log = logging.getLogger("kbai.hygiene")
 NEVER_USED = "never_used"
 UNUSED_90_DAYS = "unused_90_days"
 OLDER_THAN_90_DAYS = "older_than_90_days"
-# In display order; the UI labels them "Never used", "Unused for 90+ days", "Older than 90 days — rotate".
+# In display order, with the badge each one gets on screen.
 FLAGS = (NEVER_USED, UNUSED_90_DAYS, OLDER_THAN_90_DAYS)
+LABELS = {NEVER_USED: "Never used", UNUSED_90_DAYS: "Unused for 90+ days",
+          OLDER_THAN_90_DAYS: "Older than 90 days — rotate"}
 STALE_DAYS = 90
 ROTATE_AFTER_DAYS = 90
 
