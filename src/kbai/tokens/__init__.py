@@ -7,6 +7,10 @@ lists, revokes and rotates tokens under the rules of the spec (permission, held 
 the active-token limit) inside one serialized transaction per user, and audits every change.
 ``leaks`` is the leak response: tokens reported by GitHub secret scanning, by anyone through public
 revocation or found by ``kbai scan`` (``scan`` walks files) are revoked at once through the service,
-audited, and their owners and admins notified. Nothing here imports the web layer; storage is
-reached through ``kbai.store``.
+audited, and their owners and admins notified. The rest of the lifecycle builds on the service:
+``policy`` holds each tenant's rules (checked by create and rotate), ``reminders`` sends expiry
+reminders exactly once (a claim row committed with the send), ``hygiene`` computes the attention
+flags and applies the auto-revoke policy, ``activity`` turns hourly usage into a heatmap, and
+``inventory`` is the reviewers' view of a whole tenant. Nothing here imports the web layer; storage
+is reached through ``kbai.store``.
 """
