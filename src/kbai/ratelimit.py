@@ -19,6 +19,8 @@ class FailureLimiter:
         else:
             backend = storage.MemoryStorage()
         self.storage = backend
+        # In-process counters answer without I/O, so they may be consulted on an event loop.
+        self.local = not redis_url
         self._limiter = strategies.MovingWindowRateLimiter(backend)
         self.auth = RateLimitItemPerMinute(auth_per_minute)
         self.login = RateLimitItemPerMinute(login_per_minute)

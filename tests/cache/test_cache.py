@@ -215,3 +215,25 @@ def test_redis_bus_delivers_messages(redis_prefix: str) -> None:
         assert got[0] == "*" and got[-1] == digest("x")
     finally:
         bus.stop()
+
+
+def _request(services: Services):  # type: ignore[no-untyped-def]
+    from starlette.requests import Request
+
+    app = type("App", (), {"state": type("S", (), {"services": services})()})()
+    return Request({"type": "http", "method": "GET", "path": "/auth/check", "headers": [],
+                    "client": ("203.0.113.9", 5555), "app": app, "query_string": b""})
+
+
+def test_warm_only_verification_never_touches_storage(world: World) -> None:
+    from kbai.web.auth import verify_bearer
+
+    svc = world.services
+    _, token = _token(world)
+    with token_queries(svc) as queries:
+        assert verify_bearer(svc, _request(svc), token, warm_only=True) is None  # cold: defer to the pool
+    assert queries == []
+    assert verify_bearer(svc, _request(svc), token) is not None  # loads and caches
+    with token_queries(svc) as queries:
+        warm = verify_bearer(svc, _request(svc), token, ("users.read",), warm_only=True)
+    assert warm is not None and warm.ok and queries == []

@@ -53,6 +53,19 @@ class VerificationCache:
                         self._entries.popitem(last=False)
         return record
 
+    def peek(self, digest: str) -> tuple[bool, TokenRecord | None]:
+        """(True, record) on a fresh hit, (False, None) otherwise. Never loads: safe on an event loop."""
+        if not self._enabled():
+            return False, None
+        entry = self._entries.get(digest)
+        if entry is None:
+            return False, None
+        record, stored = entry
+        if time.monotonic() - stored >= (self.ttl if record is not None else self.negative_ttl):
+            return False, None
+        self.hits += 1
+        return True, record
+
     def invalidate(self, digests: Iterable[str]) -> None:
         with self._lock:
             self._generation += 1

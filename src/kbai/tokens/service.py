@@ -181,8 +181,8 @@ class TokenService:
                 owner_permissions=permissions_of(s, user, self.catalog),
             )
 
-    def verify(self, presented: object, required: Iterable[str] = ()) -> Verification:
-        return verify(presented, self.lookup, self.clock.now(), required)
+    def verify(self, presented: object, required: Iterable[str] = (), *, lookup: Lookup | None = None) -> Verification:
+        return verify(presented, lookup or self.lookup, self.clock.now(), required)
 
     # ---- the owner's operations ----------------------------------------------------------
     def limit_for(self, session: Session, user: User) -> int:
@@ -340,15 +340,22 @@ class TokenService:
         reason: str,
         record: Callable[[Session, list[tuple[TokenView, str]], datetime], None] | None = None,
     ) -> list[TokenView]:
-        """Revoke now every active token matching ``where`` (SQLAlchemy conditions on Token): one UPDATE, so
-        of several callers racing for the same token exactly one revokes it. Each revocation is audited
+        """Revoke now every active token matching ``where`` (SQLAlchemy conditions on Token) under row locks,
+        so of several callers racing for the same token exactly one revokes it. Each revocation is audited
         (``token.revoke`` with ``reason``); ``record`` then runs in the same transaction with the tokens
         revoked and their owners' emails (to notify them). Returns the tokens this call revoked.
         """
         now = utc_seconds(self.clock.now())
         with self.db.write() as s:
+            # Rows are locked in id order, like the usage flush, so the two can never deadlock; a row
+            # another transaction revoked (or marked used) meanwhile is re-checked and left out.
+            locked = list(s.scalars(
+                select(Token.id).where(*where, _active_clause(now)).order_by(Token.id).with_for_update()
+            ))
+            if not locked:
+                return []
             ids = list(s.scalars(
-                update(Token).where(*where, _active_clause(now))
+                update(Token).where(Token.id.in_(locked), _active_clause(now))
                 .values(revoked_at=now, revoked_by=actor.label[:100])
                 .returning(Token.id).execution_options(synchronize_session=False)
             ))

@@ -18,7 +18,7 @@ from kbai.access.sessions import SessionInfo
 from kbai.audit import Actor
 from kbai.errors import KbaiError
 from kbai.services import Services
-from kbai.tokens.verify import Verification
+from kbai.tokens.verify import TokenRecord, Verification
 
 SESSION_COOKIE = "kbai_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -57,14 +57,38 @@ def bearer_token(request: Request) -> str | None:
     return rest.lstrip(" ")
 
 
-def verify_bearer(svc: Services, request: Request, token: str, required: tuple[str, ...] = ()) -> Verification:
-    """Rate limit, verify, count. Raises the public error for a token that is not good."""
+class _NotCached(Exception):
+    """A warm-only verification needed storage or a remote rate-limit counter."""
+
+
+def verify_bearer(svc: Services, request: Request, token: str, required: tuple[str, ...] = (),
+                  *, warm_only: bool = False) -> Verification | None:
+    """Rate limit, verify, count. Raises the public error for a token that is not good.
+
+    With ``warm_only`` it does no I/O at all and returns None when it would need some (a cache
+    miss, or rate-limit counters in Redis), so async routes can answer warm requests on the event
+    loop and send only the rest to the thread pool.
+    """
+    if warm_only and not svc.limiter.local:
+        return None
     ip = client_ip(request)
     wait = svc.limiter.blocked(svc.limiter.auth, "auth", ip)
     if wait:
         svc.metrics.rate_limited.labels("token").inc()
         raise KbaiError(errors.RATE_LIMITED, retry_after=wait)
-    result = svc.tokens.verify(token, required)
+    if warm_only:
+        def cached(token_digest: str) -> TokenRecord | None:
+            hit, record = svc.cache.peek(token_digest)
+            if not hit:
+                raise _NotCached
+            return record
+
+        try:
+            result = svc.tokens.verify(token, required, lookup=cached)
+        except _NotCached:
+            return None
+    else:
+        result = svc.tokens.verify(token, required)
     svc.metrics.verifications.labels(result.outcome.value).inc()
     if not result.authenticated:
         svc.limiter.failed(svc.limiter.auth, "auth", ip)
@@ -103,6 +127,7 @@ def principal(
     token = bearer_token(request)
     if token is not None:
         result = verify_bearer(svc, request, token)
+        assert result is not None  # only warm_only checks return None
         request.state.kbai_token_id = result.record.token_id if result.record else None
         return Principal(token_actor(result, client_ip(request)), "token", verification=result)
     found = session_principal(svc, request)
