@@ -6,6 +6,8 @@ checked for the things a crash leaks (tracebacks, Python reprs, SQL); no helper 
 
 from __future__ import annotations
 
+import html
+import re
 from typing import Any
 
 import httpx
@@ -45,6 +47,16 @@ def shown(response: httpx.Response) -> str:
     return f"{response.status_code} {redact(response.text)[:300]!r}"
 
 
+def shown_page(response: httpx.Response) -> str:
+    """An HTML response for an assertion message: status, page title and alert text, redacted."""
+    title = re.search(r"<title>([^<]*)</title>", response.text)
+    alert = re.search(r'role="alert">([^<]*)<', response.text)
+    parts = [str(response.status_code), title.group(1) if title else "", alert.group(1) if alert else "(no alert)"]
+    if not response.headers.get("content-type", "").startswith("text/html"):
+        parts.append(response.text[:200])
+    return redact(" | ".join(parts))
+
+
 def error_problems(response: httpx.Response, status: int, code: str, says: str = "") -> list[str]:
     """What is wrong with ``response`` as the error ``status``/``code`` (empty when it is right)."""
     problems: list[str] = []
@@ -68,4 +80,34 @@ def error_problems(response: httpx.Response, status: int, code: str, says: str =
             problems.append(f"message does not say {says!r}")
     if status == 401 and code in ("invalid_token", "not_authenticated") and "www-authenticate" not in response.headers:
         problems.append("401 without WWW-Authenticate")
+    return problems
+
+
+_ALERT = re.compile(r'<[a-z]+ [^>]*data-code="([^"]*)" role="alert">([^<]*)<')
+
+
+def page_problems(response: httpx.Response, status: int, code: str, says: str = "") -> list[str]:
+    """What is wrong with ``response`` as the HTML error page ``status``/``code`` (empty when it is right):
+    an HTML page (never JSON, never a traceback) whose alert carries the error code and a clear message."""
+    problems: list[str] = []
+    if response.status_code != status:
+        problems.append(f"status {response.status_code}, expected {status}")
+    if not response.headers.get("content-type", "").startswith("text/html"):
+        return [*problems, f"not an HTML page ({response.headers.get('content-type')})"]
+    found = _ALERT.findall(response.text)
+    if len(found) != 1:
+        return [*problems, f"{len(found)} error alerts on the page, expected 1"]
+    (shown_code, message), = found
+    message = html.unescape(message).strip()
+    if shown_code != code:
+        problems.append(f"code {shown_code!r}, expected {code!r}")
+    if not message:
+        problems.append("empty message")
+    problems += [f"message contains {leak!r}" for leak in LEAKS if leak in message]
+    if says and says not in message:
+        problems.append(f"message {redact(message)[:200]!r} does not say {says!r}")
+    if "Traceback" in response.text:
+        problems.append("the page holds a traceback")
+    if "<script>alert" in response.text:
+        problems.append("the page holds unescaped markup from the request")
     return problems

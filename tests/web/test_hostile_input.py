@@ -20,17 +20,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from markupsafe import escape
 
 from kbai.clock import FrozenClock
 from kbai.config import Settings
 from kbai.services import Services
 from kbai.web.app import create_app
 from tests.conftest import FAST_ARGON2, OPERATOR, build_world, start_server
-from tests.web.safety import changed_tables, error_problems, shown, snapshot
+from tests.web.safety import changed_tables, error_problems, page_problems, shown, shown_page, snapshot
 
 MISSING = object()
 HIGH = 1_000_000  # failure rate limits out of the way: they have their own tests
@@ -68,7 +70,8 @@ class Case:
     headers: Value = field(default_factory=dict)
     params: Value = None
     says: str = ""  # a phrase the message must contain
-    csrf: bool = True
+    csrf: bool = True  # send the session's X-CSRF-Token header (API cases; forms carry their own field)
+    page: bool = False  # an HTML form: the answer is an error page (see safety.page_problems), not JSON
 
 
 def _v(value: Value, env: Env) -> Any:
@@ -91,6 +94,48 @@ def _chunks(total: int, first: bytes = b'{"name": "') -> Callable[[Env], Iterato
         for _ in range(total // 65536):
             yield b"a" * 65536
     return make
+
+
+FORM = "application/x-www-form-urlencoded"
+KEYS = "/system-settings/api-keys"
+LOGIN_CSRF = "hostile-login-csrf"  # the double-submit pair of the login form: this cookie and this field
+
+
+def _form(who: str = "dev", csrf: str | None = "session", **fields: str | list[str]) -> Callable[[Env], bytes]:
+    """A urlencoded form body; ``csrf="session"`` adds the field a page of ``who``'s session carries."""
+    def make(e: Env) -> bytes:
+        pairs = [(k, v) for k, vs in fields.items() for v in (vs if isinstance(vs, list) else [vs])]
+        if csrf == "session":
+            pairs.append(("csrf_token", e.csrf[who]))
+        elif csrf is not None:
+            pairs.append(("csrf_token", csrf))
+        return urlencode(pairs).encode()
+    return make
+
+
+def _key(csrf: str | None = "session", **fields: str | list[str]) -> Callable[[Env], bytes]:
+    """The API Keys create form, valid except for ``fields``."""
+    return _form("dev", csrf, **{"name": "form", "scopes": "users.read", "expiry": "never", **fields})
+
+
+def _multipart(**fields: str) -> bytes:
+    parts = [f'--b\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n' for k, v in fields.items()]
+    return ("".join(parts) + "--b--\r\n").encode()
+
+
+def _page(id: str, path: Value, status: int, code: str, body: Value, who: str = "dev", says: str = "",  # noqa: A002
+          content_type: str = FORM, headers: Value = None) -> Case:
+    """A POST to an HTML form; the CSRF token travels in the body (``_form``), never in a header."""
+    return Case(id, "POST", path, status, code, who, content=body, content_type=content_type,
+                headers=headers or {}, says=says, csrf=False, page=True)
+
+
+def _login_page(id: str, status: int, code: str, says: str = "", csrf: str | None = LOGIN_CSRF,  # noqa: A002
+                content_type: str = FORM, body: Value = None, **fields: str) -> Case:
+    """The login form with a matching login-CSRF cookie and field (unless ``csrf`` says otherwise)."""
+    fields = {"email": "dev@acme.test", "password": "dev-password-1", "next": "/system-settings", **fields}
+    return _page(id, "/login", status, code, body if body is not None else _form("anon", csrf, **fields), "anon",
+                 says, content_type, {"Cookie": f"kbai_login_csrf={LOGIN_CSRF}"})
 
 
 TOKENS = "/api/v1/tokens"
@@ -309,10 +354,119 @@ CASES: list[Case] = [
     # ---- routing ---------------------------------------------------------------------------------
     Case("route-unknown", "GET", "/api/v1/nope", 404, "not_found"),
     Case("route-wrong-method", "PATCH", TOKENS, 405, "method_not_allowed"),
-    # ---- HTML forms: to be added by the engineer building them (src/kbai/web/pages.py) -----------
-    # FORM CASES GO HERE, e.g. Case("form-name-rtl", "POST", "/system-settings/api-keys", 422, ...).
-    # The runner below sends `content` with `content_type`; give form cases who="dev" and a body
-    # like b"name=...&csrf_token=..." (resolve the form's CSRF token with a lambda on Env).
+    # ---- HTML forms (src/kbai/web/pages.py): an error page with the code and message, nothing changed -----
+    # API Keys, create: names
+    _page("form-key-name-bell", KEYS, 422, "validation_error", _key(name="a\x07b"), says="U+0007"),
+    _page("form-key-name-nul", KEYS, 422, "validation_error", _key(name="a\x00b"), says="U+0000"),
+    _page("form-key-name-newline", KEYS, 422, "validation_error", _key(name="line1\r\nline2"), says="control character"),
+    _page("form-key-name-escape-sequence", KEYS, 422, "validation_error", _key(name="\x1b[31mred"), says="U+001B"),
+    _page("form-key-name-rtl-mark", KEYS, 422, "validation_error", _key(name="\u200fabc"), says="U+200F"),
+    _page("form-key-name-rtl-override", KEYS, 422, "validation_error", _key(name="invoice\u202etxt.exe"), says="U+202E"),
+    _page("form-key-name-zero-width", KEYS, 422, "validation_error", _key(name="Za\u200bpier"), says="U+200B"),
+    _page("form-key-name-101-chars", KEYS, 422, "validation_error", _key(name="x" * 101), says="101 characters"),
+    _page("form-key-name-1001-chars", KEYS, 422, "validation_error", _key(name="x" * 1001), says="too long or not valid"),
+    _page("form-key-name-empty", KEYS, 422, "validation_error", _key(name=""), says="must not be empty"),
+    _page("form-key-name-only-spaces", KEYS, 422, "validation_error", _key(name="   "), says="must not be empty"),
+    _page("form-key-name-holds-a-token", KEYS, 422, "validation_error", _key(name="ci " + UNKNOWN_TOKEN), says="must not contain a token"),
+    _page("form-key-name-taken-other-case", KEYS, 409, "name_taken", _key(name="EXISTING")),
+    _page("form-key-name-html-and-bad-scope", KEYS, 422, "unknown_scope", _key(name="<script>alert(1)</script>", scopes="x.y"), says="x.y"),
+    _page("form-key-name-sql-and-bad-expiry", KEYS, 422, "validation_error", _key(name="Robert'); DROP TABLE tokens;--", expiry="-1"), says="Choose when"),
+    # API Keys, create: scopes
+    _page("form-key-scope-unknown", KEYS, 422, "unknown_scope", _key(scopes="nope.nope"), says="nope.nope"),
+    _page("form-key-scope-unheld", KEYS, 422, "unheld_scope", _key(scopes="users.manage"), says="users.manage"),
+    _page("form-key-scope-unheld-among-held", KEYS, 422, "unheld_scope", _key(scopes=["users.read", "audit.read"]), says="audit.read"),
+    _page("form-key-scope-duplicated", KEYS, 422, "duplicate_scope", _key(scopes=["users.read", "users.read"]), says="users.read"),
+    _page("form-key-scope-upper-case", KEYS, 422, "unknown_scope", _key(scopes="USERS.READ"), says="USERS.READ"),
+    _page("form-key-scope-sql", KEYS, 422, "unknown_scope", _key(scopes="users.read' OR '1'='1")),
+    _page("form-key-scope-html", KEYS, 422, "unknown_scope", _key(scopes="<script>alert(1)</script>")),
+    _page("form-key-scope-huge", KEYS, 422, "unknown_scope", _key(scopes="x" * 5000)),
+    # API Keys, create: expiration
+    _page("form-key-exp-negative", KEYS, 422, "validation_error", _key(expiry="-1"), says="Choose when the token expires"),
+    _page("form-key-exp-zero", KEYS, 422, "validation_error", _key(expiry="0"), says="Choose when the token expires"),
+    _page("form-key-exp-not-a-preset", KEYS, 422, "validation_error", _key(expiry="45"), says="Choose when the token expires"),
+    _page("form-key-exp-huge", KEYS, 422, "validation_error", _key(expiry="9" * 20), says="Choose when the token expires"),
+    _page("form-key-exp-21-chars", KEYS, 422, "validation_error", _key(expiry="9" * 21), says="too long or not valid"),
+    _page("form-key-exp-garbage", KEYS, 422, "validation_error", _key(expiry="soon"), says="Choose when the token expires"),
+    _page("form-key-exp-missing", KEYS, 422, "validation_error", _key(expiry=""), says="Choose when the token expires"),
+    _page("form-key-exp-custom-past", KEYS, 422, "validation_error", _key(expiry="custom", expires_on="2020-01-01"), says="after today"),
+    _page("form-key-exp-custom-today", KEYS, 422, "validation_error", _key(expiry="custom", expires_on="2026-01-01"), says="after today"),
+    _page("form-key-exp-custom-too-far", KEYS, 422, "validation_error", _key(expiry="custom", expires_on="9999-12-31"), says="3650 days"),
+    _page("form-key-exp-custom-garbage", KEYS, 422, "validation_error", _key(expiry="custom", expires_on="tomorrow"), says="Pick a date"),
+    _page("form-key-exp-custom-february-30", KEYS, 422, "validation_error", _key(expiry="custom", expires_on="2027-02-30"), says="Pick a date"),
+    _page("form-key-exp-custom-missing", KEYS, 422, "validation_error", _key(expiry="custom"), says="Pick a date"),
+    # API Keys, create: CSRF, content types, sizes
+    _page("form-key-no-csrf", KEYS, 403, "csrf_failed", _key(csrf=None), says="expired"),
+    _page("form-key-wrong-csrf", KEYS, 403, "csrf_failed", _key(csrf="forged"), says="expired"),
+    _page("form-key-other-sessions-csrf", KEYS, 403, "csrf_failed", lambda e: _key(csrf=e.csrf["admin"])(e), says="expired"),
+    _page("form-key-csrf-in-header-only", KEYS, 403, "csrf_failed", _key(csrf=None), headers=lambda e: {"X-CSRF-Token": e.csrf["dev"]}),
+    _page("form-key-json", KEYS, 415, "unsupported_media_type", lambda e: b'{"name": "j", "scopes": ["users.read"], "expiry": "never", "csrf_token": "%s"}' % e.csrf["dev"].encode(), content_type="application/json", says="HTML form"),
+    _page("form-key-text-plain", KEYS, 415, "unsupported_media_type", _key(), content_type="text/plain", says="HTML form"),
+    _page("form-key-multipart-no-boundary", KEYS, 400, "bad_request", _multipart(name="m"), content_type="multipart/form-data", says="could not be read"),
+    _page("form-key-multipart-garbage", KEYS, 400, "bad_request", b"garbage, not multipart", content_type="multipart/form-data; boundary=b", says="could not be read"),
+    _page("form-key-multipart-unheld-scope", KEYS, 422, "unheld_scope", lambda e: _multipart(name="m", scopes="users.manage", expiry="never", csrf_token=e.csrf["dev"]), content_type="multipart/form-data; boundary=b", says="users.manage"),
+    _page("form-key-not-utf8", KEYS, 422, "validation_error", lambda e: b"name=%C3%28&scopes=users.read&expiry=-1&csrf_token=" + e.csrf["dev"].encode(), says="Choose when"),
+    _page("form-key-10mb", KEYS, 413, "too_large", b"name=" + b"a" * 10_000_000, says="larger than"),
+    _page("form-key-2mb-chunked", KEYS, 413, "too_large", _chunks(2_000_000, b"name="), says="larger than"),
+    # API Keys: revoke
+    _page("form-revoke-other-tenant", lambda e: f"{KEYS}/{e.ids['other_token']}/revoke", 404, "not_found", _form(), says="Token not found"),
+    _page("form-revoke-sibling", lambda e: f"{KEYS}/{e.ids['sibling_token']}/revoke", 404, "not_found", _form(), says="Token not found"),
+    _page("form-revoke-absent", f"{KEYS}/2147483647/revoke", 404, "not_found", _form(), says="Token not found"),
+    _page("form-revoke-huge-id", f"{KEYS}/99999999999999999999/revoke", 404, "not_found", _form()),
+    _page("form-revoke-zero-id", f"{KEYS}/0/revoke", 404, "not_found", _form()),
+    _page("form-revoke-text-id", f"{KEYS}/1%20OR%201=1/revoke", 404, "not_found", _form()),
+    _page("form-revoke-no-csrf", lambda e: f"{KEYS}/{e.ids['dev_token']}/revoke", 403, "csrf_failed", _form(csrf=None)),
+    _page("form-revoke-wrong-csrf", lambda e: f"{KEYS}/{e.ids['dev_token']}/revoke", 403, "csrf_failed", _form(csrf="forged")),
+    # Roles: create and edit
+    _page("form-role-create-rtl", "/system-settings/roles", 422, "validation_error", _form("admin", name="Ops\u202e"), "admin", says="U+202E"),
+    _page("form-role-create-101", "/system-settings/roles", 422, "validation_error", _form("admin", name="r" * 101), "admin", says="101 characters"),
+    _page("form-role-create-taken", "/system-settings/roles", 409, "already_exists", _form("admin", name="Admin"), "admin"),
+    _page("form-role-create-no-permission", "/system-settings/roles", 403, "forbidden", _form(name="Ops"), says="roles.manage"),
+    _page("form-role-unknown-permission", lambda e: f"/system-settings/roles/{e.ids['dev_role']}", 422, "unknown_permission", _form("admin", permissions=["users.read", "nope.nope"]), "admin", says="nope.nope"),
+    _page("form-role-sql-permission", lambda e: f"/system-settings/roles/{e.ids['dev_role']}", 422, "unknown_permission", _form("admin", permissions="roles.read'; DROP TABLE roles;--"), "admin"),
+    _page("form-role-other-tenant", lambda e: f"/system-settings/roles/{e.ids['other_role']}", 404, "not_found", _form("admin", permissions="users.read"), "admin", says="Role not found"),
+    _page("form-role-huge-id", "/system-settings/roles/99999999999999999999", 404, "not_found", _form("admin", permissions="users.read"), "admin"),
+    _page("form-role-negative-id", "/system-settings/roles/-1", 404, "not_found", _form("admin"), "admin"),
+    _page("form-role-strip-admin", lambda e: f"/system-settings/roles/{e.ids['admin_role']}", 422, "builtin_role", _form("admin", permissions="users.read"), "admin"),
+    _page("form-role-edit-no-permission", lambda e: f"/system-settings/roles/{e.ids['dev_role']}", 403, "forbidden", _form(permissions="users.manage"), says="roles.manage"),
+    _page("form-role-no-csrf", lambda e: f"/system-settings/roles/{e.ids['dev_role']}", 403, "csrf_failed", _form("admin", None, permissions="users.read"), "admin"),
+    # Users: create, roles, deactivate
+    _page("form-user-email-invalid", "/system-settings/users", 422, "validation_error", _form("admin", email="not-an-email"), "admin", says="email"),
+    _page("form-user-email-html", "/system-settings/users", 422, "validation_error", _form("admin", email="<script>alert(1)</script>@acme.test"), "admin", says="email"),
+    _page("form-user-email-sql", "/system-settings/users", 422, "validation_error", _form("admin", email="' OR 1=1 --@acme.test"), "admin", says="email"),
+    _page("form-user-email-look-alike", "/system-settings/users", 422, "validation_error", _form("admin", email="d\u0435v@acme.test"), "admin", says="email"),
+    _page("form-user-email-321-chars", "/system-settings/users", 422, "validation_error", _form("admin", email="a" * 311 + "@acme.test"), "admin", says="too long or not valid"),
+    _page("form-user-email-taken", "/system-settings/users", 409, "already_exists", _form("admin", email="DEV@acme.test"), "admin"),
+    _page("form-user-password-short", "/system-settings/users", 422, "validation_error", _form("admin", email="new@acme.test", password="short"), "admin", says="password"),
+    _page("form-user-role-unknown", "/system-settings/users", 422, "validation_error", _form("admin", email="new@acme.test", roles="2147483647"), "admin", says="Unknown role"),
+    _page("form-user-role-name-not-id", "/system-settings/users", 422, "validation_error", _form("admin", email="new@acme.test", roles="Admin"), "admin", says="Unknown role"),
+    _page("form-user-role-other-tenant", "/system-settings/users", 422, "validation_error", lambda e: _form("admin", email="new@acme.test", roles=str(e.ids["other_role"]))(e), "admin", says="Unknown role"),
+    _page("form-user-role-huge", "/system-settings/users", 422, "validation_error", _form("admin", email="new@acme.test", roles="9" * 30), "admin", says="Unknown role"),
+    _page("form-user-create-no-permission", "/system-settings/users", 403, "forbidden", _form(email="new@acme.test"), says="users.manage"),
+    _page("form-user-roles-other-tenant-user", lambda e: f"/system-settings/users/{e.ids['other_user']}/roles", 404, "not_found", lambda e: _form("admin", roles=str(e.ids["dev_role"]))(e), "admin", says="User not found"),
+    _page("form-user-roles-other-tenant-role", lambda e: f"/system-settings/users/{e.ids['dev_user']}/roles", 422, "validation_error", lambda e: _form("admin", roles=str(e.ids["other_role"]))(e), "admin", says="Unknown role"),
+    _page("form-user-roles-huge-user-id", "/system-settings/users/99999999999999999999/roles", 404, "not_found", _form("admin", roles="1"), "admin"),
+    _page("form-user-demote-last-admin", lambda e: f"/system-settings/users/{e.ids['admin_user']}/roles", 409, "last_admin", lambda e: _form("admin", roles=str(e.ids["dev_role"]))(e), "admin"),
+    _page("form-user-deactivate-other-tenant", lambda e: f"/system-settings/users/{e.ids['other_user']}/deactivate", 404, "not_found", _form("admin"), "admin", says="User not found"),
+    _page("form-user-deactivate-huge-id", "/system-settings/users/99999999999999999999/deactivate", 404, "not_found", _form("admin"), "admin"),
+    _page("form-user-deactivate-last-admin", lambda e: f"/system-settings/users/{e.ids['admin_user']}/deactivate", 409, "last_admin", _form("admin"), "admin"),
+    _page("form-user-deactivate-no-permission", lambda e: f"/system-settings/users/{e.ids['admin_user']}/deactivate", 403, "forbidden", _form(), says="users.manage"),
+    _page("form-user-deactivate-no-csrf", lambda e: f"/system-settings/users/{e.ids['dev_user']}/deactivate", 403, "csrf_failed", _form("admin", None), "admin"),
+    # "Ask an admin" requests
+    _page("form-grant-absent-request", "/system-settings/requests/2147483647/grant", 404, "not_found", lambda e: _form("admin", role_id=str(e.ids["dev_role"]))(e), "admin"),
+    _page("form-grant-huge-request-id", "/system-settings/requests/99999999999999999999/grant", 404, "not_found", _form("admin", role_id="1"), "admin"),
+    _page("form-dismiss-absent-request", "/system-settings/requests/2147483647/dismiss", 404, "not_found", _form("admin"), "admin"),
+    # Login and logout
+    _login_page("form-login-wrong-password", 401, "invalid_credentials", "Wrong email or password", password="' OR '1'='1"),
+    _login_page("form-login-sql-email", 401, "invalid_credentials", "Wrong email or password", email="' OR 1=1 --"),
+    _login_page("form-login-nul-email", 401, "invalid_credentials", "Wrong email or password", email="dev@acme.test\x00"),
+    _login_page("form-login-other-tenants-password", 401, "invalid_credentials", password="admin-password-1"),
+    _login_page("form-login-email-321-chars", 422, "validation_error", "too long or not valid", email="a" * 311 + "@acme.test"),
+    _login_page("form-login-password-1025-chars", 422, "validation_error", "too long or not valid", password="p" * 1025),
+    _login_page("form-login-no-csrf", 403, "csrf_failed", "expired", csrf=None),
+    _login_page("form-login-csrf-mismatch", 403, "csrf_failed", "expired", csrf="not-the-cookie"),
+    _login_page("form-login-json", 415, "unsupported_media_type", "HTML form", content_type="application/json", body=b'{"email": "dev@acme.test", "password": "dev-password-1"}'),
+    _login_page("form-login-10mb", 413, "too_large", "larger than", body=b"email=" + b"a" * 10_000_000),
+    _page("form-logout-no-csrf", "/logout", 403, "csrf_failed", _form(csrf=None)),
 ]
 
 
@@ -370,7 +524,7 @@ def check(env: Env, case: Case) -> list[str]:
     before = snapshot(env.svc.db)
     listed_before = env.dev.get(TOKENS).json()
     r = send(env, case)
-    problems = error_problems(r, case.status, case.code, case.says)
+    problems = (page_problems if case.page else error_problems)(r, case.status, case.code, case.says)
     changed = changed_tables(before, snapshot(env.svc.db))
     if changed:
         problems.append(f"changed tables: {changed}")
@@ -379,7 +533,7 @@ def check(env: Env, case: Case) -> list[str]:
     leaked = env.dev_token in r.text or any(env.dev_token in v for v in r.headers.values())
     if leaked:
         problems.append("the response holds the full token")
-    return [f"{p} (got {shown(r)})" for p in problems]
+    return [f"{p} (got {(shown_page if case.page else shown)(r)})" for p in problems]
 
 
 @pytest.fixture(scope="module")
@@ -404,6 +558,7 @@ def env(module_database_url: str) -> Iterator[Env]:
 # ---- the table, in-process on both backends ---------------------------------------------------
 def test_the_table_has_enough_distinct_cases() -> None:
     assert len(CASES) >= 60
+    assert len([c for c in CASES if c.page]) >= 60  # the HTML forms alone
     assert len({c.id for c in CASES}) == len(CASES)
     assert LIVE <= {c.id for c in CASES}
 
@@ -445,6 +600,26 @@ def test_injection_strings_in_names_are_plain_text(env: Env, text: str) -> None:
         env.dev.post(f"{TOKENS}/{made['id']}/revoke", headers=h)
 
 
+@pytest.mark.parametrize("text", INJECTIONS)
+def test_injection_strings_in_form_names_are_plain_text(env: Env, text: str) -> None:
+    """Through the API Keys form: the token is created with the name as typed, and the page shows it escaped."""
+    before = snapshot(env.svc.db)
+    r = env.dev.post(KEYS, content=_key(name=text)(env), headers={"Content-Type": FORM})
+    assert r.status_code == 200 and 'role="alert"' not in r.text, shown_page(r)
+    made = [t for t in env.dev.get(TOKENS).json()["tokens"] if t["status"] == "active" and t["name"] == text]
+    try:
+        assert len(made) == 1
+        assert str(escape(text)) in r.text  # as text on the page, never as markup
+        raw = text in r.text and str(escape(text)) != text
+        assert not raw, "the name reached the page unescaped"
+        after = snapshot(env.svc.db)
+        assert changed_tables(before, after) == ["audit_events", "tokens"]
+        assert len(after["tokens"]) == len(before["tokens"]) + 1
+    finally:
+        for t in made:
+            env.dev.post(f"{TOKENS}/{t['id']}/revoke", headers={"X-CSRF-Token": env.csrf["dev"]})
+
+
 # ---- over real HTTP: uvicorn's limits, 64 KiB headers, 10 MB bodies -----------------------------
 @pytest.fixture
 def live_env(services: Services, database_url: str, tmp_path: Path) -> Iterator[tuple[Env, Any]]:
@@ -472,7 +647,11 @@ LIVE = {"auth-truncated", "auth-upper-case", "auth-cyrillic-a", "auth-fullwidth-
         "body-text-plain", "body-multipart", "body-invalid-json", "body-array", "body-deep-arrays",
         "body-not-utf8", "body-10mb", "body-2mb-chunked", "id-huge", "id-sql", "id-traversal",
         "id-other-tenant-revoke", "q-cursor-sql", "q-audit-since-before-utc", "user-email-html",
-        "user-role-bool", "intro-deep-json", "intro-2mb-chunked", "login-sql-email", "route-wrong-method"}
+        "user-role-bool", "intro-deep-json", "intro-2mb-chunked", "login-sql-email", "route-wrong-method",
+        "form-key-name-rtl-override", "form-key-scope-unheld", "form-key-exp-custom-past", "form-key-no-csrf",
+        "form-key-json", "form-key-multipart-garbage", "form-key-10mb", "form-key-2mb-chunked",
+        "form-revoke-other-tenant", "form-role-huge-id", "form-user-role-other-tenant", "form-login-wrong-password",
+        "form-login-10mb"}
 
 LIVE_EXTRA = [
     Case("live-64k-other-header", "GET", ME, 401, "not_authenticated", "anon", headers={"X-Junk": "j" * 65_536}),

@@ -12,8 +12,10 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
+from kbai.errors import ErrorSpec, KbaiError
 from kbai.services import Services
 from kbai.tokens.format import redact
+from kbai.web import pages
 
 log = logging.getLogger("kbai.access")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -53,7 +55,7 @@ class KbaiMiddleware:
                 too_big = True
             if too_big:
                 await _reject(send, 413, "too_large", f"The request body is larger than {self.max_body} bytes.",
-                              request_id)
+                              request_id, page=pages.is_page(scope["path"]))
                 self._log(scope, 413, started, request_id)
                 return
 
@@ -102,9 +104,14 @@ class KbaiMiddleware:
                             "status": status, "duration_ms": round(elapsed * 1000, 2), "client": client[0]})
 
 
-async def _reject(send: Any, status: int, code: str, message: str, request_id: str) -> None:
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+async def _reject(send: Any, status: int, code: str, message: str, request_id: str, *, page: bool = False) -> None:
+    if page:  # a form posted from a browser: answer with a page, as every other form failure is
+        body = pages.standalone_error_page(KbaiError(ErrorSpec(code, status, "{message}"), message=message))
+        content_type = b"text/html; charset=utf-8"
+    else:
+        body = json.dumps({"error": {"code": code, "message": message}}).encode()
+        content_type = b"application/json"
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()),
                (b"x-request-id", request_id.encode()), (b"connection", b"close"), *SECURITY_HEADERS]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

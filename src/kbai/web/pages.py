@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Form, Request, Response
+from fastapi import APIRouter, Form, Path as PathParam, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kbai import __version__, errors
 from kbai.access.catalog import MANAGE_TOKENS, Catalog, Permission
@@ -29,7 +30,7 @@ from kbai.audit import Actor
 from kbai.errors import KbaiError
 from kbai.services import Services
 from kbai.tokens.service import EXPIRY_PRESETS_DAYS, RECOMMENDED_EXPIRY_DAYS, TokenView
-from kbai.web.api import set_session_cookie
+from kbai.web.api import MAX_ID, set_session_cookie
 from kbai.web.auth import SESSION_COOKIE, Principal, client_ip, services, session_principal
 
 HERE = Path(__file__).parent
@@ -37,6 +38,9 @@ STATIC_DIR = HERE / "static"
 LOGIN_CSRF_COOKIE = "kbai_login_csrf"
 HOME = "/system-settings"
 TOKEN_EXAMPLES = ("Zapier production", "n8n nightly sync", "Local dev")
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+# An id in a page's address: out of range is "no such page" (never a database error).
+Id = Annotated[int, PathParam(ge=1, le=MAX_ID)]
 
 # One-word codes in the query string after a redirect; the words shown come from here, never the URL.
 NOTICES = {
@@ -80,22 +84,48 @@ class PageRoute(APIRoute):
 
         async def page_handler(request: Request) -> Response:
             try:
+                if request.method == "POST":
+                    given = request.headers.get("content-type")
+                    if given is not None and given.split(";")[0].strip().lower() not in FORM_TYPES:
+                        raise KbaiError(errors.UNSUPPORTED_MEDIA, expected=f"an HTML form ({' or '.join(FORM_TYPES)})")
                 return await handler(request)
             except LoginRequired as exc:
                 return RedirectResponse(login_url(exc.next_path), status_code=303)
             except KbaiError as err:
                 return error_page(request, err)
-            except RequestValidationError:
+            except RequestValidationError as exc:
                 # A malformed id in the address, or a form field over its length limit.
-                if request.method == "GET":
+                if request.method == "GET" or any(e.get("loc", ("",))[0] == "path" for e in exc.errors()):
                     return error_page(request, KbaiError(errors.NOT_FOUND, what="Page"))
                 return error_page(request, KbaiError(
                     errors.VALIDATION, detail="Something in the form is too long or not valid. Go back and check it."))
+            except StarletteHTTPException as exc:
+                # A body that cannot be read as a form (broken multipart) or is too large while streamed.
+                if exc.status_code == 413:
+                    limit = services(request).settings.max_body_bytes
+                    return error_page(request, KbaiError(errors.TOO_LARGE, limit=limit))
+                if exc.status_code == 400:
+                    return error_page(request, KbaiError(errors.BAD_REQUEST, detail=FORM_UNREADABLE))
+                raise
 
         return page_handler
 
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
+FORM_UNREADABLE = "The form could not be read. Go back, reload the page and try again."
+
+
+def is_page(path: str) -> bool:
+    """Whether ``path`` belongs to the HTML pages (whose failures are pages, not JSON)."""
+    return path in ("/", "/login", "/logout") or path == HOME or path.startswith(HOME + "/")
+
+
+def standalone_error_page(err: KbaiError) -> bytes:
+    """An error page without a request or session, for refusals made before routing (the body limit)."""
+    html = templates.env.get_template("error.html").render(me=None, notice=None, error=err)
+    return html.encode()
+
+
 
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -296,7 +326,7 @@ def create_role(
 
 
 @router.get("/system-settings/roles/{role_id}")
-def role_page(request: Request, role_id: int) -> Response:
+def role_page(request: Request, role_id: Id) -> Response:
     p = page_user(request)
     return _role_page(request, p, role_id)
 
@@ -319,7 +349,7 @@ def _role_page(request: Request, p: Principal, role_id: int, error: KbaiError | 
 @router.post("/system-settings/roles/{role_id}")
 def save_role(
     request: Request,
-    role_id: int,
+    role_id: Id,
     permissions: Annotated[list[str] | None, Form()] = None,
     csrf_token: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
@@ -337,7 +367,7 @@ def save_role(
 @router.post("/system-settings/requests/{request_id}/grant")
 def grant_request(
     request: Request,
-    request_id: int,
+    request_id: Id,
     role_id: Annotated[str, Form(max_length=20)] = "",
     csrf_token: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
@@ -349,7 +379,7 @@ def grant_request(
 
 @router.post("/system-settings/requests/{request_id}/dismiss")
 def dismiss_request(
-    request: Request, request_id: int, csrf_token: Annotated[str, Form(max_length=200)] = ""
+    request: Request, request_id: Id, csrf_token: Annotated[str, Form(max_length=200)] = ""
 ) -> Response:
     p = check_form(request, csrf_token)
     admin_requests(services(request)).dismiss(p.actor, request_id)
@@ -403,7 +433,7 @@ def create_user(
 @router.post("/system-settings/users/{user_id}/roles")
 def set_user_roles(
     request: Request,
-    user_id: int,
+    user_id: Id,
     roles: Annotated[list[str] | None, Form()] = None,
     csrf_token: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
@@ -417,7 +447,7 @@ def set_user_roles(
 
 @router.post("/system-settings/users/{user_id}/deactivate")
 def deactivate_user(
-    request: Request, user_id: int, csrf_token: Annotated[str, Form(max_length=200)] = ""
+    request: Request, user_id: Id, csrf_token: Annotated[str, Form(max_length=200)] = ""
 ) -> Response:
     p = check_form(request, csrf_token)
     try:
@@ -517,7 +547,7 @@ def ask_admin(
 
 @router.post("/system-settings/api-keys/{token_id}/revoke")
 def revoke_token(
-    request: Request, token_id: int, csrf_token: Annotated[str, Form(max_length=200)] = ""
+    request: Request, token_id: Id, csrf_token: Annotated[str, Form(max_length=200)] = ""
 ) -> Response:
     p = check_form(request, csrf_token)
     services(request).tokens.revoke(p.actor, token_id)
