@@ -1,4 +1,4 @@
-"""kbai benchmark suite: ``python bench/run.py [--quick] [--only SECTIONS] [--out DIR]``.
+"""kbai benchmark suite: ``python bench/run.py [--commit HEAD] [--quick] [--only SECTIONS] [--out DIR]``.
 
 Measures, in one run on this machine, and writes the figures:
   1. inproc       one verification in process: warm cache, cold SQLite, cold PostgreSQL, bare SHA-256,
@@ -9,9 +9,11 @@ Measures, in one run on this machine, and writes the figures:
   4. last_used    database writes for "Last used" per 10,000 authenticated requests;
   5. propagation  revocation between two kbai serve processes (PostgreSQL + Redis; and without Redis);
   6. profile      where a served request spends its time (py-spy under wrk load; not in --quick).
-A full run writes docs/benchmarks.md and bench/results.json. ``--quick`` (under 2 minutes on a quiet
-machine) and ``--only`` write to bench/work/quick/ and bench/work/partial/ instead, so a smoke run
-never replaces the published figures. Not part of the test suite (pytest only collects tests/).
+A full run writes docs/benchmarks.md and bench/results.json; it refuses to while src/ has uncommitted
+changes unless given ``--commit REV`` (then it measures that revision's src/). ``--quick`` (under
+2 minutes on a quiet machine) and ``--only`` write to bench/work/quick/ and bench/work/partial/
+instead, so a smoke run never replaces the published figures. ``--render`` rewrites the Markdown from
+results.json without measuring. Not part of the test suite (pytest only collects tests/).
 """
 
 from __future__ import annotations
@@ -89,6 +91,8 @@ def main() -> int:
                         help="benchmark the committed src/ of REV (e.g. HEAD) instead of the working tree")
     parser.add_argument("--wait-quiet", type=float, default=0, metavar="MINUTES",
                         help="first wait up to MINUTES for the 1-min load average to drop below the core count")
+    parser.add_argument("--render", action="store_true",
+                        help="measure nothing: rewrite benchmarks.md from the existing results.json")
     parser.add_argument("--no-peers", action="store_true", help="skip the peers (no bench/.venv-peers)")
     args = parser.parse_args()
 
@@ -107,6 +111,16 @@ def main() -> int:
     else:
         json_path, md_path = HERE / "results.json", HERE.parent / "docs" / "benchmarks.md"
 
+    if args.render:
+        import json
+
+        md_path.write_text(report.render(json.loads(json_path.read_text())))
+        common.log(f"rewrote {md_path} from {json_path}")
+        return 0
+    publishing = json_path == HERE / "results.json"
+    if publishing and not os.environ.get("BENCH_SNAPSHOT") and _src_dirty():
+        parser.error("src/ has uncommitted changes, so the published figures could not be traced to code: "
+                     "use --commit HEAD (benchmarks the committed src/), or --out DIR for the working tree")
     if args.wait_quiet:
         deadline = time.monotonic() + args.wait_quiet * 60
         while time.monotonic() < deadline and common.loadavg() and common.loadavg()[0] >= (os.cpu_count() or 1):
@@ -170,6 +184,14 @@ def main() -> int:
     if failed:
         common.log(f"sections that failed: {', '.join(failed)}")
     return 1 if failed else 0
+
+
+def _src_dirty() -> bool:
+    import subprocess
+
+    out = subprocess.run(["git", "-C", str(HERE.parent), "status", "--porcelain", "--", "src"], capture_output=True,
+                         text=True)
+    return bool(out.stdout.strip())
 
 
 def _python_version(python: str) -> str:
