@@ -300,3 +300,10 @@ def secrets_never_logged() -> Iterator[None]:
         if log.exists() and FULL_TOKEN.search(log.read_text(errors="replace")):
             leaks.append(str(log))
     assert not leaks, f"full tokens were logged by: {leaks}"
+
+
+# ---- Hypothesis: no per-example deadline (2 noisy cores; time limits belong in bench/) -----------
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("kbai", deadline=None)
+_hypothesis_settings.load_profile("kbai")
