@@ -155,7 +155,7 @@ def test_limit_table_and_revoke(
     table = page.get_by_role("region", name="Your tokens")
     rows = table.locator("tbody tr")
     assert rows.count() == 12
-    statuses = {r.locator("td.token-name").inner_text(): r.locator(".badge").inner_text() for r in rows.all()}
+    statuses = {r.locator(".token-name").inner_text(): r.locator(".badge").inner_text() for r in rows.all()}
     assert statuses["Trial script"] == "Expired"
     assert statuses["Old Zapier key"] == "Revoked"
     assert list(statuses.values()).count("Active") == 10
@@ -194,7 +194,7 @@ def test_script_in_a_name_is_text(browser: object, ui_server: LiveServer, ui_ser
     page.get_by_role("button", name="Create token").click()
     page.get_by_role("heading", name=f"Token “{name}” created").wait_for()
     page.goto("/system-settings/api-keys")
-    cell = page.locator("td.token-name")
+    cell = page.locator(".token-name")
     assert cell.inner_text() == name
     assert page.locator("script:not([src])").count() == 0
     page.wait_for_timeout(300)

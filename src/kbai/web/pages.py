@@ -1,4 +1,5 @@
-"""The server-rendered pages: login, System Settings, Roles, Users and API Keys.
+"""The server-rendered pages: login, System Settings, Roles, Users, API Keys (with rotation and
+activity), the tenant's token inventory, the token policy and notifications.
 
 Routes are thin: they check the session and the form's CSRF field, call the domain services with
 the user's Actor, and render a Jinja2 template (autoescaped). Every failure a person can see is a
@@ -10,10 +11,11 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Form, Path as PathParam, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -21,14 +23,21 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
+from markupsafe import Markup
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kbai import __version__, errors
-from kbai.access.catalog import MANAGE_TOKENS, Catalog, Permission
+from kbai.access.catalog import MANAGE_TOKENS, REVIEW_TOKENS, Catalog, Permission
 from kbai.access.requests import AdminRequests
+from kbai.access.service import require
 from kbai.audit import Actor
 from kbai.errors import KbaiError
 from kbai.services import Services
+from kbai.tokens.activity import BASELINE_DAYS, DAYS, SHADES, heatmap_svg
+from kbai.tokens.hygiene import LABELS as HYGIENE_LABELS
+from kbai.tokens.hygiene import hygiene
+from kbai.tokens.inventory import STATUSES, InventoryFilter
+from kbai.tokens.policy import Policy, check_lifetime
 from kbai.tokens.service import EXPIRY_PRESETS_DAYS, RECOMMENDED_EXPIRY_DAYS, TokenView
 from kbai.web.api import MAX_ID, set_session_cookie
 from kbai.web.auth import SESSION_COOKIE, Principal, client_ip, services, session_principal
@@ -53,6 +62,11 @@ NOTICES = {
     "dismissed": "Request dismissed.",
     "asked": "Request sent. Your tenant's admins see it on their Roles and Users pages.",
     "revoked": "Token revoked. It stops working with the next request.",
+    "admin_revoked": "Token revoked. It stops working with the next request; if it was someone else's, "
+                     "they are told in-app and by email.",
+    "policy_saved": "Token policy saved. It applies to tokens created or rotated from now on.",
+    "read": "Marked as read.",
+    "all_read": "All notifications marked as read.",
 }
 
 
@@ -126,8 +140,6 @@ def standalone_error_page(err: KbaiError) -> bytes:
     return html.encode()
 
 
-
-
 # ---- helpers ------------------------------------------------------------------------------------
 def safe_next(value: str | None) -> str:
     """A local path to go to after login; anything else (other sites, odd characters) goes home."""
@@ -163,14 +175,21 @@ def admin_requests(svc: Services) -> AdminRequests:
     return AdminRequests(svc.access)
 
 
-def nav(p: Principal, path: str) -> list[dict[str, Any]]:
+INVENTORY = HOME + "/tokens"
+POLICY = HOME + "/token-policy"
+NOTIFICATIONS = HOME + "/notifications"
+
+
+def nav(p: Principal, path: str, counts: dict[str, int] | None = None) -> list[dict[str, Any]]:
     items = [("Overview", HOME, None), ("Roles", "/system-settings/roles", "roles.read"),
-             ("Users", "/system-settings/users", "users.read"), ("API Keys", "/system-settings/api-keys", None)]
+             ("Users", "/system-settings/users", "users.read"), ("API Keys", "/system-settings/api-keys", None),
+             ("All tokens", INVENTORY, REVIEW_TOKENS), ("Token policy", POLICY, "roles.manage"),
+             ("Notifications", NOTIFICATIONS, None)]
     out = []
     for label, href, needed in items:
         if needed is None or needed in p.actor.permissions:
-            current = path == href if href == HOME else path.startswith(href)
-            out.append({"label": label, "href": href, "current": current})
+            current = path == href if href == HOME else path == href or path.startswith(href + "/")
+            out.append({"label": label, "href": href, "current": current, "count": (counts or {}).get(label, 0)})
     return out
 
 
@@ -182,8 +201,11 @@ def render(request: Request, name: str, p: Principal | None, status: int = 200, 
         pending = 0
         if {"roles.read", "users.read"} & p.actor.permissions:
             pending = len(admin_requests(svc).pending(p.actor))
+        assert p.actor.user_id is not None
+        unread = svc.notifications.unread(p.actor.user_id)
         base = {"me": p.actor, "tenant": p.session.tenant_name, "csrf_token": p.session.csrf_token,
-                "nav": nav(p, request.url.path), "pending_count": pending, "perms": p.actor.permissions}
+                "nav": nav(p, request.url.path, {"Roles": pending, "Notifications": unread}),
+                "pending_count": pending, "unread_count": unread, "perms": p.actor.permissions}
     notice = NOTICES.get(request.query_params.get("done", ""))
     response = templates.TemplateResponse(request, name, {**base, "notice": notice, **ctx}, status_code=status)
     no_store(response)
@@ -472,23 +494,112 @@ def _expiry_choices(now: datetime) -> list[dict[str, str]]:
     return out
 
 
+# How long the old token keeps working after a rotation: (form value in seconds, label, what the confirmation says).
+GRACE_CHOICES = (("0", "None", "stops working immediately"), ("3600", "1 hour", "keeps working for 1 hour"),
+                 ("86400", "24 hours", "keeps working for 24 hours"), ("604800", "7 days", "keeps working for 7 days"))
+DEFAULT_GRACE = "86400"
+
+
+@dataclass(frozen=True)
+class TokenRow:
+    """A row of the API Keys table: the token, its hygiene badges and its rotation links."""
+
+    view: TokenView
+    badges: list[tuple[str, str]]  # (flag, label)
+    from_id: int | None
+    from_view: TokenView | None
+    to_id: int | None
+    to_view: TokenView | None
+    stops_at: datetime | None  # rotated, still in its grace period: when it stops working
+    lifetimes: list[dict[str, Any]]  # the rotate form's choices for the new token's lifetime
+
+
+def _allowed(policy: Policy, now: datetime, expiry: datetime | None) -> bool:
+    """Whether the tenant's policy allows a token expiring at ``expiry`` (the domain's rule, asked, not copied)."""
+    try:
+        check_lifetime(policy, now, expiry)
+    except KbaiError:
+        return False
+    return True
+
+
+def _span(delta: timedelta) -> str:
+    days = round(delta.total_seconds() / 86400)
+    if days >= 1:
+        return f"{days} day{'s' if days != 1 else ''}"
+    hours = max(1, round(delta.total_seconds() / 3600))
+    return f"{hours} hour{'s' if hours != 1 else ''}"
+
+
+def _rotate_lifetimes(view: TokenView, policy: Policy, now: datetime) -> list[dict[str, Any]]:
+    """The new token's lifetime choices: the old lifetime (the API's default) and the presets the policy allows."""
+    out: list[dict[str, Any]] = []
+    lifetime = None if view.expires_at is None else view.expires_at - view.created_at
+    if _allowed(policy, now, None if lifetime is None else now + lifetime):
+        same = "no expiration" if lifetime is None else _span(lifetime)
+        out.append({"value": "same", "label": f"Same as now ({same})", "default": True})
+    presets = [d for d in EXPIRY_PRESETS_DAYS if _allowed(policy, now, now + timedelta(days=d))]
+    pick = None if out else (RECOMMENDED_EXPIRY_DAYS if RECOMMENDED_EXPIRY_DAYS in presets
+                             else (presets[-1] if presets else None))
+    for d in presets:
+        out.append({"value": str(d), "label": f"{d} days (until {(now + timedelta(days=d)).strftime('%b %-d, %Y')})",
+                    "default": d == pick})
+    return out
+
+
+def _token_rows(svc: Services, tokens: list[TokenView], policy: Policy, now: datetime) -> list[TokenRow]:
+    by_id = {t.id: t for t in tokens}
+    successors = svc.tokens.rotated_to(by_id)
+    rows = []
+    for t in tokens:
+        to_id = successors.get(t.id)
+        grace = t.status == "active" and t.revoked_at is not None
+        rows.append(TokenRow(
+            view=t, badges=[(f, HYGIENE_LABELS[f]) for f in hygiene(t, now)],
+            from_id=t.rotated_from_id, from_view=by_id.get(t.rotated_from_id or 0),
+            to_id=to_id, to_view=by_id.get(to_id or 0), stops_at=t.revoked_at if grace else None,
+            lifetimes=_rotate_lifetimes(t, policy, now) if t.status == "active" and to_id is None else [],
+        ))
+    return rows
+
+
+def _policy_form(policy: Policy, now: datetime) -> dict[str, Any]:
+    """What the create form shows of the tenant's policy: the presets it allows, the latest custom date."""
+    presets = [c for c in _expiry_choices(now) if _allowed(policy, now, now + timedelta(days=int(c["value"])))]
+    values = [c["value"] for c in presets]
+    default = (str(RECOMMENDED_EXPIRY_DAYS) if str(RECOMMENDED_EXPIRY_DAYS) in values
+               else (values[-1] if values else "custom"))
+    latest = max_message = None
+    if policy.max_lifetime_days is not None:
+        latest = (now + timedelta(days=policy.max_lifetime_days)).date().isoformat()
+        max_message = KbaiError(errors.POLICY_MAX_LIFETIME, days=policy.max_lifetime_days, advice="").message
+    return {"policy": policy, "presets": presets, "default_expiry": default, "allow_never": _allowed(policy, now, None),
+            "latest_date": latest, "max_message": max_message}
+
+
 def _api_keys_page(request: Request, p: Principal, error: KbaiError | None = None, *, status: int | None = None,
-                   form: dict[str, Any] | None = None, created: tuple[TokenView, str] | None = None) -> HTMLResponse:
+                   form: dict[str, Any] | None = None, created: tuple[TokenView, str] | None = None,
+                   rotated: tuple[TokenView, str, TokenView] | None = None, error_at: str = "create") -> HTMLResponse:
     svc = services(request)
-    assert p.actor.user_id is not None
+    assert p.actor.user_id is not None and p.actor.tenant_id is not None
     now = svc.clock.now()
     can_manage = MANAGE_TOKENS in p.actor.permissions
+    policy = svc.policies.get(p.actor.tenant_id)
     tokens: list[TokenView] = svc.tokens.list(p.actor.user_id, limit=1000)
-    ctx: dict[str, Any] = {"can_manage": can_manage, "tokens": tokens, "error": error, "created": created,
-                           "labels": {perm.key: perm.label for perm in svc.catalog.permissions}}
+    ctx: dict[str, Any] = {"can_manage": can_manage, "rows": _token_rows(svc, tokens, policy, now), "error": error,
+                           "error_at": error_at if can_manage else "top", "created": created, "rotated": rotated,
+                           "labels": {perm.key: perm.label for perm in svc.catalog.permissions},
+                           "grace_choices": GRACE_CHOICES}
     if can_manage:
         active, limit = svc.tokens.allowance(p.actor.user_id)
+        rules = _policy_form(policy, now)
         ctx.update(
             active=active, limit=limit, at_limit=active >= limit, support_email=svc.tokens.support_email,
             groups=grouped(svc.catalog, p.actor.permissions), examples=TOKEN_EXAMPLES,
-            presets=_expiry_choices(now), recommended=str(RECOMMENDED_EXPIRY_DAYS),
-            tomorrow=(now.date() + timedelta(days=1)).isoformat(),
-            form=form or {"name": "", "scopes": [], "expiry": str(RECOMMENDED_EXPIRY_DAYS), "expires_on": ""},
+            recommended=str(RECOMMENDED_EXPIRY_DAYS), tomorrow=(now.date() + timedelta(days=1)).isoformat(),
+            form=form or {"name": "", "scopes": [], "expiry": rules["default_expiry"], "expires_on": ""},
+            # At the limit a grace period has no free slot for the new token, so the old one must stop at once.
+            default_grace="0" if active >= limit else DEFAULT_GRACE, **rules,
         )
     else:
         ctx["asked_at"] = admin_requests(svc).asked_at(p.actor.user_id, MANAGE_TOKENS)
@@ -553,3 +664,262 @@ def revoke_token(
     services(request).tokens.revoke(p.actor, token_id)
     return see_other("/system-settings/api-keys?done=revoked")
 
+
+@router.post("/system-settings/api-keys/{token_id}/rotate")
+def rotate_token(
+    request: Request,
+    token_id: Id,
+    grace: Annotated[str, Form(max_length=20)] = "",
+    lifetime: Annotated[str, Form(max_length=20)] = "same",
+    csrf_token: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    p = check_form(request, csrf_token)
+    svc = services(request)
+    try:
+        seconds = _grace(grace)
+        days = _lifetime(lifetime)
+        new, plaintext, old = svc.tokens.rotate(p.actor, token_id, seconds, expires_in_days=days)
+    except KbaiError as err:
+        if err.code == "not_found":
+            raise
+        return _api_keys_page(request, p, err, error_at="table")
+    # Shown once, like a new token: a page, not a redirect, and never cached.
+    return _api_keys_page(request, p, rotated=(new, plaintext, old))
+
+
+def _grace(value: str) -> int:
+    for seconds, _label, _say in GRACE_CHOICES:
+        if value == seconds:
+            return int(seconds)
+    raise KbaiError(errors.VALIDATION, detail="Choose how long the old token keeps working: none, 1 hour, 24 hours "
+                                              "or 7 days.")
+
+
+def _lifetime(value: str) -> int | None:
+    """The rotate form's lifetime choice: None keeps the old lifetime (the domain's default)."""
+    if value in ("", "same"):
+        return None
+    if value.isascii() and value.isdigit() and int(value) in EXPIRY_PRESETS_DAYS:
+        return int(value)
+    raise KbaiError(errors.VALIDATION, detail="Choose the new token's lifetime from the list.")
+
+
+
+# ---- a token's activity -------------------------------------------------------------------------
+def _cell(day: int, hour: int) -> str:
+    return f"{DAYS[day]} {hour:02d}:00–{(hour + 1) % 24:02d}:00 UTC"
+
+
+@router.get("/system-settings/api-keys/{token_id}/activity")
+def activity_page(request: Request, token_id: Id) -> Response:
+    """Your own token, or (with developer.review_tokens) any token of your tenant; others are 404."""
+    p = page_user(request)
+    svc = services(request)
+    activity = svc.activity.for_token(p.actor, token_id)  # decides who may see it
+    owner_email = None
+    try:
+        view = svc.tokens.get(p.actor, token_id)
+    except KbaiError:
+        row = svc.inventory.get(p.actor, token_id)  # a reviewer looking at someone else's token
+        view, owner_email = row.view, row.owner_email
+    baseline_end = view.created_at + timedelta(days=BASELINE_DAYS)
+    peak = max(max(r) for r in activity.grid)
+    busiest = [_cell(d, h) for d in range(7) for h in range(24) if peak and activity.grid[d][h] == peak]
+    return render(
+        request, "activity.html", p, token=view, owner_email=owner_email, activity=activity,
+        heatmap=Markup(heatmap_svg(activity.grid)),  # built by the domain: escaped, no script, no style attribute
+        shades=SHADES, peak=peak, busiest=busiest, active_hours=len(activity.hourly),
+        baseline_end=baseline_end, learning=svc.clock.now() < baseline_end,
+        unusual=[_cell(d, h) for d, h in activity.unusual_hours],
+        badges=[(f, HYGIENE_LABELS[f]) for f in hygiene(view, svc.clock.now())],
+    )
+
+
+# ---- the tenant's token inventory (developer.review_tokens) -------------------------------------
+INVENTORY_PAGE_SIZE = 100
+TRUTHY = ("1", "on", "true", "yes")
+
+
+def _inventory_query(owner: str | None, status: str | None, stale: str | None, expiring_soon: str | None
+                     ) -> dict[str, str]:
+    """The filters as they go back into a URL (only the meaningful ones)."""
+    out: dict[str, str] = {}
+    if owner and owner.strip():
+        out["owner"] = owner.strip()
+    if status:
+        out["status"] = status
+    if stale and stale.lower() in TRUTHY:
+        out["stale"] = "1"
+    if expiring_soon and expiring_soon.lower() in TRUTHY:
+        out["expiring_soon"] = "1"
+    return out
+
+
+@router.get(INVENTORY)
+def inventory_page(
+    request: Request, owner: str | None = None, status: str | None = None, stale: str | None = None,
+    expiring_soon: str | None = None, cursor: str | None = None,
+) -> Response:
+    p = page_user(request)
+    require(p.actor, REVIEW_TOKENS, "review the tenant's tokens")
+    svc = services(request)
+    query = _inventory_query(owner, status, stale, expiring_soon)
+    error = None
+    rows = []
+    more = False
+    if len(query.get("owner", "")) > 320:
+        error = KbaiError(errors.VALIDATION, detail="The owner filter is an email (at most 320 characters) or a user id.")
+    elif status and status not in STATUSES:
+        error = KbaiError(errors.VALIDATION, detail="Pick a status from the list: active, expired or revoked.")
+    elif cursor is not None and not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 10
+                                     and 1 <= int(cursor) <= MAX_ID):
+        error = KbaiError(errors.VALIDATION, detail="That page of the list does not exist; start again from the first.")
+    else:
+        where = InventoryFilter(owner=query.get("owner"), status=query.get("status"), stale="stale" in query,
+                                expiring_soon="expiring_soon" in query)
+        rows = svc.inventory.list(p.actor, where, before_id=int(cursor) if cursor else None,
+                                  limit=INVENTORY_PAGE_SIZE + 1)
+        more = len(rows) > INVENTORY_PAGE_SIZE
+        rows = rows[:INVENTORY_PAGE_SIZE]
+    now = svc.clock.now()
+    return render(
+        request, "inventory.html", p, status=error.status if error else 200, error=error, filters=query,
+        rows=[(r, [(f, HYGIENE_LABELS[f]) for f in hygiene(r.view, now)]) for r in rows],
+        statuses=STATUSES, export_url="/api/v1/admin/tokens/export" + (f"?{urlencode(query)}" if query else ""),
+        older_url=f"{INVENTORY}?{urlencode({**query, 'cursor': rows[-1].view.id})}" if more else None,
+        first_url=f"{INVENTORY}?{urlencode(query)}" if cursor and not error else None,
+        query_string=urlencode(query),
+    )
+
+
+@router.post(INVENTORY + "/{token_id}/revoke")
+def inventory_revoke(
+    request: Request,
+    token_id: Id,
+    owner: Annotated[str, Form(max_length=320)] = "",
+    status: Annotated[str, Form(max_length=20)] = "",
+    stale: Annotated[str, Form(max_length=10)] = "",
+    expiring_soon: Annotated[str, Form(max_length=10)] = "",
+    csrf_token: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    p = check_form(request, csrf_token)
+    services(request).inventory.revoke(p.actor, token_id)  # audited; the owner is notified
+    back = _inventory_query(owner, status if status in STATUSES else None, stale, expiring_soon)
+    return see_other(f"{INVENTORY}?{urlencode({'done': 'admin_revoked', **back})}")
+
+
+# ---- the tenant's token policy (roles.manage) ---------------------------------------------------
+POLICY_ACTION = "change the token policy"
+
+
+def _policy_page(request: Request, p: Principal, error: KbaiError | None = None, *,
+                 form: dict[str, Any] | None = None, secret: str | None = None) -> HTMLResponse:
+    assert p.actor.tenant_id is not None
+    policy = services(request).policies.get(p.actor.tenant_id)
+    if form is None:
+        form = {"max_lifetime_days": "" if policy.max_lifetime_days is None else str(policy.max_lifetime_days),
+                "expiration_required": policy.expiration_required,
+                "auto_revoke_unused_days": "" if policy.auto_revoke_unused_days is None
+                else str(policy.auto_revoke_unused_days),
+                "webhook_url": policy.webhook_url or ""}
+    return render(request, "policy.html", p, status=error.status if error else 200, error=error, policy=policy,
+                  form=form, secret=secret)
+
+
+@router.get(POLICY)
+def policy_page(request: Request) -> Response:
+    p = page_user(request)
+    require(p.actor, "roles.manage", POLICY_ACTION)
+    return _policy_page(request, p)
+
+
+def _days_field(value: str, label: str) -> int | None:
+    """A "number of days" field: blank is "no rule"; the domain checks the range."""
+    text = value.strip()
+    if not text:
+        return None
+    if not (text.isascii() and text.isdigit()) or len(text) > 6:
+        raise KbaiError(errors.VALIDATION, detail=f"{label} must be a whole number of days, or blank for no rule.")
+    return int(text)
+
+
+@router.post(POLICY)
+def save_policy(
+    request: Request,
+    max_lifetime_days: Annotated[str, Form(max_length=40)] = "",
+    expiration_required: Annotated[str, Form(max_length=10)] = "",
+    auto_revoke_unused_days: Annotated[str, Form(max_length=40)] = "",
+    webhook_url: Annotated[str, Form(max_length=4000)] = "",
+    new_webhook_secret: Annotated[str, Form(max_length=10)] = "",
+    csrf_token: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    p = check_form(request, csrf_token)
+    require(p.actor, "roles.manage", POLICY_ACTION)
+    assert p.actor.tenant_id is not None
+    required = expiration_required.lower() in TRUTHY
+    form = {"max_lifetime_days": max_lifetime_days, "expiration_required": required,
+            "auto_revoke_unused_days": auto_revoke_unused_days, "webhook_url": webhook_url}
+    try:
+        _policy, secret = services(request).policies.set(
+            p.actor, p.actor.tenant_id,
+            max_lifetime_days=_days_field(max_lifetime_days, "Maximum lifetime"),
+            expiration_required=required,
+            auto_revoke_unused_days=_days_field(auto_revoke_unused_days, "Auto-revoke"),
+            webhook_url=webhook_url.strip() or None,
+            new_webhook_secret=new_webhook_secret.lower() in TRUTHY,
+        )
+    except KbaiError as err:
+        if err.code == "forbidden":
+            raise
+        return _policy_page(request, p, err, form=form)
+    if secret is not None:
+        # The signing secret is shown this once: a page, not a redirect, and never cached.
+        return _policy_page(request, p, secret=secret)
+    return see_other(f"{POLICY}?done=policy_saved")
+
+
+# ---- notifications ------------------------------------------------------------------------------
+NOTIFICATION_KINDS = {
+    "token.expiry_reminder": "Expiry reminder",
+    "token.leaked": "Leak report",
+    "token.revoked_by_admin": "Revoked by an admin",
+    "token.auto_revoked": "Auto-revoked",
+}
+NOTIFICATIONS_PAGE_SIZE = 50
+
+
+@router.get(NOTIFICATIONS)
+def notifications_page(request: Request, cursor: str | None = None) -> Response:
+    p = page_user(request)
+    assert p.actor.user_id is not None
+    svc = services(request)
+    if cursor is not None and not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 10
+                                   and 1 <= int(cursor) <= MAX_ID):
+        raise KbaiError(errors.VALIDATION, detail="That page of the list does not exist; start again from the first.")
+    items = svc.notifications.list(p.actor.user_id, before_id=int(cursor) if cursor else None,
+                                   limit=NOTIFICATIONS_PAGE_SIZE + 1)
+    more = len(items) > NOTIFICATIONS_PAGE_SIZE
+    items = items[:NOTIFICATIONS_PAGE_SIZE]
+    return render(request, "notifications.html", p, items=items, kinds=NOTIFICATION_KINDS,
+                  older_url=f"{NOTIFICATIONS}?cursor={items[-1].id}" if more else None, paged=cursor is not None)
+
+
+@router.post(NOTIFICATIONS + "/read-all")
+def read_all_notifications(request: Request, csrf_token: Annotated[str, Form(max_length=200)] = "") -> Response:
+    p = check_form(request, csrf_token)
+    assert p.actor.user_id is not None
+    services(request).notifications.mark_read(p.actor.user_id)
+    return see_other(f"{NOTIFICATIONS}?done=all_read")
+
+
+@router.post(NOTIFICATIONS + "/{notification_id}/read")
+def read_notification(
+    request: Request, notification_id: Id, csrf_token: Annotated[str, Form(max_length=200)] = ""
+) -> Response:
+    p = check_form(request, csrf_token)
+    assert p.actor.user_id is not None
+    svc = services(request)
+    if svc.notifications.get(p.actor.user_id, notification_id) is None:
+        raise KbaiError(errors.NOT_FOUND, what="Notification")
+    svc.notifications.mark_read(p.actor.user_id, notification_id)
+    return see_other(f"{NOTIFICATIONS}?done=read")
