@@ -101,7 +101,7 @@ def machine_facts() -> dict[str, object]:
     snapshot = os.environ.get("BENCH_SNAPSHOT")
     if snapshot:
         facts["git_commit"] = snapshot[:12]
-        facts["code"] = f"committed src/ of {snapshot[:12]} (git archive; --commit)"
+        facts["code"] = "its committed src/, measured via --commit"
     else:
         try:
             facts["git_commit"] = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short=12", "HEAD"],
