@@ -95,8 +95,18 @@ def machine_facts() -> dict[str, object]:
         facts["memory_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     except (ValueError, OSError):
         pass
-    import kbai
+    import inspect
 
+    import kbai
+    from kbai.gateway import routes
+    from kbai.web import api, auth
+
+    # The shape of the measured code that the report's explanations depend on.
+    facts["code_shape"] = {
+        "auth_check_async": inspect.iscoroutinefunction(routes.auth_check),
+        "principal_async": inspect.iscoroutinefunction(auth.principal),
+        "me_async": inspect.iscoroutinefunction(api.me),
+    }
     facts["kbai_source"] = str(Path(kbai.__file__).resolve().parent.parent.relative_to(ROOT))
     snapshot = os.environ.get("BENCH_SNAPSHOT")
     if snapshot:

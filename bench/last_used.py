@@ -21,6 +21,7 @@ import seed
 from common import FAST_ARGON2, log, scratch_sqlite
 
 _UPDATE_TOKENS = re.compile(r"^\s*UPDATE\s+tokens\b", re.I)
+_WRITE = re.compile(r"^\s*(INSERT|UPDATE|DELETE)\b", re.I)
 
 
 def _scenario(interval: float, requests: int, n_tokens: int) -> dict[str, Any]:
@@ -36,12 +37,14 @@ def _scenario(interval: float, requests: int, n_tokens: int) -> dict[str, Any]:
         tokens = [s.token for s in ds.sample[:n_tokens]]
         svc = Services.build(Settings(database_url=url, last_used_flush_seconds=interval, log_level="WARNING",
                                       auth_failures_per_minute=10_000, **FAST_ARGON2))
-        counts = {"updates": 0, "statements": 0}
+        counts = {"updates": 0, "statements": 0, "writes": 0}
         update_times: list[float] = []
 
         @event.listens_for(svc.db.engine, "before_cursor_execute")
         def _seen(conn, cursor, statement, params, context, executemany) -> None:  # type: ignore[no-untyped-def]
             counts["statements"] += 1
+            if _WRITE.match(statement):
+                counts["writes"] += 1 if not executemany else len(params)
             if _UPDATE_TOKENS.match(statement):
                 counts["updates"] += 1
                 update_times.append(time.monotonic())
@@ -85,6 +88,8 @@ def _scenario(interval: float, requests: int, n_tokens: int) -> dict[str, Any]:
         "updates_total": counts["updates"],
         "flushes": flushes,
         "updates_per_10k_requests": round(counts["updates"] * 10_000 / requests, 2),
+        # Every INSERT/UPDATE/DELETE of any table (e.g. usage statistics written by the same flush).
+        "all_writes_total": counts["writes"],
         # The goal: at most one write per token per flush interval (+1 for the final flush at shutdown).
         "bound": n_tokens * (intervals + 1),
         "writes_per_token_per_interval": round(counts["updates"] / (n_tokens * (intervals + 1)), 3),

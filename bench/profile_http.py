@@ -124,7 +124,8 @@ def run(quick: bool, wrk_bin: str | None) -> dict[str, Any]:
         try:
             wait_healthy(server)
             wait_healthy(bare)
-            for target, path in ((bare, "/bare"), (server, "/auth/check"), (server, "/api/v1/me")):
+            for target, path in ((bare, "/bare"), (bare, "/bare-async"), (server, "/auth/check"),
+                                 (server, "/api/v1/me")):
                 wrk(wrk_bin, target.url + path, script, 1)
                 raw = WORK / f"profile-{path.strip('/').replace('/', '_')}.txt"
                 proc = subprocess.Popen([spy, "record", "--pid", str(target.process.pid), "--duration",
