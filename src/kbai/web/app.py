@@ -26,6 +26,49 @@ DESCRIPTION = """Developer API tokens: create scoped, expiring tokens, use them 
 Errors are `{"error": {"code", "message"}}`."""
 
 
+# OpenAPI links: what the id in a created resource can be used for next. Clients and stateful test tools
+# (schemathesis follows them: tests/web/test_schemathesis_stateful.py) chain calls with them.
+# (method, path, status) of the source -> link name -> (method, path) of the target; every link passes
+# the new resource's id (`$response.body#/id`) as the target's one path parameter.
+_TOKEN_NEXT = {
+    "GetToken": ("get", "/api/v1/tokens/{token_id}"),
+    "RevokeToken": ("post", "/api/v1/tokens/{token_id}/revoke"),
+    "RotateToken": ("post", "/api/v1/tokens/{token_id}/rotate"),
+    "GetTokenActivity": ("get", "/api/v1/tokens/{token_id}/activity"),
+}
+LINKS: dict[tuple[str, str, str], dict[str, tuple[str, str]]] = {
+    ("post", "/api/v1/tokens", "201"): _TOKEN_NEXT,
+    ("post", "/api/v1/tokens/{token_id}/rotate", "201"): _TOKEN_NEXT,
+    ("post", "/api/v1/roles", "201"): {
+        "GetRole": ("get", "/api/v1/roles/{role_id}"),
+        "UpdateRole": ("put", "/api/v1/roles/{role_id}"),
+    },
+    ("post", "/api/v1/users", "201"): {
+        "SetUserRoles": ("put", "/api/v1/users/{user_id}/roles"),
+        "DeactivateUser": ("post", "/api/v1/users/{user_id}/deactivate"),
+    },
+}
+
+
+def add_links(schema: dict) -> None:  # type: ignore[type-arg]
+    """Write ``LINKS`` into an OpenAPI document (a link whose source or target is absent is left out)."""
+    paths = schema.get("paths", {})
+    for (method, path, status), links in LINKS.items():
+        response = paths.get(path, {}).get(method, {}).get("responses", {}).get(status)
+        if response is None:
+            continue
+        for name, (target_method, target_path) in links.items():
+            target = paths.get(target_path, {}).get(target_method)
+            params = [p["name"] for p in (target or {}).get("parameters", []) if p.get("in") == "path"]
+            if target is None or len(params) != 1:
+                continue
+            response.setdefault("links", {})[name] = {
+                "operationId": target["operationId"],
+                "parameters": {params[0]: "$response.body#/id"},
+                "description": f"`id` of the response is `{params[0]}` in {target_method.upper()} {target_path}.",
+            }
+
+
 def create_app(services: Services | None = None, *, start_background: bool = True) -> FastAPI:
     svc = services or Services.build(get_settings())
     if services is None:
@@ -69,6 +112,7 @@ def create_app(services: Services | None = None, *, start_background: bool = Tru
         if app.openapi_schema:
             return app.openapi_schema
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        add_links(schema)
         schema.setdefault("components", {}).setdefault("securitySchemes", {})["serviceCredential"] = {
             "type": "http", "scheme": "basic",
             "description": "Client id and secret from `kbai service-credential create NAME`.",
