@@ -767,7 +767,8 @@ def inventory_page(
     error = None
     rows = []
     more = False
-    if len(query.get("owner", "")) > 320:
+    owner_given = query.get("owner", "")
+    if len(owner_given) > 320 or any(not ch.isprintable() for ch in owner_given):
         error = KbaiError(errors.VALIDATION, detail="The owner filter is an email (at most 320 characters) or a user id.")
     elif status and status not in STATUSES:
         error = KbaiError(errors.VALIDATION, detail="Pick a status from the list: active, expired or revoked.")
