@@ -107,6 +107,11 @@ RATE_LIMITED = ErrorSpec(
     "rate_limited", 429, "Too many failed attempts from your address. Try again in {retry_after} seconds."
 )
 
+# 503
+DATABASE_UNAVAILABLE = ErrorSpec(
+    "service_unavailable", 503, "The database cannot be reached right now. Try again in a few seconds."
+)
+
 
 # ---- kbai.sdk (other services protected by kbai tokens) ------------------------------------------
 NO_BEARER_TOKEN = ErrorSpec("not_authenticated", 401, "Send an API token: Authorization: Bearer kbai_pk_...")

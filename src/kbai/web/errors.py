@@ -6,10 +6,11 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError
+from fastapi.responses import HTMLResponse, JSONResponse
+from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from kbai import errors
 from kbai.errors import KbaiError
 from kbai.tokens.format import redact
 
@@ -95,6 +96,21 @@ def install(app: FastAPI) -> None:
             {"error": {"code": "validation_error", "message": "A value in the request is out of range or malformed."}},
             status_code=422,
         )
+
+    @app.exception_handler(OperationalError)
+    async def _database_down(request: Request, exc: OperationalError) -> JSONResponse | HTMLResponse:
+        # The database is unreachable (or, on SQLite, stayed locked past the busy timeout): a 503 the
+        # client may retry, not a crash. The pool reconnects by itself once the database is back.
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path,
+                    redact(str(exc.orig))[:200])
+        err = KbaiError(errors.DATABASE_UNAVAILABLE)
+        headers = {"Retry-After": "5"}
+        from kbai.web import pages  # late: kbai.sdk uses this module and needs none of the pages
+
+        if pages.is_page(request.url.path):
+            return HTMLResponse(pages.standalone_error_page(err), status_code=err.status, headers=headers)
+        return JSONResponse({"error": {"code": err.code, "message": err.message}}, status_code=err.status,
+                            headers=headers)
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:
