@@ -34,6 +34,7 @@ from kbai.audit import Actor
 from kbai.errors import KbaiError
 from kbai.services import Services
 from kbai.tokens.activity import BASELINE_DAYS, DAYS, SHADES, heatmap_svg
+from kbai.tokens.format import redact
 from kbai.tokens.hygiene import LABELS as HYGIENE_LABELS
 from kbai.tokens.hygiene import hygiene
 from kbai.tokens.inventory import STATUSES, InventoryFilter
@@ -259,7 +260,7 @@ def _login_page(request: Request, next_path: str, email: str, error: KbaiError |
     # Login CSRF: a random value in a cookie and in the form must match (double submit).
     value = secrets.token_urlsafe(24)
     response = render(request, "login.html", None, status=error.status if error else 200,
-                      next=next_path, email=email, error=error, login_csrf=value)
+                      next=redact(next_path), email=redact(email), error=error, login_csrf=value)
     response.set_cookie(LOGIN_CSRF_COOKIE, value, max_age=3600, httponly=True, samesite="strict", path="/login",
                         secure=services(request).settings.cookie_secure)
     return response
@@ -327,7 +328,7 @@ def _roles_page(request: Request, p: Principal, error: KbaiError | None = None, 
     roles = svc.access.list_roles(p.actor, p.actor.tenant_id)
     return render(request, "roles.html", p, status=error.status if error else 200, roles=roles,
                   catalog_size=len(svc.catalog.permissions), requests=admin_requests(svc).pending(p.actor),
-                  error=error, new_name=new_name)
+                  error=error, new_name=redact(new_name))
 
 
 @router.post("/system-settings/roles")
@@ -445,7 +446,7 @@ def create_user(
     except KbaiError as err:
         if err.code == "forbidden" and err.params.get("action") == "create users":
             raise
-        return _users_page(request, p, err, form={"email": email, "roles": roles or []})
+        return _users_page(request, p, err, form={"email": redact(email), "roles": roles or []})
     if generated:
         # Shown once, like a token: no redirect, nothing cached.
         return _users_page(request, p, status=201, new_password=(view.email, generated))
@@ -618,7 +619,8 @@ def create_token(
 ) -> Response:
     p = check_form(request, csrf_token)
     svc = services(request)
-    form = {"name": name, "scopes": scopes or [], "expiry": expiry, "expires_on": expires_on}
+    # Echoed back on an error: a pasted token must not come back in the page (cut to its display prefix).
+    form = {"name": redact(name), "scopes": scopes or [], "expiry": expiry, "expires_on": redact(expires_on)}
     try:
         days, until = _expiry(expiry, expires_on, svc.clock.now().date())
         view, plaintext = svc.tokens.create(p.actor, name, scopes or [], expires_in_days=days, expires_at=until)
