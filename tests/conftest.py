@@ -11,6 +11,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,24 +80,31 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture
-def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, migrated, empty database of the test's backend."""
+@contextmanager
+def fresh_database(backend: str, request: pytest.FixtureRequest, folder: Path, prefix: str) -> Iterator[str]:
+    """A migrated, empty database copied from the session's template; PostgreSQL ones are dropped after."""
     if backend == "sqlite":
         template: Path = request.getfixturevalue("sqlite_template")
-        path = tmp_path / "kbai.db"
+        path = folder / "kbai.db"
         shutil.copy(template, path)
         yield f"sqlite:///{path}"
         return
     template_name = request.getfixturevalue("pg_template")
     if template_name is None:
         missing_service(f"PostgreSQL at {PG_ADMIN_URL}")
-    name = f"kbai_t_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}{uuid.uuid4().hex[:12]}"
     _pg_admin(f'CREATE DATABASE "{name}" TEMPLATE "{template_name}" STRATEGY FILE_COPY')
     try:
         yield _pg_url(name)
     finally:
         _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, migrated, empty database of the test's backend."""
+    with fresh_database(backend, request, tmp_path, "kbai_t_") as url:
+        yield url
 
 
 @pytest.fixture
@@ -242,21 +250,8 @@ def live_server(database_url: str, tmp_path: Path) -> Iterator[LiveServer]:
 def module_database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Like ``database_url`` but shared by the tests of one module (per backend), for tests that start a
     server once and keep their data apart themselves (their own tokens, users or names)."""
-    if request.param == "sqlite":
-        template: Path = request.getfixturevalue("sqlite_template")
-        path = tmp_path_factory.mktemp("moddb") / "kbai.db"
-        shutil.copy(template, path)
-        yield f"sqlite:///{path}"
-        return
-    template_name = request.getfixturevalue("pg_template")
-    if template_name is None:
-        missing_service(f"PostgreSQL at {PG_ADMIN_URL}")
-    name = f"kbai_m_{uuid.uuid4().hex[:12]}"
-    _pg_admin(f'CREATE DATABASE "{name}" TEMPLATE "{template_name}" STRATEGY FILE_COPY')
-    try:
-        yield _pg_url(name)
-    finally:
-        _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database(request.param, request, tmp_path_factory.mktemp("moddb"), "kbai_m_") as url:
+        yield url
 
 
 # ---- secrets: the whole run's logs never hold a full token ---------------------------------------
@@ -307,3 +302,22 @@ from hypothesis import settings as _hypothesis_settings  # noqa: E402
 
 _hypothesis_settings.register_profile("kbai", deadline=None)
 _hypothesis_settings.load_profile("kbai")
+
+
+# ---- Redis: a key prefix of the test's own -------------------------------------------------------
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A unique KBAI_REDIS_PREFIX; every key under it is deleted afterwards."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError:
+        missing_service(f"Redis at {REDIS_URL}")
+    prefix = f"kbai-test-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    keys = list(client.scan_iter(match=f"*{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()

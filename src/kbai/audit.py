@@ -87,7 +87,7 @@ def record(
 ) -> AuditEvent:
     """Append one event in the caller's transaction, so it lands if and only if the change does."""
     assert action in ACTIONS, action
-    clean = _redacted(details or {})
+    clean = redacted(details or {})
     event = AuditEvent(
         tenant_id=tenant_id if tenant_id is not None else actor.tenant_id,
         at=at,
@@ -103,14 +103,15 @@ def record(
     return event
 
 
-def _redacted(value: Any) -> Any:
+def redacted(value: Any) -> Any:
+    """``value`` (str, dict, list) with anything token-shaped cut to its display prefix."""
     # Belt and braces: callers pass display prefixes, but nothing token-shaped may ever be stored.
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, dict):
-        return {str(k): _redacted(v) for k, v in value.items()}
+        return {str(k): redacted(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_redacted(v) for v in value]
+        return [redacted(v) for v in value]
     return value
 
 

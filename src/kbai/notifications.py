@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
+from kbai.audit import redacted
 from kbai.clock import Clock, utc_seconds
 from kbai.store import Database
 from kbai.store.models import Notification
@@ -71,7 +72,7 @@ class Notifications:
             return []
         # Belt and braces, as in the audit log: nothing token-shaped is ever stored.
         rows = [{"tenant_id": i.tenant_id, "user_id": i.user_id, "kind": i.kind, "title": redact(i.title)[:200],
-                 "body": redact(i.body), "details": _redacted(i.details), "created_at": at, "read_at": None}
+                 "body": redact(i.body), "details": redacted(i.details), "created_at": at, "read_at": None}
                 for i in items]
         ids = session.scalars(
             insert(Notification).returning(Notification.id, sort_by_parameter_order=True), rows
@@ -128,11 +129,3 @@ def _view(n: Notification, email: str | None = None) -> NotificationView:
                             email=email)
 
 
-def _redacted(value: Any) -> Any:
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, dict):
-        return {str(k): _redacted(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_redacted(v) for v in value]
-    return value

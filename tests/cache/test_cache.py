@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-import redis
 from sqlalchemy import event
 
 from kbai.cache.bus import RedisBus
@@ -127,19 +125,6 @@ def test_cache_is_bounded() -> None:
 
 
 # ---- Redis: several instances --------------------------------------------------------------
-@pytest.fixture
-def redis_prefix() -> Iterator[str]:
-    try:
-        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-        client.ping()
-    except redis.RedisError:
-        missing_service(f"Redis at {REDIS_URL}")
-    prefix = f"kbai-test-{uuid.uuid4().hex[:10]}"
-    yield prefix
-    for key in client.scan_iter(f"{prefix}:*"):
-        client.delete(key)
-
-
 @pytest.fixture
 def two_instances(world: World, database_url: str, redis_prefix: str, clock) -> Iterator[tuple[Services, Services]]:  # type: ignore[no-untyped-def]
     settings = Settings(database_url=database_url, redis_url=REDIS_URL, redis_prefix=redis_prefix, **FAST_ARGON2)

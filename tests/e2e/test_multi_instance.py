@@ -7,14 +7,12 @@ the Redis invalidation channel can explain instance B noticing a change made on 
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
-import redis
 
 from kbai.services import Services
 from tests.conftest import REDIS_URL, LiveServer, build_world, missing_service, start_server
@@ -35,19 +33,6 @@ def _within(seconds: float, check) -> float:  # type: ignore[no-untyped-def]
         assert time.monotonic() - start < seconds, f"not seen within {seconds} s"
         time.sleep(0.01)
     return time.monotonic() - start
-
-
-@pytest.fixture
-def redis_prefix() -> Iterator[str]:
-    try:
-        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-        client.ping()
-    except redis.RedisError:
-        missing_service(f"Redis at {REDIS_URL}")
-    prefix = f"kbai-test-{uuid.uuid4().hex[:10]}"
-    yield prefix
-    for key in client.scan_iter(f"{prefix}:*"):
-        client.delete(key)
 
 
 @pytest.fixture

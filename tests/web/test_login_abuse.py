@@ -15,7 +15,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 from fastapi.testclient import TestClient
 
 from kbai.config import Settings
@@ -75,21 +74,6 @@ def test_failures_from_one_address_on_many_accounts_block_that_address(server: L
     r = _login(server, ADMIN, "198.51.100.7")
     assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limited", r.text
     assert _login(server, ADMIN, "198.51.100.8").status_code == 200  # the account itself is fine
-
-
-@pytest.fixture
-def redis_prefix() -> Iterator[str]:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError:
-        missing_service(f"Redis at {REDIS_URL}")
-    prefix = f"kbai-test-{uuid.uuid4().hex[:12]}"
-    yield prefix
-    keys = list(client.scan_iter(match=f"*{prefix}*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 @pytest.mark.redis

@@ -76,21 +76,6 @@ def test_failures_block_the_ip_even_for_a_good_token(database_url: str, tmp_path
         server.stop()
 
 
-@pytest.fixture
-def redis_prefix() -> Iterator[str]:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError:
-        missing_service(f"Redis at {REDIS_URL}")
-    prefix = f"kbai-test-{uuid.uuid4().hex[:12]}"
-    yield prefix
-    keys = list(client.scan_iter(match=f"*{prefix}*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
 @pytest.mark.redis
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_redis_shares_the_counter_between_instances(database_url: str, tmp_path: Path, redis_prefix: str) -> None:
