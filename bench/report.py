@@ -410,8 +410,10 @@ def _dominates(w: Any, inproc: Any, http: Any, prof: Any, shape: dict[str, bool]
           "hides this on every request but the first per token per TTL.")
         pg, noping = _get(res, "cold_postgresql", "median_us"), _get(res, "cold_postgresql_without_pre_ping", "median_us")
         if pg and noping:
+            note = (" — no difference beyond noise in this run, so the round trip is not what dominates there"
+                    if abs(pg - noping) < 0.1 * pg else f" ({1 - noping / pg:.0%} less)")
             w(f"  On PostgreSQL the cold call measured {_us(pg)}; with `pool_pre_ping` switched off in the bench "
-              f"process, {_us(noping)}.")
+              f"process, {_us(noping)}{note}.")
     hres = _get(http, "results") or {}
     if hres:
         bs, ba = _get(hres, "bare_sync", "rps"), _get(hres, "bare_async", "rps")
