@@ -1,9 +1,10 @@
 """Hostile input (rule 12): every bad request gets the right 4xx with ``{"error": {"code", "message"}}``,
 a clear message, and changes nothing.
 
-One table of cases drives the JSON API in-process (TestClient, both backends); most of the same
-table, plus 64 KiB headers and 10 MB bodies, then goes over real HTTP to a live ``kbai serve`` where
-uvicorn's own limits apply. CLI cases run the real ``kbai`` console script. For every case the whole
+One table of cases drives the JSON API and the HTML forms in-process (TestClient, both backends); a
+form case expects an error page whose alert carries the error code and message (``page=True``). A
+subset of the table, plus 64 KiB headers and 10 MB bodies, then goes over real HTTP to a live
+``kbai serve`` where uvicorn's own limits apply. CLI cases run the real ``kbai`` console script. For every case the whole
 database is snapshotted before and after: not one row may differ.
 """
 
