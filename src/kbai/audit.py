@@ -58,6 +58,7 @@ ACTIONS = (
     "user.create",
     "user.roles",
     "user.deactivate",
+    "user.reactivate",
     "user.password",
     "role.create",
     "role.update",

@@ -217,6 +217,19 @@ def user_deactivate(email: Annotated[str, typer.Option(help="The user's email.")
     typer.echo(f"deactivated {user.email}; their tokens no longer work")
 
 
+@user_app.command("reactivate")
+@friendly
+def user_reactivate(email: Annotated[str, typer.Option(help="The user's email.")]) -> None:
+    """Reactivate a user: they may log in again; tokens that were not revoked or expired work again."""
+    svc = services()
+    user = svc.access.user_by_email(email)
+    if user is None:
+        raise KbaiError_not_found(f"User '{email}'")
+    svc.access.reactivate_user(OPERATOR, user.id)
+    typer.echo(f"reactivated {user.email}; they can log in again, and their tokens that were not revoked "
+               "or expired work again")
+
+
 # ---- limits ----------------------------------------------------------------------------------
 @limits_app.command("set")
 @friendly

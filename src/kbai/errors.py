@@ -66,6 +66,38 @@ SESSION_REQUIRED = ErrorSpec(
     "session_required", 403, "Token management needs an interactive session: a token cannot {action}."
 )
 USER_INACTIVE = ErrorSpec("user_inactive", 403, "This account is deactivated. Ask a tenant admin to reactivate it.")
+MANAGE_NEEDS_SESSION = ErrorSpec(
+    "session_required", 403,
+    "An API token cannot {action}: changing users and roles needs an interactive session, so that access "
+    "given away never outlives a revoked token. Sign in to System Settings, or ask an operator to use the kbai CLI.",
+)
+# Nobody but an operator gives, takes away or hands out a permission they don't hold themselves, or changes
+# the access of someone who holds more than they do (GitHub and GitLab behave so).
+ROLE_ADD_NOT_HELD = ErrorSpec(
+    "permission_not_held", 403,
+    "You can't give a role {permissions}: you don't hold {them} yourself, and only someone who holds a "
+    "permission can give it. Ask a tenant admin.",
+)
+ROLE_REMOVE_NOT_HELD = ErrorSpec(
+    "permission_not_held", 403,
+    "You can't take {permissions} off the {role} role: you don't hold {them} yourself, and only someone who "
+    "holds a permission can take it away. Ask a tenant admin.",
+)
+ROLE_HOLDER_OUTRANKS = ErrorSpec(
+    "permission_not_held", 403,
+    "You can't take {permissions} off the {role} role: someone who has this role holds permissions you don't "
+    "and would lose {them}. Ask a tenant admin.",
+)
+ROLE_NOT_ASSIGNABLE = ErrorSpec(
+    "permission_not_held", 403,
+    "You can't give anyone the {role} role: it grants {permissions}, which you don't hold yourself. "
+    "Ask a tenant admin.",
+)
+USER_OUTRANKS = ErrorSpec(
+    "permission_not_held", 403,
+    "You can't {action} {email}: they hold {permissions}, which you don't. Only someone who holds every "
+    "permission they hold (a tenant admin) can do that.",
+)
 
 # 404 / 409
 NOT_FOUND = ErrorSpec("not_found", 404, "{what} not found.")

@@ -23,6 +23,7 @@ from kbai.web.auth import (
     Principal,
     SessionPrincipal,
     client_ip,
+    manages,
     needs,
     services,
 )
@@ -199,9 +200,10 @@ def permissions(_: AnyPrincipal, request: Request) -> dict[str, Any]:
 
 # ---- roles ----------------------------------------------------------------------------------
 RolesRead = Annotated[Principal, Depends(needs("roles.read", "view roles"))]
-RolesManage = Annotated[Principal, Depends(needs("roles.manage", "change roles"))]
+# Changes to roles and users need a session: a token's scopes can read them, never change them.
+RolesManage = Annotated[Principal, Depends(manages("roles.manage", "change roles"))]
 UsersRead = Annotated[Principal, Depends(needs("users.read", "view users"))]
-UsersManage = Annotated[Principal, Depends(needs("users.manage", "manage users"))]
+UsersManage = Annotated[Principal, Depends(manages("users.manage", "manage users"))]
 
 
 @router.get("/roles", response_model=sc.RoleListOut, tags=["roles"], summary="Roles of your tenant")
@@ -214,6 +216,7 @@ def list_roles(p: RolesRead, request: Request) -> dict[str, Any]:
 @router.post("/roles", status_code=201, response_model=sc.RoleOut, tags=["roles"], summary="Create a role",
              responses={**BODY_ERRORS, **conflict("A role with that name exists.")})
 def create_role(body: sc.RoleCreateIn, p: RolesManage, request: Request) -> dict[str, Any]:
+    """Needs a session, and only permissions you hold yourself."""
     assert p.actor.tenant_id is not None
     return role_json(services(request).access.create_role(p.actor, p.actor.tenant_id, body.name, body.permissions))
 
@@ -226,7 +229,9 @@ def get_role(role_id: RoleId, p: RolesRead, request: Request) -> dict[str, Any]:
 @router.put("/roles/{role_id}", response_model=sc.RoleOut, tags=["roles"], summary="Change a role",
             responses={**BODY_ERRORS, **conflict("A role with that name exists.")})
 def update_role(role_id: RoleId, body: sc.RoleUpdateIn, p: RolesManage, request: Request) -> dict[str, Any]:
-    """Replace the role's permissions (and optionally rename it). Applies to every token of every holder at once."""
+    """Replace the role's permissions (and optionally rename it). Applies to every token of every holder at once.
+    Needs a session; you can add or remove only permissions you hold, and not take any from a holder who holds
+    something you don't."""
     return role_json(services(request).access.update_role(p.actor, role_id, body.permissions, body.name))
 
 
@@ -242,6 +247,7 @@ def list_users(p: UsersRead, request: Request) -> dict[str, Any]:
              tags=["users"], summary="Create a user",
              responses={**BODY_ERRORS, **conflict("A user with that email exists.")})
 def create_user(body: sc.UserCreateIn, p: UsersManage, request: Request) -> dict[str, Any]:
+    """Needs a session (never a token), and you can give only roles whose permissions you hold yourself."""
     assert p.actor.tenant_id is not None
     view, generated = services(request).access.create_user(
         p.actor, p.actor.tenant_id, body.email, body.password, body.roles)
@@ -254,14 +260,24 @@ def create_user(body: sc.UserCreateIn, p: UsersManage, request: Request) -> dict
 @router.put("/users/{user_id}/roles", response_model=sc.UserOut, tags=["users"], summary="Set a user's roles",
             responses={**BODY_ERRORS, **LAST_ADMIN})
 def set_user_roles(user_id: UserId, body: sc.UserRolesIn, p: UsersManage, request: Request) -> dict[str, Any]:
+    """Needs a session. You can give only roles whose permissions you hold, and only to someone who holds
+    nothing you don't (403 ``permission_not_held`` otherwise)."""
     return user_json(services(request).access.set_user_roles(p.actor, user_id, body.roles))
 
 
 @router.post("/users/{user_id}/deactivate", response_model=sc.UserOut, tags=["users"], summary="Deactivate a user",
              responses=LAST_ADMIN)
 def deactivate_user(user_id: UserId, p: UsersManage, request: Request) -> dict[str, Any]:
-    """The user's sessions end and their tokens stop working at once."""
+    """The user's sessions end and their tokens stop working at once. Needs a session, and the user may hold
+    nothing you don't (so only an admin deactivates an admin)."""
     return user_json(services(request).access.deactivate_user(p.actor, user_id))
+
+
+@router.post("/users/{user_id}/reactivate", response_model=sc.UserOut, tags=["users"], summary="Reactivate a user")
+def reactivate_user(user_id: UserId, p: UsersManage, request: Request) -> dict[str, Any]:
+    """The user may log in again, and their tokens that were not revoked and have not expired work again;
+    revoked tokens stay revoked. Needs a session, and the user may hold nothing you don't."""
+    return user_json(services(request).access.reactivate_user(p.actor, user_id))
 
 
 # ---- audit ----------------------------------------------------------------------------------

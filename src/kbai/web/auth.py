@@ -13,7 +13,7 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyCookie, HTTPBearer
 
 from kbai import errors
-from kbai.access.service import require
+from kbai.access.service import may_manage, require
 from kbai.access.sessions import SessionInfo
 from kbai.audit import Actor
 from kbai.errors import KbaiError
@@ -158,6 +158,19 @@ def needs(permission: str, action: str):  # type: ignore[no-untyped-def]
 
     def dependency(p: AnyPrincipal) -> Principal:
         require(p.actor, permission, action)
+        return p
+
+    return dependency
+
+
+def manages(permission: str, action: str):  # type: ignore[no-untyped-def]
+    """A dependency for changes to users and roles: a session holding ``permission``, never a token (a login
+    a token created, or a role it raised, would outlive the token)."""
+
+    def dependency(p: AnyPrincipal) -> Principal:
+        if p.via != "session":
+            raise KbaiError(errors.MANAGE_NEEDS_SESSION, action=action)
+        may_manage(p.actor, permission, action)
         return p
 
     return dependency

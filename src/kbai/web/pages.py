@@ -59,6 +59,8 @@ NOTICES = {
     "user_created": "User created.",
     "roles_saved": "Roles saved.",
     "deactivated": "User deactivated. Their sessions ended and their tokens stopped working.",
+    "reactivated": "User reactivated. They can log in again, and their tokens that were not revoked or expired "
+                   "work again.",
     "granted": "Permission granted.",
     "dismissed": "Request dismissed.",
     "asked": "Request sent. Your tenant's admins see it on their Roles and Users pages.",
@@ -424,9 +426,12 @@ def _users_page(request: Request, p: Principal, error: KbaiError | None = None, 
     # Assigning roles needs their names; people who manage users may see them without roles.read.
     reader = p.actor if "roles.read" in p.actor.permissions else Actor.operator()
     roles = svc.access.list_roles(reader, p.actor.tenant_id)
+    # Only roles whose permissions you hold can be handed out, only by someone who holds all a person holds.
+    assignable, manageable = svc.access.manageable(p.actor, p.actor.tenant_id)
     response = render(request, "users.html", p, status=status or (error.status if error else 200), users=users,
                       roles=roles, requests=admin_requests(svc).pending(p.actor), error=error,
-                      form=form or {"email": "", "roles": []}, new_password=new_password)
+                      form=form or {"email": "", "roles": []}, new_password=new_password,
+                      assignable=assignable, manageable=manageable)
     return response
 
 
@@ -480,6 +485,18 @@ def deactivate_user(
     if user_id == p.actor.user_id:
         return see_other("/login")
     return see_other("/system-settings/users?done=deactivated")
+
+
+@router.post("/system-settings/users/{user_id}/reactivate")
+def reactivate_user(
+    request: Request, user_id: Id, csrf_token: Annotated[str, Form(max_length=200)] = ""
+) -> Response:
+    p = check_form(request, csrf_token)
+    try:
+        services(request).access.reactivate_user(p.actor, user_id)
+    except KbaiError as err:
+        return _users_page(request, p, err)
+    return see_other("/system-settings/users?done=reactivated")
 
 
 # ---- API keys -----------------------------------------------------------------------------------
