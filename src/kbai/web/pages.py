@@ -325,6 +325,8 @@ def roles_page(request: Request) -> Response:
 
 
 def _roles_page(request: Request, p: Principal, error: KbaiError | None = None, new_name: str = "") -> HTMLResponse:
+    if error is not None and "roles.read" not in p.actor.permissions:
+        raise error  # no page to show it on: the error page says what went wrong
     svc = services(request)
     assert p.actor.tenant_id is not None
     roles = svc.access.list_roles(p.actor, p.actor.tenant_id)
@@ -358,6 +360,8 @@ def role_page(request: Request, role_id: Id) -> Response:
 
 def _role_page(request: Request, p: Principal, role_id: int, error: KbaiError | None = None,
                checked: list[str] | None = None) -> HTMLResponse:
+    if error is not None and "roles.read" not in p.actor.permissions:
+        raise error
     svc = services(request)
     role = svc.access.get_role(p.actor, role_id)
     members = None
@@ -420,6 +424,8 @@ def users_page(request: Request) -> Response:
 
 def _users_page(request: Request, p: Principal, error: KbaiError | None = None, *, status: int | None = None,
                 form: dict[str, Any] | None = None, new_password: tuple[str, str] | None = None) -> HTMLResponse:
+    if error is not None and "users.read" not in p.actor.permissions:
+        raise error
     svc = services(request)
     assert p.actor.tenant_id is not None
     users = svc.access.list_users(p.actor, p.actor.tenant_id)
