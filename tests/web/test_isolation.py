@@ -3,7 +3,8 @@
 Every endpoint of the JSON API is tried against Acme's objects by four attackers: the admin of
 another tenant (Globex, who holds every permission there) with a session and with an all-scopes
 token, and a fellow Acme developer (Mallory) with a session and with a token. Each attempt gets a
-404 (or a 403 where the caller lacks the permission altogether), reveals nothing of the victim
+404 (or a 403 where the caller lacks the permission altogether, or where a token tries to change
+users or roles, which needs a session), reveals nothing of the victim
 (token names, prefixes, emails, role names), and changes nothing. Runs in-process on both backends.
 """
 
@@ -69,6 +70,8 @@ def env(module_database_url: str) -> Iterator[Env]:
     secret_role = svc.access.create_role(OPERATOR, acme.tenant_id, SECRET_ROLE, ["audit.read"])
     svc.access.create_user(OPERATOR, acme.tenant_id, "mallory@acme.test", "mallory-password-1", [acme.dev_role_id])
     svc.access.create_user(OPERATOR, acme.tenant_id, "victim.person@acme.test", "victim-password-1", [secret_role.id])
+    gone, _ = svc.access.create_user(OPERATOR, acme.tenant_id, "victim.gone@acme.test", "victim-password-2", ["Member"])
+    svc.access.deactivate_user(OPERATOR, gone.id)
     mallory = acme.actor("mallory@acme.test")
     victim_views = [svc.tokens.create(acme.dev, name, ["users.read"])[0]
                     for name in ("victim-zapier-prod", "victim-n8n-nightly")]
@@ -93,6 +96,7 @@ def env(module_database_url: str) -> Iterator[Env]:
     assert victim_person is not None
     ids = {"victim_token": victim_views[0].id, "victim_revoked_token": victim_views[-1].id,
            "victim_user": acme.dev.user_id, "victim_person": victim_person.id, "acme_admin": acme.admin.user_id,
+           "victim_deactivated": gone.id,
            "acme_admin_role": roles["Admin"], "acme_secret_role": secret_role.id, "acme_dev_role": acme.dev_role_id,
            "acme": acme.tenant_id, "globex": globex.tenant_id,
            "globex-session.user": globex.admin.user_id, "globex-token.user": globex.admin.user_id,
@@ -220,6 +224,10 @@ FORBIDDEN = (403, "forbidden")
 NO_SCOPE = (403, "insufficient_scope")
 OK = (200, "")
 T = "/api/v1/tokens"
+# Changes to users and roles: never with a token (403 session_required before anything is looked up), and
+# with a session 404 across tenants, 403 for a colleague without the permission (422 for a foreign role id).
+WRITE_404 = _by(NOT_FOUND, FORBIDDEN, SESSION_ONLY, cross_token=SESSION_ONLY)
+WRITE_422 = _by((422, "validation_error"), FORBIDDEN, SESSION_ONLY, cross_token=SESSION_ONLY)
 
 ENDPOINTS = [
     Endpoint("get-victim-token", "GET", lambda e, a: f"{T}/{e.ids['victim_token']}", _all(*NOT_FOUND)),
@@ -234,22 +242,23 @@ ENDPOINTS = [
     Endpoint("get-victim-role", "GET", lambda e, a: f"/api/v1/roles/{e.ids['acme_secret_role']}",
              _by(NOT_FOUND, OK, OK)),
     Endpoint("change-victim-role", "PUT", lambda e, a: f"/api/v1/roles/{e.ids['acme_secret_role']}",
-             _by(NOT_FOUND, FORBIDDEN, NO_SCOPE), body=lambda e, a: {"permissions": ["users.manage", "roles.manage"]}),
+             WRITE_404, body=lambda e, a: {"permissions": ["users.manage", "roles.manage"]}),
     Endpoint("rename-victim-admin-role", "PUT", lambda e, a: f"/api/v1/roles/{e.ids['acme_admin_role']}",
-             _by(NOT_FOUND, FORBIDDEN, NO_SCOPE), body=lambda e, a: {"name": "Pwned"}),
+             WRITE_404, body=lambda e, a: {"name": "Pwned"}),
     Endpoint("list-users", "GET", lambda e, a: "/api/v1/users", _all(*OK), ok=_tenant_users),
     Endpoint("create-user-with-victim-role", "POST", lambda e, a: "/api/v1/users",
-             _by((422, "validation_error"), FORBIDDEN, NO_SCOPE),
-             body=lambda e, a: {"email": "intruder@globex.test", "roles": [e.ids["acme_admin_role"]]}),
+             WRITE_422, body=lambda e, a: {"email": "intruder@globex.test", "roles": [e.ids["acme_admin_role"]]}),
     Endpoint("grant-self-victim-admin-role", "PUT", lambda e, a: f"/api/v1/users/{e.ids[a + '.user']}/roles",
-             _by((422, "validation_error"), FORBIDDEN, NO_SCOPE),
-             body=lambda e, a: {"roles": ["Admin", e.ids["acme_admin_role"]]}),
+             WRITE_422, body=lambda e, a: {"roles": ["Admin", e.ids["acme_admin_role"]]}),
     Endpoint("set-victim-roles", "PUT", lambda e, a: f"/api/v1/users/{e.ids['victim_user']}/roles",
-             _by(NOT_FOUND, FORBIDDEN, NO_SCOPE), body=lambda e, a: {"roles": ["Member"]}),
-    Endpoint("deactivate-victim", "POST", lambda e, a: f"/api/v1/users/{e.ids['victim_user']}/deactivate",
-             _by(NOT_FOUND, FORBIDDEN, NO_SCOPE)),
+             WRITE_404, body=lambda e, a: {"roles": ["Member"]}),
+    Endpoint("deactivate-victim", "POST", lambda e, a: f"/api/v1/users/{e.ids['victim_user']}/deactivate", WRITE_404),
     Endpoint("deactivate-victim-admin", "POST", lambda e, a: f"/api/v1/users/{e.ids['acme_admin']}/deactivate",
-             _by(NOT_FOUND, FORBIDDEN, NO_SCOPE)),
+             WRITE_404),
+    Endpoint("reactivate-victim", "POST", lambda e, a: f"/api/v1/users/{e.ids['victim_deactivated']}/reactivate",
+             WRITE_404),
+    Endpoint("reactivate-victim-active-admin", "POST", lambda e, a: f"/api/v1/users/{e.ids['acme_admin']}/reactivate",
+             WRITE_404),
     Endpoint("audit", "GET", lambda e, a: "/api/v1/audit", _by(OK, FORBIDDEN, NO_SCOPE), ok=_own_events),
     Endpoint("audit-by-victim", "GET", lambda e, a: "/api/v1/audit", _by(OK, FORBIDDEN, NO_SCOPE),
              params=lambda e, a: {"actor_user_id": e.ids["victim_user"]}, ok=_no_events),
