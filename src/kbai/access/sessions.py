@@ -8,7 +8,6 @@ writes.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,6 +18,7 @@ from kbai import audit
 from kbai.access.service import AccessService
 from kbai.audit import Actor
 from kbai.clock import utc_seconds
+from kbai.compare import same_secret
 from kbai.store.models import LoginSession, Tenant, User
 
 
@@ -32,7 +32,7 @@ class SessionInfo:
     csrf_token: str
 
     def csrf_ok(self, presented: str | None) -> bool:
-        return presented is not None and hmac.compare_digest(presented.encode(), self.csrf_token.encode())
+        return same_secret(presented, self.csrf_token)
 
 
 def _digest(cookie: str) -> str:
