@@ -196,13 +196,14 @@ def user_set_password(
     email: Annotated[str, typer.Option(help="The user's email.")],
     password: Annotated[str | None, typer.Option(help="Generated and printed once when omitted.")] = None,
 ) -> None:
-    """Set or reset a user's password."""
+    """Set or reset a user's password; every session of theirs ends at once."""
     svc = services()
     user = svc.access.user_by_email(email)
     if user is None:
         raise KbaiError_not_found(f"User '{email}'")
     generated = svc.access.set_password(OPERATOR, user.id, password)
     typer.echo(f"password set for {user.email}" + (f": {generated}   (shown once)" if generated else ""))
+    typer.echo(f"all sessions ended for {user.email}: they log in again with the new password")
 
 
 @user_app.command("deactivate")
