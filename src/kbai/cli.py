@@ -131,8 +131,9 @@ def serve(
 
     typer.echo(f"kbai serving on http://{host}:{port}  (database: {_safe_url(svc.settings.database_url)})")
     svc.close()
+    # X-Forwarded-For is read by the app itself (kbai.web.proxy), which also checks that it is an address.
     uvicorn.run("kbai.web.app:create_app", factory=True, host=host, port=port, log_level="warning",
-                access_log=False, proxy_headers=True, forwarded_allow_ips=svc.settings.trusted_proxies)
+                access_log=False, proxy_headers=False)
 
 
 def _demo(svc: Services) -> None:
