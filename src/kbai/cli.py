@@ -131,8 +131,9 @@ def serve(
 
     typer.echo(f"kbai serving on http://{host}:{port}  (database: {_safe_url(svc.settings.database_url)})")
     svc.close()
+    # X-Forwarded-For is read by the app itself (kbai.web.proxy), which also checks that it is an address.
     uvicorn.run("kbai.web.app:create_app", factory=True, host=host, port=port, log_level="warning",
-                access_log=False, proxy_headers=True, forwarded_allow_ips=svc.settings.trusted_proxies)
+                access_log=False, proxy_headers=False)
 
 
 def _demo(svc: Services) -> None:
@@ -196,13 +197,14 @@ def user_set_password(
     email: Annotated[str, typer.Option(help="The user's email.")],
     password: Annotated[str | None, typer.Option(help="Generated and printed once when omitted.")] = None,
 ) -> None:
-    """Set or reset a user's password."""
+    """Set or reset a user's password; every session of theirs ends at once."""
     svc = services()
     user = svc.access.user_by_email(email)
     if user is None:
         raise KbaiError_not_found(f"User '{email}'")
     generated = svc.access.set_password(OPERATOR, user.id, password)
     typer.echo(f"password set for {user.email}" + (f": {generated}   (shown once)" if generated else ""))
+    typer.echo(f"all sessions ended for {user.email}: they log in again with the new password")
 
 
 @user_app.command("deactivate")

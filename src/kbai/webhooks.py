@@ -24,6 +24,7 @@ import httpx
 
 from kbai import __version__
 from kbai.clock import Clock
+from kbai.compare import same_secret
 
 TIMEOUT_SECONDS = 10
 SIGNATURE_HEADER = "X-Kbai-Signature"
@@ -49,7 +50,7 @@ def verify(secret: str, headers: dict[str, str], body: bytes, now: datetime, tol
         return False
     if abs(now.timestamp() - timestamp) > tolerance_seconds:
         return False
-    return hmac.compare_digest(signature(secret, timestamp, body), lowered.get(SIGNATURE_HEADER.lower(), ""))
+    return same_secret(lowered.get(SIGNATURE_HEADER.lower(), ""), signature(secret, timestamp, body))
 
 
 class Webhooks:

@@ -235,9 +235,9 @@ def test_authenticate(world: World) -> None:
             svc.access.authenticate(email, password)
         assert info.value.status == 401
     svc.access.deactivate_user(world.admin, world.dev.user_id)
-    with raises_code("user_inactive"):
+    # The right password of a deactivated account says only "wrong" too (issue 13, finding 11).
+    with raises_code("invalid_credentials"):
         svc.access.authenticate("dev@acme.test", "dev-password-1")
-    # A wrong password still says only "wrong", even for a deactivated account.
     with raises_code("invalid_credentials"):
         svc.access.authenticate("dev@acme.test", "wrong-password")
 

@@ -160,7 +160,8 @@ def test_deactivation_ends_sessions_and_tokens(dev_client: tuple[TestClient, str
     r = client.get("/api/v1/me", headers=_bearer(t["token"]))
     assert r.status_code == 401 and "deactivated" in r.json()["error"]["message"]
     r = client.post("/api/v1/session", json={"email": "dev@acme.test", "password": "dev-password-1"})
-    assert r.status_code == 403 and r.json()["error"]["code"] == "user_inactive"
+    # The same answer as a wrong password (issue 13, finding 11): nothing says the password was right.
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_credentials"
 
 
 def test_permission_checks_for_sessions_and_tokens(dev_client: tuple[TestClient, str]) -> None:

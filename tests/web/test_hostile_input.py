@@ -169,6 +169,7 @@ CASES: list[Case] = [
     Case("auth-64k-cookie", "GET", ME, 401, "not_authenticated", "anon", headers={"Cookie": "kbai_session=" + "a" * 65_536}),
     Case("auth-64k-csrf", "POST", TOKENS, 403, "csrf_failed", json=_tok({}), headers={"X-CSRF-Token": "a" * 65_536}),
     Case("auth-no-csrf", "POST", TOKENS, 403, "csrf_failed", json=_tok({}), csrf=False),
+    Case("auth-non-ascii-csrf", "POST", TOKENS, 403, "csrf_failed", json=_tok({}), csrf=False, headers={"X-CSRF-Token": "caf\u00e9-\u00ff".encode()}),
     Case("auth-anon-list", "GET", TOKENS, 401, "not_authenticated", "anon"),
     Case("auth-anon-create", "POST", TOKENS, 401, "not_authenticated", "anon", json=_tok({})),
     # ---- names -----------------------------------------------------------------------------------
@@ -406,6 +407,7 @@ CASES: list[Case] = [
     # API Keys, create: CSRF, content types, sizes
     _page("form-key-no-csrf", KEYS, 403, "csrf_failed", _key(csrf=None), says="expired"),
     _page("form-key-wrong-csrf", KEYS, 403, "csrf_failed", _key(csrf="forged"), says="expired"),
+    _page("form-key-non-ascii-csrf", KEYS, 403, "csrf_failed", _key(csrf="\u00e9t\u00e9-\u2603-\U0001f600"), says="expired"),
     _page("form-key-other-sessions-csrf", KEYS, 403, "csrf_failed", lambda e: _key(csrf=e.csrf["admin"])(e), says="expired"),
     _page("form-key-csrf-in-header-only", KEYS, 403, "csrf_failed", _key(csrf=None), headers=lambda e: {"X-CSRF-Token": e.csrf["dev"]}),
     _page("form-key-json", KEYS, 415, "unsupported_media_type", lambda e: b'{"name": "j", "scopes": ["users.read"], "expiry": "never", "csrf_token": "%s"}' % e.csrf["dev"].encode(), content_type="application/json", says="HTML form"),
@@ -477,6 +479,9 @@ CASES: list[Case] = [
     _login_page("form-login-password-1025-chars", 422, "validation_error", "too long or not valid", password="p" * 1025),
     _login_page("form-login-no-csrf", 403, "csrf_failed", "expired", csrf=None),
     _login_page("form-login-csrf-mismatch", 403, "csrf_failed", "expired", csrf="not-the-cookie"),
+    # Issue 13, finding 10: compare_digest on a str with non-ASCII raised TypeError (a 500)
+    _login_page("form-login-csrf-non-ascii", 403, "csrf_failed", "expired", csrf="\u00e9t\u00e9-\u2603-\U0001f600"),
+    _page("form-login-csrf-non-ascii-both", "/login", 403, "csrf_failed", _form("anon", "caf\u00e8", email="dev@acme.test", password="dev-password-1"), "anon", "expired", headers={"Cookie": "kbai_login_csrf=caf\u00e9".encode("latin-1")}),
     _login_page("form-login-json", 415, "unsupported_media_type", "HTML form", content_type="application/json", body=b'{"email": "dev@acme.test", "password": "dev-password-1"}'),
     _login_page("form-login-10mb", 413, "too_large", "larger than", body=b"email=" + b"a" * 10_000_000),
     _page("form-logout-no-csrf", "/logout", 403, "csrf_failed", _form(csrf=None)),

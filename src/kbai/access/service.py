@@ -280,7 +280,13 @@ class AccessService:
         return view
 
     def set_password(self, actor: Actor, user_id: int, password: str | None = None) -> str | None:
-        """Set (or generate and return) a user's password."""
+        """Set (or generate and return) a user's password, ending every session of theirs.
+
+        A reset usually means the old password may be known to someone else: a session opened with it
+        must not outlive it. The sessions go in the same transaction as the new hash, and the user row
+        is locked, so a login that checked the old password cannot open a session afterwards (see
+        ``SessionService.login``).
+        """
         generated = None
         if password is None:
             password = generated = self.passwords.generate()
@@ -295,9 +301,11 @@ class AccessService:
                 may_manage(actor, "users.manage", "set another user's password", user.tenant_id)
                 held = self._held(s, actor, "users.manage", "set another user's password", user.tenant_id)
                 self._not_above(s, held, user, "set the password of")
+            s.refresh(user, with_for_update=True)
             user.password_hash = password_hash
+            ended = s.execute(delete(LoginSession).where(LoginSession.user_id == user.id)).rowcount
             audit.record(s, actor, "user.password", at=now, target_type="user", target_id=user.id,
-                         tenant_id=user.tenant_id, details={"email": user.email})
+                         tenant_id=user.tenant_id, details={"email": user.email, "sessions_ended": ended})
         return generated
 
     def authenticate(self, email: str, password: str) -> User:
@@ -308,15 +316,17 @@ class AccessService:
         with self.db.read() as s:
             user = s.scalar(select(User).where(User.email == email.strip().lower()))
         ok = self.passwords.verify(user.password_hash if user else None, password)
-        if not ok or user is None:
+        # A deactivated account answers exactly as a wrong password does (after the same full
+        # verification): "deactivated" would tell a guesser that the password was right.
+        if not ok or user is None or not user.active:
             raise KbaiError(errors.INVALID_CREDENTIALS)
-        if not user.active:
-            raise KbaiError(errors.USER_INACTIVE)
         if self.passwords.needs_rehash(user.password_hash):
+            rehashed = self.passwords.hash(password)
             with self.db.write() as s:
-                fresh = s.get(User, user.id)
-                if fresh is not None:
-                    fresh.password_hash = self.passwords.hash(password)
+                fresh = s.get(User, user.id, with_for_update=True)
+                # Only over the hash just verified: a password set meanwhile must not be put back.
+                if fresh is not None and fresh.password_hash == user.password_hash:
+                    fresh.password_hash = user.password_hash = rehashed
         return user
 
     # ---- roles ---------------------------------------------------------------------------

@@ -8,17 +8,18 @@ writes.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import delete, select
 
-from kbai import audit
+from kbai import audit, errors
 from kbai.access.service import AccessService
 from kbai.audit import Actor
 from kbai.clock import utc_seconds
+from kbai.compare import same_secret
+from kbai.errors import KbaiError
 from kbai.store.models import LoginSession, Tenant, User
 
 
@@ -32,7 +33,7 @@ class SessionInfo:
     csrf_token: str
 
     def csrf_ok(self, presented: str | None) -> bool:
-        return presented is not None and hmac.compare_digest(presented.encode(), self.csrf_token.encode())
+        return same_secret(presented, self.csrf_token)
 
 
 def _digest(cookie: str) -> str:
@@ -53,6 +54,11 @@ class SessionService:
         csrf = secrets.token_urlsafe(32)
         now = utc_seconds(self.clock.now())
         with self.db.write() as s:
+            # The password may have been reset, or the user deactivated, since it was checked: both end
+            # every session in their own transaction, so opening one now would undo them.
+            fresh = s.get(User, user.id, with_for_update=True)
+            if fresh is None or not fresh.active or fresh.password_hash != user.password_hash:
+                raise KbaiError(errors.INVALID_CREDENTIALS)
             row = LoginSession(digest=_digest(cookie), user_id=user.id, csrf_token=csrf, created_at=now,
                                expires_at=now + self.ttl, ip=ip)
             s.add(row)

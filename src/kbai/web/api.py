@@ -357,12 +357,21 @@ def audit_export(
     writer = csv.writer(out)
     writer.writerow(["id", "at", "actor", "action", "target_type", "target_id", "ip", "details"])
     for e in rows:
-        writer.writerow([e.id, iso(e.at), _csv_safe(e.actor), e.action, e.target_type, e.target_id or "", e.ip or "",
-                         _csv_safe(json.dumps(e.details, ensure_ascii=False, sort_keys=True))])
+        writer.writerow(csv_row([e.id, iso(e.at), e.actor, e.action, e.target_type, e.target_id, e.ip,
+                                 json.dumps(e.details, ensure_ascii=False, sort_keys=True)]))
     return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="kbai-audit-{stamp}.csv"'})
 
 
 def _csv_safe(value: str) -> str:
-    """Defuse spreadsheet formula injection: a cell may not start with = + - @ (OWASP)."""
+    """Defuse spreadsheet formula injection: a cell may not start with = + - @ tab or CR (OWASP)."""
     return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+def csv_row(values: list[Any]) -> list[str]:
+    """One CSV row with every cell through the formula guard (None is an empty cell).
+
+    Every cell, not only the ones that look user-made: an IP column, an id or an action name is
+    text someone else may have chosen too (a proxy's header, an operator's permission key).
+    """
+    return [_csv_safe("" if v is None else str(v)) for v in values]

@@ -19,6 +19,7 @@ from kbai.web import api, errors, pages
 from kbai.web import leaks as leak_routes
 from kbai.web import lifecycle as lifecycle_routes
 from kbai.web.middleware import KbaiMiddleware
+from kbai.web.proxy import ForwardedClient
 
 DESCRIPTION = """Developer API tokens: create scoped, expiring tokens, use them as
 `Authorization: Bearer kbai_pk_...`, revoke them. Token management needs a session
@@ -122,4 +123,6 @@ def create_app(services: Services | None = None, *, start_background: bool = Tru
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(KbaiMiddleware, services=svc)
+    # Added last, so it runs first: everything inside sees the client's real (and valid) address.
+    app.add_middleware(ForwardedClient, trusted_proxies=svc.settings.trusted_proxies)
     return app

@@ -41,8 +41,8 @@ def services(request: Request) -> Services:
 
 
 def client_ip(request: Request) -> str:
-    # At most 64 chars, the width of every stored ip column: behind a trusted proxy the host comes from
-    # X-Forwarded-For, and an overlong one must not make PostgreSQL refuse the audit row (SQLite would keep it).
+    # Behind a trusted proxy the host comes from X-Forwarded-For, and only when it is an IP address
+    # (kbai.web.proxy). At most 64 chars, the width of every stored ip column, whatever the ASGI server says.
     return (request.client.host if request.client else "unknown")[:64]
 
 

@@ -21,7 +21,7 @@ from kbai.tokens.hygiene import hygiene
 from kbai.tokens.inventory import InventoryFilter, InventoryRow
 from kbai.tokens.policy import UNSET, Policy
 from kbai.web import schemas as sc
-from kbai.web.api import BODY_ERRORS, ERRORS, TokenId, _csv_safe, _cursor, tokens_json
+from kbai.web.api import BODY_ERRORS, ERRORS, TokenId, _cursor, csv_row, tokens_json
 from kbai.web.auth import AnyPrincipal, Principal, needs, services
 
 router = APIRouter(prefix="/api/v1", responses=ERRORS)
@@ -170,9 +170,9 @@ def admin_tokens_export(p: Reviewer, request: Request,
     writer.writerow(CSV_COLUMNS)
     for r in rows:
         v = r.view
-        writer.writerow([v.id, _csv_safe(r.owner_email), _csv_safe(v.name), v.prefix, " ".join(v.scopes), v.status,
-                         iso(v.created_at), iso(v.last_used_at) or "", iso(v.expires_at) or "",
-                         iso(v.revoked_at) or "", v.rotated_from_id or "", " ".join(hygiene(v, now))])
+        writer.writerow(csv_row([v.id, r.owner_email, v.name, v.prefix, " ".join(v.scopes), v.status,
+                                 iso(v.created_at), iso(v.last_used_at), iso(v.expires_at), iso(v.revoked_at),
+                                 v.rotated_from_id, " ".join(hygiene(v, now))]))
     stamp = now.strftime("%Y%m%dT%H%M%SZ")
     return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="kbai-tokens-{stamp}.csv"'})

@@ -31,6 +31,7 @@ from kbai.access.catalog import MANAGE_TOKENS, REVIEW_TOKENS, Catalog, Permissio
 from kbai.access.requests import AdminRequests
 from kbai.access.service import require
 from kbai.audit import Actor
+from kbai.compare import same_secret
 from kbai.errors import KbaiError
 from kbai.services import Services
 from kbai.tokens.activity import BASELINE_DAYS, DAYS, SHADES, heatmap_svg
@@ -279,7 +280,7 @@ def login(
     svc = services(request)
     target = safe_next(next)
     cookie_value = request.cookies.get(LOGIN_CSRF_COOKIE, "")
-    if not cookie_value or not csrf_token or not secrets.compare_digest(cookie_value, csrf_token):
+    if not cookie_value or not csrf_token or not same_secret(csrf_token, cookie_value):
         return _login_page(request, target, email, KbaiError(errors.FORM_EXPIRED))
     ip = client_ip(request)
     email_key = email.strip().lower()[:320]
