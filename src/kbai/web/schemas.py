@@ -70,9 +70,10 @@ class TokenOut(BaseModel):
 
 
 class TokenCreatedOut(TokenOut):
-    token: str = Field(
+    token: str | None = Field(
         examples=["kbai_pk_" + "0" * 64],
-        description="The full token. Shown this once: store it in a secrets manager now.",
+        description="The full token. Shown this once: store it in a secrets manager now. null only on an "
+        "Idempotency-Key replay (Idempotent-Replayed: true): the token is never shown twice.",
     )
 
 
