@@ -23,6 +23,8 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Header, Request, Response
 from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from pydantic import TypeAdapter
 
 from kbai import errors
 from kbai.errors import KbaiError
@@ -96,6 +98,21 @@ def stored_form(value: Any) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=64)
+def _adapter(model: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(model)
+
+
+def answer_json(route: Any, result: dict[str, Any]) -> Any:
+    """``result`` as the route sends it: through its response model, as FastAPI serializes it."""
+    model = getattr(route, "response_model", None)
+    if model is None:
+        return jsonable_encoder(result)
+    adapter = _adapter(model)
+    return adapter.dump_python(adapter.validate_python(result), mode="json", by_alias=True,
+                               exclude_none=bool(getattr(route, "response_model_exclude_none", False)))
+
+
 def _key(request: Request, declared: str | None) -> str | None:
     given = request.headers.getlist(HEADER)
     if not given:
@@ -144,22 +161,26 @@ def idempotent(endpoint: F) -> F:
         outcome = store.begin(principal_key(p), route_name, key,
                               fingerprint(request.path_params, idempotency_body_))
         if not isinstance(outcome, Claim):
-            idempotency_response_.status_code = outcome.status
-            idempotency_response_.headers[REPLAYED_HEADER] = "true"
-            return outcome.body
+            # Sent as stored, not through today's response model: a replay is the first answer, even if an
+            # upgrade changed the model since.
+            return JSONResponse(outcome.body, status_code=outcome.status, headers={REPLAYED_HEADER: "true"})
         try:
             result = endpoint(*args, **kwargs)
         except BaseException:
             _quietly(store.release, outcome)  # nothing was created: the key may be used again
             raise
-        if not isinstance(result, dict):
-            log.warning("%s returned no JSON object; its Idempotency-Key was not kept", route_name)
+        try:
+            if not isinstance(result, dict):
+                raise TypeError("the route returned no JSON object")
+            stored = stored_form(answer_json(route, result))
+        except Exception as exc:  # noqa: BLE001 - FastAPI reports a bad answer itself; nothing to keep
+            log.warning("%s: answer not kept for its Idempotency-Key: %s", route_name, type(exc).__name__)
             _quietly(store.release, outcome)
             return result
         status = idempotency_response_.status_code or getattr(route, "status_code", None) or 200
         # The create is committed: its answer (the one chance to see the token) goes out even if storing
         # it fails; the claim then lapses after its lease, and a retry meets the create's own 409.
-        _quietly(store.finish, outcome, status, stored_form(jsonable_encoder(result)))
+        _quietly(store.finish, outcome, status, stored)
         return result
 
     wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]

@@ -159,7 +159,8 @@ class UserCreateIn(Strict):
 
 
 class UserCreatedOut(UserOut):
-    password: str | None = Field(default=None, description="The generated password, when none was given. Shown once.")
+    password: str | None = Field(default=None, description="The generated password, when none was given. Shown once "
+                                 "(null on an Idempotency-Key replay).")
 
 
 class UserRolesIn(Strict):
