@@ -431,6 +431,8 @@ def test_every_creating_post_declares_the_header(app: Any) -> None:
     param = next(p for p in schema["paths"]["/api/v1/tokens"]["post"]["parameters"] if p["name"] == HEADER)
     assert param["required"] is False and param["schema"]["maxLength"] == 255
     assert "null" in param["description"]
+    for method, path in creating:
+        assert REPLAYED_HEADER in schema["paths"][path][method]["responses"]["201"]["headers"], path
     token_field = schema["components"]["schemas"]["TokenCreatedOut"]["properties"]["token"]
     assert "Idempotency-Key" in token_field["description"]
 

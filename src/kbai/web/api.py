@@ -17,7 +17,7 @@ from kbai.errors import KbaiError
 from kbai.tokens.hygiene import hygiene
 from kbai.tokens.service import TokenView
 from kbai.web import schemas as sc
-from kbai.web.idempotency import idempotent
+from kbai.web.idempotency import REPLAYED_HEADER, idempotent
 from kbai.web.auth import (
     SESSION_COOKIE,
     AnyPrincipal,
@@ -55,7 +55,11 @@ LAST_ADMIN = conflict("It would leave the tenant without an active admin.")
 
 def creates(conflicts: str) -> dict[int | str, dict[str, Any]]:
     """The errors of a creating POST, which also takes an Idempotency-Key (kbai.web.idempotency)."""
-    return {400: {"model": sc.ErrorOut, "description": "The body cannot be parsed, or the Idempotency-Key header "
+    return {201: {"description": "Created; or, with the Idempotency-Key of an earlier create, that create's answer "
+                                 "again with every secret field null.",
+                  "headers": {REPLAYED_HEADER: {"description": "`true` when this answer is a replay.",
+                                                "schema": {"type": "string", "enum": ["true"]}}}},
+            400: {"model": sc.ErrorOut, "description": "The body cannot be parsed, or the Idempotency-Key header "
                                                        "is malformed (invalid_idempotency_key)."},
             413: BODY_ERRORS[413],
             **conflict(f"{conflicts} Or a request with the same Idempotency-Key is still running "
