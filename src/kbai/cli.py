@@ -375,7 +375,7 @@ def worker(
     interval: Annotated[float | None, typer.Option(
         help="Seconds between passes (default KBAI_WORKER_INTERVAL_SECONDS).", min=0.1)] = None,
 ) -> None:
-    """Send due expiry reminders (email, in-app, webhook) and apply auto-revoke policies.
+    """Send due expiry reminders (email, in-app, webhook), apply auto-revoke policies, prune idempotency keys.
 
     Safe to run several at once: each reminder and each revocation happens exactly once.
     """
@@ -383,11 +383,12 @@ def worker(
     import threading
 
     from kbai import logs
+    from kbai.idempotency import IdempotencyStore
     from kbai.worker import Worker
 
     svc = services()
     logs.configure(svc.settings.log_level)
-    job = Worker(svc.reminders, svc.auto_revoke)
+    job = Worker(svc.reminders, svc.auto_revoke, IdempotencyStore(svc.db, svc.clock))
     if once:
         result = job.run_once()
         typer.echo(f"reminders sent: {result.reminders_sent}, failed: {result.reminders_failed}, "

@@ -117,6 +117,25 @@ LAST_ADMIN = ErrorSpec(
 )
 ALREADY_EXISTS = ErrorSpec("already_exists", 409, "{what} already exists.")
 NOT_ROTATABLE = ErrorSpec("not_rotatable", 409, "Only an active token can be rotated; this one is {status}.")
+ALREADY_ROTATED = ErrorSpec(
+    "already_rotated", 409,
+    "This token was already rotated: its successor is token {successor_id}. Rotate or revoke that one instead.",
+)
+
+# ---- Idempotency-Key (retried creates) --------------------------------------------------------
+IDEMPOTENCY_KEY_INVALID = ErrorSpec(
+    "invalid_idempotency_key", 400,
+    "Idempotency-Key must be one header of 1 to 255 printable ASCII characters, e.g. a UUID.",
+)
+IDEMPOTENCY_IN_PROGRESS = ErrorSpec(
+    "idempotency_in_progress", 409,
+    "A request with this Idempotency-Key is still being processed. Retry in a moment to get its answer.",
+)
+IDEMPOTENCY_KEY_REUSED = ErrorSpec(
+    "idempotency_key_reused", 422,
+    "This Idempotency-Key was used for a different request in the last 24 hours. Send a new key for a new "
+    "request.",
+)
 
 # 413 / 415 / 422 / 429
 TOO_LARGE = ErrorSpec("too_large", 413, "The request body is larger than {limit} bytes.")

@@ -11,6 +11,7 @@ database is snapshotted before and after: not one row may differ.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import socket
@@ -30,8 +31,10 @@ from markupsafe import escape
 
 from kbai.clock import FrozenClock
 from kbai.config import Settings
+from kbai.idempotency import Claim, IdempotencyStore
 from kbai.services import Services
 from kbai.web.app import create_app
+from kbai.web.idempotency import fingerprint
 from tests.conftest import FAST_ARGON2, OPERATOR, build_world, start_server
 from tests.web.safety import changed_tables, error_problems, page_problems, shown, shown_page, snapshot
 
@@ -144,6 +147,10 @@ ME = "/api/v1/me"
 DEEP_ARRAYS = b"[" * 100_000 + b"]" * 100_000
 DEEP_OBJECTS = b'{"a":' * 50_000 + b"1" + b"}" * 50_000
 UNKNOWN_TOKEN = "kbai_pk_" + "0" * 64
+IDEM = "Idempotency-Key"
+USED_KEY = "hostile-used-key"  # dev already created a token with it (another body)
+RUNNING_KEY = "hostile-running-key"  # a request with it is still running (a claim without an answer)
+RUNNING_BODY = {"name": "running", "scopes": ["users.read"]}
 
 CASES: list[Case] = [
     # ---- Authorization: malformed, truncated, upper-case, padded, look-alike, oversized ------------
@@ -361,6 +368,20 @@ CASES: list[Case] = [
     Case("login-nul-email", "POST", "/api/v1/session", 401, "invalid_credentials", "anon", json={"email": "dev@acme.test\x00", "password": "dev-password-1"}),
     Case("login-sql-email", "POST", "/api/v1/session", 401, "invalid_credentials", "anon", json={"email": "' OR 1=1 --", "password": "x"}),
     Case("login-extra-field", "POST", "/api/v1/session", 422, "validation_error", "anon", json={"email": "dev@acme.test", "password": "x", "admin": True}, says="not a known field"),
+    # ---- Idempotency-Key --------------------------------------------------------------------------
+    Case("idem-key-empty", "POST", TOKENS, 400, "invalid_idempotency_key", json=_tok({}), headers={IDEM: ""}, says="1 to 255 printable ASCII"),
+    Case("idem-key-256-chars", "POST", TOKENS, 400, "invalid_idempotency_key", json=_tok({}), headers={IDEM: "k" * 256}, says="1 to 255"),
+    Case("idem-key-64k", "POST", TOKENS, 400, "invalid_idempotency_key", json=_tok({}), headers={IDEM: "k" * 65_536}),
+    Case("idem-key-tab", "POST", TOKENS, 400, "invalid_idempotency_key", json=_tok({}), headers={IDEM: "a\tb"}),
+    Case("idem-key-control-char", "POST", TOKENS, 400, "invalid_idempotency_key", json=_tok({}), headers={IDEM: b"a\x01b"}),
+    Case("idem-key-non-ascii", "POST", TOKENS, 400, "invalid_idempotency_key", json=_tok({}), headers={IDEM: "cl\u00e9".encode()}),
+    Case("idem-key-zero-width", "POST", TOKENS, 400, "invalid_idempotency_key", json=_tok({}), headers={IDEM: "\u200bkey".encode()}),
+    Case("idem-key-rotate-256", "POST", lambda e: f"{TOKENS}/{e.ids['dev_token']}/rotate", 400, "invalid_idempotency_key", json={}, headers={IDEM: "r" * 256}),
+    Case("idem-key-role-non-ascii", "POST", "/api/v1/roles", 400, "invalid_idempotency_key", "admin", json={"name": "Ops"}, headers={IDEM: "r\u00f4le".encode()}),
+    Case("idem-key-user-256", "POST", "/api/v1/users", 400, "invalid_idempotency_key", "admin", json={"email": "new@acme.test"}, headers={IDEM: "u" * 256}),
+    Case("idem-key-reused-other-body", "POST", TOKENS, 422, "idempotency_key_reused", json=_tok({"name": "second try"}), headers={IDEM: USED_KEY}, says="different request"),
+    Case("idem-key-still-running", "POST", TOKENS, 409, "idempotency_in_progress", json=RUNNING_BODY, headers={IDEM: RUNNING_KEY}, says="still being processed"),
+    Case("idem-key-bad-and-no-csrf", "POST", TOKENS, 403, "csrf_failed", json=_tok({}), headers={IDEM: "k" * 256}, csrf=False),
     # ---- routing ---------------------------------------------------------------------------------
     Case("route-unknown", "GET", "/api/v1/nope", 404, "not_found"),
     Case("route-wrong-method", "PATCH", TOKENS, 405, "method_not_allowed"),
@@ -511,6 +532,14 @@ def build_env(svc: Services, make_client: Callable[[], httpx.Client]) -> Env:
     csrf = {"dev": _login(dev, "dev@acme.test", "dev-password-1"),
             "admin": _login(admin, "admin@acme.test", "admin-password-1")}
     basic = "Basic " + base64.b64encode(f"{credential.client_id}:{secret}".encode()).decode()
+    # Idempotency keys dev has used: one answered (for another body), one whose request still runs.
+    keys = IdempotencyStore(svc.db, svc.clock)
+    used = keys.begin(f"user:{acme.dev.user_id}", "POST /api/v1/tokens", USED_KEY,
+                      fingerprint({}, json.dumps({"name": "first try", "scopes": []}).encode()))
+    assert isinstance(used, Claim)
+    keys.finish(used, 201, {"id": existing.id, "token": None})
+    keys.begin(f"user:{acme.dev.user_id}", "POST /api/v1/tokens", RUNNING_KEY,
+               fingerprint({}, json.dumps(RUNNING_BODY).encode()))
     ids = {"dev_token": existing.id, "sibling_token": sibling_token.id, "other_token": other_token.id,
            "admin_role": roles["Admin"], "dev_role": acme.dev_role_id, "other_role": other_roles["Developers"],
            "admin_user": acme.admin.user_id, "dev_user": acme.dev.user_id, "other_user": globex.dev.user_id}
@@ -665,7 +694,7 @@ LIVE = {"auth-truncated", "auth-upper-case", "auth-cyrillic-a", "auth-fullwidth-
         "body-text-plain", "body-multipart", "body-invalid-json", "body-array", "body-deep-arrays",
         "body-not-utf8", "body-10mb", "body-2mb-chunked", "id-huge", "id-sql", "id-traversal",
         "id-other-tenant-revoke", "q-cursor-sql", "q-audit-since-before-utc", "user-email-html",
-        "user-role-bool", "intro-deep-json", "intro-2mb-chunked", "login-sql-email", "route-wrong-method",
+        "user-role-bool", "idem-key-256-chars", "idem-key-non-ascii", "intro-deep-json", "intro-2mb-chunked", "login-sql-email", "route-wrong-method",
         "form-key-name-rtl-override", "form-key-scope-unheld", "form-key-exp-custom-past", "form-key-no-csrf",
         "form-key-json", "form-key-multipart-garbage", "form-key-10mb", "form-key-2mb-chunked",
         "form-revoke-other-tenant", "form-role-huge-id", "form-user-role-other-tenant", "form-login-wrong-password",

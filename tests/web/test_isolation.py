@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 
 from kbai.clock import FrozenClock
 from kbai.config import Settings
+from kbai.idempotency import Claim, IdempotencyStore
 from kbai.services import Services
 from kbai.web.app import create_app
 from tests.conftest import FAST_ARGON2, OPERATOR, build_world
@@ -29,6 +30,7 @@ from tests.web.safety import changed_tables, error_problems, shown, snapshot
 
 ATTACKERS = ("globex-session", "globex-token", "mallory-session", "mallory-token")
 SECRET_ROLE = "Acme-Secret-Role-Q7"
+VICTIM_KEY = "victim-idempotency-key"  # the victim rotated victim-zapier-prod with it (its answer is stored)
 
 
 @dataclass(repr=False)
@@ -82,6 +84,16 @@ def env(module_database_url: str) -> Iterator[Env]:
               "mallory-token": svc.tokens.create(mallory, "mallory-all", sorted(mallory.permissions))[1]}
     credential, secret = svc.credentials.create(OPERATOR, "isolation")
     extra_secrets, victim_notification = _victim_extras(svc, acme.tenant_id, acme.dev.user_id)  # type: ignore[arg-type]
+    # The victim's remembered answer for a rotation (as the API stores it): another caller sending the same
+    # Idempotency-Key to the same route must never be answered with it.
+    from kbai.web.idempotency import fingerprint
+
+    keys = IdempotencyStore(svc.db, svc.clock)
+    claim = keys.begin(f"user:{acme.dev.user_id}", "POST /api/v1/tokens/{token_id}/rotate", VICTIM_KEY,
+                       fingerprint({"token_id": victim_views[0].id}, b"{}"))
+    assert isinstance(claim, Claim)
+    keys.finish(claim, 201, {"id": victim_views[0].id, "name": victim_views[0].name, "prefix": victim_views[0].prefix,
+                             "token": None})
 
     app = create_app(svc, start_background=False)
     clients: dict[str, TestClient] = {a: TestClient(app, raise_server_exceptions=False) for a in ATTACKERS}
@@ -206,6 +218,7 @@ class Endpoint:
     body: Callable[[Env, str], Any] | None = None
     params: dict[str, str] | Callable[[Env, str], dict[str, Any]] | None = None
     ok: Check = _none  # extra checks of a 200
+    headers: dict[str, str] | None = None
 
 
 def _all(status: int, code: str = "") -> dict[str, tuple[int, str]]:
@@ -235,6 +248,10 @@ ENDPOINTS = [
     Endpoint("revoke-victim-token", "POST", lambda e, a: f"{T}/{e.ids['victim_token']}/revoke", _all(*NOT_FOUND)),
     Endpoint("rotate-victim-token", "POST", lambda e, a: f"{T}/{e.ids['victim_token']}/rotate",
              _by(NOT_FOUND, NOT_FOUND, SESSION_ONLY, cross_token=SESSION_ONLY), body=lambda e, a: {}),
+    Endpoint("rotate-victim-token-with-victims-idempotency-key", "POST",
+             lambda e, a: f"{T}/{e.ids['victim_token']}/rotate",
+             _by(NOT_FOUND, NOT_FOUND, SESSION_ONLY, cross_token=SESSION_ONLY), body=lambda e, a: {},
+             headers={"Idempotency-Key": VICTIM_KEY}),
     Endpoint("list-tokens", "GET", lambda e, a: T, _by(OK, OK, SESSION_ONLY, cross_token=SESSION_ONLY), ok=_own_tokens_only),
     Endpoint("list-tokens-from-victim-cursor", "GET", lambda e, a: T, _by(OK, OK, SESSION_ONLY, cross_token=SESSION_ONLY),
              params=lambda e, a: {"cursor": str(e.ids["victim_revoked_token"] + 1)}, ok=_own_tokens_only),
@@ -312,6 +329,8 @@ def test_no_way_into_another_tenant_or_another_users_tokens(env: Env, endpoint: 
         kwargs["json"] = endpoint.body(env, attacker)
     if endpoint.params is not None:
         kwargs["params"] = endpoint.params(env, attacker) if callable(endpoint.params) else endpoint.params
+    if endpoint.headers is not None:
+        kwargs["headers"] = endpoint.headers
     r = env.request(attacker, endpoint.method, endpoint.path(env, attacker), **kwargs)
     if status >= 400:
         problems = error_problems(r, status, code)

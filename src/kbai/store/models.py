@@ -225,3 +225,33 @@ class TokenReminder(Base):
     kind: Mapped[str] = mapped_column(String(30), primary_key=True)
     channel: Mapped[str] = mapped_column(String(20), primary_key=True)
     sent_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class IdempotencyRecord(Base):
+    """A remembered ``Idempotency-Key``: the first answer of a create, replayed for 24 h to the same caller.
+
+    ``status`` is None while the first request is still running (the claim). ``body`` never holds a
+    secret: the plaintext token (and any password) is removed before it is stored.
+    """
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (
+        UniqueConstraint("principal", "route", "key", name="uq_idempotency_principal_route_key"),
+        Index("ix_idempotency_expires_at", "expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Who: "user:<id>" for a session, "token:<id>" for an API token, "<kind>:<name>" for other callers.
+    principal: Mapped[str] = mapped_column(String(120))
+    # Which operation: "POST /api/v1/tokens/{token_id}/rotate" (the route, not the concrete path).
+    route: Mapped[str] = mapped_column(String(200))
+    key: Mapped[str] = mapped_column(String(255))
+    # SHA-256 hex of the path parameters and the canonical JSON body (secret fields left out).
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    # Which request holds the claim (a random id): a request that took over an abandoned claim wins.
+    claim: Mapped[str] = mapped_column(String(32))
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    body: Mapped[Any | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

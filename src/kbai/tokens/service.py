@@ -293,6 +293,10 @@ class TokenService:
             s.refresh(old)
             if MANAGE_TOKENS not in permissions_of(s, user, self.catalog):
                 raise KbaiError(errors.NO_TOKEN_PERMISSION)
+            # Read under the owner's lock, so of two concurrent rotations the second sees the first's successor.
+            successor = s.scalar(select(func.min(Token.id)).where(Token.rotated_from_id == old.id))
+            if successor is not None:
+                raise KbaiError(errors.ALREADY_ROTATED, successor_id=successor)
             status = status_of(old, now)
             if status != "active":
                 raise KbaiError(errors.NOT_ROTATABLE, status=status)

@@ -17,6 +17,7 @@ from kbai.errors import KbaiError
 from kbai.tokens.hygiene import hygiene
 from kbai.tokens.service import TokenView
 from kbai.web import schemas as sc
+from kbai.web.idempotency import REPLAYED_HEADER, idempotent
 from kbai.web.auth import (
     SESSION_COOKIE,
     AnyPrincipal,
@@ -51,6 +52,21 @@ def conflict(description: str) -> dict[int | str, dict[str, Any]]:
 
 
 LAST_ADMIN = conflict("It would leave the tenant without an active admin.")
+
+
+def creates(conflicts: str) -> dict[int | str, dict[str, Any]]:
+    """The errors of a creating POST, which also takes an Idempotency-Key (kbai.web.idempotency)."""
+    return {201: {"description": "Created; or, with the Idempotency-Key of an earlier create, that create's answer "
+                                 "again with every secret field null.",
+                  "headers": {REPLAYED_HEADER: {"description": "`true` when this answer is a replay.",
+                                                "schema": {"type": "string", "enum": ["true"]}}}},
+            400: {"model": sc.ErrorOut, "description": "The body cannot be parsed, or the Idempotency-Key header "
+                                                       "is malformed (invalid_idempotency_key)."},
+            413: BODY_ERRORS[413],
+            **conflict(f"{conflicts} Or a request with the same Idempotency-Key is still running "
+                       "(idempotency_in_progress): retry it."),
+            422: {"model": sc.ErrorOut, "description": "Invalid input; the message says which field and why. Or the "
+                                                       "Idempotency-Key was used for another body (idempotency_key_reused)."}}
 
 router = APIRouter(prefix="/api/v1", responses=ERRORS)
 
@@ -143,7 +159,8 @@ def list_tokens(
 
 
 @router.post("/tokens", status_code=201, response_model=sc.TokenCreatedOut, tags=["tokens"],
-             summary="Create a token", responses={**BODY_ERRORS, **conflict("Limit reached or name taken.")})
+             summary="Create a token", responses=creates("Limit reached or name taken."))
+@idempotent
 def create_token(body: sc.TokenCreateIn, p: SessionPrincipal, request: Request) -> dict[str, Any]:
     """Mint a token. The response is the only time the full token is shown."""
     view, plaintext = services(request).tokens.create(
@@ -166,7 +183,9 @@ def revoke_token(token_id: TokenId, p: AnyPrincipal, request: Request) -> dict[s
 
 @router.post("/tokens/{token_id}/rotate", status_code=201, response_model=sc.RotatedOut, tags=["tokens"],
              summary="Rotate a token",
-             responses={**BODY_ERRORS, **conflict("Only an active token can be rotated; this one is revoked or expired.")})
+             responses=creates("Only an active token can be rotated (not_rotatable), and only once (already_rotated: "
+                               "the message names the successor's id)."))
+@idempotent
 def rotate_token(token_id: TokenId, p: SessionPrincipal, request: Request, body: sc.RotateIn | None = None) -> dict[str, Any]:
     """A new token with the same name, scopes and lifetime (or ``expires_in_days``); the old one stops after
     the grace period. The tenant's policy applies to the new token (422 naming the rule)."""
@@ -214,7 +233,8 @@ def list_roles(p: RolesRead, request: Request) -> dict[str, Any]:
 
 
 @router.post("/roles", status_code=201, response_model=sc.RoleOut, tags=["roles"], summary="Create a role",
-             responses={**BODY_ERRORS, **conflict("A role with that name exists.")})
+             responses=creates("A role with that name exists."))
+@idempotent
 def create_role(body: sc.RoleCreateIn, p: RolesManage, request: Request) -> dict[str, Any]:
     """Needs a session, and only permissions you hold yourself."""
     assert p.actor.tenant_id is not None
@@ -245,7 +265,8 @@ def list_users(p: UsersRead, request: Request) -> dict[str, Any]:
 
 @router.post("/users", status_code=201, response_model=sc.UserCreatedOut, response_model_exclude_none=True,
              tags=["users"], summary="Create a user",
-             responses={**BODY_ERRORS, **conflict("A user with that email exists.")})
+             responses=creates("A user with that email exists."))
+@idempotent
 def create_user(body: sc.UserCreateIn, p: UsersManage, request: Request) -> dict[str, Any]:
     """Needs a session (never a token), and you can give only roles whose permissions you hold yourself."""
     assert p.actor.tenant_id is not None

@@ -70,9 +70,10 @@ class TokenOut(BaseModel):
 
 
 class TokenCreatedOut(TokenOut):
-    token: str = Field(
+    token: str | None = Field(
         examples=["kbai_pk_" + "0" * 64],
-        description="The full token. Shown this once: store it in a secrets manager now.",
+        description="The full token. Shown this once: store it in a secrets manager now. null only on an "
+        "Idempotency-Key replay (Idempotent-Replayed: true): the token is never shown twice.",
     )
 
 
@@ -158,7 +159,8 @@ class UserCreateIn(Strict):
 
 
 class UserCreatedOut(UserOut):
-    password: str | None = Field(default=None, description="The generated password, when none was given. Shown once.")
+    password: str | None = Field(default=None, description="The generated password, when none was given. Shown once "
+                                 "(null on an Idempotency-Key replay).")
 
 
 class UserRolesIn(Strict):
