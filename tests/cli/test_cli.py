@@ -214,6 +214,47 @@ def test_cli_mistakes_give_one_error_line(database_url: str, tmp_path: Path) -> 
         svc.close()
 
 
+def test_finding5_user_reactivate_brings_back_the_login_and_never_a_revoked_token(
+        database_url: str, tmp_path: Path) -> None:
+    """`kbai user reactivate --email E` mirrors `kbai user deactivate`: the operator's way back (issue 13)."""
+    from kbai import audit
+    from tests.conftest import World
+
+    kbai = Kbai(database_url, tmp_path)
+    svc = _services(database_url)
+    try:
+        _ok(kbai("tenant", "create", "Acme", "--admin-email", "a@acme.test", "--admin-password", "admin-password-1"))
+        tenant = svc.access.tenant_by_name("Acme")
+        assert tenant is not None
+        role = svc.access.create_role(cli.OPERATOR, tenant.id, "Devs", ["developer.manage_tokens"])
+        _ok(kbai("user", "create", "--tenant", "Acme", "--email", "x@acme.test", "--password", "x-password-123",
+                 "--role", "Devs"))
+        x_actor = World(svc, tenant.id, None, None, role.id).actor("x@acme.test")  # type: ignore[arg-type]
+        _, kept = svc.tokens.create(x_actor, "kept", [])
+        gone_view, gone = svc.tokens.create(x_actor, "gone", [])
+        svc.tokens.revoke(x_actor, gone_view.id)
+
+        out = _ok(kbai("user", "deactivate", "--email", "x@acme.test"))
+        assert "deactivated x@acme.test" in out
+        svc.cache.clear()  # this process caches verdicts; the CLI runs in another
+        assert svc.tokens.verify(kept).outcome is Outcome.OWNER_INACTIVE
+        out = _ok(kbai("user", "reactivate", "--email", "X@acme.test"))
+        assert out.strip() == ("reactivated x@acme.test; they can log in again, and their tokens that were not "
+                               "revoked or expired work again")
+        svc.cache.clear()
+        assert svc.tokens.verify(kept).ok
+        assert svc.tokens.verify(gone).outcome is Outcome.REVOKED
+        assert svc.access.authenticate("x@acme.test", "x-password-123").active
+        _ok(kbai("user", "reactivate", "--email", "x@acme.test"))  # idempotent
+        with svc.db.read() as s:
+            events = [e for e in audit.events(s, tenant.id, limit=50) if e.action == "user.reactivate"]
+        assert [(e.actor, e.details) for e in events] == [("operator", {"email": "x@acme.test"})]
+        line = _one_error_line(kbai("user", "reactivate", "--email", "nobody@acme.test"))
+        assert "nobody@acme.test" in line and "not found" in line
+    finally:
+        svc.close()
+
+
 def test_settings_and_connection_mistakes_give_one_error_line(tmp_path: Path) -> None:
     # These fail before any backend is reached, so they run once rather than per backend.
     kbai = Kbai(f"sqlite:///{tmp_path / 'unused.db'}", tmp_path)

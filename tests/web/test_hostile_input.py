@@ -787,6 +787,7 @@ CLI_CASES = [
     CliCase("limits-zero", ("limits", "set", "--user", "dev@acme.test", "--max-active-tokens", "0"), 1, "between 1 and"),
     CliCase("limits-huge", ("limits", "set", "--tenant", "Acme", "--max-active-tokens", "99999999999999999999"), 1, "between 1 and"),
     CliCase("limits-not-a-number", ("limits", "set", "--user", "dev@acme.test", "--max-active-tokens", "ten"), 2),
+    CliCase("user-reactivate-unknown", ("user", "reactivate", "--email", "nobody'; DROP TABLE users;--@acme.test"), 1, "not found"),
     CliCase("revoke-huge-id", ("tokens", "revoke", "99999999999999999999"), 1, "not found"),
     CliCase("revoke-not-a-number", ("tokens", "revoke", "1 OR 1=1"), 2),
     CliCase("list-traversal-user", ("tokens", "list", "--user", "../../etc/passwd"), 1, "not found"),
