@@ -87,7 +87,8 @@ class LoginRefused:
 
 @dataclass(frozen=True)
 class LoginReserved:
-    """An attempt that may be evaluated: a failure keeps it, anything else hands it to :meth:`LoginThrottle.give_back`."""
+    """An attempt that may be evaluated: a failure keeps its place in the counters, anything else hands
+    it to :meth:`LoginThrottle.give_back`."""
 
     account: str
     ip: str
@@ -152,9 +153,10 @@ class LoginThrottle:
 
         def refund(limiter: strategies.MovingWindowRateLimiter) -> None:
             st = limiter.storage
-            strategies.FixedWindowRateLimiter(st).hit(self.address, "login-ip", attempt.ip, cost=-1)
-            if st.get(failures) > 0:
-                st.incr(failures, ACCOUNT_WINDOW_SECONDS, -1)
+            address = self.address.key_for("login-ip", attempt.ip)
+            for key, window in ((address, self.address.get_expiry()), (failures, ACCOUNT_WINDOW_SECONDS)):
+                if st.get(key) > 0:  # (a window that ended meanwhile has nothing to give back)
+                    st.incr(key, window, -1)
             if signed_in:
                 st.clear(familiar)  # restarts its 30 days
                 st.incr(familiar, FAMILIAR_SECONDS)
