@@ -58,7 +58,20 @@ class Settings(BaseSettings):
         default=60, ge=1, description="Failed token authentications allowed per client IP per minute."
     )
     login_failures_per_minute: int = Field(
-        default=10, ge=1, description="Failed logins allowed per client IP and per account per minute."
+        default=10, ge=1, description="Failed logins allowed per client address per minute (any emails); past "
+        "that, that address alone is refused until the minute is over.",
+    )
+    login_account_failures_per_day: int = Field(
+        default=20, ge=1, description="Failed logins for one email in a day, from any addresses, before addresses "
+        "it has not signed in from (in 30 days) must wait between attempts. Its own addresses never wait.",
+    )
+    login_account_max_delay_seconds: int = Field(
+        default=300, ge=1, le=86400, description="Longest wait between two attempts of such an address: the wait "
+        "starts at 2 s and doubles with each further failure up to this.",
+    )
+    introspection_failures_per_minute: int = Field(
+        default=10, ge=1, description="Failed service-credential authentications at POST /api/v1/introspect "
+        "allowed per client address per minute.",
     )
     trusted_proxies: str = Field(
         default="127.0.0.1,::1",

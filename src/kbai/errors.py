@@ -157,6 +157,18 @@ ADMIN_ROLE_FIXED = ErrorSpec(
 RATE_LIMITED = ErrorSpec(
     "rate_limited", 429, "Too many failed attempts from your address. Try again in {retry_after} seconds."
 )
+LOGIN_RATE_LIMITED = ErrorSpec(
+    "rate_limited", 429, "Too many failed logins from your address. Try again in {retry_after} seconds."
+)
+LOGIN_ACCOUNT_THROTTLED = ErrorSpec(
+    "rate_limited", 429,
+    "Too many failed logins for this email from addresses it does not usually sign in from, so each such "
+    "address waits between attempts. Try again in {retry_after} seconds.",
+)
+CLIENT_RATE_LIMITED = ErrorSpec(
+    "rate_limited", 429,
+    "Too many failed service-credential authentications from your address. Try again in {retry_after} seconds.",
+)
 
 # 503
 DATABASE_UNAVAILABLE = ErrorSpec(

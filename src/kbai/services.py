@@ -19,7 +19,7 @@ from kbai.config import Settings
 from kbai.metrics import Metrics
 from kbai.notifications import Notifications
 from kbai.partner_keys import PartnerKeys
-from kbai.ratelimit import FailureLimiter
+from kbai.ratelimit import FailureLimiter, LoginThrottle
 from kbai.store import Database
 from kbai.mail import Mailer
 from kbai.tokens.activity import ActivityService
@@ -99,6 +99,10 @@ class Services:
         tokens.listeners.append(tokens_changed)
         access.listeners.append(access_changed)
         notifications = Notifications(db, clock)
+        limiter = FailureLimiter(
+            settings.redis_url, settings.redis_prefix,
+            settings.auth_failures_per_minute, settings.login_failures_per_minute,
+        )
         mailer = Mailer.from_settings(settings)
         if mailer is not None:
             notifications.senders.append(mailer.notify)
@@ -109,14 +113,12 @@ class Services:
             catalog=catalog,
             passwords=passwords,
             access=access,
-            sessions=SessionService(access, settings.session_ttl_seconds),
+            sessions=SessionService(access, settings.session_ttl_seconds, LoginThrottle(
+                limiter, settings.login_account_failures_per_day, settings.login_account_max_delay_seconds)),
             credentials=CredentialService(db, clock),
             tokens=tokens,
             usage=UsageBuffer(db, settings.last_used_flush_seconds, on_write=_written),
-            limiter=FailureLimiter(
-                settings.redis_url, settings.redis_prefix,
-                settings.auth_failures_per_minute, settings.login_failures_per_minute,
-            ),
+            limiter=limiter,
             metrics=metrics,
             cache=cache,
             bus=bus,

@@ -587,7 +587,8 @@ def check(env: Env, case: Case) -> list[str]:
 def env(module_database_url: str) -> Iterator[Env]:
     """The app in-process on a module-wide database of each backend (cases never change it)."""
     settings = Settings(database_url=module_database_url, auth_failures_per_minute=HIGH,
-                        login_failures_per_minute=HIGH, **FAST_ARGON2)
+                        login_failures_per_minute=HIGH, login_account_failures_per_day=HIGH,
+                        introspection_failures_per_minute=HIGH, **FAST_ARGON2)
     svc = Services.build(settings, clock=FrozenClock())
     app = create_app(svc, start_background=False)
     clients: list[TestClient] = []
@@ -671,7 +672,8 @@ def test_injection_strings_in_form_names_are_plain_text(env: Env, text: str) -> 
 @pytest.fixture
 def live_env(services: Services, database_url: str, tmp_path: Path) -> Iterator[tuple[Env, Any]]:
     server = start_server(database_url, tmp_path, KBAI_AUTH_FAILURES_PER_MINUTE=str(HIGH),
-                          KBAI_LOGIN_FAILURES_PER_MINUTE=str(HIGH))
+                          KBAI_LOGIN_FAILURES_PER_MINUTE=str(HIGH), KBAI_LOGIN_ACCOUNT_FAILURES_PER_DAY=str(HIGH),
+                          KBAI_INTROSPECTION_FAILURES_PER_MINUTE=str(HIGH))
     clients: list[httpx.Client] = []
 
     def make() -> httpx.Client:

@@ -20,6 +20,7 @@ from kbai.audit import Actor
 from kbai.clock import utc_seconds
 from kbai.compare import same_secret
 from kbai.errors import KbaiError
+from kbai.ratelimit import LoginRefused, LoginThrottle
 from kbai.store.models import LoginSession, Tenant, User
 
 
@@ -41,14 +42,39 @@ def _digest(cookie: str) -> str:
 
 
 class SessionService:
-    def __init__(self, access: AccessService, ttl_seconds: int) -> None:
+    def __init__(self, access: AccessService, ttl_seconds: int, throttle: LoginThrottle | None = None) -> None:
         self.access = access
         self.db = access.db
         self.clock = access.clock
         self.ttl = timedelta(seconds=ttl_seconds)
+        self.throttle = throttle
 
     def login(self, email: str, password: str, ip: str | None) -> tuple[str, SessionInfo]:
-        """Check the password and open a new session. Returns (cookie value, session)."""
+        """Check the password and open a new session. Returns (cookie value, session).
+
+        With a throttle, the attempt is reserved before the password is checked (429 when the address,
+        or an unfamiliar address of an account under attack, has to wait) and given back unless it
+        failed, so parallel guesses cannot slip past the limits.
+        """
+        if self.throttle is None:
+            return self._login(email, password, ip)
+        attempt = self.throttle.reserve(email if isinstance(email, str) else "", ip or "unknown")
+        if isinstance(attempt, LoginRefused):
+            spec = errors.LOGIN_RATE_LIMITED if attempt.why == "address" else errors.LOGIN_ACCOUNT_THROTTLED
+            raise KbaiError(spec, retry_after=attempt.retry_after)
+        try:
+            result = self._login(email, password, ip)
+        except KbaiError as err:
+            if err.spec is not errors.INVALID_CREDENTIALS:
+                self.throttle.give_back(attempt, signed_in=False)
+            raise
+        except BaseException:
+            self.throttle.give_back(attempt, signed_in=False)  # e.g. the database is down: no guess was made
+            raise
+        self.throttle.give_back(attempt, signed_in=True)
+        return result
+
+    def _login(self, email: str, password: str, ip: str | None) -> tuple[str, SessionInfo]:
         user = self.access.authenticate(email, password)
         cookie = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(32)

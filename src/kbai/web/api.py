@@ -111,18 +111,11 @@ def _cursor(value: str | None) -> int | None:
 def login(body: sc.LoginIn, request: Request, response: Response) -> dict[str, Any]:
     """Check email and password, set the HttpOnly session cookie, return the CSRF token."""
     svc = services(request)
-    ip = client_ip(request)
-    email_key = body.email.strip().lower()[:320]
-    wait = max(svc.limiter.blocked(svc.limiter.login, "login-ip", ip),
-               svc.limiter.blocked(svc.limiter.login, "login-account", email_key))
-    if wait:
-        svc.metrics.rate_limited.labels("login").inc()
-        raise KbaiError(errors.RATE_LIMITED, retry_after=wait)
-    try:
-        cookie, info = svc.sessions.login(body.email, body.password, ip)
-    except KbaiError:
-        svc.limiter.failed(svc.limiter.login, "login-ip", ip)
-        svc.limiter.failed(svc.limiter.login, "login-account", email_key)
+    try:  # the failure limits are the session service's (reserved before the password is checked)
+        cookie, info = svc.sessions.login(body.email, body.password, client_ip(request))
+    except KbaiError as err:
+        if err.status == 429:
+            svc.metrics.rate_limited.labels("login").inc()
         raise
     set_session_cookie(response, cookie, svc.settings.session_ttl_seconds, svc.settings.cookie_secure)
     return {"csrf_token": info.csrf_token, "user": {"id": info.user_id, "email": info.email},

@@ -266,6 +266,8 @@ def _login_page(request: Request, next_path: str, email: str, error: KbaiError |
                       next=redact(next_path), email=redact(email), error=error, login_csrf=value)
     response.set_cookie(LOGIN_CSRF_COOKIE, value, max_age=3600, httponly=True, samesite="strict", path="/login",
                         secure=services(request).settings.cookie_secure)
+    if error is not None and "retry_after" in error.params:
+        response.headers["Retry-After"] = str(error.params["retry_after"])
     return response
 
 
@@ -282,18 +284,11 @@ def login(
     cookie_value = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     if not cookie_value or not csrf_token or not same_secret(csrf_token, cookie_value):
         return _login_page(request, target, email, KbaiError(errors.FORM_EXPIRED))
-    ip = client_ip(request)
-    email_key = email.strip().lower()[:320]
-    wait = max(svc.limiter.blocked(svc.limiter.login, "login-ip", ip),
-               svc.limiter.blocked(svc.limiter.login, "login-account", email_key))
-    if wait:
-        svc.metrics.rate_limited.labels("login").inc()
-        return _login_page(request, target, email, KbaiError(errors.RATE_LIMITED, retry_after=wait))
-    try:
-        cookie, _info = svc.sessions.login(email, password, ip)
+    try:  # the same failure limits as the API's, counted by the session service
+        cookie, _info = svc.sessions.login(email, password, client_ip(request))
     except KbaiError as err:
-        svc.limiter.failed(svc.limiter.login, "login-ip", ip)
-        svc.limiter.failed(svc.limiter.login, "login-account", email_key)
+        if err.status == 429:
+            svc.metrics.rate_limited.labels("login").inc()
         return _login_page(request, target, email, err)
     response = see_other(target)
     set_session_cookie(response, cookie, svc.settings.session_ttl_seconds, svc.settings.cookie_secure)
