@@ -1,5 +1,6 @@
 """Lifecycle fixtures: a real SMTP server (aiosmtpd) and a real webhook receiver, both in-process, and
-services/app clients whose settings point at that SMTP server."""
+services/app clients whose settings point at that SMTP server and let webhooks reach the receiver on
+127.0.0.1 (the operator's KBAI_WEBHOOK_ALLOWED_NETWORKS: by default loopback is refused)."""
 
 from __future__ import annotations
 
@@ -69,10 +70,13 @@ def mailbox() -> Iterator[Mailbox]:
         controller.stop()
 
 
+LOCAL_RECEIVERS = "127.0.0.1/32"
+
+
 @pytest.fixture
 def settings(database_url: str, mailbox: Mailbox) -> Settings:
     return Settings(database_url=database_url, smtp_host="127.0.0.1", smtp_port=mailbox.port,
-                    smtp_from="kbai@acme.test", **FAST_ARGON2)
+                    smtp_from="kbai@acme.test", webhook_allowed_networks=LOCAL_RECEIVERS, **FAST_ARGON2)
 
 
 @pytest.fixture
