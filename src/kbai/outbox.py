@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import and_, delete, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from kbai.clock import Clock, utc_seconds
@@ -49,6 +49,7 @@ RETRY_DELAYS = (60, 300, 1800, 7200, 18000, 36000, 36000)
 LEASE_MARGIN_SECONDS = 30
 BATCH = 100
 POLL_SECONDS = 30.0  # a serving process's dispatcher also looks for due retries this often
+KEEP_DAYS = 7  # sent and given-up rows are kept this long (to look into), then pruned by the worker
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,15 @@ class Outbox:
             self._sent += sent
             self._failed += failed
         return DispatchResult(sent, failed)
+
+    def prune(self, older_than: timedelta = timedelta(days=KEEP_DAYS)) -> int:
+        """Delete rows sent or given up on more than ``older_than`` ago; returns how many."""
+        cutoff = utc_seconds(self.clock.now()) - older_than
+        with self.db.write() as s:
+            result = s.execute(delete(OutboxMessage).where(or_(
+                and_(OutboxMessage.sent_at.is_not(None), OutboxMessage.sent_at < cutoff),
+                and_(OutboxMessage.failed_at.is_not(None), OutboxMessage.failed_at < cutoff))))
+            return int(getattr(result, "rowcount", 0) or 0)
 
     def totals(self) -> DispatchResult:
         """What this process sent and failed to send so far (the worker reports the difference per pass)."""

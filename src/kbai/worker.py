@@ -47,6 +47,7 @@ class Worker:
         try:
             while self.outbox.dispatch().sent:
                 pass  # another batch may be due
+            self.outbox.prune()
         except Exception as exc:  # noqa: BLE001 - logged; the rows stay due for the next pass
             log.error("outbox pass failed: %s", type(exc).__name__)
         after = self.outbox.totals()
