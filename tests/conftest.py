@@ -30,6 +30,11 @@ REDIS_URL = os.environ.get("KBAI_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 # Cheap password hashing in tests; production parameters are the argon2 defaults in Settings.
 FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 64, "argon2_parallelism": 1}
 OPERATOR = Actor.operator()
+# The operator's key for webhook secrets at rest, as a deployment on PostgreSQL must set it: every Settings()
+# of the run (and every server and worker started by server_env) has it. Tests of the default without a key
+# (the key file beside a SQLite database) pass encryption_key=None.
+TEST_ENCRYPTION_KEY = "k0KrzVnR9T7Gm5yY6v5cQ2kzS8K3Xz7mW0ZbE1cJqYw="
+os.environ["KBAI_ENCRYPTION_KEY"] = TEST_ENCRYPTION_KEY
 
 
 def missing_service(what: str) -> None:
@@ -187,6 +192,7 @@ def server_env(database_url: str, **extra: str) -> dict[str, str]:
         "KBAI_ARGON2_MEMORY_KIB": "64",
         "KBAI_ARGON2_PARALLELISM": "1",
         "KBAI_LOG_LEVEL": "DEBUG",
+        "KBAI_ENCRYPTION_KEY": TEST_ENCRYPTION_KEY,
     })
     env.update(extra)
     return env

@@ -388,12 +388,13 @@ def worker(
 
     svc = services()
     logs.configure(svc.settings.log_level)
-    job = Worker(svc.reminders, svc.auto_revoke, IdempotencyStore(svc.db, svc.clock))
+    job = Worker(svc.reminders, svc.auto_revoke, svc.outbox, IdempotencyStore(svc.db, svc.clock))
     if once:
         result = job.run_once()
         typer.echo(f"reminders sent: {result.reminders_sent}, failed: {result.reminders_failed}, "
-                   f"auto-revoked: {result.auto_revoked}")
-        if result.reminders_failed:
+                   f"auto-revoked: {result.auto_revoked}, deliveries: {result.deliveries_sent}, "
+                   f"delivery failures: {result.deliveries_failed}")
+        if result.reminders_failed or result.deliveries_failed:
             raise typer.Exit(1)
         return
     stop = threading.Event()

@@ -99,6 +99,25 @@ class Settings(BaseSettings):
     smtp_username: str | None = Field(default=None, description="SMTP login, when the server wants one.")
     smtp_password: str | None = Field(default=None, repr=False, description="SMTP password (never logged).")
     smtp_starttls: bool = Field(default=False, description="Upgrade the SMTP connection with STARTTLS.")
+    webhook_allowed_networks: str = Field(
+        default="",
+        description="Comma-separated networks (CIDRs or single addresses, e.g. 10.20.0.0/16,127.0.0.1) that webhook "
+        "URLs may reach although they are not public: loopback, private, link-local, carrier-grade NAT, unique-local "
+        "IPv6. Empty (default): webhooks go to public internet addresses only. Cloud metadata host names "
+        "(metadata.google.internal, ...), 0.0.0.0 and multicast are refused whatever this says.",
+    )
+    outbound_deadline_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="Hard limit on the whole of one outbound call (a webhook POST from "
+        "its DNS lookup to the answer's status line; one SMTP conversation), however slowly the other side answers.",
+    )
+    encryption_key: str | None = Field(
+        default=None, repr=False,
+        description="Fernet key that encrypts webhook signing secrets in the database; several comma-separated "
+        "keys rotate (the first encrypts, every one decrypts). Generate one with `python -c \"from "
+        "cryptography.fernet import Fernet; print(Fernet.generate_key().decode())\"`. Unset: with SQLite, a key "
+        "file beside the database (`<database file>.key`, mode 0600) is made on first use; with PostgreSQL, "
+        "webhooks cannot be set up until it is set (every instance and worker needs the same key).",
+    )
     worker_interval_seconds: float = Field(
         default=300.0, gt=0, description="How often `kbai worker` looks for due reminders and unused tokens.",
     )
@@ -120,6 +139,33 @@ class Settings(BaseSettings):
     def _zoned(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:
             raise ValueError("KBAI_FAKE_NOW needs a zone, e.g. 2027-01-01T12:00:00Z")
+        return value
+
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        import ipaddress
+
+        for item in (part.strip() for part in value.split(",")):
+            if item:
+                try:
+                    ipaddress.ip_network(item, strict=False)
+                except ValueError:
+                    raise ValueError(f"{item[:60]!r} is not a network (e.g. 10.0.0.0/8) or an IP address") from None
+        return value
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _fernet_keys(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from cryptography.fernet import Fernet
+
+        for item in (part.strip() for part in value.split(",")):
+            try:
+                Fernet(item.encode())
+            except ValueError:
+                raise ValueError("each key must be 32 url-safe base64-encoded bytes (a Fernet key)") from None
         return value
 
     @field_validator("database_url")

@@ -247,3 +247,18 @@ WEBHOOK_URL_INVALID = ErrorSpec(
     "validation_error", 422,
     "webhook_url must be an http:// or https:// URL with a host, at most 2000 characters (or null to remove it).",
 )
+WEBHOOK_URL_REFUSED = ErrorSpec(
+    "webhook_url_refused", 422,
+    "webhook_url is refused: {reason}. kbai sends webhooks to public internet addresses only (an operator can "
+    "allow an internal receiver with KBAI_WEBHOOK_ALLOWED_NETWORKS).",
+)
+ENCRYPTION_KEY_REQUIRED = ErrorSpec(
+    "encryption_key_required", 409,
+    "kbai keeps webhook signing secrets only encrypted, and no encryption key is set: the operator must set "
+    "KBAI_ENCRYPTION_KEY (the same on every instance and worker) before a webhook can be set up.",
+)
+ENCRYPTION_KEY_WRONG = ErrorSpec(
+    "encryption_key_wrong", 409,
+    "A stored webhook signing secret cannot be decrypted with the configured KBAI_ENCRYPTION_KEY: set the key "
+    "it was encrypted with (comma-separated after the new one while rotating), or make a new webhook secret.",
+)

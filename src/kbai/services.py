@@ -17,11 +17,14 @@ from kbai.cache.verification import VerificationCache
 from kbai.clock import Clock, FrozenClock, SystemClock
 from kbai.config import Settings
 from kbai.metrics import Metrics
+from kbai.egress import Guard
+from kbai.mail import Mailer
 from kbai.notifications import Notifications
+from kbai.outbox import Outbox
 from kbai.partner_keys import PartnerKeys
 from kbai.ratelimit import FailureLimiter, LoginThrottle
+from kbai.secretbox import SecretBox
 from kbai.store import Database
-from kbai.mail import Mailer
 from kbai.tokens.activity import ActivityService
 from kbai.tokens.hygiene import AutoRevoke
 from kbai.tokens.inventory import Inventory
@@ -56,6 +59,7 @@ class Services:
     activity: ActivityService
     inventory: Inventory
     mailer: Mailer | None
+    outbox: Outbox
     reminders: Reminders
     auto_revoke: AutoRevoke
 
@@ -98,14 +102,16 @@ class Services:
 
         tokens.listeners.append(tokens_changed)
         access.listeners.append(access_changed)
-        notifications = Notifications(db, clock)
         limiter = FailureLimiter(
             settings.redis_url, settings.redis_prefix,
             settings.auth_failures_per_minute, settings.login_failures_per_minute,
         )
         mailer = Mailer.from_settings(settings)
-        if mailer is not None:
-            notifications.senders.append(mailer.notify)
+        guard = Guard.from_setting(settings.webhook_allowed_networks)
+        secrets = SecretBox.configure(settings.encryption_key, settings.database_url)
+        outbox = Outbox(db, clock, webhooks=Webhooks(clock, guard, settings.outbound_deadline_seconds),
+                        mailer=mailer, secrets=secrets, deadline_seconds=settings.outbound_deadline_seconds)
+        notifications = Notifications(db, clock, outbox)
         return cls(
             settings=settings,
             db=db,
@@ -125,20 +131,24 @@ class Services:
             notifications=notifications,
             leaks=LeakResponse(tokens, notifications),
             partner_keys=PartnerKeys(settings.secret_scanning_keys_file),
-            policies=PolicyService(db, clock),
+            policies=PolicyService(db, clock, guard, secrets),
             activity=ActivityService(db, clock),
             inventory=Inventory(tokens, notifications),
             mailer=mailer,
-            reminders=Reminders(db, clock, notifications, mailer, Webhooks(clock)),
+            outbox=outbox,
+            reminders=Reminders(db, clock, notifications, outbox),
             auto_revoke=AutoRevoke(tokens, notifications),
         )
 
     def start(self) -> None:
-        """Start the background parts of a serving process: invalidation subscriber, last-used flusher."""
+        """Start the background parts of a serving process: invalidation subscriber, last-used flusher, and
+        the outbox dispatcher (emails and webhooks leave after the request's commit, without holding it up)."""
         self.bus.start(self._on_invalidation)
         self.usage.start()
+        self.outbox.start()
 
     def stop(self) -> None:
+        self.outbox.stop()
         self.usage.stop()
         self.bus.stop()
 

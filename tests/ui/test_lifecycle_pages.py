@@ -305,13 +305,13 @@ def test_policy_form_saves_and_shows_the_webhook_secret_once(client: TestClient,
     r = client.post(POLICY, data={"auto_revoke_unused_days": "120", "webhook_url": "https://hooks.example.com/kbai",
                                   "csrf_token": csrf})
     assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
-    secrets_shown = re.findall(r"kbai_whsec_[0-9a-f]{64}", r.text)
+    secrets_shown = re.findall(r"whsec_[A-Za-z0-9+/]{43}=", r.text)
     assert len(secrets_shown) == 1 and "It will not be shown again" in r.text
     policy = svc.policies.get(world.tenant_id)
     assert (policy.auto_revoke_unused_days, policy.webhook_url, policy.max_lifetime_days) == (
         120, "https://hooks.example.com/kbai", None)
     again = client.get(POLICY).text
-    assert "kbai_whsec_" not in again and 'value="https://hooks.example.com/kbai"' in again
+    assert "whsec_" not in again and 'value="https://hooks.example.com/kbai"' in again
     assert 'name="new_webhook_secret"' in again
     # Saving again without asking for a new secret keeps it (nothing shown); asking shows a new one.
     r = client.post(POLICY, data={"auto_revoke_unused_days": "120", "webhook_url": "https://hooks.example.com/kbai",
@@ -319,7 +319,7 @@ def test_policy_form_saves_and_shows_the_webhook_secret_once(client: TestClient,
     assert r.status_code == 303
     r = client.post(POLICY, data={"webhook_url": "https://hooks.example.com/kbai", "new_webhook_secret": "1",
                                   "csrf_token": csrf})
-    assert r.status_code == 200 and len(re.findall(r"kbai_whsec_[0-9a-f]{64}", r.text)) == 1
+    assert r.status_code == 200 and len(re.findall(r"whsec_[A-Za-z0-9+/]{43}=", r.text)) == 1
     assert svc.policies.get(world.tenant_id).auto_revoke_unused_days is None, "a blank field removes the rule"
 
 

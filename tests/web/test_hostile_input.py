@@ -330,6 +330,13 @@ CASES: list[Case] = [
     Case("user-roles-not-a-list", "PUT", lambda e: f"/api/v1/users/{e.ids['dev_user']}/roles", 422, "validation_error", "admin", json={"roles": "Admin"}, says="roles"),
     Case("user-deactivate-last-admin", "POST", lambda e: f"/api/v1/users/{e.ids['admin_user']}/deactivate", 409, "last_admin", "admin"),
     Case("user-demote-last-admin", "PUT", lambda e: f"/api/v1/users/{e.ids['admin_user']}/roles", 409, "last_admin", "admin", json={"roles": ["Member"]}),
+    # ---- tenant policy: webhook URLs that point inside (issue 13, finding 2) ------------------------
+    Case("policy-webhook-metadata-ip", "PUT", "/api/v1/policies", 422, "webhook_url_refused", "admin", json={"webhook_url": "http://169.254.169.254/latest/meta-data/"}, says="link-local"),
+    Case("policy-webhook-metadata-name", "PUT", "/api/v1/policies", 422, "webhook_url_refused", "admin", json={"webhook_url": "http://metadata.google.internal/computeMetadata/v1/"}, says="cloud metadata"),
+    Case("policy-webhook-redis", "PUT", "/api/v1/policies", 422, "webhook_url_refused", "admin", json={"webhook_url": "http://localhost:6379/"}, says="loopback"),
+    Case("policy-webhook-ipv6-loopback", "PUT", "/api/v1/policies", 422, "webhook_url_refused", "admin", json={"webhook_url": "http://[::1]:5432/"}, says="loopback"),
+    Case("policy-webhook-ipv4-mapped", "PUT", "/api/v1/policies", 422, "webhook_url_refused", "admin", json={"webhook_url": "http://[::ffff:10.0.0.1]/"}, says="private"),
+    Case("policy-webhook-decimal", "PUT", "/api/v1/policies", 422, "webhook_url_refused", "admin", json={"webhook_url": "http://2130706433/internal-admin/"}, says="loopback"),
     # ---- permissions the caller lacks ------------------------------------------------------------
     Case("perm-dev-create-user", "POST", "/api/v1/users", 403, "forbidden", json={"email": "new@acme.test"}, says="users.manage"),
     Case("perm-dev-create-role", "POST", "/api/v1/roles", 403, "forbidden", json={"name": "Ops"}, says="roles.manage"),
@@ -700,7 +707,7 @@ LIVE = {"auth-truncated", "auth-upper-case", "auth-cyrillic-a", "auth-fullwidth-
         "form-key-name-rtl-override", "form-key-scope-unheld", "form-key-exp-custom-past", "form-key-no-csrf",
         "form-key-json", "form-key-multipart-garbage", "form-key-10mb", "form-key-2mb-chunked",
         "form-revoke-other-tenant", "form-role-huge-id", "form-user-role-other-tenant", "form-login-wrong-password",
-        "form-login-10mb"}
+        "form-login-10mb", "policy-webhook-metadata-ip"}
 
 LIVE_EXTRA = [
     Case("live-64k-other-header", "GET", ME, 401, "not_authenticated", "anon", headers={"X-Junk": "j" * 65_536}),

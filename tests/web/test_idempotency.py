@@ -175,7 +175,7 @@ def test_the_worker_forgets_keys_older_than_24_hours(world: World, dev: Caller, 
     dev.post(TOKENS, BODY, key="old-key")
     clock.advance(hours=1)
     dev.post(TOKENS, {**BODY, "name": "newer"}, key="new-key")
-    worker = Worker(svc.reminders, svc.auto_revoke, IdempotencyStore(svc.db, svc.clock))
+    worker = Worker(svc.reminders, svc.auto_revoke, idempotency=IdempotencyStore(svc.db, svc.clock))
     assert worker.run_once().idempotency_keys_pruned == 0
     clock.advance(hours=23, seconds=-1)
     assert worker.run_once().idempotency_keys_pruned == 0

@@ -211,13 +211,14 @@ class TenantPolicy(Base):
     expiration_required: Mapped[bool] = mapped_column(Boolean, default=False)
     auto_revoke_unused_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
     webhook_url: Mapped[str | None] = mapped_column(String(2000), nullable=True)
-    # Kept as is (not a digest): every event is signed with it (HMAC-SHA256).
-    webhook_secret: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    # Not a digest (every event is signed with it) but Fernet-encrypted under a key kept outside the
+    # database (kbai.secretbox): the clear secret is never stored.
+    webhook_secret_encrypted: Mapped[str | None] = mapped_column(Text, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class TokenReminder(Base):
-    """A sent reminder: the row is the claim that makes each (token, kind, channel) go out exactly once."""
+    """A claimed reminder: the row makes each (token, kind, channel) be queued exactly once."""
 
     __tablename__ = "token_reminders"
 
@@ -255,3 +256,29 @@ class IdempotencyRecord(Base):
     body: Mapped[Any | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class OutboxMessage(Base):
+    """A webhook event or an email to send, written in the transaction of the change it reports and sent
+    after that commit (kbai.outbox). ``event_id`` is stable across attempts: ``webhook-id`` / ``Message-ID``."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_due", "sent_at", "failed_at", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(100), unique=True)
+    channel: Mapped[str] = mapped_column(String(10))  # "webhook" or "email"
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    event_type: Mapped[str] = mapped_column(String(50))
+    recipient: Mapped[str | None] = mapped_column(String(320), nullable=True)  # emails only
+    subject: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)  # webhook: the event's data; email: {"body": ...}
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # While a sender holds it: another process leaves it alone until then (a crashed sender's lease runs out).
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # gave up
+    last_error: Mapped[str | None] = mapped_column(String(300), nullable=True)
