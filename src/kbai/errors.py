@@ -95,8 +95,8 @@ ROLE_NOT_ASSIGNABLE = ErrorSpec(
 )
 USER_OUTRANKS = ErrorSpec(
     "permission_not_held", 403,
-    "You can't {action} {email}: they hold {permissions}, which you don't. Only someone who holds every "
-    "permission they hold (a tenant admin) can do that.",
+    "You can't {action} {email}: they hold {permissions}, which you don't, and only someone who holds at least "
+    "what they hold can change their access. Ask a tenant admin.",
 )
 
 # 404 / 409

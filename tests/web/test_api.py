@@ -283,6 +283,7 @@ def test_openapi_documents_every_endpoint_and_both_auth_schemes(world: World, ap
                          ("/api/v1/roles/{role_id}", "get"), ("/api/v1/roles/{role_id}", "put"),
                          ("/api/v1/users", "get"), ("/api/v1/users", "post"),
                          ("/api/v1/users/{user_id}/roles", "put"), ("/api/v1/users/{user_id}/deactivate", "post"),
+                         ("/api/v1/users/{user_id}/reactivate", "post"),
                          ("/api/v1/audit", "get"), ("/api/v1/introspect", "post"), ("/auth/check", "get"),
                          ("/healthz", "get"), ("/metrics", "get")]:
         assert method in paths.get(path, {}), (method, path)

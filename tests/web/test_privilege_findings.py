@@ -363,6 +363,20 @@ def test_the_role_page_locks_the_permissions_you_do_not_hold(world: World, app_c
     assert world.services.access.get_role(OPERATOR, ids["Auditors"]).permissions == ["audit.read"]
 
 
+def test_a_request_for_a_permission_you_do_not_hold_offers_no_grant(world: World, app_client: TestClient) -> None:
+    from kbai.access.requests import AdminRequests
+
+    _admin_sets_up(app_client, {"RoleKeepers": ["roles.read", "roles.manage", "users.read"]},
+                   {"keeper@acme.test": ["RoleKeepers"], "asker@acme.test": ["Member"]})
+    asker = world.actor("asker@acme.test")
+    AdminRequests(world.services.access).ask(asker, "audit.read")
+    AdminRequests(world.services.access).ask(asker, "users.read")
+    _as(app_client, "keeper@acme.test", "keeper-password-1")
+    page = app_client.get(f"{H}/roles").text
+    assert "Only someone who holds audit.read can grant it." in page
+    assert page.count('/grant"') == 1  # users.read: the keeper holds it, so may grant it
+
+
 def test_the_reactivate_button_works(world: World, app_client: TestClient) -> None:
     h = _as(app_client, "admin@acme.test", "admin-password-1")
     app_client.post(f"/api/v1/users/{world.dev.user_id}/deactivate", headers=h)
