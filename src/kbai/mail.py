@@ -61,6 +61,7 @@ class Mailer:
             if not view.email:
                 continue
             try:
-                self.send(view.email, view.title, f"{view.body}\n\nSee it in kbai: System Settings > API Keys.\n")
+                link = view.details.get("link") or "/system-settings/api-keys"
+                self.send(view.email, view.title, f"{view.body}\n\nSee it in kbai: System Settings → API Keys ({link}).\n")
             except (smtplib.SMTPException, OSError) as exc:
                 log.error("email to user %d failed: %s", view.user_id, redact(str(exc))[:300])
