@@ -130,6 +130,9 @@ def serve(
     if demo and _settings().permissions_file is None:
         # The demo product's permissions, for this process and the app uvicorn builds from the settings.
         os.environ["KBAI_PERMISSIONS_FILE"] = str(DEMO_PERMISSIONS)
+        from kbai.config import get_settings
+
+        get_settings.cache_clear()
     svc = services()
     if demo:
         _demo(svc)

@@ -49,6 +49,10 @@ def test_no_page_after_the_creation_page_holds_a_token(client: TestClient, world
     csrf = _login(client, "dev@acme.test", "dev-password-1")
     r = client.post(H + "/api-keys", data={"name": "From the form", "scopes": ["users.read"], "expiry": "90",
                                            "csrf_token": csrf})
+    # Post/redirect/get: neither the redirect nor its address holds the token; the page it lands on does, once.
+    assert r.status_code == 303 and TOKEN_RE.search(r.text + r.headers["location"]) is None
+    pages_seen["the answer to the create form (a redirect)"] = r.text + r.headers["location"]
+    r = client.get(r.headers["location"])
     assert r.status_code == 200
     minted += TOKEN_RE.findall(r.text)
     assert len(minted) == 1, "the creation page shows the new token once"
