@@ -460,8 +460,9 @@ def test_inventory_filters_export_and_revoke(client: TestClient, world: World, c
     # Revoke keeps the filters; the owner is told.
     r = client.post(f"{INVENTORY}/{stale.id}/revoke", data={"csrf_token": csrf, "owner": "dev@acme.test", "stale": "1"})
     assert r.status_code == 303
-    assert r.headers["location"] == f"{INVENTORY}?done=admin_revoked&owner=dev%40acme.test&stale=1"
-    assert "Token revoked." in client.get(r.headers["location"]).text
+    assert r.headers["location"] == f"{INVENTORY}?done=admin_revoked&token={stale.id}&owner=dev%40acme.test&stale=1"
+    assert (f"Token “Stale sync” (<code>{stale.prefix}</code>) of dev@acme.test revoked. It stops working with the "
+            "next request; they are told in-app and by email.") in client.get(r.headers["location"]).text
     assert svc.tokens.get(world.dev, stale.id).status == "revoked"
     assert [n.kind for n in svc.notifications.list(world.dev.user_id or 0)] == ["token.revoked_by_admin"]
     for token_id, status in (("2147483647", 404), ("99999999999999999999", 404), ("abc", 404)):

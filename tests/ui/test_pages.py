@@ -194,7 +194,10 @@ def test_revoke_without_csrf_is_refused(client: TestClient, world: World) -> Non
     r = client.post(f"/system-settings/api-keys/{view.id}/revoke", data={"csrf_token": csrf})
     assert r.status_code == 303
     assert world.services.tokens.get(world.dev, view.id).status == "revoked"
-    assert "Token revoked." in client.get(r.headers["location"]).text
+    assert r.headers["location"] == f"/system-settings/api-keys?done=revoked&token={view.id}"
+    page = client.get(r.headers["location"]).text
+    assert f"Token “Local dev” (<code>{view.prefix}</code>) revoked. It stops working with the next request." in page
+    assert page.count("revoked. It stops working") == 1, "one message, naming the token"
 
 
 # ---- API keys -----------------------------------------------------------------------------------

@@ -688,6 +688,8 @@ def _api_keys_page(request: Request, p: Principal, error: KbaiError | None = Non
                            "grace_choices": GRACE_CHOICES, "default_grace": DEFAULT_GRACE, "my_roles": roles,
                            "revoked_view": revoked_view, "lag": _lag(svc.settings.last_used_flush_seconds),
                            "asked": [(svc.catalog.label(k), k, at) for k, at in asked.items()]}
+    if revoked_view is not None:
+        ctx["notice"] = None  # the page names the token instead of the generic words
     if can_manage:
         active, limit = svc.tokens.allowance(p.actor.user_id)
         rules = _policy_form(policy, now)
@@ -910,11 +912,18 @@ def _inventory_query(owner: str | None, status: str | None, stale: str | None, e
 @router.get(INVENTORY)
 def inventory_page(
     request: Request, owner: str | None = None, status: str | None = None, stale: str | None = None,
-    expiring_soon: str | None = None, cursor: str | None = None,
+    expiring_soon: str | None = None, cursor: str | None = None, done: str | None = None, token: str | None = None,
 ) -> Response:
     p = page_user(request)
     require(p.actor, REVIEW_TOKENS, "review the tenant's tokens")
     svc = services(request)
+    revoked = None
+    if done == "admin_revoked" and token and token.isascii() and token.isdigit() and len(token) <= 10:
+        try:
+            found = svc.inventory.get(p.actor, int(token))
+            revoked = found if found.view.status == "revoked" else None
+        except KbaiError:
+            revoked = None
     query = _inventory_query(owner, status, stale, expiring_soon)
     error = None
     rows = []
@@ -942,7 +951,7 @@ def inventory_page(
         statuses=STATUSES, export_url="/api/v1/admin/tokens/export" + (f"?{urlencode(query)}" if query else ""),
         older_url=f"{INVENTORY}?{urlencode({**query, 'cursor': rows[-1].view.id})}" if more else None,
         first_url=f"{INVENTORY}?{urlencode(query)}" if cursor and not error else None,
-        query_string=urlencode(query),
+        query_string=urlencode(query), revoked=revoked, **({"notice": None} if revoked else {}),
     )
 
 
@@ -959,7 +968,7 @@ def inventory_revoke(
     p = check_form(request, csrf_token)
     services(request).inventory.revoke(p.actor, token_id)  # audited; the owner is notified
     back = _inventory_query(owner, status if status in STATUSES else None, stale, expiring_soon)
-    return see_other(f"{INVENTORY}?{urlencode({'done': 'admin_revoked', **back})}")
+    return see_other(f"{INVENTORY}?{urlencode({'done': 'admin_revoked', 'token': token_id, **back})}")
 
 
 # ---- the tenant's token policy (roles.manage) ---------------------------------------------------
