@@ -138,7 +138,7 @@ def test_after_the_help_pages_grant_the_form_offers_only_scopes_a_token_can_use(
     assert "a token can use" in scopes.inner_text()
     assert no_sideways_scroll(page) <= 0
     if viewport is DESKTOP:
-        shot(page, "api-keys-empty")
+        shot(page, "api-keys-create-form")
 
     page.get_by_label("Name").fill("Zapier production")
     page.get_by_label("Read contacts").check()
@@ -267,7 +267,7 @@ def test_no_table_scrolls_sideways_and_revoke_stays_on_screen(
                     f"a Revoke button on {path} is outside its panel at {width}px")
                 assert b["x"] + b["width"] <= width
             if width == 1280:
-                shot(page, "api-keys-table" if path == KEYS else "all-tokens",
+                shot(page, "api-keys-table-long-scopes" if path == KEYS else "all-tokens-long-scopes",
                      table if path == KEYS else None)
             page.context.close()
 
@@ -428,7 +428,7 @@ def test_expiration_copy_follows_the_help_page_and_the_policy(
     assert "90 days" not in expiration.inner_text() and "blank" not in hint
     recommended = expiration.locator(".choice", has=page.locator(".tag"))
     assert recommended.locator("input").get_attribute("value") == "60" and recommended.locator("input").is_checked()
-    shot(page, "api-keys-policy")
+    shot(page, "api-keys-policy-60-days")
     page.context.close()
 
 
