@@ -42,6 +42,7 @@ command -v chromium >/dev/null || missing+=(chromium)
 command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
 command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
 command -v redis-server >/dev/null || missing+=(redis-server)
+command -v npm >/dev/null || missing+=(npm)
 if (( ${#missing[@]} )); then
   step "installing with apt-get: ${missing[*]}"
   as_root apt-get update -qq
@@ -58,4 +59,12 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   step "starting Redis"
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
   for _ in $(seq 1 20); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.5; done
+fi
+
+# axe-core for the accessibility tests (tests/ui/package.json, pinned in its package-lock.json).
+lock_hash=$(sha256sum tests/ui/package-lock.json | cut -c1-16)
+if [[ ! -f "tests/ui/node_modules/.kbai-installed-$lock_hash" ]]; then
+  step "installing axe-core for the accessibility tests (npm ci)"
+  npm ci --prefix tests/ui --no-audit --no-fund --loglevel=error >/dev/null
+  touch "tests/ui/node_modules/.kbai-installed-$lock_hash"
 fi

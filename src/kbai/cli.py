@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -15,7 +16,7 @@ from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from kbai.access.catalog import CatalogError
+from kbai.access.catalog import BUILTIN, CatalogError
 from kbai.audit import Actor
 from kbai.clock import iso
 from kbai.config import Settings
@@ -45,6 +46,8 @@ app.add_typer(policy_app, name="policy")
 
 F = TypeVar("F", bound=Callable[..., Any])
 OPERATOR = Actor.operator()
+DEMO_PERMISSIONS = Path(__file__).parent / "demo_permissions.toml"
+BUILTIN_KEYS = frozenset(p.key for p in BUILTIN)
 
 
 def fail(message: str) -> typer.Exit:
@@ -124,6 +127,12 @@ def serve(
     demo: Annotated[bool, typer.Option("--demo", help="Create the Acme demo tenant and print its logins.")] = False,
 ) -> None:
     """Apply migrations and serve the API and pages."""
+    if demo and _settings().permissions_file is None:
+        # The demo product's permissions, for this process and the app uvicorn builds from the settings.
+        os.environ["KBAI_PERMISSIONS_FILE"] = str(DEMO_PERMISSIONS)
+        from kbai.config import get_settings
+
+        get_settings.cache_clear()
     svc = services()
     if demo:
         _demo(svc)
@@ -137,10 +146,18 @@ def serve(
 
 
 def _demo(svc: Services) -> None:
-    """Idempotent: Acme, admin@acme.test (Admin) and dev@acme.test (Member); passwords are reset each run."""
+    """Idempotent: Acme, admin@acme.test (Admin) and dev@acme.test (Member); passwords are reset each run.
+    Member holds the product's own permissions (the demo catalog, or KBAI_PERMISSIONS_FILE's), so once an
+    admin grants Manage API Tokens, as the help page says, the create form offers real scopes."""
     tenant = svc.access.tenant_by_name("Acme")
     if tenant is None:
         tenant, _admin, _ = svc.access.create_tenant(OPERATOR, "Acme", "admin@acme.test")
+    product = [p.key for p in svc.catalog.permissions if p.key not in BUILTIN_KEYS]
+    if product:
+        member = next(r for r in svc.access.list_roles(OPERATOR, tenant.id) if r.builtin and r.name == "Member")
+        missing = [k for k in product if k not in member.permissions]
+        if missing:
+            svc.access.update_role(OPERATOR, member.id, [*member.permissions, *missing])
     for email, role in (("admin@acme.test", "Admin"), ("dev@acme.test", "Member")):
         user = svc.access.user_by_email(email)
         if user is None:

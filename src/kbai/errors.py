@@ -147,6 +147,11 @@ UNKNOWN_SCOPE = ErrorSpec(
 UNHELD_SCOPE = ErrorSpec(
     "unheld_scope", 422, "You don't hold the '{scope}' permission, so a token you create can't have it."
 )
+SESSION_ONLY_SCOPE = ErrorSpec(
+    "session_only_scope", 422,
+    "'{scope}' ({label}) needs an interactive session, so a token can't have it. "
+    "GET /api/v1/permissions marks the permissions a token can use.",
+)
 DUPLICATE_SCOPE = ErrorSpec("duplicate_scope", 422, "Scope '{scope}' is listed more than once.")
 UNKNOWN_PERMISSION = ErrorSpec(
     "unknown_permission", 422, "Unknown permission '{permission}'. GET /api/v1/permissions lists them."
@@ -261,4 +266,38 @@ ENCRYPTION_KEY_WRONG = ErrorSpec(
     "encryption_key_wrong", 409,
     "A stored webhook signing secret cannot be decrypted with the configured KBAI_ENCRYPTION_KEY: set the key "
     "it was encrypted with (comma-separated after the new one while rotating), or make a new webhook secret.",
+)
+
+
+# ---- the pages' own words for form fields (shown under the field; the API keeps its messages above) ----
+FIELD_TOKEN_NAME_EMPTY = ErrorSpec(
+    "validation_error", 422, "Give the token a name, for example “Zapier production”, so you can tell it apart later.",
+)
+FIELD_NAME_TOO_LONG = ErrorSpec(
+    "validation_error", 422, "That name is {length} characters long. Keep it to {limit} characters or fewer.",
+)
+FIELD_TOKEN_NAME_TAKEN = ErrorSpec(
+    "name_taken", 409, "You already have an active token called “{name}”. Choose another name, or revoke that token first.",
+)
+FIELD_SCOPES_NONE = ErrorSpec(
+    "validation_error", 422,
+    "Pick at least one scope, or choose “Identity only” if the token should only show who you are.",
+)
+FIELD_EXPIRY_DATE_MISSING = ErrorSpec(
+    "validation_error", 422, "Pick a date for the custom expiration, or choose one of the other options.",
+)
+FIELD_EXPIRY_DATE_PAST = ErrorSpec("validation_error", 422, "Pick an expiration date after today.")
+FIELD_EXPIRY_CHOICE = ErrorSpec("validation_error", 422, "Choose when the token expires.")
+FIELD_ROLE_NAME_EMPTY = ErrorSpec("validation_error", 422, "Give the role a name, for example “Developers”.")
+FIELD_ROLE_NAME_TAKEN = ErrorSpec(
+    "already_exists", 409, "There is already a role called “{name}”. Choose another name.",
+)
+FIELD_EMAIL_INVALID = ErrorSpec("validation_error", 422, "Enter an email address like name@company.com.")
+FIELD_EMAIL_TAKEN = ErrorSpec("already_exists", 409, "Someone with the email {email} already has an account.")
+FIELD_PASSWORD_LENGTH = ErrorSpec(
+    "validation_error", 422,
+    "The password needs at least {min} characters. Or leave it blank, and we generate one and show it once.",
+)
+FIELD_EXPIRY_DATE_TOO_FAR = ErrorSpec(
+    "validation_error", 422, "Pick a date at most {days} days from today.",
 )

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from kbai.access.catalog import Catalog
 from kbai.access.credentials import CredentialService
 from kbai.access.passwords import Passwords
+from kbai.access.requests import AdminRequests
 from kbai.access.service import AccessService
 from kbai.access.sessions import SessionService
 from kbai.cache.bus import ALL, Bus, LocalBus, RedisBus
@@ -112,6 +113,8 @@ class Services:
         outbox = Outbox(db, clock, webhooks=Webhooks(clock, guard, settings.outbound_deadline_seconds),
                         mailer=mailer, secrets=secrets, deadline_seconds=settings.outbound_deadline_seconds)
         notifications = Notifications(db, clock, outbox)
+        # However a requester of "Ask an admin" comes to hold the permission, they are told.
+        access.grant_listeners.append(AdminRequests(access, notifications).resolve_granted)
         return cls(
             settings=settings,
             db=db,

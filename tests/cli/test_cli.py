@@ -17,6 +17,9 @@ import pytest
 from sqlalchemy import func, inspect, select
 
 from kbai import cli
+from kbai.access.catalog import Catalog
+from kbai.audit import Actor
+from kbai.clock import FrozenClock
 from kbai.config import Settings
 from kbai.services import Services
 from kbai.store.models import Tenant, User
@@ -302,3 +305,35 @@ def test_demo_is_idempotent_and_its_passwords_log_in(services: Services, capsys:
     assert services.access.get_user(cli.OPERATOR, admin.id).roles == ["Admin"]
     assert services.access.get_user(cli.OPERATOR, dev.id).roles == ["Member"]
     assert admin.tenant_id == dev.tenant_id
+
+
+def test_demo_gives_member_the_demo_products_permissions(database_url: str, clock: FrozenClock,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """`kbai serve --demo` loads the packaged product catalog; Member holds it, so after the help page's grant
+    (Manage API Tokens on the member's role) the create form offers real scopes."""
+    settings = Settings(database_url=database_url, permissions_file=cli.DEMO_PERMISSIONS, **FAST_ARGON2)
+    svc = Services.build(settings, clock=clock)
+    try:
+        for _ in range(2):  # idempotent
+            cli._demo(svc)
+        capsys.readouterr()
+        dev = svc.access.user_by_email("dev@acme.test")
+        assert dev is not None
+        with svc.db.read() as s:
+            held = svc.access.permissions(s, dev)
+        assert {"contacts.read", "contacts.write", "deals.read", "deals.write", "reports.export"} <= held
+        assert svc.catalog.token_usable(held) == held, "none of the demo product's permissions needs a session"
+        member = next(r for r in svc.access.list_roles(cli.OPERATOR, dev.tenant_id) if r.name == "Member")
+        svc.access.update_role(cli.OPERATOR, member.id, [*member.permissions, "developer.manage_tokens"])
+        view, _ = svc.tokens.create(
+            Actor(kind="user", user_id=dev.id, tenant_id=dev.tenant_id, email=dev.email), "Zapier production",
+            ["contacts.read"], expires_in_days=90)
+        assert view.scopes == ["contacts.read"]
+    finally:
+        svc.close()
+
+
+def test_the_demo_catalog_is_packaged_beside_the_cli() -> None:
+    text = (Path(cli.__file__).parent / "demo_permissions.toml").read_text(encoding="utf-8")
+    assert cli.DEMO_PERMISSIONS.is_file() and "contacts.read" in text
+    assert Catalog.load(cli.DEMO_PERMISSIONS).get("contacts.read") is not None

@@ -28,7 +28,7 @@ def _flow(world: World, clock: FrozenClock) -> list[str]:
     issued: list[str] = []
     a, plain_a = svc.tokens.create(world.dev, "Zapier production", ["users.read"], expires_in_days=90)
     b, plain_b = svc.tokens.create(world.dev, "n8n nightly sync", ["roles.read"])
-    c, plain_c = svc.tokens.create(world.admin, "Local dev", ["audit.read", "users.manage"], expires_at="2026-06-30")
+    c, plain_c = svc.tokens.create(world.admin, "Local dev", ["audit.read", "users.read"], expires_at="2026-06-30")
     issued += [plain_a, plain_b, plain_c]
     for plaintext in issued:
         assert svc.tokens.verify(plaintext).ok

@@ -403,8 +403,8 @@ CASES: list[Case] = [
     _page("form-key-name-zero-width", KEYS, 422, "validation_error", _key(name="Za\u200bpier"), says="U+200B"),
     _page("form-key-name-101-chars", KEYS, 422, "validation_error", _key(name="x" * 101), says="101 characters"),
     _page("form-key-name-1001-chars", KEYS, 422, "validation_error", _key(name="x" * 1001), says="too long or not valid"),
-    _page("form-key-name-empty", KEYS, 422, "validation_error", _key(name=""), says="must not be empty"),
-    _page("form-key-name-only-spaces", KEYS, 422, "validation_error", _key(name="   "), says="must not be empty"),
+    _page("form-key-name-empty", KEYS, 422, "validation_error", _key(name=""), says="Give the token a name"),
+    _page("form-key-name-only-spaces", KEYS, 422, "validation_error", _key(name="   "), says="Give the token a name"),
     _page("form-key-name-holds-a-token", KEYS, 422, "validation_error", _key(name="ci " + UNKNOWN_TOKEN), says="must not contain a token"),
     _page("form-key-name-taken-other-case", KEYS, 409, "name_taken", _key(name="EXISTING")),
     _page("form-key-name-html-and-bad-scope", KEYS, 422, "unknown_scope", _key(name="<script>alert(1)</script>", scopes="x.y"), says="x.y"),
@@ -412,6 +412,8 @@ CASES: list[Case] = [
     # API Keys, create: scopes
     _page("form-key-scope-unknown", KEYS, 422, "unknown_scope", _key(scopes="nope.nope"), says="nope.nope"),
     _page("form-key-scope-unheld", KEYS, 422, "unheld_scope", _key(scopes="users.manage"), says="users.manage"),
+    _page("form-key-scope-session-only", KEYS, 422, "session_only_scope", _key(scopes="developer.manage_tokens"), says="developer.manage_tokens"),
+    _page("form-key-scope-none-not-identity-only", KEYS, 422, "validation_error", _key(scopes=[]), says="Identity only"),
     _page("form-key-scope-unheld-among-held", KEYS, 422, "unheld_scope", _key(scopes=["users.read", "audit.read"]), says="audit.read"),
     _page("form-key-scope-duplicated", KEYS, 422, "duplicate_scope", _key(scopes=["users.read", "users.read"]), says="users.read"),
     _page("form-key-scope-upper-case", KEYS, 422, "unknown_scope", _key(scopes="USERS.READ"), says="USERS.READ"),
@@ -495,6 +497,10 @@ CASES: list[Case] = [
     _page("form-user-reactivate-no-permission", lambda e: f"/system-settings/users/{e.ids['admin_user']}/reactivate", 403, "forbidden", _form(), says="users.manage"),
     _page("form-user-reactivate-no-csrf", lambda e: f"/system-settings/users/{e.ids['dev_user']}/reactivate", 403, "csrf_failed", _form("admin", None), "admin"),
     # "Ask an admin" requests
+    _page("form-ask-unknown-permission", KEYS + "/ask-admin", 422, "unknown_permission", _form(permission="nope.nope"), says="nope.nope"),
+    _page("form-ask-permission-sql", KEYS + "/ask-admin", 422, "unknown_permission", _form(permission="users.read' OR '1'='1")),
+    _page("form-ask-permission-101-chars", KEYS + "/ask-admin", 422, "validation_error", _form(permission="x" * 101), says="too long or not valid"),
+    _page("form-ask-no-csrf", KEYS + "/ask-admin", 403, "csrf_failed", _form(csrf=None, permission="audit.read")),
     _page("form-grant-absent-request", "/system-settings/requests/2147483647/grant", 404, "not_found", lambda e: _form("admin", role_id=str(e.ids["dev_role"]))(e), "admin"),
     _page("form-grant-huge-request-id", "/system-settings/requests/99999999999999999999/grant", 404, "not_found", _form("admin", role_id="1"), "admin"),
     _page("form-dismiss-absent-request", "/system-settings/requests/2147483647/dismiss", 404, "not_found", _form("admin"), "admin"),
@@ -660,6 +666,8 @@ def test_injection_strings_in_form_names_are_plain_text(env: Env, text: str) -> 
     """Through the API Keys form: the token is created with the name as typed, and the page shows it escaped."""
     before = snapshot(env.svc.db)
     r = env.dev.post(KEYS, content=_key(name=text)(env), headers={"Content-Type": FORM})
+    # Post/redirect/get (the client follows the 303): the page the form lands on shows the token.
+    assert [h.status_code for h in r.history] == [303], shown_page(r)
     assert r.status_code == 200 and 'role="alert"' not in r.text, shown_page(r)
     made = [t for t in env.dev.get(TOKENS).json()["tokens"] if t["status"] == "active" and t["name"] == text]
     try:

@@ -99,6 +99,9 @@ class AccessService:
         self.passwords = passwords
         # Called after a commit that may change what any token may do (roles, deactivation).
         self.listeners: list[Callable[[], None]] = []
+        # Called with a tenant id after a commit that may have given someone there a permission (a role's
+        # permissions or a person's roles changed): answered "Ask an admin" requests are resolved from here.
+        self.grant_listeners: list[Callable[[int], None]] = []
 
     # ---- reading -------------------------------------------------------------------------
     def permissions(self, session: Session, user: User) -> frozenset[str]:
@@ -235,6 +238,7 @@ class AccessService:
                          tenant_id=user.tenant_id, details={"email": user.email, "roles": sorted(r.name for r in wanted)})
             view = self.user_view(s, user)
         self._changed()
+        self._may_have_granted(view.tenant_id)
         return view
 
     def deactivate_user(self, actor: Actor, user_id: int) -> UserView:
@@ -413,6 +417,7 @@ class AccessService:
         except IntegrityError:
             raise KbaiError(errors.ALREADY_EXISTS, what=f"A role named '{new_name}'") from None
         self._changed()
+        self._may_have_granted(role.tenant_id)
         return view
 
     # ---- limits --------------------------------------------------------------------------
@@ -513,6 +518,10 @@ class AccessService:
     def _changed(self) -> None:
         for listener in self.listeners:
             listener()
+
+    def _may_have_granted(self, tenant_id: int) -> None:
+        for listener in self.grant_listeners:
+            listener(tenant_id)
 
     def _clean_permissions(self, permissions: Iterable[str]) -> list[str]:
         if isinstance(permissions, str) or not isinstance(permissions, Iterable):

@@ -155,6 +155,8 @@ class LoginSession(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # One-time message for the next page (kbai.access.sessions): AES-GCM under a key derived from the cookie.
+    flash: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class ServiceCredential(Base):

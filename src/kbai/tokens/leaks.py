@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from kbai import audit
 from kbai.access.service import ADMIN
 from kbai.audit import Actor
-from kbai.clock import iso
+from kbai.clock import human
 from kbai.notifications import TOKEN_LEAKED, NewNotification, Notifications, NotificationView
 from kbai.store.models import Role, User, UserRole
 from kbai.tokens import format as fmt
@@ -160,9 +160,13 @@ def _messages(f: FoundToken, reporter: str, locations: list[dict[str, str | None
         found_at = f"{reporter} found it at {places}."
     else:
         found_at = f"Someone who found it sent it to us through {reporter}."
-    outcome = (f"It was revoked automatically at {iso(now)}: every request that uses it now gets 401. "
-               "Create a new token under System Settings > API Keys, update the integrations that used this "
-               "one, and remove the token from where it leaked (including that repository's history).")
+    if f.revoked_now:
+        outcome = (f"It was revoked automatically at {human(now)}: every request that uses it now gets 401. "
+                   "Create a new token under System Settings → API Keys, update the integrations that used this "
+                   "one, and remove the token from where it leaked (including that repository's history).")
+    else:
+        outcome = (f"It was already {v.status}, so it no longer works. Still remove it from where it leaked "
+                   "(including that repository's history).")
     details = {"token_id": v.id, "prefix": v.prefix, "name": v.name, "owner": f.owner_email, "reporter": reporter,
                "locations": locations, "revoked": True}
     verb = "found in public and revoked"

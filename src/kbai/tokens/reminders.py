@@ -34,7 +34,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from kbai.clock import Clock, iso, utc_seconds
+from kbai.clock import Clock, human, iso, utc_seconds
 from kbai.notifications import NewNotification, Notifications, NotificationView
 from kbai.outbox import Outbox
 from kbai.store import Database
@@ -183,8 +183,8 @@ def _details(token: Token, kind: str) -> dict[str, object]:
 
 def _message(token: Token, kind: str) -> tuple[str, str]:
     label = f"{token.prefix} ({token.name[:60]})"
-    when = iso(token.expires_at)
-    rotate = ("Rotate it before then under System Settings > API Keys (Rotate), or with "
+    when = human(token.expires_at)
+    rotate = ("Rotate it before then under System Settings → API Keys (Rotate), or with "
               f"POST /api/v1/tokens/{token.id}/rotate, and update the integrations that use it.")
     if kind == EXPIRES_IN_7_DAYS:
         return f"Your token {label} expires in 7 days", f"It stops working at {when}. {rotate}"
@@ -192,4 +192,4 @@ def _message(token: Token, kind: str) -> tuple[str, str]:
         return f"Your token {label} expires in 1 day", f"It stops working at {when}. {rotate}"
     return (f"Your token {label} has expired",
             f"It stopped working at {when}: requests that use it get 401. If an integration still needs it, "
-            "create a new token under System Settings > API Keys and update the integration.")
+            "create a new token under System Settings → API Keys and update the integration.")

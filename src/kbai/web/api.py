@@ -181,7 +181,8 @@ def revoke_token(token_id: TokenId, p: AnyPrincipal, request: Request) -> dict[s
 @idempotent
 def rotate_token(token_id: TokenId, p: SessionPrincipal, request: Request, body: sc.RotateIn | None = None) -> dict[str, Any]:
     """A new token with the same name, scopes and lifetime (or ``expires_in_days``); the old one stops after
-    the grace period. The tenant's policy applies to the new token (422 naming the rule)."""
+    ``grace_period_seconds`` (default 0: at once). While in its grace period the old token does not count
+    toward the active-token limit. The tenant's policy applies to the new token (422 naming the rule)."""
     grace = body.grace_period_seconds if body else 0
     days = body.expires_in_days if body else None
     new, plaintext, old = services(request).tokens.rotate(p.actor, token_id, grace, expires_in_days=days)
@@ -206,7 +207,8 @@ def me(p: AnyPrincipal, request: Request) -> dict[str, Any]:
 
 @router.get("/permissions", response_model=sc.CatalogOut, tags=["identity"], summary="The permission catalog")
 def permissions(_: AnyPrincipal, request: Request) -> dict[str, Any]:
-    return {"groups": [{"name": g, "permissions": [{"key": p.key, "label": p.label} for p in ps]}
+    return {"groups": [{"name": g, "permissions": [{"key": p.key, "label": p.label, "session_only": p.session_only}
+                                                   for p in ps]}
                        for g, ps in services(request).catalog.groups()]}
 
 
