@@ -15,7 +15,7 @@ from kbai import __version__
 from kbai.config import get_settings
 from kbai.gateway import routes as gateway_routes
 from kbai.services import Services
-from kbai.web import api, errors, pages
+from kbai.web import api, docs, errors, pages
 from kbai.web import leaks as leak_routes
 from kbai.web import lifecycle as lifecycle_routes
 from kbai.web.middleware import KbaiMiddleware
@@ -85,7 +85,8 @@ def create_app(services: Services | None = None, *, start_background: bool = Tru
         finally:
             svc.stop()
 
-    app = FastAPI(title="kbai", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="kbai", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
     app.state.services = svc
     errors.install(app)
     app.include_router(api.router)
@@ -94,6 +95,7 @@ def create_app(services: Services | None = None, *, start_background: bool = Tru
     app.include_router(lifecycle_routes.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
+    docs.install(app)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness and database check")
     def healthz() -> JSONResponse:

@@ -77,7 +77,9 @@ class KbaiMiddleware:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
                 extra = list(message.get("headers", []))
-                extra.extend(SECURITY_HEADERS)
+                # A route may set a Content-Security-Policy of its own (the API docs pages); ours is the default.
+                own_csp = any(name == b"content-security-policy" for name, _ in extra)
+                extra.extend(h for h in SECURITY_HEADERS if not (own_csp and h[0] == b"content-security-policy"))
                 extra.append((b"x-request-id", request_id.encode()))
                 message = {**message, "headers": extra}
             await send(message)
