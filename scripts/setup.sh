@@ -18,14 +18,18 @@ if ! .venv/bin/python -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev
   echo "error: kbai needs Python 3.11 or newer (set PYTHON=python3.11)" >&2; exit 1
 fi
 
-extras="."
-[[ $want_test == 1 ]] && extras=".[test]"
-hash=$(sha256sum pyproject.toml | cut -c1-16)
+# The exact versions, with hashes, from the lock (scripts/lock.sh makes it from pyproject.toml's ranges);
+# then kbai itself, editable, without resolving anything again. Re-run whenever either file changes.
+lock=requirements.lock
+[[ $want_test == 1 ]] && lock=requirements-test.lock
+hash=$(cat pyproject.toml "$lock" | sha256sum | cut -c1-16)
 stamp=".venv/.kbai-installed-$hash-$want_test"
 if [[ ! -f "$stamp" && ! -f ".venv/.kbai-installed-$hash-1" ]]; then
-  step "installing Python packages (pinned in pyproject.toml)"
+  step "installing Python packages (exact versions and hashes from $lock)"
   log=$(mktemp)
-  if ! .venv/bin/pip install --disable-pip-version-check -e "$extras" >"$log" 2>&1; then
+  pip=(.venv/bin/python -m pip install --disable-pip-version-check)
+  if ! { "${pip[@]}" --require-hashes --no-deps -r "$lock" && "${pip[@]}" --no-deps -e . \
+         && .venv/bin/python -m pip check; } >"$log" 2>&1; then
     grep -v "^WARNING: Location" "$log" | tail -30 >&2
     echo "error: pip install failed (full log: $log)" >&2; exit 1
   fi

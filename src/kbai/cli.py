@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
+from kbai import __version__
 from kbai.access.catalog import CatalogError
 from kbai.audit import Actor
 from kbai.clock import iso
@@ -42,6 +43,22 @@ app.add_typer(tokens_app, name="tokens")
 app.add_typer(db_app, name="db")
 app.add_typer(credential_app, name="service-credential")
 app.add_typer(policy_app, name="policy")
+
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"kbai {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print kbai's version and exit.", callback=_print_version,
+                                          is_eager=True)] = False,
+) -> None:
+    """kbai: Developer API tokens for your product. Run `kbai serve --demo` to try it."""
+
 
 F = TypeVar("F", bound=Callable[..., Any])
 OPERATOR = Actor.operator()
