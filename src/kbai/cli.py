@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import json
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -360,13 +362,64 @@ def _progress(files: list[Path], *, enabled: bool) -> Iterator[Path]:
             typer.echo(f"scanned {done}/{len(files)} file(s)", err=True)
 
 
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON (one object) instead of text, for scripts.")]
+
+
+def print_json(value: Any) -> None:
+    """One JSON document on stdout; times as ISO 8601 UTC like the API."""
+    typer.echo(json.dumps(value, default=lambda v: iso(v) if isinstance(v, datetime) else str(v), ensure_ascii=False))
+
+
+def _credential_json(c: Any) -> dict[str, Any]:
+    return {"id": c.id, "name": c.name, "client_id": c.client_id, "created_at": c.created_at,
+            "revoked_at": c.revoked_at, "status": c.status}
+
+
 @credential_app.command("create")
 @friendly
-def credential_create(name: Annotated[str, typer.Argument(help="What will use it, e.g. 'contacts-api'.")]) -> None:
+def credential_create(
+    name: Annotated[str, typer.Argument(help="What will use it, e.g. 'contacts-api'.")],
+    as_json: JsonFlag = False,
+) -> None:
     """Issue a client id and secret for RFC 7662 introspection (HTTP Basic). The secret is shown once."""
     credential, secret = services().credentials.create(OPERATOR, name)
-    typer.echo(f"client_id:     {credential.client_id}")
-    typer.echo(f"client_secret: {secret}   (shown once; store it in your secrets manager now)")
+    if as_json:
+        print_json({"id": credential.id, "name": credential.name, "client_id": credential.client_id,
+                    "client_secret": secret})
+    else:
+        typer.echo(f"client_id: {credential.client_id}")
+        typer.echo(f"client_secret: {secret}")
+    typer.echo("The secret is shown once: store it in your secrets manager now.", err=True)
+
+
+@credential_app.command("list")
+@friendly
+def credential_list(as_json: JsonFlag = False) -> None:
+    """List service credentials, active and revoked (never their secrets)."""
+    views = services().credentials.list(OPERATOR)
+    if as_json:
+        print_json({"service_credentials": [_credential_json(c) for c in views]})
+        return
+    if not views:
+        typer.echo("no service credentials")
+        return
+    typer.echo(f"{'CLIENT ID':<25} {'NAME':<30} {'STATUS':<8} {'CREATED':<21} REVOKED")
+    for c in views:
+        typer.echo(f"{c.client_id:<25} {c.name[:30]:<30} {c.status:<8} {iso(c.created_at):<21} {iso(c.revoked_at) or '-'}")
+
+
+@credential_app.command("revoke")
+@friendly
+def credential_revoke(
+    client_id: Annotated[str, typer.Argument(help="The client id (see `kbai service-credential list`).")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Revoke a service credential now: introspection refuses it at once (idempotent)."""
+    view = services().credentials.revoke(OPERATOR, client_id)
+    if as_json:
+        print_json(_credential_json(view))
+    else:
+        typer.echo(f"service credential {view.client_id} ({view.name}) is {view.status}")
 
 
 # ---- token lifecycle: worker and policies ---------------------------------------------------------

@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     smtp_username: str | None = Field(default=None, description="SMTP login, when the server wants one.")
     smtp_password: str | None = Field(default=None, repr=False, description="SMTP password (never logged).")
     smtp_starttls: bool = Field(default=False, description="Upgrade the SMTP connection with STARTTLS.")
+    operator_tenant: str | None = Field(
+        default=None, max_length=100,
+        description="The tenant of the deployment's own operators: its admins (a session holding every permission "
+        "there) may list and revoke service credentials in the API. Unset: only the CLI may.",
+    )
     worker_interval_seconds: float = Field(
         default=300.0, gt=0, description="How often `kbai worker` looks for due reminders and unused tokens.",
     )

@@ -110,7 +110,7 @@ class Services:
             passwords=passwords,
             access=access,
             sessions=SessionService(access, settings.session_ttl_seconds),
-            credentials=CredentialService(db, clock),
+            credentials=CredentialService(db, clock, catalog, settings.operator_tenant),
             tokens=tokens,
             usage=UsageBuffer(db, settings.last_used_flush_seconds, on_write=_written),
             limiter=FailureLimiter(

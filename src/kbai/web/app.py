@@ -16,6 +16,7 @@ from kbai.config import get_settings
 from kbai.gateway import routes as gateway_routes
 from kbai.services import Services
 from kbai.web import api, docs, errors, pages
+from kbai.web import credentials as credential_routes
 from kbai.web import leaks as leak_routes
 from kbai.web import lifecycle as lifecycle_routes
 from kbai.web.middleware import KbaiMiddleware
@@ -93,6 +94,7 @@ def create_app(services: Services | None = None, *, start_background: bool = Tru
     app.include_router(gateway_routes.router)
     app.include_router(leak_routes.router)
     app.include_router(lifecycle_routes.router)
+    app.include_router(credential_routes.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
     docs.install(app)
