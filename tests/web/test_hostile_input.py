@@ -799,7 +799,7 @@ def _run_cli(url: str, case: CliCase) -> list[str]:
         problems.append("a traceback or Python repr")
     if len([line for line in output.splitlines() if "error" in line.lower()]) != 1:
         problems.append("not exactly one error line")
-    if case.exit_code == 1 and not (done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
+    if case.exit_code in (1, 2) and not (done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
                                     and case.says in done.stderr and "unexpected" not in done.stderr):
         problems.append(f"not one clear 'error: ...{case.says}...' line")
     return [f"{p}: {output[-300:]!r}" for p in problems]
