@@ -39,6 +39,7 @@ fi
 
 [[ $want_test == 1 ]] || exit 0
 
+
 as_root() { if [[ $(id -u) == 0 ]]; then "$@"; else sudo "$@"; fi; }
 
 missing=()
@@ -47,6 +48,7 @@ command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light
 command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
 command -v psql >/dev/null || missing+=(postgresql-client)
 command -v redis-server >/dev/null || missing+=(redis-server)
+command -v npm >/dev/null || missing+=(nodejs npm)
 if (( ${#missing[@]} )); then
   step "installing with apt-get: ${missing[*]}"
   as_root apt-get update -qq
@@ -63,4 +65,14 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   step "starting Redis"
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
   for _ in $(seq 1 20); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.5; done
+fi
+
+# Test tools from npm (openapi-typescript, typescript: tests/web/test_openapi_client.py), exactly as
+# locked in package-lock.json; installed again when the lock changes.
+npm_dir=tests/web/openapi_ts
+npm_stamp="$npm_dir/node_modules/.kbai-installed-$(sha256sum "$npm_dir/package-lock.json" | cut -c1-16)"
+if command -v npm >/dev/null && [[ ! -f "$npm_stamp" ]]; then
+  step "installing the npm test tools (exact versions from $npm_dir/package-lock.json)"
+  (cd "$npm_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  touch "$npm_stamp"
 fi

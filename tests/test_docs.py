@@ -30,7 +30,8 @@ def test_the_readme_names_no_setting_that_does_not_exist() -> None:
 
 def test_every_test_only_variable_is_read_by_the_tests_or_scripts() -> None:
     sources = "".join(p.read_text(encoding="utf-8") for folder in ("tests", "scripts", ".ci")
-                      for p in (ROOT / folder).rglob("*") if p.is_file() and p.suffix in (".py", ".sh", ""))
+                      for p in (ROOT / folder).rglob("*") if p.is_file() and p.suffix in (".py", ".sh", "")
+                      and "node_modules" not in p.parts)
     assert {"REQUIRE_SERVICES", "TEST_PG_URL", "TEST_REDIS_URL"} <= _test_only()
     unread = {name for name in _test_only() if f"KBAI_{name}" not in sources}
     assert not unread, unread

@@ -17,6 +17,7 @@ from kbai.gateway import routes as gateway_routes
 from kbai.services import Services
 from kbai.web import api, docs, errors, pages
 from kbai.web import credentials as credential_routes
+from kbai.web import openapi as openapi_doc
 from kbai.web import leaks as leak_routes
 from kbai.web import lifecycle as lifecycle_routes
 from kbai.web.middleware import KbaiMiddleware
@@ -87,7 +88,7 @@ def create_app(services: Services | None = None, *, start_background: bool = Tru
             svc.stop()
 
     app = FastAPI(title="kbai", version=__version__, description=DESCRIPTION, lifespan=lifespan,
-                  docs_url=None, redoc_url=None)
+                  docs_url=None, redoc_url=None, generate_unique_id_function=openapi_doc.operation_id)
     app.state.services = svc
     errors.install(app)
     app.include_router(api.router)
@@ -117,6 +118,7 @@ def create_app(services: Services | None = None, *, start_background: bool = Tru
             return app.openapi_schema
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         add_links(schema)
+        openapi_doc.refine(schema, app.routes)
         schema.setdefault("components", {}).setdefault("securitySchemes", {})["serviceCredential"] = {
             "type": "http", "scheme": "basic",
             "description": "Client id and secret from `kbai service-credential create NAME`.",
