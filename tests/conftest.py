@@ -106,6 +106,25 @@ def fresh_database(backend: str, request: pytest.FixtureRequest, folder: Path, p
 
 
 @pytest.fixture
+def own_pg_database() -> Iterator[str]:
+    """A PostgreSQL database of this test's own, so it can be closed to connections."""
+    name = f"kbai_out_{uuid.uuid4().hex[:12]}"
+    try:
+        _pg_admin(f'CREATE DATABASE "{name}"')
+    except psycopg.Error:
+        missing_service(f"PostgreSQL at {PG_ADMIN_URL}")
+    url = _pg_url(name)
+    db = Database(url)
+    db.upgrade()
+    db.dispose()
+    try:
+        yield name
+    finally:
+        _pg_admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
 def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh, migrated, empty database of the test's backend."""
     with fresh_database(backend, request, tmp_path, "kbai_t_") as url:

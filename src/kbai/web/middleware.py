@@ -12,6 +12,7 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
+from kbai import logs
 from kbai.errors import ErrorSpec, KbaiError
 from kbai.services import Services
 from kbai.tokens.format import redact
@@ -85,7 +86,9 @@ class KbaiMiddleware:
             await send(message)
 
         scope.setdefault("state", {})["request_id"] = request_id
+        logged_as = logs.REQUEST_ID.set(request_id)  # every log line of this request carries its id
         await self.app(scope, limited_receive, send_wrapper)
+        logs.REQUEST_ID.reset(logged_as)  # (after an exception the request's task, and its context, ends)
         status = status_holder["status"]
         token_id = scope["state"].get("kbai_token_id")
         if token_id is not None and status < 400:
