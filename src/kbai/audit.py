@@ -70,6 +70,7 @@ ACTIONS = (
     "session.login",
     "session.logout",
     "service_credential.create",
+    "service_credential.revoke",
     "admin_request.create",
     "policy.update",
 )

@@ -118,6 +118,11 @@ class Settings(BaseSettings):
         "file beside the database (`<database file>.key`, mode 0600) is made on first use; with PostgreSQL, "
         "webhooks cannot be set up until it is set (every instance and worker needs the same key).",
     )
+    operator_tenant: str | None = Field(
+        default=None, max_length=100,
+        description="The tenant of the deployment's own operators: its admins (a session holding every permission "
+        "there) may list and revoke service credentials in the API. Unset: only the CLI may.",
+    )
     worker_interval_seconds: float = Field(
         default=300.0, gt=0, description="How often `kbai worker` looks for due reminders and unused tokens.",
     )

@@ -65,6 +65,11 @@ FORM_EXPIRED = ErrorSpec(
 SESSION_REQUIRED = ErrorSpec(
     "session_required", 403, "Token management needs an interactive session: a token cannot {action}."
 )
+OPERATORS_ONLY = ErrorSpec(
+    "forbidden", 403,
+    "Service credentials belong to the whole deployment: only its operators manage them (the kbai CLI, or an "
+    "admin of the operator tenant named by KBAI_OPERATOR_TENANT, with a session).",
+)
 USER_INACTIVE = ErrorSpec("user_inactive", 403, "This account is deactivated. Ask a tenant admin to reactivate it.")
 MANAGE_NEEDS_SESSION = ErrorSpec(
     "session_required", 403,

@@ -124,7 +124,7 @@ class Services:
             access=access,
             sessions=SessionService(access, settings.session_ttl_seconds, LoginThrottle(
                 limiter, settings.login_account_failures_per_day, settings.login_account_max_delay_seconds)),
-            credentials=CredentialService(db, clock),
+                        credentials=CredentialService(db, clock, catalog, settings.operator_tenant),
             tokens=tokens,
             usage=UsageBuffer(db, settings.last_used_flush_seconds, on_write=_written),
             limiter=limiter,

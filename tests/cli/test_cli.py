@@ -337,3 +337,38 @@ def test_the_demo_catalog_is_packaged_beside_the_cli() -> None:
     text = (Path(cli.__file__).parent / "demo_permissions.toml").read_text(encoding="utf-8")
     assert cli.DEMO_PERMISSIONS.is_file() and "contacts.read" in text
     assert Catalog.load(cli.DEMO_PERMISSIONS).get("contacts.read") is not None
+
+
+def test_service_credential_create_list_and_revoke(database_url: str, tmp_path: Path) -> None:
+    import json
+
+    kbai = Kbai(database_url, tmp_path)
+    svc = _services(database_url)
+    try:
+        created = kbai("service-credential", "create", "contacts-api")
+        out = _ok(created)
+        lines = dict(line.split(": ", 1) for line in out.splitlines())
+        assert set(lines) == {"client_id", "client_secret"}, out
+        client_id, secret = lines["client_id"], lines["client_secret"]
+        assert "shown once" in created.stderr and secret not in created.stderr
+        assert svc.credentials.authenticate(client_id, secret) is not None
+        made = json.loads(_ok(kbai("service-credential", "create", "billing-api", "--json")))
+        assert set(made) == {"id", "name", "client_id", "client_secret"} and made["name"] == "billing-api"
+
+        listed = _ok(kbai("service-credential", "list"))
+        assert client_id in listed and "contacts-api" in listed and secret not in listed
+        rows = json.loads(_ok(kbai("service-credential", "list", "--json")))["service_credentials"]
+        assert [(r["client_id"], r["status"]) for r in rows] == [(client_id, "active"), (made["client_id"], "active")]
+        assert secret not in json.dumps(rows) and made["client_secret"] not in json.dumps(rows)
+
+        out = _ok(kbai("service-credential", "revoke", client_id))
+        assert f"service credential {client_id} (contacts-api) is revoked" in out
+        assert svc.credentials.authenticate(client_id, secret) is None, "introspection refuses it at once"
+        assert svc.credentials.authenticate(made["client_id"], made["client_secret"]) is not None
+        again = json.loads(_ok(kbai("service-credential", "revoke", client_id, "--json")))
+        assert again["status"] == "revoked" and again["revoked_at"] == next(
+            r["revoked_at"] for r in json.loads(_ok(kbai("service-credential", "list", "--json")))["service_credentials"]
+            if r["client_id"] == client_id)
+        assert "not found" in _one_error_line(kbai("service-credential", "revoke", "kbai_sc_0000000000000000"))
+    finally:
+        svc.close()

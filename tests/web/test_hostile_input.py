@@ -144,6 +144,13 @@ def _login_page(id: str, status: int, code: str, says: str = "", csrf: str | Non
 
 TOKENS = "/api/v1/tokens"
 ME = "/api/v1/me"
+CREDS = "/api/v1/service-credentials"
+
+
+def _client_id(env: Env) -> str:
+    """The client id of the env's real service credential (from its HTTP Basic header)."""
+    return base64.b64decode(env.basic.split()[1]).decode().split(":")[0]
+
 DEEP_ARRAYS = b"[" * 100_000 + b"]" * 100_000
 DEEP_OBJECTS = b'{"a":' * 50_000 + b"1" + b"}" * 50_000
 UNKNOWN_TOKEN = "kbai_pk_" + "0" * 64
@@ -367,6 +374,19 @@ CASES: list[Case] = [
     Case("intro-token-not-a-string", "POST", "/api/v1/introspect", 400, "bad_request", "service", json={"token": ["a"]}, says="token"),
     Case("intro-nul-client-id", "POST", "/api/v1/introspect", 401, "invalid_client", "anon", content=b"token=x", content_type="application/x-www-form-urlencoded", headers={"Authorization": "Basic " + base64.b64encode(b"kbai_sc_\x00:secret").decode()}),
     Case("intro-2mb-chunked", "POST", "/api/v1/introspect", 413, "too_large", "service", content=_chunks(2_000_000, b"token="), content_type="application/x-www-form-urlencoded"),
+    # ---- service credentials (operators only: Acme is KBAI_OPERATOR_TENANT here, its admin may manage them) ----
+    Case("cred-revoke-unknown", "POST", CREDS + "/kbai_sc_0000000000000000/revoke", 404, "not_found", "admin", says="Service credential"),
+    Case("cred-revoke-sql", "POST", CREDS + "/x'%20OR%20'1'='1/revoke", 404, "not_found", "admin"),
+    Case("cred-revoke-nul", "POST", CREDS + "/kbai_sc_%00/revoke", 404, "not_found", "admin"),
+    Case("cred-revoke-rtl-override", "POST", CREDS + "/kbai_sc_%E2%80%AE/revoke", 404, "not_found", "admin"),
+    Case("cred-revoke-traversal", "POST", CREDS + "/..%2F..%2Ftokens/revoke", 404, "not_found", "admin"),
+    Case("cred-revoke-65-chars", "POST", CREDS + "/" + "a" * 65 + "/revoke", 422, "validation_error", "admin", says="client_id"),
+    Case("cred-revoke-no-csrf", "POST", lambda e: f"{CREDS}/{_client_id(e)}/revoke", 403, "csrf_failed", "admin", csrf=False),
+    Case("cred-revoke-as-member", "POST", lambda e: f"{CREDS}/{_client_id(e)}/revoke", 403, "forbidden", "dev", says="KBAI_OPERATOR_TENANT"),
+    Case("cred-revoke-with-token", "POST", lambda e: f"{CREDS}/{_client_id(e)}/revoke", 403, "forbidden", "dev_token", says="operators"),
+    Case("cred-list-as-member", "GET", CREDS, 403, "forbidden", "dev", says="KBAI_OPERATOR_TENANT"),
+    Case("cred-list-with-token", "GET", CREDS, 403, "forbidden", "dev_token", says="operators"),
+    Case("cred-list-anon", "GET", CREDS, 401, "not_authenticated", "anon"),
     # ---- login -----------------------------------------------------------------------------------
     Case("login-email-list", "POST", "/api/v1/session", 422, "validation_error", "anon", json={"email": ["dev@acme.test"], "password": "x"}, says="email"),
     Case("login-password-too-long", "POST", "/api/v1/session", 422, "validation_error", "anon", json={"email": "dev@acme.test", "password": "p" * 1025}, says="password"),
@@ -601,7 +621,7 @@ def env(module_database_url: str) -> Iterator[Env]:
     """The app in-process on a module-wide database of each backend (cases never change it)."""
     settings = Settings(database_url=module_database_url, auth_failures_per_minute=HIGH,
                         login_failures_per_minute=HIGH, login_account_failures_per_day=HIGH,
-                        introspection_failures_per_minute=HIGH, **FAST_ARGON2)
+                        introspection_failures_per_minute=HIGH, operator_tenant="Acme", **FAST_ARGON2)
     svc = Services.build(settings, clock=FrozenClock())
     app = create_app(svc, start_background=False)
     clients: list[TestClient] = []
@@ -843,7 +863,7 @@ def _run_cli(url: str, case: CliCase) -> list[str]:
         problems.append("a traceback or Python repr")
     if len([line for line in output.splitlines() if "error" in line.lower()]) != 1:
         problems.append("not exactly one error line")
-    if case.exit_code == 1 and not (done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
+    if case.exit_code in (1, 2) and not (done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
                                     and case.says in done.stderr and "unexpected" not in done.stderr):
         problems.append(f"not one clear 'error: ...{case.says}...' line")
     return [f"{p}: {output[-300:]!r}" for p in problems]

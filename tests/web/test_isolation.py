@@ -66,7 +66,10 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(module_database_url: str) -> Iterator[Env]:
-    svc = Services.build(Settings(database_url=module_database_url, **FAST_ARGON2), clock=FrozenClock())
+    # Acme is the operator tenant: its admin may manage service credentials, so Globex's admin (every
+    # permission, but elsewhere) and Mallory (Acme, not an admin) are the ones refused.
+    svc = Services.build(Settings(database_url=module_database_url, operator_tenant="Acme", **FAST_ARGON2),
+                         clock=FrozenClock())
     acme = build_world(svc)
     globex = build_world(svc, tenant="Globex", domain="globex.test")
     secret_role = svc.access.create_role(OPERATOR, acme.tenant_id, SECRET_ROLE, ["audit.read"])
@@ -84,6 +87,7 @@ def env(module_database_url: str) -> Iterator[Env]:
               "mallory-token": svc.tokens.create(mallory, "mallory-all", sorted(mallory.permissions))[1]}
     credential, secret = svc.credentials.create(OPERATOR, "isolation")
     extra_secrets, victim_notification = _victim_extras(svc, acme.tenant_id, acme.dev.user_id)  # type: ignore[arg-type]
+    extra_secrets.append(credential.client_id)  # the deployment's credentials: nobody here may see them
     # The victim's remembered answer for a rotation (as the API stores it): another caller sending the same
     # Idempotency-Key to the same route must never be answered with it.
     from kbai.web.idempotency import fingerprint
@@ -221,6 +225,11 @@ class Endpoint:
     headers: dict[str, str] | None = None
 
 
+def _client_id(env: Env) -> str:
+    """The client id of the module's service credential (from its HTTP Basic header)."""
+    return base64.b64decode(env.basic.split()[1]).decode().split(":")[0]
+
+
 def _all(status: int, code: str = "") -> dict[str, tuple[int, str]]:
     return {a: (status, code) for a in ATTACKERS}
 
@@ -311,6 +320,10 @@ ENDPOINTS = [
              lambda e, a: f"/api/v1/notifications/{e.ids['victim_notification']}/read",
              _by(NOT_FOUND, NOT_FOUND, SESSION_ONLY, cross_token=SESSION_ONLY)),
     Endpoint("policy", "GET", lambda e, a: "/api/v1/policies", _all(*OK)),
+    Endpoint("list-service-credentials", "GET", lambda e, a: "/api/v1/service-credentials",
+             _all(403, "forbidden")),
+    Endpoint("revoke-service-credential", "POST",
+             lambda e, a: f"/api/v1/service-credentials/{_client_id(e)}/revoke", _all(403, "forbidden")),
     Endpoint("introspect-without-credential", "POST", lambda e, a: "/api/v1/introspect", _all(401, "invalid_client"),
              body=lambda e, a: {"token": e.token.get(a, "kbai_pk_" + "0" * 64)}),
 ]

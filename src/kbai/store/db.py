@@ -31,6 +31,7 @@ class Database:
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = normalize_url(url)
+        self._head: str | None = None  # the newest migration this code ships (read once, see schema_revisions)
         self.is_sqlite = make_url(self.url).get_backend_name() == "sqlite"
         if self.is_sqlite:
             _create_private(make_url(self.url).database)
@@ -83,6 +84,18 @@ class Database:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_ID})
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
+
+    def schema_revisions(self) -> tuple[str | None, str | None]:
+        """(the database's Alembic revision, the newest this code ships): equal when migrations are at head."""
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        if self._head is None:
+            self._head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
+        with self.engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+            conn.rollback()
+        return current, self._head
 
     def ping(self) -> None:
         with self.engine.connect() as conn:

@@ -19,6 +19,7 @@ from kbai.audit import Actor
 from kbai.errors import KbaiError
 from kbai.services import Services
 from kbai.tokens.verify import TokenRecord, Verification
+from kbai.web.answers import bearer_token
 
 SESSION_COOKIE = "kbai_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -44,17 +45,6 @@ def client_ip(request: Request) -> str:
     # Behind a trusted proxy the host comes from X-Forwarded-For, and only when it is an IP address
     # (kbai.web.proxy). At most 64 chars, the width of every stored ip column, whatever the ASGI server says.
     return (request.client.host if request.client else "unknown")[:64]
-
-
-def bearer_token(request: Request) -> str | None:
-    """The token from ``Authorization: Bearer ...``; None when there is no Authorization header."""
-    header = request.headers.get("authorization")
-    if header is None:
-        return None
-    scheme, _, rest = header.partition(" ")
-    if scheme.lower() != "bearer":
-        raise KbaiError(errors.INVALID_TOKEN, description="Use the Bearer scheme: Authorization: Bearer kbai_pk_...")
-    return rest.lstrip(" ")
 
 
 class _NotCached(Exception):
