@@ -19,7 +19,7 @@ from kbai.config import Settings
 from kbai.metrics import Metrics
 from kbai.notifications import Notifications
 from kbai.partner_keys import PartnerKeys
-from kbai.ratelimit import FailureLimiter
+from kbai.ratelimit import FailureLimiter, TokenFailures
 from kbai.store import Database
 from kbai.mail import Mailer
 from kbai.tokens.activity import ActivityService
@@ -46,6 +46,7 @@ class Services:
     tokens: TokenService
     usage: UsageBuffer
     limiter: FailureLimiter
+    token_failures: TokenFailures
     metrics: Metrics
     cache: VerificationCache
     bus: Bus
@@ -98,6 +99,10 @@ class Services:
 
         tokens.listeners.append(tokens_changed)
         access.listeners.append(access_changed)
+        limiter = FailureLimiter(
+            settings.redis_url, settings.redis_prefix,
+            settings.auth_failures_per_minute, settings.login_failures_per_minute,
+        )
         notifications = Notifications(db, clock)
         mailer = Mailer.from_settings(settings)
         if mailer is not None:
@@ -113,10 +118,8 @@ class Services:
             credentials=CredentialService(db, clock),
             tokens=tokens,
             usage=UsageBuffer(db, settings.last_used_flush_seconds, on_write=_written),
-            limiter=FailureLimiter(
-                settings.redis_url, settings.redis_prefix,
-                settings.auth_failures_per_minute, settings.login_failures_per_minute,
-            ),
+            limiter=limiter,
+            token_failures=TokenFailures(limiter, settings.auth_failures_per_minute, publish=bus.publish),
             metrics=metrics,
             cache=cache,
             bus=bus,
@@ -141,6 +144,8 @@ class Services:
         self.bus.stop()
 
     def _on_invalidation(self, message: str) -> None:
+        if self.token_failures.on_message(message):
+            return
         if message == ALL:
             self.cache.clear()
         else:

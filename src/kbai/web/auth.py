@@ -1,7 +1,8 @@
 """Who is calling: a session cookie or a Bearer token, turned into an :class:`~kbai.audit.Actor`.
 
-Failed token authentications count against the client IP's rate limit; a successful token
-request marks the token used (buffered, see ``kbai.tokens.usage``) once the response is < 400.
+Failed token authentications count against the client IP's rate limit (a good token is served
+even from a blocked address); a successful token request marks the token used (buffered, see
+``kbai.tokens.usage``) once the response is < 400.
 """
 
 from __future__ import annotations
@@ -63,19 +64,17 @@ class _NotCached(Exception):
 
 def verify_bearer(svc: Services, request: Request, token: str, required: tuple[str, ...] = (),
                   *, warm_only: bool = False) -> Verification | None:
-    """Rate limit, verify, count. Raises the public error for a token that is not good.
+    """Verify, count, and raise the public error for a token that is not good.
+
+    A token that verifies is always served, whatever the failure limiter says about its address
+    (SPEC: a shared egress address flooded with bad tokens must not lock out the good ones). A
+    failure counts against the client address; while the address is blocked, its failing attempts
+    get 429 (``rate_limited``) instead of the failure itself.
 
     With ``warm_only`` it does no I/O at all and returns None when it would need some (a cache
-    miss, or rate-limit counters in Redis), so async routes can answer warm requests on the event
+    miss, or a failure to count in Redis), so async routes can answer warm requests on the event
     loop and send only the rest to the thread pool.
     """
-    if warm_only and not svc.limiter.local:
-        return None
-    ip = client_ip(request)
-    wait = svc.limiter.blocked(svc.limiter.auth, "auth", ip)
-    if wait:
-        svc.metrics.rate_limited.labels("token").inc()
-        raise KbaiError(errors.RATE_LIMITED, retry_after=wait)
     if warm_only:
         def cached(token_digest: str) -> TokenRecord | None:
             hit, record = svc.cache.peek(token_digest)
@@ -87,13 +86,18 @@ def verify_bearer(svc: Services, request: Request, token: str, required: tuple[s
             result = svc.tokens.verify(token, required, lookup=cached)
         except _NotCached:
             return None
+        if not result.authenticated and not svc.token_failures.local:
+            return None  # counting this failure is a Redis round trip
     else:
         result = svc.tokens.verify(token, required)
     svc.metrics.verifications.labels(result.outcome.value).inc()
-    if not result.authenticated:
-        svc.limiter.failed(svc.limiter.auth, "auth", ip)
-        raise errors.for_outcome(result.outcome.value)
-    return result
+    if result.authenticated:
+        return result
+    wait = svc.token_failures.failed(client_ip(request))
+    if wait:
+        svc.metrics.rate_limited.labels("token").inc()
+        raise KbaiError(errors.RATE_LIMITED, retry_after=wait)
+    raise errors.for_outcome(result.outcome.value)
 
 
 def token_actor(result: Verification, ip: str) -> Actor:
