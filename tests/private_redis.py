@@ -44,16 +44,21 @@ def private_redis(folder: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]
         proc.wait()
 
 
-def command_calls(url: str) -> Counter[str]:
-    """Calls per command since the server started (``INFO commandstats``), without the INFO calls themselves."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=2)
-    try:
-        stats = client.info("commandstats")
-    finally:
-        client.close()
-    calls: Counter[str] = Counter()
-    for name, value in stats.items():
-        command = name.removeprefix("cmdstat_")
-        if command != "info":
-            calls[command] = int(value["calls"])
-    return calls
+class CommandCounter:
+    """Calls per command the server has answered (``INFO commandstats``), read over one connection
+    opened up front, so that neither its HELLO nor its INFO calls are among the counts."""
+
+    def __init__(self, url: str) -> None:
+        self._client = redis.Redis.from_url(url, socket_connect_timeout=2)
+        self._client.ping()
+
+    def calls(self) -> Counter[str]:
+        calls: Counter[str] = Counter()
+        for name, value in self._client.info("commandstats").items():
+            command = name.removeprefix("cmdstat_")
+            if command != "info":
+                calls[command] = int(value["calls"])
+        return calls
+
+    def close(self) -> None:
+        self._client.close()

@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from kbai import __version__
 from kbai.config import get_settings
 from kbai.gateway import routes as gateway_routes
+from kbai.gateway.check import ForwardAuth
 from kbai.services import Services
 from kbai.web import api, errors, pages
 from kbai.web import leaks as leak_routes
@@ -122,4 +123,6 @@ def create_app(services: Services | None = None, *, start_background: bool = Tru
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(KbaiMiddleware, services=svc)
+    # Outermost (added last): /auth/check is answered before routing and the middleware above.
+    app.add_middleware(ForwardAuth, services=svc)
     return app
