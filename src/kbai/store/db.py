@@ -60,6 +60,14 @@ class Database:
         self._writer = sessionmaker(bind=self.write_engine, expire_on_commit=False)
 
     @property
+    def sqlite_path(self) -> str | None:
+        """The file of a SQLite database; None for PostgreSQL and for an in-memory database."""
+        if not self.is_sqlite:
+            return None
+        database = make_url(self.url).database
+        return database if database and database != ":memory:" else None
+
+    @property
     def engines(self) -> tuple[Engine, Engine]:
         """Every engine (connection pool) of this database: sessions, and one-statement reads."""
         return self.engine, self.single_engine
