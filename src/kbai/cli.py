@@ -24,7 +24,7 @@ from kbai import __version__
 from kbai.access.catalog import BUILTIN, CatalogError
 from kbai.audit import Actor
 from kbai.clock import iso
-from kbai.config import Settings
+from kbai.config import MAX_WORKERS, Settings
 from kbai.errors import KbaiError
 from kbai.services import Services
 
@@ -180,6 +180,9 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8000,
     demo: Annotated[bool, typer.Option("--demo", help="Create the Acme demo tenant and print its logins.")] = False,
+    workers: Annotated[int | None, typer.Option(
+        help="Processes serving on the one port (default KBAI_WORKERS, 1). Use about one per CPU core.",
+        min=1, max=MAX_WORKERS)] = None,
 ) -> None:
     """Apply migrations and serve the API and pages."""
     if demo and _settings().permissions_file is None:
@@ -193,11 +196,15 @@ def serve(
         _demo(svc)
     import uvicorn
 
-    typer.echo(f"kbai serving on http://{host}:{port}  (database: {_safe_url(svc.settings.database_url)})")
+    count = workers or svc.settings.workers
+    plural = f", {count} workers" if count > 1 else ""
+    typer.echo(f"kbai serving on http://{host}:{port}  (database: {_safe_url(svc.settings.database_url)}{plural})")
     svc.close()
+    # Each worker builds its own services (cache, invalidation listener, last-used buffer) from the
+    # same settings; they agree through the database and the invalidation bus, as separate instances do.
     # X-Forwarded-For is read by the app itself (kbai.web.proxy), which also checks that it is an address.
     uvicorn.run("kbai.web.app:create_app", factory=True, host=host, port=port, log_level="warning",
-                access_log=False, proxy_headers=False)
+                access_log=False, proxy_headers=False, workers=count if count > 1 else None)
 
 
 def _demo(svc: Services) -> None:

@@ -11,6 +11,9 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+MAX_WORKERS = 64
+
+
 class Settings(BaseSettings):
     """Every knob an operator can turn. Each field is read from ``KBAI_<NAME>``."""
 
@@ -23,18 +26,21 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None,
         description="redis://host:port/db. Pushes revocations and permission changes to every instance "
-        "(pub/sub) and shares the failure rate limits. Unset: both stay in-process.",
+        "(pub/sub) and shares the failure counts. Unset: the database pushes them (PostgreSQL LISTEN/NOTIFY, "
+        "or a table SQLite processes poll) and each instance counts its own failures.",
     )
     redis_prefix: str = Field(
         default="kbai", description="Prefix of every Redis key and channel (lets several deployments share a Redis)."
     )
     cache_ttl_seconds: float = Field(
-        default=1.0, ge=0, description="Without Redis: longest a cached verification may be reused, i.e. how "
-        "long another instance may lag behind a revocation. 0 disables the cache.",
+        default=1.0, ge=0, description="In a process that does not listen for invalidations (the CLI, an SDK "
+        "verifier used without its lifespan): longest a cached verification is reused. 0 turns the cache off "
+        "everywhere.",
     )
     cache_max_age_seconds: float = Field(
-        default=300.0, ge=0, description="With Redis: longest a cached verification is kept; changes are "
-        "pushed to every instance at once, so this is only a safety net.",
+        default=300.0, ge=0, description="While this process listens for invalidations (always, in `kbai serve`): "
+        "longest a cached verification is kept. Changes are pushed to every process at once, so this is only a "
+        "safety net.",
     )
     negative_cache_seconds: float = Field(
         default=30.0, ge=0, description="How long an unknown (well-formed) token is remembered as unknown.",
@@ -129,6 +135,16 @@ class Settings(BaseSettings):
     fake_now: datetime | None = Field(
         default=None, description="TEST ONLY: an ISO 8601 time with a zone; the process's clock is frozen there. "
         "Never set it in production.",
+    )
+    workers: int = Field(
+        default=1, ge=1, le=MAX_WORKERS, description="Processes `kbai serve` runs on its one port (uvicorn "
+        "workers); `kbai serve --workers N` overrides it. Changes made through any of them reach all within 1 s.",
+    )
+    access_log_token_reads: bool = Field(
+        default=False, description="Also write an access-log line for every successful read-only request "
+        "authenticated by a token: /auth/check answers 200 and GET/HEAD API calls with a Bearer token. They "
+        "are always counted (metrics, Last used, hourly counts); failures, session requests and every write "
+        "are always logged.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="DEBUG, INFO, WARNING or ERROR. Logs are JSON lines on stderr, tokens redacted."

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, CollectorRegistry, Counter, Histogram
+from typing import Any
+
+from prometheus_client import (
+    GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, CollectorRegistry, Counter, Gauge, Histogram,
+)
 
 
 class Metrics:
@@ -28,3 +32,26 @@ class Metrics:
             ["method", "route", "status"], registry=self.registry,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
+        self.channel_up = Gauge(
+            "kbai_invalidation_channel_up", "1 while this process listens for cache invalidations "
+            "(Redis, PostgreSQL LISTEN or the SQLite poller); 0 means its cache is bypassed or not yet in use.",
+            registry=self.registry,
+        )
+        # Labelled children, looked up once each: .labels() takes a lock and builds a key on every call.
+        self._verified: dict[str, Any] = {}
+        self._served: dict[tuple[str, str, int], Any] = {}
+
+    def verified(self, outcome: str) -> None:
+        child = self._verified.get(outcome)
+        if child is None:
+            child = self._verified[outcome] = self.verifications.labels(outcome)
+        child.inc()
+
+    def served(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        child = self._served.get(key)
+        if child is None:
+            if len(self._served) > 10_000:  # methods are the client's text: bound what they can make us keep
+                self._served.clear()
+            child = self._served[key] = self.requests.labels(method, route, str(status))
+        child.observe(seconds)

@@ -165,3 +165,85 @@ class LoginThrottle:
 
     def _use_storage(self, action: Callable[[strategies.MovingWindowRateLimiter], T]) -> T:
         return self.limiter._use(action)  # noqa: SLF001 - the same Redis-or-memory choice as every limit
+
+
+# ---- failed token authentications ----------------------------------------------------------------
+# Kept apart from the login limits above: the token check is the hot path, and its rule differs. A token
+# that verifies is always served, so a shared egress address (Zapier, n8n cloud) flooded with bad tokens
+# never locks out the good ones; only failing attempts count and only failing attempts are refused.
+
+BLOCK_MESSAGE = "block"  # "block <unix time until> <address>" on the invalidation bus
+MAX_BLOCKED_ADDRESSES = 100_000
+
+
+class TokenFailures:
+    """Failed token authentications per client address, counted where ``counters`` counts (Redis when
+    configured, so the limit is shared by every instance), with an in-process "blocked until" map.
+
+    :meth:`blocked` reads only that map (no I/O). :meth:`failed` counts one failure (a Redis round
+    trip when configured, so call it off the event loop unless :attr:`local`); when it uses up the
+    limit the address goes into the map and ``publish`` tells the other instances at once, which put
+    it into theirs (:meth:`note_blocked`).
+    """
+
+    def __init__(self, counters: FailureLimiter, per_minute: int,
+                 publish: Callable[[str], None] | None = None) -> None:
+        self._counters = counters
+        self.item = RateLimitItemPerMinute(per_minute)
+        self.local = counters.local
+        self.publish = publish
+        self._blocked: dict[str, float] = {}
+
+    def blocked(self, address: str) -> int:
+        """Seconds ``address`` must wait before its next failing attempt is answered; 0 when not blocked."""
+        until = self._blocked.get(address)
+        if until is None:
+            return 0
+        wait = until - time.time()
+        if wait <= 0:
+            self._blocked.pop(address, None)
+            return 0
+        return max(1, math.ceil(wait))
+
+    def failed(self, address: str) -> int:
+        """Count a failed attempt from ``address``. Returns the seconds to answer in ``Retry-After`` when
+        this attempt is refused as over the limit, 0 when it is answered as the failure it is."""
+        wait = self.blocked(address)
+        if wait:
+            return wait
+        item = self.item
+
+        def count(limiter: strategies.MovingWindowRateLimiter) -> tuple[bool, float]:
+            allowed = limiter.hit(item, "auth", address)
+            reset_at, remaining = limiter.get_window_stats(item, "auth", address)
+            return allowed, (reset_at if remaining <= 0 else 0.0)
+
+        allowed, until = self._counters._use(count)
+        if until:
+            self.note_blocked(address, until)
+            if self.publish is not None:
+                self.publish(f"{BLOCK_MESSAGE} {until:.3f} {address}")
+        return 0 if allowed else self.blocked(address) or 1
+
+    def note_blocked(self, address: str, until: float) -> None:
+        """``address`` is blocked until ``until`` (unix time): from this instance or from another one."""
+        if until <= time.time():
+            return
+        if address not in self._blocked and len(self._blocked) >= MAX_BLOCKED_ADDRESSES:
+            now = time.time()
+            for stale in [a for a, t in self._blocked.items() if t <= now]:
+                del self._blocked[stale]
+            while len(self._blocked) >= MAX_BLOCKED_ADDRESSES:
+                del self._blocked[next(iter(self._blocked))]  # oldest first
+        self._blocked[address] = max(until, self._blocked.get(address, 0.0))
+
+    def on_message(self, message: str) -> bool:
+        """Apply a ``block`` message from the bus; False when ``message`` is not one."""
+        if not message.startswith(BLOCK_MESSAGE + " "):
+            return False
+        _, until, address = message.split(" ", 2)
+        try:
+            self.note_blocked(address, float(until))
+        except ValueError:
+            log.warning("ignored a malformed block message on the invalidation bus")
+        return True

@@ -13,17 +13,18 @@ from kbai.access.passwords import Passwords
 from kbai.access.requests import AdminRequests
 from kbai.access.service import AccessService
 from kbai.access.sessions import SessionService
-from kbai.cache.bus import ALL, Bus, LocalBus, RedisBus
+from kbai.cache.bus import ALL, Bus
+from kbai.cache.bus import for_settings as bus_for
 from kbai.cache.verification import VerificationCache
 from kbai.clock import Clock, FrozenClock, SystemClock
 from kbai.config import Settings
 from kbai.metrics import Metrics
 from kbai.egress import Guard
-from kbai.mail import Mailer
 from kbai.notifications import Notifications
-from kbai.outbox import Outbox
 from kbai.partner_keys import PartnerKeys
-from kbai.ratelimit import FailureLimiter, LoginThrottle
+from kbai.ratelimit import FailureLimiter, LoginThrottle, TokenFailures
+from kbai.mail import Mailer
+from kbai.outbox import Outbox
 from kbai.secretbox import SecretBox
 from kbai.store import Database
 from kbai.tokens.activity import ActivityService
@@ -50,6 +51,7 @@ class Services:
     tokens: TokenService
     usage: UsageBuffer
     limiter: FailureLimiter
+    token_failures: TokenFailures
     metrics: Metrics
     cache: VerificationCache
     bus: Bus
@@ -83,19 +85,30 @@ class Services:
             default_limit=settings.default_max_active_tokens,
             support_email=settings.support_email,
         )
-        bus: Bus = RedisBus(settings.redis_url, settings.redis_prefix) if settings.redis_url else LocalBus()
+        bus = bus_for(settings, db)
+        max_age_listening, max_age_alone = settings.cache_max_age_seconds, settings.cache_ttl_seconds
+
+        def max_age() -> float | None:
+            # Listening: changes arrive at once, entries are kept up to the max age (a safety net).
+            # Started but not listening (channel lost): bypass. Never started (CLI, SDK without a
+            # lifespan): nothing tells this process about changes, so entries live only the short TTL.
+            if max_age_alone == 0:
+                return 0.0
+            if bus.healthy:
+                return max_age_listening
+            return None if bus.started else max_age_alone
+
         cache = VerificationCache(
             tokens.load_record,
-            ttl_seconds=settings.cache_max_age_seconds if settings.redis_url else settings.cache_ttl_seconds,
             negative_ttl_seconds=settings.negative_cache_seconds,
-            enabled=lambda: bus.healthy,
+            max_age=max_age,
         )
         tokens.lookup = cache.lookup
+        metrics.channel_up.set_function(lambda: 1.0 if bus.healthy else 0.0)
 
         def tokens_changed(digests: set[str], _users: set[int]) -> None:
             cache.invalidate(digests)
-            for d in digests:
-                bus.publish(d)
+            bus.publish_many(sorted(digests))
 
         def access_changed() -> None:
             cache.clear()
@@ -124,10 +137,11 @@ class Services:
             access=access,
             sessions=SessionService(access, settings.session_ttl_seconds, LoginThrottle(
                 limiter, settings.login_account_failures_per_day, settings.login_account_max_delay_seconds)),
-                        credentials=CredentialService(db, clock, catalog, settings.operator_tenant),
+            credentials=CredentialService(db, clock, catalog, settings.operator_tenant),
             tokens=tokens,
             usage=UsageBuffer(db, settings.last_used_flush_seconds, on_write=_written),
             limiter=limiter,
+            token_failures=TokenFailures(limiter, settings.auth_failures_per_minute, publish=bus.publish),
             metrics=metrics,
             cache=cache,
             bus=bus,
@@ -156,6 +170,8 @@ class Services:
         self.bus.stop()
 
     def _on_invalidation(self, message: str) -> None:
+        if self.token_failures.on_message(message):
+            return
         if message == ALL:
             self.cache.clear()
         else:

@@ -28,11 +28,13 @@ def token_queries(services: Services) -> Iterator[list[str]]:
         if "FROM tokens" in statement:
             seen.append(statement)
 
-    event.listen(services.db.engine, "before_cursor_execute", listener)
+    for engine in services.db.engines:
+        event.listen(engine, "before_cursor_execute", listener)
     try:
         yield seen
     finally:
-        event.remove(services.db.engine, "before_cursor_execute", listener)
+        for engine in services.db.engines:
+            event.remove(engine, "before_cursor_execute", listener)
 
 
 def _token(world: World, scopes: list[str] | None = None) -> tuple[int, str]:

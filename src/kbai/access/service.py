@@ -69,6 +69,20 @@ def role_permissions(session: Session, user_ids: Iterable[int], catalog: Catalog
     return {uid: catalog.keys if uid in admins else frozenset(held[uid] & catalog.keys) for uid in ids}
 
 
+def permissions_from(rows: Iterable[tuple[str | None, str | None]], catalog: Catalog) -> frozenset[str]:
+    """The permissions that (role kind, permission) rows of one active user's roles grant, cut to the catalog.
+
+    The one place the rule lives: the built-in Admin role holds every permission, others what they list.
+    """
+    held: set[str] = set()
+    for builtin, permission in rows:
+        if builtin == ADMIN:
+            return catalog.keys
+        if permission is not None:
+            held.add(permission)
+    return frozenset(held & catalog.keys)
+
+
 def require(actor: Actor, permission: str, action: str, tenant_id: int | None = None) -> None:
     """Refuse unless ``actor`` holds ``permission`` in ``tenant_id`` (operators hold everything)."""
     if actor.kind == "operator":

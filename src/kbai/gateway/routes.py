@@ -19,7 +19,8 @@ from kbai.errors import KbaiError
 from kbai.services import Services
 from kbai.web import schemas as sc
 from kbai.web.api import ERRORS
-from kbai.web.auth import bearer_token, client_ip, services, verify_bearer
+from kbai.gateway import check
+from kbai.web.auth import services
 
 router = APIRouter(responses=ERRORS)
 T = TypeVar("T")
@@ -36,45 +37,22 @@ T = TypeVar("T")
 )
 async def auth_check(
     request: Request,
-    scope: Annotated[list[str] | None, Query(max_length=200, description="Scopes the request needs; repeatable.")] = None,
+    scope: Annotated[list[str] | None, Query(max_length=100, description="Scopes the request needs; repeatable "
+                                             "(at most 50).")] = None,
 ) -> Response:
     """For nginx ``auth_request``, Traefik ForwardAuth and Envoy ext_authz.
 
     Rate-limited callers get 401 (with Retry-After) rather than 429, because nginx treats any status
-    other than 2xx/401/403 from an auth subrequest as a server error.
+    other than 2xx/401/403 from an auth subrequest as a server error. Any method, and any path below
+    /auth/check (Envoy's path_prefix), gets the same answer.
     """
+    # kbai serves every /auth/check request in raw ASGI (gateway.check.ForwardAuth) before routing; this
+    # route documents it in /openapi.json and gives the same answer when an app is built without that front.
     svc = services(request)
-    required = tuple(scope or ())
-    if len(required) > 50 or any(len(s) > 100 for s in required):
-        raise KbaiError(errors.VALIDATION, detail="Ask for at most 50 scopes of at most 100 characters.")
-    token = bearer_token(request)
-    if token is None:
-        raise KbaiError(errors.NOT_AUTHENTICATED)
-    try:
-        # A warm token is answered on the event loop; only cache misses pay the thread-pool hop.
-        result = verify_bearer(svc, request, token, required, warm_only=True)
-        if result is None:
-            result = await run_in_threadpool(verify_bearer, svc, request, token, required)
-    except KbaiError as exc:
-        if exc.code == "rate_limited":
-            raise KbaiError(errors.INVALID_TOKEN, description=exc.message,
-                            retry_after=exc.params["retry_after"]) from None
-        raise
-    assert result is not None and result.record is not None
-    record = result.record
-    if not result.ok:
-        raise errors.for_outcome(result.outcome.value, result.missing)
-    svc.usage.record(record.token_id, svc.clock.now(), client_ip(request), request.headers.get("user-agent"))
-    ordered = [p.key for p in svc.catalog.permissions if p.key in result.scopes]
-    headers = {
-        "X-Kbai-User": str(record.user_id),
-        "X-Kbai-User-Email": record.email,
-        "X-Kbai-Tenant": str(record.tenant_id),
-        "X-Kbai-Scopes": " ".join(ordered),
-        "X-Kbai-Token-Id": str(record.token_id),
-        "Cache-Control": "no-store",
-    }
-    return JSONResponse({"active": True}, headers=headers)
+    status, headers, body, _ = await check.answer(
+        svc, request.scope, check.Identity(svc), request.headers.get("authorization"), request.headers.get("user-agent"))
+    return Response(body, status_code=status, headers={k.decode(): v.decode("latin-1") for k, v in headers
+                                                       if k != b"content-length"})
 
 
 # Envoy's HTTP ext_authz sends the check with the client's own method, and with `path_prefix` it
@@ -82,11 +60,8 @@ async def auth_check(
 @router.api_route("/auth/check", methods=["HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"], include_in_schema=False)
 @router.api_route("/auth/check/{original_path:path}", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
                   include_in_schema=False)
-async def auth_check_any_method(
-    request: Request,
-    scope: Annotated[list[str] | None, Query(max_length=200)] = None,
-) -> Response:
-    return await auth_check(request, scope)
+async def auth_check_any_method(request: Request) -> Response:
+    return await auth_check(request)
 
 
 async def _authenticate_client(svc: Services, request: Request) -> Credential:
@@ -163,7 +138,7 @@ async def introspect(request: Request) -> Any:
     credential = await _authenticate_client(svc, request)
     token = await _token_param(request)
     result = await run_in_threadpool(svc.tokens.verify, token)
-    svc.metrics.verifications.labels(result.outcome.value).inc()
+    svc.metrics.verified(result.outcome.value)
     if not result.ok or result.record is None:
         return JSONResponse({"active": False}, headers={"Cache-Control": "no-store"})
     record = result.record

@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine, Row, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql import Executable
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Any number of processes may start at once; the first to take this lock migrates, the rest wait.
@@ -43,11 +45,35 @@ class Database:
             self.engine = create_engine(
                 self.url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True, pool_timeout=60
             )
+        # One-statement reads (a cold verification): autocommit, so the statement is the only round
+        # trip (no BEGIN, no ROLLBACK), and no pre-ping on checkout; see read_once for dead connections.
+        if self.is_sqlite:
+            self.single_engine = create_engine(
+                self.url, connect_args={"check_same_thread": False, "timeout": 30}, isolation_level="AUTOCOMMIT"
+            )
+            _configure_sqlite(self.single_engine, read_only=True)
+        else:
+            self.single_engine = create_engine(
+                self.url, pool_size=5, max_overflow=10, pool_timeout=60, isolation_level="AUTOCOMMIT"
+            )
         # On SQLite a write transaction takes the write lock at BEGIN, so "count, then insert"
         # can never interleave with another writer (rule 7). PostgreSQL uses row locks instead.
         self.write_engine = self.engine.execution_options(kbai_write=True)
         self._reader = sessionmaker(bind=self.engine, expire_on_commit=False)
         self._writer = sessionmaker(bind=self.write_engine, expire_on_commit=False)
+
+    @property
+    def sqlite_path(self) -> str | None:
+        """The file of a SQLite database; None for PostgreSQL and for an in-memory database."""
+        if not self.is_sqlite:
+            return None
+        database = make_url(self.url).database
+        return database if database and database != ":memory:" else None
+
+    @property
+    def engines(self) -> tuple[Engine, Engine]:
+        """Every engine (connection pool) of this database: sessions, and one-statement reads."""
+        return self.engine, self.single_engine
 
     @contextmanager
     def write(self) -> Iterator[Session]:
@@ -71,6 +97,21 @@ class Database:
             # close() ends the transaction without expiring what was loaded, so the
             # objects stay readable after the block.
             session.close()
+
+    def read_once(self, statement: Executable, params: dict[str, Any]) -> list[Row[Any]]:
+        """The rows of one statement, run on its own outside any transaction (one round trip).
+
+        A single statement sees one consistent snapshot on both databases. A pooled connection
+        found dead (the database restarted) is discarded and the statement retried once on a new one.
+        """
+        for attempt in (1, 2):
+            try:
+                with self.single_engine.connect() as conn:
+                    return list(conn.execute(statement, params).all())
+            except DBAPIError as exc:
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
+        raise AssertionError("unreachable")
 
     def upgrade(self) -> None:
         """Apply every pending Alembic migration (safe to call from many processes at once)."""
@@ -104,6 +145,7 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        self.single_engine.dispose()
 
 
 def _create_private(database: str | None) -> None:
@@ -125,7 +167,7 @@ def _create_private(database: str | None) -> None:
     os.chmod(database, 0o600)  # whatever the umask left
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, *, read_only: bool = False) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" event, not the driver, decide how transactions start.
@@ -135,7 +177,12 @@ def _configure_sqlite(engine: Engine) -> None:
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
+        if read_only:
+            cur.execute("PRAGMA query_only=ON")
         cur.close()
+
+    if read_only:  # autocommit: each statement is its own implicit transaction, no BEGIN
+        return
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:

@@ -284,3 +284,19 @@ class OutboxMessage(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # gave up
     last_error: Mapped[str | None] = mapped_column(String(300), nullable=True)
+
+
+class BusMessage(Base):
+    """A cache invalidation or a failure-limiter block, for every other process on this database to read.
+
+    SQLite has no server to push messages, so each process polls for rows newer than the last it saw
+    (``kbai.cache.bus.DatabaseBus``); AUTOINCREMENT keeps ids rising even after old rows are pruned.
+    PostgreSQL uses LISTEN/NOTIFY instead and leaves this table empty.
+    """
+
+    __tablename__ = "bus_messages"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    message: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

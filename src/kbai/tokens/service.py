@@ -18,12 +18,13 @@ from sqlalchemy.orm import Session
 
 from kbai import audit, errors
 from kbai.access.catalog import MANAGE_TOKENS, Catalog
-from kbai.access.service import permissions_of
+from kbai.access.service import permissions_from, permissions_of
 from kbai.audit import Actor
 from kbai.clock import Clock, iso, utc_seconds
 from kbai.errors import KbaiError
 from kbai.store import Database
 from kbai.store.models import Tenant, Token, User
+from kbai.store.queries import TOKEN_RECORD
 from kbai.tokens import format as fmt
 from kbai.tokens.policy import check_lifetime, policy_of
 from kbai.tokens.verify import Lookup, TokenRecord, Verification, verify
@@ -160,33 +161,30 @@ class TokenService:
 
     # ---- verification --------------------------------------------------------------------
     def load_record(self, token_digest: str) -> TokenRecord | None:
-        """The stored token with that digest and its owner's current permissions (two queries)."""
-        with self.db.read() as s:
-            row = s.execute(
-                select(Token, User, Tenant.name)
-                .join(User, User.id == Token.user_id)
-                .join(Tenant, Tenant.id == Token.tenant_id)
-                .where(Token.digest == token_digest)
-            ).first()
-            if row is None:
-                return None
-            token, user, tenant_name = row
-            return TokenRecord(
-                token_id=token.id,
-                tenant_id=token.tenant_id,
-                tenant_name=tenant_name,
-                user_id=user.id,
-                email=user.email,
-                prefix=token.prefix,
-                name=token.name,
-                # A scope that needs a session (stored before that rule) is never one the token acts with.
-                scopes=frozenset(token.scopes) - self.catalog.session_only,
-                created_at=token.created_at,
-                expires_at=token.expires_at,
-                revoked_at=token.revoked_at,
-                owner_active=user.active,
-                owner_permissions=permissions_of(s, user, self.catalog),
-            )
+        """The stored token with that digest and its owner's current permissions: one statement."""
+        rows = self.db.read_once(TOKEN_RECORD, {"digest": token_digest})
+        if not rows:
+            return None
+        (token_id, tenant_id, tenant_name, user_id, email, prefix, name, scopes, created_at, expires_at,
+         revoked_at, active, _builtin, _permission) = rows[0]
+        return TokenRecord(
+            token_id=token_id,
+            tenant_id=tenant_id,
+            tenant_name=tenant_name,
+            user_id=user_id,
+            email=email,
+            prefix=prefix,
+            name=name,
+            # A scope that needs a session (stored before that rule) is never one the token acts with.
+            scopes=frozenset(scopes) - self.catalog.session_only,
+            created_at=created_at,
+            expires_at=expires_at,
+            revoked_at=revoked_at,
+            owner_active=active,
+            # Inactive owners hold nothing (as permissions_of says).
+            owner_permissions=permissions_from(((r[12], r[13]) for r in rows), self.catalog) if active
+            else frozenset(),
+        )
 
     def verify(self, presented: object, required: Iterable[str] = (), *, lookup: Lookup | None = None) -> Verification:
         return verify(presented, lookup or self.lookup, self.clock.now(), required)

@@ -192,7 +192,7 @@ def rotate_token(token_id: TokenId, p: SessionPrincipal, request: Request, body:
 
 # ---- identity and catalog -------------------------------------------------------------------
 @router.get("/me", response_model=sc.MeOut, response_model_exclude_none=True, tags=["identity"], summary="Who am I")
-def me(p: AnyPrincipal, request: Request) -> dict[str, Any]:
+async def me(p: AnyPrincipal, request: Request) -> dict[str, Any]:
     svc = services(request)
     a = p.actor
     tenant_name = p.session.tenant_name if p.session else (
@@ -206,7 +206,7 @@ def me(p: AnyPrincipal, request: Request) -> dict[str, Any]:
 
 
 @router.get("/permissions", response_model=sc.CatalogOut, tags=["identity"], summary="The permission catalog")
-def permissions(_: AnyPrincipal, request: Request) -> dict[str, Any]:
+async def permissions(_: AnyPrincipal, request: Request) -> dict[str, Any]:
     return {"groups": [{"name": g, "permissions": [{"key": p.key, "label": p.label, "session_only": p.session_only}
                                                    for p in ps]}
                        for g, ps in services(request).catalog.groups()]}

@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from kbai import __version__
 from kbai.config import get_settings
 from kbai.gateway import routes as gateway_routes
+from kbai.gateway.check import ForwardAuth
 from kbai.services import Services
 from kbai.web import api, docs, errors, pages
 from kbai.web import credentials as credential_routes
@@ -165,6 +166,8 @@ def create_app(services: Services | None = None, *, start_background: bool = Tru
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(KbaiMiddleware, services=svc)
-    # Added last, so it runs first: everything inside sees the client's real (and valid) address.
+    # Outermost (added last): /auth/check is answered before routing and the middleware above.
+    app.add_middleware(ForwardAuth, services=svc)
+    # Added last, so it runs first (before /auth/check too): everything inside sees the client's real (and valid) address.
     app.add_middleware(ForwardedClient, trusted_proxies=svc.settings.trusted_proxies)
     return app

@@ -1,16 +1,18 @@
 """Who is calling: a session cookie or a Bearer token, turned into an :class:`~kbai.audit.Actor`.
 
-Failed token authentications count against the client IP's rate limit; a successful token
-request marks the token used (buffered, see ``kbai.tokens.usage``) once the response is < 400.
+Failed token authentications count against the client IP's rate limit (a good token is served
+even from a blocked address); a successful token request marks the token used (buffered, see
+``kbai.tokens.usage``) once the response is < 400.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyCookie, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from kbai import errors
 from kbai.access.service import may_manage, require
@@ -47,28 +49,49 @@ def client_ip(request: Request) -> str:
     return (request.client.host if request.client else "unknown")[:64]
 
 
+def scope_ip(scope: dict[str, Any]) -> str:
+    """:func:`client_ip` of a raw ASGI scope."""
+    client = scope.get("client")
+    return (client[0] if client else "unknown")[:64]
+
+
+def parse_bearer(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer ...`` value; None when there is no such header."""
+    if header is None:
+        return None
+    scheme, _, rest = header.partition(" ")
+    if scheme.lower() != "bearer":
+        raise KbaiError(errors.INVALID_TOKEN, description="Use the Bearer scheme: Authorization: Bearer kbai_pk_...")
+    return rest.lstrip(" ")
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token from ``Authorization: Bearer ...``; None when there is no Authorization header."""
+    return parse_bearer(request.headers.get("authorization"))
+
+
 class _NotCached(Exception):
     """A warm-only verification needed storage or a remote rate-limit counter."""
 
 
-def verify_bearer(svc: Services, request: Request, token: str, required: tuple[str, ...] = (),
-                  *, warm_only: bool = False) -> Verification | None:
-    """Rate limit, verify, count. Raises the public error for a token that is not good.
+def check_token(svc: Services, ip: str, token: str, required: tuple[str, ...] = (),
+                *, warm_only: bool = False) -> Verification | None:
+    """Verify, count, and raise the public error for a token that is not good.
+
+    A token that verifies is always served, whatever the failure limiter says about its address
+    (SPEC: a shared egress address flooded with bad tokens must not lock out the good ones). A
+    failure counts against the client address; while the address is blocked, its failing attempts
+    get 429 (``rate_limited``) instead of the failure itself.
 
     With ``warm_only`` it does no I/O at all and returns None when it would need some (a cache
-    miss, or rate-limit counters in Redis), so async routes can answer warm requests on the event
+    miss, or a failure to count in Redis), so async routes can answer warm requests on the event
     loop and send only the rest to the thread pool.
     """
-    if warm_only and not svc.limiter.local:
-        return None
-    ip = client_ip(request)
-    wait = svc.limiter.blocked(svc.limiter.auth, "auth", ip)
-    if wait:
-        svc.metrics.rate_limited.labels("token").inc()
-        raise KbaiError(errors.RATE_LIMITED, retry_after=wait)
     if warm_only:
+        cache = svc.cache
+
         def cached(token_digest: str) -> TokenRecord | None:
-            hit, record = svc.cache.peek(token_digest)
+            hit, record = cache.peek(token_digest)
             if not hit:
                 raise _NotCached
             return record
@@ -77,13 +100,33 @@ def verify_bearer(svc: Services, request: Request, token: str, required: tuple[s
             result = svc.tokens.verify(token, required, lookup=cached)
         except _NotCached:
             return None
+        if not result.authenticated and not svc.token_failures.local:
+            return None  # counting this failure is a Redis round trip
     else:
         result = svc.tokens.verify(token, required)
-    svc.metrics.verifications.labels(result.outcome.value).inc()
-    if not result.authenticated:
-        svc.limiter.failed(svc.limiter.auth, "auth", ip)
-        raise errors.for_outcome(result.outcome.value)
+    svc.metrics.verified(result.outcome.value)
+    if result.authenticated:
+        return result
+    wait = svc.token_failures.failed(ip)
+    if wait:
+        svc.metrics.rate_limited.labels("token").inc()
+        raise KbaiError(errors.RATE_LIMITED, retry_after=wait)
+    raise errors.for_outcome(result.outcome.value)
+
+
+async def check_token_async(svc: Services, ip: str, token: str, required: tuple[str, ...] = ()) -> Verification:
+    """:func:`check_token` on the event loop when it needs no I/O, else in the thread pool."""
+    result = check_token(svc, ip, token, required, warm_only=True)
+    if result is None:
+        result = await run_in_threadpool(check_token, svc, ip, token, required)
+    assert result is not None  # only warm_only checks return None
     return result
+
+
+def verify_bearer(svc: Services, request: Request, token: str, required: tuple[str, ...] = (),
+                  *, warm_only: bool = False) -> Verification | None:
+    """:func:`check_token` for the client of ``request``."""
+    return check_token(svc, client_ip(request), token, required, warm_only=warm_only)
 
 
 def token_actor(result: Verification, ip: str) -> Actor:
@@ -107,20 +150,24 @@ def session_principal(svc: Services, request: Request) -> Principal | None:
     return Principal(actor, "session", session=info)
 
 
-def principal(
+async def principal(
     request: Request,
     _bearer: Annotated[object, Depends(bearer_scheme)] = None,
     _cookie: Annotated[object, Depends(cookie_scheme)] = None,
 ) -> Principal:
-    """A session or a token, whichever the request carries (a token wins when both are sent)."""
+    """A session or a token, whichever the request carries (a token wins when both are sent).
+
+    Async, so that a warm token is resolved on the event loop; whatever needs the database (a
+    cold token, any session) runs in the thread pool.
+    """
     svc = services(request)
     token = bearer_token(request)
     if token is not None:
-        result = verify_bearer(svc, request, token)
-        assert result is not None  # only warm_only checks return None
+        ip = client_ip(request)
+        result = await check_token_async(svc, ip, token)
         request.state.kbai_token_id = result.record.token_id if result.record else None
-        return Principal(token_actor(result, client_ip(request)), "token", verification=result)
-    found = session_principal(svc, request)
+        return Principal(token_actor(result, ip), "token", verification=result)
+    found = await run_in_threadpool(session_principal, svc, request)
     if found is None:
         raise KbaiError(errors.NOT_AUTHENTICATED)
     if request.method not in ("GET", "HEAD", "OPTIONS") and not found.session.csrf_ok(  # type: ignore[union-attr]
@@ -133,7 +180,7 @@ def principal(
 AnyPrincipal = Annotated[Principal, Depends(principal)]
 
 
-def session_only(p: AnyPrincipal) -> Principal:
+async def session_only(p: AnyPrincipal) -> Principal:
     """Token management needs a person at a keyboard: a token can never mint or list tokens."""
     if p.via != "session":
         raise KbaiError(errors.SESSION_REQUIRED, action="manage tokens")
@@ -146,7 +193,7 @@ SessionPrincipal = Annotated[Principal, Depends(session_only)]
 def needs(permission: str, action: str):  # type: ignore[no-untyped-def]
     """A dependency that demands ``permission`` (a token must carry it as an effective scope)."""
 
-    def dependency(p: AnyPrincipal) -> Principal:
+    async def dependency(p: AnyPrincipal) -> Principal:
         require(p.actor, permission, action)
         return p
 

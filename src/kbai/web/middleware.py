@@ -1,5 +1,9 @@
 """One pure-ASGI middleware for every request: request id, body limit, security headers, metrics,
-access log, and marking a token used once its request succeeded."""
+access log, and marking a token used once its request succeeded.
+
+Every request is measured; every one is logged except a successful read-only token request (an
+integration's traffic), which is logged only with ``KBAI_ACCESS_LOG_TOKEN_READS`` (``/auth/check``
+follows the same rule in ``kbai.gateway.check``)."""
 
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ class KbaiMiddleware:
         self.app = app
         self.services = services
         self.max_body = services.settings.max_body_bytes
+        self.log_token_reads = services.settings.access_log_token_reads
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -55,8 +60,7 @@ class KbaiMiddleware:
             except ValueError:
                 too_big = True
             if too_big:
-                await _reject(send, 413, "too_large", f"The request body is larger than {self.max_body} bytes.",
-                              request_id, page=pages.is_page(scope["path"]))
+                await reject_too_large(send, self.max_body, request_id, page=pages.is_page(scope["path"]))
                 self._log(scope, 413, started, request_id)
                 return
 
@@ -95,18 +99,32 @@ class KbaiMiddleware:
             client = scope.get("client") or (None, 0)
             self.services.usage.record(token_id, self.services.clock.now(), client[0],
                                        headers.get(b"user-agent", b"").decode("latin-1") or None)
+            if not self.log_token_reads and scope["method"] in ("GET", "HEAD"):
+                # A successful token read (an integration's traffic) is counted, not logged line by line.
+                self._log(scope, status, started, request_id, line=False)
+                return
         self._log(scope, status, started, request_id)
 
-    def _log(self, scope: dict[str, Any], status: int, started: float, request_id: str) -> None:
+    def _log(self, scope: dict[str, Any], status: int, started: float, request_id: str, *, line: bool = True) -> None:
         elapsed = time.perf_counter() - started
         route = scope.get("route")
-        route_path = getattr(route, "path", "unmatched")
-        self.services.metrics.requests.labels(scope["method"], route_path, str(status)).observe(elapsed)
-        if log.isEnabledFor(logging.INFO):
-            client = scope.get("client") or ("-", 0)
-            log.info("%s %s %s", scope["method"], redact(scope["path"]), status,
-                     extra={"request_id": request_id, "method": scope["method"], "path": redact(scope["path"]),
-                            "status": status, "duration_ms": round(elapsed * 1000, 2), "client": client[0]})
+        self.services.metrics.served(scope["method"], getattr(route, "path", "unmatched"), status, elapsed)
+        if line:
+            access_log(scope, status, elapsed, request_id)
+
+
+def access_log(scope: dict[str, Any], status: int, elapsed: float, request_id: str) -> None:
+    """One JSON line per request on the ``kbai.access`` logger (tokens in the path cut to their prefix)."""
+    if log.isEnabledFor(logging.INFO):
+        client = scope.get("client") or ("-", 0)
+        path = redact(scope["path"])
+        log.info("%s %s %s", scope["method"], path, status,
+                 extra={"request_id": request_id, "method": scope["method"], "path": path,
+                        "status": status, "duration_ms": round(elapsed * 1000, 2), "client": client[0]})
+
+
+async def reject_too_large(send: Any, max_body: int, request_id: str, *, page: bool = False) -> None:
+    await _reject(send, 413, "too_large", f"The request body is larger than {max_body} bytes.", request_id, page=page)
 
 
 async def _reject(send: Any, status: int, code: str, message: str, request_id: str, *, page: bool = False) -> None:

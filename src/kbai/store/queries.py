@@ -1,0 +1,27 @@
+"""Statements of the hot path, built once at import so that a call only binds parameters.
+
+SQLAlchemy caches the compiled form per engine, and psycopg prepares a statement on the server
+once a connection has run it a few times, so a cold verification pays for parsing and planning once.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import bindparam, select
+
+from kbai.store.models import Role, RolePermission, Tenant, Token, User, UserRole
+
+# Everything verification needs about one token, in one statement: the token, its owner, the
+# tenant's name, and one row per (role kind, permission) the owner holds now. A token without any
+# role gives one row with NULL role columns; an unknown digest gives none.
+TOKEN_RECORD = (
+    select(
+        Token.id, Token.tenant_id, Tenant.name, User.id, User.email, Token.prefix, Token.name, Token.scopes,
+        Token.created_at, Token.expires_at, Token.revoked_at, User.active, Role.builtin, RolePermission.permission,
+    )
+    .join(User, User.id == Token.user_id)
+    .join(Tenant, Tenant.id == Token.tenant_id)
+    .outerjoin(UserRole, UserRole.user_id == User.id)
+    .outerjoin(Role, Role.id == UserRole.role_id)
+    .outerjoin(RolePermission, RolePermission.role_id == Role.id)
+    .where(Token.digest == bindparam("digest"))
+)

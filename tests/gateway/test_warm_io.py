@@ -1,0 +1,149 @@
+"""No I/O on a warm request, one statement on a cold one (issue 16), counted, not timed.
+
+In every supported configuration (SQLite alone, PostgreSQL alone, PostgreSQL + Redis) the real app
+answers 1,000 warm successful `/auth/check` and `/api/v1/me` requests without one SQL statement
+(SQLAlchemy's ``before_cursor_execute``, on every engine of the process) and without one Redis
+command (``INFO commandstats`` of a Redis server of this test's own, so no other test's traffic
+counts). A token nobody has verified yet costs exactly one SQL statement.
+
+Background work that does not depend on the traffic is not per-request I/O and is kept out of the
+window: the last-used flush runs every hour here (its writes are counted in tests/web/test_last_used.py),
+and the invalidation channels (Redis subscription, PostgreSQL LISTEN, the SQLite poller) hold their
+own connections outside the engines' pools.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from kbai.config import Settings
+from kbai.services import Services
+from kbai.web.app import create_app
+from tests.conftest import FAST_ARGON2, World, build_world
+from tests.private_redis import CommandCounter, private_redis
+
+WARM_REQUESTS = 1000
+CONFIGURATIONS = [("sqlite", False), ("postgres", False), ("postgres", True)]
+IDS = ["sqlite", "postgres", "postgres+redis"]
+
+
+@contextmanager
+def sql_statements() -> Iterator[list[str]]:
+    """Every statement any SQLAlchemy engine of this process sends while the block runs."""
+    seen: list[str] = []
+    lock = threading.Lock()
+
+    def listener(conn, cursor, statement, params, context, executemany):  # type: ignore[no-untyped-def]
+        with lock:
+            seen.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", listener)
+    try:
+        yield seen
+    finally:
+        event.remove(Engine, "before_cursor_execute", listener)
+
+
+@contextmanager
+def redis_commands(url: str | None) -> Iterator[Counter[str]]:
+    """Redis commands (by name) the server received while the block ran; empty without Redis.
+
+    The invalidation subscription sends a keep-alive PING every 10 s whatever the traffic
+    (``health_check_interval``): that many PINGs are allowed for the time the block took, no more.
+    """
+    delta: Counter[str] = Counter()
+    if url is None:
+        yield delta
+        return
+    counter = CommandCounter(url)
+    started = time.monotonic()
+    before = counter.calls()
+    try:
+        yield delta
+    finally:
+        after = counter.calls()
+        keep_alive = int((time.monotonic() - started) / 10) + 1
+        counter.close()
+        delta.update({name: n - before[name] for name, n in after.items() if n > before[name]})
+        if delta["ping"] <= keep_alive:
+            del delta["ping"]
+
+
+@dataclass
+class Running:
+    services: Services
+    world: World
+    client: TestClient
+    redis_url: str | None
+
+    def token(self, name: str, scopes: list[str] | None = None) -> str:
+        _, plaintext = self.services.tokens.create(self.world.dev, name, scopes or ["users.read"])
+        return plaintext
+
+
+@pytest.fixture
+def running(backend: str, with_redis: bool, database_url: str, tmp_path: Path) -> Iterator[Running]:
+    """The app with its background parts started (lifespan), as `kbai serve` runs it."""
+    with contextmanager_or_none(with_redis, tmp_path) as redis_url:
+        settings = Settings(database_url=database_url, redis_url=redis_url, redis_prefix="warm-io",
+                            last_used_flush_seconds=3600, **FAST_ARGON2)
+        svc = Services.build(settings)
+        world = build_world(svc)
+        try:
+            with TestClient(create_app(svc)) as client:
+                yield Running(svc, world, client, redis_url)
+        finally:
+            svc.close()
+
+
+@contextmanager
+def contextmanager_or_none(with_redis: bool, folder: Path) -> Iterator[str | None]:
+    if not with_redis:
+        yield None
+        return
+    with private_redis(folder) as (url, _proc):
+        yield url
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.mark.parametrize(("backend", "with_redis"), CONFIGURATIONS, ids=IDS)
+@pytest.mark.parametrize("path", ["/auth/check", "/auth/check?scope=users.read", "/api/v1/me"])
+def test_warm_successful_requests_cost_no_sql_and_no_redis(running: Running, path: str) -> None:
+    token = running.token("warm")
+    headers = bearer(token)
+    assert running.client.get(path, headers=headers).status_code == 200  # loads the record once
+    with sql_statements() as sql, redis_commands(running.redis_url) as commands:
+        statuses = Counter(running.client.get(path, headers=headers).status_code for _ in range(WARM_REQUESTS))
+    assert statuses == {200: WARM_REQUESTS}
+    assert sql == [], f"{len(sql)} SQL statements in {WARM_REQUESTS} warm requests, e.g. {sql[:3]}"
+    assert not commands, f"Redis commands in {WARM_REQUESTS} warm requests: {dict(commands)}"
+
+
+@pytest.mark.parametrize(("backend", "with_redis"), CONFIGURATIONS, ids=IDS)
+@pytest.mark.parametrize("path", ["/auth/check", "/api/v1/me"])
+def test_a_cold_verification_is_one_sql_statement(running: Running, path: str) -> None:
+    token = running.token("cold", ["users.read", "roles.read"])
+    with sql_statements() as sql:
+        r = running.client.get(path, headers=bearer(token))
+    assert r.status_code == 200
+    assert len(sql) == 1, f"a cold verification sent {len(sql)} statements: {sql}"
+    assert sql[0].lstrip().upper().startswith("SELECT")
+    # The one statement brought everything: the owner's permissions decide the effective scopes.
+    if path == "/api/v1/me":
+        assert r.json()["scopes"] == ["users.read", "roles.read"]
+    else:
+        assert r.headers["x-kbai-scopes"] == "users.read roles.read"
