@@ -73,7 +73,8 @@ def friendly(func: F) -> F:
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first.get("loc", ())).upper()
-            raise fail(f"setting KBAI_{where}: {first.get('msg')}") from None
+            msg = str(first.get("msg", "")).removeprefix("Value error, ")
+            raise fail(f"setting KBAI_{where}: {msg}" if where else f"settings: {msg}") from None
         except OperationalError as exc:
             url = _safe_url(_settings().database_url)
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig else "connection failed"

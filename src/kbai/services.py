@@ -16,6 +16,8 @@ from kbai.cache.bus import ALL, Bus, LocalBus, RedisBus
 from kbai.cache.verification import VerificationCache
 from kbai.clock import Clock, FrozenClock, SystemClock
 from kbai.config import Settings
+from kbai.identity.oidc import OidcClient, OidcConfig
+from kbai.identity.signin import OidcSignIn
 from kbai.metrics import Metrics
 from kbai.notifications import Notifications
 from kbai.partner_keys import PartnerKeys
@@ -58,6 +60,7 @@ class Services:
     mailer: Mailer | None
     reminders: Reminders
     auto_revoke: AutoRevoke
+    oidc: OidcSignIn | None = None  # sign-in with the product's OpenID provider, when KBAI_OIDC_* are set
 
     @classmethod
     def build(cls, settings: Settings, clock: Clock | None = None, db: Database | None = None) -> Services:
@@ -102,6 +105,11 @@ class Services:
         mailer = Mailer.from_settings(settings)
         if mailer is not None:
             notifications.senders.append(mailer.notify)
+        oidc_config = OidcConfig.from_settings(settings)
+        advice = f" Sign in with {oidc_config.provider_name} instead." if oidc_config else ""
+        sessions = SessionService(access, settings.session_ttl_seconds, password_login=settings.password_login,
+                                  password_login_advice=advice)
+        oidc = OidcSignIn(OidcClient(oidc_config, clock), access, sessions) if oidc_config else None
         return cls(
             settings=settings,
             db=db,
@@ -109,7 +117,7 @@ class Services:
             catalog=catalog,
             passwords=passwords,
             access=access,
-            sessions=SessionService(access, settings.session_ttl_seconds),
+            sessions=sessions,
             credentials=CredentialService(db, clock),
             tokens=tokens,
             usage=UsageBuffer(db, settings.last_used_flush_seconds, on_write=_written),
@@ -129,6 +137,7 @@ class Services:
             mailer=mailer,
             reminders=Reminders(db, clock, notifications, mailer, Webhooks(clock)),
             auto_revoke=AutoRevoke(tokens, notifications),
+            oidc=oidc,
         )
 
     def start(self) -> None:

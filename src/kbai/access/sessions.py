@@ -12,13 +12,15 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import delete, select
 
-from kbai import audit
+from kbai import audit, errors
 from kbai.access.service import AccessService
 from kbai.audit import Actor
 from kbai.clock import utc_seconds
+from kbai.errors import KbaiError
 from kbai.store.models import LoginSession, Tenant, User
 
 
@@ -30,6 +32,7 @@ class SessionInfo:
     tenant_name: str
     email: str
     csrf_token: str
+    tenant_external_id: str | None = None
 
     def csrf_ok(self, presented: str | None) -> bool:
         return presented is not None and hmac.compare_digest(presented.encode(), self.csrf_token.encode())
@@ -40,27 +43,37 @@ def _digest(cookie: str) -> str:
 
 
 class SessionService:
-    def __init__(self, access: AccessService, ttl_seconds: int) -> None:
+    def __init__(self, access: AccessService, ttl_seconds: int, *, password_login: bool = True,
+                 password_login_advice: str = "") -> None:
         self.access = access
         self.db = access.db
         self.clock = access.clock
         self.ttl = timedelta(seconds=ttl_seconds)
+        self.password_login = password_login
+        self.password_login_advice = password_login_advice
 
     def login(self, email: str, password: str, ip: str | None) -> tuple[str, SessionInfo]:
         """Check the password and open a new session. Returns (cookie value, session)."""
+        if not self.password_login:  # KBAI_PASSWORD_LOGIN=false: no password is even checked
+            raise KbaiError(errors.PASSWORD_LOGIN_DISABLED, advice=self.password_login_advice)
         user = self.access.authenticate(email, password)
+        return self.open(user.id, ip)
+
+    def open(self, user_id: int, ip: str | None, details: dict[str, Any] | None = None) -> tuple[str, SessionInfo]:
+        """A new session for a user whose login was checked (password here, or a sign-in by ``kbai.identity``)."""
         cookie = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(32)
         now = utc_seconds(self.clock.now())
         with self.db.write() as s:
+            user, tenant = s.execute(select(User, Tenant).join(Tenant, Tenant.id == User.tenant_id)
+                                     .where(User.id == user_id)).one()
             row = LoginSession(digest=_digest(cookie), user_id=user.id, csrf_token=csrf, created_at=now,
                                expires_at=now + self.ttl, ip=ip)
             s.add(row)
             s.flush()
-            tenant_name = s.scalar(select(Tenant.name).where(Tenant.id == user.tenant_id)) or ""
             actor = Actor(kind="user", user_id=user.id, tenant_id=user.tenant_id, email=user.email, ip=ip)
-            audit.record(s, actor, "session.login", at=now, target_type="user", target_id=user.id)
-            info = SessionInfo(row.id, user.id, user.tenant_id, tenant_name, user.email, csrf)
+            audit.record(s, actor, "session.login", at=now, target_type="user", target_id=user.id, details=details)
+            info = SessionInfo(row.id, user.id, user.tenant_id, tenant.name, user.email, csrf, tenant.external_id)
         return cookie, info
 
     def resolve(self, cookie: str | None) -> SessionInfo | None:
@@ -70,17 +83,18 @@ class SessionService:
         now = self.clock.now()
         with self.db.read() as s:
             row = s.execute(
-                select(LoginSession, User, Tenant.name)
+                select(LoginSession, User, Tenant.name, Tenant.external_id)
                 .join(User, User.id == LoginSession.user_id)
                 .join(Tenant, Tenant.id == User.tenant_id)
                 .where(LoginSession.digest == _digest(cookie))
             ).first()
         if row is None:
             return None
-        sess, user, tenant_name = row
+        sess, user, tenant_name, tenant_external_id = row
         if sess.expires_at <= now or not user.active:
             return None
-        return SessionInfo(sess.id, user.id, user.tenant_id, tenant_name, user.email, sess.csrf_token)
+        return SessionInfo(sess.id, user.id, user.tenant_id, tenant_name, user.email, sess.csrf_token,
+                           tenant_external_id)
 
     def logout(self, info: SessionInfo, ip: str | None) -> None:
         now = utc_seconds(self.clock.now())

@@ -157,14 +157,14 @@ class TokenService:
         """The stored token with that digest and its owner's current permissions (two queries)."""
         with self.db.read() as s:
             row = s.execute(
-                select(Token, User, Tenant.name)
+                select(Token, User, Tenant.name, Tenant.external_id)
                 .join(User, User.id == Token.user_id)
                 .join(Tenant, Tenant.id == Token.tenant_id)
                 .where(Token.digest == token_digest)
             ).first()
             if row is None:
                 return None
-            token, user, tenant_name = row
+            token, user, tenant_name, tenant_external_id = row
             return TokenRecord(
                 token_id=token.id,
                 tenant_id=token.tenant_id,
@@ -179,6 +179,7 @@ class TokenService:
                 revoked_at=token.revoked_at,
                 owner_active=user.active,
                 owner_permissions=permissions_of(s, user, self.catalog),
+                tenant_external_id=tenant_external_id,
             )
 
     def verify(self, presented: object, required: Iterable[str] = (), *, lookup: Lookup | None = None) -> Verification:

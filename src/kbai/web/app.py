@@ -15,7 +15,7 @@ from kbai import __version__
 from kbai.config import get_settings
 from kbai.gateway import routes as gateway_routes
 from kbai.services import Services
-from kbai.web import api, errors, pages
+from kbai.web import api, brand, errors, oidc, pages
 from kbai.web import leaks as leak_routes
 from kbai.web import lifecycle as lifecycle_routes
 from kbai.web.middleware import KbaiMiddleware
@@ -93,6 +93,8 @@ def create_app(services: Services | None = None, *, start_background: bool = Tru
     app.include_router(leak_routes.router)
     app.include_router(lifecycle_routes.router)
     app.include_router(pages.router)
+    app.include_router(oidc.router)
+    app.include_router(brand.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
 
     @app.get("/healthz", tags=["operations"], summary="Liveness and database check")

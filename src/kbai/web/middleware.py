@@ -20,15 +20,21 @@ from kbai.web import pages
 log = logging.getLogger("kbai.access")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
-SECURITY_HEADERS = [
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"x-frame-options", b"DENY"),
-    (b"content-security-policy",
-     b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-     b"frame-ancestors 'none'; base-uri 'none'; form-action 'self'"),
-    (b"cross-origin-opener-policy", b"same-origin"),
-]
+def security_headers(img_origin: str | None = None) -> list[tuple[bytes, bytes]]:
+    """The headers of every answer. The CSP stays strict; a brand logo's origin joins img-src only."""
+    img = b"'self' data:" + (b" " + img_origin.encode("ascii") if img_origin else b"")
+    return [
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"no-referrer"),
+        (b"x-frame-options", b"DENY"),
+        (b"content-security-policy",
+         b"default-src 'self'; img-src " + img + b"; style-src 'self'; script-src 'self'; "
+         b"frame-ancestors 'none'; base-uri 'none'; form-action 'self'"),
+        (b"cross-origin-opener-policy", b"same-origin"),
+    ]
+
+
+SECURITY_HEADERS = security_headers()
 
 
 class KbaiMiddleware:
@@ -36,6 +42,9 @@ class KbaiMiddleware:
         self.app = app
         self.services = services
         self.max_body = services.settings.max_body_bytes
+        from kbai.web.brand import logo_origin
+
+        self.security_headers = security_headers(logo_origin(services.settings))
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -77,7 +86,7 @@ class KbaiMiddleware:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
                 extra = list(message.get("headers", []))
-                extra.extend(SECURITY_HEADERS)
+                extra.extend(self.security_headers)
                 extra.append((b"x-request-id", request_id.encode()))
                 message = {**message, "headers": extra}
             await send(message)
