@@ -83,12 +83,13 @@ const provider = new Provider(config.issuer, {
   features: { devInteractions: { enabled: false } },
   interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
   ttl: { IdToken: () => state().id_token_ttl ?? 3600 },
+  // Accounts are found by their subject (the login name is only what the person types).
   async findAccount(ctx, id) {
-    const account = state().accounts[id];
+    const account = Object.entries(state().accounts).find(([login, a]) => (a.sub ?? login) === id)?.[1];
     if (!account) return undefined;
     return {
       accountId: id,
-      async claims() { return { sub: account.sub ?? id, ...account.claims }; },
+      async claims() { return { sub: id, ...account.claims }; },
     };
   },
   // First-party client: no consent screen, every requested scope is granted (as a product's own login does).
@@ -179,7 +180,7 @@ async function interaction(req, res, uid, action) {
     if (!account || account.password !== form.get('password')) {
       return send(res, 200, loginForm(uid, client, 'Wrong username or password.', login));
     }
-    return provider.interactionFinished(req, res, { login: { accountId: login } }, { mergeWithLastSubmission: false });
+    return provider.interactionFinished(req, res, { login: { accountId: account.sub ?? login } }, { mergeWithLastSubmission: false });
   }
   return send(res, 405, page('Error', '<h1>Not allowed</h1>'));
 }
