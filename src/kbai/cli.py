@@ -165,13 +165,20 @@ def db_upgrade() -> None:
 @friendly
 def tenant_create(
     name: Annotated[str, typer.Argument(help="Tenant (company) name.")],
-    admin_email: Annotated[str, typer.Option(help="Email of the tenant's first admin.")],
+    admin_email: Annotated[str | None, typer.Option(
+        help="Email of the tenant's first admin. May be left out with --external-id: then the first person "
+             "to sign in with single sign-on becomes its admin.")] = None,
     admin_password: Annotated[str | None, typer.Option(help="Generated and printed once when omitted.")] = None,
+    external_id: Annotated[str | None, typer.Option(
+        help="The product's id of this organisation (what the OIDC tenant claim says).")] = None,
 ) -> None:
     """Create a tenant with its Admin and Member roles and its first admin."""
-    tenant, user, generated = services().access.create_tenant(OPERATOR, name, admin_email, admin_password)
-    typer.echo(f"created tenant {tenant.name} (id {tenant.id}) with admin {user.email}")
-    if generated:
+    tenant, user, generated = services().access.create_tenant(OPERATOR, name, admin_email, admin_password,
+                                                              external_id=external_id)
+    ext = f", external id {tenant.external_id}" if tenant.external_id else ""
+    typer.echo(f"created tenant {tenant.name} (id {tenant.id}{ext})"
+               + (f" with admin {user.email}" if user else " with no users yet"))
+    if generated and user:
         typer.echo(f"password for {user.email}: {generated}   (shown once; store it now)")
 
 
@@ -182,11 +189,16 @@ def user_create(
     email: Annotated[str, typer.Option(help="The user's email (their login).")],
     password: Annotated[str | None, typer.Option(help="Generated and printed once when omitted.")] = None,
     role: Annotated[list[str] | None, typer.Option(help="Role name; repeat for several. Default: Member.")] = None,
+    external_id: Annotated[str | None, typer.Option(
+        help="The product's id of this person in this tenant (unique per tenant); a first OIDC sign-in whose "
+             "external id claim equals it is linked to this user.")] = None,
 ) -> None:
     """Create a user in a tenant."""
     svc = services()
-    view, generated = svc.access.create_user(OPERATOR, _tenant_id(svc, tenant), email, password, role or [])
-    typer.echo(f"created user {view.email} (id {view.id}) in {tenant} with roles: {', '.join(view.roles)}")
+    view, generated = svc.access.create_user(OPERATOR, _tenant_id(svc, tenant), email, password, role or [],
+                                             external_id=external_id)
+    ext = f", external id {view.external_id}" if view.external_id else ""
+    typer.echo(f"created user {view.email} (id {view.id}{ext}) in {tenant} with roles: {', '.join(view.roles)}")
     if generated:
         typer.echo(f"password for {view.email}: {generated}   (shown once; store it now)")
 
