@@ -64,5 +64,6 @@ def brand_css(request: Request) -> Response:
     css = "/* KBAI_BRAND_ACCENT is not set */\n"
     if accent:  # validated at startup: a hex, rgb() or hsl() colour, nothing that could end the rule
         css = (f":root {{ --accent: {accent}; --accent-strong: color-mix(in srgb, {accent} 82%, black); "
-               f"--accent-soft: color-mix(in srgb, {accent} 9%, white); }}\n")
+               f"--accent-soft: color-mix(in srgb, {accent} 9%, white); }}\n"
+               f".logo:not(.logo-image) {{ background: {accent}; }}\n")
     return Response(css, media_type="text/css", headers={"Cache-Control": "public, max-age=300"})
