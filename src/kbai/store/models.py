@@ -45,7 +45,7 @@ class Base(DeclarativeBase):
 
 class Tenant(Base):
     __tablename__ = "tenants"
-    __table_args__ = (UniqueConstraint("external_id", name="uq_tenants_external_id"),)
+    __table_args__ = (Index("uq_tenants_external_id", "external_id", unique=True),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
@@ -57,7 +57,7 @@ class Tenant(Base):
 
 class User(Base):
     __tablename__ = "users"
-    __table_args__ = (UniqueConstraint("tenant_id", "external_id", name="uq_users_tenant_external_id"),)
+    __table_args__ = (Index("uq_users_tenant_external_id", "tenant_id", "external_id", unique=True),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)

@@ -12,13 +12,13 @@ branch_labels = None
 depends_on = None
 
 
+# Plain ADD COLUMN and unique indexes, never a batch copy of tenants or users: on SQLite a copy drops and
+# recreates the table, and with foreign keys enforced that would cascade into user_roles and sessions.
 def upgrade() -> None:
-    with op.batch_alter_table("tenants", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("external_id", sa.String(length=200), nullable=True))
-        batch_op.create_unique_constraint("uq_tenants_external_id", ["external_id"])
-    with op.batch_alter_table("users", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("external_id", sa.String(length=200), nullable=True))
-        batch_op.create_unique_constraint("uq_users_tenant_external_id", ["tenant_id", "external_id"])
+    op.add_column("tenants", sa.Column("external_id", sa.String(length=200), nullable=True))
+    op.create_index("uq_tenants_external_id", "tenants", ["external_id"], unique=True)
+    op.add_column("users", sa.Column("external_id", sa.String(length=200), nullable=True))
+    op.create_index("uq_users_tenant_external_id", "users", ["tenant_id", "external_id"], unique=True)
     op.create_table(
         "identities",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -39,9 +39,7 @@ def downgrade() -> None:
     with op.batch_alter_table("identities", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_identities_user_id"))
     op.drop_table("identities")
-    with op.batch_alter_table("users", schema=None) as batch_op:
-        batch_op.drop_constraint("uq_users_tenant_external_id", type_="unique")
-        batch_op.drop_column("external_id")
-    with op.batch_alter_table("tenants", schema=None) as batch_op:
-        batch_op.drop_constraint("uq_tenants_external_id", type_="unique")
-        batch_op.drop_column("external_id")
+    op.drop_index("uq_users_tenant_external_id", table_name="users")
+    op.drop_column("users", "external_id")  # (SQLite 3.35+ drops a column in place)
+    op.drop_index("uq_tenants_external_id", table_name="tenants")
+    op.drop_column("tenants", "external_id")
