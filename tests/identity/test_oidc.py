@@ -346,3 +346,23 @@ def test_sessions_opened_by_sign_in_are_real_sessions(rig: Rig) -> None:
         csrf = page.split('name="csrf_token" value="')[1].split('"')[0]
         assert client.post("/logout", data={"csrf_token": csrf}).status_code == 303
         assert client.get("/api/v1/me").status_code == 401
+
+
+def test_two_first_sign_ins_at_once_make_one_user_and_two_sessions(rig: Rig) -> None:
+    """A person double-clicks (or has two tabs): both callbacks land, neither is a 500, one user is made."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _account(rig)
+    clients = [rig.client() for _ in range(4)]
+    try:
+        paths = [rig.callback_for(c, "alice") for c in clients]
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            answers = list(pool.map(lambda cp: cp[0].get(cp[1]), zip(clients, paths, strict=True)))
+        assert [r.status_code for r in answers] == [303] * 4, [shown_page(r) for r in answers]
+        assert len({_me(c)["user"]["id"] for c in clients}) == 1
+    finally:
+        for c in clients:
+            c.close()
+    with rig.svc.db.read() as s:
+        assert s.scalar(select(func.count()).select_from(User).where(User.email == "alice@acme.test")) == 1
+        assert s.scalar(select(func.count()).select_from(Identity)) == 1

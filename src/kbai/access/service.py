@@ -454,6 +454,17 @@ class AccessService:
         (found by identity, linked by external id or verified email, or created), their roles (set to
         exactly the named ones when given). Operator trust: any role may be assigned, Admin included,
         but a tenant never loses its last active admin. Any refusal changes nothing."""
+        try:
+            return self._admit(actor, arrival)
+        except IntegrityError:
+            # Two first sign-ins of the same person (or organisation) at once: the other one won; now there
+            # is an identity (or tenant) to find.
+            try:
+                return self._admit(actor, arrival)
+            except IntegrityError:
+                raise KbaiError(errors.ALREADY_EXISTS, what=f"An account for {arrival.email}") from None
+
+    def _admit(self, actor: Actor, arrival: Arrival) -> Admitted:
         now = utc_seconds(self.clock.now())
         with self.db.write() as s:
             tenant = s.scalar(select(Tenant).where(Tenant.external_id == arrival.tenant_external_id))
