@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up everything kbai needs on a fresh Debian machine: the venv and Python packages, and with
-# --test also Chromium + nginx (apt-get) and running PostgreSQL + Redis for the test suite.
+# --test also Chromium + nginx + Node.js (apt-get), the test OpenID provider (npm ci) and running PostgreSQL + Redis for the test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -53,6 +53,24 @@ if (( ${#missing[@]} )); then
   step "installing with apt-get: ${missing[*]}"
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# The test OpenID provider (tests/identity/provider): the certified oidc-provider package, run with Node.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  step "installing with apt-get: nodejs npm"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq nodejs npm >/dev/null
+fi
+provider=tests/identity/provider
+lock_hash=$(sha256sum "$provider/package-lock.json" | cut -c1-16)
+if [[ ! -f "$provider/node_modules/.kbai-installed-$lock_hash" ]]; then
+  step "installing the test OpenID provider (npm ci in $provider)"
+  log=$(mktemp)
+  if ! npm ci --prefix "$provider" --no-audit --no-fund --loglevel=error >"$log" 2>&1; then
+    tail -30 "$log" >&2; echo "error: npm ci failed (full log: $log)" >&2; exit 1
+  fi
+  rm -f "$log"
+  touch "$provider/node_modules/.kbai-installed-$lock_hash"
 fi
 
 if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Command 2: set up (packages, Chromium, nginx, PostgreSQL, Redis) and run every test.
+# Command 2: set up (packages, Chromium, nginx, Node.js and the test OpenID provider, PostgreSQL, Redis) and run every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh --test

@@ -19,7 +19,8 @@ class Actor:
 
     ``kind`` is ``user`` (an interactive session), ``token`` (an API token acting for its owner),
     ``operator`` (the CLI, run by whoever operates the service), ``service`` (a service credential) or
-    ``system`` (kbai itself applying a rule, e.g. the auto-revoke policy; ``email`` names the rule).
+    ``system`` (kbai itself applying a rule, e.g. the auto-revoke policy; ``email`` names the rule) or
+    ``provider`` (the host product's OpenID provider vouching for a sign-in; ``email`` holds its issuer).
     ``permissions`` are what the actor may do right now: a user's permissions, or a token's
     effective scopes.
     """
@@ -43,6 +44,8 @@ class Actor:
             return f"service:{self.email}"
         if self.kind == "system":
             return f"system ({self.email})"
+        if self.kind == "provider":
+            return f"provider:{self.email}"
         return "operator"
 
     @classmethod
@@ -68,6 +71,7 @@ ACTIONS = (
     "token.rotate",
     "token.leak_report",
     "session.login",
+    "identity.link",
     "session.logout",
     "service_credential.create",
     "service_credential.revoke",

@@ -123,7 +123,8 @@ def friendly(func: F) -> F:
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first.get("loc", ())).upper()
-            raise fail(f"setting KBAI_{where}: {first.get('msg')}") from None
+            msg = str(first.get("msg", "")).removeprefix("Value error, ")
+            raise fail(f"setting KBAI_{where}: {msg}" if where else f"settings: {msg}") from None
         except OperationalError as exc:
             url = _safe_url(_settings().database_url)
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig else "connection failed"
@@ -244,24 +245,31 @@ def db_upgrade() -> None:
 @friendly
 def tenant_create(
     name: Annotated[str, typer.Argument(help="Tenant (company) name.")],
-    admin_email: Annotated[str, typer.Option(help="Email of the tenant's first admin.")],
+    admin_email: Annotated[str | None, typer.Option(
+        help="Email of the tenant's first admin. May be left out with --external-id: then the first person "
+             "to sign in with single sign-on becomes its admin.")] = None,
     admin_password: Annotated[str | None, typer.Option(
         help="Avoid: visible in `ps` and shell history (prefer the two options below).")] = None,
     admin_password_stdin: Annotated[bool, typer.Option(
         "--admin-password-stdin", help="Read the admin's password from the first line of standard input.")] = False,
     admin_password_prompt: Annotated[bool, typer.Option(
         "--admin-password-prompt", help="Ask for the admin's password (hidden input, typed twice).")] = False,
+    external_id: Annotated[str | None, typer.Option(
+        help="The product's id of this organisation (what the OIDC tenant claim says).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Create a tenant with its Admin and Member roles and its first admin (password generated when none is given)."""
     password = read_password(admin_password, admin_password_stdin, admin_password_prompt, "admin-password")
-    tenant, user, generated = services().access.create_tenant(OPERATOR, name, admin_email, password)
+    tenant, user, generated = services().access.create_tenant(OPERATOR, name, admin_email, password,
+                                                              external_id=external_id)
     if as_json:
-        print_json({"id": tenant.id, "name": tenant.name, "admin": {"id": user.id, "email": user.email},
-                    "password": generated})
+        print_json({"id": tenant.id, "name": tenant.name, "external_id": tenant.external_id,
+                    "admin": {"id": user.id, "email": user.email} if user else None, "password": generated})
         return
-    typer.echo(f"created tenant {tenant.name} (id {tenant.id}) with admin {user.email}")
-    if generated:
+    ext = f", external id {tenant.external_id}" if tenant.external_id else ""
+    typer.echo(f"created tenant {tenant.name} (id {tenant.id}{ext})"
+               + (f" with admin {user.email}" if user else " with no users yet"))
+    if generated and user:
         typer.echo(f"password for {user.email}: {generated}   (shown once; store it now)")
 
 
@@ -277,17 +285,22 @@ def user_create(
     password_prompt: Annotated[bool, typer.Option(
         "--password-prompt", help="Ask for the password (hidden input, typed twice).")] = False,
     role: Annotated[list[str] | None, typer.Option(help="Role name; repeat for several. Default: Member.")] = None,
+    external_id: Annotated[str | None, typer.Option(
+        help="The product's id of this person in this tenant (unique per tenant); a first OIDC sign-in whose "
+             "external id claim equals it is linked to this user.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Create a user in a tenant (password generated and printed once when none is given)."""
     chosen = read_password(password, password_stdin, password_prompt, "password")
     svc = services()
-    view, generated = svc.access.create_user(OPERATOR, _tenant_id(svc, tenant), email, chosen, role or [])
+    view, generated = svc.access.create_user(OPERATOR, _tenant_id(svc, tenant), email, chosen, role or [],
+                                             external_id=external_id)
     if as_json:
-        print_json({"id": view.id, "email": view.email, "tenant": tenant, "roles": view.roles, "active": view.active,
-                    "password": generated})
+        print_json({"id": view.id, "email": view.email, "tenant": tenant, "external_id": view.external_id,
+                    "roles": view.roles, "active": view.active, "password": generated})
         return
-    typer.echo(f"created user {view.email} (id {view.id}) in {tenant} with roles: {', '.join(view.roles)}")
+    ext = f", external id {view.external_id}" if view.external_id else ""
+    typer.echo(f"created user {view.email} (id {view.id}{ext}) in {tenant} with roles: {', '.join(view.roles)}")
     if generated:
         typer.echo(f"password for {view.email}: {generated}   (shown once; store it now)")
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -146,6 +149,52 @@ class Settings(BaseSettings):
         "are always counted (metrics, Last used, hourly counts); failures, session requests and every write "
         "are always logged.",
     )
+    # ---- sign-in with the host product's OpenID provider (docs/integration.md) -------------------
+    oidc_issuer: str | None = Field(
+        default=None, description="Issuer URL of the product's OpenID provider (discovery at "
+        "ISSUER/.well-known/openid-configuration). https://, or http:// on a loopback address only. Unset: no OIDC.",
+    )
+    oidc_client_id: str | None = Field(default=None, description="Client id registered for kbai at the provider.")
+    oidc_client_secret: str | None = Field(
+        default=None, repr=False, description="Client secret (sent with client_secret_basic; never logged).",
+    )
+    oidc_provider_name: str = Field(
+        default="SSO", min_length=1, max_length=60, description='The button label: "Sign in with {name}".',
+    )
+    oidc_tenant_claim: str = Field(
+        default="org_id", min_length=1, max_length=200,
+        description="ID token claim naming the person's organisation: the external id of their kbai tenant.",
+    )
+    oidc_roles_claim: str = Field(
+        default="roles", min_length=1, max_length=200,
+        description="ID token claim with role names; when present, the person's roles are set to exactly those.",
+    )
+    oidc_external_id_claim: str = Field(
+        default="sub", min_length=1, max_length=200,
+        description="Claim matched against users' external_id to link a first sign-in to an existing user.",
+    )
+    oidc_create_tenants: bool = Field(
+        default=False, description="Create a tenant on the first sign-in of an organisation kbai does not know.",
+    )
+    oidc_scopes: str = Field(
+        default="", max_length=500, description="Scopes asked for besides `openid email profile` (space-separated).",
+    )
+    password_login: bool = Field(
+        default=True, description="Allow logging in with an email and password (the form and POST /api/v1/session).",
+    )
+    # ---- brand (pages in the product's colours) -------------------------------------------------
+    brand_name: str = Field(default="Keebai", min_length=1, max_length=60, description="Product name in the pages.")
+    brand_logo_url: str | None = Field(
+        default=None, max_length=2000, description="https:// URL of a logo shown in the header (its origin is "
+        "added to the CSP's img-src only).",
+    )
+    brand_accent: str | None = Field(
+        default=None, max_length=40, description="Accent colour of buttons and links: #rgb, #rrggbb, rgb(...) or "
+        "hsl(...).",
+    )
+    product_url: str | None = Field(
+        default=None, max_length=2000, description='http(s) URL of the product: a "Back to {brand}" link in the header.',
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="DEBUG, INFO, WARNING or ERROR. Logs are JSON lines on stderr, tokens redacted."
     )
@@ -195,6 +244,92 @@ class Settings(BaseSettings):
         if not value.startswith(("sqlite", "postgresql", "postgres://")):
             raise ValueError("KBAI_DATABASE_URL must start with sqlite:// or postgresql://")
         return value
+
+    @field_validator("oidc_issuer", "oidc_client_id", "oidc_client_secret", "brand_logo_url", "product_url",
+                     "brand_accent", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("oidc_issuer")
+    @classmethod
+    def _issuer(cls, value: str | None) -> str | None:
+        if value is not None and not secure_url(value):
+            raise ValueError("KBAI_OIDC_ISSUER must be an https:// URL (http:// only on 127.0.0.1, ::1 or localhost)")
+        return value
+
+    @field_validator("oidc_scopes")
+    @classmethod
+    def _scopes(cls, value: str) -> str:
+        if any(not _SCOPE.fullmatch(s) for s in value.replace(",", " ").split()):
+            raise ValueError("KBAI_OIDC_SCOPES must be scope names separated by spaces")
+        return value
+
+    @field_validator("brand_logo_url")
+    @classmethod
+    def _logo(cls, value: str | None) -> str | None:
+        netloc = urlsplit(value or "").netloc
+        if value is not None and (not secure_url(value) or not value.isascii()
+                                  or not re.fullmatch(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(?::\d{1,5})?", netloc)):
+            raise ValueError("KBAI_BRAND_LOGO_URL must be an https:// URL (http:// only on a loopback address)")
+        return value
+
+    @field_validator("product_url")
+    @classmethod
+    def _product(cls, value: str | None) -> str | None:
+        parts = urlsplit(value or "")
+        if value is not None and (parts.scheme not in ("http", "https") or not parts.netloc or '"' in value):
+            raise ValueError("KBAI_PRODUCT_URL must be an http:// or https:// URL")
+        return value
+
+    @field_validator("brand_accent")
+    @classmethod
+    def _accent(cls, value: str | None) -> str | None:
+        if value is not None and not any(p.fullmatch(value.strip().lower()) for p in _COLOURS):
+            raise ValueError("KBAI_BRAND_ACCENT must be a CSS colour: #rgb, #rrggbb, #rrggbbaa, rgb(r, g, b) or "
+                             "hsl(h, s%, l%), e.g. #0b5fff")
+        return value.strip().lower() if value else value
+
+    @model_validator(mode="after")
+    def _oidc_complete(self) -> Settings:
+        given = [self.oidc_issuer, self.oidc_client_id, self.oidc_client_secret]
+        if any(given) and not all(given):
+            raise ValueError("OIDC sign-in needs all three of KBAI_OIDC_ISSUER, KBAI_OIDC_CLIENT_ID and "
+                             "KBAI_OIDC_CLIENT_SECRET")
+        return self
+
+    @property
+    def oidc_enabled(self) -> bool:
+        return self.oidc_issuer is not None
+
+
+_SCOPE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,100}")  # RFC 6749 scope-token
+_COLOURS = (
+    re.compile(r"#(?:[0-9a-f]{3}|[0-9a-f]{4}|[0-9a-f]{6}|[0-9a-f]{8})"),
+    re.compile(r"rgba?\(\s*\d{1,3}%?\s*,\s*\d{1,3}%?\s*,\s*\d{1,3}%?\s*(?:,\s*(?:0|1|0?\.\d+))?\s*\)"),
+    re.compile(r"hsla?\(\s*\d{1,3}(?:deg)?\s*,\s*\d{1,3}%\s*,\s*\d{1,3}%\s*(?:,\s*(?:0|1|0?\.\d+))?\s*\)"),
+)
+
+
+def loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def secure_url(url: str) -> bool:
+    """An https:// URL with a host, or an http:// one on a loopback address (local development, tests)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:
+        return False
+    if not host or any(ord(c) < 0x21 or c in '"<>\\' for c in url):
+        return False
+    return parts.scheme == "https" or (parts.scheme == "http" and loopback_host(host))
 
 
 @lru_cache(maxsize=1)

@@ -306,3 +306,68 @@ FIELD_PASSWORD_LENGTH = ErrorSpec(
 FIELD_EXPIRY_DATE_TOO_FAR = ErrorSpec(
     "validation_error", 422, "Pick a date at most {days} days from today.",
 )
+
+
+# ---- sign-in with the host product's OpenID provider (kbai.identity) ---------------------------
+# Each ends on an error page with a way back to the login page; none opens a session or creates anything.
+PASSWORD_LOGIN_DISABLED = ErrorSpec(
+    "password_login_disabled", 403,
+    "Logging in with a password is turned off on this server.{advice}",
+)
+OIDC_NOT_CONFIGURED = ErrorSpec(
+    "oidc_not_configured", 404, "Single sign-on is not set up on this server. Log in with your email and password.",
+)
+OIDC_STATE_MISMATCH = ErrorSpec(
+    "oidc_state_mismatch", 400,
+    "This sign-in did not start in this browser, was already finished, or took longer than {minutes} minutes. "
+    "Start again from the login page.",
+)
+OIDC_PROVIDER_REFUSED = ErrorSpec(
+    "oidc_provider_refused", 401, "{provider} did not sign you in ({reason}). Start again from the login page.",
+)
+OIDC_CODE_REJECTED = ErrorSpec(
+    "oidc_code_rejected", 401,
+    "{provider} did not accept this sign-in (the code was already used, has expired, or belongs to another "
+    "sign-in). Start again from the login page.",
+)
+OIDC_ID_TOKEN_INVALID = ErrorSpec(
+    "oidc_id_token_invalid", 401, "The ID token from {provider} was refused: {reason}. Start again from the login page.",
+)
+OIDC_UNKNOWN_KEY = ErrorSpec(
+    "oidc_unknown_key", 401,
+    "The ID token from {provider} is signed with a key that {provider} does not publish, so it was refused. "
+    "Start again from the login page.",
+)
+OIDC_PROVIDER_UNREACHABLE = ErrorSpec(
+    "oidc_provider_unreachable", 502,
+    "{provider} cannot be reached right now, so you cannot sign in with it. Try again in a minute.",
+)
+OIDC_CLAIM_MISSING = ErrorSpec(
+    "oidc_claim_missing", 403,
+    "Your sign-in does not say {what} (the '{claim}' claim), so you cannot be let in. "
+    "Ask your administrator to add it.",
+)
+OIDC_TENANT_UNKNOWN = ErrorSpec(
+    "oidc_tenant_unknown", 403,
+    "Your organisation ({org}) has no workspace here yet. Ask your administrator to set it up.",
+)
+OIDC_EMAIL_TAKEN = ErrorSpec(
+    "oidc_email_taken", 409,
+    "The email {email} already belongs to an account in another organisation here, so a second one cannot be "
+    "made. Ask your administrator.",
+)
+OIDC_EMAIL_UNVERIFIED = ErrorSpec(
+    "oidc_email_unverified", 409,
+    "An account with the email {email} exists here, but your sign-in does not confirm that the address is "
+    "yours (email_verified), so it was not linked. Ask your administrator.",
+)
+OIDC_ALREADY_LINKED = ErrorSpec(
+    "oidc_already_linked", 409,
+    "The account {email} is already linked to another sign-in at this provider, so it was not linked again. "
+    "Ask your administrator.",
+)
+OIDC_OTHER_TENANT = ErrorSpec(
+    "oidc_other_tenant", 409,
+    "Your account here belongs to another organisation than {org}, and an account can be in one organisation "
+    "only. Ask your administrator.",
+)

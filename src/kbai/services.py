@@ -18,6 +18,8 @@ from kbai.cache.bus import for_settings as bus_for
 from kbai.cache.verification import VerificationCache
 from kbai.clock import Clock, FrozenClock, SystemClock
 from kbai.config import Settings
+from kbai.identity.oidc import OidcClient, OidcConfig
+from kbai.identity.signin import OidcSignIn
 from kbai.metrics import Metrics
 from kbai.egress import Guard
 from kbai.notifications import Notifications
@@ -65,6 +67,7 @@ class Services:
     outbox: Outbox
     reminders: Reminders
     auto_revoke: AutoRevoke
+    oidc: OidcSignIn | None = None  # sign-in with the product's OpenID provider, when KBAI_OIDC_* are set
 
     @classmethod
     def build(cls, settings: Settings, clock: Clock | None = None, db: Database | None = None) -> Services:
@@ -128,6 +131,12 @@ class Services:
         notifications = Notifications(db, clock, outbox)
         # However a requester of "Ask an admin" comes to hold the permission, they are told.
         access.grant_listeners.append(AdminRequests(access, notifications).resolve_granted)
+        oidc_config = OidcConfig.from_settings(settings)
+        advice = f" Sign in with {oidc_config.provider_name} instead." if oidc_config else ""
+        sessions = SessionService(access, settings.session_ttl_seconds, LoginThrottle(
+            limiter, settings.login_account_failures_per_day, settings.login_account_max_delay_seconds),
+            password_login=settings.password_login, password_login_advice=advice)
+        oidc = OidcSignIn(OidcClient(oidc_config, clock), access, sessions) if oidc_config else None
         return cls(
             settings=settings,
             db=db,
@@ -135,8 +144,7 @@ class Services:
             catalog=catalog,
             passwords=passwords,
             access=access,
-            sessions=SessionService(access, settings.session_ttl_seconds, LoginThrottle(
-                limiter, settings.login_account_failures_per_day, settings.login_account_max_delay_seconds)),
+            sessions=sessions,
             credentials=CredentialService(db, clock, catalog, settings.operator_tenant),
             tokens=tokens,
             usage=UsageBuffer(db, settings.last_used_flush_seconds, on_write=_written),
@@ -155,6 +163,7 @@ class Services:
             outbox=outbox,
             reminders=Reminders(db, clock, notifications, outbox),
             auto_revoke=AutoRevoke(tokens, notifications),
+            oidc=oidc,
         )
 
     def start(self) -> None:

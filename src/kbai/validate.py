@@ -52,3 +52,8 @@ def clean_password(value: object, min_length: int) -> str:
             errors.VALIDATION, detail=f"password must be {min_length} to 1024 characters long."
         )
     return value
+
+
+def clean_external_id(value: object, field: str = "external_id") -> str:
+    """The host product's id of a tenant or user: 1-200 visible characters, kept as given (trimmed)."""
+    return clean_name(value, field, max_length=200)

@@ -39,6 +39,8 @@ from tests.conftest import FAST_ARGON2, OPERATOR, build_world, start_server
 from tests.web.safety import changed_tables, error_problems, page_problems, shown, shown_page, snapshot
 
 MISSING = object()
+# OIDC configured against a closed loopback port: the provider is "down", callbacks are judged without it.
+UNREACHABLE_OIDC = {"oidc_issuer": "http://127.0.0.1:9", "oidc_client_id": "kbai", "oidc_client_secret": "hostile-input"}
 HIGH = 1_000_000  # failure rate limits out of the way: they have their own tests
 Value = Any  # a value, or a function of the Env that makes it
 
@@ -140,6 +142,12 @@ def _login_page(id: str, status: int, code: str, says: str = "", csrf: str | Non
     fields = {"email": "dev@acme.test", "password": "dev-password-1", "next": "/system-settings", **fields}
     return _page(id, "/login", status, code, body if body is not None else _form("anon", csrf, **fields), "anon",
                  says, content_type, {"Cookie": f"kbai_login_csrf={LOGIN_CSRF}"})
+
+
+def _oidc(id: str, status: int, code: str, params: Any, who: str = "anon", path: str = "/oidc/callback",  # noqa: A002
+          headers: Value = None) -> Case:
+    """A browser arriving at an OIDC route; the answer is an error page."""
+    return Case(id, "GET", path, status, code, who, params=params, headers=headers or {}, csrf=False, page=True)
 
 
 TOKENS = "/api/v1/tokens"
@@ -539,6 +547,27 @@ CASES: list[Case] = [
     _login_page("form-login-json", 415, "unsupported_media_type", "HTML form", content_type="application/json", body=b'{"email": "dev@acme.test", "password": "dev-password-1"}'),
     _login_page("form-login-10mb", 413, "too_large", "larger than", body=b"email=" + b"a" * 10_000_000),
     _page("form-logout-no-csrf", "/logout", 403, "csrf_failed", _form(csrf=None)),
+    # OIDC sign-in (the env's provider is configured but unreachable; a callback is judged before any network)
+    _oidc("oidc-callback-no-state", 400, "oidc_state_mismatch", {"code": "abc"}),
+    _oidc("oidc-callback-no-flow-cookie", 400, "oidc_state_mismatch", {"code": "abc", "state": "abc"}),
+    _oidc("oidc-callback-forged-flow-cookie", 400, "oidc_state_mismatch", {"code": "abc", "state": "abc"},
+          headers={"Cookie": "kbai_oidc_flow=gAAAAABforged-not-fernet"}),
+    _oidc("oidc-callback-64k-flow-cookie", 400, "oidc_state_mismatch", {"code": "abc", "state": "abc"},
+          headers={"Cookie": "kbai_oidc_flow=" + "a" * 65_536}),
+    _oidc("oidc-callback-huge-state", 400, "oidc_state_mismatch", {"code": "abc", "state": "s" * 5000}),
+    _oidc("oidc-callback-nul-state", 400, "oidc_state_mismatch", {"code": "abc", "state": "\x00"}),
+    _oidc("oidc-callback-repeated-state", 400, "oidc_state_mismatch", [("state", "a"), ("state", "b"), ("code", "c")]),
+    _oidc("oidc-callback-error-markup", 400, "oidc_state_mismatch",
+          {"error": "<script>alert(1)</script>", "error_description": "' OR 1=1 --"}),
+    _oidc("oidc-callback-token-in-code", 400, "oidc_state_mismatch", {"code": UNKNOWN_TOKEN, "state": "x"}),
+    _oidc("oidc-callback-dev-session", 400, "oidc_state_mismatch", {"code": "abc", "state": "abc"}, who="dev"),
+    _oidc("oidc-login-provider-unreachable", 502, "oidc_provider_unreachable", {"next": "/system-settings"},
+          path="/oidc/login"),
+    _oidc("oidc-login-next-elsewhere", 502, "oidc_provider_unreachable", {"next": "https://evil.example/x"},
+          path="/oidc/login"),
+    _oidc("oidc-login-next-10k", 502, "oidc_provider_unreachable", {"next": "/" + "n" * 10_000}, path="/oidc/login"),
+    Case("oidc-callback-post", "POST", "/oidc/callback", 405, "method_not_allowed", "anon", content=b"code=a&state=b",
+         content_type=FORM),
 ]
 
 
@@ -621,7 +650,8 @@ def env(module_database_url: str) -> Iterator[Env]:
     """The app in-process on a module-wide database of each backend (cases never change it)."""
     settings = Settings(database_url=module_database_url, auth_failures_per_minute=HIGH,
                         login_failures_per_minute=HIGH, login_account_failures_per_day=HIGH,
-                        introspection_failures_per_minute=HIGH, operator_tenant="Acme", **FAST_ARGON2)
+                        introspection_failures_per_minute=HIGH, operator_tenant="Acme",
+                        **UNREACHABLE_OIDC, **FAST_ARGON2)
     svc = Services.build(settings, clock=FrozenClock())
     app = create_app(svc, start_background=False)
     clients: list[TestClient] = []

@@ -449,3 +449,92 @@ def test_tokens_of_one_tenant_act_only_in_their_own(env: Env) -> None:
     events = client.get("/api/v1/audit", params={"limit": 200}, headers=auth).json()["events"]
     leaked = [e for e in events if "acme" in str(e).lower()]
     assert not leaked and events
+
+
+# ---- the sign-in routes (pages outside the OpenAPI document): nobody finishes someone else's sign-in --
+from tests.identity.conftest import make_rig, oidc_provider, provider_keys  # noqa: E402, F401 - fixtures
+from tests.identity.provider import login_at_provider  # noqa: E402
+from tests.web.safety import page_problems, shown_page  # noqa: E402
+
+
+@dataclass(frozen=True)
+class SignInProbe:
+    id: str
+    route: tuple[str, str]
+    status: int
+    code: str
+    # (rig, attacker client, the victim's callback path) -> the path the attacker requests
+    path: Callable[[Any, TestClient, str], str]
+
+
+def _victims_callback(rig: Any, attacker: TestClient, victim_path: str) -> str:
+    return victim_path
+
+
+def _victims_code_in_own_flow(rig: Any, attacker: TestClient, victim_path: str) -> str:
+    own = login_at_provider(rig.start(attacker), "mallory", "pw").params  # the attacker's own flow and state
+    code = dict(p.split("=", 1) for p in victim_path.split("?", 1)[1].split("&"))["code"]
+    return f"/oidc/callback?code={code}&state={own['state']}&iss={own['iss']}"
+
+
+def _login_to_elsewhere(rig: Any, attacker: TestClient, victim_path: str) -> str:
+    return "/oidc/login?next=https://evil.example/steal"
+
+
+SIGN_IN_PROBES = [
+    SignInProbe("callback-with-the-victims-code-and-state", ("GET", "/oidc/callback"), 400, "oidc_state_mismatch",
+                _victims_callback),
+    SignInProbe("the-victims-code-in-the-attackers-own-flow", ("GET", "/oidc/callback"), 401, "oidc_code_rejected",
+                _victims_code_in_own_flow),
+    SignInProbe("login-sending-the-session-elsewhere", ("GET", "/oidc/login"), 303, "", _login_to_elsewhere),
+]
+
+
+@pytest.mark.parametrize("attacker", ["globex-session", "mallory-session"])
+@pytest.mark.parametrize("probe", SIGN_IN_PROBES, ids=[p.id for p in SIGN_IN_PROBES])
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_no_one_finishes_another_persons_sign_in(database_url: str, oidc_provider: Any, probe: SignInProbe,
+                                                 attacker: str) -> None:
+    """The victim (an Acme developer) got a code from the provider; an attacker with a session of their own
+    (Globex's admin, or Mallory of Acme) presents it. Their session stays theirs, nothing changes, no session
+    of the victim's appears, and a login's ``next`` never leads off the site."""
+    rig = make_rig(database_url, oidc_provider)
+    globex, _, _ = rig.svc.access.create_tenant(OPERATOR, "Globex", "admin@globex.test", "admin-password-1",
+                                                external_id="org-globex")
+    rig.svc.access.create_user(OPERATOR, rig.tenant_id, "mallory@acme.test", "mallory-password-1", [rig.dev_role_id])
+    for login, tenant in (("victim", "org-acme"), ("mallory", "org-acme")):
+        oidc_provider.set_account(login, "pw", email=f"{login}@acme.test", email_verified=True, org_id=tenant,
+                                  roles=["Developers"])
+    email = {"globex-session": "admin@globex.test", "mallory-session": "mallory@acme.test"}[attacker]
+    password = {"globex-session": "admin-password-1", "mallory-session": "mallory-password-1"}[attacker]
+    try:
+        with rig.client() as victim, rig.client() as client:
+            victim_path = rig.callback_for(victim, "victim")
+            path = probe.path(rig, client, victim_path)  # (an own flow is started before the attacker logs in)
+            assert client.post("/api/v1/session", json={"email": email, "password": password}).status_code == 200
+            before = snapshot(rig.svc.db)
+            r = client.get(path)
+            if probe.status >= 400:
+                problems = page_problems(r, probe.status, probe.code)
+            else:
+                problems = [] if r.status_code == probe.status and r.headers["location"] == "/system-settings" else [
+                    f"went to {r.headers.get('location')}"]
+            problems += [f"changed tables {changed_tables(before, snapshot(rig.svc.db))}"] if changed_tables(
+                before, snapshot(rig.svc.db)) else []
+            if "victim@acme.test" in r.text or "kbai_session=" in r.headers.get("set-cookie", ""):
+                problems.append("reveals the victim or opens a session")
+            me = client.get("/api/v1/me").json()
+            if me["user"]["email"] != email:
+                problems.append(f"the attacker's session is now {me['user']['email']}")
+            assert rig.svc.access.user_by_email("victim@acme.test") is None
+            assert not problems, f"{probe.id} as {attacker}: {problems} ({shown_page(r)})"
+    finally:
+        rig.svc.close()
+    assert globex.external_id == "org-globex"
+
+
+def test_the_sign_in_table_covers_every_oidc_route() -> None:
+    from kbai.web import oidc
+
+    routes = {(m, r.path) for r in oidc.router.routes for m in getattr(r, "methods", ()) if m != "HEAD"}
+    assert routes == {p.route for p in SIGN_IN_PROBES}, routes

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
@@ -16,8 +17,8 @@ from kbai.audit import Actor
 from kbai.clock import Clock, utc_seconds
 from kbai.errors import KbaiError
 from kbai.store import Database
-from kbai.store.models import LoginSession, Role, RolePermission, Tenant, User, UserRole
-from kbai.validate import clean_email, clean_name, clean_password
+from kbai.store.models import Identity, LoginSession, Role, RolePermission, Tenant, User, UserRole
+from kbai.validate import clean_email, clean_external_id, clean_name, clean_password
 
 ADMIN = "admin"
 MEMBER = "member"
@@ -40,6 +41,37 @@ class UserView:
     roles: list[str]
     active: bool
     max_active_tokens: int | None
+    external_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """A person the host product's identity provider vouches for, as the access rules see them.
+
+    ``roles`` None means the provider said nothing about roles (they stay as they are; Member for a
+    new user); a list, even empty, is the exact set of role names the person holds from now on."""
+
+    issuer: str
+    subject: str
+    email: str | None
+    email_verified: bool
+    tenant_external_id: str
+    tenant_name: str | None = None
+    create_tenant: bool = False
+    user_external_id: str | None = None
+    roles: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class Admitted:
+    user_id: int
+    tenant_id: int
+    email: str
+    created_user: bool = False
+    created_tenant: bool = False
+    linked: str | None = None  # how an existing user was linked: "external_id" or "email"
+    roles_changed: bool = False
+    unknown_roles: list[str] = field(default_factory=list)
 
 
 def permissions_of(session: Session, user: User, catalog: Catalog) -> frozenset[str]:
@@ -133,7 +165,8 @@ class AccessService:
         names = session.scalars(
             select(Role.name).join(UserRole, UserRole.role_id == Role.id).where(UserRole.user_id == user.id).order_by(Role.name)
         ).all()
-        return UserView(user.id, user.tenant_id, user.email, list(names), user.active, user.max_active_tokens)
+        return UserView(user.id, user.tenant_id, user.email, list(names), user.active, user.max_active_tokens,
+                        user.external_id)
 
     def role_view(self, session: Session, role: Role) -> RoleView:
         if role.builtin == ADMIN:
@@ -145,38 +178,67 @@ class AccessService:
 
     # ---- tenants -------------------------------------------------------------------------
     def create_tenant(
-        self, actor: Actor, name: str, admin_email: str, admin_password: str | None = None
-    ) -> tuple[Tenant, User, str | None]:
-        """A tenant with its built-in Admin and Member roles and its first admin."""
+        self, actor: Actor, name: str, admin_email: str | None = None, admin_password: str | None = None,
+        *, external_id: str | None = None,
+    ) -> tuple[Tenant, User | None, str | None]:
+        """A tenant with its built-in Admin and Member roles and its first admin.
+
+        Without an admin email the tenant starts empty; it must then have an ``external_id``, and its
+        first person to sign in through the product's OpenID provider becomes its admin."""
         name = clean_name(name, "tenant name")
-        email = clean_email(admin_email)
-        generated = None
-        if admin_password is None:
-            admin_password = generated = self.passwords.generate()
-        clean_password(admin_password, MIN_LENGTH)
-        password_hash = self.passwords.hash(admin_password)
+        ext = None if external_id is None else clean_external_id(external_id, "external id")
+        if admin_email is None and ext is None:
+            raise KbaiError(errors.VALIDATION, detail="Give the tenant's first admin email, or an external id for a "
+                                                       "tenant whose people sign in with single sign-on.")
+        email = None if admin_email is None else clean_email(admin_email)
+        generated = password_hash = None
+        if email is not None:
+            if admin_password is None:
+                admin_password = generated = self.passwords.generate()
+            clean_password(admin_password, MIN_LENGTH)
+            password_hash = self.passwords.hash(admin_password)
         now = utc_seconds(self.clock.now())
+        user = None
         try:
             with self.db.write() as s:
                 if s.scalar(select(Tenant.id).where(Tenant.name == name)) is not None:
                     raise KbaiError(errors.ALREADY_EXISTS, what=f"Tenant '{name}'")
-                self._email_free(s, email)
-                tenant = Tenant(name=name, created_at=now)
-                s.add(tenant)
-                s.flush()
-                admin_role = Role(tenant_id=tenant.id, name="Admin", builtin=ADMIN, created_at=now)
-                s.add_all([admin_role, Role(tenant_id=tenant.id, name="Member", builtin=MEMBER, created_at=now)])
-                user = User(tenant_id=tenant.id, email=email, password_hash=password_hash, active=True, created_at=now)
-                s.add(user)
-                s.flush()
-                s.add(UserRole(user_id=user.id, role_id=admin_role.id))
-                audit.record(s, actor, "tenant.create", at=now, target_type="tenant", target_id=tenant.id,
-                             tenant_id=tenant.id, details={"name": name, "admin": email})
-                audit.record(s, actor, "user.create", at=now, target_type="user", target_id=user.id,
-                             tenant_id=tenant.id, details={"email": email, "roles": ["Admin"]})
+                if ext is not None and s.scalar(select(Tenant.id).where(Tenant.external_id == ext)) is not None:
+                    raise KbaiError(errors.ALREADY_EXISTS, what=f"A tenant with external id '{ext}'")
+                if email is not None:
+                    self._email_free(s, email)
+                tenant, admin_role = self._new_tenant(s, actor, name, ext, now, admin=email)
+                if email is not None and password_hash is not None:
+                    user = User(tenant_id=tenant.id, email=email, password_hash=password_hash, active=True,
+                                created_at=now)
+                    s.add(user)
+                    s.flush()
+                    s.add(UserRole(user_id=user.id, role_id=admin_role.id))
+                    audit.record(s, actor, "user.create", at=now, target_type="user", target_id=user.id,
+                                 tenant_id=tenant.id, details={"email": email, "roles": ["Admin"]})
         except IntegrityError:
             raise KbaiError(errors.ALREADY_EXISTS, what=f"Tenant '{name}' or user '{email}'") from None
         return tenant, user, generated
+
+    def tenant_by_external_id(self, external_id: str) -> Tenant | None:
+        with self.db.read() as s:
+            return s.scalar(select(Tenant).where(Tenant.external_id == external_id))
+
+    @staticmethod
+    def _new_tenant(s: Session, actor: Actor, name: str, external_id: str | None, now: datetime,
+                    admin: str | None = None) -> tuple[Tenant, Role]:
+        tenant = Tenant(name=name, created_at=now, external_id=external_id)
+        s.add(tenant)
+        s.flush()
+        admin_role = Role(tenant_id=tenant.id, name="Admin", builtin=ADMIN, created_at=now)
+        s.add_all([admin_role, Role(tenant_id=tenant.id, name="Member", builtin=MEMBER, created_at=now)])
+        s.flush()
+        details: dict[str, object] = {"name": name, "admin": admin}
+        if external_id is not None:
+            details["external_id"] = external_id
+        audit.record(s, actor, "tenant.create", at=now, target_type="tenant", target_id=tenant.id,
+                     tenant_id=tenant.id, details=details)
+        return tenant, admin_role
 
     # ---- users ---------------------------------------------------------------------------
     def create_user(
@@ -186,10 +248,13 @@ class AccessService:
         email: str,
         password: str | None = None,
         roles: Sequence[str | int] = (),
+        *,
+        external_id: str | None = None,
     ) -> tuple[UserView, str | None]:
         """A user in ``tenant_id`` with the named (or id-given) roles; Member when none are named."""
         may_manage(actor, "users.manage", "create users", tenant_id)
         email = clean_email(email)
+        ext = None if external_id is None else clean_external_id(external_id, "external id")
         generated = None
         if password is None:
             password = generated = self.passwords.generate()
@@ -206,12 +271,19 @@ class AccessService:
                 role_rows = self._roles(s, tenant_id, roles or ["Member"])
                 self._assignable(s, held, role_rows)
                 self._email_free(s, email)
-                user = User(tenant_id=tenant_id, email=email, password_hash=password_hash, active=True, created_at=now)
+                if ext is not None and s.scalar(select(User.id).where(
+                        User.tenant_id == tenant_id, User.external_id == ext)) is not None:
+                    raise KbaiError(errors.ALREADY_EXISTS, what=f"A user with external id '{ext}' in this tenant")
+                user = User(tenant_id=tenant_id, email=email, password_hash=password_hash, active=True, created_at=now,
+                            external_id=ext)
                 s.add(user)
                 s.flush()
                 s.add_all([UserRole(user_id=user.id, role_id=r.id) for r in role_rows])
+                details: dict[str, object] = {"email": email, "roles": [r.name for r in role_rows]}
+                if ext is not None:
+                    details["external_id"] = ext
                 audit.record(s, actor, "user.create", at=now, target_type="user", target_id=user.id,
-                             tenant_id=tenant_id, details={"email": email, "roles": [r.name for r in role_rows]})
+                             tenant_id=tenant_id, details=details)
                 s.flush()
                 view = self.user_view(s, user)
         except IntegrityError:
@@ -478,6 +550,166 @@ class AccessService:
             theirs = role_permissions(s, user_ids, self.catalog)
             return (frozenset(r.id for r in roles if set(self.role_view(s, r).permissions) <= held),
                     frozenset(uid for uid, perms in theirs.items() if perms <= held))
+
+    # ---- people arriving through the host product's sign-in (called by kbai.identity) ------------
+    def admit(self, actor: Actor, arrival: Arrival) -> Admitted:
+        """Who ``arrival`` is here, in one transaction: their tenant (created if allowed), their user
+        (found by identity, linked by external id or verified email, or created), their roles (set to
+        exactly the named ones when given). Operator trust: any role may be assigned, Admin included,
+        but a tenant never loses its last active admin. Any refusal changes nothing."""
+        try:
+            return self._admit(actor, arrival)
+        except IntegrityError:
+            # Two first sign-ins of the same person (or organisation) at once: the other one won; now there
+            # is an identity (or tenant) to find.
+            try:
+                return self._admit(actor, arrival)
+            except IntegrityError:
+                raise KbaiError(errors.ALREADY_EXISTS, what=f"An account for {arrival.email}") from None
+
+    def _admit(self, actor: Actor, arrival: Arrival) -> Admitted:
+        now = utc_seconds(self.clock.now())
+        with self.db.write() as s:
+            tenant = s.scalar(select(Tenant).where(Tenant.external_id == arrival.tenant_external_id))
+            created_tenant = tenant is None
+            if tenant is None:
+                if not arrival.create_tenant:
+                    raise KbaiError(errors.OIDC_TENANT_UNKNOWN, org=arrival.tenant_external_id)
+                tenant, _ = self._new_tenant(s, actor, self._free_tenant_name(s, arrival), arrival.tenant_external_id,
+                                             now)
+            identity = s.scalar(select(Identity).where(Identity.issuer == arrival.issuer,
+                                                       Identity.subject == arrival.subject))
+            user = s.get(User, identity.user_id) if identity is not None else None
+            linked = None
+            if user is not None and user.tenant_id != tenant.id:
+                raise KbaiError(errors.OIDC_OTHER_TENANT, org=arrival.tenant_external_id)
+            if user is None:
+                user, linked = self._link(s, tenant, arrival)
+                if user is not None:
+                    identity = self._add_identity(s, actor, user, arrival, now, linked)
+            created_user = user is None
+            wanted, unknown = self._claimed_roles(s, tenant.id, arrival.roles)
+            if user is None:
+                user = self._provision(s, actor, tenant, arrival, wanted, now)
+                identity = self._add_identity(s, actor, user, arrival, now, None)
+                roles_changed = False
+            else:
+                if not user.active:
+                    raise KbaiError(errors.USER_INACTIVE)
+                roles_changed = wanted is not None and self._replace_roles(s, actor, user, wanted, now)
+            self._admin_remains(s, actor, tenant.id, user, now)
+            assert identity is not None
+            identity.last_login_at = now
+            admitted = Admitted(user.id, tenant.id, user.email, created_user, created_tenant, linked, roles_changed,
+                                unknown)
+        if roles_changed:
+            self._changed()
+        return admitted
+
+    @staticmethod
+    def _free_tenant_name(s: Session, arrival: Arrival) -> str:
+        base = clean_name((arrival.tenant_name or "").strip() or arrival.tenant_external_id, "organisation name")
+        for name in (base, f"{base} ({arrival.tenant_external_id})"[:100]):
+            if s.scalar(select(Tenant.id).where(Tenant.name == name)) is None:
+                return name
+        raise KbaiError(errors.ALREADY_EXISTS, what=f"Tenant '{base}'")
+
+    @staticmethod
+    def _link(s: Session, tenant: Tenant, arrival: Arrival) -> tuple[User | None, str | None]:
+        """An existing user this identity may be linked to: by the product's external id, or by an email the
+        provider has verified. An unverified email never links (and never creates a second account)."""
+        if arrival.user_external_id is not None:
+            user = s.scalar(select(User).where(User.tenant_id == tenant.id, User.external_id == arrival.user_external_id))
+            if user is not None:
+                return user, "external_id"
+        if arrival.email is None:
+            return None, None
+        user = s.scalar(select(User).where(User.email == arrival.email))
+        if user is None:
+            return None, None
+        if user.tenant_id != tenant.id:
+            raise KbaiError(errors.OIDC_EMAIL_TAKEN, email=arrival.email)
+        if not arrival.email_verified:
+            raise KbaiError(errors.OIDC_EMAIL_UNVERIFIED, email=arrival.email)
+        return user, "email"
+
+    @staticmethod
+    def _add_identity(s: Session, actor: Actor, user: User, arrival: Arrival, now: datetime,
+                      linked: str | None) -> Identity:
+        other = s.scalar(select(Identity.subject).where(Identity.user_id == user.id, Identity.issuer == arrival.issuer))
+        if other is not None:  # one identity per issuer: a second account at the provider never takes this one over
+            raise KbaiError(errors.OIDC_ALREADY_LINKED, email=user.email)
+        identity = Identity(issuer=arrival.issuer, subject=arrival.subject, user_id=user.id, created_at=now)
+        s.add(identity)
+        s.flush()
+        if linked is not None:
+            audit.record(s, actor, "identity.link", at=now, target_type="user", target_id=user.id,
+                         tenant_id=user.tenant_id, details={"email": user.email, "issuer": arrival.issuer,
+                                                            "subject": arrival.subject, "by": linked})
+        return identity
+
+    @staticmethod
+    def _claimed_roles(s: Session, tenant_id: int, names: list[str] | None) -> tuple[list[Role] | None, list[str]]:
+        """The tenant's roles named in a claim (case-insensitive) and the names that match none."""
+        if names is None:
+            return None, []
+        by_name = {r.name.casefold(): r for r in s.scalars(select(Role).where(Role.tenant_id == tenant_id))}
+        found: list[Role] = []
+        unknown: list[str] = []
+        for name in names:
+            role = by_name.get(name.strip().casefold())
+            if role is None:
+                unknown.append(name)
+            elif role not in found:
+                found.append(role)
+        return found, unknown
+
+    def _provision(self, s: Session, actor: Actor, tenant: Tenant, arrival: Arrival, roles: list[Role] | None,
+                   now: datetime) -> User:
+        if arrival.email is None:
+            raise KbaiError(errors.OIDC_CLAIM_MISSING, what="your email address", claim="email")
+        if roles is None:
+            roles = self._builtin_roles(s, tenant.id, MEMBER)
+        ext = arrival.user_external_id
+        if ext is not None and s.scalar(select(User.id).where(User.tenant_id == tenant.id, User.external_id == ext)):
+            ext = None  # (cannot happen: such a user would have been linked)
+        # No password: this person signs in through the provider. "!" is no argon2 hash, so nothing verifies.
+        user = User(tenant_id=tenant.id, email=arrival.email, password_hash="!oidc", active=True, created_at=now,
+                    external_id=ext)
+        s.add(user)
+        s.flush()
+        s.add_all([UserRole(user_id=user.id, role_id=r.id) for r in roles])
+        s.flush()
+        audit.record(s, actor, "user.create", at=now, target_type="user", target_id=user.id, tenant_id=tenant.id,
+                     details={"email": arrival.email, "roles": sorted(r.name for r in roles), "via": "oidc",
+                              "external_id": ext})
+        return user
+
+    @staticmethod
+    def _replace_roles(s: Session, actor: Actor, user: User, wanted: list[Role], now: datetime) -> bool:
+        before = set(s.scalars(select(UserRole.role_id).where(UserRole.user_id == user.id)))
+        if before == {r.id for r in wanted}:
+            return False
+        s.execute(delete(UserRole).where(UserRole.user_id == user.id))
+        s.add_all([UserRole(user_id=user.id, role_id=r.id) for r in wanted])
+        s.flush()
+        audit.record(s, actor, "user.roles", at=now, target_type="user", target_id=user.id, tenant_id=user.tenant_id,
+                     details={"email": user.email, "roles": sorted(r.name for r in wanted), "via": "oidc"})
+        return True
+
+    def _admin_remains(self, s: Session, actor: Actor, tenant_id: int, user: User, now: datetime) -> None:
+        """A tenant always keeps an active admin: when the claims would leave none, this person keeps (or, as the
+        first person of a new tenant, gets) the Admin role, and the audit entry says so."""
+        try:
+            self._keep_an_admin(s, tenant_id)
+        except KbaiError:
+            (admin,) = self._builtin_roles(s, tenant_id, ADMIN)
+            s.add(UserRole(user_id=user.id, role_id=admin.id))
+            s.flush()
+            names = sorted(s.scalars(select(Role.name).join(UserRole, UserRole.role_id == Role.id)
+                                     .where(UserRole.user_id == user.id)))
+            audit.record(s, actor, "user.roles", at=now, target_type="user", target_id=user.id, tenant_id=tenant_id,
+                         details={"email": user.email, "roles": names, "via": "oidc", "kept_admin": True})
 
     # ---- helpers -------------------------------------------------------------------------
     def _held(self, s: Session, actor: Actor, permission: str, action: str, tenant_id: int) -> frozenset[str] | None:

@@ -46,6 +46,8 @@ class SessionInfo:
     tenant_name: str
     email: str
     csrf_token: str
+    tenant_external_id: str | None = None
+    tenant_external_id: str | None = None
     has_flash: bool = False
 
     def csrf_ok(self, presented: str | None) -> bool:
@@ -66,11 +68,15 @@ def _flash_key(cookie: str) -> bytes:
 
 
 class SessionService:
-    def __init__(self, access: AccessService, ttl_seconds: int, throttle: LoginThrottle | None = None) -> None:
+    def __init__(self, access: AccessService, ttl_seconds: int, throttle: LoginThrottle | None = None, *,
+                 password_login: bool = True, password_login_advice: str = "") -> None:
         self.access = access
         self.db = access.db
         self.clock = access.clock
         self.ttl = timedelta(seconds=ttl_seconds)
+        self.password_login = password_login
+        self.password_login_advice = password_login_advice
+
         self.throttle = throttle
 
     def login(self, email: str, password: str, ip: str | None) -> tuple[str, SessionInfo]:
@@ -80,6 +86,8 @@ class SessionService:
         or an unfamiliar address of an account under attack, has to wait) and given back unless it
         failed, so parallel guesses cannot slip past the limits.
         """
+        if not self.password_login:  # KBAI_PASSWORD_LOGIN=false: no password is even checked
+            raise KbaiError(errors.PASSWORD_LOGIN_DISABLED, advice=self.password_login_advice)
         if self.throttle is None:
             return self._login(email, password, ip)
         attempt = self.throttle.reserve(email if isinstance(email, str) else "", ip or "unknown")
@@ -100,23 +108,30 @@ class SessionService:
 
     def _login(self, email: str, password: str, ip: str | None) -> tuple[str, SessionInfo]:
         user = self.access.authenticate(email, password)
+        return self.open(user.id, ip, expect_password_hash=user.password_hash)
+
+    def open(self, user_id: int, ip: str | None, details: dict[str, Any] | None = None, *,
+             expect_password_hash: str | None = None) -> tuple[str, SessionInfo]:
+        """A new session for a user whose login was checked (password here, or a sign-in by ``kbai.identity``)."""
         cookie = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(32)
         now = utc_seconds(self.clock.now())
         with self.db.write() as s:
             # The password may have been reset, or the user deactivated, since it was checked: both end
             # every session in their own transaction, so opening one now would undo them.
-            fresh = s.get(User, user.id, with_for_update=True)
-            if fresh is None or not fresh.active or fresh.password_hash != user.password_hash:
+            user = s.get(User, user_id, with_for_update=True)
+            if user is None or not user.active or (
+                    expect_password_hash is not None and user.password_hash != expect_password_hash):
                 raise KbaiError(errors.INVALID_CREDENTIALS)
+            tenant = s.get(Tenant, user.tenant_id)
+            assert tenant is not None
             row = LoginSession(digest=_digest(cookie), user_id=user.id, csrf_token=csrf, created_at=now,
                                expires_at=now + self.ttl, ip=ip)
             s.add(row)
             s.flush()
-            tenant_name = s.scalar(select(Tenant.name).where(Tenant.id == user.tenant_id)) or ""
             actor = Actor(kind="user", user_id=user.id, tenant_id=user.tenant_id, email=user.email, ip=ip)
-            audit.record(s, actor, "session.login", at=now, target_type="user", target_id=user.id)
-            info = SessionInfo(row.id, user.id, user.tenant_id, tenant_name, user.email, csrf)
+            audit.record(s, actor, "session.login", at=now, target_type="user", target_id=user.id, details=details)
+            info = SessionInfo(row.id, user.id, user.tenant_id, tenant.name, user.email, csrf, tenant.external_id)
         return cookie, info
 
     def resolve(self, cookie: str | None) -> SessionInfo | None:
@@ -126,18 +141,18 @@ class SessionService:
         now = self.clock.now()
         with self.db.read() as s:
             row = s.execute(
-                select(LoginSession, User, Tenant.name)
+                select(LoginSession, User, Tenant.name, Tenant.external_id)
                 .join(User, User.id == LoginSession.user_id)
                 .join(Tenant, Tenant.id == User.tenant_id)
                 .where(LoginSession.digest == _digest(cookie))
             ).first()
         if row is None:
             return None
-        sess, user, tenant_name = row
+        sess, user, tenant_name, tenant_external_id = row
         if sess.expires_at <= now or not user.active:
             return None
         return SessionInfo(sess.id, user.id, user.tenant_id, tenant_name, user.email, sess.csrf_token,
-                           has_flash=sess.flash is not None)
+                           tenant_external_id, has_flash=sess.flash is not None)
 
     def put_flash(self, info: SessionInfo, cookie: str, payload: dict[str, Any]) -> None:
         """Keep ``payload`` (JSON-able) for the session's next page, sealed under the cookie's key."""

@@ -45,15 +45,19 @@ class Base(DeclarativeBase):
 
 class Tenant(Base):
     __tablename__ = "tenants"
+    __table_args__ = (Index("uq_tenants_external_id", "external_id", unique=True),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     max_active_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The host product's id of this organisation (e.g. the OIDC tenant claim); unique when set.
+    external_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = (Index("uq_users_tenant_external_id", "tenant_id", "external_id", unique=True),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
@@ -64,6 +68,22 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     deactivated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     max_active_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The host product's id of this person in this tenant; unique per tenant when set.
+    external_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
+class Identity(Base):
+    """An OpenID Connect identity (issuer, subject) linked to a user: who a sign-in is, never by email."""
+
+    __tablename__ = "identities"
+    __table_args__ = (UniqueConstraint("issuer", "subject", name="uq_identities_issuer_subject"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    issuer: Mapped[str] = mapped_column(String(500))
+    subject: Mapped[str] = mapped_column(String(255))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Role(Base):

@@ -42,6 +42,7 @@ class TokenRecord:
     revoked_at: datetime | None
     owner_active: bool
     owner_permissions: frozenset[str]
+    tenant_external_id: str | None = None
 
 
 @dataclass(frozen=True)

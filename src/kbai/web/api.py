@@ -95,7 +95,7 @@ def role_json(r: RoleView) -> dict[str, Any]:
 
 
 def user_json(u: UserView) -> dict[str, Any]:
-    return {"id": u.id, "email": u.email, "roles": u.roles, "active": u.active}
+    return {"id": u.id, "email": u.email, "roles": u.roles, "active": u.active, "external_id": u.external_id}
 
 
 def _cursor(value: str | None) -> int | None:
@@ -119,7 +119,7 @@ def login(body: sc.LoginIn, request: Request, response: Response) -> dict[str, A
         raise
     set_session_cookie(response, cookie, svc.settings.session_ttl_seconds, svc.settings.cookie_secure)
     return {"csrf_token": info.csrf_token, "user": {"id": info.user_id, "email": info.email},
-            "tenant": {"id": info.tenant_id, "name": info.tenant_name}}
+            "tenant": {"id": info.tenant_id, "name": info.tenant_name, "external_id": info.tenant_external_id}}
 
 
 def set_session_cookie(response: Response, cookie: str, ttl: int, secure: bool) -> None:
@@ -191,14 +191,16 @@ def rotate_token(token_id: TokenId, p: SessionPrincipal, request: Request, body:
 
 
 # ---- identity and catalog -------------------------------------------------------------------
-@router.get("/me", response_model=sc.MeOut, response_model_exclude_none=True, tags=["identity"], summary="Who am I")
+@router.get("/me", response_model=sc.MeOut, response_model_exclude_unset=True, tags=["identity"], summary="Who am I")
 async def me(p: AnyPrincipal, request: Request) -> dict[str, Any]:
     svc = services(request)
     a = p.actor
-    tenant_name = p.session.tenant_name if p.session else (
-        p.verification.record.tenant_name if p.verification and p.verification.record else "")
+    record = p.verification.record if p.verification else None
+    tenant_name = p.session.tenant_name if p.session else (record.tenant_name if record else "")
+    tenant_external_id = p.session.tenant_external_id if p.session else (record.tenant_external_id if record else None)
     order = [perm.key for perm in svc.catalog.permissions if perm.key in a.permissions]
-    out: dict[str, Any] = {"user": {"id": a.user_id, "email": a.email}, "tenant": {"id": a.tenant_id, "name": tenant_name},
+    out: dict[str, Any] = {"user": {"id": a.user_id, "email": a.email},
+                           "tenant": {"id": a.tenant_id, "name": tenant_name, "external_id": tenant_external_id},
                            "scopes": order, "auth": p.via}
     if a.token_id is not None:
         out["token_id"] = a.token_id

@@ -17,7 +17,7 @@ from kbai.config import get_settings
 from kbai.gateway import routes as gateway_routes
 from kbai.gateway.check import ForwardAuth
 from kbai.services import Services
-from kbai.web import api, docs, errors, pages
+from kbai.web import api, brand, docs, errors, oidc, pages
 from kbai.web import credentials as credential_routes
 from kbai.web import openapi as openapi_doc
 from kbai.web import leaks as leak_routes
@@ -100,6 +100,8 @@ def create_app(services: Services | None = None, *, start_background: bool = Tru
     app.include_router(lifecycle_routes.router)
     app.include_router(credential_routes.router)
     app.include_router(pages.router)
+    app.include_router(oidc.router)
+    app.include_router(brand.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
     docs.install(app)
 

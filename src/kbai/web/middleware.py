@@ -25,15 +25,21 @@ from kbai.web import pages
 log = logging.getLogger("kbai.access")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
-SECURITY_HEADERS = [
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"x-frame-options", b"DENY"),
-    (b"content-security-policy",
-     b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-     b"frame-ancestors 'none'; base-uri 'none'; form-action 'self'"),
-    (b"cross-origin-opener-policy", b"same-origin"),
-]
+def security_headers(img_origin: str | None = None) -> list[tuple[bytes, bytes]]:
+    """The headers of every answer. The CSP stays strict; a brand logo's origin joins img-src only."""
+    img = b"'self' data:" + (b" " + img_origin.encode("ascii") if img_origin else b"")
+    return [
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"no-referrer"),
+        (b"x-frame-options", b"DENY"),
+        (b"content-security-policy",
+         b"default-src 'self'; img-src " + img + b"; style-src 'self'; script-src 'self'; "
+         b"frame-ancestors 'none'; base-uri 'none'; form-action 'self'"),
+        (b"cross-origin-opener-policy", b"same-origin"),
+    ]
+
+
+SECURITY_HEADERS = security_headers()
 
 
 class KbaiMiddleware:
@@ -42,6 +48,9 @@ class KbaiMiddleware:
         self.services = services
         self.max_body = services.settings.max_body_bytes
         self.log_token_reads = services.settings.access_log_token_reads
+        from kbai.web.brand import logo_origin
+
+        self.security_headers = security_headers(logo_origin(services.settings))
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -84,7 +93,7 @@ class KbaiMiddleware:
                 extra = list(message.get("headers", []))
                 # A route may set a Content-Security-Policy of its own (the API docs pages); ours is the default.
                 own_csp = any(name == b"content-security-policy" for name, _ in extra)
-                extra.extend(h for h in SECURITY_HEADERS if not (own_csp and h[0] == b"content-security-policy"))
+                extra.extend(h for h in self.security_headers if not (own_csp and h[0] == b"content-security-policy"))
                 extra.append((b"x-request-id", request_id.encode()))
                 message = {**message, "headers": extra}
             await send(message)

@@ -43,6 +43,7 @@ from kbai.tokens.inventory import STATUSES, InventoryFilter
 from kbai.tokens.policy import Policy, check_lifetime
 from kbai.tokens.service import EXPIRY_PRESETS_DAYS, MAX_LIFETIME_DAYS, RECOMMENDED_EXPIRY_DAYS, TokenView
 from kbai.validate import clean_email, clean_name
+from kbai.web import brand
 from kbai.web.api import MAX_ID, set_session_cookie
 from kbai.web.auth import SESSION_COOKIE, Principal, client_ip, services, session_principal
 
@@ -84,10 +85,12 @@ def _env() -> Environment:
     env.filters["clock"] = lambda v: v.strftime("%H:%M UTC") if v else ""
     env.filters["iso"] = lambda v: v.strftime("%Y-%m-%dT%H:%M:%SZ") if v else ""
     env.globals["version"] = __version__
+    env.globals["brand"] = brand.Brand()  # defaults for pages rendered without a request (page_context sets them)
+    env.globals["login"] = brand.LoginOptions()
     return env
 
 
-templates = Jinja2Templates(env=_env())
+templates = Jinja2Templates(env=_env(), context_processors=[brand.page_context])
 
 
 class LoginRequired(Exception):
@@ -137,7 +140,8 @@ FORM_UNREADABLE = "The form could not be read. Go back, reload the page and try 
 
 def is_page(path: str) -> bool:
     """Whether ``path`` belongs to the HTML pages (whose failures are pages, not JSON)."""
-    return path in ("/", "/login", "/logout") or path == HOME or path.startswith(HOME + "/")
+    return (path in ("/", "/login", "/logout") or path == HOME or path.startswith(HOME + "/")
+            or path.startswith("/oidc/"))
 
 
 def standalone_error_page(err: KbaiError) -> bytes:

@@ -36,6 +36,7 @@ class UserBrief(BaseModel):
 class TenantBrief(BaseModel):
     id: int
     name: str
+    external_id: str | None = Field(default=None, description="The product's own id of this tenant, when set.")
 
 
 class LoginOut(BaseModel):
@@ -143,6 +144,7 @@ class UserOut(BaseModel):
     email: str
     roles: list[str]
     active: bool
+    external_id: str | None = Field(default=None, description="The product's own id of this user, when set.")
 
 
 class UserListOut(BaseModel):
