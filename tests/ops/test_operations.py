@@ -23,11 +23,11 @@ from tests.e2e.test_database_outage import _kill_connections
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _app(database_url: str, **settings: object) -> Iterator[TestClient]:
+def _app(database_url: str, **settings: object) -> Iterator[tuple[TestClient, Services]]:
     svc = Services.build(Settings(database_url=database_url, **FAST_ARGON2).model_copy(update=settings),
                          clock=FrozenClock())
     with TestClient(create_app(svc)) as client:  # the lifespan starts the invalidation bus
-        yield client
+        yield client, svc
     svc.close()
 
 
@@ -60,8 +60,7 @@ def test_livez_needs_nothing_and_readyz_says_the_database_is_gone(own_pg_databas
 
 
 def test_readyz_is_503_until_migrations_are_at_head(database_url: str) -> None:
-    for client in _app(database_url):
-        svc: Services = client.app.state.services
+    for client, svc in _app(database_url):
         with svc.db.write() as s:
             head = s.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
             s.execute(text("UPDATE alembic_version SET version_num = '0003'"))
@@ -77,10 +76,10 @@ def test_readyz_is_503_until_migrations_are_at_head(database_url: str) -> None:
 
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_readyz_reports_the_invalidation_bus(database_url: str, redis_prefix: str) -> None:
-    for client in _app(database_url, redis_url=REDIS_URL, redis_prefix=redis_prefix):
+    for client, _svc in _app(database_url, redis_url=REDIS_URL, redis_prefix=redis_prefix):
         r = client.get("/readyz")
         assert r.status_code == 200 and r.json()["checks"]["invalidation_bus"] == "connected"
-    for client in _app(database_url, redis_url=f"redis://127.0.0.1:{free_port()}/0"):
+    for client, _svc in _app(database_url, redis_url=f"redis://127.0.0.1:{free_port()}/0"):
         r = client.get("/readyz")
         assert r.status_code == 503 and r.json()["checks"]["invalidation_bus"] == "disconnected"
         assert "KBAI_REDIS_URL" in r.json()["reasons"][0]
@@ -88,7 +87,7 @@ def test_readyz_reports_the_invalidation_bus(database_url: str, redis_prefix: st
 
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_metrics_have_process_python_and_gc_series(database_url: str) -> None:
-    for client in _app(database_url):
+    for client, _svc in _app(database_url):
         assert client.get("/livez").status_code == 200
         names = {line.split("{")[0].split(" ")[0] for line in client.get("/metrics").text.splitlines()
                  if line and not line.startswith("#")}

@@ -7,11 +7,12 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from playwright.sync_api import Page
 
 from kbai.web.docs import CSP
 from kbai.web.middleware import SECURITY_HEADERS
 from tests.conftest import LiveServer
-from tests.ui.conftest import new_page, shot
+from tests.ui.conftest import SCREENSHOTS, new_page
 
 pytestmark = pytest.mark.browser
 CSP_WATCH = ("window.__csp = []; document.addEventListener('securitypolicyviolation', "
@@ -24,8 +25,14 @@ def backend() -> str:
     return "sqlite"
 
 
-def _open(browser: object, server: LiveServer, path: str):  # type: ignore[no-untyped-def]
-    page = new_page(browser, server)
+def _viewport_shot(page: Page, name: str) -> None:
+    """What a visitor first sees (the documents are thousands of pixels long)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+
+
+def _open(browser: object, server: LiveServer, path: str) -> tuple[Page, list[str], list[str]]:
+    page: Page = new_page(browser, server)
     page.add_init_script(CSP_WATCH)
     elsewhere: list[str] = []
     console_errors: list[str] = []
@@ -41,11 +48,12 @@ def _open(browser: object, server: LiveServer, path: str):  # type: ignore[no-un
 def test_swagger_ui_renders_without_csp_violations(browser: object, ui_server: LiveServer) -> None:
     page, elsewhere, console_errors = _open(browser, ui_server, "/docs")
     # Rendered from the OpenAPI document: the operations and their summaries are on the page.
-    page.locator(".opblock-summary-description", has_text="Create a token").first.wait_for()
+    # Generous: the first load parses a 1.5 MB bundle and has the server build the whole document.
+    page.locator(".opblock-summary-description", has_text="Create a token").first.wait_for(timeout=60_000)
     assert page.locator(".opblock").count() > 20
     page.locator(".opblock-summary", has_text="Create a token").first.click()  # expanding works too
     page.locator(".opblock-body").first.wait_for()
-    shot(page, "api-docs-swagger")
+    _viewport_shot(page, "api-docs-swagger")
     assert page.evaluate("window.__csp") == [], "Swagger UI breaks no CSP directive"
     assert not [e for e in console_errors if "Content Security Policy" in e], console_errors
     assert elsewhere == [], "everything comes from kbai itself"
@@ -53,10 +61,10 @@ def test_swagger_ui_renders_without_csp_violations(browser: object, ui_server: L
 
 def test_redoc_renders_without_csp_violations(browser: object, ui_server: LiveServer) -> None:
     page, elsewhere, console_errors = _open(browser, ui_server, "/redoc")
-    page.get_by_role("heading", name="Create a token").first.wait_for()
+    page.get_by_role("heading", name="Create a token").first.wait_for(timeout=60_000)
     page.locator("[role=search] input, input[placeholder='Search...']").first.fill("rotate")  # the worker search
     page.locator("[role=search] li, [data-role='search:results'] li", has_text="Rotate").first.wait_for()
-    shot(page, "api-docs-redoc")
+    _viewport_shot(page, "api-docs-redoc")
     assert page.evaluate("window.__csp") == [], "ReDoc breaks no CSP directive"
     assert not [e for e in console_errors if "Content Security Policy" in e], console_errors
     assert elsewhere == [], "everything comes from kbai itself"

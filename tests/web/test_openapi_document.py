@@ -34,7 +34,8 @@ def test_operation_ids_are_stable_camel_case_verbs(doc: dict[str, Any]) -> None:
     ops = _ops(doc)
     assert len(ops) == sum(len(o) for o in doc["paths"].values()), "unique"
     for name in ops:
-        assert CAMEL.match(name) and re.match(r"[a-z]+", name).group(0) in VERBS, name  # type: ignore[union-attr]
+        verb = re.match(r"[a-z]+", name)
+        assert CAMEL.match(name) and verb is not None and verb.group(0) in VERBS, name
     expected = {"createToken": ("post", "/api/v1/tokens"), "listTokens": ("get", "/api/v1/tokens"),
                 "getToken": ("get", "/api/v1/tokens/{token_id}"),
                 "revokeToken": ("post", "/api/v1/tokens/{token_id}/revoke"),
