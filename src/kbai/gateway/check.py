@@ -63,7 +63,7 @@ def required_scopes(query_string: bytes) -> tuple[str, ...]:
     return wanted
 
 
-class Identity:
+class IdentityHeaders:
     """The 200 answer's identity headers per (token, effective scopes), built once (bounded)."""
 
     def __init__(self, services: Services) -> None:
@@ -94,7 +94,7 @@ class Identity:
         return headers
 
 
-async def answer(services: Services, scope: dict[str, Any], identity: Identity,
+async def answer(services: Services, scope: dict[str, Any], identity: IdentityHeaders,
                  authorization: str | None, user_agent: str | None) -> tuple[int, Headers, bytes, int | None]:
     """(status, headers, body, token id when served) of one check. Raises only for a server fault."""
     try:
@@ -129,7 +129,7 @@ class ForwardAuth:
         self.services = services
         self.max_body = services.settings.max_body_bytes
         self.log_successes = services.settings.access_log_token_reads
-        self.identity = Identity(services)
+        self.identity = IdentityHeaders(services)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":

@@ -20,7 +20,7 @@ from kbai.access.sessions import SessionInfo
 from kbai.audit import Actor
 from kbai.errors import KbaiError
 from kbai.services import Services
-from kbai.tokens.verify import TokenRecord, Verification
+from kbai.tokens.verify import Verification
 
 SESSION_COOKIE = "kbai_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -69,10 +69,6 @@ def bearer_token(request: Request) -> str | None:
     return parse_bearer(request.headers.get("authorization"))
 
 
-class _NotCached(Exception):
-    """A warm-only verification needed storage or a remote rate-limit counter."""
-
-
 def check_token(svc: Services, ip: str, token: str, required: tuple[str, ...] = (),
                 *, warm_only: bool = False) -> Verification | None:
     """Verify, count, and raise the public error for a token that is not good.
@@ -87,18 +83,10 @@ def check_token(svc: Services, ip: str, token: str, required: tuple[str, ...] = 
     loop and send only the rest to the thread pool.
     """
     if warm_only:
-        cache = svc.cache
-
-        def cached(token_digest: str) -> TokenRecord | None:
-            hit, record = cache.peek(token_digest)
-            if not hit:
-                raise _NotCached
-            return record
-
-        try:
-            result = svc.tokens.verify(token, required, lookup=cached)
-        except _NotCached:
+        found = svc.tokens.verify_warm(token, required)
+        if found is None:
             return None
+        result = found
         if not result.authenticated and not svc.token_failures.local:
             return None  # counting this failure is a Redis round trip
     else:
