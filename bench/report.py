@@ -333,10 +333,12 @@ def _warm_io(w: Any, s: Any) -> None:
       "one request per token loaded it: requests alternating `/auth/check` and `GET /api/v1/me` over 10 tokens. "
       "A SQLAlchemy `before_cursor_execute` listener on every engine counts SQL statements; Redis commands are "
       "the `INFO commandstats` delta of a redis-server of the bench's own (the subscription's keep-alive PING, "
-      "every 10 s whatever the traffic, is shown apart). Then one request with a token never seen before. "
+      "every 10 s whatever the traffic, is shown apart, as are the statements of kbai's background threads: "
+      "the last-used flush, once per 60 s). Then one request with a token never seen before. "
       f"{_load(s)}\n")
     w("| configuration | warm requests | statuses | SQL statements | per 10,000 | Redis commands | per 10,000 | "
-      "keep-alive PINGs | a cold verification |\n| --- | ---: | --- | ---: | ---: | --- | ---: | ---: | ---: |")
+      "keep-alive PINGs | background (flusher) statements | a cold verification |\n"
+      "| --- | ---: | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |")
     for key, label in (("sqlite", "SQLite alone"), ("postgresql", "PostgreSQL alone"),
                        ("postgresql_redis", "PostgreSQL + Redis")):
         v = s.get(key)
@@ -349,7 +351,8 @@ def _warm_io(w: Any, s: Any) -> None:
             redis = ", ".join(f"{k} {n}" for k, n in v["redis_commands"].items()) or "none"
             per, pings = f"{v['redis_commands_per_10k']:g}", str(v["redis_keep_alive_pings"])
         w(f"| {label} | {v['requests']:,} | {statuses} | {v['sql_statements']} | {v['sql_statements_per_10k']:g} | "
-          f"{redis} | {per} | {pings} | {v['cold_sql_statements']} statement(s) |")
+          f"{redis} | {per} | {pings} | {v.get('background_sql_statements', 0)} | "
+          f"{v['cold_sql_statements']} statement(s) |")
     w("")
 
 
