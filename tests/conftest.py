@@ -8,6 +8,7 @@ KBAI_REQUIRE_SERVICES=1 (CI), where they fail instead.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -24,16 +25,25 @@ from kbai.config import Settings
 from kbai.services import Services
 from kbai.store import Database
 
+# Test-only variables (README, "Test-only variables"): KBAI_REQUIRE_SERVICES, KBAI_TEST_PG_URL (an
+# account that may create databases; scripts/test.sh sets it, see scripts/test-postgres.sh),
+# KBAI_TEST_REDIS_URL, KBAI_UPDATE_SCREENSHOTS (tests/ui/conftest.py).
 REQUIRE_SERVICES = os.environ.get("KBAI_REQUIRE_SERVICES") == "1"
 PG_ADMIN_URL = os.environ.get("KBAI_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("KBAI_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 # Cheap password hashing in tests; production parameters are the argon2 defaults in Settings.
 FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 64, "argon2_parallelism": 1}
 OPERATOR = Actor.operator()
+# The operator's key for webhook secrets at rest, as a deployment on PostgreSQL must set it: every Settings()
+# of the run (and every server and worker started by server_env) has it. Tests of the default without a key
+# (the key file beside a SQLite database) pass encryption_key=None.
+TEST_ENCRYPTION_KEY = "k0KrzVnR9T7Gm5yY6v5cQ2kzS8K3Xz7mW0ZbE1cJqYw="
+os.environ["KBAI_ENCRYPTION_KEY"] = TEST_ENCRYPTION_KEY
 
 
 def missing_service(what: str) -> None:
     """Skip (developer machine) or fail (CI) a test whose service is not there."""
+    what = re.sub(r"://([^:@/]*):[^@/]*@", r"://\1:***@", what)  # never a password in the report
     if REQUIRE_SERVICES:
         pytest.fail(f"{what} is required (KBAI_REQUIRE_SERVICES=1) but not available", pytrace=False)
     pytest.skip(f"{what} not available")
@@ -97,6 +107,25 @@ def fresh_database(backend: str, request: pytest.FixtureRequest, folder: Path, p
     try:
         yield _pg_url(name)
     finally:
+        _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def own_pg_database() -> Iterator[str]:
+    """A PostgreSQL database of this test's own, so it can be closed to connections."""
+    name = f"kbai_out_{uuid.uuid4().hex[:12]}"
+    try:
+        _pg_admin(f'CREATE DATABASE "{name}"')
+    except psycopg.Error:
+        missing_service(f"PostgreSQL at {PG_ADMIN_URL}")
+    url = _pg_url(name)
+    db = Database(url)
+    db.upgrade()
+    db.dispose()
+    try:
+        yield name
+    finally:
+        _pg_admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
@@ -187,6 +216,7 @@ def server_env(database_url: str, **extra: str) -> dict[str, str]:
         "KBAI_ARGON2_MEMORY_KIB": "64",
         "KBAI_ARGON2_PARALLELISM": "1",
         "KBAI_LOG_LEVEL": "DEBUG",
+        "KBAI_ENCRYPTION_KEY": TEST_ENCRYPTION_KEY,
     })
     env.update(extra)
     return env
@@ -256,7 +286,6 @@ def module_database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest
 
 # ---- secrets: the whole run's logs never hold a full token ---------------------------------------
 import logging  # noqa: E402
-import re  # noqa: E402
 
 FULL_TOKEN = re.compile(r"kbai_pk_[0-9a-fA-F]{64}")
 

@@ -58,6 +58,7 @@ ACTIONS = (
     "user.create",
     "user.roles",
     "user.deactivate",
+    "user.reactivate",
     "user.password",
     "role.create",
     "role.update",
@@ -69,6 +70,7 @@ ACTIONS = (
     "session.login",
     "session.logout",
     "service_credential.create",
+    "service_credential.revoke",
     "admin_request.create",
     "policy.update",
 )

@@ -1,11 +1,16 @@
-"""The ``kbai`` command (Typer). User mistakes print one line and exit non-zero, never a traceback."""
+"""The ``kbai`` command (Typer). Every failure is one ``error:`` line on stderr, never a traceback:
+exit 1 for a mistake the user can fix, 2 for a usage error (unknown option, missing argument), 70
+(EX_SOFTWARE) for a bug; ``kbai scan`` exits 3 when it finds an active token, and 130 is Ctrl-C."""
 
 from __future__ import annotations
 
 import functools
+import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -15,7 +20,8 @@ from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from kbai.access.catalog import CatalogError
+from kbai import __version__
+from kbai.access.catalog import BUILTIN, CatalogError
 from kbai.audit import Actor
 from kbai.clock import iso
 from kbai.config import MAX_WORKERS, Settings
@@ -25,9 +31,11 @@ from kbai.services import Services
 app = typer.Typer(
     help="kbai: Developer API tokens for your product. Run `kbai serve --demo` to try it.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     pretty_exceptions_enable=False,
 )
+EXIT_USAGE = 2
+EXIT_BUG = 70  # EX_SOFTWARE (sysexits.h)
 tenant_app = typer.Typer(help="Create tenants.", no_args_is_help=True)
 user_app = typer.Typer(help="Create and manage users.", no_args_is_help=True)
 limits_app = typer.Typer(help="Raise or reset active-token limits.", no_args_is_help=True)
@@ -43,13 +51,55 @@ app.add_typer(db_app, name="db")
 app.add_typer(credential_app, name="service-credential")
 app.add_typer(policy_app, name="policy")
 
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"kbai {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print kbai's version and exit.", callback=_print_version,
+                                          is_eager=True)] = False,
+) -> None:
+    """kbai: Developer API tokens for your product. Run `kbai serve --demo` to try it."""
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 OPERATOR = Actor.operator()
+DEMO_PERMISSIONS = Path(__file__).parent / "demo_permissions.toml"
+BUILTIN_KEYS = frozenset(p.key for p in BUILTIN)
 
 
 def fail(message: str) -> typer.Exit:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     return typer.Exit(1)
+
+
+def warn(message: str) -> None:
+    typer.secho(f"warning: {message}", fg=typer.colors.YELLOW, err=True)
+
+
+def read_password(given: str | None, from_stdin: bool, prompt: bool, flag: str) -> str | None:
+    """The password from exactly one of ``--FLAG P`` (warned: argv shows in `ps` and shell history),
+    ``--FLAG-stdin`` (the first line of standard input) or ``--FLAG-prompt`` (hidden, typed twice);
+    None when none is given (kbai then generates one and prints it once)."""
+    if sum((given is not None, from_stdin, prompt)) > 1:
+        raise fail(f"give only one of --{flag}, --{flag}-stdin and --{flag}-prompt")
+    if given is not None:
+        warn(f"--{flag} on the command line is visible to other users (ps) and kept in shell history; "
+             f"use --{flag}-stdin or --{flag}-prompt")
+        return given
+    if from_stdin:
+        line = sys.stdin.readline().rstrip("\r\n")
+        if not line:
+            raise fail(f"--{flag}-stdin: standard input has no password on its first line")
+        return line
+    if prompt:
+        return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True, err=True))
+    return None
 
 
 def _safe_url(url: str) -> str:
@@ -82,6 +132,14 @@ def friendly(func: F) -> F:
             raise fail(f"database error: {type(exc).__name__}. Run `kbai db upgrade`, then try again.") from None
 
     return wrapper  # type: ignore[return-value]
+
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON (one object) instead of text, for scripts.")]
+
+
+def print_json(value: Any) -> None:
+    """One JSON document on stdout; times as ISO 8601 UTC like the API."""
+    typer.echo(json.dumps(value, default=lambda v: iso(v) if isinstance(v, datetime) else str(v), ensure_ascii=False))
 
 
 _services: Services | None = None
@@ -127,6 +185,12 @@ def serve(
         min=1, max=MAX_WORKERS)] = None,
 ) -> None:
     """Apply migrations and serve the API and pages."""
+    if demo and _settings().permissions_file is None:
+        # The demo product's permissions, for this process and the app uvicorn builds from the settings.
+        os.environ["KBAI_PERMISSIONS_FILE"] = str(DEMO_PERMISSIONS)
+        from kbai.config import get_settings
+
+        get_settings.cache_clear()
     svc = services()
     if demo:
         _demo(svc)
@@ -138,16 +202,24 @@ def serve(
     svc.close()
     # Each worker builds its own services (cache, invalidation listener, last-used buffer) from the
     # same settings; they agree through the database and the invalidation bus, as separate instances do.
+    # X-Forwarded-For is read by the app itself (kbai.web.proxy), which also checks that it is an address.
     uvicorn.run("kbai.web.app:create_app", factory=True, host=host, port=port, log_level="warning",
-                access_log=False, proxy_headers=True, forwarded_allow_ips=svc.settings.trusted_proxies,
-                workers=count if count > 1 else None)
+                access_log=False, proxy_headers=False, workers=count if count > 1 else None)
 
 
 def _demo(svc: Services) -> None:
-    """Idempotent: Acme, admin@acme.test (Admin) and dev@acme.test (Member); passwords are reset each run."""
+    """Idempotent: Acme, admin@acme.test (Admin) and dev@acme.test (Member); passwords are reset each run.
+    Member holds the product's own permissions (the demo catalog, or KBAI_PERMISSIONS_FILE's), so once an
+    admin grants Manage API Tokens, as the help page says, the create form offers real scopes."""
     tenant = svc.access.tenant_by_name("Acme")
     if tenant is None:
         tenant, _admin, _ = svc.access.create_tenant(OPERATOR, "Acme", "admin@acme.test")
+    product = [p.key for p in svc.catalog.permissions if p.key not in BUILTIN_KEYS]
+    if product:
+        member = next(r for r in svc.access.list_roles(OPERATOR, tenant.id) if r.builtin and r.name == "Member")
+        missing = [k for k in product if k not in member.permissions]
+        if missing:
+            svc.access.update_role(OPERATOR, member.id, [*member.permissions, *missing])
     for email, role in (("admin@acme.test", "Admin"), ("dev@acme.test", "Member")):
         user = svc.access.user_by_email(email)
         if user is None:
@@ -173,10 +245,21 @@ def db_upgrade() -> None:
 def tenant_create(
     name: Annotated[str, typer.Argument(help="Tenant (company) name.")],
     admin_email: Annotated[str, typer.Option(help="Email of the tenant's first admin.")],
-    admin_password: Annotated[str | None, typer.Option(help="Generated and printed once when omitted.")] = None,
+    admin_password: Annotated[str | None, typer.Option(
+        help="Avoid: visible in `ps` and shell history (prefer the two options below).")] = None,
+    admin_password_stdin: Annotated[bool, typer.Option(
+        "--admin-password-stdin", help="Read the admin's password from the first line of standard input.")] = False,
+    admin_password_prompt: Annotated[bool, typer.Option(
+        "--admin-password-prompt", help="Ask for the admin's password (hidden input, typed twice).")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
-    """Create a tenant with its Admin and Member roles and its first admin."""
-    tenant, user, generated = services().access.create_tenant(OPERATOR, name, admin_email, admin_password)
+    """Create a tenant with its Admin and Member roles and its first admin (password generated when none is given)."""
+    password = read_password(admin_password, admin_password_stdin, admin_password_prompt, "admin-password")
+    tenant, user, generated = services().access.create_tenant(OPERATOR, name, admin_email, password)
+    if as_json:
+        print_json({"id": tenant.id, "name": tenant.name, "admin": {"id": user.id, "email": user.email},
+                    "password": generated})
+        return
     typer.echo(f"created tenant {tenant.name} (id {tenant.id}) with admin {user.email}")
     if generated:
         typer.echo(f"password for {user.email}: {generated}   (shown once; store it now)")
@@ -187,12 +270,23 @@ def tenant_create(
 def user_create(
     tenant: Annotated[str, typer.Option(help="Tenant name.")],
     email: Annotated[str, typer.Option(help="The user's email (their login).")],
-    password: Annotated[str | None, typer.Option(help="Generated and printed once when omitted.")] = None,
+    password: Annotated[str | None, typer.Option(
+        help="Avoid: visible in `ps` and shell history (prefer the two options below).")] = None,
+    password_stdin: Annotated[bool, typer.Option(
+        "--password-stdin", help="Read the password from the first line of standard input.")] = False,
+    password_prompt: Annotated[bool, typer.Option(
+        "--password-prompt", help="Ask for the password (hidden input, typed twice).")] = False,
     role: Annotated[list[str] | None, typer.Option(help="Role name; repeat for several. Default: Member.")] = None,
+    as_json: JsonFlag = False,
 ) -> None:
-    """Create a user in a tenant."""
+    """Create a user in a tenant (password generated and printed once when none is given)."""
+    chosen = read_password(password, password_stdin, password_prompt, "password")
     svc = services()
-    view, generated = svc.access.create_user(OPERATOR, _tenant_id(svc, tenant), email, password, role or [])
+    view, generated = svc.access.create_user(OPERATOR, _tenant_id(svc, tenant), email, chosen, role or [])
+    if as_json:
+        print_json({"id": view.id, "email": view.email, "tenant": tenant, "roles": view.roles, "active": view.active,
+                    "password": generated})
+        return
     typer.echo(f"created user {view.email} (id {view.id}) in {tenant} with roles: {', '.join(view.roles)}")
     if generated:
         typer.echo(f"password for {view.email}: {generated}   (shown once; store it now)")
@@ -202,15 +296,23 @@ def user_create(
 @friendly
 def user_set_password(
     email: Annotated[str, typer.Option(help="The user's email.")],
-    password: Annotated[str | None, typer.Option(help="Generated and printed once when omitted.")] = None,
+    password: Annotated[str | None, typer.Option(
+        help="Avoid: visible in `ps` and shell history (prefer the two options below).")] = None,
+    password_stdin: Annotated[bool, typer.Option(
+        "--password-stdin", help="Read the password from the first line of standard input.")] = False,
+    password_prompt: Annotated[bool, typer.Option(
+        "--password-prompt", help="Ask for the password (hidden input, typed twice).")] = False,
 ) -> None:
-    """Set or reset a user's password."""
+    """Set or reset a user's password (generated and printed once when none is given); every session of
+    theirs ends at once."""
+    chosen = read_password(password, password_stdin, password_prompt, "password")
     svc = services()
     user = svc.access.user_by_email(email)
     if user is None:
         raise KbaiError_not_found(f"User '{email}'")
-    generated = svc.access.set_password(OPERATOR, user.id, password)
+    generated = svc.access.set_password(OPERATOR, user.id, chosen)
     typer.echo(f"password set for {user.email}" + (f": {generated}   (shown once)" if generated else ""))
+    typer.echo(f"all sessions ended for {user.email}: they log in again with the new password")
 
 
 @user_app.command("deactivate")
@@ -223,6 +325,19 @@ def user_deactivate(email: Annotated[str, typer.Option(help="The user's email.")
         raise KbaiError_not_found(f"User '{email}'")
     svc.access.deactivate_user(OPERATOR, user.id)
     typer.echo(f"deactivated {user.email}; their tokens no longer work")
+
+
+@user_app.command("reactivate")
+@friendly
+def user_reactivate(email: Annotated[str, typer.Option(help="The user's email.")]) -> None:
+    """Reactivate a user: they may log in again; tokens that were not revoked or expired work again."""
+    svc = services()
+    user = svc.access.user_by_email(email)
+    if user is None:
+        raise KbaiError_not_found(f"User '{email}'")
+    svc.access.reactivate_user(OPERATOR, user.id)
+    typer.echo(f"reactivated {user.email}; they can log in again, and their tokens that were not revoked "
+               "or expired work again")
 
 
 # ---- limits ----------------------------------------------------------------------------------
@@ -251,9 +366,15 @@ def limits_set(
 def tokens_list(
     user: Annotated[str | None, typer.Option(help="Only this user's tokens (email).")] = None,
     tenant: Annotated[str | None, typer.Option(help="Only this tenant's tokens.")] = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """List tokens (never their secrets): id, owner, name, prefix, status, expiry, last use."""
     rows = services().tokens.list_for_support(user_email=user, tenant_name=tenant)
+    if as_json:
+        print_json({"tokens": [{"id": t.id, "owner": email, "name": t.name, "prefix": t.prefix, "scopes": t.scopes,
+                                "status": t.status, "created_at": t.created_at, "expires_at": t.expires_at,
+                                "last_used_at": t.last_used_at} for email, t in rows]})
+        return
     if not rows:
         typer.echo("no tokens")
         return
@@ -351,13 +472,56 @@ def _progress(files: list[Path], *, enabled: bool) -> Iterator[Path]:
             typer.echo(f"scanned {done}/{len(files)} file(s)", err=True)
 
 
+def _credential_json(c: Any) -> dict[str, Any]:
+    return {"id": c.id, "name": c.name, "client_id": c.client_id, "created_at": c.created_at,
+            "revoked_at": c.revoked_at, "status": c.status}
+
+
 @credential_app.command("create")
 @friendly
-def credential_create(name: Annotated[str, typer.Argument(help="What will use it, e.g. 'contacts-api'.")]) -> None:
+def credential_create(
+    name: Annotated[str, typer.Argument(help="What will use it, e.g. 'contacts-api'.")],
+    as_json: JsonFlag = False,
+) -> None:
     """Issue a client id and secret for RFC 7662 introspection (HTTP Basic). The secret is shown once."""
     credential, secret = services().credentials.create(OPERATOR, name)
-    typer.echo(f"client_id:     {credential.client_id}")
-    typer.echo(f"client_secret: {secret}   (shown once; store it in your secrets manager now)")
+    if as_json:
+        print_json({"id": credential.id, "name": credential.name, "client_id": credential.client_id,
+                    "client_secret": secret})
+    else:
+        typer.echo(f"client_id: {credential.client_id}")
+        typer.echo(f"client_secret: {secret}")
+    typer.echo("The secret is shown once: store it in your secrets manager now.", err=True)
+
+
+@credential_app.command("list")
+@friendly
+def credential_list(as_json: JsonFlag = False) -> None:
+    """List service credentials, active and revoked (never their secrets)."""
+    views = services().credentials.list(OPERATOR)
+    if as_json:
+        print_json({"service_credentials": [_credential_json(c) for c in views]})
+        return
+    if not views:
+        typer.echo("no service credentials")
+        return
+    typer.echo(f"{'CLIENT ID':<25} {'NAME':<30} {'STATUS':<8} {'CREATED':<21} REVOKED")
+    for c in views:
+        typer.echo(f"{c.client_id:<25} {c.name[:30]:<30} {c.status:<8} {iso(c.created_at):<21} {iso(c.revoked_at) or '-'}")
+
+
+@credential_app.command("revoke")
+@friendly
+def credential_revoke(
+    client_id: Annotated[str, typer.Argument(help="The client id (see `kbai service-credential list`).")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Revoke a service credential now: introspection refuses it at once (idempotent)."""
+    view = services().credentials.revoke(OPERATOR, client_id)
+    if as_json:
+        print_json(_credential_json(view))
+    else:
+        typer.echo(f"service credential {view.client_id} ({view.name}) is {view.status}")
 
 
 # ---- token lifecycle: worker and policies ---------------------------------------------------------
@@ -368,7 +532,7 @@ def worker(
     interval: Annotated[float | None, typer.Option(
         help="Seconds between passes (default KBAI_WORKER_INTERVAL_SECONDS).", min=0.1)] = None,
 ) -> None:
-    """Send due expiry reminders (email, in-app, webhook) and apply auto-revoke policies.
+    """Send due expiry reminders (email, in-app, webhook), apply auto-revoke policies, prune idempotency keys.
 
     Safe to run several at once: each reminder and each revocation happens exactly once.
     """
@@ -376,16 +540,18 @@ def worker(
     import threading
 
     from kbai import logs
+    from kbai.idempotency import IdempotencyStore
     from kbai.worker import Worker
 
     svc = services()
     logs.configure(svc.settings.log_level)
-    job = Worker(svc.reminders, svc.auto_revoke)
+    job = Worker(svc.reminders, svc.auto_revoke, svc.outbox, IdempotencyStore(svc.db, svc.clock))
     if once:
         result = job.run_once()
         typer.echo(f"reminders sent: {result.reminders_sent}, failed: {result.reminders_failed}, "
-                   f"auto-revoked: {result.auto_revoked}")
-        if result.reminders_failed:
+                   f"auto-revoked: {result.auto_revoked}, deliveries: {result.deliveries_sent}, "
+                   f"delivery failures: {result.deliveries_failed}")
+        if result.reminders_failed or result.deliveries_failed:
             raise typer.Exit(1)
         return
     stop = threading.Event()
@@ -444,12 +610,28 @@ def _print_policy(tenant: str, policy: Any) -> None:
 
 
 def main() -> None:
+    """The console script: usage errors are one ``error:`` line and exit 2, bugs one line and exit 70."""
+    command = typer.main.get_command(app)
     try:
-        app()
+        code = command.main(prog_name="kbai", standalone_mode=False)
+    except typer.Abort:  # Ctrl-C or Ctrl-D at a prompt
+        typer.echo("", err=True)
+        sys.exit(130)
+    except typer.TyperException as exc:  # Typer's own (vendored Click) errors: exit code 2 marks usage errors
+        ctx = getattr(exc, "ctx", None)
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        if not message and ctx is not None:  # bare `kbai` or `kbai GROUP` (no_args_is_help): Typer showed the help
+            sys.exit(EXIT_USAGE)
+        where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        typer.secho(f"error: {' '.join(message.split())}{where}", fg=typer.colors.RED, err=True)
+        sys.exit(EXIT_USAGE if getattr(exc, "exit_code", 1) == EXIT_USAGE else 1)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - a bug: still one line, never a traceback with secrets
         from kbai.tokens.format import redact
 
-        typer.secho(f"error: unexpected {type(exc).__name__}: {redact(str(exc))[:300]}", fg=typer.colors.RED, err=True)
-        sys.exit(2)
+        message = " ".join(redact(str(exc)).split())[:300]
+        typer.secho(f"error: unexpected {type(exc).__name__}: {message} (a bug in kbai; please report it)",
+                    fg=typer.colors.RED, err=True)
+        sys.exit(EXIT_BUG)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -49,3 +49,10 @@ def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
     return value.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def human(value: datetime | None) -> str:
+    """A time as people read it in messages ("Mar 3, 2026 14:05 UTC"), the way the pages show it."""
+    if value is None:
+        return "never"
+    return value.astimezone(UTC).strftime("%b %-d, %Y %H:%M UTC")

@@ -64,7 +64,20 @@ class Settings(BaseSettings):
         default=60, ge=1, description="Failed token authentications allowed per client IP per minute."
     )
     login_failures_per_minute: int = Field(
-        default=10, ge=1, description="Failed logins allowed per client IP and per account per minute."
+        default=10, ge=1, description="Failed logins allowed per client address per minute (any emails); past "
+        "that, that address alone is refused until the minute is over.",
+    )
+    login_account_failures_per_day: int = Field(
+        default=20, ge=1, description="Failed logins for one email in a day, from any addresses, before addresses "
+        "it has not signed in from (in 30 days) must wait between attempts. Its own addresses never wait.",
+    )
+    login_account_max_delay_seconds: int = Field(
+        default=300, ge=1, le=86400, description="Longest wait between two attempts of such an address: the wait "
+        "starts at 2 s and doubles with each further failure up to this.",
+    )
+    introspection_failures_per_minute: int = Field(
+        default=10, ge=1, description="Failed service-credential authentications at POST /api/v1/introspect "
+        "allowed per client address per minute.",
     )
     trusted_proxies: str = Field(
         default="127.0.0.1,::1",
@@ -92,6 +105,30 @@ class Settings(BaseSettings):
     smtp_username: str | None = Field(default=None, description="SMTP login, when the server wants one.")
     smtp_password: str | None = Field(default=None, repr=False, description="SMTP password (never logged).")
     smtp_starttls: bool = Field(default=False, description="Upgrade the SMTP connection with STARTTLS.")
+    webhook_allowed_networks: str = Field(
+        default="",
+        description="Comma-separated networks (CIDRs or single addresses, e.g. 10.20.0.0/16,127.0.0.1) that webhook "
+        "URLs may reach although they are not public: loopback, private, link-local, carrier-grade NAT, unique-local "
+        "IPv6. Empty (default): webhooks go to public internet addresses only. Cloud metadata host names "
+        "(metadata.google.internal, ...), 0.0.0.0 and multicast are refused whatever this says.",
+    )
+    outbound_deadline_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="Hard limit on the whole of one outbound call (a webhook POST from "
+        "its DNS lookup to the answer's status line; one SMTP conversation), however slowly the other side answers.",
+    )
+    encryption_key: str | None = Field(
+        default=None, repr=False,
+        description="Fernet key that encrypts webhook signing secrets in the database; several comma-separated "
+        "keys rotate (the first encrypts, every one decrypts). Generate one with `python -c \"from "
+        "cryptography.fernet import Fernet; print(Fernet.generate_key().decode())\"`. Unset: with SQLite, a key "
+        "file beside the database (`<database file>.key`, mode 0600) is made on first use; with PostgreSQL, "
+        "webhooks cannot be set up until it is set (every instance and worker needs the same key).",
+    )
+    operator_tenant: str | None = Field(
+        default=None, max_length=100,
+        description="The tenant of the deployment's own operators: its admins (a session holding every permission "
+        "there) may list and revoke service credentials in the API. Unset: only the CLI may.",
+    )
     worker_interval_seconds: float = Field(
         default=300.0, gt=0, description="How often `kbai worker` looks for due reminders and unused tokens.",
     )
@@ -123,6 +160,33 @@ class Settings(BaseSettings):
     def _zoned(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:
             raise ValueError("KBAI_FAKE_NOW needs a zone, e.g. 2027-01-01T12:00:00Z")
+        return value
+
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        import ipaddress
+
+        for item in (part.strip() for part in value.split(",")):
+            if item:
+                try:
+                    ipaddress.ip_network(item, strict=False)
+                except ValueError:
+                    raise ValueError(f"{item[:60]!r} is not a network (e.g. 10.0.0.0/8) or an IP address") from None
+        return value
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _fernet_keys(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from cryptography.fernet import Fernet
+
+        for item in (part.strip() for part in value.split(",")):
+            try:
+                Fernet(item.encode())
+            except ValueError:
+                raise ValueError("each key must be 32 url-safe base64-encoded bytes (a Fernet key)") from None
         return value
 
     @field_validator("database_url")

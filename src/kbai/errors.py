@@ -65,7 +65,44 @@ FORM_EXPIRED = ErrorSpec(
 SESSION_REQUIRED = ErrorSpec(
     "session_required", 403, "Token management needs an interactive session: a token cannot {action}."
 )
+OPERATORS_ONLY = ErrorSpec(
+    "forbidden", 403,
+    "Service credentials belong to the whole deployment: only its operators manage them (the kbai CLI, or an "
+    "admin of the operator tenant named by KBAI_OPERATOR_TENANT, with a session).",
+)
 USER_INACTIVE = ErrorSpec("user_inactive", 403, "This account is deactivated. Ask a tenant admin to reactivate it.")
+MANAGE_NEEDS_SESSION = ErrorSpec(
+    "session_required", 403,
+    "An API token cannot {action}: changing users and roles needs an interactive session, so that access "
+    "given away never outlives a revoked token. Sign in to System Settings, or ask an operator to use the kbai CLI.",
+)
+# Nobody but an operator gives, takes away or hands out a permission they don't hold themselves, or changes
+# the access of someone who holds more than they do (GitHub and GitLab behave so).
+ROLE_ADD_NOT_HELD = ErrorSpec(
+    "permission_not_held", 403,
+    "You can't give a role {permissions}: you don't hold {them} yourself, and only someone who holds a "
+    "permission can give it. Ask a tenant admin.",
+)
+ROLE_REMOVE_NOT_HELD = ErrorSpec(
+    "permission_not_held", 403,
+    "You can't take {permissions} off the {role} role: you don't hold {them} yourself, and only someone who "
+    "holds a permission can take it away. Ask a tenant admin.",
+)
+ROLE_HOLDER_OUTRANKS = ErrorSpec(
+    "permission_not_held", 403,
+    "You can't take {permissions} off the {role} role: someone who has this role holds permissions you don't "
+    "and would lose {them}. Ask a tenant admin.",
+)
+ROLE_NOT_ASSIGNABLE = ErrorSpec(
+    "permission_not_held", 403,
+    "You can't give anyone the {role} role: it grants {permissions}, which you don't hold yourself. "
+    "Ask a tenant admin.",
+)
+USER_OUTRANKS = ErrorSpec(
+    "permission_not_held", 403,
+    "You can't {action} {email}: they hold {permissions}, which you don't, and only someone who holds at least "
+    "what they hold can change their access. Ask a tenant admin.",
+)
 
 # 404 / 409
 NOT_FOUND = ErrorSpec("not_found", 404, "{what} not found.")
@@ -85,6 +122,25 @@ LAST_ADMIN = ErrorSpec(
 )
 ALREADY_EXISTS = ErrorSpec("already_exists", 409, "{what} already exists.")
 NOT_ROTATABLE = ErrorSpec("not_rotatable", 409, "Only an active token can be rotated; this one is {status}.")
+ALREADY_ROTATED = ErrorSpec(
+    "already_rotated", 409,
+    "This token was already rotated: its successor is token {successor_id}. Rotate or revoke that one instead.",
+)
+
+# ---- Idempotency-Key (retried creates) --------------------------------------------------------
+IDEMPOTENCY_KEY_INVALID = ErrorSpec(
+    "invalid_idempotency_key", 400,
+    "Idempotency-Key must be one header of 1 to 255 printable ASCII characters, e.g. a UUID.",
+)
+IDEMPOTENCY_IN_PROGRESS = ErrorSpec(
+    "idempotency_in_progress", 409,
+    "A request with this Idempotency-Key is still being processed. Retry in a moment to get its answer.",
+)
+IDEMPOTENCY_KEY_REUSED = ErrorSpec(
+    "idempotency_key_reused", 422,
+    "This Idempotency-Key was used for a different request in the last 24 hours. Send a new key for a new "
+    "request.",
+)
 
 # 413 / 415 / 422 / 429
 TOO_LARGE = ErrorSpec("too_large", 413, "The request body is larger than {limit} bytes.")
@@ -96,6 +152,11 @@ UNKNOWN_SCOPE = ErrorSpec(
 UNHELD_SCOPE = ErrorSpec(
     "unheld_scope", 422, "You don't hold the '{scope}' permission, so a token you create can't have it."
 )
+SESSION_ONLY_SCOPE = ErrorSpec(
+    "session_only_scope", 422,
+    "'{scope}' ({label}) needs an interactive session, so a token can't have it. "
+    "GET /api/v1/permissions marks the permissions a token can use.",
+)
 DUPLICATE_SCOPE = ErrorSpec("duplicate_scope", 422, "Scope '{scope}' is listed more than once.")
 UNKNOWN_PERMISSION = ErrorSpec(
     "unknown_permission", 422, "Unknown permission '{permission}'. GET /api/v1/permissions lists them."
@@ -105,6 +166,18 @@ ADMIN_ROLE_FIXED = ErrorSpec(
 )
 RATE_LIMITED = ErrorSpec(
     "rate_limited", 429, "Too many failed attempts from your address. Try again in {retry_after} seconds."
+)
+LOGIN_RATE_LIMITED = ErrorSpec(
+    "rate_limited", 429, "Too many failed logins from your address. Try again in {retry_after} seconds."
+)
+LOGIN_ACCOUNT_THROTTLED = ErrorSpec(
+    "rate_limited", 429,
+    "Too many failed logins for this email from addresses it does not usually sign in from, so each such "
+    "address waits between attempts. Try again in {retry_after} seconds.",
+)
+CLIENT_RATE_LIMITED = ErrorSpec(
+    "rate_limited", 429,
+    "Too many failed service-credential authentications from your address. Try again in {retry_after} seconds.",
 )
 
 # 503
@@ -183,4 +256,53 @@ POLICY_MAX_LIFETIME = ErrorSpec(
 WEBHOOK_URL_INVALID = ErrorSpec(
     "validation_error", 422,
     "webhook_url must be an http:// or https:// URL with a host, at most 2000 characters (or null to remove it).",
+)
+WEBHOOK_URL_REFUSED = ErrorSpec(
+    "webhook_url_refused", 422,
+    "webhook_url is refused: {reason}. kbai sends webhooks to public internet addresses only (an operator can "
+    "allow an internal receiver with KBAI_WEBHOOK_ALLOWED_NETWORKS).",
+)
+ENCRYPTION_KEY_REQUIRED = ErrorSpec(
+    "encryption_key_required", 409,
+    "kbai keeps webhook signing secrets only encrypted, and no encryption key is set: the operator must set "
+    "KBAI_ENCRYPTION_KEY (the same on every instance and worker) before a webhook can be set up.",
+)
+ENCRYPTION_KEY_WRONG = ErrorSpec(
+    "encryption_key_wrong", 409,
+    "A stored webhook signing secret cannot be decrypted with the configured KBAI_ENCRYPTION_KEY: set the key "
+    "it was encrypted with (comma-separated after the new one while rotating), or make a new webhook secret.",
+)
+
+
+# ---- the pages' own words for form fields (shown under the field; the API keeps its messages above) ----
+FIELD_TOKEN_NAME_EMPTY = ErrorSpec(
+    "validation_error", 422, "Give the token a name, for example “Zapier production”, so you can tell it apart later.",
+)
+FIELD_NAME_TOO_LONG = ErrorSpec(
+    "validation_error", 422, "That name is {length} characters long. Keep it to {limit} characters or fewer.",
+)
+FIELD_TOKEN_NAME_TAKEN = ErrorSpec(
+    "name_taken", 409, "You already have an active token called “{name}”. Choose another name, or revoke that token first.",
+)
+FIELD_SCOPES_NONE = ErrorSpec(
+    "validation_error", 422,
+    "Pick at least one scope, or choose “Identity only” if the token should only show who you are.",
+)
+FIELD_EXPIRY_DATE_MISSING = ErrorSpec(
+    "validation_error", 422, "Pick a date for the custom expiration, or choose one of the other options.",
+)
+FIELD_EXPIRY_DATE_PAST = ErrorSpec("validation_error", 422, "Pick an expiration date after today.")
+FIELD_EXPIRY_CHOICE = ErrorSpec("validation_error", 422, "Choose when the token expires.")
+FIELD_ROLE_NAME_EMPTY = ErrorSpec("validation_error", 422, "Give the role a name, for example “Developers”.")
+FIELD_ROLE_NAME_TAKEN = ErrorSpec(
+    "already_exists", 409, "There is already a role called “{name}”. Choose another name.",
+)
+FIELD_EMAIL_INVALID = ErrorSpec("validation_error", 422, "Enter an email address like name@company.com.")
+FIELD_EMAIL_TAKEN = ErrorSpec("already_exists", 409, "Someone with the email {email} already has an account.")
+FIELD_PASSWORD_LENGTH = ErrorSpec(
+    "validation_error", 422,
+    "The password needs at least {min} characters. Or leave it blank, and we generate one and show it once.",
+)
+FIELD_EXPIRY_DATE_TOO_FAR = ErrorSpec(
+    "validation_error", 422, "Pick a date at most {days} days from today.",
 )

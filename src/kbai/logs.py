@@ -5,13 +5,21 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from contextvars import ContextVar
 from datetime import UTC, datetime
 
 from kbai.tokens.format import redact
 
 
+# The id of the request being served (set by kbai.web.middleware for the whole request, thread-pool
+# work included: contextvars follow it there), so that every line logged while serving it carries it.
+REQUEST_ID: ContextVar[str | None] = ContextVar("kbai_request_id", default=None)
+
+
 class RedactingJsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        if not hasattr(record, "request_id") and (current := REQUEST_ID.get()) is not None:
+            record.request_id = current
         entry = {
             "time": datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "level": record.levelname,
@@ -36,3 +44,6 @@ def configure(level: str = "INFO") -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # Their INFO/DEBUG lines carry full request URLs (a tenant's webhook URL may hold its receiver's secret).
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -1,10 +1,12 @@
 """In-app notifications: short messages a user reads at ``GET /api/v1/notifications``.
 
 Domain code adds them inside its own write transaction (:meth:`Notifications.add`), so a
-notification exists if and only if the change it reports was committed. After the commit it calls
-:meth:`Notifications.deliver`, which hands the new notifications to every registered sender: the
-hook for other channels (email is issue 7's job: append a callable to ``senders``). A sender that
-fails is logged and never undoes or blocks the change.
+notification exists if and only if the change it reports was committed: exactly once. When SMTP is
+configured the same call writes an email for each of them to the outbox (:mod:`kbai.outbox`), in
+that same transaction. After the commit the caller calls :meth:`Notifications.deliver`, which hands
+those emails to the outbox (sent at least once, outside any transaction) and the new notifications
+to every in-process sender in ``senders``. A sender or an email that fails is logged and never
+undoes or blocks the change.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from kbai.audit import redacted
 from kbai.clock import Clock, utc_seconds
+from kbai.outbox import Outbox
 from kbai.store import Database
 from kbai.store.models import Notification
 from kbai.tokens.format import redact
@@ -53,16 +56,21 @@ class NotificationView:
     created_at: datetime
     read_at: datetime | None
     email: str | None = None
+    outbox_id: int | None = None  # the email of this notification waiting in the outbox
 
 
 Sender = Callable[[Sequence[NotificationView]], None]
 
 
+EMAIL_FOOTER = "\n\nSee it in kbai: System Settings → API Keys.\n"
+
+
 class Notifications:
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Database, clock: Clock, outbox: Outbox | None = None) -> None:
         self.db = db
         self.clock = clock
-        # Called after commit with the notifications just added (e.g. to send them by email).
+        self.outbox = outbox
+        # Called after commit with the notifications just added (in-process hooks; email goes by the outbox).
         self.senders: list[Sender] = []
 
     def add(self, session: Session, items: Iterable[NewNotification], at: datetime) -> list[NotificationView]:
@@ -77,12 +85,23 @@ class Notifications:
         ids = session.scalars(
             insert(Notification).returning(Notification.id, sort_by_parameter_order=True), rows
         ).all()
-        return [NotificationView(id=nid, email=item.email, **{k: v for k, v in row.items()})
-                for nid, item, row in zip(ids, items, rows, strict=True)]
+        views = []
+        for nid, item, row in zip(ids, items, rows, strict=True):
+            outbox_id = None
+            if self.outbox is not None and self.outbox.mail_enabled and item.email:
+                outbox_id = self.outbox.add_email(
+                    session, event_id=f"notification-{nid}", tenant_id=item.tenant_id, user_id=item.user_id,
+                    to=item.email, subject=str(row["title"]), body=str(row["body"]) + EMAIL_FOOTER,
+                    event_type=item.kind, at=at)
+            views.append(NotificationView(id=nid, email=item.email, outbox_id=outbox_id, **dict(row.items())))
+        return views
 
     def deliver(self, views: Sequence[NotificationView]) -> None:
+        """After the commit: send the emails of ``views`` (outbox) and call the in-process senders."""
         if not views:
             return
+        if self.outbox is not None:
+            self.outbox.after_commit(v.outbox_id for v in views)
         for sender in self.senders:
             try:
                 sender(views)

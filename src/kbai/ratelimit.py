@@ -1,4 +1,5 @@
-"""Rate limits on failures (token authentication per IP; logins per IP and per account).
+"""Rate limits on failures (token authentication per IP; logins per address and per account, see
+:class:`LoginThrottle`).
 
 Backed by the ``limits`` library: in-process memory by default, Redis when KBAI_REDIS_URL is set
 so every instance shares the same counters. When Redis cannot be reached the counters fall back to
@@ -8,11 +9,13 @@ a Redis outage must not turn every token check and login into a 500.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Literal, TypeVar
 
 from limits import RateLimitItemPerMinute, storage, strategies
 from limits.errors import StorageError
@@ -66,6 +69,102 @@ class FailureLimiter:
 
     def failed(self, item: RateLimitItemPerMinute, *keys: str) -> None:
         self._use(lambda limiter: limiter.hit(item, *keys))
+
+
+# ---- logins -------------------------------------------------------------------------------------
+FAMILIAR_SECONDS = 30 * 86400  # an address an account signed in from stays familiar this long
+ACCOUNT_WINDOW_SECONDS = 86400
+
+
+@dataclass(frozen=True)
+class LoginRefused:
+    """Not evaluated: ``why`` is ``address`` (this address failed too often) or ``account`` (the account
+    is under attack and this address is not one it signs in from); try again in ``retry_after`` s."""
+
+    why: Literal["address", "account"]
+    retry_after: int
+
+
+@dataclass(frozen=True)
+class LoginReserved:
+    """An attempt that may be evaluated: a failure keeps its place in the counters, anything else hands
+    it to :meth:`LoginThrottle.give_back`."""
+
+    account: str
+    ip: str
+
+
+class LoginThrottle:
+    """Failed logins slow the attacker, never lock the owner out.
+
+    * **Per address** (``KBAI_LOGIN_FAILURES_PER_MINUTE``): an address that fails too often is refused
+      for the rest of the minute, whatever account it tries. Only that address.
+    * **Per account** (``KBAI_LOGIN_ACCOUNT_FAILURES_PER_DAY``): past that many failures in a day, from
+      any addresses, an address the account has not signed in from (in the last 30 days) gets one
+      attempt per delay, and the delay doubles with each further failure (2 s, 4 s, ... up to
+      ``KBAI_LOGIN_ACCOUNT_MAX_DELAY_SECONDS``). A botnet then guesses a few hundred passwords a day
+      at most, while the owner, from an address they used before, logs in as usual.
+
+    Every attempt is reserved before its password is checked (an atomic increment) and given back when
+    it succeeds, so parallel requests can never be evaluated more often than the limits allow. Unknown
+    emails count exactly like real ones: the throttle never tells which accounts exist. Accounts are
+    kept as SHA-256 digests, so Redis holds no email address.
+    """
+
+    def __init__(self, limiter: FailureLimiter, account_per_day: int, max_delay_seconds: int) -> None:
+        self.limiter = limiter
+        # Fixed windows (a counter that can be given back), under their own names: the token limit's
+        # moving windows are lists in Redis, and the two must never share a key.
+        self.address = RateLimitItemPerMinute(limiter.login.amount, namespace="KBAI-LOGIN")
+        self.account_per_day = account_per_day
+        self.max_delay = max_delay_seconds
+
+    @staticmethod
+    def _keys(account: str, ip: str) -> tuple[str, str, str]:
+        a = hashlib.sha256(account.strip().lower().encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        f = hashlib.sha256(f"{a}|{ip}".encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        return f"kbai-login/failures/{a}", f"kbai-login/gate/{a}", f"kbai-login/familiar/{f}"
+
+    def reserve(self, account: str, ip: str) -> LoginReserved | LoginRefused:
+        failures, gate, familiar = self._keys(account, ip)
+
+        def take(limiter: strategies.MovingWindowRateLimiter) -> LoginReserved | LoginRefused:
+            st = limiter.storage
+            fixed = strategies.FixedWindowRateLimiter(st)
+            if not fixed.hit(self.address, "login-ip", ip):
+                reset_at, _ = fixed.get_window_stats(self.address, "login-ip", ip)
+                return LoginRefused("address", max(1, math.ceil(reset_at - time.time())))
+            n = st.incr(failures, ACCOUNT_WINDOW_SECONDS)
+            over = n - self.account_per_day
+            if over > 0 and not st.get(familiar):
+                delay = min(2 ** min(over, 20), self.max_delay)
+                if st.incr(gate, delay) > 1:  # another attempt holds this delay: this one is not evaluated
+                    st.incr(failures, ACCOUNT_WINDOW_SECONDS, -1)
+                    fixed.hit(self.address, "login-ip", ip, cost=-1)
+                    return LoginRefused("account", max(1, math.ceil(st.get_expiry(gate) - time.time())))
+            return LoginReserved(account, ip)
+
+        return self._use_storage(take)
+
+    def give_back(self, attempt: LoginReserved, *, signed_in: bool) -> None:
+        """The attempt was no failure (the password was right, or the check itself broke down); with
+        ``signed_in`` its address becomes familiar to the account for 30 days."""
+        failures, _gate, familiar = self._keys(attempt.account, attempt.ip)
+
+        def refund(limiter: strategies.MovingWindowRateLimiter) -> None:
+            st = limiter.storage
+            address = self.address.key_for("login-ip", attempt.ip)
+            for key, window in ((address, self.address.get_expiry()), (failures, ACCOUNT_WINDOW_SECONDS)):
+                if st.get(key) > 0:  # (a window that ended meanwhile has nothing to give back)
+                    st.incr(key, window, -1)
+            if signed_in:
+                st.clear(familiar)  # restarts its 30 days
+                st.incr(familiar, FAMILIAR_SECONDS)
+
+        self._use_storage(refund)
+
+    def _use_storage(self, action: Callable[[strategies.MovingWindowRateLimiter], T]) -> T:
+        return self.limiter._use(action)  # noqa: SLF001 - the same Redis-or-memory choice as every limit
 
 
 # ---- failed token authentications ----------------------------------------------------------------

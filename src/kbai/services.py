@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from kbai.access.catalog import Catalog
 from kbai.access.credentials import CredentialService
 from kbai.access.passwords import Passwords
+from kbai.access.requests import AdminRequests
 from kbai.access.service import AccessService
 from kbai.access.sessions import SessionService
 from kbai.cache.bus import ALL, Bus
@@ -18,11 +19,14 @@ from kbai.cache.verification import VerificationCache
 from kbai.clock import Clock, FrozenClock, SystemClock
 from kbai.config import Settings
 from kbai.metrics import Metrics
+from kbai.egress import Guard
 from kbai.notifications import Notifications
 from kbai.partner_keys import PartnerKeys
-from kbai.ratelimit import FailureLimiter, TokenFailures
-from kbai.store import Database
+from kbai.ratelimit import FailureLimiter, LoginThrottle, TokenFailures
 from kbai.mail import Mailer
+from kbai.outbox import Outbox
+from kbai.secretbox import SecretBox
+from kbai.store import Database
 from kbai.tokens.activity import ActivityService
 from kbai.tokens.hygiene import AutoRevoke
 from kbai.tokens.inventory import Inventory
@@ -58,6 +62,7 @@ class Services:
     activity: ActivityService
     inventory: Inventory
     mailer: Mailer | None
+    outbox: Outbox
     reminders: Reminders
     auto_revoke: AutoRevoke
 
@@ -116,10 +121,14 @@ class Services:
             settings.redis_url, settings.redis_prefix,
             settings.auth_failures_per_minute, settings.login_failures_per_minute,
         )
-        notifications = Notifications(db, clock)
         mailer = Mailer.from_settings(settings)
-        if mailer is not None:
-            notifications.senders.append(mailer.notify)
+        guard = Guard.from_setting(settings.webhook_allowed_networks)
+        secrets = SecretBox.configure(settings.encryption_key, settings.database_url)
+        outbox = Outbox(db, clock, webhooks=Webhooks(clock, guard, settings.outbound_deadline_seconds),
+                        mailer=mailer, secrets=secrets, deadline_seconds=settings.outbound_deadline_seconds)
+        notifications = Notifications(db, clock, outbox)
+        # However a requester of "Ask an admin" comes to hold the permission, they are told.
+        access.grant_listeners.append(AdminRequests(access, notifications).resolve_granted)
         return cls(
             settings=settings,
             db=db,
@@ -127,8 +136,9 @@ class Services:
             catalog=catalog,
             passwords=passwords,
             access=access,
-            sessions=SessionService(access, settings.session_ttl_seconds),
-            credentials=CredentialService(db, clock),
+            sessions=SessionService(access, settings.session_ttl_seconds, LoginThrottle(
+                limiter, settings.login_account_failures_per_day, settings.login_account_max_delay_seconds)),
+            credentials=CredentialService(db, clock, catalog, settings.operator_tenant),
             tokens=tokens,
             usage=UsageBuffer(db, settings.last_used_flush_seconds, on_write=_written),
             limiter=limiter,
@@ -140,20 +150,24 @@ class Services:
             notifications=notifications,
             leaks=LeakResponse(tokens, notifications),
             partner_keys=PartnerKeys(settings.secret_scanning_keys_file),
-            policies=PolicyService(db, clock),
+            policies=PolicyService(db, clock, guard, secrets),
             activity=ActivityService(db, clock),
             inventory=Inventory(tokens, notifications),
             mailer=mailer,
-            reminders=Reminders(db, clock, notifications, mailer, Webhooks(clock)),
+            outbox=outbox,
+            reminders=Reminders(db, clock, notifications, outbox),
             auto_revoke=AutoRevoke(tokens, notifications),
         )
 
     def start(self) -> None:
-        """Start the background parts of a serving process: invalidation subscriber, last-used flusher."""
+        """Start the background parts of a serving process: invalidation subscriber, last-used flusher, and
+        the outbox dispatcher (emails and webhooks leave after the request's commit, without holding it up)."""
         self.bus.start(self._on_invalidation)
         self.usage.start()
+        self.outbox.start()
 
     def stop(self) -> None:
+        self.outbox.stop()
         self.usage.stop()
         self.bus.stop()
 

@@ -235,9 +235,9 @@ def test_authenticate(world: World) -> None:
             svc.access.authenticate(email, password)
         assert info.value.status == 401
     svc.access.deactivate_user(world.admin, world.dev.user_id)
-    with raises_code("user_inactive"):
+    # The right password of a deactivated account says only "wrong" too (issue 13, finding 11).
+    with raises_code("invalid_credentials"):
         svc.access.authenticate("dev@acme.test", "dev-password-1")
-    # A wrong password still says only "wrong", even for a deactivated account.
     with raises_code("invalid_credentials"):
         svc.access.authenticate("dev@acme.test", "wrong-password")
 
@@ -285,13 +285,19 @@ def test_users_manage_alone_cannot_grant_admin(world: World) -> None:
     hr = svc.access.create_role(world.admin, world.tenant_id, "HR", ["users.read", "users.manage"])
     svc.access.create_user(world.admin, world.tenant_id, "hr@acme.test", "hr-password-123", [hr.id])
     hr_actor = world.actor("hr@acme.test")
-    with raises_code("forbidden"):
+    with raises_code("permission_not_held") as info:
         svc.access.create_user(hr_actor, world.tenant_id, "boss@acme.test", "boss-password-1", ["Admin"])
-    with raises_code("forbidden"):
+    assert info.value.status == 403 and "Admin role" in info.value.message
+    assert svc.access.user_by_email("boss@acme.test") is None
+    with raises_code("permission_not_held"):
         svc.access.set_user_roles(hr_actor, world.dev.user_id, ["Admin"])
+    # Developers grants developer.manage_tokens and roles.read, which HR doesn't hold: dev is out of HR's reach.
+    with raises_code("permission_not_held"):
+        svc.access.set_user_roles(hr_actor, world.dev.user_id, ["Member"])
     assert svc.access.get_user(world.admin, world.dev.user_id).roles == ["Developers"]
-    # Non-admin role changes are within users.manage.
-    assert svc.access.set_user_roles(hr_actor, world.dev.user_id, ["Member"]).roles == ["Member"]
+    # Roles within what HR holds are HR's to give.
+    member, _ = svc.access.create_user(hr_actor, world.tenant_id, "temp@acme.test", "temp-password-1", ["Member"])
+    assert svc.access.set_user_roles(hr_actor, member.id, ["Member", hr.id]).roles == ["HR", "Member"]
 
 
 # ---- the last admin ---------------------------------------------------------------------------

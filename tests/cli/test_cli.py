@@ -17,6 +17,9 @@ import pytest
 from sqlalchemy import func, inspect, select
 
 from kbai import cli
+from kbai.access.catalog import Catalog
+from kbai.audit import Actor
+from kbai.clock import FrozenClock
 from kbai.config import Settings
 from kbai.services import Services
 from kbai.store.models import Tenant, User
@@ -214,6 +217,47 @@ def test_cli_mistakes_give_one_error_line(database_url: str, tmp_path: Path) -> 
         svc.close()
 
 
+def test_finding5_user_reactivate_brings_back_the_login_and_never_a_revoked_token(
+        database_url: str, tmp_path: Path) -> None:
+    """`kbai user reactivate --email E` mirrors `kbai user deactivate`: the operator's way back (issue 13)."""
+    from kbai import audit
+    from tests.conftest import World
+
+    kbai = Kbai(database_url, tmp_path)
+    svc = _services(database_url)
+    try:
+        _ok(kbai("tenant", "create", "Acme", "--admin-email", "a@acme.test", "--admin-password", "admin-password-1"))
+        tenant = svc.access.tenant_by_name("Acme")
+        assert tenant is not None
+        role = svc.access.create_role(cli.OPERATOR, tenant.id, "Devs", ["developer.manage_tokens"])
+        _ok(kbai("user", "create", "--tenant", "Acme", "--email", "x@acme.test", "--password", "x-password-123",
+                 "--role", "Devs"))
+        x_actor = World(svc, tenant.id, None, None, role.id).actor("x@acme.test")  # type: ignore[arg-type]
+        _, kept = svc.tokens.create(x_actor, "kept", [])
+        gone_view, gone = svc.tokens.create(x_actor, "gone", [])
+        svc.tokens.revoke(x_actor, gone_view.id)
+
+        out = _ok(kbai("user", "deactivate", "--email", "x@acme.test"))
+        assert "deactivated x@acme.test" in out
+        svc.cache.clear()  # this process caches verdicts; the CLI runs in another
+        assert svc.tokens.verify(kept).outcome is Outcome.OWNER_INACTIVE
+        out = _ok(kbai("user", "reactivate", "--email", "X@acme.test"))
+        assert out.strip() == ("reactivated x@acme.test; they can log in again, and their tokens that were not "
+                               "revoked or expired work again")
+        svc.cache.clear()
+        assert svc.tokens.verify(kept).ok
+        assert svc.tokens.verify(gone).outcome is Outcome.REVOKED
+        assert svc.access.authenticate("x@acme.test", "x-password-123").active
+        _ok(kbai("user", "reactivate", "--email", "x@acme.test"))  # idempotent
+        with svc.db.read() as s:
+            events = [e for e in audit.events(s, tenant.id, limit=50) if e.action == "user.reactivate"]
+        assert [(e.actor, e.details) for e in events] == [("operator", {"email": "x@acme.test"})]
+        line = _one_error_line(kbai("user", "reactivate", "--email", "nobody@acme.test"))
+        assert "nobody@acme.test" in line and "not found" in line
+    finally:
+        svc.close()
+
+
 def test_settings_and_connection_mistakes_give_one_error_line(tmp_path: Path) -> None:
     # These fail before any backend is reached, so they run once rather than per backend.
     kbai = Kbai(f"sqlite:///{tmp_path / 'unused.db'}", tmp_path)
@@ -261,3 +305,70 @@ def test_demo_is_idempotent_and_its_passwords_log_in(services: Services, capsys:
     assert services.access.get_user(cli.OPERATOR, admin.id).roles == ["Admin"]
     assert services.access.get_user(cli.OPERATOR, dev.id).roles == ["Member"]
     assert admin.tenant_id == dev.tenant_id
+
+
+def test_demo_gives_member_the_demo_products_permissions(database_url: str, clock: FrozenClock,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """`kbai serve --demo` loads the packaged product catalog; Member holds it, so after the help page's grant
+    (Manage API Tokens on the member's role) the create form offers real scopes."""
+    settings = Settings(database_url=database_url, permissions_file=cli.DEMO_PERMISSIONS, **FAST_ARGON2)
+    svc = Services.build(settings, clock=clock)
+    try:
+        for _ in range(2):  # idempotent
+            cli._demo(svc)
+        capsys.readouterr()
+        dev = svc.access.user_by_email("dev@acme.test")
+        assert dev is not None
+        with svc.db.read() as s:
+            held = svc.access.permissions(s, dev)
+        assert {"contacts.read", "contacts.write", "deals.read", "deals.write", "reports.export"} <= held
+        assert svc.catalog.token_usable(held) == held, "none of the demo product's permissions needs a session"
+        member = next(r for r in svc.access.list_roles(cli.OPERATOR, dev.tenant_id) if r.name == "Member")
+        svc.access.update_role(cli.OPERATOR, member.id, [*member.permissions, "developer.manage_tokens"])
+        view, _ = svc.tokens.create(
+            Actor(kind="user", user_id=dev.id, tenant_id=dev.tenant_id, email=dev.email), "Zapier production",
+            ["contacts.read"], expires_in_days=90)
+        assert view.scopes == ["contacts.read"]
+    finally:
+        svc.close()
+
+
+def test_the_demo_catalog_is_packaged_beside_the_cli() -> None:
+    text = (Path(cli.__file__).parent / "demo_permissions.toml").read_text(encoding="utf-8")
+    assert cli.DEMO_PERMISSIONS.is_file() and "contacts.read" in text
+    assert Catalog.load(cli.DEMO_PERMISSIONS).get("contacts.read") is not None
+
+
+def test_service_credential_create_list_and_revoke(database_url: str, tmp_path: Path) -> None:
+    import json
+
+    kbai = Kbai(database_url, tmp_path)
+    svc = _services(database_url)
+    try:
+        created = kbai("service-credential", "create", "contacts-api")
+        out = _ok(created)
+        lines = dict(line.split(": ", 1) for line in out.splitlines())
+        assert set(lines) == {"client_id", "client_secret"}, out
+        client_id, secret = lines["client_id"], lines["client_secret"]
+        assert "shown once" in created.stderr and secret not in created.stderr
+        assert svc.credentials.authenticate(client_id, secret) is not None
+        made = json.loads(_ok(kbai("service-credential", "create", "billing-api", "--json")))
+        assert set(made) == {"id", "name", "client_id", "client_secret"} and made["name"] == "billing-api"
+
+        listed = _ok(kbai("service-credential", "list"))
+        assert client_id in listed and "contacts-api" in listed and secret not in listed
+        rows = json.loads(_ok(kbai("service-credential", "list", "--json")))["service_credentials"]
+        assert [(r["client_id"], r["status"]) for r in rows] == [(client_id, "active"), (made["client_id"], "active")]
+        assert secret not in json.dumps(rows) and made["client_secret"] not in json.dumps(rows)
+
+        out = _ok(kbai("service-credential", "revoke", client_id))
+        assert f"service credential {client_id} (contacts-api) is revoked" in out
+        assert svc.credentials.authenticate(client_id, secret) is None, "introspection refuses it at once"
+        assert svc.credentials.authenticate(made["client_id"], made["client_secret"]) is not None
+        again = json.loads(_ok(kbai("service-credential", "revoke", client_id, "--json")))
+        assert again["status"] == "revoked" and again["revoked_at"] == next(
+            r["revoked_at"] for r in json.loads(_ok(kbai("service-credential", "list", "--json")))["service_credentials"]
+            if r["client_id"] == client_id)
+        assert "not found" in _one_error_line(kbai("service-credential", "revoke", "kbai_sc_0000000000000000"))
+    finally:
+        svc.close()

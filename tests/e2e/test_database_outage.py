@@ -7,15 +7,11 @@ connections, and carries on with nothing lost once it is back.
 from __future__ import annotations
 
 import subprocess
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
-from kbai.store import Database
-from tests.conftest import KBAI_BIN, PG_ADMIN_URL, _pg_admin, _pg_url, free_port, missing_service, server_env, start_server
+from tests.conftest import KBAI_BIN, _pg_admin, _pg_url, free_port, server_env, start_server
 from tests.gateway.helpers import bearer, create_token, listed, login, seed
 
 
@@ -29,25 +25,6 @@ def test_serve_without_its_database_stops_with_one_clear_line(url: str, tmp_path
     assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, output[-500:]
     assert "KBAI_DATABASE_URL" in done.stderr
     assert "Traceback" not in output and "hunter2-secret" not in output
-
-
-@pytest.fixture
-def own_pg_database() -> Iterator[str]:
-    """A PostgreSQL database of this test's own, so it can be closed to connections."""
-    name = f"kbai_out_{uuid.uuid4().hex[:12]}"
-    try:
-        _pg_admin(f'CREATE DATABASE "{name}"')
-    except psycopg.Error:
-        missing_service(f"PostgreSQL at {PG_ADMIN_URL}")
-    url = _pg_url(name)
-    db = Database(url)
-    db.upgrade()
-    db.dispose()
-    try:
-        yield name
-    finally:
-        _pg_admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-        _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _kill_connections(name: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import pytest
@@ -138,3 +139,33 @@ def test_json_and_form_bodies(env: Env) -> None:
     r = httpx.post(env.url, json={}, auth=auth, timeout=30)
     assert r.status_code == 400
     assert r.json()["error"]["code"] == "bad_request"
+
+
+def test_finding15_failed_client_authentication_is_rate_limited_per_address(database_url: str,
+                                                                           tmp_path: Path) -> None:
+    """Issue 13, finding 15: wrong, unknown or garbled client credentials count per client address; past
+    the limit that address gets 429 with Retry-After (even with the right secret), others are served."""
+    seed(database_url)
+    client_id, secret = create_service_credential(database_url, "contacts-api")
+    server = start_server(database_url, tmp_path, KBAI_INTROSPECTION_FAILURES_PER_MINUTE="3")
+    token = "kbai_pk_" + "f" * 64
+
+    def ask(ip: str, **kwargs: object) -> httpx.Response:
+        return httpx.post(server.url + "/api/v1/introspect", data={"token": token}, timeout=30,
+                          headers={"X-Forwarded-For": ip, **kwargs.pop("headers", {})}, **kwargs)  # type: ignore[arg-type]
+
+    try:
+        for _ in range(5):  # successes never count
+            assert ask("203.0.113.60", auth=(client_id, secret)).status_code == 200
+        assert ask("203.0.113.60", auth=(client_id, secret + "x")).status_code == 401
+        assert ask("203.0.113.60", auth=("kbai_sc_0000000000000000", secret)).status_code == 401
+        assert ask("203.0.113.60", headers={"Authorization": "Basic !!!"}).status_code == 401
+        for attempt in (dict(auth=(client_id, secret + "y")), dict(auth=(client_id, secret))):
+            r = ask("203.0.113.60", **attempt)
+            assert r.status_code == 429, r.text
+            assert r.json()["error"]["code"] == "rate_limited" and "from your address" in r.json()["error"]["message"]
+            assert 1 <= int(r.headers["retry-after"]) <= 60
+            assert "active" not in r.json()
+        assert ask("203.0.113.61", auth=(client_id, secret)).json() == {"active": False}  # only that address
+    finally:
+        server.stop()

@@ -1,12 +1,15 @@
 """Lifecycle fixtures: a real SMTP server (aiosmtpd) and a real webhook receiver, both in-process, and
-services/app clients whose settings point at that SMTP server."""
+services/app clients whose settings point at that SMTP server and let webhooks reach the receiver on
+127.0.0.1 (the operator's KBAI_WEBHOOK_ALLOWED_NETWORKS: by default loopback is refused)."""
 
 from __future__ import annotations
 
 import asyncio
 import email
 import email.policy
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -69,10 +72,13 @@ def mailbox() -> Iterator[Mailbox]:
         controller.stop()
 
 
+LOCAL_RECEIVERS = "127.0.0.1/32"
+
+
 @pytest.fixture
 def settings(database_url: str, mailbox: Mailbox) -> Settings:
     return Settings(database_url=database_url, smtp_host="127.0.0.1", smtp_port=mailbox.port,
-                    smtp_from="kbai@acme.test", **FAST_ARGON2)
+                    smtp_from="kbai@acme.test", webhook_allowed_networks=LOCAL_RECEIVERS, **FAST_ARGON2)
 
 
 @pytest.fixture
@@ -128,3 +134,78 @@ def webhook() -> Iterator[WebhookReceiver]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@dataclass
+class Trickler:
+    """A real TCP server that, once it has read a request (or, with ``greet``, at once), answers one byte every
+    ``interval`` seconds and never finishes: the slow receiver of issue 13, finding 3. It stops when the client
+    hangs up (``closed_by_peer``) or after ``cap`` seconds (``hit_cap``: the client never gave up)."""
+
+    port: int = 0
+    interval: float = 0.5
+    cap: float = 90.0
+    greet: bytes | None = None  # SMTP: trickle a banner instead of waiting for a request
+    connected: threading.Event = field(default_factory=threading.Event)
+    finished: threading.Event = field(default_factory=threading.Event)
+    closed_by_peer: bool = False
+    hit_cap: bool = False
+    sent: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks/slow"
+
+
+def _trickle(server: socket.socket, t: Trickler) -> None:
+    try:
+        conn, _ = server.accept()
+    except OSError:
+        return
+    with conn:
+        if t.greet is None:
+            data = b""
+            conn.settimeout(30)
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            head = b"HTTP/1.1 200 OK\r\nX-Slow: "
+        else:
+            head = t.greet
+        t.connected.set()
+        started = time.monotonic()
+        for byte in [head[i:i + 1] for i in range(len(head))] + [b"a"] * 100_000:
+            if time.monotonic() - started > t.cap:
+                t.hit_cap = True
+                break
+            try:
+                conn.settimeout(t.interval)
+                try:
+                    if conn.recv(1) == b"":
+                        t.closed_by_peer = True
+                        break
+                except TimeoutError:
+                    pass
+                conn.sendall(byte)
+                t.sent += 1
+            except OSError:
+                t.closed_by_peer = True
+                break
+    t.finished.set()
+
+
+@pytest.fixture
+def trickler() -> Iterator[Trickler]:
+    t = Trickler()
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    t.port = server.getsockname()[1]
+    thread = threading.Thread(target=_trickle, args=(server, t), daemon=True)
+    thread.start()
+    try:
+        yield t
+    finally:
+        server.close()

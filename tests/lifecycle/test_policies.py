@@ -96,13 +96,13 @@ def test_every_member_reads_the_policy_only_role_managers_change_it(world: World
     assert r.status_code == 200
     assert r.json()["auto_revoke_unused_days"] == 60 and r.json()["max_lifetime_days"] is None
     r = _put(client, admin_csrf, new_webhook_secret=True)
-    assert r.json()["webhook_secret"].startswith("kbai_whsec_")
+    assert r.json()["webhook_secret"].startswith("whsec_")
     with svc.db.read() as s:
         events = list(s.scalars(select(AuditEvent).where(AuditEvent.action == "policy.update").order_by(AuditEvent.id)))
     assert [e.actor for e in events] == ["operator", "user:admin@acme.test", "user:admin@acme.test"]
     assert events[1].details["changes"] == {"max_lifetime_days": {"from": 30, "to": None},
                                             "auto_revoke_unused_days": {"from": None, "to": 60}}
-    assert "kbai_whsec_" not in str([e.details for e in events])  # the secret itself is never recorded
+    assert "whsec_" not in str([e.details for e in events])  # the secret itself is never recorded
 
 
 def test_kbai_policy_set(world: World, database_url: str) -> None:
@@ -115,7 +115,7 @@ def test_kbai_policy_set(world: World, database_url: str) -> None:
                 "--auto-revoke-unused-days", "120", "--webhook-url", "https://hooks.acme.test/kbai")
     assert done.returncode == 0, done.stderr
     assert "max lifetime 90 days, expiration required: yes, auto-revoke unused: 120 days" in done.stdout
-    assert "webhook secret: kbai_whsec_" in done.stdout
+    assert "webhook secret: whsec_" in done.stdout
     policy = world.services.policies.get(world.tenant_id)
     assert (policy.max_lifetime_days, policy.expiration_required, policy.auto_revoke_unused_days) == (90, True, 120)
     done = kbai("set", "--tenant", "Acme", "--max-lifetime-days", "0", "--no-expiration-required")

@@ -1,17 +1,21 @@
 """Expiry reminders in-process: 7 days before, 1 day before and at expiry, each once, by email (a real SMTP
-server) and in-app; none for revoked or rotated tokens; a failed send is retried and never doubled."""
+server) and in-app; none for revoked or rotated tokens; a failed send stays in the outbox, is retried after
+its backoff and never doubled; webhook events verify with the standardwebhooks package's own verifier."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 from sqlalchemy import func, select
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from kbai.clock import FrozenClock
-from kbai.store.models import Notification, TokenReminder
+from kbai.outbox import RETRY_DELAYS
+from kbai.store.models import Notification, OutboxMessage, TokenReminder
 from kbai.tokens.reminders import EXPIRED, EXPIRES_IN_1_DAY, EXPIRES_IN_7_DAYS, NOTICE, WEBHOOK
-from kbai.webhooks import verify
+from kbai.webhooks import standard_secret, verify
 from tests.conftest import OPERATOR, World
 from tests.lifecycle.conftest import Mailbox, WebhookReceiver
 
@@ -90,46 +94,111 @@ def test_revoked_rotated_and_deactivated_owners_get_none(world: World, clock: Fr
     assert mailbox.to("leaver@acme.test") == []
 
 
+def _outbox(world: World) -> list[OutboxMessage]:
+    with world.services.db.read() as s:
+        return list(s.scalars(select(OutboxMessage).order_by(OutboxMessage.id)))
+
+
 def test_a_failed_email_is_retried_and_never_doubled(world: World, clock: FrozenClock, mailbox: Mailbox) -> None:
     svc = world.services
     view, _ = svc.tokens.create(world.dev, "cron job", ["users.read"], expires_in_days=8)
     clock.advance(days=1)
     mailbox.refuse = True
     run = svc.reminders.send_due()
-    assert run.sent == [] and [d.token_id for d in run.failed] == [view.id]
-    # The claim rolled back with the failed send: no row, no in-app notice, still due.
+    # Claimed once: the in-app notice exists and the email waits in the outbox, to be tried again later.
+    assert [d.token_id for d in run.sent] == [view.id] and run.failed == []
     with svc.db.read() as s:
-        assert s.scalar(select(func.count()).select_from(TokenReminder)) == 0
-    assert _notices(world) == []
-    assert [d.token_id for d in svc.reminders.due()] == [view.id]
+        assert s.scalar(select(func.count()).select_from(TokenReminder)) == 1
+    assert len(_notices(world)) == 1 and svc.reminders.due() == []
+    (queued,) = _outbox(world)
+    assert (queued.channel, queued.attempts, queued.sent_at, queued.recipient) == ("email", 1, None, DEV)
+    assert queued.next_attempt_at == clock.now() + timedelta(seconds=RETRY_DELAYS[0])
+    assert "554" in (queued.last_error or "")
     mailbox.refuse = False
-    assert [d.token_id for d in svc.reminders.send_due().sent] == [view.id]
+    assert svc.outbox.dispatch().sent == 0  # not before its backoff
     assert svc.reminders.send_due().sent == []
+    clock.advance(seconds=RETRY_DELAYS[0])
+    assert svc.outbox.dispatch().sent == 1
+    assert svc.outbox.dispatch().sent == 0 and svc.reminders.send_due().sent == []
     assert len(mailbox.to(DEV)) == 1 and len(_notices(world)) == 1
+    (done,) = _outbox(world)
+    assert done.sent_at == clock.now() and done.attempts == 2
+    # The resent message carries the event's stable id.
+    assert mailbox.to(DEV)[0]["Message-ID"] == f"<{done.event_id}@acme.test>"
 
 
 def test_webhook_events_are_signed_and_a_failing_webhook_is_retried_alone(
         world: World, clock: FrozenClock, mailbox: Mailbox, webhook: WebhookReceiver) -> None:
     svc = world.services
     _policy, secret = svc.policies.set(world.admin, world.tenant_id, webhook_url=webhook.url)
-    assert secret is not None
+    assert secret is not None and secret.startswith("whsec_")
     view, _ = svc.tokens.create(world.dev, "n8n", ["users.read"], expires_in_days=8)
     clock.advance(days=1)
     webhook.status = 503
     run = svc.reminders.send_due()
-    assert [(d.channel) for d in run.sent] == [NOTICE] and [d.channel for d in run.failed] == [WEBHOOK]
+    assert sorted(d.channel for d in run.sent) == [NOTICE, WEBHOOK] and run.failed == []
+    assert len(mailbox.to(DEV)) == 1 and webhook.events == []
     webhook.status = 200
-    run = svc.reminders.send_due()
-    assert [(d.channel) for d in run.sent] == [WEBHOOK]
+    clock.advance(seconds=RETRY_DELAYS[0])
+    assert svc.reminders.send_due().sent == []
+    assert svc.outbox.dispatch().sent == 1
     assert len(mailbox.to(DEV)) == 1  # the webhook's failure never re-sent the email
     (event,) = webhook.events
     headers = httpx.Headers(event.headers)
     assert verify(secret, dict(headers), event.body, clock.now())
-    assert not verify("kbai_whsec_wrong", dict(headers), event.body, clock.now())
+    assert not verify("whsec_d3Jvbmc=", dict(headers), event.body, clock.now())
     assert not verify(secret, dict(headers), event.body + b" ", clock.now())
     assert not verify(secret, dict(headers), event.body, clock.now() + timedelta(minutes=6))  # a replay, later
     payload = httpx.Response(200, content=event.body).json()
     assert payload["type"] == "token.expiry_reminder" and headers["x-kbai-event"] == "token.expiry_reminder"
     assert payload["data"]["token_id"] == view.id and payload["data"]["reminder"] == EXPIRES_IN_7_DAYS
-    assert payload["data"]["owner"] == DEV and payload["id"] == headers["x-kbai-delivery"]
+    assert payload["data"]["owner"] == DEV and payload["id"] == headers["x-kbai-delivery"] == headers["webhook-id"]
     assert "kbai_pk_" not in event.body.decode().replace(view.prefix, "")  # only the display prefix
+
+
+def test_standard_webhooks_deliveries_verify_with_the_packages_own_verifier(
+        world: World, clock: FrozenClock, webhook: WebhookReceiver) -> None:
+    """standardwebhooks' Webhook.verify checks the timestamp against the real time, so here the frozen clock
+    stands at the real time."""
+    svc = world.services
+    clock.set(datetime.now(UTC) - timedelta(days=1))
+    _policy, secret = svc.policies.set(world.admin, world.tenant_id, webhook_url=webhook.url)
+    assert secret is not None
+    view, _ = svc.tokens.create(world.dev, "Zapier", ["users.read"], expires_in_days=8)
+    clock.set(datetime.now(UTC))
+    assert [d.channel for d in svc.reminders.send_due().sent] == [NOTICE, WEBHOOK]
+    (event,) = webhook.events
+    headers = dict(httpx.Headers(event.headers))
+    assert {"webhook-id", "webhook-timestamp", "webhook-signature"} <= set(headers)
+    assert headers["webhook-id"] == f"reminder-{view.id}-{EXPIRES_IN_7_DAYS}"
+    assert headers["webhook-signature"].startswith("v1,")
+    parsed = Webhook(secret).verify(event.body, headers)
+    assert parsed["type"] == "token.expiry_reminder" and parsed["data"]["token_id"] == view.id
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret).verify(event.body.replace(b"expires_in_7", b"expires_in_1"), headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook("whsec_" + "A" * 43 + "=").verify(event.body, headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret).verify(event.body, {**headers, "webhook-id": "reminder-other"})
+    assert standard_secret(secret) == secret  # a whsec_ secret is already in the standard form
+
+
+def test_a_secret_from_before_standard_webhooks_still_verifies_both_ways(
+        world: World, clock: FrozenClock, webhook: WebhookReceiver) -> None:
+    """A kbai_whsec_ secret (kbai 0.1) keeps signing the deprecated headers as before, and its whsec_ form
+    (standard_secret, docs/webhooks.md) verifies the Standard Webhooks signature."""
+    svc = world.services
+    clock.set(datetime.now(UTC) - timedelta(days=1))
+    svc.policies.set(world.admin, world.tenant_id, webhook_url=webhook.url)
+    old = "kbai_whsec_" + "ab" * 32
+    with svc.db.write() as s:
+        from kbai.store.models import TenantPolicy
+
+        s.get(TenantPolicy, world.tenant_id).webhook_secret_encrypted = svc.policies.secrets.encrypt(old)  # type: ignore[union-attr]
+    svc.tokens.create(world.dev, "old receiver", ["users.read"], expires_in_days=8)
+    clock.set(datetime.now(UTC))
+    svc.reminders.send_due()
+    (event,) = webhook.events
+    headers = dict(httpx.Headers(event.headers))
+    assert verify(old, headers, event.body, clock.now())
+    Webhook(standard_secret(old)).verify(event.body, headers)

@@ -82,3 +82,20 @@ def test_a_revoked_or_expired_token_cannot_be_rotated(world: World, clock: Froze
         r = client.post(f"/api/v1/tokens/{fresh.id}/rotate", headers={"X-CSRF-Token": csrf}, json=bad)
         assert r.status_code == 422, (bad, r.text)
         assert set(r.json()["error"]) == {"code", "message"}
+
+
+def test_rotating_with_24_hours_of_overlap_at_the_limit(world: World, clock: FrozenClock, client: TestClient) -> None:
+    """At 10 of 10 the API rotates with a grace period: the old token, in its grace period, stops counting."""
+    svc = world.services
+    made = [svc.tokens.create(world.dev, f"integration {i}", ["users.read"])[0] for i in range(10)]
+    csrf = login(client, "dev@acme.test", "dev-password-1")
+    r = client.post(f"/api/v1/tokens/{made[0].id}/rotate", headers={"X-CSRF-Token": csrf},
+                    json={"grace_period_seconds": 86400})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["rotated_from"]["status"] == "active"
+    assert body["old_token_stops_at"] == iso(clock.now() + timedelta(days=1))
+    assert svc.tokens.allowance(world.dev.user_id) == (10, 10)
+    # The default stays no overlap: the old one stops at once.
+    r = client.post(f"/api/v1/tokens/{made[1].id}/rotate", headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 201 and r.json()["rotated_from"]["status"] == "revoked"

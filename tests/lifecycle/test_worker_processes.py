@@ -1,40 +1,45 @@
 """`kbai worker --once` as real processes: two started at the same time against one database send each
 reminder exactly once (a real SMTP server and a real webhook receiver count them), a restart sends
 nothing again, and the auto-revoke policy revokes each token once. Both backends. The workers' clock
-is frozen with KBAI_FAKE_NOW (test-only), so nothing sleeps."""
+is frozen with KBAI_FAKE_NOW (test-only), so nothing sleeps; it stands at about the real time, because
+Standard Webhooks verifiers check the signature's timestamp against the real clock."""
 
 from __future__ import annotations
 
 import re
 import subprocess
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 from sqlalchemy import func, select
 
 from kbai.clock import FrozenClock, iso
-from kbai.store.models import AuditEvent, Notification, TokenReminder
+from kbai.store.models import AuditEvent, Notification, OutboxMessage, TokenReminder
 from tests.conftest import KBAI_BIN, OPERATOR, World, build_world, server_env
-from tests.lifecycle.conftest import Mailbox, WebhookReceiver
+from tests.lifecycle.conftest import LOCAL_RECEIVERS, Mailbox, WebhookReceiver
 
 DOCS = Path(__file__).parents[2] / "docs" / "webhooks.md"
 TOKENS = 12
 
 
-def documented_verifier():  # type: ignore[no-untyped-def]
-    """The first Python snippet of docs/webhooks.md, run exactly as written there."""
-    snippet = re.search(r"```python\n(.*?)```", DOCS.read_text(encoding="utf-8"), re.S)
-    assert snippet is not None
+def documented(name: str = "verify_kbai_webhook"):  # type: ignore[no-untyped-def]
+    """The Python snippet of docs/webhooks.md that defines ``name``, run exactly as written there (the
+    Standard Webhooks one is the first snippet, the deprecated one comes later)."""
+    snippets = re.findall(r"```python\n(.*?)```", DOCS.read_text(encoding="utf-8"), re.S)
+    (code,) = [c for c in snippets if f"def {name}(" in c]
+    if name == "verify_kbai_webhook":
+        assert code == snippets[0]
     namespace: dict[str, object] = {}
-    exec(snippet.group(1), namespace)  # noqa: S102 - our own documentation
-    return namespace["verify_kbai_webhook"]
+    exec(code, namespace)  # noqa: S102 - our own documentation
+    return namespace[name]
 
 
 def workers(database_url: str, mailbox: Mailbox, now: str, count: int) -> list[subprocess.CompletedProcess[str]]:
     env = server_env(database_url, KBAI_FAKE_NOW=now, KBAI_SMTP_HOST="127.0.0.1",
-                     KBAI_SMTP_PORT=str(mailbox.port), KBAI_SMTP_FROM="kbai@acme.test")
+                     KBAI_SMTP_PORT=str(mailbox.port), KBAI_SMTP_FROM="kbai@acme.test",
+                     KBAI_WEBHOOK_ALLOWED_NETWORKS=LOCAL_RECEIVERS)
     procs = [subprocess.Popen([KBAI_BIN, "worker", "--once"], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(count)]
     done = []
@@ -48,7 +53,8 @@ def sent_counts(results: list[subprocess.CompletedProcess[str]]) -> list[int]:
     counts = []
     for r in results:
         assert r.returncode == 0, r.stderr[-2000:]
-        found = re.search(r"reminders sent: (\d+), failed: 0, auto-revoked: (\d+)", r.stdout)
+        found = re.search(r"reminders sent: (\d+), failed: 0, auto-revoked: (\d+), deliveries: \d+, "
+                          r"delivery failures: 0", r.stdout)
         assert found, r.stdout
         counts.append(int(found.group(1)))
     return counts
@@ -57,6 +63,7 @@ def sent_counts(results: list[subprocess.CompletedProcess[str]]) -> list[int]:
 def test_two_workers_at_once_send_each_reminder_exactly_once(
         world: World, clock: FrozenClock, database_url: str, mailbox: Mailbox, webhook: WebhookReceiver) -> None:
     svc = world.services
+    clock.set(datetime.now(UTC) - timedelta(days=3, hours=12))
     _policy, secret = svc.policies.set(OPERATOR, world.tenant_id, webhook_url=webhook.url)
     assert secret is not None
     svc.access.set_limit(OPERATOR, 100, user_email="dev@acme.test")
@@ -81,16 +88,22 @@ def test_two_workers_at_once_send_each_reminder_exactly_once(
         auto = list(s.scalars(select(AuditEvent).where(AuditEvent.action == "token.revoke")))
     assert sorted(n.details["token_id"] for n in notes) == [v.id for v in views]
     assert claims == TOKENS * 2
-    deliveries = [httpx.Headers(e.headers)["x-kbai-delivery"] for e in webhook.events]
+    deliveries = [httpx.Headers(e.headers)["webhook-id"] for e in webhook.events]
     assert sorted(deliveries) == sorted(f"reminder-{v.id}-expires_in_7_days" for v in views)
+    with svc.db.read() as s:
+        outbox = list(s.scalars(select(OutboxMessage)))
+    assert len(outbox) == TOKENS * 2 + 3 and all(m.sent_at is not None and m.attempts == 1 for m in outbox)
 
-    # Each event verifies with the recipe in docs/webhooks.md, and a tampered one does not.
-    verify = documented_verifier()
+    # Each event verifies with the recipes in docs/webhooks.md (Standard Webhooks, and the deprecated
+    # headers), and a tampered one does not.
+    verify, legacy = documented(), documented("verify_legacy_kbai_webhook")
     for event in webhook.events:
         headers = httpx.Headers(event.headers)
-        assert verify(secret, headers, event.body, now=now.timestamp())
-        assert not verify(secret, headers, event.body.replace(b"expires_in_7", b"expires_in_1"), now=now.timestamp())
-        assert not verify(secret, headers, event.body, now=now.timestamp() + 301)  # replayed 5 min later
+        assert verify(secret, headers, event.body)["data"]["reminder"] == "expires_in_7_days"
+        assert verify(secret, headers, event.body.replace(b"expires_in_7", b"expires_in_1")) is None
+        assert legacy(secret, headers, event.body, now=now.timestamp())
+        assert not legacy(secret, headers, event.body.replace(b"expires_in_7", b"expires_in_1"), now=now.timestamp())
+        assert not legacy(secret, headers, event.body, now=now.timestamp() + 301)  # replayed 5 min later
 
     # The auto-revoke policy: each unused token revoked once, by the system, its owner told once.
     assert sorted(int(e.target_id or 0) for e in auto) == [v.id for v in unused]
@@ -117,7 +130,8 @@ def test_the_worker_loops_until_sigterm(world: World, clock: FrozenClock, databa
     svc = world.services
     view, _ = svc.tokens.create(world.dev, "looped", ["users.read"], expires_in_days=3)
     env = server_env(database_url, KBAI_FAKE_NOW=iso(clock.now() + timedelta(days=2)) or "",
-                     KBAI_SMTP_HOST="127.0.0.1", KBAI_SMTP_PORT=str(mailbox.port))
+                     KBAI_SMTP_HOST="127.0.0.1", KBAI_SMTP_PORT=str(mailbox.port),
+                     KBAI_WEBHOOK_ALLOWED_NETWORKS=LOCAL_RECEIVERS)
     proc = subprocess.Popen([KBAI_BIN, "worker", "--interval", "0.2"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:

@@ -7,6 +7,7 @@ WAL/SHM files; for PostgreSQL also ``pg_dump``) holds no plaintext token and no 
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -28,7 +29,7 @@ def _flow(world: World, clock: FrozenClock) -> list[str]:
     issued: list[str] = []
     a, plain_a = svc.tokens.create(world.dev, "Zapier production", ["users.read"], expires_in_days=90)
     b, plain_b = svc.tokens.create(world.dev, "n8n nightly sync", ["roles.read"])
-    c, plain_c = svc.tokens.create(world.admin, "Local dev", ["audit.read", "users.manage"], expires_at="2026-06-30")
+    c, plain_c = svc.tokens.create(world.admin, "Local dev", ["audit.read", "users.read"], expires_at="2026-06-30")
     issued += [plain_a, plain_b, plain_c]
     for plaintext in issued:
         assert svc.tokens.verify(plaintext).ok
@@ -79,6 +80,7 @@ def _pg_dump(svc: Services) -> str:
         [exe, "--no-owner", "-h", url.host or "127.0.0.1", "-p", str(url.port or 5432), "-U", url.username or "postgres",
          url.database or ""],
         capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "PGPASSWORD": url.password or ""},  # a scram-sha-256 server (scripts/test-postgres.sh)
     )
     assert result.returncode == 0, result.stderr
     return result.stdout

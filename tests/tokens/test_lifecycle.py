@@ -135,8 +135,42 @@ def test_names_are_per_user(world: World) -> None:
 
 # ---- scopes -----------------------------------------------------------------------------------
 def test_scopes_held_by_the_user_are_accepted(world: World) -> None:
-    view, _ = world.services.tokens.create(world.dev, "t", ["roles.read", "users.read", "developer.manage_tokens"])
-    assert sorted(view.scopes) == ["developer.manage_tokens", "roles.read", "users.read"]
+    view, _ = world.services.tokens.create(world.dev, "t", ["roles.read", "users.read"])
+    assert sorted(view.scopes) == ["roles.read", "users.read"]
+
+
+@pytest.mark.parametrize("scope", ["developer.manage_tokens", "users.manage", "roles.manage"])
+def test_session_only_permissions_are_refused_as_scopes_naming_them(world: World, scope: str) -> None:
+    # The admin holds every permission, so the refusal is about the permission, not about holding it.
+    with raises_code("session_only_scope") as info:
+        world.services.tokens.create(world.admin, "t", ["users.read", scope])
+    assert info.value.status == 422
+    assert scope in info.value.message and "interactive session" in info.value.message
+    assert world.services.tokens.list(world.admin.user_id) == []
+
+
+def test_the_catalog_marks_the_session_only_permissions(world: World) -> None:
+    catalog = world.services.catalog
+    assert catalog.session_only == {"developer.manage_tokens", "users.manage", "roles.manage"}
+    assert {p.key for p in catalog.permissions if p.session_only} == catalog.session_only
+    assert catalog.token_usable(world.admin.permissions) == {
+        "developer.review_tokens", "users.read", "roles.read", "audit.read"}
+
+
+def test_a_stored_token_never_acts_with_a_session_only_scope(world: World) -> None:
+    """A token given developer.manage_tokens before the rule keeps it in storage but never acts with it."""
+    svc = world.services
+    view, plaintext = svc.tokens.create(world.dev, "old", ["users.read"])
+    with svc.db.write() as s:
+        row = s.get(Token, view.id)
+        assert row is not None
+        row.scopes = ["developer.manage_tokens", "users.read"]
+    svc.cache.clear()
+    result = svc.tokens.verify(plaintext, ["developer.manage_tokens"])
+    assert result.outcome is Outcome.INSUFFICIENT_SCOPE and result.scopes == frozenset({"users.read"})
+    # Rotating it does not carry the session-only scope over.
+    new, _, _ = svc.tokens.rotate(world.dev, view.id)
+    assert new.scopes == ["users.read"]
 
 
 def test_unknown_scope_is_refused_naming_it(world: World) -> None:
@@ -189,7 +223,7 @@ def test_losing_manage_tokens_forbids_creating(world: World) -> None:
 
 def test_a_token_cannot_create_a_token(world: World) -> None:
     svc = world.services
-    view, _ = svc.tokens.create(world.dev, "t", ["developer.manage_tokens", "users.read"])
+    view, _ = svc.tokens.create(world.dev, "t", ["users.read"])
     as_token = token_actor(world.dev, view)
     with raises_code("session_required") as info:
         svc.tokens.create(as_token, "minted by a token", [])
@@ -199,7 +233,7 @@ def test_a_token_cannot_create_a_token(world: World) -> None:
 
 def test_a_token_cannot_rotate(world: World) -> None:
     svc = world.services
-    view, _ = svc.tokens.create(world.dev, "t", ["developer.manage_tokens"])
+    view, _ = svc.tokens.create(world.dev, "t", ["users.read"])
     with raises_code("session_required"):
         svc.tokens.rotate(token_actor(world.dev, view), view.id)
     assert svc.tokens.get(world.dev, view.id).status == "active"
@@ -527,22 +561,50 @@ def test_rotating_at_the_limit_without_grace_keeps_the_count(world: World) -> No
     assert active_in_db(svc, world.dev.user_id) == 10
 
 
-def test_rotating_with_a_grace_period_cannot_exceed_the_limit(world: World, clock: FrozenClock) -> None:
-    # During the grace period the old token still works, so the new one needs a free slot: otherwise
-    # rotating again and again with a grace period would give a user any number of working tokens.
+def test_rotating_with_a_grace_period_works_at_the_limit(world: World, clock: FrozenClock) -> None:
+    # Changed from the old rule (a grace period needed a free slot): a token in its grace period after a
+    # rotation does not count toward the limit, so rotating with an overlap works at 10 of 10.
     svc = world.services
-    views = make_tokens(svc, world.dev, 9)
-    new, _, _ = svc.tokens.rotate(world.dev, views[0].id, grace_period_seconds=3600)
-    assert active_in_db(svc, world.dev.user_id) == 10
+    views = make_tokens(svc, world.dev, 10)
+    new, new_plain, old = svc.tokens.rotate(world.dev, views[0].id, grace_period_seconds=86400)
+    assert old.status == "active" and old.revoked_at == clock.now() + timedelta(days=1)
+    assert svc.tokens.allowance(world.dev.user_id) == (10, 10)
+    assert active_in_db(svc, world.dev.user_id) == 11  # both work during the overlap
+    # ... but no new token can be created while at 10 counted.
     with raises_code("token_limit_reached") as info:
-        svc.tokens.rotate(world.dev, new.id, grace_period_seconds=3600)
-    assert "limit is 10" in info.value.message
-    assert active_in_db(svc, world.dev.user_id) == 10
-    assert svc.tokens.get(world.dev, new.id).revoked_at is None
-    # Once the grace period is over, the slot is free again.
-    clock.advance(seconds=3600)
-    svc.tokens.rotate(world.dev, new.id, grace_period_seconds=60)
-    assert active_in_db(svc, world.dev.user_id) == 10
+        svc.tokens.create(world.dev, "eleventh", [])
+    assert "You have 10 active tokens; the limit is 10." in info.value.message
+
+
+def test_a_chain_never_holds_more_than_two_working_tokens(world: World, clock: FrozenClock) -> None:
+    svc = world.services
+    first, first_plain = svc.tokens.create(world.dev, "Zapier", ["users.read"])
+    second, second_plain, _ = svc.tokens.rotate(world.dev, first.id, grace_period_seconds=3600)
+    clock.advance(seconds=10)
+    third, third_plain, second_after = svc.tokens.rotate(world.dev, second.id, grace_period_seconds=3600)
+    # Rotating the second ends the first's grace at once; the second now has its own.
+    assert svc.tokens.verify(first_plain).outcome is Outcome.REVOKED
+    assert svc.tokens.get(world.dev, first.id).revoked_at == clock.now()
+    assert svc.tokens.verify(second_plain).ok and svc.tokens.verify(third_plain).ok
+    assert second_after.revoked_at == clock.now() + timedelta(seconds=3600)
+    assert svc.tokens.allowance(world.dev.user_id) == (1, 10)
+    with svc.db.read() as s:
+        event = s.scalars(select(AuditEvent).where(AuditEvent.action == "token.rotate",
+                                                   AuditEvent.target_id == str(third.id))).one()
+    assert event.details["ended_grace_of"] == first.id
+
+
+def test_rotating_an_already_rotated_token_is_refused_naming_its_successor(world: World, clock: FrozenClock) -> None:
+    svc = world.services
+    old, _ = svc.tokens.create(world.dev, "t", ["users.read"])
+    new, _, _ = svc.tokens.rotate(world.dev, old.id, grace_period_seconds=3600)
+    for grace_over in (False, True):
+        if grace_over:
+            clock.advance(seconds=3600)
+        with raises_code("already_rotated") as info:
+            svc.tokens.rotate(world.dev, old.id, grace_period_seconds=60)
+        assert info.value.status == 409 and f"token {new.id}" in info.value.message
+    assert [t.id for t in svc.tokens.list(world.dev.user_id)] == [new.id, old.id]
 
 
 def test_rotating_a_revoked_token_is_refused(world: World) -> None:

@@ -106,3 +106,16 @@ def user_actor(svc: Services, email: str) -> Actor:
     user = svc.access.user_by_email(email)
     assert user is not None
     return Actor(kind="user", user_id=user.id, tenant_id=user.tenant_id, email=user.email)
+
+
+def confirm_dialog(page, accept: bool = True) -> str:  # type: ignore[no-untyped-def]
+    """Answer the page's confirmation dialog (opened by a Revoke or Deactivate button); returns what it said."""
+    dialog = page.locator("dialog#confirm-dialog[open]")
+    dialog.wait_for()
+    said = dialog.inner_text()
+    if accept:
+        dialog.locator("[data-confirm-button]").click()
+    else:
+        dialog.get_by_role("button", name="Cancel").click()
+    page.locator("dialog#confirm-dialog").wait_for(state="hidden")
+    return said

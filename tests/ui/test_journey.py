@@ -17,7 +17,17 @@ import pytest
 from kbai.services import Services
 from kbai.tokens import format as fmt
 from tests.conftest import LiveServer
-from tests.ui.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, DEV_EMAIL, DEV_PASSWORD, login, new_page, seed_acme, shot
+from tests.ui.conftest import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    DEV_EMAIL,
+    DEV_PASSWORD,
+    confirm_dialog,
+    login,
+    new_page,
+    seed_acme,
+    shot,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -47,8 +57,6 @@ def test_help_page_journey(browser: object, ui_server: LiveServer, ui_services: 
 
     # -- the developer: System Settings → the Developer API banner → Open API Keys
     page = new_page(browser, ui_server)
-    dialogs: list[str] = []
-    page.on("dialog", lambda d: (dialogs.append(d.message), d.accept()))
     login(page, DEV_EMAIL, DEV_PASSWORD)
     page.goto("/system-settings")
     banner = page.get_by_role("region", name="Developer API")
@@ -103,10 +111,11 @@ def test_help_page_journey(browser: object, ui_server: LiveServer, ui_services: 
         cells["Last used"] = row.locator("td").nth(3).inner_text().strip()
     assert cells["Last used"].endswith("UTC"), cells["Last used"]
 
-    # -- revoke, accepting the confirmation
+    # -- revoke, accepting the confirmation (a dialog that names the token)
     row.get_by_role("button", name=re.compile("^Revoke")).click()
-    page.get_by_text("Token revoked.").wait_for()
-    assert len(dialogs) == 1 and "Zapier production" in dialogs[0]
+    said = confirm_dialog(page)
+    assert "Zapier production" in said
+    page.get_by_text(re.compile("^Token “Zapier production” .* revoked")).wait_for()
     row = page.locator("table.tokens-table tbody tr", has_text="Zapier production")
     assert row.locator(".badge").inner_text().strip() == "Revoked"
     assert row.get_by_role("button", name=re.compile("^Revoke")).count() == 0

@@ -147,6 +147,9 @@ def test_rotate_shows_the_new_token_once_and_links_both(client: TestClient, worl
     assert '<option value="same" selected>Same as now (90 days)</option>' in form
 
     r = client.post(f"{KEYS}/{old.id}/rotate", data={"grace": "86400", "lifetime": "same", "csrf_token": csrf})
+    # Post/redirect/get, as on create: the new token is on the page the redirect lands on, once.
+    assert r.status_code == 303 and r.headers["location"] == KEYS and full_tokens(r.text) == 0
+    r = client.get(r.headers["location"])
     assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
     shown = TOKEN_RE.findall(r.text)
     assert len(shown) == 1, "the new token is on the page exactly once"
@@ -231,7 +234,9 @@ def test_hygiene_badges(client: TestClient, world: World, clock: FrozenClock) ->
     fresh_seen, _ = svc.tokens.create(world.dev, "New one", ["users.read"])
     as_dev(client)
     page = client.get(KEYS).text
-    assert re.findall(r'class="flag flag-[a-z0-9_]+">([^<]+)<', row_html(page, fresh_seen.id)) == ["Never used"]
+    # "Never used" is not repeated as a badge: the Last used column says Never.
+    assert re.findall(r'class="flag flag-[a-z0-9_]+">([^<]+)<', row_html(page, fresh_seen.id)) == []
+    assert ">Never</span></td>" in row_html(page, fresh_seen.id)
 
     clock.advance(days=100)
     svc.usage.record(busy.id, clock.now() - timedelta(days=1))
@@ -243,7 +248,7 @@ def test_hygiene_badges(client: TestClient, world: World, clock: FrozenClock) ->
     flags = {v.id: re.findall(r'class="flag flag-[a-z0-9_]+">([^<]+)<', row_html(page, v.id))
              for v in (idle, busy, revoked)}
     assert flags == {
-        idle.id: ["Never used", "Unused for 90+ days", "Older than 90 days — rotate"],
+        idle.id: ["Unused for 90+ days", "Older than 90 days — rotate"],
         busy.id: ["Older than 90 days — rotate"],
         revoked.id: [],
     }
@@ -293,9 +298,9 @@ def test_policy_shapes_the_create_and_rotate_forms(client: TestClient, world: Wo
 
     ok = client.post(KEYS, data={"name": "CI deploy", "scopes": ["users.read"], "expiry": "custom",
                                  "expires_on": latest, "csrf_token": csrf})
-    assert ok.status_code == 200 and full_tokens(ok.text) == 1
+    assert ok.status_code == 303 and full_tokens(client.get(KEYS).text) == 1
     r = client.post(f"{KEYS}/{forever.id}/rotate", data={"grace": "0", "lifetime": "30", "csrf_token": csrf})
-    assert r.status_code == 200 and full_tokens(r.text) == 1
+    assert r.status_code == 303 and full_tokens(client.get(KEYS).text) == 1
 
 
 @SQLITE_ONLY
@@ -305,13 +310,13 @@ def test_policy_form_saves_and_shows_the_webhook_secret_once(client: TestClient,
     r = client.post(POLICY, data={"auto_revoke_unused_days": "120", "webhook_url": "https://hooks.example.com/kbai",
                                   "csrf_token": csrf})
     assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
-    secrets_shown = re.findall(r"kbai_whsec_[0-9a-f]{64}", r.text)
+    secrets_shown = re.findall(r"whsec_[A-Za-z0-9+/]{43}=", r.text)
     assert len(secrets_shown) == 1 and "It will not be shown again" in r.text
     policy = svc.policies.get(world.tenant_id)
     assert (policy.auto_revoke_unused_days, policy.webhook_url, policy.max_lifetime_days) == (
         120, "https://hooks.example.com/kbai", None)
     again = client.get(POLICY).text
-    assert "kbai_whsec_" not in again and 'value="https://hooks.example.com/kbai"' in again
+    assert "whsec_" not in again and 'value="https://hooks.example.com/kbai"' in again
     assert 'name="new_webhook_secret"' in again
     # Saving again without asking for a new secret keeps it (nothing shown); asking shows a new one.
     r = client.post(POLICY, data={"auto_revoke_unused_days": "120", "webhook_url": "https://hooks.example.com/kbai",
@@ -319,7 +324,7 @@ def test_policy_form_saves_and_shows_the_webhook_secret_once(client: TestClient,
     assert r.status_code == 303
     r = client.post(POLICY, data={"webhook_url": "https://hooks.example.com/kbai", "new_webhook_secret": "1",
                                   "csrf_token": csrf})
-    assert r.status_code == 200 and len(re.findall(r"kbai_whsec_[0-9a-f]{64}", r.text)) == 1
+    assert r.status_code == 200 and len(re.findall(r"whsec_[A-Za-z0-9+/]{43}=", r.text)) == 1
     assert svc.policies.get(world.tenant_id).auto_revoke_unused_days is None, "a blank field removes the rule"
 
 
@@ -455,8 +460,9 @@ def test_inventory_filters_export_and_revoke(client: TestClient, world: World, c
     # Revoke keeps the filters; the owner is told.
     r = client.post(f"{INVENTORY}/{stale.id}/revoke", data={"csrf_token": csrf, "owner": "dev@acme.test", "stale": "1"})
     assert r.status_code == 303
-    assert r.headers["location"] == f"{INVENTORY}?done=admin_revoked&owner=dev%40acme.test&stale=1"
-    assert "Token revoked." in client.get(r.headers["location"]).text
+    assert r.headers["location"] == f"{INVENTORY}?done=admin_revoked&token={stale.id}&owner=dev%40acme.test&stale=1"
+    assert (f"Token “Stale sync” (<code>{stale.prefix}</code>) of dev@acme.test revoked. It stops working with the "
+            "next request; they are told in-app and by email.") in client.get(r.headers["location"]).text
     assert svc.tokens.get(world.dev, stale.id).status == "revoked"
     assert [n.kind for n in svc.notifications.list(world.dev.user_id or 0)] == ["token.revoked_by_admin"]
     for token_id, status in (("2147483647", 404), ("99999999999999999999", 404), ("abc", 404)):
@@ -534,8 +540,8 @@ def test_names_are_escaped_in_the_new_pages(client: TestClient, world: World) ->
     view, _ = svc.tokens.create(world.dev, SCRIPT, ["users.read"])
     csrf = as_dev(client)
     rotated = client.post(f"{KEYS}/{view.id}/rotate", data={"grace": "3600", "lifetime": "same", "csrf_token": csrf})
-    assert rotated.status_code == 200
-    pages = [rotated.text, client.get(KEYS).text, client.get(f"{KEYS}/{view.id}/activity").text]
+    assert rotated.status_code == 303
+    pages = [client.get(rotated.headers["location"]).text, client.get(KEYS).text, client.get(f"{KEYS}/{view.id}/activity").text]
     as_admin(client)
     pages += [client.get(INVENTORY).text, client.get(f"{INVENTORY}?owner={SCRIPT}").text]
     for page in pages:

@@ -194,7 +194,10 @@ def test_revoke_without_csrf_is_refused(client: TestClient, world: World) -> Non
     r = client.post(f"/system-settings/api-keys/{view.id}/revoke", data={"csrf_token": csrf})
     assert r.status_code == 303
     assert world.services.tokens.get(world.dev, view.id).status == "revoked"
-    assert "Token revoked." in client.get(r.headers["location"]).text
+    assert r.headers["location"] == f"/system-settings/api-keys?done=revoked&token={view.id}"
+    page = client.get(r.headers["location"]).text
+    assert f"Token “Local dev” (<code>{view.prefix}</code>) revoked. It stops working with the next request." in page
+    assert page.count("revoked. It stops working") == 1, "one message, naming the token"
 
 
 # ---- API keys -----------------------------------------------------------------------------------
@@ -203,6 +206,10 @@ def test_create_shows_the_token_once(client: TestClient, world: World, clock: Fr
     csrf = as_dev(client)
     r = client.post("/system-settings/api-keys", data={
         "name": "Zapier production", "scopes": ["users.read", "roles.read"], "expiry": "90", "csrf_token": csrf})
+    # Post/redirect/get: the secret is never in the redirect, and the page it lands on shows it once.
+    assert r.status_code == 303 and r.headers["location"] == "/system-settings/api-keys"
+    assert "kbai_pk_" not in r.headers["location"] and TOKEN_RE.search(r.text) is None
+    r = client.get(r.headers["location"])
     assert r.status_code == 200
     assert r.headers["cache-control"] == "no-store"
     # Secrets stay out of test output: compare counts and booleans, never print a token.
@@ -226,7 +233,8 @@ def test_create_form_offers_only_held_permissions(client: TestClient, world: Wor
     as_dev(client)
     html = client.get("/system-settings/api-keys").text
     offered = re.findall(r'name="scopes" value="([^"]+)"', html)
-    assert offered == ["developer.manage_tokens", "users.read", "roles.read"]
+    # dev holds developer.manage_tokens too, but a token can never use it: it is not offered.
+    assert offered == ["users.read", "roles.read"]
     assert 'name="expiry" value="90" checked' in html
     for example in ("Zapier production", "n8n nightly sync", "Local dev"):
         assert example in html
@@ -238,17 +246,25 @@ def test_create_errors_render_in_the_form(client: TestClient, world: World) -> N
     csrf = as_dev(client)
     cases = [
         ({"name": "x", "scopes": ["users.manage"], "expiry": "90"},
-         "You don&#39;t hold the &#39;users.manage&#39; permission"),
-        ({"name": "   ", "scopes": [], "expiry": "90"}, "name must not be empty."),
-        ({"name": "x", "scopes": [], "expiry": "custom", "expires_on": ""}, "Pick a date for the custom expiration"),
-        ({"name": "x", "scopes": [], "expiry": "custom", "expires_on": "2020-01-01"}, "after today"),
-        ({"name": "x", "scopes": [], "expiry": "12"}, "Choose when the token expires."),
+         "You don&#39;t hold the &#39;users.manage&#39; permission", "scopes-error"),
+        ({"name": "x", "scopes": ["developer.manage_tokens"], "expiry": "90"},
+         "needs an interactive session", "scopes-error"),
+        ({"name": "   ", "scopes": ["users.read"], "expiry": "90"}, "Give the token a name", "token-name-error"),
+        ({"name": "x", "expiry": "90"}, "Pick at least one scope, or choose “Identity only”", "scopes-error"),
+        ({"name": "x", "identity_only": "1", "expiry": "custom", "expires_on": ""},
+         "Pick a date for the custom expiration", "expiry-error"),
+        ({"name": "x", "identity_only": "1", "expiry": "custom", "expires_on": "2020-01-01"}, "after today",
+         "expiry-error"),
+        ({"name": "x", "identity_only": "1", "expiry": "12"}, "Choose when the token expires.", "expiry-error"),
     ]
-    for data, message in cases:
+    for data, message, where in cases:
         r = client.post("/system-settings/api-keys", data={**data, "csrf_token": csrf})
         assert r.status_code == 422, data
         assert message in r.text, data
-        assert 'role="alert"' in r.text
+        # Under its field, which points at it and has the focus.
+        assert re.search(rf'<p class="field-error" id="{where}" data-code="[a-z_]+" role="alert">', r.text), data
+        assert re.search(r'aria-describedby="[^"]*\b' + where + '"', r.text), data
+        assert r.text.count(" autofocus") - r.text.count("value=\"cancel\" autofocus") == 1, data
     assert world.services.tokens.list(world.dev.user_id or 0) == []
     # The form keeps what was typed.
     r = client.post("/system-settings/api-keys", data={"name": "Keep me", "scopes": ["roles.read"], "expiry": "custom",
@@ -261,8 +277,8 @@ def test_create_errors_render_in_the_form(client: TestClient, world: World) -> N
 def test_custom_date_and_no_expiration(client: TestClient, world: World) -> None:
     csrf = as_dev(client)
     for name, data in (("Custom", {"expiry": "custom", "expires_on": "2026-03-31"}), ("Forever", {"expiry": "never"})):
-        r = client.post("/system-settings/api-keys", data={"name": name, "csrf_token": csrf, **data})
-        assert r.status_code == 200, r.text[:300]
+        r = client.post("/system-settings/api-keys", data={"name": name, "identity_only": "1", "csrf_token": csrf, **data})
+        assert r.status_code == 303, r.text[:300]
     views = {v.name: v for v in world.services.tokens.list(world.dev.user_id or 0)}
     assert views["Custom"].expires_at is not None and views["Custom"].expires_at.isoformat() == "2026-03-31T23:59:59+00:00"
     assert views["Forever"].expires_at is None
@@ -279,7 +295,8 @@ def test_limit_message(client: TestClient, world: World) -> None:
     assert "10 of 10 active tokens" in html
     assert "Revoke one below before creating a new one" in html and "support@keebai.com" in html
     assert 'action="/system-settings/api-keys" ' not in html  # no create form
-    r = client.post("/system-settings/api-keys", data={"name": "eleven", "expiry": "never", "csrf_token": csrf})
+    r = client.post("/system-settings/api-keys", data={"name": "eleven", "scopes": ["users.read"], "expiry": "never",
+                                                       "csrf_token": csrf})
     assert r.status_code == 409
     assert alert(r.text) == errors.LIMIT_REACHED.template.format(active=10, limit=10, support="support@keebai.com")
 
@@ -287,8 +304,10 @@ def test_limit_message(client: TestClient, world: World) -> None:
 def test_names_are_escaped_everywhere(client: TestClient, world: World) -> None:
     evil = '<script>alert(1)</script>"\'><img src=x onerror=alert(2)>'
     csrf = as_dev(client)
-    r = client.post("/system-settings/api-keys", data={"name": evil, "scopes": [], "expiry": "7", "csrf_token": csrf})
-    for html in (r.text, client.get("/system-settings/api-keys").text):
+    r = client.post("/system-settings/api-keys", data={"name": evil, "identity_only": "1", "expiry": "7",
+                                                       "csrf_token": csrf})
+    assert r.status_code == 303
+    for html in (client.get(r.headers["location"]).text, client.get("/system-settings/api-keys").text):
         assert "<script>alert" not in html and "<img src=x" not in html
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     admin_csrf = login(client, "admin@acme.test", "admin-password-1")
@@ -454,8 +473,8 @@ def test_users_create_assign_deactivate(client: TestClient, world: World) -> Non
 
     r = client.post("/system-settings/users", data={"email": "pat@acme.test", "password": "long-enough-pw",
                                                     "csrf_token": csrf})
-    assert r.status_code == 409 and "already exists" in alert(r.text)
-    assert 'value="pat@acme.test"' in r.text
+    assert r.status_code == 409 and "pat@acme.test already has an account" in alert(r.text)
+    assert 'value="pat@acme.test"' in r.text and 'aria-invalid="true" aria-describedby="user-email-error"' in r.text
 
     admin_role = svc.access.list_roles(world.admin, world.tenant_id)[0]
     r = client.post(f"/system-settings/users/{pat.id}/roles",

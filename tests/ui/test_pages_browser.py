@@ -21,6 +21,7 @@ from tests.ui.conftest import (
     DEV_EMAIL,
     DEV_PASSWORD,
     PHONE,
+    confirm_dialog,
     login,
     new_page,
     seed_acme,
@@ -141,8 +142,6 @@ def test_limit_table_and_revoke(
     _seed_tokens(ui_services, database_url)
 
     page = new_page(browser, ui_server)
-    dialogs: list[str] = []
-    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss() if len(dialogs) == 1 else d.accept()))
     login(page, DEV_EMAIL, DEV_PASSWORD)
     page.goto("/system-settings/api-keys")
     warning = page.get_by_role("status").filter(has_text="active tokens.")
@@ -171,9 +170,11 @@ def test_limit_table_and_revoke(
     # Dismissing the confirmation keeps the token; accepting it revokes.
     local = rows.filter(has_text="Local dev")
     local.get_by_role("button", name=re.compile("^Revoke")).click()
+    dialogs = [confirm_dialog(page, accept=False)]
     assert local.locator(".badge").inner_text() == "Active"
     local.get_by_role("button", name=re.compile("^Revoke")).click()
-    page.get_by_text("Token revoked.").wait_for()
+    dialogs.append(confirm_dialog(page))
+    page.get_by_text(re.compile("^Token “Local dev” .* revoked")).wait_for()
     assert len(dialogs) == 2 and all("Local dev" in d for d in dialogs)
     assert rows.filter(has_text="Local dev").locator(".badge").inner_text() == "Revoked"
     page.get_by_text("9 of 10 active tokens").wait_for()

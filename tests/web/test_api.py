@@ -160,7 +160,8 @@ def test_deactivation_ends_sessions_and_tokens(dev_client: tuple[TestClient, str
     r = client.get("/api/v1/me", headers=_bearer(t["token"]))
     assert r.status_code == 401 and "deactivated" in r.json()["error"]["message"]
     r = client.post("/api/v1/session", json={"email": "dev@acme.test", "password": "dev-password-1"})
-    assert r.status_code == 403 and r.json()["error"]["code"] == "user_inactive"
+    # The same answer as a wrong password (issue 13, finding 11): nothing says the password was right.
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_credentials"
 
 
 def test_permission_checks_for_sessions_and_tokens(dev_client: tuple[TestClient, str]) -> None:
@@ -282,6 +283,7 @@ def test_openapi_documents_every_endpoint_and_both_auth_schemes(world: World, ap
                          ("/api/v1/roles/{role_id}", "get"), ("/api/v1/roles/{role_id}", "put"),
                          ("/api/v1/users", "get"), ("/api/v1/users", "post"),
                          ("/api/v1/users/{user_id}/roles", "put"), ("/api/v1/users/{user_id}/deactivate", "post"),
+                         ("/api/v1/users/{user_id}/reactivate", "post"),
                          ("/api/v1/audit", "get"), ("/api/v1/introspect", "post"), ("/auth/check", "get"),
                          ("/healthz", "get"), ("/metrics", "get")]:
         assert method in paths.get(path, {}), (method, path)
@@ -296,7 +298,32 @@ def test_permissions_catalog_grouped(dev_client: tuple[TestClient, str]) -> None
     client, _ = dev_client
     groups = client.get("/api/v1/permissions").json()["groups"]
     assert [g["name"] for g in groups] == ["Developer", "Users", "Roles", "Audit"]
-    assert groups[0]["permissions"][0] == {"key": "developer.manage_tokens", "label": "Manage API Tokens"}
+    assert groups[0]["permissions"][0] == {"key": "developer.manage_tokens", "label": "Manage API Tokens",
+                                           "session_only": True}
+    flagged = {p["key"] for g in groups for p in g["permissions"] if p["session_only"]}
+    assert flagged == {"developer.manage_tokens", "users.manage", "roles.manage"}
+
+
+def test_a_session_only_scope_is_a_422_naming_it(dev_client: tuple[TestClient, str]) -> None:
+    client, csrf = dev_client
+    r = client.post("/api/v1/tokens", json={"name": "x", "scopes": ["users.read", "developer.manage_tokens"]},
+                    headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 422
+    assert r.json()["error"]["code"] == "session_only_scope"
+    assert "developer.manage_tokens" in r.json()["error"]["message"]
+    assert client.get("/api/v1/tokens").json()["tokens"] == []
+
+
+def test_rotate_twice_is_a_409_naming_the_replacement(dev_client: tuple[TestClient, str]) -> None:
+    client, csrf = dev_client
+    old = _create(client, csrf)
+    first = client.post(f"/api/v1/tokens/{old['id']}/rotate", json={"grace_period_seconds": 86400},
+                        headers={"X-CSRF-Token": csrf})
+    assert first.status_code == 201 and first.json()["old_token_stops_at"] is not None
+    again = client.post(f"/api/v1/tokens/{old['id']}/rotate", json={}, headers={"X-CSRF-Token": csrf})
+    assert again.status_code == 409
+    assert again.json()["error"]["code"] == "already_rotated"
+    assert f"token {first.json()['id']}" in again.json()["error"]["message"]
 
 
 def test_failed_logins_are_rate_limited(world: World, app_client: TestClient) -> None:

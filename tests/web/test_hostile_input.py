@@ -11,6 +11,7 @@ database is snapshotted before and after: not one row may differ.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import socket
@@ -30,8 +31,10 @@ from markupsafe import escape
 
 from kbai.clock import FrozenClock
 from kbai.config import Settings
+from kbai.idempotency import Claim, IdempotencyStore
 from kbai.services import Services
 from kbai.web.app import create_app
+from kbai.web.idempotency import fingerprint
 from tests.conftest import FAST_ARGON2, OPERATOR, build_world, start_server
 from tests.web.safety import changed_tables, error_problems, page_problems, shown, shown_page, snapshot
 
@@ -141,9 +144,20 @@ def _login_page(id: str, status: int, code: str, says: str = "", csrf: str | Non
 
 TOKENS = "/api/v1/tokens"
 ME = "/api/v1/me"
+CREDS = "/api/v1/service-credentials"
+
+
+def _client_id(env: Env) -> str:
+    """The client id of the env's real service credential (from its HTTP Basic header)."""
+    return base64.b64decode(env.basic.split()[1]).decode().split(":")[0]
+
 DEEP_ARRAYS = b"[" * 100_000 + b"]" * 100_000
 DEEP_OBJECTS = b'{"a":' * 50_000 + b"1" + b"}" * 50_000
 UNKNOWN_TOKEN = "kbai_pk_" + "0" * 64
+IDEM = "Idempotency-Key"
+USED_KEY = "hostile-used-key"  # dev already created a token with it (another body)
+RUNNING_KEY = "hostile-running-key"  # a request with it is still running (a claim without an answer)
+RUNNING_BODY = {"name": "running", "scopes": ["users.read"]}
 
 CASES: list[Case] = [
     # ---- Authorization: malformed, truncated, upper-case, padded, look-alike, oversized ------------
@@ -169,6 +183,7 @@ CASES: list[Case] = [
     Case("auth-64k-cookie", "GET", ME, 401, "not_authenticated", "anon", headers={"Cookie": "kbai_session=" + "a" * 65_536}),
     Case("auth-64k-csrf", "POST", TOKENS, 403, "csrf_failed", json=_tok({}), headers={"X-CSRF-Token": "a" * 65_536}),
     Case("auth-no-csrf", "POST", TOKENS, 403, "csrf_failed", json=_tok({}), csrf=False),
+    Case("auth-non-ascii-csrf", "POST", TOKENS, 403, "csrf_failed", json=_tok({}), csrf=False, headers={"X-CSRF-Token": "caf\u00e9-\u00ff".encode()}),
     Case("auth-anon-list", "GET", TOKENS, 401, "not_authenticated", "anon"),
     Case("auth-anon-create", "POST", TOKENS, 401, "not_authenticated", "anon", json=_tok({})),
     # ---- names -----------------------------------------------------------------------------------
@@ -262,6 +277,9 @@ CASES: list[Case] = [
     Case("id-user-negative", "POST", "/api/v1/users/-5/deactivate", 422, "validation_error", "admin", says="user_id"),
     Case("id-user-other-tenant", "POST", lambda e: f"/api/v1/users/{e.ids['other_user']}/deactivate", 404, "not_found", "admin"),
     Case("id-user-roles-other-tenant", "PUT", lambda e: f"/api/v1/users/{e.ids['other_user']}/roles", 404, "not_found", "admin", json={"roles": ["Member"]}),
+    Case("id-user-reactivate-negative", "POST", "/api/v1/users/-5/reactivate", 422, "validation_error", "admin", says="user_id"),
+    Case("id-user-reactivate-huge", "POST", "/api/v1/users/99999999999999999999/reactivate", 422, "validation_error", "admin", says="user_id"),
+    Case("id-user-reactivate-other-tenant", "POST", lambda e: f"/api/v1/users/{e.ids['other_user']}/reactivate", 404, "not_found", "admin"),
     # ---- query parameters ------------------------------------------------------------------------
     Case("q-limit-zero", "GET", TOKENS, 422, "validation_error", params={"limit": "0"}, says="limit"),
     Case("q-limit-text", "GET", TOKENS, 422, "validation_error", params={"limit": "ten"}, says="limit"),
@@ -319,11 +337,23 @@ CASES: list[Case] = [
     Case("user-roles-not-a-list", "PUT", lambda e: f"/api/v1/users/{e.ids['dev_user']}/roles", 422, "validation_error", "admin", json={"roles": "Admin"}, says="roles"),
     Case("user-deactivate-last-admin", "POST", lambda e: f"/api/v1/users/{e.ids['admin_user']}/deactivate", 409, "last_admin", "admin"),
     Case("user-demote-last-admin", "PUT", lambda e: f"/api/v1/users/{e.ids['admin_user']}/roles", 409, "last_admin", "admin", json={"roles": ["Member"]}),
+    # ---- tenant policy: webhook URLs that point inside (issue 13, finding 2) ------------------------
+    Case("policy-webhook-metadata-ip", "PUT", "/api/v1/policies", 422, "webhook_url_refused", "admin", json={"webhook_url": "http://169.254.169.254/latest/meta-data/"}, says="link-local"),
+    Case("policy-webhook-metadata-name", "PUT", "/api/v1/policies", 422, "webhook_url_refused", "admin", json={"webhook_url": "http://metadata.google.internal/computeMetadata/v1/"}, says="cloud metadata"),
+    Case("policy-webhook-redis", "PUT", "/api/v1/policies", 422, "webhook_url_refused", "admin", json={"webhook_url": "http://localhost:6379/"}, says="loopback"),
+    Case("policy-webhook-ipv6-loopback", "PUT", "/api/v1/policies", 422, "webhook_url_refused", "admin", json={"webhook_url": "http://[::1]:5432/"}, says="loopback"),
+    Case("policy-webhook-ipv4-mapped", "PUT", "/api/v1/policies", 422, "webhook_url_refused", "admin", json={"webhook_url": "http://[::ffff:10.0.0.1]/"}, says="private"),
+    Case("policy-webhook-decimal", "PUT", "/api/v1/policies", 422, "webhook_url_refused", "admin", json={"webhook_url": "http://2130706433/internal-admin/"}, says="loopback"),
     # ---- permissions the caller lacks ------------------------------------------------------------
     Case("perm-dev-create-user", "POST", "/api/v1/users", 403, "forbidden", json={"email": "new@acme.test"}, says="users.manage"),
     Case("perm-dev-create-role", "POST", "/api/v1/roles", 403, "forbidden", json={"name": "Ops"}, says="roles.manage"),
     Case("perm-dev-audit", "GET", "/api/v1/audit", 403, "forbidden", says="audit.read"),
     Case("perm-token-roles", "GET", "/api/v1/roles", 403, "insufficient_scope", "dev_token", says="roles.read"),
+    Case("perm-dev-reactivate", "POST", lambda e: f"/api/v1/users/{e.ids['admin_user']}/reactivate", 403, "forbidden", says="users.manage"),
+    Case("perm-token-create-user", "POST", "/api/v1/users", 403, "session_required", "dev_token", json={"email": "new@acme.test"}, says="An API token cannot"),
+    Case("perm-token-set-roles", "PUT", lambda e: f"/api/v1/users/{e.ids['dev_user']}/roles", 403, "session_required", "dev_token", json={"roles": ["Admin"]}),
+    Case("perm-token-reactivate", "POST", lambda e: f"/api/v1/users/{e.ids['dev_user']}/reactivate", 403, "session_required", "dev_token"),
+    Case("perm-token-create-role", "POST", "/api/v1/roles", 403, "session_required", "dev_token", json={"name": "Ops"}),
     Case("perm-token-create-token", "POST", TOKENS, 403, "session_required", "dev_token", json=_tok({"name": "child"})),
     Case("perm-token-list-tokens", "GET", TOKENS, 403, "session_required", "dev_token"),
     Case("perm-token-rotate-itself", "POST", lambda e: f"{TOKENS}/{e.ids['dev_token']}/rotate", 403, "session_required", "dev_token", json={}),
@@ -344,6 +374,19 @@ CASES: list[Case] = [
     Case("intro-token-not-a-string", "POST", "/api/v1/introspect", 400, "bad_request", "service", json={"token": ["a"]}, says="token"),
     Case("intro-nul-client-id", "POST", "/api/v1/introspect", 401, "invalid_client", "anon", content=b"token=x", content_type="application/x-www-form-urlencoded", headers={"Authorization": "Basic " + base64.b64encode(b"kbai_sc_\x00:secret").decode()}),
     Case("intro-2mb-chunked", "POST", "/api/v1/introspect", 413, "too_large", "service", content=_chunks(2_000_000, b"token="), content_type="application/x-www-form-urlencoded"),
+    # ---- service credentials (operators only: Acme is KBAI_OPERATOR_TENANT here, its admin may manage them) ----
+    Case("cred-revoke-unknown", "POST", CREDS + "/kbai_sc_0000000000000000/revoke", 404, "not_found", "admin", says="Service credential"),
+    Case("cred-revoke-sql", "POST", CREDS + "/x'%20OR%20'1'='1/revoke", 404, "not_found", "admin"),
+    Case("cred-revoke-nul", "POST", CREDS + "/kbai_sc_%00/revoke", 404, "not_found", "admin"),
+    Case("cred-revoke-rtl-override", "POST", CREDS + "/kbai_sc_%E2%80%AE/revoke", 404, "not_found", "admin"),
+    Case("cred-revoke-traversal", "POST", CREDS + "/..%2F..%2Ftokens/revoke", 404, "not_found", "admin"),
+    Case("cred-revoke-65-chars", "POST", CREDS + "/" + "a" * 65 + "/revoke", 422, "validation_error", "admin", says="client_id"),
+    Case("cred-revoke-no-csrf", "POST", lambda e: f"{CREDS}/{_client_id(e)}/revoke", 403, "csrf_failed", "admin", csrf=False),
+    Case("cred-revoke-as-member", "POST", lambda e: f"{CREDS}/{_client_id(e)}/revoke", 403, "forbidden", "dev", says="KBAI_OPERATOR_TENANT"),
+    Case("cred-revoke-with-token", "POST", lambda e: f"{CREDS}/{_client_id(e)}/revoke", 403, "forbidden", "dev_token", says="operators"),
+    Case("cred-list-as-member", "GET", CREDS, 403, "forbidden", "dev", says="KBAI_OPERATOR_TENANT"),
+    Case("cred-list-with-token", "GET", CREDS, 403, "forbidden", "dev_token", says="operators"),
+    Case("cred-list-anon", "GET", CREDS, 401, "not_authenticated", "anon"),
     # ---- login -----------------------------------------------------------------------------------
     Case("login-email-list", "POST", "/api/v1/session", 422, "validation_error", "anon", json={"email": ["dev@acme.test"], "password": "x"}, says="email"),
     Case("login-password-too-long", "POST", "/api/v1/session", 422, "validation_error", "anon", json={"email": "dev@acme.test", "password": "p" * 1025}, says="password"),
@@ -352,6 +395,20 @@ CASES: list[Case] = [
     Case("login-nul-email", "POST", "/api/v1/session", 401, "invalid_credentials", "anon", json={"email": "dev@acme.test\x00", "password": "dev-password-1"}),
     Case("login-sql-email", "POST", "/api/v1/session", 401, "invalid_credentials", "anon", json={"email": "' OR 1=1 --", "password": "x"}),
     Case("login-extra-field", "POST", "/api/v1/session", 422, "validation_error", "anon", json={"email": "dev@acme.test", "password": "x", "admin": True}, says="not a known field"),
+    # ---- Idempotency-Key --------------------------------------------------------------------------
+    Case("idem-key-empty", "POST", TOKENS, 400, "invalid_idempotency_key", json=_tok({}), headers={IDEM: ""}, says="1 to 255 printable ASCII"),
+    Case("idem-key-256-chars", "POST", TOKENS, 400, "invalid_idempotency_key", json=_tok({}), headers={IDEM: "k" * 256}, says="1 to 255"),
+    Case("idem-key-64k", "POST", TOKENS, 400, "invalid_idempotency_key", json=_tok({}), headers={IDEM: "k" * 65_536}),
+    Case("idem-key-tab", "POST", TOKENS, 400, "invalid_idempotency_key", json=_tok({}), headers={IDEM: "a\tb"}),
+    Case("idem-key-control-char", "POST", TOKENS, 400, "invalid_idempotency_key", json=_tok({}), headers={IDEM: b"a\x01b"}),
+    Case("idem-key-non-ascii", "POST", TOKENS, 400, "invalid_idempotency_key", json=_tok({}), headers={IDEM: "cl\u00e9".encode()}),
+    Case("idem-key-zero-width", "POST", TOKENS, 400, "invalid_idempotency_key", json=_tok({}), headers={IDEM: "\u200bkey".encode()}),
+    Case("idem-key-rotate-256", "POST", lambda e: f"{TOKENS}/{e.ids['dev_token']}/rotate", 400, "invalid_idempotency_key", json={}, headers={IDEM: "r" * 256}),
+    Case("idem-key-role-non-ascii", "POST", "/api/v1/roles", 400, "invalid_idempotency_key", "admin", json={"name": "Ops"}, headers={IDEM: "r\u00f4le".encode()}),
+    Case("idem-key-user-256", "POST", "/api/v1/users", 400, "invalid_idempotency_key", "admin", json={"email": "new@acme.test"}, headers={IDEM: "u" * 256}),
+    Case("idem-key-reused-other-body", "POST", TOKENS, 422, "idempotency_key_reused", json=_tok({"name": "second try"}), headers={IDEM: USED_KEY}, says="different request"),
+    Case("idem-key-still-running", "POST", TOKENS, 409, "idempotency_in_progress", json=RUNNING_BODY, headers={IDEM: RUNNING_KEY}, says="still being processed"),
+    Case("idem-key-bad-and-no-csrf", "POST", TOKENS, 403, "csrf_failed", json=_tok({}), headers={IDEM: "k" * 256}, csrf=False),
     # ---- routing ---------------------------------------------------------------------------------
     Case("route-unknown", "GET", "/api/v1/nope", 404, "not_found"),
     Case("route-wrong-method", "PATCH", TOKENS, 405, "method_not_allowed"),
@@ -366,8 +423,8 @@ CASES: list[Case] = [
     _page("form-key-name-zero-width", KEYS, 422, "validation_error", _key(name="Za\u200bpier"), says="U+200B"),
     _page("form-key-name-101-chars", KEYS, 422, "validation_error", _key(name="x" * 101), says="101 characters"),
     _page("form-key-name-1001-chars", KEYS, 422, "validation_error", _key(name="x" * 1001), says="too long or not valid"),
-    _page("form-key-name-empty", KEYS, 422, "validation_error", _key(name=""), says="must not be empty"),
-    _page("form-key-name-only-spaces", KEYS, 422, "validation_error", _key(name="   "), says="must not be empty"),
+    _page("form-key-name-empty", KEYS, 422, "validation_error", _key(name=""), says="Give the token a name"),
+    _page("form-key-name-only-spaces", KEYS, 422, "validation_error", _key(name="   "), says="Give the token a name"),
     _page("form-key-name-holds-a-token", KEYS, 422, "validation_error", _key(name="ci " + UNKNOWN_TOKEN), says="must not contain a token"),
     _page("form-key-name-taken-other-case", KEYS, 409, "name_taken", _key(name="EXISTING")),
     _page("form-key-name-html-and-bad-scope", KEYS, 422, "unknown_scope", _key(name="<script>alert(1)</script>", scopes="x.y"), says="x.y"),
@@ -375,6 +432,8 @@ CASES: list[Case] = [
     # API Keys, create: scopes
     _page("form-key-scope-unknown", KEYS, 422, "unknown_scope", _key(scopes="nope.nope"), says="nope.nope"),
     _page("form-key-scope-unheld", KEYS, 422, "unheld_scope", _key(scopes="users.manage"), says="users.manage"),
+    _page("form-key-scope-session-only", KEYS, 422, "session_only_scope", _key(scopes="developer.manage_tokens"), says="developer.manage_tokens"),
+    _page("form-key-scope-none-not-identity-only", KEYS, 422, "validation_error", _key(scopes=[]), says="Identity only"),
     _page("form-key-scope-unheld-among-held", KEYS, 422, "unheld_scope", _key(scopes=["users.read", "audit.read"]), says="audit.read"),
     _page("form-key-scope-duplicated", KEYS, 422, "duplicate_scope", _key(scopes=["users.read", "users.read"]), says="users.read"),
     _page("form-key-scope-upper-case", KEYS, 422, "unknown_scope", _key(scopes="USERS.READ"), says="USERS.READ"),
@@ -398,6 +457,7 @@ CASES: list[Case] = [
     # API Keys, create: CSRF, content types, sizes
     _page("form-key-no-csrf", KEYS, 403, "csrf_failed", _key(csrf=None), says="expired"),
     _page("form-key-wrong-csrf", KEYS, 403, "csrf_failed", _key(csrf="forged"), says="expired"),
+    _page("form-key-non-ascii-csrf", KEYS, 403, "csrf_failed", _key(csrf="\u00e9t\u00e9-\u2603-\U0001f600"), says="expired"),
     _page("form-key-other-sessions-csrf", KEYS, 403, "csrf_failed", lambda e: _key(csrf=e.csrf["admin"])(e), says="expired"),
     _page("form-key-csrf-in-header-only", KEYS, 403, "csrf_failed", _key(csrf=None), headers=lambda e: {"X-CSRF-Token": e.csrf["dev"]}),
     _page("form-key-json", KEYS, 415, "unsupported_media_type", lambda e: b'{"name": "j", "scopes": ["users.read"], "expiry": "never", "csrf_token": "%s"}' % e.csrf["dev"].encode(), content_type="application/json", says="HTML form"),
@@ -452,7 +512,15 @@ CASES: list[Case] = [
     _page("form-user-deactivate-last-admin", lambda e: f"/system-settings/users/{e.ids['admin_user']}/deactivate", 409, "last_admin", _form("admin"), "admin"),
     _page("form-user-deactivate-no-permission", lambda e: f"/system-settings/users/{e.ids['admin_user']}/deactivate", 403, "forbidden", _form(), says="users.manage"),
     _page("form-user-deactivate-no-csrf", lambda e: f"/system-settings/users/{e.ids['dev_user']}/deactivate", 403, "csrf_failed", _form("admin", None), "admin"),
+    _page("form-user-reactivate-other-tenant", lambda e: f"/system-settings/users/{e.ids['other_user']}/reactivate", 404, "not_found", _form("admin"), "admin", says="User not found"),
+    _page("form-user-reactivate-huge-id", "/system-settings/users/99999999999999999999/reactivate", 404, "not_found", _form("admin"), "admin"),
+    _page("form-user-reactivate-no-permission", lambda e: f"/system-settings/users/{e.ids['admin_user']}/reactivate", 403, "forbidden", _form(), says="users.manage"),
+    _page("form-user-reactivate-no-csrf", lambda e: f"/system-settings/users/{e.ids['dev_user']}/reactivate", 403, "csrf_failed", _form("admin", None), "admin"),
     # "Ask an admin" requests
+    _page("form-ask-unknown-permission", KEYS + "/ask-admin", 422, "unknown_permission", _form(permission="nope.nope"), says="nope.nope"),
+    _page("form-ask-permission-sql", KEYS + "/ask-admin", 422, "unknown_permission", _form(permission="users.read' OR '1'='1")),
+    _page("form-ask-permission-101-chars", KEYS + "/ask-admin", 422, "validation_error", _form(permission="x" * 101), says="too long or not valid"),
+    _page("form-ask-no-csrf", KEYS + "/ask-admin", 403, "csrf_failed", _form(csrf=None, permission="audit.read")),
     _page("form-grant-absent-request", "/system-settings/requests/2147483647/grant", 404, "not_found", lambda e: _form("admin", role_id=str(e.ids["dev_role"]))(e), "admin"),
     _page("form-grant-huge-request-id", "/system-settings/requests/99999999999999999999/grant", 404, "not_found", _form("admin", role_id="1"), "admin"),
     _page("form-dismiss-absent-request", "/system-settings/requests/2147483647/dismiss", 404, "not_found", _form("admin"), "admin"),
@@ -465,6 +533,9 @@ CASES: list[Case] = [
     _login_page("form-login-password-1025-chars", 422, "validation_error", "too long or not valid", password="p" * 1025),
     _login_page("form-login-no-csrf", 403, "csrf_failed", "expired", csrf=None),
     _login_page("form-login-csrf-mismatch", 403, "csrf_failed", "expired", csrf="not-the-cookie"),
+    # Issue 13, finding 10: compare_digest on a str with non-ASCII raised TypeError (a 500)
+    _login_page("form-login-csrf-non-ascii", 403, "csrf_failed", "expired", csrf="\u00e9t\u00e9-\u2603-\U0001f600"),
+    _page("form-login-csrf-non-ascii-both", "/login", 403, "csrf_failed", _form("anon", "caf\u00e8", email="dev@acme.test", password="dev-password-1"), "anon", "expired", headers={"Cookie": "kbai_login_csrf=caf\u00e9".encode("latin-1")}),
     _login_page("form-login-json", 415, "unsupported_media_type", "HTML form", content_type="application/json", body=b'{"email": "dev@acme.test", "password": "dev-password-1"}'),
     _login_page("form-login-10mb", 413, "too_large", "larger than", body=b"email=" + b"a" * 10_000_000),
     _page("form-logout-no-csrf", "/logout", 403, "csrf_failed", _form(csrf=None)),
@@ -494,6 +565,14 @@ def build_env(svc: Services, make_client: Callable[[], httpx.Client]) -> Env:
     csrf = {"dev": _login(dev, "dev@acme.test", "dev-password-1"),
             "admin": _login(admin, "admin@acme.test", "admin-password-1")}
     basic = "Basic " + base64.b64encode(f"{credential.client_id}:{secret}".encode()).decode()
+    # Idempotency keys dev has used: one answered (for another body), one whose request still runs.
+    keys = IdempotencyStore(svc.db, svc.clock)
+    used = keys.begin(f"user:{acme.dev.user_id}", "POST /api/v1/tokens", USED_KEY,
+                      fingerprint({}, json.dumps({"name": "first try", "scopes": []}).encode()))
+    assert isinstance(used, Claim)
+    keys.finish(used, 201, {"id": existing.id, "token": None})
+    keys.begin(f"user:{acme.dev.user_id}", "POST /api/v1/tokens", RUNNING_KEY,
+               fingerprint({}, json.dumps(RUNNING_BODY).encode()))
     ids = {"dev_token": existing.id, "sibling_token": sibling_token.id, "other_token": other_token.id,
            "admin_role": roles["Admin"], "dev_role": acme.dev_role_id, "other_role": other_roles["Developers"],
            "admin_user": acme.admin.user_id, "dev_user": acme.dev.user_id, "other_user": globex.dev.user_id}
@@ -541,7 +620,8 @@ def check(env: Env, case: Case) -> list[str]:
 def env(module_database_url: str) -> Iterator[Env]:
     """The app in-process on a module-wide database of each backend (cases never change it)."""
     settings = Settings(database_url=module_database_url, auth_failures_per_minute=HIGH,
-                        login_failures_per_minute=HIGH, **FAST_ARGON2)
+                        login_failures_per_minute=HIGH, login_account_failures_per_day=HIGH,
+                        introspection_failures_per_minute=HIGH, operator_tenant="Acme", **FAST_ARGON2)
     svc = Services.build(settings, clock=FrozenClock())
     app = create_app(svc, start_background=False)
     clients: list[TestClient] = []
@@ -606,6 +686,8 @@ def test_injection_strings_in_form_names_are_plain_text(env: Env, text: str) -> 
     """Through the API Keys form: the token is created with the name as typed, and the page shows it escaped."""
     before = snapshot(env.svc.db)
     r = env.dev.post(KEYS, content=_key(name=text)(env), headers={"Content-Type": FORM})
+    # Post/redirect/get (the client follows the 303): the page the form lands on shows the token.
+    assert [h.status_code for h in r.history] == [303], shown_page(r)
     assert r.status_code == 200 and 'role="alert"' not in r.text, shown_page(r)
     made = [t for t in env.dev.get(TOKENS).json()["tokens"] if t["status"] == "active" and t["name"] == text]
     try:
@@ -625,7 +707,8 @@ def test_injection_strings_in_form_names_are_plain_text(env: Env, text: str) -> 
 @pytest.fixture
 def live_env(services: Services, database_url: str, tmp_path: Path) -> Iterator[tuple[Env, Any]]:
     server = start_server(database_url, tmp_path, KBAI_AUTH_FAILURES_PER_MINUTE=str(HIGH),
-                          KBAI_LOGIN_FAILURES_PER_MINUTE=str(HIGH))
+                          KBAI_LOGIN_FAILURES_PER_MINUTE=str(HIGH), KBAI_LOGIN_ACCOUNT_FAILURES_PER_DAY=str(HIGH),
+                          KBAI_INTROSPECTION_FAILURES_PER_MINUTE=str(HIGH))
     clients: list[httpx.Client] = []
 
     def make() -> httpx.Client:
@@ -648,11 +731,11 @@ LIVE = {"auth-truncated", "auth-upper-case", "auth-cyrillic-a", "auth-fullwidth-
         "body-text-plain", "body-multipart", "body-invalid-json", "body-array", "body-deep-arrays",
         "body-not-utf8", "body-10mb", "body-2mb-chunked", "id-huge", "id-sql", "id-traversal",
         "id-other-tenant-revoke", "q-cursor-sql", "q-audit-since-before-utc", "user-email-html",
-        "user-role-bool", "intro-deep-json", "intro-2mb-chunked", "login-sql-email", "route-wrong-method",
+        "user-role-bool", "idem-key-256-chars", "idem-key-non-ascii", "intro-deep-json", "intro-2mb-chunked", "login-sql-email", "route-wrong-method",
         "form-key-name-rtl-override", "form-key-scope-unheld", "form-key-exp-custom-past", "form-key-no-csrf",
         "form-key-json", "form-key-multipart-garbage", "form-key-10mb", "form-key-2mb-chunked",
         "form-revoke-other-tenant", "form-role-huge-id", "form-user-role-other-tenant", "form-login-wrong-password",
-        "form-login-10mb"}
+        "form-login-10mb", "policy-webhook-metadata-ip"}
 
 LIVE_EXTRA = [
     Case("live-64k-other-header", "GET", ME, 401, "not_authenticated", "anon", headers={"X-Junk": "j" * 65_536}),
@@ -741,6 +824,7 @@ CLI_CASES = [
     CliCase("limits-zero", ("limits", "set", "--user", "dev@acme.test", "--max-active-tokens", "0"), 1, "between 1 and"),
     CliCase("limits-huge", ("limits", "set", "--tenant", "Acme", "--max-active-tokens", "99999999999999999999"), 1, "between 1 and"),
     CliCase("limits-not-a-number", ("limits", "set", "--user", "dev@acme.test", "--max-active-tokens", "ten"), 2),
+    CliCase("user-reactivate-unknown", ("user", "reactivate", "--email", "nobody'; DROP TABLE users;--@acme.test"), 1, "not found"),
     CliCase("revoke-huge-id", ("tokens", "revoke", "99999999999999999999"), 1, "not found"),
     CliCase("revoke-not-a-number", ("tokens", "revoke", "1 OR 1=1"), 2),
     CliCase("list-traversal-user", ("tokens", "list", "--user", "../../etc/passwd"), 1, "not found"),
@@ -779,7 +863,7 @@ def _run_cli(url: str, case: CliCase) -> list[str]:
         problems.append("a traceback or Python repr")
     if len([line for line in output.splitlines() if "error" in line.lower()]) != 1:
         problems.append("not exactly one error line")
-    if case.exit_code == 1 and not (done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
+    if case.exit_code in (1, 2) and not (done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
                                     and case.says in done.stderr and "unexpected" not in done.stderr):
         problems.append(f"not one clear 'error: ...{case.says}...' line")
     return [f"{p}: {output[-300:]!r}" for p in problems]

@@ -3,7 +3,8 @@
 Every endpoint of the JSON API is tried against Acme's objects by four attackers: the admin of
 another tenant (Globex, who holds every permission there) with a session and with an all-scopes
 token, and a fellow Acme developer (Mallory) with a session and with a token. Each attempt gets a
-404 (or a 403 where the caller lacks the permission altogether), reveals nothing of the victim
+404 (or a 403 where the caller lacks the permission altogether, or where a token tries to change
+users or roles, which needs a session), reveals nothing of the victim
 (token names, prefixes, emails, role names), and changes nothing. Runs in-process on both backends.
 """
 
@@ -21,6 +22,7 @@ from fastapi.testclient import TestClient
 
 from kbai.clock import FrozenClock
 from kbai.config import Settings
+from kbai.idempotency import Claim, IdempotencyStore
 from kbai.services import Services
 from kbai.web.app import create_app
 from tests.conftest import FAST_ARGON2, OPERATOR, build_world
@@ -28,6 +30,7 @@ from tests.web.safety import changed_tables, error_problems, shown, snapshot
 
 ATTACKERS = ("globex-session", "globex-token", "mallory-session", "mallory-token")
 SECRET_ROLE = "Acme-Secret-Role-Q7"
+VICTIM_KEY = "victim-idempotency-key"  # the victim rotated victim-zapier-prod with it (its answer is stored)
 
 
 @dataclass(repr=False)
@@ -63,12 +66,17 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(module_database_url: str) -> Iterator[Env]:
-    svc = Services.build(Settings(database_url=module_database_url, **FAST_ARGON2), clock=FrozenClock())
+    # Acme is the operator tenant: its admin may manage service credentials, so Globex's admin (every
+    # permission, but elsewhere) and Mallory (Acme, not an admin) are the ones refused.
+    svc = Services.build(Settings(database_url=module_database_url, operator_tenant="Acme", **FAST_ARGON2),
+                         clock=FrozenClock())
     acme = build_world(svc)
     globex = build_world(svc, tenant="Globex", domain="globex.test")
     secret_role = svc.access.create_role(OPERATOR, acme.tenant_id, SECRET_ROLE, ["audit.read"])
     svc.access.create_user(OPERATOR, acme.tenant_id, "mallory@acme.test", "mallory-password-1", [acme.dev_role_id])
     svc.access.create_user(OPERATOR, acme.tenant_id, "victim.person@acme.test", "victim-password-1", [secret_role.id])
+    gone, _ = svc.access.create_user(OPERATOR, acme.tenant_id, "victim.gone@acme.test", "victim-password-2", ["Member"])
+    svc.access.deactivate_user(OPERATOR, gone.id)
     mallory = acme.actor("mallory@acme.test")
     victim_views = [svc.tokens.create(acme.dev, name, ["users.read"])[0]
                     for name in ("victim-zapier-prod", "victim-n8n-nightly")]
@@ -79,6 +87,17 @@ def env(module_database_url: str) -> Iterator[Env]:
               "mallory-token": svc.tokens.create(mallory, "mallory-all", sorted(mallory.permissions))[1]}
     credential, secret = svc.credentials.create(OPERATOR, "isolation")
     extra_secrets, victim_notification = _victim_extras(svc, acme.tenant_id, acme.dev.user_id)  # type: ignore[arg-type]
+    extra_secrets.append(credential.client_id)  # the deployment's credentials: nobody here may see them
+    # The victim's remembered answer for a rotation (as the API stores it): another caller sending the same
+    # Idempotency-Key to the same route must never be answered with it.
+    from kbai.web.idempotency import fingerprint
+
+    keys = IdempotencyStore(svc.db, svc.clock)
+    claim = keys.begin(f"user:{acme.dev.user_id}", "POST /api/v1/tokens/{token_id}/rotate", VICTIM_KEY,
+                       fingerprint({"token_id": victim_views[0].id}, b"{}"))
+    assert isinstance(claim, Claim)
+    keys.finish(claim, 201, {"id": victim_views[0].id, "name": victim_views[0].name, "prefix": victim_views[0].prefix,
+                             "token": None})
 
     app = create_app(svc, start_background=False)
     clients: dict[str, TestClient] = {a: TestClient(app, raise_server_exceptions=False) for a in ATTACKERS}
@@ -93,6 +112,7 @@ def env(module_database_url: str) -> Iterator[Env]:
     assert victim_person is not None
     ids = {"victim_token": victim_views[0].id, "victim_revoked_token": victim_views[-1].id,
            "victim_user": acme.dev.user_id, "victim_person": victim_person.id, "acme_admin": acme.admin.user_id,
+           "victim_deactivated": gone.id,
            "acme_admin_role": roles["Admin"], "acme_secret_role": secret_role.id, "acme_dev_role": acme.dev_role_id,
            "acme": acme.tenant_id, "globex": globex.tenant_id,
            "globex-session.user": globex.admin.user_id, "globex-token.user": globex.admin.user_id,
@@ -202,6 +222,12 @@ class Endpoint:
     body: Callable[[Env, str], Any] | None = None
     params: dict[str, str] | Callable[[Env, str], dict[str, Any]] | None = None
     ok: Check = _none  # extra checks of a 200
+    headers: dict[str, str] | None = None
+
+
+def _client_id(env: Env) -> str:
+    """The client id of the module's service credential (from its HTTP Basic header)."""
+    return base64.b64decode(env.basic.split()[1]).decode().split(":")[0]
 
 
 def _all(status: int, code: str = "") -> dict[str, tuple[int, str]]:
@@ -220,6 +246,10 @@ FORBIDDEN = (403, "forbidden")
 NO_SCOPE = (403, "insufficient_scope")
 OK = (200, "")
 T = "/api/v1/tokens"
+# Changes to users and roles: never with a token (403 session_required before anything is looked up), and
+# with a session 404 across tenants, 403 for a colleague without the permission (422 for a foreign role id).
+WRITE_404 = _by(NOT_FOUND, FORBIDDEN, SESSION_ONLY, cross_token=SESSION_ONLY)
+WRITE_422 = _by((422, "validation_error"), FORBIDDEN, SESSION_ONLY, cross_token=SESSION_ONLY)
 
 ENDPOINTS = [
     Endpoint("get-victim-token", "GET", lambda e, a: f"{T}/{e.ids['victim_token']}", _all(*NOT_FOUND)),
@@ -227,6 +257,10 @@ ENDPOINTS = [
     Endpoint("revoke-victim-token", "POST", lambda e, a: f"{T}/{e.ids['victim_token']}/revoke", _all(*NOT_FOUND)),
     Endpoint("rotate-victim-token", "POST", lambda e, a: f"{T}/{e.ids['victim_token']}/rotate",
              _by(NOT_FOUND, NOT_FOUND, SESSION_ONLY, cross_token=SESSION_ONLY), body=lambda e, a: {}),
+    Endpoint("rotate-victim-token-with-victims-idempotency-key", "POST",
+             lambda e, a: f"{T}/{e.ids['victim_token']}/rotate",
+             _by(NOT_FOUND, NOT_FOUND, SESSION_ONLY, cross_token=SESSION_ONLY), body=lambda e, a: {},
+             headers={"Idempotency-Key": VICTIM_KEY}),
     Endpoint("list-tokens", "GET", lambda e, a: T, _by(OK, OK, SESSION_ONLY, cross_token=SESSION_ONLY), ok=_own_tokens_only),
     Endpoint("list-tokens-from-victim-cursor", "GET", lambda e, a: T, _by(OK, OK, SESSION_ONLY, cross_token=SESSION_ONLY),
              params=lambda e, a: {"cursor": str(e.ids["victim_revoked_token"] + 1)}, ok=_own_tokens_only),
@@ -234,22 +268,23 @@ ENDPOINTS = [
     Endpoint("get-victim-role", "GET", lambda e, a: f"/api/v1/roles/{e.ids['acme_secret_role']}",
              _by(NOT_FOUND, OK, OK)),
     Endpoint("change-victim-role", "PUT", lambda e, a: f"/api/v1/roles/{e.ids['acme_secret_role']}",
-             _by(NOT_FOUND, FORBIDDEN, NO_SCOPE), body=lambda e, a: {"permissions": ["users.manage", "roles.manage"]}),
+             WRITE_404, body=lambda e, a: {"permissions": ["users.manage", "roles.manage"]}),
     Endpoint("rename-victim-admin-role", "PUT", lambda e, a: f"/api/v1/roles/{e.ids['acme_admin_role']}",
-             _by(NOT_FOUND, FORBIDDEN, NO_SCOPE), body=lambda e, a: {"name": "Pwned"}),
+             WRITE_404, body=lambda e, a: {"name": "Pwned"}),
     Endpoint("list-users", "GET", lambda e, a: "/api/v1/users", _all(*OK), ok=_tenant_users),
     Endpoint("create-user-with-victim-role", "POST", lambda e, a: "/api/v1/users",
-             _by((422, "validation_error"), FORBIDDEN, NO_SCOPE),
-             body=lambda e, a: {"email": "intruder@globex.test", "roles": [e.ids["acme_admin_role"]]}),
+             WRITE_422, body=lambda e, a: {"email": "intruder@globex.test", "roles": [e.ids["acme_admin_role"]]}),
     Endpoint("grant-self-victim-admin-role", "PUT", lambda e, a: f"/api/v1/users/{e.ids[a + '.user']}/roles",
-             _by((422, "validation_error"), FORBIDDEN, NO_SCOPE),
-             body=lambda e, a: {"roles": ["Admin", e.ids["acme_admin_role"]]}),
+             WRITE_422, body=lambda e, a: {"roles": ["Admin", e.ids["acme_admin_role"]]}),
     Endpoint("set-victim-roles", "PUT", lambda e, a: f"/api/v1/users/{e.ids['victim_user']}/roles",
-             _by(NOT_FOUND, FORBIDDEN, NO_SCOPE), body=lambda e, a: {"roles": ["Member"]}),
-    Endpoint("deactivate-victim", "POST", lambda e, a: f"/api/v1/users/{e.ids['victim_user']}/deactivate",
-             _by(NOT_FOUND, FORBIDDEN, NO_SCOPE)),
+             WRITE_404, body=lambda e, a: {"roles": ["Member"]}),
+    Endpoint("deactivate-victim", "POST", lambda e, a: f"/api/v1/users/{e.ids['victim_user']}/deactivate", WRITE_404),
     Endpoint("deactivate-victim-admin", "POST", lambda e, a: f"/api/v1/users/{e.ids['acme_admin']}/deactivate",
-             _by(NOT_FOUND, FORBIDDEN, NO_SCOPE)),
+             WRITE_404),
+    Endpoint("reactivate-victim", "POST", lambda e, a: f"/api/v1/users/{e.ids['victim_deactivated']}/reactivate",
+             WRITE_404),
+    Endpoint("reactivate-victim-active-admin", "POST", lambda e, a: f"/api/v1/users/{e.ids['acme_admin']}/reactivate",
+             WRITE_404),
     Endpoint("audit", "GET", lambda e, a: "/api/v1/audit", _by(OK, FORBIDDEN, NO_SCOPE), ok=_own_events),
     Endpoint("audit-by-victim", "GET", lambda e, a: "/api/v1/audit", _by(OK, FORBIDDEN, NO_SCOPE),
              params=lambda e, a: {"actor_user_id": e.ids["victim_user"]}, ok=_no_events),
@@ -285,6 +320,10 @@ ENDPOINTS = [
              lambda e, a: f"/api/v1/notifications/{e.ids['victim_notification']}/read",
              _by(NOT_FOUND, NOT_FOUND, SESSION_ONLY, cross_token=SESSION_ONLY)),
     Endpoint("policy", "GET", lambda e, a: "/api/v1/policies", _all(*OK)),
+    Endpoint("list-service-credentials", "GET", lambda e, a: "/api/v1/service-credentials",
+             _all(403, "forbidden")),
+    Endpoint("revoke-service-credential", "POST",
+             lambda e, a: f"/api/v1/service-credentials/{_client_id(e)}/revoke", _all(403, "forbidden")),
     Endpoint("introspect-without-credential", "POST", lambda e, a: "/api/v1/introspect", _all(401, "invalid_client"),
              body=lambda e, a: {"token": e.token.get(a, "kbai_pk_" + "0" * 64)}),
 ]
@@ -303,6 +342,8 @@ def test_no_way_into_another_tenant_or_another_users_tokens(env: Env, endpoint: 
         kwargs["json"] = endpoint.body(env, attacker)
     if endpoint.params is not None:
         kwargs["params"] = endpoint.params(env, attacker) if callable(endpoint.params) else endpoint.params
+    if endpoint.headers is not None:
+        kwargs["headers"] = endpoint.headers
     r = env.request(attacker, endpoint.method, endpoint.path(env, attacker), **kwargs)
     if status >= 400:
         problems = error_problems(r, status, code)

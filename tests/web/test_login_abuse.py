@@ -1,6 +1,7 @@
-"""Issue 6, abuse: failed logins are limited per client address and per account (the JSON API and the
-login form share the counters, and so do instances with Redis); sessions cannot be fixed by an attacker,
-end server-side at logout (form too), and the cookie is Secure when KBAI_COOKIE_SECURE is set.
+"""Issue 6, abuse: failed logins are limited per client address (the JSON API and the login form share
+the counters, and so do instances with Redis; the per-account throttle, which never locks the owner
+out, is in test_login_hardening.py); sessions cannot be fixed by an attacker, end server-side at logout
+(form too), and the cookie is Secure when KBAI_COOKIE_SECURE is set.
 
 Client addresses come from X-Forwarded-For, which a live `kbai serve` believes from its trusted proxies
 (127.0.0.1 by default), so the per-address cases run against real servers.
@@ -56,23 +57,15 @@ def server(database_url: str, tmp_path: Path) -> Iterator[LiveServer]:
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
-def test_failures_on_one_account_from_many_addresses_block_that_account(server: LiveServer) -> None:
-    for i in range(LIMIT):
-        _fail(server, DEV[0], f"203.0.113.{i + 1}")
-    r = _login(server, DEV, "203.0.113.99")  # the right password, from an address that never failed
-    assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limited", r.text
-    assert 1 <= int(r.headers["retry-after"]) <= 60
-    r = _form_login(server, DEV, "203.0.113.98")  # the login form counts the same failures
-    assert r.status_code == 429 and "Too many" in r.text
-    assert _login(server, ADMIN, "203.0.113.99").status_code == 200  # other accounts are not locked out
-
-
-@pytest.mark.parametrize("backend", ["sqlite"])
 def test_failures_from_one_address_on_many_accounts_block_that_address(server: LiveServer) -> None:
     for i in range(LIMIT):
         _fail(server, f"nobody{i}@acme.test", "198.51.100.7")  # unknown accounts count as well
     r = _login(server, ADMIN, "198.51.100.7")
     assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limited", r.text
+    assert "from your address" in r.json()["error"]["message"]  # true: this address did fail
+    assert 1 <= int(r.headers["retry-after"]) <= 60
+    r = _form_login(server, ADMIN, "198.51.100.7")  # the login form counts the same failures
+    assert r.status_code == 429 and "Too many" in r.text
     assert _login(server, ADMIN, "198.51.100.8").status_code == 200  # the account itself is fine
 
 
@@ -85,10 +78,11 @@ def test_with_redis_login_failures_count_across_instances(database_url: str, tmp
     a, b = start_server(database_url, tmp_path, **env), start_server(database_url, tmp_path, **env)
     try:
         _fail(a, DEV[0], "203.0.113.1")
-        _fail(b, DEV[0], "203.0.113.2")
-        assert _login(a, DEV, "203.0.113.3").status_code == 200  # two failures: still open everywhere
-        _fail(a, DEV[0], "203.0.113.4")
-        assert _login(b, DEV, "203.0.113.5").status_code == 429  # the third, made on A, closes B
+        _fail(b, ADMIN[0], "203.0.113.1")
+        assert _login(a, DEV, "203.0.113.1").status_code == 200  # two failures: still open everywhere
+        _fail(a, "nobody@acme.test", "203.0.113.1")
+        assert _login(b, DEV, "203.0.113.1").status_code == 429  # the third failure, made on A, closes B
+        assert _login(a, DEV, "203.0.113.2").status_code == 200  # for that address only
     finally:
         a.stop()
         b.stop()

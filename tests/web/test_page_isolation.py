@@ -55,6 +55,8 @@ def env(module_database_url: str) -> Iterator[Env]:
     secret_role = svc.access.create_role(OPERATOR, acme.tenant_id, SECRET_ROLE, ["audit.read"])
     svc.access.create_user(OPERATOR, acme.tenant_id, "mallory@acme.test", "mallory-password-1", [acme.dev_role_id])
     asker, _ = svc.access.create_user(OPERATOR, acme.tenant_id, "asker@acme.test", "asker-password-1", ["Member"])
+    gone, _ = svc.access.create_user(OPERATOR, acme.tenant_id, "gone@acme.test", "gone-password-1", ["Member"])
+    svc.access.deactivate_user(OPERATOR, gone.id)
     AdminRequests(svc.access).ask(acme.actor("asker@acme.test"), MANAGE_TOKENS, NOTE)
     (request,) = AdminRequests(svc.access).pending(acme.admin)
     tokens = [svc.tokens.create(acme.dev, name, ["users.read"])[0] for name in ("victim-zapier-q1", "victim-cron-q2")]
@@ -77,7 +79,7 @@ def env(module_database_url: str) -> Iterator[Env]:
         r = clients[attacker].post("/api/v1/session", json={"email": email, "password": password})
         assert r.status_code == 200
         csrf[attacker] = r.json()["csrf_token"]
-    ids = {"victim_token": tokens[0].id, "victim_user": acme.dev.user_id, "asker": asker.id,
+    ids = {"victim_token": tokens[0].id, "victim_user": acme.dev.user_id, "asker": asker.id, "gone": gone.id,
            "secret_role": secret_role.id, "dev_role": acme.dev_role_id, "request": request.id,
            "notification": notification,
            "member_role": {r.name: r.id for r in svc.access.list_roles(OPERATOR, acme.tenant_id)}["Member"]}
@@ -127,6 +129,8 @@ PROBES = [
           CROSS_404_SAME_403, lambda e: {"roles": str(e.ids["dev_role"])}),
     Probe("user-deactivate", "POST", H + "/users/{user_id}/deactivate",
           lambda e: f"{H}/users/{e.ids['victim_user']}/deactivate", CROSS_404_SAME_403),
+    Probe("user-reactivate", "POST", H + "/users/{user_id}/reactivate",
+          lambda e: f"{H}/users/{e.ids['gone']}/reactivate", CROSS_404_SAME_403),
     Probe("request-grant", "POST", H + "/requests/{request_id}/grant",
           lambda e: f"{H}/requests/{e.ids['request']}/grant", CROSS_404_SAME_403, lambda e: {"role_id": str(e.ids["member_role"])}),  # the asker's role
     Probe("request-dismiss", "POST", H + "/requests/{request_id}/dismiss",

@@ -49,6 +49,10 @@ def test_no_page_after_the_creation_page_holds_a_token(client: TestClient, world
     csrf = _login(client, "dev@acme.test", "dev-password-1")
     r = client.post(H + "/api-keys", data={"name": "From the form", "scopes": ["users.read"], "expiry": "90",
                                            "csrf_token": csrf})
+    # Post/redirect/get: neither the redirect nor its address holds the token; the page it lands on does, once.
+    assert r.status_code == 303 and TOKEN_RE.search(r.text + r.headers["location"]) is None
+    pages_seen["the answer to the create form (a redirect)"] = r.text + r.headers["location"]
+    r = client.get(r.headers["location"])
     assert r.status_code == 200
     minted += TOKEN_RE.findall(r.text)
     assert len(minted) == 1, "the creation page shows the new token once"
@@ -110,3 +114,36 @@ def test_no_page_after_the_creation_page_holds_a_token(client: TestClient, world
         found = [what for what, text in pages_seen.items() if secret in text.lower()]
         # Names of pages and a digest only: a failing run never prints the token.
         assert not found, f"token with digest {digest(token)[:12]} is on: {found}"
+
+
+def test_the_token_travels_to_the_next_page_sealed_and_only_once(client: TestClient, world: World) -> None:
+    """Post/redirect/get: between the POST and the page, the token sits in the session's flash, sealed with a
+    key derived from the cookie (the database holds only the cookie's digest): no 64-hex secret in the row,
+    useless with another cookie, and gone once the page showed it."""
+    from sqlalchemy import select
+
+    from kbai.store.models import LoginSession
+
+    svc = world.services
+    csrf = _login(client, "dev@acme.test", "dev-password-1")
+    r = client.post(H + "/api-keys", data={"name": "Sealed", "scopes": ["users.read"], "expiry": "90",
+                                           "csrf_token": csrf})
+    assert r.status_code == 303
+    with svc.db.read() as s:
+        row = s.scalars(select(LoginSession).where(LoginSession.flash.is_not(None))).one()
+    flash = row.flash or ""
+    assert re.search(r"[0-9a-f]{64}", flash) is None and "kbai_pk_" not in flash
+    info = svc.sessions.resolve(client.cookies.get("kbai_session"))
+    assert info is not None and info.has_flash
+    # Another cookie cannot open it (and a failed attempt uses it up: nothing is shown to anyone then).
+    assert svc.sessions.take_flash(info, "not-the-cookie") is None
+    assert TOKEN_RE.search(client.get(H + "/api-keys").text) is None
+
+    r = client.post(H + "/api-keys", data={"name": "Sealed again", "scopes": ["users.read"], "expiry": "90",
+                                           "csrf_token": csrf})
+    first = client.get(r.headers["location"]).text
+    shown = TOKEN_RE.findall(first)
+    assert len(shown) == 1 and svc.tokens.verify(shown[0]).authenticated
+    with svc.db.read() as s:
+        assert s.scalars(select(LoginSession.flash).where(LoginSession.flash.is_not(None))).all() == []
+    assert TOKEN_RE.search(client.get(r.headers["location"]).text) is None, "shown once"

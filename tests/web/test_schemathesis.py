@@ -89,7 +89,7 @@ def api(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iter
         svc.close()
     # Generated requests only ever fail authentication by accident; never let that lock the run out.
     server = start_server(database_url, tmp, KBAI_AUTH_FAILURES_PER_MINUTE="100000",
-                          KBAI_LOGIN_FAILURES_PER_MINUTE="100000")
+                          KBAI_LOGIN_FAILURES_PER_MINUTE="100000", KBAI_INTROSPECTION_FAILURES_PER_MINUTE="100000")
     try:
         identities = {mode: make_identity(server, email, ADMIN_PASSWORD, admin_id, stand_in_id)  # type: ignore[arg-type]
                       for mode, (email, admin_id, stand_in_id) in tenants.items()}

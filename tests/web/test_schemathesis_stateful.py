@@ -98,7 +98,7 @@ def live(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Ite
     finally:
         svc.close()
     server = start_server(database_url, tmp, KBAI_AUTH_FAILURES_PER_MINUTE="100000",
-                          KBAI_LOGIN_FAILURES_PER_MINUTE="100000")
+                          KBAI_LOGIN_FAILURES_PER_MINUTE="100000", KBAI_INTROSPECTION_FAILURES_PER_MINUTE="100000")
     try:
         with server.client() as c:
             csrf = login(c, ADMIN_EMAIL, ADMIN_PASSWORD)

@@ -10,6 +10,11 @@ from pathlib import Path
 KEY_RE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
 MANAGE_TOKENS = "developer.manage_tokens"
 REVIEW_TOKENS = "developer.review_tokens"
+# Permissions that need a person at the keyboard: they are never offered or accepted as token scopes,
+# and a stored token that holds one (made before this rule) acts without it. A token can never mint,
+# manage people or change roles; everything else (the read permissions, reviewing tokens, the
+# operator's own permissions) can be a scope.
+SESSION_ONLY = frozenset({MANAGE_TOKENS, "developer.manage_service_tokens", "users.manage", "roles.manage"})
 
 
 @dataclass(frozen=True)
@@ -17,16 +22,22 @@ class Permission:
     key: str
     label: str
     group: str
+    # Needs an interactive session: never a token scope (see SESSION_ONLY).
+    session_only: bool = False
+
+
+def _permission(key: str, label: str, group: str) -> Permission:
+    return Permission(key, label, group, session_only=key in SESSION_ONLY)
 
 
 BUILTIN: tuple[Permission, ...] = (
-    Permission(MANAGE_TOKENS, "Manage API Tokens", "Developer"),
-    Permission(REVIEW_TOKENS, "Review all tokens of the tenant", "Developer"),
-    Permission("users.read", "View users", "Users"),
-    Permission("users.manage", "Manage users", "Users"),
-    Permission("roles.read", "View roles", "Roles"),
-    Permission("roles.manage", "Manage roles", "Roles"),
-    Permission("audit.read", "Read the audit log", "Audit"),
+    _permission(MANAGE_TOKENS, "Manage API Tokens", "Developer"),
+    _permission(REVIEW_TOKENS, "Review all tokens of the tenant", "Developer"),
+    _permission("users.read", "View users", "Users"),
+    _permission("users.manage", "Manage users", "Users"),
+    _permission("roles.read", "View roles", "Roles"),
+    _permission("roles.manage", "Manage roles", "Roles"),
+    _permission("audit.read", "Read the audit log", "Audit"),
 )
 
 
@@ -40,6 +51,7 @@ class Catalog:
     def __init__(self, permissions: tuple[Permission, ...] = BUILTIN) -> None:
         self.permissions = permissions
         self._by_key = {p.key: p for p in permissions}
+        self.session_only = frozenset(p.key for p in permissions if p.session_only)
 
     def __contains__(self, key: object) -> bool:
         return key in self._by_key
@@ -50,6 +62,15 @@ class Catalog:
     @property
     def keys(self) -> frozenset[str]:
         return frozenset(self._by_key)
+
+    def token_usable(self, keys: frozenset[str] | set[str]) -> frozenset[str]:
+        """The permissions among ``keys`` that a token can carry (session-only ones left out)."""
+        return frozenset(keys) - self.session_only
+
+    def label(self, key: str) -> str:
+        """A permission's label ("Read contacts"), or the key itself when it is not in the catalog."""
+        found = self._by_key.get(key)
+        return found.label if found else key
 
     def groups(self) -> list[tuple[str, list[Permission]]]:
         """[(group, [permissions...])] in catalog order."""
@@ -92,5 +113,5 @@ class Catalog:
                 if not isinstance(label, str) or not label.strip():
                     raise CatalogError(f"KBAI_PERMISSIONS_FILE {path}: '{key}' needs a label")
                 seen.add(key)
-                perms.append(Permission(key, label.strip(), str(group)))
+                perms.append(_permission(key, label.strip(), str(group)))
         return cls(tuple(perms))

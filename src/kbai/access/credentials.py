@@ -6,15 +6,17 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import select
 
 from kbai import audit, errors
+from kbai.access.catalog import Catalog
 from kbai.audit import Actor
 from kbai.clock import Clock, utc_seconds
 from kbai.errors import KbaiError
 from kbai.store import Database
-from kbai.store.models import ServiceCredential
+from kbai.store.models import ServiceCredential, Tenant
 from kbai.validate import clean_name
 
 
@@ -25,14 +27,73 @@ class Credential:
     client_id: str
 
 
+@dataclass(frozen=True)
+class CredentialView:
+    """A credential as operators see it: never its secret (only its digest is stored)."""
+
+    id: int
+    name: str
+    client_id: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+    @property
+    def status(self) -> str:
+        return "revoked" if self.revoked_at is not None else "active"
+
+
+def _view(row: ServiceCredential) -> CredentialView:
+    return CredentialView(row.id, row.name, row.client_id, row.created_at, row.revoked_at)
+
+
 def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 class CredentialService:
-    def __init__(self, db: Database, clock: Clock) -> None:
+    """Service credentials belong to the deployment, not to a tenant: the CLI (an operator) manages
+    them, and in the API so may an admin of the operator's own tenant (``KBAI_OPERATOR_TENANT``): a
+    session holding every permission there. Nobody else may even list them."""
+
+    def __init__(self, db: Database, clock: Clock, catalog: Catalog | None = None,
+                 operator_tenant: str | None = None) -> None:
         self.db = db
         self.clock = clock
+        self.catalog = catalog
+        self.operator_tenant = operator_tenant
+
+    def _authorize(self, actor: Actor) -> None:
+        if actor.kind == "operator":
+            return
+        if actor.kind == "user" and self.operator_tenant and self.catalog is not None:
+            everything = {p.key for p in self.catalog.permissions}
+            with self.db.read() as s:
+                tenant_id = s.scalar(select(Tenant.id).where(Tenant.name == self.operator_tenant))
+            if tenant_id is not None and actor.tenant_id == tenant_id and everything <= actor.permissions:
+                return
+        raise KbaiError(errors.OPERATORS_ONLY)
+
+    def list(self, actor: Actor) -> list[CredentialView]:
+        """Every credential, active and revoked, oldest first."""
+        self._authorize(actor)
+        with self.db.read() as s:
+            return [_view(row) for row in s.scalars(select(ServiceCredential).order_by(ServiceCredential.id))]
+
+    def revoke(self, actor: Actor, client_id: str) -> CredentialView:
+        """Stop a credential at once (introspection answers it 401 ``invalid_client``); idempotent."""
+        self._authorize(actor)
+        if not client_id or len(client_id) > 64 or "\x00" in client_id:
+            raise KbaiError(errors.NOT_FOUND, what="Service credential")
+        now = utc_seconds(self.clock.now())
+        with self.db.write() as s:
+            row = s.scalar(select(ServiceCredential).where(ServiceCredential.client_id == client_id))
+            if row is None:
+                raise KbaiError(errors.NOT_FOUND, what="Service credential")
+            if row.revoked_at is None:
+                row.revoked_at = now
+                audit.record(s, actor, "service_credential.revoke", at=now, target_type="service_credential",
+                             target_id=row.id, details={"name": row.name, "client_id": row.client_id})
+            return _view(row)
 
     def create(self, actor: Actor, name: str) -> tuple[Credential, str]:
         """A new credential; returns it with its secret, which is never shown again."""

@@ -46,14 +46,27 @@ def permissions_of(session: Session, user: User, catalog: Catalog) -> frozenset[
     """What ``user`` may do now: the union of their roles, cut to the catalog. Inactive users hold nothing."""
     if not user.active:
         return frozenset()
-    rows = session.execute(
-        select(Role.builtin, RolePermission.permission)
-        .select_from(UserRole)
-        .join(Role, Role.id == UserRole.role_id)
-        .outerjoin(RolePermission, RolePermission.role_id == Role.id)
-        .where(UserRole.user_id == user.id)
-    ).all()
-    return permissions_from(rows, catalog)
+    return role_permissions(session, [user.id], catalog)[user.id]
+
+
+def role_permissions(session: Session, user_ids: Iterable[int], catalog: Catalog) -> dict[int, frozenset[str]]:
+    """What each user's roles grant, whether or not the user is active (what a reactivation gives back)."""
+    ids = list(user_ids)
+    held: dict[int, set[str]] = {uid: set() for uid in ids}
+    admins: set[int] = set()
+    if ids:
+        rows = session.execute(
+            select(UserRole.user_id, Role.builtin, RolePermission.permission)
+            .join(Role, Role.id == UserRole.role_id)
+            .outerjoin(RolePermission, RolePermission.role_id == Role.id)
+            .where(UserRole.user_id.in_(ids))
+        ).all()
+        for uid, builtin, permission in rows:
+            if builtin == ADMIN:
+                admins.add(uid)
+            elif permission is not None:
+                held[uid].add(permission)
+    return {uid: catalog.keys if uid in admins else frozenset(held[uid] & catalog.keys) for uid in ids}
 
 
 def permissions_from(rows: Iterable[tuple[str | None, str | None]], catalog: Catalog) -> frozenset[str]:
@@ -82,6 +95,16 @@ def require(actor: Actor, permission: str, action: str, tenant_id: int | None = 
         raise KbaiError(errors.FORBIDDEN, permission=permission, action=action)
 
 
+def may_manage(actor: Actor, permission: str, action: str, tenant_id: int | None = None) -> None:
+    """Refuse a change to users or roles unless an operator, or a signed-in person holding ``permission``
+    in ``tenant_id``, makes it. Never a token: a login it created or a role it raised would outlive it."""
+    if actor.kind == "operator":
+        return
+    if actor.kind != "user":
+        raise KbaiError(errors.MANAGE_NEEDS_SESSION, action=action)
+    require(actor, permission, action, tenant_id)
+
+
 class AccessService:
     def __init__(self, db: Database, clock: Clock, catalog: Catalog, passwords: Passwords) -> None:
         self.db = db
@@ -90,6 +113,9 @@ class AccessService:
         self.passwords = passwords
         # Called after a commit that may change what any token may do (roles, deactivation).
         self.listeners: list[Callable[[], None]] = []
+        # Called with a tenant id after a commit that may have given someone there a permission (a role's
+        # permissions or a person's roles changed): answered "Ask an admin" requests are resolved from here.
+        self.grant_listeners: list[Callable[[int], None]] = []
 
     # ---- reading -------------------------------------------------------------------------
     def permissions(self, session: Session, user: User) -> frozenset[str]:
@@ -162,7 +188,7 @@ class AccessService:
         roles: Sequence[str | int] = (),
     ) -> tuple[UserView, str | None]:
         """A user in ``tenant_id`` with the named (or id-given) roles; Member when none are named."""
-        require(actor, "users.manage", "create users", tenant_id)
+        may_manage(actor, "users.manage", "create users", tenant_id)
         email = clean_email(email)
         generated = None
         if password is None:
@@ -175,10 +201,11 @@ class AccessService:
                 tenant = s.get(Tenant, tenant_id)
                 if tenant is None:
                     raise KbaiError(errors.NOT_FOUND, what="Tenant")
-                self._email_free(s, email)
+                self._lock_tenant(s, tenant_id)
+                held = self._held(s, actor, "users.manage", "create users", tenant_id)
                 role_rows = self._roles(s, tenant_id, roles or ["Member"])
-                if any(r.builtin == ADMIN for r in role_rows):
-                    require(actor, "roles.manage", "grant the Admin role", tenant_id)
+                self._assignable(s, held, role_rows)
+                self._email_free(s, email)
                 user = User(tenant_id=tenant_id, email=email, password_hash=password_hash, active=True, created_at=now)
                 s.add(user)
                 s.flush()
@@ -209,14 +236,12 @@ class AccessService:
         now = utc_seconds(self.clock.now())
         with self.db.write() as s:
             user = self._user_in_scope(s, actor, user_id)
-            require(actor, "users.manage", "change a user's roles", user.tenant_id)
+            may_manage(actor, "users.manage", "change a user's roles", user.tenant_id)
             self._lock_tenant(s, user.tenant_id)
+            held = self._held(s, actor, "users.manage", "change a user's roles", user.tenant_id)
             wanted = self._roles(s, user.tenant_id, roles)
-            before = set(s.scalars(select(UserRole.role_id).where(UserRole.user_id == user.id)))
-            admin_ids = {r.id for r in self._builtin_roles(s, user.tenant_id, ADMIN)}
-            touches_admin = bool((before ^ {r.id for r in wanted}) & admin_ids)
-            if touches_admin:
-                require(actor, "roles.manage", "grant or remove the Admin role", user.tenant_id)
+            self._not_above(s, held, user, "change the roles of")
+            self._assignable(s, held, wanted)
             for link in s.scalars(select(UserRole).where(UserRole.user_id == user.id)):
                 s.delete(link)
             s.flush()
@@ -227,15 +252,18 @@ class AccessService:
                          tenant_id=user.tenant_id, details={"email": user.email, "roles": sorted(r.name for r in wanted)})
             view = self.user_view(s, user)
         self._changed()
+        self._may_have_granted(view.tenant_id)
         return view
 
     def deactivate_user(self, actor: Actor, user_id: int) -> UserView:
-        """Deactivated users can't log in, and their tokens stop working at once."""
+        """Deactivated users can't log in, and their tokens stop working at once (they are not revoked)."""
         now = utc_seconds(self.clock.now())
         with self.db.write() as s:
             user = self._user_in_scope(s, actor, user_id)
-            require(actor, "users.manage", "deactivate users", user.tenant_id)
+            may_manage(actor, "users.manage", "deactivate users", user.tenant_id)
             self._lock_tenant(s, user.tenant_id)
+            held = self._held(s, actor, "users.manage", "deactivate users", user.tenant_id)
+            self._not_above(s, held, user, "deactivate")
             if user.active:
                 user.active = False
                 user.deactivated_at = now
@@ -248,8 +276,35 @@ class AccessService:
         self._changed()
         return view
 
+    def reactivate_user(self, actor: Actor, user_id: int) -> UserView:
+        """A deactivated user may log in again. Tokens that deactivation only stopped (not revoked, not
+        expired) work again; revoked tokens stay revoked, and old sessions stay ended."""
+        now = utc_seconds(self.clock.now())
+        with self.db.write() as s:
+            user = self._user_in_scope(s, actor, user_id)
+            may_manage(actor, "users.manage", "reactivate users", user.tenant_id)
+            self._lock_tenant(s, user.tenant_id)
+            held = self._held(s, actor, "users.manage", "reactivate users", user.tenant_id)
+            self._not_above(s, held, user, "reactivate")
+            changed = not user.active
+            if changed:
+                user.active = True
+                user.deactivated_at = None
+                audit.record(s, actor, "user.reactivate", at=now, target_type="user", target_id=user.id,
+                             tenant_id=user.tenant_id, details={"email": user.email})
+            view = self.user_view(s, user)
+        if changed:
+            self._changed()
+        return view
+
     def set_password(self, actor: Actor, user_id: int, password: str | None = None) -> str | None:
-        """Set (or generate and return) a user's password."""
+        """Set (or generate and return) a user's password, ending every session of theirs.
+
+        A reset usually means the old password may be known to someone else: a session opened with it
+        must not outlive it. The sessions go in the same transaction as the new hash, and the user row
+        is locked, so a login that checked the old password cannot open a session afterwards (see
+        ``SessionService.login``).
+        """
         generated = None
         if password is None:
             password = generated = self.passwords.generate()
@@ -258,11 +313,17 @@ class AccessService:
         now = utc_seconds(self.clock.now())
         with self.db.write() as s:
             user = self._user_in_scope(s, actor, user_id)
-            if actor.kind != "operator" and actor.user_id != user.id:
-                require(actor, "users.manage", "set another user's password", user.tenant_id)
+            if actor.kind not in ("operator", "user"):
+                raise KbaiError(errors.MANAGE_NEEDS_SESSION, action="set a password")
+            if actor.kind == "user" and actor.user_id != user.id:
+                may_manage(actor, "users.manage", "set another user's password", user.tenant_id)
+                held = self._held(s, actor, "users.manage", "set another user's password", user.tenant_id)
+                self._not_above(s, held, user, "set the password of")
+            s.refresh(user, with_for_update=True)
             user.password_hash = password_hash
+            ended = s.execute(delete(LoginSession).where(LoginSession.user_id == user.id)).rowcount
             audit.record(s, actor, "user.password", at=now, target_type="user", target_id=user.id,
-                         tenant_id=user.tenant_id, details={"email": user.email})
+                         tenant_id=user.tenant_id, details={"email": user.email, "sessions_ended": ended})
         return generated
 
     def authenticate(self, email: str, password: str) -> User:
@@ -273,15 +334,17 @@ class AccessService:
         with self.db.read() as s:
             user = s.scalar(select(User).where(User.email == email.strip().lower()))
         ok = self.passwords.verify(user.password_hash if user else None, password)
-        if not ok or user is None:
+        # A deactivated account answers exactly as a wrong password does (after the same full
+        # verification): "deactivated" would tell a guesser that the password was right.
+        if not ok or user is None or not user.active:
             raise KbaiError(errors.INVALID_CREDENTIALS)
-        if not user.active:
-            raise KbaiError(errors.USER_INACTIVE)
         if self.passwords.needs_rehash(user.password_hash):
+            rehashed = self.passwords.hash(password)
             with self.db.write() as s:
-                fresh = s.get(User, user.id)
-                if fresh is not None:
-                    fresh.password_hash = self.passwords.hash(password)
+                fresh = s.get(User, user.id, with_for_update=True)
+                # Only over the hash just verified: a password set meanwhile must not be put back.
+                if fresh is not None and fresh.password_hash == user.password_hash:
+                    fresh.password_hash = user.password_hash = rehashed
         return user
 
     # ---- roles ---------------------------------------------------------------------------
@@ -298,12 +361,16 @@ class AccessService:
             return self.role_view(s, role)
 
     def create_role(self, actor: Actor, tenant_id: int, name: str, permissions: Iterable[str]) -> RoleView:
-        require(actor, "roles.manage", "create roles", tenant_id)
+        may_manage(actor, "roles.manage", "create roles", tenant_id)
         name = clean_name(name, "role name")
         perms = self._clean_permissions(permissions)
         now = utc_seconds(self.clock.now())
         try:
             with self.db.write() as s:
+                self._lock_tenant(s, tenant_id)
+                held = self._held(s, actor, "roles.manage", "create roles", tenant_id)
+                if held is not None and set(perms) - held:
+                    raise KbaiError(errors.ROLE_ADD_NOT_HELD, **self._listed(set(perms) - held))
                 if s.scalar(select(Role.id).where(Role.tenant_id == tenant_id, Role.name == name)) is not None:
                     raise KbaiError(errors.ALREADY_EXISTS, what=f"A role named '{name}'")
                 role = Role(tenant_id=tenant_id, name=name, builtin=None, created_at=now)
@@ -327,7 +394,9 @@ class AccessService:
         try:
             with self.db.write() as s:
                 role = self._role_in_scope(s, actor, role_id)
-                require(actor, "roles.manage", "change roles", role.tenant_id)
+                may_manage(actor, "roles.manage", "change roles", role.tenant_id)
+                self._lock_tenant(s, role.tenant_id)
+                held = self._held(s, actor, "roles.manage", "change roles", role.tenant_id)
                 if role.builtin == ADMIN and (perms is not None and set(perms) != self.catalog.keys or
                                               new_name not in (None, role.name)):
                     raise KbaiError(errors.ADMIN_ROLE_FIXED, role=role.name)
@@ -339,10 +408,20 @@ class AccessService:
                         raise KbaiError(errors.ALREADY_EXISTS, what=f"A role named '{new_name}'")
                     role.name = new_name
                 if perms is not None and role.builtin != ADMIN:
+                    added, removed = set(perms) - set(before), set(before) - set(perms)
+                    if held is not None and added - held:
+                        raise KbaiError(errors.ROLE_ADD_NOT_HELD, **self._listed(added - held))
+                    if held is not None and removed - held:
+                        raise KbaiError(errors.ROLE_REMOVE_NOT_HELD, role=role.name, **self._listed(removed - held))
+                    holders = list(s.scalars(select(UserRole.user_id).where(UserRole.role_id == role.id)))
+                    holders_before = role_permissions(s, holders, self.catalog)
                     for rp in s.scalars(select(RolePermission).where(RolePermission.role_id == role.id)):
                         s.delete(rp)
                     s.flush()
                     s.add_all([RolePermission(role_id=role.id, permission=p) for p in perms])
+                    s.flush()
+                    if held is not None and removed:
+                        self._no_loss_above(s, held, role, holders_before)
                 s.flush()
                 view = self.role_view(s, role)
                 audit.record(s, actor, "role.update", at=now, target_type="role", target_id=role.id,
@@ -352,6 +431,7 @@ class AccessService:
         except IntegrityError:
             raise KbaiError(errors.ALREADY_EXISTS, what=f"A role named '{new_name}'") from None
         self._changed()
+        self._may_have_granted(role.tenant_id)
         return view
 
     # ---- limits --------------------------------------------------------------------------
@@ -384,10 +464,78 @@ class AccessService:
             audit.record(s, actor, "limit.set", at=now, target_type=target_type, target_id=target.id,
                          tenant_id=tenant_id, details={"target": label, "from": before, "to": max_active_tokens})
 
+    def manageable(self, actor: Actor, tenant_id: int) -> tuple[frozenset[int], frozenset[int]]:
+        """(ids of the roles ``actor`` may hand out, ids of the users whose access ``actor`` may change) in
+        ``tenant_id``: what the Users page offers. Empty without users.manage; everything for an operator."""
+        with self.db.read() as s:
+            roles = list(s.scalars(select(Role).where(Role.tenant_id == tenant_id)))
+            user_ids = list(s.scalars(select(User.id).where(User.tenant_id == tenant_id)))
+            if actor.kind == "operator":
+                return frozenset(r.id for r in roles), frozenset(user_ids)
+            if actor.kind != "user" or "users.manage" not in actor.permissions or actor.tenant_id != tenant_id:
+                return frozenset(), frozenset()
+            held = actor.permissions
+            theirs = role_permissions(s, user_ids, self.catalog)
+            return (frozenset(r.id for r in roles if set(self.role_view(s, r).permissions) <= held),
+                    frozenset(uid for uid, perms in theirs.items() if perms <= held))
+
     # ---- helpers -------------------------------------------------------------------------
+    def _held(self, s: Session, actor: Actor, permission: str, action: str, tenant_id: int) -> frozenset[str] | None:
+        """What ``actor`` holds now, read inside this write (None: an operator, who holds everything). The
+        rules below compare with this, not with what the request started with."""
+        if actor.kind == "operator":
+            return None
+        me = s.get(User, actor.user_id) if actor.user_id is not None else None
+        held = permissions_of(s, me, self.catalog) if me is not None and me.tenant_id == tenant_id else frozenset()
+        if permission not in held:
+            raise KbaiError(errors.FORBIDDEN, permission=permission, action=action)
+        return held
+
+    def _listed(self, permissions: Iterable[str]) -> dict[str, str]:
+        """Template parameters naming ``permissions`` in catalog order: "a", "a and b", "a, b and 3 more"."""
+        wanted = set(permissions)
+        keys = [p.key for p in self.catalog.permissions if p.key in wanted]
+        if len(keys) <= 3:
+            text = keys[0] if len(keys) == 1 else ", ".join(keys[:-1]) + " and " + keys[-1]
+        else:
+            text = f"{keys[0]}, {keys[1]} and {len(keys) - 2} more"
+        return {"permissions": text, "them": "it" if len(keys) == 1 else "them"}
+
+    def _assignable(self, s: Session, held: frozenset[str] | None, roles: Iterable[Role]) -> None:
+        """Refuse handing out a role that grants a permission the actor doesn't hold."""
+        if held is None:
+            return
+        for role in roles:
+            missing = set(self.role_view(s, role).permissions) - held
+            if missing:
+                raise KbaiError(errors.ROLE_NOT_ASSIGNABLE, role=role.name, **self._listed(missing))
+
+    def _not_above(self, s: Session, held: frozenset[str] | None, user: User, action: str) -> None:
+        """Refuse acting on someone whose roles grant a permission the actor doesn't hold (an Admin, say)."""
+        if held is None:
+            return
+        missing = role_permissions(s, [user.id], self.catalog)[user.id] - held
+        if missing:
+            raise KbaiError(errors.USER_OUTRANKS, action=action, email=user.email, **self._listed(missing))
+
+    def _no_loss_above(self, s: Session, held: frozenset[str], role: Role,
+                       before: dict[int, frozenset[str]]) -> None:
+        """After a role lost permissions: refuse if a holder who holds more than the actor lost any."""
+        after = role_permissions(s, before, self.catalog)
+        lost: set[str] = set()
+        for uid, perms in before.items():
+            if not perms <= held:
+                lost |= perms - after[uid]
+        if lost:
+            raise KbaiError(errors.ROLE_HOLDER_OUTRANKS, role=role.name, **self._listed(lost))
+
     def _changed(self) -> None:
         for listener in self.listeners:
             listener()
+
+    def _may_have_granted(self, tenant_id: int) -> None:
+        for listener in self.grant_listeners:
+            listener(tenant_id)
 
     def _clean_permissions(self, permissions: Iterable[str]) -> list[str]:
         if isinstance(permissions, str) or not isinstance(permissions, Iterable):
@@ -406,10 +554,6 @@ class AccessService:
     @staticmethod
     def _lock_tenant(s: Session, tenant_id: int) -> None:
         s.scalar(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
-
-    @staticmethod
-    def _builtin_roles(s: Session, tenant_id: int, kind: str) -> list[Role]:
-        return list(s.scalars(select(Role).where(Role.tenant_id == tenant_id, Role.builtin == kind)))
 
     def _roles(self, s: Session, tenant_id: int, roles: Sequence[str | int]) -> list[Role]:
         found: list[Role] = []

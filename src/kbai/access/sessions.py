@@ -3,22 +3,38 @@
 The cookie carries 32 random bytes; the database holds only their SHA-256. Every login makes a
 new session id (no fixation), and each session has its own CSRF token for cookie-authenticated
 writes.
+
+A session can carry one *flash*: a message for the next page, set by a form's POST and shown once by
+the page it redirects to (post/redirect/get, so a reload never submits the form again). It may hold
+a token that was just created, so it is sealed with AES-GCM under a key derived from the cookie
+(HMAC-SHA256 of the cookie; the database keeps only the cookie's SHA-256): what is stored is useless
+without the browser's cookie. Taking it clears it, exactly once, and it is ignored after
+``FLASH_TTL``.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
+import json
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, select
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import delete, select, update
 
-from kbai import audit
+from kbai import audit, errors
 from kbai.access.service import AccessService
 from kbai.audit import Actor
 from kbai.clock import utc_seconds
+from kbai.compare import same_secret
+from kbai.errors import KbaiError
+from kbai.ratelimit import LoginRefused, LoginThrottle
 from kbai.store.models import LoginSession, Tenant, User
 
 
@@ -30,29 +46,69 @@ class SessionInfo:
     tenant_name: str
     email: str
     csrf_token: str
+    has_flash: bool = False
 
     def csrf_ok(self, presented: str | None) -> bool:
-        return presented is not None and hmac.compare_digest(presented.encode(), self.csrf_token.encode())
+        return same_secret(presented, self.csrf_token)
 
 
 def _digest(cookie: str) -> str:
     return hashlib.sha256(cookie.encode("utf-8", "surrogateescape")).hexdigest()
 
 
+FLASH_TTL = timedelta(minutes=10)
+_FLASH_KEY_LABEL = b"kbai session flash v1"
+
+
+def _flash_key(cookie: str) -> bytes:
+    """A 256-bit key only the cookie's holder can derive (the database stores SHA-256 of the cookie, not this)."""
+    return hmac.new(cookie.encode("utf-8", "surrogateescape"), _FLASH_KEY_LABEL, hashlib.sha256).digest()
+
+
 class SessionService:
-    def __init__(self, access: AccessService, ttl_seconds: int) -> None:
+    def __init__(self, access: AccessService, ttl_seconds: int, throttle: LoginThrottle | None = None) -> None:
         self.access = access
         self.db = access.db
         self.clock = access.clock
         self.ttl = timedelta(seconds=ttl_seconds)
+        self.throttle = throttle
 
     def login(self, email: str, password: str, ip: str | None) -> tuple[str, SessionInfo]:
-        """Check the password and open a new session. Returns (cookie value, session)."""
+        """Check the password and open a new session. Returns (cookie value, session).
+
+        With a throttle, the attempt is reserved before the password is checked (429 when the address,
+        or an unfamiliar address of an account under attack, has to wait) and given back unless it
+        failed, so parallel guesses cannot slip past the limits.
+        """
+        if self.throttle is None:
+            return self._login(email, password, ip)
+        attempt = self.throttle.reserve(email if isinstance(email, str) else "", ip or "unknown")
+        if isinstance(attempt, LoginRefused):
+            spec = errors.LOGIN_RATE_LIMITED if attempt.why == "address" else errors.LOGIN_ACCOUNT_THROTTLED
+            raise KbaiError(spec, retry_after=attempt.retry_after)
+        try:
+            result = self._login(email, password, ip)
+        except KbaiError as err:
+            if err.spec is not errors.INVALID_CREDENTIALS:
+                self.throttle.give_back(attempt, signed_in=False)
+            raise
+        except BaseException:
+            self.throttle.give_back(attempt, signed_in=False)  # e.g. the database is down: no guess was made
+            raise
+        self.throttle.give_back(attempt, signed_in=True)
+        return result
+
+    def _login(self, email: str, password: str, ip: str | None) -> tuple[str, SessionInfo]:
         user = self.access.authenticate(email, password)
         cookie = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(32)
         now = utc_seconds(self.clock.now())
         with self.db.write() as s:
+            # The password may have been reset, or the user deactivated, since it was checked: both end
+            # every session in their own transaction, so opening one now would undo them.
+            fresh = s.get(User, user.id, with_for_update=True)
+            if fresh is None or not fresh.active or fresh.password_hash != user.password_hash:
+                raise KbaiError(errors.INVALID_CREDENTIALS)
             row = LoginSession(digest=_digest(cookie), user_id=user.id, csrf_token=csrf, created_at=now,
                                expires_at=now + self.ttl, ip=ip)
             s.add(row)
@@ -80,7 +136,40 @@ class SessionService:
         sess, user, tenant_name = row
         if sess.expires_at <= now or not user.active:
             return None
-        return SessionInfo(sess.id, user.id, user.tenant_id, tenant_name, user.email, sess.csrf_token)
+        return SessionInfo(sess.id, user.id, user.tenant_id, tenant_name, user.email, sess.csrf_token,
+                           has_flash=sess.flash is not None)
+
+    def put_flash(self, info: SessionInfo, cookie: str, payload: dict[str, Any]) -> None:
+        """Keep ``payload`` (JSON-able) for the session's next page, sealed under the cookie's key."""
+        body = json.dumps({"at": utc_seconds(self.clock.now()).isoformat(), "payload": payload}).encode()
+        nonce = secrets.token_bytes(12)
+        sealed = AESGCM(_flash_key(cookie)).encrypt(nonce, body, str(info.session_id).encode())
+        with self.db.write() as s:
+            s.execute(update(LoginSession).where(LoginSession.id == info.session_id)
+                      .values(flash=base64.urlsafe_b64encode(nonce + sealed).decode()))
+
+    def take_flash(self, info: SessionInfo, cookie: str) -> dict[str, Any] | None:
+        """The session's flash, cleared as it is read (of two requests racing for it, one gets it)."""
+        if not info.has_flash:
+            return None
+        with self.db.write() as s:
+            stored = s.scalar(select(LoginSession.flash).where(LoginSession.id == info.session_id))
+            if stored is None:
+                return None
+            taken = s.execute(update(LoginSession).where(LoginSession.id == info.session_id,
+                                                         LoginSession.flash == stored).values(flash=None))
+            if not getattr(taken, "rowcount", 0):
+                return None
+        try:
+            raw = base64.urlsafe_b64decode(stored.encode())
+            body = json.loads(AESGCM(_flash_key(cookie)).decrypt(raw[:12], raw[12:], str(info.session_id).encode()))
+            at = datetime.fromisoformat(body["at"]).astimezone(UTC)
+        except (binascii.Error, InvalidTag, ValueError, KeyError, TypeError):
+            return None
+        if self.clock.now() - at > FLASH_TTL:
+            return None
+        payload = body.get("payload")
+        return payload if isinstance(payload, dict) else None
 
     def logout(self, info: SessionInfo, ip: str | None) -> None:
         now = utc_seconds(self.clock.now())

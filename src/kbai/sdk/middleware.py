@@ -21,14 +21,13 @@ from starlette.requests import HTTPConnection
 from kbai import errors
 from kbai.errors import KbaiError
 from kbai.sdk.verifiers import NO_TOKEN, Failure, Identity, Verifier
-from kbai.web.auth import bearer_token
-from kbai.web.errors import auth_headers, error_response
+from kbai.web.answers import auth_headers, bearer_token, error_response
 
 Scope = dict[str, Any]
 ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
 STATE_KEY = "kbai"
 
-# For the OpenAPI document only; the header is parsed by kbai.web.auth.bearer_token.
+# For the OpenAPI document only; the header is parsed by kbai.web.answers.bearer_token.
 _bearer_scheme = HTTPBearer(auto_error=False, scheme_name="kbai",
                             description="A kbai API token: `Authorization: Bearer kbai_pk_...`")
 
@@ -53,7 +52,7 @@ async def auth_error_handler(_: Request, exc: Exception) -> JSONResponse:
 async def authenticate(verifier: Verifier, connection: HTTPConnection) -> Identity | KbaiError:
     """The identity behind the request's Bearer token, or the public error to refuse it with."""
     try:
-        token = bearer_token(connection)  # type: ignore[arg-type]  # reads only .headers
+        token = bearer_token(connection)
     except KbaiError as exc:
         return exc
     if token is None:

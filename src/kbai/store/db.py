@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,8 +33,10 @@ class Database:
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = normalize_url(url)
+        self._head: str | None = None  # the newest migration this code ships (read once, see schema_revisions)
         self.is_sqlite = make_url(self.url).get_backend_name() == "sqlite"
         if self.is_sqlite:
+            _create_private(make_url(self.url).database)
             self.engine = create_engine(
                 self.url, connect_args={"check_same_thread": False, "timeout": 30}
             )
@@ -123,6 +126,18 @@ class Database:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 
+    def schema_revisions(self) -> tuple[str | None, str | None]:
+        """(the database's Alembic revision, the newest this code ships): equal when migrations are at head."""
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        if self._head is None:
+            self._head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
+        with self.engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+            conn.rollback()
+        return current, self._head
+
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
@@ -131,6 +146,25 @@ class Database:
     def dispose(self) -> None:
         self.engine.dispose()
         self.single_engine.dispose()
+
+
+def _create_private(database: str | None) -> None:
+    """Create the SQLite file readable by its owner only (0600), before SQLite would create it 0644.
+
+    It holds password hashes, token digests and webhook secrets. SQLite gives the ``-wal`` and ``-shm``
+    files it makes beside it the database file's own mode, so they are private too. An existing file
+    keeps the mode the operator gave it.
+    """
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    try:
+        fd = os.open(database, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    except OSError:
+        return  # e.g. a missing folder: let SQLite report it in its own words
+    os.close(fd)
+    os.chmod(database, 0o600)  # whatever the umask left
 
 
 def _configure_sqlite(engine: Engine, *, read_only: bool = False) -> None:

@@ -155,6 +155,8 @@ class LoginSession(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # One-time message for the next page (kbai.access.sessions): AES-GCM under a key derived from the cookie.
+    flash: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class ServiceCredential(Base):
@@ -211,13 +213,14 @@ class TenantPolicy(Base):
     expiration_required: Mapped[bool] = mapped_column(Boolean, default=False)
     auto_revoke_unused_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
     webhook_url: Mapped[str | None] = mapped_column(String(2000), nullable=True)
-    # Kept as is (not a digest): every event is signed with it (HMAC-SHA256).
-    webhook_secret: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    # Not a digest (every event is signed with it) but Fernet-encrypted under a key kept outside the
+    # database (kbai.secretbox): the clear secret is never stored.
+    webhook_secret_encrypted: Mapped[str | None] = mapped_column(Text, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class TokenReminder(Base):
-    """A sent reminder: the row is the claim that makes each (token, kind, channel) go out exactly once."""
+    """A claimed reminder: the row makes each (token, kind, channel) be queued exactly once."""
 
     __tablename__ = "token_reminders"
 
@@ -225,6 +228,62 @@ class TokenReminder(Base):
     kind: Mapped[str] = mapped_column(String(30), primary_key=True)
     channel: Mapped[str] = mapped_column(String(20), primary_key=True)
     sent_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class IdempotencyRecord(Base):
+    """A remembered ``Idempotency-Key``: the first answer of a create, replayed for 24 h to the same caller.
+
+    ``status`` is None while the first request is still running (the claim). ``body`` never holds a
+    secret: the plaintext token (and any password) is removed before it is stored.
+    """
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (
+        UniqueConstraint("principal", "route", "key", name="uq_idempotency_principal_route_key"),
+        Index("ix_idempotency_expires_at", "expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Who: "user:<id>" for a session, "token:<id>" for an API token, "<kind>:<name>" for other callers.
+    principal: Mapped[str] = mapped_column(String(120))
+    # Which operation: "POST /api/v1/tokens/{token_id}/rotate" (the route, not the concrete path).
+    route: Mapped[str] = mapped_column(String(200))
+    key: Mapped[str] = mapped_column(String(255))
+    # SHA-256 hex of the path parameters and the canonical JSON body (secret fields left out).
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    # Which request holds the claim (a random id): a request that took over an abandoned claim wins.
+    claim: Mapped[str] = mapped_column(String(32))
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    body: Mapped[Any | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class OutboxMessage(Base):
+    """A webhook event or an email to send, written in the transaction of the change it reports and sent
+    after that commit (kbai.outbox). ``event_id`` is stable across attempts: ``webhook-id`` / ``Message-ID``."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_due", "sent_at", "failed_at", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(100), unique=True)
+    channel: Mapped[str] = mapped_column(String(10))  # "webhook" or "email"
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    event_type: Mapped[str] = mapped_column(String(50))
+    recipient: Mapped[str | None] = mapped_column(String(320), nullable=True)  # emails only
+    subject: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)  # webhook: the event's data; email: {"body": ...}
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # While a sender holds it: another process leaves it alone until then (a crashed sender's lease runs out).
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # gave up
+    last_error: Mapped[str | None] = mapped_column(String(300), nullable=True)
 
 
 class BusMessage(Base):

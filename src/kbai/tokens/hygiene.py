@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from kbai.audit import Actor
-from kbai.clock import iso, utc_seconds
+from kbai.clock import human, iso, utc_seconds
 from kbai.notifications import NewNotification, Notifications
 from kbai.store.models import TenantPolicy, Token, User
 from kbai.tokens.service import TokenService, TokenView
@@ -105,13 +105,13 @@ class AutoRevoke:
 def _notices(revoked: Sequence[tuple[TokenView, str]], days: int) -> list[NewNotification]:
     out = []
     for view, email in revoked:
-        used = f"last used {iso(view.last_used_at)}" if view.last_used_at else "never used"
+        used = f"last used {human(view.last_used_at)}" if view.last_used_at else "never used"
         out.append(NewNotification(
             user_id=view.user_id, tenant_id=view.tenant_id, email=email, kind=TOKEN_AUTO_REVOKED,
             title=f"Your token {view.prefix} ({view.name[:60]}) was revoked: unused for {days} days",
             body=(f"Your organisation revokes tokens unused for {days} days. This one was {used}, so it was "
-                  f"revoked at {iso(view.revoked_at)} and every request that uses it now gets 401. If an "
-                  "integration still needs it, create a new token under System Settings > API Keys."),
+                  f"revoked at {human(view.revoked_at)} and every request that uses it now gets 401. If an "
+                  "integration still needs it, create a new token under System Settings → API Keys."),
             details={"token_id": view.id, "prefix": view.prefix, "name": view.name, "unused_days": days,
                      "last_used_at": iso(view.last_used_at)},
         ))

@@ -19,7 +19,7 @@ from kbai import errors
 from kbai.access.catalog import REVIEW_TOKENS
 from kbai.access.service import require
 from kbai.audit import Actor
-from kbai.clock import iso, utc_seconds
+from kbai.clock import human, utc_seconds
 from kbai.errors import KbaiError
 from kbai.notifications import NewNotification, Notifications
 from kbai.store.models import Token, User
@@ -131,9 +131,9 @@ def _notice(view: TokenView, email: str, actor: Actor, at: datetime) -> NewNotif
     return NewNotification(
         user_id=view.user_id, tenant_id=view.tenant_id, email=email, kind=TOKEN_REVOKED_BY_ADMIN,
         title=f"Your token {view.prefix} ({view.name[:60]}) was revoked by {by}"[:200],
-        body=(f"{by}, who reviews your organisation's tokens, revoked it at {iso(at)}: every request that uses "
+        body=(f"{by}, who reviews your organisation's tokens, revoked it at {human(at)}: every request that uses "
               "it now gets 401. If an integration still needs access, ask them why, then create a new token "
-              "under System Settings > API Keys."),
+              "under System Settings → API Keys."),
         details={"token_id": view.id, "prefix": view.prefix, "name": view.name, "revoked_by": by},
     )
 

@@ -4,10 +4,13 @@ Three ways in, one path. GitHub secret scanning (``POST /api/v1/secret-scanning/
 public revocation endpoint (anyone who found tokens, ``POST /api/v1/credentials/revoke``) and
 ``kbai scan --revoke`` all call :meth:`LeakResponse.report`. In one transaction it revokes every
 active token among the reported ones (through :meth:`TokenService.revoke_found`, so every
-instance's verification cache drops them), writes one ``token.leak_report`` audit event per token
-of ours (where it leaked and who said so, never the token) and adds in-app notifications for the
-owner and the tenant's admins. A report reveals nothing about whose tokens they were: GitHub learns
-"ours" or "not ours" for strings it already holds, the public endpoint learns nothing.
+instance's verification cache drops them), and for each token it revoked writes one
+``token.leak_report`` audit event (where it leaked and who said so, never the token) and adds in-app
+notifications (and mail) for the owner and the tenant's admins. Only a change of state is news: a
+token that was already revoked or expired is reported as ours to GitHub but audits and notifies
+nothing, so whoever re-sends a known leak, as often as they like, cannot flood the owner's and every
+admin's inbox or the audit log. A report reveals nothing about whose tokens they were: GitHub
+learns "ours" or "not ours" for strings it already holds, the public endpoint learns nothing.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from sqlalchemy.orm import Session
 from kbai import audit
 from kbai.access.service import ADMIN
 from kbai.audit import Actor
-from kbai.clock import iso
+from kbai.clock import human
 from kbai.notifications import TOKEN_LEAKED, NewNotification, Notifications, NotificationView
 from kbai.store.models import Role, User, UserRole
 from kbai.tokens import format as fmt
@@ -84,16 +87,20 @@ class LeakResponse:
         ]
 
     def respond(self, actor: Actor, reporter: str, where: Mapping[str, Sequence[Sighting]]) -> dict[str, FoundToken]:
-        """Revoke every active token among the digests in ``where`` in one transaction, audit each token of
-        ours and notify its owner and tenant admins. Returns the tokens of ours, by digest."""
+        """Revoke every active token among the digests in ``where`` in one transaction; audit each one this
+        revoked and notify its owner and tenant admins. Returns every token of ours, by digest (also those
+        that were already revoked or expired, which are left as they are, unaudited and unannounced)."""
         if not where:
             return {}
         added: list[NotificationView] = []
 
         def record(s: Session, found: list[FoundToken], now: datetime) -> None:
-            admins = _admins(s, {f.view.tenant_id for f in found})
+            changed = [f for f in found if f.revoked_now]  # active -> revoked, in this very transaction
+            if not changed:
+                return
+            admins = _admins(s, {f.view.tenant_id for f in changed})
             messages: list[NewNotification] = []
-            for f in found:
+            for f in changed:
                 locations = _locations(where[f.digest])
                 first = locations[0] if locations else {}
                 details = {"prefix": f.view.prefix, "name": f.view.name, "owner": f.owner_email,
@@ -154,15 +161,15 @@ def _messages(f: FoundToken, reporter: str, locations: list[dict[str, str | None
     else:
         found_at = f"Someone who found it sent it to us through {reporter}."
     if f.revoked_now:
-        outcome = (f"It was revoked automatically at {iso(now)}: every request that uses it now gets 401. "
-                   "Create a new token under System Settings > API Keys, update the integrations that used this "
+        outcome = (f"It was revoked automatically at {human(now)}: every request that uses it now gets 401. "
+                   "Create a new token under System Settings → API Keys, update the integrations that used this "
                    "one, and remove the token from where it leaked (including that repository's history).")
     else:
         outcome = (f"It was already {v.status}, so it no longer works. Still remove it from where it leaked "
                    "(including that repository's history).")
     details = {"token_id": v.id, "prefix": v.prefix, "name": v.name, "owner": f.owner_email, "reporter": reporter,
-               "locations": locations, "revoked": f.revoked_now}
-    verb = "found in public and revoked" if f.revoked_now else "found in public"
+               "locations": locations, "revoked": True}
+    verb = "found in public and revoked"
     out: list[NewNotification] = []
     if f.owner_active:
         out.append(NewNotification(

@@ -3,13 +3,15 @@
 A policy is one optional row per tenant (no row: no rules). Token creation and rotation read it in
 their own write transaction (:func:`policy_of`, :func:`check_lifetime`), so a token can never be
 minted against a policy that was already committed. Everyone in the tenant may read the rules (the
-create form shows them); changing them needs ``roles.manage`` and is audited. The webhook secret is
-generated here, returned once, and used by :mod:`kbai.webhooks` to sign every event.
+create form shows them); changing them needs ``roles.manage`` and is audited (a webhook URL by its
+scheme and host only: its path and query may be a receiver's secret). A new webhook URL passes the
+SSRF guard (:mod:`kbai.egress`) before it is saved, and again before every send. The webhook secret
+is generated here (Standard Webhooks' ``whsec_`` format), returned once, stored only encrypted
+(:mod:`kbai.secretbox`), and used by :mod:`kbai.webhooks` to sign every event.
 """
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from urllib.parse import urlsplit
@@ -17,17 +19,19 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from kbai import audit, errors
+from kbai import audit, egress, errors
 from kbai.access.service import require
 from kbai.audit import Actor
 from kbai.clock import Clock, utc_seconds
 from kbai.errors import KbaiError
+from kbai.secretbox import SecretBox
 from kbai.store import Database
 from kbai.store.models import Tenant, TenantPolicy
+from kbai.webhooks import new_secret
 
 MAX_DAYS = 3650
-WEBHOOK_SECRET_PREFIX = "kbai_whsec_"
 MAX_URL = 2000
+SAVE_CHECK_SECONDS = 5.0  # the DNS lookup of a new webhook URL at save time
 
 
 class _Unset:
@@ -56,10 +60,10 @@ class Policy:
 
 @dataclass(frozen=True)
 class Webhook:
-    """Where a tenant's events go and the secret that signs them (never shown after it was set)."""
+    """Where a tenant's events go and its signing secret, encrypted (never shown after it was set)."""
 
     url: str
-    secret: str
+    secret_encrypted: str
 
 
 def policy_of(session: Session, tenant_id: int) -> Policy:
@@ -69,9 +73,18 @@ def policy_of(session: Session, tenant_id: int) -> Policy:
 
 def webhook_of(session: Session, tenant_id: int) -> Webhook | None:
     row = session.get(TenantPolicy, tenant_id)
-    if row is None or row.webhook_url is None or row.webhook_secret is None:
+    if row is None or row.webhook_url is None or row.webhook_secret_encrypted is None:
         return None
-    return Webhook(row.webhook_url, row.webhook_secret)
+    return Webhook(row.webhook_url, row.webhook_secret_encrypted)
+
+
+def origin(url: str | None) -> str | None:
+    """Scheme and host of a webhook URL, all the audit log records of it."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{'[' + host + ']' if ':' in host else host}"
 
 
 def check_lifetime(policy: Policy, now: datetime, expiry: datetime | None, *, rotating: bool = False) -> None:
@@ -94,9 +107,11 @@ def check_lifetime(policy: Policy, now: datetime, expiry: datetime | None, *, ro
 
 
 class PolicyService:
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Database, clock: Clock, guard: egress.Guard, secrets: SecretBox) -> None:
         self.db = db
         self.clock = clock
+        self.guard = guard
+        self.secrets = secrets
 
     def get(self, tenant_id: int) -> Policy:
         with self.db.read() as s:
@@ -135,6 +150,8 @@ class PolicyService:
             changes["expiration_required"] = expiration_required
         if webhook_url is not UNSET:
             changes["webhook_url"] = _url(webhook_url)
+            if changes["webhook_url"] is not None and changes["webhook_url"] != self.get(tenant_id).webhook_url:
+                self._check_destination(str(changes["webhook_url"]))
         now = utc_seconds(self.clock.now())
         secret: str | None = None
         with self.db.write() as s:
@@ -143,26 +160,37 @@ class PolicyService:
             row = s.scalar(select(TenantPolicy).where(TenantPolicy.tenant_id == tenant_id).with_for_update())
             if row is None:
                 row = TenantPolicy(tenant_id=tenant_id, max_lifetime_days=None, expiration_required=False,
-                                   auto_revoke_unused_days=None, webhook_url=None, webhook_secret=None, updated_at=now)
+                                   auto_revoke_unused_days=None, webhook_url=None, webhook_secret_encrypted=None,
+                                   updated_at=now)
                 s.add(row)
             before = _view(row)
             for name, value in changes.items():
                 setattr(row, name, value)
             if row.webhook_url is None:
-                row.webhook_secret = None
-            elif row.webhook_secret is None or new_webhook_secret:
-                row.webhook_secret = secret = WEBHOOK_SECRET_PREFIX + secrets.token_hex(32)
+                row.webhook_secret_encrypted = None
+            elif row.webhook_secret_encrypted is None or new_webhook_secret:
+                secret = new_secret()
+                row.webhook_secret_encrypted = self.secrets.encrypt(secret)
             row.updated_at = now
             s.flush()
             after = _view(row)
             diff = {k: {"from": getattr(before, k), "to": getattr(after, k)} for k in
-                    ("max_lifetime_days", "expiration_required", "auto_revoke_unused_days", "webhook_url")
+                    ("max_lifetime_days", "expiration_required", "auto_revoke_unused_days")
                     if getattr(before, k) != getattr(after, k)}
+            if before.webhook_url != after.webhook_url:
+                diff["webhook_url"] = {"from": origin(before.webhook_url), "to": origin(after.webhook_url)}
             if secret is not None:
                 diff["webhook_secret"] = {"from": None, "to": "(new secret, not recorded)"}
             audit.record(s, actor, "policy.update", at=now, target_type="tenant", target_id=tenant_id,
                          tenant_id=tenant_id, details={"changes": diff})
         return after, secret
+
+    def _check_destination(self, url: str) -> None:
+        """Refuse, with the reason, a webhook URL the SSRF guard would never send to (422)."""
+        try:
+            self.guard.check_url(url, SAVE_CHECK_SECONDS)
+        except egress.Refused as exc:
+            raise KbaiError(errors.WEBHOOK_URL_REFUSED, reason=exc.reason) from None
 
 
 def _days(name: str, value: object) -> int | None:

@@ -2,16 +2,20 @@
 
 A reminder goes out on two *channels*: ``notice`` (an in-app notification, plus an email when SMTP
 is configured) and ``webhook`` (a signed event to the tenant's webhook, when it has one). Each
-(token, kind, channel) is claimed by inserting a ``token_reminders`` row **in the same transaction
-that sends it**, and that transaction commits only after the send succeeded:
+(token, kind, channel) is claimed by inserting a ``token_reminders`` row, and **in that same
+transaction** the notification is added and the email or webhook event is written to the outbox
+(:mod:`kbai.outbox`); nothing is sent inside it. The outbox sends after the commit, with a hard
+deadline, and retries until the receiver takes it:
 
 * several ``kbai worker`` processes at once: on PostgreSQL the second insert of the same key waits
   for the first transaction and then does nothing (``ON CONFLICT DO NOTHING``); on SQLite the write
   transaction begins with ``BEGIN IMMEDIATE``, so the second worker only starts once the first has
-  committed, and then finds the row. Either way exactly one sends.
-* a send that fails (SMTP refuses, webhook not 2xx) raises, the claim rolls back, and the next pass
-  tries again. A restart re-sends nothing: the rows are there.
-* the channels are claimed separately so that a webhook that is down never makes the email go twice.
+  committed, and then finds the row. Either way exactly one claims, so the notification exists
+  exactly once and each email or webhook event is queued exactly once (with a stable id).
+* a send that fails (SMTP refuses, webhook not 2xx or too slow) stays in the outbox and is tried
+  again later; the claim stands, so nothing is ever queued twice. A restart re-queues nothing.
+* the channels are claimed separately, so a webhook configured later still gets its events.
+* no transaction waits on a receiver: the write lock (SQLite) is held for milliseconds.
 
 Only the kind that is current is sent (a worker that was down for a week sends "1 day left", not
 "7 days left" too); a kind whose time came before the token was created is skipped (a 3-day token
@@ -30,14 +34,13 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from kbai.clock import Clock, iso, utc_seconds
-from kbai.mail import Mailer
-from kbai.notifications import NewNotification, Notifications
+from kbai.clock import Clock, human, iso, utc_seconds
+from kbai.notifications import NewNotification, Notifications, NotificationView
+from kbai.outbox import Outbox
 from kbai.store import Database
 from kbai.store.models import TenantPolicy, Token, TokenReminder, User
 from kbai.tokens.format import redact
 from kbai.tokens.policy import webhook_of
-from kbai.webhooks import Webhooks
 
 log = logging.getLogger("kbai.reminders")
 
@@ -77,13 +80,11 @@ class ReminderRun:
 
 
 class Reminders:
-    def __init__(self, db: Database, clock: Clock, notifications: Notifications, mailer: Mailer | None,
-                 webhooks: Webhooks) -> None:
+    def __init__(self, db: Database, clock: Clock, notifications: Notifications, outbox: Outbox) -> None:
         self.db = db
         self.clock = clock
         self.notifications = notifications
-        self.mailer = mailer
-        self.webhooks = webhooks
+        self.outbox = outbox
 
     def due(self) -> list[Due]:
         """Every (token, kind, channel) due now and not yet sent."""
@@ -112,7 +113,8 @@ class Reminders:
         return out
 
     def send_due(self) -> ReminderRun:
-        """Send everything due now; a failure is logged and left for the next pass."""
+        """Claim and queue everything due now, and hand it to the outbox; a failure is logged and left for the
+        next pass. ``sent``: claimed and queued (the outbox reports the deliveries)."""
         run = ReminderRun()
         for due in self.due():
             try:
@@ -125,8 +127,11 @@ class Reminders:
         return run
 
     def send(self, due: Due) -> bool:
-        """Claim and send one reminder in one transaction. False: not due any more, or another worker sent it."""
+        """Claim one reminder and queue its messages in one transaction, then hand them to the outbox.
+        False: not due any more, or another worker claimed it."""
         now = utc_seconds(self.clock.now())
+        views: list[NotificationView] = []
+        webhook_event: int | None = None
         with self.db.write() as s:
             row = s.execute(
                 select(Token, User.email, User.active).join(User, User.id == Token.user_id)
@@ -139,24 +144,24 @@ class Reminders:
             if (token.revoked_at is not None or not active or token.expires_at is None
                     or current_kind(token.created_at, token.expires_at, now) != due.kind):
                 return False
-            hook = webhook_of(s, token.tenant_id) if due.channel == WEBHOOK else None
-            if due.channel == WEBHOOK and hook is None:
+            if due.channel == WEBHOOK and webhook_of(s, token.tenant_id) is None:
                 return False
             if not self._claim(s, due, now):
                 return False
             title, body = _message(token, due.kind)
             if due.channel == NOTICE:
-                self.notifications.add(s, [NewNotification(
+                views = self.notifications.add(s, [NewNotification(
                     user_id=token.user_id, tenant_id=token.tenant_id, email=email, kind=TOKEN_EXPIRY_REMINDER,
                     title=title, body=body, details=_details(token, due.kind),
                 )], now)
-                if self.mailer is not None:
-                    self.mailer.send(email, title, body + "\n")
             else:
-                assert hook is not None
-                self.webhooks.post(hook.url, hook.secret, TOKEN_EXPIRY_REMINDER,
-                                   {**_details(token, due.kind), "owner": email, "tenant_id": token.tenant_id},
-                                   delivery=f"reminder-{token.id}-{due.kind}")
+                webhook_event = self.outbox.add_webhook(
+                    s, event_id=f"reminder-{token.id}-{due.kind}", tenant_id=token.tenant_id,
+                    event_type=TOKEN_EXPIRY_REMINDER,
+                    data={**_details(token, due.kind), "owner": email, "tenant_id": token.tenant_id}, at=now)
+        # Committed: now (and only now) anything leaves.
+        self.notifications.deliver(views)
+        self.outbox.after_commit([webhook_event])
         return True
 
     @staticmethod
@@ -178,8 +183,8 @@ def _details(token: Token, kind: str) -> dict[str, object]:
 
 def _message(token: Token, kind: str) -> tuple[str, str]:
     label = f"{token.prefix} ({token.name[:60]})"
-    when = iso(token.expires_at)
-    rotate = ("Rotate it before then under System Settings > API Keys (Rotate), or with "
+    when = human(token.expires_at)
+    rotate = ("Rotate it before then under System Settings → API Keys (Rotate), or with "
               f"POST /api/v1/tokens/{token.id}/rotate, and update the integrations that use it.")
     if kind == EXPIRES_IN_7_DAYS:
         return f"Your token {label} expires in 7 days", f"It stops working at {when}. {rotate}"
@@ -187,4 +192,4 @@ def _message(token: Token, kind: str) -> tuple[str, str]:
         return f"Your token {label} expires in 1 day", f"It stops working at {when}. {rotate}"
     return (f"Your token {label} has expired",
             f"It stopped working at {when}: requests that use it get 401. If an integration still needs it, "
-            "create a new token under System Settings > API Keys and update the integration.")
+            "create a new token under System Settings → API Keys and update the integration.")

@@ -84,6 +84,12 @@ def _active_clause(now: datetime):  # type: ignore[no-untyped-def]
     )
 
 
+def _counted_clause(now: datetime):  # type: ignore[no-untyped-def]
+    """Tokens that count toward the active-token limit: active, and not a predecessor in its rotation grace
+    period (that one already has a scheduled stop; its successor holds the slot, as Stripe's roll does)."""
+    return and_(Token.revoked_at.is_(None), or_(Token.expires_at.is_(None), Token.expires_at > now))
+
+
 def resolve_expiry(now: datetime, expires_in_days: object = None, expires_at: object = None) -> datetime | None:
     """The expiry time for a new token. Neither given: no expiration. A bare date: the end of that day, UTC."""
     if expires_in_days is not None and expires_at is not None:
@@ -171,7 +177,8 @@ class TokenService:
             email=email,
             prefix=prefix,
             name=name,
-            scopes=frozenset(scopes),
+            # A scope that needs a session (stored before that rule) is never one the token acts with.
+            scopes=frozenset(scopes) - self.catalog.session_only,
             created_at=created_at,
             expires_at=expires_at,
             revoked_at=revoked_at,
@@ -208,14 +215,23 @@ class TokenService:
         return tenant_limit if tenant_limit is not None else self.default_limit
 
     def allowance(self, user_id: int) -> tuple[int, int]:
-        """(active tokens, limit) for a user: what the form shows as "3 of 10 active tokens"."""
+        """(active tokens, limit) for a user: what the form shows as "3 of 10 active tokens". A token in its
+        rotation grace period is not counted (its successor is)."""
         now = self.clock.now()
         with self.db.read() as s:
             user = s.get(User, user_id)
             if user is None:
                 raise KbaiError(errors.NOT_FOUND, what="User")
-            active = s.scalar(select(func.count(Token.id)).where(Token.user_id == user_id, _active_clause(now)))
+            active = s.scalar(select(func.count(Token.id)).where(Token.user_id == user_id, _counted_clause(now)))
             return int(active or 0), self.limit_for(s, user)
+
+    def counts_by_user(self, tenant_id: int) -> dict[int, int]:
+        """Active tokens (as the limit counts them) of each user of a tenant who has any: user id -> count."""
+        now = self.clock.now()
+        with self.db.read() as s:
+            rows = s.execute(select(Token.user_id, func.count(Token.id))
+                             .where(Token.tenant_id == tenant_id, _counted_clause(now)).group_by(Token.user_id)).all()
+        return {int(user_id): int(count) for user_id, count in rows}
 
     def create(
         self,
@@ -242,12 +258,15 @@ class TokenService:
             for scope in wanted:
                 if scope not in held:
                     raise KbaiError(errors.UNHELD_SCOPE, scope=scope)
+                if scope in self.catalog.session_only:
+                    raise KbaiError(errors.SESSION_ONLY_SCOPE, scope=scope, label=self.catalog.label(scope))
             active = list(s.scalars(select(Token).where(Token.user_id == user.id, _active_clause(now))))
             if any(t.name.casefold() == clean.casefold() for t in active):
                 raise KbaiError(errors.NAME_TAKEN, name=clean)
             limit = self.limit_for(s, user)
-            if len(active) >= limit:
-                raise KbaiError(errors.LIMIT_REACHED, active=len(active), limit=limit, support=self.support_email)
+            counted = sum(1 for t in active if t.revoked_at is None)
+            if counted >= limit:
+                raise KbaiError(errors.LIMIT_REACHED, active=counted, limit=limit, support=self.support_email)
             token, plaintext = self._mint(s, user, clean, wanted, now, expiry, rotated_from=None)
             audit.record(s, actor, "token.create", at=now, target_type="token", target_id=token.id,
                          tenant_id=user.tenant_id,
@@ -293,6 +312,11 @@ class TokenService:
         """A new token with the same name, scopes and lifetime (or ``expires_in_days``, when given); the old
         one stops after the grace period. The tenant's policy applies to the new token as on create.
 
+        The old token, in its grace period, no longer counts toward the limit: the new one takes its slot,
+        so rotating with an overlap works at the limit. A chain never holds more than two working tokens:
+        rotating a token whose own predecessor is still in its grace period ends that grace at once, and a
+        token that was rotated already cannot be rotated again (its successor is the one to rotate).
+
         Returns (new view, new plaintext, old view).
         """
         if actor.kind != "user" or actor.user_id is None:
@@ -309,34 +333,40 @@ class TokenService:
             s.refresh(old)
             if MANAGE_TOKENS not in permissions_of(s, user, self.catalog):
                 raise KbaiError(errors.NO_TOKEN_PERMISSION)
+            # Read under the owner's lock, so of two concurrent rotations the second sees the first's successor.
+            successor = s.scalar(select(func.min(Token.id)).where(Token.rotated_from_id == old.id))
+            if successor is not None:
+                raise KbaiError(errors.ALREADY_ROTATED, successor_id=successor)
             status = status_of(old, now)
             if status != "active":
                 raise KbaiError(errors.NOT_ROTATABLE, status=status)
-            if grace_period_seconds > 0:
-                # The old token keeps working through the grace period, so the new one needs a free slot;
-                # otherwise rotating again and again would give a user any number of working tokens.
-                active = int(s.scalar(select(func.count(Token.id)).where(
-                    Token.user_id == user.id, _active_clause(now))) or 0)
-                limit = self.limit_for(s, user)
-                if active >= limit:
-                    raise KbaiError(errors.LIMIT_REACHED, active=active, limit=limit, support=self.support_email)
             expiry = None
             if expires_in_days is not None:
                 expiry = resolve_expiry(now, expires_in_days)
             elif old.expires_at is not None:
                 expiry = now + (old.expires_at - old.created_at)
             check_lifetime(policy_of(s, user.tenant_id), now, expiry, rotating=expires_in_days is None)
-            new, plaintext = self._mint(s, user, old.name, list(old.scopes), now, expiry, rotated_from=old.id)
+            # A scope that needs a session (given before that rule) is not carried over: the token never had it.
+            scopes = [scope for scope in old.scopes if scope not in self.catalog.session_only]
+            new, plaintext = self._mint(s, user, old.name, scopes, now, expiry, rotated_from=old.id)
             stop = now + timedelta(seconds=grace_period_seconds)
             if old.revoked_at is None or old.revoked_at > stop:
                 old.revoked_at = stop
                 old.revoked_by = f"{actor.label[:90]} (rotated)"
+            changed = {old.digest}
+            ended_grace = None
+            if old.rotated_from_id is not None:
+                before = s.get(Token, old.rotated_from_id)
+                if before is not None and before.revoked_at is not None and before.revoked_at > now:
+                    before.revoked_at = now
+                    ended_grace = before.id
+                    changed.add(before.digest)
             audit.record(s, actor, "token.rotate", at=now, target_type="token", target_id=new.id,
                          tenant_id=user.tenant_id,
                          details={"name": old.name, "from_id": old.id, "from_prefix": old.prefix,
-                                  "to_id": new.id, "to_prefix": new.prefix, "old_stops_at": iso(old.revoked_at)})
+                                  "to_id": new.id, "to_prefix": new.prefix, "old_stops_at": iso(old.revoked_at),
+                                  **({"ended_grace_of": ended_grace} if ended_grace is not None else {})})
             views = self._view(new, now), self._view(old, now)
-            changed = {old.digest}
         self._notify(changed, set())
         return views[0], plaintext, views[1]
 

@@ -17,12 +17,14 @@ from kbai.errors import KbaiError
 from kbai.tokens.hygiene import hygiene
 from kbai.tokens.service import TokenView
 from kbai.web import schemas as sc
+from kbai.web.idempotency import REPLAYED_HEADER, idempotent
 from kbai.web.auth import (
     SESSION_COOKIE,
     AnyPrincipal,
     Principal,
     SessionPrincipal,
     client_ip,
+    manages,
     needs,
     services,
 )
@@ -50,6 +52,21 @@ def conflict(description: str) -> dict[int | str, dict[str, Any]]:
 
 
 LAST_ADMIN = conflict("It would leave the tenant without an active admin.")
+
+
+def creates(conflicts: str) -> dict[int | str, dict[str, Any]]:
+    """The errors of a creating POST, which also takes an Idempotency-Key (kbai.web.idempotency)."""
+    return {201: {"description": "Created; or, with the Idempotency-Key of an earlier create, that create's answer "
+                                 "again with every secret field null.",
+                  "headers": {REPLAYED_HEADER: {"description": "`true` when this answer is a replay.",
+                                                "schema": {"type": "string", "enum": ["true"]}}}},
+            400: {"model": sc.ErrorOut, "description": "The body cannot be parsed, or the Idempotency-Key header "
+                                                       "is malformed (invalid_idempotency_key)."},
+            413: BODY_ERRORS[413],
+            **conflict(f"{conflicts} Or a request with the same Idempotency-Key is still running "
+                       "(idempotency_in_progress): retry it."),
+            422: {"model": sc.ErrorOut, "description": "Invalid input; the message says which field and why. Or the "
+                                                       "Idempotency-Key was used for another body (idempotency_key_reused)."}}
 
 router = APIRouter(prefix="/api/v1", responses=ERRORS)
 
@@ -94,18 +111,11 @@ def _cursor(value: str | None) -> int | None:
 def login(body: sc.LoginIn, request: Request, response: Response) -> dict[str, Any]:
     """Check email and password, set the HttpOnly session cookie, return the CSRF token."""
     svc = services(request)
-    ip = client_ip(request)
-    email_key = body.email.strip().lower()[:320]
-    wait = max(svc.limiter.blocked(svc.limiter.login, "login-ip", ip),
-               svc.limiter.blocked(svc.limiter.login, "login-account", email_key))
-    if wait:
-        svc.metrics.rate_limited.labels("login").inc()
-        raise KbaiError(errors.RATE_LIMITED, retry_after=wait)
-    try:
-        cookie, info = svc.sessions.login(body.email, body.password, ip)
-    except KbaiError:
-        svc.limiter.failed(svc.limiter.login, "login-ip", ip)
-        svc.limiter.failed(svc.limiter.login, "login-account", email_key)
+    try:  # the failure limits are the session service's (reserved before the password is checked)
+        cookie, info = svc.sessions.login(body.email, body.password, client_ip(request))
+    except KbaiError as err:
+        if err.status == 429:
+            svc.metrics.rate_limited.labels("login").inc()
         raise
     set_session_cookie(response, cookie, svc.settings.session_ttl_seconds, svc.settings.cookie_secure)
     return {"csrf_token": info.csrf_token, "user": {"id": info.user_id, "email": info.email},
@@ -142,7 +152,8 @@ def list_tokens(
 
 
 @router.post("/tokens", status_code=201, response_model=sc.TokenCreatedOut, tags=["tokens"],
-             summary="Create a token", responses={**BODY_ERRORS, **conflict("Limit reached or name taken.")})
+             summary="Create a token", responses=creates("Limit reached or name taken."))
+@idempotent
 def create_token(body: sc.TokenCreateIn, p: SessionPrincipal, request: Request) -> dict[str, Any]:
     """Mint a token. The response is the only time the full token is shown."""
     view, plaintext = services(request).tokens.create(
@@ -165,10 +176,13 @@ def revoke_token(token_id: TokenId, p: AnyPrincipal, request: Request) -> dict[s
 
 @router.post("/tokens/{token_id}/rotate", status_code=201, response_model=sc.RotatedOut, tags=["tokens"],
              summary="Rotate a token",
-             responses={**BODY_ERRORS, **conflict("Only an active token can be rotated; this one is revoked or expired.")})
+             responses=creates("Only an active token can be rotated (not_rotatable), and only once (already_rotated: "
+                               "the message names the successor's id)."))
+@idempotent
 def rotate_token(token_id: TokenId, p: SessionPrincipal, request: Request, body: sc.RotateIn | None = None) -> dict[str, Any]:
     """A new token with the same name, scopes and lifetime (or ``expires_in_days``); the old one stops after
-    the grace period. The tenant's policy applies to the new token (422 naming the rule)."""
+    ``grace_period_seconds`` (default 0: at once). While in its grace period the old token does not count
+    toward the active-token limit. The tenant's policy applies to the new token (422 naming the rule)."""
     grace = body.grace_period_seconds if body else 0
     days = body.expires_in_days if body else None
     new, plaintext, old = services(request).tokens.rotate(p.actor, token_id, grace, expires_in_days=days)
@@ -193,15 +207,17 @@ async def me(p: AnyPrincipal, request: Request) -> dict[str, Any]:
 
 @router.get("/permissions", response_model=sc.CatalogOut, tags=["identity"], summary="The permission catalog")
 async def permissions(_: AnyPrincipal, request: Request) -> dict[str, Any]:
-    return {"groups": [{"name": g, "permissions": [{"key": p.key, "label": p.label} for p in ps]}
+    return {"groups": [{"name": g, "permissions": [{"key": p.key, "label": p.label, "session_only": p.session_only}
+                                                   for p in ps]}
                        for g, ps in services(request).catalog.groups()]}
 
 
 # ---- roles ----------------------------------------------------------------------------------
 RolesRead = Annotated[Principal, Depends(needs("roles.read", "view roles"))]
-RolesManage = Annotated[Principal, Depends(needs("roles.manage", "change roles"))]
+# Changes to roles and users need a session: a token's scopes can read them, never change them.
+RolesManage = Annotated[Principal, Depends(manages("roles.manage", "change roles"))]
 UsersRead = Annotated[Principal, Depends(needs("users.read", "view users"))]
-UsersManage = Annotated[Principal, Depends(needs("users.manage", "manage users"))]
+UsersManage = Annotated[Principal, Depends(manages("users.manage", "manage users"))]
 
 
 @router.get("/roles", response_model=sc.RoleListOut, tags=["roles"], summary="Roles of your tenant")
@@ -212,8 +228,10 @@ def list_roles(p: RolesRead, request: Request) -> dict[str, Any]:
 
 
 @router.post("/roles", status_code=201, response_model=sc.RoleOut, tags=["roles"], summary="Create a role",
-             responses={**BODY_ERRORS, **conflict("A role with that name exists.")})
+             responses=creates("A role with that name exists."))
+@idempotent
 def create_role(body: sc.RoleCreateIn, p: RolesManage, request: Request) -> dict[str, Any]:
+    """Needs a session, and only permissions you hold yourself."""
     assert p.actor.tenant_id is not None
     return role_json(services(request).access.create_role(p.actor, p.actor.tenant_id, body.name, body.permissions))
 
@@ -226,7 +244,9 @@ def get_role(role_id: RoleId, p: RolesRead, request: Request) -> dict[str, Any]:
 @router.put("/roles/{role_id}", response_model=sc.RoleOut, tags=["roles"], summary="Change a role",
             responses={**BODY_ERRORS, **conflict("A role with that name exists.")})
 def update_role(role_id: RoleId, body: sc.RoleUpdateIn, p: RolesManage, request: Request) -> dict[str, Any]:
-    """Replace the role's permissions (and optionally rename it). Applies to every token of every holder at once."""
+    """Replace the role's permissions (and optionally rename it). Applies to every token of every holder at once.
+    Needs a session; you can add or remove only permissions you hold, and not take any from a holder who holds
+    something you don't."""
     return role_json(services(request).access.update_role(p.actor, role_id, body.permissions, body.name))
 
 
@@ -240,8 +260,10 @@ def list_users(p: UsersRead, request: Request) -> dict[str, Any]:
 
 @router.post("/users", status_code=201, response_model=sc.UserCreatedOut, response_model_exclude_none=True,
              tags=["users"], summary="Create a user",
-             responses={**BODY_ERRORS, **conflict("A user with that email exists.")})
+             responses=creates("A user with that email exists."))
+@idempotent
 def create_user(body: sc.UserCreateIn, p: UsersManage, request: Request) -> dict[str, Any]:
+    """Needs a session (never a token), and you can give only roles whose permissions you hold yourself."""
     assert p.actor.tenant_id is not None
     view, generated = services(request).access.create_user(
         p.actor, p.actor.tenant_id, body.email, body.password, body.roles)
@@ -254,14 +276,24 @@ def create_user(body: sc.UserCreateIn, p: UsersManage, request: Request) -> dict
 @router.put("/users/{user_id}/roles", response_model=sc.UserOut, tags=["users"], summary="Set a user's roles",
             responses={**BODY_ERRORS, **LAST_ADMIN})
 def set_user_roles(user_id: UserId, body: sc.UserRolesIn, p: UsersManage, request: Request) -> dict[str, Any]:
+    """Needs a session. You can give only roles whose permissions you hold, and only to someone who holds
+    nothing you don't (403 ``permission_not_held`` otherwise)."""
     return user_json(services(request).access.set_user_roles(p.actor, user_id, body.roles))
 
 
 @router.post("/users/{user_id}/deactivate", response_model=sc.UserOut, tags=["users"], summary="Deactivate a user",
              responses=LAST_ADMIN)
 def deactivate_user(user_id: UserId, p: UsersManage, request: Request) -> dict[str, Any]:
-    """The user's sessions end and their tokens stop working at once."""
+    """The user's sessions end and their tokens stop working at once. Needs a session, and the user may hold
+    nothing you don't (so only an admin deactivates an admin)."""
     return user_json(services(request).access.deactivate_user(p.actor, user_id))
+
+
+@router.post("/users/{user_id}/reactivate", response_model=sc.UserOut, tags=["users"], summary="Reactivate a user")
+def reactivate_user(user_id: UserId, p: UsersManage, request: Request) -> dict[str, Any]:
+    """The user may log in again, and their tokens that were not revoked and have not expired work again;
+    revoked tokens stay revoked. Needs a session, and the user may hold nothing you don't."""
+    return user_json(services(request).access.reactivate_user(p.actor, user_id))
 
 
 # ---- audit ----------------------------------------------------------------------------------
@@ -341,12 +373,21 @@ def audit_export(
     writer = csv.writer(out)
     writer.writerow(["id", "at", "actor", "action", "target_type", "target_id", "ip", "details"])
     for e in rows:
-        writer.writerow([e.id, iso(e.at), _csv_safe(e.actor), e.action, e.target_type, e.target_id or "", e.ip or "",
-                         _csv_safe(json.dumps(e.details, ensure_ascii=False, sort_keys=True))])
+        writer.writerow(csv_row([e.id, iso(e.at), e.actor, e.action, e.target_type, e.target_id, e.ip,
+                                 json.dumps(e.details, ensure_ascii=False, sort_keys=True)]))
     return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="kbai-audit-{stamp}.csv"'})
 
 
 def _csv_safe(value: str) -> str:
-    """Defuse spreadsheet formula injection: a cell may not start with = + - @ (OWASP)."""
+    """Defuse spreadsheet formula injection: a cell may not start with = + - @ tab or CR (OWASP)."""
     return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+def csv_row(values: list[Any]) -> list[str]:
+    """One CSV row with every cell through the formula guard (None is an empty cell).
+
+    Every cell, not only the ones that look user-made: an IP column, an id or an action name is
+    text someone else may have chosen too (a proxy's header, an operator's permission key).
+    """
+    return [_csv_safe("" if v is None else str(v)) for v in values]

@@ -10,16 +10,21 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.exc import SQLAlchemyError
 
 from kbai import __version__
+from kbai.cache.bus import LocalBus
 from kbai.config import get_settings
 from kbai.gateway import routes as gateway_routes
 from kbai.gateway.check import ForwardAuth
 from kbai.services import Services
-from kbai.web import api, errors, pages
+from kbai.web import api, docs, errors, pages
+from kbai.web import credentials as credential_routes
+from kbai.web import openapi as openapi_doc
 from kbai.web import leaks as leak_routes
 from kbai.web import lifecycle as lifecycle_routes
 from kbai.web.middleware import KbaiMiddleware
+from kbai.web.proxy import ForwardedClient
 
 DESCRIPTION = """Developer API tokens: create scoped, expiring tokens, use them as
 `Authorization: Bearer kbai_pk_...`, revoke them. Token management needs a session
@@ -86,15 +91,56 @@ def create_app(services: Services | None = None, *, start_background: bool = Tru
         finally:
             svc.stop()
 
-    app = FastAPI(title="kbai", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="kbai", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None, generate_unique_id_function=openapi_doc.operation_id)
     app.state.services = svc
     errors.install(app)
     app.include_router(api.router)
     app.include_router(gateway_routes.router)
     app.include_router(leak_routes.router)
     app.include_router(lifecycle_routes.router)
+    app.include_router(credential_routes.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
+    docs.install(app)
+
+    @app.get("/livez", tags=["operations"], summary="Liveness: the process answers",
+             responses={200: {"content": {"application/json": {"schema": {"type": "object"}}}}})
+    async def livez() -> JSONResponse:
+        """Touches nothing (no database, no Redis), so a database blip never gets a healthy process restarted."""
+        return JSONResponse({"status": "alive", "version": __version__})
+
+    @app.get("/readyz", tags=["operations"], summary="Readiness: database, migrations, invalidation bus",
+             responses={200: {"content": {"application/json": {"schema": {"type": "object"}}}},
+                        503: {"description": "Not ready; `reasons` says why.",
+                              "content": {"application/json": {"schema": {"type": "object"}}}}})
+    def readyz() -> JSONResponse:
+        """Ready when the database answers, its schema is at this code's newest migration, and (with Redis)
+        the Redis invalidation channel is subscribed. Without Redis the channel is the database's own
+        (PostgreSQL LISTEN, the SQLite poller): its state is reported, and while it is down the cache is
+        bypassed, so every answer stays exact; an in-memory database has none (`absent`)."""
+        checks: dict[str, str] = {}
+        reasons: list[str] = []
+        try:
+            current, head = svc.db.schema_revisions()
+            checks["database"] = "ok"
+            checks["migrations"] = "ok" if current == head else "not_at_head"
+            if current != head:
+                reasons.append(f"the database schema is at revision {current or 'none'}, this code's newest is "
+                               f"{head}: run `kbai db upgrade`")
+        except (SQLAlchemyError, OSError):
+            checks["database"] = checks["migrations"] = "unreachable"
+            reasons.append("the database cannot be reached")
+        if isinstance(svc.bus, LocalBus):
+            checks["invalidation_bus"] = "absent"
+        elif svc.bus.healthy:
+            checks["invalidation_bus"] = "connected"
+        else:
+            checks["invalidation_bus"] = "disconnected"
+            if svc.settings.redis_url:
+                reasons.append("the Redis invalidation channel (KBAI_REDIS_URL) is not subscribed")
+        body = {"status": "not_ready" if reasons else "ready", "checks": checks, "reasons": reasons}
+        return JSONResponse(body, status_code=503 if reasons else 200, headers={"Cache-Control": "no-store"})
 
     @app.get("/healthz", tags=["operations"], summary="Liveness and database check")
     def healthz() -> JSONResponse:
@@ -114,6 +160,7 @@ def create_app(services: Services | None = None, *, start_background: bool = Tru
             return app.openapi_schema
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         add_links(schema)
+        openapi_doc.refine(schema, app.routes)
         schema.setdefault("components", {}).setdefault("securitySchemes", {})["serviceCredential"] = {
             "type": "http", "scheme": "basic",
             "description": "Client id and secret from `kbai service-credential create NAME`.",
@@ -125,4 +172,6 @@ def create_app(services: Services | None = None, *, start_background: bool = Tru
     app.add_middleware(KbaiMiddleware, services=svc)
     # Outermost (added last): /auth/check is answered before routing and the middleware above.
     app.add_middleware(ForwardAuth, services=svc)
+    # Added last, so it runs first (before /auth/check too): everything inside sees the client's real (and valid) address.
+    app.add_middleware(ForwardedClient, trusted_proxies=svc.settings.trusted_proxies)
     return app

@@ -15,12 +15,13 @@ from fastapi.security import APIKeyCookie, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from kbai import errors
-from kbai.access.service import require
+from kbai.access.service import may_manage, require
 from kbai.access.sessions import SessionInfo
 from kbai.audit import Actor
 from kbai.errors import KbaiError
 from kbai.services import Services
 from kbai.tokens.verify import Verification
+from kbai.web.answers import bearer_token, parse_bearer
 
 SESSION_COOKIE = "kbai_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -43,8 +44,8 @@ def services(request: Request) -> Services:
 
 
 def client_ip(request: Request) -> str:
-    # At most 64 chars, the width of every stored ip column: behind a trusted proxy the host comes from
-    # X-Forwarded-For, and an overlong one must not make PostgreSQL refuse the audit row (SQLite would keep it).
+    # Behind a trusted proxy the host comes from X-Forwarded-For, and only when it is an IP address
+    # (kbai.web.proxy). At most 64 chars, the width of every stored ip column, whatever the ASGI server says.
     return (request.client.host if request.client else "unknown")[:64]
 
 
@@ -52,21 +53,6 @@ def scope_ip(scope: dict[str, Any]) -> str:
     """:func:`client_ip` of a raw ASGI scope."""
     client = scope.get("client")
     return (client[0] if client else "unknown")[:64]
-
-
-def parse_bearer(header: str | None) -> str | None:
-    """The token of an ``Authorization: Bearer ...`` value; None when there is no such header."""
-    if header is None:
-        return None
-    scheme, _, rest = header.partition(" ")
-    if scheme.lower() != "bearer":
-        raise KbaiError(errors.INVALID_TOKEN, description="Use the Bearer scheme: Authorization: Bearer kbai_pk_...")
-    return rest.lstrip(" ")
-
-
-def bearer_token(request: Request) -> str | None:
-    """The token from ``Authorization: Bearer ...``; None when there is no Authorization header."""
-    return parse_bearer(request.headers.get("authorization"))
 
 
 def check_token(svc: Services, ip: str, token: str, required: tuple[str, ...] = (),
@@ -182,6 +168,19 @@ def needs(permission: str, action: str):  # type: ignore[no-untyped-def]
 
     async def dependency(p: AnyPrincipal) -> Principal:
         require(p.actor, permission, action)
+        return p
+
+    return dependency
+
+
+def manages(permission: str, action: str):  # type: ignore[no-untyped-def]
+    """A dependency for changes to users and roles: a session holding ``permission``, never a token (a login
+    a token created, or a role it raised, would outlive the token)."""
+
+    def dependency(p: AnyPrincipal) -> Principal:
+        if p.via != "session":
+            raise KbaiError(errors.MANAGE_NEEDS_SESSION, action=action)
+        may_manage(p.actor, permission, action)
         return p
 
     return dependency

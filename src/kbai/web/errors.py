@@ -13,39 +13,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from kbai import errors
 from kbai.errors import KbaiError
 from kbai.tokens.format import redact
+from kbai.web.answers import REALM, auth_headers, error_response
 
 log = logging.getLogger("kbai.web")
-REALM = 'Bearer realm="kbai"'
-
-
-def _quoted(text: str) -> str:
-    """RFC 6750 error_description allows printable ASCII except '"' and '\\'."""
-    return "".join(ch if 0x20 <= ord(ch) <= 0x7E and ch not in '"\\' else "'" if ch == '"' else " " for ch in text)
-
-
-def auth_headers(err: KbaiError) -> dict[str, str]:
-    if err.code == "invalid_token":
-        headers = {"WWW-Authenticate": f'{REALM}, error="invalid_token", error_description="{_quoted(err.message)}"'}
-        if "retry_after" in err.params:  # a rate limit reported as 401 (forward-auth only understands 401/403)
-            headers["Retry-After"] = str(err.params["retry_after"])
-        return headers
-    if err.code == "insufficient_scope":
-        missing = str(err.params.get("scope", ""))
-        return {"WWW-Authenticate": f'{REALM}, error="insufficient_scope", '
-                                    f'error_description="{_quoted(err.message)}", scope="{_quoted(missing)}"'}
-    if err.code == "not_authenticated":
-        return {"WWW-Authenticate": REALM}
-    if err.code == "invalid_client":
-        return {"WWW-Authenticate": 'Basic realm="kbai"'}
-    if err.code == "rate_limited":
-        return {"Retry-After": str(err.params.get("retry_after", 60))}
-    return {}
-
-
-def error_response(err: KbaiError) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"code": err.code, "message": err.message}}, status_code=err.status, headers=auth_headers(err)
-    )
+__all__ = ["REALM", "auth_headers", "error_response", "install"]  # the first three live in kbai.web.answers
 
 
 def _validation_message(exc: RequestValidationError) -> str:

@@ -21,7 +21,7 @@ from kbai.tokens.hygiene import hygiene
 from kbai.tokens.inventory import InventoryFilter, InventoryRow
 from kbai.tokens.policy import UNSET, Policy
 from kbai.web import schemas as sc
-from kbai.web.api import BODY_ERRORS, ERRORS, TokenId, _csv_safe, _cursor, tokens_json
+from kbai.web.api import BODY_ERRORS, ERRORS, TokenId, _cursor, conflict, csv_row, tokens_json
 from kbai.web.auth import AnyPrincipal, Principal, needs, services
 
 router = APIRouter(prefix="/api/v1", responses=ERRORS)
@@ -80,7 +80,8 @@ class PolicyOut(BaseModel):
 
 class PolicyUpdatedOut(PolicyOut):
     webhook_secret: str | None = Field(
-        default=None, description="The webhook signing secret, only when it was just generated. Shown once.")
+        default=None, description="The webhook signing secret (whsec_ + base64, Standard Webhooks), only when it was "
+                                  "just generated. Shown once.")
 
 
 class PolicyIn(sc.Strict):
@@ -90,7 +91,8 @@ class PolicyIn(sc.Strict):
     expiration_required: bool | None = Field(default=None, strict=True)
     auto_revoke_unused_days: int | None = Field(default=None, strict=True, examples=[90], description="1-3650 or null.")
     webhook_url: str | None = Field(default=None, max_length=4000, examples=["https://hooks.example.com/kbai"],
-                                    description="http(s) URL receiving signed events; null removes it.")
+                                    description="http(s) URL of a public address receiving signed events (Standard "
+                                                "Webhooks); null removes it.")
     new_webhook_secret: bool = Field(default=False, strict=True,
                                      description="Generate a new signing secret (returned once).")
 
@@ -170,9 +172,9 @@ def admin_tokens_export(p: Reviewer, request: Request,
     writer.writerow(CSV_COLUMNS)
     for r in rows:
         v = r.view
-        writer.writerow([v.id, _csv_safe(r.owner_email), _csv_safe(v.name), v.prefix, " ".join(v.scopes), v.status,
-                         iso(v.created_at), iso(v.last_used_at) or "", iso(v.expires_at) or "",
-                         iso(v.revoked_at) or "", v.rotated_from_id or "", " ".join(hygiene(v, now))])
+        writer.writerow(csv_row([v.id, r.owner_email, v.name, v.prefix, " ".join(v.scopes), v.status,
+                                 iso(v.created_at), iso(v.last_used_at), iso(v.expires_at), iso(v.revoked_at),
+                                 v.rotated_from_id, " ".join(hygiene(v, now))]))
     stamp = now.strftime("%Y%m%dT%H%M%SZ")
     return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="kbai-tokens-{stamp}.csv"'})
@@ -207,9 +209,14 @@ def get_policy(p: AnyPrincipal, request: Request) -> dict[str, Any]:
 
 
 @router.put("/policies", response_model=PolicyUpdatedOut, tags=["policies"], summary="Change the token policy",
-            responses=BODY_ERRORS)
+            responses={**BODY_ERRORS, **conflict(
+                "encryption_key_required: webhook secrets are stored only encrypted and the operator has set no "
+                "KBAI_ENCRYPTION_KEY (PostgreSQL).")})
 def put_policy(body: PolicyIn, p: RolesManage, request: Request) -> dict[str, Any]:
-    """Needs roles.manage. Only the fields sent change; null removes a rule. Audited."""
+    """Needs roles.manage. Only the fields sent change; null removes a rule. Audited (a webhook URL by its
+    scheme and host only). A webhook URL must reach a public address: one that is, or resolves to, a
+    loopback, private, link-local (cloud metadata), carrier-grade NAT or unique-local address, or names a
+    metadata service, is a 422 `webhook_url_refused` saying why."""
     assert p.actor.tenant_id is not None
     sent = body.model_fields_set
     given = {name: getattr(body, name) if name in sent else UNSET

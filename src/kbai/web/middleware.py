@@ -16,6 +16,7 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
+from kbai import logs
 from kbai.errors import ErrorSpec, KbaiError
 from kbai.services import Services
 from kbai.tokens.format import redact
@@ -81,13 +82,17 @@ class KbaiMiddleware:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
                 extra = list(message.get("headers", []))
-                extra.extend(SECURITY_HEADERS)
+                # A route may set a Content-Security-Policy of its own (the API docs pages); ours is the default.
+                own_csp = any(name == b"content-security-policy" for name, _ in extra)
+                extra.extend(h for h in SECURITY_HEADERS if not (own_csp and h[0] == b"content-security-policy"))
                 extra.append((b"x-request-id", request_id.encode()))
                 message = {**message, "headers": extra}
             await send(message)
 
         scope.setdefault("state", {})["request_id"] = request_id
+        logged_as = logs.REQUEST_ID.set(request_id)  # every log line of this request carries its id
         await self.app(scope, limited_receive, send_wrapper)
+        logs.REQUEST_ID.reset(logged_as)  # (after an exception the request's task, and its context, ends)
         status = status_holder["status"]
         token_id = scope["state"].get("kbai_token_id")
         if token_id is not None and status < 400:

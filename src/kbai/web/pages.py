@@ -29,8 +29,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from kbai import __version__, errors
 from kbai.access.catalog import MANAGE_TOKENS, REVIEW_TOKENS, Catalog, Permission
 from kbai.access.requests import AdminRequests
+from kbai.access.passwords import MIN_LENGTH as MIN_PASSWORD
 from kbai.access.service import require
 from kbai.audit import Actor
+from kbai.compare import same_secret
 from kbai.errors import KbaiError
 from kbai.services import Services
 from kbai.tokens.activity import BASELINE_DAYS, DAYS, SHADES, heatmap_svg
@@ -39,7 +41,8 @@ from kbai.tokens.hygiene import LABELS as HYGIENE_LABELS
 from kbai.tokens.hygiene import hygiene
 from kbai.tokens.inventory import STATUSES, InventoryFilter
 from kbai.tokens.policy import Policy, check_lifetime
-from kbai.tokens.service import EXPIRY_PRESETS_DAYS, RECOMMENDED_EXPIRY_DAYS, TokenView
+from kbai.tokens.service import EXPIRY_PRESETS_DAYS, MAX_LIFETIME_DAYS, RECOMMENDED_EXPIRY_DAYS, TokenView
+from kbai.validate import clean_email, clean_name
 from kbai.web.api import MAX_ID, set_session_cookie
 from kbai.web.auth import SESSION_COOKIE, Principal, client_ip, services, session_principal
 
@@ -59,6 +62,8 @@ NOTICES = {
     "user_created": "User created.",
     "roles_saved": "Roles saved.",
     "deactivated": "User deactivated. Their sessions ended and their tokens stopped working.",
+    "reactivated": "User reactivated. They can log in again, and their tokens that were not revoked or expired "
+                   "work again.",
     "granted": "Permission granted.",
     "dismissed": "Request dismissed.",
     "asked": "Request sent. Your tenant's admins see it on their Roles and Users pages.",
@@ -173,7 +178,7 @@ def check_form(request: Request, csrf_token: str) -> Principal:
 
 
 def admin_requests(svc: Services) -> AdminRequests:
-    return AdminRequests(svc.access)
+    return AdminRequests(svc.access, svc.notifications)
 
 
 INVENTORY = HOME + "/tokens"
@@ -263,6 +268,8 @@ def _login_page(request: Request, next_path: str, email: str, error: KbaiError |
                       next=redact(next_path), email=redact(email), error=error, login_csrf=value)
     response.set_cookie(LOGIN_CSRF_COOKIE, value, max_age=3600, httponly=True, samesite="strict", path="/login",
                         secure=services(request).settings.cookie_secure)
+    if error is not None and "retry_after" in error.params:
+        response.headers["Retry-After"] = str(error.params["retry_after"])
     return response
 
 
@@ -277,20 +284,13 @@ def login(
     svc = services(request)
     target = safe_next(next)
     cookie_value = request.cookies.get(LOGIN_CSRF_COOKIE, "")
-    if not cookie_value or not csrf_token or not secrets.compare_digest(cookie_value, csrf_token):
+    if not cookie_value or not csrf_token or not same_secret(csrf_token, cookie_value):
         return _login_page(request, target, email, KbaiError(errors.FORM_EXPIRED))
-    ip = client_ip(request)
-    email_key = email.strip().lower()[:320]
-    wait = max(svc.limiter.blocked(svc.limiter.login, "login-ip", ip),
-               svc.limiter.blocked(svc.limiter.login, "login-account", email_key))
-    if wait:
-        svc.metrics.rate_limited.labels("login").inc()
-        return _login_page(request, target, email, KbaiError(errors.RATE_LIMITED, retry_after=wait))
-    try:
-        cookie, _info = svc.sessions.login(email, password, ip)
+    try:  # the same failure limits as the API's, counted by the session service
+        cookie, _info = svc.sessions.login(email, password, client_ip(request))
     except KbaiError as err:
-        svc.limiter.failed(svc.limiter.login, "login-ip", ip)
-        svc.limiter.failed(svc.limiter.login, "login-account", email_key)
+        if err.status == 429:
+            svc.metrics.rate_limited.labels("login").inc()
         return _login_page(request, target, email, err)
     response = see_other(target)
     set_session_cookie(response, cookie, svc.settings.session_ttl_seconds, svc.settings.cookie_secure)
@@ -312,7 +312,7 @@ def logout(request: Request, csrf_token: Annotated[str, Form(max_length=200)] = 
 @router.get("/system-settings")
 def settings_home(request: Request) -> Response:
     p = page_user(request)
-    return render(request, "settings.html", p)
+    return render(request, "settings.html", p, my_roles=my_roles(services(request), p))
 
 
 # ---- roles --------------------------------------------------------------------------------------
@@ -322,13 +322,30 @@ def roles_page(request: Request) -> Response:
     return _roles_page(request, p)
 
 
-def _roles_page(request: Request, p: Principal, error: KbaiError | None = None, new_name: str = "") -> HTMLResponse:
+def _roles_page(request: Request, p: Principal, error: KbaiError | None = None, new_name: str = "",
+                field: str | None = None) -> HTMLResponse:
+    if error is not None and "roles.read" not in p.actor.permissions:
+        raise error  # no page to show it on: the error page says what went wrong
     svc = services(request)
     assert p.actor.tenant_id is not None
     roles = svc.access.list_roles(p.actor, p.actor.tenant_id)
     return render(request, "roles.html", p, status=error.status if error else 200, roles=roles,
                   catalog_size=len(svc.catalog.permissions), requests=admin_requests(svc).pending(p.actor),
-                  error=error, new_name=redact(new_name))
+                  error=error if field is None else None, field_errors={field: error} if field else {},
+                  new_name=redact(new_name), labels={perm.key: perm.label for perm in svc.catalog.permissions})
+
+
+def _role_name(value: str) -> str:
+    """The new role's name, checked with the person's words for the usual mistakes (empty, too long)."""
+    text = value.strip()
+    if not text:
+        raise KbaiError(errors.FIELD_ROLE_NAME_EMPTY)
+    if len(text) > NAME_LIMIT:
+        raise KbaiError(errors.FIELD_NAME_TOO_LONG, length=len(text), limit=NAME_LIMIT)
+    try:
+        return clean_name(value, "role name")
+    except KbaiError as err:
+        raise _person_words(err, "role name", "role name") from None
 
 
 @router.post("/system-settings/roles")
@@ -339,12 +356,16 @@ def create_role(
 ) -> Response:
     p = check_form(request, csrf_token)
     assert p.actor.tenant_id is not None
+    require(p.actor, "roles.manage", "create roles", p.actor.tenant_id)
     try:
-        role = services(request).access.create_role(p.actor, p.actor.tenant_id, name, [])
+        clean = _role_name(name)
+        role = services(request).access.create_role(p.actor, p.actor.tenant_id, clean, [])
     except KbaiError as err:
         if err.code == "forbidden":
             raise
-        return _roles_page(request, p, err, name)
+        if err.code == "already_exists":
+            err = KbaiError(errors.FIELD_ROLE_NAME_TAKEN, name=name.strip())
+        return _roles_page(request, p, err, name, field="name")
     return see_other(f"/system-settings/roles/{role.id}?done=role_created")
 
 
@@ -356,6 +377,8 @@ def role_page(request: Request, role_id: Id) -> Response:
 
 def _role_page(request: Request, p: Principal, role_id: int, error: KbaiError | None = None,
                checked: list[str] | None = None) -> HTMLResponse:
+    if error is not None and "roles.read" not in p.actor.permissions:
+        raise error
     svc = services(request)
     role = svc.access.get_role(p.actor, role_id)
     members = None
@@ -417,16 +440,24 @@ def users_page(request: Request) -> Response:
 
 
 def _users_page(request: Request, p: Principal, error: KbaiError | None = None, *, status: int | None = None,
-                form: dict[str, Any] | None = None, new_password: tuple[str, str] | None = None) -> HTMLResponse:
+                form: dict[str, Any] | None = None, new_password: tuple[str, str] | None = None,
+                field: str | None = None) -> HTMLResponse:
+    if error is not None and "users.read" not in p.actor.permissions:
+        raise error
     svc = services(request)
     assert p.actor.tenant_id is not None
     users = svc.access.list_users(p.actor, p.actor.tenant_id)
     # Assigning roles needs their names; people who manage users may see them without roles.read.
     reader = p.actor if "roles.read" in p.actor.permissions else Actor.operator()
     roles = svc.access.list_roles(reader, p.actor.tenant_id)
+    # Only roles whose permissions you hold can be handed out, only by someone who holds all a person holds.
+    assignable, manageable = svc.access.manageable(p.actor, p.actor.tenant_id)
     response = render(request, "users.html", p, status=status or (error.status if error else 200), users=users,
-                      roles=roles, requests=admin_requests(svc).pending(p.actor), error=error,
-                      form=form or {"email": "", "roles": []}, new_password=new_password)
+                      roles=roles, requests=admin_requests(svc).pending(p.actor),
+                      error=error if field is None else None, field_errors={field: error} if field else {},
+                      form=form or {"email": "", "roles": []}, new_password=new_password,
+                      token_counts=svc.tokens.counts_by_user(p.actor.tenant_id),
+                      assignable=assignable, manageable=manageable)
     return response
 
 
@@ -440,13 +471,26 @@ def create_user(
 ) -> Response:
     p = check_form(request, csrf_token)
     assert p.actor.tenant_id is not None
+    field = None
     try:
+        require(p.actor, "users.manage", "create users", p.actor.tenant_id)
+        field = "email"
+        try:
+            clean_email(email)
+        except KbaiError:
+            raise KbaiError(errors.FIELD_EMAIL_INVALID) from None
+        field = "password"
+        if password and not MIN_PASSWORD <= len(password) <= 1024:
+            raise KbaiError(errors.FIELD_PASSWORD_LENGTH, min=MIN_PASSWORD)
+        field = None
         view, generated = services(request).access.create_user(
             p.actor, p.actor.tenant_id, email, password or None, ids(roles, "role"))
     except KbaiError as err:
         if err.code == "forbidden" and err.params.get("action") == "create users":
             raise
-        return _users_page(request, p, err, form={"email": redact(email), "roles": roles or []})
+        if err.code == "already_exists":
+            field, err = "email", KbaiError(errors.FIELD_EMAIL_TAKEN, email=redact(email.strip().lower()))
+        return _users_page(request, p, err, form={"email": redact(email), "roles": roles or []}, field=field)
     if generated:
         # Shown once, like a token: no redirect, nothing cached.
         return _users_page(request, p, status=201, new_password=(view.email, generated))
@@ -482,11 +526,52 @@ def deactivate_user(
     return see_other("/system-settings/users?done=deactivated")
 
 
+@router.post("/system-settings/users/{user_id}/reactivate")
+def reactivate_user(
+    request: Request, user_id: Id, csrf_token: Annotated[str, Form(max_length=200)] = ""
+) -> Response:
+    p = check_form(request, csrf_token)
+    try:
+        services(request).access.reactivate_user(p.actor, user_id)
+    except KbaiError as err:
+        return _users_page(request, p, err)
+    return see_other("/system-settings/users?done=reactivated")
+
+
 # ---- API keys -----------------------------------------------------------------------------------
+API_KEYS = "/system-settings/api-keys"
+
+
 @router.get("/system-settings/api-keys")
-def api_keys_page(request: Request) -> Response:
+def api_keys_page(request: Request, done: str | None = None, token: str | None = None) -> Response:
     p = page_user(request)
-    return _api_keys_page(request, p)
+    svc = services(request)
+    created = rotated = None
+    flash = _take_flash(request, p)
+    try:
+        if flash and flash.get("kind") == "created":
+            created = (svc.tokens.get(p.actor, int(flash["id"])), str(flash["token"]))
+        elif flash and flash.get("kind") == "rotated":
+            rotated = (svc.tokens.get(p.actor, int(flash["id"])), str(flash["token"]),
+                       svc.tokens.get(p.actor, int(flash["old_id"])))
+    except (KbaiError, KeyError, TypeError, ValueError):
+        created = rotated = None  # a flash about a token that is gone: nothing to show
+    revoked_id = int(token) if done == "revoked" and token and token.isascii() and token.isdigit() \
+        and len(token) <= 10 else None
+    return _api_keys_page(request, p, created=created, rotated=rotated, revoked_id=revoked_id)
+
+
+def _take_flash(request: Request, p: Principal) -> dict[str, Any] | None:
+    assert p.session is not None
+    cookie = request.cookies.get(SESSION_COOKIE)
+    return services(request).sessions.take_flash(p.session, cookie) if cookie else None
+
+
+def _put_flash(request: Request, p: Principal, payload: dict[str, Any]) -> None:
+    assert p.session is not None
+    cookie = request.cookies.get(SESSION_COOKIE)
+    assert cookie is not None  # page_user found the session through it
+    services(request).sessions.put_flash(p.session, cookie, payload)
 
 
 def _expiry_choices(now: datetime) -> list[dict[str, str]]:
@@ -495,10 +580,12 @@ def _expiry_choices(now: datetime) -> list[dict[str, str]]:
     return out
 
 
-# How long the old token keeps working after a rotation: (form value in seconds, label, what the confirmation says).
+# How long the old token keeps working after a rotation: (form value in seconds, label, what the dialog says).
 GRACE_CHOICES = (("0", "None", "stops working immediately"), ("3600", "1 hour", "keeps working for 1 hour"),
                  ("86400", "24 hours", "keeps working for 24 hours"), ("604800", "7 days", "keeps working for 7 days"))
 DEFAULT_GRACE = "86400"
+# Table order: what works first, then what stopped (newest first within each).
+STATUS_ORDER = {"active": 0, "expired": 1, "revoked": 2}
 
 
 @dataclass(frozen=True)
@@ -548,15 +635,20 @@ def _rotate_lifetimes(view: TokenView, policy: Policy, now: datetime) -> list[di
     return out
 
 
+def table_badges(view: TokenView, now: datetime) -> list[tuple[str, str]]:
+    """Hygiene badges for a table row; "Never used" is left out, the Last used column already says Never."""
+    return [(f, HYGIENE_LABELS[f]) for f in hygiene(view, now) if f != "never_used"]
+
+
 def _token_rows(svc: Services, tokens: list[TokenView], policy: Policy, now: datetime) -> list[TokenRow]:
     by_id = {t.id: t for t in tokens}
     successors = svc.tokens.rotated_to(by_id)
     rows = []
-    for t in tokens:
+    for t in sorted(tokens, key=lambda v: (STATUS_ORDER.get(v.status, 9), -v.id)):
         to_id = successors.get(t.id)
         grace = t.status == "active" and t.revoked_at is not None
         rows.append(TokenRow(
-            view=t, badges=[(f, HYGIENE_LABELS[f]) for f in hygiene(t, now)],
+            view=t, badges=table_badges(t, now),
             from_id=t.rotated_from_id, from_view=by_id.get(t.rotated_from_id or 0),
             to_id=to_id, to_view=by_id.get(to_id or 0), stops_at=t.revoked_at if grace else None,
             lifetimes=_rotate_lifetimes(t, policy, now) if t.status == "active" and to_id is None else [],
@@ -565,7 +657,8 @@ def _token_rows(svc: Services, tokens: list[TokenView], policy: Policy, now: dat
 
 
 def _policy_form(policy: Policy, now: datetime) -> dict[str, Any]:
-    """What the create form shows of the tenant's policy: the presets it allows, the latest custom date."""
+    """What the create form shows of the tenant's policy: the presets it allows, the latest custom date, and the
+    recommendation (90 days, or the longest the policy allows when that is less)."""
     presets = [c for c in _expiry_choices(now) if _allowed(policy, now, now + timedelta(days=int(c["value"])))]
     values = [c["value"] for c in presets]
     default = (str(RECOMMENDED_EXPIRY_DAYS) if str(RECOMMENDED_EXPIRY_DAYS) in values
@@ -575,37 +668,95 @@ def _policy_form(policy: Policy, now: datetime) -> dict[str, Any]:
         latest = (now + timedelta(days=policy.max_lifetime_days)).date().isoformat()
         max_message = KbaiError(errors.POLICY_MAX_LIFETIME, days=policy.max_lifetime_days, advice="").message
     return {"policy": policy, "presets": presets, "default_expiry": default, "allow_never": _allowed(policy, now, None),
-            "latest_date": latest, "max_message": max_message}
+            "latest_date": latest, "max_message": max_message, "recommended": default,
+            "recommended_is_90": default == str(RECOMMENDED_EXPIRY_DAYS)}
+
+
+def _lag(seconds: float) -> str:
+    """The Last used flush interval in words: "1 minute", "30 seconds"."""
+    whole = max(1, round(seconds))
+    if whole >= 60 and whole % 60 == 0:
+        minutes = whole // 60
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    return f"{whole} second{'s' if whole != 1 else ''}"
+
+
+def my_roles(svc: Services, p: Principal) -> list[str]:
+    """The names of the signed-in person's roles (shown to them: "open your role", says the help page)."""
+    assert p.actor.user_id is not None
+    return svc.access.get_user(Actor.operator(), p.actor.user_id).roles
 
 
 def _api_keys_page(request: Request, p: Principal, error: KbaiError | None = None, *, status: int | None = None,
                    form: dict[str, Any] | None = None, created: tuple[TokenView, str] | None = None,
-                   rotated: tuple[TokenView, str, TokenView] | None = None, error_at: str = "create") -> HTMLResponse:
+                   rotated: tuple[TokenView, str, TokenView] | None = None, error_at: str = "create",
+                   field: str | None = None, revoked_id: int | None = None) -> HTMLResponse:
     svc = services(request)
     assert p.actor.user_id is not None and p.actor.tenant_id is not None
     now = svc.clock.now()
     can_manage = MANAGE_TOKENS in p.actor.permissions
     policy = svc.policies.get(p.actor.tenant_id)
     tokens: list[TokenView] = svc.tokens.list(p.actor.user_id, limit=1000)
-    ctx: dict[str, Any] = {"can_manage": can_manage, "rows": _token_rows(svc, tokens, policy, now), "error": error,
+    revoked_view = next((t for t in tokens if t.id == revoked_id and t.status == "revoked"), None)
+    roles = my_roles(svc, p)
+    asked = admin_requests(svc).open_requests(p.actor.user_id)
+    ctx: dict[str, Any] = {"can_manage": can_manage, "rows": _token_rows(svc, tokens, policy, now),
+                           "error": error if field is None else None, "field_errors": {field: error} if field else {},
                            "error_at": error_at if can_manage else "top", "created": created, "rotated": rotated,
                            "labels": {perm.key: perm.label for perm in svc.catalog.permissions},
-                           "grace_choices": GRACE_CHOICES}
+                           "grace_choices": GRACE_CHOICES, "default_grace": DEFAULT_GRACE, "my_roles": roles,
+                           "revoked_view": revoked_view, "lag": _lag(svc.settings.last_used_flush_seconds),
+                           "asked": [(svc.catalog.label(k), k, at) for k, at in asked.items()]}
+    if revoked_view is not None:
+        ctx["notice"] = None  # the page names the token instead of the generic words
     if can_manage:
         active, limit = svc.tokens.allowance(p.actor.user_id)
         rules = _policy_form(policy, now)
+        usable = svc.catalog.token_usable(p.actor.permissions)
+        # What an admin could add for tokens: usable permissions of the catalog this person lacks.
+        askable = [perm for perm in svc.catalog.permissions
+                   if not perm.session_only and perm.key not in p.actor.permissions and perm.key not in asked]
         ctx.update(
             active=active, limit=limit, at_limit=active >= limit, support_email=svc.tokens.support_email,
-            groups=grouped(svc.catalog, p.actor.permissions), examples=TOKEN_EXAMPLES,
-            recommended=str(RECOMMENDED_EXPIRY_DAYS), tomorrow=(now.date() + timedelta(days=1)).isoformat(),
-            form=form or {"name": "", "scopes": [], "expiry": rules["default_expiry"], "expires_on": ""},
-            # At the limit a grace period has no free slot for the new token, so the old one must stop at once.
-            default_grace="0" if active >= limit else DEFAULT_GRACE, **rules,
+            groups=grouped(svc.catalog, usable), askable=askable, examples=TOKEN_EXAMPLES,
+            tomorrow=(now.date() + timedelta(days=1)).isoformat(),
+            form=form or {"name": "", "scopes": [], "expiry": rules["default_expiry"], "expires_on": "",
+                          "identity_only": False},
+            **rules,
         )
     else:
-        ctx["asked_at"] = admin_requests(svc).asked_at(p.actor.user_id, MANAGE_TOKENS)
+        ctx["asked_at"] = asked.get(MANAGE_TOKENS)
     response = render(request, "api_keys.html", p, status=status or (error.status if error else 200), **ctx)
     return response
+
+
+# Where each error of the create form is shown: under its field, or (None) above the form.
+CREATE_FIELDS = {"name_taken": "name", "unknown_scope": "scopes", "unheld_scope": "scopes",
+                 "duplicate_scope": "scopes", "session_only_scope": "scopes", "policy_expiration_required": "expiry",
+                 "policy_max_lifetime": "expiry", "validation_error": "expiry"}
+
+
+def _person_words(err: KbaiError, field: str, label: str) -> KbaiError:
+    """A domain message about ``field`` ("name must not …") as a sentence ("The name must not …")."""
+    if err.code == "validation_error" and err.message.startswith(field + " "):
+        return KbaiError(errors.VALIDATION, detail=f"The {label} {err.message[len(field) + 1:]}")
+    return err
+
+
+def _token_name(value: str) -> str:
+    """The create form's name, checked with the person's words for the usual mistakes (empty, too long)."""
+    text = value.strip()
+    if not text:
+        raise KbaiError(errors.FIELD_TOKEN_NAME_EMPTY)
+    if len(text) > NAME_LIMIT:
+        raise KbaiError(errors.FIELD_NAME_TOO_LONG, length=len(text), limit=NAME_LIMIT)
+    try:
+        return clean_name(value, "name")
+    except KbaiError as err:
+        raise _person_words(err, "name", "name") from None
+
+
+NAME_LIMIT = 100
 
 
 @router.post("/system-settings/api-keys")
@@ -613,20 +764,38 @@ def create_token(
     request: Request,
     name: Annotated[str, Form(max_length=1000)] = "",
     scopes: Annotated[list[str] | None, Form()] = None,
+    identity_only: Annotated[str, Form(max_length=10)] = "",
     expiry: Annotated[str, Form(max_length=20)] = "",
     expires_on: Annotated[str, Form(max_length=40)] = "",
     csrf_token: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     p = check_form(request, csrf_token)
     svc = services(request)
+    identity = identity_only.lower() in TRUTHY
     # Echoed back on an error: a pasted token must not come back in the page (cut to its display prefix).
-    form = {"name": redact(name), "scopes": scopes or [], "expiry": expiry, "expires_on": redact(expires_on)}
+    form = {"name": redact(name), "scopes": scopes or [], "expiry": expiry, "expires_on": redact(expires_on),
+            "identity_only": identity}
+    field = None
     try:
+        field = "name"
+        clean = _token_name(name)
+        field = "scopes"
+        if not scopes and not identity and MANAGE_TOKENS in p.actor.permissions:
+            raise KbaiError(errors.FIELD_SCOPES_NONE)
+        field = "expiry"
         days, until = _expiry(expiry, expires_on, svc.clock.now().date())
-        view, plaintext = svc.tokens.create(p.actor, name, scopes or [], expires_in_days=days, expires_at=until)
+        field = None
+        view, plaintext = svc.tokens.create(p.actor, clean, scopes or [], expires_in_days=days, expires_at=until)
     except KbaiError as err:
-        return _api_keys_page(request, p, err, form=form)
-    return _api_keys_page(request, p, created=(view, plaintext))
+        if field is None:
+            field = CREATE_FIELDS.get(err.code)
+            if err.code == "name_taken":
+                err = KbaiError(errors.FIELD_TOKEN_NAME_TAKEN, name=err.params.get("name", ""))
+        return _api_keys_page(request, p, err, form=form, field=field)
+    # Post/redirect/get: the token travels to the next page in the session's sealed flash, never in a URL,
+    # so reloading that page never submits the form again.
+    _put_flash(request, p, {"kind": "created", "id": view.id, "token": plaintext})
+    return see_other(API_KEYS)
 
 
 def _expiry(choice: str, on: str, today: date) -> tuple[int | None, str | None]:
@@ -637,25 +806,27 @@ def _expiry(choice: str, on: str, today: date) -> tuple[int | None, str | None]:
         try:
             when = date.fromisoformat(on.strip())
         except ValueError:
-            raise KbaiError(errors.VALIDATION, detail="Pick a date for the custom expiration, "
-                                                      "or choose another option.") from None
+            raise KbaiError(errors.FIELD_EXPIRY_DATE_MISSING) from None
         if when <= today:
-            raise KbaiError(errors.VALIDATION, detail="Pick an expiration date after today.")
+            raise KbaiError(errors.FIELD_EXPIRY_DATE_PAST)
+        if when > today + timedelta(days=MAX_LIFETIME_DAYS):
+            raise KbaiError(errors.FIELD_EXPIRY_DATE_TOO_FAR, days=MAX_LIFETIME_DAYS)
         return None, when.isoformat()
     if choice.isdigit() and int(choice) in EXPIRY_PRESETS_DAYS:
         return int(choice), None
-    raise KbaiError(errors.VALIDATION, detail="Choose when the token expires.")
+    raise KbaiError(errors.FIELD_EXPIRY_CHOICE)
 
 
 @router.post("/system-settings/api-keys/ask-admin")
 def ask_admin(
     request: Request,
     note: Annotated[str, Form(max_length=2000)] = "",
+    permission: Annotated[str, Form(max_length=100)] = MANAGE_TOKENS,
     csrf_token: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     p = check_form(request, csrf_token)
-    admin_requests(services(request)).ask(p.actor, MANAGE_TOKENS, note or None)
-    return see_other("/system-settings/api-keys?done=asked")
+    admin_requests(services(request)).ask(p.actor, permission or MANAGE_TOKENS, note or None)
+    return see_other(f"{API_KEYS}?done=asked")
 
 
 @router.post("/system-settings/api-keys/{token_id}/revoke")
@@ -663,8 +834,8 @@ def revoke_token(
     request: Request, token_id: Id, csrf_token: Annotated[str, Form(max_length=200)] = ""
 ) -> Response:
     p = check_form(request, csrf_token)
-    services(request).tokens.revoke(p.actor, token_id)
-    return see_other("/system-settings/api-keys?done=revoked")
+    view = services(request).tokens.revoke(p.actor, token_id)
+    return see_other(f"{API_KEYS}?{urlencode({'done': 'revoked', 'token': view.id})}")
 
 
 @router.post("/system-settings/api-keys/{token_id}/rotate")
@@ -685,8 +856,9 @@ def rotate_token(
         if err.code == "not_found":
             raise
         return _api_keys_page(request, p, err, error_at="table")
-    # Shown once, like a new token: a page, not a redirect, and never cached.
-    return _api_keys_page(request, p, rotated=(new, plaintext, old))
+    # Shown once, like a new token, on the page this redirects to (post/redirect/get; never in a URL).
+    _put_flash(request, p, {"kind": "rotated", "id": new.id, "old_id": old.id, "token": plaintext})
+    return see_other(API_KEYS)
 
 
 def _grace(value: str) -> int:
@@ -704,7 +876,6 @@ def _lifetime(value: str) -> int | None:
     if value.isascii() and value.isdigit() and int(value) in EXPIRY_PRESETS_DAYS:
         return int(value)
     raise KbaiError(errors.VALIDATION, detail="Choose the new token's lifetime from the list.")
-
 
 
 # ---- a token's activity -------------------------------------------------------------------------
@@ -760,11 +931,18 @@ def _inventory_query(owner: str | None, status: str | None, stale: str | None, e
 @router.get(INVENTORY)
 def inventory_page(
     request: Request, owner: str | None = None, status: str | None = None, stale: str | None = None,
-    expiring_soon: str | None = None, cursor: str | None = None,
+    expiring_soon: str | None = None, cursor: str | None = None, done: str | None = None, token: str | None = None,
 ) -> Response:
     p = page_user(request)
     require(p.actor, REVIEW_TOKENS, "review the tenant's tokens")
     svc = services(request)
+    revoked = None
+    if done == "admin_revoked" and token and token.isascii() and token.isdigit() and len(token) <= 10:
+        try:
+            found = svc.inventory.get(p.actor, int(token))
+            revoked = found if found.view.status == "revoked" else None
+        except KbaiError:
+            revoked = None
     query = _inventory_query(owner, status, stale, expiring_soon)
     error = None
     rows = []
@@ -787,11 +965,12 @@ def inventory_page(
     now = svc.clock.now()
     return render(
         request, "inventory.html", p, status=error.status if error else 200, error=error, filters=query,
-        rows=[(r, [(f, HYGIENE_LABELS[f]) for f in hygiene(r.view, now)]) for r in rows],
+        rows=[(r, table_badges(r.view, now)) for r in rows], labels={perm.key: perm.label for perm in svc.catalog.permissions},
+        lag=_lag(svc.settings.last_used_flush_seconds),
         statuses=STATUSES, export_url="/api/v1/admin/tokens/export" + (f"?{urlencode(query)}" if query else ""),
         older_url=f"{INVENTORY}?{urlencode({**query, 'cursor': rows[-1].view.id})}" if more else None,
         first_url=f"{INVENTORY}?{urlencode(query)}" if cursor and not error else None,
-        query_string=urlencode(query),
+        query_string=urlencode(query), revoked=revoked, **({"notice": None} if revoked else {}),
     )
 
 
@@ -808,7 +987,7 @@ def inventory_revoke(
     p = check_form(request, csrf_token)
     services(request).inventory.revoke(p.actor, token_id)  # audited; the owner is notified
     back = _inventory_query(owner, status if status in STATUSES else None, stale, expiring_soon)
-    return see_other(f"{INVENTORY}?{urlencode({'done': 'admin_revoked', **back})}")
+    return see_other(f"{INVENTORY}?{urlencode({'done': 'admin_revoked', 'token': token_id, **back})}")
 
 
 # ---- the tenant's token policy (roles.manage) ---------------------------------------------------
@@ -887,6 +1066,7 @@ NOTIFICATION_KINDS = {
     "token.leaked": "Leak report",
     "token.revoked_by_admin": "Revoked by an admin",
     "token.auto_revoked": "Auto-revoked",
+    "access.granted": "Access granted",
 }
 NOTIFICATIONS_PAGE_SIZE = 50
 

@@ -46,7 +46,7 @@ class LoginOut(BaseModel):
 
 class TokenCreateIn(Strict):
     name: str = Field(max_length=1000, examples=["Zapier production"], description="1-100 characters after trimming; unique among your active tokens.")
-    scopes: list[str] = Field(max_length=200, examples=[["users.read", "roles.read"]], description="Permissions you hold now; GET /api/v1/permissions lists them.")
+    scopes: list[str] = Field(max_length=200, examples=[["users.read", "roles.read"]], description="Permissions you hold now that a token can use (not the session-only ones); GET /api/v1/permissions lists them.")
     expires_in_days: int | None = Field(default=None, strict=True, examples=[90], description="1-3650. We recommend 90.")
     expires_at: str | None = Field(default=None, max_length=40, examples=["2027-03-31"], description="A date (the token works through that day, UTC) or an ISO 8601 time with a zone.")
 
@@ -70,9 +70,10 @@ class TokenOut(BaseModel):
 
 
 class TokenCreatedOut(TokenOut):
-    token: str = Field(
+    token: str | None = Field(
         examples=["kbai_pk_" + "0" * 64],
-        description="The full token. Shown this once: store it in a secrets manager now.",
+        description="The full token. Shown this once: store it in a secrets manager now. null only on an "
+        "Idempotency-Key replay (Idempotent-Replayed: true): the token is never shown twice.",
     )
 
 
@@ -102,6 +103,8 @@ class MeOut(BaseModel):
 class PermissionOut(BaseModel):
     key: str
     label: str
+    session_only: bool = Field(description="Needs an interactive session: never a token scope "
+                                           "(managing tokens, users and roles).")
 
 
 class PermissionGroupOut(BaseModel):
@@ -158,7 +161,8 @@ class UserCreateIn(Strict):
 
 
 class UserCreatedOut(UserOut):
-    password: str | None = Field(default=None, description="The generated password, when none was given. Shown once.")
+    password: str | None = Field(default=None, description="The generated password, when none was given. Shown once "
+                                 "(null on an Idempotency-Key replay).")
 
 
 class UserRolesIn(Strict):

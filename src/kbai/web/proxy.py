@@ -1,0 +1,50 @@
+"""The client's address behind a trusted proxy: ``X-Forwarded-For`` is believed only when it comes from
+one of ``KBAI_TRUSTED_PROXIES`` and only when it names an IP address.
+
+uvicorn's own ``ProxyHeadersMiddleware`` does the parsing (the right-most untrusted entry, ports and
+brackets, ``X-Forwarded-Proto``), but it takes whatever text sits in the header: a proxy that passes a
+client's ``X-Forwarded-For: =HYPERLINK(...)`` along would put that into the rate-limit keys, the
+sessions table and the audit log (and from there into an admin's spreadsheet). Here anything that
+``ipaddress`` does not read as an address is ignored and the peer's own address stays.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+from typing import Any
+
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+_PEER = "kbai.peer"
+
+
+@lru_cache(maxsize=4096)
+def is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+class ForwardedClient:
+    """Outermost middleware: the request's ``client`` is the real client when a trusted proxy says so."""
+
+    def __init__(self, app: Any, trusted_proxies: str) -> None:
+        self.app = app
+        self._proxy = ProxyHeadersMiddleware(self._checked, trusted_hosts=trusted_proxies)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        scope[_PEER] = scope.get("client")
+        await self._proxy(scope, receive, send)
+
+    async def _checked(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        peer = scope.pop(_PEER, None)
+        client = scope.get("client")
+        if client is not peer and (not client or not is_ip(client[0])):
+            scope["client"] = peer
+        await self.app(scope, receive, send)
