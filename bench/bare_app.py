@@ -1,9 +1,12 @@
-"""Bench-only baseline: the same server stack as ``kbai serve`` with nothing of kbai in it.
+"""Bench-only baselines: the same server stack as ``kbai serve`` with nothing of kbai in it.
 
-FastAPI + uvicorn with exactly the options ``kbai serve`` passes to ``uvicorn.run`` (see
-``kbai.cli.serve``), one process. ``GET /bare`` is a sync route like ``/auth/check`` (so it pays the
-same thread-pool hop) returning the same body; ``GET /bare-async`` is the same without the hop.
-Run: ``python bench/bare_app.py --port 8001``. Never part of the product.
+uvicorn with exactly the options ``kbai serve`` passes to ``uvicorn.run`` (see ``kbai.cli.serve``),
+one process, and one of two apps returning ``/auth/check``'s 200 body and Cache-Control header:
+- ``--app starlette``: a bare Starlette JSON endpoint (``GET /bare-starlette``), the ceiling of a
+  Python ASGI handler on this stack;
+- ``--app fastapi`` (default): FastAPI with ``GET /bare`` (a sync route: it pays the thread-pool
+  hop) and ``GET /bare-async`` (an async route, no hop).
+Run: ``python bench/bare_app.py --app starlette --port 8001``. Never part of the product.
 """
 
 from __future__ import annotations
@@ -12,6 +15,10 @@ import argparse
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse as StarletteJSONResponse
+from starlette.routing import Route
 
 app = FastAPI(title="bench-bare")
 
@@ -26,15 +33,24 @@ async def bare_async() -> JSONResponse:
     return JSONResponse({"active": True}, headers={"Cache-Control": "no-store"})
 
 
+async def bare_starlette(_: Request) -> StarletteJSONResponse:
+    return StarletteJSONResponse({"active": True}, headers={"Cache-Control": "no-store"})
+
+
+starlette_app = Starlette(routes=[Route("/bare-starlette", bare_starlette)])
+
+
 def main() -> None:
     import uvicorn
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--app", choices=("fastapi", "starlette"), default="fastapi")
     args = parser.parse_args()
+    target = "bare_app:starlette_app" if args.app == "starlette" else "bare_app:app"
     # The same options as kbai.cli.serve (trusted proxies at their default).
-    uvicorn.run("bare_app:app", host=args.host, port=args.port, log_level="warning", access_log=False,
+    uvicorn.run(target, host=args.host, port=args.port, log_level="warning", access_log=False,
                 proxy_headers=True, forwarded_allow_ips="127.0.0.1,::1")
 
 

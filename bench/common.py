@@ -102,8 +102,15 @@ def machine_facts() -> dict[str, object]:
     from kbai.web import api, auth
 
     # The shape of the measured code that the report's explanations depend on.
+    try:
+        from kbai.gateway import check  # noqa: F401
+
+        raw_asgi = True
+    except ImportError:
+        raw_asgi = False
     facts["code_shape"] = {
         "auth_check_async": inspect.iscoroutinefunction(routes.auth_check),
+        "auth_check_raw_asgi": raw_asgi,
         "principal_async": inspect.iscoroutinefunction(auth.principal),
         "me_async": inspect.iscoroutinefunction(api.me),
     }

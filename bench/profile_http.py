@@ -1,7 +1,7 @@
 """Where a served request spends its time: py-spy samples a real ``kbai serve`` under wrk load.
 
-A sampling profiler that sees every thread is needed because the routes are sync functions run in
-anyio's thread pool (pyinstrument follows one thread). py-spy is installed with pip into
+A sampling profiler that sees every thread is needed because some work runs in anyio's thread
+pool (pyinstrument follows one thread). py-spy is installed with pip into
 bench/work/tools (bench-only, never into the project's venv). The samples are sorted into buckets
 by the frames they contain (first match wins, in the order of ``BUCKETS``); idle samples (workers
 waiting for work) are left out.
@@ -33,15 +33,17 @@ def _in_worker_kbai(stack: str) -> bool:
 
 # First match wins; a sample lands in exactly one bucket.
 BUCKETS: list[tuple[str, Callable[[str], bool]]] = [
-    ("token verification (TokenService.verify: format, digest, cache, checks)", lambda s: "TokenService.verify" in s),
-    ("failure rate-limit check, run on every request (FailureLimiter.blocked)",
-     lambda s: "FailureLimiter.blocked" in s),
+    ("token verification (format, digest, cache lookup, checks)", lambda s: "TokenService.verify" in s),
+    ("failure limiter (failures only)", lambda s: "TokenFailures." in s or "FailureLimiter." in s),
     ("last-used record (UsageBuffer.record)", lambda s: "UsageBuffer.record" in s),
-    ("access log line + request metrics (KbaiMiddleware._log)", lambda s: "KbaiMiddleware._log" in s),
+    ("access log line (access_log)", lambda s: "access_log (kbai/" in s),
+    ("request metrics (Metrics.served)", lambda s: "Metrics.served" in s),
     ("response model validation + serialization (FastAPI serialize_response)", lambda s: "serialize_response" in s),
     ("other kbai route/dependency code in the worker thread", _in_worker_kbai),
     ("thread-pool hop (anyio: hand-off to a worker thread and back)",
      lambda s: "run_sync_in_worker_thread" in s or "WorkerThread.run" in s),
+    ("/auth/check front's own work (ForwardAuth: header scan, identity headers, response)",
+     lambda s: "ForwardAuth.__call__" in s),
     ("FastAPI request handling + dependency resolution (rest)", lambda s: "get_request_handler" in s),
     ("Starlette routing + inner middleware (rest)", lambda s: "ExceptionMiddleware.__call__" in s),
     ("KbaiMiddleware own work (request id uuid4, header copies, body limit)",
@@ -116,15 +118,20 @@ def run(quick: bool, wrk_bin: str | None) -> dict[str, Any]:
     with scratch_sqlite("profile") as url:
         token = seed.load(url, 1_000, 10, sample_size=1).sample[0].token
         server = start_kbai("kbai-profile", url, wait=False)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KBAI_")}
         port = free_port()
         bare = start_process("bare-profile", [PYTHON, str(BENCH / "bare_app.py"), "--port", str(port)],
-                             {k: v for k, v in os.environ.items() if not k.startswith("KBAI_")}, port, "/bare",
-                             cwd=BENCH, wait=False)
+                             env, port, "/bare", cwd=BENCH, wait=False)
+        port = free_port()
+        bare_st = start_process("bare-starlette-profile", [PYTHON, str(BENCH / "bare_app.py"), "--app", "starlette",
+                                                           "--port", str(port)], env, port, "/bare-starlette",
+                                cwd=BENCH, wait=False)
         script = _script(f"Bearer {token}")
         try:
             wait_healthy(server)
             wait_healthy(bare)
-            for target, path in ((bare, "/bare"), (bare, "/bare-async"), (server, "/auth/check"),
+            wait_healthy(bare_st)
+            for target, path in ((bare_st, "/bare-starlette"), (bare, "/bare-async"), (server, "/auth/check"),
                                  (server, "/api/v1/me")):
                 wrk(wrk_bin, target.url + path, script, 1)
                 raw = WORK / f"profile-{path.strip('/').replace('/', '_')}.txt"
@@ -143,6 +150,7 @@ def run(quick: bool, wrk_bin: str | None) -> dict[str, Any]:
             script.unlink(missing_ok=True)
             server.stop()
             bare.stop()
+            bare_st.stop()
     return out
 
 

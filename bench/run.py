@@ -2,13 +2,19 @@
 
 Measures, in one run on this machine, and writes the figures:
   1. inproc       one verification in process: warm cache, cold SQLite, cold PostgreSQL, bare SHA-256,
-                  and djangorestframework-api-key's check on the same number of keys (its own venv);
-  2. http         /auth/check and GET /api/v1/me over HTTP with wrk vs a bare endpoint on the same
-                  stack and vs DRF + djangorestframework-api-key under gunicorn (server core 0, wrk core 1);
-  3. scale        1,000,000 tokens / 10,000 tenants in PostgreSQL: cold verify, list, create;
-  4. last_used    database writes for "Last used" per 10,000 authenticated requests;
-  5. propagation  revocation between two kbai serve processes (PostgreSQL + Redis; and without Redis);
-  6. profile      where a served request spends its time (py-spy under wrk load; not in --quick).
+                  a PostgreSQL SELECT 1, and djangorestframework-api-key's check on the same number of
+                  keys (its own venv);
+  2. http         over HTTP with wrk (server core 0, wrk core 1): bare Starlette and bare FastAPI,
+                  /auth/check and GET /api/v1/me on SQLite, PostgreSQL + Redis and PostgreSQL alone, the
+                  full access log on, a kbai.sdk-protected app against the same app unprotected, DRF +
+                  djangorestframework-api-key under gunicorn; then --workers 2 against one worker, and
+                  the PostgreSQL transactions and Redis commands the warm load caused;
+  3. warm_io      SQL statements and Redis commands per 10,000 warm requests (and per cold one), counted
+                  in process in all three configurations;
+  4. scale        1,000,000 tokens / 10,000 tenants in PostgreSQL: cold verify, list, create;
+  5. last_used    database writes for "Last used" per 10,000 authenticated requests;
+  6. propagation  revocation between two kbai serve processes (Redis, PostgreSQL NOTIFY, SQLite poll);
+  7. profile      where a served request spends its time (py-spy under wrk load; not in --quick).
 A full run writes docs/benchmarks.md and bench/results.json; it refuses to while src/ has uncommitted
 changes unless given ``--commit REV`` (then it measures that revision's src/). ``--quick`` (under
 2 minutes on a quiet machine) and ``--only`` write to bench/work/quick/ and bench/work/partial/
@@ -73,7 +79,7 @@ def _snapshot(rev: str) -> None:
     os.execv(python, [python, *argv])
 
 
-SECTIONS = ("inproc", "http", "scale", "last_used", "propagation", "profile")
+SECTIONS = ("inproc", "http", "warm_io", "scale", "last_used", "propagation", "profile")
 
 
 def main() -> int:
@@ -151,6 +157,10 @@ def main() -> int:
                 import http_load
 
                 data = http_load.run(args.quick, wrk_bin, peer_python)
+            elif name == "warm_io":
+                import warm_io
+
+                data = warm_io.run(args.quick)
             elif name == "scale":
                 import scale
 

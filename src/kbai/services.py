@@ -107,6 +107,7 @@ class Services:
             max_age=max_age,
         )
         tokens.lookup = cache.lookup
+        tokens.peek = cache.peek
         metrics.channel_up.set_function(lambda: 1.0 if bus.healthy else 0.0)
 
         def tokens_changed(digests: set[str], _users: set[int]) -> None:
@@ -149,7 +150,8 @@ class Services:
             tokens=tokens,
             usage=UsageBuffer(db, settings.last_used_flush_seconds, on_write=_written),
             limiter=limiter,
-            token_failures=TokenFailures(limiter, settings.auth_failures_per_minute, publish=bus.publish),
+            # A block may be announced from the event loop (in-memory counts): never wait for that I/O there.
+            token_failures=TokenFailures(limiter, settings.auth_failures_per_minute, publish=bus.publish_later),
             metrics=metrics,
             cache=cache,
             bus=bus,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import sqlite3
 import threading
 import time
@@ -48,6 +49,7 @@ LIVENESS_SECONDS = 5.0  # PostgresBus: a silent connection is probed this often
 class Bus(Protocol):
     def publish(self, message: str) -> None: ...
     def publish_many(self, messages: Iterable[str]) -> None: ...
+    def publish_later(self, message: str) -> None: ...
     def start(self, handler: Handler, wait_seconds: float = 5.0) -> None: ...
     def stop(self) -> None: ...
     @property
@@ -64,6 +66,9 @@ class LocalBus:
         pass
 
     def publish_many(self, messages: Iterable[str]) -> None:
+        pass
+
+    def publish_later(self, message: str) -> None:
         pass
 
     def start(self, handler: Handler, wait_seconds: float = 5.0) -> None:
@@ -84,6 +89,44 @@ class _Listener:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._handler: Handler | None = None
+        self._outbox: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._sender: threading.Thread | None = None
+        self._sender_lock = threading.Lock()
+
+    def publish_many(self, messages: Iterable[str]) -> None:
+        raise NotImplementedError
+
+    def publish_later(self, message: str) -> None:
+        """Publish from a background thread: for callers on an event loop, which must not wait for I/O."""
+        with self._sender_lock:
+            if self._sender is None:
+                self._sender = threading.Thread(target=self._send, name="kbai-invalidation-publisher", daemon=True)
+                self._sender.start()
+        self._outbox.put(message)
+
+    def _send(self) -> None:
+        while True:
+            message = self._outbox.get()
+            if message is None:
+                return
+            batch = [message]
+            while True:  # whatever queued up meanwhile goes out in the same batch
+                try:
+                    more = self._outbox.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self.publish_many(batch)
+                    return
+                batch.append(more)
+            self.publish_many(batch)
+
+    def _stop_sender(self) -> None:
+        with self._sender_lock:
+            sender, self._sender = self._sender, None
+        if sender is not None:
+            self._outbox.put(None)
+            sender.join(timeout=5)
 
     @property
     def healthy(self) -> bool:
@@ -104,6 +147,7 @@ class _Listener:
         self._subscribed.wait(timeout=wait_seconds)
 
     def stop(self) -> None:
+        self._stop_sender()  # what is still queued goes out first
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2)

@@ -24,13 +24,13 @@ from urllib.parse import parse_qsl
 
 from sqlalchemy.exc import OperationalError
 
-from kbai import errors
+from kbai import errors, logs
 from kbai.errors import KbaiError
 from kbai.services import Services
 from kbai.tokens.format import redact
 from kbai.tokens.verify import Verification
-from kbai.web.auth import check_token_async, parse_bearer, scope_ip
-from kbai.web.errors import auth_headers
+from kbai.web.answers import auth_headers, parse_bearer
+from kbai.web.auth import check_token_async, scope_ip
 from kbai.web.middleware import SECURITY_HEADERS, access_log, reject_too_large
 
 log = logging.getLogger("kbai.web")
@@ -63,7 +63,7 @@ def required_scopes(query_string: bytes) -> tuple[str, ...]:
     return wanted
 
 
-class Identity:
+class IdentityHeaders:
     """The 200 answer's identity headers per (token, effective scopes), built once (bounded)."""
 
     def __init__(self, services: Services) -> None:
@@ -94,7 +94,7 @@ class Identity:
         return headers
 
 
-async def answer(services: Services, scope: dict[str, Any], identity: Identity,
+async def answer(services: Services, scope: dict[str, Any], identity: IdentityHeaders,
                  authorization: str | None, user_agent: str | None) -> tuple[int, Headers, bytes, int | None]:
     """(status, headers, body, token id when served) of one check. Raises only for a server fault."""
     try:
@@ -129,7 +129,7 @@ class ForwardAuth:
         self.services = services
         self.max_body = services.settings.max_body_bytes
         self.log_successes = services.settings.access_log_token_reads
-        self.identity = Identity(services)
+        self.identity = IdentityHeaders(services)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -170,6 +170,7 @@ class ForwardAuth:
                 self._done(scope, method, route, 413, started, request_id)
                 return
         services = self.services
+        logged_as = logs.REQUEST_ID.set(request_id)  # every log line of this check carries its id
         try:
             status, headers, body, token_id = await answer(services, scope, self.identity, authorization, user_agent)
         except OperationalError as exc:
@@ -188,6 +189,8 @@ class ForwardAuth:
             if status != 200:
                 headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                            *headers]
+        finally:
+            logs.REQUEST_ID.reset(logged_as)
         await send({"type": "http.response.start", "status": status,
                     "headers": [*headers, *SECURITY_HEADERS, (b"x-request-id", request_id.encode())]})
         await send({"type": "http.response.body", "body": body})

@@ -50,7 +50,7 @@ async def auth_check(
     # route documents it in /openapi.json and gives the same answer when an app is built without that front.
     svc = services(request)
     status, headers, body, _ = await check.answer(
-        svc, request.scope, check.Identity(svc), request.headers.get("authorization"), request.headers.get("user-agent"))
+        svc, request.scope, check.IdentityHeaders(svc), request.headers.get("authorization"), request.headers.get("user-agent"))
     return Response(body, status_code=status, headers={k.decode(): v.decode("latin-1") for k, v in headers
                                                        if k != b"content-length"})
 

@@ -102,7 +102,8 @@ class LocalVerifier:
     permissions file must be the one kbai runs with: a scope missing from the catalog counts as
     held by nobody. Verification goes through kbai's verification cache, so revocations and
     permission changes made elsewhere arrive exactly as they reach another ``kbai serve``: pushed
-    at once with ``KBAI_REDIS_URL``, else within ``KBAI_CACHE_TTL_SECONDS``. :meth:`start` starts
+    at once over the deployment's invalidation channel (Redis, PostgreSQL NOTIFY, the SQLite
+    poller) once :meth:`start` ran, else within ``KBAI_CACHE_TTL_SECONDS``. :meth:`start` starts
     the background parts (invalidation subscriber, last-used flusher); :meth:`stop` flushes the
     buffered uses and stops them.
     """
@@ -134,7 +135,10 @@ class LocalVerifier:
 
     async def verify(self, token: str) -> Result:
         try:
-            result = await run_in_threadpool(self.services.tokens.verify, token)
+            # A warm token is answered here, on the event loop; only a cache miss pays the thread hop.
+            result = self.services.tokens.verify_warm(token)
+            if result is None:
+                result = await run_in_threadpool(self.services.tokens.verify, token)
         except Exception as exc:  # noqa: BLE001 - fail closed, whatever broke
             log.error("kbai token verification failed (%s: %s); refusing the request",
                       type(exc).__name__, redact(str(exc))[:300])
@@ -155,7 +159,7 @@ class LocalVerifier:
 
     async def start(self) -> None:
         self._stopped = False
-        await run_in_threadpool(self.services.start)  # may wait a moment for the Redis subscription
+        await run_in_threadpool(self.services.start)  # may wait a moment for the invalidation channel
 
     async def stop(self) -> None:
         self._stopped = True

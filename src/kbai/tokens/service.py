@@ -158,6 +158,8 @@ class TokenService:
         self.listeners: list[Callable[[set[str], set[int]], None]] = []
         # Where verification finds records: the database, or a cache in front of it (kbai.cache).
         self.lookup: Lookup = self.load_record
+        # A lookup that never loads: (True, record) on a fresh cache hit, (False, None) otherwise.
+        self.peek: Callable[[str], tuple[bool, TokenRecord | None]] = lambda _digest: (False, None)
 
     # ---- verification --------------------------------------------------------------------
     def load_record(self, token_digest: str) -> TokenRecord | None:
@@ -189,6 +191,22 @@ class TokenService:
 
     def verify(self, presented: object, required: Iterable[str] = (), *, lookup: Lookup | None = None) -> Verification:
         return verify(presented, lookup or self.lookup, self.clock.now(), required)
+
+    def verify_warm(self, presented: object, required: Iterable[str] = ()) -> Verification | None:
+        """:meth:`verify` when the answer needs no I/O (a malformed token, a fresh cache entry), else
+        None: safe on an event loop, which then sends only the rest to a thread."""
+        peek = self.peek
+
+        def cached(token_digest: str) -> TokenRecord | None:
+            hit, record = peek(token_digest)
+            if not hit:
+                raise _NotCached
+            return record
+
+        try:
+            return verify(presented, cached, self.clock.now(), required)
+        except _NotCached:
+            return None
 
     # ---- the owner's operations ----------------------------------------------------------
     def limit_for(self, session: Session, user: User) -> int:
@@ -543,6 +561,10 @@ class TokenService:
     def _notify(self, digests: set[str], user_ids: set[int]) -> None:
         for listener in self.listeners:
             listener(digests, user_ids)
+
+
+class _NotCached(Exception):
+    """A warm-only verification needed storage."""
 
 
 def _chunks(items: list[str]) -> Iterable[list[str]]:

@@ -18,7 +18,11 @@ REALM = 'Bearer realm="kbai"'
 
 def bearer_token(connection: HTTPConnection) -> str | None:
     """The token from ``Authorization: Bearer ...``; None when there is no Authorization header."""
-    header = connection.headers.get("authorization")
+    return parse_bearer(connection.headers.get("authorization"))
+
+
+def parse_bearer(header: str | None) -> str | None:
+    """The token of an ``Authorization`` header's value; None when there is no such header."""
     if header is None:
         return None
     scheme, _, rest = header.partition(" ")

@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 
 from kbai import __version__
+from kbai.cache.bus import LocalBus
 from kbai.config import get_settings
 from kbai.gateway import routes as gateway_routes
 from kbai.gateway.check import ForwardAuth
@@ -116,8 +117,10 @@ def create_app(services: Services | None = None, *, start_background: bool = Tru
                         503: {"description": "Not ready; `reasons` says why.",
                               "content": {"application/json": {"schema": {"type": "object"}}}}})
     def readyz() -> JSONResponse:
-        """Ready when the database answers, its schema is at this code's newest migration, and the Redis
-        invalidation channel is subscribed (or no Redis is configured: then `absent`, deliberately)."""
+        """Ready when the database answers, its schema is at this code's newest migration, and (with Redis)
+        the Redis invalidation channel is subscribed. Without Redis the channel is the database's own
+        (PostgreSQL LISTEN, the SQLite poller): its state is reported, and while it is down the cache is
+        bypassed, so every answer stays exact; an in-memory database has none (`absent`)."""
         checks: dict[str, str] = {}
         reasons: list[str] = []
         try:
@@ -130,13 +133,14 @@ def create_app(services: Services | None = None, *, start_background: bool = Tru
         except (SQLAlchemyError, OSError):
             checks["database"] = checks["migrations"] = "unreachable"
             reasons.append("the database cannot be reached")
-        if not svc.settings.redis_url:
+        if isinstance(svc.bus, LocalBus):
             checks["invalidation_bus"] = "absent"
         elif svc.bus.healthy:
             checks["invalidation_bus"] = "connected"
         else:
             checks["invalidation_bus"] = "disconnected"
-            reasons.append("the Redis invalidation channel (KBAI_REDIS_URL) is not subscribed")
+            if svc.settings.redis_url:
+                reasons.append("the Redis invalidation channel (KBAI_REDIS_URL) is not subscribed")
         body = {"status": "not_ready" if reasons else "ready", "checks": checks, "reasons": reasons}
         return JSONResponse(body, status_code=503 if reasons else 200, headers={"Cache-Control": "no-store"})
 

@@ -20,8 +20,8 @@ from kbai.access.sessions import SessionInfo
 from kbai.audit import Actor
 from kbai.errors import KbaiError
 from kbai.services import Services
-from kbai.tokens.verify import TokenRecord, Verification
-from kbai.web.answers import bearer_token
+from kbai.tokens.verify import Verification
+from kbai.web.answers import bearer_token, parse_bearer
 
 SESSION_COOKIE = "kbai_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -55,25 +55,6 @@ def scope_ip(scope: dict[str, Any]) -> str:
     return (client[0] if client else "unknown")[:64]
 
 
-def parse_bearer(header: str | None) -> str | None:
-    """The token of an ``Authorization: Bearer ...`` value; None when there is no such header."""
-    if header is None:
-        return None
-    scheme, _, rest = header.partition(" ")
-    if scheme.lower() != "bearer":
-        raise KbaiError(errors.INVALID_TOKEN, description="Use the Bearer scheme: Authorization: Bearer kbai_pk_...")
-    return rest.lstrip(" ")
-
-
-def bearer_token(request: Request) -> str | None:
-    """The token from ``Authorization: Bearer ...``; None when there is no Authorization header."""
-    return parse_bearer(request.headers.get("authorization"))
-
-
-class _NotCached(Exception):
-    """A warm-only verification needed storage or a remote rate-limit counter."""
-
-
 def check_token(svc: Services, ip: str, token: str, required: tuple[str, ...] = (),
                 *, warm_only: bool = False) -> Verification | None:
     """Verify, count, and raise the public error for a token that is not good.
@@ -88,18 +69,10 @@ def check_token(svc: Services, ip: str, token: str, required: tuple[str, ...] = 
     loop and send only the rest to the thread pool.
     """
     if warm_only:
-        cache = svc.cache
-
-        def cached(token_digest: str) -> TokenRecord | None:
-            hit, record = cache.peek(token_digest)
-            if not hit:
-                raise _NotCached
-            return record
-
-        try:
-            result = svc.tokens.verify(token, required, lookup=cached)
-        except _NotCached:
+        found = svc.tokens.verify_warm(token, required)
+        if found is None:
             return None
+        result = found
         if not result.authenticated and not svc.token_failures.local:
             return None  # counting this failure is a Redis round trip
     else:
