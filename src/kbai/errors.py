@@ -227,3 +227,8 @@ FIELD_PASSWORD_LENGTH = ErrorSpec(
 FIELD_EXPIRY_DATE_TOO_FAR = ErrorSpec(
     "validation_error", 422, "Pick a date at most {days} days from today.",
 )
+ASK_NOT_FOR_TOKENS = ErrorSpec(
+    "validation_error", 422,
+    "From API Keys you can ask for Manage API Tokens or for a permission a token can use; '{permission}' is "
+    "neither. Ask your admin directly for it.",
+)
