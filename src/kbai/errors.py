@@ -371,3 +371,8 @@ OIDC_OTHER_TENANT = ErrorSpec(
     "Your account here belongs to another organisation than {org}, and an account can be in one organisation "
     "only. Ask your administrator.",
 )
+ASK_NOT_FOR_TOKENS = ErrorSpec(
+    "validation_error", 422,
+    "From API Keys you can ask for Manage API Tokens or for a permission a token can use; '{permission}' is "
+    "neither. Ask your admin directly for it.",
+)

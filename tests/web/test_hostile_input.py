@@ -528,6 +528,7 @@ CASES: list[Case] = [
     _page("form-ask-unknown-permission", KEYS + "/ask-admin", 422, "unknown_permission", _form(permission="nope.nope"), says="nope.nope"),
     _page("form-ask-permission-sql", KEYS + "/ask-admin", 422, "unknown_permission", _form(permission="users.read' OR '1'='1")),
     _page("form-ask-permission-101-chars", KEYS + "/ask-admin", 422, "validation_error", _form(permission="x" * 101), says="too long or not valid"),
+    _page("form-ask-session-only-permission", KEYS + "/ask-admin", 422, "validation_error", _form(permission="users.manage"), says="users.manage"),
     _page("form-ask-no-csrf", KEYS + "/ask-admin", 403, "csrf_failed", _form(csrf=None, permission="audit.read")),
     _page("form-grant-absent-request", "/system-settings/requests/2147483647/grant", 404, "not_found", lambda e: _form("admin", role_id=str(e.ids["dev_role"]))(e), "admin"),
     _page("form-grant-huge-request-id", "/system-settings/requests/99999999999999999999/grant", 404, "not_found", _form("admin", role_id="1"), "admin"),

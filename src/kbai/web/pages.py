@@ -829,7 +829,12 @@ def ask_admin(
     csrf_token: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     p = check_form(request, csrf_token)
-    admin_requests(services(request)).ask(p.actor, permission or MANAGE_TOKENS, note or None)
+    svc = services(request)
+    wanted = permission or MANAGE_TOKENS
+    # From API Keys one asks to make tokens, or for something a token can carry; never for managing people.
+    if wanted != MANAGE_TOKENS and wanted in svc.catalog.session_only:
+        raise KbaiError(errors.ASK_NOT_FOR_TOKENS, permission=wanted)
+    admin_requests(svc).ask(p.actor, wanted, note or None)
     return see_other(f"{API_KEYS}?done=asked")
 
 
