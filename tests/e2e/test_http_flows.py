@@ -16,6 +16,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from kbai.cache.bus import for_settings
+from kbai.config import Settings
 from kbai.store import Database
 from kbai.store.models import Token
 from tests.conftest import LiveServer
@@ -128,11 +130,14 @@ def test_expired_token_is_refused(server: LiveServer, database_url: str) -> None
                 row = s.scalar(select(Token).where(Token.id == made.id))
                 assert row is not None
                 row.expires_at = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=5)
+                digest = row.digest
+            # A direct database edit bypasses cache invalidation, so announce it on the deployment's
+            # invalidation channel as another instance's change would be (the server caches for minutes).
+            bus = for_settings(Settings(database_url=database_url), db)
+            bus.publish(digest)
         finally:
             db.dispose()
 
-        # A direct database edit bypasses cache invalidation: the server may reuse its cached
-        # record for up to KBAI_CACHE_TTL_SECONDS (1 s) before it reads the new expiry.
         deadline = time.monotonic() + 10
         while True:
             r = anon.get("/api/v1/me", headers=bearer(made.plaintext))
