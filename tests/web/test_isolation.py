@@ -82,9 +82,9 @@ def env(module_database_url: str) -> Iterator[Env]:
                     for name in ("victim-zapier-prod", "victim-n8n-nightly")]
     svc.tokens.revoke(acme.dev, svc.tokens.create(acme.dev, "victim-revoked-cron", [])[0].id)
     victim_views.append(svc.tokens.list(acme.dev.user_id)[0])  # type: ignore[arg-type]
-    all_globex = sorted(globex.admin.permissions)
+    all_globex = sorted(svc.catalog.token_usable(globex.admin.permissions))  # every scope a token can have
     tokens = {"globex-token": svc.tokens.create(globex.admin, "globex-all", all_globex)[1],
-              "mallory-token": svc.tokens.create(mallory, "mallory-all", sorted(mallory.permissions))[1]}
+              "mallory-token": svc.tokens.create(mallory, "mallory-all", sorted(svc.catalog.token_usable(mallory.permissions)))[1]}
     credential, secret = svc.credentials.create(OPERATOR, "isolation")
     extra_secrets, victim_notification = _victim_extras(svc, acme.tenant_id, acme.dev.user_id)  # type: ignore[arg-type]
     extra_secrets.append(credential.client_id)  # the deployment's credentials: nobody here may see them
