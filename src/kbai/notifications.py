@@ -62,7 +62,7 @@ class NotificationView:
 Sender = Callable[[Sequence[NotificationView]], None]
 
 
-EMAIL_FOOTER = "\n\nSee it in kbai: System Settings → API Keys.\n"
+EMAIL_FOOTER = "\n\nSee it in kbai: System Settings → API Keys (/system-settings/api-keys).\n"
 
 
 class Notifications:
