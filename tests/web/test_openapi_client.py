@@ -41,7 +41,7 @@ export async function zapier(base: string, csrf: string): Promise<string> {
   if ("error" in answer) {
     return answer.error.code + ": " + answer.error.message;
   }
-  const secret: string = answer.token;
+  const secret: string = answer.token ?? "";  // null only on an Idempotency-Key replay
   const status: "active" | "expired" | "revoked" = answer.status;
   // @ts-expect-error the token is a string, never a number
   const wrong: number = answer.token;

@@ -787,6 +787,10 @@ class AccessService:
     def _lock_tenant(s: Session, tenant_id: int) -> None:
         s.scalar(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
 
+    @staticmethod
+    def _builtin_roles(s: Session, tenant_id: int, kind: str) -> list[Role]:
+        return list(s.scalars(select(Role).where(Role.tenant_id == tenant_id, Role.builtin == kind)))
+
     def _roles(self, s: Session, tenant_id: int, roles: Sequence[str | int]) -> list[Role]:
         found: list[Role] = []
         for ref in roles:
