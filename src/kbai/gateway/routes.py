@@ -20,7 +20,7 @@ from kbai.services import Services
 from kbai.web import schemas as sc
 from kbai.web.api import ERRORS
 from kbai.gateway import check
-from kbai.web.auth import services
+from kbai.web.auth import client_ip, services
 
 router = APIRouter(responses=ERRORS)
 T = TypeVar("T")
