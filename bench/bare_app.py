@@ -49,9 +49,8 @@ def main() -> None:
     parser.add_argument("--app", choices=("fastapi", "starlette"), default="fastapi")
     args = parser.parse_args()
     target = "bare_app:starlette_app" if args.app == "starlette" else "bare_app:app"
-    # The same options as kbai.cli.serve (trusted proxies at their default).
-    uvicorn.run(target, host=args.host, port=args.port, log_level="warning", access_log=False,
-                proxy_headers=True, forwarded_allow_ips="127.0.0.1,::1")
+    # The same options as kbai.cli.serve (which reads X-Forwarded-For in the app: kbai.web.proxy).
+    uvicorn.run(target, host=args.host, port=args.port, log_level="warning", access_log=False, proxy_headers=False)
 
 
 if __name__ == "__main__":

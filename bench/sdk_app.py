@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8002)
     args = parser.parse_args()
     uvicorn.run("sdk_app:build", factory=True, host=args.host, port=args.port, log_level="warning",
-                access_log=False, proxy_headers=True, forwarded_allow_ips="127.0.0.1,::1")
+                access_log=False, proxy_headers=False)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from kbai.audit import Actor
 from kbai.errors import KbaiError
 from kbai.services import Services
 from kbai.tokens.verify import Verification
-from kbai.web.answers import bearer_token, parse_bearer
+from kbai.web.answers import bearer_token
 
 SESSION_COOKIE = "kbai_session"
 CSRF_HEADER = "X-CSRF-Token"
