@@ -302,7 +302,7 @@ ENDPOINTS = [
                                                                  OK, cross_token=OK), ok=_check_headers_are_self),
     Endpoint("auth-check-demanding-victim-scopes", "GET", lambda e, a: "/auth/check",
              _by((401, "not_authenticated"), (401, "not_authenticated"), NO_SCOPE, cross_token=OK),
-             params={"scope": ["users.manage", "audit.read"]}, ok=_check_headers_are_self),
+             params={"scope": ["users.read", "audit.read"]}, ok=_check_headers_are_self),
     # Routes of features being built alongside (activity, inventory, notifications, policies): tried when present.
     Endpoint("activity-of-victim-token", "GET", lambda e, a: f"{T}/{e.ids['victim_token']}/activity", _all(*NOT_FOUND)),
     Endpoint("heatmap-of-victim-token", "GET", lambda e, a: f"{T}/{e.ids['victim_token']}/activity/heatmap.svg",
