@@ -190,7 +190,8 @@ def test_finding5_reactivation_brings_back_the_login_but_never_a_revoked_token(
     # ... reactivating is.
     r = app_client.post(f"/api/v1/users/{world.dev.user_id}/reactivate", headers=h)
     assert r.status_code == 200, shown(r)
-    assert r.json() == {"id": world.dev.user_id, "email": "dev@acme.test", "roles": ["Developers"], "active": True}
+    assert r.json() == {"id": world.dev.user_id, "email": "dev@acme.test", "roles": ["Developers"], "active": True,
+                        "external_id": None}
     r = anon.get("/api/v1/me", headers={"Authorization": f"Bearer {kept['token']}"})
     assert r.status_code == 200 and r.json()["token_id"] == kept["id"], shown(r)
     r = anon.get("/api/v1/me", headers={"Authorization": f"Bearer {gone['token']}"})
