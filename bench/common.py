@@ -13,7 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -91,10 +91,8 @@ def machine_facts() -> dict[str, object]:
         "loadavg_at_start": loadavg(),
         "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
-    try:
+    with suppress(ValueError, OSError):
         facts["memory_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-    except (ValueError, OSError):
-        pass
     import inspect
 
     import kbai
@@ -216,10 +214,8 @@ class Server:
 
     def stop(self) -> None:
         if self.process.poll() is None:
-            try:
+            with suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
             try:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:

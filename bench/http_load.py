@@ -33,8 +33,23 @@ from pathlib import Path
 from typing import Any
 
 import seed
-from common import (BENCH, CLIENT_CORE, PEERS_DIR, PYTHON, WORK, Server, free_port, kbai_env, log, pinned,
-                    scratch_pg, scratch_sqlite, start_kbai, start_process, wait_healthy)
+from common import (
+    BENCH,
+    CLIENT_CORE,
+    PEERS_DIR,
+    PYTHON,
+    WORK,
+    Server,
+    free_port,
+    kbai_env,
+    log,
+    pinned,
+    scratch_pg,
+    scratch_sqlite,
+    start_kbai,
+    start_process,
+    wait_healthy,
+)
 
 CONNECTIONS = 32
 

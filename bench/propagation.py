@@ -29,7 +29,7 @@ def _tries(url_a: str, url_b: str, email: str, tries: int) -> list[dict[str, flo
         login = a.post("/api/v1/session", json={"email": email, "password": seed.BENCH_PASSWORD})
         login.raise_for_status()
         csrf = {"X-CSRF-Token": login.json()["csrf_token"]}
-        for i in range(tries):
+        for _ in range(tries):
             created = a.post("/api/v1/tokens", headers=csrf,
                              json={"name": f"propagation {uuid.uuid4().hex[:8]}", "scopes": []})
             created.raise_for_status()

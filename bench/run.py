@@ -42,7 +42,7 @@ def _reexec_in_project_venv() -> None:
         venv_python = HERE.parent / ".venv" / "bin" / "python"
         if venv_python.exists() and Path(sys.executable).resolve() != venv_python.resolve():
             os.execv(str(venv_python), [str(venv_python), *sys.argv])
-        raise SystemExit("kbai is not importable: install the project (pip install -e .) or create .venv first")
+        raise SystemExit("kbai is not importable: install the project (pip install -e .) or create .venv first") from None
 
 
 def _snapshot(rev: str) -> None:

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from kbai import audit
 from kbai.audit import Actor
 from kbai.clock import FrozenClock
+from kbai.errors import KbaiError
 from kbai.services import Services
 from kbai.store.models import AuditEvent
 from kbai.tokens import format as fmt
@@ -207,7 +208,7 @@ def test_failed_changes_leave_no_event(world: World) -> None:
         lambda: svc.access.deactivate_user(world.admin, world.admin.user_id),
         lambda: svc.access.update_role(world.admin, 10**6, ["users.read"]),
     ):
-        with pytest.raises(Exception):
+        with pytest.raises(KbaiError):
             attempt()
     assert len(_events(svc)) == before
 

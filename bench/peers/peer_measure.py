@@ -28,11 +28,10 @@ import django  # noqa: E402
 
 django.setup()
 
+import timing  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from rest_framework_api_key.crypto import concatenate  # noqa: E402
 from rest_framework_api_key.models import APIKey  # noqa: E402
-
-import timing  # noqa: E402
 
 
 def seed(n: int, sample_size: int) -> list[str]:

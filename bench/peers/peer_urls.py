@@ -9,7 +9,7 @@ from rest_framework_api_key.permissions import HasAPIKey
 class Check(APIView):
     permission_classes = [HasAPIKey]
 
-    def get(self, request):  # noqa: ANN001, ANN201
+    def get(self, request):
         return Response({"active": True})
 
 

@@ -9,7 +9,7 @@ The baseline remembers the plugin's path, so the pre-commit hook (``detect-secre
 import math
 import re
 from collections import Counter
-from typing import Generator
+from collections.abc import Generator
 
 from detect_secrets.plugins.base import RegexBasedDetector
 

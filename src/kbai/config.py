@@ -13,7 +13,6 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
 MAX_WORKERS = 64
 
 

@@ -25,6 +25,7 @@ deadline passes, not when some per-read timeout finally notices.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 import ssl
@@ -169,10 +170,8 @@ class Guard:
         """The check at save time: raises :class:`Refused` for a URL kbai would never send to. A host that does
         not resolve (yet) passes: nothing is sent to it until it does, and then it is checked again."""
         parts = urlsplit(url)
-        try:
+        with contextlib.suppress(Unresolvable, DeadlineExceeded):
             self.addresses(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80), timeout)
-        except (Unresolvable, DeadlineExceeded):
-            pass
 
 
 def _literal(name: str) -> IPAddress | None:
@@ -281,10 +280,11 @@ def post(url: str, headers: Sequence[tuple[str, str]], body: bytes, *, guard: Gu
     target = httpcore.URL(scheme=parsed.raw_scheme, host=parsed.raw_host, port=parsed.port, target=parsed.raw_path)
     each = {"connect": deadline_seconds, "read": deadline_seconds, "write": deadline_seconds, "pool": deadline_seconds}
     try:
-        with httpcore.ConnectionPool(ssl_context=ssl_context or httpx.create_ssl_context(), network_backend=backend,
-                                     max_connections=1, retries=0) as pool:
-            with pool.stream("POST", target, headers=list(headers), content=body,
-                             extensions={"timeout": each}) as response:
-                return int(response.status)
+        with (
+            httpcore.ConnectionPool(ssl_context=ssl_context or httpx.create_ssl_context(), network_backend=backend,
+                                    max_connections=1, retries=0) as pool,
+            pool.stream("POST", target, headers=list(headers), content=body, extensions={"timeout": each}) as response,
+        ):
+            return int(response.status)
     except httpcore.TimeoutException:
         raise DeadlineExceeded("HTTP request") from None

@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 
 from kbai.tokens.format import redact
 
-
 # The id of the request being served (set by kbai.web.middleware for the whole request, thread-pool
 # work included: contextvars follow it there), so that every line logged while serving it carries it.
 REQUEST_ID: ContextVar[str | None] = ContextVar("kbai_request_id", default=None)

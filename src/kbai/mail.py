@@ -12,8 +12,9 @@ timer shuts the socket down when the deadline passes, which ends whatever read o
 
 from __future__ import annotations
 
-import socket
+import contextlib
 import smtplib
+import socket
 import ssl
 import threading
 from email.message import EmailMessage
@@ -86,10 +87,8 @@ class Mailer:
             expired.set()
             sock = smtp.sock
             if sock is not None:
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
         timer = threading.Timer(self.deadline_seconds, cut)
         timer.daemon = True

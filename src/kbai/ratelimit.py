@@ -164,7 +164,7 @@ class LoginThrottle:
         self._use_storage(refund)
 
     def _use_storage(self, action: Callable[[strategies.MovingWindowRateLimiter], T]) -> T:
-        return self.limiter._use(action)  # noqa: SLF001 - the same Redis-or-memory choice as every limit
+        return self.limiter._use(action)  # the same Redis-or-memory choice as every limit
 
 
 # ---- failed token authentications ----------------------------------------------------------------

@@ -18,15 +18,15 @@ from kbai.cache.bus import for_settings as bus_for
 from kbai.cache.verification import VerificationCache
 from kbai.clock import Clock, FrozenClock, SystemClock
 from kbai.config import Settings
+from kbai.egress import Guard
 from kbai.identity.oidc import OidcClient, OidcConfig
 from kbai.identity.signin import OidcSignIn
+from kbai.mail import Mailer
 from kbai.metrics import Metrics
-from kbai.egress import Guard
 from kbai.notifications import Notifications
+from kbai.outbox import Outbox
 from kbai.partner_keys import PartnerKeys
 from kbai.ratelimit import FailureLimiter, LoginThrottle, TokenFailures
-from kbai.mail import Mailer
-from kbai.outbox import Outbox
 from kbai.secretbox import SecretBox
 from kbai.store import Database
 from kbai.tokens.activity import ActivityService

@@ -14,6 +14,7 @@ from kbai.config import Settings
 from kbai.services import Services
 from kbai.store.models import User
 from tests.conftest import OPERATOR, build_world
+from tests.tokens.helpers import raises_code
 
 
 def test_defaults_are_the_rfc_9106_low_memory_profile() -> None:
@@ -44,10 +45,8 @@ def test_settings_choose_the_parameters_and_old_hashes_are_upgraded_at_login(dat
         new.access.authenticate("dev@acme.test", "dev-password-1")  # and the new hash verifies
         # A wrong password changes nothing.
         before = _stored_hash(new, "admin@acme.test")
-        try:
+        with raises_code("invalid_credentials"):
             new.access.authenticate("admin@acme.test", "wrong-password-1")
-        except Exception:  # noqa: BLE001 - invalid_credentials, as tested elsewhere
-            pass
         assert _stored_hash(new, "admin@acme.test") == before
     finally:
         new.close()
@@ -61,10 +60,8 @@ def test_an_unknown_email_costs_a_full_verification(database_url: str) -> None:
         real = PasswordHasher.verify
         with mock.patch.object(PasswordHasher, "verify", autospec=True, side_effect=real) as verify:
             for email in ("admin@acme.test", "nobody@acme.test"):
-                try:
+                with raises_code("invalid_credentials"):
                     svc.access.authenticate(email, "wrong-password-1")
-                except Exception:  # noqa: BLE001 - invalid_credentials either way
-                    pass
         assert verify.call_count == 2  # one argon2 verification for the known and for the unknown email
     finally:
         svc.close()

@@ -14,8 +14,6 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import pytest
-
 from kbai.access.catalog import BUILTIN
 from kbai.audit import Actor
 from kbai.errors import KbaiError

@@ -16,7 +16,7 @@ from kbai.config import Settings
 from kbai.services import Services
 from kbai.tokens.format import digest, mint
 from kbai.tokens.verify import Outcome
-from tests.conftest import FAST_ARGON2, OPERATOR, REDIS_URL, World, missing_service
+from tests.conftest import FAST_ARGON2, OPERATOR, REDIS_URL, World
 
 
 @contextmanager

@@ -7,9 +7,8 @@ a logged-out session.
 
 from __future__ import annotations
 
-import time
-
 import re
+import time
 from datetime import UTC, datetime, timedelta
 
 import httpx

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from kbai.services import Services
-from tests.conftest import REDIS_URL, LiveServer, build_world, missing_service, start_server
+from tests.conftest import REDIS_URL, LiveServer, build_world, start_server
 
 PASSWORD = "dev-password-1"
 

@@ -7,12 +7,11 @@ log, /metrics and every later response for any token minted in the run.
 
 from __future__ import annotations
 
-from sqlalchemy import select
-
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from kbai.services import Services
 from kbai.store.models import AuditEvent

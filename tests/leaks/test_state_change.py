@@ -16,8 +16,8 @@ from sqlalchemy import func, select
 from kbai.config import Settings
 from kbai.services import Services
 from kbai.store.models import AuditEvent, Notification
-from kbai.tokens.leaks import Sighting
 from kbai.tokens import format as fmt
+from kbai.tokens.leaks import Sighting
 from kbai.web.app import create_app
 from tests.conftest import FAST_ARGON2, OPERATOR, World
 from tests.leaks.conftest import Signer, report_body

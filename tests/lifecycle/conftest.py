@@ -114,7 +114,7 @@ def webhook() -> Iterator[WebhookReceiver]:
     receiver = WebhookReceiver("", events)
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("content-length", "0")))
             if receiver.status == 200:
                 events.append(Received({k: v for k, v in self.headers.items()}, body))

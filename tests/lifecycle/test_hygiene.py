@@ -3,8 +3,6 @@ worker, audited as the system, and their owners told in-app and by email."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 

@@ -38,9 +38,9 @@ from kbai.config import Settings
 from kbai.mail import DeadlineExceeded, Mailer
 from kbai.services import Services
 from kbai.store.models import AuditEvent, OutboxMessage, TenantPolicy
+from kbai.web.app import create_app
 from kbai.webhooks import WebhookFailed, Webhooks
 from kbai.worker import Worker
-from kbai.web.app import create_app
 from tests.conftest import FAST_ARGON2, KBAI_BIN, OPERATOR, TEST_ENCRYPTION_KEY, World, build_world, server_env
 from tests.lifecycle.conftest import LOCAL_RECEIVERS, Mailbox, Trickler, WebhookReceiver, login
 from tests.store.test_no_plaintext import _pg_dump, _raw_files, _sql_dump
@@ -175,7 +175,7 @@ class _Receiver:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("content-length", "0")))
                 outer.seen.append((self.headers.get("host", ""), self.path))
                 self.send_response(status)

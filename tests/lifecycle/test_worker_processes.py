@@ -32,7 +32,7 @@ def documented(name: str = "verify_kbai_webhook"):  # type: ignore[no-untyped-de
     if name == "verify_kbai_webhook":
         assert code == snippets[0]
     namespace: dict[str, object] = {}
-    exec(code, namespace)  # noqa: S102 - our own documentation
+    exec(code, namespace)  # our own documentation's snippet
     return namespace[name]
 
 

@@ -25,7 +25,6 @@ from tests.sdk.helpers import (
     start_contacts,
 )
 
-
 LOCAL_MESSAGES = {o: errors.for_outcome(o).message for o in ("malformed", "unknown", "revoked", "expired", "owner_inactive")}
 
 

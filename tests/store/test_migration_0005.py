@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 from alembic import command
+from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
-from alembic.autogenerate import compare_metadata
 from cryptography.fernet import Fernet
 from sqlalchemy import inspect, text
 

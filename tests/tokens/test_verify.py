@@ -310,6 +310,5 @@ def test_for_outcome_of_a_real_verification(world: World) -> None:
 
 def test_raises_code_helper_is_strict(world: World) -> None:
     # The helper used across these tests fails when the code differs.
-    with pytest.raises(AssertionError):
-        with raises_code("not_found"):
-            world.services.tokens.create(world.dev, "", [])
+    with pytest.raises(AssertionError), raises_code("not_found"):
+        world.services.tokens.create(world.dev, "", [])

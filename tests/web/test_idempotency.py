@@ -438,4 +438,4 @@ def test_every_creating_post_declares_the_header(app: Any) -> None:
 
 
 def test_the_expiry_constant_is_24_hours() -> None:
-    assert idempotency.KEEP_FOR == timedelta(hours=24)
+    assert timedelta(hours=24) == idempotency.KEEP_FOR

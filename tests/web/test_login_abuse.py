@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from kbai.config import Settings
 from kbai.services import Services
 from kbai.web.app import create_app
-from tests.conftest import FAST_ARGON2, REDIS_URL, LiveServer, build_world, missing_service, start_server
+from tests.conftest import FAST_ARGON2, REDIS_URL, LiveServer, build_world, start_server
 from tests.gateway.helpers import seed
 
 LIMIT = 3

@@ -8,8 +8,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from kbai.config import Settings
 from kbai.services import Services
 from kbai.web.app import create_app

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import redis
 
-from tests.conftest import REDIS_URL, LiveServer, missing_service, start_server
+from tests.conftest import REDIS_URL, LiveServer, start_server
 from tests.gateway.helpers import Created, bearer, create_token, login, seed
 
 LIMIT = 5

@@ -19,6 +19,7 @@ Publishing works whether or not the bus was started.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -158,7 +159,7 @@ class _Listener:
         assert self._handler is not None
         try:
             self._handler(message)
-        except Exception:  # noqa: BLE001 - one bad message must not stop the listener
+        except Exception:  # one bad message must not stop the listener
             log.exception("could not apply an invalidation message")
 
     def _subscribed_now(self) -> None:
@@ -216,10 +217,8 @@ class RedisBus(_Listener):
                 self._lost()
             finally:
                 self._subscribed.clear()
-                try:
+                with contextlib.suppress(Exception):  # the connection is gone already; closing is tidying up
                     pubsub.close()
-                except Exception:  # noqa: BLE001
-                    pass
 
 
 class PostgresBus(_Listener):
@@ -280,10 +279,8 @@ class PostgresBus(_Listener):
             finally:
                 self._subscribed.clear()
                 if conn is not None:
-                    try:
+                    with contextlib.suppress(Exception):  # the connection is gone already; closing is tidying up
                         conn.close()
-                    except Exception:  # noqa: BLE001
-                        pass
 
 
 class DatabaseBus(_Listener):

@@ -152,9 +152,8 @@ class ForwardAuth:
                 given_id = value
             elif name == b"content-length":
                 length = value
-            elif name == b"user-agent":
-                if user_agent is None:
-                    user_agent = value.decode("latin-1")
+            elif name == b"user-agent" and user_agent is None:
+                user_agent = value.decode("latin-1")
         request_id = (given_id.decode("latin-1") if given_id is not None else "")
         if not _REQUEST_ID.fullmatch(request_id):
             request_id = uuid.uuid4().hex

@@ -16,10 +16,10 @@ from starlette.concurrency import run_in_threadpool
 from kbai import errors
 from kbai.access.credentials import Credential
 from kbai.errors import KbaiError
+from kbai.gateway import check
 from kbai.services import Services
 from kbai.web import schemas as sc
 from kbai.web.api import ERRORS
-from kbai.gateway import check
 from kbai.web.auth import client_ip, services
 
 router = APIRouter(responses=ERRORS)

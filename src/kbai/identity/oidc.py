@@ -49,7 +49,7 @@ from kbai.errors import KbaiError
 with warnings.catch_warnings():
     # Authlib prefers the httpx2 package and warns when it falls back to httpx, which kbai pins (and supports).
     warnings.simplefilter("ignore", AuthlibDeprecationWarning)
-    from authlib.integrations.httpx_client import OAuth2Client, OAuthError  # noqa: E402
+    from authlib.integrations.httpx_client import OAuth2Client, OAuthError
 
 log = logging.getLogger("kbai.identity")
 

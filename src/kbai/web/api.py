@@ -17,7 +17,6 @@ from kbai.errors import KbaiError
 from kbai.tokens.hygiene import hygiene
 from kbai.tokens.service import TokenView
 from kbai.web import schemas as sc
-from kbai.web.idempotency import REPLAYED_HEADER, idempotent
 from kbai.web.auth import (
     SESSION_COOKIE,
     AnyPrincipal,
@@ -28,6 +27,7 @@ from kbai.web.auth import (
     needs,
     services,
 )
+from kbai.web.idempotency import REPLAYED_HEADER, idempotent
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": sc.ErrorOut, "description": desc}

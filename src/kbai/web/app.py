@@ -20,9 +20,9 @@ from kbai.gateway.check import ForwardAuth
 from kbai.services import Services
 from kbai.web import api, brand, docs, errors, oidc, pages
 from kbai.web import credentials as credential_routes
-from kbai.web import openapi as openapi_doc
 from kbai.web import leaks as leak_routes
 from kbai.web import lifecycle as lifecycle_routes
+from kbai.web import openapi as openapi_doc
 from kbai.web.middleware import KbaiMiddleware
 from kbai.web.proxy import ForwardedClient
 

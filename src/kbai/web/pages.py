@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Form, Path as PathParam, Request, Response
+from fastapi import APIRouter, Form, Request, Response
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
@@ -28,8 +29,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kbai import __version__, errors
 from kbai.access.catalog import MANAGE_TOKENS, REVIEW_TOKENS, Catalog, Permission
-from kbai.access.requests import AdminRequests
 from kbai.access.passwords import MIN_LENGTH as MIN_PASSWORD
+from kbai.access.requests import AdminRequests
 from kbai.access.service import require
 from kbai.audit import Actor
 from kbai.compare import same_secret

@@ -3,12 +3,11 @@
 The audit log is append-only: a trigger on each backend refuses UPDATE and DELETE.
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-26 16:01:37.675254
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0001'
 down_revision = None
