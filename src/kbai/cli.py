@@ -132,7 +132,7 @@ def friendly(func: F) -> F:
         except SQLAlchemyError as exc:
             raise fail(f"database error: {type(exc).__name__}. Run `kbai db upgrade`, then try again.") from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper  # type: ignore[return-value]  # functools.wraps keeps func's signature
 
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON (one object) instead of text, for scripts.")]
@@ -423,12 +423,12 @@ def scan(
     Prints file:line and the display prefix only, never a token. Exits with 3 when an active token was found.
     """
     from kbai.tokens.leaks import Sighting
-    from kbai.tokens.scan import iter_files, scan_file
+    from kbai.tokens.scan import Finding, iter_files, scan_file
 
     if not path.exists():
         raise fail(f"{path}: no such file or folder")
     files = list(iter_files(path))
-    findings = []
+    findings: list[Finding] = []
     unreadable = 0
     for file in _progress(files, enabled=progress):
         try:

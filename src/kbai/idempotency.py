@@ -124,4 +124,4 @@ class IdempotencyStore:
         when = utc_seconds(now or self.clock.now())
         with self.db.write() as s:
             result = s.execute(delete(IdempotencyRecord).where(IdempotencyRecord.expires_at <= when))
-            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]  # a DELETE gives a CursorResult

@@ -38,11 +38,11 @@ class _SMTP(smtplib.SMTP):
         super().__init__(timeout=timeout)
 
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
-        sock = super()._get_socket(host, port, timeout)  # type: ignore[misc]
+        sock = super()._get_socket(host, port, timeout)  # type: ignore[misc]  # private, so not in typeshed
         if self.expired.is_set():  # the timer fired before there was a socket to shut down
             sock.close()
             raise DeadlineExceeded("connecting took the whole deadline")
-        return sock  # type: ignore[no-any-return]
+        return sock  # type: ignore[no-any-return]  # (the same)
 
 
 class Mailer:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from kbai.clock import Clock, utc_seconds
@@ -168,7 +168,7 @@ class Outbox:
         with self._lock:
             return DispatchResult(self._sent, self._failed)
 
-    def _due(self, now: datetime):  # type: ignore[no-untyped-def]
+    def _due(self, now: datetime) -> tuple[ColumnElement[bool], ...]:
         return (OutboxMessage.sent_at.is_(None), OutboxMessage.failed_at.is_(None),
                 OutboxMessage.next_attempt_at <= now,
                 or_(OutboxMessage.locked_until.is_(None), OutboxMessage.locked_until <= now))

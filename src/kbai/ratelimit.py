@@ -30,7 +30,7 @@ class FailureLimiter:
         memory = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
         self._remote: strategies.MovingWindowRateLimiter | None = None
         if redis_url:
-            backend: storage.Storage = storage.storage_from_string(
+            backend: storage.Storage = storage.storage_from_string(  # type: ignore[assignment]  # redis:// is sync
                 redis_url, key_prefix=f"{prefix}:limits", wrap_exceptions=True,
                 socket_connect_timeout=2, socket_timeout=2)
             self._remote = strategies.MovingWindowRateLimiter(backend)

@@ -147,7 +147,7 @@ class AccessService:
         self.listeners: list[Callable[[], None]] = []
         # Called with a tenant id after a commit that may have given someone there a permission (a role's
         # permissions or a person's roles changed): answered "Ask an admin" requests are resolved from here.
-        self.grant_listeners: list[Callable[[int], None]] = []
+        self.grant_listeners: list[Callable[[int], object]] = []  # what a listener returns is not used
 
     # ---- reading -------------------------------------------------------------------------
     def permissions(self, session: Session, user: User) -> frozenset[str]:
@@ -393,7 +393,8 @@ class AccessService:
                 self._not_above(s, held, user, "set the password of")
             s.refresh(user, with_for_update=True)
             user.password_hash = password_hash
-            ended = s.execute(delete(LoginSession).where(LoginSession.user_id == user.id)).rowcount
+            # A DELETE's result is a CursorResult (it has rowcount); Session.execute is typed as the base Result.
+            ended = s.execute(delete(LoginSession).where(LoginSession.user_id == user.id)).rowcount  # type: ignore[attr-defined]
             audit.record(s, actor, "user.password", at=now, target_type="user", target_id=user.id,
                          tenant_id=user.tenant_id, details={"email": user.email, "sessions_ended": ended})
         return generated

@@ -47,7 +47,6 @@ class SessionInfo:
     email: str
     csrf_token: str
     tenant_external_id: str | None = None
-    tenant_external_id: str | None = None
     has_flash: bool = False
 
     def csrf_ok(self, presented: str | None) -> bool:

@@ -19,6 +19,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -94,7 +95,7 @@ class IdentityHeaders:
         return headers
 
 
-async def answer(services: Services, scope: dict[str, Any], identity: IdentityHeaders,
+async def answer(services: Services, scope: Mapping[str, Any], identity: IdentityHeaders,
                  authorization: str | None, user_agent: str | None) -> tuple[int, Headers, bytes, int | None]:
     """(status, headers, body, token id when served) of one check. Raises only for a server fault."""
     try:

@@ -98,7 +98,7 @@ class Database:
             # objects stay readable after the block.
             session.close()
 
-    def read_once(self, statement: Executable, params: dict[str, Any]) -> list[Row[Any]]:
+    def read_once(self, statement: Executable, params: dict[str, Any]) -> list[Row[*tuple[Any, ...]]]:
         """The rows of one statement, run on its own outside any transaction (one round trip).
 
         A single statement sees one consistent snapshot on both databases. A pooled connection

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from kbai.audit import Actor
@@ -57,7 +57,7 @@ def hygiene(view: TokenView, now: datetime) -> list[str]:
     return flags
 
 
-def unused_since(cutoff: datetime):  # type: ignore[no-untyped-def]
+def unused_since(cutoff: datetime) -> ColumnElement[bool]:
     """SQL condition: the token's last activity (last use, else creation) is at or before ``cutoff``."""
     return func.coalesce(Token.last_used_at, Token.created_at) <= cutoff
 
@@ -78,6 +78,7 @@ class AutoRevoke:
                                  .where(TenantPolicy.auto_revoke_unused_days.is_not(None))).all()
         revoked: list[TokenView] = []
         for tenant_id, days in policies:
+            assert days is not None  # the query takes only policies that set it
             revoked.extend(self.run_tenant(int(tenant_id), int(days)))
         return revoked
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.orm import Session
 
 from kbai import errors
@@ -115,7 +115,7 @@ class Inventory:
             return TokenService._view(token, now)
 
 
-def _status_clause(status: str, now: datetime):  # type: ignore[no-untyped-def]
+def _status_clause(status: str, now: datetime) -> ColumnElement[bool]:
     revoked = and_(Token.revoked_at.is_not(None), Token.revoked_at <= now)
     expired = and_(Token.expires_at.is_not(None), Token.expires_at <= now)
     if status == "revoked":

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -103,7 +103,7 @@ class LeakResponse:
             for f in changed:
                 locations = _locations(where[f.digest])
                 first = locations[0] if locations else {}
-                details = {"prefix": f.view.prefix, "name": f.view.name, "owner": f.owner_email,
+                details: dict[str, Any] = {"prefix": f.view.prefix, "name": f.view.name, "owner": f.owner_email,
                            "reporter": reporter, "url": first.get("url"), "source": first.get("source"),
                            "type": _clip(where[f.digest][0].type, 100), "revoked": f.revoked_now,
                            "status": f.view.status}

@@ -104,6 +104,7 @@ class Reminders:
             )} if rows else set()
         out: list[Due] = []
         for token_id, created_at, expires_at, webhook_url in rows:
+            assert expires_at is not None  # the query takes only tokens with an expiry
             kind = current_kind(created_at, expires_at, now)
             if kind is None:
                 continue

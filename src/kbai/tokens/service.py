@@ -7,13 +7,14 @@ and name uniqueness hold under any number of concurrent requests, threads or pro
 
 from __future__ import annotations
 
+import builtins
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from kbai import audit, errors
@@ -77,14 +78,14 @@ def status_of(token: Token, now: datetime) -> str:
     return "active"
 
 
-def _active_clause(now: datetime):  # type: ignore[no-untyped-def]
+def _active_clause(now: datetime) -> ColumnElement[bool]:
     return and_(
         or_(Token.revoked_at.is_(None), Token.revoked_at > now),
         or_(Token.expires_at.is_(None), Token.expires_at > now),
     )
 
 
-def _counted_clause(now: datetime):  # type: ignore[no-untyped-def]
+def _counted_clause(now: datetime) -> ColumnElement[bool]:
     """Tokens that count toward the active-token limit: active, and not a predecessor in its rotation grace
     period (that one already has a scheduled stop; its successor holds the slot, as Stripe's roll does)."""
     return and_(Token.revoked_at.is_(None), or_(Token.expires_at.is_(None), Token.expires_at > now))
@@ -276,7 +277,7 @@ class TokenService:
             view = self._view(token, now)
         return view, plaintext
 
-    def list(self, user_id: int, *, before_id: int | None = None, limit: int = 100) -> list[TokenView]:
+    def list(self, user_id: int, *, before_id: int | None = None, limit: int = 100) -> builtins.list[TokenView]:
         """Every token the user created, newest first (all statuses)."""
         now = self.clock.now()
         with self.db.read() as s:
@@ -378,15 +379,15 @@ class TokenService:
             return {}
         with self.db.read() as s:
             rows = s.execute(select(Token.rotated_from_id, Token.id).where(Token.rotated_from_id.in_(ids))).all()
-        return {int(old): int(new) for old, new in rows}
+        return {int(old): int(new) for old, new in rows if old is not None}  # never None: in_(ids)
 
     def revoke_matching(
         self,
         actor: Actor,
         *where: Any,
         reason: str,
-        record: Callable[[Session, list[tuple[TokenView, str]], datetime], None] | None = None,
-    ) -> list[TokenView]:
+        record: Callable[[Session, builtins.list[tuple[TokenView, str]], datetime], None] | None = None,
+    ) -> builtins.list[TokenView]:
         """Revoke now every active token matching ``where`` (SQLAlchemy conditions on Token) under row locks,
         so of several callers racing for the same token exactly one revokes it. Each revocation is audited
         (``token.revoke`` with ``reason``); ``record`` then runs in the same transaction with the tokens
@@ -431,7 +432,7 @@ class TokenService:
         digests: Iterable[str],
         *,
         revoked_by: str,
-        record: Callable[[Session, list[FoundToken], datetime], None] | None = None,
+        record: Callable[[Session, builtins.list[FoundToken], datetime], None] | None = None,
     ) -> dict[str, FoundToken]:
         """Revoke now every active token among ``digests`` (a leak): one transaction, one SELECT and one
         UPDATE per 5,000 digests. Tokens of any owner, even a deactivated one. ``record`` runs inside the
@@ -480,7 +481,7 @@ class TokenService:
         return out
 
     # ---- operator (support) --------------------------------------------------------------
-    def list_for_support(self, *, user_email: str | None = None, tenant_name: str | None = None) -> list[tuple[str, TokenView]]:
+    def list_for_support(self, *, user_email: str | None = None, tenant_name: str | None = None) -> builtins.list[tuple[str, TokenView]]:
         now = self.clock.now()
         with self.db.read() as s:
             query = select(Token, User.email).join(User, User.id == Token.user_id).order_by(Token.id)
@@ -497,7 +498,7 @@ class TokenService:
             return [(email, self._view(t, now)) for t, email in s.execute(query)]
 
     # ---- helpers -------------------------------------------------------------------------
-    def _clean_scopes(self, scopes: object) -> list[str]:
+    def _clean_scopes(self, scopes: object) -> builtins.list[str]:
         if not isinstance(scopes, (list, tuple)):
             raise KbaiError(errors.VALIDATION, detail="scopes must be a list of permission keys.")
         seen: list[str] = []
@@ -520,7 +521,7 @@ class TokenService:
             raise KbaiError(errors.USER_INACTIVE)
         return user
 
-    def _mint(self, s: Session, user: User, name: str, scopes: list[str], now: datetime,
+    def _mint(self, s: Session, user: User, name: str, scopes: builtins.list[str], now: datetime,
               expiry: datetime | None, rotated_from: int | None) -> tuple[Token, str]:
         plaintext = fmt.mint()
         token = Token(

@@ -7,6 +7,7 @@ even from a blocked address); a successful token request marks the token used (b
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -40,7 +41,7 @@ class Principal:
 
 
 def services(request: Request) -> Services:
-    return request.app.state.services  # type: ignore[no-any-return]
+    return request.app.state.services  # type: ignore[no-any-return]  # app.state is untyped; create_app sets it
 
 
 def client_ip(request: Request) -> str:
@@ -49,7 +50,7 @@ def client_ip(request: Request) -> str:
     return (request.client.host if request.client else "unknown")[:64]
 
 
-def scope_ip(scope: dict[str, Any]) -> str:
+def scope_ip(scope: Mapping[str, Any]) -> str:
     """:func:`client_ip` of a raw ASGI scope."""
     client = scope.get("client")
     return (client[0] if client else "unknown")[:64]
@@ -143,7 +144,7 @@ async def principal(
     found = await run_in_threadpool(session_principal, svc, request)
     if found is None:
         raise KbaiError(errors.NOT_AUTHENTICATED)
-    if request.method not in ("GET", "HEAD", "OPTIONS") and not found.session.csrf_ok(  # type: ignore[union-attr]
+    if request.method not in ("GET", "HEAD", "OPTIONS") and not found.session.csrf_ok(  # type: ignore[union-attr]  # a session principal has one
         request.headers.get(CSRF_HEADER)
     ):
         raise KbaiError(errors.CSRF_FAILED)
@@ -163,7 +164,7 @@ async def session_only(p: AnyPrincipal) -> Principal:
 SessionPrincipal = Annotated[Principal, Depends(session_only)]
 
 
-def needs(permission: str, action: str):  # type: ignore[no-untyped-def]
+def needs(permission: str, action: str) -> Callable[[Principal], Awaitable[Principal]]:
     """A dependency that demands ``permission`` (a token must carry it as an effective scope)."""
 
     async def dependency(p: AnyPrincipal) -> Principal:
@@ -173,7 +174,7 @@ def needs(permission: str, action: str):  # type: ignore[no-untyped-def]
     return dependency
 
 
-def manages(permission: str, action: str):  # type: ignore[no-untyped-def]
+def manages(permission: str, action: str) -> Callable[[Principal], Principal]:
     """A dependency for changes to users and roles: a session holding ``permission``, never a token (a login
     a token created, or a role it raised, would outlive the token)."""
 

@@ -183,6 +183,6 @@ def idempotent(endpoint: F) -> F:
         _quietly(store.finish, outcome, status, stored)
         return result
 
-    wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
+    wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]  # FastAPI reads the extended signature
         parameters=[*signature.parameters.values(), *extra])
-    return wrapper  # type: ignore[return-value]
+    return wrapper  # type: ignore[return-value]  # the route's own signature plus the header parameters

@@ -90,7 +90,7 @@ def _error(description: str) -> dict[str, Any]:
     return {"model": sc.ErrorOut, "description": description}
 
 
-TOO_LARGE = {413: _error("The body is larger than the server accepts (KBAI_MAX_BODY_BYTES).")}
+TOO_LARGE: dict[int | str, dict[str, Any]] = {413: _error("The body is larger than the server accepts (KBAI_MAX_BODY_BYTES).")}
 
 
 # ---- GitHub secret scanning partner endpoint ---------------------------------------------------

@@ -138,7 +138,7 @@ def _security(op: dict[str, Any], method: str, route: _Route) -> None:
     if route.forward_auth:
         op["security"] = [{"HTTPBearer": []}]
     elif route.authenticated:
-        cookie = {"APIKeyCookie": [], **({"csrfToken": []} if method in WRITES else {})}
+        cookie: dict[str, list[str]] = {"APIKeyCookie": [], **({"csrfToken": []} if method in WRITES else {})}
         op["security"] = [cookie] if route.session_only else [{"HTTPBearer": []}, cookie]
 
 

@@ -10,7 +10,7 @@ they carry per-user data, and the token-created page carries the one copy of a t
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -103,7 +103,7 @@ class LoginRequired(Exception):
 class PageRoute(APIRoute):
     """Routes whose failures are pages: no session -> the login page, a KbaiError -> an error page."""
 
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def page_handler(request: Request) -> Response:

@@ -33,14 +33,15 @@ class ForwardedClient:
 
     def __init__(self, app: Any, trusted_proxies: str) -> None:
         self.app = app
-        self._proxy = ProxyHeadersMiddleware(self._checked, trusted_hosts=trusted_proxies)
+        # uvicorn types ASGI scopes as TypedDicts; kbai's middleware (like Starlette's) passes plain dicts.
+        self._proxy = ProxyHeadersMiddleware(self._checked, trusted_hosts=trusted_proxies)  # type: ignore[arg-type]
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         scope[_PEER] = scope.get("client")
-        await self._proxy(scope, receive, send)
+        await self._proxy(scope, receive, send)  # type: ignore[arg-type]
 
     async def _checked(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         peer = scope.pop(_PEER, None)

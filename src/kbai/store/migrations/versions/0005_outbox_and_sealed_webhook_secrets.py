@@ -9,8 +9,13 @@ saying so, when (and only when) there is a secret to encrypt.
 Revision ID: 0005
 Revises: 0004
 """
+from typing import TYPE_CHECKING
+
 import sqlalchemy as sa
 from alembic import op
+
+if TYPE_CHECKING:
+    from kbai.secretbox import SecretBox
 
 revision = "0005"
 down_revision = "0004"
@@ -25,7 +30,7 @@ _policies = sa.table(
 )
 
 
-def _box():  # type: ignore[no-untyped-def]
+def _box() -> "SecretBox":
     from kbai.config import get_settings
     from kbai.secretbox import SecretBox
 
