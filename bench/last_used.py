@@ -41,7 +41,7 @@ def _scenario(interval: float, requests: int, n_tokens: int) -> dict[str, Any]:
         update_times: list[float] = []
 
         @event.listens_for(svc.db.engine, "before_cursor_execute")
-        def _seen(conn, cursor, statement, params, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        def _seen(conn, cursor, statement, params, context, executemany) -> None:
             counts["statements"] += 1
             if _WRITE.match(statement):
                 counts["writes"] += 1 if not executemany else len(params)

@@ -216,7 +216,7 @@ def _load_pg(database_url: str, rows: dict[str, Iterator[list[tuple[object, ...]
             cur.execute("SET synchronous_commit = off")
             for table, chunks in rows.items():
                 cols = ", ".join(COLUMNS[table])
-                with cur.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:  # type: ignore[arg-type]
+                with cur.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
                     for chunk in chunks:
                         copy.write("".join(
                             "\t".join("\\N" if v is None else str(v) for v in row) + "\n" for row in chunk

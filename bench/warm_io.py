@@ -40,7 +40,7 @@ def _scenario(url: str, redis_url: str | None, requests: int, n_tokens: int) -> 
                                   redis_prefix=f"kbai-bench-{uuid.uuid4().hex[:8]}", **FAST_ARGON2))
     statements: list[tuple[str, str]] = []
 
-    def seen(conn, cursor, statement, params, context, executemany) -> None:  # type: ignore[no-untyped-def]
+    def seen(conn, cursor, statement, params, context, executemany) -> None:
         statements.append((threading.current_thread().name, statement))
 
     app = create_app(svc, start_background=False)

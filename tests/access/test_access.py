@@ -30,7 +30,7 @@ OPERATOR_TOML = '''
 '''
 
 
-def _role(world: World, name: str):  # type: ignore[no-untyped-def]
+def _role(world: World, name: str):
     return next(r for r in world.services.access.list_roles(world.admin, world.tenant_id) if r.name == name)
 
 
@@ -381,7 +381,7 @@ def test_admin_role_cannot_be_changed(world: World) -> None:
     for kwargs in ({"permissions": ["users.read"]}, {"permissions": []}, {"name": "Owners"},
                    {"permissions": sorted(BUILTIN_KEYS), "name": "Owners"}):
         with raises_code("builtin_role") as info:
-            svc.access.update_role(world.admin, admin_role.id, **kwargs)  # type: ignore[arg-type]
+            svc.access.update_role(world.admin, admin_role.id, **kwargs)
         assert info.value.status == 422
     with raises_code("builtin_role"):
         svc.access.update_role(OPERATOR, admin_role.id, ["users.read"])

@@ -28,7 +28,7 @@ def _eventually(check: Callable[[], bool], within: float = 1.0) -> float:
 
 
 @pytest.fixture
-def pair(world: World, database_url: str, clock) -> Iterator[tuple[Services, Services]]:  # type: ignore[no-untyped-def]
+def pair(world: World, database_url: str, clock) -> Iterator[tuple[Services, Services]]:
     """Two started instances without Redis, keeping cache entries for ten minutes."""
     settings = Settings(database_url=database_url, cache_max_age_seconds=600, **FAST_ARGON2)
     a, b = Services.build(settings, clock=clock), Services.build(settings, clock=clock)
@@ -94,7 +94,7 @@ def test_a_process_that_never_listens_keeps_entries_only_the_short_ttl(world: Wo
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
-def test_sqlite_messages_are_pruned_by_later_publishers(world: World, pair: tuple[Services, Services], clock) -> None:  # type: ignore[no-untyped-def]
+def test_sqlite_messages_are_pruned_by_later_publishers(world: World, pair: tuple[Services, Services], clock) -> None:
     a, _ = pair
     a.bus.publish_many(["*"] * 3)
     with a.db.read() as s:

@@ -24,7 +24,7 @@ def token_queries(services: Services) -> Iterator[list[str]]:
     """Collects every SQL statement that reads the tokens table."""
     seen: list[str] = []
 
-    def listener(conn, cursor, statement, params, context, executemany):  # type: ignore[no-untyped-def]
+    def listener(conn, cursor, statement, params, context, executemany):
         if "FROM tokens" in statement:
             seen.append(statement)
 
@@ -67,7 +67,7 @@ def test_revoke_is_honoured_on_the_next_request(world: World) -> None:
     assert world.services.tokens.verify(token).outcome is Outcome.REVOKED
 
 
-def test_rotation_grace_and_expiry_need_no_invalidation(world: World, clock) -> None:  # type: ignore[no-untyped-def]
+def test_rotation_grace_and_expiry_need_no_invalidation(world: World, clock) -> None:
     token_id, token = _token(world)
     assert world.services.tokens.verify(token).ok
     world.services.tokens.rotate(world.dev, token_id, 60)
@@ -90,7 +90,7 @@ def test_a_load_racing_an_invalidation_is_not_stored() -> None:
     cache: VerificationCache
     calls = 0
 
-    def loader(d: str):  # type: ignore[no-untyped-def]
+    def loader(d: str):
         nonlocal calls
         calls += 1
         cache.invalidate([d])  # a revocation commits while this load is in flight
@@ -105,7 +105,7 @@ def test_a_load_racing_an_invalidation_is_not_stored() -> None:
 def test_ttl_bounds_reuse_without_redis() -> None:
     calls = 0
 
-    def loader(d: str):  # type: ignore[no-untyped-def]
+    def loader(d: str):
         nonlocal calls
         calls += 1
         return None
@@ -128,7 +128,7 @@ def test_cache_is_bounded() -> None:
 
 # ---- Redis: several instances --------------------------------------------------------------
 @pytest.fixture
-def two_instances(world: World, database_url: str, redis_prefix: str, clock) -> Iterator[tuple[Services, Services]]:  # type: ignore[no-untyped-def]
+def two_instances(world: World, database_url: str, redis_prefix: str, clock) -> Iterator[tuple[Services, Services]]:
     settings = Settings(database_url=database_url, redis_url=REDIS_URL, redis_prefix=redis_prefix, **FAST_ARGON2)
     a = Services.build(settings, clock=clock)
     b = Services.build(settings, clock=clock)
@@ -140,7 +140,7 @@ def two_instances(world: World, database_url: str, redis_prefix: str, clock) -> 
         svc.close()
 
 
-def _eventually(check, within: float = 1.0) -> float:  # type: ignore[no-untyped-def]
+def _eventually(check, within: float = 1.0) -> float:
     """Seconds until ``check()`` holds; fails when it doesn't within ``within`` seconds."""
     start = time.monotonic()
     while not check():
@@ -204,7 +204,7 @@ def test_redis_bus_delivers_messages(redis_prefix: str) -> None:
         bus.stop()
 
 
-def _request(services: Services):  # type: ignore[no-untyped-def]
+def _request(services: Services):
     from starlette.requests import Request
 
     app = type("App", (), {"state": type("S", (), {"services": services})()})()

@@ -27,7 +27,7 @@ def _login(url: str, email: str = "dev@acme.test", password: str = PASSWORD) -> 
     return client, r.json()["csrf_token"]
 
 
-def _within(seconds: float, check) -> float:  # type: ignore[no-untyped-def]
+def _within(seconds: float, check) -> float:
     start = time.monotonic()
     while not check():
         assert time.monotonic() - start < seconds, f"not seen within {seconds} s"

@@ -44,7 +44,7 @@ def sql_statements() -> Iterator[list[str]]:
     seen: list[str] = []
     lock = threading.Lock()
 
-    def listener(conn, cursor, statement, params, context, executemany):  # type: ignore[no-untyped-def]
+    def listener(conn, cursor, statement, params, context, executemany):
         with lock:
             seen.append(statement)
 

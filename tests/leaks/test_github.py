@@ -240,7 +240,7 @@ def test_a_batch_of_1000_answers_fast_with_a_constant_number_of_token_queries(
     body = report_body(*[(t, f"{URL}#L{i}") for i, t in enumerate(plaintexts + foreign)])
     statements: list[str] = []
 
-    def count(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+    def count(_conn, _cursor, statement, *_args) -> None:
         statements.append(statement)
 
     event.listen(svc.db.engine, "before_cursor_execute", count)

@@ -17,7 +17,7 @@ from tests.lifecycle.conftest import login
 SVG = "{http://www.w3.org/2000/svg}"
 
 
-def _use(world: World, token_id: int, when, times: int = 1) -> None:  # type: ignore[no-untyped-def]
+def _use(world: World, token_id: int, when, times: int = 1) -> None:
     for _ in range(times):
         world.services.usage.record(token_id, when)
     world.services.usage.flush()

@@ -16,7 +16,7 @@ from tests.lifecycle.conftest import login
 from tests.tokens.helpers import raises_code
 
 
-def _put(client: TestClient, csrf: str, **body: object):  # type: ignore[no-untyped-def]
+def _put(client: TestClient, csrf: str, **body: object):
     return client.put("/api/v1/policies", headers={"X-CSRF-Token": csrf}, json=body)
 
 

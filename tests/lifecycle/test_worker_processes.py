@@ -24,7 +24,7 @@ DOCS = Path(__file__).parents[2] / "docs" / "webhooks.md"
 TOKENS = 12
 
 
-def documented(name: str = "verify_kbai_webhook"):  # type: ignore[no-untyped-def]
+def documented(name: str = "verify_kbai_webhook"):
     """The Python snippet of docs/webhooks.md that defines ``name``, run exactly as written there (the
     Standard Webhooks one is the first snippet, the deprecated one comes later)."""
     snippets = re.findall(r"```python\n(.*?)```", DOCS.read_text(encoding="utf-8"), re.S)

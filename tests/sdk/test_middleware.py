@@ -93,7 +93,7 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def assert_refused(r, status: int, code: str, rfc6750: str | None) -> None:  # type: ignore[no-untyped-def]
+def assert_refused(r, status: int, code: str, rfc6750: str | None) -> None:
     assert r.status_code == status, r.text
     body = r.json()
     assert set(body) == {"error"} and body["error"]["code"] == code and body["error"]["message"]
@@ -106,21 +106,21 @@ def assert_refused(r, status: int, code: str, rfc6750: str | None) -> None:  # t
 
 
 @pytest.fixture(params=[True, False], ids=["middleware", "dependency-only"])
-def setup(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+def setup(request: pytest.FixtureRequest):
     verifier = FakeVerifier()
     app, ran = make_app(verifier, middleware=request.param)
     with TestClient(app) as client:
         yield client, verifier, ran, request.param
 
 
-def test_good_token_with_the_scope_gets_through_and_counts_as_used(setup) -> None:  # type: ignore[no-untyped-def]
+def test_good_token_with_the_scope_gets_through_and_counts_as_used(setup) -> None:
     client, verifier, ran, _ = setup
     r = client.get("/contacts", headers=bearer(READER))
     assert r.status_code == 200 and r.json() == {"user": 3, "token": 2}
     assert ran == ["read"] and verifier.used == [2]
 
 
-def test_missing_scope_is_403_insufficient_scope_naming_it(setup) -> None:  # type: ignore[no-untyped-def]
+def test_missing_scope_is_403_insufficient_scope_naming_it(setup) -> None:
     client, verifier, ran, _ = setup
     r = client.post("/contacts", headers=bearer(READER))
     assert_refused(r, 403, "insufficient_scope", "insufficient_scope")
@@ -129,7 +129,7 @@ def test_missing_scope_is_403_insufficient_scope_naming_it(setup) -> None:  # ty
     assert ran == [] and verifier.used == []
 
 
-def test_no_header_is_401_with_a_bare_bearer_challenge(setup) -> None:  # type: ignore[no-untyped-def]
+def test_no_header_is_401_with_a_bare_bearer_challenge(setup) -> None:
     client, verifier, ran, _ = setup
     r = client.get("/contacts")
     assert r.status_code == 401 and r.json()["error"]["code"] == "not_authenticated"
@@ -141,34 +141,34 @@ def test_no_header_is_401_with_a_bare_bearer_challenge(setup) -> None:  # type: 
     "Bearer kbai_pk_nope", "Bearer " + GOOD.upper(), "Bearer ", "Basic dXNlcjpwYXNz", "Bearer " + REVOKED,
     "Bearer kbai_pk_" + "e" * 64,
 ])
-def test_bad_tokens_are_401_invalid_token(setup, header: str) -> None:  # type: ignore[no-untyped-def]
+def test_bad_tokens_are_401_invalid_token(setup, header: str) -> None:
     client, verifier, ran, _ = setup
     r = client.get("/contacts", headers={"Authorization": header})
     assert_refused(r, 401, "invalid_token", "invalid_token")
     assert ran == [] and verifier.used == []
 
 
-def test_revoked_gets_kbai_own_message(setup) -> None:  # type: ignore[no-untyped-def]
+def test_revoked_gets_kbai_own_message(setup) -> None:
     client, _, _, _ = setup
     r = client.get("/contacts", headers=bearer(REVOKED))
     assert r.json()["error"]["message"] == errors.for_outcome("revoked").message
 
 
-def test_unavailable_verifier_is_503_and_never_runs_the_route(setup) -> None:  # type: ignore[no-untyped-def]
+def test_unavailable_verifier_is_503_and_never_runs_the_route(setup) -> None:
     client, _, ran, _ = setup
     r = client.get("/contacts", headers=bearer(DOWN))
     assert_refused(r, 503, "auth_unavailable", None)
     assert ran == []
 
 
-def test_exempt_paths_pass_without_a_token(setup) -> None:  # type: ignore[no-untyped-def]
+def test_exempt_paths_pass_without_a_token(setup) -> None:
     client, verifier, ran, _ = setup
     assert client.get("/healthz").status_code == 200
     assert client.get("/public/page").status_code == 200
     assert ran == ["healthz", "public"] and verifier.asked == []
 
 
-def test_verifier_runs_with_the_app_lifespan(setup) -> None:  # type: ignore[no-untyped-def]
+def test_verifier_runs_with_the_app_lifespan(setup) -> None:
     client, verifier, _, _ = setup
     assert verifier.events == ["start"]
     client.__exit__(None, None, None)

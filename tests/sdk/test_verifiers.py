@@ -45,7 +45,7 @@ def verifier(kbai: Kbai, **kw: object) -> IntrospectionVerifier:
     return IntrospectionVerifier(URL, "kbai_sc_1", "s3cret", transport=httpx.MockTransport(kbai), **kw)  # type: ignore[arg-type]
 
 
-def run(coro):  # type: ignore[no-untyped-def]
+def run(coro):
     return asyncio.run(coro)
 
 
@@ -229,7 +229,7 @@ def test_local_verifier_gives_identities_with_effective_scopes_and_kbai_errors(d
         svc.close()
 
 
-def test_local_verifier_fails_closed_when_the_database_is_unusable(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_local_verifier_fails_closed_when_the_database_is_unusable(tmp_path) -> None:
     v = LocalVerifier(f"sqlite:///{tmp_path / 'never-migrated.db'}")
 
     async def go() -> Identity | Failure:
@@ -242,6 +242,6 @@ def test_local_verifier_fails_closed_when_the_database_is_unusable(tmp_path) -> 
     assert isinstance(result, Failure) and (result.status, result.code) == (503, "auth_unavailable")
 
 
-def test_local_verifier_takes_services_or_settings_not_both(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_local_verifier_takes_services_or_settings_not_both(tmp_path) -> None:
     with pytest.raises(ValueError):
         LocalVerifier(f"sqlite:///{tmp_path / 'x.db'}", services=object())  # type: ignore[arg-type]

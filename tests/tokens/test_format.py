@@ -113,7 +113,7 @@ def _token_with(ch: str) -> str:
         pytest.param(lambda t: _replace_at(t, 4, "\u2010"), id="unicode-hyphen-for-underscore"),
     ],
 )
-def test_is_well_formed_rejects(make) -> None:  # type: ignore[no-untyped-def]
+def test_is_well_formed_rejects(make) -> None:
     candidate = make(fmt.mint())
     assert not _is_exact_format(candidate)  # the case really is malformed
     assert fmt.is_well_formed(candidate) is False

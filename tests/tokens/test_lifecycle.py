@@ -22,7 +22,7 @@ from tests.tokens.helpers import active_in_db, assert_no_secret, make_tokens, ra
 SUPPORT = "support@keebai.com"
 
 
-def _member(world: World, email: str = "member@acme.test"):  # type: ignore[no-untyped-def]
+def _member(world: World, email: str = "member@acme.test"):
     world.services.access.create_user(OPERATOR, world.tenant_id, email, "member-password-1", ["Member"])
     return world.actor(email)
 
@@ -327,7 +327,7 @@ def test_bad_expiry_is_refused(world: World) -> None:
     wrong: list[str] = []
     for kwargs in BAD_EXPIRY:
         try:
-            world.services.tokens.create(world.dev, "t", [], **kwargs)  # type: ignore[arg-type]
+            world.services.tokens.create(world.dev, "t", [], **kwargs)
             wrong.append(f"{kwargs!r}: accepted")
         except KbaiError as exc:
             if exc.code != "validation_error":

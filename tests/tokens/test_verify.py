@@ -106,7 +106,7 @@ def test_malformed_through_the_service_is_malformed(world: World) -> None:
         assert world.services.tokens.verify(candidate).outcome is Outcome.MALFORMED
 
 
-def test_service_verify_checks_the_format_before_touching_storage(world: World, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_service_verify_checks_the_format_before_touching_storage(world: World, monkeypatch) -> None:
     calls: list[str] = []
     real = world.services.tokens.lookup
 

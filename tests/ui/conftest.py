@@ -74,7 +74,7 @@ def seed_acme(svc: Services, dev_permissions: tuple[str, ...] = ("users.read", "
     return Acme(tenant.id, role.id, dev.id)
 
 
-def new_page(browser: object, server: LiveServer, viewport: dict[str, int] = DESKTOP):  # type: ignore[no-untyped-def]
+def new_page(browser: object, server: LiveServer, viewport: dict[str, int] = DESKTOP):
     context = browser.new_context(  # type: ignore[attr-defined]
         base_url=server.url, viewport=viewport, permissions=["clipboard-read", "clipboard-write"]
     )
@@ -82,7 +82,7 @@ def new_page(browser: object, server: LiveServer, viewport: dict[str, int] = DES
     return context.new_page()
 
 
-def login(page, email: str, password: str) -> None:  # type: ignore[no-untyped-def]
+def login(page, email: str, password: str) -> None:
     page.goto("/login")
     page.get_by_label("Email").fill(email)
     page.get_by_label("Password").fill(password)
@@ -90,7 +90,7 @@ def login(page, email: str, password: str) -> None:  # type: ignore[no-untyped-d
     page.wait_for_url(re.compile(r".*/system-settings.*"))
 
 
-def shot(page, name: str, element=None) -> None:  # type: ignore[no-untyped-def]
+def shot(page, name: str, element=None) -> None:
     """Save docs/screenshots/<name>.png (the whole page, or one element). Refuses while a real token shows."""
     leaked = re.search(r"kbai_pk_(?!0{64})[0-9a-f]{64}", page.content()) is not None
     assert not leaked, "a real token is on the page; mask it before the screenshot"
@@ -108,7 +108,7 @@ def user_actor(svc: Services, email: str) -> Actor:
     return Actor(kind="user", user_id=user.id, tenant_id=user.tenant_id, email=user.email)
 
 
-def confirm_dialog(page, accept: bool = True) -> str:  # type: ignore[no-untyped-def]
+def confirm_dialog(page, accept: bool = True) -> str:
     """Answer the page's confirmation dialog (opened by a Revoke or Deactivate button); returns what it said."""
     dialog = page.locator("dialog#confirm-dialog[open]")
     dialog.wait_for()

@@ -51,7 +51,7 @@ def axe_source() -> str:
     return AXE.read_text(encoding="utf-8")
 
 
-def _page(browser: object, server: LiveServer, viewport: dict[str, int]):  # type: ignore[no-untyped-def]
+def _page(browser: object, server: LiveServer, viewport: dict[str, int]):
     # axe is injected as a script; the pages' CSP (scripts from 'self' only) would refuse it, so the test's
     # own context bypasses CSP. The pages' scripts are the same either way.
     context = browser.new_context(base_url=server.url, viewport=viewport, bypass_csp=True)  # type: ignore[attr-defined]
@@ -59,7 +59,7 @@ def _page(browser: object, server: LiveServer, viewport: dict[str, int]):  # typ
     return context.new_page()
 
 
-def _violations(page, axe_source: str) -> list[str]:  # type: ignore[no-untyped-def]
+def _violations(page, axe_source: str) -> list[str]:
     """Serious and critical axe violations of the page as it is now: "rule (impact): selectors" (never HTML,
     which may hold a token)."""
     if not page.evaluate("typeof window.axe !== 'undefined'"):
@@ -207,7 +207,7 @@ def test_focus_indicators_field_borders_and_muted_text_have_enough_contrast(
     page.goto(KEYS)
     problems: list[str] = []
 
-    def bg_of(locator) -> tuple[float, ...]:  # type: ignore[no-untyped-def]
+    def bg_of(locator) -> tuple[float, ...]:
         return _over(_rgb(locator.evaluate(EFFECTIVE_BG)), (255, 255, 255, 1))
 
     # Focus indicators: keyboard focus (Tab) on a field, a button, a link, an expiration card, a checkbox.

@@ -62,11 +62,11 @@ def _past_token(svc: Services, email: str, name: str, scopes: list[str], days_ag
     return view.id, plaintext
 
 
-def _masked(page, selector: str, mask: str) -> None:  # type: ignore[no-untyped-def]
+def _masked(page, selector: str, mask: str) -> None:
     page.evaluate("([s, m]) => { document.querySelector(s).textContent = m; }", [selector, mask])
 
 
-def _no_overflow(page, path: str) -> None:  # type: ignore[no-untyped-def]
+def _no_overflow(page, path: str) -> None:
     page.goto(path)
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0, f"{path} scrolls sideways by {overflow}px at phone width"

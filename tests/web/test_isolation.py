@@ -116,7 +116,7 @@ def env(module_database_url: str) -> Iterator[Env]:
            "acme_admin_role": roles["Admin"], "acme_secret_role": secret_role.id, "acme_dev_role": acme.dev_role_id,
            "acme": acme.tenant_id, "globex": globex.tenant_id,
            "globex-session.user": globex.admin.user_id, "globex-token.user": globex.admin.user_id,
-           "mallory-session.user": mallory.user_id, "mallory-token.user": mallory.user_id,  # type: ignore[dict-item]
+           "mallory-session.user": mallory.user_id, "mallory-token.user": mallory.user_id,
            "victim_notification": victim_notification}
     basic = "Basic " + base64.b64encode(f"{credential.client_id}:{secret}".encode()).decode()
     yield Env(svc, clients, csrf, tokens, ids, [v.name for v in victim_views], [v.prefix for v in victim_views],  # type: ignore[arg-type]
@@ -132,7 +132,7 @@ def _victim_extras(svc: Services, tenant_id: int, user_id: int) -> tuple[list[st
     hidden: list[str] = []
     notification = 0
     try:
-        svc.policies.set(OPERATOR, tenant_id, webhook_url="https://hooks.acme-secret-7f3.example/kbai")  # type: ignore[attr-defined]
+        svc.policies.set(OPERATOR, tenant_id, webhook_url="https://hooks.acme-secret-7f3.example/kbai")
         hidden.append("acme-secret-7f3")
     except (AttributeError, TypeError):
         pass
@@ -140,7 +140,7 @@ def _victim_extras(svc: Services, tenant_id: int, user_id: int) -> tuple[list[st
         from kbai.notifications import NewNotification
 
         with svc.db.write() as s:
-            (view,) = svc.notifications.add(s, [NewNotification(  # type: ignore[attr-defined]
+            (view,) = svc.notifications.add(s, [NewNotification(
                 user_id=user_id, tenant_id=tenant_id, email="dev@acme.test", kind="token.revoked",
                 title="victim-notification-title", body="victim-notification-body")], svc.clock.now())
         notification = view.id
