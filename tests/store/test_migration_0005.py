@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
+import psycopg
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -38,7 +39,7 @@ def empty_url(backend: str, tmp_path: Path) -> Iterator[str]:
     name = f"kbai_mig_{uuid.uuid4().hex[:12]}"
     try:
         _pg_admin(f'CREATE DATABASE "{name}"')
-    except Exception:  # noqa: BLE001 - no PostgreSQL here
+    except psycopg.OperationalError:  # no PostgreSQL here
         missing_service("PostgreSQL")
     try:
         yield _pg_url(name)

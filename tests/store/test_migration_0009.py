@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from alembic import command
 from alembic.config import Config
@@ -24,7 +25,7 @@ def empty_url(backend: str, tmp_path: Path) -> Iterator[str]:
     name = f"kbai_mig_{uuid.uuid4().hex[:12]}"
     try:
         _pg_admin(f'CREATE DATABASE "{name}"')
-    except Exception:  # noqa: BLE001
+    except psycopg.OperationalError:  # no PostgreSQL here
         missing_service(f"PostgreSQL at {PG_ADMIN_URL}")
     yield _pg_url(name)
     _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
