@@ -29,7 +29,7 @@ URL = "https://github.com/octo/public-repo/blob/abc123/.env"
 
 
 @pytest.fixture
-def settings(database_url: str, signer: Signer, mailbox: Mailbox) -> Settings:  # noqa: F811
+def settings(database_url: str, signer: Signer, mailbox: Mailbox) -> Settings:
     return Settings(database_url=database_url, secret_scanning_keys_file=signer.keys_file, smtp_host="127.0.0.1",
                     smtp_port=mailbox.port, smtp_from="kbai@acme.test", public_revocations_per_minute=1000,
                     **FAST_ARGON2)
@@ -41,7 +41,7 @@ def client(services: Services) -> Iterator[TestClient]:
         yield c
 
 
-def _counts(svc: Services, mailbox: Mailbox) -> tuple[int, int, int]:  # noqa: F811
+def _counts(svc: Services, mailbox: Mailbox) -> tuple[int, int, int]:
     with svc.db.read() as s:
         notes = s.scalar(select(func.count()).select_from(Notification))
         events = s.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "token.leak_report"))
@@ -49,7 +49,7 @@ def _counts(svc: Services, mailbox: Mailbox) -> tuple[int, int, int]:  # noqa: F
 
 
 def test_finding9_github_re_report_of_a_revoked_token_notifies_and_audits_once(
-        world: World, client: TestClient, signer: Signer, mailbox: Mailbox) -> None:  # noqa: F811
+        world: World, client: TestClient, signer: Signer, mailbox: Mailbox) -> None:
     svc = world.services
     _view, token = svc.tokens.create(world.dev, "Zapier production", ["users.read"])
     body = report_body((token, URL))
@@ -64,7 +64,7 @@ def test_finding9_github_re_report_of_a_revoked_token_notifies_and_audits_once(
 
 
 def test_finding9_public_re_report_of_a_revoked_token_notifies_and_audits_once(
-        world: World, client: TestClient, mailbox: Mailbox) -> None:  # noqa: F811
+        world: World, client: TestClient, mailbox: Mailbox) -> None:
     svc = world.services
     _view, token = svc.tokens.create(world.dev, "n8n nightly", ["users.read"])
     assert client.post(PUBLIC, json={"credentials": [token]}).status_code == 202
@@ -77,7 +77,7 @@ def test_finding9_public_re_report_of_a_revoked_token_notifies_and_audits_once(
 
 
 def test_finding9_a_token_revoked_by_its_owner_and_then_reported_is_not_news(
-        world: World, client: TestClient, signer: Signer, mailbox: Mailbox) -> None:  # noqa: F811
+        world: World, client: TestClient, signer: Signer, mailbox: Mailbox) -> None:
     svc = world.services
     view, token = svc.tokens.create(world.dev, "old script", ["users.read"])
     svc.tokens.revoke(world.dev, view.id)
@@ -93,7 +93,7 @@ def test_finding9_a_token_revoked_by_its_owner_and_then_reported_is_not_news(
 
 
 def test_finding9_a_batch_with_old_and_new_leaks_announces_only_the_new(
-        world: World, client: TestClient, mailbox: Mailbox) -> None:  # noqa: F811
+        world: World, client: TestClient, mailbox: Mailbox) -> None:
     svc = world.services
     _a, first = svc.tokens.create(world.dev, "first", ["users.read"])
     assert client.post(PUBLIC, json={"credentials": [first]}).status_code == 202

@@ -48,7 +48,7 @@ def seeded(database_url: str) -> Iterator[Services]:
 
 
 def test_sign_in_through_the_providers_own_page_lands_on_api_keys_of_the_right_tenant(
-        browser: Any, database_url: str, tmp_path: Path, oidc_provider: OidcProvider, seeded: Services) -> None:  # noqa: F811 - the imported fixture
+        browser: Any, database_url: str, tmp_path: Path, oidc_provider: OidcProvider, seeded: Services) -> None:
     oidc_provider.set_account("alice", "alice-password", email="alice@acme.test", email_verified=True,
                               org_id="org-acme", org_name="Acme", roles=["Developers"])
     server = _serve(database_url, tmp_path, oidc_provider)
@@ -95,7 +95,7 @@ def test_sign_in_through_the_providers_own_page_lands_on_api_keys_of_the_right_t
 
 
 def test_with_password_login_off_the_page_offers_only_the_provider(
-        browser: Any, database_url: str, tmp_path: Path, oidc_provider: OidcProvider, seeded: Services) -> None:  # noqa: F811 - the imported fixture
+        browser: Any, database_url: str, tmp_path: Path, oidc_provider: OidcProvider, seeded: Services) -> None:
     server = _serve(database_url, tmp_path, oidc_provider, KBAI_PASSWORD_LOGIN="false",
                     KBAI_BRAND_NAME="Northwind", KBAI_BRAND_ACCENT="#0b7a5a",
                     KBAI_PRODUCT_URL="https://app.northwind.example/")

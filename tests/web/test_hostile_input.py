@@ -129,14 +129,14 @@ def _multipart(**fields: str) -> bytes:
     return ("".join(parts) + "--b--\r\n").encode()
 
 
-def _page(id: str, path: Value, status: int, code: str, body: Value, who: str = "dev", says: str = "",  # noqa: A002
+def _page(id: str, path: Value, status: int, code: str, body: Value, who: str = "dev", says: str = "",
           content_type: str = FORM, headers: Value = None) -> Case:
     """A POST to an HTML form; the CSRF token travels in the body (``_form``), never in a header."""
     return Case(id, "POST", path, status, code, who, content=body, content_type=content_type,
                 headers=headers or {}, says=says, csrf=False, page=True)
 
 
-def _login_page(id: str, status: int, code: str, says: str = "", csrf: str | None = LOGIN_CSRF,  # noqa: A002
+def _login_page(id: str, status: int, code: str, says: str = "", csrf: str | None = LOGIN_CSRF,
                 content_type: str = FORM, body: Value = None, **fields: str) -> Case:
     """The login form with a matching login-CSRF cookie and field (unless ``csrf`` says otherwise)."""
     fields = {"email": "dev@acme.test", "password": "dev-password-1", "next": "/system-settings", **fields}
@@ -144,7 +144,7 @@ def _login_page(id: str, status: int, code: str, says: str = "", csrf: str | Non
                  says, content_type, {"Cookie": f"kbai_login_csrf={LOGIN_CSRF}"})
 
 
-def _oidc(id: str, status: int, code: str, params: Any, who: str = "anon", path: str = "/oidc/callback",  # noqa: A002
+def _oidc(id: str, status: int, code: str, params: Any, who: str = "anon", path: str = "/oidc/callback",
           headers: Value = None) -> Case:
     """A browser arriving at an OIDC route; the answer is an error page."""
     return Case(id, "GET", path, status, code, who, params=params, headers=headers or {}, csrf=False, page=True)

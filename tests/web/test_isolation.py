@@ -493,7 +493,7 @@ SIGN_IN_PROBES = [
 @pytest.mark.parametrize("attacker", ["globex-session", "mallory-session"])
 @pytest.mark.parametrize("probe", SIGN_IN_PROBES, ids=[p.id for p in SIGN_IN_PROBES])
 @pytest.mark.parametrize("backend", ["sqlite"])
-def test_no_one_finishes_another_persons_sign_in(database_url: str, oidc_provider: Any, probe: SignInProbe,  # noqa: F811 - the imported fixture
+def test_no_one_finishes_another_persons_sign_in(database_url: str, oidc_provider: Any, probe: SignInProbe,
                                                  attacker: str) -> None:
     """The victim (an Acme developer) got a code from the provider; an attacker with a session of their own
     (Globex's admin, or Mallory of Acme) presents it. Their session stays theirs, nothing changes, no session
