@@ -139,7 +139,7 @@ def machine_facts() -> dict[str, object]:
         import redis
 
         facts["redis"] = redis.Redis.from_url(REDIS_URL, socket_timeout=3).info("server")["redis_version"]
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - a fact we could not read
         facts["redis"] = f"unavailable ({type(exc).__name__})"
     import sqlite3
 
