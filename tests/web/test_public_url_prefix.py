@@ -297,3 +297,40 @@ def test_templates_build_every_address_with_the_url_helper() -> None:
     found = [f"{t.name}: {line.strip()[:120]}" for t in sorted(TEMPLATES.glob("*.html"))
              for line in t.read_text().splitlines() if literal.search(line)]
     assert not found, "use {{ url('/...') }} for these:\n" + "\n".join(found)
+
+
+ESCAPING_NEXT = ["/system-settings/users", "//evil.example/kbai/x", "/kbai//evil.example/x", "/kbaiother/x",
+                 "https://evil.example/kbai/x", "/kbai/../system-settings", "/kbai/%2e%2e/x", "/kbai/./x",
+                 "/kbai/\\evil.example", "/kbai/x\r\nSet-Cookie: a=b", "kbai/system-settings", "/kbai"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize("nxt", ESCAPING_NEXT)
+def test_a_next_outside_the_prefix_goes_home_under_it(client: TestClient, world: World, nxt: str) -> None:
+    form = client.get(PREFIX + "/login", params={"next": nxt})
+    assert form.status_code == 200
+    kept = re.search(r'name="next" value="([^"]*)"', form.text)
+    assert kept is not None and kept.group(1) == PREFIX + "/system-settings", kept
+    r = client.post(PREFIX + "/login", data={"email": "dev@acme.test", "password": "dev-password-1", "next": nxt,
+                                             "csrf_token": CSRF_RE.search(form.text).group(1)})  # type: ignore[union-attr]
+    assert r.status_code == 303 and r.headers["location"] == PREFIX + "/system-settings", r.headers.get("location")
+    # Signed in, the login page and the OIDC start send the same values home too.
+    again = client.get(PREFIX + "/login", params={"next": nxt})
+    assert again.status_code == 303 and again.headers["location"] == PREFIX + "/system-settings"
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_next_under_the_prefix_is_kept(client: TestClient, world: World) -> None:
+    form = client.get(PREFIX + "/login", params={"next": "/kbai/system-settings/tokens?owner=a%40b"})
+    kept = re.search(r'name="next" value="([^"]*)"', form.text)
+    assert kept is not None and kept.group(1) == "/kbai/system-settings/tokens?owner=a%40b"
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize("path", ["/kbai/../system-settings", "/kbai/%2e%2e/system-settings", "/kbai/..%2fapi/v1/me",
+                                  "/KBAI/system-settings", "/kbai./system-settings"])
+def test_odd_paths_near_the_prefix_are_a_clear_404(client: TestClient, world: World, path: str) -> None:
+    r = client.get(path)
+    assert r.status_code == 404, (path, r.status_code)
+    assert r.headers["content-type"].startswith(("application/json", "text/html"))
+    assert "Traceback" not in r.text

@@ -158,7 +158,9 @@ def safe_next(value: str | None) -> str:
     (other sites, other paths, odd characters) goes home."""
     value = prefix.local(value) if value else None
     if (not value or len(value) > 300 or not value.startswith("/") or value.startswith(("//", "/\\"))
-            or any(ord(ch) < 0x21 or ch == "\\" for ch in value)):
+            or any(ord(ch) < 0x21 or ch == "\\" for ch in value)
+            # A browser resolves "/kbai/../x" (or %2e%2e) to "/x": out of the prefix.
+            or any(seg in (".", "..") for seg in value.split("?")[0].lower().replace("%2e", ".").split("/"))):
         return HOME
     return value
 
