@@ -334,3 +334,32 @@ def test_odd_paths_near_the_prefix_are_a_clear_404(client: TestClient, world: Wo
     assert r.status_code == 404, (path, r.status_code)
     assert r.headers["content-type"].startswith(("application/json", "text/html"))
     assert "Traceback" not in r.text
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize("path", ["/kbai/auth/check?scope=users.read", "/kbai/api/v1/me"])
+def test_warm_requests_under_the_prefix_cost_no_sql(services: Services, world: World, path: str) -> None:
+    """The prefix adds no I/O to the hot path: warm requests under it send no SQL statement."""
+    from tests.gateway.test_warm_io import sql_statements
+
+    _view, plaintext = services.tokens.create(world.dev, "warm", ["users.read"], expires_in_days=30)
+    headers = {"Authorization": f"Bearer {plaintext}"}
+    with TestClient(create_app(services)) as c:  # background parts started, as `kbai serve` runs it
+        assert c.get(path, headers=headers).status_code == 200  # loads the record once
+        with sql_statements() as sql:
+            statuses = {c.get(path, headers=headers).status_code for _ in range(200)}
+    assert statuses == {200}
+    assert sql == [], f"{len(sql)} SQL statements in 200 warm requests under the prefix, e.g. {sql[:3]}"
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_kbai_serve_stops_at_start_up_on_a_bad_public_url(database_url: str) -> None:
+    import subprocess
+
+    from tests.conftest import KBAI_BIN, server_env
+
+    proc = subprocess.run([KBAI_BIN, "serve", "--port", "1"], capture_output=True, text=True, timeout=60,
+                          env=server_env(database_url, KBAI_PUBLIC_URL="https://app.example.com/kbai?x=1"))
+    assert proc.returncode == 1
+    assert "setting KBAI_PUBLIC_URL: KBAI_PUBLIC_URL must be an http:// or https:// URL" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
