@@ -363,3 +363,20 @@ def test_kbai_serve_stops_at_start_up_on_a_bad_public_url(database_url: str) -> 
     assert proc.returncode == 1
     assert "setting KBAI_PUBLIC_URL: KBAI_PUBLIC_URL must be an http:// or https:// URL" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_notifications_link_in_the_api_is_under_the_prefix(client: TestClient, world: World) -> None:
+    from kbai.access.requests import AdminRequests
+
+    svc = world.services
+    role = svc.access.create_role(world.admin, world.tenant_id, "Readers", ["users.read"])
+    svc.access.create_user(world.admin, world.tenant_id, "reader@acme.test", "reader-password-1", [role.id])
+    requests = AdminRequests(svc.access, svc.notifications)
+    requests.ask(world.actor("reader@acme.test"), "developer.manage_tokens")
+    (pending,) = requests.pending(world.admin)
+    requests.grant(world.admin, pending.id, role.id)
+    login = client.post(PREFIX + "/api/v1/session", json={"email": "reader@acme.test", "password": "reader-password-1"})
+    assert login.status_code == 200, login.text
+    (granted,) = [n for n in client.get(PREFIX + "/api/v1/notifications").json()["notifications"]
+                  if n["kind"] == "access.granted"]
+    assert granted["details"]["link"] == "/kbai/system-settings/api-keys"
