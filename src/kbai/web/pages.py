@@ -279,8 +279,8 @@ def _login_page(request: Request, next_path: str, email: str, error: KbaiError |
     value = secrets.token_urlsafe(24)
     response = render(request, "login.html", None, status=error.status if error else 200,
                       next=redact(next_path), email=redact(email), error=error, login_csrf=value)
-    response.set_cookie(LOGIN_CSRF_COOKIE, value, max_age=3600, httponly=True, samesite="strict", path=prefix.cookie_path("/login"),
-                        secure=services(request).settings.cookie_secure)
+    response.set_cookie(LOGIN_CSRF_COOKIE, value, max_age=3600, httponly=True, samesite="strict",
+                        path=prefix.cookie_path("/login"), secure=services(request).settings.cookie_secure)
     if error is not None and "retry_after" in error.params:
         response.headers["Retry-After"] = str(error.params["retry_after"])
     return response

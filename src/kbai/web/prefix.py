@@ -13,6 +13,7 @@ Without a prefix :class:`ServeUnder` is not installed, the prefix is ``""`` and 
 from __future__ import annotations
 
 import json
+from collections.abc import MutableMapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -50,7 +51,7 @@ def local(path: str) -> str | None:
     return None
 
 
-def route_path(scope: dict[str, Any]) -> str:
+def route_path(scope: MutableMapping[str, Any]) -> str:
     """The request's path without the prefix (what the routes are declared as)."""
     path: str = scope["path"]
     prefix = scope.get("root_path", "")
