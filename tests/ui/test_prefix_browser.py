@@ -5,7 +5,8 @@ listen line change) in front of a real `kbai serve` with KBAI_PUBLIC_URL=http://
 admin is sent to the login page on the way to Roles and comes back there, grants Manage API Tokens, logs
 out; the developer opens API Keys, creates a token, uses it through nginx (API and /auth/check), revokes
 it. Every request the browser made, every redirect's Location and every cookie's Path stayed under
-/kbai; the health routes answer through both kbai's prefix and its root.
+/kbai; the health routes answer through both kbai's prefix and its root. Swagger UI and ReDoc load under
+/kbai, and Swagger's "Try it out" calls the OpenAPI servers entry (KBAI_PUBLIC_URL) through nginx.
 """
 
 from __future__ import annotations
@@ -210,3 +211,27 @@ def test_help_page_journey_under_kbai_behind_nginx(browser: object, proxied: Pro
         assert httpx.get(proxied.kbai.url + path, timeout=10).status_code == 200, path
         assert httpx.get(base + path, timeout=10).status_code == 200, path
     assert httpx.get(proxied.kbai.url + "/system-settings", timeout=10).status_code == 404
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_api_docs_under_kbai_behind_nginx_load_and_try_it_out_stays_under_it(browser: object,
+                                                                             proxied: Proxied) -> None:
+    page, watch = open_page(browser, proxied)
+    page.goto("/kbai/docs")
+    page.locator(".opblock-summary-description", has_text="Create a token").first.wait_for(timeout=60_000)
+    servers = page.locator(".servers select, .servers")
+    assert proxied.url + "/kbai" in servers.first.inner_text(), "the servers entry is KBAI_PUBLIC_URL"
+    live = page.locator(".opblock", has=page.locator(".opblock-summary-path", has_text="/livez")).first
+    live.locator(".opblock-summary").click()
+    live.get_by_role("button", name="Try it out").click()
+    live.get_by_role("button", name="Execute").click()
+    live.locator(".request-url pre").wait_for()
+    assert live.locator(".request-url pre").inner_text().strip() == proxied.url + "/kbai/livez"
+    status = live.locator(".live-responses-table tbody .response-col_status").first
+    status.wait_for()
+    assert status.inner_text().strip() == "200"
+    page.goto("/kbai/redoc")
+    page.get_by_role("heading", name="Create a token").first.wait_for(timeout=60_000)
+    assert watch.requests > 3
+    assert not watch.outside, "left the prefix:\n" + "\n".join(watch.outside)
+    page.context.close()
