@@ -33,7 +33,9 @@ TEMPLATES = Path(__file__).resolve().parents[2] / "src" / "kbai" / "web" / "temp
 
 @pytest.fixture
 def settings(database_url: str, request: pytest.FixtureRequest) -> Settings:
-    return Settings(database_url=database_url, public_url=getattr(request, "param", PUBLIC), **FAST_ARGON2)
+    # With an accent colour, so the pages link /brand.css as well.
+    return Settings(database_url=database_url, public_url=getattr(request, "param", PUBLIC), brand_accent="#0b5fff",
+                    **FAST_ARGON2)
 
 
 @pytest.fixture
@@ -182,7 +184,7 @@ def test_no_page_link_form_asset_redirect_or_cookie_escapes_the_prefix(services:
     expected = {root + p for p in ("/system-settings", "/system-settings/roles", "/system-settings/users",
                                     "/system-settings/api-keys", "/system-settings/tokens",
                                     "/system-settings/token-policy", "/system-settings/notifications",
-                                    "/static/app.css", "/static/app.js", "/login", "/logout",
+                                    "/static/app.css", "/static/app.js", "/brand.css", "/login", "/logout",
                                     "/api/v1/admin/tokens/export")}
     assert expected <= esc.seen, f"the walk missed {sorted(expected - esc.seen)}"
     assert any(re.fullmatch(rf"{root}/system-settings/(api-keys|tokens)/\d+/revoke", p) for p in esc.seen)
