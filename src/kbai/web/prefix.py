@@ -23,11 +23,6 @@ _ROOT: ContextVar[str] = ContextVar("kbai_root_path", default="")
 ALSO_AT_ROOT = frozenset({"/healthz", "/livez", "/readyz", "/metrics"})
 
 
-def root() -> str:
-    """The current request's prefix ("/kbai"), or "" at the root."""
-    return _ROOT.get()
-
-
 def url(path: str) -> str:
     """``path`` (root-relative, "/system-settings") as the browser must ask for it; other values unchanged."""
     if not path.startswith("/") or path.startswith("//"):
