@@ -199,7 +199,9 @@ def serve(
 
     count = workers or svc.settings.workers
     plural = f", {count} workers" if count > 1 else ""
-    typer.echo(f"kbai serving on http://{host}:{port}  (database: {_safe_url(svc.settings.database_url)}{plural})")
+    under = f", reached at {svc.settings.public_url}" if svc.settings.public_url else ""
+    typer.echo(f"kbai serving on http://{host}:{port}{svc.settings.path_prefix}  "
+               f"(database: {_safe_url(svc.settings.database_url)}{plural}{under})")
     svc.close()
     # Each worker builds its own services (cache, invalidation listener, last-used buffer) from the
     # same settings; they agree through the database and the invalidation bus, as separate instances do.

@@ -194,6 +194,14 @@ class Settings(BaseSettings):
     product_url: str | None = Field(
         default=None, max_length=2000, description='http(s) URL of the product: a "Back to {brand}" link in the header.',
     )
+    # ---- serving under the product's address (docs/integration.md) ---------------------------------
+    public_url: str | None = Field(
+        default=None, max_length=2000, description="The address people reach kbai at, e.g. "
+        "https://app.example.com/kbai. Its path (when it has one) prefixes every route, link, redirect, cookie "
+        "and static asset, and kbai answers under that path itself (the proxy forwards paths unchanged); "
+        "/healthz, /livez, /readyz and /metrics answer at the root too. Also the base of the OIDC redirect URI, "
+        "links in emails and the OpenAPI `servers` entry. Unset or without a path: everything at the root.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="DEBUG, INFO, WARNING or ERROR. Logs are JSON lines on stderr, tokens redacted."
     )
@@ -245,7 +253,7 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("oidc_issuer", "oidc_client_id", "oidc_client_secret", "brand_logo_url", "product_url",
-                     "brand_accent", mode="before")
+                     "brand_accent", "public_url", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -281,6 +289,31 @@ class Settings(BaseSettings):
             raise ValueError("KBAI_PRODUCT_URL must be an http:// or https:// URL")
         return value
 
+    @field_validator("public_url")
+    @classmethod
+    def _public(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError:
+            parts = None
+        path = parts.path.rstrip("/") if parts else ""
+        if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.username
+                or parts.password or parts.query or parts.fragment or "?" in value or "#" in value
+                or not re.fullmatch(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(?::\d{1,5})?", parts.netloc)
+                or any(not _SEGMENT.fullmatch(seg) or seg in (".", "..") for seg in path.split("/")[1:])):
+            raise ValueError("KBAI_PUBLIC_URL must be an http:// or https:// URL with an optional path of plain "
+                             "segments (letters, digits, - . _ ~) and no query, e.g. https://app.example.com/kbai")
+        return f"{parts.scheme}://{parts.netloc}{path}"
+
+    @property
+    def path_prefix(self) -> str:
+        """The path of KBAI_PUBLIC_URL without its trailing slash ("/kbai"), or "" to serve at the root."""
+        return urlsplit(self.public_url).path if self.public_url else ""
+
     @field_validator("brand_accent")
     @classmethod
     def _accent(cls, value: str | None) -> str | None:
@@ -302,6 +335,7 @@ class Settings(BaseSettings):
         return self.oidc_issuer is not None
 
 
+_SEGMENT = re.compile(r"[A-Za-z0-9._~-]{1,100}")  # one segment of KBAI_PUBLIC_URL's path
 _SCOPE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,100}")  # RFC 6749 scope-token
 _COLOURS = (
     re.compile(r"#(?:[0-9a-f]{3}|[0-9a-f]{4}|[0-9a-f]{6}|[0-9a-f]{8})"),

@@ -106,6 +106,10 @@ USER_OUTRANKS = ErrorSpec(
 
 # 404 / 409
 NOT_FOUND = ErrorSpec("not_found", 404, "{what} not found.")
+NOT_UNDER_PREFIX = ErrorSpec(
+    "not_found", 404, "Not found: kbai is served under {prefix}/ (KBAI_PUBLIC_URL); put {prefix} in front of this "
+    "path. Only /healthz, /livez, /readyz and /metrics also answer at the root.",
+)
 LIMIT_REACHED = ErrorSpec(
     "token_limit_reached",
     409,

@@ -62,12 +62,15 @@ class NotificationView:
 Sender = Callable[[Sequence[NotificationView]], None]
 
 
-EMAIL_FOOTER = "\n\nSee it in kbai: System Settings → API Keys (/system-settings/api-keys).\n"
+EMAIL_FOOTER = "\n\nSee it in kbai: System Settings → API Keys ({base}/system-settings/api-keys).\n"
 
 
 class Notifications:
-    def __init__(self, db: Database, clock: Clock, outbox: Outbox | None = None) -> None:
+    def __init__(self, db: Database, clock: Clock, outbox: Outbox | None = None,
+                 public_url: str | None = None) -> None:
         self.db = db
+        # With KBAI_PUBLIC_URL the link is the full address people open; without, the path alone.
+        self.email_footer = EMAIL_FOOTER.format(base=public_url or "")
         self.clock = clock
         self.outbox = outbox
         # Called after commit with the notifications just added (in-process hooks; email goes by the outbox).
@@ -91,7 +94,7 @@ class Notifications:
             if self.outbox is not None and self.outbox.mail_enabled and item.email:
                 outbox_id = self.outbox.add_email(
                     session, event_id=f"notification-{nid}", tenant_id=item.tenant_id, user_id=item.user_id,
-                    to=item.email, subject=str(row["title"]), body=str(row["body"]) + EMAIL_FOOTER,
+                    to=item.email, subject=str(row["title"]), body=str(row["body"]) + self.email_footer,
                     event_type=item.kind, at=at)
             views.append(NotificationView(id=nid, email=item.email, outbox_id=outbox_id, **dict(row.items())))
         return views

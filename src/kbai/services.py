@@ -129,7 +129,7 @@ class Services:
         secrets = SecretBox.configure(settings.encryption_key, settings.database_url)
         outbox = Outbox(db, clock, webhooks=Webhooks(clock, guard, settings.outbound_deadline_seconds),
                         mailer=mailer, secrets=secrets, deadline_seconds=settings.outbound_deadline_seconds)
-        notifications = Notifications(db, clock, outbox)
+        notifications = Notifications(db, clock, outbox, settings.public_url)
         # However a requester of "Ask an admin" comes to hold the permission, they are told.
         access.grant_listeners.append(AdminRequests(access, notifications).resolve_granted)
         oidc_config = OidcConfig.from_settings(settings)

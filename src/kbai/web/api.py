@@ -16,6 +16,7 @@ from kbai.clock import iso
 from kbai.errors import KbaiError
 from kbai.tokens.hygiene import hygiene
 from kbai.tokens.service import TokenView
+from kbai.web import prefix
 from kbai.web import schemas as sc
 from kbai.web.auth import (
     SESSION_COOKIE,
@@ -123,7 +124,8 @@ def login(body: sc.LoginIn, request: Request, response: Response) -> dict[str, A
 
 
 def set_session_cookie(response: Response, cookie: str, ttl: int, secure: bool) -> None:
-    response.set_cookie(SESSION_COOKIE, cookie, max_age=ttl, httponly=True, samesite="lax", secure=secure, path="/")
+    response.set_cookie(SESSION_COOKIE, cookie, max_age=ttl, httponly=True, samesite="lax", secure=secure,
+                        path=prefix.cookie_path())
 
 
 @router.delete("/session", status_code=204, tags=["session"], summary="Log out")
@@ -132,7 +134,7 @@ def logout(p: SessionPrincipal, request: Request) -> Response:
     assert p.session is not None
     svc.sessions.logout(p.session, client_ip(request))
     response = Response(status_code=204)
-    response.delete_cookie(SESSION_COOKIE, path="/")
+    response.delete_cookie(SESSION_COOKIE, path=prefix.cookie_path())
     return response
 
 

@@ -19,7 +19,7 @@ from kbai.config import get_settings
 from kbai.gateway import routes as gateway_routes
 from kbai.gateway.check import ForwardAuth
 from kbai.services import Services
-from kbai.web import api, brand, docs, errors, oidc, pages
+from kbai.web import api, brand, docs, errors, oidc, pages, prefix
 from kbai.web import credentials as credential_routes
 from kbai.web import leaks as leak_routes
 from kbai.web import lifecycle as lifecycle_routes
@@ -93,7 +93,8 @@ def create_app(services: Services | None = None, *, start_background: bool = Tru
             svc.stop()
 
     app = FastAPI(title="kbai", version=__version__, description=DESCRIPTION, lifespan=lifespan,
-                  docs_url=None, redoc_url=None, generate_unique_id_function=openapi_doc.operation_id)
+                  docs_url=None, redoc_url=None, generate_unique_id_function=openapi_doc.operation_id,
+                  root_path_in_servers=False)  # the servers entry is KBAI_PUBLIC_URL (below), not a request's guess
     app.state.services = svc
     errors.install(app)
     app.include_router(api.router)
@@ -164,6 +165,9 @@ def create_app(services: Services | None = None, *, start_background: bool = Tru
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         add_links(schema)
         openapi_doc.refine(schema, app.routes)
+        if svc.settings.path_prefix:  # served under a path: clients must put it in front of every operation
+            schema["servers"] = [{"url": svc.settings.public_url, "description": "This kbai deployment "
+                                  "(KBAI_PUBLIC_URL): every path below is under it."}]
         schema.setdefault("components", {}).setdefault("securitySchemes", {})["serviceCredential"] = {
             "type": "http", "scheme": "basic",
             "description": "Client id and secret from `kbai service-credential create NAME`.",
@@ -175,6 +179,9 @@ def create_app(services: Services | None = None, *, start_background: bool = Tru
     app.add_middleware(KbaiMiddleware, services=svc)
     # Outermost (added last): /auth/check is answered before routing and the middleware above.
     app.add_middleware(ForwardAuth, services=svc)
+    if svc.settings.path_prefix:
+        # Outside /auth/check's front: it answers under the prefix (and only there) like every route.
+        app.add_middleware(prefix.ServeUnder, prefix=svc.settings.path_prefix)
     # Added last, so it runs first (before /auth/check too): everything inside sees the client's real (and valid) address.
     app.add_middleware(ForwardedClient, trusted_proxies=svc.settings.trusted_proxies)
     return app

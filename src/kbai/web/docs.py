@@ -11,6 +11,8 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from kbai.web import prefix
+
 ASSETS = "/docs/assets"  # fastapi-offline's Swagger UI and ReDoc bundles
 OWN = "/static/docs"  # our two start-up scripts (no inline script, so the CSP needs no hash or nonce)
 
@@ -49,9 +51,10 @@ def assets_dir() -> Path:
 
 def _page(kind: str, title: str, openapi_url: str) -> HTMLResponse:
     swagger = kind == "swagger"
+    assets = prefix.url(ASSETS)  # under KBAI_PUBLIC_URL's path, like every address kbai hands out
     body = _PAGE.format(
-        title=html.escape(title), assets=ASSETS, own=OWN, openapi=html.escape(openapi_url),
-        css=f'<link rel="stylesheet" href="{ASSETS}/swagger-ui.css">' if swagger else "",
+        title=html.escape(title), assets=assets, own=prefix.url(OWN), openapi=html.escape(prefix.url(openapi_url)),
+        css=f'<link rel="stylesheet" href="{assets}/swagger-ui.css">' if swagger else "",
         root="swagger-ui" if swagger else "redoc",
         bundle="swagger-ui-bundle.js" if swagger else "redoc.standalone.js",
         init="swagger-init.js" if swagger else "redoc-init.js",

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Request
 from limits import RateLimitItemPerMinute
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from kbai import errors
@@ -22,6 +22,7 @@ from kbai.audit import Actor
 from kbai.errors import KbaiError
 from kbai.notifications import NotificationView
 from kbai.tokens.leaks import GITHUB, PUBLIC, LeakReport
+from kbai.web import prefix
 from kbai.web import schemas as sc
 from kbai.web.api import ERRORS, MAX_ID
 from kbai.web.auth import SessionPrincipal, client_ip, services
@@ -73,6 +74,13 @@ class NotificationOut(BaseModel):
     details: dict[str, object]
     created_at: datetime = Field(description=sc.TIME)
     read_at: datetime | None = Field(description="When you marked it read. " + sc.TIME)
+
+    @field_validator("details")
+    @classmethod
+    def _link_under_prefix(cls, value: dict[str, object]) -> dict[str, object]:
+        # A stored link is a root-relative page path; a client gets the address to open (KBAI_PUBLIC_URL's path).
+        link = value.get("link")
+        return {**value, "link": prefix.url(link)} if isinstance(link, str) else value
 
 
 class NotificationListOut(BaseModel):

@@ -13,14 +13,14 @@ from fastapi.responses import HTMLResponse
 from kbai import errors
 from kbai.errors import KbaiError
 from kbai.identity.signin import OidcSignIn
-from kbai.web import pages
+from kbai.web import pages, prefix
 from kbai.web.api import set_session_cookie
 from kbai.web.auth import client_ip, services, session_principal
 
 router = APIRouter(include_in_schema=False)
 FLOW_COOKIE = "kbai_oidc_flow"
 CALLBACK = "/oidc/callback"
-BACK = ("/login", "Back to log in")
+BACK = ("/login", "Back to log in")  # root-relative: error.html puts it under the prefix
 
 
 def _sign_in(request: Request) -> OidcSignIn:
@@ -32,8 +32,15 @@ def _sign_in(request: Request) -> OidcSignIn:
 
 def _failed(request: Request, err: KbaiError) -> HTMLResponse:
     response = pages.render(request, "error.html", None, status=err.status, error=err, back=BACK)
-    response.delete_cookie(FLOW_COOKIE, path=CALLBACK)
+    response.delete_cookie(FLOW_COOKIE, path=prefix.cookie_path(CALLBACK))
     return response
+
+
+def redirect_uri(request: Request) -> str:
+    """Where the provider sends the person back: on KBAI_PUBLIC_URL when it is set (what is registered at the
+    provider), else this request's own origin."""
+    public = services(request).settings.public_url
+    return public + CALLBACK if public else str(request.url_for("oidc_callback"))
 
 
 @router.get("/oidc/login", name="oidc_login")
@@ -45,12 +52,13 @@ def oidc_login(request: Request, next: str | None = None) -> Response:  # noqa: 
         sign_in = _sign_in(request)
         if session_principal(svc, request) is not None:
             return pages.see_other(target)
-        url, sealed = sign_in.begin(target, str(request.url_for("oidc_callback")))
+        # The flow keeps the browser path (prefix included) that the callback's safe_next reads.
+        url, sealed = sign_in.begin(prefix.url(target), redirect_uri(request))
     except KbaiError as err:
         return _failed(request, err)
     response = pages.see_other(url)
-    response.set_cookie(FLOW_COOKIE, sealed, max_age=600, httponly=True, samesite="lax", path=CALLBACK,
-                        secure=svc.settings.cookie_secure)
+    response.set_cookie(FLOW_COOKIE, sealed, max_age=600, httponly=True, samesite="lax",
+                        path=prefix.cookie_path(CALLBACK), secure=svc.settings.cookie_secure)
     pages.no_store(response)
     return response
 
@@ -66,6 +74,6 @@ def oidc_callback(request: Request) -> Response:
         return _failed(request, err)
     response = pages.see_other(pages.safe_next(target))
     set_session_cookie(response, cookie, svc.settings.session_ttl_seconds, svc.settings.cookie_secure)
-    response.delete_cookie(FLOW_COOKIE, path=CALLBACK)
+    response.delete_cookie(FLOW_COOKIE, path=prefix.cookie_path(CALLBACK))
     pages.no_store(response)
     return response

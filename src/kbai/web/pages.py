@@ -44,7 +44,7 @@ from kbai.tokens.inventory import STATUSES, InventoryFilter
 from kbai.tokens.policy import Policy, check_lifetime
 from kbai.tokens.service import EXPIRY_PRESETS_DAYS, MAX_LIFETIME_DAYS, RECOMMENDED_EXPIRY_DAYS, TokenView
 from kbai.validate import clean_email, clean_name
-from kbai.web import brand
+from kbai.web import brand, prefix
 from kbai.web.api import MAX_ID, set_session_cookie
 from kbai.web.auth import SESSION_COOKIE, Principal, client_ip, services, session_principal
 
@@ -86,6 +86,7 @@ def _env() -> Environment:
     env.filters["clock"] = lambda v: v.strftime("%H:%M UTC") if v else ""
     env.filters["iso"] = lambda v: v.strftime("%Y-%m-%dT%H:%M:%SZ") if v else ""
     env.globals["version"] = __version__
+    env.globals["url"] = prefix.url  # every address in a page goes through it (KBAI_PUBLIC_URL's path)
     env.globals["brand"] = brand.Brand()  # defaults for pages rendered without a request (page_context sets them)
     env.globals["login"] = brand.LoginOptions()
     return env
@@ -141,6 +142,7 @@ FORM_UNREADABLE = "The form could not be read. Go back, reload the page and try 
 
 def is_page(path: str) -> bool:
     """Whether ``path`` belongs to the HTML pages (whose failures are pages, not JSON)."""
+    path = prefix.local(path) or path
     return (path in ("/", "/login", "/logout") or path == HOME or path.startswith(HOME + "/")
             or path.startswith("/oidc/"))
 
@@ -153,15 +155,21 @@ def standalone_error_page(err: KbaiError) -> bytes:
 
 # ---- helpers ------------------------------------------------------------------------------------
 def safe_next(value: str | None) -> str:
-    """A local path to go to after login; anything else (other sites, odd characters) goes home."""
+    """The page to go to after login, from a browser path (under the prefix, which is taken off); anything else
+    (other sites, other paths, odd characters) goes home."""
+    value = prefix.local(value) if value else None
     if (not value or len(value) > 300 or not value.startswith("/") or value.startswith(("//", "/\\"))
-            or any(ord(ch) < 0x21 or ch == "\\" for ch in value)):
+            or any(ord(ch) < 0x21 or ch == "\\" for ch in value)
+            # A browser resolves "/kbai/../x" (or %2e%2e) to "/x": out of the prefix.
+            or any(seg in (".", "..") for seg in value.split("?")[0].lower().replace("%2e", ".").split("/"))):
         return HOME
     return value
 
 
 def login_url(next_path: str) -> str:
-    return "/login" if next_path in ("/", HOME) else f"/login?next={quote(next_path, safe='/')}"
+    """The login page's address, coming back to ``next_path`` (root-relative) afterwards."""
+    login = prefix.url("/login")
+    return login if next_path in ("/", HOME) else f"{login}?next={quote(prefix.url(next_path), safe='/')}"
 
 
 def page_user(request: Request) -> Principal:
@@ -215,7 +223,7 @@ def render(request: Request, name: str, p: Principal | None, status: int = 200, 
         assert p.actor.user_id is not None
         unread = svc.notifications.unread(p.actor.user_id)
         base = {"me": p.actor, "tenant": p.session.tenant_name, "csrf_token": p.session.csrf_token,
-                "nav": nav(p, request.url.path, {"Roles": pending, "Notifications": unread}),
+                "nav": nav(p, prefix.route_path(request.scope), {"Roles": pending, "Notifications": unread}),
                 "pending_count": pending, "unread_count": unread, "perms": p.actor.permissions}
     notice = NOTICES.get(request.query_params.get("done", ""))
     response = templates.TemplateResponse(request, name, {**base, "notice": notice, **ctx}, status_code=status)
@@ -234,7 +242,8 @@ def error_page(request: Request, err: KbaiError) -> HTMLResponse:
 
 
 def see_other(path: str) -> RedirectResponse:
-    return RedirectResponse(path, status_code=303)
+    """A 303 to ``path``: root-relative paths get the prefix, absolute URLs (the OIDC provider) stay."""
+    return RedirectResponse(prefix.url(path), status_code=303)
 
 
 def ids(values: list[str] | None, what: str) -> list[int]:
@@ -271,8 +280,8 @@ def _login_page(request: Request, next_path: str, email: str, error: KbaiError |
     value = secrets.token_urlsafe(24)
     response = render(request, "login.html", None, status=error.status if error else 200,
                       next=redact(next_path), email=redact(email), error=error, login_csrf=value)
-    response.set_cookie(LOGIN_CSRF_COOKIE, value, max_age=3600, httponly=True, samesite="strict", path="/login",
-                        secure=services(request).settings.cookie_secure)
+    response.set_cookie(LOGIN_CSRF_COOKIE, value, max_age=3600, httponly=True, samesite="strict",
+                        path=prefix.cookie_path("/login"), secure=services(request).settings.cookie_secure)
     if error is not None and "retry_after" in error.params:
         response.headers["Retry-After"] = str(error.params["retry_after"])
     return response
@@ -299,7 +308,7 @@ def login(
         return _login_page(request, target, email, err)
     response = see_other(target)
     set_session_cookie(response, cookie, svc.settings.session_ttl_seconds, svc.settings.cookie_secure)
-    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path=prefix.cookie_path("/login"))
     return response
 
 
@@ -309,7 +318,7 @@ def logout(request: Request, csrf_token: Annotated[str, Form(max_length=200)] = 
     assert p.session is not None
     services(request).sessions.logout(p.session, client_ip(request))
     response = see_other("/login")
-    response.delete_cookie(SESSION_COOKIE, path="/")
+    response.delete_cookie(SESSION_COOKIE, path=prefix.cookie_path())
     return response
 
 
