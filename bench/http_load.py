@@ -265,10 +265,10 @@ def run(quick: bool, wrk_bin: str | None, peer_python: str | None) -> dict[str, 
                                           ("kbai_pg_alone_me", kbai_pg_alone.url + "/api/v1/me", pg_alone_auth,
                                            pg_alone_url)):
                 time.sleep(11)  # PostgreSQL backends report their counts within 10 s of going idle
-                tx0, r0 = pg_transactions(db), redis_calls(redis_url)
+                tx0, r0 = pg_transactions(db), redis_calls()
                 done = wrk(wrk_bin, url, script, io_seconds)
                 time.sleep(11)
-                tx1, r1 = pg_transactions(db), redis_calls(redis_url)
+                tx1, r1 = pg_transactions(db), redis_calls()
                 commands = {k: v - r0.get(k, 0) for k, v in r1.items() if v > r0.get(k, 0)}
                 io[name] = {"requests": done["requests"], "pg_transactions": tx1 - tx0,
                             "pg_transactions_per_10k": round((tx1 - tx0) * 10_000 / done["requests"], 2),
