@@ -42,12 +42,14 @@ BUCKETS: list[tuple[str, Callable[[str], bool]]] = [
     ("other kbai route/dependency code in the worker thread", _in_worker_kbai),
     ("thread-pool hop (anyio: hand-off to a worker thread and back)",
      lambda s: "run_sync_in_worker_thread" in s or "WorkerThread.run" in s),
-    ("/auth/check front's own work (ForwardAuth: header scan, identity headers, response)",
-     lambda s: "ForwardAuth.__call__" in s),
     ("FastAPI request handling + dependency resolution (rest)", lambda s: "get_request_handler" in s),
     ("Starlette routing + inner middleware (rest)", lambda s: "ExceptionMiddleware.__call__" in s),
     ("KbaiMiddleware own work (request id uuid4, header copies, body limit)",
      lambda s: "KbaiMiddleware.__call__" in s),
+    # ForwardAuth wraps the whole app, so it is on the stack of every request: it comes after the buckets
+    # of what runs inside it, or the rest of every other route's time would be charged to it.
+    ("/auth/check front's own work (ForwardAuth: header scan, identity headers, response)",
+     lambda s: "ForwardAuth.__call__" in s),
     ("uvicorn HTTP protocol (httptools parsing, response writing)", lambda s: "uvicorn/" in s),
 ]
 _IDLE_LEAVES = ("Condition.wait", "Queue.get", "Event.wait", "select (selectors")
