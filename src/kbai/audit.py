@@ -20,7 +20,9 @@ class Actor:
     ``kind`` is ``user`` (an interactive session), ``token`` (an API token acting for its owner),
     ``operator`` (the CLI, run by whoever operates the service), ``service`` (a service credential) or
     ``system`` (kbai itself applying a rule, e.g. the auto-revoke policy; ``email`` names the rule) or
-    ``provider`` (the host product's OpenID provider vouching for a sign-in; ``email`` holds its issuer).
+    ``provider`` (the host product's OpenID provider vouching for a sign-in; ``email`` holds its issuer) or
+    ``scim`` (a tenant's SCIM provisioning credential: operator trust inside ``tenant_id`` alone; ``email``
+    holds the credential's name and display prefix).
     ``permissions`` are what the actor may do right now: a user's permissions, or a token's
     effective scopes.
     """
@@ -46,6 +48,8 @@ class Actor:
             return f"system ({self.email})"
         if self.kind == "provider":
             return f"provider:{self.email}"
+        if self.kind == "scim":
+            return f"scim:{self.email}"
         return "operator"
 
     @classmethod
@@ -65,6 +69,7 @@ ACTIONS = (
     "user.password",
     "role.create",
     "role.update",
+    "role.delete",
     "limit.set",
     "token.create",
     "token.revoke",
@@ -75,6 +80,9 @@ ACTIONS = (
     "session.logout",
     "service_credential.create",
     "service_credential.revoke",
+    "provisioning_credential.create",
+    "provisioning_credential.revoke",
+    "provisioning_credential.leak_report",
     "admin_request.create",
     "policy.update",
 )

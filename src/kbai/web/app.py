@@ -21,6 +21,8 @@ from kbai.services import Services
 from kbai.web import api, brand, docs, errors, oidc, pages
 from kbai.web import credentials as credential_routes
 from kbai.web import openapi as openapi_doc
+from kbai.web import provisioning as provisioning_routes
+from kbai.web import scim as scim_routes
 from kbai.web import leaks as leak_routes
 from kbai.web import lifecycle as lifecycle_routes
 from kbai.web.middleware import KbaiMiddleware
@@ -100,6 +102,8 @@ def create_app(services: Services | None = None, *, start_background: bool = Tru
     app.include_router(leak_routes.router)
     app.include_router(lifecycle_routes.router)
     app.include_router(credential_routes.router)
+    app.include_router(provisioning_routes.router)
+    app.include_router(scim_routes.router)
     app.include_router(pages.router)
     app.include_router(oidc.router)
     app.include_router(brand.router)

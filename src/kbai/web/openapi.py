@@ -57,6 +57,9 @@ TAGS = [
                                        "introspection with a service credential."},
     {"name": "service credentials", "description": "The deployment's introspection credentials, for admins of the "
                                                    "operator tenant (`KBAI_OPERATOR_TENANT`) only."},
+    {"name": "provisioning", "description": "SCIM provisioning credentials of your tenant, for its identity provider "
+                                           "(a session holding every permission of the tenant). SCIM itself is "
+                                           "served at `/scim/v2` and described by its own discovery endpoints."},
     {"name": "operations", "description": "Liveness, readiness, health and Prometheus metrics, for the platform "
                                           "running kbai."},
 ]
