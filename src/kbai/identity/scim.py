@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -65,11 +66,15 @@ from kbai.store.models import User as Membership
 email_validator.SPECIAL_USE_DOMAIN_NAMES = []
 
 ScimUserModel = User[EnterpriseUser]
+NO_EMAIL_DOMAIN = "no-email.invalid"
 MAX_RESULTS = 200  # filter.maxResults: a larger count is cut to it (RFC 7644 §3.4.2.4 allows that)
 _CORE_USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 _ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+# Kept in a User's stored attributes when the provider removed `active` (PATCH remove): the membership stays as
+# it is (neither deactivated nor reactivated) and the resource shows no `active` until the provider sets it.
+_ACTIVE_UNSET = "kbai:activeUnset"
 # Attributes kbai owns on a User (never taken from the stored SCIM attributes).
-_OWNED = {"schemas", "id", "meta", "userName", "externalId", "active", "groups", "password"}
+_OWNED = {"schemas", "id", "meta", "userName", "externalId", "active", "groups", "password", _ACTIVE_UNSET}
 
 
 def kbai_error(exc: KbaiError) -> SCIMException:
@@ -175,8 +180,9 @@ class Scim:
         external = row.external_id if row is not None else user.external_id
         if external is not None:
             payload["externalId"] = external
-        payload["active"] = bool(user.active)
-        if not payload.get("emails"):
+        if not attrs.get(_ACTIVE_UNSET):
+            payload["active"] = bool(user.active)
+        if not payload.get("emails") and not user.email.endswith("@" + NO_EMAIL_DOMAIN) and row is None:
             payload["emails"] = [{"value": user.email, "primary": True}]
         if roles:
             payload["groups"] = [{"value": str(rid), "display": name, "$ref": f"{base}/Groups/{rid}"}
@@ -226,8 +232,9 @@ class Scim:
         user, row, roles = self._one_user(actor, user_id)
         return self._user_dump(base, self._user_resource(base, user, row, roles), user, row)
 
-    def list_users(self, actor: Actor, base: str, filter_: str | None, start: int, count: int) -> Page:
-        matcher = _filter(ScimFilter[ScimUserModel], filter_)
+    def list_users(self, actor: Actor, base: str, filter_: str | None, start: int, count: int,
+                   *, strict: bool = True) -> Page:
+        matcher = _filter(ScimFilter[ScimUserModel], filter_, strict)
         out = []
         for user, row, roles in self._load_users(_tenant(actor)):
             model = self._user_resource(base, user, row, roles)
@@ -292,7 +299,7 @@ class Scim:
         try:
             if model.active is False and active_now:
                 self.access.deactivate_user(actor, user_id)
-            elif model.active is not False and not active_now:
+            elif model.active is True and not active_now:
                 self.access.reactivate_user(actor, user_id)
         except KbaiError as exc:
             raise kbai_error(exc) from None
@@ -390,8 +397,9 @@ class Scim:
         if extra is not None and extra.external_id is not None:
             payload["externalId"] = extra.external_id
         if members:
-            payload["members"] = [{"value": str(uid), "display": label, "type": "User", "$ref": f"{base}/Users/{uid}"}
-                                  for uid, label in members]
+            shown = (extra.attributes or {}).get("displays", {}) if extra is not None else {}
+            payload["members"] = [{"value": str(uid), "display": shown.get(str(uid), label), "type": "User",
+                                   "$ref": f"{base}/Users/{uid}"} for uid, label in members]
         model = Group.model_validate(payload)
         if matcher is not None and not matcher(model):
             return None
@@ -414,8 +422,9 @@ class Scim:
         assert body is not None
         return body
 
-    def list_groups(self, actor: Actor, base: str, filter_: str | None, start: int, count: int) -> Page:
-        matcher = _filter(ScimFilter[Group], filter_)
+    def list_groups(self, actor: Actor, base: str, filter_: str | None, start: int, count: int,
+                    *, strict: bool = True) -> Page:
+        matcher = _filter(ScimFilter[Group], filter_, strict)
         out = []
         for role, extra, members in self._load_groups(_tenant(actor)):
             body = self._group_dump(base, role, extra, members, None if matcher is None else matcher.match)
@@ -434,7 +443,7 @@ class Scim:
             view = self.access.create_role(actor, tenant_id, name, [])
         except KbaiError as exc:
             raise kbai_error(exc) from None
-        self._save_group_row(tenant_id, view.id, model.external_id)
+        self._save_group_row(tenant_id, view.id, model.external_id, _displays(model))
         self._set_members(actor, tenant_id, view.id, wanted)
         return self.get_group(actor, base, str(view.id))
 
@@ -472,7 +481,7 @@ class Scim:
         except KbaiError as exc:
             raise kbai_error(exc) from None
         self._set_members(actor, tenant_id, role_id, wanted)
-        self._save_group_row(tenant_id, role_id, model.external_id)
+        self._save_group_row(tenant_id, role_id, model.external_id, _displays(model))
         return self.get_group(actor, base, str(role_id))
 
     def delete_group(self, actor: Actor, base: str, group_id: str, if_match: str | None) -> None:
@@ -522,19 +531,27 @@ class Scim:
             except KbaiError as exc:
                 raise kbai_error(exc) from None
 
-    def _save_group_row(self, tenant_id: int, role_id: int, external_id: str | None) -> None:
+    def _save_group_row(self, tenant_id: int, role_id: int, external_id: str | None,
+                        displays: dict[str, str]) -> None:
         now = utc_seconds(self.clock.now())
         with self.db.write() as s:
             row = s.get(ScimGroup, role_id)
             if row is None:
-                row = ScimGroup(role_id=role_id, tenant_id=tenant_id, updated_at=now)
+                row = ScimGroup(role_id=role_id, tenant_id=tenant_id, attributes={}, updated_at=now)
                 s.add(row)
-            if row.external_id != external_id:
+            if row.external_id != external_id or (row.attributes or {}).get("displays") != displays:
                 row.updated_at = now
             row.external_id = external_id
+            row.attributes = {"displays": displays}
 
 
 # ---- helpers ---------------------------------------------------------------------------------
+def _displays(model: Group) -> dict[str, str]:
+    """The ``display`` the provider gave each member (shown back as sent; the userName otherwise)."""
+    return {str(m.value): str(m.display)[:254] for m in model.members or [] if m.value and m.display}
+
+
+
 def _tenant(actor: Actor) -> int:
     assert actor.kind == "scim" and actor.tenant_id is not None
     return actor.tenant_id
@@ -561,14 +578,16 @@ def _validate(model: Any, payload: Any, ctx: Context) -> Any:
         raise InvalidValueException(detail=str(exc)[:300]) from None
 
 
-def _filter(kind: Any, text: str | None) -> Any:
+def _filter(kind: Any, text: str | None, strict: bool = True) -> Any:
     if text is None or not text.strip():
         return None
     if len(text) > 1000:
         raise InvalidFilterException(detail="The filter is longer than 1000 characters.")
     try:
         matcher = kind(text)
-        matcher._validate_semantics(strict=True)  # an attribute the resource does not have is the client's error
+        # An attribute the resource does not have is the client's error, except at the root, where RFC 7644
+        # §3.4.2.1 has it match nothing for the resource types that lack it.
+        matcher._validate_semantics(strict=strict)
     except SCIMException as exc:
         raise InvalidFilterException(detail=str(exc)[:300]) from None
     except (ValueError, TypeError, RecursionError) as exc:
@@ -576,9 +595,16 @@ def _filter(kind: Any, text: str | None) -> Any:
     return matcher
 
 
+def search_all(scim: Scim, actor: Actor, base: str, filter_: str | None, start: int, count: int) -> Page:
+    """``POST /.search`` at the root: Users then Groups."""
+    users = scim.list_users(actor, base, filter_, 1, 10**9, strict=False)
+    groups = scim.list_groups(actor, base, filter_, 1, 10**9, strict=False)
+    return _page(users.resources + groups.resources, start, count)
+
+
 def _page(items: list[dict[str, Any]], start: int, count: int) -> Page:
     start = max(start, 1)
-    count = max(min(count, MAX_RESULTS), 0)
+    count = max(count, 0)
     return Page(len(items), start, items[start - 1:start - 1 + count])
 
 
@@ -611,18 +637,26 @@ def _names(model: Any) -> tuple[str, str]:
         raise InvalidValueException(detail="userName is required (1 to 254 characters).")
     emails = [e for e in (model.emails or []) if e.value]
     primary = next((e for e in emails if e.primary), emails[0] if emails else None)
-    candidate = str(primary.value) if primary is not None else user_name
-    try:
-        email = clean_email(candidate)
-    except KbaiError:
-        raise InvalidValueException(detail="Send the person's email as the primary `emails` value, or a userName "
-                                           "that is an email address.") from None
     _external(model.external_id)
-    return user_name, email
+    if primary is not None:
+        try:
+            return user_name, clean_email(str(primary.value))
+        except KbaiError:
+            raise InvalidValueException(detail=f"emails value {str(primary.value)[:60]!r} is not an email address "
+                                               "kbai accepts (name@company.com).") from None
+    try:
+        return user_name, clean_email(user_name)
+    except KbaiError:
+        # SPEC: SCIM accepts any userName. A person with no email at all gets an address under the reserved
+        # .invalid name (RFC 2606), which nothing can deliver to and no sign-in can link to; SCIM never shows it.
+        return user_name, f"scim-{secrets.token_hex(12)}@{NO_EMAIL_DOMAIN}"
 
 
 def _attributes(model: Any) -> dict[str, Any]:
     body = model.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE)
-    return {k: v for k, v in body.items() if k not in _OWNED}
+    kept = {k: v for k, v in body.items() if k not in _OWNED}
+    if model.active is None:
+        kept[_ACTIVE_UNSET] = True
+    return kept
 
 

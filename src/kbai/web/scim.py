@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException
 from kbai.access.provisioning import ProvisioningView
 from kbai.audit import Actor
 from kbai.errors import KbaiError
-from kbai.identity.scim import MAX_RESULTS, Page, Scim, kbai_error
+from kbai.identity.scim import MAX_RESULTS, Page, Scim, kbai_error, search_all
 from kbai.tokens.format import redact
 from kbai.web.auth import client_ip, services
 
@@ -149,9 +149,85 @@ def _paging(request: Request) -> tuple[int, int]:
     return max(start, 1), min(max(count, 0), MAX_RESULTS)
 
 
-def _list(page: Page) -> Response:
+def _list(page: Page, selection: tuple[list[str], list[str]] = ([], [])) -> Response:
+    items = [select_attributes(r, *selection) for r in page.resources]
     return answer({"schemas": [_LIST_SCHEMA], "totalResults": page.total, "startIndex": page.start,
-                   "itemsPerPage": len(page.resources), "Resources": page.resources})
+                   "itemsPerPage": len(items), "Resources": items})
+
+
+_CORE_PREFIXES = ("urn:ietf:params:scim:schemas:core:2.0:user:", "urn:ietf:params:scim:schemas:core:2.0:group:")
+_ALWAYS = {"id", "schemas"}
+
+
+def _paths(value: Any) -> list[str]:
+    if value is None:
+        return []
+    items = value if isinstance(value, list) else str(value).split(",")
+    out = []
+    for item in items[:100]:
+        text = str(item).strip()
+        low = text.casefold()
+        for prefix in _CORE_PREFIXES:
+            if low.startswith(prefix):
+                text = text[len(prefix):]
+        if text:
+            out.append(text)
+    return out
+
+
+def _key(body: dict[str, Any], name: str) -> str | None:
+    return next((k for k in body if k.casefold() == name.casefold()), None)
+
+
+def _split(path: str) -> tuple[str, str]:
+    if path.casefold().startswith("urn:"):  # an extension's attribute: urn:...:User:manager.value
+        urn, _, rest = path.rpartition(":")
+        return urn, rest
+    top, _, sub = path.partition(".")
+    return top, sub
+
+
+def select_attributes(body: dict[str, Any], attributes: list[str], excluded: list[str]) -> dict[str, Any]:
+    """RFC 7644 §3.4.2.5 ``attributes`` / ``excludedAttributes`` on one resource (``id`` and ``schemas`` stay)."""
+    if attributes:
+        out = {k: v for k, v in body.items() if k in _ALWAYS}
+        for path in attributes:
+            top, sub = _split(path)
+            key = _key(body, top)
+            if key is None:
+                continue
+            value = body[key]
+            if sub and isinstance(value, dict):
+                inner = _key(value, sub.split(".")[0]) if not top.casefold().startswith("urn:") else _key(value, sub)
+                if inner is not None:
+                    out.setdefault(key, {})[inner] = value[inner]
+            elif sub and isinstance(value, list):
+                out[key] = [{k: v for k, v in item.items() if k.casefold() == sub.casefold()}
+                            for item in value if isinstance(item, dict)]
+            else:
+                out[key] = value
+        return out
+    if excluded:
+        out = dict(body)
+        for path in excluded:
+            top, sub = _split(path)
+            key = _key(out, top)
+            if key is None or key in _ALWAYS:
+                continue
+            if not sub:
+                del out[key]
+            elif isinstance(out[key], dict):
+                inner = {k: v for k, v in out[key].items() if k.casefold() != sub.casefold()}
+                out[key] = inner
+            elif isinstance(out[key], list):
+                out[key] = [{k: v for k, v in item.items() if k.casefold() != sub.casefold()}
+                            for item in out[key] if isinstance(item, dict)]
+        return out
+    return body
+
+
+def _selection(request: Request) -> tuple[list[str], list[str]]:
+    return _paths(request.query_params.get("attributes")), _paths(request.query_params.get("excludedAttributes"))
 
 
 def _svc(request: Request) -> Scim:
@@ -210,7 +286,7 @@ def _resource_routes(kind: str) -> None:
         method = getattr(_svc(request), f"list_{single}s")
         page = await run_in_threadpool(method, actor, base_url(request), request.query_params.get("filter"),
                                        start, count)
-        return _list(page)
+        return _list(page, _selection(request))
 
     async def search_resources(request: Request) -> Response:
         actor = await _actor(request)
@@ -226,12 +302,12 @@ def _resource_routes(kind: str) -> None:
         method = getattr(_svc(request), f"list_{single}s")
         page = await run_in_threadpool(method, actor, base_url(request), flt, max(start, 1),
                                        min(max(count, 0), MAX_RESULTS))
-        return _list(page)
+        return _list(page, (_paths(body.get("attributes")), _paths(body.get("excludedAttributes"))))
 
     async def get_resource(resource_id: str, request: Request) -> Response:
         actor = await _actor(request)
         body = await run_in_threadpool(getattr(_svc(request), f"get_{single}"), actor, base_url(request), resource_id)
-        return answer(body)
+        return answer(select_attributes(body, *_selection(request)))
 
     async def create_resource(request: Request) -> Response:
         actor = await _actor(request)
@@ -276,6 +352,37 @@ def _resource_routes(kind: str) -> None:
 
 _resource_routes("Users")
 _resource_routes("Groups")
+
+
+@router.post("/.search")
+async def scim_search(request: Request) -> Response:
+    """A SearchRequest over every resource type (Users, then Groups)."""
+    actor = await _actor(request)
+    body = await _body(request)
+    if not isinstance(body, dict):
+        raise InvalidSyntaxException(detail="The body must be a SearchRequest object.")
+    start, count = body.get("startIndex", 1), body.get("count", MAX_RESULTS)
+    if not isinstance(start, int) or not isinstance(count, int) or isinstance(start, bool) or isinstance(count, bool):
+        raise InvalidValueException(detail="startIndex and count must be integers.")
+    flt = body.get("filter")
+    if flt is not None and not isinstance(flt, str):
+        raise InvalidValueException(detail="filter must be a string.")
+    page = await run_in_threadpool(search_all, _svc(request), actor, base_url(request), flt, max(start, 1),
+                                   min(max(count, 0), MAX_RESULTS))
+    return _list(page, (_paths(body.get("attributes")), _paths(body.get("excludedAttributes"))))
+
+
+@router.api_route("/ServiceProviderConfig", methods=["POST", "PUT", "PATCH", "DELETE"])
+@router.api_route("/ResourceTypes", methods=["POST", "PUT", "PATCH", "DELETE"])
+@router.api_route("/ResourceTypes/{rest:path}", methods=["POST", "PUT", "PATCH", "DELETE"])
+@router.api_route("/Schemas", methods=["POST", "PUT", "PATCH", "DELETE"])
+@router.api_route("/Schemas/{rest:path}", methods=["POST", "PUT", "PATCH", "DELETE"])
+async def scim_read_only(request: Request, rest: str = "") -> Response:
+    """The discovery endpoints are read-only (RFC 7644 §4)."""
+    await _actor(request)
+    error = SCIMException(detail=f"{request.method} is not allowed here: the discovery endpoints are read-only.")
+    error.status = 405
+    return scim_error(error)
 
 
 @router.api_route("/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
