@@ -51,6 +51,7 @@ from scim2_models import (
 from scim2_models import InvalidFilterException, InvalidSyntaxException
 from sqlalchemy import select
 
+from kbai import errors
 from kbai.access.service import AccessService
 from kbai.audit import Actor
 from kbai.clock import Clock, utc_seconds
@@ -80,6 +81,8 @@ _OWNED = {"schemas", "id", "meta", "userName", "externalId", "active", "groups",
 def kbai_error(exc: KbaiError) -> SCIMException:
     """The SCIM error for an access rule's refusal (its message says what to do next)."""
     status = exc.status
+    if exc.spec in (errors.ADMIN_ROLE_FIXED, errors.BUILTIN_ROLE_KEPT):
+        return MutabilityException(detail=exc.message)
     if status == 404:
         return NotFoundException(detail=exc.message)
     if exc.code == "already_exists":
@@ -244,6 +247,8 @@ class Scim:
 
     def create_user(self, actor: Actor, base: str, payload: Any) -> dict[str, Any]:
         model = _validate(ScimUserModel, payload, Context.RESOURCE_CREATION_REQUEST)
+        if model.active is None:
+            model.active = True  # a new membership is active unless the provider says otherwise
         tenant_id = _tenant(actor)
         user_name, email = _names(model)
         attrs = _attributes(model)
@@ -490,8 +495,6 @@ class Scim:
         try:
             self.access.delete_role(actor, int(current["id"]))
         except KbaiError as exc:
-            if exc.code == "builtin_role":
-                raise MutabilityException(detail=exc.message) from None
             raise kbai_error(exc) from None
 
     def _member_ids(self, tenant_id: int, model: Group) -> set[int]:
