@@ -95,22 +95,27 @@ def kbai_error(exc: KbaiError) -> SCIMException:
 
 
 def validation_error(exc: ValidationError) -> SCIMException:
-    """The SCIM error for a body the models refuse: the scimType they name, else invalidValue."""
+    """The SCIM error for a body the models refuse: the scimType they name (an unknown attribute is
+    invalidSyntax), else invalidValue."""
     parts = []
-    scim_type = None
+    scim_type, status = None, 400
     for e in exc.errors()[:3]:
         where = ".".join(str(p) for p in e.get("loc", ())) or "body"
         kind = str(e.get("type", ""))
+        ctx = e.get("ctx") or {}
         if kind.startswith("scim_") and scim_type is None:
-            scim_type = kind[len("scim_"):]
+            scim_type = str(ctx.get("scim_type") or kind[len("scim_"):])
+            status = int(ctx.get("status") or 400)
         msg = "is not a known attribute" if kind == "extra_forbidden" else str(e.get("msg", "is invalid"))
         parts.append(f"{where} {msg}")
     detail = "; ".join(parts)[:500]
-    if scim_type == "mutability":
-        return MutabilityException(detail=detail)
-    if scim_type in ("invalidSyntax",) or any(e.get("type") == "extra_forbidden" for e in exc.errors()):
-        return InvalidSyntaxException(detail=detail)
-    return InvalidValueException(detail=detail)
+    if scim_type is None:
+        unknown = any(e.get("type") == "extra_forbidden" for e in exc.errors())
+        return InvalidSyntaxException(detail=detail) if unknown else InvalidValueException(detail=detail)
+    error = SCIMException(detail=detail)
+    error.scim_type = scim_type
+    error.status = status if 400 <= status < 500 else 400
+    return error
 
 
 def etag(payload: dict[str, Any]) -> str:
@@ -571,6 +576,13 @@ def _id(value: object) -> int | None:
 def _validate(model: Any, payload: Any, ctx: Context) -> Any:
     if not isinstance(payload, dict):
         raise InvalidSyntaxException(detail="The body must be a JSON object.")
+    if "\\u0000" in json.dumps(payload):
+        raise InvalidValueException(detail="The body holds a NUL character (U+0000), which no attribute may contain.")
+    if ctx in (Context.RESOURCE_CREATION_REQUEST, Context.RESOURCE_REPLACEMENT_REQUEST):
+        core = str(getattr(model, "__schema__", ""))
+        listed = payload.get("schemas")
+        if not isinstance(listed, list) or core not in [str(x) for x in listed]:
+            raise InvalidValueException(detail=f"schemas must list {core}.")
     try:
         return model.model_validate(payload, scim_ctx=ctx)
     except SCIMException:
@@ -633,11 +645,12 @@ def _external(value: str | None) -> str | None:
 def _names(model: Any) -> tuple[str, str]:
     """(userName, the person's email): the primary ``emails`` value, else the first, else the userName
     when it is an email (SPEC)."""
-    from kbai.validate import clean_email
+    from kbai.validate import clean_email, clean_name
 
-    user_name = (model.user_name or "").strip()
-    if not user_name or len(user_name) > 254:
-        raise InvalidValueException(detail="userName is required (1 to 254 characters).")
+    try:
+        user_name = clean_name(model.user_name or "", "userName", max_length=254)
+    except KbaiError as exc:
+        raise InvalidValueException(detail=exc.message) from None
     emails = [e for e in (model.emails or []) if e.value]
     primary = next((e for e in emails if e.primary), emails[0] if emails else None)
     _external(model.external_id)

@@ -129,7 +129,7 @@ async def _body(request: Request) -> Any:
     raw = await request.body()
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidSyntaxException(detail="The body must be a JSON object (application/scim+json).") from None
 
 
