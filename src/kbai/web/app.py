@@ -22,6 +22,7 @@ from kbai.web import api, brand, docs, errors, oidc, pages
 from kbai.web import credentials as credential_routes
 from kbai.web import openapi as openapi_doc
 from kbai.web import provisioning as provisioning_routes
+from kbai.web import provisioning_pages
 from kbai.web import scim as scim_routes
 from kbai.web import leaks as leak_routes
 from kbai.web import lifecycle as lifecycle_routes
@@ -105,6 +106,7 @@ def create_app(services: Services | None = None, *, start_background: bool = Tru
     app.include_router(provisioning_routes.router)
     app.include_router(scim_routes.router)
     app.include_router(pages.router)
+    app.include_router(provisioning_pages.router)
     app.include_router(oidc.router)
     app.include_router(brand.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
