@@ -303,3 +303,41 @@ def test_discovery_endpoints(scim: Scim) -> None:
     assert USER in schemas and GROUP in schemas
     _scim_error(scim("POST", "/Schemas", {}), 405)
     _scim_error(scim("GET", "/Nothing"), 404)
+
+
+# ---- the Provisioning (SCIM) page --------------------------------------------------------------------
+def _csrf_of(html: str) -> str:
+    import re
+
+    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert found, "the page's forms carry the session's CSRF token"
+    return found.group(1)
+
+
+def test_the_page_creates_shows_once_lists_and_revokes(world: World, client: TestClient) -> None:
+    svc = world.services
+    _login(client, "admin@acme.test", "admin-password-1")
+    page = client.get("/system-settings/provisioning")
+    assert page.status_code == 200 and "http://testserver/scim/v2" in page.text
+    assert 'href="/system-settings/provisioning"' in page.text, "in the navigation of an admin"
+    r = client.post("/system-settings/provisioning", data={"name": "Okta", "csrf_token": _csrf_of(page.text)})
+    assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
+    import re
+
+    secret = re.search(r"kbai_scim_[0-9a-f]{64}", r.text)
+    assert secret is not None and "It will not be shown again" in r.text
+    found = svc.provisioning.authenticate(secret.group(0))
+    assert found is not None and found.tenant_id == world.tenant_id and found.name == "Okta"
+    again = client.get("/system-settings/provisioning")
+    assert secret.group(0) not in again.text and secret.group(0)[:14] in again.text, "listed by its prefix only"
+    r = client.post(f"/system-settings/provisioning/{found.id}/revoke", data={"csrf_token": _csrf_of(again.text)},
+                    follow_redirects=False)
+    assert r.status_code == 303 and svc.provisioning.authenticate(secret.group(0)) is None
+    assert "Revoked" in client.get("/system-settings/provisioning").text
+
+
+def test_the_page_is_only_for_members_holding_every_permission(world: World, client: TestClient) -> None:
+    _login(client, "dev@acme.test", "dev-password-1")
+    assert 'href="/system-settings/provisioning"' not in client.get("/system-settings").text
+    page = client.get("/system-settings/provisioning")
+    assert page.status_code == 403 and "every permission" in page.text

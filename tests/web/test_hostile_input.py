@@ -673,6 +673,25 @@ SCIM_CASES: list[Case] = [
     _scim("scim-discovery-write", "PUT", SCIM + "/ServiceProviderConfig", 405, json={}),
     _scim("scim-unknown-endpoint", "GET", SCIM + "/Bulk", 404),
 ]
+SCIM_PAGE = "/system-settings/provisioning"
+SCIM_CASES += [
+    _page("form-scim-create-no-csrf", SCIM_PAGE, 403, "csrf_failed", _form("admin", csrf=None, name="Okta"), "admin", "expired"),
+    _page("form-scim-create-wrong-csrf", SCIM_PAGE, 403, "csrf_failed", _form("admin", csrf="nope", name="Okta"), "admin"),
+    _page("form-scim-create-member", SCIM_PAGE, 403, "forbidden", _form("dev", name="Okta"), "dev", "every permission"),
+    _page("form-scim-create-rtl", SCIM_PAGE, 422, "validation_error", _form("admin", name="Okta\u202e"), "admin", "U+202E"),
+    _page("form-scim-create-101", SCIM_PAGE, 422, "validation_error", _form("admin", name="o" * 101), "admin", "101 characters"),
+    _page("form-scim-create-taken", SCIM_PAGE, 409, "already_exists", _form("admin", name="hostile-input"), "admin"),
+    _page("form-scim-create-json", SCIM_PAGE, 415, "unsupported_media_type", b'{"name": "x"}', "admin",
+          content_type="application/json"),
+    _page("form-scim-revoke-other-tenant", lambda e: f"{SCIM_PAGE}/{e.ids['other_scim']}/revoke", 404, "not_found",
+          _form("admin"), "admin"),
+    _page("form-scim-revoke-huge-id", SCIM_PAGE + "/99999999999999999999/revoke", 404, "not_found", _form("admin"), "admin"),
+    _page("form-scim-revoke-text-id", SCIM_PAGE + "/okta/revoke", 404, "not_found", _form("admin"), "admin"),
+    _page("form-scim-revoke-member", lambda e: f"{SCIM_PAGE}/{e.ids['acme_scim']}/revoke", 403, "forbidden",
+          _form("dev"), "dev"),
+    _page("form-scim-revoke-no-csrf", lambda e: f"{SCIM_PAGE}/{e.ids['acme_scim']}/revoke", 403, "csrf_failed",
+          _form("admin", csrf=None), "admin"),
+]
 CASES += SCIM_CASES
 
 
@@ -710,8 +729,10 @@ def build_env(svc: Services, make_client: Callable[[], httpx.Client]) -> Env:
     ids = {"dev_token": existing.id, "sibling_token": sibling_token.id, "other_token": other_token.id,
            "admin_role": roles["Admin"], "dev_role": acme.dev_role_id, "other_role": other_roles["Developers"],
            "admin_user": acme.admin.user_id, "dev_user": acme.dev.user_id, "other_user": globex.dev.user_id}
-    scim = {"acme": svc.provisioning.create(OPERATOR, acme.tenant_id, "hostile-input")[1],
-            "globex": svc.provisioning.create(OPERATOR, globex.tenant_id, "hostile-input")[1]}
+    acme_scim, acme_secret = svc.provisioning.create(OPERATOR, acme.tenant_id, "hostile-input")
+    other_scim, other_secret = svc.provisioning.create(OPERATOR, globex.tenant_id, "hostile-input")
+    scim = {"acme": acme_secret, "globex": other_secret}
+    ids.update(acme_scim=acme_scim.id, other_scim=other_scim.id)
     revoked, scim["revoked"] = svc.provisioning.create(OPERATOR, acme.tenant_id, "revoked")
     svc.provisioning.revoke(OPERATOR, acme.tenant_id, revoked.id)
     for secret in (scim["acme"], scim["globex"]):
