@@ -35,9 +35,13 @@ class Actor:
     token_prefix: str | None = None
     ip: str | None = None
     permissions: frozenset[str] = field(default_factory=frozenset)
+    # A person acting through the operator API: the service credential that issued the request for them.
+    via: str | None = None
 
     @property
     def label(self) -> str:
+        if self.kind == "user" and self.via:
+            return f"service:{self.via} for user:{self.email}"
         if self.kind == "user":
             return f"user:{self.email}"
         if self.kind == "token":
@@ -62,6 +66,7 @@ class Actor:
 
 ACTIONS = (
     "tenant.create",
+    "tenant.rename",
     "user.create",
     "user.roles",
     "user.deactivate",

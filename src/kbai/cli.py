@@ -490,17 +490,21 @@ def _progress(files: list[Path], *, enabled: bool) -> Iterator[Path]:
 
 def _credential_json(c: Any) -> dict[str, Any]:
     return {"id": c.id, "name": c.name, "client_id": c.client_id, "created_at": c.created_at,
-            "revoked_at": c.revoked_at, "status": c.status}
+            "revoked_at": c.revoked_at, "status": c.status, "abilities": list(c.abilities)}
 
 
 @credential_app.command("create")
 @friendly
 def credential_create(
     name: Annotated[str, typer.Argument(help="What will use it, e.g. 'contacts-api'.")],
+    allow: Annotated[str, typer.Option(
+        "--allow", help="What it may do, comma-separated: introspect (RFC 7662), tenants (the operator API's "
+                        "tenants and memberships), tokens (tokens issued on a person's behalf).")] = "introspect",
     as_json: JsonFlag = False,
 ) -> None:
-    """Issue a client id and secret for RFC 7662 introspection (HTTP Basic). The secret is shown once."""
-    credential, secret = services().credentials.create(OPERATOR, name)
+    """Issue a client id and secret (HTTP Basic) for introspection and, with --allow, the operator API. The
+    secret is shown once."""
+    credential, secret = services().credentials.create(OPERATOR, name, allow)
     if as_json:
         print_json({"id": credential.id, "name": credential.name, "client_id": credential.client_id,
                     "client_secret": secret})
@@ -521,9 +525,10 @@ def credential_list(as_json: JsonFlag = False) -> None:
     if not views:
         typer.echo("no service credentials")
         return
-    typer.echo(f"{'CLIENT ID':<25} {'NAME':<30} {'STATUS':<8} {'CREATED':<21} REVOKED")
+    typer.echo(f"{'CLIENT ID':<25} {'NAME':<30} {'STATUS':<8} {'CREATED':<21} {'REVOKED':<21} ALLOWED")
     for c in views:
-        typer.echo(f"{c.client_id:<25} {c.name[:30]:<30} {c.status:<8} {iso(c.created_at):<21} {iso(c.revoked_at) or '-'}")
+        typer.echo(f"{c.client_id:<25} {c.name[:30]:<30} {c.status:<8} {iso(c.created_at):<21} "
+                   f"{iso(c.revoked_at) or '-':<21} {','.join(c.abilities)}")
 
 
 @credential_app.command("revoke")

@@ -120,6 +120,11 @@ LAST_ADMIN = ErrorSpec(
     409,
     "This would leave the tenant without an active admin. Give the Admin role to another active user first.",
 )
+CREDENTIAL_LACKS_ABILITY = ErrorSpec(
+    "forbidden", 403,
+    "This service credential may not {action}. An operator can issue one that may: "
+    "`kbai service-credential create NAME --allow {ability}`.",
+)
 BUILTIN_ROLE_KEPT = ErrorSpec(
     "builtin_role", 409, "The built-in role {role} cannot be deleted: every tenant keeps its Admin and Member roles."
 )

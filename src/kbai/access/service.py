@@ -116,8 +116,11 @@ def permissions_from(rows: Iterable[tuple[str | None, str | None]], catalog: Cat
 
 
 def trusted_in(actor: Actor, tenant_id: int | None) -> bool:
-    """True for a SCIM provisioning credential acting in its own tenant: operator trust there (SPEC: it
-    may assign any role, Admin included), and nothing anywhere else."""
+    """Operator trust short of the CLI: a SCIM provisioning credential in its own tenant (SPEC: it may assign
+    any role, Admin included, and nothing anywhere else), or a service credential an operator allowed
+    ``tenants`` (the operator API, in every tenant)."""
+    if actor.kind == "service":
+        return "ability:tenants" in actor.permissions
     return actor.kind == "scim" and actor.tenant_id is not None and (tenant_id is None or tenant_id == actor.tenant_id)
 
 
@@ -225,6 +228,29 @@ class AccessService:
         except IntegrityError:
             raise KbaiError(errors.ALREADY_EXISTS, what=f"Tenant '{name}' or user '{email}'") from None
         return tenant, user, generated
+
+    def rename_tenant(self, actor: Actor, tenant_id: int, name: str) -> Tenant:
+        """A new name for a tenant (operators, and the operator API); audited."""
+        if actor.kind != "operator" and not (actor.kind == "service" and trusted_in(actor, None)):
+            raise KbaiError(errors.FORBIDDEN, permission="operator access", action="rename tenants")
+        name = clean_name(name, "tenant name")
+        now = utc_seconds(self.clock.now())
+        try:
+            with self.db.write() as s:
+                tenant = s.get(Tenant, tenant_id)
+                if tenant is None:
+                    raise KbaiError(errors.NOT_FOUND, what="Tenant")
+                if tenant.name != name:
+                    if s.scalar(select(Tenant.id).where(Tenant.name == name)) is not None:
+                        raise KbaiError(errors.ALREADY_EXISTS, what=f"Tenant '{name}'")
+                    audit.record(s, actor, "tenant.rename", at=now, target_type="tenant", target_id=tenant.id,
+                                 tenant_id=tenant.id, details={"from": tenant.name, "to": name})
+                    tenant.name = name
+                s.flush()
+                s.expunge(tenant)
+                return tenant
+        except IntegrityError:
+            raise KbaiError(errors.ALREADY_EXISTS, what=f"Tenant '{name}'") from None
 
     def tenant_by_external_id(self, external_id: str) -> Tenant | None:
         with self.db.read() as s:
@@ -544,7 +570,7 @@ class AccessService:
         tenant_name: str | None = None,
     ) -> None:
         """Override the active-token limit of one user or a whole tenant (None: back to the default)."""
-        if actor.kind != "operator":
+        if actor.kind != "operator" and not (actor.kind == "service" and trusted_in(actor, None)):
             raise KbaiError(errors.FORBIDDEN, permission="operator access", action="change token limits")
         if (user_email is None) == (tenant_name is None):
             raise KbaiError(errors.VALIDATION, detail="Give exactly one of a user email or a tenant name.")
@@ -852,7 +878,8 @@ class AccessService:
     @staticmethod
     def _user_in_scope(s: Session, actor: Actor, user_id: int) -> User:
         user = s.get(User, user_id)
-        if user is None or (actor.kind != "operator" and user.tenant_id != actor.tenant_id):
+        everywhere = actor.kind == "operator" or (actor.kind == "service" and trusted_in(actor, None))
+        if user is None or (not everywhere and user.tenant_id != actor.tenant_id):
             raise KbaiError(errors.NOT_FOUND, what="User")
         return user
 

@@ -190,6 +190,9 @@ class ServiceCredential(Base):
     secret_digest: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # What it may do, comma-separated (kbai.access.credentials.ABILITIES); credentials made before abilities
+    # existed introspect and nothing more.
+    abilities: Mapped[str] = mapped_column(String(200), default="introspect", server_default="introspect")
 
 
 class ProvisioningCredential(Base):

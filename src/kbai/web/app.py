@@ -21,6 +21,7 @@ from kbai.services import Services
 from kbai.web import api, brand, docs, errors, oidc, pages
 from kbai.web import credentials as credential_routes
 from kbai.web import openapi as openapi_doc
+from kbai.web import operator as operator_routes
 from kbai.web import provisioning as provisioning_routes
 from kbai.web import provisioning_pages
 from kbai.web import scim as scim_routes
@@ -104,6 +105,7 @@ def create_app(services: Services | None = None, *, start_background: bool = Tru
     app.include_router(lifecycle_routes.router)
     app.include_router(credential_routes.router)
     app.include_router(provisioning_routes.router)
+    app.include_router(operator_routes.router)
     app.include_router(scim_routes.router)
     app.include_router(pages.router)
     app.include_router(provisioning_pages.router)
@@ -171,7 +173,9 @@ def create_app(services: Services | None = None, *, start_background: bool = Tru
         openapi_doc.refine(schema, app.routes)
         schema.setdefault("components", {}).setdefault("securitySchemes", {})["serviceCredential"] = {
             "type": "http", "scheme": "basic",
-            "description": "Client id and secret from `kbai service-credential create NAME`.",
+            "description": "Client id and secret from `kbai service-credential create NAME [--allow introspect,"
+                           "tenants,tokens]`: introspection needs `introspect`, the operator API `tenants` or "
+                           "`tokens`.",
         }
         app.openapi_schema = schema
         return schema

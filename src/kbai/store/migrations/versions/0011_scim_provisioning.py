@@ -1,5 +1,6 @@
 """SCIM provisioning: per-tenant provisioning credentials (digest only) and the SCIM attributes kbai keeps
-beside a membership (userName, name, emails...) and beside a role (a Group's externalId).
+beside a membership (userName, name, emails...) and beside a role (a Group's externalId). Service
+credentials gain abilities (introspect, tenants, tokens); existing ones keep introspect alone.
 
 Revision ID: 0011
 Revises: 0009
@@ -14,6 +15,9 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # Plain ADD COLUMN (no batch copy of the table): existing credentials may introspect, nothing more.
+    op.add_column("service_credentials", sa.Column("abilities", sa.String(length=200), nullable=False,
+                                                   server_default="introspect"))
     op.create_table(
         "provisioning_credentials",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -59,6 +63,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("service_credentials", schema=None) as batch_op:
+        batch_op.drop_column("abilities")
     op.drop_table("scim_groups")
     op.drop_table("scim_users")
     op.drop_index("ix_provisioning_credentials_tenant_id", table_name="provisioning_credentials")
