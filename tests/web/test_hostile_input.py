@@ -58,6 +58,7 @@ class Env:
     ids: dict[str, int]
     basic: str  # HTTP Basic header value of a real service credential
     scim: dict[str, str] = field(default_factory=dict)  # provisioning credentials: acme, globex, revoked
+    op_basic: str = ""  # HTTP Basic of a service credential allowed introspect, tenants and tokens
 
     def __repr__(self) -> str:  # pytest prints fixtures of a failing test: never the token or the secret
         return f"Env(ids={self.ids})"
@@ -694,6 +695,58 @@ SCIM_CASES += [
 ]
 CASES += SCIM_CASES
 
+OPAPI = "/api/v1/operator"
+
+
+def _op(id: str, method: str, path: Value, status: int, code: str, who: str = "operator_api", **kw: Any) -> Case:  # noqa: A002
+    return Case(id, method, path, status, code, who, csrf=False, **kw)
+
+
+OPERATOR_CASES: list[Case] = [
+    _op("op-no-credential", "POST", OPAPI + "/tenants", 401, "invalid_client", "anon", json={"name": "X", "external_id": "x"}),
+    _op("op-developer-token", "GET", lambda e: f"{OPAPI}/tenants/{e.ids['dev_user']}", 401, "invalid_client", "dev_token"),
+    _op("op-session", "POST", OPAPI + "/tenants", 401, "invalid_client", "admin", json={"name": "X", "external_id": "x"}),
+    _op("op-introspect-only", "POST", OPAPI + "/tenants", 403, "forbidden", "service", json={"name": "X", "external_id": "x"},
+        says="--allow tenants"),
+    _op("op-introspect-only-token", "POST", lambda e: f"{OPAPI}/memberships/{e.ids['dev_user']}/tokens", 403, "forbidden",
+        "service", json=_tok({}), says="--allow tokens"),
+    _op("op-tenant-unknown-field", "POST", OPAPI + "/tenants", 422, "validation_error",
+        json={"name": "X", "external_id": "x", "admin_password": "p"}),
+    _op("op-tenant-no-external-id", "POST", OPAPI + "/tenants", 422, "validation_error", json={"name": "X"}),
+    _op("op-tenant-name-rtl", "POST", OPAPI + "/tenants", 422, "validation_error", json={"name": "X\u202e", "external_id": "x"}),
+    _op("op-tenant-name-taken", "POST", OPAPI + "/tenants", 409, "already_exists", json={"name": "Globex", "external_id": "new"}),
+    _op("op-tenant-external-id-201", "POST", OPAPI + "/tenants", 422, "validation_error", json={"name": "X", "external_id": "e" * 201}),
+    _op("op-tenant-id-huge", "GET", OPAPI + "/tenants/99999999999999999999", 422, "validation_error"),
+    _op("op-tenant-absent", "GET", OPAPI + "/tenants/2147483647", 404, "not_found"),
+    _op("op-find-empty-external-id", "GET", OPAPI + "/tenants", 422, "validation_error", params={"external_id": ""}),
+    _op("op-rename-taken", "PATCH", lambda e: f"{OPAPI}/tenants/{e.ids['acme']}", 409, "already_exists", json={"name": "Globex"}),
+    _op("op-limit-zero", "PATCH", lambda e: f"{OPAPI}/tenants/{e.ids['acme']}", 422, "validation_error", json={"max_active_tokens": 0}),
+    _op("op-limit-and-reset", "PATCH", lambda e: f"{OPAPI}/tenants/{e.ids['acme']}", 422, "validation_error",
+        json={"max_active_tokens": 5, "reset_max_active_tokens": True}),
+    _op("op-membership-bad-email", "POST", lambda e: f"{OPAPI}/tenants/{e.ids['acme']}/memberships", 422, "validation_error",
+        json={"email": "not an email"}),
+    _op("op-membership-email-taken", "POST", lambda e: f"{OPAPI}/tenants/{e.ids['acme']}/memberships", 409, "already_exists",
+        json={"email": "dev@acme.test"}),
+    _op("op-membership-other-tenant-role", "POST", lambda e: f"{OPAPI}/tenants/{e.ids['acme']}/memberships", 422,
+        "validation_error", json=lambda e: {"email": "new@acme.test", "roles": [e.ids["other_role"]]}),
+    _op("op-membership-password", "POST", lambda e: f"{OPAPI}/tenants/{e.ids['acme']}/memberships", 422, "validation_error",
+        json={"email": "new@acme.test", "password": "chosen-password"}),
+    _op("op-deactivate-last-admin", "POST", lambda e: f"{OPAPI}/memberships/{e.ids['admin_user']}/deactivate", 409, "last_admin"),
+    _op("op-deactivate-absent", "POST", OPAPI + "/memberships/2147483647/deactivate", 404, "not_found"),
+    _op("op-token-unheld-scope", "POST", lambda e: f"{OPAPI}/memberships/{e.ids['dev_user']}/tokens", 422, "unheld_scope",
+        json=_tok({"scopes": ["audit.read"]})),
+    _op("op-token-session-only-scope", "POST", lambda e: f"{OPAPI}/memberships/{e.ids['dev_user']}/tokens", 422,
+        "session_only_scope", json=_tok({"scopes": ["developer.manage_tokens"]})),
+    _op("op-token-name-taken", "POST", lambda e: f"{OPAPI}/memberships/{e.ids['dev_user']}/tokens", 409, "name_taken",
+        json=_tok({"name": "existing"})),
+    _op("op-token-bad-expiry", "POST", lambda e: f"{OPAPI}/memberships/{e.ids['dev_user']}/tokens", 422, "validation_error",
+        json=_tok({"expires_in_days": -1})),
+    _op("op-token-absent-person", "POST", OPAPI + "/memberships/2147483647/tokens", 404, "not_found", json=_tok({})),
+    _op("op-token-body-10mb", "POST", lambda e: f"{OPAPI}/memberships/{e.ids['dev_user']}/tokens", 413, "too_large",
+        content=b'{"name": "' + b"a" * 10_000_000 + b'"}', content_type="application/json"),
+]
+CASES += OPERATOR_CASES
+
 
 # ---- environments -------------------------------------------------------------------------------
 def _login(client: httpx.Client, email: str, password: str) -> str:
@@ -732,12 +785,14 @@ def build_env(svc: Services, make_client: Callable[[], httpx.Client]) -> Env:
     acme_scim, acme_secret = svc.provisioning.create(OPERATOR, acme.tenant_id, "hostile-input")
     other_scim, other_secret = svc.provisioning.create(OPERATOR, globex.tenant_id, "hostile-input")
     scim = {"acme": acme_secret, "globex": other_secret}
-    ids.update(acme_scim=acme_scim.id, other_scim=other_scim.id)
+    ids.update(acme_scim=acme_scim.id, other_scim=other_scim.id, acme=acme.tenant_id)
     revoked, scim["revoked"] = svc.provisioning.create(OPERATOR, acme.tenant_id, "revoked")
     svc.provisioning.revoke(OPERATOR, acme.tenant_id, revoked.id)
     for secret in (scim["acme"], scim["globex"]):
         assert svc.provisioning.authenticate(secret) is not None  # (marks it used: the cases write nothing)
-    return Env(svc, dev, admin, anon, csrf, dev_token, ids, basic, scim)  # type: ignore[arg-type]
+    op_credential, op_secret = svc.credentials.create(OPERATOR, "hostile-operator-api", "introspect,tenants,tokens")
+    op_basic = "Basic " + base64.b64encode(f"{op_credential.client_id}:{op_secret}".encode()).decode()
+    return Env(svc, dev, admin, anon, csrf, dev_token, ids, basic, scim, op_basic)  # type: ignore[arg-type]
 
 
 def send(env: Env, case: Case) -> httpx.Response:
@@ -749,6 +804,8 @@ def send(env: Env, case: Case) -> httpx.Response:
         headers["Authorization"] = f"Bearer {env.dev_token}"
     if case.who == "service":
         headers["Authorization"] = env.basic
+    if case.who == "operator_api":
+        headers["Authorization"] = env.op_basic
     if case.who in ("scim", "scim_other", "scim_revoked"):
         headers["Authorization"] = "Bearer " + env.scim[{"scim": "acme", "scim_other": "globex",
                                                          "scim_revoked": "revoked"}[case.who]]

@@ -68,8 +68,9 @@ class Env:
 def env(module_database_url: str) -> Iterator[Env]:
     # Acme is the operator tenant: its admin may manage service credentials, so Globex's admin (every
     # permission, but elsewhere) and Mallory (Acme, not an admin) are the ones refused.
-    svc = Services.build(Settings(database_url=module_database_url, operator_tenant="Acme", **FAST_ARGON2),
-                         clock=FrozenClock())
+    # (Every attacker fails service-credential authentication on the operator API: not the limit's business here.)
+    svc = Services.build(Settings(database_url=module_database_url, operator_tenant="Acme",
+                                  introspection_failures_per_minute=1_000_000, **FAST_ARGON2), clock=FrozenClock())
     acme = build_world(svc)
     globex = build_world(svc, tenant="Globex", domain="globex.test")
     secret_role = svc.access.create_role(OPERATOR, acme.tenant_id, SECRET_ROLE, ["audit.read"])
@@ -338,6 +339,23 @@ ENDPOINTS = [
     Endpoint("revoke-victim-scim-credential", "POST",
              lambda e, a: f"/api/v1/scim-credentials/{e.ids['acme_scim_credential']}/revoke",
              _by(NOT_FOUND, FORBIDDEN, SESSION_ONLY, cross_token=SESSION_ONLY)),
+    # The operator API: a service credential (HTTP Basic) or nothing; no session or token ever gets in.
+    *[Endpoint(f"operator-{name}", method, path, _all(401, "invalid_client"), body=body)
+      for name, method, path, body in (
+          ("create-tenant", "POST", lambda e, a: "/api/v1/operator/tenants",
+           lambda e, a: {"name": "Pwned", "external_id": "pwned"}),
+          ("get-victim-tenant", "GET", lambda e, a: f"/api/v1/operator/tenants/{e.ids['acme']}", None),
+          ("rename-victim-tenant", "PATCH", lambda e, a: f"/api/v1/operator/tenants/{e.ids['acme']}",
+           lambda e, a: {"name": "Pwned"}),
+          ("join-victim-tenant", "POST", lambda e, a: f"/api/v1/operator/tenants/{e.ids['acme']}/memberships",
+           lambda e, a: {"email": "intruder@globex.test", "roles": ["Admin"]}),
+          ("deactivate-victim", "POST", lambda e, a: f"/api/v1/operator/memberships/{e.ids['victim_user']}/deactivate",
+           None),
+          ("token-for-victim", "POST", lambda e, a: f"/api/v1/operator/memberships/{e.ids['victim_user']}/tokens",
+           lambda e, a: {"name": "pwned", "scopes": ["users.read"]}),
+      )],
+    Endpoint("operator-find-victim-tenant", "GET", lambda e, a: "/api/v1/operator/tenants", _all(401, "invalid_client"),
+             params={"external_id": "acme"}),
     Endpoint("introspect-without-credential", "POST", lambda e, a: "/api/v1/introspect", _all(401, "invalid_client"),
              body=lambda e, a: {"token": e.token.get(a, "kbai_pk_" + "0" * 64)}),
 ]
