@@ -287,7 +287,7 @@ def module_database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest
 # ---- secrets: the whole run's logs never hold a full token ---------------------------------------
 import logging  # noqa: E402
 
-FULL_TOKEN = re.compile(r"kbai_pk_[0-9a-fA-F]{64}")
+FULL_TOKEN = re.compile(r"kbai_(?:pk|scim)_[0-9a-fA-F]{64}")
 
 
 class _Collect(logging.Handler):

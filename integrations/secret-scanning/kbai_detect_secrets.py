@@ -1,4 +1,5 @@
-"""detect-secrets plugin for kbai developer API tokens (``kbai_pk_`` + 64 lowercase hex characters).
+"""detect-secrets plugin for kbai developer API tokens (``kbai_pk_`` + 64 lowercase hex characters) and
+SCIM provisioning credentials (``kbai_scim_`` + 64).
 
     detect-secrets scan --plugin path/to/kbai_detect_secrets.py > .secrets.baseline
 
@@ -37,4 +38,17 @@ class KbaiTokenDetector(RegexBasedDetector):
     def analyze_string(self, string: str) -> Generator[str, None, None]:
         for match in super().analyze_string(string):
             if shannon_entropy(match[len(PREFIX):]) > MIN_HEX_ENTROPY:
+                yield match
+
+
+class KbaiScimCredentialDetector(RegexBasedDetector):
+    """Scans for kbai SCIM provisioning credentials."""
+
+    secret_type = "kbai SCIM provisioning credential"
+
+    denylist = (re.compile(r"(kbai_scim_[0-9a-f]{64})(?![0-9A-Za-z_])"),)
+
+    def analyze_string(self, string: str) -> Generator[str, None, None]:
+        for match in super().analyze_string(string):
+            if shannon_entropy(match[len("kbai_scim_"):]) > MIN_HEX_ENTROPY:
                 yield match

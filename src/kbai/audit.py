@@ -20,7 +20,9 @@ class Actor:
     ``kind`` is ``user`` (an interactive session), ``token`` (an API token acting for its owner),
     ``operator`` (the CLI, run by whoever operates the service), ``service`` (a service credential) or
     ``system`` (kbai itself applying a rule, e.g. the auto-revoke policy; ``email`` names the rule) or
-    ``provider`` (the host product's OpenID provider vouching for a sign-in; ``email`` holds its issuer).
+    ``provider`` (the host product's OpenID provider vouching for a sign-in; ``email`` holds its issuer) or
+    ``scim`` (a tenant's SCIM provisioning credential: operator trust inside ``tenant_id`` alone; ``email``
+    holds the credential's name and display prefix).
     ``permissions`` are what the actor may do right now: a user's permissions, or a token's
     effective scopes.
     """
@@ -33,9 +35,13 @@ class Actor:
     token_prefix: str | None = None
     ip: str | None = None
     permissions: frozenset[str] = field(default_factory=frozenset)
+    # A person acting through the operator API: the service credential that issued the request for them.
+    via: str | None = None
 
     @property
     def label(self) -> str:
+        if self.kind == "user" and self.via:
+            return f"service:{self.via} for user:{self.email}"
         if self.kind == "user":
             return f"user:{self.email}"
         if self.kind == "token":
@@ -46,6 +52,8 @@ class Actor:
             return f"system ({self.email})"
         if self.kind == "provider":
             return f"provider:{self.email}"
+        if self.kind == "scim":
+            return f"scim:{self.email}"
         return "operator"
 
     @classmethod
@@ -58,6 +66,7 @@ class Actor:
 
 ACTIONS = (
     "tenant.create",
+    "tenant.rename",
     "user.create",
     "user.roles",
     "user.deactivate",
@@ -65,6 +74,7 @@ ACTIONS = (
     "user.password",
     "role.create",
     "role.update",
+    "role.delete",
     "limit.set",
     "token.create",
     "token.revoke",
@@ -75,6 +85,9 @@ ACTIONS = (
     "session.logout",
     "service_credential.create",
     "service_credential.revoke",
+    "provisioning_credential.create",
+    "provisioning_credential.revoke",
+    "provisioning_credential.leak_report",
     "admin_request.create",
     "policy.update",
 )

@@ -42,6 +42,8 @@ limits_app = typer.Typer(help="Raise or reset active-token limits.", no_args_is_
 tokens_app = typer.Typer(help="Support: list and revoke tokens.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 credential_app = typer.Typer(help="Service credentials for /api/v1/introspect.", no_args_is_help=True)
+scim_app = typer.Typer(help="SCIM provisioning credentials of a tenant (for its identity provider).",
+                       no_args_is_help=True)
 policy_app = typer.Typer(help="Tenant token policies: lifetime, expiration, auto-revoke, webhook.", no_args_is_help=True)
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(user_app, name="user")
@@ -50,6 +52,7 @@ app.add_typer(tokens_app, name="tokens")
 app.add_typer(db_app, name="db")
 app.add_typer(credential_app, name="service-credential")
 app.add_typer(policy_app, name="policy")
+app.add_typer(scim_app, name="scim-token")
 
 
 
@@ -489,17 +492,21 @@ def _progress(files: list[Path], *, enabled: bool) -> Iterator[Path]:
 
 def _credential_json(c: Any) -> dict[str, Any]:
     return {"id": c.id, "name": c.name, "client_id": c.client_id, "created_at": c.created_at,
-            "revoked_at": c.revoked_at, "status": c.status}
+            "revoked_at": c.revoked_at, "status": c.status, "abilities": list(c.abilities)}
 
 
 @credential_app.command("create")
 @friendly
 def credential_create(
     name: Annotated[str, typer.Argument(help="What will use it, e.g. 'contacts-api'.")],
+    allow: Annotated[str, typer.Option(
+        "--allow", help="What it may do, comma-separated: introspect (RFC 7662), tenants (the operator API's "
+                        "tenants and memberships), tokens (tokens issued on a person's behalf).")] = "introspect",
     as_json: JsonFlag = False,
 ) -> None:
-    """Issue a client id and secret for RFC 7662 introspection (HTTP Basic). The secret is shown once."""
-    credential, secret = services().credentials.create(OPERATOR, name)
+    """Issue a client id and secret (HTTP Basic) for introspection and, with --allow, the operator API. The
+    secret is shown once."""
+    credential, secret = services().credentials.create(OPERATOR, name, allow)
     if as_json:
         print_json({"id": credential.id, "name": credential.name, "client_id": credential.client_id,
                     "client_secret": secret})
@@ -520,9 +527,10 @@ def credential_list(as_json: JsonFlag = False) -> None:
     if not views:
         typer.echo("no service credentials")
         return
-    typer.echo(f"{'CLIENT ID':<25} {'NAME':<30} {'STATUS':<8} {'CREATED':<21} REVOKED")
+    typer.echo(f"{'CLIENT ID':<25} {'NAME':<30} {'STATUS':<8} {'CREATED':<21} {'REVOKED':<21} ALLOWED")
     for c in views:
-        typer.echo(f"{c.client_id:<25} {c.name[:30]:<30} {c.status:<8} {iso(c.created_at):<21} {iso(c.revoked_at) or '-'}")
+        typer.echo(f"{c.client_id:<25} {c.name[:30]:<30} {c.status:<8} {iso(c.created_at):<21} "
+                   f"{iso(c.revoked_at) or '-':<21} {','.join(c.abilities)}")
 
 
 @credential_app.command("revoke")
@@ -537,6 +545,64 @@ def credential_revoke(
         print_json(_credential_json(view))
     else:
         typer.echo(f"service credential {view.client_id} ({view.name}) is {view.status}")
+
+
+def _scim_json(c: Any) -> dict[str, Any]:
+    return {"id": c.id, "tenant_id": c.tenant_id, "name": c.name, "prefix": c.prefix, "created_at": c.created_at,
+            "last_used_at": c.last_used_at, "revoked_at": c.revoked_at, "status": c.status}
+
+
+@scim_app.command("create")
+@friendly
+def scim_token_create(
+    tenant: Annotated[str, typer.Option(help="Tenant name.")],
+    name: Annotated[str, typer.Option(help="What will use it, e.g. 'Okta'.")] = "SCIM",
+    as_json: JsonFlag = False,
+) -> None:
+    """Issue a SCIM provisioning credential for TENANT. The secret is printed once, alone on the last line."""
+    svc = services()
+    view, secret = svc.provisioning.create(OPERATOR, svc.provisioning.tenant_id(tenant), name)
+    if as_json:
+        print_json({**_scim_json(view), "token": secret, "scim_path": "/scim/v2"})
+    else:
+        typer.echo(f"provisioning credential {view.id} ({view.name}) for tenant '{tenant}'")
+        typer.echo("SCIM base URL: https://<this kbai deployment>/scim/v2 (Bearer: the secret below)")
+        typer.echo(secret)
+    typer.echo("The secret is shown once: paste it into your identity provider now.", err=True)
+
+
+@scim_app.command("list")
+@friendly
+def scim_token_list(tenant: Annotated[str, typer.Option(help="Tenant name.")], as_json: JsonFlag = False) -> None:
+    """List a tenant's provisioning credentials, active and revoked (never their secrets)."""
+    svc = services()
+    views = svc.provisioning.list(OPERATOR, svc.provisioning.tenant_id(tenant))
+    if as_json:
+        print_json({"scim_credentials": [_scim_json(c) for c in views]})
+        return
+    if not views:
+        typer.echo("no provisioning credentials")
+        return
+    typer.echo(f"{'ID':<6} {'PREFIX':<16} {'NAME':<30} {'STATUS':<8} {'CREATED':<21} LAST USED")
+    for c in views:
+        typer.echo(f"{c.id:<6} {c.prefix:<16} {c.name[:30]:<30} {c.status:<8} {iso(c.created_at):<21} "
+                   f"{iso(c.last_used_at) or '-'}")
+
+
+@scim_app.command("revoke")
+@friendly
+def scim_token_revoke(
+    credential_id: Annotated[int, typer.Argument(help="The credential's id (see `kbai scim-token list`).")],
+    tenant: Annotated[str, typer.Option(help="Tenant name.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Revoke a provisioning credential now: its next SCIM request is refused (idempotent)."""
+    svc = services()
+    view = svc.provisioning.revoke(OPERATOR, svc.provisioning.tenant_id(tenant), credential_id)
+    if as_json:
+        print_json(_scim_json(view))
+    else:
+        typer.echo(f"provisioning credential {view.id} ({view.name}) is {view.status}")
 
 
 # ---- token lifecycle: worker and policies ---------------------------------------------------------

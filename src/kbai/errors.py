@@ -124,6 +124,19 @@ LAST_ADMIN = ErrorSpec(
     409,
     "This would leave the tenant without an active admin. Give the Admin role to another active user first.",
 )
+CREDENTIAL_LACKS_ABILITY = ErrorSpec(
+    "forbidden", 403,
+    "This service credential may not {action}. An operator can issue one that may: "
+    "`kbai service-credential create NAME --allow {ability}`.",
+)
+BUILTIN_ROLE_KEPT = ErrorSpec(
+    "builtin_role", 409, "The built-in role {role} cannot be deleted: every tenant keeps its Admin and Member roles."
+)
+SCIM_CREDENTIAL_NEEDS_ALL = ErrorSpec(
+    "forbidden", 403,
+    "Only a member who holds every permission of this tenant (an Admin) may manage its SCIM provisioning "
+    "credentials, or an operator with `kbai scim-token create --tenant NAME`.",
+)
 ALREADY_EXISTS = ErrorSpec("already_exists", 409, "{what} already exists.")
 NOT_ROTATABLE = ErrorSpec("not_rotatable", 409, "Only an active token can be rotated; this one is {status}.")
 ALREADY_ROTATED = ErrorSpec(

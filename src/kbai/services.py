@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from kbai.access.catalog import Catalog
 from kbai.access.credentials import CredentialService
 from kbai.access.passwords import Passwords
+from kbai.access.provisioning import ProvisioningCredentials
 from kbai.access.requests import AdminRequests
 from kbai.access.service import AccessService
 from kbai.access.sessions import SessionService
@@ -20,6 +21,7 @@ from kbai.clock import Clock, FrozenClock, SystemClock
 from kbai.config import Settings
 from kbai.egress import Guard
 from kbai.identity.oidc import OidcClient, OidcConfig
+from kbai.identity.scim import Scim
 from kbai.identity.signin import OidcSignIn
 from kbai.mail import Mailer
 from kbai.metrics import Metrics
@@ -67,6 +69,8 @@ class Services:
     outbox: Outbox
     reminders: Reminders
     auto_revoke: AutoRevoke
+    provisioning: ProvisioningCredentials
+    scim: Scim
     oidc: OidcSignIn | None = None  # sign-in with the product's OpenID provider, when KBAI_OIDC_* are set
 
     @classmethod
@@ -138,6 +142,9 @@ class Services:
             limiter, settings.login_account_failures_per_day, settings.login_account_max_delay_seconds),
             password_login=settings.password_login, password_login_advice=advice)
         oidc = OidcSignIn(OidcClient(oidc_config, clock), access, sessions) if oidc_config else None
+        provisioning = ProvisioningCredentials(db, clock, catalog)
+        leaks = LeakResponse(tokens, notifications)
+        leaks.other_secrets.append(provisioning.revoke_leaked)
         return cls(
             settings=settings,
             db=db,
@@ -156,7 +163,7 @@ class Services:
             cache=cache,
             bus=bus,
             notifications=notifications,
-            leaks=LeakResponse(tokens, notifications),
+            leaks=leaks,
             partner_keys=PartnerKeys(settings.secret_scanning_keys_file),
             policies=PolicyService(db, clock, guard, secrets),
             activity=ActivityService(db, clock),
@@ -165,6 +172,8 @@ class Services:
             outbox=outbox,
             reminders=Reminders(db, clock, notifications, outbox),
             auto_revoke=AutoRevoke(tokens, notifications),
+            provisioning=provisioning,
+            scim=Scim(db, clock, access),
             oidc=oidc,
         )
 

@@ -372,3 +372,36 @@ def test_service_credential_create_list_and_revoke(database_url: str, tmp_path: 
         assert "not found" in _one_error_line(kbai("service-credential", "revoke", "kbai_sc_0000000000000000"))
     finally:
         svc.close()
+
+
+def test_scim_token_create_list_and_revoke(database_url: str, tmp_path: Path) -> None:
+    """`kbai scim-token create --tenant NAME` prints the secret alone on its last line (SPEC); --json for
+    scripts; list never shows a secret; revoke stops it at once."""
+    import json
+
+    kbai = Kbai(database_url, tmp_path)
+    svc = _services(database_url)
+    try:
+        tenant, _, _ = svc.access.create_tenant(Actor.operator(), "Acme", "admin@acme.test", "admin-password-1")
+        created = kbai("scim-token", "create", "--tenant", "Acme")
+        secret = _ok(created).strip().splitlines()[-1]
+        assert re.fullmatch(r"kbai_scim_[0-9a-f]{64}", secret), created.stdout
+        assert "shown once" in created.stderr and secret not in created.stderr
+        found = svc.provisioning.authenticate(secret)
+        assert found is not None and found.tenant_id == tenant.id and found.name == "SCIM"
+        made = json.loads(_ok(kbai("scim-token", "create", "--tenant", "Acme", "--name", "Entra ID", "--json")))
+        assert made["name"] == "Entra ID" and made["token"].startswith("kbai_scim_") and made["scim_path"] == "/scim/v2"
+
+        listed = _ok(kbai("scim-token", "list", "--tenant", "Acme"))
+        assert "Entra ID" in listed and secret not in listed and made["token"] not in listed
+        rows = json.loads(_ok(kbai("scim-token", "list", "--tenant", "Acme", "--json")))["scim_credentials"]
+        assert {r["name"] for r in rows} == {"SCIM", "Entra ID"} and "token" not in json.dumps(rows)
+
+        out = _ok(kbai("scim-token", "revoke", str(found.id), "--tenant", "Acme"))
+        assert out.strip() == f"provisioning credential {found.id} (SCIM) is revoked"
+        assert svc.provisioning.authenticate(secret) is None
+        assert svc.provisioning.authenticate(made["token"]) is not None
+        missing = kbai("scim-token", "create", "--tenant", "Nope")
+        assert missing.returncode == 1 and "Tenant 'Nope' not found" in missing.stderr
+    finally:
+        svc.close()

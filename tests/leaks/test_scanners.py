@@ -110,7 +110,7 @@ def test_gitleaks_rule_ignores_wrong_lengths_and_placeholders(gitleaks_rule: dic
 @pytest.fixture(scope="module")
 def trufflehog_detector() -> dict[str, Any]:
     config = yaml.safe_load((RULES / "trufflehog.yaml").read_text())
-    [detector] = config["detectors"]
+    [detector] = [d for d in config["detectors"] if d["name"] == "kbai API token"]
     assert set(detector) <= {"name", "description", "keywords", "regex", "entropy", "exclude_regexes_match",
                              "exclude_regexes_capture", "exclude_words", "verify", "validations",
                              "primary_regex_name"}
@@ -220,3 +220,27 @@ def test_every_rule_agrees_with_the_format_module(gitleaks_rule: dict[str, Any],
     assert gitleaks_finds(gitleaks_rule, text) == expected
     assert trufflehog_finds(trufflehog_detector, text) == expected
     assert list(detector.analyze_string(text)) == expected
+
+
+# ---- SCIM provisioning credentials: a second rule in each file ---------------------------------------
+def test_every_scanner_finds_scim_credentials_and_ignores_placeholders(plugin_module: ModuleType) -> None:
+    config = tomllib.loads((RULES / ".gitleaks.toml").read_text())
+    [gl] = [r for r in config["rules"] if r["id"] == "kbai-scim-credential"]
+    assert_re2_subset(gl["regex"])
+    [th] = [d for d in yaml.safe_load((RULES / "trufflehog.yaml").read_text())["detectors"]
+            if d["name"] == "kbai SCIM provisioning credential"]
+    ds = plugin_module.KbaiScimCredentialDetector()
+    for _ in range(200):
+        secret = fmt.mint_scim()
+        for text in contexts(secret):
+            assert gitleaks_finds(gl, text) == [secret]
+            assert trufflehog_finds(th, text) == [secret]
+            assert list(ds.analyze_string(text)) == [secret]
+        assert gitleaks_finds(gl, secret + "a") == [] and list(ds.analyze_string(secret + "_")) == []
+    placeholder = "kbai_scim_" + "0" * 64
+    for text in (placeholder, "kbai_scim_", "kbai_scim_" + "a1" * 31):
+        assert gitleaks_finds(gl, text) == [] and trufflehog_finds(th, text) == [] and not list(ds.analyze_string(text))
+    # A token rule never takes a SCIM credential for a token, nor the other way round.
+    [token_rule] = [r for r in config["rules"] if r["id"] == "kbai-api-token"]
+    assert gitleaks_finds(token_rule, fmt.mint_scim()) == []
+    assert gitleaks_finds(gl, fmt.mint()) == []

@@ -75,7 +75,9 @@ def _violations(page, axe_source: str) -> list[str]:
 def _get_paths(ids: dict[str, int]) -> list[str]:
     """Every GET page route, with ids filled in (the route table decides; a new page is checked too)."""
     out = []
-    for route in pages.router.routes:
+    from kbai.web import provisioning_pages
+
+    for route in [*pages.router.routes, *provisioning_pages.router.routes]:
         if "GET" not in getattr(route, "methods", ()) or route.path in ("/", "/logout"):
             continue
         path = route.path
@@ -158,6 +160,7 @@ def test_every_page_has_no_serious_or_critical_axe_violation(
 
     assert {p for p in checked} >= {KEYS, "/system-settings", "/system-settings/roles", "/system-settings/users",
                                     "/system-settings/tokens", "/system-settings/notifications",
+                                    "/system-settings/provisioning",
                                     "/system-settings/token-policy", f"{KEYS}/{seeded['token_id']}/activity"}
     bad = {where: v for where, v in found.items() if v}
     assert not bad, "axe found serious or critical violations:\n" + "\n".join(

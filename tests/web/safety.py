@@ -83,6 +83,34 @@ def error_problems(response: httpx.Response, status: int, code: str, says: str =
     return problems
 
 
+def scim_problems(response: httpx.Response, status: int, scim_type: str, says: str = "") -> list[str]:
+    """What is wrong with ``response`` as the RFC 7644 SCIM error ``status`` / ``scimType`` ("" for none)."""
+    problems: list[str] = []
+    if response.status_code != status:
+        problems.append(f"status {response.status_code}, expected {status}")
+    if not response.headers.get("content-type", "").startswith("application/scim+json"):
+        problems.append("not application/scim+json")
+    try:
+        body = response.json()
+    except ValueError:
+        return [*problems, "body is not JSON"]
+    if not (isinstance(body, dict) and body.get("schemas") == ["urn:ietf:params:scim:api:messages:2.0:Error"]
+            and body.get("status") == str(response.status_code)):
+        return [*problems, "body is not a SCIM Error"]
+    if body.get("scimType", "") != scim_type:
+        problems.append(f"scimType {body.get('scimType')!r}, expected {scim_type!r}")
+    detail = body.get("detail")
+    if not isinstance(detail, str) or not detail.strip():
+        problems.append("empty detail")
+    else:
+        problems += [f"detail contains {leak!r}" for leak in LEAKS if leak in detail]
+        if says and says not in detail:
+            problems.append(f"detail does not say {says!r}")
+    if status == 401 and "www-authenticate" not in response.headers:
+        problems.append("401 without WWW-Authenticate")
+    return problems
+
+
 _ALERT = re.compile(r'<[a-z]+ [^>]*data-code="([^"]*)" role="alert">([^<]*)<')
 
 

@@ -36,7 +36,7 @@ from kbai.services import Services
 from kbai.web.app import create_app
 from kbai.web.idempotency import fingerprint
 from tests.conftest import FAST_ARGON2, OPERATOR, build_world, start_server
-from tests.web.safety import changed_tables, error_problems, page_problems, shown, shown_page, snapshot
+from tests.web.safety import changed_tables, error_problems, page_problems, scim_problems, shown, shown_page, snapshot
 
 MISSING = object()
 # OIDC configured against a closed loopback port: the provider is "down", callbacks are judged without it.
@@ -57,6 +57,8 @@ class Env:
     dev_token: str  # dev's own token (scopes: users.read); never printed
     ids: dict[str, int]
     basic: str  # HTTP Basic header value of a real service credential
+    scim: dict[str, str] = field(default_factory=dict)  # provisioning credentials: acme, globex, revoked
+    op_basic: str = ""  # HTTP Basic of a service credential allowed introspect, tenants and tokens
 
     def __repr__(self) -> str:  # pytest prints fixtures of a failing test: never the token or the secret
         return f"Env(ids={self.ids})"
@@ -78,6 +80,7 @@ class Case:
     says: str = ""  # a phrase the message must contain
     csrf: bool = True  # send the session's X-CSRF-Token header (API cases; forms carry their own field)
     page: bool = False  # an HTML form: the answer is an error page (see safety.page_problems), not JSON
+    scim: bool = False  # a SCIM request: the answer is RFC 7644's error schema; ``code`` is its scimType
 
 
 def _v(value: Value, env: Env) -> Any:
@@ -572,6 +575,179 @@ CASES: list[Case] = [
 ]
 
 
+SCIM = "/scim/v2"
+SCIM_USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+SCIM_GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
+SCIM_PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+
+
+def _scim(id: str, method: str, path: Value, status: int, scim_type: str = "", who: str = "scim",  # noqa: A002
+          **kw: Any) -> Case:
+    return Case(id, method, path, status, scim_type, who, scim=True, csrf=False, **kw)
+
+
+def _ops(*operations: dict[str, Any]) -> dict[str, Any]:
+    return {"schemas": [SCIM_PATCH], "Operations": list(operations)}
+
+
+SCIM_CASES: list[Case] = [
+    # credentials: a revoked one, another kind of secret, none, look-alikes
+    _scim("scim-revoked-credential", "GET", SCIM + "/Users", 401, who="scim_revoked", says="revoked"),
+    _scim("scim-unknown-credential", "GET", SCIM + "/Users", 401, who="anon",
+          headers={"Authorization": "Bearer kbai_scim_" + "0" * 64}),
+    _scim("scim-developer-token", "GET", SCIM + "/Users", 401, who="dev_token"),
+    _scim("scim-no-credential", "GET", SCIM + "/Users", 401, who="anon"),
+    _scim("scim-upper-case-credential", "GET", SCIM + "/Users", 401, who="anon",
+          headers=lambda e: {"Authorization": "Bearer " + e.scim["acme"].upper()}),
+    _scim("scim-basic-credential", "GET", SCIM + "/Users", 401, who="anon", headers={"Authorization": "Basic Zm9vOmJhcg=="}),
+    _scim("scim-session-cookie", "GET", SCIM + "/Users", 401, who="dev"),
+    # filters
+    _scim("scim-filter-syntax", "GET", SCIM + "/Users", 400, "invalidFilter", params={"filter": "userName eq"}),
+    _scim("scim-filter-unknown-attribute", "GET", SCIM + "/Users", 400, "invalidFilter", params={"filter": 'shoeSize eq "9"'}),
+    _scim("scim-filter-bad-operator", "GET", SCIM + "/Users", 400, "invalidFilter", params={"filter": 'userName zz "a"'}),
+    _scim("scim-filter-unclosed-quote", "GET", SCIM + "/Users", 400, "invalidFilter", params={"filter": 'userName eq "a'}),
+    _scim("scim-filter-5000-chars", "GET", SCIM + "/Users", 400, "invalidFilter", params={"filter": 'userName eq "' + "a" * 5000 + '"'}),
+    _scim("scim-filter-deep-nesting", "GET", SCIM + "/Groups", 400, "invalidFilter", params={"filter": "(" * 400 + 'displayName eq "a"'}),
+    _scim("scim-filter-sql", "GET", SCIM + "/Users", 400, "invalidFilter", params={"filter": "userName eq '' OR 1=1 --"}),
+    _scim("scim-filter-nul", "GET", SCIM + "/Users", 400, "invalidFilter", params={"filter": 'userName eq "\x00'}),
+    # paging
+    _scim("scim-count-not-a-number", "GET", SCIM + "/Users", 400, "invalidValue", params={"count": "1e99"}),
+    _scim("scim-start-index-text", "GET", SCIM + "/Users", 400, "invalidValue", params={"startIndex": "first"}),
+    _scim("scim-search-count-text", "POST", SCIM + "/Users/.search", 400, "invalidValue", json={"count": "all"}),
+    # bodies: not JSON, not an object, deep, 10 MB, unknown attributes, wrong schemas
+    _scim("scim-body-not-json", "POST", SCIM + "/Users", 400, "invalidSyntax", content=b"userName=x",
+          content_type="application/scim+json"),
+    _scim("scim-body-array", "POST", SCIM + "/Users", 400, "invalidSyntax", json=[{"userName": "x"}]),
+    _scim("scim-body-deep-nesting", "POST", SCIM + "/Users", 400, "invalidSyntax", content=DEEP_ARRAYS,
+          content_type="application/scim+json"),
+    _scim("scim-body-10mb", "POST", SCIM + "/Users", 413, content=b'{"userName": "' + b"a" * 10_000_000 + b'"}',
+          content_type="application/scim+json"),
+    _scim("scim-unknown-attribute", "POST", SCIM + "/Users", 400, "invalidSyntax",
+          json={"schemas": [SCIM_USER], "userName": "new@acme.test", "shoeSize": 44}),
+    _scim("scim-wrong-schema", "POST", SCIM + "/Users", 400, "invalidValue",
+          json={"schemas": [SCIM_GROUP], "userName": "new@acme.test"}),
+    _scim("scim-no-schemas", "POST", SCIM + "/Users", 400, "invalidValue", json={"userName": "new@acme.test"}),
+    _scim("scim-user-name-missing", "POST", SCIM + "/Users", 400, "invalidValue", json={"schemas": [SCIM_USER]}),
+    _scim("scim-user-name-nul", "POST", SCIM + "/Users", 400, "invalidValue", json={"schemas": [SCIM_USER], "userName": "a\x00b"}),
+    _scim("scim-user-name-300-chars", "POST", SCIM + "/Users", 400, "invalidValue", json={"schemas": [SCIM_USER], "userName": "a" * 300}),
+    _scim("scim-user-name-taken", "POST", SCIM + "/Users", 409, "uniqueness", json={"schemas": [SCIM_USER], "userName": "DEV@acme.test"}),
+    _scim("scim-user-active-word", "POST", SCIM + "/Users", 400, "invalidValue",
+          json={"schemas": [SCIM_USER], "userName": "new@acme.test", "active": "maybe"}),
+    _scim("scim-user-token-in-name", "POST", SCIM + "/Users", 400, "invalidValue",
+          json={"schemas": [SCIM_USER], "userName": UNKNOWN_TOKEN}),
+    _scim("scim-group-no-name", "POST", SCIM + "/Groups", 400, "invalidValue", json={"schemas": [SCIM_GROUP]}),
+    _scim("scim-group-name-taken", "POST", SCIM + "/Groups", 409, "uniqueness", json={"schemas": [SCIM_GROUP], "displayName": "Developers"}),
+    _scim("scim-group-other-tenant-member", "POST", SCIM + "/Groups", 400, "invalidValue",
+          json=lambda e: {"schemas": [SCIM_GROUP], "displayName": "New", "members": [{"value": str(e.ids["other_user"])}]}),
+    # PATCH
+    _scim("scim-patch-unknown-op", "PATCH", lambda e: f"{SCIM}/Users/{e.ids['dev_user']}", 400, "invalidValue",
+          json=_ops({"op": "explode", "path": "active", "value": False})),
+    _scim("scim-patch-unknown-path", "PATCH", lambda e: f"{SCIM}/Users/{e.ids['dev_user']}", 400, "invalidPath",
+          json=_ops({"op": "replace", "path": "shoeSize", "value": 44})),
+    _scim("scim-patch-bad-value-filter", "PATCH", lambda e: f"{SCIM}/Groups/{e.ids['dev_role']}", 400, "invalidPath",
+          json=_ops({"op": "remove", "path": "members[value eq"})),
+    _scim("scim-patch-no-operations", "PATCH", lambda e: f"{SCIM}/Users/{e.ids['dev_user']}", 400, "invalidValue",
+          json={"schemas": [SCIM_PATCH]}),
+    _scim("scim-patch-wrong-schema", "PATCH", lambda e: f"{SCIM}/Users/{e.ids['dev_user']}", 400, "invalidValue",
+          json={"schemas": [SCIM_USER], "Operations": [{"op": "replace", "path": "active", "value": False}]}),
+    _scim("scim-patch-read-only-groups", "PATCH", lambda e: f"{SCIM}/Users/{e.ids['dev_user']}", 400, "mutability",
+          json=_ops({"op": "add", "path": "groups", "value": [{"value": "1"}]})),
+    _scim("scim-patch-add-other-tenant-member", "PATCH", lambda e: f"{SCIM}/Groups/{e.ids['dev_role']}", 400, "invalidValue",
+          json=lambda e: _ops({"op": "add", "path": "members", "value": [{"value": str(e.ids["other_user"])}]})),
+    _scim("scim-patch-last-admin", "PATCH", lambda e: f"{SCIM}/Users/{e.ids['admin_user']}", 409,
+          json=_ops({"op": "replace", "path": "active", "value": "False"}), says="admin"),
+    _scim("scim-patch-rename-admin-group", "PATCH", lambda e: f"{SCIM}/Groups/{e.ids['admin_role']}", 400, "mutability",
+          json=_ops({"op": "replace", "path": "displayName", "value": "Owners"})),
+    _scim("scim-if-match-stale", "PATCH", lambda e: f"{SCIM}/Users/{e.ids['dev_user']}", 412,
+          json=_ops({"op": "replace", "path": "active", "value": False}), headers={"If-Match": 'W/"stale"'}),
+    # another tenant's ids, absent and malformed ids, built-in groups
+    _scim("scim-other-tenant-user", "GET", lambda e: f"{SCIM}/Users/{e.ids['other_user']}", 404),
+    _scim("scim-other-tenant-user-patch", "PATCH", lambda e: f"{SCIM}/Users/{e.ids['other_user']}", 404,
+          json=_ops({"op": "replace", "path": "active", "value": False})),
+    _scim("scim-other-tenant-user-delete", "DELETE", lambda e: f"{SCIM}/Users/{e.ids['other_user']}", 404),
+    _scim("scim-other-tenant-group-delete", "DELETE", lambda e: f"{SCIM}/Groups/{e.ids['other_role']}", 404),
+    _scim("scim-other-credential-sees-nothing", "GET", lambda e: f"{SCIM}/Users/{e.ids['dev_user']}", 404, who="scim_other"),
+    _scim("scim-id-huge", "GET", SCIM + "/Users/99999999999999999999", 404),
+    _scim("scim-id-text", "GET", SCIM + "/Users/dev@acme.test", 404),
+    _scim("scim-id-negative", "GET", SCIM + "/Groups/-1", 404),
+    _scim("scim-delete-admin-group", "DELETE", lambda e: f"{SCIM}/Groups/{e.ids['admin_role']}", 400, "mutability"),
+    _scim("scim-discovery-write", "PUT", SCIM + "/ServiceProviderConfig", 405, json={}),
+    _scim("scim-unknown-endpoint", "GET", SCIM + "/Bulk", 404),
+]
+SCIM_PAGE = "/system-settings/provisioning"
+SCIM_CASES += [
+    _page("form-scim-create-no-csrf", SCIM_PAGE, 403, "csrf_failed", _form("admin", csrf=None, name="Okta"), "admin", "expired"),
+    _page("form-scim-create-wrong-csrf", SCIM_PAGE, 403, "csrf_failed", _form("admin", csrf="nope", name="Okta"), "admin"),
+    _page("form-scim-create-member", SCIM_PAGE, 403, "forbidden", _form("dev", name="Okta"), "dev", "every permission"),
+    _page("form-scim-create-rtl", SCIM_PAGE, 422, "validation_error", _form("admin", name="Okta\u202e"), "admin", "U+202E"),
+    _page("form-scim-create-101", SCIM_PAGE, 422, "validation_error", _form("admin", name="o" * 101), "admin", "101 characters"),
+    _page("form-scim-create-taken", SCIM_PAGE, 409, "already_exists", _form("admin", name="hostile-input"), "admin"),
+    _page("form-scim-create-json", SCIM_PAGE, 415, "unsupported_media_type", b'{"name": "x"}', "admin",
+          content_type="application/json"),
+    _page("form-scim-revoke-other-tenant", lambda e: f"{SCIM_PAGE}/{e.ids['other_scim']}/revoke", 404, "not_found",
+          _form("admin"), "admin"),
+    _page("form-scim-revoke-huge-id", SCIM_PAGE + "/99999999999999999999/revoke", 404, "not_found", _form("admin"), "admin"),
+    _page("form-scim-revoke-text-id", SCIM_PAGE + "/okta/revoke", 404, "not_found", _form("admin"), "admin"),
+    _page("form-scim-revoke-member", lambda e: f"{SCIM_PAGE}/{e.ids['acme_scim']}/revoke", 403, "forbidden",
+          _form("dev"), "dev"),
+    _page("form-scim-revoke-no-csrf", lambda e: f"{SCIM_PAGE}/{e.ids['acme_scim']}/revoke", 403, "csrf_failed",
+          _form("admin", csrf=None), "admin"),
+]
+CASES += SCIM_CASES
+
+OPAPI = "/api/v1/operator"
+
+
+def _op(id: str, method: str, path: Value, status: int, code: str, who: str = "operator_api", **kw: Any) -> Case:  # noqa: A002
+    return Case(id, method, path, status, code, who, csrf=False, **kw)
+
+
+OPERATOR_CASES: list[Case] = [
+    _op("op-no-credential", "POST", OPAPI + "/tenants", 401, "invalid_client", "anon", json={"name": "X", "external_id": "x"}),
+    _op("op-developer-token", "GET", lambda e: f"{OPAPI}/tenants/{e.ids['dev_user']}", 401, "invalid_client", "dev_token"),
+    _op("op-session", "POST", OPAPI + "/tenants", 401, "invalid_client", "admin", json={"name": "X", "external_id": "x"}),
+    _op("op-introspect-only", "POST", OPAPI + "/tenants", 403, "forbidden", "service", json={"name": "X", "external_id": "x"},
+        says="--allow tenants"),
+    _op("op-introspect-only-token", "POST", lambda e: f"{OPAPI}/memberships/{e.ids['dev_user']}/tokens", 403, "forbidden",
+        "service", json=_tok({}), says="--allow tokens"),
+    _op("op-tenant-unknown-field", "POST", OPAPI + "/tenants", 422, "validation_error",
+        json={"name": "X", "external_id": "x", "admin_password": "p"}),
+    _op("op-tenant-no-external-id", "POST", OPAPI + "/tenants", 422, "validation_error", json={"name": "X"}),
+    _op("op-tenant-name-rtl", "POST", OPAPI + "/tenants", 422, "validation_error", json={"name": "X\u202e", "external_id": "x"}),
+    _op("op-tenant-name-taken", "POST", OPAPI + "/tenants", 409, "already_exists", json={"name": "Globex", "external_id": "new"}),
+    _op("op-tenant-external-id-201", "POST", OPAPI + "/tenants", 422, "validation_error", json={"name": "X", "external_id": "e" * 201}),
+    _op("op-tenant-id-huge", "GET", OPAPI + "/tenants/99999999999999999999", 422, "validation_error"),
+    _op("op-tenant-absent", "GET", OPAPI + "/tenants/2147483647", 404, "not_found"),
+    _op("op-find-empty-external-id", "GET", OPAPI + "/tenants", 422, "validation_error", params={"external_id": ""}),
+    _op("op-rename-taken", "PATCH", lambda e: f"{OPAPI}/tenants/{e.ids['acme']}", 409, "already_exists", json={"name": "Globex"}),
+    _op("op-limit-zero", "PATCH", lambda e: f"{OPAPI}/tenants/{e.ids['acme']}", 422, "validation_error", json={"max_active_tokens": 0}),
+    _op("op-limit-and-reset", "PATCH", lambda e: f"{OPAPI}/tenants/{e.ids['acme']}", 422, "validation_error",
+        json={"max_active_tokens": 5, "reset_max_active_tokens": True}),
+    _op("op-membership-bad-email", "POST", lambda e: f"{OPAPI}/tenants/{e.ids['acme']}/memberships", 422, "validation_error",
+        json={"email": "not an email"}),
+    _op("op-membership-email-taken", "POST", lambda e: f"{OPAPI}/tenants/{e.ids['acme']}/memberships", 409, "already_exists",
+        json={"email": "dev@acme.test"}),
+    _op("op-membership-other-tenant-role", "POST", lambda e: f"{OPAPI}/tenants/{e.ids['acme']}/memberships", 422,
+        "validation_error", json=lambda e: {"email": "new@acme.test", "roles": [e.ids["other_role"]]}),
+    _op("op-membership-password", "POST", lambda e: f"{OPAPI}/tenants/{e.ids['acme']}/memberships", 422, "validation_error",
+        json={"email": "new@acme.test", "password": "chosen-password"}),
+    _op("op-deactivate-last-admin", "POST", lambda e: f"{OPAPI}/memberships/{e.ids['admin_user']}/deactivate", 409, "last_admin"),
+    _op("op-deactivate-absent", "POST", OPAPI + "/memberships/2147483647/deactivate", 404, "not_found"),
+    _op("op-token-unheld-scope", "POST", lambda e: f"{OPAPI}/memberships/{e.ids['dev_user']}/tokens", 422, "unheld_scope",
+        json=_tok({"scopes": ["audit.read"]})),
+    _op("op-token-session-only-scope", "POST", lambda e: f"{OPAPI}/memberships/{e.ids['dev_user']}/tokens", 422,
+        "session_only_scope", json=_tok({"scopes": ["developer.manage_tokens"]})),
+    _op("op-token-name-taken", "POST", lambda e: f"{OPAPI}/memberships/{e.ids['dev_user']}/tokens", 409, "name_taken",
+        json=_tok({"name": "existing"})),
+    _op("op-token-bad-expiry", "POST", lambda e: f"{OPAPI}/memberships/{e.ids['dev_user']}/tokens", 422, "validation_error",
+        json=_tok({"expires_in_days": -1})),
+    _op("op-token-absent-person", "POST", OPAPI + "/memberships/2147483647/tokens", 404, "not_found", json=_tok({})),
+    _op("op-token-body-10mb", "POST", lambda e: f"{OPAPI}/memberships/{e.ids['dev_user']}/tokens", 413, "too_large",
+        content=b'{"name": "' + b"a" * 10_000_000 + b'"}', content_type="application/json"),
+]
+CASES += OPERATOR_CASES
+
+
 # ---- environments -------------------------------------------------------------------------------
 def _login(client: httpx.Client, email: str, password: str) -> str:
     r = client.post("/api/v1/session", json={"email": email, "password": password})
@@ -606,7 +782,17 @@ def build_env(svc: Services, make_client: Callable[[], httpx.Client]) -> Env:
     ids = {"dev_token": existing.id, "sibling_token": sibling_token.id, "other_token": other_token.id,
            "admin_role": roles["Admin"], "dev_role": acme.dev_role_id, "other_role": other_roles["Developers"],
            "admin_user": acme.admin.user_id, "dev_user": acme.dev.user_id, "other_user": globex.dev.user_id}
-    return Env(svc, dev, admin, anon, csrf, dev_token, ids, basic)  # type: ignore[arg-type]
+    acme_scim, acme_secret = svc.provisioning.create(OPERATOR, acme.tenant_id, "hostile-input")
+    other_scim, other_secret = svc.provisioning.create(OPERATOR, globex.tenant_id, "hostile-input")
+    scim = {"acme": acme_secret, "globex": other_secret}
+    ids.update(acme_scim=acme_scim.id, other_scim=other_scim.id, acme=acme.tenant_id)
+    revoked, scim["revoked"] = svc.provisioning.create(OPERATOR, acme.tenant_id, "revoked")
+    svc.provisioning.revoke(OPERATOR, acme.tenant_id, revoked.id)
+    for secret in (scim["acme"], scim["globex"]):
+        assert svc.provisioning.authenticate(secret) is not None  # (marks it used: the cases write nothing)
+    op_credential, op_secret = svc.credentials.create(OPERATOR, "hostile-operator-api", "introspect,tenants,tokens")
+    op_basic = "Basic " + base64.b64encode(f"{op_credential.client_id}:{op_secret}".encode()).decode()
+    return Env(svc, dev, admin, anon, csrf, dev_token, ids, basic, scim, op_basic)  # type: ignore[arg-type]
 
 
 def send(env: Env, case: Case) -> httpx.Response:
@@ -618,6 +804,11 @@ def send(env: Env, case: Case) -> httpx.Response:
         headers["Authorization"] = f"Bearer {env.dev_token}"
     if case.who == "service":
         headers["Authorization"] = env.basic
+    if case.who == "operator_api":
+        headers["Authorization"] = env.op_basic
+    if case.who in ("scim", "scim_other", "scim_revoked"):
+        headers["Authorization"] = "Bearer " + env.scim[{"scim": "acme", "scim_other": "globex",
+                                                         "scim_revoked": "revoked"}[case.who]]
     if case.content_type:
         headers["Content-Type"] = case.content_type
     headers.update(_v(case.headers, env))
@@ -634,7 +825,10 @@ def check(env: Env, case: Case) -> list[str]:
     before = snapshot(env.svc.db)
     listed_before = env.dev.get(TOKENS).json()
     r = send(env, case)
-    problems = (page_problems if case.page else error_problems)(r, case.status, case.code, case.says)
+    judge = scim_problems if case.scim else page_problems if case.page else error_problems
+    problems = judge(r, case.status, case.code, case.says)
+    if case.scim and case.who != "scim_other" and "globex" in r.text.lower():
+        problems.append("the answer tells about another tenant")
     changed = changed_tables(before, snapshot(env.svc.db))
     if changed:
         problems.append(f"changed tables: {changed}")

@@ -68,8 +68,9 @@ class Env:
 def env(module_database_url: str) -> Iterator[Env]:
     # Acme is the operator tenant: its admin may manage service credentials, so Globex's admin (every
     # permission, but elsewhere) and Mallory (Acme, not an admin) are the ones refused.
-    svc = Services.build(Settings(database_url=module_database_url, operator_tenant="Acme", **FAST_ARGON2),
-                         clock=FrozenClock())
+    # (Every attacker fails service-credential authentication on the operator API: not the limit's business here.)
+    svc = Services.build(Settings(database_url=module_database_url, operator_tenant="Acme",
+                                  introspection_failures_per_minute=1_000_000, **FAST_ARGON2), clock=FrozenClock())
     acme = build_world(svc)
     globex = build_world(svc, tenant="Globex", domain="globex.test")
     secret_role = svc.access.create_role(OPERATOR, acme.tenant_id, SECRET_ROLE, ["audit.read"])
@@ -86,8 +87,10 @@ def env(module_database_url: str) -> Iterator[Env]:
     tokens = {"globex-token": svc.tokens.create(globex.admin, "globex-all", all_globex)[1],
               "mallory-token": svc.tokens.create(mallory, "mallory-all", sorted(svc.catalog.token_usable(mallory.permissions)))[1]}
     credential, secret = svc.credentials.create(OPERATOR, "isolation")
+    scim_credential, _ = svc.provisioning.create(OPERATOR, acme.tenant_id, "Acme-Okta-Provisioning-Q7")
     extra_secrets, victim_notification = _victim_extras(svc, acme.tenant_id, acme.dev.user_id)  # type: ignore[arg-type]
     extra_secrets.append(credential.client_id)  # the deployment's credentials: nobody here may see them
+    extra_secrets += [scim_credential.name, scim_credential.prefix]  # Acme's SCIM credential: only its admins
     # The victim's remembered answer for a rotation (as the API stores it): another caller sending the same
     # Idempotency-Key to the same route must never be answered with it.
     from kbai.web.idempotency import fingerprint
@@ -117,7 +120,7 @@ def env(module_database_url: str) -> Iterator[Env]:
            "acme": acme.tenant_id, "globex": globex.tenant_id,
            "globex-session.user": globex.admin.user_id, "globex-token.user": globex.admin.user_id,
            "mallory-session.user": mallory.user_id, "mallory-token.user": mallory.user_id,
-           "victim_notification": victim_notification}
+           "victim_notification": victim_notification, "acme_scim_credential": scim_credential.id}
     basic = "Basic " + base64.b64encode(f"{credential.client_id}:{secret}".encode()).decode()
     yield Env(svc, clients, csrf, tokens, ids, [v.name for v in victim_views], [v.prefix for v in victim_views],  # type: ignore[arg-type]
               basic, extra_secrets)
@@ -251,6 +254,11 @@ T = "/api/v1/tokens"
 WRITE_404 = _by(NOT_FOUND, FORBIDDEN, SESSION_ONLY, cross_token=SESSION_ONLY)
 WRITE_422 = _by((422, "validation_error"), FORBIDDEN, SESSION_ONLY, cross_token=SESSION_ONLY)
 
+def _no_acme_scim_credential(r: httpx.Response, env: Env, attacker: str) -> list[str]:
+    listed = r.json()["scim_credentials"]
+    return [] if all(c["id"] != env.ids["acme_scim_credential"] for c in listed) else ["lists Acme's SCIM credential"]
+
+
 ENDPOINTS = [
     Endpoint("get-victim-token", "GET", lambda e, a: f"{T}/{e.ids['victim_token']}", _all(*NOT_FOUND)),
     Endpoint("get-victim-revoked-token", "GET", lambda e, a: f"{T}/{e.ids['victim_revoked_token']}", _all(*NOT_FOUND)),
@@ -324,6 +332,30 @@ ENDPOINTS = [
              _all(403, "forbidden")),
     Endpoint("revoke-service-credential", "POST",
              lambda e, a: f"/api/v1/service-credentials/{_client_id(e)}/revoke", _all(403, "forbidden")),
+    # SCIM provisioning credentials: a session holding every permission of its own tenant (Globex's admin sees
+    # Globex's list, never Acme's); a colleague is refused; a token never manages them.
+    Endpoint("list-scim-credentials", "GET", lambda e, a: "/api/v1/scim-credentials",
+             _by(OK, FORBIDDEN, SESSION_ONLY, cross_token=SESSION_ONLY), ok=_no_acme_scim_credential),
+    Endpoint("revoke-victim-scim-credential", "POST",
+             lambda e, a: f"/api/v1/scim-credentials/{e.ids['acme_scim_credential']}/revoke",
+             _by(NOT_FOUND, FORBIDDEN, SESSION_ONLY, cross_token=SESSION_ONLY)),
+    # The operator API: a service credential (HTTP Basic) or nothing; no session or token ever gets in.
+    *[Endpoint(f"operator-{name}", method, path, _all(401, "invalid_client"), body=body)
+      for name, method, path, body in (
+          ("create-tenant", "POST", lambda e, a: "/api/v1/operator/tenants",
+           lambda e, a: {"name": "Pwned", "external_id": "pwned"}),
+          ("get-victim-tenant", "GET", lambda e, a: f"/api/v1/operator/tenants/{e.ids['acme']}", None),
+          ("rename-victim-tenant", "PATCH", lambda e, a: f"/api/v1/operator/tenants/{e.ids['acme']}",
+           lambda e, a: {"name": "Pwned"}),
+          ("join-victim-tenant", "POST", lambda e, a: f"/api/v1/operator/tenants/{e.ids['acme']}/memberships",
+           lambda e, a: {"email": "intruder@globex.test", "roles": ["Admin"]}),
+          ("deactivate-victim", "POST", lambda e, a: f"/api/v1/operator/memberships/{e.ids['victim_user']}/deactivate",
+           None),
+          ("token-for-victim", "POST", lambda e, a: f"/api/v1/operator/memberships/{e.ids['victim_user']}/tokens",
+           lambda e, a: {"name": "pwned", "scopes": ["users.read"]}),
+      )],
+    Endpoint("operator-find-victim-tenant", "GET", lambda e, a: "/api/v1/operator/tenants", _all(401, "invalid_client"),
+             params={"external_id": "acme"}),
     Endpoint("introspect-without-credential", "POST", lambda e, a: "/api/v1/introspect", _all(401, "invalid_client"),
              body=lambda e, a: {"token": e.token.get(a, "kbai_pk_" + "0" * 64)}),
 ]
@@ -372,7 +404,7 @@ def test_the_table_covers_every_json_api_route(env: Env) -> None:
     no_victim = {
         # the caller's own session, or objects made in the caller's own tenant (see the tests below)
         ("POST", "/api/v1/session"), ("DELETE", "/api/v1/session"), ("POST", "/api/v1/tokens"),
-        ("POST", "/api/v1/roles"), ("PUT", "/api/v1/policies"),
+        ("POST", "/api/v1/roles"), ("PUT", "/api/v1/policies"), ("POST", "/api/v1/scim-credentials"),
         # public leak reporting: no caller identity at all (tests/leaks)
         ("POST", "/api/v1/credentials/revoke"), ("POST", "/api/v1/secret-scanning/github"),
     }

@@ -20,11 +20,34 @@ from kbai.store.models import ServiceCredential, Tenant
 from kbai.validate import clean_name
 
 
+# What a service credential may do: RFC 7662 introspection; the operator API's tenants and memberships; tokens
+# issued on a person's behalf. An operator grants them (`--allow`); a credential never gains one later.
+ABILITIES = ("introspect", "tenants", "tokens")
+
+
+def clean_abilities(value: object) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items:
+        raise KbaiError(errors.VALIDATION, detail=f"Allow one or more of {', '.join(ABILITIES)}.")
+    wanted = {str(i).strip() for i in items if str(i).strip()}
+    unknown = sorted(wanted - set(ABILITIES))
+    if unknown or not wanted:
+        raise KbaiError(errors.VALIDATION, detail=f"Unknown ability '{(unknown or [''])[0][:40]}': allow one or more "
+                                                  f"of {', '.join(ABILITIES)}.")
+    return tuple(a for a in ABILITIES if a in wanted)
+
+
 @dataclass(frozen=True)
 class Credential:
     id: int
     name: str
     client_id: str
+    abilities: tuple[str, ...] = ("introspect",)
+
+    def actor(self, ip: str | None = None) -> Actor:
+        """The credential as the rules see it: operator trust for the abilities it was given."""
+        return Actor(kind="service", email=f"{self.name} ({self.client_id})", ip=ip,
+                     permissions=frozenset(f"ability:{a}" for a in self.abilities))
 
 
 @dataclass(frozen=True)
@@ -36,14 +59,20 @@ class CredentialView:
     client_id: str
     created_at: datetime
     revoked_at: datetime | None
+    abilities: tuple[str, ...] = ("introspect",)
 
     @property
     def status(self) -> str:
         return "revoked" if self.revoked_at is not None else "active"
 
 
+def _abilities(row: ServiceCredential) -> tuple[str, ...]:
+    held = set((row.abilities or "introspect").split(","))
+    return tuple(a for a in ABILITIES if a in held)
+
+
 def _view(row: ServiceCredential) -> CredentialView:
-    return CredentialView(row.id, row.name, row.client_id, row.created_at, row.revoked_at)
+    return CredentialView(row.id, row.name, row.client_id, row.created_at, row.revoked_at, _abilities(row))
 
 
 def _digest(secret: str) -> str:
@@ -95,21 +124,24 @@ class CredentialService:
                              target_id=row.id, details={"name": row.name, "client_id": row.client_id})
             return _view(row)
 
-    def create(self, actor: Actor, name: str) -> tuple[Credential, str]:
+    def create(self, actor: Actor, name: str, abilities: object = ("introspect",)) -> tuple[Credential, str]:
         """A new credential; returns it with its secret, which is never shown again."""
+        self._authorize(actor)
         name = clean_name(name, "credential name")
+        allowed = clean_abilities(abilities)
         client_id = "kbai_sc_" + secrets.token_hex(8)
         secret = secrets.token_urlsafe(32)
         now = utc_seconds(self.clock.now())
         with self.db.write() as s:
             if s.scalar(select(ServiceCredential.id).where(ServiceCredential.name == name)) is not None:
                 raise KbaiError(errors.ALREADY_EXISTS, what=f"A service credential named '{name}'")
-            row = ServiceCredential(name=name, client_id=client_id, secret_digest=_digest(secret), created_at=now)
+            row = ServiceCredential(name=name, client_id=client_id, secret_digest=_digest(secret), created_at=now,
+                                    abilities=",".join(allowed))
             s.add(row)
             s.flush()
             audit.record(s, actor, "service_credential.create", at=now, target_type="service_credential",
-                         target_id=row.id, details={"name": name, "client_id": client_id})
-            return Credential(row.id, name, client_id), secret
+                         target_id=row.id, details={"name": name, "client_id": client_id, "abilities": list(allowed)})
+            return Credential(row.id, name, client_id, allowed), secret
 
     def authenticate(self, client_id: str, secret: str) -> Credential | None:
         if not client_id or not secret or len(client_id) > 64 or len(secret) > 200 or "\x00" in client_id:
@@ -120,4 +152,4 @@ class CredentialService:
         ok = hmac.compare_digest(expected, _digest(secret))
         if row is None or not ok or row.revoked_at is not None:
             return None
-        return Credential(row.id, row.name, row.client_id)
+        return Credential(row.id, row.name, row.client_id, _abilities(row))

@@ -115,9 +115,18 @@ def permissions_from(rows: Iterable[tuple[str | None, str | None]], catalog: Cat
     return frozenset(held & catalog.keys)
 
 
+def trusted_in(actor: Actor, tenant_id: int | None) -> bool:
+    """Operator trust short of the CLI: a SCIM provisioning credential in its own tenant (SPEC: it may assign
+    any role, Admin included, and nothing anywhere else), or a service credential an operator allowed
+    ``tenants`` (the operator API, in every tenant)."""
+    if actor.kind == "service":
+        return "ability:tenants" in actor.permissions
+    return actor.kind == "scim" and actor.tenant_id is not None and (tenant_id is None or tenant_id == actor.tenant_id)
+
+
 def require(actor: Actor, permission: str, action: str, tenant_id: int | None = None) -> None:
     """Refuse unless ``actor`` holds ``permission`` in ``tenant_id`` (operators hold everything)."""
-    if actor.kind == "operator":
+    if actor.kind == "operator" or trusted_in(actor, tenant_id):
         return
     if permission not in actor.permissions:
         if actor.kind == "token":
@@ -130,7 +139,7 @@ def require(actor: Actor, permission: str, action: str, tenant_id: int | None = 
 def may_manage(actor: Actor, permission: str, action: str, tenant_id: int | None = None) -> None:
     """Refuse a change to users or roles unless an operator, or a signed-in person holding ``permission``
     in ``tenant_id``, makes it. Never a token: a login it created or a role it raised would outlive it."""
-    if actor.kind == "operator":
+    if actor.kind == "operator" or trusted_in(actor, tenant_id):
         return
     if actor.kind != "user":
         raise KbaiError(errors.MANAGE_NEEDS_SESSION, action=action)
@@ -219,6 +228,29 @@ class AccessService:
         except IntegrityError:
             raise KbaiError(errors.ALREADY_EXISTS, what=f"Tenant '{name}' or user '{email}'") from None
         return tenant, user, generated
+
+    def rename_tenant(self, actor: Actor, tenant_id: int, name: str) -> Tenant:
+        """A new name for a tenant (operators, and the operator API); audited."""
+        if actor.kind != "operator" and not (actor.kind == "service" and trusted_in(actor, None)):
+            raise KbaiError(errors.FORBIDDEN, permission="operator access", action="rename tenants")
+        name = clean_name(name, "tenant name")
+        now = utc_seconds(self.clock.now())
+        try:
+            with self.db.write() as s:
+                tenant = s.get(Tenant, tenant_id)
+                if tenant is None:
+                    raise KbaiError(errors.NOT_FOUND, what="Tenant")
+                if tenant.name != name:
+                    if s.scalar(select(Tenant.id).where(Tenant.name == name)) is not None:
+                        raise KbaiError(errors.ALREADY_EXISTS, what=f"Tenant '{name}'")
+                    audit.record(s, actor, "tenant.rename", at=now, target_type="tenant", target_id=tenant.id,
+                                 tenant_id=tenant.id, details={"from": tenant.name, "to": name})
+                    tenant.name = name
+                s.flush()
+                s.expunge(tenant)
+                return tenant
+        except IntegrityError:
+            raise KbaiError(errors.ALREADY_EXISTS, what=f"Tenant '{name}'") from None
 
     def tenant_by_external_id(self, external_id: str) -> Tenant | None:
         with self.db.read() as s:
@@ -507,13 +539,39 @@ class AccessService:
         self._may_have_granted(role.tenant_id)
         return view
 
+    def delete_role(self, actor: Actor, role_id: int) -> None:
+        """Delete a role of one's own making: its holders lose what it granted, on every token at once. The
+        built-in Admin and Member roles stay; a tenant never loses its last active admin this way either."""
+        now = utc_seconds(self.clock.now())
+        with self.db.write() as s:
+            role = self._role_in_scope(s, actor, role_id)
+            may_manage(actor, "roles.manage", "delete roles", role.tenant_id)
+            self._lock_tenant(s, role.tenant_id)
+            held = self._held(s, actor, "roles.manage", "delete roles", role.tenant_id)
+            if role.builtin is not None:
+                raise KbaiError(errors.BUILTIN_ROLE_KEPT, role=role.name)
+            holders = list(s.scalars(select(UserRole.user_id).where(UserRole.role_id == role.id)))
+            before = role_permissions(s, holders, self.catalog)
+            if held is not None and set(self.role_view(s, role).permissions) - held:
+                raise KbaiError(errors.ROLE_REMOVE_NOT_HELD, role=role.name,
+                                **self._listed(set(self.role_view(s, role).permissions) - held))
+            s.execute(delete(UserRole).where(UserRole.role_id == role.id))
+            s.execute(delete(RolePermission).where(RolePermission.role_id == role.id))
+            s.flush()
+            if held is not None:
+                self._no_loss_above(s, held, role, before)
+            audit.record(s, actor, "role.delete", at=now, target_type="role", target_id=role.id,
+                         tenant_id=role.tenant_id, details={"name": role.name, "holders": len(holders)})
+            s.delete(role)
+        self._changed()
+
     # ---- limits --------------------------------------------------------------------------
     def set_limit(
         self, actor: Actor, max_active_tokens: int | None, *, user_email: str | None = None,
         tenant_name: str | None = None,
     ) -> None:
         """Override the active-token limit of one user or a whole tenant (None: back to the default)."""
-        if actor.kind != "operator":
+        if actor.kind != "operator" and not (actor.kind == "service" and trusted_in(actor, None)):
             raise KbaiError(errors.FORBIDDEN, permission="operator access", action="change token limits")
         if (user_email is None) == (tenant_name is None):
             raise KbaiError(errors.VALIDATION, detail="Give exactly one of a user email or a tenant name.")
@@ -716,7 +774,7 @@ class AccessService:
     def _held(self, s: Session, actor: Actor, permission: str, action: str, tenant_id: int) -> frozenset[str] | None:
         """What ``actor`` holds now, read inside this write (None: an operator, who holds everything). The
         rules below compare with this, not with what the request started with."""
-        if actor.kind == "operator":
+        if actor.kind == "operator" or trusted_in(actor, tenant_id):
             return None
         me = s.get(User, actor.user_id) if actor.user_id is not None else None
         held = permissions_of(s, me, self.catalog) if me is not None and me.tenant_id == tenant_id else frozenset()
@@ -821,7 +879,8 @@ class AccessService:
     @staticmethod
     def _user_in_scope(s: Session, actor: Actor, user_id: int) -> User:
         user = s.get(User, user_id)
-        if user is None or (actor.kind != "operator" and user.tenant_id != actor.tenant_id):
+        everywhere = actor.kind == "operator" or (actor.kind == "service" and trusted_in(actor, None))
+        if user is None or (not everywhere and user.tenant_id != actor.tenant_id):
             raise KbaiError(errors.NOT_FOUND, what="User")
         return user
 

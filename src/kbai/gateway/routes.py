@@ -64,7 +64,7 @@ async def auth_check_any_method(request: Request) -> Response:
     return await auth_check(request)
 
 
-async def _authenticate_client(svc: Services, request: Request) -> Credential:
+async def authenticate_client(svc: Services, request: Request) -> Credential:
     """The service credential in the Basic header; failures are rate limited per client address
     (``KBAI_INTROSPECTION_FAILURES_PER_MINUTE``), so client ids and secrets cannot be guessed at speed."""
     ip = client_ip(request)
@@ -135,7 +135,9 @@ async def introspect(request: Request) -> Any:
     Active tokens get their scope, owner and times; anything else gets ``{"active": false}`` alone.
     """
     svc = services(request)
-    credential = await _authenticate_client(svc, request)
+    credential = await authenticate_client(svc, request)
+    if "introspect" not in credential.abilities:
+        raise KbaiError(errors.CREDENTIAL_LACKS_ABILITY, action="introspect tokens", ability="introspect")
     token = await _token_param(request)
     result = await run_in_threadpool(svc.tokens.verify, token)
     svc.metrics.verified(result.outcome.value)

@@ -190,6 +190,56 @@ class ServiceCredential(Base):
     secret_digest: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # What it may do, comma-separated (kbai.access.credentials.ABILITIES); credentials made before abilities
+    # existed introspect and nothing more.
+    abilities: Mapped[str] = mapped_column(String(200), default="introspect", server_default="introspect")
+
+
+class ProvisioningCredential(Base):
+    """A tenant's SCIM provisioning credential (``kbai_scim_...``): only its SHA-256 digest is stored."""
+
+    __tablename__ = "provisioning_credentials"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(16))
+    secret_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str | None] = mapped_column(String(254), nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ScimUser(Base):
+    """What an identity provider said about a membership over SCIM beyond kbai's own fields: its userName
+    (unique per tenant, case-insensitive), externalId and the rest of the User resource, as sent."""
+
+    __tablename__ = "scim_users"
+    __table_args__ = (UniqueConstraint("tenant_id", "user_name_key", name="uq_scim_users_tenant_user_name"),)
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    user_name: Mapped[str] = mapped_column(String(254))
+    user_name_key: Mapped[str] = mapped_column(String(254))
+    external_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # DELETE /scim/v2/Users/{id} deactivates the membership and hides the resource (RFC 7644 §3.6: it is
+    # gone for SCIM); a later POST of the same userName brings the membership back.
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ScimGroup(Base):
+    """A role's SCIM Group attributes that kbai has no column for (its externalId)."""
+
+    __tablename__ = "scim_groups"
+
+    role_id: Mapped[int] = mapped_column(ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    external_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class AdminRequest(Base):

@@ -1,4 +1,5 @@
-"""What a token looks like: ``kbai_pk_`` + 64 lowercase hex chars. The only module that knows it."""
+"""What a token looks like: ``kbai_pk_`` + 64 lowercase hex chars (and a SCIM provisioning credential,
+``kbai_scim_`` + 64). The only module that knows it."""
 
 from __future__ import annotations
 
@@ -19,6 +20,14 @@ _EMBEDDED_RE = re.compile(r"kbai_pk_[0-9a-f]{64}(?![0-9A-Za-z_])")
 # Anything that could be a token or most of one, in any case: used only to redact. A display
 # prefix (4 hex chars after kbai_pk_) is left alone, so redacting twice changes nothing.
 _REDACT_RE = re.compile(r"kbai_pk_[0-9a-f]{5,}", re.IGNORECASE)
+
+# A tenant's SCIM provisioning credential: another prefix, so scanners and the leak-report endpoint tell
+# it apart from a developer token (and it can never be taken for one at /auth/check).
+SCIM_PREFIX = "kbai_scim_"
+SCIM_DISPLAY_PREFIX_LENGTH = 14
+_SCIM_RE = re.compile(r"kbai_scim_[0-9a-f]{64}")
+_SCIM_EMBEDDED_RE = re.compile(r"kbai_scim_[0-9a-f]{64}(?![0-9A-Za-z_])")
+_SCIM_REDACT_RE = re.compile(r"kbai_scim_[0-9a-f]{5,}", re.IGNORECASE)
 
 
 def mint() -> str:
@@ -56,6 +65,25 @@ def report_hash(candidate: str) -> str:
     return hashlib.sha256(candidate.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def mint_scim() -> str:
+    """A new SCIM provisioning credential: 32 bytes from the OS CSPRNG behind ``kbai_scim_``."""
+    return SCIM_PREFIX + secrets.token_hex(SECRET_BYTES)
+
+
+def is_scim_credential(candidate: object) -> bool:
+    """True when ``candidate`` is exactly a provisioning credential."""
+    return (isinstance(candidate, str) and len(candidate) == len(SCIM_PREFIX) + SECRET_BYTES * 2
+            and _SCIM_RE.fullmatch(candidate) is not None)
+
+
+def find_all_scim(text: str) -> Iterator[tuple[int, str]]:
+    """Every provisioning credential in ``text`` as (offset, credential)."""
+    for match in _SCIM_EMBEDDED_RE.finditer(text):
+        yield match.start(), match.group(0)
+
+
 def redact(text: str) -> str:
-    """``text`` with every token in it cut to its display prefix and an ellipsis (for logs)."""
-    return _REDACT_RE.sub(lambda m: m.group(0)[:DISPLAY_PREFIX_LENGTH] + "…", text)
+    """``text`` with every token (and provisioning credential) in it cut to its display prefix and an
+    ellipsis (for logs)."""
+    text = _REDACT_RE.sub(lambda m: m.group(0)[:DISPLAY_PREFIX_LENGTH] + "…", text)
+    return _SCIM_REDACT_RE.sub(lambda m: m.group(0)[:SCIM_DISPLAY_PREFIX_LENGTH] + "…", text)

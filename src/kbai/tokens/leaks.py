@@ -15,7 +15,7 @@ learns "ours" or "not ours" for strings it already holds, the public endpoint le
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -71,6 +71,9 @@ class LeakResponse:
     def __init__(self, tokens: TokenService, notifications: Notifications) -> None:
         self.tokens = tokens
         self.notifications = notifications
+        # Other secrets of ours a report may hold (SCIM provisioning credentials): each hook revokes those among
+        # the reported strings and returns the SHA-256 digests that were ours.
+        self.other_secrets: list[Callable[[Actor, str, list[str]], set[str]]] = []
 
     def report(self, actor: Actor, reporter: str, reports: Sequence[LeakReport]) -> list[Verdict]:
         """Respond to every token of ours among ``reports``; one verdict per report, in order."""
@@ -80,9 +83,14 @@ class LeakResponse:
             if d is not None:
                 where.setdefault(d, []).append(Sighting(r.url, r.source, r.type))
         found = self.respond(actor, reporter, where)
+        others: set[str] = set()
+        rest = [r.token for d, r in zip(digests, reports, strict=True) if d is None]
+        for hook in self.other_secrets if rest else ():
+            others |= hook(actor, reporter, rest)
         return [
             Verdict(fmt.report_hash(r.token), _clip(r.type, 100) or TOKEN_TYPE,
-                    "true_positive" if d is not None and d in found else "false_positive")
+                    "true_positive" if (d is not None and d in found) or fmt.report_hash(r.token) in others
+                    else "false_positive")
             for d, r in zip(digests, reports, strict=True)
         ]
 

@@ -21,6 +21,10 @@ from kbai.gateway.check import ForwardAuth
 from kbai.services import Services
 from kbai.web import api, brand, docs, errors, oidc, pages, prefix
 from kbai.web import credentials as credential_routes
+from kbai.web import operator as operator_routes
+from kbai.web import provisioning as provisioning_routes
+from kbai.web import provisioning_pages
+from kbai.web import scim as scim_routes
 from kbai.web import leaks as leak_routes
 from kbai.web import lifecycle as lifecycle_routes
 from kbai.web import openapi as openapi_doc
@@ -102,7 +106,11 @@ def create_app(services: Services | None = None, *, start_background: bool = Tru
     app.include_router(leak_routes.router)
     app.include_router(lifecycle_routes.router)
     app.include_router(credential_routes.router)
+    app.include_router(provisioning_routes.router)
+    app.include_router(operator_routes.router)
+    app.include_router(scim_routes.router)
     app.include_router(pages.router)
+    app.include_router(provisioning_pages.router)
     app.include_router(oidc.router)
     app.include_router(brand.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
@@ -170,7 +178,9 @@ def create_app(services: Services | None = None, *, start_background: bool = Tru
                                   "(KBAI_PUBLIC_URL): every path below is under it."}]
         schema.setdefault("components", {}).setdefault("securitySchemes", {})["serviceCredential"] = {
             "type": "http", "scheme": "basic",
-            "description": "Client id and secret from `kbai service-credential create NAME`.",
+            "description": "Client id and secret from `kbai service-credential create NAME [--allow introspect,"
+                           "tenants,tokens]`: introspection needs `introspect`, the operator API `tenants` or "
+                           "`tokens`.",
         }
         app.openapi_schema = schema
         return schema

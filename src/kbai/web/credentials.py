@@ -24,6 +24,8 @@ class CredentialOut(BaseModel):
     created_at: datetime
     revoked_at: datetime | None = Field(description="null while active")
     status: Literal["active", "revoked"]
+    abilities: list[Literal["introspect", "tenants", "tokens"]] = Field(
+        description="What it may do: introspect (RFC 7662), tenants and tokens (the operator API).")
 
 
 class CredentialListOut(BaseModel):
@@ -33,7 +35,7 @@ class CredentialListOut(BaseModel):
 
 def credential_json(c: CredentialView) -> dict[str, Any]:
     return {"id": c.id, "name": c.name, "client_id": c.client_id, "created_at": c.created_at,
-            "revoked_at": c.revoked_at, "status": c.status}
+            "revoked_at": c.revoked_at, "status": c.status, "abilities": list(c.abilities)}
 
 
 @router.get("/service-credentials", response_model=CredentialListOut, summary="List service credentials")

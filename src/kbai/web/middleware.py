@@ -69,7 +69,8 @@ class KbaiMiddleware:
             except ValueError:
                 too_big = True
             if too_big:
-                await reject_too_large(send, self.max_body, request_id, page=pages.is_page(scope["path"]))
+                await reject_too_large(send, self.max_body, request_id, page=pages.is_page(scope["path"]),
+                                       scim=scope["path"].startswith("/scim/"))
                 self._log(scope, 413, started, request_id)
                 return
 
@@ -132,14 +133,21 @@ def access_log(scope: dict[str, Any], status: int, elapsed: float, request_id: s
                         "status": status, "duration_ms": round(elapsed * 1000, 2), "client": client[0]})
 
 
-async def reject_too_large(send: Any, max_body: int, request_id: str, *, page: bool = False) -> None:
-    await _reject(send, 413, "too_large", f"The request body is larger than {max_body} bytes.", request_id, page=page)
+async def reject_too_large(send: Any, max_body: int, request_id: str, *, page: bool = False,
+                           scim: bool = False) -> None:
+    await _reject(send, 413, "too_large", f"The request body is larger than {max_body} bytes.", request_id, page=page,
+                  scim=scim)
 
 
-async def _reject(send: Any, status: int, code: str, message: str, request_id: str, *, page: bool = False) -> None:
+async def _reject(send: Any, status: int, code: str, message: str, request_id: str, *, page: bool = False,
+                  scim: bool = False) -> None:
     if page:  # a form posted from a browser: answer with a page, as every other form failure is
         body = pages.standalone_error_page(KbaiError(ErrorSpec(code, status, "{message}"), message=message))
         content_type = b"text/html; charset=utf-8"
+    elif scim:  # a SCIM client understands only RFC 7644's error schema
+        body = json.dumps({"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"], "status": str(status),
+                           "detail": message}).encode()
+        content_type = b"application/scim+json"
     else:
         body = json.dumps({"error": {"code": code, "message": message}}).encode()
         content_type = b"application/json"

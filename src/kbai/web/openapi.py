@@ -57,6 +57,12 @@ TAGS = [
                                        "introspection with a service credential."},
     {"name": "service credentials", "description": "The deployment's introspection credentials, for admins of the "
                                                    "operator tenant (`KBAI_OPERATOR_TENANT`) only."},
+    {"name": "provisioning", "description": "SCIM provisioning credentials of your tenant, for its identity provider "
+                                           "(a session holding every permission of the tenant). SCIM itself is "
+                                           "served at `/scim/v2` and described by its own discovery endpoints."},
+    {"name": "operator", "description": "The operator API for the product's backend (a service credential with the "
+                                       "`tenants` or `tokens` ability): tenants, memberships, and tokens issued on a "
+                                       "person's behalf."},
     {"name": "operations", "description": "Liveness, readiness, health and Prometheus metrics, for the platform "
                                           "running kbai."},
 ]
@@ -114,6 +120,7 @@ class _Route:
         self.session_only = session_only in calls
         self.permission = any(getattr(c, "__qualname__", "").startswith("needs.") for c in calls)
         self.forward_auth = route.name == "auth_check"
+        self.operator = any(getattr(c, "__qualname__", "").startswith("operator_needs.") for c in calls)
 
 
 def refine(schema: dict[str, Any], routes: Iterable[BaseRoute]) -> None:
@@ -135,7 +142,9 @@ def refine(schema: dict[str, Any], routes: Iterable[BaseRoute]) -> None:
 
 
 def _security(op: dict[str, Any], method: str, route: _Route) -> None:
-    if route.forward_auth:
+    if route.operator:
+        op["security"] = [{"serviceCredential": []}]
+    elif route.forward_auth:
         op["security"] = [{"HTTPBearer": []}]
     elif route.authenticated:
         cookie: dict[str, list[str]] = {"APIKeyCookie": [], **({"csrfToken": []} if method in WRITES else {})}
@@ -150,7 +159,7 @@ def _errors(op: dict[str, Any], method: str, path: str, route: _Route) -> None:
     has_input = bool(op.get("parameters")) or "requestBody" in op
     can = {
         "401": bool(security) or op.get("operationId") == "createSession",
-        "403": route.session_only or route.permission or route.forward_auth or "csrfToken" in security
+        "403": route.session_only or route.permission or route.forward_auth or route.operator or "csrfToken" in security
         or op.get("operationId") in ("createSession", "listServiceCredentials"),
         "404": "{" in path,
         "422": has_input,

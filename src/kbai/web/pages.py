@@ -75,6 +75,7 @@ NOTICES = {
     "policy_saved": "Token policy saved. It applies to tokens created or rotated from now on.",
     "read": "Marked as read.",
     "all_read": "All notifications marked as read.",
+    "scim_revoked": "Provisioning credential revoked. Your identity provider's next SCIM request is refused.",
 }
 
 
@@ -199,14 +200,22 @@ POLICY = HOME + "/token-policy"
 NOTIFICATIONS = HOME + "/notifications"
 
 
-def nav(p: Principal, path: str, counts: dict[str, int] | None = None) -> list[dict[str, Any]]:
+EVERYTHING = "*"  # nav: shown to a member holding every permission of the tenant
+
+
+def nav(p: Principal, path: str, counts: dict[str, int] | None = None,
+        everything: frozenset[str] | None = None) -> list[dict[str, Any]]:
     items = [("Overview", HOME, None), ("Roles", "/system-settings/roles", "roles.read"),
              ("Users", "/system-settings/users", "users.read"), ("API Keys", "/system-settings/api-keys", None),
              ("All tokens", INVENTORY, REVIEW_TOKENS), ("Token policy", POLICY, "roles.manage"),
-             ("Notifications", NOTIFICATIONS, None)]
+             ("Notifications", NOTIFICATIONS, None), ("Provisioning (SCIM)", HOME + "/provisioning", EVERYTHING)]
     out = []
     for label, href, needed in items:
-        if needed is None or needed in p.actor.permissions:
+        if needed == EVERYTHING:
+            allowed = everything is not None and everything <= p.actor.permissions
+        else:
+            allowed = needed is None or needed in p.actor.permissions
+        if allowed:
             current = path == href if href == HOME else path == href or path.startswith(href + "/")
             out.append({"label": label, "href": href, "current": current, "count": (counts or {}).get(label, 0)})
     return out
@@ -223,7 +232,8 @@ def render(request: Request, name: str, p: Principal | None, status: int = 200, 
         assert p.actor.user_id is not None
         unread = svc.notifications.unread(p.actor.user_id)
         base = {"me": p.actor, "tenant": p.session.tenant_name, "csrf_token": p.session.csrf_token,
-                "nav": nav(p, prefix.route_path(request.scope), {"Roles": pending, "Notifications": unread}),
+                "nav": nav(p, prefix.route_path(request.scope), {"Roles": pending, "Notifications": unread},
+                           svc.catalog.keys),
                 "pending_count": pending, "unread_count": unread, "perms": p.actor.permissions}
     notice = NOTICES.get(request.query_params.get("done", ""))
     response = templates.TemplateResponse(request, name, {**base, "notice": notice, **ctx}, status_code=status)
