@@ -27,7 +27,16 @@ from kbai.services import Services
 from kbai.tokens import format as fmt
 from tests.conftest import LiveServer, free_port, missing_service, start_server
 from tests.gateway.test_nginx import nginx_binary, stop, wait_until_up
-from tests.ui.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, DESKTOP, DEV_EMAIL, DEV_PASSWORD, confirm_dialog, seed_acme, shot
+from tests.ui.conftest import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    DESKTOP,
+    DEV_EMAIL,
+    DEV_PASSWORD,
+    confirm_dialog,
+    seed_acme,
+    shot,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.nginx]
 

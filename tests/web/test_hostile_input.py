@@ -581,7 +581,7 @@ SCIM_GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 SCIM_PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 
 
-def _scim(id: str, method: str, path: Value, status: int, scim_type: str = "", who: str = "scim",  # noqa: A002
+def _scim(id: str, method: str, path: Value, status: int, scim_type: str = "", who: str = "scim",
           **kw: Any) -> Case:
     return Case(id, method, path, status, scim_type, who, scim=True, csrf=False, **kw)
 
@@ -698,7 +698,7 @@ CASES += SCIM_CASES
 OPAPI = "/api/v1/operator"
 
 
-def _op(id: str, method: str, path: Value, status: int, code: str, who: str = "operator_api", **kw: Any) -> Case:  # noqa: A002
+def _op(id: str, method: str, path: Value, status: int, code: str, who: str = "operator_api", **kw: Any) -> Case:
     return Case(id, method, path, status, code, who, csrf=False, **kw)
 
 

@@ -19,7 +19,6 @@ from kbai.store import Database
 from kbai.store.models import ServiceCredential, Tenant
 from kbai.validate import clean_name
 
-
 # What a service credential may do: RFC 7662 introspection; the operator API's tenants and memberships; tokens
 # issued on a person's behalf. An operator grants them (`--allow`); a credential never gains one later.
 ABILITIES = ("introspect", "tenants", "tokens")

@@ -33,6 +33,8 @@ from scim2_models import (
     ETag,
     Filter,
     Group,
+    InvalidFilterException,
+    InvalidSyntaxException,
     InvalidValueException,
     Meta,
     MutabilityException,
@@ -48,7 +50,6 @@ from scim2_models import (
     UniquenessException,
     User,
 )
-from scim2_models import InvalidFilterException, InvalidSyntaxException
 from sqlalchemy import select
 
 from kbai import errors
@@ -152,7 +153,7 @@ class Scim:
             sort=Sort(supported=False),
             etag=ETag(supported=True),
             authentication_schemes=[AuthenticationScheme(
-                type="oauthbearertoken", name="OAuth Bearer Token", primary=True,
+                type=AuthenticationScheme.Type.oauthbearertoken, name="OAuth Bearer Token", primary=True,
                 description="A provisioning credential (kbai_scim_...) from System Settings > Provisioning (SCIM) "
                             "or `kbai scim-token create --tenant NAME`, sent as Authorization: Bearer.")],
             meta=Meta(resource_type="ServiceProviderConfig", location=f"{base}/ServiceProviderConfig"),

@@ -19,15 +19,14 @@ from kbai.config import get_settings
 from kbai.gateway import routes as gateway_routes
 from kbai.gateway.check import ForwardAuth
 from kbai.services import Services
-from kbai.web import api, brand, docs, errors, oidc, pages, prefix
+from kbai.web import api, brand, docs, errors, oidc, pages, prefix, provisioning_pages
 from kbai.web import credentials as credential_routes
-from kbai.web import operator as operator_routes
-from kbai.web import provisioning as provisioning_routes
-from kbai.web import provisioning_pages
-from kbai.web import scim as scim_routes
 from kbai.web import leaks as leak_routes
 from kbai.web import lifecycle as lifecycle_routes
 from kbai.web import openapi as openapi_doc
+from kbai.web import operator as operator_routes
+from kbai.web import provisioning as provisioning_routes
+from kbai.web import scim as scim_routes
 from kbai.web.middleware import KbaiMiddleware
 from kbai.web.proxy import ForwardedClient
 

@@ -10,6 +10,7 @@ same :meth:`kbai.tokens.service.TokenService.create`, audited as "service:CREDEN
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -29,10 +30,10 @@ from kbai.web.idempotency import idempotent
 router = APIRouter(prefix="/api/v1/operator", tags=["operator"], responses=ERRORS)
 TenantId = Annotated[int, Path(ge=1, le=MAX_ID, description="The tenant's id.")]
 MembershipId = Annotated[int, Path(ge=1, le=MAX_ID, description="The membership's id (a user id of the tenant).")]
-SECURITY = [{"serviceCredential": []}]
+SECURITY: list[dict[str, list[str]]] = [{"serviceCredential": []}]
 
 
-def _needs(ability: str, action: str):  # type: ignore[no-untyped-def]
+def _needs(ability: str, action: str) -> Callable[[Request], Awaitable[Principal]]:
     async def dependency(request: Request) -> Principal:
         credential = await authenticate_client(services(request), request)
         if ability not in credential.abilities:

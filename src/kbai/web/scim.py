@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
 from scim2_models import (
+    InvalidSyntaxException,
+    InvalidValueException,
     NotFoundException,
     PayloadTooLargeException,
     SCIMException,
     UnauthorizedException,
 )
-from scim2_models import InvalidSyntaxException, InvalidValueException
 from sqlalchemy.exc import DataError, OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -59,7 +60,7 @@ class ScimRoute(APIRoute):
     """Every failure of a SCIM route, whatever raised it, answers in the SCIM error schema: never a 500 page
     in another format, and never kbai's own ``{"error": ...}`` envelope."""
 
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def route(request: Request) -> Response:
@@ -217,8 +218,7 @@ def select_attributes(body: dict[str, Any], attributes: list[str], excluded: lis
             if not sub:
                 del out[key]
             elif isinstance(out[key], dict):
-                inner = {k: v for k, v in out[key].items() if k.casefold() != sub.casefold()}
-                out[key] = inner
+                out[key] = {k: v for k, v in out[key].items() if k.casefold() != sub.casefold()}
             elif isinstance(out[key], list):
                 out[key] = [{k: v for k, v in item.items() if k.casefold() != sub.casefold()}
                             for item in out[key] if isinstance(item, dict)]
