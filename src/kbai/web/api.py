@@ -79,7 +79,9 @@ UserId = Annotated[int, Path(ge=1, le=MAX_ID, description="A user id.")]
 def token_json(v: TokenView, now: datetime, rotated_to_id: int | None = None) -> dict[str, Any]:
     return {"id": v.id, "name": v.name, "prefix": v.prefix, "scopes": v.scopes, "created_at": v.created_at,
             "last_used_at": v.last_used_at, "expires_at": v.expires_at, "status": v.status,
-            "rotated_from_id": v.rotated_from_id, "rotated_to_id": rotated_to_id, "hygiene": hygiene(v, now)}
+            "rotated_from_id": v.rotated_from_id, "rotated_to_id": rotated_to_id, "hygiene": hygiene(v, now),
+            "description": v.description, "allowed_ips": v.allowed_ips, "self_rotate": v.self_rotate,
+            "paused_at": v.paused_at}
 
 
 def tokens_json(request: Request, views: list[TokenView]) -> list[dict[str, Any]]:
@@ -157,7 +159,8 @@ def list_tokens(
 def create_token(body: sc.TokenCreateIn, p: SessionPrincipal, request: Request) -> dict[str, Any]:
     """Mint a token. The response is the only time the full token is shown."""
     view, plaintext = services(request).tokens.create(
-        p.actor, body.name, body.scopes, expires_in_days=body.expires_in_days, expires_at=body.expires_at
+        p.actor, body.name, body.scopes, expires_in_days=body.expires_in_days, expires_at=body.expires_at,
+        description=body.description, allowed_ips=body.allowed_ips, self_rotate=body.self_rotate,
     )
     return {**tokens_json(request, [view])[0], "token": plaintext}
 
@@ -172,6 +175,34 @@ def get_token(token_id: TokenId, p: AnyPrincipal, request: Request) -> dict[str,
 def revoke_token(token_id: TokenId, p: AnyPrincipal, request: Request) -> dict[str, Any]:
     """Your session may revoke any of your tokens; a token may revoke itself. Idempotent."""
     return tokens_json(request, [services(request).tokens.revoke(p.actor, token_id)])[0]
+
+
+@router.patch("/tokens/{token_id}", response_model=sc.TokenOut, tags=["tokens"], summary="Change a token",
+              responses={**BODY_ERRORS, **conflict("Only an active or paused token can change (not_editable); or the new "
+                                                   "name is taken.")})
+def update_token(token_id: TokenId, body: sc.TokenPatchIn, p: SessionPrincipal, request: Request) -> dict[str, Any]:
+    """Change the name, description or IP allowlist, bring the expiry forward, or drop scopes (they can only
+    shrink: 422 ``scopes_only_shrink``; a later expiry is 422 ``expiry_only_shorter``). Only the fields sent
+    change. Your session only; every instance applies it from the next request."""
+    changes = {name: getattr(body, name) for name in body.model_fields_set}
+    return tokens_json(request, [services(request).tokens.update(p.actor, token_id, changes)])[0]
+
+
+@router.post("/tokens/{token_id}/pause", response_model=sc.TokenOut, tags=["tokens"], summary="Pause a token",
+             responses=conflict("Only an active token can be paused (not_pausable)."))
+def pause_token(token_id: TokenId, p: AnyPrincipal, request: Request) -> dict[str, Any]:
+    """Refuse the token (401 invalid_token) on every instance from the next request until it is resumed. Your
+    session may pause your tokens, a token itself, and a reviewer of the tenant's tokens
+    (developer.review_tokens) any token of the tenant. Idempotent."""
+    return tokens_json(request, [services(request).tokens.pause(p.actor, token_id)])[0]
+
+
+@router.post("/tokens/{token_id}/resume", response_model=sc.TokenOut, tags=["tokens"], summary="Resume a token",
+             responses=conflict("A revoked or expired token cannot be resumed (not_resumable)."))
+def resume_token(token_id: TokenId, p: AnyPrincipal, request: Request) -> dict[str, Any]:
+    """The paused token works again from the next request. Needs a session: yours for your tokens, or one
+    holding developer.review_tokens for any token of the tenant. Revoked stays final. Idempotent."""
+    return tokens_json(request, [services(request).tokens.resume(p.actor, token_id)])[0]
 
 
 @router.post("/tokens/{token_id}/rotate", status_code=201, response_model=sc.RotatedOut, tags=["tokens"],

@@ -75,6 +75,8 @@ class PolicyOut(BaseModel):
         description="Active tokens unused (or never used) for this many days are revoked by `kbai worker`.")
     webhook_configured: bool
     webhook_url: str | None = Field(description="Shown to holders of roles.manage only.")
+    require_allowlist: bool = Field(default=False, description="Every new token must carry an IP allowlist "
+                                                               "(allowed_ips).")
     updated_at: datetime | None
 
 
@@ -90,6 +92,8 @@ class PolicyIn(sc.Strict):
     max_lifetime_days: int | None = Field(default=None, strict=True, examples=[90], description="1-3650 or null.")
     expiration_required: bool | None = Field(default=None, strict=True)
     auto_revoke_unused_days: int | None = Field(default=None, strict=True, examples=[90], description="1-3650 or null.")
+    require_allowlist: bool | None = Field(default=None, strict=True,
+                                           description="Every new token must carry an IP allowlist.")
     webhook_url: str | None = Field(default=None, max_length=4000, examples=["https://hooks.example.com/kbai"],
                                     description="http(s) URL of a public address receiving signed events (Standard "
                                                 "Webhooks); null removes it.")
@@ -198,7 +202,8 @@ def policy_json(policy: Policy, p: Principal) -> dict[str, Any]:
     return {"max_lifetime_days": policy.max_lifetime_days, "expiration_required": policy.expiration_required,
             "auto_revoke_unused_days": policy.auto_revoke_unused_days,
             "webhook_configured": policy.webhook_configured,
-            "webhook_url": policy.webhook_url if shows_url else None, "updated_at": policy.updated_at}
+            "webhook_url": policy.webhook_url if shows_url else None, "require_allowlist": policy.require_allowlist,
+            "updated_at": policy.updated_at}
 
 
 @router.get("/policies", response_model=PolicyOut, tags=["policies"], summary="Your tenant's token policy")
@@ -220,9 +225,11 @@ def put_policy(body: PolicyIn, p: RolesManage, request: Request) -> dict[str, An
     assert p.actor.tenant_id is not None
     sent = body.model_fields_set
     given = {name: getattr(body, name) if name in sent else UNSET
-             for name in ("max_lifetime_days", "expiration_required", "auto_revoke_unused_days", "webhook_url")}
-    if given["expiration_required"] is None:
-        given["expiration_required"] = False
+             for name in ("max_lifetime_days", "expiration_required", "auto_revoke_unused_days", "webhook_url",
+                          "require_allowlist")}
+    for flag in ("expiration_required", "require_allowlist"):
+        if given[flag] is None:
+            given[flag] = False
     policy, secret = services(request).policies.set(p.actor, p.actor.tenant_id, **given,
                                                     new_webhook_secret=body.new_webhook_secret)
     return {**policy_json(policy, p), "webhook_secret": secret}
