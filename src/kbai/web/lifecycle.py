@@ -52,6 +52,10 @@ class ActivityOut(BaseModel):
     outside_usual_hours: bool = Field(
         description="Used, after its first 14 days, in an hour of the week in which it was never used during them.")
     unusual_hours: list[CellOut] = Field(description="The hour-of-week cells that set outside_usual_hours.")
+    refused: int = Field(default=0, description="Requests refused because they came from outside the token's IP "
+                                                "allowlist (counted in batches, like last used).")
+    last_refused_at: datetime | None = Field(default=None, description="The latest such refusal.")
+    last_refused_ip: str | None = Field(default=None, description="The client address of the latest refusal.")
 
 
 class OwnerOut(BaseModel):
@@ -108,7 +112,8 @@ def activity_json(a: Activity) -> dict[str, Any]:
             "last_used_at": a.last_used_at, "last_used_ip": a.last_used_ip,
             "last_used_user_agent": a.last_used_user_agent, "usual_hours_known": a.usual_hours_known,
             "outside_usual_hours": a.outside_usual_hours,
-            "unusual_hours": [{"weekday": d, "hour": h} for d, h in a.unusual_hours]}
+            "unusual_hours": [{"weekday": d, "hour": h} for d, h in a.unusual_hours],
+            "refused": a.refused, "last_refused_at": a.last_refused_at, "last_refused_ip": a.last_refused_ip}
 
 
 @router.get("/tokens/{token_id}/activity", response_model=ActivityOut, tags=["tokens"],
