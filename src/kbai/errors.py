@@ -183,6 +183,11 @@ EXPIRY_ONLY_SHORTER = ErrorSpec(
     "expiry_only_shorter", 422,
     "A token's expiry can only be brought forward (it now expires {current}). Create a new token for a longer one.",
 )
+SELF_ROTATE_NEEDS_TOKEN = ErrorSpec(
+    "token_required", 403,
+    "POST /api/v1/tokens/self/rotate is for a token rotating itself: send it as Authorization: Bearer. With a "
+    "session, rotate a token with POST /api/v1/tokens/{{id}}/rotate.",
+)
 SELF_ROTATE_NOT_ENABLED = ErrorSpec(
     "self_rotate_not_enabled", 403,
     "This token was not created with the self_rotate option, so it cannot rotate itself. Rotate it under "

@@ -145,6 +145,8 @@ class Token(Base):
     refused_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_refused_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_refused_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # When the owner was told that this token, rotated out, was used again (once per token).
+    reuse_alerted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class TokenUsageHour(Base):

@@ -107,6 +107,17 @@ def check_lifetime(policy: Policy, now: datetime, expiry: datetime | None, *, ro
             raise KbaiError(errors.POLICY_MAX_LIFETIME, days=policy.max_lifetime_days, advice=advice)
 
 
+def lifetime_within(policy: Policy, now: datetime, expiry: datetime | None) -> datetime | None:
+    """``expiry``, brought forward to what the policy allows: for a rotation nobody is there to choose
+    (self-rotation). No expiry under a rule that requires one becomes the longest allowed, or 90 days."""
+    if policy.max_lifetime_days is not None:
+        last = datetime.combine((now + timedelta(days=policy.max_lifetime_days)).date(), time(23, 59, 59), tzinfo=UTC)
+        return last if expiry is None or expiry > last else expiry
+    if expiry is None and policy.expiration_required:
+        return utc_seconds(now + timedelta(days=90))
+    return expiry
+
+
 class PolicyService:
     def __init__(self, db: Database, clock: Clock, guard: egress.Guard, secrets: SecretBox) -> None:
         self.db = db

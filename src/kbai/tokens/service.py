@@ -26,12 +26,13 @@ from kbai.store import Database
 from kbai.store.models import Tenant, Token, User
 from kbai.store.queries import TOKEN_RECORD
 from kbai.tokens import format as fmt
-from kbai.tokens.policy import check_lifetime, policy_of
+from kbai.tokens.policy import check_lifetime, lifetime_within, policy_of
 from kbai.tokens.restrictions import clean_allowlist, clean_description, networks
 from kbai.tokens.verify import Lookup, TokenRecord, Verification, verify
 from kbai.validate import clean_name
 
 MAX_LIFETIME_DAYS = 3650
+ROTATED_SUFFIX = " (rotated)"  # revoked_by of a token a rotation stops
 MAX_GRACE_SECONDS = 7 * 24 * 3600
 EXPIRY_PRESETS_DAYS = (7, 30, 60, 90)
 RECOMMENDED_EXPIRY_DAYS = 90
@@ -175,7 +176,8 @@ class TokenService:
         if not rows:
             return None
         (token_id, tenant_id, tenant_name, user_id, email, prefix, name, scopes, created_at, expires_at,
-         revoked_at, active, _builtin, _permission, tenant_external_id, paused_at, allowed_ips) = rows[0]
+         revoked_at, active, _builtin, _permission, tenant_external_id, paused_at, allowed_ips,
+         revoked_by) = rows[0]
         allowed = tuple(allowed_ips) if allowed_ips else None
         return TokenRecord(
             token_id=token_id,
@@ -198,6 +200,7 @@ class TokenService:
             paused=paused_at is not None,
             allowed_networks=networks(allowed) if allowed is not None else None,
             allowed_ips=allowed,
+            rotated_out=revoked_by is not None and revoked_by.endswith(ROTATED_SUFFIX),
         )
 
     def verify(self, presented: object, required: Iterable[str] = (), *, lookup: Lookup | None = None,
@@ -441,8 +444,16 @@ class TokenService:
         self._notify(changed, set())
         return view
 
+    def rotate_self(self, actor: Actor, grace_period_seconds: object = 0) -> tuple[TokenView, str, TokenView]:
+        """The calling token rotates itself (``POST /api/v1/tokens/self/rotate``): only a token created with
+        ``self_rotate``, whose owner may still manage tokens. Same name, scopes and restrictions; the new
+        lifetime is the old one, cut to the tenant's longest allowed lifetime (an automation cannot pick)."""
+        if actor.kind != "token" or actor.token_id is None:
+            raise KbaiError(errors.SELF_ROTATE_NEEDS_TOKEN)
+        return self.rotate(actor, actor.token_id, grace_period_seconds, itself=True)
+
     def rotate(self, actor: Actor, token_id: int, grace_period_seconds: object = 0, *,
-               expires_in_days: object = None) -> tuple[TokenView, str, TokenView]:
+               expires_in_days: object = None, itself: bool = False) -> tuple[TokenView, str, TokenView]:
         """A new token with the same name, scopes and lifetime (or ``expires_in_days``, when given); the old
         one stops after the grace period. The tenant's policy applies to the new token as on create.
 
@@ -453,7 +464,7 @@ class TokenService:
 
         Returns (new view, new plaintext, old view).
         """
-        if actor.kind != "user" or actor.user_id is None:
+        if not itself and (actor.kind != "user" or actor.user_id is None):
             raise KbaiError(errors.SESSION_REQUIRED, action="rotate tokens")
         if (isinstance(grace_period_seconds, bool) or not isinstance(grace_period_seconds, int)
                 or not 0 <= grace_period_seconds <= MAX_GRACE_SECONDS):
@@ -465,6 +476,8 @@ class TokenService:
             old = self._token_in_scope(s, actor, token_id, "rotate tokens")
             user = self._lock_user(s, old.user_id)
             s.refresh(old)
+            if itself and not old.self_rotate:
+                raise KbaiError(errors.SELF_ROTATE_NOT_ENABLED)
             if MANAGE_TOKENS not in permissions_of(s, user, self.catalog):
                 raise KbaiError(errors.NO_TOKEN_PERMISSION)
             # Read under the owner's lock, so of two concurrent rotations the second sees the first's successor.
@@ -479,7 +492,10 @@ class TokenService:
                 expiry = resolve_expiry(now, expires_in_days)
             elif old.expires_at is not None:
                 expiry = now + (old.expires_at - old.created_at)
-            check_lifetime(policy_of(s, user.tenant_id), now, expiry, rotating=expires_in_days is None)
+            policy = policy_of(s, user.tenant_id)
+            if itself:
+                expiry = lifetime_within(policy, now, expiry)
+            check_lifetime(policy, now, expiry, rotating=expires_in_days is None)
             # A scope that needs a session (given before that rule) is not carried over: the token never had it.
             scopes = [scope for scope in old.scopes if scope not in self.catalog.session_only]
             new, plaintext = self._mint(s, user, old.name, scopes, now, expiry, rotated_from=old.id)
@@ -488,7 +504,7 @@ class TokenService:
             stop = now + timedelta(seconds=grace_period_seconds)
             if old.revoked_at is None or old.revoked_at > stop:
                 old.revoked_at = stop
-                old.revoked_by = f"{actor.label[:90]} (rotated)"
+                old.revoked_by = f"{actor.label[:90]}{ROTATED_SUFFIX}"
             changed = {old.digest}
             ended_grace = None
             if old.rotated_from_id is not None:
@@ -497,7 +513,8 @@ class TokenService:
                     before.revoked_at = now
                     ended_grace = before.id
                     changed.add(before.digest)
-            audit.record(s, actor, "token.rotate", at=now, target_type="token", target_id=new.id,
+            audit.record(s, actor, "token.self_rotate" if itself else "token.rotate", at=now, target_type="token",
+                         target_id=new.id,
                          tenant_id=user.tenant_id,
                          details={"name": old.name, "from_id": old.id, "from_prefix": old.prefix,
                                   "to_id": new.id, "to_prefix": new.prefix, "old_stops_at": iso(old.revoked_at),

@@ -51,6 +51,8 @@ class TokenRecord:
     # Parsed once at load (kbai.tokens.restrictions); None: any address.
     allowed_networks: tuple[Network, ...] | None = None
     allowed_ips: tuple[str, ...] | None = None
+    # Stopped by a rotation (its successor took over): a later use of it is a reuse to alert on.
+    rotated_out: bool = False
 
 
 @dataclass(frozen=True)

@@ -177,6 +177,24 @@ def revoke_token(token_id: TokenId, p: AnyPrincipal, request: Request) -> dict[s
     return tokens_json(request, [services(request).tokens.revoke(p.actor, token_id)])[0]
 
 
+# Before /tokens/{token_id}/...: "self" is not an id.
+@router.post("/tokens/self/rotate", status_code=201, response_model=sc.RotatedOut, tags=["tokens"],
+             summary="Rotate the calling token (self-rotation)",
+             responses=creates("This token was already rotated (already_rotated: its successor is the one to rotate), "
+                               "or is not active."))
+@idempotent
+def self_rotate_token(p: AnyPrincipal, request: Request, body: sc.SelfRotateIn | None = None) -> dict[str, Any]:
+    """Authenticate with the token itself (Authorization: Bearer). Only a token created with ``self_rotate``
+    may (403 ``self_rotate_not_enabled`` otherwise; 403 ``token_required`` with a session): the only way a
+    token touches token management. The new token has the same name, scopes and restrictions; its lifetime is
+    the old one's, cut to the tenant policy's longest. The old token stops after ``grace_period_seconds``
+    (default 0); used again after that, it is refused, logged, and its owner is told (once)."""
+    grace = body.grace_period_seconds if body else 0
+    new, plaintext, old = services(request).tokens.rotate_self(p.actor, grace)
+    new_json, old_json = tokens_json(request, [new, old])
+    return {**new_json, "token": plaintext, "rotated_from": old_json, "old_token_stops_at": old.revoked_at}
+
+
 @router.patch("/tokens/{token_id}", response_model=sc.TokenOut, tags=["tokens"], summary="Change a token",
               responses={**BODY_ERRORS, **conflict("Only an active or paused token can change (not_editable); or the new "
                                                    "name is taken.")})

@@ -82,6 +82,10 @@ def check_token(svc: Services, ip: str, token: str, required: tuple[str, ...] = 
     svc.metrics.verified(result.outcome.value)
     if result.authenticated:
         return result
+    if result.outcome is Outcome.REVOKED and result.record is not None and result.record.rotated_out:
+        if warm_only and not svc.reuse.handled(result.record.token_id):
+            return None  # the first reuse seen here claims the alert in the database
+        svc.reuse.reused(result.record, ip)
     if result.outcome is Outcome.IP_NOT_ALLOWED and result.record is not None:
         record = result.record
         log.warning("token %s (id %s) refused from %s: outside its IP allowlist", record.prefix, record.token_id,

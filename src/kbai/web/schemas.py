@@ -114,6 +114,10 @@ class RotateIn(Strict):
     expires_in_days: int | None = Field(default=None, strict=True, examples=[90], description="The new token's lifetime in days (1-3650); default: the old token's lifetime. Use it when the tenant's policy no longer allows that lifetime.")
 
 
+class SelfRotateIn(Strict):
+    grace_period_seconds: int = Field(default=0, ge=0, le=604800, strict=True, description="How long the old token keeps working: 0 (now) to 7 days.")
+
+
 class MeOut(BaseModel):
     user: UserBrief
     tenant: TenantBrief
