@@ -408,6 +408,13 @@ CASES: list[Case] = [
     Case("resume-other-tenant-as-admin", "POST", lambda e: f"{TOKENS}/{e.ids['other_token']}/resume", 404, "not_found", "admin"),
     Case("resume-revoked", "POST", lambda e: f"{TOKENS}/{e.ids['revoked_token']}/resume", 409, "not_resumable", says="never comes back"),
     Case("resume-with-a-token", "POST", lambda e: f"{TOKENS}/{e.ids['dev_token']}/resume", 403, "session_required", "dev_token"),
+    Case("self-rotate-grace-negative", "POST", f"{TOKENS}/self/rotate", 422, "validation_error", "dev_token", json={"grace_period_seconds": -1}, says="grace_period_seconds"),
+    Case("self-rotate-grace-8-days", "POST", f"{TOKENS}/self/rotate", 422, "validation_error", "dev_token", json={"grace_period_seconds": 691200}, says="grace_period_seconds"),
+    Case("self-rotate-grace-string", "POST", f"{TOKENS}/self/rotate", 422, "validation_error", "dev_token", json={"grace_period_seconds": "60"}, says="grace_period_seconds"),
+    Case("self-rotate-body-array", "POST", f"{TOKENS}/self/rotate", 422, "validation_error", "dev_token", json=[], says="JSON object"),
+    Case("self-rotate-not-enabled", "POST", f"{TOKENS}/self/rotate", 403, "self_rotate_not_enabled", "dev_token", json={}, says="self_rotate"),
+    Case("self-rotate-with-a-session", "POST", f"{TOKENS}/self/rotate", 403, "token_required", json={}, says="Bearer"),
+    Case("self-rotate-anonymous", "POST", f"{TOKENS}/self/rotate", 401, "not_authenticated", "anon", json={}),
     Case("policy-require-allowlist-string", "PUT", "/api/v1/policies", 422, "validation_error", "admin", json={"require_allowlist": "yes"}, says="require_allowlist"),
     # ---- rotate ----------------------------------------------------------------------------------
     Case("rotate-grace-negative", "POST", lambda e: f"{TOKENS}/{e.ids['dev_token']}/rotate", 422, "validation_error", json={"grace_period_seconds": -1}, says="grace_period_seconds"),

@@ -270,6 +270,11 @@ ENDPOINTS = [
     Endpoint("widen-victim-token-scopes", "PATCH", lambda e, a: f"{T}/{e.ids['victim_token']}",
              _by(NOT_FOUND, NOT_FOUND, SESSION_ONLY, cross_token=SESSION_ONLY),
              body=lambda e, a: {"scopes": ["users.read", "roles.read"]}),
+    # Only a token may rotate itself, and only one made with self_rotate (no attacker's is).
+    Endpoint("self-rotate", "POST", lambda e, a: f"{T}/self/rotate",
+             _by((403, "token_required"), (403, "token_required"), (403, "self_rotate_not_enabled"),
+                 cross_token=(403, "self_rotate_not_enabled")),
+             body=lambda e, a: {}),
     Endpoint("list-tokens", "GET", lambda e, a: T, _by(OK, OK, SESSION_ONLY, cross_token=SESSION_ONLY), ok=_own_tokens_only),
     Endpoint("list-tokens-from-victim-cursor", "GET", lambda e, a: T, _by(OK, OK, SESSION_ONLY, cross_token=SESSION_ONLY),
              params=lambda e, a: {"cursor": str(e.ids["victim_revoked_token"] + 1)}, ok=_own_tokens_only),

@@ -160,7 +160,7 @@ def create_token(body: sc.TokenCreateIn, p: SessionPrincipal, request: Request) 
     """Mint a token. The response is the only time the full token is shown."""
     view, plaintext = services(request).tokens.create(
         p.actor, body.name, body.scopes, expires_in_days=body.expires_in_days, expires_at=body.expires_at,
-        description=body.description, allowed_ips=body.allowed_ips, self_rotate=body.self_rotate,
+        description=body.description, allowed_ips=body.allowed_ips, self_rotate=bool(body.self_rotate),
     )
     return {**tokens_json(request, [view])[0], "token": plaintext}
 

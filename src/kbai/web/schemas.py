@@ -55,7 +55,7 @@ class TokenCreateIn(Strict):
     expires_at: str | None = Field(default=None, max_length=40, examples=["2027-03-31"], description="A date (the token works through that day, UTC) or an ISO 8601 time with a zone.")
     description: str | None = Field(default=None, max_length=2000, examples=["Posts new contacts to the CRM"], description=DESCRIPTION)
     allowed_ips: list[str] | None = Field(default=None, max_length=200, examples=[["203.0.113.0/24", "2001:db8::/32"]], description=ALLOWED_IPS)
-    self_rotate: bool = Field(default=False, strict=True, description="May rotate itself with POST /api/v1/tokens/self/rotate (for automation).")
+    self_rotate: bool | None = Field(default=None, strict=True, description="true: the token may rotate itself with POST /api/v1/tokens/self/rotate (for automation). Default false.")
 
 
 class TokenPatchIn(Strict):
