@@ -196,24 +196,7 @@ SELF_ROTATE_NOT_ENABLED = ErrorSpec(
 RATE_LIMITED = ErrorSpec(
     "rate_limited", 429, "Too many failed attempts from your address. Try again in {retry_after} seconds."
 )
-LOGIN_INVALID_CIDR = ErrorSpec(
-    "invalid_cidr", 422,
-    "'{value}' in allowed_ips is not an IP address or CIDR range; write it like 203.0.113.0/24 or 2001:db8::/32.",
-)
-SCOPES_ONLY_SHRINK = ErrorSpec(
-    "scopes_only_shrink", 422,
-    "A token's scopes can only shrink: '{scope}' is not one of its scopes. Create a new token for more access.",
-)
-EXPIRY_ONLY_SHORTER = ErrorSpec(
-    "expiry_only_shorter", 422,
-    "A token's expiry can only be brought forward (it now expires {current}). Create a new token for a longer one.",
-)
-SELF_ROTATE_NOT_ENABLED = ErrorSpec(
-    "self_rotate_not_enabled", 403,
-    "This token was not created with the self_rotate option, so it cannot rotate itself. Rotate it under "
-    "System Settings > API Keys, or create a token with self_rotate for automation.",
-)
-RATE_LIMITED = ErrorSpec(
+LOGIN_RATE_LIMITED = ErrorSpec(
     "rate_limited", 429, "Too many failed logins from your address. Try again in {retry_after} seconds."
 )
 LOGIN_ACCOUNT_THROTTLED = ErrorSpec(

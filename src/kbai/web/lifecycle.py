@@ -138,7 +138,7 @@ Reviewer = Annotated[Principal, Depends(needs(REVIEW_TOKENS, "review the tenant'
 
 def _inventory_filter(
     owner: Annotated[str | None, Query(max_length=320, description="Owner email or user id.")] = None,
-    status: Annotated[Literal["active", "expired", "revoked"] | None, Query()] = None,
+    status: Annotated[Literal["active", "paused", "expired", "revoked"] | None, Query()] = None,
     stale: Annotated[bool, Query(description="Active and unused (or never used) for 90+ days.")] = False,
     expiring_soon: Annotated[bool, Query(description="Active and expiring within 7 days.")] = False,
 ) -> InventoryFilter:
@@ -165,7 +165,7 @@ def admin_tokens(
 
 
 CSV_COLUMNS = ["id", "owner", "name", "prefix", "scopes", "status", "created_at", "last_used_at", "expires_at",
-               "revoked_at", "rotated_from_id", "hygiene"]
+               "revoked_at", "rotated_from_id", "hygiene", "description", "allowed_ips", "paused_at"]
 
 
 @router.get("/admin/tokens/export", tags=["admin"], summary="Export your tenant's tokens as CSV",
@@ -183,7 +183,8 @@ def admin_tokens_export(p: Reviewer, request: Request,
         v = r.view
         writer.writerow(csv_row([v.id, r.owner_email, v.name, v.prefix, " ".join(v.scopes), v.status,
                                  iso(v.created_at), iso(v.last_used_at), iso(v.expires_at), iso(v.revoked_at),
-                                 v.rotated_from_id, " ".join(hygiene(v, now))]))
+                                 v.rotated_from_id, " ".join(hygiene(v, now)), v.description,
+                                 " ".join(v.allowed_ips or []), iso(v.paused_at)]))
     stamp = now.strftime("%Y%m%dT%H%M%SZ")
     return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="kbai-tokens-{stamp}.csv"'})

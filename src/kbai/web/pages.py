@@ -1011,7 +1011,7 @@ def inventory_page(
     if len(owner_given) > 320 or any(not ch.isprintable() for ch in owner_given):
         error = KbaiError(errors.VALIDATION, detail="The owner filter is an email (at most 320 characters) or a user id.")
     elif status and status not in STATUSES:
-        error = KbaiError(errors.VALIDATION, detail="Pick a status from the list: active, expired or revoked.")
+        error = KbaiError(errors.VALIDATION, detail="Pick a status from the list: active, paused, expired or revoked.")
     elif cursor is not None and not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 10
                                      and 1 <= int(cursor) <= MAX_ID):
         error = KbaiError(errors.VALIDATION, detail="That page of the list does not exist; start again from the first.")
