@@ -398,8 +398,9 @@ class TokenService:
             clean["allowed_ips"] = clean_allowlist(changes["allowed_ips"])
         if "scopes" in changes:
             clean["scopes"] = self._clean_scopes(changes["scopes"])
-        new_expiry: object = UNSET_EXPIRY
-        if "expires_in_days" in changes or "expires_at" in changes:
+        expiry_given = "expires_in_days" in changes or "expires_at" in changes
+        new_expiry: datetime | None = None
+        if expiry_given:
             new_expiry = resolve_expiry(now, changes.get("expires_in_days"), changes.get("expires_at"))
         with self.db.write() as s:
             token = self._token_in_scope(s, actor, token_id, "change another token")
@@ -429,11 +430,11 @@ class TokenService:
                         raise KbaiError(errors.SCOPES_ONLY_SHRINK, scope=scope)
                 diff["scopes"] = {"from": list(token.scopes), "to": clean["scopes"]}
                 token.scopes = clean["scopes"]
-            if new_expiry is not UNSET_EXPIRY and new_expiry != token.expires_at:
+            if expiry_given and new_expiry != token.expires_at:
                 if new_expiry is None or (token.expires_at is not None and new_expiry > token.expires_at):
                     raise KbaiError(errors.EXPIRY_ONLY_SHORTER, current=iso(token.expires_at) or "never")
-                diff["expires_at"] = {"from": iso(token.expires_at), "to": iso(new_expiry)}  # type: ignore[arg-type]
-                token.expires_at = new_expiry  # type: ignore[assignment]
+                diff["expires_at"] = {"from": iso(token.expires_at), "to": iso(new_expiry)}
+                token.expires_at = new_expiry
             changed: set[str] = set()
             if diff:
                 changed.add(token.digest)
@@ -728,9 +729,6 @@ class TokenService:
     def _notify(self, digests: set[str], user_ids: set[int]) -> None:
         for listener in self.listeners:
             listener(digests, user_ids)
-
-
-UNSET_EXPIRY: Any = object()  # PATCH without an expiry: leave it
 
 
 class _NotCached(Exception):
