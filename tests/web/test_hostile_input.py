@@ -749,7 +749,9 @@ def test_the_fixture_world_still_works_after_the_table(env: Env) -> None:
     """The cases ran against a live world: the known token and sessions still work (nothing broke)."""
     r = env.anon.get(ME, headers={"Authorization": f"Bearer {env.dev_token}"})
     assert r.status_code == 200 and r.json()["token_id"] == env.ids["dev_token"]
-    assert [t["name"] for t in env.dev.get(TOKENS).json()["tokens"]] == ["existing"]
+    # dev's two tokens of the fixture (the revoked one is the target of the revoked-token cases), no more.
+    assert [t["name"] for t in env.dev.get(TOKENS).json()["tokens"]] == ["revoked-one", "existing"]
+    assert env.dev.get(f"{TOKENS}/{env.ids['dev_token']}").json()["status"] == "active"  # not paused by a case
 
 
 # ---- injection strings where they are valid: stored verbatim, nothing else touched -------------

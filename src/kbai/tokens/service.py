@@ -294,8 +294,8 @@ class TokenService:
             counted = sum(1 for t in active if t.revoked_at is None)
             if counted >= limit:
                 raise KbaiError(errors.LIMIT_REACHED, active=counted, limit=limit, support=self.support_email)
-            token, plaintext = self._mint(s, user, clean, wanted, now, expiry, rotated_from=None)
-            token.description, token.allowed_ips, token.self_rotate = note, allowlist, self_rotate
+            token, plaintext = self._mint(s, user, clean, wanted, now, expiry, rotated_from=None,
+                                          description=note, allowed_ips=allowlist, self_rotate=self_rotate)
             restrictions: dict[str, Any] = {}
             if allowlist is not None:
                 restrictions["allowed_ips"] = allowlist
@@ -499,9 +499,10 @@ class TokenService:
             check_lifetime(policy, now, expiry, rotating=expires_in_days is None)
             # A scope that needs a session (given before that rule) is not carried over: the token never had it.
             scopes = [scope for scope in old.scopes if scope not in self.catalog.session_only]
-            new, plaintext = self._mint(s, user, old.name, scopes, now, expiry, rotated_from=old.id)
             # The restrictions go with the name: a rotation never widens where or how the token works.
-            new.description, new.allowed_ips, new.self_rotate = old.description, old.allowed_ips, old.self_rotate
+            new, plaintext = self._mint(s, user, old.name, scopes, now, expiry, rotated_from=old.id,
+                                        description=old.description, allowed_ips=old.allowed_ips,
+                                        self_rotate=bool(old.self_rotate))
             stop = now + timedelta(seconds=grace_period_seconds)
             if old.revoked_at is None or old.revoked_at > stop:
                 old.revoked_at = stop
@@ -674,12 +675,14 @@ class TokenService:
         return user
 
     def _mint(self, s: Session, user: User, name: str, scopes: list[str], now: datetime,
-              expiry: datetime | None, rotated_from: int | None) -> tuple[Token, str]:
+              expiry: datetime | None, rotated_from: int | None, *, description: str | None = None,
+              allowed_ips: list[str] | None = None, self_rotate: bool = False) -> tuple[Token, str]:
         plaintext = fmt.mint()
         token = Token(
             tenant_id=user.tenant_id, user_id=user.id, name=name, prefix=fmt.display_prefix(plaintext),
             digest=fmt.digest(plaintext), scopes=scopes, created_at=now, expires_at=expiry,
             revoked_at=None, revoked_by=None, last_used_at=None, rotated_from_id=rotated_from,
+            description=description, allowed_ips=allowed_ips, self_rotate=self_rotate,
         )
         s.add(token)
         s.flush()
