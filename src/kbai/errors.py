@@ -139,6 +139,13 @@ SCIM_CREDENTIAL_NEEDS_ALL = ErrorSpec(
 )
 ALREADY_EXISTS = ErrorSpec("already_exists", 409, "{what} already exists.")
 NOT_ROTATABLE = ErrorSpec("not_rotatable", 409, "Only an active token can be rotated; this one is {status}.")
+NOT_PAUSABLE = ErrorSpec("not_pausable", 409, "Only an active token can be paused; this one is {status}.")
+NOT_EDITABLE = ErrorSpec(
+    "not_editable", 409, "Only an active or paused token can be changed; this one is {status}.",
+)
+NOT_RESUMABLE = ErrorSpec(
+    "not_resumable", 409, "Only a paused token can be resumed; this one is {status}.{advice}",
+)
 ALREADY_ROTATED = ErrorSpec(
     "already_rotated", 409,
     "This token was already rotated: its successor is token {successor_id}. Rotate or revoke that one instead.",
@@ -181,6 +188,28 @@ UNKNOWN_PERMISSION = ErrorSpec(
 ADMIN_ROLE_FIXED = ErrorSpec(
     "builtin_role", 422, "The built-in {role} role cannot be renamed, and Admin always keeps every permission."
 )
+INVALID_CIDR = ErrorSpec(
+    "invalid_cidr", 422,
+    "'{value}' in allowed_ips is not an IP address or CIDR range; write it like 203.0.113.0/24 or 2001:db8::/32.",
+)
+SCOPES_ONLY_SHRINK = ErrorSpec(
+    "scopes_only_shrink", 422,
+    "A token's scopes can only shrink: '{scope}' is not one of its scopes. Create a new token for more access.",
+)
+EXPIRY_ONLY_SHORTER = ErrorSpec(
+    "expiry_only_shorter", 422,
+    "A token's expiry can only be brought forward (it now expires {current}). Create a new token for a longer one.",
+)
+SELF_ROTATE_NEEDS_TOKEN = ErrorSpec(
+    "token_required", 403,
+    "POST /api/v1/tokens/self/rotate is for a token rotating itself: send it as Authorization: Bearer. With a "
+    "session, rotate a token with POST /api/v1/tokens/{{id}}/rotate.",
+)
+SELF_ROTATE_NOT_ENABLED = ErrorSpec(
+    "self_rotate_not_enabled", 403,
+    "This token was not created with the self_rotate option, so it cannot rotate itself. Rotate it under "
+    "System Settings > API Keys, or create a token with self_rotate for automation.",
+)
 RATE_LIMITED = ErrorSpec(
     "rate_limited", 429, "Too many failed attempts from your address. Try again in {retry_after} seconds."
 )
@@ -207,7 +236,8 @@ DATABASE_UNAVAILABLE = ErrorSpec(
 NO_BEARER_TOKEN = ErrorSpec("not_authenticated", 401, "Send an API token: Authorization: Bearer kbai_pk_...")
 # RFC 7662 answers a bad token with {"active": false} alone, so a remote check cannot say why.
 TOKEN_INACTIVE = ErrorSpec(
-    "invalid_token", 401, "The token is not active: it is unknown, revoked or expired, or its owner was deactivated."
+    "invalid_token", 401,
+    "The token is not active: it is unknown, paused, revoked or expired, or its owner was deactivated."
 )
 AUTH_UNAVAILABLE = ErrorSpec(
     "auth_unavailable", 503, "Token verification is unavailable right now, so the request was refused. Try again shortly."
@@ -221,6 +251,10 @@ _OUTCOME_DESCRIPTIONS = {
     "revoked": "The token has been revoked.",
     "expired": "The token has expired. Create a new one under System Settings > API Keys.",
     "owner_inactive": "The token's owner has been deactivated.",
+    "paused": "The token is paused. Its owner or an admin can resume it under System Settings > API Keys.",
+    # Never the list itself: a caller outside it learns only that its address is not allowed.
+    "ip_not_allowed": "The token cannot be used from this address. Its owner can change where it may be "
+                      "used under System Settings > API Keys.",
 }
 
 
@@ -266,6 +300,11 @@ REVOCATION_RATE_LIMITED = ErrorSpec(
 POLICY_EXPIRATION_REQUIRED = ErrorSpec(
     "policy_expiration_required", 422,
     "Your organisation requires every token to expire: pick an expiration date{within}.{advice}",
+)
+POLICY_ALLOWLIST_REQUIRED = ErrorSpec(
+    "policy_allowlist_required", 422,
+    "Your organisation requires every new token to carry an IP allowlist: give allowed_ips (CIDR ranges such "
+    "as 203.0.113.0/24).",
 )
 POLICY_MAX_LIFETIME = ErrorSpec(
     "policy_max_lifetime", 422, "Your organisation allows tokens of at most {days} days.{advice}",

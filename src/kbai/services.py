@@ -34,6 +34,7 @@ from kbai.store import Database
 from kbai.tokens.activity import ActivityService
 from kbai.tokens.hygiene import AutoRevoke
 from kbai.tokens.inventory import Inventory
+from kbai.tokens.reuse import ReuseAlerts
 from kbai.tokens.leaks import LeakResponse
 from kbai.tokens.policy import PolicyService
 from kbai.tokens.reminders import Reminders
@@ -65,6 +66,7 @@ class Services:
     policies: PolicyService
     activity: ActivityService
     inventory: Inventory
+    reuse: ReuseAlerts
     mailer: Mailer | None
     outbox: Outbox
     reminders: Reminders
@@ -168,6 +170,7 @@ class Services:
             policies=PolicyService(db, clock, guard, secrets),
             activity=ActivityService(db, clock),
             inventory=Inventory(tokens, notifications),
+            reuse=ReuseAlerts(db, clock, notifications),
             mailer=mailer,
             outbox=outbox,
             reminders=Reminders(db, clock, notifications, outbox),

@@ -57,3 +57,26 @@ def clean_password(value: object, min_length: int) -> str:
 def clean_external_id(value: object, field: str = "external_id") -> str:
     """The host product's id of a tenant or user: 1-200 visible characters, kept as given (trimmed)."""
     return clean_name(value, field, max_length=200)
+
+
+def clean_text(value: object, field: str, max_length: int) -> str | None:
+    """Free text (a description): trimmed, at most ``max_length`` chars, line breaks and tabs allowed but no
+    other control or invisible character, and never a token. Blank is None."""
+    if not isinstance(value, str):
+        raise KbaiError(errors.VALIDATION, detail=f"{field} must be a string (or null).")
+    trimmed = value.replace("\r\n", "\n").strip()
+    if not trimmed:
+        return None
+    if len(trimmed) > max_length:
+        raise KbaiError(
+            errors.VALIDATION, detail=f"{field} is {len(trimmed)} characters long; the most is {max_length}."
+        )
+    if redact(trimmed) != trimmed:
+        raise KbaiError(errors.VALIDATION, detail=f"{field} must not contain a token (kbai_pk_...).")
+    for ch in trimmed:
+        if ch not in "\n\t" and unicodedata.category(ch) in _FORBIDDEN_CATEGORIES:
+            raise KbaiError(
+                errors.VALIDATION,
+                detail=f"{field} contains an invisible or control character (U+{ord(ch):04X}); use visible text only.",
+            )
+    return trimmed

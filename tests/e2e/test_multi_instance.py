@@ -69,6 +69,34 @@ def test_revoke_on_a_is_refused_by_b_within_one_second(pair: tuple[LiveServer, L
 
 
 @pytest.mark.parametrize("backend", ["postgres"])
+def test_pause_on_a_is_refused_by_b_within_one_second_and_resume_brings_it_back(
+        pair: tuple[LiveServer, LiveServer]) -> None:
+    a, b = pair
+    client, csrf = _login(a.url)
+    made = client.post("/api/v1/tokens", json={"name": "cron", "scopes": ["users.read"]},
+                       headers={"X-CSRF-Token": csrf}).json()
+    auth = {"Authorization": f"Bearer {made['token']}"}
+    with httpx.Client(base_url=b.url, timeout=10) as on_b:
+        for _ in range(3):  # warm B's cache
+            assert on_b.get("/auth/check", headers=auth).status_code == 200
+        r = client.post(f"/api/v1/tokens/{made['id']}/pause", headers={"X-CSRF-Token": csrf})
+        assert r.status_code == 200 and r.json()["status"] == "paused", r.text
+        _within(1.0, lambda: on_b.get("/auth/check", headers=auth).status_code == 401)
+        r = on_b.get("/api/v1/me", headers=auth)
+        assert r.status_code == 401 and "paused" in r.headers["www-authenticate"]
+        r = client.post(f"/api/v1/tokens/{made['id']}/resume", headers={"X-CSRF-Token": csrf})
+        assert r.status_code == 200 and r.json()["status"] == "active", r.text
+        _within(1.0, lambda: on_b.get("/auth/check", headers=auth).status_code == 200)
+        # Paused again, then revoked: final. Resume is refused and B keeps refusing.
+        assert client.post(f"/api/v1/tokens/{made['id']}/pause", headers={"X-CSRF-Token": csrf}).status_code == 200
+        assert client.post(f"/api/v1/tokens/{made['id']}/revoke", headers={"X-CSRF-Token": csrf}).json()["status"] == "revoked"
+        r = client.post(f"/api/v1/tokens/{made['id']}/resume", headers={"X-CSRF-Token": csrf})
+        assert r.status_code == 409 and r.json()["error"]["code"] == "not_resumable"
+        _within(1.0, lambda: "revoked" in on_b.get("/api/v1/me", headers=auth).headers.get("www-authenticate", ""))
+    client.close()
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
 def test_permission_removed_on_a_is_lost_on_b_within_one_second(pair: tuple[LiveServer, LiveServer]) -> None:
     a, b = pair
     dev, csrf = _login(a.url)

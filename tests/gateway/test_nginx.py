@@ -117,8 +117,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> It
         (prefix / "logs").mkdir(parents=True)
         conf = prefix / "kbai.conf"
         kbai_port = int(kbai.url.rsplit(":", 1)[1])
-        conf.write_text(render(SHIPPED_CONF.read_text(), kbai_port=kbai_port, app_port=app_port,
-                               listen_port=listen_port))
+        rendered = render(SHIPPED_CONF.read_text(), kbai_port=kbai_port, app_port=app_port, listen_port=listen_port)
+        # IPv6 clients too (the allowlist tests): the same server block also listens on [::1].
+        rendered = rendered.replace(f"listen 127.0.0.1:{listen_port};", f"listen 127.0.0.1:{listen_port};\n"
+                                    f"        listen [::1]:{listen_port};", 1)
+        conf.write_text(rendered)
         error_log = prefix / "error.log"
         directives = f"daemon off; pid {prefix}/nginx.pid; error_log {error_log} info;"
         if os.geteuid() == 0:
@@ -254,3 +257,59 @@ def test_nginx_error_log_has_no_full_token(stack: Stack) -> None:
     text = stack.error_log.read_text() if stack.error_log.exists() else ""
     leaked = stack.users_reader.plaintext in text or stack.contacts_reader.plaintext in text
     assert not leaked, "nginx's error log contains a full token"
+
+
+# ---- per-token IP allowlists, judged on the client address nginx saw ----------------------------------
+def _from(source: str, url: str, token: str, **headers: str) -> httpx.Response:
+    """GET ``url`` from the local address ``source`` (127.0.0.2, 127.0.0.3 ... are all loopback on Linux)."""
+    transport = httpx.HTTPTransport(local_address=source)
+    with httpx.Client(transport=transport, timeout=30) as client:
+        return client.get(url, headers={**headers, **bearer(token)})
+
+
+def _allowlisted(stack: Stack, name: str, allowed: list[str]) -> Created:
+    with stack.kbai.client() as c:
+        csrf = login(c)
+        return create_token(c, csrf, name, ["users.read"], allowed_ips=allowed)
+
+
+def test_allowlist_through_nginx_inside_passes_outside_is_refused(stack: Stack) -> None:
+    token = _allowlisted(stack, "office only", ["127.0.0.2/32"])
+    port = stack.nginx_url.rsplit(":", 1)[1]
+    inside = _from("127.0.0.2", f"http://127.0.0.1:{port}/orders", token.plaintext)
+    assert inside.status_code == 200, inside.text
+    assert upstream_headers(inside)["x-kbai-token-id"] == [str(token.id)]
+    outside = _from("127.0.0.3", f"http://127.0.0.1:{port}/orders", token.plaintext)
+    assert_refused_by_nginx(outside, 401, "invalid_token")
+    # The refusal says what to do, never where the token may be used from.
+    assert "127.0.0.2" not in outside.text and "127.0.0.2" not in outside.headers["www-authenticate"]
+    assert "cannot be used from this address" in outside.headers["www-authenticate"]
+
+
+def test_a_spoofed_forwarded_header_is_judged_by_the_real_peer(stack: Stack) -> None:
+    token = _allowlisted(stack, "spoof target", ["127.0.0.2/32"])
+    port = stack.nginx_url.rsplit(":", 1)[1]
+    # Through nginx: it sets X-Forwarded-For to the peer it saw, whatever the client claims.
+    spoofed = _from("127.0.0.3", f"http://127.0.0.1:{port}/orders", token.plaintext,
+                    **{"X-Forwarded-For": "127.0.0.2", "X-Real-IP": "127.0.0.2"})
+    assert_refused_by_nginx(spoofed, 401, "invalid_token")
+    # Straight to kbai from a peer that is not a trusted proxy (KBAI_TRUSTED_PROXIES is 127.0.0.1,::1):
+    # the header is ignored and the peer's own address decides.
+    direct = _from("127.0.0.3", stack.kbai.url + "/auth/check", token.plaintext, **{"X-Forwarded-For": "127.0.0.2"})
+    assert direct.status_code == 401, direct.text
+    # From the trusted proxy address the same header is believed.
+    trusted = _from("127.0.0.1", stack.kbai.url + "/auth/check", token.plaintext, **{"X-Forwarded-For": "127.0.0.2"})
+    assert trusted.status_code == 200, trusted.text
+
+
+def test_allowlist_through_nginx_over_ipv6(stack: Stack) -> None:
+    port = stack.nginx_url.rsplit(":", 1)[1]
+    v6_only = _allowlisted(stack, "v6 only", ["::1/128"])
+    elsewhere = _allowlisted(stack, "v6 elsewhere", ["2001:db8::/32"])
+    r = httpx.get(f"http://[::1]:{port}/orders", headers=bearer(v6_only.plaintext), timeout=30)
+    assert r.status_code == 200, r.text
+    assert upstream_headers(r)["x-kbai-token-id"] == [str(v6_only.id)]
+    assert_refused_by_nginx(httpx.get(f"http://127.0.0.1:{port}/orders", headers=bearer(v6_only.plaintext),
+                                      timeout=30), 401, "invalid_token")
+    assert_refused_by_nginx(httpx.get(f"http://[::1]:{port}/orders", headers=bearer(elsewhere.plaintext),
+                                      timeout=30), 401, "invalid_token")

@@ -34,6 +34,7 @@ from tests.conftest import FAST_ARGON2, World, build_world
 from tests.private_redis import CommandCounter, private_redis
 
 WARM_REQUESTS = 1000
+CLIENT_IP = "203.0.113.7"
 CONFIGURATIONS = [("sqlite", False), ("postgres", False), ("postgres", True)]
 IDS = ["sqlite", "postgres", "postgres+redis"]
 
@@ -87,8 +88,8 @@ class Running:
     client: TestClient
     redis_url: str | None
 
-    def token(self, name: str, scopes: list[str] | None = None) -> str:
-        _, plaintext = self.services.tokens.create(self.world.dev, name, scopes or ["users.read"])
+    def token(self, name: str, scopes: list[str] | None = None, **restrictions: object) -> str:
+        _, plaintext = self.services.tokens.create(self.world.dev, name, scopes or ["users.read"], **restrictions)
         return plaintext
 
 
@@ -101,7 +102,8 @@ def running(backend: str, with_redis: bool, database_url: str, tmp_path: Path) -
         svc = Services.build(settings)
         world = build_world(svc)
         try:
-            with TestClient(create_app(svc)) as client:
+            # A real client address, so that IP allowlists have something to judge.
+            with TestClient(create_app(svc), client=(CLIENT_IP, 50000)) as client:
                 yield Running(svc, world, client, redis_url)
         finally:
             svc.close()
@@ -147,3 +149,21 @@ def test_a_cold_verification_is_one_sql_statement(running: Running, path: str) -
         assert r.json()["scopes"] == ["users.read", "roles.read"]
     else:
         assert r.headers["x-kbai-scopes"] == "users.read roles.read"
+
+
+@pytest.mark.parametrize(("backend", "with_redis"), CONFIGURATIONS, ids=IDS)
+@pytest.mark.parametrize("path", ["/auth/check", "/api/v1/me"])
+def test_warm_requests_with_restrictions_cost_no_sql_and_no_redis(running: Running, path: str) -> None:
+    """An IP allowlist (50 ranges, the client in the last), a description and self-rotation set: still no I/O."""
+    allowed = [f"10.{i}.0.0/16" for i in range(48)] + ["2001:db8::/32", "203.0.113.0/24"]
+    token = running.token("restricted", allowed_ips=allowed, description="warm", self_rotate=True)
+    headers = bearer(token)
+    assert running.client.get(path, headers=headers).status_code == 200
+    with sql_statements() as sql, redis_commands(running.redis_url) as commands:
+        statuses = Counter(running.client.get(path, headers=headers).status_code for _ in range(WARM_REQUESTS))
+    assert statuses == {200: WARM_REQUESTS}
+    assert sql == [], f"{len(sql)} SQL statements in {WARM_REQUESTS} warm requests, e.g. {sql[:3]}"
+    assert not commands, f"Redis commands in {WARM_REQUESTS} warm requests: {dict(commands)}"
+    # The list is enforced on that same warm path: a token that does not list the client is refused.
+    outside = running.token("elsewhere", allowed_ips=["198.51.100.0/24"])
+    assert running.client.get(path, headers=bearer(outside)).status_code == 401

@@ -79,7 +79,8 @@ def test_every_member_reads_the_policy_only_role_managers_change_it(world: World
     r = client.get("/api/v1/policies")
     assert r.status_code == 200
     assert r.json() == {"max_lifetime_days": 30, "expiration_required": False, "auto_revoke_unused_days": None,
-                        "webhook_configured": True, "webhook_url": None, "updated_at": r.json()["updated_at"]}
+                        "webhook_configured": True, "webhook_url": None, "require_allowlist": False,
+                        "updated_at": r.json()["updated_at"]}
     r = _put(client, csrf, max_lifetime_days=365)
     assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
     assert "roles.manage" in r.json()["error"]["message"]

@@ -45,7 +45,8 @@ def test_create_returns_the_plaintext_once_and_a_view_without_it(world: World, c
     # The view has no field for the secret, and nothing read back later holds it.
     assert {f.name for f in dataclasses.fields(view)} == {
         "id", "user_id", "tenant_id", "name", "prefix", "scopes", "created_at", "last_used_at",
-        "expires_at", "revoked_at", "status", "rotated_from_id",
+        "expires_at", "revoked_at", "status", "rotated_from_id", "description", "allowed_ips", "self_rotate",
+        "paused_at",
     }
     for later in (repr(view), repr(svc.tokens.list(world.dev.user_id)), repr(svc.tokens.get(world.dev, view.id))):
         assert_no_secret(plaintext, later, "token views")

@@ -267,7 +267,7 @@ def test_a_permission_from_a_second_role_keeps_the_scope(world: World) -> None:
 
 # ---- outcomes -> public errors ----------------------------------------------------------------
 INVALID_TOKEN_OUTCOMES = [Outcome.MALFORMED, Outcome.UNKNOWN, Outcome.REVOKED, Outcome.EXPIRED,
-                          Outcome.OWNER_INACTIVE]
+                          Outcome.OWNER_INACTIVE, Outcome.PAUSED, Outcome.IP_NOT_ALLOWED]
 
 
 def test_every_failure_outcome_has_a_public_error() -> None:

@@ -61,7 +61,8 @@ def test_create_list_and_revoke(dev_client: tuple[TestClient, str]) -> None:
     (row,) = listed["tokens"]
     assert "token" not in row
     assert set(row) == {"id", "name", "prefix", "scopes", "created_at", "last_used_at", "expires_at", "status",
-                        "rotated_from_id", "rotated_to_id", "hygiene"}
+                        "rotated_from_id", "rotated_to_id", "hygiene", "description", "allowed_ips", "self_rotate",
+                        "paused_at"}
     assert row["status"] == "active" and row["last_used_at"] is None and row["expires_at"].endswith("Z")
     r = client.post(f"/api/v1/tokens/{created['id']}/revoke", headers={"X-CSRF-Token": csrf})
     assert r.status_code == 200 and r.json()["status"] == "revoked"

@@ -368,6 +368,57 @@ CASES: list[Case] = [
     Case("perm-token-create-token", "POST", TOKENS, 403, "session_required", "dev_token", json=_tok({"name": "child"})),
     Case("perm-token-list-tokens", "GET", TOKENS, 403, "session_required", "dev_token"),
     Case("perm-token-rotate-itself", "POST", lambda e: f"{TOKENS}/{e.ids['dev_token']}/rotate", 403, "session_required", "dev_token", json={}),
+    # ---- per-token restrictions: description, allowlist, self_rotate (create), PATCH, pause/resume ---
+    Case("restrict-desc-501-chars", "POST", TOKENS, 422, "validation_error", json=_tok({"description": "x" * 501}), says="501 characters"),
+    Case("restrict-desc-2001-chars", "POST", TOKENS, 422, "validation_error", json=_tok({"description": "x" * 2001}), says="description"),
+    Case("restrict-desc-rtl-override", "POST", TOKENS, 422, "validation_error", json=_tok({"description": "a\u202eb"}), says="U+202E"),
+    Case("restrict-desc-escape", "POST", TOKENS, 422, "validation_error", json=_tok({"description": "\x1b[31m"}), says="U+001B"),
+    Case("restrict-desc-holds-a-token", "POST", TOKENS, 422, "validation_error", json=_tok({"description": "ci " + UNKNOWN_TOKEN}), says="must not contain a token"),
+    Case("restrict-desc-number", "POST", TOKENS, 422, "validation_error", json=_tok({"description": 5}), says="description"),
+    Case("restrict-ips-string", "POST", TOKENS, 422, "validation_error", json=_tok({"allowed_ips": "10.0.0.0/8"}), says="allowed_ips"),
+    Case("restrict-ips-ints", "POST", TOKENS, 422, "validation_error", json=_tok({"allowed_ips": [167772160]}), says="allowed_ips"),
+    Case("restrict-ips-51", "POST", TOKENS, 422, "validation_error", json=_tok({"allowed_ips": [f"10.0.{i}.0/24" for i in range(51)]}), says="51 entries"),
+    Case("restrict-ips-201", "POST", TOKENS, 422, "validation_error", json=_tok({"allowed_ips": ["10.0.0.0/8"] * 201}), says="allowed_ips"),
+    Case("restrict-ips-prefix-33", "POST", TOKENS, 422, "invalid_cidr", json=_tok({"allowed_ips": ["10.0.0.0/33"]}), says="10.0.0.0/33"),
+    Case("restrict-ips-ipv6-prefix-129", "POST", TOKENS, 422, "invalid_cidr", json=_tok({"allowed_ips": ["2001:db8::/129"]}), says="2001:db8::/129"),
+    Case("restrict-ips-hostname", "POST", TOKENS, 422, "invalid_cidr", json=_tok({"allowed_ips": ["office.example.com"]}), says="office.example.com"),
+    Case("restrict-ips-sql", "POST", TOKENS, 422, "invalid_cidr", json=_tok({"allowed_ips": ["10.0.0.0/8' OR '1'='1"]})),
+    Case("restrict-ips-nul", "POST", TOKENS, 422, "invalid_cidr", json=_tok({"allowed_ips": ["10.0.0.0\x00/8"]})),
+    Case("restrict-ips-empty-string", "POST", TOKENS, 422, "validation_error", json=_tok({"allowed_ips": [""]}), says="allowed_ips"),
+    Case("restrict-ips-51-chars", "POST", TOKENS, 422, "validation_error", json=_tok({"allowed_ips": ["1" * 51]}), says="allowed_ips"),
+    Case("restrict-self-rotate-string", "POST", TOKENS, 422, "validation_error", json=_tok({"self_rotate": "true"}), says="self_rotate"),
+    Case("restrict-self-rotate-int", "POST", TOKENS, 422, "validation_error", json=_tok({"self_rotate": 1}), says="self_rotate"),
+    Case("patch-scope-widen", "PATCH", lambda e: f"{TOKENS}/{e.ids['dev_token']}", 422, "scopes_only_shrink", json={"scopes": ["users.read", "roles.read"]}, says="roles.read"),
+    Case("patch-scope-unknown", "PATCH", lambda e: f"{TOKENS}/{e.ids['dev_token']}", 422, "unknown_scope", json={"scopes": ["nope.nope"]}, says="nope.nope"),
+    Case("patch-expiry-3651-days", "PATCH", lambda e: f"{TOKENS}/{e.ids['dev_token']}", 422, "validation_error", json={"expires_in_days": 3651}, says="between 1 and 3650"),
+    Case("patch-expiry-past", "PATCH", lambda e: f"{TOKENS}/{e.ids['dev_token']}", 422, "validation_error", json={"expires_at": "2020-01-01"}, says="in the past"),
+    Case("patch-name-empty", "PATCH", lambda e: f"{TOKENS}/{e.ids['dev_token']}", 422, "validation_error", json={"name": "  "}, says="must not be empty"),
+    Case("patch-name-null", "PATCH", lambda e: f"{TOKENS}/{e.ids['dev_token']}", 422, "validation_error", json={"name": None}, says="name"),
+    Case("patch-ips-bad", "PATCH", lambda e: f"{TOKENS}/{e.ids['dev_token']}", 422, "invalid_cidr", json={"allowed_ips": ["300.1.1.1"]}, says="300.1.1.1"),
+    Case("patch-extra-field", "PATCH", lambda e: f"{TOKENS}/{e.ids['dev_token']}", 422, "validation_error", json={"user_id": 1}, says="not a known field"),
+    Case("patch-self-rotate-not-editable", "PATCH", lambda e: f"{TOKENS}/{e.ids['dev_token']}", 422, "validation_error", json={"self_rotate": True}, says="not a known field"),
+    Case("patch-body-array", "PATCH", lambda e: f"{TOKENS}/{e.ids['dev_token']}", 422, "validation_error", json=[], says="JSON object"),
+    Case("patch-other-tenant", "PATCH", lambda e: f"{TOKENS}/{e.ids['other_token']}", 404, "not_found", json={"name": "x"}),
+    Case("patch-sibling", "PATCH", lambda e: f"{TOKENS}/{e.ids['sibling_token']}", 404, "not_found", json={"name": "x"}),
+    Case("patch-revoked", "PATCH", lambda e: f"{TOKENS}/{e.ids['revoked_token']}", 409, "not_editable", json={"name": "x"}, says="revoked"),
+    Case("patch-with-a-token", "PATCH", lambda e: f"{TOKENS}/{e.ids['dev_token']}", 403, "session_required", "dev_token", json={"allowed_ips": None}),
+    Case("patch-no-csrf", "PATCH", lambda e: f"{TOKENS}/{e.ids['dev_token']}", 403, "csrf_failed", json={"name": "x"}, csrf=False),
+    Case("pause-other-tenant", "POST", lambda e: f"{TOKENS}/{e.ids['other_token']}/pause", 404, "not_found"),
+    Case("pause-sibling", "POST", lambda e: f"{TOKENS}/{e.ids['sibling_token']}/pause", 404, "not_found"),
+    Case("pause-revoked", "POST", lambda e: f"{TOKENS}/{e.ids['revoked_token']}/pause", 409, "not_pausable", says="revoked"),
+    Case("pause-id-zero", "POST", f"{TOKENS}/0/pause", 422, "validation_error", says="token_id"),
+    Case("pause-no-csrf", "POST", lambda e: f"{TOKENS}/{e.ids['dev_token']}/pause", 403, "csrf_failed", csrf=False),
+    Case("resume-other-tenant-as-admin", "POST", lambda e: f"{TOKENS}/{e.ids['other_token']}/resume", 404, "not_found", "admin"),
+    Case("resume-revoked", "POST", lambda e: f"{TOKENS}/{e.ids['revoked_token']}/resume", 409, "not_resumable", says="never comes back"),
+    Case("resume-with-a-token", "POST", lambda e: f"{TOKENS}/{e.ids['dev_token']}/resume", 403, "session_required", "dev_token"),
+    Case("self-rotate-grace-negative", "POST", f"{TOKENS}/self/rotate", 422, "validation_error", "dev_token", json={"grace_period_seconds": -1}, says="grace_period_seconds"),
+    Case("self-rotate-grace-8-days", "POST", f"{TOKENS}/self/rotate", 422, "validation_error", "dev_token", json={"grace_period_seconds": 691200}, says="grace_period_seconds"),
+    Case("self-rotate-grace-string", "POST", f"{TOKENS}/self/rotate", 422, "validation_error", "dev_token", json={"grace_period_seconds": "60"}, says="grace_period_seconds"),
+    Case("self-rotate-body-array", "POST", f"{TOKENS}/self/rotate", 422, "validation_error", "dev_token", json=[], says="JSON object"),
+    Case("self-rotate-not-enabled", "POST", f"{TOKENS}/self/rotate", 403, "self_rotate_not_enabled", "dev_token", json={}, says="self_rotate"),
+    Case("self-rotate-with-a-session", "POST", f"{TOKENS}/self/rotate", 403, "token_required", json={}, says="Bearer"),
+    Case("self-rotate-anonymous", "POST", f"{TOKENS}/self/rotate", 401, "not_authenticated", "anon", json={}),
+    Case("policy-require-allowlist-string", "PUT", "/api/v1/policies", 422, "validation_error", "admin", json={"require_allowlist": "yes"}, says="require_allowlist"),
     # ---- rotate ----------------------------------------------------------------------------------
     Case("rotate-grace-negative", "POST", lambda e: f"{TOKENS}/{e.ids['dev_token']}/rotate", 422, "validation_error", json={"grace_period_seconds": -1}, says="grace_period_seconds"),
     Case("rotate-grace-string", "POST", lambda e: f"{TOKENS}/{e.ids['dev_token']}/rotate", 422, "validation_error", json={"grace_period_seconds": "60"}, says="grace_period_seconds"),
@@ -482,6 +533,18 @@ CASES: list[Case] = [
     # API Keys: revoke
     _page("form-revoke-other-tenant", lambda e: f"{KEYS}/{e.ids['other_token']}/revoke", 404, "not_found", _form(), says="Token not found"),
     _page("form-revoke-sibling", lambda e: f"{KEYS}/{e.ids['sibling_token']}/revoke", 404, "not_found", _form(), says="Token not found"),
+    _page("form-key-desc-501-chars", KEYS, 422, "validation_error", _key(description="x" * 501), says="501 characters"),
+    _page("form-key-desc-rtl-override", KEYS, 422, "validation_error", _key(description="a\u202eb"), says="U+202E"),
+    _page("form-key-ips-bad-cidr", KEYS, 422, "invalid_cidr", _key(allowed_ips="10.0.0.0/33"), says="10.0.0.0/33"),
+    _page("form-key-ips-hostname", KEYS, 422, "invalid_cidr", _key(allowed_ips="203.0.113.0/24\noffice.example.com"), says="office.example.com"),
+    _page("form-key-ips-51", KEYS, 422, "validation_error", _key(allowed_ips="\n".join(f"10.0.{i}.0/24" for i in range(51))), says="51 entries"),
+    _page("form-pause-other-tenant", lambda e: f"{KEYS}/{e.ids['other_token']}/pause", 404, "not_found", _form(), says="Token not found"),
+    _page("form-pause-sibling", lambda e: f"{KEYS}/{e.ids['sibling_token']}/pause", 404, "not_found", _form(), says="Token not found"),
+    _page("form-pause-revoked", lambda e: f"{KEYS}/{e.ids['revoked_token']}/pause", 409, "not_pausable", _form(), says="revoked"),
+    _page("form-pause-no-csrf", lambda e: f"{KEYS}/{e.ids['dev_token']}/pause", 403, "csrf_failed", _form(csrf=None)),
+    _page("form-resume-other-tenant", lambda e: f"{KEYS}/{e.ids['other_token']}/resume", 404, "not_found", _form(), says="Token not found"),
+    _page("form-resume-revoked", lambda e: f"{KEYS}/{e.ids['revoked_token']}/resume", 409, "not_resumable", _form(), says="never comes back"),
+    _page("form-resume-huge-id", f"{KEYS}/99999999999999999999/resume", 404, "not_found", _form()),
     _page("form-revoke-absent", f"{KEYS}/2147483647/revoke", 404, "not_found", _form(), says="Token not found"),
     _page("form-revoke-huge-id", f"{KEYS}/99999999999999999999/revoke", 404, "not_found", _form()),
     _page("form-revoke-zero-id", f"{KEYS}/0/revoke", 404, "not_found", _form()),
@@ -764,6 +827,7 @@ def build_env(svc: Services, make_client: Callable[[], httpx.Client]) -> Env:
     existing, dev_token = svc.tokens.create(acme.dev, "existing", ["users.read"])
     sibling_token, _ = svc.tokens.create(sibling, "sibling-secret", ["users.read"])
     other_token, _ = svc.tokens.create(globex.dev, "globex-secret", ["users.read"])
+    revoked_token = svc.tokens.revoke(acme.dev, svc.tokens.create(acme.dev, "revoked-one", [])[0].id)
     credential, secret = svc.credentials.create(OPERATOR, "hostile-input")
     roles = {r.name: r.id for r in svc.access.list_roles(OPERATOR, acme.tenant_id)}
     other_roles = {r.name: r.id for r in svc.access.list_roles(OPERATOR, globex.tenant_id)}
@@ -780,7 +844,7 @@ def build_env(svc: Services, make_client: Callable[[], httpx.Client]) -> Env:
     keys.begin(f"user:{acme.dev.user_id}", "POST /api/v1/tokens", RUNNING_KEY,
                fingerprint({}, json.dumps(RUNNING_BODY).encode()))
     ids = {"dev_token": existing.id, "sibling_token": sibling_token.id, "other_token": other_token.id,
-           "admin_role": roles["Admin"], "dev_role": acme.dev_role_id, "other_role": other_roles["Developers"],
+           "revoked_token": revoked_token.id, "admin_role": roles["Admin"], "dev_role": acme.dev_role_id, "other_role": other_roles["Developers"],
            "admin_user": acme.admin.user_id, "dev_user": acme.dev.user_id, "other_user": globex.dev.user_id}
     acme_scim, acme_secret = svc.provisioning.create(OPERATOR, acme.tenant_id, "hostile-input")
     other_scim, other_secret = svc.provisioning.create(OPERATOR, globex.tenant_id, "hostile-input")
@@ -879,7 +943,9 @@ def test_the_fixture_world_still_works_after_the_table(env: Env) -> None:
     """The cases ran against a live world: the known token and sessions still work (nothing broke)."""
     r = env.anon.get(ME, headers={"Authorization": f"Bearer {env.dev_token}"})
     assert r.status_code == 200 and r.json()["token_id"] == env.ids["dev_token"]
-    assert [t["name"] for t in env.dev.get(TOKENS).json()["tokens"]] == ["existing"]
+    # dev's two tokens of the fixture (the revoked one is the target of the revoked-token cases), no more.
+    assert [t["name"] for t in env.dev.get(TOKENS).json()["tokens"]] == ["revoked-one", "existing"]
+    assert env.dev.get(f"{TOKENS}/{env.ids['dev_token']}").json()["status"] == "active"  # not paused by a case
 
 
 # ---- injection strings where they are valid: stored verbatim, nothing else touched -------------

@@ -40,7 +40,7 @@ export async function zapier(base: string, csrf: string): Promise<string> {
     return answer.error.code + ": " + answer.error.message;
   }
   const secret: string = answer.token ?? "";  // null only on an Idempotency-Key replay
-  const status: "active" | "expired" | "revoked" = answer.status;
+  const status: "active" | "paused" | "expired" | "revoked" = answer.status;
   // @ts-expect-error the token is a string, never a number
   const wrong: number = answer.token;
   return secret + status + answer.prefix + String(wrong);

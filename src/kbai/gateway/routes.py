@@ -132,7 +132,9 @@ def _client(request: Request) -> tuple[str, str]:
 async def introspect(request: Request) -> Any:
     """Authenticate with a service credential (HTTP Basic, from `kbai service-credential create`).
 
-    Active tokens get their scope, owner and times; anything else gets ``{"active": false}`` alone.
+    Active tokens get their scope, owner and times, and ``allowed_ips`` when the token has an IP allowlist
+    (enforce it against your own client's address); anything else, a paused token included, gets
+    ``{"active": false}`` alone.
     """
     svc = services(request)
     credential = await authenticate_client(svc, request)
@@ -159,6 +161,10 @@ async def introspect(request: Request) -> Any:
     }
     if record.expires_at is not None:
         body["exp"] = int(record.expires_at.timestamp())
+    if record.allowed_ips is not None:
+        # The resource server sees the integration's address; kbai sees the resource server's: the caller
+        # enforces the list (kbai.sdk does).
+        body["allowed_ips"] = list(record.allowed_ips)
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
 

@@ -21,6 +21,7 @@ from starlette.requests import HTTPConnection
 from kbai import errors
 from kbai.errors import KbaiError
 from kbai.sdk.verifiers import NO_TOKEN, Failure, Identity, Verifier
+from kbai.tokens.restrictions import ip_allowed, networks
 from kbai.web.answers import auth_headers, bearer_token, error_response
 
 Scope = dict[str, Any]
@@ -60,6 +61,12 @@ async def authenticate(verifier: Verifier, connection: HTTPConnection) -> Identi
     result = await verifier.verify(token)
     if isinstance(result, Failure):
         return result.error
+    if result.allowed_ips is not None:
+        # kbai cannot see this service's clients: the token's allowlist is enforced here, on the address
+        # the ASGI server gives (behind a proxy, run it with its proxy-headers option for the real client).
+        client = connection.client
+        if client is None or not ip_allowed(networks(result.allowed_ips), client.host):
+            return errors.for_outcome("ip_not_allowed")
     return result
 
 

@@ -47,6 +47,8 @@ class Identity:
     scopes: frozenset[str]
     token_id: int
     expires_at: datetime | None = None
+    # The token's IP allowlist (CIDR strings), None: any address. The middleware enforces it.
+    allowed_ips: tuple[str, ...] | None = None
 
     def missing(self, required: Iterable[str]) -> tuple[str, ...]:
         """The scopes in ``required`` this identity lacks, in the order asked, without repeats."""
@@ -148,7 +150,7 @@ class LocalVerifier:
             return Failure(errors.for_outcome(result.outcome.value, result.missing))
         return Identity(
             user_id=record.user_id, email=record.email, tenant_id=record.tenant_id, scopes=result.scopes,
-            token_id=record.token_id, expires_at=record.expires_at,
+            token_id=record.token_id, expires_at=record.expires_at, allowed_ips=record.allowed_ips,
         )
 
     def record_use(self, identity: Identity) -> None:
@@ -287,6 +289,9 @@ def _parse(body: object) -> Result:
     scope = body.get("scope", "")
     if not isinstance(scope, str) or not isinstance(body["username"], str):
         raise TypeError("scope and username must be strings")
+    allowed = body.get("allowed_ips")
+    if allowed is not None and (not isinstance(allowed, list) or not all(isinstance(c, str) for c in allowed)):
+        raise TypeError("allowed_ips must be a list of strings")
     exp = body.get("exp")
     if exp is not None and (isinstance(exp, bool) or not isinstance(exp, int)):
         raise TypeError("exp must be an integer")
@@ -297,6 +302,7 @@ def _parse(body: object) -> Result:
         scopes=frozenset(scope.split()),
         token_id=_int(body["token_id"]),
         expires_at=None if exp is None else datetime.fromtimestamp(exp, UTC),
+        allowed_ips=tuple(allowed) if allowed is not None else None,
     )
 
 

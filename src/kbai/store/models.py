@@ -18,6 +18,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.expression import false
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -133,6 +134,19 @@ class Token(Base):
     # Where the last use came from (written with last_used_at by the usage buffer; None when unknown).
     last_used_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
     last_used_user_agent: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    # Paused: refused like a revoked token, but its owner or an admin can resume it (revoked stays final).
+    paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    description: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    # CIDR strings the token may be used from; None: anywhere.
+    allowed_ips: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    # May call POST /api/v1/tokens/self/rotate with itself.
+    self_rotate: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Requests refused by a restriction (the allowlist), written in batches by the usage buffer.
+    refused_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_refused_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_refused_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # When the owner was told that this token, rotated out, was used again (once per token).
+    reuse_alerted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class TokenUsageHour(Base):
@@ -282,6 +296,8 @@ class TenantPolicy(Base):
     max_lifetime_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
     expiration_required: Mapped[bool] = mapped_column(Boolean, default=False)
     auto_revoke_unused_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Every new token must carry an IP allowlist.
+    require_allowlist: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     webhook_url: Mapped[str | None] = mapped_column(String(2000), nullable=True)
     # Not a digest (every event is signed with it) but Fernet-encrypted under a key kept outside the
     # database (kbai.secretbox): the clear secret is never stored.

@@ -17,7 +17,7 @@ TOKEN_RECORD = (
     select(
         Token.id, Token.tenant_id, Tenant.name, User.id, User.email, Token.prefix, Token.name, Token.scopes,
         Token.created_at, Token.expires_at, Token.revoked_at, User.active, Role.builtin, RolePermission.permission,
-        Tenant.external_id,
+        Tenant.external_id, Token.paused_at, Token.allowed_ips, Token.revoked_by,
     )
     .join(User, User.id == Token.user_id)
     .join(Tenant, Tenant.id == Token.tenant_id)

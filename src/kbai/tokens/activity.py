@@ -58,6 +58,11 @@ class Activity:
     usual_hours_known: bool
     outside_usual_hours: bool
     unusual_hours: list[tuple[int, int]]  # the (weekday, hour) cells that set the flag
+    # Requests refused by the token's IP allowlist (all time), and the latest one's time and address.
+    refused: int = 0
+    last_refused_at: datetime | None = None
+    last_refused_ip: str | None = None
+    allowed_ips: list[str] | None = None
 
 
 def hour_of_week(hour: datetime) -> tuple[int, int]:
@@ -88,6 +93,8 @@ class ActivityService:
                 .order_by(TokenUsageHour.hour)
             ).all()
             ip, agent, last_used = token.last_used_ip, token.last_used_user_agent, token.last_used_at
+            refused = (int(token.refused_count or 0), token.last_refused_at, token.last_refused_ip,
+                       list(token.allowed_ips) if token.allowed_ips else None)
         usual = {hour_of_week(h) for h, n in rows if h < baseline_end and n > 0}
         hourly = [HourCount(h, int(n)) for h, n in rows if h >= since]
         grid = [[0] * 24 for _ in range(7)]
@@ -104,7 +111,8 @@ class ActivityService:
         return Activity(token_id=token_id, since=since, until=until, hourly=hourly, grid=grid,
                         total=sum(h.requests for h in hourly), last_used_at=last_used, last_used_ip=ip,
                         last_used_user_agent=agent, usual_hours_known=known, outside_usual_hours=bool(unusual),
-                        unusual_hours=sorted(unusual))
+                        unusual_hours=sorted(unusual), refused=refused[0], last_refused_at=refused[1],
+                        last_refused_ip=refused[2], allowed_ips=refused[3])
 
 
 def _may_see(actor: Actor, token: Token) -> None:

@@ -27,7 +27,7 @@ from kbai.tokens.hygiene import STALE_DAYS, unused_since
 from kbai.tokens.service import TokenService, TokenView
 
 EXPIRING_SOON_DAYS = 7
-STATUSES = ("active", "expired", "revoked")
+STATUSES = ("active", "paused", "expired", "revoked")
 TOKEN_REVOKED_BY_ADMIN = "token.revoked_by_admin"
 
 
@@ -72,7 +72,7 @@ class Inventory:
                 query = query.where(User.email == owner.lower())
         if f.status is not None:
             if f.status not in STATUSES:
-                raise KbaiError(errors.VALIDATION, detail="status must be active, expired or revoked.")
+                raise KbaiError(errors.VALIDATION, detail="status must be active, paused, expired or revoked.")
             query = query.where(_status_clause(f.status, now))
         if f.stale:
             query = query.where(_status_clause("active", now), unused_since(now - timedelta(days=STALE_DAYS)))
@@ -122,8 +122,11 @@ def _status_clause(status: str, now: datetime) -> ColumnElement[bool]:
         return revoked
     if status == "expired":
         return and_(~revoked, expired)
-    return and_(or_(Token.revoked_at.is_(None), Token.revoked_at > now),
-                or_(Token.expires_at.is_(None), Token.expires_at > now))
+    working = and_(or_(Token.revoked_at.is_(None), Token.revoked_at > now),
+                   or_(Token.expires_at.is_(None), Token.expires_at > now))
+    if status == "paused":
+        return and_(working, Token.paused_at.is_not(None))
+    return and_(working, Token.paused_at.is_(None))
 
 
 def _notice(view: TokenView, email: str, actor: Actor, at: datetime) -> NewNotification:

@@ -51,6 +51,7 @@ class Policy:
     expiration_required: bool = False
     auto_revoke_unused_days: int | None = None
     webhook_url: str | None = None
+    require_allowlist: bool = False
     updated_at: datetime | None = None
 
     @property
@@ -106,6 +107,17 @@ def check_lifetime(policy: Policy, now: datetime, expiry: datetime | None, *, ro
             raise KbaiError(errors.POLICY_MAX_LIFETIME, days=policy.max_lifetime_days, advice=advice)
 
 
+def lifetime_within(policy: Policy, now: datetime, expiry: datetime | None) -> datetime | None:
+    """``expiry``, brought forward to what the policy allows: for a rotation nobody is there to choose
+    (self-rotation). No expiry under a rule that requires one becomes the longest allowed, or 90 days."""
+    if policy.max_lifetime_days is not None:
+        last = datetime.combine((now + timedelta(days=policy.max_lifetime_days)).date(), time(23, 59, 59), tzinfo=UTC)
+        return last if expiry is None or expiry > last else expiry
+    if expiry is None and policy.expiration_required:
+        return utc_seconds(now + timedelta(days=90))
+    return expiry
+
+
 class PolicyService:
     def __init__(self, db: Database, clock: Clock, guard: egress.Guard, secrets: SecretBox) -> None:
         self.db = db
@@ -133,6 +145,7 @@ class PolicyService:
         expiration_required: object = UNSET,
         auto_revoke_unused_days: object = UNSET,
         webhook_url: object = UNSET,
+        require_allowlist: object = UNSET,
         new_webhook_secret: bool = False,
     ) -> tuple[Policy, str | None]:
         """Change the given rules (``UNSET`` ones stay, ``None`` removes one). Returns the policy and, when
@@ -148,6 +161,10 @@ class PolicyService:
             if not isinstance(expiration_required, bool):
                 raise KbaiError(errors.VALIDATION, detail="expiration_required must be true or false.")
             changes["expiration_required"] = expiration_required
+        if require_allowlist is not UNSET:
+            if not isinstance(require_allowlist, bool):
+                raise KbaiError(errors.VALIDATION, detail="require_allowlist must be true or false.")
+            changes["require_allowlist"] = require_allowlist
         if webhook_url is not UNSET:
             changes["webhook_url"] = _url(webhook_url)
             if changes["webhook_url"] is not None and changes["webhook_url"] != self.get(tenant_id).webhook_url:
@@ -161,6 +178,7 @@ class PolicyService:
             if row is None:
                 row = TenantPolicy(tenant_id=tenant_id, max_lifetime_days=None, expiration_required=False,
                                    auto_revoke_unused_days=None, webhook_url=None, webhook_secret_encrypted=None,
+                                   require_allowlist=False,
                                    updated_at=now)
                 s.add(row)
             before = _view(row)
@@ -175,7 +193,7 @@ class PolicyService:
             s.flush()
             after = _view(row)
             diff = {k: {"from": getattr(before, k), "to": getattr(after, k)} for k in
-                    ("max_lifetime_days", "expiration_required", "auto_revoke_unused_days")
+                    ("max_lifetime_days", "expiration_required", "auto_revoke_unused_days", "require_allowlist")
                     if getattr(before, k) != getattr(after, k)}
             if before.webhook_url != after.webhook_url:
                 diff["webhook_url"] = {"from": origin(before.webhook_url), "to": origin(after.webhook_url)}
@@ -222,4 +240,4 @@ def _view(row: TenantPolicy) -> Policy:
     return Policy(tenant_id=row.tenant_id, max_lifetime_days=row.max_lifetime_days,
                   expiration_required=bool(row.expiration_required),
                   auto_revoke_unused_days=row.auto_revoke_unused_days, webhook_url=row.webhook_url,
-                  updated_at=row.updated_at)
+                  require_allowlist=bool(row.require_allowlist), updated_at=row.updated_at)

@@ -18,7 +18,7 @@ from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from kbai import audit, errors
-from kbai.access.catalog import MANAGE_TOKENS, Catalog
+from kbai.access.catalog import MANAGE_TOKENS, REVIEW_TOKENS, Catalog
 from kbai.access.service import permissions_from, permissions_of
 from kbai.audit import Actor
 from kbai.clock import Clock, iso, utc_seconds
@@ -27,11 +27,13 @@ from kbai.store import Database
 from kbai.store.models import Tenant, Token, User
 from kbai.store.queries import TOKEN_RECORD
 from kbai.tokens import format as fmt
-from kbai.tokens.policy import check_lifetime, policy_of
+from kbai.tokens.policy import check_lifetime, lifetime_within, policy_of
+from kbai.tokens.restrictions import clean_allowlist, clean_description, networks
 from kbai.tokens.verify import Lookup, TokenRecord, Verification, verify
 from kbai.validate import clean_name
 
 MAX_LIFETIME_DAYS = 3650
+ROTATED_SUFFIX = " (rotated)"  # revoked_by of a token a rotation stops
 MAX_GRACE_SECONDS = 7 * 24 * 3600
 EXPIRY_PRESETS_DAYS = (7, 30, 60, 90)
 RECOMMENDED_EXPIRY_DAYS = 90
@@ -56,6 +58,10 @@ class TokenView:
     revoked_at: datetime | None
     status: str
     rotated_from_id: int | None
+    description: str | None = None
+    allowed_ips: list[str] | None = None
+    self_rotate: bool = False
+    paused_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,8 @@ def status_of(token: Token, now: datetime) -> str:
         return "revoked"
     if token.expires_at is not None and token.expires_at <= now:
         return "expired"
+    if token.paused_at is not None:
+        return "paused"
     return "active"
 
 
@@ -169,7 +177,9 @@ class TokenService:
         if not rows:
             return None
         (token_id, tenant_id, tenant_name, user_id, email, prefix, name, scopes, created_at, expires_at,
-         revoked_at, active, _builtin, _permission, tenant_external_id) = rows[0]
+         revoked_at, active, _builtin, _permission, tenant_external_id, paused_at, allowed_ips,
+         revoked_by) = rows[0]
+        allowed = tuple(allowed_ips) if allowed_ips else None
         return TokenRecord(
             token_id=token_id,
             tenant_id=tenant_id,
@@ -188,12 +198,18 @@ class TokenService:
             owner_permissions=permissions_from(((r[12], r[13]) for r in rows), self.catalog) if active
             else frozenset(),
             tenant_external_id=tenant_external_id,
+            paused=paused_at is not None,
+            allowed_networks=networks(allowed) if allowed is not None else None,
+            allowed_ips=allowed,
+            rotated_out=revoked_by is not None and revoked_by.endswith(ROTATED_SUFFIX),
         )
 
-    def verify(self, presented: object, required: Iterable[str] = (), *, lookup: Lookup | None = None) -> Verification:
-        return verify(presented, lookup or self.lookup, self.clock.now(), required)
+    def verify(self, presented: object, required: Iterable[str] = (), *, lookup: Lookup | None = None,
+               client_ip: str | None = None) -> Verification:
+        return verify(presented, lookup or self.lookup, self.clock.now(), required, client_ip)
 
-    def verify_warm(self, presented: object, required: Iterable[str] = ()) -> Verification | None:
+    def verify_warm(self, presented: object, required: Iterable[str] = (), *,
+                    client_ip: str | None = None) -> Verification | None:
         """:meth:`verify` when the answer needs no I/O (a malformed token, a fresh cache entry), else
         None: safe on an event loop, which then sends only the rest to a thread."""
         peek = self.peek
@@ -205,7 +221,7 @@ class TokenService:
             return record
 
         try:
-            return verify(presented, cached, self.clock.now(), required)
+            return verify(presented, cached, self.clock.now(), required, client_ip)
         except _NotCached:
             return None
 
@@ -243,12 +259,19 @@ class TokenService:
         *,
         expires_in_days: object = None,
         expires_at: object = None,
+        description: object = None,
+        allowed_ips: object = None,
+        self_rotate: object = False,
     ) -> tuple[TokenView, str]:
         """Mint a token for ``actor`` (an interactive user). Returns the view and the plaintext, once."""
         if actor.kind != "user" or actor.user_id is None:
             raise KbaiError(errors.SESSION_REQUIRED, action="create tokens")
         clean = clean_name(name, "name")
         wanted = self._clean_scopes(scopes)
+        note = clean_description(description)
+        allowlist = clean_allowlist(allowed_ips)
+        if not isinstance(self_rotate, bool):
+            raise KbaiError(errors.VALIDATION, detail="self_rotate must be true or false.")
         now = utc_seconds(self.clock.now())
         expiry = resolve_expiry(now, expires_in_days, expires_at)
         with self.db.write() as s:
@@ -256,7 +279,10 @@ class TokenService:
             held = permissions_of(s, user, self.catalog)
             if MANAGE_TOKENS not in held:
                 raise KbaiError(errors.NO_TOKEN_PERMISSION)
-            check_lifetime(policy_of(s, user.tenant_id), now, expiry)
+            policy = policy_of(s, user.tenant_id)
+            check_lifetime(policy, now, expiry)
+            if policy.require_allowlist and allowlist is None:
+                raise KbaiError(errors.POLICY_ALLOWLIST_REQUIRED)
             for scope in wanted:
                 if scope not in held:
                     raise KbaiError(errors.UNHELD_SCOPE, scope=scope)
@@ -269,11 +295,17 @@ class TokenService:
             counted = sum(1 for t in active if t.revoked_at is None)
             if counted >= limit:
                 raise KbaiError(errors.LIMIT_REACHED, active=counted, limit=limit, support=self.support_email)
-            token, plaintext = self._mint(s, user, clean, wanted, now, expiry, rotated_from=None)
+            token, plaintext = self._mint(s, user, clean, wanted, now, expiry, rotated_from=None,
+                                          description=note, allowed_ips=allowlist, self_rotate=self_rotate)
+            restrictions: dict[str, Any] = {}
+            if allowlist is not None:
+                restrictions["allowed_ips"] = allowlist
+            if self_rotate:
+                restrictions["self_rotate"] = True
             audit.record(s, actor, "token.create", at=now, target_type="token", target_id=token.id,
                          tenant_id=user.tenant_id,
                          details={"name": clean, "prefix": token.prefix, "scopes": wanted,
-                                  "expires_at": iso(expiry)})
+                                  "expires_at": iso(expiry), **restrictions})
             view = self._view(token, now)
         return view, plaintext
 
@@ -309,8 +341,121 @@ class TokenService:
         self._notify(changed, set())
         return view
 
+    # ---- pause, resume, change ------------------------------------------------------------
+    def pause(self, actor: Actor, token_id: int) -> TokenView:
+        """Refuse the token on every instance from the next request until it is resumed; it stays counted
+        toward the limit and keeps its plaintext. Its owner (with a session) or a reviewer of the tenant's
+        tokens may pause it. Idempotent: pausing a paused token changes nothing and audits nothing."""
+        return self._set_paused(actor, token_id, paused=True)
+
+    def resume(self, actor: Actor, token_id: int) -> TokenView:
+        """Undo :meth:`pause`. Needs a session (a token never re-enables one). A revoked or expired token
+        stays as it is (409); resuming an active token changes nothing."""
+        if actor.kind == "token":
+            raise KbaiError(errors.SESSION_REQUIRED, action="resume a token")
+        return self._set_paused(actor, token_id, paused=False)
+
+    def _set_paused(self, actor: Actor, token_id: int, *, paused: bool) -> TokenView:
+        now = utc_seconds(self.clock.now())
+        with self.db.write() as s:
+            token = self._token_to_change(s, actor, token_id, "pause a token")
+            self._lock_user(s, token.user_id, require_active=False)
+            s.refresh(token)
+            status = status_of(token, now)
+            if paused and status not in ("active", "paused"):
+                raise KbaiError(errors.NOT_PAUSABLE, status=status)
+            if not paused and status not in ("active", "paused"):
+                advice = " A revoked token never comes back: create a new one." if status == "revoked" else \
+                    " Create a new token under System Settings > API Keys."
+                raise KbaiError(errors.NOT_RESUMABLE, status=status, advice=advice)
+            changed: set[str] = set()
+            if paused and token.paused_at is None:
+                token.paused_at = now
+                changed.add(token.digest)
+                audit.record(s, actor, "token.pause", at=now, target_type="token", target_id=token.id,
+                             tenant_id=token.tenant_id, details={"name": token.name, "prefix": token.prefix})
+            elif not paused and token.paused_at is not None:
+                token.paused_at = None
+                changed.add(token.digest)
+                audit.record(s, actor, "token.resume", at=now, target_type="token", target_id=token.id,
+                             tenant_id=token.tenant_id, details={"name": token.name, "prefix": token.prefix})
+            view = self._view(token, now)
+        self._notify(changed, set())
+        return view
+
+    def update(self, actor: Actor, token_id: int, changes: dict[str, object]) -> TokenView:
+        """Change what may change after creation: ``name``, ``description``, ``allowed_ips``, an earlier
+        expiry (``expires_in_days`` or ``expires_at``), and fewer ``scopes``. Only the keys given change.
+        The owner's session only. Audited; every instance hears of it at once."""
+        if actor.kind != "user" or actor.user_id is None:
+            raise KbaiError(errors.SESSION_REQUIRED, action="change tokens")
+        now = utc_seconds(self.clock.now())
+        clean: dict[str, Any] = {}
+        if "name" in changes:
+            clean["name"] = clean_name(changes["name"], "name")
+        if "description" in changes:
+            clean["description"] = clean_description(changes["description"])
+        if "allowed_ips" in changes:
+            clean["allowed_ips"] = clean_allowlist(changes["allowed_ips"])
+        if "scopes" in changes:
+            clean["scopes"] = self._clean_scopes(changes["scopes"])
+        expiry_given = "expires_in_days" in changes or "expires_at" in changes
+        new_expiry: datetime | None = None
+        if expiry_given:
+            new_expiry = resolve_expiry(now, changes.get("expires_in_days"), changes.get("expires_at"))
+        with self.db.write() as s:
+            token = self._token_in_scope(s, actor, token_id, "change another token")
+            self._lock_user(s, token.user_id)
+            s.refresh(token)
+            status = status_of(token, now)
+            if status not in ("active", "paused"):
+                raise KbaiError(errors.NOT_EDITABLE, status=status)
+            diff: dict[str, Any] = {}
+            if "name" in clean and clean["name"] != token.name:
+                if any(t.name.casefold() == clean["name"].casefold() for t in s.scalars(
+                        select(Token).where(Token.user_id == token.user_id, Token.id != token.id, _active_clause(now)))):
+                    raise KbaiError(errors.NAME_TAKEN, name=clean["name"])
+                diff["name"] = {"from": token.name, "to": clean["name"]}
+                token.name = clean["name"]
+            if "description" in clean and clean["description"] != token.description:
+                diff["description"] = "changed" if clean["description"] is not None else "removed"
+                token.description = clean["description"]
+            if "allowed_ips" in clean and clean["allowed_ips"] != (token.allowed_ips or None):
+                if clean["allowed_ips"] is None and policy_of(s, token.tenant_id).require_allowlist:
+                    raise KbaiError(errors.POLICY_ALLOWLIST_REQUIRED)
+                diff["allowed_ips"] = {"from": token.allowed_ips or None, "to": clean["allowed_ips"]}
+                token.allowed_ips = clean["allowed_ips"]
+            if "scopes" in clean and clean["scopes"] != list(token.scopes):
+                for scope in clean["scopes"]:
+                    if scope not in token.scopes:
+                        raise KbaiError(errors.SCOPES_ONLY_SHRINK, scope=scope)
+                diff["scopes"] = {"from": list(token.scopes), "to": clean["scopes"]}
+                token.scopes = clean["scopes"]
+            if expiry_given and new_expiry != token.expires_at:
+                if new_expiry is None or (token.expires_at is not None and new_expiry > token.expires_at):
+                    raise KbaiError(errors.EXPIRY_ONLY_SHORTER, current=iso(token.expires_at) or "never")
+                diff["expires_at"] = {"from": iso(token.expires_at), "to": iso(new_expiry)}
+                token.expires_at = new_expiry
+            changed: set[str] = set()
+            if diff:
+                changed.add(token.digest)
+                audit.record(s, actor, "token.update", at=now, target_type="token", target_id=token.id,
+                             tenant_id=token.tenant_id, details={"name": token.name, "prefix": token.prefix,
+                                                                 "changes": diff})
+            view = self._view(token, now)
+        self._notify(changed, set())
+        return view
+
+    def rotate_self(self, actor: Actor, grace_period_seconds: object = 0) -> tuple[TokenView, str, TokenView]:
+        """The calling token rotates itself (``POST /api/v1/tokens/self/rotate``): only a token created with
+        ``self_rotate``, whose owner may still manage tokens. Same name, scopes and restrictions; the new
+        lifetime is the old one, cut to the tenant's longest allowed lifetime (an automation cannot pick)."""
+        if actor.kind != "token" or actor.token_id is None:
+            raise KbaiError(errors.SELF_ROTATE_NEEDS_TOKEN)
+        return self.rotate(actor, actor.token_id, grace_period_seconds, itself=True)
+
     def rotate(self, actor: Actor, token_id: int, grace_period_seconds: object = 0, *,
-               expires_in_days: object = None) -> tuple[TokenView, str, TokenView]:
+               expires_in_days: object = None, itself: bool = False) -> tuple[TokenView, str, TokenView]:
         """A new token with the same name, scopes and lifetime (or ``expires_in_days``, when given); the old
         one stops after the grace period. The tenant's policy applies to the new token as on create.
 
@@ -321,7 +466,7 @@ class TokenService:
 
         Returns (new view, new plaintext, old view).
         """
-        if actor.kind != "user" or actor.user_id is None:
+        if not itself and (actor.kind != "user" or actor.user_id is None):
             raise KbaiError(errors.SESSION_REQUIRED, action="rotate tokens")
         if (isinstance(grace_period_seconds, bool) or not isinstance(grace_period_seconds, int)
                 or not 0 <= grace_period_seconds <= MAX_GRACE_SECONDS):
@@ -333,6 +478,8 @@ class TokenService:
             old = self._token_in_scope(s, actor, token_id, "rotate tokens")
             user = self._lock_user(s, old.user_id)
             s.refresh(old)
+            if itself and not old.self_rotate:
+                raise KbaiError(errors.SELF_ROTATE_NOT_ENABLED)
             if MANAGE_TOKENS not in permissions_of(s, user, self.catalog):
                 raise KbaiError(errors.NO_TOKEN_PERMISSION)
             # Read under the owner's lock, so of two concurrent rotations the second sees the first's successor.
@@ -347,14 +494,20 @@ class TokenService:
                 expiry = resolve_expiry(now, expires_in_days)
             elif old.expires_at is not None:
                 expiry = now + (old.expires_at - old.created_at)
-            check_lifetime(policy_of(s, user.tenant_id), now, expiry, rotating=expires_in_days is None)
+            policy = policy_of(s, user.tenant_id)
+            if itself:
+                expiry = lifetime_within(policy, now, expiry)
+            check_lifetime(policy, now, expiry, rotating=expires_in_days is None)
             # A scope that needs a session (given before that rule) is not carried over: the token never had it.
             scopes = [scope for scope in old.scopes if scope not in self.catalog.session_only]
-            new, plaintext = self._mint(s, user, old.name, scopes, now, expiry, rotated_from=old.id)
+            # The restrictions go with the name: a rotation never widens where or how the token works.
+            new, plaintext = self._mint(s, user, old.name, scopes, now, expiry, rotated_from=old.id,
+                                        description=old.description, allowed_ips=old.allowed_ips,
+                                        self_rotate=bool(old.self_rotate))
             stop = now + timedelta(seconds=grace_period_seconds)
             if old.revoked_at is None or old.revoked_at > stop:
                 old.revoked_at = stop
-                old.revoked_by = f"{actor.label[:90]} (rotated)"
+                old.revoked_by = f"{actor.label[:90]}{ROTATED_SUFFIX}"
             changed = {old.digest}
             ended_grace = None
             if old.rotated_from_id is not None:
@@ -363,7 +516,8 @@ class TokenService:
                     before.revoked_at = now
                     ended_grace = before.id
                     changed.add(before.digest)
-            audit.record(s, actor, "token.rotate", at=now, target_type="token", target_id=new.id,
+            audit.record(s, actor, "token.self_rotate" if itself else "token.rotate", at=now, target_type="token",
+                         target_id=new.id,
                          tenant_id=user.tenant_id,
                          details={"name": old.name, "from_id": old.id, "from_prefix": old.prefix,
                                   "to_id": new.id, "to_prefix": new.prefix, "old_stops_at": iso(old.revoked_at),
@@ -522,16 +676,31 @@ class TokenService:
         return user
 
     def _mint(self, s: Session, user: User, name: str, scopes: builtins.list[str], now: datetime,
-              expiry: datetime | None, rotated_from: int | None) -> tuple[Token, str]:
+              expiry: datetime | None, rotated_from: int | None, *, description: str | None = None,
+              allowed_ips: builtins.list[str] | None = None, self_rotate: bool = False) -> tuple[Token, str]:
         plaintext = fmt.mint()
         token = Token(
             tenant_id=user.tenant_id, user_id=user.id, name=name, prefix=fmt.display_prefix(plaintext),
             digest=fmt.digest(plaintext), scopes=scopes, created_at=now, expires_at=expiry,
             revoked_at=None, revoked_by=None, last_used_at=None, rotated_from_id=rotated_from,
+            description=description, allowed_ips=allowed_ips, self_rotate=self_rotate,
         )
         s.add(token)
         s.flush()
         return token, plaintext
+
+    @staticmethod
+    def _token_to_change(s: Session, actor: Actor, token_id: int, action: str) -> Token:
+        """:meth:`_token_in_scope`, and also any token of the actor's tenant for a reviewer of its tokens
+        (``developer.review_tokens``; Admin holds it), as the inventory's revoke allows."""
+        try:
+            return TokenService._token_in_scope(s, actor, token_id, action)
+        except KbaiError as err:
+            if actor.kind in ("user", "token") and REVIEW_TOKENS in actor.permissions:
+                token = s.get(Token, token_id) if 1 <= token_id <= 2_147_483_647 else None
+                if token is not None and token.tenant_id == actor.tenant_id:
+                    return token
+            raise err from None
 
     @staticmethod
     def _token_in_scope(s: Session, actor: Actor, token_id: int, action: str) -> Token:
@@ -556,7 +725,9 @@ class TokenService:
             id=t.id, user_id=t.user_id, tenant_id=t.tenant_id, name=t.name, prefix=t.prefix,
             scopes=list(t.scopes), created_at=t.created_at, last_used_at=t.last_used_at,
             expires_at=t.expires_at, revoked_at=t.revoked_at, status=status_of(t, now),
-            rotated_from_id=t.rotated_from_id,
+            rotated_from_id=t.rotated_from_id, description=t.description,
+            allowed_ips=list(t.allowed_ips) if t.allowed_ips else None, self_rotate=bool(t.self_rotate),
+            paused_at=t.paused_at,
         )
 
     def _notify(self, digests: set[str], user_ids: set[int]) -> None:

@@ -32,6 +32,8 @@ class UsageBuffer:
         # token id -> (time, client IP, user agent) of its latest use
         self._pending: dict[int, tuple[datetime, str | None, str | None]] = {}
         self._counts: dict[tuple[int, datetime], int] = {}
+        # token id -> (refusals, time and client IP of the latest) of requests a restriction refused
+        self._refused: dict[int, tuple[int, datetime, str | None]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -46,6 +48,13 @@ class UsageBuffer:
                 self._pending[token_id] = (at, ip, user_agent)
             self._counts[hour] = self._counts.get(hour, 0) + 1
 
+    def refused(self, token_id: int, at: datetime, ip: str | None = None) -> None:
+        """Count a request that a token restriction (the IP allowlist) refused, for its activity page."""
+        at = utc_seconds(at)
+        with self._lock:
+            n, seen, seen_ip = self._refused.get(token_id, (0, at, ip))
+            self._refused[token_id] = (n + 1, at, ip) if at >= seen else (n + 1, seen, seen_ip)
+
     def pending(self) -> int:
         with self._lock:
             return len(self._pending)
@@ -55,6 +64,9 @@ class UsageBuffer:
         with self._lock:
             batch, self._pending = self._pending, {}
             counts, self._counts = self._counts, {}
+            refused, self._refused = self._refused, {}
+        if refused:
+            self._flush_refused(refused)
         if not batch:
             return 0
         try:
@@ -87,6 +99,19 @@ class UsageBuffer:
         if self._on_write:
             self._on_write(len(batch))
         return len(batch)
+
+    def _flush_refused(self, refused: dict[int, tuple[int, datetime, str | None]]) -> None:
+        try:
+            with self.db.write() as s:
+                for token_id, (n, at, ip) in sorted(refused.items()):
+                    s.execute(update(Token).where(Token.id == token_id).values(
+                        refused_count=Token.refused_count + n, last_refused_at=at, last_refused_ip=_clip(ip, 64)))
+        except Exception:
+            with self._lock:
+                for token_id, (n, at, ip) in refused.items():
+                    m, seen, seen_ip = self._refused.get(token_id, (0, at, ip))
+                    self._refused[token_id] = (n + m, at, ip) if at >= seen else (n + m, seen, seen_ip)
+            log.exception("refusal-count flush failed; will retry")
 
     def start(self) -> None:
         if self._thread is not None:

@@ -1,7 +1,8 @@
 """Verification: a presented string in, an explicit :class:`Outcome` out, checks in a fixed order.
 
 1. format (a malformed string never reaches storage), 2. lookup by SHA-256 digest,
-3. revoked, expired, owner inactive, 4. scopes: effective = token scopes ∩ owner's permissions now.
+3. revoked, expired, paused, owner inactive, 4. the IP allowlist (when the caller gives the client
+address), 5. scopes: effective = token scopes ∩ owner's permissions now.
 Nothing here raises for a bad token, and nothing here writes.
 """
 
@@ -13,6 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from kbai.tokens.format import digest, is_well_formed
+from kbai.tokens.restrictions import Network, ip_allowed
 
 
 class Outcome(StrEnum):
@@ -22,6 +24,8 @@ class Outcome(StrEnum):
     REVOKED = "revoked"
     EXPIRED = "expired"
     OWNER_INACTIVE = "owner_inactive"
+    PAUSED = "paused"
+    IP_NOT_ALLOWED = "ip_not_allowed"
     INSUFFICIENT_SCOPE = "insufficient_scope"
 
 
@@ -43,6 +47,12 @@ class TokenRecord:
     owner_active: bool
     owner_permissions: frozenset[str]
     tenant_external_id: str | None = None
+    paused: bool = False
+    # Parsed once at load (kbai.tokens.restrictions); None: any address.
+    allowed_networks: tuple[Network, ...] | None = None
+    allowed_ips: tuple[str, ...] | None = None
+    # Stopped by a rotation (its successor took over): a later use of it is a reuse to alert on.
+    rotated_out: bool = False
 
 
 @dataclass(frozen=True)
@@ -65,7 +75,10 @@ class Verification:
 Lookup = Callable[[str], TokenRecord | None]
 
 
-def verify(presented: object, lookup: Lookup, now: datetime, required: Iterable[str] = ()) -> Verification:
+def verify(presented: object, lookup: Lookup, now: datetime, required: Iterable[str] = (),
+           client_ip: str | None = None) -> Verification:
+    """``client_ip`` None: the caller enforces the allowlist itself (introspection reports it to the
+    gateway; the SDK checks it against its own client); every kbai route gives the address."""
     if not is_well_formed(presented):
         return Verification(Outcome.MALFORMED)
     assert isinstance(presented, str)
@@ -76,8 +89,13 @@ def verify(presented: object, lookup: Lookup, now: datetime, required: Iterable[
         return Verification(Outcome.REVOKED, record)
     if record.expires_at is not None and record.expires_at <= now:
         return Verification(Outcome.EXPIRED, record)
+    if record.paused:
+        return Verification(Outcome.PAUSED, record)
     if not record.owner_active:
         return Verification(Outcome.OWNER_INACTIVE, record)
+    if client_ip is not None and record.allowed_networks is not None \
+            and not ip_allowed(record.allowed_networks, client_ip):
+        return Verification(Outcome.IP_NOT_ALLOWED, record)
     effective = record.scopes & record.owner_permissions
     # Most checks demand no scope; skip building the tuple then (this runs on every request).
     missing = tuple(s for s in dict.fromkeys(required) if s not in effective) if required else ()

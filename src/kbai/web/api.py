@@ -80,7 +80,9 @@ UserId = Annotated[int, Path(ge=1, le=MAX_ID, description="A user id.")]
 def token_json(v: TokenView, now: datetime, rotated_to_id: int | None = None) -> dict[str, Any]:
     return {"id": v.id, "name": v.name, "prefix": v.prefix, "scopes": v.scopes, "created_at": v.created_at,
             "last_used_at": v.last_used_at, "expires_at": v.expires_at, "status": v.status,
-            "rotated_from_id": v.rotated_from_id, "rotated_to_id": rotated_to_id, "hygiene": hygiene(v, now)}
+            "rotated_from_id": v.rotated_from_id, "rotated_to_id": rotated_to_id, "hygiene": hygiene(v, now),
+            "description": v.description, "allowed_ips": v.allowed_ips, "self_rotate": v.self_rotate,
+            "paused_at": v.paused_at}
 
 
 def tokens_json(request: Request, views: list[TokenView]) -> list[dict[str, Any]]:
@@ -159,7 +161,8 @@ def list_tokens(
 def create_token(body: sc.TokenCreateIn, p: SessionPrincipal, request: Request) -> dict[str, Any]:
     """Mint a token. The response is the only time the full token is shown."""
     view, plaintext = services(request).tokens.create(
-        p.actor, body.name, body.scopes, expires_in_days=body.expires_in_days, expires_at=body.expires_at
+        p.actor, body.name, body.scopes, expires_in_days=body.expires_in_days, expires_at=body.expires_at,
+        description=body.description, allowed_ips=body.allowed_ips, self_rotate=bool(body.self_rotate),
     )
     return {**tokens_json(request, [view])[0], "token": plaintext}
 
@@ -174,6 +177,52 @@ def get_token(token_id: TokenId, p: AnyPrincipal, request: Request) -> dict[str,
 def revoke_token(token_id: TokenId, p: AnyPrincipal, request: Request) -> dict[str, Any]:
     """Your session may revoke any of your tokens; a token may revoke itself. Idempotent."""
     return tokens_json(request, [services(request).tokens.revoke(p.actor, token_id)])[0]
+
+
+# Before /tokens/{token_id}/...: "self" is not an id.
+@router.post("/tokens/self/rotate", status_code=201, response_model=sc.RotatedOut, tags=["tokens"],
+             summary="Rotate the calling token (self-rotation)",
+             responses=creates("This token was already rotated (already_rotated: its successor is the one to rotate), "
+                               "or is not active."))
+@idempotent
+def self_rotate_token(p: AnyPrincipal, request: Request, body: sc.SelfRotateIn | None = None) -> dict[str, Any]:
+    """Authenticate with the token itself (Authorization: Bearer). Only a token created with ``self_rotate``
+    may (403 ``self_rotate_not_enabled`` otherwise; 403 ``token_required`` with a session): the only way a
+    token touches token management. The new token has the same name, scopes and restrictions; its lifetime is
+    the old one's, cut to the tenant policy's longest. The old token stops after ``grace_period_seconds``
+    (default 0); used again after that, it is refused, logged, and its owner is told (once)."""
+    grace = body.grace_period_seconds if body else 0
+    new, plaintext, old = services(request).tokens.rotate_self(p.actor, grace)
+    new_json, old_json = tokens_json(request, [new, old])
+    return {**new_json, "token": plaintext, "rotated_from": old_json, "old_token_stops_at": old.revoked_at}
+
+
+@router.patch("/tokens/{token_id}", response_model=sc.TokenOut, tags=["tokens"], summary="Change a token",
+              responses={**BODY_ERRORS, **conflict("Only an active or paused token can change (not_editable); or the new "
+                                                   "name is taken.")})
+def update_token(token_id: TokenId, body: sc.TokenPatchIn, p: SessionPrincipal, request: Request) -> dict[str, Any]:
+    """Change the name, description or IP allowlist, bring the expiry forward, or drop scopes (they can only
+    shrink: 422 ``scopes_only_shrink``; a later expiry is 422 ``expiry_only_shorter``). Only the fields sent
+    change. Your session only; every instance applies it from the next request."""
+    changes = {name: getattr(body, name) for name in body.model_fields_set}
+    return tokens_json(request, [services(request).tokens.update(p.actor, token_id, changes)])[0]
+
+
+@router.post("/tokens/{token_id}/pause", response_model=sc.TokenOut, tags=["tokens"], summary="Pause a token",
+             responses=conflict("Only an active token can be paused (not_pausable)."))
+def pause_token(token_id: TokenId, p: AnyPrincipal, request: Request) -> dict[str, Any]:
+    """Refuse the token (401 invalid_token) on every instance from the next request until it is resumed. Your
+    session may pause your tokens, a token itself, and a reviewer of the tenant's tokens
+    (developer.review_tokens) any token of the tenant. Idempotent."""
+    return tokens_json(request, [services(request).tokens.pause(p.actor, token_id)])[0]
+
+
+@router.post("/tokens/{token_id}/resume", response_model=sc.TokenOut, tags=["tokens"], summary="Resume a token",
+             responses=conflict("A revoked or expired token cannot be resumed (not_resumable)."))
+def resume_token(token_id: TokenId, p: AnyPrincipal, request: Request) -> dict[str, Any]:
+    """The paused token works again from the next request. Needs a session: yours for your tokens, or one
+    holding developer.review_tokens for any token of the tenant. Revoked stays final. Idempotent."""
+    return tokens_json(request, [services(request).tokens.resume(p.actor, token_id)])[0]
 
 
 @router.post("/tokens/{token_id}/rotate", status_code=201, response_model=sc.RotatedOut, tags=["tokens"],

@@ -7,6 +7,7 @@ even from a blocked address); a successful token request marks the token used (b
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -21,9 +22,10 @@ from kbai.access.sessions import SessionInfo
 from kbai.audit import Actor
 from kbai.errors import KbaiError
 from kbai.services import Services
-from kbai.tokens.verify import Verification
+from kbai.tokens.verify import Outcome, Verification
 from kbai.web.answers import bearer_token
 
+log = logging.getLogger("kbai.web")
 SESSION_COOKIE = "kbai_session"
 CSRF_HEADER = "X-CSRF-Token"
 
@@ -70,17 +72,26 @@ def check_token(svc: Services, ip: str, token: str, required: tuple[str, ...] = 
     loop and send only the rest to the thread pool.
     """
     if warm_only:
-        found = svc.tokens.verify_warm(token, required)
+        found = svc.tokens.verify_warm(token, required, client_ip=ip)
         if found is None:
             return None
         result = found
         if not result.authenticated and not svc.token_failures.local:
             return None  # counting this failure is a Redis round trip
     else:
-        result = svc.tokens.verify(token, required)
+        result = svc.tokens.verify(token, required, client_ip=ip)
     svc.metrics.verified(result.outcome.value)
     if result.authenticated:
         return result
+    if result.outcome is Outcome.REVOKED and result.record is not None and result.record.rotated_out:
+        if warm_only and not svc.reuse.handled(result.record.token_id):
+            return None  # the first reuse seen here claims the alert in the database
+        svc.reuse.reused(result.record, ip)
+    if result.outcome is Outcome.IP_NOT_ALLOWED and result.record is not None:
+        record = result.record
+        log.warning("token %s (id %s) refused from %s: outside its IP allowlist", record.prefix, record.token_id,
+                    ip)
+        svc.usage.refused(record.token_id, svc.clock.now(), ip)
     wait = svc.token_failures.failed(ip)
     if wait:
         svc.metrics.rate_limited.labels("token").inc()

@@ -52,6 +52,10 @@ class ActivityOut(BaseModel):
     outside_usual_hours: bool = Field(
         description="Used, after its first 14 days, in an hour of the week in which it was never used during them.")
     unusual_hours: list[CellOut] = Field(description="The hour-of-week cells that set outside_usual_hours.")
+    refused: int = Field(default=0, description="Requests refused because they came from outside the token's IP "
+                                                "allowlist (counted in batches, like last used).")
+    last_refused_at: datetime | None = Field(default=None, description="The latest such refusal.")
+    last_refused_ip: str | None = Field(default=None, description="The client address of the latest refusal.")
 
 
 class OwnerOut(BaseModel):
@@ -75,6 +79,8 @@ class PolicyOut(BaseModel):
         description="Active tokens unused (or never used) for this many days are revoked by `kbai worker`.")
     webhook_configured: bool
     webhook_url: str | None = Field(description="Shown to holders of roles.manage only.")
+    require_allowlist: bool = Field(default=False, description="Every new token must carry an IP allowlist "
+                                                               "(allowed_ips).")
     updated_at: datetime | None
 
 
@@ -90,6 +96,8 @@ class PolicyIn(sc.Strict):
     max_lifetime_days: int | None = Field(default=None, strict=True, examples=[90], description="1-3650 or null.")
     expiration_required: bool | None = Field(default=None, strict=True)
     auto_revoke_unused_days: int | None = Field(default=None, strict=True, examples=[90], description="1-3650 or null.")
+    require_allowlist: bool | None = Field(default=None, strict=True,
+                                           description="Every new token must carry an IP allowlist.")
     webhook_url: str | None = Field(default=None, max_length=4000, examples=["https://hooks.example.com/kbai"],
                                     description="http(s) URL of a public address receiving signed events (Standard "
                                                 "Webhooks); null removes it.")
@@ -104,7 +112,8 @@ def activity_json(a: Activity) -> dict[str, Any]:
             "last_used_at": a.last_used_at, "last_used_ip": a.last_used_ip,
             "last_used_user_agent": a.last_used_user_agent, "usual_hours_known": a.usual_hours_known,
             "outside_usual_hours": a.outside_usual_hours,
-            "unusual_hours": [{"weekday": d, "hour": h} for d, h in a.unusual_hours]}
+            "unusual_hours": [{"weekday": d, "hour": h} for d, h in a.unusual_hours],
+            "refused": a.refused, "last_refused_at": a.last_refused_at, "last_refused_ip": a.last_refused_ip}
 
 
 @router.get("/tokens/{token_id}/activity", response_model=ActivityOut, tags=["tokens"],
@@ -129,7 +138,7 @@ Reviewer = Annotated[Principal, Depends(needs(REVIEW_TOKENS, "review the tenant'
 
 def _inventory_filter(
     owner: Annotated[str | None, Query(max_length=320, description="Owner email or user id.")] = None,
-    status: Annotated[Literal["active", "expired", "revoked"] | None, Query()] = None,
+    status: Annotated[Literal["active", "paused", "expired", "revoked"] | None, Query()] = None,
     stale: Annotated[bool, Query(description="Active and unused (or never used) for 90+ days.")] = False,
     expiring_soon: Annotated[bool, Query(description="Active and expiring within 7 days.")] = False,
 ) -> InventoryFilter:
@@ -156,7 +165,7 @@ def admin_tokens(
 
 
 CSV_COLUMNS = ["id", "owner", "name", "prefix", "scopes", "status", "created_at", "last_used_at", "expires_at",
-               "revoked_at", "rotated_from_id", "hygiene"]
+               "revoked_at", "rotated_from_id", "hygiene", "description", "allowed_ips", "paused_at"]
 
 
 @router.get("/admin/tokens/export", tags=["admin"], summary="Export your tenant's tokens as CSV",
@@ -174,7 +183,8 @@ def admin_tokens_export(p: Reviewer, request: Request,
         v = r.view
         writer.writerow(csv_row([v.id, r.owner_email, v.name, v.prefix, " ".join(v.scopes), v.status,
                                  iso(v.created_at), iso(v.last_used_at), iso(v.expires_at), iso(v.revoked_at),
-                                 v.rotated_from_id, " ".join(hygiene(v, now))]))
+                                 v.rotated_from_id, " ".join(hygiene(v, now)), v.description,
+                                 " ".join(v.allowed_ips or []), iso(v.paused_at)]))
     stamp = now.strftime("%Y%m%dT%H%M%SZ")
     return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="kbai-tokens-{stamp}.csv"'})
@@ -198,7 +208,8 @@ def policy_json(policy: Policy, p: Principal) -> dict[str, Any]:
     return {"max_lifetime_days": policy.max_lifetime_days, "expiration_required": policy.expiration_required,
             "auto_revoke_unused_days": policy.auto_revoke_unused_days,
             "webhook_configured": policy.webhook_configured,
-            "webhook_url": policy.webhook_url if shows_url else None, "updated_at": policy.updated_at}
+            "webhook_url": policy.webhook_url if shows_url else None, "require_allowlist": policy.require_allowlist,
+            "updated_at": policy.updated_at}
 
 
 @router.get("/policies", response_model=PolicyOut, tags=["policies"], summary="Your tenant's token policy")
@@ -220,9 +231,11 @@ def put_policy(body: PolicyIn, p: RolesManage, request: Request) -> dict[str, An
     assert p.actor.tenant_id is not None
     sent = body.model_fields_set
     given = {name: getattr(body, name) if name in sent else UNSET
-             for name in ("max_lifetime_days", "expiration_required", "auto_revoke_unused_days", "webhook_url")}
-    if given["expiration_required"] is None:
-        given["expiration_required"] = False
+             for name in ("max_lifetime_days", "expiration_required", "auto_revoke_unused_days", "webhook_url",
+                          "require_allowlist")}
+    for flag in ("expiration_required", "require_allowlist"):
+        if given[flag] is None:
+            given[flag] = False
     policy, secret = services(request).policies.set(p.actor, p.actor.tenant_id, **given,
                                                     new_webhook_secret=body.new_webhook_secret)
     return {**policy_json(policy, p), "webhook_secret": secret}

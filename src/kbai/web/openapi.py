@@ -33,6 +33,7 @@ OPERATION_IDS = {
     "admin_tokens": "listTenantTokens",
     "admin_tokens_export": "exportTenantTokens",
     "admin_revoke": "revokeTenantToken",
+    "self_rotate_token": "rotateCallingToken",
     "put_policy": "updatePolicy",
     "healthz": "getHealth",
     "livez": "getLiveness",

@@ -42,6 +42,7 @@ from kbai.tokens.hygiene import LABELS as HYGIENE_LABELS
 from kbai.tokens.hygiene import hygiene
 from kbai.tokens.inventory import STATUSES, InventoryFilter
 from kbai.tokens.policy import Policy, check_lifetime
+from kbai.tokens.restrictions import MAX_ALLOWED_IPS, clean_allowlist, clean_description
 from kbai.tokens.service import EXPIRY_PRESETS_DAYS, MAX_LIFETIME_DAYS, RECOMMENDED_EXPIRY_DAYS, TokenView
 from kbai.validate import clean_email, clean_name
 from kbai.web import brand, prefix
@@ -70,6 +71,8 @@ NOTICES = {
     "dismissed": "Request dismissed.",
     "asked": "Request sent. Your tenant's admins see it on their Roles and Users pages.",
     "revoked": "Token revoked. It stops working with the next request.",
+    "paused": "Token paused. Every request with it gets 401 until you resume it; it still counts toward your limit.",
+    "resumed": "Token resumed. It works again from the next request.",
     "admin_revoked": "Token revoked. It stops working with the next request; if it was someone else's, "
                      "they are told in-app and by email.",
     "policy_saved": "Token policy saved. It applies to tokens created or rotated from now on.",
@@ -609,7 +612,7 @@ GRACE_CHOICES = (("0", "None", "stops working immediately"), ("3600", "1 hour", 
                  ("86400", "24 hours", "keeps working for 24 hours"), ("604800", "7 days", "keeps working for 7 days"))
 DEFAULT_GRACE = "86400"
 # Table order: what works first, then what stopped (newest first within each).
-STATUS_ORDER = {"active": 0, "expired": 1, "revoked": 2}
+STATUS_ORDER = {"active": 0, "paused": 1, "expired": 2, "revoked": 3}
 
 
 @dataclass(frozen=True)
@@ -745,7 +748,8 @@ def _api_keys_page(request: Request, p: Principal, error: KbaiError | None = Non
             groups=grouped(svc.catalog, usable), askable=askable, examples=TOKEN_EXAMPLES,
             tomorrow=(now.date() + timedelta(days=1)).isoformat(),
             form=form or {"name": "", "scopes": [], "expiry": rules["default_expiry"], "expires_on": "",
-                          "identity_only": False},
+                          "identity_only": False, "description": "", "allowed_ips": "", "self_rotate": False},
+            require_allowlist=policy.require_allowlist, max_allowed_ips=MAX_ALLOWED_IPS,
             **rules,
         )
     else:
@@ -757,7 +761,8 @@ def _api_keys_page(request: Request, p: Principal, error: KbaiError | None = Non
 # Where each error of the create form is shown: under its field, or (None) above the form.
 CREATE_FIELDS = {"name_taken": "name", "unknown_scope": "scopes", "unheld_scope": "scopes",
                  "duplicate_scope": "scopes", "session_only_scope": "scopes", "policy_expiration_required": "expiry",
-                 "policy_max_lifetime": "expiry", "validation_error": "expiry"}
+                 "policy_max_lifetime": "expiry", "validation_error": "expiry", "invalid_cidr": "allowed_ips",
+                 "policy_allowlist_required": "allowed_ips"}
 
 
 def _person_words(err: KbaiError, field: str, label: str) -> KbaiError:
@@ -791,6 +796,9 @@ def create_token(
     identity_only: Annotated[str, Form(max_length=10)] = "",
     expiry: Annotated[str, Form(max_length=20)] = "",
     expires_on: Annotated[str, Form(max_length=40)] = "",
+    description: Annotated[str, Form(max_length=2000)] = "",
+    allowed_ips: Annotated[str, Form(max_length=3000)] = "",
+    self_rotate: Annotated[str, Form(max_length=10)] = "",
     csrf_token: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     p = check_form(request, csrf_token)
@@ -798,7 +806,8 @@ def create_token(
     identity = identity_only.lower() in TRUTHY
     # Echoed back on an error: a pasted token must not come back in the page (cut to its display prefix).
     form = {"name": redact(name), "scopes": scopes or [], "expiry": expiry, "expires_on": redact(expires_on),
-            "identity_only": identity}
+            "identity_only": identity, "description": redact(description), "allowed_ips": redact(allowed_ips),
+            "self_rotate": self_rotate.lower() in TRUTHY}
     field = None
     try:
         field = "name"
@@ -808,8 +817,14 @@ def create_token(
             raise KbaiError(errors.FIELD_SCOPES_NONE)
         field = "expiry"
         days, until = _expiry(expiry, expires_on, svc.clock.now().date())
+        field = "description"
+        note = _person_words_of(clean_description, description, "description")
+        field = "allowed_ips"
+        ranges = clean_allowlist(_lines(allowed_ips))
         field = None
-        view, plaintext = svc.tokens.create(p.actor, clean, scopes or [], expires_in_days=days, expires_at=until)
+        view, plaintext = svc.tokens.create(p.actor, clean, scopes or [], expires_in_days=days, expires_at=until,
+                                            description=note, allowed_ips=ranges,
+                                            self_rotate=self_rotate.lower() in TRUTHY)
     except KbaiError as err:
         if field is None:
             field = CREATE_FIELDS.get(err.code)
@@ -865,6 +880,42 @@ def revoke_token(
     p = check_form(request, csrf_token)
     view = services(request).tokens.revoke(p.actor, token_id)
     return see_other(f"{API_KEYS}?{urlencode({'done': 'revoked', 'token': view.id})}")
+
+
+def _lines(text: str) -> list[str]:
+    """The allowlist box: one range per line (commas and spaces separate too)."""
+    return [part for part in text.replace(",", " ").split() if part]
+
+
+def _person_words_of(check: Callable[[object], Any], value: str, field: str) -> Any:
+    try:
+        return check(value)
+    except KbaiError as err:
+        raise _person_words(err, field, field) from None
+
+
+@router.post("/system-settings/api-keys/{token_id}/pause")
+def pause_token(request: Request, token_id: Id, csrf_token: Annotated[str, Form(max_length=200)] = "") -> Response:
+    p = check_form(request, csrf_token)
+    try:
+        view = services(request).tokens.pause(p.actor, token_id)
+    except KbaiError as err:
+        if err.code == "not_found":
+            raise
+        return _api_keys_page(request, p, err, error_at="table")
+    return see_other(f"{API_KEYS}?{urlencode({'done': 'paused'})}#token-{view.id}")
+
+
+@router.post("/system-settings/api-keys/{token_id}/resume")
+def resume_token(request: Request, token_id: Id, csrf_token: Annotated[str, Form(max_length=200)] = "") -> Response:
+    p = check_form(request, csrf_token)
+    try:
+        view = services(request).tokens.resume(p.actor, token_id)
+    except KbaiError as err:
+        if err.code == "not_found":
+            raise
+        return _api_keys_page(request, p, err, error_at="table")
+    return see_other(f"{API_KEYS}?{urlencode({'done': 'resumed'})}#token-{view.id}")
 
 
 @router.post("/system-settings/api-keys/{token_id}/rotate")
@@ -980,7 +1031,7 @@ def inventory_page(
     if len(owner_given) > 320 or any(not ch.isprintable() for ch in owner_given):
         error = KbaiError(errors.VALIDATION, detail="The owner filter is an email (at most 320 characters) or a user id.")
     elif status and status not in STATUSES:
-        error = KbaiError(errors.VALIDATION, detail="Pick a status from the list: active, expired or revoked.")
+        error = KbaiError(errors.VALIDATION, detail="Pick a status from the list: active, paused, expired or revoked.")
     elif cursor is not None and not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 10
                                      and 1 <= int(cursor) <= MAX_ID):
         error = KbaiError(errors.VALIDATION, detail="That page of the list does not exist; start again from the first.")

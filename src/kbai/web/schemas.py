@@ -8,6 +8,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 TIME = "ISO 8601 UTC, e.g. 2027-03-01T12:00:00Z; null when unset"
+DESCRIPTION = "A free-text note, at most 500 characters."
+ALLOWED_IPS = ("IPv4 and IPv6 addresses or CIDR ranges (at most 50) the token may be used from; null: anywhere. "
+               "Requests from elsewhere get 401 invalid_token.")
 
 
 class Strict(BaseModel):
@@ -50,6 +53,20 @@ class TokenCreateIn(Strict):
     scopes: list[str] = Field(max_length=200, examples=[["users.read", "roles.read"]], description="Permissions you hold now that a token can use (not the session-only ones); GET /api/v1/permissions lists them.")
     expires_in_days: int | None = Field(default=None, strict=True, examples=[90], description="1-3650. We recommend 90.")
     expires_at: str | None = Field(default=None, max_length=40, examples=["2027-03-31"], description="A date (the token works through that day, UTC) or an ISO 8601 time with a zone.")
+    description: str | None = Field(default=None, max_length=2000, examples=["Posts new contacts to the CRM"], description=DESCRIPTION)
+    allowed_ips: list[str] | None = Field(default=None, max_length=200, examples=[["203.0.113.0/24", "2001:db8::/32"]], description=ALLOWED_IPS)
+    self_rotate: bool | None = Field(default=None, strict=True, description="true: the token may rotate itself with POST /api/v1/tokens/self/rotate (for automation). Default false.")
+
+
+class TokenPatchIn(Strict):
+    """Only the fields you send change."""
+
+    name: str | None = Field(default=None, max_length=1000, description="1-100 characters after trimming.")
+    description: str | None = Field(default=None, max_length=2000, description=DESCRIPTION + " null removes it.")
+    allowed_ips: list[str] | None = Field(default=None, max_length=200, description=ALLOWED_IPS + " null or [] removes it.")
+    scopes: list[str] | None = Field(default=None, max_length=200, description="Scopes can only shrink: a subset of the token's scopes.")
+    expires_in_days: int | None = Field(default=None, strict=True, description="An earlier expiry, days from now.")
+    expires_at: str | None = Field(default=None, max_length=40, description="An earlier expiry: a date or an ISO 8601 time with a zone.")
 
 
 class TokenOut(BaseModel):
@@ -60,7 +77,11 @@ class TokenOut(BaseModel):
     created_at: datetime
     last_used_at: datetime | None = Field(description="Last successful request; may lag by the flush interval. " + TIME)
     expires_at: datetime | None = Field(description="null: never expires. " + TIME)
-    status: Literal["active", "expired", "revoked"]
+    status: Literal["active", "paused", "expired", "revoked"] = Field(description="paused: refused until resumed (POST /api/v1/tokens/{id}/resume).")
+    description: str | None = Field(default=None, description=DESCRIPTION)
+    allowed_ips: list[str] | None = Field(default=None, description=ALLOWED_IPS)
+    self_rotate: bool = False
+    paused_at: datetime | None = Field(default=None, description="When it was paused. " + TIME)
     rotated_from_id: int | None = Field(default=None, description="The token this one replaced by rotation.")
     rotated_to_id: int | None = Field(default=None, description="The token that replaced this one by rotation.")
     hygiene: list[Literal["never_used", "unused_90_days", "older_than_90_days"]] = Field(
@@ -91,6 +112,10 @@ class TokenListOut(BaseModel):
 class RotateIn(Strict):
     grace_period_seconds: int = Field(default=0, ge=0, le=604800, strict=True, description="How long the old token keeps working: 0 (now) to 7 days.")
     expires_in_days: int | None = Field(default=None, strict=True, examples=[90], description="The new token's lifetime in days (1-3650); default: the old token's lifetime. Use it when the tenant's policy no longer allows that lifetime.")
+
+
+class SelfRotateIn(Strict):
+    grace_period_seconds: int = Field(default=0, ge=0, le=604800, strict=True, description="How long the old token keeps working: 0 (now) to 7 days.")
 
 
 class MeOut(BaseModel):
@@ -201,3 +226,5 @@ class IntrospectionOut(BaseModel):
     iat: int | None = None
     token_type: str | None = None
     client_id: str | None = None
+    allowed_ips: list[str] | None = Field(default=None, description="The token's IP allowlist (CIDRs), when it has "
+                                          "one: refuse requests from other client addresses.")

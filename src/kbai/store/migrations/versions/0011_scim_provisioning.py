@@ -3,13 +3,13 @@ beside a membership (userName, name, emails...) and beside a role (a Group's ext
 credentials gain abilities (introspect, tenants, tokens); existing ones keep introspect alone.
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0011"
-down_revision = "0009"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
