@@ -33,6 +33,8 @@ class Actor:
     token_prefix: str | None = None
     ip: str | None = None
     permissions: frozenset[str] = field(default_factory=frozenset)
+    # ``user_id`` is the membership (the person in ``tenant_id``); this is the person, the same in every tenant.
+    person_id: int | None = None
 
     @property
     def label(self) -> str:
@@ -71,6 +73,8 @@ ACTIONS = (
     "token.rotate",
     "token.leak_report",
     "session.login",
+    "session.switch",
+    "user.accept_invitation",
     "identity.link",
     "session.logout",
     "service_credential.create",

@@ -168,7 +168,7 @@ class TokenService:
         if not rows:
             return None
         (token_id, tenant_id, tenant_name, user_id, email, prefix, name, scopes, created_at, expires_at,
-         revoked_at, active, _builtin, _permission, tenant_external_id) = rows[0]
+         revoked_at, active, _builtin, _permission, tenant_external_id, person_id, user_external_id) = rows[0]
         return TokenRecord(
             token_id=token_id,
             tenant_id=tenant_id,
@@ -187,6 +187,8 @@ class TokenService:
             owner_permissions=permissions_from(((r[12], r[13]) for r in rows), self.catalog) if active
             else frozenset(),
             tenant_external_id=tenant_external_id,
+            person_id=person_id,
+            user_external_id=user_external_id,
         )
 
     def verify(self, presented: object, required: Iterable[str] = (), *, lookup: Lookup | None = None) -> Verification:

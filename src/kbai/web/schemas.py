@@ -201,3 +201,5 @@ class IntrospectionOut(BaseModel):
     iat: int | None = None
     token_type: str | None = None
     client_id: str | None = None
+    tenant_external_id: str | None = None
+    user_external_id: str | None = None
