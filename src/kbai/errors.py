@@ -298,7 +298,7 @@ FIELD_ROLE_NAME_TAKEN = ErrorSpec(
     "already_exists", 409, "There is already a role called “{name}”. Choose another name.",
 )
 FIELD_EMAIL_INVALID = ErrorSpec("validation_error", 422, "Enter an email address like name@company.com.")
-FIELD_EMAIL_TAKEN = ErrorSpec("already_exists", 409, "Someone with the email {email} already has an account.")
+FIELD_EMAIL_TAKEN = ErrorSpec("already_exists", 409, "{email} is already a member of this tenant.")
 FIELD_PASSWORD_LENGTH = ErrorSpec(
     "validation_error", 422,
     "The password needs at least {min} characters. Or leave it blank, and we generate one and show it once.",

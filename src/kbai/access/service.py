@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -72,6 +73,14 @@ class InvitationView:
     tenant_name: str
     # True: the person has no password yet and sets one here; False: they confirm with their own login.
     sets_password: bool
+
+
+@dataclass(frozen=True)
+class Invited:
+    view: UserView
+    path: str  # INVITATION_PATH + the one-time secret (shown once, stored only as its digest)
+    expires_at: datetime
+    new_person: bool  # never shown to the inviter: the answer is the same either way
 
 
 def invitation_digest(secret: str) -> str:
@@ -182,6 +191,8 @@ class AccessService:
         # Called with a tenant id after a commit that may have given someone there a permission (a role's
         # permissions or a person's roles changed): answered "Ask an admin" requests are resolved from here.
         self.grant_listeners: list[Callable[[int], None]] = []
+        # Where invitation emails leave (kbai.outbox.Outbox, set by kbai.services); None: no email.
+        self.outbox: Any = None
 
     # ---- reading -------------------------------------------------------------------------
     def permissions(self, session: Session, user: User) -> frozenset[str]:
@@ -372,11 +383,11 @@ class AccessService:
         return view, generated
 
     def invite(self, actor: Actor, tenant_id: int, email: str, roles: Sequence[str | int] = (), *,
-               external_id: str | None = None) -> tuple[UserView, str, bool]:
+               external_id: str | None = None, link_base: str = "") -> Invited:
         """Add the person with ``email`` to ``tenant_id`` (creating the person when there is none, without a
-        password) and make a one-time invitation link (72 h): (membership, the link's secret path, whether the
-        person is new). The answer to the caller must not depend on the last value: the API and the pages
-        answer the same either way, so a tenant never learns who exists elsewhere."""
+        password) and make a one-time invitation link (72 h), emailed to them when SMTP is set (``link_base``
+        + the path). What the caller shows must not depend on ``new_person``: the API and the pages answer
+        the same either way, so a tenant never learns who exists elsewhere."""
         may_manage(actor, "users.manage", "create users", tenant_id)
         email = clean_email(email)
         ext = None if external_id is None else clean_external_id(external_id, "external id")
@@ -388,7 +399,18 @@ class AccessService:
             s.add(Invitation(digest=invitation_digest(secret), user_id=user.id, created_at=now,
                              expires_at=now + INVITATION_TTL))
             view = self.user_view(s, user)
-        return view, INVITATION_PATH + secret, new_person
+            tenant_name = s.scalar(select(Tenant.name).where(Tenant.id == tenant_id)) or ""
+            outbox_id = None
+            if self.outbox is not None and self.outbox.mail_enabled:
+                outbox_id = self.outbox.add_email(
+                    s, event_id=f"invitation-{secrets.token_hex(8)}", tenant_id=tenant_id, user_id=user.id, to=email,
+                    subject=f"You were added to {tenant_name}", event_type="invitation", at=now,
+                    body=f"{actor.email or 'An admin'} added you to {tenant_name}.\n\nOpen this link within 72 hours "
+                         f"to {'choose your password' if new_person else 'confirm with your own login'}:\n"
+                         f"{link_base}{INVITATION_PATH}{secret}\n")
+        if outbox_id is not None:
+            self.outbox.after_commit([outbox_id])
+        return Invited(view, INVITATION_PATH + secret, now + INVITATION_TTL, new_person)
 
     def _add_membership(self, s: Session, actor: Actor, tenant_id: int, email: str, password_hash: str | None,
                         roles: Sequence[str | int], ext: str | None, now: datetime) -> User:

@@ -22,6 +22,7 @@ import json
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -89,14 +90,33 @@ class SessionService:
         """
         if not self.password_login:  # KBAI_PASSWORD_LOGIN=false: no password is even checked
             raise KbaiError(errors.PASSWORD_LOGIN_DISABLED, advice=self.password_login_advice)
+        return self._throttled(email, ip, lambda: self._login(email, password, ip, tenant))
+
+    def accept_invitation(self, secret: str, password: str, ip: str | None) -> tuple[str, SessionInfo]:
+        """Use an invitation (a new person sets ``password``; an existing one proves theirs, under the same
+        failure limits as a login) and open a session in its tenant."""
+        found = self.access.invitation(secret)
+        if not self.password_login:  # KBAI_PASSWORD_LOGIN=false: no password is set or checked here either
+            raise KbaiError(errors.PASSWORD_LOGIN_DISABLED, advice=self.password_login_advice)
+
+        def accept() -> tuple[str, SessionInfo]:
+            accepted = self.access.accept_invitation(secret, password)
+            return self.open(accepted.user_id, ip, details={"via": "invitation"})
+
+        if found.sets_password:
+            return accept()
+        return self._throttled(found.email, ip, accept)
+
+    def _throttled(self, email: object, ip: str | None,
+                   attempt_login: Callable[[], tuple[str, SessionInfo]]) -> tuple[str, SessionInfo]:
         if self.throttle is None:
-            return self._login(email, password, ip, tenant)
+            return attempt_login()
         attempt = self.throttle.reserve(email if isinstance(email, str) else "", ip or "unknown")
         if isinstance(attempt, LoginRefused):
             spec = errors.LOGIN_RATE_LIMITED if attempt.why == "address" else errors.LOGIN_ACCOUNT_THROTTLED
             raise KbaiError(spec, retry_after=attempt.retry_after)
         try:
-            result = self._login(email, password, ip, tenant)
+            result = attempt_login()
         except KbaiError as err:
             if err.spec is not errors.INVALID_CREDENTIALS:
                 self.throttle.give_back(attempt, signed_in=False)

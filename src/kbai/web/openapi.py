@@ -20,6 +20,8 @@ OPERATION_IDS = {
     "login": "createSession",
     "logout": "deleteSession",
     "me": "getMe",
+    "session_tenants": "listSessionTenants",
+    "switch_tenant": "switchSessionTenant",
     "permissions": "listPermissions",
     "audit_log": "listAuditEvents",
     "audit_export": "exportAuditEvents",
