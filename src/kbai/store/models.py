@@ -92,7 +92,9 @@ class User(Base):
     max_active_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # The host product's id of this person in this tenant; unique per tenant when set.
     external_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    # The person's email, read through (it lives on the person): queries may filter and select on it.
+    # The person's email, read through (it lives on the person): queries may filter and select on it. It is a
+    # correlated subquery, so a query must have ``users`` in its FROM: ``select(User.email)`` alone would not
+    # correlate (write ``select(Person.email)``, or ``.select_from(User)``).
     email: Mapped[str] = column_property(
         select(Person.email).where(Person.id == person_id).correlate_except(Person).scalar_subquery()
     )

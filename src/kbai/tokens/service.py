@@ -487,10 +487,11 @@ class TokenService:
         with self.db.read() as s:
             query = select(Token, User.email).join(User, User.id == Token.user_id).order_by(Token.id)
             if user_email is not None:
-                user = s.scalar(select(User).where(User.email == user_email.strip().lower()))
-                if user is None:
+                # every membership of that person (tokens of each act in their own tenant)
+                members = list(s.scalars(select(User.id).where(User.email == user_email.strip().lower())))
+                if not members:
                     raise KbaiError(errors.NOT_FOUND, what=f"User '{user_email}'")
-                query = query.where(Token.user_id == user.id)
+                query = query.where(Token.user_id.in_(members))
             if tenant_name is not None:
                 tenant = s.scalar(select(Tenant).where(Tenant.name == tenant_name.strip()))
                 if tenant is None:
