@@ -370,6 +370,10 @@ MEMBERSHIP_AMBIGUOUS = ErrorSpec(
     "membership_ambiguous", 422,
     "{email} is a member of several tenants ({tenants}): say which one with --tenant NAME.",
 )
+NO_PASSWORD_FOR_MEMBERS = ErrorSpec(
+    "validation_error", 422,
+    "A new member's password is not set here: they get a one-time invitation link and choose it themselves.",
+)
 INVITATION_INVALID = ErrorSpec(
     "invitation_invalid", 404,
     "This invitation link is not valid: it was used already, it expired (links last 72 hours), or it was "
@@ -377,7 +381,8 @@ INVITATION_INVALID = ErrorSpec(
 )
 NOT_A_MEMBER = ErrorSpec(
     "not_a_member", 404,
-    "You are not an active member of a tenant called '{tenant}'. Pick one of your tenants (GET /api/v1/session/tenants lists them).",
+    "You are not an active member of that tenant. Pick one of your tenants (GET /api/v1/session/tenants lists "
+    "them).",
 )
 ASK_NOT_FOR_TOKENS = ErrorSpec(
     "validation_error", 422,

@@ -241,13 +241,18 @@ class AccessService:
     def find_membership(self, person_id: int, tenant: str | int) -> User | None:
         """The person's active membership in the tenant given by id, name or external id (None: not a member;
         the answer is the same whether or not such a tenant exists)."""
+        if isinstance(tenant, bool) or not isinstance(tenant, (int, str)):
+            return None
+        ref = tenant.strip() if isinstance(tenant, str) else tenant
+        if isinstance(ref, str) and (not 1 <= len(ref) <= 200 or "\x00" in ref):
+            return None  # (PostgreSQL refuses NUL in a parameter: no tenant is called that anyway)
+        as_id = ref if isinstance(ref, int) else int(ref) if ref.isascii() and ref.isdigit() and len(ref) <= 10 else None
         with self.db.read() as s:
             query = (select(User).join(Tenant, Tenant.id == User.tenant_id)
                      .where(User.person_id == person_id, User.active.is_(True)))
-            ref = tenant.strip() if isinstance(tenant, str) else tenant
             found = None
-            if isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit() and len(ref) <= 10):
-                found = s.scalar(query.where(Tenant.id == int(ref)))
+            if as_id is not None and 1 <= as_id <= 2_147_483_647:
+                found = s.scalar(query.where(Tenant.id == as_id))
             if found is None and isinstance(ref, str):
                 found = s.scalar(query.where(Tenant.name == ref)) or s.scalar(query.where(Tenant.external_id == ref))
             return found

@@ -156,7 +156,7 @@ class SessionService:
         assert info.person_id is not None
         user = self.access.find_membership(info.person_id, tenant)
         if user is None:
-            raise KbaiError(errors.NOT_A_MEMBER, tenant=str(tenant)[:100])
+            raise KbaiError(errors.NOT_A_MEMBER)
         return self.open(user.id, ip, details={"via": "switch", "from_tenant_id": info.tenant_id},
                          replaces=info.session_id, action="session.switch")
 

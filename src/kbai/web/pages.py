@@ -556,6 +556,7 @@ def create_user(
     email: Annotated[str, Form(max_length=320)] = "",
     roles: Annotated[list[str] | None, Form()] = None,
     csrf_token: Annotated[str, Form(max_length=200)] = "",
+    password: Annotated[str | None, Form(max_length=1024)] = None,
 ) -> Response:
     """Adds the person (created when new) and shows their one-time invitation link: never a password, and the
     same page whether the person existed in another tenant or not."""
@@ -565,6 +566,8 @@ def create_user(
     field = None
     try:
         require(p.actor, "users.manage", "create users", p.actor.tenant_id)
+        if password is not None:  # (an old form or a script): a member's password is theirs to choose
+            raise KbaiError(errors.NO_PASSWORD_FOR_MEMBERS)
         field = "email"
         try:
             clean_email(email)
