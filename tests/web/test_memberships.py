@@ -325,3 +325,26 @@ def test_set_password_ends_the_persons_sessions_in_every_tenant(stack: Stack) ->
     in_b.close()
     with stack.server.client() as c:
         assert _login(c, two.dev, "brand-new-password-1", two.b_id).status_code == 200
+
+
+def test_the_sdk_says_the_person_and_the_one_tenant_of_a_token(stack: Stack) -> None:
+    """Both verifiers of kbai.sdk agree with /auth/check: the person's id, the token's tenant, its external id."""
+    import asyncio
+
+    from kbai.sdk import IntrospectionVerifier, LocalVerifier
+
+    two = _two_tenants(stack)
+    in_b = _join_b(stack, two)
+    hb = _csrf(_login(in_b, two.dev, "dev-password-1", two.b_id))
+    token_b = create_token(in_b, hb["X-CSRF-Token"], "b", ["users.read"])
+    person = in_b.get("/api/v1/me").json()["user"]["id"]
+    in_b.close()
+    local = LocalVerifier(stack.database_url)
+    remote = IntrospectionVerifier(stack.server.url + "/api/v1/introspect", stack.client_id, stack.client_secret)
+    try:
+        for verifier in (local, remote):
+            identity = asyncio.run(verifier.verify(token_b.plaintext))
+            assert (identity.user_id, identity.tenant_id, identity.email) == (person, two.b_id, two.dev)  # type: ignore[union-attr]
+            assert identity.tenant_external_id == f"org_b_{two.tag}"  # type: ignore[union-attr]
+    finally:
+        local.services.close()
