@@ -363,7 +363,7 @@ OIDC_ALREADY_LINKED = ErrorSpec(
 )
 PERSON_HAS_PASSWORD = ErrorSpec(
     "person_has_password", 409,
-    "{email} already has an account here (in another tenant) and logs in with their own password: leave the "
+    "{email} already has an account and logs in with their own password: leave the "
     "password out. To reset it, use `kbai user set-password --email {email}`.",
 )
 MEMBERSHIP_AMBIGUOUS = ErrorSpec(
