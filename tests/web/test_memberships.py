@@ -348,3 +348,25 @@ def test_the_sdk_says_the_person_and_the_one_tenant_of_a_token(stack: Stack) -> 
             assert identity.tenant_external_id == f"org_b_{two.tag}"  # type: ignore[union-attr]
     finally:
         local.services.close()
+
+
+def test_the_cli_adds_an_existing_person_to_another_tenant_without_touching_their_password(stack: Stack) -> None:
+    import subprocess
+
+    from tests.conftest import KBAI_BIN, server_env
+
+    two = _two_tenants(stack)
+    env = server_env(stack.database_url)
+    done = subprocess.run([KBAI_BIN, "user", "create", "--tenant", two.b_name, "--email", two.dev, "--role", "Devs"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "already had an account" in done.stdout and "password for" not in done.stdout
+    refused = subprocess.run([KBAI_BIN, "user", "create", "--tenant", two.a_name, "--email", f"x@{two.tag}.test",
+                              "--password-stdin"], input="short\n", env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and len(refused.stderr.strip().splitlines()) == 1
+    ambiguous = subprocess.run([KBAI_BIN, "user", "deactivate", "--email", two.dev], env=env, capture_output=True,
+                               text=True, timeout=60)
+    assert ambiguous.returncode != 0 and "--tenant" in ambiguous.stderr and "Traceback" not in ambiguous.stderr
+    with stack.server.client() as c:
+        for tenant in (two.a_id, two.b_id):
+            assert _login(c, two.dev, "dev-password-1", tenant).status_code == 200
