@@ -374,6 +374,10 @@ NO_PASSWORD_FOR_MEMBERS = ErrorSpec(
     "validation_error", 422,
     "A new member's password is not set here: they get a one-time invitation link and choose it themselves.",
 )
+INVITATION_NEEDS_SSO = ErrorSpec(
+    "invitation_needs_sso", 409,
+    "You already have an account here that signs in with single sign-on: sign in with it to join.",
+)
 INVITATION_INVALID = ErrorSpec(
     "invitation_invalid", 404,
     "This invitation link is not valid: it was used already, it expired (links last 72 hours), or it was "

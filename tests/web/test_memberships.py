@@ -139,10 +139,63 @@ def test_finding7_adding_an_email_of_another_tenant_answers_as_for_a_new_person(
         h = _csrf(_login(a, two.admin_a, "admin-password-1"))
         r = a.post("/api/v1/users", json={"email": f"nobody@{two.tag}.test"}, headers=h)
         assert r.status_code == 201, r.text
-    # The existing person's password did not change: they still log in with it, to either tenant.
+    # The existing person's password did not change; B is theirs to enter once they accept B's invitation
+    # (until then, no password alone opens it).
     with stack.server.client() as c:
         assert _login(c, two.admin_a, "admin-password-1", two.a_id).status_code == 200
+        assert _login(c, two.admin_a, "admin-password-1", two.b_name).status_code == 401
+    assert _accept(stack.server, existing.json()["invitation_url"], "admin-password-1").get(
+        "/api/v1/me").json()["tenant"]["id"] == two.b_id
+    with stack.server.client() as c:
         assert _login(c, two.admin_a, "admin-password-1", two.b_name).status_code == 200
+
+
+def test_an_admin_who_chose_a_new_persons_password_never_enters_their_other_tenants(stack: Stack) -> None:
+    """The inviting admin sees the link, so may choose the password of a person new to kbai. When another tenant
+    later adds that person, their membership there opens only through that tenant's own link: the password the
+    first admin chose opens nothing but the first tenant."""
+    two = _two_tenants(stack)
+    victim = f"victim@{two.tag}.test"
+    with stack.server.client() as b:
+        h = _csrf(_login(b, two.admin_b, "admin-password-1"))
+        squat = b.post("/api/v1/users", json={"email": victim}, headers=h).json()["invitation_url"]
+    _accept(stack.server, squat, "chosen-by-admin-b-1").close()  # admin B chose the password
+    with stack.server.client() as a:
+        h = _csrf(_login(a, two.admin_a, "admin-password-1"))
+        invited = a.post("/api/v1/users", json={"email": victim, "roles": ["Devs"]}, headers=h)
+        assert invited.status_code == 201
+    with stack.server.client() as attacker:
+        assert _login(attacker, victim, "chosen-by-admin-b-1", two.a_id).status_code == 401
+        r = _login(attacker, victim, "chosen-by-admin-b-1")
+        assert r.json()["tenant"]["id"] == two.b_id and [t["id"] for t in r.json()["tenants"]] == [two.b_id]
+        switched = attacker.post("/api/v1/session/tenant", json={"tenant": two.a_id}, headers=_csrf(r))
+        assert switched.status_code == 404
+
+
+def test_a_link_never_sets_a_password_for_someone_who_is_already_somebody(stack: Stack) -> None:
+    """A person without a password (single sign-on, or made by the operator without one) who already entered a
+    tenant: another tenant's link offers no password to choose, and refuses one."""
+    two = _two_tenants(stack)
+    sso = f"sso@{two.tag}.test"
+    svc = Services.build(Settings(database_url=stack.database_url, **FAST_ARGON2))
+    try:
+        svc.access.create_user(OPERATOR, two.a_id, sso, generate_password=False)
+    finally:
+        svc.close()
+    with stack.server.client() as b:
+        h = _csrf(_login(b, two.admin_b, "admin-password-1"))
+        url = b.post("/api/v1/users", json={"email": sso}, headers=h).json()["invitation_url"]
+    c = stack.server.client()
+    path = urlsplit(url).path
+    page = c.get(path)
+    assert "password_again" not in page.text
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert csrf is not None
+    r = c.post(path, data={"csrf_token": csrf.group(1), "password": "taken-over-pw-1", "password_again": "x"})
+    assert r.status_code == 409 and "single sign-on" in r.text and "kbai_session" not in c.cookies
+    with stack.server.client() as again:
+        assert _login(again, sso, "taken-over-pw-1").status_code == 401
+    c.close()
 
 
 def test_a_new_person_sets_a_password_through_the_invitation_once(stack: Stack) -> None:

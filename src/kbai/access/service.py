@@ -9,7 +9,7 @@ from typing import Any
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -81,6 +81,12 @@ class Invited:
     path: str  # INVITATION_PATH + the one-time secret (shown once, stored only as its digest)
     expires_at: datetime
     new_person: bool  # never shown to the inviter: the answer is the same either way
+
+
+def pending_invitation() -> Any:
+    """True for a membership (``users`` row) whose invitation is not accepted yet: a person added to another
+    tenant enters it only through that tenant's link (or the product's sign-in), never by a password alone."""
+    return exists(select(Invitation.id).where(Invitation.user_id == User.id, Invitation.accepted_at.is_(None)))
 
 
 def invitation_digest(secret: str) -> str:
@@ -223,8 +229,8 @@ class AccessService:
     def _membership(s: Session, person: Person, tenant_id: int | None = None, *,
                     active_only: bool = False) -> User | None:
         query = select(User).where(User.person_id == person.id)
-        if active_only:
-            query = query.where(User.active.is_(True))
+        if active_only:  # (what a login may enter: active, and not waiting for its invitation)
+            query = query.where(User.active.is_(True), ~pending_invitation())
         if tenant_id is not None:
             return s.scalar(query.where(User.tenant_id == tenant_id))
         rows = list(s.scalars(query.order_by(User.id)))
@@ -233,10 +239,13 @@ class AccessService:
     def memberships(self, person_id: int) -> list[MembershipView]:
         """Every membership of a person, by tenant name (inactive ones too: the picker leaves those out)."""
         with self.db.read() as s:
-            rows = s.execute(select(User.id, Tenant.id, Tenant.name, Tenant.external_id, User.active)
+            rows = s.execute(select(User.id, Tenant.id, Tenant.name, Tenant.external_id, User.active,
+                                    pending_invitation())
                              .join(Tenant, Tenant.id == User.tenant_id)
                              .where(User.person_id == person_id).order_by(Tenant.name)).all()
-        return [MembershipView(*row) for row in rows]
+        # A membership waiting for its invitation is not one the person may enter yet.
+        return [MembershipView(uid, tid, name, ext, bool(active) and not pending)
+                for uid, tid, name, ext, active, pending in rows]
 
     def find_membership(self, person_id: int, tenant: str | int) -> User | None:
         """The person's active membership in the tenant given by id, name or external id (None: not a member;
@@ -249,7 +258,7 @@ class AccessService:
         as_id = ref if isinstance(ref, int) else int(ref) if ref.isascii() and ref.isdigit() and len(ref) <= 10 else None
         with self.db.read() as s:
             query = (select(User).join(Tenant, Tenant.id == User.tenant_id)
-                     .where(User.person_id == person_id, User.active.is_(True)))
+                     .where(User.person_id == person_id, User.active.is_(True), ~pending_invitation()))
             found = None
             if as_id is not None and 1 <= as_id <= 2_147_483_647:
                 found = s.scalar(query.where(Tenant.id == as_id))
@@ -483,8 +492,15 @@ class AccessService:
         inv, user, person, tenant_name = row
         if inv.accepted_at is not None or inv.expires_at <= now or not user.active:
             raise KbaiError(errors.INVITATION_INVALID)
+        # A password may be chosen here only by someone who is nobody yet: no password, no sign-in identity, no
+        # membership they have entered. Otherwise whoever holds this link (the inviting admin sees it) could take
+        # over the person's other tenants.
+        with self.db.read() as s:
+            known = s.scalar(select(Identity.id).where(Identity.person_id == person.id).limit(1)) is not None or \
+                s.scalar(select(User.id).where(User.person_id == person.id, User.id != user.id,
+                                               ~pending_invitation()).limit(1)) is not None
         return InvitationView(inv.id, user.id, person.id, person.email, user.tenant_id, tenant_name,
-                              person.password_hash is None)
+                              person.password_hash is None and not known)
 
     def accept_invitation(self, secret: str, password: str) -> InvitationView:
         """Use an invitation once: a person without a password sets ``password``; one with a password proves
@@ -499,6 +515,8 @@ class AccessService:
         else:
             with self.db.read() as s:
                 stored = s.scalar(select(Person.password_hash).where(Person.id == found.person_id))
+            if stored is None:  # someone who signs in with the product's OpenID provider: that accepts it
+                raise KbaiError(errors.INVITATION_NEEDS_SSO)
             if not self.passwords.verify(stored, password):
                 raise KbaiError(errors.INVALID_CREDENTIALS)
         now = utc_seconds(self.clock.now())
@@ -508,7 +526,8 @@ class AccessService:
             if inv is None or inv.accepted_at is not None or person is None:
                 raise KbaiError(errors.INVITATION_INVALID)
             if new_hash is not None:
-                if person.password_hash is not None:  # set meanwhile (another invitation): not replaced
+                if person.password_hash is not None or s.scalar(select(Identity.id).where(
+                        Identity.person_id == person.id).limit(1)) is not None:  # known meanwhile: not replaced
                     raise KbaiError(errors.INVITATION_INVALID)
                 person.password_hash = new_hash
             inv.accepted_at = now
@@ -859,6 +878,9 @@ class AccessService:
             self._admin_remains(s, actor, tenant.id, user, now)
             assert identity is not None and person is not None
             identity.last_login_at = now
+            # The provider vouches for the person: a membership waiting for its invitation is entered now.
+            s.execute(update(Invitation).where(Invitation.user_id == user.id, Invitation.accepted_at.is_(None))
+                      .values(accepted_at=now))
             person.last_tenant_id = tenant.id
             admitted = Admitted(user.id, tenant.id, user.email, created_user, created_tenant, linked, roles_changed,
                                 unknown)
