@@ -928,8 +928,9 @@ class AccessService:
     @staticmethod
     def _add_identity(s: Session, actor: Actor, person: Person, user: User | None, arrival: Arrival, now: datetime,
                       linked: str | None) -> Identity:
-        other = s.scalar(select(Identity.subject).where(Identity.person_id == person.id,
-                                                        Identity.issuer == arrival.issuer))
+        other = s.scalar(select(Identity).where(Identity.person_id == person.id, Identity.issuer == arrival.issuer))
+        if other is not None and other.subject == arrival.subject:
+            return other  # the same sign-in, made at the same moment by another request, got here first
         if other is not None:  # one identity per issuer: a second account at the provider never takes this one over
             raise KbaiError(errors.OIDC_ALREADY_LINKED, email=person.email)
         identity = Identity(issuer=arrival.issuer, subject=arrival.subject, person_id=person.id, created_at=now)
