@@ -188,10 +188,11 @@ def test_a_link_never_sets_a_password_for_someone_who_is_already_somebody(stack:
     c = stack.server.client()
     path = urlsplit(url).path
     page = c.get(path)
-    assert "password_again" not in page.text
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert "password_again" not in page.text and 'name="password"' not in page.text
+    assert "You sign in with single sign-on" in page.text
+    csrf = c.cookies.get("kbai_invite_csrf")  # (a form posted anyway, with the page's own CSRF pair)
     assert csrf is not None
-    r = c.post(path, data={"csrf_token": csrf.group(1), "password": "taken-over-pw-1", "password_again": "x"})
+    r = c.post(path, data={"csrf_token": csrf, "password": "taken-over-pw-1", "password_again": "x"})
     assert r.status_code == 409 and "single sign-on" in r.text and "kbai_session" not in c.cookies
     with stack.server.client() as again:
         assert _login(again, sso, "taken-over-pw-1").status_code == 401

@@ -73,6 +73,8 @@ class InvitationView:
     tenant_name: str
     # True: the person has no password yet and sets one here; False: they confirm with their own login.
     sets_password: bool
+    # False with sets_password False: someone who signs in with the product's OpenID provider (that accepts it).
+    has_password: bool = True
 
 
 @dataclass(frozen=True)
@@ -500,7 +502,7 @@ class AccessService:
                 s.scalar(select(User.id).where(User.person_id == person.id, User.id != user.id,
                                                ~pending_invitation()).limit(1)) is not None
         return InvitationView(inv.id, user.id, person.id, person.email, user.tenant_id, tenant_name,
-                              person.password_hash is None and not known)
+                              person.password_hash is None and not known, person.password_hash is not None)
 
     def accept_invitation(self, secret: str, password: str) -> InvitationView:
         """Use an invitation once: a person without a password sets ``password``; one with a password proves
