@@ -164,11 +164,12 @@ class World:
     dev_role_id: int
 
     def actor(self, email: str) -> Actor:
-        user = self.services.access.user_by_email(email)
+        user = self.services.access.user_by_email(email, self.tenant_id)
         assert user is not None
         with self.services.db.read() as s:
             perms = self.services.access.permissions(s, user)
-        return Actor(kind="user", user_id=user.id, tenant_id=user.tenant_id, email=user.email, permissions=perms)
+        return Actor(kind="user", user_id=user.id, tenant_id=user.tenant_id, email=user.email, permissions=perms,
+                     person_id=user.person_id)
 
 
 def build_world(svc: Services, tenant: str = "Acme", domain: str = "acme.test") -> World:

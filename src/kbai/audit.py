@@ -37,6 +37,8 @@ class Actor:
     permissions: frozenset[str] = field(default_factory=frozenset)
     # A person acting through the operator API: the service credential that issued the request for them.
     via: str | None = None
+    # ``user_id`` is the membership (the person in ``tenant_id``); this is the person, the same in every tenant.
+    person_id: int | None = None
 
     @property
     def label(self) -> str:
@@ -86,6 +88,8 @@ ACTIONS = (
     "token.reuse_after_rotation",
     "token.leak_report",
     "session.login",
+    "session.switch",
+    "user.accept_invitation",
     "identity.link",
     "session.logout",
     "service_credential.create",

@@ -227,10 +227,10 @@ def _demo(svc: Services) -> None:
         if missing:
             svc.access.update_role(OPERATOR, member.id, [*member.permissions, *missing])
     for email, role in (("admin@acme.test", "Admin"), ("dev@acme.test", "Member")):
-        user = svc.access.user_by_email(email)
+        user = svc.access.user_by_email(email, tenant.id)
         if user is None:
             svc.access.create_user(OPERATOR, tenant.id, email, roles=[role])
-            user = svc.access.user_by_email(email)
+            user = svc.access.user_by_email(email, tenant.id)
         assert user is not None
         password = svc.access.set_password(OPERATOR, user.id)
         typer.echo(f"demo login: {email:<18} password: {password}   ({role})")
@@ -308,6 +308,8 @@ def user_create(
     typer.echo(f"created user {view.email} (id {view.id}{ext}) in {tenant} with roles: {', '.join(view.roles)}")
     if generated:
         typer.echo(f"password for {view.email}: {generated}   (shown once; store it now)")
+    elif chosen is None:
+        typer.echo(f"{view.email} already had an account (another tenant): they log in with their own password")
 
 
 @user_app.command("set-password")
@@ -321,8 +323,8 @@ def user_set_password(
     password_prompt: Annotated[bool, typer.Option(
         "--password-prompt", help="Ask for the password (hidden input, typed twice).")] = False,
 ) -> None:
-    """Set or reset a user's password (generated and printed once when none is given); every session of
-    theirs ends at once."""
+    """Set or reset a person's password (generated and printed once when none is given); every session of
+    theirs, in every tenant, ends at once."""
     chosen = read_password(password, password_stdin, password_prompt, "password")
     svc = services()
     user = svc.access.user_by_email(email)
@@ -335,24 +337,26 @@ def user_set_password(
 
 @user_app.command("deactivate")
 @friendly
-def user_deactivate(email: Annotated[str, typer.Option(help="The user's email.")]) -> None:
+def user_deactivate(
+    email: Annotated[str, typer.Option(help="The user's email.")],
+    tenant: Annotated[str | None, typer.Option(help="The tenant, for a person in several.")] = None,
+) -> None:
     """Deactivate a user: no more logins, and their tokens stop working at once."""
     svc = services()
-    user = svc.access.user_by_email(email)
-    if user is None:
-        raise KbaiError_not_found(f"User '{email}'")
+    user = svc.access.membership_by_email(email, tenant)
     svc.access.deactivate_user(OPERATOR, user.id)
     typer.echo(f"deactivated {user.email}; their tokens no longer work")
 
 
 @user_app.command("reactivate")
 @friendly
-def user_reactivate(email: Annotated[str, typer.Option(help="The user's email.")]) -> None:
+def user_reactivate(
+    email: Annotated[str, typer.Option(help="The user's email.")],
+    tenant: Annotated[str | None, typer.Option(help="The tenant, for a person in several.")] = None,
+) -> None:
     """Reactivate a user: they may log in again; tokens that were not revoked or expired work again."""
     svc = services()
-    user = svc.access.user_by_email(email)
-    if user is None:
-        raise KbaiError_not_found(f"User '{email}'")
+    user = svc.access.membership_by_email(email, tenant)
     svc.access.reactivate_user(OPERATOR, user.id)
     typer.echo(f"reactivated {user.email}; they can log in again, and their tokens that were not revoked "
                "or expired work again")
@@ -363,17 +367,21 @@ def user_reactivate(email: Annotated[str, typer.Option(help="The user's email.")
 @friendly
 def limits_set(
     max_active_tokens: Annotated[int | None, typer.Option(help="New limit (1-100000).")] = None,
-    user: Annotated[str | None, typer.Option(help="A user's email.")] = None,
-    tenant: Annotated[str | None, typer.Option(help="A tenant's name.")] = None,
+    user: Annotated[str | None, typer.Option(help="A user's email (with --tenant: their membership there).")] = None,
+    tenant: Annotated[str | None, typer.Option(help="A tenant's name (alone: the whole tenant).")] = None,
     reset: Annotated[bool, typer.Option("--reset", help="Remove the override (back to the default).")] = False,
 ) -> None:
-    """Raise (or reset) the active-token limit of one user or a whole tenant."""
-    if (user is None) == (tenant is None):
-        raise fail("give exactly one of --user EMAIL or --tenant NAME")
+    """Raise (or reset) the active-token limit of one membership or a whole tenant. The limit counts per
+    membership: for a person in several tenants, give --user EMAIL --tenant NAME."""
+    if user is None and tenant is None:
+        raise fail("give --user EMAIL (and --tenant NAME for a person in several tenants), or --tenant NAME")
     if reset == (max_active_tokens is not None):
         raise fail("give --max-active-tokens N, or --reset")
-    services().access.set_limit(OPERATOR, max_active_tokens, user_email=user, tenant_name=tenant)
-    target = f"user {user}" if user else f"tenant {tenant}"
+    if user is not None:
+        services().access.set_limit(OPERATOR, max_active_tokens, user_email=user, membership_tenant=tenant)
+    else:
+        services().access.set_limit(OPERATOR, max_active_tokens, tenant_name=tenant)
+    target = f"user {user}" + (f" in {tenant}" if tenant else "") if user else f"tenant {tenant}"
     shown = "the default" if max_active_tokens is None else str(max_active_tokens)
     typer.echo(f"active-token limit for {target} is now {shown}")
 

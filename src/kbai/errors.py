@@ -354,7 +354,7 @@ FIELD_ROLE_NAME_TAKEN = ErrorSpec(
     "already_exists", 409, "There is already a role called “{name}”. Choose another name.",
 )
 FIELD_EMAIL_INVALID = ErrorSpec("validation_error", 422, "Enter an email address like name@company.com.")
-FIELD_EMAIL_TAKEN = ErrorSpec("already_exists", 409, "Someone with the email {email} already has an account.")
+FIELD_EMAIL_TAKEN = ErrorSpec("already_exists", 409, "{email} is already a member of this tenant.")
 FIELD_PASSWORD_LENGTH = ErrorSpec(
     "validation_error", 422,
     "The password needs at least {min} characters. Or leave it blank, and we generate one and show it once.",
@@ -407,11 +407,6 @@ OIDC_TENANT_UNKNOWN = ErrorSpec(
     "oidc_tenant_unknown", 403,
     "Your organisation ({org}) has no workspace here yet. Ask your administrator to set it up.",
 )
-OIDC_EMAIL_TAKEN = ErrorSpec(
-    "oidc_email_taken", 409,
-    "The email {email} already belongs to an account in another organisation here, so a second one cannot be "
-    "made. Ask your administrator.",
-)
 OIDC_EMAIL_UNVERIFIED = ErrorSpec(
     "oidc_email_unverified", 409,
     "An account with the email {email} exists here, but your sign-in does not confirm that the address is "
@@ -422,10 +417,32 @@ OIDC_ALREADY_LINKED = ErrorSpec(
     "The account {email} is already linked to another sign-in at this provider, so it was not linked again. "
     "Ask your administrator.",
 )
-OIDC_OTHER_TENANT = ErrorSpec(
-    "oidc_other_tenant", 409,
-    "Your account here belongs to another organisation than {org}, and an account can be in one organisation "
-    "only. Ask your administrator.",
+PERSON_HAS_PASSWORD = ErrorSpec(
+    "person_has_password", 409,
+    "{email} already has an account and logs in with their own password: leave the "
+    "password out. To reset it, use `kbai user set-password --email {email}`.",
+)
+MEMBERSHIP_AMBIGUOUS = ErrorSpec(
+    "membership_ambiguous", 422,
+    "{email} is a member of several tenants ({tenants}): say which one with --tenant NAME.",
+)
+NO_PASSWORD_FOR_MEMBERS = ErrorSpec(
+    "validation_error", 422,
+    "A new member's password is not set here: they get a one-time invitation link and choose it themselves.",
+)
+INVITATION_NEEDS_SSO = ErrorSpec(
+    "invitation_needs_sso", 409,
+    "You already have an account here that signs in with single sign-on: sign in with it to join.",
+)
+INVITATION_INVALID = ErrorSpec(
+    "invitation_invalid", 404,
+    "This invitation link is not valid: it was used already, it expired (links last 72 hours), or it was "
+    "mistyped. Ask the admin who invited you for a new one.",
+)
+NOT_A_MEMBER = ErrorSpec(
+    "not_a_member", 404,
+    "You are not an active member of that tenant. Pick one of your tenants (GET /api/v1/session/tenants lists "
+    "them).",
 )
 ASK_NOT_FOR_TOKENS = ErrorSpec(
     "validation_error", 422,

@@ -136,6 +136,7 @@ class Services:
         outbox = Outbox(db, clock, webhooks=Webhooks(clock, guard, settings.outbound_deadline_seconds),
                         mailer=mailer, secrets=secrets, deadline_seconds=settings.outbound_deadline_seconds)
         notifications = Notifications(db, clock, outbox, settings.public_url)
+        access.outbox = outbox  # invitation emails
         # However a requester of "Ask an admin" comes to hold the permission, they are told.
         access.grant_listeners.append(AdminRequests(access, notifications).resolve_granted)
         oidc_config = OidcConfig.from_settings(settings)

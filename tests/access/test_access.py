@@ -12,7 +12,7 @@ from kbai.access.catalog import BUILTIN, Catalog, CatalogError
 from kbai.clock import FrozenClock
 from kbai.config import Settings
 from kbai.services import Services
-from kbai.store.models import Role, Tenant, User
+from kbai.store.models import Person, Role, Tenant, User
 from tests.conftest import FAST_ARGON2, OPERATOR, World, build_world
 from tests.tokens.helpers import raises_code
 
@@ -69,7 +69,7 @@ def test_duplicate_tenant_is_refused(services: Services) -> None:
     services.access.create_tenant(OPERATOR, "Acme", "admin@acme.test", "admin-password-1")
     with raises_code("already_exists"):
         services.access.create_tenant(OPERATOR, "Acme", "other@acme.test", "admin-password-1")
-    with raises_code("already_exists"):
+    with raises_code("person_has_password"):  # an existing person keeps their own password
         services.access.create_tenant(OPERATOR, "Other", "admin@acme.test", "admin-password-1")
     with services.db.read() as s:
         assert s.scalar(select(func.count(Tenant.id))) == 1
@@ -203,18 +203,24 @@ def test_create_user_with_named_and_id_roles(world: World) -> None:
     )
 
 
-def test_duplicate_email_is_refused(world: World) -> None:
+def test_duplicate_email_is_refused_in_a_tenant_and_another_tenant_gets_the_same_person(world: World) -> None:
     svc = world.services
     for email in ("dev@acme.test", "DEV@acme.test", " dev@ACME.test "):
         with raises_code("already_exists"):
-            svc.access.create_user(world.admin, world.tenant_id, email, "other-password-1")
-    # Emails are global logins: another tenant can't reuse it either.
+            svc.access.create_user(world.admin, world.tenant_id, email)
+    # Emails are one person's, not one tenant's: another tenant adds the same person (finding 7), who keeps
+    # their own password (none is generated, and setting one is refused).
     beta = build_world(svc, "Beta", "beta.test")
-    with raises_code("already_exists"):
+    with raises_code("person_has_password"):
         svc.access.create_user(beta.admin, beta.tenant_id, "dev@acme.test", "other-password-1")
+    view, generated = svc.access.create_user(beta.admin, beta.tenant_id, "DEV@acme.test")
+    assert generated is None and view.tenant_id == beta.tenant_id and view.email == "dev@acme.test"
+    assert view.person_id == world.dev.user_id  # (the same person: person id = the first membership's id here)
     with svc.db.read() as s:
-        assert s.scalar(select(func.count(User.id)).where(User.email == "dev@acme.test")) == 1
-    assert svc.access.authenticate("dev@acme.test", "dev-password-1").id == world.dev.user_id
+        assert s.scalar(select(func.count(User.id)).where(User.email == "dev@acme.test")) == 2
+        assert s.scalar(select(func.count(Person.id)).where(Person.email == "dev@acme.test")) == 1
+    assert svc.access.authenticate("dev@acme.test", "dev-password-1", world.tenant_id).id == world.dev.user_id
+    assert svc.access.authenticate("dev@acme.test", "dev-password-1", "Beta").id == view.id
 
 
 def test_unknown_role_is_refused(world: World) -> None:

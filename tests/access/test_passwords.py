@@ -12,7 +12,7 @@ from sqlalchemy import select
 from kbai.access.passwords import Passwords
 from kbai.config import Settings
 from kbai.services import Services
-from kbai.store.models import User
+from kbai.store.models import Person
 from tests.conftest import OPERATOR, build_world
 from tests.tokens.helpers import raises_code
 
@@ -26,7 +26,7 @@ def test_defaults_are_the_rfc_9106_low_memory_profile() -> None:
 
 def _stored_hash(svc: Services, email: str) -> str:
     with svc.db.read() as s:
-        return str(s.scalar(select(User.password_hash).where(User.email == email)))
+        return str(s.scalar(select(Person.password_hash).where(Person.email == email)))
 
 
 def test_settings_choose_the_parameters_and_old_hashes_are_upgraded_at_login(database_url: str) -> None:

@@ -208,7 +208,7 @@ def test_cli_mistakes_give_one_error_line(database_url: str, tmp_path: Path) -> 
         # Nothing changed.
         with svc.db.read() as s:
             assert s.scalar(select(func.count(Tenant.id))) == 1
-            assert sorted(s.scalars(select(User.email))) == ["a@acme.test", "x@acme.test"]
+            assert sorted(s.scalars(select(User.email).select_from(User))) == ["a@acme.test", "x@acme.test"]
         x = svc.access.user_by_email("x@acme.test")
         assert x is not None and x.max_active_tokens is None
         assert svc.access.tenant_by_name("Acme").max_active_tokens is None  # type: ignore[union-attr]

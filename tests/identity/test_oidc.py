@@ -74,7 +74,7 @@ def test_first_sign_in_creates_the_user_in_the_tenant_of_the_claim_with_the_clai
     with rig.svc.db.read() as s:
         user = s.scalar(select(User).where(User.email == "alice@acme.test"))
         assert user is not None and user.tenant_id == rig.tenant_id and user.external_id == "sub-alice"
-        identity = s.scalar(select(Identity).where(Identity.user_id == user.id))
+        identity = s.scalar(select(Identity).where(Identity.person_id == user.person_id))
         assert identity is not None and (identity.issuer, identity.subject) == (rig.provider.issuer, "sub-alice")
         events = {e.action: e for e in s.scalars(select(AuditEvent).where(AuditEvent.target_id == str(user.id)))}
     assert events["user.create"].actor == f"provider:{rig.provider.issuer}"
@@ -103,15 +103,15 @@ def test_a_first_sign_in_links_an_existing_user_by_verified_email_or_by_external
                                           ["Member"], external_id="sub-carol")
     _account(rig, "bob", roles=None)
     _account(rig, "carol", email="carol@acme.test", email_verified=False, roles=None)
-    for login, user_id in (("bob", dev.id), ("carol", carol.id)):
+    for login, person_id in (("bob", dev.person_id), ("carol", carol.person_id)):
         with rig.client() as client:
             _signed_in(rig.sign_in(client, login))
-            assert _me(client)["user"]["id"] == user_id
+            assert _me(client)["user"]["id"] == person_id
     with rig.svc.db.read() as s:
         links = {e.details["email"]: e.details["by"] for e in s.scalars(
             select(AuditEvent).where(AuditEvent.action == "identity.link"))}
     assert links == {"bob@acme.test": "email", "carol.old@acme.test": "external_id"}
-    assert rig.svc.access.user_by_email("bob@acme.test").password_hash.startswith("$argon2")  # type: ignore[union-attr]
+    assert rig.svc.access.person_by_email("bob@acme.test").password_hash.startswith("$argon2")  # type: ignore[union-attr]
 
 
 def test_an_unverified_email_never_links_and_never_makes_a_second_account(rig: Rig) -> None:
@@ -121,11 +121,23 @@ def test_an_unverified_email_never_links_and_never_makes_a_second_account(rig: R
         _refused(rig, client, rig.callback_for(client, "mallory"), 409, "oidc_email_unverified", "bob@acme.test")
 
 
-def test_an_email_of_another_tenant_fails_clearly(rig: Rig) -> None:
-    rig.svc.access.create_tenant(OPERATOR, "Globex", "boss@globex.test", "boss-password-1", external_id="org-globex")
+def test_a_verified_email_of_a_member_of_another_tenant_is_the_same_person_here(rig: Rig) -> None:
+    """People in several tenants: the sign-in lands in the tenant of its claim, as a new membership of the
+    person who has that (verified) email; their other membership and password stay as they were."""
+    _globex, boss, _ = rig.svc.access.create_tenant(OPERATOR, "Globex", "boss@globex.test", "boss-password-1",
+                                                     external_id="org-globex")
+    assert boss is not None
     _account(rig, "boss", email="boss@globex.test")
     with rig.client() as client:
-        _refused(rig, client, rig.callback_for(client, "boss"), 409, "oidc_email_taken", "another organisation")
+        _signed_in(rig.sign_in(client, "boss"))
+        me = _me(client)
+    assert me["user"] == {"id": boss.person_id, "email": "boss@globex.test"} and me["tenant"]["id"] == rig.tenant_id
+    assert {m.tenant_name for m in rig.svc.access.memberships(boss.person_id)} == {"Acme", "Globex"}
+    assert rig.svc.access.authenticate("boss@globex.test", "boss-password-1", "Globex").id == boss.id
+    # Unverified, the same email is refused (it is someone's): never a second person, never a link.
+    _account(rig, "boss2", email="boss@globex.test", email_verified=False)
+    with rig.client() as client:
+        _refused(rig, client, rig.callback_for(client, "boss2"), 409, "oidc_email_unverified", "boss@globex.test")
 
 
 # ---- roles ---------------------------------------------------------------------------------------

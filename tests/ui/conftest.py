@@ -105,7 +105,7 @@ def shot(page, name: str, element=None) -> None:
 def user_actor(svc: Services, email: str) -> Actor:
     user = svc.access.user_by_email(email)
     assert user is not None
-    return Actor(kind="user", user_id=user.id, tenant_id=user.tenant_id, email=user.email)
+    return Actor(kind="user", user_id=user.id, tenant_id=user.tenant_id, email=user.email, person_id=user.person_id)
 
 
 def confirm_dialog(page, accept: bool = True) -> str:

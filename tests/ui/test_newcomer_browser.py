@@ -391,7 +391,7 @@ def test_form_errors_sit_under_their_field_with_the_focus(
     admin.get_by_role("button", name="Add user").click()
     error = admin.locator("#user-email-error")
     error.wait_for()
-    assert error.inner_text() == f"Someone with the email {DEV_EMAIL} already has an account."
+    assert error.inner_text() == f"{DEV_EMAIL} is already a member of this tenant."
     assert admin.evaluate("document.activeElement.id") == "user-email"
     admin.context.close()
 

@@ -462,18 +462,18 @@ def test_users_create_assign_deactivate(client: TestClient, world: World) -> Non
     r = client.post("/system-settings/users", data={"email": "Pat@Acme.test", "roles": [str(world.dev_role_id)],
                                                     "csrf_token": csrf})
     assert r.status_code == 201 and r.headers["cache-control"] == "no-store"
-    found = re.search(r'id="new-password" class="secret-value">([^<]+)<', r.text)
-    assert found is not None, "the generated password is shown"
-    assert "will not be shown again" in r.text
+    found = re.search(r'id="invitation-url" class="secret-value">([^<]+)<', r.text)
+    assert found is not None, "the invitation link is shown"
+    assert "will not be shown again" in r.text and "Their password was generated" not in r.text
     pat = svc.access.user_by_email("pat@acme.test")
     assert pat is not None
     assert svc.access.get_user(world.admin, pat.id).roles == ["Developers"]
-    assert svc.access.authenticate("pat@acme.test", found.group(1).replace("&amp;", "&")).id == pat.id
-    assert 'id="new-password"' not in client.get("/system-settings/users").text
+    secret = found.group(1).rsplit("/", 1)[1]
+    assert svc.access.invitation(secret).sets_password  # a new person: they choose their password there
+    assert 'id="invitation-url"' not in client.get("/system-settings/users").text
 
-    r = client.post("/system-settings/users", data={"email": "pat@acme.test", "password": "long-enough-pw",
-                                                    "csrf_token": csrf})
-    assert r.status_code == 409 and "pat@acme.test already has an account" in alert(r.text)
+    r = client.post("/system-settings/users", data={"email": "pat@acme.test", "csrf_token": csrf})
+    assert r.status_code == 409 and "pat@acme.test is already a member of this tenant" in alert(r.text)
     assert 'value="pat@acme.test"' in r.text and 'aria-invalid="true" aria-describedby="user-email-error"' in r.text
 
     admin_role = svc.access.list_roles(world.admin, world.tenant_id)[0]

@@ -28,3 +28,24 @@ def login(client: TestClient, email: str, password: str) -> str:
 def dev_client(world: World, app_client: TestClient) -> tuple[TestClient, str]:
     """A client logged in as dev@acme.test; returns (client, csrf token)."""
     return app_client, login(app_client, "dev@acme.test", "dev-password-1")
+
+
+def accept_invitation(client: TestClient, url: str, password: str) -> None:
+    """Use an invitation link as its person would, through its page (GET, then the form with its CSRF value);
+    the client's own cookies (someone else's session, say) are kept."""
+    import re
+    from urllib.parse import urlsplit
+
+    saved = list(client.cookies.jar)
+    client.cookies.clear()
+    path = urlsplit(url).path
+    page = client.get(path)
+    assert page.status_code == 200, page.text
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert found is not None
+    r = client.post(path, data={"csrf_token": found.group(1), "password": password, "password_again": password},
+                    follow_redirects=False)
+    assert r.status_code == 303, r.text
+    client.cookies.clear()
+    for cookie in saved:
+        client.cookies.jar.set_cookie(cookie)

@@ -457,6 +457,27 @@ CASES: list[Case] = [
     Case("login-nul-email", "POST", "/api/v1/session", 401, "invalid_credentials", "anon", json={"email": "dev@acme.test\x00", "password": "dev-password-1"}),
     Case("login-sql-email", "POST", "/api/v1/session", 401, "invalid_credentials", "anon", json={"email": "' OR 1=1 --", "password": "x"}),
     Case("login-extra-field", "POST", "/api/v1/session", 422, "validation_error", "anon", json={"email": "dev@acme.test", "password": "x", "admin": True}, says="not a known field"),
+    # ---- tenants: logging into one, switching (people in several tenants) -----------------------------
+    Case("login-tenant-unknown", "POST", "/api/v1/session", 401, "invalid_credentials", "anon", json={"email": "dev@acme.test", "password": "dev-password-1", "tenant": "Nope"}),
+    Case("login-tenant-other", "POST", "/api/v1/session", 401, "invalid_credentials", "anon", json=lambda e: {"email": "dev@acme.test", "password": "dev-password-1", "tenant": e.ids["other_tenant"]}),
+    Case("login-tenant-huge-id", "POST", "/api/v1/session", 401, "invalid_credentials", "anon", json={"email": "dev@acme.test", "password": "dev-password-1", "tenant": 99999999999999999999}),
+    Case("login-tenant-digits-overflow", "POST", "/api/v1/session", 401, "invalid_credentials", "anon", json={"email": "dev@acme.test", "password": "dev-password-1", "tenant": "9999999999"}),
+    Case("login-tenant-nul", "POST", "/api/v1/session", 401, "invalid_credentials", "anon", json={"email": "dev@acme.test", "password": "dev-password-1", "tenant": "Ac\x00me"}),
+    Case("login-tenant-list", "POST", "/api/v1/session", 422, "validation_error", "anon", json={"email": "dev@acme.test", "password": "dev-password-1", "tenant": ["Acme"]}, says="tenant"),
+    Case("switch-tenant-unknown", "POST", "/api/v1/session/tenant", 404, "not_a_member", json={"tenant": "Nope"}, says="not an active member"),
+    Case("switch-tenant-other", "POST", "/api/v1/session/tenant", 404, "not_a_member", json=lambda e: {"tenant": e.ids["other_tenant"]}),
+    Case("switch-tenant-huge-id", "POST", "/api/v1/session/tenant", 404, "not_a_member", json={"tenant": 99999999999999999999}),
+    Case("switch-tenant-nul", "POST", "/api/v1/session/tenant", 404, "not_a_member", json={"tenant": "a\x00b"}),
+    Case("switch-tenant-empty", "POST", "/api/v1/session/tenant", 422, "validation_error", json={"tenant": "  "}, says="tenant"),
+    Case("switch-tenant-missing", "POST", "/api/v1/session/tenant", 422, "validation_error", json={}, says="tenant"),
+    Case("switch-tenant-object", "POST", "/api/v1/session/tenant", 422, "validation_error", json={"tenant": {"id": 1}}, says="tenant"),
+    Case("switch-tenant-no-csrf", "POST", "/api/v1/session/tenant", 403, "csrf_failed", json={"tenant": "Acme"}, csrf=False),
+    Case("switch-tenant-with-token", "POST", "/api/v1/session/tenant", 403, "session_required", "dev_token", json={"tenant": "Acme"}),
+    Case("switch-tenant-anon", "POST", "/api/v1/session/tenant", 401, "not_authenticated", "anon", json={"tenant": "Acme"}),
+    Case("tenants-with-token", "GET", "/api/v1/session/tenants", 403, "session_required", "dev_token"),
+    Case("tenants-anon", "GET", "/api/v1/session/tenants", 401, "not_authenticated", "anon"),
+    Case("user-password-given", "POST", "/api/v1/users", 422, "validation_error", "admin", json={"email": "new@acme.test", "password": "a-password-123"}, says="password"),
+    Case("user-external-id-control", "POST", "/api/v1/users", 422, "validation_error", "admin", json={"email": "new@acme.test", "external_id": "a\x07b"}, says="U+0007"),
     # ---- Idempotency-Key --------------------------------------------------------------------------
     Case("idem-key-empty", "POST", TOKENS, 400, "invalid_idempotency_key", json=_tok({}), headers={IDEM: ""}, says="1 to 255 printable ASCII"),
     Case("idem-key-256-chars", "POST", TOKENS, 400, "invalid_idempotency_key", json=_tok({}), headers={IDEM: "k" * 256}, says="1 to 255"),
@@ -476,6 +497,15 @@ CASES: list[Case] = [
     Case("route-wrong-method", "PATCH", TOKENS, 405, "method_not_allowed"),
     # ---- HTML forms (src/kbai/web/pages.py): an error page with the code and message, nothing changed -----
     # API Keys, create: names
+    _page("form-tenant-switch-not-a-number", "/system-settings/tenant", 422, "validation_error", _form(tenant="Acme' OR 1=1"), says="Pick one of your tenants"),
+    _page("form-tenant-switch-other", "/system-settings/tenant", 404, "not_a_member", lambda e: _form(tenant=str(e.ids["other_tenant"]))(e)),
+    _page("form-tenant-switch-overflow", "/system-settings/tenant", 404, "not_a_member", _form(tenant="9999999999")),
+    _page("form-tenant-switch-no-csrf", "/system-settings/tenant", 403, "csrf_failed", _form(csrf=None, tenant="1"), says="This form has expired"),
+    Case("invitation-unknown", "GET", "/invitations/" + "x" * 43, 404, "invitation_invalid", "anon", csrf=False, page=True),
+    Case("invitation-too-short", "GET", "/invitations/abc", 404, "invitation_invalid", "anon", csrf=False, page=True),
+    Case("invitation-non-ascii", "GET", "/invitations/" + "\u00e9" * 30, 404, "invitation_invalid", "anon", csrf=False, page=True),
+    Case("invitation-too-long", "GET", "/invitations/" + "x" * 300, 404, "not_found", "anon", csrf=False, page=True),
+    _page("invitation-post-unknown", "/invitations/" + "x" * 43, 404, "invitation_invalid", _form("anon", None, password="a-password-123"), "anon"),
     _page("form-key-name-bell", KEYS, 422, "validation_error", _key(name="a\x07b"), says="U+0007"),
     _page("form-key-name-nul", KEYS, 422, "validation_error", _key(name="a\x00b"), says="U+0000"),
     _page("form-key-name-newline", KEYS, 422, "validation_error", _key(name="line1\r\nline2"), says="control character"),
@@ -571,7 +601,7 @@ CASES: list[Case] = [
     _page("form-user-email-look-alike", "/system-settings/users", 422, "validation_error", _form("admin", email="d\u0435v@acme.test"), "admin", says="email"),
     _page("form-user-email-321-chars", "/system-settings/users", 422, "validation_error", _form("admin", email="a" * 311 + "@acme.test"), "admin", says="too long or not valid"),
     _page("form-user-email-taken", "/system-settings/users", 409, "already_exists", _form("admin", email="DEV@acme.test"), "admin"),
-    _page("form-user-password-short", "/system-settings/users", 422, "validation_error", _form("admin", email="new@acme.test", password="short"), "admin", says="password"),
+    _page("form-user-password-given", "/system-settings/users", 422, "validation_error", _form("admin", email="new@acme.test", password="a-password-123"), "admin", says="invitation"),
     _page("form-user-role-unknown", "/system-settings/users", 422, "validation_error", _form("admin", email="new@acme.test", roles="2147483647"), "admin", says="Unknown role"),
     _page("form-user-role-name-not-id", "/system-settings/users", 422, "validation_error", _form("admin", email="new@acme.test", roles="Admin"), "admin", says="Unknown role"),
     _page("form-user-role-other-tenant", "/system-settings/users", 422, "validation_error", lambda e: _form("admin", email="new@acme.test", roles=str(e.ids["other_role"]))(e), "admin", says="Unknown role"),
@@ -845,7 +875,8 @@ def build_env(svc: Services, make_client: Callable[[], httpx.Client]) -> Env:
                fingerprint({}, json.dumps(RUNNING_BODY).encode()))
     ids = {"dev_token": existing.id, "sibling_token": sibling_token.id, "other_token": other_token.id,
            "revoked_token": revoked_token.id, "admin_role": roles["Admin"], "dev_role": acme.dev_role_id, "other_role": other_roles["Developers"],
-           "admin_user": acme.admin.user_id, "dev_user": acme.dev.user_id, "other_user": globex.dev.user_id}
+           "admin_user": acme.admin.user_id, "dev_user": acme.dev.user_id, "other_user": globex.dev.user_id,
+           "other_tenant": globex.tenant_id}
     acme_scim, acme_secret = svc.provisioning.create(OPERATOR, acme.tenant_id, "hostile-input")
     other_scim, other_secret = svc.provisioning.create(OPERATOR, globex.tenant_id, "hostile-input")
     scim = {"acme": acme_secret, "globex": other_secret}

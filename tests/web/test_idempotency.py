@@ -205,25 +205,25 @@ def test_roles_and_users_are_created_once(world: World, admin: Caller) -> None:
     user_body = {"email": "new.person@acme.test", "roles": ["Auditors"]}
     user = admin.post("/api/v1/users", user_body, key="user-key")
     assert user.status_code == 201, shown(user)
-    generated = user.json()["password"]
+    link = user.json()["invitation_url"]
     replay = admin.post("/api/v1/users", user_body, key="user-key")
     assert replay.status_code == 201 and replay.headers[REPLAYED_HEADER] == "true"
-    # The generated password is a secret like a token: shown once, never stored, null in the replay.
-    assert replay.json() == {**user.json(), "password": None}
-    assert_no_secret(generated, replay.text, "replayed answer")
+    # The invitation link is a secret like a token: shown once, never stored, null in the replay.
+    assert replay.json() == {**user.json(), "invitation_url": None}
+    assert_no_secret(link.rsplit("/", 1)[1], replay.text, "replayed answer")
     assert count(svc, User, User.email == "new.person@acme.test") == 1
 
 
 def test_a_password_in_the_body_is_not_fingerprinted(world: World, admin: Caller) -> None:
-    """No hash of a password is stored, so a retry that changes only the password replays the first answer."""
-    body = {"email": "pw.person@acme.test", "password": "first-password-1"}
-    assert admin.post("/api/v1/users", body, key="pw-key").status_code == 201
-    r = admin.post("/api/v1/users", {**body, "password": "other-password-2"}, key="pw-key")
-    assert r.status_code == 201 and r.headers[REPLAYED_HEADER] == "true"
-    with world.services.db.read() as s:
-        fingerprints = list(s.scalars(select(IdempotencyRecord.fingerprint)))
+    """No hash of a password is stored: bodies that differ only in a secret field have one fingerprint. (No
+    create takes a password any more: adding a member answers an invitation link, and a password is refused.)"""
     from kbai.web.idempotency import fingerprint
-    assert fingerprints == [fingerprint({}, json.dumps({"email": body["email"]}).encode())]
+    first = fingerprint({}, json.dumps({"email": "pw.person@acme.test", "password": "first-password-1"}).encode())
+    other = fingerprint({}, json.dumps({"email": "pw.person@acme.test", "password": "other-password-2"}).encode())
+    assert first == other == fingerprint({}, json.dumps({"email": "pw.person@acme.test"}).encode())
+    r = admin.post("/api/v1/users", {"email": "pw.person@acme.test", "password": "first-password-1"}, key="pw-key")
+    assert r.status_code == 422, shown(r)
+    assert count(world.services, User, User.email == "pw.person@acme.test") == 0
 
 
 def test_stored_answers_never_hold_a_secret(world: World, dev: Caller, admin: Caller) -> None:
@@ -233,11 +233,12 @@ def test_stored_answers_never_hold_a_secret(world: World, dev: Caller, admin: Ca
     rotated = dev.post(f"{TOKENS}/{dev.client.get(TOKENS).json()['tokens'][0]['id']}/rotate",
                        {"grace_period_seconds": 60}, key="scan-2")
     secrets.append(rotated.json()["token"])
-    secrets.append(admin.post("/api/v1/users", {"email": "scan@acme.test"}, key="scan-3").json()["password"])
+    secrets.append(admin.post("/api/v1/users", {"email": "scan@acme.test"}, key="scan-3").json()["invitation_url"]
+                   .rsplit("/", 1)[1])
     # The replays too: each answers with the secret field null.
     assert dev.post(TOKENS, BODY, key="scan-1").json()["token"] is None
     assert dev.post(rotated.request.url.path, {"grace_period_seconds": 60}, key="scan-2").json()["token"] is None
-    assert admin.post("/api/v1/users", {"email": "scan@acme.test"}, key="scan-3").json()["password"] is None
+    assert admin.post("/api/v1/users", {"email": "scan@acme.test"}, key="scan-3").json()["invitation_url"] is None
     with svc.db.engine.connect() as conn:
         rows = [" | ".join(map(str, row)) for row in conn.execute(text("SELECT * FROM idempotency_keys"))]
     assert len(rows) == 3

@@ -215,6 +215,12 @@ def _check_headers_are_self(r: httpx.Response, env: Env, attacker: str) -> list[
     return problems + ([] if r.headers["x-kbai-user"] == str(env.ids[f"{attacker}.user"]) else ["X-Kbai-User is not self"])
 
 
+def _own_tenants_only(r: httpx.Response, env: Env, attacker: str) -> list[str]:
+    tenant = env.ids["globex"] if attacker.startswith("globex") else env.ids["acme"]
+    listed = [t["id"] for t in r.json()["tenants"]]
+    return [] if listed == [tenant] and r.json()["current"] == tenant else [f"lists tenants {listed}"]
+
+
 @dataclass(frozen=True)
 class Endpoint:
     id: str
@@ -319,6 +325,16 @@ ENDPOINTS = [
     Endpoint("audit-export-csv", "GET", lambda e, a: "/api/v1/audit/export", _by(OK, FORBIDDEN, NO_SCOPE),
              params={"format": "csv"}),
     Endpoint("me", "GET", lambda e, a: "/api/v1/me", _all(*OK), ok=_me_is_self),
+    # People in several tenants: switching into a tenant one is not a member of is the same 404 as into none,
+    # and listing one's tenants shows one's own only; a token does neither (it acts in one tenant only).
+    Endpoint("switch-into-victim-tenant", "POST", lambda e, a: "/api/v1/session/tenant",
+             _by((404, "not_a_member"), (404, "not_a_member"), SESSION_ONLY, cross_token=SESSION_ONLY),
+             body=lambda e, a: {"tenant": e.ids["acme"] if a.startswith("globex") else e.ids["globex"]}),
+    Endpoint("switch-into-victim-tenant-by-name", "POST", lambda e, a: "/api/v1/session/tenant",
+             _by((404, "not_a_member"), (404, "not_a_member"), SESSION_ONLY, cross_token=SESSION_ONLY),
+             body=lambda e, a: {"tenant": "Acme" if a.startswith("globex") else "Globex"}),
+    Endpoint("list-session-tenants", "GET", lambda e, a: "/api/v1/session/tenants",
+             _by(OK, OK, SESSION_ONLY, cross_token=SESSION_ONLY), ok=_own_tenants_only),
     Endpoint("permissions", "GET", lambda e, a: "/api/v1/permissions", _all(*OK)),
     Endpoint("auth-check", "GET", lambda e, a: "/auth/check", _by((401, "not_authenticated"), (401, "not_authenticated"),
                                                                  OK, cross_token=OK), ok=_check_headers_are_self),

@@ -93,14 +93,14 @@ def test_finding6_a_login_that_checked_the_old_password_opens_no_session(world: 
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """The reset lands between the login's password check and its session insert: no session."""
     svc = world.services
-    checked = svc.access.authenticate
+    checked = svc.access.authenticate_person
 
     def reset_right_after_the_check(email: str, password: str) -> Any:
-        user = checked(email, password)
-        svc.access.set_password(OPERATOR, user.id, NEW_PASSWORD)
-        return user
+        person = checked(email, password)
+        svc.access.set_password(OPERATOR, world.dev.user_id, NEW_PASSWORD)  # (a membership of that person)
+        return person
 
-    monkeypatch.setattr(svc.access, "authenticate", reset_right_after_the_check)
+    monkeypatch.setattr(svc.access, "authenticate_person", reset_right_after_the_check)
     with raises_code("invalid_credentials"):
         svc.sessions.login(DEV_EMAIL, DEV_PASSWORD, "192.0.2.1")
     with svc.db.read() as s:

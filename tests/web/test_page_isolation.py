@@ -71,6 +71,7 @@ def env(module_database_url: str) -> Iterator[Env]:
     except (AttributeError, TypeError):  # the policy feature is built alongside
         pass
 
+    invited = svc.access.invite(acme.admin, acme.tenant_id, "invitee@acme.test")  # a link only the invitee holds
     app = create_app(svc, start_background=False)
     clients = {a: TestClient(app, raise_server_exceptions=False, follow_redirects=False) for a in ATTACKERS}
     csrf = {}
@@ -81,7 +82,7 @@ def env(module_database_url: str) -> Iterator[Env]:
         csrf[attacker] = r.json()["csrf_token"]
     ids = {"victim_token": tokens[0].id, "victim_user": acme.dev.user_id, "asker": asker.id, "gone": gone.id,
            "secret_role": secret_role.id, "dev_role": acme.dev_role_id, "request": request.id,
-           "notification": notification,
+           "notification": notification, "invitation": invited.path,
            "member_role": {r.name: r.id for r in svc.access.list_roles(OPERATOR, acme.tenant_id)}["Member"]}
     yield Env(svc, clients, csrf, ids, victim, acme_hidden)  # type: ignore[arg-type]
     for c in clients.values():
@@ -149,9 +150,20 @@ PROBES = [
           lambda e: f"{H}/tokens/{e.ids['victim_token']}/revoke", CROSS_404_SAME_403),
     Probe("notification-read", "POST", H + "/notifications/{notification_id}/read",
           lambda e: f"{H}/notifications/{e.ids['notification']}/read", _both(*NOT_FOUND)),
+    # An invitation is reached by its secret alone: a guess one character off is the same 404 as any other.
+    Probe("invitation-page", "GET", "/invitations/{secret}", lambda e: _guess(e.ids["invitation"]),
+          _both(404, "invitation_invalid")),
+    Probe("invitation-accept", "POST", "/invitations/{secret}", lambda e: _guess(e.ids["invitation"]),
+          _both(404, "invitation_invalid"), lambda e: {"password": "attacker-password-1",
+                                                       "password_again": "attacker-password-1"}),
 ]
 # Pages without an id: they must show the attacker only their own things (status 200 or a 403 page).
-LISTS = [H, H + "/roles", H + "/users", H + "/api-keys", H + "/tokens", H + "/token-policy", H + "/notifications"]
+LISTS = [H, H + "/roles", H + "/users", H + "/api-keys", H + "/tokens", H + "/token-policy", H + "/notifications",
+         H + "/tenant"]
+
+
+def _guess(path: str) -> str:
+    return path[:-1] + ("A" if path[-1] != "A" else "B")
 
 
 def _send(env: Env, attacker: str, method: str, path: str, form: dict[str, str]) -> httpx.Response:

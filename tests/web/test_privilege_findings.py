@@ -20,7 +20,7 @@ from kbai.access.catalog import BUILTIN
 from kbai.services import Services
 from kbai.store.models import Token
 from tests.conftest import OPERATOR, World
-from tests.web.conftest import login
+from tests.web.conftest import accept_invitation, login
 from tests.web.safety import changed_tables, error_problems, page_problems, shown, shown_page, snapshot
 
 KEYS = [p.key for p in BUILTIN]
@@ -53,9 +53,10 @@ def _admin_sets_up(client: TestClient, roles: dict[str, list[str]], users: dict[
         ids[name] = r.json()["id"]
     for email, role_names in users.items():
         password = email.split("@")[0] + "-password-1"
-        r = client.post("/api/v1/users", json={"email": email, "password": password, "roles": role_names}, headers=h)
+        r = client.post("/api/v1/users", json={"email": email, "roles": role_names}, headers=h)
         assert r.status_code == 201, shown(r)
         ids[email] = r.json()["id"]
+        accept_invitation(client, r.json()["invitation_url"], password)
     return ids
 
 
@@ -146,7 +147,7 @@ def test_finding4_the_same_changes_with_a_session_still_work(world: World, app_c
     """The refusal is about the token, not the change: the admin's session does all of it."""
     h = _as(app_client, "admin@acme.test", "admin-password-1")
     r = app_client.post("/api/v1/users", json={"email": "newhire@acme.test"}, headers=h)
-    assert r.status_code == 201 and len(r.json()["password"]) >= 16, shown(r)
+    assert r.status_code == 201 and "password" not in r.json() and r.json()["invitation_url"], shown(r)
     new = r.json()["id"]
     assert app_client.put(f"/api/v1/users/{new}/roles", json={"roles": ["Developers"]}, headers=h).status_code == 200
     assert app_client.post(f"/api/v1/users/{new}/deactivate", headers=h).json()["active"] is False

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -17,12 +20,14 @@ from kbai.audit import Actor
 from kbai.clock import Clock, utc_seconds
 from kbai.errors import KbaiError
 from kbai.store import Database
-from kbai.store.models import Identity, LoginSession, Role, RolePermission, Tenant, User, UserRole
+from kbai.store.models import Identity, Invitation, LoginSession, Person, Role, RolePermission, Tenant, User, UserRole
 from kbai.validate import clean_email, clean_external_id, clean_name, clean_password
 
 ADMIN = "admin"
 MEMBER = "member"
 MAX_LIMIT = 100_000
+INVITATION_TTL = timedelta(hours=72)
+INVITATION_PATH = "/invitations/"
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,52 @@ class UserView:
     active: bool
     max_active_tokens: int | None
     external_id: str | None = None
+    person_id: int | None = None
+
+
+@dataclass(frozen=True)
+class MembershipView:
+    """One of a person's memberships, as the tenant picker shows it."""
+
+    user_id: int
+    tenant_id: int
+    tenant_name: str
+    tenant_external_id: str | None
+    active: bool
+
+
+@dataclass(frozen=True)
+class InvitationView:
+    """What an invitation link leads to (its holder sees this before accepting)."""
+
+    invitation_id: int
+    user_id: int
+    person_id: int
+    email: str
+    tenant_id: int
+    tenant_name: str
+    # True: the person has no password yet and sets one here; False: they confirm with their own login.
+    sets_password: bool
+    # False with sets_password False: someone who signs in with the product's OpenID provider (that accepts it).
+    has_password: bool = True
+
+
+@dataclass(frozen=True)
+class Invited:
+    view: UserView
+    path: str  # INVITATION_PATH + the one-time secret (shown once, stored only as its digest)
+    expires_at: datetime
+    new_person: bool  # never shown to the inviter: the answer is the same either way
+
+
+def pending_invitation() -> Any:
+    """True for a membership (``users`` row) whose invitation is not accepted yet: a person added to another
+    tenant enters it only through that tenant's link (or the product's sign-in), never by a password alone."""
+    return exists(select(Invitation.id).where(Invitation.user_id == User.id, Invitation.accepted_at.is_(None)))
+
+
+def invitation_digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -157,14 +208,74 @@ class AccessService:
         # Called with a tenant id after a commit that may have given someone there a permission (a role's
         # permissions or a person's roles changed): answered "Ask an admin" requests are resolved from here.
         self.grant_listeners: list[Callable[[int], object]] = []  # what a listener returns is not used
+        # Where invitation emails leave (kbai.outbox.Outbox, set by kbai.services); None: no email.
+        self.outbox: Any = None
 
     # ---- reading -------------------------------------------------------------------------
     def permissions(self, session: Session, user: User) -> frozenset[str]:
         return permissions_of(session, user, self.catalog)
 
-    def user_by_email(self, email: str) -> User | None:
+    def membership_permissions(self, user_id: int) -> frozenset[str] | None:
+        """What membership ``user_id`` may do now; None when it is gone or deactivated."""
         with self.db.read() as s:
-            return s.scalar(select(User).where(User.email == email.strip().lower()))
+            user = s.get(User, user_id)
+            if user is None or not user.active:
+                return None
+            return permissions_of(s, user, self.catalog)
+
+    def person_by_email(self, email: str) -> Person | None:
+        with self.db.read() as s:
+            return s.scalar(select(Person).where(Person.email == email.strip().lower()))
+
+    def user_by_email(self, email: str, tenant_id: int | None = None) -> User | None:
+        """The membership of the person with this email: in ``tenant_id`` when given, else the one they used
+        last (or their first). None when there is no such person or membership."""
+        with self.db.read() as s:
+            person = s.scalar(select(Person).where(Person.email == email.strip().lower()))
+            if person is None:
+                return None
+            return self._membership(s, person, tenant_id)
+
+    @staticmethod
+    def _membership(s: Session, person: Person, tenant_id: int | None = None, *,
+                    active_only: bool = False) -> User | None:
+        query = select(User).where(User.person_id == person.id)
+        if active_only:  # (what a login may enter: active, and not waiting for its invitation)
+            query = query.where(User.active.is_(True), ~pending_invitation())
+        if tenant_id is not None:
+            return s.scalar(query.where(User.tenant_id == tenant_id))
+        rows = list(s.scalars(query.order_by(User.id)))
+        return next((u for u in rows if u.tenant_id == person.last_tenant_id), rows[0] if rows else None)
+
+    def memberships(self, person_id: int) -> list[MembershipView]:
+        """Every membership of a person, by tenant name (inactive ones too: the picker leaves those out)."""
+        with self.db.read() as s:
+            rows = s.execute(select(User.id, Tenant.id, Tenant.name, Tenant.external_id, User.active,
+                                    pending_invitation())
+                             .join(Tenant, Tenant.id == User.tenant_id)
+                             .where(User.person_id == person_id).order_by(Tenant.name)).all()
+        # A membership waiting for its invitation is not one the person may enter yet.
+        return [MembershipView(uid, tid, name, ext, bool(active) and not pending)
+                for uid, tid, name, ext, active, pending in rows]
+
+    def find_membership(self, person_id: int, tenant: str | int) -> User | None:
+        """The person's active membership in the tenant given by id, name or external id (None: not a member;
+        the answer is the same whether or not such a tenant exists)."""
+        if isinstance(tenant, bool) or not isinstance(tenant, (int, str)):
+            return None
+        ref = tenant.strip() if isinstance(tenant, str) else tenant
+        if isinstance(ref, str) and (not 1 <= len(ref) <= 200 or "\x00" in ref):
+            return None  # (PostgreSQL refuses NUL in a parameter: no tenant is called that anyway)
+        as_id = ref if isinstance(ref, int) else int(ref) if ref.isascii() and ref.isdigit() and len(ref) <= 10 else None
+        with self.db.read() as s:
+            query = (select(User).join(Tenant, Tenant.id == User.tenant_id)
+                     .where(User.person_id == person_id, User.active.is_(True), ~pending_invitation()))
+            found = None
+            if as_id is not None and 1 <= as_id <= 2_147_483_647:
+                found = s.scalar(query.where(Tenant.id == as_id))
+            if found is None and isinstance(ref, str):
+                found = s.scalar(query.where(Tenant.name == ref)) or s.scalar(query.where(Tenant.external_id == ref))
+            return found
 
     def tenant_by_name(self, name: str) -> Tenant | None:
         with self.db.read() as s:
@@ -175,7 +286,7 @@ class AccessService:
             select(Role.name).join(UserRole, UserRole.role_id == Role.id).where(UserRole.user_id == user.id).order_by(Role.name)
         ).all()
         return UserView(user.id, user.tenant_id, user.email, list(names), user.active, user.max_active_tokens,
-                        user.external_id)
+                        user.external_id, user.person_id)
 
     def role_view(self, session: Session, role: Role) -> RoleView:
         if role.builtin == ADMIN:
@@ -201,7 +312,11 @@ class AccessService:
                                                        "tenant whose people sign in with single sign-on.")
         email = None if admin_email is None else clean_email(admin_email)
         generated = password_hash = None
-        if email is not None:
+        # A person who exists already (a member of another tenant) keeps their own password.
+        if email is not None and self.person_by_email(email) is not None:
+            if admin_password is not None:
+                raise KbaiError(errors.PERSON_HAS_PASSWORD, email=email)
+        elif email is not None:
             if admin_password is None:
                 admin_password = generated = self.passwords.generate()
             clean_password(admin_password, MIN_LENGTH)
@@ -214,17 +329,19 @@ class AccessService:
                     raise KbaiError(errors.ALREADY_EXISTS, what=f"Tenant '{name}'")
                 if ext is not None and s.scalar(select(Tenant.id).where(Tenant.external_id == ext)) is not None:
                     raise KbaiError(errors.ALREADY_EXISTS, what=f"A tenant with external id '{ext}'")
-                if email is not None:
-                    self._email_free(s, email)
                 tenant, admin_role = self._new_tenant(s, actor, name, ext, now, admin=email)
-                if email is not None and password_hash is not None:
-                    user = User(tenant_id=tenant.id, email=email, password_hash=password_hash, active=True,
-                                created_at=now)
+                if email is not None:
+                    person, created = self._person_for(s, email, password_hash, now)
+                    if not created:
+                        generated = None  # (created meanwhile by someone else: their password stands)
+                    user = User(tenant_id=tenant.id, person_id=person.id, active=True, created_at=now)
                     s.add(user)
                     s.flush()
                     s.add(UserRole(user_id=user.id, role_id=admin_role.id))
                     audit.record(s, actor, "user.create", at=now, target_type="user", target_id=user.id,
                                  tenant_id=tenant.id, details={"email": email, "roles": ["Admin"]})
+                    s.flush()
+                    assert user.email == email  # (loaded now: the caller reads it after the session)
         except IntegrityError:
             raise KbaiError(errors.ALREADY_EXISTS, what=f"Tenant '{name}' or user '{email}'") from None
         return tenant, user, generated
@@ -282,45 +399,177 @@ class AccessService:
         roles: Sequence[str | int] = (),
         *,
         external_id: str | None = None,
+        generate_password: bool = True,
     ) -> tuple[UserView, str | None]:
-        """A user in ``tenant_id`` with the named (or id-given) roles; Member when none are named."""
+        """A membership in ``tenant_id`` with the named (or id-given) roles (Member when none are named), for the
+        person with ``email``, who is created when there is none.
+
+        A new person gets ``password``, or a generated one (returned) when ``generate_password``. An existing
+        person (a member of another tenant) keeps their own password: none is generated, and giving one is
+        refused. Emails are unique per person, not per tenant, so nothing here tells whether the person
+        existed. :meth:`invite` is what the API and the pages use: it never sets or returns a password."""
         may_manage(actor, "users.manage", "create users", tenant_id)
         email = clean_email(email)
         ext = None if external_id is None else clean_external_id(external_id, "external id")
-        generated = None
-        if password is None:
-            password = generated = self.passwords.generate()
-        clean_password(password, MIN_LENGTH)
-        password_hash = self.passwords.hash(password)
+        exists = self.person_by_email(email) is not None
+        if exists and password is not None:
+            raise KbaiError(errors.PERSON_HAS_PASSWORD, email=email)
+        generated = password_hash = None
+        if not exists and (password is not None or generate_password):
+            if password is None:
+                password = generated = self.passwords.generate()
+            clean_password(password, MIN_LENGTH)
+            password_hash = self.passwords.hash(password)
         now = utc_seconds(self.clock.now())
-        try:
-            with self.db.write() as s:
-                tenant = s.get(Tenant, tenant_id)
-                if tenant is None:
-                    raise KbaiError(errors.NOT_FOUND, what="Tenant")
-                self._lock_tenant(s, tenant_id)
-                held = self._held(s, actor, "users.manage", "create users", tenant_id)
-                role_rows = self._roles(s, tenant_id, roles or ["Member"])
-                self._assignable(s, held, role_rows)
-                self._email_free(s, email)
-                if ext is not None and s.scalar(select(User.id).where(
-                        User.tenant_id == tenant_id, User.external_id == ext)) is not None:
-                    raise KbaiError(errors.ALREADY_EXISTS, what=f"A user with external id '{ext}' in this tenant")
-                user = User(tenant_id=tenant_id, email=email, password_hash=password_hash, active=True, created_at=now,
-                            external_id=ext)
-                s.add(user)
-                s.flush()
-                s.add_all([UserRole(user_id=user.id, role_id=r.id) for r in role_rows])
-                details: dict[str, object] = {"email": email, "roles": [r.name for r in role_rows]}
-                if ext is not None:
-                    details["external_id"] = ext
-                audit.record(s, actor, "user.create", at=now, target_type="user", target_id=user.id,
-                             tenant_id=tenant_id, details=details)
-                s.flush()
-                view = self.user_view(s, user)
-        except IntegrityError:
-            raise KbaiError(errors.ALREADY_EXISTS, what=f"A user with email {email}") from None
+        with self.db.write() as s:
+            user = self._add_membership(s, actor, tenant_id, email, password_hash, roles, ext, now)
+            if user.person_id is not None and password_hash is not None:
+                person = s.get(Person, user.person_id)
+                if person is not None and person.password_hash != password_hash:
+                    generated = None  # (the person was created meanwhile by someone else: their password stands)
+            view = self.user_view(s, user)
         return view, generated
+
+    def invite(self, actor: Actor, tenant_id: int, email: str, roles: Sequence[str | int] = (), *,
+               external_id: str | None = None, link_base: str = "") -> Invited:
+        """Add the person with ``email`` to ``tenant_id`` (creating the person when there is none, without a
+        password) and make a one-time invitation link (72 h), emailed to them when SMTP is set (``link_base``
+        + the path). What the caller shows must not depend on ``new_person``: the API and the pages answer
+        the same either way, so a tenant never learns who exists elsewhere."""
+        may_manage(actor, "users.manage", "create users", tenant_id)
+        email = clean_email(email)
+        ext = None if external_id is None else clean_external_id(external_id, "external id")
+        now = utc_seconds(self.clock.now())
+        secret = secrets.token_urlsafe(32)
+        with self.db.write() as s:
+            new_person = s.scalar(select(Person.id).where(Person.email == email)) is None
+            user = self._add_membership(s, actor, tenant_id, email, None, roles, ext, now)
+            s.add(Invitation(digest=invitation_digest(secret), user_id=user.id, created_at=now,
+                             expires_at=now + INVITATION_TTL))
+            view = self.user_view(s, user)
+            tenant_name = s.scalar(select(Tenant.name).where(Tenant.id == tenant_id)) or ""
+            outbox_id = None
+            if self.outbox is not None and self.outbox.mail_enabled:
+                outbox_id = self.outbox.add_email(
+                    s, event_id=f"invitation-{secrets.token_hex(8)}", tenant_id=tenant_id, user_id=user.id, to=email,
+                    subject=f"You were added to {tenant_name}", event_type="invitation", at=now,
+                    body=f"{actor.email or 'An admin'} added you to {tenant_name}.\n\nOpen this link within 72 hours "
+                         f"to {'choose your password' if new_person else 'confirm with your own login'}:\n"
+                         f"{link_base}{INVITATION_PATH}{secret}\n")
+        if outbox_id is not None:
+            self.outbox.after_commit([outbox_id])
+        return Invited(view, INVITATION_PATH + secret, now + INVITATION_TTL, new_person)
+
+    def _add_membership(self, s: Session, actor: Actor, tenant_id: int, email: str, password_hash: str | None,
+                        roles: Sequence[str | int], ext: str | None, now: datetime) -> User:
+        tenant = s.get(Tenant, tenant_id)
+        if tenant is None:
+            raise KbaiError(errors.NOT_FOUND, what="Tenant")
+        self._lock_tenant(s, tenant_id)
+        held = self._held(s, actor, "users.manage", "create users", tenant_id)
+        role_rows = self._roles(s, tenant_id, roles or ["Member"])
+        self._assignable(s, held, role_rows)
+        if ext is not None and s.scalar(select(User.id).where(
+                User.tenant_id == tenant_id, User.external_id == ext)) is not None:
+            raise KbaiError(errors.ALREADY_EXISTS, what=f"A user with external id '{ext}' in this tenant")
+        person, _created = self._person_for(s, email, password_hash, now)
+        if s.scalar(select(User.id).where(User.tenant_id == tenant_id, User.person_id == person.id)) is not None:
+            raise KbaiError(errors.ALREADY_EXISTS, what=f"A user with email {email} in this tenant")
+        user = User(tenant_id=tenant_id, person_id=person.id, active=True, created_at=now, external_id=ext)
+        s.add(user)
+        try:
+            s.flush()
+        except IntegrityError:  # the same person added to this tenant at the same moment
+            raise KbaiError(errors.ALREADY_EXISTS, what=f"A user with email {email} in this tenant") from None
+        s.add_all([UserRole(user_id=user.id, role_id=r.id) for r in role_rows])
+        details: dict[str, object] = {"email": email, "roles": [r.name for r in role_rows]}
+        if ext is not None:
+            details["external_id"] = ext
+        audit.record(s, actor, "user.create", at=now, target_type="user", target_id=user.id,
+                     tenant_id=tenant_id, details=details)
+        s.flush()
+        return user
+
+    @staticmethod
+    def _person_for(s: Session, email: str, password_hash: str | None, now: datetime) -> tuple[Person, bool]:
+        """(the person with ``email``, whether they were created now, with ``password_hash``)."""
+        person = s.scalar(select(Person).where(Person.email == email))
+        if person is not None:
+            return person, False
+        person = Person(email=email, password_hash=password_hash, created_at=now)
+        try:
+            with s.begin_nested():
+                s.add(person)
+                s.flush()
+        except IntegrityError:  # created at the same moment by another request
+            person = s.scalar(select(Person).where(Person.email == email))
+            if person is None:
+                raise
+            return person, False
+        return person, True
+
+    def invitation(self, secret: str) -> InvitationView:
+        """The live invitation behind a link's secret, or NOT_FOUND (unknown, used, expired or its membership
+        deactivated: all the same answer)."""
+        if not isinstance(secret, str) or not 20 <= len(secret) <= 100 or not secret.isascii():
+            raise KbaiError(errors.INVITATION_INVALID)
+        now = self.clock.now()
+        with self.db.read() as s:
+            row = s.execute(
+                select(Invitation, User, Person, Tenant.name)
+                .join(User, User.id == Invitation.user_id).join(Person, Person.id == User.person_id)
+                .join(Tenant, Tenant.id == User.tenant_id)
+                .where(Invitation.digest == invitation_digest(secret))
+            ).first()
+        if row is None:
+            raise KbaiError(errors.INVITATION_INVALID)
+        inv, user, person, tenant_name = row
+        if inv.accepted_at is not None or inv.expires_at <= now or not user.active:
+            raise KbaiError(errors.INVITATION_INVALID)
+        # A password may be chosen here only by someone who is nobody yet: no password, no sign-in identity, no
+        # membership they have entered. Otherwise whoever holds this link (the inviting admin sees it) could take
+        # over the person's other tenants.
+        with self.db.read() as s:
+            known = s.scalar(select(Identity.id).where(Identity.person_id == person.id).limit(1)) is not None or \
+                s.scalar(select(User.id).where(User.person_id == person.id, User.id != user.id,
+                                               ~pending_invitation()).limit(1)) is not None
+        return InvitationView(inv.id, user.id, person.id, person.email, user.tenant_id, tenant_name,
+                              person.password_hash is None and not known, person.password_hash is not None)
+
+    def accept_invitation(self, secret: str, password: str) -> InvitationView:
+        """Use an invitation once: a person without a password sets ``password``; one with a password proves
+        it is theirs (INVALID_CREDENTIALS otherwise, the invitation stays usable). The caller opens the session."""
+        found = self.invitation(secret)
+        if not isinstance(password, str) or len(password) > 1024:
+            raise KbaiError(errors.INVALID_CREDENTIALS)
+        new_hash = None
+        if found.sets_password:
+            clean_password(password, MIN_LENGTH)
+            new_hash = self.passwords.hash(password)
+        else:
+            with self.db.read() as s:
+                stored = s.scalar(select(Person.password_hash).where(Person.id == found.person_id))
+            if stored is None:  # someone who signs in with the product's OpenID provider: that accepts it
+                raise KbaiError(errors.INVITATION_NEEDS_SSO)
+            if not self.passwords.verify(stored, password):
+                raise KbaiError(errors.INVALID_CREDENTIALS)
+        now = utc_seconds(self.clock.now())
+        with self.db.write() as s:
+            inv = s.get(Invitation, found.invitation_id, with_for_update=True)
+            person = s.get(Person, found.person_id, with_for_update=True)
+            if inv is None or inv.accepted_at is not None or person is None:
+                raise KbaiError(errors.INVITATION_INVALID)
+            if new_hash is not None:
+                if person.password_hash is not None or s.scalar(select(Identity.id).where(
+                        Identity.person_id == person.id).limit(1)) is not None:  # known meanwhile: not replaced
+                    raise KbaiError(errors.INVITATION_INVALID)
+                person.password_hash = new_hash
+            inv.accepted_at = now
+            person.last_tenant_id = found.tenant_id
+            audit.record(s, Actor(kind="user", user_id=found.user_id, tenant_id=found.tenant_id, email=found.email),
+                         "user.accept_invitation", at=now, target_type="user", target_id=found.user_id,
+                         tenant_id=found.tenant_id, details={"email": found.email, "password_set": new_hash is not None})
+        return found
 
     def list_users(self, actor: Actor, tenant_id: int) -> list[UserView]:
         require(actor, "users.read", "list users", tenant_id)
@@ -402,7 +651,8 @@ class AccessService:
         return view
 
     def set_password(self, actor: Actor, user_id: int, password: str | None = None) -> str | None:
-        """Set (or generate and return) a user's password, ending every session of theirs.
+        """Set (or generate and return) the password of the person behind membership ``user_id``, ending every
+        session of that person (in every tenant).
 
         A reset usually means the old password may be known to someone else: a session opened with it
         must not outlive it. The sessions go in the same transaction as the new hash, and the user row
@@ -423,34 +673,50 @@ class AccessService:
                 may_manage(actor, "users.manage", "set another user's password", user.tenant_id)
                 held = self._held(s, actor, "users.manage", "set another user's password", user.tenant_id)
                 self._not_above(s, held, user, "set the password of")
-            s.refresh(user, with_for_update=True)
-            user.password_hash = password_hash
-            # A DELETE's result is a CursorResult (it has rowcount); Session.execute is typed as the base Result.
-            ended = s.execute(delete(LoginSession).where(LoginSession.user_id == user.id)).rowcount  # type: ignore[attr-defined]
+            person = s.get(Person, user.person_id, with_for_update=True)
+            assert person is not None
+            person.password_hash = password_hash
+            theirs = select(User.id).where(User.person_id == person.id).scalar_subquery()
+            ended = s.execute(delete(LoginSession).where(LoginSession.user_id.in_(theirs))).rowcount  # type: ignore[attr-defined]
             audit.record(s, actor, "user.password", at=now, target_type="user", target_id=user.id,
-                         tenant_id=user.tenant_id, details={"email": user.email, "sessions_ended": ended})
+                         tenant_id=user.tenant_id, details={"email": person.email, "sessions_ended": ended})
         return generated
 
-    def authenticate(self, email: str, password: str) -> User:
-        """The active user with this email and password, or INVALID_CREDENTIALS (same time either way)."""
+    def authenticate(self, email: str, password: str, tenant: str | int | None = None) -> User:
+        """The active membership of the person with this email and password, or INVALID_CREDENTIALS (same time
+        either way): in ``tenant`` (id, name or external id) when given, else the one used last.
+
+        A deactivated membership, a tenant the person is not in, and a tenant that does not exist all answer
+        exactly as a wrong password does (after the same full verification): anything else would tell a
+        guesser that the password was right, or which tenants exist."""
+        person = self.authenticate_person(email, password)
+        if tenant is not None:
+            user = self.find_membership(person.id, tenant)
+        else:
+            with self.db.read() as s:
+                user = self._membership(s, person, active_only=True)
+        if user is None or not user.active:
+            raise KbaiError(errors.INVALID_CREDENTIALS)
+        return user
+
+    def authenticate_person(self, email: str, password: str) -> Person:
+        """The person with this email and password, or INVALID_CREDENTIALS (same time either way)."""
         if not isinstance(email, str) or not isinstance(password, str) or len(password) > 1024 or "\x00" in email:
             # (PostgreSQL refuses NUL in a query parameter: that would be a 422 there and a 401 on SQLite.)
             raise KbaiError(errors.INVALID_CREDENTIALS)
         with self.db.read() as s:
-            user = s.scalar(select(User).where(User.email == email.strip().lower()))
-        ok = self.passwords.verify(user.password_hash if user else None, password)
-        # A deactivated account answers exactly as a wrong password does (after the same full
-        # verification): "deactivated" would tell a guesser that the password was right.
-        if not ok or user is None or not user.active:
+            person = s.scalar(select(Person).where(Person.email == email.strip().lower()))
+        ok = self.passwords.verify(person.password_hash if person else None, password)
+        if not ok or person is None or person.password_hash is None:
             raise KbaiError(errors.INVALID_CREDENTIALS)
-        if self.passwords.needs_rehash(user.password_hash):
+        if self.passwords.needs_rehash(person.password_hash):
             rehashed = self.passwords.hash(password)
             with self.db.write() as s:
-                fresh = s.get(User, user.id, with_for_update=True)
+                fresh = s.get(Person, person.id, with_for_update=True)
                 # Only over the hash just verified: a password set meanwhile must not be put back.
-                if fresh is not None and fresh.password_hash == user.password_hash:
-                    fresh.password_hash = user.password_hash = rehashed
-        return user
+                if fresh is not None and fresh.password_hash == person.password_hash:
+                    fresh.password_hash = person.password_hash = rehashed
+        return person
 
     # ---- roles ---------------------------------------------------------------------------
     def list_roles(self, actor: Actor, tenant_id: int) -> list[RoleView]:
@@ -568,9 +834,12 @@ class AccessService:
     # ---- limits --------------------------------------------------------------------------
     def set_limit(
         self, actor: Actor, max_active_tokens: int | None, *, user_email: str | None = None,
-        tenant_name: str | None = None,
+        tenant_name: str | None = None, membership_tenant: str | None = None,
     ) -> None:
-        """Override the active-token limit of one user or a whole tenant (None: back to the default)."""
+        """Override the active-token limit of one membership or a whole tenant (None: back to the default).
+
+        The limit counts per membership: ``membership_tenant`` (a tenant name) says which of a person's
+        memberships, and is needed only when they have several."""
         if actor.kind != "operator" and not (actor.kind == "service" and trusted_in(actor, None)):
             raise KbaiError(errors.FORBIDDEN, permission="operator access", action="change token limits")
         if (user_email is None) == (tenant_name is None):
@@ -581,9 +850,7 @@ class AccessService:
         with self.db.write() as s:
             target: User | Tenant | None
             if user_email is not None:
-                target = s.scalar(select(User).where(User.email == user_email.strip().lower()))
-                if target is None:
-                    raise KbaiError(errors.NOT_FOUND, what=f"User '{user_email}'")
+                target = self._membership_by_email(s, user_email, membership_tenant)
                 tenant_id, target_type, label = target.tenant_id, "user", target.email
             else:
                 target = s.scalar(select(Tenant).where(Tenant.name == (tenant_name or "").strip()))
@@ -638,27 +905,43 @@ class AccessService:
                                              now)
             identity = s.scalar(select(Identity).where(Identity.issuer == arrival.issuer,
                                                        Identity.subject == arrival.subject))
-            user = s.get(User, identity.user_id) if identity is not None else None
+            person = s.get(Person, identity.person_id) if identity is not None else None
+            user = None if person is None else s.scalar(
+                select(User).where(User.person_id == person.id, User.tenant_id == tenant.id))
             linked = None
-            if user is not None and user.tenant_id != tenant.id:
-                raise KbaiError(errors.OIDC_OTHER_TENANT, org=arrival.tenant_external_id)
             if user is None:
-                user, linked = self._link(s, tenant, arrival)
-                if user is not None:
-                    identity = self._add_identity(s, actor, user, arrival, now, linked)
+                found, linked = self._link(s, tenant, arrival)
+                if found is not None and person is not None and found.person_id != person.id:
+                    # that membership is another person's: this identity never takes it over
+                    raise KbaiError(errors.OIDC_ALREADY_LINKED, email=found.email)
+                user = found
+                if person is None and user is not None:
+                    person = s.get(Person, user.person_id)
+                    assert person is not None
+                    identity = self._add_identity(s, actor, person, user, arrival, now, linked)
+            if person is None and user is None:
+                person = self._person_of_email(s, arrival)
+                if person is not None:
+                    linked = "email"
+                    identity = self._add_identity(s, actor, person, None, arrival, now, linked)
             created_user = user is None
             wanted, unknown = self._claimed_roles(s, tenant.id, arrival.roles)
             if user is None:
-                user = self._provision(s, actor, tenant, arrival, wanted, now)
-                identity = self._add_identity(s, actor, user, arrival, now, None)
+                user, person = self._provision(s, actor, tenant, person, arrival, wanted, now)
+                if identity is None:
+                    identity = self._add_identity(s, actor, person, None, arrival, now, None)
                 roles_changed = False
             else:
                 if not user.active:
                     raise KbaiError(errors.USER_INACTIVE)
                 roles_changed = wanted is not None and self._replace_roles(s, actor, user, wanted, now)
             self._admin_remains(s, actor, tenant.id, user, now)
-            assert identity is not None
+            assert identity is not None and person is not None
             identity.last_login_at = now
+            # The provider vouches for the person: a membership waiting for its invitation is entered now.
+            s.execute(update(Invitation).where(Invitation.user_id == user.id, Invitation.accepted_at.is_(None))
+                      .values(accepted_at=now))
+            person.last_tenant_id = tenant.id
             admitted = Admitted(user.id, tenant.id, user.email, created_user, created_tenant, linked, roles_changed,
                                 unknown)
         if roles_changed:
@@ -675,36 +958,50 @@ class AccessService:
 
     @staticmethod
     def _link(s: Session, tenant: Tenant, arrival: Arrival) -> tuple[User | None, str | None]:
-        """An existing user this identity may be linked to: by the product's external id, or by an email the
-        provider has verified. An unverified email never links (and never creates a second account)."""
+        """An existing membership of this tenant a first sign-in may be linked to: by the product's external id,
+        or by an email the provider has verified. An unverified email never links."""
         if arrival.user_external_id is not None:
             user = s.scalar(select(User).where(User.tenant_id == tenant.id, User.external_id == arrival.user_external_id))
             if user is not None:
                 return user, "external_id"
         if arrival.email is None:
             return None, None
-        user = s.scalar(select(User).where(User.email == arrival.email))
+        user = s.scalar(select(User).join(Person, Person.id == User.person_id)
+                        .where(User.tenant_id == tenant.id, Person.email == arrival.email))
         if user is None:
             return None, None
-        if user.tenant_id != tenant.id:
-            raise KbaiError(errors.OIDC_EMAIL_TAKEN, email=arrival.email)
         if not arrival.email_verified:
             raise KbaiError(errors.OIDC_EMAIL_UNVERIFIED, email=arrival.email)
         return user, "email"
 
     @staticmethod
-    def _add_identity(s: Session, actor: Actor, user: User, arrival: Arrival, now: datetime,
+    def _person_of_email(s: Session, arrival: Arrival) -> Person | None:
+        """The person (a member of other tenants only) with the arrival's email, when the provider verified it;
+        an unverified email of an existing person is refused (an email is one person's)."""
+        if arrival.email is None:
+            return None
+        person = s.scalar(select(Person).where(Person.email == arrival.email))
+        if person is not None and not arrival.email_verified:
+            raise KbaiError(errors.OIDC_EMAIL_UNVERIFIED, email=arrival.email)
+        return person
+
+    @staticmethod
+    def _add_identity(s: Session, actor: Actor, person: Person, user: User | None, arrival: Arrival, now: datetime,
                       linked: str | None) -> Identity:
-        other = s.scalar(select(Identity.subject).where(Identity.user_id == user.id, Identity.issuer == arrival.issuer))
+        other = s.scalar(select(Identity).where(Identity.person_id == person.id, Identity.issuer == arrival.issuer))
+        if other is not None and other.subject == arrival.subject:
+            return other  # the same sign-in, made at the same moment by another request, got here first
         if other is not None:  # one identity per issuer: a second account at the provider never takes this one over
-            raise KbaiError(errors.OIDC_ALREADY_LINKED, email=user.email)
-        identity = Identity(issuer=arrival.issuer, subject=arrival.subject, user_id=user.id, created_at=now)
+            raise KbaiError(errors.OIDC_ALREADY_LINKED, email=person.email)
+        identity = Identity(issuer=arrival.issuer, subject=arrival.subject, person_id=person.id, created_at=now)
         s.add(identity)
         s.flush()
         if linked is not None:
-            audit.record(s, actor, "identity.link", at=now, target_type="user", target_id=user.id,
-                         tenant_id=user.tenant_id, details={"email": user.email, "issuer": arrival.issuer,
-                                                            "subject": arrival.subject, "by": linked})
+            audit.record(s, actor, "identity.link", at=now, target_type="user",
+                         target_id=user.id if user is not None else None,
+                         tenant_id=user.tenant_id if user is not None else None,
+                         details={"email": person.email, "issuer": arrival.issuer, "subject": arrival.subject,
+                                  "by": linked, "person_id": person.id})
         return identity
 
     @staticmethod
@@ -723,26 +1020,30 @@ class AccessService:
                 found.append(role)
         return found, unknown
 
-    def _provision(self, s: Session, actor: Actor, tenant: Tenant, arrival: Arrival, roles: list[Role] | None,
-                   now: datetime) -> User:
-        if arrival.email is None:
-            raise KbaiError(errors.OIDC_CLAIM_MISSING, what="your email address", claim="email")
+    def _provision(self, s: Session, actor: Actor, tenant: Tenant, person: Person | None, arrival: Arrival,
+                   roles: list[Role] | None, now: datetime) -> tuple[User, Person]:
+        """Just in time: a membership of ``tenant`` for the person (created, without a password, when new)."""
+        if person is None:
+            if arrival.email is None:
+                raise KbaiError(errors.OIDC_CLAIM_MISSING, what="your email address", claim="email")
+            # No password: this person signs in through the provider.
+            person = Person(email=arrival.email, password_hash=None, created_at=now)
+            s.add(person)
+            s.flush()
         if roles is None:
             roles = self._builtin_roles(s, tenant.id, MEMBER)
         ext = arrival.user_external_id
         if ext is not None and s.scalar(select(User.id).where(User.tenant_id == tenant.id, User.external_id == ext)):
-            ext = None  # (cannot happen: such a user would have been linked)
-        # No password: this person signs in through the provider. "!" is no argon2 hash, so nothing verifies.
-        user = User(tenant_id=tenant.id, email=arrival.email, password_hash="!oidc", active=True, created_at=now,
-                    external_id=ext)
+            ext = None  # (cannot happen: such a membership would have been linked)
+        user = User(tenant_id=tenant.id, person_id=person.id, active=True, created_at=now, external_id=ext)
         s.add(user)
         s.flush()
         s.add_all([UserRole(user_id=user.id, role_id=r.id) for r in roles])
         s.flush()
         audit.record(s, actor, "user.create", at=now, target_type="user", target_id=user.id, tenant_id=tenant.id,
-                     details={"email": arrival.email, "roles": sorted(r.name for r in roles), "via": "oidc",
+                     details={"email": person.email, "roles": sorted(r.name for r in roles), "via": "oidc",
                               "external_id": ext})
-        return user
+        return user, person
 
     @staticmethod
     def _replace_roles(s: Session, actor: Actor, user: User, wanted: list[Role], now: datetime) -> bool:
@@ -838,9 +1139,26 @@ class AccessService:
         return [p.key for p in self.catalog.permissions if p.key in set(wanted)]
 
     @staticmethod
-    def _email_free(s: Session, email: str) -> None:
-        if s.scalar(select(User.id).where(User.email == email)) is not None:
-            raise KbaiError(errors.ALREADY_EXISTS, what=f"A user with email {email}")
+    def _membership_by_email(s: Session, email: str, tenant_name: str | None) -> User:
+        """The operator's way to name a membership: an email, and a tenant name when the person has several."""
+        person = s.scalar(select(Person).where(Person.email == email.strip().lower()))
+        rows = [] if person is None else list(s.execute(
+            select(User, Tenant.name).join(Tenant, Tenant.id == User.tenant_id).where(User.person_id == person.id)
+            .order_by(Tenant.name)))
+        if tenant_name is not None:
+            rows = [r for r in rows if r[1] == tenant_name.strip()]
+            if not rows:
+                raise KbaiError(errors.NOT_FOUND, what=f"User '{email}' in tenant '{tenant_name}'")
+        if not rows:
+            raise KbaiError(errors.NOT_FOUND, what=f"User '{email}'")
+        if len(rows) > 1:
+            raise KbaiError(errors.MEMBERSHIP_AMBIGUOUS, email=email, tenants=", ".join(r[1] for r in rows))
+        return rows[0][0]
+
+    def membership_by_email(self, email: str, tenant_name: str | None = None) -> User:
+        """As the CLI names a membership: NOT_FOUND, or MEMBERSHIP_AMBIGUOUS when a tenant name is needed."""
+        with self.db.read() as s:
+            return self._membership_by_email(s, email, tenant_name)
 
     @staticmethod
     def _lock_tenant(s: Session, tenant_id: int) -> None:

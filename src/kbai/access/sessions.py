@@ -22,6 +22,7 @@ import json
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -35,7 +36,7 @@ from kbai.clock import utc_seconds
 from kbai.compare import same_secret
 from kbai.errors import KbaiError
 from kbai.ratelimit import LoginRefused, LoginThrottle
-from kbai.store.models import LoginSession, Tenant, User
+from kbai.store.models import LoginSession, Person, Tenant, User
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class SessionInfo:
     csrf_token: str
     tenant_external_id: str | None = None
     has_flash: bool = False
+    person_id: int | None = None
 
     def csrf_ok(self, presented: str | None) -> bool:
         return same_secret(presented, self.csrf_token)
@@ -78,8 +80,9 @@ class SessionService:
 
         self.throttle = throttle
 
-    def login(self, email: str, password: str, ip: str | None) -> tuple[str, SessionInfo]:
-        """Check the password and open a new session. Returns (cookie value, session).
+    def login(self, email: str, password: str, ip: str | None, tenant: str | int | None = None) -> tuple[str, SessionInfo]:
+        """Check the password and open a new session in ``tenant`` (id, name or external id; default: the
+        membership used last). Returns (cookie value, session).
 
         With a throttle, the attempt is reserved before the password is checked (429 when the address,
         or an unfamiliar address of an account under attack, has to wait) and given back unless it
@@ -87,14 +90,33 @@ class SessionService:
         """
         if not self.password_login:  # KBAI_PASSWORD_LOGIN=false: no password is even checked
             raise KbaiError(errors.PASSWORD_LOGIN_DISABLED, advice=self.password_login_advice)
+        return self._throttled(email, ip, lambda: self._login(email, password, ip, tenant))
+
+    def accept_invitation(self, secret: str, password: str, ip: str | None) -> tuple[str, SessionInfo]:
+        """Use an invitation (a new person sets ``password``; an existing one proves theirs, under the same
+        failure limits as a login) and open a session in its tenant."""
+        found = self.access.invitation(secret)
+        if not self.password_login:  # KBAI_PASSWORD_LOGIN=false: no password is set or checked here either
+            raise KbaiError(errors.PASSWORD_LOGIN_DISABLED, advice=self.password_login_advice)
+
+        def accept() -> tuple[str, SessionInfo]:
+            accepted = self.access.accept_invitation(secret, password)
+            return self.open(accepted.user_id, ip, details={"via": "invitation"})
+
+        if found.sets_password:
+            return accept()
+        return self._throttled(found.email, ip, accept)
+
+    def _throttled(self, email: object, ip: str | None,
+                   attempt_login: Callable[[], tuple[str, SessionInfo]]) -> tuple[str, SessionInfo]:
         if self.throttle is None:
-            return self._login(email, password, ip)
+            return attempt_login()
         attempt = self.throttle.reserve(email if isinstance(email, str) else "", ip or "unknown")
         if isinstance(attempt, LoginRefused):
             spec = errors.LOGIN_RATE_LIMITED if attempt.why == "address" else errors.LOGIN_ACCOUNT_THROTTLED
             raise KbaiError(spec, retry_after=attempt.retry_after)
         try:
-            result = self._login(email, password, ip)
+            result = attempt_login()
         except KbaiError as err:
             if err.spec is not errors.INVALID_CREDENTIALS:
                 self.throttle.give_back(attempt, signed_in=False)
@@ -105,12 +127,42 @@ class SessionService:
         self.throttle.give_back(attempt, signed_in=True)
         return result
 
-    def _login(self, email: str, password: str, ip: str | None) -> tuple[str, SessionInfo]:
-        user = self.access.authenticate(email, password)
-        return self.open(user.id, ip, expect_password_hash=user.password_hash)
+    def _login(self, email: str, password: str, ip: str | None, tenant: str | int | None) -> tuple[str, SessionInfo]:
+        person = self.access.authenticate_person(email, password)
+        user = self._membership_for(person.id, tenant)
+        return self.open(user.id, ip, expect_password_hash=person.password_hash)
+
+    def _membership_for(self, person_id: int, tenant: str | int | None) -> User:
+        """The person's active membership to log into; a missing one answers as a wrong password does."""
+        if tenant is not None:
+            if isinstance(tenant, bool) or not isinstance(tenant, (str, int)):
+                raise KbaiError(errors.INVALID_CREDENTIALS)
+            user = self.access.find_membership(person_id, tenant)
+        else:
+            with self.db.read() as s:
+                person = s.get(Person, person_id)
+                user = None if person is None else self.access._membership(s, person, active_only=True)
+        if user is None:
+            raise KbaiError(errors.INVALID_CREDENTIALS)
+        return user
+
+    def switch(self, info: SessionInfo, cookie: str, tenant: str | int, ip: str | None) -> tuple[str, SessionInfo]:
+        """Move a session to another of its person's tenants: a new session (new cookie, new CSRF token) there,
+        and the old one ended, in one transaction. NOT_A_MEMBER when the person is not an active member of
+        ``tenant`` (the same answer whether such a tenant exists or not)."""
+        if isinstance(tenant, bool) or not isinstance(tenant, (str, int)) or (
+                isinstance(tenant, str) and not 1 <= len(tenant.strip()) <= 200):
+            raise KbaiError(errors.VALIDATION, detail="tenant must be a tenant id, name or external id.")
+        assert info.person_id is not None
+        user = self.access.find_membership(info.person_id, tenant)
+        if user is None:
+            raise KbaiError(errors.NOT_A_MEMBER)
+        return self.open(user.id, ip, details={"via": "switch", "from_tenant_id": info.tenant_id},
+                         replaces=info.session_id, action="session.switch")
 
     def open(self, user_id: int, ip: str | None, details: dict[str, Any] | None = None, *,
-             expect_password_hash: str | None = None) -> tuple[str, SessionInfo]:
+             expect_password_hash: str | None = None, replaces: int | None = None,
+             action: str = "session.login") -> tuple[str, SessionInfo]:
         """A new session for a user whose login was checked (password here, or a sign-in by ``kbai.identity``)."""
         cookie = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(32)
@@ -119,18 +171,25 @@ class SessionService:
             # The password may have been reset, or the user deactivated, since it was checked: both end
             # every session in their own transaction, so opening one now would undo them.
             user = s.get(User, user_id, with_for_update=True)
-            if user is None or not user.active or (
-                    expect_password_hash is not None and user.password_hash != expect_password_hash):
+            person = None if user is None else s.get(Person, user.person_id, with_for_update=True)
+            if user is None or person is None or not user.active or (
+                    expect_password_hash is not None and person.password_hash != expect_password_hash):
                 raise KbaiError(errors.INVALID_CREDENTIALS)
+            if replaces is not None:  # a switch: the old session ends as the new one starts (gone already: refused)
+                gone = s.execute(delete(LoginSession).where(LoginSession.id == replaces)).rowcount
+                if not gone:
+                    raise KbaiError(errors.NOT_AUTHENTICATED)
             tenant = s.get(Tenant, user.tenant_id)
             assert tenant is not None
+            person.last_tenant_id = tenant.id
             row = LoginSession(digest=_digest(cookie), user_id=user.id, csrf_token=csrf, created_at=now,
                                expires_at=now + self.ttl, ip=ip)
             s.add(row)
             s.flush()
-            actor = Actor(kind="user", user_id=user.id, tenant_id=user.tenant_id, email=user.email, ip=ip)
-            audit.record(s, actor, "session.login", at=now, target_type="user", target_id=user.id, details=details)
-            info = SessionInfo(row.id, user.id, user.tenant_id, tenant.name, user.email, csrf, tenant.external_id)
+            actor = Actor(kind="user", user_id=user.id, tenant_id=user.tenant_id, email=person.email, ip=ip)
+            audit.record(s, actor, action, at=now, target_type="user", target_id=user.id, details=details)
+            info = SessionInfo(row.id, user.id, user.tenant_id, tenant.name, person.email, csrf, tenant.external_id,
+                               person_id=person.id)
         return cookie, info
 
     def resolve(self, cookie: str | None) -> SessionInfo | None:
@@ -151,7 +210,7 @@ class SessionService:
         if sess.expires_at <= now or not user.active:
             return None
         return SessionInfo(sess.id, user.id, user.tenant_id, tenant_name, user.email, sess.csrf_token,
-                           tenant_external_id, has_flash=sess.flash is not None)
+                           tenant_external_id, has_flash=sess.flash is not None, person_id=user.person_id)
 
     def put_flash(self, info: SessionInfo, cookie: str, payload: dict[str, Any]) -> None:
         """Keep ``payload`` (JSON-able) for the session's next page, sealed under the cookie's key."""

@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
 from sqlalchemy.exc import OperationalError
 
@@ -64,6 +64,14 @@ def required_scopes(query_string: bytes) -> tuple[str, ...]:
     return wanted
 
 
+def header_text(value: str) -> bytes:
+    """An external id as a header value: as is when it is printable ASCII, else percent-encoded UTF-8 (the
+    product's ids may be any visible text; a header carries bytes that every proxy passes unchanged)."""
+    if value.isascii() and value.isprintable() and "%" not in value:
+        return value.encode("ascii")
+    return quote(value, safe="".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%") + " ").encode("ascii")
+
+
 class IdentityHeaders:
     """The 200 answer's identity headers per (token, effective scopes), built once (bounded)."""
 
@@ -82,13 +90,17 @@ class IdentityHeaders:
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(_OK_BODY)).encode()),
-            (b"x-kbai-user", str(record.user_id).encode()),
+            (b"x-kbai-user", str(record.person_id).encode()),
             (b"x-kbai-user-email", record.email.encode("latin-1")),
             (b"x-kbai-tenant", str(record.tenant_id).encode()),
             (b"x-kbai-scopes", scopes.encode("latin-1")),
             (b"x-kbai-token-id", str(record.token_id).encode()),
             (b"cache-control", b"no-store"),
         ]
+        if record.tenant_external_id is not None:
+            headers.append((b"x-kbai-tenant-external-id", header_text(record.tenant_external_id)))
+        if record.user_external_id is not None:
+            headers.append((b"x-kbai-user-external-id", header_text(record.user_external_id)))
         if len(self._built) >= 10_000:
             self._built.clear()
         self._built[key] = (record, headers)

@@ -31,8 +31,9 @@ T = TypeVar("T")
     tags=["gateway"],
     summary="Forward-auth check",
     status_code=200,
-    responses={200: {"description": "Token valid. Identity in X-Kbai-User, X-Kbai-User-Email, X-Kbai-Tenant, "
-                                    "X-Kbai-Scopes (space-separated), X-Kbai-Token-Id.",
+    responses={200: {"description": "Token valid. Identity in X-Kbai-User (the person's id), X-Kbai-User-Email, "
+                                    "X-Kbai-Tenant, X-Kbai-Scopes (space-separated), X-Kbai-Token-Id, and when set "
+                                    "X-Kbai-Tenant-External-Id and X-Kbai-User-External-Id.",
                      "content": {"application/json": {"schema": {"type": "object"}}}}},
 )
 async def auth_check(
@@ -152,7 +153,7 @@ async def introspect(request: Request) -> Any:
         "active": True,
         "scope": " ".join(ordered),
         "client_id": credential.client_id,
-        "sub": str(record.user_id),
+        "sub": str(record.person_id),
         "username": record.email,
         "tenant": str(record.tenant_id),
         "token_id": record.token_id,
@@ -165,6 +166,10 @@ async def introspect(request: Request) -> Any:
         # The resource server sees the integration's address; kbai sees the resource server's: the caller
         # enforces the list (kbai.sdk does).
         body["allowed_ips"] = list(record.allowed_ips)
+    if record.tenant_external_id is not None:
+        body["tenant_external_id"] = record.tenant_external_id
+    if record.user_external_id is not None:
+        body["user_external_id"] = record.user_external_id
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
 

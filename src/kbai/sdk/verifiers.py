@@ -39,7 +39,11 @@ MAX_CACHE_SECONDS = 300.0
 
 @dataclass(frozen=True)
 class Identity:
-    """Who a verified token acts for. ``scopes`` are the effective ones: token scopes ∩ owner's permissions now."""
+    """Who a verified token acts for. ``scopes`` are the effective ones: token scopes ∩ owner's permissions now.
+
+    ``user_id`` is the person's id (as ``X-Kbai-User`` and introspection's ``sub``: the same in every tenant
+    they belong to); ``tenant_id`` is the one tenant the token acts in. The external ids are the product's
+    own ids of that tenant and of the person's membership there, when set."""
 
     user_id: int
     email: str
@@ -49,6 +53,8 @@ class Identity:
     expires_at: datetime | None = None
     # The token's IP allowlist (CIDR strings), None: any address. The middleware enforces it.
     allowed_ips: tuple[str, ...] | None = None
+    tenant_external_id: str | None = None
+    user_external_id: str | None = None
 
     def missing(self, required: Iterable[str]) -> tuple[str, ...]:
         """The scopes in ``required`` this identity lacks, in the order asked, without repeats."""
@@ -149,8 +155,9 @@ class LocalVerifier:
         if not result.ok or record is None:
             return Failure(errors.for_outcome(result.outcome.value, result.missing))
         return Identity(
-            user_id=record.user_id, email=record.email, tenant_id=record.tenant_id, scopes=result.scopes,
-            token_id=record.token_id, expires_at=record.expires_at, allowed_ips=record.allowed_ips,
+            user_id=record.person_id, email=record.email, tenant_id=record.tenant_id, scopes=result.scopes,
+            token_id=record.token_id, expires_at=record.expires_at, tenant_external_id=record.tenant_external_id,
+            user_external_id=record.user_external_id, allowed_ips=record.allowed_ips,
         )
 
     def record_use(self, identity: Identity) -> None:
@@ -303,7 +310,15 @@ def _parse(body: object) -> Result:
         token_id=_int(body["token_id"]),
         expires_at=None if exp is None else datetime.fromtimestamp(exp, UTC),
         allowed_ips=tuple(allowed) if allowed is not None else None,
+        tenant_external_id=_text(body.get("tenant_external_id")),
+        user_external_id=_text(body.get("user_external_id")),
     )
+
+
+def _text(value: object) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError("external ids must be strings")
+    return value
 
 
 def _int(value: object) -> int:

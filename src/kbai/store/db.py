@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Engine, Row, make_url
+from sqlalchemy.engine import Connection, Engine, Row, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql import Executable
@@ -120,9 +120,14 @@ class Database:
 
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
+        if self.is_sqlite:
+            with sqlite_foreign_keys_off(self.write_engine) as conn, conn.begin():
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+                check_foreign_keys(conn)  # before the commit: a broken reference rolls everything back
+            return
         with self.write_engine.begin() as conn:
-            if not self.is_sqlite:
-                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_ID})
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_ID})
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 
@@ -146,6 +151,32 @@ class Database:
     def dispose(self) -> None:
         self.engine.dispose()
         self.single_engine.dispose()
+
+
+@contextmanager
+def sqlite_foreign_keys_off(engine: Engine) -> Iterator[Connection]:
+    """A SQLite connection with foreign keys off, for migrations that rebuild a table (a rebuild drops the
+    old table, and with foreign keys on that would cascade into every table pointing at it).
+
+    The switch only works outside a transaction, so it is set on the driver's connection before the first
+    statement, and put back before the connection returns to the pool. Call :func:`check_foreign_keys` inside
+    the transaction, before it commits.
+    """
+    with engine.connect() as conn:
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        raw.execute("PRAGMA foreign_keys=OFF")
+        try:
+            yield conn
+        finally:
+            raw.execute("PRAGMA foreign_keys=ON")
+
+
+def check_foreign_keys(conn: Connection) -> None:
+    """Refuse (roll back) a migration that left a reference to a missing row (SQLite, foreign keys off)."""
+    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if broken:
+        raise RuntimeError(f"a migration left {len(broken)} broken references, first: {tuple(broken[0])}")
 
 
 def _create_private(database: str | None) -> None:

@@ -16,8 +16,9 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    select,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column
 from sqlalchemy.sql.expression import false
 
 
@@ -56,25 +57,52 @@ class Tenant(Base):
     external_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
+class Person(Base):
+    """One person: one email (stored lower-cased, so unique case-insensitively), at most one password, any
+    number of OIDC identities, and a membership (``users`` row) in each tenant they belong to."""
+
+    __tablename__ = "persons"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    # None: no password (signs in through the product's OpenID provider, or has not accepted an invitation).
+    password_hash: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The tenant of the membership used last: where a login without a tenant lands.
+    last_tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenants.id", ondelete="SET NULL"), nullable=True)
+
+
 class User(Base):
+    """A membership: a person in one tenant, with roles, an active flag, an external id and a token limit.
+
+    The table keeps its old name and ids (``/api/v1/users[].id`` are membership ids); the person's id is
+    what ``X-Kbai-User`` carries."""
+
     __tablename__ = "users"
-    __table_args__ = (Index("uq_users_tenant_external_id", "tenant_id", "external_id", unique=True),)
+    __table_args__ = (
+        Index("uq_users_tenant_external_id", "tenant_id", "external_id", unique=True),
+        UniqueConstraint("tenant_id", "person_id", name="uq_users_tenant_person"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
-    # Login is by email alone, so an address belongs to one tenant. Stored lower-cased.
-    email: Mapped[str] = mapped_column(String(254), unique=True)
-    password_hash: Mapped[str] = mapped_column(String(200))
+    person_id: Mapped[int] = mapped_column(ForeignKey("persons.id"), index=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     deactivated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     max_active_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # The host product's id of this person in this tenant; unique per tenant when set.
     external_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # The person's email, read through (it lives on the person): queries may filter and select on it. It is a
+    # correlated subquery, so a query must have ``users`` in its FROM: ``select(User.email)`` alone would not
+    # correlate (write ``select(Person.email)``, or ``.select_from(User)``).
+    email: Mapped[str] = column_property(
+        select(Person.email).where(Person.id == person_id).correlate_except(Person).scalar_subquery()
+    )
 
 
 class Identity(Base):
-    """An OpenID Connect identity (issuer, subject) linked to a user: who a sign-in is, never by email."""
+    """An OpenID Connect identity (issuer, subject) linked to a person: who a sign-in is, never by email."""
 
     __tablename__ = "identities"
     __table_args__ = (UniqueConstraint("issuer", "subject", name="uq_identities_issuer_subject"),)
@@ -82,9 +110,23 @@ class Identity(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     issuer: Mapped[str] = mapped_column(String(500))
     subject: Mapped[str] = mapped_column(String(255))
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("persons.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Invitation(Base):
+    """A one-time link (72 h) to a new membership: a new person sets a password there, an existing one
+    confirms with their own login. Only the link's SHA-256 digest is stored."""
+
+    __tablename__ = "invitations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Role(Base):

@@ -8,18 +8,19 @@ from __future__ import annotations
 
 from sqlalchemy import bindparam, select
 
-from kbai.store.models import Role, RolePermission, Tenant, Token, User, UserRole
+from kbai.store.models import Person, Role, RolePermission, Tenant, Token, User, UserRole
 
-# Everything verification needs about one token, in one statement: the token, its owner, the
-# tenant's name, and one row per (role kind, permission) the owner holds now. A token without any
+# Everything verification needs about one token, in one statement: the token, its owner (the membership
+# and its person), the tenant's name, and one row per (role kind, permission) the owner holds now. A token without any
 # role gives one row with NULL role columns; an unknown digest gives none.
 TOKEN_RECORD = (
     select(
-        Token.id, Token.tenant_id, Tenant.name, User.id, User.email, Token.prefix, Token.name, Token.scopes,
+        Token.id, Token.tenant_id, Tenant.name, User.id, Person.email, Token.prefix, Token.name, Token.scopes,
         Token.created_at, Token.expires_at, Token.revoked_at, User.active, Role.builtin, RolePermission.permission,
-        Tenant.external_id, Token.paused_at, Token.allowed_ips, Token.revoked_by,
+        Tenant.external_id, Token.paused_at, Token.allowed_ips, Token.revoked_by, Person.id, User.external_id,
     )
     .join(User, User.id == Token.user_id)
+    .join(Person, Person.id == User.person_id)
     .join(Tenant, Tenant.id == Token.tenant_id)
     .outerjoin(UserRole, UserRole.user_id == User.id)
     .outerjoin(Role, Role.id == UserRole.role_id)

@@ -103,7 +103,7 @@ class Inventory:
         require(actor, REVIEW_TOKENS, "review the tenant's tokens")
         view = self._in_tenant(actor, token_id)
         with self.tokens.db.read() as s:
-            email = s.scalar(select(User.email).where(User.id == view.user_id))
+            email = s.scalar(select(User.email).select_from(User).where(User.id == view.user_id))
         return InventoryRow(view, str(email))
 
     def _in_tenant(self, actor: Actor, token_id: int) -> TokenView:

@@ -178,7 +178,7 @@ class TokenService:
             return None
         (token_id, tenant_id, tenant_name, user_id, email, prefix, name, scopes, created_at, expires_at,
          revoked_at, active, _builtin, _permission, tenant_external_id, paused_at, allowed_ips,
-         revoked_by) = rows[0]
+         revoked_by, person_id, user_external_id) = rows[0]
         allowed = tuple(allowed_ips) if allowed_ips else None
         return TokenRecord(
             token_id=token_id,
@@ -202,6 +202,8 @@ class TokenService:
             allowed_networks=networks(allowed) if allowed is not None else None,
             allowed_ips=allowed,
             rotated_out=revoked_by is not None and revoked_by.endswith(ROTATED_SUFFIX),
+            person_id=person_id,
+            user_external_id=user_external_id,
         )
 
     def verify(self, presented: object, required: Iterable[str] = (), *, lookup: Lookup | None = None,
@@ -640,10 +642,11 @@ class TokenService:
         with self.db.read() as s:
             query = select(Token, User.email).join(User, User.id == Token.user_id).order_by(Token.id)
             if user_email is not None:
-                user = s.scalar(select(User).where(User.email == user_email.strip().lower()))
-                if user is None:
+                # every membership of that person (tokens of each act in their own tenant)
+                members = list(s.scalars(select(User.id).where(User.email == user_email.strip().lower())))
+                if not members:
                     raise KbaiError(errors.NOT_FOUND, what=f"User '{user_email}'")
-                query = query.where(Token.user_id == user.id)
+                query = query.where(Token.user_id.in_(members))
             if tenant_name is not None:
                 tenant = s.scalar(select(Tenant).where(Tenant.name == tenant_name.strip()))
                 if tenant is None:

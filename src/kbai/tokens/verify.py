@@ -36,7 +36,7 @@ class TokenRecord:
     token_id: int
     tenant_id: int
     tenant_name: str
-    user_id: int
+    user_id: int  # the membership that owns the token (it acts only in that membership's tenant)
     email: str
     prefix: str
     name: str
@@ -53,6 +53,8 @@ class TokenRecord:
     allowed_ips: tuple[str, ...] | None = None
     # Stopped by a rotation (its successor took over): a later use of it is a reuse to alert on.
     rotated_out: bool = False
+    person_id: int = 0  # who the owner is across tenants: X-Kbai-User, introspection's sub, /api/v1/me's user.id
+    user_external_id: str | None = None  # the membership's external id (the product's id of the person there)
 
 
 @dataclass(frozen=True)

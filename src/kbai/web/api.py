@@ -115,14 +115,49 @@ def login(body: sc.LoginIn, request: Request, response: Response) -> dict[str, A
     """Check email and password, set the HttpOnly session cookie, return the CSRF token."""
     svc = services(request)
     try:  # the failure limits are the session service's (reserved before the password is checked)
-        cookie, info = svc.sessions.login(body.email, body.password, client_ip(request))
+        cookie, info = svc.sessions.login(body.email, body.password, client_ip(request), body.tenant)
     except KbaiError as err:
         if err.status == 429:
             svc.metrics.rate_limited.labels("login").inc()
         raise
     set_session_cookie(response, cookie, svc.settings.session_ttl_seconds, svc.settings.cookie_secure)
-    return {"csrf_token": info.csrf_token, "user": {"id": info.user_id, "email": info.email},
-            "tenant": {"id": info.tenant_id, "name": info.tenant_name, "external_id": info.tenant_external_id}}
+    return session_json(svc, info)
+
+
+def session_json(svc: Any, info: Any) -> dict[str, Any]:
+    """The answer of a login or a tenant switch: the CSRF token, who, where, and the other tenants."""
+    return {"csrf_token": info.csrf_token, "user": {"id": info.person_id, "email": info.email},
+            "tenant": {"id": info.tenant_id, "name": info.tenant_name, "external_id": info.tenant_external_id},
+            "tenants": tenants_of(svc, info.person_id)}
+
+
+def tenants_of(svc: Any, person_id: int) -> list[dict[str, Any]]:
+    return [{"id": m.tenant_id, "name": m.tenant_name, "external_id": m.tenant_external_id}
+            for m in svc.access.memberships(person_id) if m.active]
+
+
+@router.get("/session/tenants", response_model=sc.SessionTenantsOut, tags=["session"],
+            summary="Your tenants")
+def session_tenants(p: SessionPrincipal, request: Request) -> dict[str, Any]:
+    """Every tenant you are an active member of (a session, never a token: a token acts in one tenant only and
+    never learns your others)."""
+    assert p.actor.person_id is not None
+    return {"tenants": tenants_of(services(request), p.actor.person_id), "current": p.actor.tenant_id,
+            "next_cursor": None}
+
+
+@router.post("/session/tenant", response_model=sc.LoginOut, tags=["session"], summary="Switch tenant",
+             responses={**BODY_ERRORS, 404: {"model": sc.ErrorOut, "description": "You are not an active member of "
+                                             "that tenant (the same answer whether it exists or not)."}})
+def switch_tenant(body: sc.SessionTenantIn, p: SessionPrincipal, request: Request, response: Response) -> dict[str, Any]:
+    """Move your session to another of your tenants: a new session cookie and a new CSRF token (the old session
+    ends). Tokens are not affected: each acts only in the tenant it was created in."""
+    svc = services(request)
+    assert p.session is not None
+    cookie, info = svc.sessions.switch(p.session, request.cookies.get(SESSION_COOKIE) or "", body.tenant,
+                                       client_ip(request))
+    set_session_cookie(response, cookie, svc.settings.session_ttl_seconds, svc.settings.cookie_secure)
+    return session_json(svc, info)
 
 
 def set_session_cookie(response: Response, cookie: str, ttl: int, secure: bool) -> None:
@@ -250,7 +285,7 @@ async def me(p: AnyPrincipal, request: Request) -> dict[str, Any]:
     tenant_name = p.session.tenant_name if p.session else (record.tenant_name if record else "")
     tenant_external_id = p.session.tenant_external_id if p.session else (record.tenant_external_id if record else None)
     order = [perm.key for perm in svc.catalog.permissions if perm.key in a.permissions]
-    out: dict[str, Any] = {"user": {"id": a.user_id, "email": a.email},
+    out: dict[str, Any] = {"user": {"id": a.person_id, "email": a.email},
                            "tenant": {"id": a.tenant_id, "name": tenant_name, "external_id": tenant_external_id},
                            "scopes": order, "auth": p.via}
     if a.token_id is not None:
@@ -316,14 +351,22 @@ def list_users(p: UsersRead, request: Request) -> dict[str, Any]:
              responses=creates("A user with that email exists."))
 @idempotent
 def create_user(body: sc.UserCreateIn, p: UsersManage, request: Request) -> dict[str, Any]:
-    """Needs a session (never a token), and you can give only roles whose permissions you hold yourself."""
+    """Adds the person with that email to your tenant (creating the person when there is none) and answers a
+    one-time `invitation_url` (72 hours, emailed too when SMTP is set). Never a password, and the same answer
+    whether the person existed or not. Needs a session (never a token), and you can give only roles whose
+    permissions you hold yourself."""
     assert p.actor.tenant_id is not None
-    view, generated = services(request).access.create_user(
-        p.actor, p.actor.tenant_id, body.email, body.password, body.roles)
-    out = user_json(view)
-    if generated:
-        out["password"] = generated
-    return out
+    svc = services(request)
+    view, url, expires_at = invite_member(svc, request, p.actor, body.email, body.roles, body.external_id)
+    return {**user_json(view), "invitation_url": url, "invitation_expires_at": expires_at}
+
+
+def invite_member(svc: Any, request: Request, actor: Any, email: str, roles: Any,
+                  external_id: str | None = None) -> tuple[UserView, str, str]:
+    """Add a member and make their invitation (and its email): (membership, absolute link, expiry ISO 8601)."""
+    base = str(request.base_url).rstrip("/")
+    invited = svc.access.invite(actor, actor.tenant_id, email, roles, external_id=external_id, link_base=base)
+    return invited.view, base + invited.path, iso(invited.expires_at)
 
 
 @router.put("/users/{user_id}/roles", response_model=sc.UserOut, tags=["users"], summary="Set a user's roles",

@@ -118,20 +118,19 @@ def token_actor(result: Verification, ip: str) -> Actor:
     record = result.record
     assert record is not None
     return Actor(kind="token", user_id=record.user_id, tenant_id=record.tenant_id, email=record.email,
-                 token_id=record.token_id, token_prefix=record.prefix, ip=ip, permissions=result.scopes)
+                 token_id=record.token_id, token_prefix=record.prefix, ip=ip, permissions=result.scopes,
+                 person_id=record.person_id)
 
 
 def session_principal(svc: Services, request: Request) -> Principal | None:
     info = svc.sessions.resolve(request.cookies.get(SESSION_COOKIE))
     if info is None:
         return None
-    user = svc.access.user_by_email(info.email)
-    if user is None or not user.active:
+    perms = svc.access.membership_permissions(info.user_id)
+    if perms is None:
         return None
-    with svc.db.read() as s:
-        perms = svc.access.permissions(s, user)
     actor = Actor(kind="user", user_id=info.user_id, tenant_id=info.tenant_id, email=info.email,
-                  ip=client_ip(request), permissions=perms)
+                  ip=client_ip(request), permissions=perms, person_id=info.person_id)
     return Principal(actor, "session", session=info)
 
 

@@ -20,6 +20,8 @@ OPERATION_IDS = {
     "login": "createSession",
     "logout": "deleteSession",
     "me": "getMe",
+    "session_tenants": "listSessionTenants",
+    "switch_tenant": "switchSessionTenant",
     "permissions": "listPermissions",
     "audit_log": "listAuditEvents",
     "audit_export": "exportAuditEvents",
@@ -86,11 +88,15 @@ HEADERS = {
                          "schema": {"type": "string"}},
 }
 CHECK_HEADERS = {
-    "X-Kbai-User": "The token owner's user id.",
+    "X-Kbai-User": "The token owner's person id (the same in every tenant they belong to).",
     "X-Kbai-User-Email": "The token owner's email.",
-    "X-Kbai-Tenant": "The tenant id.",
+    "X-Kbai-Tenant": "The tenant id (a token acts only in the tenant of the membership that owns it).",
     "X-Kbai-Scopes": "The effective scopes, space-separated, in catalog order.",
     "X-Kbai-Token-Id": "The token's id.",
+    "X-Kbai-Tenant-External-Id": "The tenant's external id, when it has one (percent-encoded UTF-8 unless "
+                                 "printable ASCII).",
+    "X-Kbai-User-External-Id": "The owner's membership external id, when it has one (percent-encoded UTF-8 "
+                               "unless printable ASCII).",
 }
 UNAVAILABLE = {"description": "The database cannot be reached right now; retry after `Retry-After` seconds.",
                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},

@@ -46,7 +46,7 @@ from kbai.tokens.restrictions import MAX_ALLOWED_IPS, clean_allowlist, clean_des
 from kbai.tokens.service import EXPIRY_PRESETS_DAYS, MAX_LIFETIME_DAYS, RECOMMENDED_EXPIRY_DAYS, TokenView
 from kbai.validate import clean_email, clean_name
 from kbai.web import brand, prefix
-from kbai.web.api import MAX_ID, set_session_cookie
+from kbai.web.api import MAX_ID, invite_member, set_session_cookie
 from kbai.web.auth import SESSION_COOKIE, Principal, client_ip, services, session_principal
 
 HERE = Path(__file__).parent
@@ -148,7 +148,7 @@ def is_page(path: str) -> bool:
     """Whether ``path`` belongs to the HTML pages (whose failures are pages, not JSON)."""
     path = prefix.local(path) or path
     return (path in ("/", "/login", "/logout") or path == HOME or path.startswith(HOME + "/")
-            or path.startswith("/oidc/"))
+            or path.startswith(("/oidc/", INVITATIONS + "/")))
 
 
 def standalone_error_page(err: KbaiError) -> bytes:
@@ -199,6 +199,9 @@ def admin_requests(svc: Services) -> AdminRequests:
 
 
 INVENTORY = HOME + "/tokens"
+TENANT_PICKER = HOME + "/tenant"
+INVITATIONS = "/invitations"
+INVITE_CSRF_COOKIE = "kbai_invite_csrf"
 POLICY = HOME + "/token-policy"
 NOTIFICATIONS = HOME + "/notifications"
 
@@ -234,7 +237,10 @@ def render(request: Request, name: str, p: Principal | None, status: int = 200, 
             pending = len(admin_requests(svc).pending(p.actor))
         assert p.actor.user_id is not None
         unread = svc.notifications.unread(p.actor.user_id)
+        assert p.actor.person_id is not None
+        others = [m for m in svc.access.memberships(p.actor.person_id) if m.active]
         base = {"me": p.actor, "tenant": p.session.tenant_name, "csrf_token": p.session.csrf_token,
+                "tenant_id": p.actor.tenant_id, "memberships": others if len(others) > 1 else [],
                 "nav": nav(p, prefix.route_path(request.scope), {"Roles": pending, "Notifications": unread},
                            svc.catalog.keys),
                 "pending_count": pending, "unread_count": unread, "perms": p.actor.permissions}
@@ -314,11 +320,14 @@ def login(
     if not cookie_value or not csrf_token or not same_secret(csrf_token, cookie_value):
         return _login_page(request, target, email, KbaiError(errors.FORM_EXPIRED))
     try:  # the same failure limits as the API's, counted by the session service
-        cookie, _info = svc.sessions.login(email, password, client_ip(request))
+        cookie, info = svc.sessions.login(email, password, client_ip(request))
     except KbaiError as err:
         if err.status == 429:
             svc.metrics.rate_limited.labels("login").inc()
         return _login_page(request, target, email, err)
+    assert info.person_id is not None
+    if sum(m.active for m in svc.access.memberships(info.person_id)) > 1:  # several tenants: pick one first
+        target = TENANT_PICKER + ("" if target == HOME else f"?next={quote(target, safe='/')}")
     response = see_other(target)
     set_session_cookie(response, cookie, svc.settings.session_ttl_seconds, svc.settings.cookie_secure)
     response.delete_cookie(LOGIN_CSRF_COOKIE, path=prefix.cookie_path("/login"))
@@ -332,6 +341,82 @@ def logout(request: Request, csrf_token: Annotated[str, Form(max_length=200)] = 
     services(request).sessions.logout(p.session, client_ip(request))
     response = see_other("/login")
     response.delete_cookie(SESSION_COOKIE, path=prefix.cookie_path())
+    return response
+
+
+# ---- tenants: the picker after login, and the switch in the header -------------------------------
+@router.get(TENANT_PICKER)
+def tenant_picker(request: Request, next: str | None = None) -> Response:  # noqa: A002 - the query name
+    p = page_user(request)
+    assert p.actor.person_id is not None
+    tenants = [m for m in services(request).access.memberships(p.actor.person_id) if m.active]
+    return render(request, "tenant_picker.html", p, tenants=tenants, next=redact(safe_next(next)))
+
+
+@router.post(TENANT_PICKER)
+def switch_tenant(
+    request: Request,
+    tenant: Annotated[str, Form(max_length=200)] = "",
+    csrf_token: Annotated[str, Form(max_length=200)] = "",
+    next: Annotated[str, Form(max_length=300)] = HOME,  # noqa: A002
+) -> Response:
+    """A new session in the chosen tenant (new cookie and CSRF token; the old session ends)."""
+    p = check_form(request, csrf_token)
+    assert p.session is not None
+    svc = services(request)
+    if not tenant.isascii() or not tenant.isdigit() or len(tenant) > 10:
+        raise KbaiError(errors.VALIDATION, detail="Pick one of your tenants from the list.")
+    cookie, _info = svc.sessions.switch(p.session, request.cookies.get(SESSION_COOKIE) or "", int(tenant),
+                                        client_ip(request))
+    target = safe_next(next)
+    if target.startswith(TENANT_PICKER):
+        target = HOME
+    response = see_other(target)
+    set_session_cookie(response, cookie, svc.settings.session_ttl_seconds, svc.settings.cookie_secure)
+    return response
+
+
+# ---- invitations: a new member sets a password, an existing person confirms with their login ------
+@router.get(INVITATIONS + "/{secret}")
+def invitation_page(request: Request, secret: Annotated[str, PathParam(max_length=200)]) -> Response:
+    found = services(request).access.invitation(secret)
+    return _invitation_page(request, secret, found)
+
+
+def _invitation_page(request: Request, secret: str, found: Any, error: KbaiError | None = None) -> HTMLResponse:
+    value = secrets.token_urlsafe(24)
+    response = render(request, "invitation.html", None, status=error.status if error else 200, invitation=found,
+                      secret=secret, error=error, invite_csrf=value, min_password=MIN_PASSWORD)
+    response.set_cookie(INVITE_CSRF_COOKIE, value, max_age=3600, httponly=True, samesite="strict",
+                        path=INVITATIONS, secure=services(request).settings.cookie_secure)
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+@router.post(INVITATIONS + "/{secret}")
+def accept_invitation(
+    request: Request,
+    secret: Annotated[str, PathParam(max_length=200)],
+    password: Annotated[str, Form(max_length=1024)] = "",
+    password_again: Annotated[str | None, Form(max_length=1024)] = None,
+    csrf_token: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    svc = services(request)
+    found = svc.access.invitation(secret)
+    cookie_value = request.cookies.get(INVITE_CSRF_COOKIE, "")
+    if not cookie_value or not csrf_token or not same_secret(csrf_token, cookie_value):
+        return _invitation_page(request, secret, found, KbaiError(errors.FORM_EXPIRED))
+    try:
+        if found.sets_password and password != (password_again or ""):
+            raise KbaiError(errors.VALIDATION, detail="The two passwords are not the same. Type it twice.")
+        cookie, _info = svc.sessions.accept_invitation(secret, password, client_ip(request))
+    except KbaiError as err:
+        if err.code == "invitation_invalid":
+            raise
+        return _invitation_page(request, secret, found, err)
+    response = see_other(HOME)
+    set_session_cookie(response, cookie, svc.settings.session_ttl_seconds, svc.settings.cookie_secure)
+    response.delete_cookie(INVITE_CSRF_COOKIE, path=INVITATIONS)
     return response
 
 
@@ -467,7 +552,7 @@ def users_page(request: Request) -> Response:
 
 
 def _users_page(request: Request, p: Principal, error: KbaiError | None = None, *, status: int | None = None,
-                form: dict[str, Any] | None = None, new_password: tuple[str, str] | None = None,
+                form: dict[str, Any] | None = None, invitation: dict[str, Any] | None = None,
                 field: str | None = None) -> HTMLResponse:
     if error is not None and "users.read" not in p.actor.permissions:
         raise error
@@ -482,7 +567,7 @@ def _users_page(request: Request, p: Principal, error: KbaiError | None = None, 
     response = render(request, "users.html", p, status=status or (error.status if error else 200), users=users,
                       roles=roles, requests=admin_requests(svc).pending(p.actor),
                       error=error if field is None else None, field_errors={field: error} if field else {},
-                      form=form or {"email": "", "roles": []}, new_password=new_password,
+                      form=form or {"email": "", "roles": []}, invitation=invitation,
                       token_counts=svc.tokens.counts_by_user(p.actor.tenant_id),
                       assignable=assignable, manageable=manageable)
     return response
@@ -492,36 +577,36 @@ def _users_page(request: Request, p: Principal, error: KbaiError | None = None, 
 def create_user(
     request: Request,
     email: Annotated[str, Form(max_length=320)] = "",
-    password: Annotated[str, Form(max_length=1024)] = "",
     roles: Annotated[list[str] | None, Form()] = None,
     csrf_token: Annotated[str, Form(max_length=200)] = "",
+    password: Annotated[str | None, Form(max_length=1024)] = None,
 ) -> Response:
+    """Adds the person (created when new) and shows their one-time invitation link: never a password, and the
+    same page whether the person existed in another tenant or not."""
     p = check_form(request, csrf_token)
     assert p.actor.tenant_id is not None
+    svc = services(request)
     field = None
     try:
         require(p.actor, "users.manage", "create users", p.actor.tenant_id)
+        if password is not None:  # (an old form or a script): a member's password is theirs to choose
+            raise KbaiError(errors.NO_PASSWORD_FOR_MEMBERS)
         field = "email"
         try:
             clean_email(email)
         except KbaiError:
             raise KbaiError(errors.FIELD_EMAIL_INVALID) from None
-        field = "password"
-        if password and not MIN_PASSWORD <= len(password) <= 1024:
-            raise KbaiError(errors.FIELD_PASSWORD_LENGTH, min=MIN_PASSWORD)
         field = None
-        view, generated = services(request).access.create_user(
-            p.actor, p.actor.tenant_id, email, password or None, ids(roles, "role"))
+        view, url, _expires = invite_member(svc, request, p.actor, email, ids(roles, "role"))
     except KbaiError as err:
         if err.code == "forbidden" and err.params.get("action") == "create users":
             raise
         if err.code == "already_exists":
             field, err = "email", KbaiError(errors.FIELD_EMAIL_TAKEN, email=redact(email.strip().lower()))
         return _users_page(request, p, err, form={"email": redact(email), "roles": roles or []}, field=field)
-    if generated:
-        # Shown once, like a token: no redirect, nothing cached.
-        return _users_page(request, p, status=201, new_password=(view.email, generated))
-    return see_other("/system-settings/users?done=user_created")
+    # Shown once, like a token: no redirect, nothing cached.
+    return _users_page(request, p, status=201, invitation={"email": view.email, "url": url,
+                                                           "emailed": svc.outbox.mail_enabled})
 
 
 @router.post("/system-settings/users/{user_id}/roles")

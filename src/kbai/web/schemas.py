@@ -29,6 +29,12 @@ class ErrorOut(BaseModel):
 class LoginIn(Strict):
     email: str = Field(max_length=320, examples=["dev@acme.test"])
     password: str = Field(max_length=1024)
+    tenant: int | str | None = Field(default=None, description="Which of your tenants to log into (id, name or "
+                                     "external id). Default: the one you used last.")
+
+
+class SessionTenantIn(Strict):
+    tenant: int | str = Field(description="The tenant to switch to: id, name or external id.")
 
 
 class UserBrief(BaseModel):
@@ -44,8 +50,16 @@ class TenantBrief(BaseModel):
 
 class LoginOut(BaseModel):
     csrf_token: str = Field(description="Send it as X-CSRF-Token on every cookie-authenticated write.")
-    user: UserBrief
-    tenant: TenantBrief
+    user: UserBrief = Field(description="You: `id` is your person id, the same in every tenant.")
+    tenant: TenantBrief = Field(description="The tenant this session acts in.")
+    tenants: list[TenantBrief] = Field(default_factory=list, description="Every tenant you are an active member "
+                                       "of; switch with POST /api/v1/session/tenant.")
+
+
+class SessionTenantsOut(BaseModel):
+    tenants: list[TenantBrief]
+    current: int = Field(description="The id of the tenant this session acts in.")
+    next_cursor: str | None = None
 
 
 class TokenCreateIn(Strict):
@@ -183,13 +197,16 @@ RoleRef = Annotated[int, Field(strict=True)] | str
 
 class UserCreateIn(Strict):
     email: str = Field(max_length=320)
-    password: str | None = Field(default=None, max_length=1024, description="Generated and returned once when omitted.")
     roles: list[RoleRef] = Field(default_factory=list, max_length=100, description="Role ids or names; Member when empty.")
+    external_id: str | None = Field(default=None, max_length=1000, description="The product's id of this person in "
+                                    "this tenant (unique per tenant).")
 
 
 class UserCreatedOut(UserOut):
-    password: str | None = Field(default=None, description="The generated password, when none was given. Shown once "
-                                 "(null on an Idempotency-Key replay).")
+    invitation_url: str | None = Field(default=None, description="A one-time link (72 hours) for the person: a new "
+                                       "person sets a password there, an existing one confirms with their own login. "
+                                       "Shown once (null on an Idempotency-Key replay); emailed too when SMTP is set.")
+    invitation_expires_at: str | None = None
 
 
 class UserRolesIn(Strict):
@@ -228,3 +245,5 @@ class IntrospectionOut(BaseModel):
     client_id: str | None = None
     allowed_ips: list[str] | None = Field(default=None, description="The token's IP allowlist (CIDRs), when it has "
                                           "one: refuse requests from other client addresses.")
+    tenant_external_id: str | None = None
+    user_external_id: str | None = None
