@@ -34,10 +34,10 @@ from kbai.store import Database
 from kbai.tokens.activity import ActivityService
 from kbai.tokens.hygiene import AutoRevoke
 from kbai.tokens.inventory import Inventory
-from kbai.tokens.reuse import ReuseAlerts
 from kbai.tokens.leaks import LeakResponse
 from kbai.tokens.policy import PolicyService
 from kbai.tokens.reminders import Reminders
+from kbai.tokens.reuse import ReuseAlerts
 from kbai.tokens.service import TokenService
 from kbai.tokens.usage import UsageBuffer
 from kbai.webhooks import Webhooks

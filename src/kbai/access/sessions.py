@@ -20,9 +20,9 @@ import hashlib
 import hmac
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from collections.abc import Callable
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -176,7 +176,8 @@ class SessionService:
                     expect_password_hash is not None and person.password_hash != expect_password_hash):
                 raise KbaiError(errors.INVALID_CREDENTIALS)
             if replaces is not None:  # a switch: the old session ends as the new one starts (gone already: refused)
-                gone = s.execute(delete(LoginSession).where(LoginSession.id == replaces)).rowcount
+                # A DELETE's result is a CursorResult (it has rowcount); Session.execute is typed as the base Result.
+                gone = s.execute(delete(LoginSession).where(LoginSession.id == replaces)).rowcount  # type: ignore[attr-defined]
                 if not gone:
                     raise KbaiError(errors.NOT_AUTHENTICATED)
             tenant = s.get(Tenant, user.tenant_id)

@@ -362,9 +362,12 @@ def create_user(body: sc.UserCreateIn, p: UsersManage, request: Request) -> dict
 
 
 def invite_member(svc: Any, request: Request, actor: Any, email: str, roles: Any,
-                  external_id: str | None = None) -> tuple[UserView, str, str]:
-    """Add a member and make their invitation (and its email): (membership, absolute link, expiry ISO 8601)."""
-    base = str(request.base_url).rstrip("/")
+                  external_id: str | None = None) -> tuple[UserView, str, str | None]:
+    """Add a member and make their invitation (and its email): (membership, absolute link, expiry ISO 8601).
+
+    The link is on KBAI_PUBLIC_URL when it is set (the address people reach kbai at, prefix included),
+    otherwise on the address this request came to."""
+    base = (svc.settings.public_url or str(request.base_url)).rstrip("/")
     invited = svc.access.invite(actor, actor.tenant_id, email, roles, external_id=external_id, link_base=base)
     return invited.view, base + invited.path, iso(invited.expires_at)
 
