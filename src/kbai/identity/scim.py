@@ -267,7 +267,7 @@ class Scim:
         else:
             try:
                 view, _ = self.access.create_user(actor, tenant_id, email, None, [],
-                                                  external_id=_external(model.external_id))
+                                                  external_id=_external(model.external_id), generate_password=False)
             except KbaiError as exc:
                 raise kbai_error(exc) from None
             user_id = view.id

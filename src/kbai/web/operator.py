@@ -147,7 +147,7 @@ def create_operator_membership(tenant_id: TenantId, body: MembershipCreateIn, p:
     password is set or returned: they sign in with single sign-on, or an operator sets one."""
     _tenant(request, tenant_id)
     view, _ = services(request).access.create_user(p.actor, tenant_id, body.email, None, body.roles,
-                                                   external_id=body.external_id)
+                                                   external_id=body.external_id, generate_password=False)
     return user_json(view)
 
 
