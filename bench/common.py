@@ -119,10 +119,15 @@ def machine_facts() -> dict[str, object]:
         facts["code"] = "its committed src/, measured via --commit"
     else:
         try:
-            facts["git_commit"] = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short=12", "HEAD"],
-                                                 capture_output=True, text=True, check=True).stdout.strip()
-            dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"],
-                                   capture_output=True, text=True, check=True).stdout.strip()
+            facts["git_commit"] = subprocess.run(
+                ["git", "-C", str(ROOT), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, check=True
+            ).stdout.strip()
+            dirty = subprocess.run(
+                ["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
             facts["code"] = "working tree" + (" (src/ has uncommitted changes)" if dirty else " (clean)")
         except (OSError, subprocess.CalledProcessError):
             facts["git_commit"] = "unknown"
@@ -223,15 +228,29 @@ class Server:
                 self.process.wait()
 
 
-def start_process(name: str, argv: list[str], env: dict[str, str], port: int, health_path: str,
-                  cwd: Path | None = None, core: str | None = SERVER_CORE, timeout: float = 60,
-                  wait: bool = True) -> Server:
+def start_process(
+    name: str,
+    argv: list[str],
+    env: dict[str, str],
+    port: int,
+    health_path: str,
+    cwd: Path | None = None,
+    core: str | None = SERVER_CORE,
+    timeout: float = 60,
+    wait: bool = True,
+) -> Server:
     """Start a server in its own process group (stopping it stops its workers); wait for health unless told."""
     WORK.mkdir(parents=True, exist_ok=True)
     log_path = WORK / f"{name}-{port}.log"
     with open(log_path, "wb") as out:
-        proc = subprocess.Popen(pinned(core, argv) if core else argv, env=env, stdout=out,
-                                stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True)
+        proc = subprocess.Popen(
+            pinned(core, argv) if core else argv,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            start_new_session=True,
+        )
     server = Server(name, f"http://127.0.0.1:{port}", proc, log_path, health_path)
     if wait:
         wait_healthy(server, timeout)
@@ -244,8 +263,9 @@ def wait_healthy(server: Server, timeout: float = 60) -> Server:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
-            raise RuntimeError(f"{server.name} exited with {server.process.returncode}: "
-                               f"{server.log.read_text()[-2000:]}")
+            raise RuntimeError(
+                f"{server.name} exited with {server.process.returncode}: {server.log.read_text()[-2000:]}"
+            )
         try:
             if httpx.get(server.url + server.health_path, timeout=1).status_code < 500:
                 return server
@@ -263,12 +283,18 @@ def kbai_env(database_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_kbai(name: str, database_url: str, core: str | None = SERVER_CORE, wait: bool = True,
-               **extra: str) -> Server:
+def start_kbai(name: str, database_url: str, core: str | None = SERVER_CORE, wait: bool = True, **extra: str) -> Server:
     """A real ``kbai serve`` (the product's own uvicorn settings), default log level unless told."""
     port = free_port()
-    return start_process(name, [KBAI_BIN, "serve", "--port", str(port)], kbai_env(database_url, **extra),
-                         port, "/healthz", core=core, wait=wait)
+    return start_process(
+        name,
+        [KBAI_BIN, "serve", "--port", str(port)],
+        kbai_env(database_url, **extra),
+        port,
+        "/healthz",
+        core=core,
+        wait=wait,
+    )
 
 
 def write_json(path: Path, data: object) -> None:

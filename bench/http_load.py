@@ -75,8 +75,9 @@ def _script(auth: str | None) -> Path:
     return path
 
 
-def wrk(wrk_bin: str, url: str, script: Path, seconds: float, connections: int = CONNECTIONS,
-        core: str | None = CLIENT_CORE) -> dict[str, Any]:
+def wrk(
+    wrk_bin: str, url: str, script: Path, seconds: float, connections: int = CONNECTIONS, core: str | None = CLIENT_CORE
+) -> dict[str, Any]:
     argv = [wrk_bin, "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s", str(script), url]
     out = subprocess.run(pinned(core, argv) if core else argv, capture_output=True, text=True, timeout=seconds + 60)
     match = re.search(r"^WRKJSON (.*)$", out.stdout, re.M)
@@ -97,8 +98,11 @@ def private_redis() -> Iterator[str]:
 
     port = free_port()
     WORK.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(WORK)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(WORK)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"redis://127.0.0.1:{port}/0"
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=1)
@@ -138,36 +142,56 @@ def pg_transactions(url: str) -> int:
 
     name = url.rsplit("/", 1)[1]
     with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
-        row = conn.execute("SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s",
-                           (name,)).fetchone()
+        row = conn.execute(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s", (name,)
+        ).fetchone()
     return int(row[0]) if row else 0
 
 
 def _peer_server(peer_python: str, keys: int) -> tuple[Server, str, Path]:
     db = WORK / f"peer-http-{uuid.uuid4().hex[:8]}.db"
     env = {"PEER_DB": str(db), "PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "peer_settings"}
-    out = subprocess.run([peer_python, str(PEERS_DIR / "peer_measure.py"), "setup", "--keys", str(keys)],
-                         capture_output=True, text=True, env=env, cwd=PEERS_DIR, check=True)
+    out = subprocess.run(
+        [peer_python, str(PEERS_DIR / "peer_measure.py"), "setup", "--keys", str(keys)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=PEERS_DIR,
+        check=True,
+    )
     key = json.loads(out.stdout.strip().splitlines()[-1])["key"]
     gunicorn = str(Path(peer_python).parent / "gunicorn")
     port = free_port()
-    server = start_process("peer-gunicorn", [gunicorn, "--workers", "3", "--bind", f"127.0.0.1:{port}",
-                                             "peer_wsgi:application"], env, port, "/check", cwd=PEERS_DIR)
+    server = start_process(
+        "peer-gunicorn",
+        [gunicorn, "--workers", "3", "--bind", f"127.0.0.1:{port}", "peer_wsgi:application"],
+        env,
+        port,
+        "/check",
+        cwd=PEERS_DIR,
+    )
     return server, key, db
 
 
 def _bare(name: str, app: str, path: str) -> Server:
     port = free_port()
-    return start_process(name, [PYTHON, str(BENCH / "bare_app.py"), "--app", app, "--port", str(port)],
-                         {k: v for k, v in os.environ.items() if not k.startswith("KBAI_")}, port, path,
-                         cwd=BENCH, wait=False)
+    return start_process(
+        name,
+        [PYTHON, str(BENCH / "bare_app.py"), "--app", app, "--port", str(port)],
+        {k: v for k, v in os.environ.items() if not k.startswith("KBAI_")},
+        port,
+        path,
+        cwd=BENCH,
+        wait=False,
+    )
 
 
 def _sdk(name: str, database_url: str, protected: bool) -> Server:
     port = free_port()
     env = kbai_env(database_url, BENCH_SDK_PROTECTED="1" if protected else "0")
-    return start_process(name, [PYTHON, str(BENCH / "sdk_app.py"), "--port", str(port)], env, port, "/contacts",
-                         cwd=BENCH, wait=False)
+    return start_process(
+        name, [PYTHON, str(BENCH / "sdk_app.py"), "--port", str(port)], env, port, "/contacts", cwd=BENCH, wait=False
+    )
 
 
 def _summary(rs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -181,8 +205,15 @@ def _summary(rs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _interleaved(wrk_bin: str, targets: dict[str, tuple[str, Path]], rounds: int, seconds: float, warmup: float,
-                 core: str | None = CLIENT_CORE, label: str = "HTTP") -> dict[str, list[dict[str, Any]]]:
+def _interleaved(
+    wrk_bin: str,
+    targets: dict[str, tuple[str, Path]],
+    rounds: int,
+    seconds: float,
+    warmup: float,
+    core: str | None = CLIENT_CORE,
+    label: str = "HTTP",
+) -> dict[str, list[dict[str, Any]]]:
     for name, (url, script) in targets.items():
         check = wrk(wrk_bin, url, script, 1, connections=1, core=core)
         if check["errors"]["status"] or not check["requests"]:
@@ -208,19 +239,35 @@ def run(quick: bool, wrk_bin: str | None, peer_python: str | None) -> dict[str, 
     servers: list[Server] = []
     scripts: list[Path] = []
     peer_db: Path | None = None
-    out: dict[str, Any] = {"connections": CONNECTIONS, "seconds_per_run": seconds, "rounds": rounds,
-                           "wrk_threads": 1, "server_core": 0, "client_core": 1, "tokens_in_db": keys}
+    out: dict[str, Any] = {
+        "connections": CONNECTIONS,
+        "seconds_per_run": seconds,
+        "rounds": rounds,
+        "wrk_threads": 1,
+        "server_core": 0,
+        "client_core": 1,
+        "tokens_in_db": keys,
+    }
     try:
-        with scratch_sqlite("http") as sqlite_url, scratch_pg("http") as pg_url, \
-                scratch_pg("http_alone") as pg_alone_url, private_redis() as redis_url:
+        with (
+            scratch_sqlite("http") as sqlite_url,
+            scratch_pg("http") as pg_url,
+            scratch_pg("http_alone") as pg_alone_url,
+            private_redis() as redis_url,
+        ):
             token_sq = seed.load(sqlite_url, keys, 10, sample_size=5).sample[0].token
             token_pg = seed.load(pg_url, keys, 10, sample_size=5).sample[0].token
             token_pg_alone = seed.load(pg_alone_url, keys, 10, sample_size=5).sample[0].token
             log("starting servers (kbai x4, bare apps x2, sdk apps x2, peer)")
             kbai_sq = start_kbai("kbai-sqlite", sqlite_url, wait=False)
             kbai_sq_log = start_kbai("kbai-sqlite-log", sqlite_url, wait=False, KBAI_ACCESS_LOG_TOKEN_READS="true")
-            kbai_pg = start_kbai("kbai-pg-redis", pg_url, wait=False, KBAI_REDIS_URL=redis_url,
-                                 KBAI_REDIS_PREFIX=f"kbai-bench-{uuid.uuid4().hex[:8]}")
+            kbai_pg = start_kbai(
+                "kbai-pg-redis",
+                pg_url,
+                wait=False,
+                KBAI_REDIS_URL=redis_url,
+                KBAI_REDIS_PREFIX=f"kbai-bench-{uuid.uuid4().hex[:8]}",
+            )
             kbai_pg_alone = start_kbai("kbai-pg-alone", pg_alone_url, wait=False)
             bare_st = _bare("bare-starlette", "starlette", "/bare-starlette")
             bare_fa = _bare("bare-fastapi", "fastapi", "/bare")
@@ -258,24 +305,28 @@ def run(quick: bool, wrk_bin: str | None, peer_python: str | None) -> dict[str, 
             log("database work under warm load: PostgreSQL transactions and Redis commands")
             io: dict[str, Any] = {"seconds": io_seconds}
             redis_calls = RedisCalls(redis_url)
-            for name, url, script, db in (("kbai_pg_redis_auth_check", kbai_pg.url + "/auth/check", pg_auth, pg_url),
-                                          ("kbai_pg_redis_me", kbai_pg.url + "/api/v1/me", pg_auth, pg_url),
-                                          ("kbai_pg_alone_auth_check", kbai_pg_alone.url + "/auth/check",
-                                           pg_alone_auth, pg_alone_url),
-                                          ("kbai_pg_alone_me", kbai_pg_alone.url + "/api/v1/me", pg_alone_auth,
-                                           pg_alone_url)):
+            for name, url, script, db in (
+                ("kbai_pg_redis_auth_check", kbai_pg.url + "/auth/check", pg_auth, pg_url),
+                ("kbai_pg_redis_me", kbai_pg.url + "/api/v1/me", pg_auth, pg_url),
+                ("kbai_pg_alone_auth_check", kbai_pg_alone.url + "/auth/check", pg_alone_auth, pg_alone_url),
+                ("kbai_pg_alone_me", kbai_pg_alone.url + "/api/v1/me", pg_alone_auth, pg_alone_url),
+            ):
                 time.sleep(11)  # PostgreSQL backends report their counts within 10 s of going idle
                 tx0, r0 = pg_transactions(db), redis_calls()
                 done = wrk(wrk_bin, url, script, io_seconds)
                 time.sleep(11)
                 tx1, r1 = pg_transactions(db), redis_calls()
                 commands = {k: v - r0.get(k, 0) for k, v in r1.items() if v > r0.get(k, 0)}
-                io[name] = {"requests": done["requests"], "pg_transactions": tx1 - tx0,
-                            "pg_transactions_per_10k": round((tx1 - tx0) * 10_000 / done["requests"], 2),
-                            "redis_commands": commands if "redis" in name else None,
-                            "redis_commands_per_10k": round(sum(commands.values()) * 10_000 / done["requests"], 2)
-                            if "redis" in name else None,
-                            "window_seconds": io_seconds + 11}
+                io[name] = {
+                    "requests": done["requests"],
+                    "pg_transactions": tx1 - tx0,
+                    "pg_transactions_per_10k": round((tx1 - tx0) * 10_000 / done["requests"], 2),
+                    "redis_commands": commands if "redis" in name else None,
+                    "redis_commands_per_10k": round(sum(commands.values()) * 10_000 / done["requests"], 2)
+                    if "redis" in name
+                    else None,
+                    "window_seconds": io_seconds + 11,
+                }
             redis_calls.close()
             out["database_work"] = io
             for s in servers:
@@ -286,16 +337,31 @@ def run(quick: bool, wrk_bin: str | None, peer_python: str | None) -> dict[str, 
             log("kbai serve --workers 2 against one worker (unpinned)")
             one = start_kbai("kbai-sqlite-1w", sqlite_url, core=None, wait=False)
             port = free_port()
-            two = start_process("kbai-sqlite-2w", [str(Path(PYTHON).parent / "kbai"), "serve", "--port", str(port),
-                                                   "--workers", "2"], kbai_env(sqlite_url), port, "/healthz",
-                                core=None, wait=False)
+            two = start_process(
+                "kbai-sqlite-2w",
+                [str(Path(PYTHON).parent / "kbai"), "serve", "--port", str(port), "--workers", "2"],
+                kbai_env(sqlite_url),
+                port,
+                "/healthz",
+                core=None,
+                wait=False,
+            )
             servers += [one, two]
             for s in servers:
                 wait_healthy(s)
             time.sleep(2)  # both workers of `two` up
-            worker_runs = _interleaved(wrk_bin, {"workers_1_auth_check": (one.url + "/auth/check", sq_auth),
-                                                 "workers_2_auth_check": (two.url + "/auth/check", sq_auth)},
-                                       rounds, seconds, warmup, core=None, label="workers")
+            worker_runs = _interleaved(
+                wrk_bin,
+                {
+                    "workers_1_auth_check": (one.url + "/auth/check", sq_auth),
+                    "workers_2_auth_check": (two.url + "/auth/check", sq_auth),
+                },
+                rounds,
+                seconds,
+                warmup,
+                core=None,
+                label="workers",
+            )
             runs.update(worker_runs)
     finally:
         for s in servers:

@@ -30,9 +30,14 @@ class PeerProcess:
         WORK.mkdir(parents=True, exist_ok=True)
         self.db = WORK / f"peer-inproc-{uuid.uuid4().hex[:8]}.db"
         env = {"PEER_DB": str(self.db), "PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0"}
-        self.proc = subprocess.Popen([python, str(PEERS_DIR / "peer_measure.py"), "serve", "--keys", str(keys)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
-                                     cwd=PEERS_DIR)
+        self.proc = subprocess.Popen(
+            [python, str(PEERS_DIR / "peer_measure.py"), "serve", "--keys", str(keys)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=PEERS_DIR,
+        )
         self.info = self._read()
 
     def _read(self) -> Any:
@@ -71,17 +76,23 @@ def run(quick: bool, peer_python: str | None) -> dict[str, Any]:
     warm_calls = 20_000 if quick else 100_000
     cold_calls = 500 if quick else 1_500
     floor_batches = 1_000 if quick else 4_000  # of 100 calls each
-    out: dict[str, Any] = {"tokens": tokens, "tenants": tenants, "rounds": rounds,
-                           "calls_per_round": {"warm": warm_calls, "cold": cold_calls, "peer": cold_calls}}
+    out: dict[str, Any] = {
+        "tokens": tokens,
+        "tenants": tenants,
+        "rounds": rounds,
+        "calls_per_round": {"warm": warm_calls, "cold": cold_calls, "peer": cold_calls},
+    }
     with scratch_sqlite("inproc") as sqlite_url, scratch_pg("inproc") as pg_url:
         ds_sqlite = seed.load(sqlite_url, tokens, tenants, sample_size=2000)
         ds_pg = seed.load(pg_url, tokens, tenants, sample_size=2000)
         # Warm: the cache as a listening process keeps it (entries up to KBAI_CACHE_MAX_AGE_SECONDS, 300 s).
         warm = Services.build(Settings(database_url=sqlite_url, cache_ttl_seconds=300, **FAST_ARGON2))
-        cold_sqlite = Services.build(Settings(database_url=sqlite_url, cache_ttl_seconds=0,
-                                              negative_cache_seconds=0, **FAST_ARGON2))
-        cold_pg = Services.build(Settings(database_url=pg_url, cache_ttl_seconds=0, negative_cache_seconds=0,
-                                          **FAST_ARGON2))
+        cold_sqlite = Services.build(
+            Settings(database_url=sqlite_url, cache_ttl_seconds=0, negative_cache_seconds=0, **FAST_ARGON2)
+        )
+        cold_pg = Services.build(
+            Settings(database_url=pg_url, cache_ttl_seconds=0, negative_cache_seconds=0, **FAST_ARGON2)
+        )
         sq_tokens = [s.token for s in ds_sqlite.sample]
         pg_tokens = [s.token for s in ds_pg.sample]
         for t in sq_tokens:
@@ -101,10 +112,11 @@ def run(quick: bool, peer_python: str | None) -> dict[str, Any]:
         # PostgreSQL round trip with the same driver, the yardstick of the cold PostgreSQL goal.
         from kbai.ratelimit import FailureLimiter, TokenFailures
 
-        limits = 10 ** 9  # never blocks: every call counts
+        limits = 10**9  # never blocks: every call counts
         failures_mem = TokenFailures(FailureLimiter(None, "bench", limits, 10), limits)
-        failures_redis = TokenFailures(FailureLimiter(REDIS_URL, f"kbai-bench-{uuid.uuid4().hex[:8]}", limits, 10),
-                                       limits)
+        failures_redis = TokenFailures(
+            FailureLimiter(REDIS_URL, f"kbai-bench-{uuid.uuid4().hex[:8]}", limits, 10), limits
+        )
         ips = [f"10.0.{i // 250}.{i % 250}" for i in range(1000)]
         import psycopg
 
@@ -114,21 +126,26 @@ def run(quick: bool, peer_python: str | None) -> dict[str, Any]:
             pg_conn.execute("SELECT 1").fetchone()
 
         def floor() -> list[float]:
-            return timing.time_batched(lambda t: hashlib.sha256(t.encode("ascii")).hexdigest(), sq_tokens,
-                                       floor_batches, 100)
+            return timing.time_batched(
+                lambda t: hashlib.sha256(t.encode("ascii")).hexdigest(), sq_tokens, floor_batches, 100
+            )
 
         variants = {
             "sha256_floor": floor,
             "warm": lambda: timing.time_calls(warm.tokens.verify, sq_tokens, warm_calls, overhead, warmup=1000),
-            "cold_sqlite": lambda: timing.time_calls(cold_sqlite.tokens.verify, sq_tokens, cold_calls, overhead,
-                                                     warmup=100),
-            "cold_postgresql": lambda: timing.time_calls(cold_pg.tokens.verify, pg_tokens, cold_calls, overhead,
-                                                         warmup=100),
+            "cold_sqlite": lambda: timing.time_calls(
+                cold_sqlite.tokens.verify, sq_tokens, cold_calls, overhead, warmup=100
+            ),
+            "cold_postgresql": lambda: timing.time_calls(
+                cold_pg.tokens.verify, pg_tokens, cold_calls, overhead, warmup=100
+            ),
         }
         variants["failure_counted_memory"] = lambda: timing.time_calls(
-            failures_mem.failed, ips, cold_calls, overhead, warmup=100)
+            failures_mem.failed, ips, cold_calls, overhead, warmup=100
+        )
         variants["failure_counted_redis"] = lambda: timing.time_calls(
-            failures_redis.failed, ips, cold_calls, overhead, warmup=100)
+            failures_redis.failed, ips, cold_calls, overhead, warmup=100
+        )
         variants["pg_round_trip"] = lambda: timing.time_calls(pg_round_trip, ips, cold_calls, overhead, warmup=100)
         if peer is not None:
             variants["peer_sha256_floor"] = lambda: peer.ask(f"sha256 {floor_batches}")
@@ -152,7 +169,8 @@ def run(quick: bool, peer_python: str | None) -> dict[str, Any]:
             "cache_hit": lambda: timing.time_batched(warm.cache.lookup, digests, floor_batches, 100),
             "clock_now": lambda: timing.time_batched(lambda _: warm.clock.now(), sq_tokens, floor_batches, 100),
             "pipeline_with_dict_lookup": lambda: timing.time_batched(
-                lambda t: pipeline.verify(t, records.get, now), sq_tokens, floor_batches, 100),
+                lambda t: pipeline.verify(t, records.get, now), sq_tokens, floor_batches, 100
+            ),
             "verify_total": lambda: timing.time_batched(warm.tokens.verify, sq_tokens, floor_batches, 100),
         }
         breakdown = timing.interleaved(parts, rounds)

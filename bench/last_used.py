@@ -35,8 +35,15 @@ def _scenario(interval: float, requests: int, n_tokens: int) -> dict[str, Any]:
     with scratch_sqlite("lastused") as url:
         ds = seed.load(url, 1_000, 10, sample_size=n_tokens)
         tokens = [s.token for s in ds.sample[:n_tokens]]
-        svc = Services.build(Settings(database_url=url, last_used_flush_seconds=interval, log_level="WARNING",
-                                      auth_failures_per_minute=10_000, **FAST_ARGON2))
+        svc = Services.build(
+            Settings(
+                database_url=url,
+                last_used_flush_seconds=interval,
+                log_level="WARNING",
+                auth_failures_per_minute=10_000,
+                **FAST_ARGON2,
+            )
+        )
         counts = {"updates": 0, "statements": 0, "writes": 0}
         update_times: list[float] = []
 
@@ -105,7 +112,7 @@ def run(quick: bool) -> dict[str, Any]:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     requests = 10_000
     out = {}
-    for interval in ((1.0,) if quick else (60.0, 1.0)):
+    for interval in (1.0,) if quick else (60.0, 1.0):
         log(f"last used: {requests:,} requests, flush interval {interval:g} s")
         out[f"interval_{interval:g}s"] = _scenario(interval, requests, 10)
     return out

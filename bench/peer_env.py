@@ -25,8 +25,9 @@ PEER_REQUIREMENTS = [
 
 def _version(python: str) -> tuple[int, int] | None:
     try:
-        out = subprocess.run([python, "-c", "import sys; print(*sys.version_info[:2])"], capture_output=True,
-                             text=True, timeout=20)
+        out = subprocess.run(
+            [python, "-c", "import sys; print(*sys.version_info[:2])"], capture_output=True, text=True, timeout=20
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     if out.returncode != 0:
@@ -68,8 +69,11 @@ def ensure_peers_venv() -> str | None:
     if PEERS_VENV.exists():
         shutil.rmtree(PEERS_VENV)
     subprocess.run([base, "-m", "venv", str(PEERS_VENV)], check=True)
-    result = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                             *PEER_REQUIREMENTS], capture_output=True, text=True)
+    result = subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *PEER_REQUIREMENTS],
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0:
         log(f"installing the peers failed; they are skipped:\n{result.stderr[-2000:]}")
         return None

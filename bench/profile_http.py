@@ -40,16 +40,19 @@ BUCKETS: list[tuple[str, Callable[[str], bool]]] = [
     ("request metrics (Metrics.served)", lambda s: "Metrics.served" in s),
     ("response model validation + serialization (FastAPI serialize_response)", lambda s: "serialize_response" in s),
     ("other kbai route/dependency code in the worker thread", _in_worker_kbai),
-    ("thread-pool hop (anyio: hand-off to a worker thread and back)",
-     lambda s: "run_sync_in_worker_thread" in s or "WorkerThread.run" in s),
+    (
+        "thread-pool hop (anyio: hand-off to a worker thread and back)",
+        lambda s: "run_sync_in_worker_thread" in s or "WorkerThread.run" in s,
+    ),
     ("FastAPI request handling + dependency resolution (rest)", lambda s: "get_request_handler" in s),
     ("Starlette routing + inner middleware (rest)", lambda s: "ExceptionMiddleware.__call__" in s),
-    ("KbaiMiddleware own work (request id uuid4, header copies, body limit)",
-     lambda s: "KbaiMiddleware.__call__" in s),
+    ("KbaiMiddleware own work (request id uuid4, header copies, body limit)", lambda s: "KbaiMiddleware.__call__" in s),
     # ForwardAuth wraps the whole app, so it is on the stack of every request: it comes after the buckets
     # of what runs inside it, or the rest of every other route's time would be charged to it.
-    ("/auth/check front's own work (ForwardAuth: header scan, identity headers, response)",
-     lambda s: "ForwardAuth.__call__" in s),
+    (
+        "/auth/check front's own work (ForwardAuth: header scan, identity headers, response)",
+        lambda s: "ForwardAuth.__call__" in s,
+    ),
     ("uvicorn HTTP protocol (httptools parsing, response writing)", lambda s: "uvicorn/" in s),
 ]
 _IDLE_LEAVES = ("Condition.wait", "Queue.get", "Event.wait", "select (selectors")
@@ -60,8 +63,22 @@ def ensure_py_spy() -> str | None:
     if binary.exists():
         return str(binary)
     log("installing py-spy into bench/work/tools (bench only)")
-    result = subprocess.run([PYTHON, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--upgrade", "--target",
-                             str(TOOLS), "py-spy"], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            PYTHON,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--upgrade",
+            "--target",
+            str(TOOLS),
+            "py-spy",
+        ],
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0 or not binary.exists():
         log(f"py-spy is not available; the profile is skipped: {result.stderr[-500:]}")
         return None
@@ -104,7 +121,8 @@ def _classify(raw: Path, requests: float, rate_hz: int) -> dict[str, Any]:
         # GIL-holding time per request in each bucket: samples / rate / requests served while sampling.
         "buckets_us_per_request": {k: round(v * per_request, 1) for k, v in buckets.most_common()},
         "top_functions_inclusive_pct": {k: round(100 * v / total, 1) for k, v in functions.most_common(25)}
-        if total else {},
+        if total
+        else {},
     }
 
 
@@ -115,32 +133,69 @@ def run(quick: bool, wrk_bin: str | None) -> dict[str, Any]:
     if spy is None:
         return {"skipped": "py-spy is not available"}
     seconds, rate = (4 if quick else 12), 250
-    out: dict[str, Any] = {"profile_seconds": seconds, "rate_hz": rate,
-                           "server": "kbai serve (SQLite, no Redis) and bench/bare_app.py, each alone on core 0"}
+    out: dict[str, Any] = {
+        "profile_seconds": seconds,
+        "rate_hz": rate,
+        "server": "kbai serve (SQLite, no Redis) and bench/bare_app.py, each alone on core 0",
+    }
     with scratch_sqlite("profile") as url:
         token = seed.load(url, 1_000, 10, sample_size=1).sample[0].token
         server = start_kbai("kbai-profile", url, wait=False)
         env = {k: v for k, v in os.environ.items() if not k.startswith("KBAI_")}
         port = free_port()
-        bare = start_process("bare-profile", [PYTHON, str(BENCH / "bare_app.py"), "--port", str(port)],
-                             env, port, "/bare", cwd=BENCH, wait=False)
+        bare = start_process(
+            "bare-profile",
+            [PYTHON, str(BENCH / "bare_app.py"), "--port", str(port)],
+            env,
+            port,
+            "/bare",
+            cwd=BENCH,
+            wait=False,
+        )
         port = free_port()
-        bare_st = start_process("bare-starlette-profile", [PYTHON, str(BENCH / "bare_app.py"), "--app", "starlette",
-                                                           "--port", str(port)], env, port, "/bare-starlette",
-                                cwd=BENCH, wait=False)
+        bare_st = start_process(
+            "bare-starlette-profile",
+            [PYTHON, str(BENCH / "bare_app.py"), "--app", "starlette", "--port", str(port)],
+            env,
+            port,
+            "/bare-starlette",
+            cwd=BENCH,
+            wait=False,
+        )
         script = _script(f"Bearer {token}")
         try:
             wait_healthy(server)
             wait_healthy(bare)
             wait_healthy(bare_st)
-            for target, path in ((bare_st, "/bare-starlette"), (bare, "/bare-async"), (server, "/auth/check"),
-                                 (server, "/api/v1/me")):
+            for target, path in (
+                (bare_st, "/bare-starlette"),
+                (bare, "/bare-async"),
+                (server, "/auth/check"),
+                (server, "/api/v1/me"),
+            ):
                 wrk(wrk_bin, target.url + path, script, 1)
                 raw = WORK / f"profile-{path.strip('/').replace('/', '_')}.txt"
-                proc = subprocess.Popen([spy, "record", "--pid", str(target.process.pid), "--duration",
-                                         str(seconds), "--rate", str(rate), "--format", "raw", "--gil",
-                                         "--output", str(raw), "--nonblocking"],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                proc = subprocess.Popen(
+                    [
+                        spy,
+                        "record",
+                        "--pid",
+                        str(target.process.pid),
+                        "--duration",
+                        str(seconds),
+                        "--rate",
+                        str(rate),
+                        "--format",
+                        "raw",
+                        "--gil",
+                        "--output",
+                        str(raw),
+                        "--nonblocking",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
                 load = wrk(wrk_bin, target.url + path, script, seconds + 1)
                 _, err = proc.communicate(timeout=seconds + 60)
                 if proc.returncode != 0 or not raw.exists():

@@ -30,8 +30,9 @@ def _tries(url_a: str, url_b: str, email: str, tries: int) -> list[dict[str, flo
         login.raise_for_status()
         csrf = {"X-CSRF-Token": login.json()["csrf_token"]}
         for _ in range(tries):
-            created = a.post("/api/v1/tokens", headers=csrf,
-                             json={"name": f"propagation {uuid.uuid4().hex[:8]}", "scopes": []})
+            created = a.post(
+                "/api/v1/tokens", headers=csrf, json={"name": f"propagation {uuid.uuid4().hex[:8]}", "scopes": []}
+            )
             created.raise_for_status()
             token_id, token = created.json()["id"], created.json()["token"]
             bearer = {"Authorization": f"Bearer {token}"}
@@ -52,8 +53,14 @@ def _tries(url_a: str, url_b: str, email: str, tries: int) -> list[dict[str, flo
                 if status != 200 or time.perf_counter() - t0 > 30:
                     raise RuntimeError(f"B still answers {status} after {time.perf_counter() - t0:.1f} s")
             t2 = time.perf_counter()
-            out.append({"from_request_ms": (t2 - t0) * 1000, "after_response_ms": max(0.0, t2 - t1) * 1000,
-                        "revoke_request_ms": (t1 - t0) * 1000, "polls": polls})
+            out.append(
+                {
+                    "from_request_ms": (t2 - t0) * 1000,
+                    "after_response_ms": max(0.0, t2 - t1) * 1000,
+                    "revoke_request_ms": (t1 - t0) * 1000,
+                    "polls": polls,
+                }
+            )
             del token, bearer
             time.sleep(0.05)
     return out
@@ -64,9 +71,13 @@ def _summary(rows: list[dict[str, float]]) -> dict[str, Any]:
         values = [r[key] for r in rows]
         return {"median_ms": round(statistics.median(values), 2), "max_ms": round(max(values), 2)}
 
-    return {"tries": len(rows), "from_revoke_request": stat("from_request_ms"),
-            "after_revoke_response": stat("after_response_ms"), "revoke_request": stat("revoke_request_ms"),
-            "polls_median": statistics.median(r["polls"] for r in rows)}
+    return {
+        "tries": len(rows),
+        "from_revoke_request": stat("from_request_ms"),
+        "after_revoke_response": stat("after_response_ms"),
+        "revoke_request": stat("revoke_request_ms"),
+        "polls_median": statistics.median(r["polls"] for r in rows),
+    }
 
 
 def run(quick: bool) -> dict[str, Any]:

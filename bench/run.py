@@ -42,7 +42,9 @@ def _reexec_in_project_venv() -> None:
         venv_python = HERE.parent / ".venv" / "bin" / "python"
         if venv_python.exists() and Path(sys.executable).resolve() != venv_python.resolve():
             os.execv(str(venv_python), [str(venv_python), *sys.argv])
-        raise SystemExit("kbai is not importable: install the project (pip install -e .) or create .venv first") from None
+        raise SystemExit(
+            "kbai is not importable: install the project (pip install -e .) or create .venv first"
+        ) from None
 
 
 def _snapshot(rev: str) -> None:
@@ -54,16 +56,21 @@ def _snapshot(rev: str) -> None:
     """
     import subprocess
 
-    sha = subprocess.run(["git", "-C", str(HERE.parent), "rev-parse", "--verify", f"{rev}^{{commit}}"],
-                         capture_output=True, text=True, check=True).stdout.strip()
+    sha = subprocess.run(
+        ["git", "-C", str(HERE.parent), "rev-parse", "--verify", f"{rev}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     target = HERE / "work" / f"snapshot-{sha[:12]}"
     if not (target / "src" / "kbai").exists():
         target.mkdir(parents=True, exist_ok=True)
         archive = subprocess.Popen(["git", "-C", str(HERE.parent), "archive", sha, "src"], stdout=subprocess.PIPE)
         subprocess.run(["tar", "-x", "-C", str(target)], stdin=archive.stdout, check=True)
         archive.wait()
-    os.environ["PYTHONPATH"] = str(target / "src") + (os.pathsep + os.environ["PYTHONPATH"]
-                                                      if os.environ.get("PYTHONPATH") else "")
+    os.environ["PYTHONPATH"] = str(target / "src") + (
+        os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else ""
+    )
     os.environ["BENCH_SNAPSHOT"] = sha
     argv, skip = [], False
     for a in sys.argv:
@@ -93,12 +100,19 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="reduced sizes and durations (under 2 minutes)")
     parser.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(SECTIONS)}")
     parser.add_argument("--out", type=Path, help="directory for results.json and benchmarks.md")
-    parser.add_argument("--commit", metavar="REV",
-                        help="benchmark the committed src/ of REV (e.g. HEAD) instead of the working tree")
-    parser.add_argument("--wait-quiet", type=float, default=0, metavar="MINUTES",
-                        help="first wait up to MINUTES for the 1-min load average to drop below the core count")
-    parser.add_argument("--render", action="store_true",
-                        help="measure nothing: rewrite benchmarks.md from the existing results.json")
+    parser.add_argument(
+        "--commit", metavar="REV", help="benchmark the committed src/ of REV (e.g. HEAD) instead of the working tree"
+    )
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0,
+        metavar="MINUTES",
+        help="first wait up to MINUTES for the 1-min load average to drop below the core count",
+    )
+    parser.add_argument(
+        "--render", action="store_true", help="measure nothing: rewrite benchmarks.md from the existing results.json"
+    )
     parser.add_argument("--no-peers", action="store_true", help="skip the peers (no bench/.venv-peers)")
     args = parser.parse_args()
 
@@ -125,8 +139,10 @@ def main() -> int:
         return 0
     publishing = json_path == HERE / "results.json"
     if publishing and not os.environ.get("BENCH_SNAPSHOT") and _src_dirty():
-        parser.error("src/ has uncommitted changes, so the published figures could not be traced to code: "
-                     "use --commit HEAD (benchmarks the committed src/), or --out DIR for the working tree")
+        parser.error(
+            "src/ has uncommitted changes, so the published figures could not be traced to code: "
+            "use --commit HEAD (benchmarks the committed src/), or --out DIR for the working tree"
+        )
     if args.wait_quiet:
         deadline = time.monotonic() + args.wait_quiet * 60
         while time.monotonic() < deadline and common.loadavg() and common.loadavg()[0] >= (os.cpu_count() or 1):
@@ -136,8 +152,9 @@ def main() -> int:
     meta = common.machine_facts()
     meta["mode"] = "quick" if args.quick else "full"
     meta["sections"] = sections
-    common.log(f"{meta['mode']} run: {', '.join(sections)}; load average {meta['loadavg_at_start']} on "
-               f"{meta['nproc']} cores")
+    common.log(
+        f"{meta['mode']} run: {', '.join(sections)}; load average {meta['loadavg_at_start']} on {meta['nproc']} cores"
+    )
     peer_python = None if args.no_peers or not ({"inproc", "http"} & set(sections)) else peer_env.ensure_peers_venv()
     meta["peers_python"] = peer_python and _python_version(peer_python)
     wrk_bin = peer_env.ensure_wrk() if {"http", "profile"} & set(sections) else None
@@ -199,16 +216,18 @@ def main() -> int:
 def _src_dirty() -> bool:
     import subprocess
 
-    out = subprocess.run(["git", "-C", str(HERE.parent), "status", "--porcelain", "--", "src"], capture_output=True,
-                         text=True)
+    out = subprocess.run(
+        ["git", "-C", str(HERE.parent), "status", "--porcelain", "--", "src"], capture_output=True, text=True
+    )
     return bool(out.stdout.strip())
 
 
 def _python_version(python: str) -> str:
     import subprocess
 
-    out = subprocess.run([python, "-c", "import platform; print(platform.python_version())"], capture_output=True,
-                         text=True)
+    out = subprocess.run(
+        [python, "-c", "import platform; print(platform.python_version())"], capture_output=True, text=True
+    )
     return out.stdout.strip()
 
 

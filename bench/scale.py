@@ -26,17 +26,21 @@ def run(quick: bool) -> dict[str, Any]:
     tokens, tenants = (20_000, 200) if quick else (1_000_000, 10_000)
     rounds = 3 if quick else 5
     verify_calls, list_calls, create_calls = (200, 150, 40) if quick else (1_000, 600, 150)
-    out: dict[str, Any] = {"tokens": tokens, "tenants": tenants, "rounds": rounds,
-                           "calls_per_round": {"verify": verify_calls, "list": list_calls, "create": create_calls}}
+    out: dict[str, Any] = {
+        "tokens": tokens,
+        "tenants": tenants,
+        "rounds": rounds,
+        "calls_per_round": {"verify": verify_calls, "list": list_calls, "create": create_calls},
+    }
     with scratch_pg("scale") as url:
         ds = seed.load(url, tokens, tenants, sample_size=max(2_000, verify_calls))
         out["users"] = ds.users
         out["load_seconds"] = ds.load_seconds
-        svc = Services.build(Settings(database_url=url, cache_ttl_seconds=0, negative_cache_seconds=0,
-                                      **FAST_ARGON2))
+        svc = Services.build(Settings(database_url=url, cache_ttl_seconds=0, negative_cache_seconds=0, **FAST_ARGON2))
         with svc.db.engine.connect() as conn:
-            out["tokens_table_mb"] = round(conn.exec_driver_sql(
-                "SELECT pg_total_relation_size('tokens')").scalar_one() / 2**20, 1)
+            out["tokens_table_mb"] = round(
+                conn.exec_driver_sql("SELECT pg_total_relation_size('tokens')").scalar_one() / 2**20, 1
+            )
         rng = random.Random(42)
         sample = [s.token for s in ds.sample]
         list_users = [rng.randrange(1, ds.users + 1) for _ in range(list_calls)]
@@ -45,8 +49,15 @@ def run(quick: bool) -> dict[str, Any]:
         actors = []
         for uid in creators:
             tenant_id, email = ds.user(uid)
-            actors.append(Actor(kind="user", user_id=uid, tenant_id=tenant_id, email=email,
-                                permissions=frozenset(seed.DEV_PERMISSIONS)))
+            actors.append(
+                Actor(
+                    kind="user",
+                    user_id=uid,
+                    tenant_id=tenant_id,
+                    email=email,
+                    permissions=frozenset(seed.DEV_PERMISSIONS),
+                )
+            )
         pending = iter(actors)
         assert svc.tokens.verify(sample[0]).ok
         assert len(svc.tokens.list(list_users[0])) == seed.TOKENS_PER_USER
@@ -69,8 +80,9 @@ def run(quick: bool) -> dict[str, Any]:
         variants = {
             "verify_cold": lambda: timing.time_calls(svc.tokens.verify, sample, verify_calls, overhead),
             "list": lambda: timing.time_calls(svc.tokens.list, list_users, list_calls, overhead),
-            "create": lambda: timing.time_calls(create, [next(pending) for _ in range(create_calls)],
-                                                create_calls, overhead),
+            "create": lambda: timing.time_calls(
+                create, [next(pending) for _ in range(create_calls)], create_calls, overhead
+            ),
             # a yardstick of how busy the machine was: one bare round trip to PostgreSQL
             "pg_round_trip": lambda: timing.time_calls(pg_round_trip, list_users, list_calls, overhead),
         }
@@ -78,9 +90,14 @@ def run(quick: bool) -> dict[str, Any]:
         pooled = timing.interleaved(variants, rounds)
         out["results"] = {name: timing.summarize_ns(samples) for name, samples in pooled.items()}
         with svc.db.engine.connect() as conn:
-            plan = conn.exec_driver_sql(
-                "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) SELECT * FROM tokens "
-                f"WHERE user_id = {list_users[0]} ORDER BY id DESC LIMIT 101").scalars().all()
+            plan = (
+                conn.exec_driver_sql(
+                    "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) SELECT * FROM tokens "
+                    f"WHERE user_id = {list_users[0]} ORDER BY id DESC LIMIT 101"
+                )
+                .scalars()
+                .all()
+            )
             out["list_query_plan"] = list(plan)
         pg_conn.close()
         svc.close()

@@ -40,8 +40,15 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8002)
     args = parser.parse_args()
-    uvicorn.run("sdk_app:build", factory=True, host=args.host, port=args.port, log_level="warning",
-                access_log=False, proxy_headers=False)
+    uvicorn.run(
+        "sdk_app:build",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        proxy_headers=False,
+    )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ TOKENS_PER_USER = 10
 ACTIVE_PER_USER = 7  # slots 0..6 active, 7..8 revoked, 9 expired
 BENCH_PASSWORD = "bench-password-1"
 DEV_PERMISSIONS = ("developer.manage_tokens", "users.read", "roles.read")
-_SCOPES = ('["users.read"]', '["users.read", "roles.read"]', '["roles.read"]', '[]')
+_SCOPES = ('["users.read"]', '["users.read", "roles.read"]', '["roles.read"]', "[]")
 _TS = "%Y-%m-%d %H:%M:%S.000000"  # SQLAlchemy's SQLite storage format; PostgreSQL reads it too
 
 
@@ -73,8 +73,9 @@ def _password_hash() -> str:
     return Passwords(time_cost=1, memory_kib=64, parallelism=1).hash(BENCH_PASSWORD)
 
 
-def _rows(tenants: int, users_per_tenant: int, sample_ids: set[int], sample: list[SampleToken],
-          now: datetime) -> dict[str, Iterator[list[tuple[object, ...]]]]:
+def _rows(
+    tenants: int, users_per_tenant: int, sample_ids: set[int], sample: list[SampleToken], now: datetime
+) -> dict[str, Iterator[list[tuple[object, ...]]]]:
     """Row generators per table, in chunks; token rows fill ``sample`` as they pass."""
     from kbai.tokens import format as fmt
 
@@ -91,8 +92,11 @@ def _rows(tenants: int, users_per_tenant: int, sample_ids: set[int], sample: lis
         chunk = []
         for t in range(1, tenants + 1):
             base = 3 * (t - 1)
-            chunk += [(base + 1, t, "Admin", "admin", stamp), (base + 2, t, "Member", "member", stamp),
-                      (base + 3, t, "Developers", None, stamp)]
+            chunk += [
+                (base + 1, t, "Admin", "admin", stamp),
+                (base + 2, t, "Member", "member", stamp),
+                (base + 3, t, "Developers", None, stamp),
+            ]
         yield chunk
 
     def role_permission_rows() -> Iterator[list[tuple[object, ...]]]:
@@ -141,8 +145,23 @@ def _rows(tenants: int, users_per_tenant: int, sample_ids: set[int], sample: lis
                     else:
                         expires = yesterday
                     last_used = days[rng.randrange(0, 2)] if k % 2 else None
-                    chunk.append((tid, t, uid, f"integration {k}", plaintext[:12], digest(plaintext),
-                                  _SCOPES[k % len(_SCOPES)], created, expires, revoked, revoked_by, last_used, None))
+                    chunk.append(
+                        (
+                            tid,
+                            t,
+                            uid,
+                            f"integration {k}",
+                            plaintext[:12],
+                            digest(plaintext),
+                            _SCOPES[k % len(_SCOPES)],
+                            created,
+                            expires,
+                            revoked,
+                            revoked_by,
+                            last_used,
+                            None,
+                        )
+                    )
                     if tid in sample_ids:
                         sample.append(SampleToken(plaintext, tid, uid, t))
                     if len(chunk) >= 10_000:
@@ -165,11 +184,32 @@ COLUMNS = {
     "tenants": ("id", "name", "created_at", "max_active_tokens"),
     "roles": ("id", "tenant_id", "name", "builtin", "created_at"),
     "role_permissions": ("role_id", "permission"),
-    "users": ("id", "tenant_id", "email", "password_hash", "active", "created_at", "deactivated_at",
-              "max_active_tokens"),
+    "users": (
+        "id",
+        "tenant_id",
+        "email",
+        "password_hash",
+        "active",
+        "created_at",
+        "deactivated_at",
+        "max_active_tokens",
+    ),
     "user_roles": ("user_id", "role_id"),
-    "tokens": ("id", "tenant_id", "user_id", "name", "prefix", "digest", "scopes", "created_at", "expires_at",
-               "revoked_at", "revoked_by", "last_used_at", "rotated_from_id"),
+    "tokens": (
+        "id",
+        "tenant_id",
+        "user_id",
+        "name",
+        "prefix",
+        "digest",
+        "scopes",
+        "created_at",
+        "expires_at",
+        "revoked_at",
+        "revoked_by",
+        "last_used_at",
+        "rotated_from_id",
+    ),
 }
 
 
@@ -189,8 +229,13 @@ def load(database_url: str, tokens: int, tenants: int, sample_size: int = 2000) 
 
     users_per_tenant = layout(tokens, tenants)
     sample: list[SampleToken] = []
-    rows = _rows(tenants, users_per_tenant, _sample_ids(tenants, users_per_tenant, sample_size), sample,
-                 datetime.now(UTC).replace(microsecond=0))
+    rows = _rows(
+        tenants,
+        users_per_tenant,
+        _sample_ids(tenants, users_per_tenant, sample_size),
+        sample,
+        datetime.now(UTC).replace(microsecond=0),
+    )
     started = time.monotonic()
     progress = Progress(f"loading {tokens:,} tokens / {tenants:,} tenants", tokens)
     if database_url.startswith("sqlite"):
@@ -200,8 +245,9 @@ def load(database_url: str, tokens: int, tenants: int, sample_size: int = 2000) 
     progress.close()
     rng = random.Random(3)
     rng.shuffle(sample)
-    ds = Dataset(tenants, users_per_tenant, tokens, tenants * users_per_tenant, sample,
-                 round(time.monotonic() - started, 2))
+    ds = Dataset(
+        tenants, users_per_tenant, tokens, tenants * users_per_tenant, sample, round(time.monotonic() - started, 2)
+    )
     log(f"loaded {tokens:,} tokens, {ds.users:,} users, {tenants:,} tenants in {ds.load_seconds} s")
     return ds
 
@@ -218,9 +264,9 @@ def _load_pg(database_url: str, rows: dict[str, Iterator[list[tuple[object, ...]
                 cols = ", ".join(COLUMNS[table])
                 with cur.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
                     for chunk in chunks:
-                        copy.write("".join(
-                            "\t".join("\\N" if v is None else str(v) for v in row) + "\n" for row in chunk
-                        ))
+                        copy.write(
+                            "".join("\t".join("\\N" if v is None else str(v) for v in row) + "\n" for row in chunk)
+                        )
                         if table == "tokens":
                             progress.update(len(chunk))
             for table in ("tenants", "roles", "users", "tokens"):

@@ -56,8 +56,9 @@ def timer_overhead_ns(rounds: int = 20_000) -> float:
     return percentile(samples, 50)
 
 
-def time_calls(fn: Callable[[Any], Any], args: Sequence[Any], calls: int, overhead_ns: float = 0.0,
-               warmup: int = 0) -> list[float]:
+def time_calls(
+    fn: Callable[[Any], Any], args: Sequence[Any], calls: int, overhead_ns: float = 0.0, warmup: int = 0
+) -> list[float]:
     """Time ``calls`` calls of ``fn(arg)``, cycling through ``args``; per-call ns minus ``overhead_ns``.
 
     The garbage collector stays enabled: it runs in production too, and its pauses belong in p99.
@@ -85,7 +86,7 @@ def time_batched(fn: Callable[[Any], Any], args: Sequence[Any], batches: int, ba
     t0 = pc()
     for a in loop_args:
         _noop(a)
-    empty = (pc() - t0)
+    empty = pc() - t0
     for _ in range(batches):
         t0 = pc()
         for a in loop_args:

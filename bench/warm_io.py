@@ -36,8 +36,15 @@ def _scenario(url: str, redis_url: str | None, requests: int, n_tokens: int) -> 
     ds = seed.load(url, 1_000, 10, sample_size=n_tokens + 1)
     tokens = [s.token for s in ds.sample[:n_tokens]]
     cold_token = ds.sample[n_tokens].token
-    svc = Services.build(Settings(database_url=url, redis_url=redis_url, log_level="WARNING",
-                                  redis_prefix=f"kbai-bench-{uuid.uuid4().hex[:8]}", **FAST_ARGON2))
+    svc = Services.build(
+        Settings(
+            database_url=url,
+            redis_url=redis_url,
+            log_level="WARNING",
+            redis_prefix=f"kbai-bench-{uuid.uuid4().hex[:8]}",
+            **FAST_ARGON2,
+        )
+    )
     statements: list[tuple[str, str]] = []
 
     def seen(conn, cursor, statement, params, context, executemany) -> None:

@@ -36,11 +36,15 @@ def verifier_from_env(env: Mapping[str, str] = os.environ) -> Verifier:
     if env.get("KBAI_INTROSPECT_URL"):
         missing = [name for name in ("KBAI_CLIENT_ID", "KBAI_CLIENT_SECRET") if not env.get(name)]
         if missing:
-            raise SystemExit(f"contacts service: remote mode also needs {' and '.join(missing)} "
-                             "(from `kbai service-credential create NAME`)")
+            raise SystemExit(
+                f"contacts service: remote mode also needs {' and '.join(missing)} "
+                "(from `kbai service-credential create NAME`)"
+            )
         try:
             return IntrospectionVerifier(
-                env["KBAI_INTROSPECT_URL"], env["KBAI_CLIENT_ID"], env["KBAI_CLIENT_SECRET"],
+                env["KBAI_INTROSPECT_URL"],
+                env["KBAI_CLIENT_ID"],
+                env["KBAI_CLIENT_SECRET"],
                 cache_seconds=float(env.get("KBAI_INTROSPECT_CACHE_SECONDS") or 0),
             )
         except ValueError as exc:
@@ -53,8 +57,10 @@ def verifier_from_env(env: Mapping[str, str] = os.environ) -> Verifier:
             )
         except ValueError as exc:  # a bad KBAI_* setting or permissions file
             raise SystemExit(f"contacts service: {exc}") from None
-    raise SystemExit("contacts service: set KBAI_DATABASE_URL (local mode), or KBAI_INTROSPECT_URL, "
-                     "KBAI_CLIENT_ID and KBAI_CLIENT_SECRET (remote mode)")
+    raise SystemExit(
+        "contacts service: set KBAI_DATABASE_URL (local mode), or KBAI_INTROSPECT_URL, "
+        "KBAI_CLIENT_ID and KBAI_CLIENT_SECRET (remote mode)"
+    )
 
 
 class ContactIn(BaseModel):
@@ -95,8 +101,7 @@ def create_app(verifier: Verifier | None = None) -> FastAPI:
     def add_contact(body: ContactIn, who: Writer) -> Contact:
         with lock:
             mine = contacts[who.tenant_id]
-            contact = Contact(id=len(mine) + 1, created_by=who.email, created_at=datetime.now(UTC),
-                              **body.model_dump())
+            contact = Contact(id=len(mine) + 1, created_by=who.email, created_at=datetime.now(UTC), **body.model_dump())
             mine.append(contact)
         return contact
 

@@ -168,15 +168,19 @@ class World:
         assert user is not None
         with self.services.db.read() as s:
             perms = self.services.access.permissions(s, user)
-        return Actor(kind="user", user_id=user.id, tenant_id=user.tenant_id, email=user.email, permissions=perms,
-                     person_id=user.person_id)
+        return Actor(
+            kind="user",
+            user_id=user.id,
+            tenant_id=user.tenant_id,
+            email=user.email,
+            permissions=perms,
+            person_id=user.person_id,
+        )
 
 
 def build_world(svc: Services, tenant: str = "Acme", domain: str = "acme.test") -> World:
     t, admin_user, _ = svc.access.create_tenant(OPERATOR, tenant, f"admin@{domain}", "admin-password-1")
-    role = svc.access.create_role(
-        OPERATOR, t.id, "Developers", ["developer.manage_tokens", "users.read", "roles.read"]
-    )
+    role = svc.access.create_role(OPERATOR, t.id, "Developers", ["developer.manage_tokens", "users.read", "roles.read"])
     svc.access.create_user(OPERATOR, t.id, f"dev@{domain}", "dev-password-1", [role.id])
     world = World(svc, t.id, None, None, role.id)  # type: ignore[arg-type]
     world.admin = world.actor(f"admin@{domain}")
@@ -211,14 +215,16 @@ def free_port() -> int:
 
 def server_env(database_url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KBAI_")}
-    env.update({
-        "KBAI_DATABASE_URL": database_url,
-        "KBAI_ARGON2_TIME_COST": "1",
-        "KBAI_ARGON2_MEMORY_KIB": "64",
-        "KBAI_ARGON2_PARALLELISM": "1",
-        "KBAI_LOG_LEVEL": "DEBUG",
-        "KBAI_ENCRYPTION_KEY": TEST_ENCRYPTION_KEY,
-    })
+    env.update(
+        {
+            "KBAI_DATABASE_URL": database_url,
+            "KBAI_ARGON2_TIME_COST": "1",
+            "KBAI_ARGON2_MEMORY_KIB": "64",
+            "KBAI_ARGON2_PARALLELISM": "1",
+            "KBAI_LOG_LEVEL": "DEBUG",
+            "KBAI_ENCRYPTION_KEY": TEST_ENCRYPTION_KEY,
+        }
+    )
     env.update(extra)
     return env
 
@@ -252,8 +258,13 @@ def start_server(database_url: str, log_dir: Path, *, args: tuple[str, ...] = ()
     log = log_dir / f"kbai-serve-{port}.log"
     SERVER_LOGS.append(log)
     with open(log, "wb") as out:
-        proc = subprocess.Popen([KBAI_BIN, "serve", "--port", str(port), *args], env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [KBAI_BIN, "serve", "--port", str(port), *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -43,8 +43,9 @@ def _shows_prefix(shown: str, prefix: str) -> bool:
     return shown in (prefix, prefix + "…")
 
 
-def _check(event: AuditEvent, *, action: str, actor: Actor, target_type: str, target_id: object,
-           tenant_id: int, at: datetime) -> None:
+def _check(
+    event: AuditEvent, *, action: str, actor: Actor, target_type: str, target_id: object, tenant_id: int, at: datetime
+) -> None:
     assert event.action == action
     assert event.actor == actor.label
     assert event.actor_user_id == actor.user_id
@@ -61,12 +62,20 @@ def test_tenant_create_and_its_admin_are_audited(services: Services, clock: Froz
     tenant, admin, _ = services.access.create_tenant(op, "Acme", "admin@acme.test", "admin-password-1")
     events = _events(services)
     assert [e.action for e in events] == ["tenant.create", "user.create"]
-    _check(events[0], action="tenant.create", actor=op, target_type="tenant", target_id=tenant.id,
-           tenant_id=tenant.id, at=T0)
+    _check(
+        events[0],
+        action="tenant.create",
+        actor=op,
+        target_type="tenant",
+        target_id=tenant.id,
+        tenant_id=tenant.id,
+        at=T0,
+    )
     assert events[0].actor == "operator"
     assert events[0].details == {"name": "Acme", "admin": "admin@acme.test"}
-    _check(events[1], action="user.create", actor=op, target_type="user", target_id=admin.id,
-           tenant_id=tenant.id, at=T0)
+    _check(
+        events[1], action="user.create", actor=op, target_type="user", target_id=admin.id, tenant_id=tenant.id, at=T0
+    )
     assert events[1].details["roles"] == ["Admin"]
 
 
@@ -77,37 +86,72 @@ def test_every_access_change_is_audited(world: World, clock: FrozenClock) -> Non
 
     view, _ = svc.access.create_user(admin, world.tenant_id, "new@acme.test", "new-password-1")
     event = _last(svc)
-    _check(event, action="user.create", actor=admin, target_type="user", target_id=view.id,
-           tenant_id=world.tenant_id, at=T0)
+    _check(
+        event,
+        action="user.create",
+        actor=admin,
+        target_type="user",
+        target_id=view.id,
+        tenant_id=world.tenant_id,
+        at=T0,
+    )
     assert event.actor == "user:admin@acme.test"
     assert event.details == {"email": "new@acme.test", "roles": ["Member"]}
 
     clock.advance(seconds=1)
     role = svc.access.create_role(admin, world.tenant_id, "Auditors", ["audit.read"])
     event = _last(svc)
-    _check(event, action="role.create", actor=admin, target_type="role", target_id=role.id,
-           tenant_id=world.tenant_id, at=clock.now())
+    _check(
+        event,
+        action="role.create",
+        actor=admin,
+        target_type="role",
+        target_id=role.id,
+        tenant_id=world.tenant_id,
+        at=clock.now(),
+    )
     assert event.details == {"name": "Auditors", "permissions": ["audit.read"]}
 
     clock.advance(seconds=1)
     svc.access.update_role(admin, role.id, ["audit.read", "users.read"])
     event = _last(svc)
-    _check(event, action="role.update", actor=admin, target_type="role", target_id=role.id,
-           tenant_id=world.tenant_id, at=clock.now())
+    _check(
+        event,
+        action="role.update",
+        actor=admin,
+        target_type="role",
+        target_id=role.id,
+        tenant_id=world.tenant_id,
+        at=clock.now(),
+    )
     assert event.details["added"] == ["users.read"] and event.details["removed"] == []
 
     clock.advance(seconds=1)
     svc.access.set_user_roles(admin, view.id, [role.id])
     event = _last(svc)
-    _check(event, action="user.roles", actor=admin, target_type="user", target_id=view.id,
-           tenant_id=world.tenant_id, at=clock.now())
+    _check(
+        event,
+        action="user.roles",
+        actor=admin,
+        target_type="user",
+        target_id=view.id,
+        tenant_id=world.tenant_id,
+        at=clock.now(),
+    )
     assert event.details["roles"] == ["Auditors"]
 
     clock.advance(seconds=1)
     svc.access.deactivate_user(admin, view.id)
     event = _last(svc)
-    _check(event, action="user.deactivate", actor=admin, target_type="user", target_id=view.id,
-           tenant_id=world.tenant_id, at=clock.now())
+    _check(
+        event,
+        action="user.deactivate",
+        actor=admin,
+        target_type="user",
+        target_id=view.id,
+        tenant_id=world.tenant_id,
+        at=clock.now(),
+    )
 
     clock.advance(seconds=1)
     op = OPERATOR.with_ip(IP)
@@ -115,15 +159,29 @@ def test_every_access_change_is_audited(world: World, clock: FrozenClock) -> Non
     assert dev_user is not None
     svc.access.set_limit(op, 25, user_email="dev@acme.test")
     event = _last(svc)
-    _check(event, action="limit.set", actor=op, target_type="user", target_id=dev_user.id,
-           tenant_id=world.tenant_id, at=clock.now())
+    _check(
+        event,
+        action="limit.set",
+        actor=op,
+        target_type="user",
+        target_id=dev_user.id,
+        tenant_id=world.tenant_id,
+        at=clock.now(),
+    )
     assert event.details == {"target": "dev@acme.test", "from": None, "to": 25}
 
     clock.advance(seconds=1)
     svc.access.set_limit(op, 40, tenant_name="Acme")
     event = _last(svc)
-    _check(event, action="limit.set", actor=op, target_type="tenant", target_id=world.tenant_id,
-           tenant_id=world.tenant_id, at=clock.now())
+    _check(
+        event,
+        action="limit.set",
+        actor=op,
+        target_type="tenant",
+        target_id=world.tenant_id,
+        tenant_id=world.tenant_id,
+        at=clock.now(),
+    )
     assert event.details == {"target": "Acme", "from": None, "to": 40}
 
 
@@ -133,8 +191,15 @@ def test_token_changes_are_audited(world: World, clock: FrozenClock) -> None:
     clock.set(T0)
     view, plaintext = svc.tokens.create(dev, "Zapier", ["users.read"], expires_in_days=30)
     event = _last(svc)
-    _check(event, action="token.create", actor=dev, target_type="token", target_id=view.id,
-           tenant_id=world.tenant_id, at=T0)
+    _check(
+        event,
+        action="token.create",
+        actor=dev,
+        target_type="token",
+        target_id=view.id,
+        tenant_id=world.tenant_id,
+        at=T0,
+    )
     assert event.actor == "user:dev@acme.test"
     assert _shows_prefix(event.details.pop("prefix"), plaintext[:12])
     assert event.details == {"name": "Zapier", "scopes": ["users.read"], "expires_at": "2026-04-03T05:06:07Z"}
@@ -142,8 +207,15 @@ def test_token_changes_are_audited(world: World, clock: FrozenClock) -> None:
     clock.advance(seconds=5)
     new, new_plain, _ = svc.tokens.rotate(dev, view.id, grace_period_seconds=60)
     event = _last(svc)
-    _check(event, action="token.rotate", actor=dev, target_type="token", target_id=new.id,
-           tenant_id=world.tenant_id, at=clock.now())
+    _check(
+        event,
+        action="token.rotate",
+        actor=dev,
+        target_type="token",
+        target_id=new.id,
+        tenant_id=world.tenant_id,
+        at=clock.now(),
+    )
     assert event.details["from_id"] == view.id
     assert _shows_prefix(event.details["from_prefix"], plaintext[:12])
     assert _shows_prefix(event.details["to_prefix"], new_plain[:12])
@@ -152,8 +224,15 @@ def test_token_changes_are_audited(world: World, clock: FrozenClock) -> None:
     clock.advance(seconds=5)
     svc.tokens.revoke(dev, new.id)
     event = _last(svc)
-    _check(event, action="token.revoke", actor=dev, target_type="token", target_id=new.id,
-           tenant_id=world.tenant_id, at=clock.now())
+    _check(
+        event,
+        action="token.revoke",
+        actor=dev,
+        target_type="token",
+        target_id=new.id,
+        tenant_id=world.tenant_id,
+        at=clock.now(),
+    )
     assert event.details["name"] == "Zapier" and _shows_prefix(event.details["prefix"], new_plain[:12])
 
     clock.advance(seconds=5)
@@ -161,21 +240,35 @@ def test_token_changes_are_audited(world: World, clock: FrozenClock) -> None:
     third, _ = svc.tokens.create(dev, "other", [])
     svc.tokens.revoke(op, third.id)
     event = _last(svc)
-    _check(event, action="token.revoke", actor=op, target_type="token", target_id=third.id,
-           tenant_id=world.tenant_id, at=clock.now())
+    _check(
+        event,
+        action="token.revoke",
+        actor=op,
+        target_type="token",
+        target_id=third.id,
+        tenant_id=world.tenant_id,
+        at=clock.now(),
+    )
     assert event.ip == "198.51.100.1"
 
 
 def test_a_token_revoking_itself_is_audited_with_the_token_label(world: World) -> None:
     svc = world.services
     view, plaintext = svc.tokens.create(world.dev, "self", [])
-    as_token = Actor(kind="token", user_id=world.dev.user_id, tenant_id=world.tenant_id, email=world.dev.email,
-                     token_id=view.id, token_prefix=view.prefix, ip=IP)
+    as_token = Actor(
+        kind="token",
+        user_id=world.dev.user_id,
+        tenant_id=world.tenant_id,
+        email=world.dev.email,
+        token_id=view.id,
+        token_prefix=view.prefix,
+        ip=IP,
+    )
     svc.tokens.revoke(as_token, view.id)
     event = _last(svc)
     assert event.action == "token.revoke"
     assert event.actor.startswith("token:") and event.actor.endswith(" (dev@acme.test)")
-    assert _shows_prefix(event.actor[len("token:"):-len(" (dev@acme.test)")], plaintext[:12])
+    assert _shows_prefix(event.actor[len("token:") : -len(" (dev@acme.test)")], plaintext[:12])
     assert event.ip == IP
     assert_no_secret(plaintext[8:], event.actor, "audit actor")
 
@@ -259,8 +352,7 @@ def test_audit_details_never_hold_a_plaintext_token(world: World, clock: FrozenC
 
     events = _events(svc)
     assert {"token.create", "token.rotate", "token.revoke"} <= {e.action for e in events}
-    blob = "\n".join(json.dumps(e.details, ensure_ascii=False) + " " + e.actor + " " + str(e.target_id)
-                     for e in events)
+    blob = "\n".join(json.dumps(e.details, ensure_ascii=False) + " " + e.actor + " " + str(e.target_id) for e in events)
     for token in issued:
         assert_no_secret(token[8:], blob, "audit log")
         assert_no_secret(token[12:60], blob, "audit log")
@@ -270,9 +362,16 @@ def test_record_redacts_token_shaped_details(world: World, clock: FrozenClock) -
     svc = world.services
     token = fmt.mint()
     with svc.db.write() as s:
-        audit.record(s, OPERATOR, "token.leak_report", at=clock.now(), target_type="token", target_id=1,
-                     tenant_id=world.tenant_id,
-                     details={"text": f"found {token} in a repo", "nested": {"list": [token, token.upper()]}})
+        audit.record(
+            s,
+            OPERATOR,
+            "token.leak_report",
+            at=clock.now(),
+            target_type="token",
+            target_id=1,
+            tenant_id=world.tenant_id,
+            details={"text": f"found {token} in a repo", "nested": {"list": [token, token.upper()]}},
+        )
     event = _last(svc)
     blob = json.dumps(event.details)
     assert_no_secret(token[8:], blob, "audit details")

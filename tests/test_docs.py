@@ -18,7 +18,7 @@ ROOT = Path(__file__).parent.parent
 
 def _test_only() -> set[str]:
     """The variables of the README's "Test-only variables" table."""
-    table = README[README.index("Test-only variables"):].split("\n\n", 2)[1]
+    table = README[README.index("Test-only variables") :].split("\n\n", 2)[1]
     return set(re.findall(r"^\| `KBAI_([A-Z0-9_]+)`", table, re.M))
 
 
@@ -29,9 +29,12 @@ def test_the_readme_names_no_setting_that_does_not_exist() -> None:
 
 
 def test_every_test_only_variable_is_read_by_the_tests_or_scripts() -> None:
-    sources = "".join(p.read_text(encoding="utf-8") for folder in ("tests", "scripts", ".ci")
-                      for p in (ROOT / folder).rglob("*") if p.is_file() and p.suffix in (".py", ".sh", "")
-                      and "node_modules" not in p.parts)
+    sources = "".join(
+        p.read_text(encoding="utf-8")
+        for folder in ("tests", "scripts", ".ci")
+        for p in (ROOT / folder).rglob("*")
+        if p.is_file() and p.suffix in (".py", ".sh", "") and "node_modules" not in p.parts
+    )
     assert {"REQUIRE_SERVICES", "TEST_PG_URL", "TEST_REDIS_URL"} <= _test_only()
     unread = {name for name in _test_only() if f"KBAI_{name}" not in sources}
     assert not unread, unread
@@ -56,8 +59,13 @@ def test_the_readmes_operator_commands_run_as_written(tmp_path: Path) -> None:
     lines = []
     for line in _operator_block().splitlines():
         command = line.split("  #")[0].strip()
-        if not command or " ID" in command or "CLIENT_ID" in command or command.startswith(("kbai worker",)) \
-                or "--install-completion" in command:
+        if (
+            not command
+            or " ID" in command
+            or "CLIENT_ID" in command
+            or command.startswith(("kbai worker",))
+            or "--install-completion" in command
+        ):
             continue
         command = command.replace('"sqlite:///$PWD/kbai.db"', f'"sqlite:///{tmp_path}/kbai.db"')
         command = command.replace("--password-prompt", "--password-stdin <<< 'readme-password-1'")

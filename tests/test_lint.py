@@ -28,7 +28,8 @@ def _report(proc: subprocess.CompletedProcess[str], fix: str) -> str:
 def test_ruff_check_finds_nothing() -> None:
     proc = _run("ruff", "check", "--no-fix", "--output-format", "concise", ".")
     assert proc.returncode == 0, _report(
-        proc, "fix it, `ruff check --fix` for the fixable ones, or add `# noqa: CODE - why` where the rule is wrong")
+        proc, "fix it, `ruff check --fix` for the fixable ones, or add `# noqa: CODE - why` where the rule is wrong"
+    )
 
 
 def test_code_is_ruff_formatted() -> None:
@@ -39,14 +40,25 @@ def test_code_is_ruff_formatted() -> None:
 def test_mypy_finds_nothing() -> None:
     proc = _run("mypy")  # the files and options are in [tool.mypy]
     assert proc.returncode == 0, _report(
-        proc, "fix the types, or add `# type: ignore[code]  # why` where the library's types are wrong")
+        proc, "fix the types, or add `# type: ignore[code]  # why` where the library's types are wrong"
+    )
 
 
 def test_ruff_rejects_stale_and_blanket_noqa_and_unused_imports(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("import os\n\n\nX = 1  # noqa: F401\nY = 2  # noqa\n", encoding="utf-8")
-    proc = _run("ruff", "check", "--no-fix", "--no-cache", "--output-format", "concise", "--config", str(CONFIG),
-                str(bad), cwd=tmp_path)
+    proc = _run(
+        "ruff",
+        "check",
+        "--no-fix",
+        "--no-cache",
+        "--output-format",
+        "concise",
+        "--config",
+        str(CONFIG),
+        str(bad),
+        cwd=tmp_path,
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert {"F401", "RUF100", "PGH004"} <= {word for line in proc.stdout.splitlines() for word in line.split()}
 
@@ -59,7 +71,8 @@ def test_mypy_rejects_stale_and_blanket_ignores_and_type_mistakes(tmp_path: Path
         "\n"
         "\n"
         "y: int = 1  # type: ignore[assignment]\n",  # stale
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     proc = _run("mypy", "--config-file", str(CONFIG), "--no-incremental", str(bad), cwd=tmp_path)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "[return-value]" in proc.stdout and "[unused-ignore]" in proc.stdout, proc.stdout

@@ -34,7 +34,7 @@ def _lock(name: str) -> dict[str, tuple[str, str | None, int]]:
         m = PIN.match(line)
         if m:
             hashes = 0
-            for follow in lines[i + 1:]:
+            for follow in lines[i + 1 :]:
                 if not follow.startswith("    --hash=sha256:"):
                     break
                 hashes += 1
@@ -70,7 +70,9 @@ def test_the_lock_pins_every_dependency_with_hashes(lock: str) -> None:
     for req in _requirements(LOCKS[lock]):
         name = canonicalize_name(req.name)
         assert name in pins, f"{req} is not in {lock}: run scripts/lock.sh"
-        assert req.specifier.contains(pins[name][0], prereleases=True), f"{lock} pins {name}=={pins[name][0]}, outside {req}"
+        assert req.specifier.contains(pins[name][0], prereleases=True), (
+            f"{lock} pins {name}=={pins[name][0]}, outside {req}"
+        )
     if lock == "requirements-test.lock":  # the test lock is the server's lock plus the test tools, same versions
         server = _lock("requirements.lock")
         assert {n: v[0] for n, v in pins.items() if n in server} == {n: v[0] for n, v in server.items()}
@@ -95,22 +97,31 @@ def test_version_has_one_source() -> None:
     assert PYPROJECT["project"]["dynamic"] == ["version"] and "version" not in PYPROJECT["project"]
     assert PYPROJECT["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "kbai.__version__"}
     assert metadata.version("kbai") == kbai.__version__
-    done = subprocess.run([str(Path(sys.executable).with_name("kbai")), "--version"], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("kbai")), "--version"], capture_output=True, text=True, timeout=60
+    )
     assert (done.returncode, done.stdout, done.stderr) == (0, f"kbai {kbai.__version__}\n", "")
 
 
 def test_the_wheel_has_an_spdx_license_urls_py_typed_and_the_assets(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "-w", str(tmp_path), str(ROOT)],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Deprecat" not in done.stdout + done.stderr, "the build warns about something that will stop working"
     [wheel] = tmp_path.glob("kbai-*.whl")
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
         meta = Parser().parsestr(z.read(f"kbai-{kbai.__version__}.dist-info/METADATA").decode())
-    assert {"kbai/py.typed", "kbai/web/static/docs/swagger-init.js", "kbai/web/templates/base.html",
-            "kbai/store/migrations/versions/0001_initial.py"} <= names
+    assert {
+        "kbai/py.typed",
+        "kbai/web/static/docs/swagger-init.js",
+        "kbai/web/templates/base.html",
+        "kbai/store/migrations/versions/0001_initial.py",
+    } <= names
     assert meta["Version"] == kbai.__version__
     assert meta["License-Expression"] == "LicenseRef-Proprietary"
     assert meta["License"] is None  # no legacy table form

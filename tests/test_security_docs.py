@@ -33,7 +33,7 @@ def test_the_secrets_fixture_named_in_security_md_exists() -> None:
 
 
 def _section(text: str, start: str, end: str) -> str:
-    return text[text.index(start):text.index(end, text.index(start))]
+    return text[text.index(start) : text.index(end, text.index(start))]
 
 
 def test_the_bad_input_counts_are_those_of_the_table() -> None:

@@ -12,8 +12,9 @@ LIMIT = 3
 
 
 def limiter(published: list[str] | None = None) -> TokenFailures:
-    return TokenFailures(FailureLimiter(None, "t", LIMIT, 10), LIMIT,
-                         publish=published.append if published is not None else None)
+    return TokenFailures(
+        FailureLimiter(None, "t", LIMIT, 10), LIMIT, publish=published.append if published is not None else None
+    )
 
 
 def test_the_limit_is_counted_in_failures_and_then_blocks() -> None:

@@ -69,8 +69,18 @@ def main() -> None:
         print(json.dumps({"keys": n, "key": sample[0]}), flush=True)
         return
     overhead = timing.timer_overhead_ns()
-    print(json.dumps({"ready": True, "keys": n, "python": platform.python_version(),
-                      "django": django.get_version(), "timer_overhead_ns": overhead}), flush=True)
+    print(
+        json.dumps(
+            {
+                "ready": True,
+                "keys": n,
+                "python": platform.python_version(),
+                "django": django.get_version(),
+                "timer_overhead_ns": overhead,
+            }
+        ),
+        flush=True,
+    )
     # The same work as the kbai floor: SHA-256 hex of a 72-char token-shaped string, encode included.
     import secrets
 

@@ -37,7 +37,7 @@ class KbaiTokenDetector(RegexBasedDetector):
 
     def analyze_string(self, string: str) -> Generator[str, None, None]:
         for match in super().analyze_string(string):
-            if shannon_entropy(match[len(PREFIX):]) > MIN_HEX_ENTROPY:
+            if shannon_entropy(match[len(PREFIX) :]) > MIN_HEX_ENTROPY:
                 yield match
 
 
@@ -50,5 +50,5 @@ class KbaiScimCredentialDetector(RegexBasedDetector):
 
     def analyze_string(self, string: str) -> Generator[str, None, None]:
         for match in super().analyze_string(string):
-            if shannon_entropy(match[len("kbai_scim_"):]) > MIN_HEX_ENTROPY:
+            if shannon_entropy(match[len("kbai_scim_") :]) > MIN_HEX_ENTROPY:
                 yield match

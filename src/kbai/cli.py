@@ -42,9 +42,12 @@ limits_app = typer.Typer(help="Raise or reset active-token limits.", no_args_is_
 tokens_app = typer.Typer(help="Support: list and revoke tokens.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 credential_app = typer.Typer(help="Service credentials for /api/v1/introspect.", no_args_is_help=True)
-scim_app = typer.Typer(help="SCIM provisioning credentials of a tenant (for its identity provider).",
-                       no_args_is_help=True)
-policy_app = typer.Typer(help="Tenant token policies: lifetime, expiration, auto-revoke, webhook.", no_args_is_help=True)
+scim_app = typer.Typer(
+    help="SCIM provisioning credentials of a tenant (for its identity provider).", no_args_is_help=True
+)
+policy_app = typer.Typer(
+    help="Tenant token policies: lifetime, expiration, auto-revoke, webhook.", no_args_is_help=True
+)
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(user_app, name="user")
 app.add_typer(limits_app, name="limits")
@@ -55,7 +58,6 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(scim_app, name="scim-token")
 
 
-
 def _print_version(value: bool) -> None:
     if value:
         typer.echo(f"kbai {__version__}")
@@ -64,8 +66,9 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", help="Print kbai's version and exit.", callback=_print_version,
-                                          is_eager=True)] = False,
+    version: Annotated[
+        bool, typer.Option("--version", help="Print kbai's version and exit.", callback=_print_version, is_eager=True)
+    ] = False,
 ) -> None:
     """kbai: Developer API tokens for your product. Run `kbai serve --demo` to try it."""
 
@@ -92,8 +95,10 @@ def read_password(given: str | None, from_stdin: bool, prompt: bool, flag: str) 
     if sum((given is not None, from_stdin, prompt)) > 1:
         raise fail(f"give only one of --{flag}, --{flag}-stdin and --{flag}-prompt")
     if given is not None:
-        warn(f"--{flag} on the command line is visible to other users (ps) and kept in shell history; "
-             f"use --{flag}-stdin or --{flag}-prompt")
+        warn(
+            f"--{flag} on the command line is visible to other users (ps) and kept in shell history; "
+            f"use --{flag}-stdin or --{flag}-prompt"
+        )
         return given
     if from_stdin:
         line = sys.stdin.readline().rstrip("\r\n")
@@ -184,9 +189,14 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8000,
     demo: Annotated[bool, typer.Option("--demo", help="Create the Acme demo tenant and print its logins.")] = False,
-    workers: Annotated[int | None, typer.Option(
-        help="Processes serving on the one port (default KBAI_WORKERS, 1). Use about one per CPU core.",
-        min=1, max=MAX_WORKERS)] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Processes serving on the one port (default KBAI_WORKERS, 1). Use about one per CPU core.",
+            min=1,
+            max=MAX_WORKERS,
+        ),
+    ] = None,
 ) -> None:
     """Apply migrations and serve the API and pages."""
     if demo and _settings().permissions_file is None:
@@ -203,14 +213,24 @@ def serve(
     count = workers or svc.settings.workers
     plural = f", {count} workers" if count > 1 else ""
     under = f", reached at {svc.settings.public_url}" if svc.settings.public_url else ""
-    typer.echo(f"kbai serving on http://{host}:{port}{svc.settings.path_prefix}  "
-               f"(database: {_safe_url(svc.settings.database_url)}{plural}{under})")
+    typer.echo(
+        f"kbai serving on http://{host}:{port}{svc.settings.path_prefix}  "
+        f"(database: {_safe_url(svc.settings.database_url)}{plural}{under})"
+    )
     svc.close()
     # Each worker builds its own services (cache, invalidation listener, last-used buffer) from the
     # same settings; they agree through the database and the invalidation bus, as separate instances do.
     # X-Forwarded-For is read by the app itself (kbai.web.proxy), which also checks that it is an address.
-    uvicorn.run("kbai.web.app:create_app", factory=True, host=host, port=port, log_level="warning",
-                access_log=False, proxy_headers=False, workers=count if count > 1 else None)
+    uvicorn.run(
+        "kbai.web.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        proxy_headers=False,
+        workers=count if count > 1 else None,
+    )
 
 
 def _demo(svc: Services) -> None:
@@ -250,30 +270,49 @@ def db_upgrade() -> None:
 @friendly
 def tenant_create(
     name: Annotated[str, typer.Argument(help="Tenant (company) name.")],
-    admin_email: Annotated[str | None, typer.Option(
-        help="Email of the tenant's first admin. May be left out with --external-id: then the first person "
-             "to sign in with single sign-on becomes its admin.")] = None,
-    admin_password: Annotated[str | None, typer.Option(
-        help="Avoid: visible in `ps` and shell history (prefer the two options below).")] = None,
-    admin_password_stdin: Annotated[bool, typer.Option(
-        "--admin-password-stdin", help="Read the admin's password from the first line of standard input.")] = False,
-    admin_password_prompt: Annotated[bool, typer.Option(
-        "--admin-password-prompt", help="Ask for the admin's password (hidden input, typed twice).")] = False,
-    external_id: Annotated[str | None, typer.Option(
-        help="The product's id of this organisation (what the OIDC tenant claim says).")] = None,
+    admin_email: Annotated[
+        str | None,
+        typer.Option(
+            help="Email of the tenant's first admin. May be left out with --external-id: then the first person "
+            "to sign in with single sign-on becomes its admin."
+        ),
+    ] = None,
+    admin_password: Annotated[
+        str | None, typer.Option(help="Avoid: visible in `ps` and shell history (prefer the two options below).")
+    ] = None,
+    admin_password_stdin: Annotated[
+        bool,
+        typer.Option("--admin-password-stdin", help="Read the admin's password from the first line of standard input."),
+    ] = False,
+    admin_password_prompt: Annotated[
+        bool, typer.Option("--admin-password-prompt", help="Ask for the admin's password (hidden input, typed twice).")
+    ] = False,
+    external_id: Annotated[
+        str | None, typer.Option(help="The product's id of this organisation (what the OIDC tenant claim says).")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Create a tenant with its Admin and Member roles and its first admin (password generated when none is given)."""
     password = read_password(admin_password, admin_password_stdin, admin_password_prompt, "admin-password")
-    tenant, user, generated = services().access.create_tenant(OPERATOR, name, admin_email, password,
-                                                              external_id=external_id)
+    tenant, user, generated = services().access.create_tenant(
+        OPERATOR, name, admin_email, password, external_id=external_id
+    )
     if as_json:
-        print_json({"id": tenant.id, "name": tenant.name, "external_id": tenant.external_id,
-                    "admin": {"id": user.id, "email": user.email} if user else None, "password": generated})
+        print_json(
+            {
+                "id": tenant.id,
+                "name": tenant.name,
+                "external_id": tenant.external_id,
+                "admin": {"id": user.id, "email": user.email} if user else None,
+                "password": generated,
+            }
+        )
         return
     ext = f", external id {tenant.external_id}" if tenant.external_id else ""
-    typer.echo(f"created tenant {tenant.name} (id {tenant.id}{ext})"
-               + (f" with admin {user.email}" if user else " with no users yet"))
+    typer.echo(
+        f"created tenant {tenant.name} (id {tenant.id}{ext})"
+        + (f" with admin {user.email}" if user else " with no users yet")
+    )
     if generated and user:
         typer.echo(f"password for {user.email}: {generated}   (shown once; store it now)")
 
@@ -283,26 +322,43 @@ def tenant_create(
 def user_create(
     tenant: Annotated[str, typer.Option(help="Tenant name.")],
     email: Annotated[str, typer.Option(help="The user's email (their login).")],
-    password: Annotated[str | None, typer.Option(
-        help="Avoid: visible in `ps` and shell history (prefer the two options below).")] = None,
-    password_stdin: Annotated[bool, typer.Option(
-        "--password-stdin", help="Read the password from the first line of standard input.")] = False,
-    password_prompt: Annotated[bool, typer.Option(
-        "--password-prompt", help="Ask for the password (hidden input, typed twice).")] = False,
+    password: Annotated[
+        str | None, typer.Option(help="Avoid: visible in `ps` and shell history (prefer the two options below).")
+    ] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from the first line of standard input.")
+    ] = False,
+    password_prompt: Annotated[
+        bool, typer.Option("--password-prompt", help="Ask for the password (hidden input, typed twice).")
+    ] = False,
     role: Annotated[list[str] | None, typer.Option(help="Role name; repeat for several. Default: Member.")] = None,
-    external_id: Annotated[str | None, typer.Option(
-        help="The product's id of this person in this tenant (unique per tenant); a first OIDC sign-in whose "
-             "external id claim equals it is linked to this user.")] = None,
+    external_id: Annotated[
+        str | None,
+        typer.Option(
+            help="The product's id of this person in this tenant (unique per tenant); a first OIDC sign-in whose "
+            "external id claim equals it is linked to this user."
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Create a user in a tenant (password generated and printed once when none is given)."""
     chosen = read_password(password, password_stdin, password_prompt, "password")
     svc = services()
-    view, generated = svc.access.create_user(OPERATOR, _tenant_id(svc, tenant), email, chosen, role or [],
-                                             external_id=external_id)
+    view, generated = svc.access.create_user(
+        OPERATOR, _tenant_id(svc, tenant), email, chosen, role or [], external_id=external_id
+    )
     if as_json:
-        print_json({"id": view.id, "email": view.email, "tenant": tenant, "external_id": view.external_id,
-                    "roles": view.roles, "active": view.active, "password": generated})
+        print_json(
+            {
+                "id": view.id,
+                "email": view.email,
+                "tenant": tenant,
+                "external_id": view.external_id,
+                "roles": view.roles,
+                "active": view.active,
+                "password": generated,
+            }
+        )
         return
     ext = f", external id {view.external_id}" if view.external_id else ""
     typer.echo(f"created user {view.email} (id {view.id}{ext}) in {tenant} with roles: {', '.join(view.roles)}")
@@ -316,12 +372,15 @@ def user_create(
 @friendly
 def user_set_password(
     email: Annotated[str, typer.Option(help="The user's email.")],
-    password: Annotated[str | None, typer.Option(
-        help="Avoid: visible in `ps` and shell history (prefer the two options below).")] = None,
-    password_stdin: Annotated[bool, typer.Option(
-        "--password-stdin", help="Read the password from the first line of standard input.")] = False,
-    password_prompt: Annotated[bool, typer.Option(
-        "--password-prompt", help="Ask for the password (hidden input, typed twice).")] = False,
+    password: Annotated[
+        str | None, typer.Option(help="Avoid: visible in `ps` and shell history (prefer the two options below).")
+    ] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from the first line of standard input.")
+    ] = False,
+    password_prompt: Annotated[
+        bool, typer.Option("--password-prompt", help="Ask for the password (hidden input, typed twice).")
+    ] = False,
 ) -> None:
     """Set or reset a person's password (generated and printed once when none is given); every session of
     theirs, in every tenant, ends at once."""
@@ -358,8 +417,9 @@ def user_reactivate(
     svc = services()
     user = svc.access.membership_by_email(email, tenant)
     svc.access.reactivate_user(OPERATOR, user.id)
-    typer.echo(f"reactivated {user.email}; they can log in again, and their tokens that were not revoked "
-               "or expired work again")
+    typer.echo(
+        f"reactivated {user.email}; they can log in again, and their tokens that were not revoked or expired work again"
+    )
 
 
 # ---- limits ----------------------------------------------------------------------------------
@@ -397,9 +457,24 @@ def tokens_list(
     """List tokens (never their secrets): id, owner, name, prefix, status, expiry, last use."""
     rows = services().tokens.list_for_support(user_email=user, tenant_name=tenant)
     if as_json:
-        print_json({"tokens": [{"id": t.id, "owner": email, "name": t.name, "prefix": t.prefix, "scopes": t.scopes,
-                                "status": t.status, "created_at": t.created_at, "expires_at": t.expires_at,
-                                "last_used_at": t.last_used_at} for email, t in rows]})
+        print_json(
+            {
+                "tokens": [
+                    {
+                        "id": t.id,
+                        "owner": email,
+                        "name": t.name,
+                        "prefix": t.prefix,
+                        "scopes": t.scopes,
+                        "status": t.status,
+                        "created_at": t.created_at,
+                        "expires_at": t.expires_at,
+                        "last_used_at": t.last_used_at,
+                    }
+                    for email, t in rows
+                ]
+            }
+        )
         return
     if not rows:
         typer.echo("no tokens")
@@ -427,8 +502,12 @@ SCAN_FOUND_ACTIVE = 3  # exit code: at least one active token of this deployment
 @app.command()
 @friendly
 def scan(
-    path: Annotated[Path, typer.Argument(help="File or folder to search (recursively; .git and binary files are skipped).")],
-    revoke: Annotated[bool, typer.Option("--revoke", help="Revoke every active token found and notify its owner and tenant admins.")] = False,
+    path: Annotated[
+        Path, typer.Argument(help="File or folder to search (recursively; .git and binary files are skipped).")
+    ],
+    revoke: Annotated[
+        bool, typer.Option("--revoke", help="Revoke every active token found and notify its owner and tenant admins.")
+    ] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Report progress on stderr.")] = True,
 ) -> None:
     """Find kbai tokens in files and say which are active tokens of this deployment (needs database access).
@@ -448,8 +527,9 @@ def scan(
             findings.extend(scan_file(file))
         except OSError as exc:
             unreadable += 1
-            typer.secho(f"warning: skipped {file}: {exc.strerror or type(exc).__name__}", err=True,
-                        fg=typer.colors.YELLOW)
+            typer.secho(
+                f"warning: skipped {file}: {exc.strerror or type(exc).__name__}", err=True, fg=typer.colors.YELLOW
+            )
     svc = services()
     found = svc.tokens.find_by_digests(f.digest for f in findings)
     counts = {"active": 0, "revoked": 0, "expired": 0, "unknown": 0}
@@ -462,13 +542,16 @@ def scan(
             verdict = "unknown: not a token of this deployment"
         else:
             owner = f'token {hit.view.id} "{hit.view.name}" of {hit.owner_email}'
-            verdict = {"active": f"ACTIVE: {owner}", "revoked": f"revoked: {owner}",
-                       "expired": f"expired: {owner}"}[status]
+            verdict = {"active": f"ACTIVE: {owner}", "revoked": f"revoked: {owner}", "expired": f"expired: {owner}"}[
+                status
+            ]
         if status == "active":
             active.setdefault(f.digest, []).append(Sighting(url=f"{f.path}:{f.line}", source="file"))
         typer.echo(f"{f.path}:{f.line}: {f.prefix}… {verdict}")
-    typer.echo(f"{len(findings)} token(s) in {len({f.path for f in findings})} of {len(files)} file(s): "
-               + ", ".join(f"{n} {status}" for status, n in counts.items()))
+    typer.echo(
+        f"{len(findings)} token(s) in {len({f.path for f in findings})} of {len(files)} file(s): "
+        + ", ".join(f"{n} {status}" for status, n in counts.items())
+    )
     if unreadable:
         typer.echo(f"{unreadable} file(s) could not be read")
     if active and revoke:
@@ -499,25 +582,38 @@ def _progress(files: list[Path], *, enabled: bool) -> Iterator[Path]:
 
 
 def _credential_json(c: Any) -> dict[str, Any]:
-    return {"id": c.id, "name": c.name, "client_id": c.client_id, "created_at": c.created_at,
-            "revoked_at": c.revoked_at, "status": c.status, "abilities": list(c.abilities)}
+    return {
+        "id": c.id,
+        "name": c.name,
+        "client_id": c.client_id,
+        "created_at": c.created_at,
+        "revoked_at": c.revoked_at,
+        "status": c.status,
+        "abilities": list(c.abilities),
+    }
 
 
 @credential_app.command("create")
 @friendly
 def credential_create(
     name: Annotated[str, typer.Argument(help="What will use it, e.g. 'contacts-api'.")],
-    allow: Annotated[str, typer.Option(
-        "--allow", help="What it may do, comma-separated: introspect (RFC 7662), tenants (the operator API's "
-                        "tenants and memberships), tokens (tokens issued on a person's behalf).")] = "introspect",
+    allow: Annotated[
+        str,
+        typer.Option(
+            "--allow",
+            help="What it may do, comma-separated: introspect (RFC 7662), tenants (the operator API's "
+            "tenants and memberships), tokens (tokens issued on a person's behalf).",
+        ),
+    ] = "introspect",
     as_json: JsonFlag = False,
 ) -> None:
     """Issue a client id and secret (HTTP Basic) for introspection and, with --allow, the operator API. The
     secret is shown once."""
     credential, secret = services().credentials.create(OPERATOR, name, allow)
     if as_json:
-        print_json({"id": credential.id, "name": credential.name, "client_id": credential.client_id,
-                    "client_secret": secret})
+        print_json(
+            {"id": credential.id, "name": credential.name, "client_id": credential.client_id, "client_secret": secret}
+        )
     else:
         typer.echo(f"client_id: {credential.client_id}")
         typer.echo(f"client_secret: {secret}")
@@ -537,8 +633,10 @@ def credential_list(as_json: JsonFlag = False) -> None:
         return
     typer.echo(f"{'CLIENT ID':<25} {'NAME':<30} {'STATUS':<8} {'CREATED':<21} {'REVOKED':<21} ALLOWED")
     for c in views:
-        typer.echo(f"{c.client_id:<25} {c.name[:30]:<30} {c.status:<8} {iso(c.created_at):<21} "
-                   f"{iso(c.revoked_at) or '-':<21} {','.join(c.abilities)}")
+        typer.echo(
+            f"{c.client_id:<25} {c.name[:30]:<30} {c.status:<8} {iso(c.created_at):<21} "
+            f"{iso(c.revoked_at) or '-':<21} {','.join(c.abilities)}"
+        )
 
 
 @credential_app.command("revoke")
@@ -556,8 +654,16 @@ def credential_revoke(
 
 
 def _scim_json(c: Any) -> dict[str, Any]:
-    return {"id": c.id, "tenant_id": c.tenant_id, "name": c.name, "prefix": c.prefix, "created_at": c.created_at,
-            "last_used_at": c.last_used_at, "revoked_at": c.revoked_at, "status": c.status}
+    return {
+        "id": c.id,
+        "tenant_id": c.tenant_id,
+        "name": c.name,
+        "prefix": c.prefix,
+        "created_at": c.created_at,
+        "last_used_at": c.last_used_at,
+        "revoked_at": c.revoked_at,
+        "status": c.status,
+    }
 
 
 @scim_app.command("create")
@@ -593,8 +699,10 @@ def scim_token_list(tenant: Annotated[str, typer.Option(help="Tenant name.")], a
         return
     typer.echo(f"{'ID':<6} {'PREFIX':<16} {'NAME':<30} {'STATUS':<8} {'CREATED':<21} LAST USED")
     for c in views:
-        typer.echo(f"{c.id:<6} {c.prefix:<16} {c.name[:30]:<30} {c.status:<8} {iso(c.created_at):<21} "
-                   f"{iso(c.last_used_at) or '-'}")
+        typer.echo(
+            f"{c.id:<6} {c.prefix:<16} {c.name[:30]:<30} {c.status:<8} {iso(c.created_at):<21} "
+            f"{iso(c.last_used_at) or '-'}"
+        )
 
 
 @scim_app.command("revoke")
@@ -618,8 +726,9 @@ def scim_token_revoke(
 @friendly
 def worker(
     once: Annotated[bool, typer.Option("--once", help="Run one pass and exit (for cron and tests).")] = False,
-    interval: Annotated[float | None, typer.Option(
-        help="Seconds between passes (default KBAI_WORKER_INTERVAL_SECONDS).", min=0.1)] = None,
+    interval: Annotated[
+        float | None, typer.Option(help="Seconds between passes (default KBAI_WORKER_INTERVAL_SECONDS).", min=0.1)
+    ] = None,
 ) -> None:
     """Send due expiry reminders (email, in-app, webhook), apply auto-revoke policies, prune idempotency keys.
 
@@ -637,9 +746,11 @@ def worker(
     job = Worker(svc.reminders, svc.auto_revoke, svc.outbox, IdempotencyStore(svc.db, svc.clock))
     if once:
         result = job.run_once()
-        typer.echo(f"reminders sent: {result.reminders_sent}, failed: {result.reminders_failed}, "
-                   f"auto-revoked: {result.auto_revoked}, deliveries: {result.deliveries_sent}, "
-                   f"delivery failures: {result.deliveries_failed}")
+        typer.echo(
+            f"reminders sent: {result.reminders_sent}, failed: {result.reminders_failed}, "
+            f"auto-revoked: {result.auto_revoked}, deliveries: {result.deliveries_sent}, "
+            f"delivery failures: {result.deliveries_failed}"
+        )
         if result.reminders_failed or result.deliveries_failed:
             raise typer.Exit(1)
         return
@@ -655,20 +766,27 @@ def worker(
 @friendly
 def policy_set(
     tenant: Annotated[str, typer.Option(help="Tenant name.")],
-    max_lifetime_days: Annotated[int | None, typer.Option(help="Longest token lifetime in days; 0 removes the rule.")] = None,
-    expiration_required: Annotated[bool | None, typer.Option(
-        "--expiration-required/--no-expiration-required", help="Every new token must expire.")] = None,
-    auto_revoke_unused_days: Annotated[int | None, typer.Option(
-        help="Revoke tokens unused for N days (by `kbai worker`); 0 turns it off.")] = None,
+    max_lifetime_days: Annotated[
+        int | None, typer.Option(help="Longest token lifetime in days; 0 removes the rule.")
+    ] = None,
+    expiration_required: Annotated[
+        bool | None, typer.Option("--expiration-required/--no-expiration-required", help="Every new token must expire.")
+    ] = None,
+    auto_revoke_unused_days: Annotated[
+        int | None, typer.Option(help="Revoke tokens unused for N days (by `kbai worker`); 0 turns it off.")
+    ] = None,
     webhook_url: Annotated[str | None, typer.Option(help="http(s) URL for signed events; '' removes it.")] = None,
-    new_webhook_secret: Annotated[bool, typer.Option("--new-webhook-secret", help="Generate a new signing secret.")] = False,
+    new_webhook_secret: Annotated[
+        bool, typer.Option("--new-webhook-secret", help="Generate a new signing secret.")
+    ] = False,
 ) -> None:
     """Change a tenant's token policy (only the options given change)."""
     from kbai.tokens.policy import UNSET
 
     svc = services()
     policy, secret = svc.policies.set(
-        OPERATOR, svc.policies.tenant_id(tenant),
+        OPERATOR,
+        svc.policies.tenant_id(tenant),
         max_lifetime_days=UNSET if max_lifetime_days is None else (max_lifetime_days or None),
         expiration_required=UNSET if expiration_required is None else expiration_required,
         auto_revoke_unused_days=UNSET if auto_revoke_unused_days is None else (auto_revoke_unused_days or None),
@@ -692,10 +810,12 @@ def _print_policy(tenant: str, policy: Any) -> None:
     def days(value: int | None) -> str:
         return "none" if value is None else f"{value} days"
 
-    typer.echo(f"policy of {tenant}: max lifetime {days(policy.max_lifetime_days)}, "
-               f"expiration required: {'yes' if policy.expiration_required else 'no'}, "
-               f"auto-revoke unused: {days(policy.auto_revoke_unused_days)}, "
-               f"webhook: {policy.webhook_url or 'none'}")
+    typer.echo(
+        f"policy of {tenant}: max lifetime {days(policy.max_lifetime_days)}, "
+        f"expiration required: {'yes' if policy.expiration_required else 'no'}, "
+        f"auto-revoke unused: {days(policy.auto_revoke_unused_days)}, "
+        f"webhook: {policy.webhook_url or 'none'}"
+    )
 
 
 def main() -> None:
@@ -720,7 +840,10 @@ def main() -> None:
         from kbai.tokens.format import redact
 
         message = " ".join(redact(str(exc)).split())[:300]
-        typer.secho(f"error: unexpected {type(exc).__name__}: {message} (a bug in kbai; please report it)",
-                    fg=typer.colors.RED, err=True)
+        typer.secho(
+            f"error: unexpected {type(exc).__name__}: {message} (a bug in kbai; please report it)",
+            fg=typer.colors.RED,
+            err=True,
+        )
         sys.exit(EXIT_BUG)
     sys.exit(code if isinstance(code, int) else 0)

@@ -35,17 +35,23 @@ class Settings(BaseSettings):
         default="kbai", description="Prefix of every Redis key and channel (lets several deployments share a Redis)."
     )
     cache_ttl_seconds: float = Field(
-        default=1.0, ge=0, description="In a process that does not listen for invalidations (the CLI, an SDK "
+        default=1.0,
+        ge=0,
+        description="In a process that does not listen for invalidations (the CLI, an SDK "
         "verifier used without its lifespan): longest a cached verification is reused. 0 turns the cache off "
         "everywhere.",
     )
     cache_max_age_seconds: float = Field(
-        default=300.0, ge=0, description="While this process listens for invalidations (always, in `kbai serve`): "
+        default=300.0,
+        ge=0,
+        description="While this process listens for invalidations (always, in `kbai serve`): "
         "longest a cached verification is kept. Changes are pushed to every process at once, so this is only a "
         "safety net.",
     )
     negative_cache_seconds: float = Field(
-        default=30.0, ge=0, description="How long an unknown (well-formed) token is remembered as unknown.",
+        default=30.0,
+        ge=0,
+        description="How long an unknown (well-formed) token is remembered as unknown.",
     )
     permissions_file: Path | None = Field(
         default=None,
@@ -66,19 +72,28 @@ class Settings(BaseSettings):
         default=60, ge=1, description="Failed token authentications allowed per client IP per minute."
     )
     login_failures_per_minute: int = Field(
-        default=10, ge=1, description="Failed logins allowed per client address per minute (any emails); past "
+        default=10,
+        ge=1,
+        description="Failed logins allowed per client address per minute (any emails); past "
         "that, that address alone is refused until the minute is over.",
     )
     login_account_failures_per_day: int = Field(
-        default=20, ge=1, description="Failed logins for one email in a day, from any addresses, before addresses "
+        default=20,
+        ge=1,
+        description="Failed logins for one email in a day, from any addresses, before addresses "
         "it has not signed in from (in 30 days) must wait between attempts. Its own addresses never wait.",
     )
     login_account_max_delay_seconds: int = Field(
-        default=300, ge=1, le=86400, description="Longest wait between two attempts of such an address: the wait "
+        default=300,
+        ge=1,
+        le=86400,
+        description="Longest wait between two attempts of such an address: the wait "
         "starts at 2 s and doubles with each further failure up to this.",
     )
     introspection_failures_per_minute: int = Field(
-        default=10, ge=1, description="Failed service-credential authentications at POST /api/v1/introspect "
+        default=10,
+        ge=1,
+        description="Failed service-credential authentications at POST /api/v1/introspect "
         "allowed per client address per minute.",
     )
     trusted_proxies: str = Field(
@@ -91,15 +106,16 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Largest request body accepted.")
     secret_scanning_keys_file: Path | None = Field(
         default=None,
-        description="JSON file with GitHub's secret-scanning public keys ({\"public_keys\": [{\"key_identifier\", "
-        "\"key\", \"is_current\"}]}, as GitHub publishes them). POST /api/v1/secret-scanning/github accepts "
+        description='JSON file with GitHub\'s secret-scanning public keys ({"public_keys": [{"key_identifier", '
+        '"key", "is_current"}]}, as GitHub publishes them). POST /api/v1/secret-scanning/github accepts '
         "reports signed by these keys; unset, it refuses every report. Re-read when the file changes.",
     )
     public_revocations_per_minute: int = Field(
         default=10, ge=1, description="Requests to POST /api/v1/credentials/revoke allowed per client IP per minute."
     )
     smtp_host: str | None = Field(
-        default=None, description="SMTP server for email (expiry reminders, revocation notices). Unset: no email; "
+        default=None,
+        description="SMTP server for email (expiry reminders, revocation notices). Unset: no email; "
         "in-app notifications still work.",
     )
     smtp_port: int = Field(default=25, ge=1, le=65535, description="SMTP port (587 with STARTTLS, 25 plain).")
@@ -115,88 +131,122 @@ class Settings(BaseSettings):
         "(metadata.google.internal, ...), 0.0.0.0 and multicast are refused whatever this says.",
     )
     outbound_deadline_seconds: float = Field(
-        default=10.0, gt=0, le=300, description="Hard limit on the whole of one outbound call (a webhook POST from "
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Hard limit on the whole of one outbound call (a webhook POST from "
         "its DNS lookup to the answer's status line; one SMTP conversation), however slowly the other side answers.",
     )
     encryption_key: str | None = Field(
-        default=None, repr=False,
+        default=None,
+        repr=False,
         description="Fernet key that encrypts webhook signing secrets in the database; several comma-separated "
-        "keys rotate (the first encrypts, every one decrypts). Generate one with `python -c \"from "
-        "cryptography.fernet import Fernet; print(Fernet.generate_key().decode())\"`. Unset: with SQLite, a key "
+        'keys rotate (the first encrypts, every one decrypts). Generate one with `python -c "from '
+        'cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"`. Unset: with SQLite, a key '
         "file beside the database (`<database file>.key`, mode 0600) is made on first use; with PostgreSQL, "
         "webhooks cannot be set up until it is set (every instance and worker needs the same key).",
     )
     operator_tenant: str | None = Field(
-        default=None, max_length=100,
+        default=None,
+        max_length=100,
         description="The tenant of the deployment's own operators: its admins (a session holding every permission "
         "there) may list and revoke service credentials in the API. Unset: only the CLI may.",
     )
     worker_interval_seconds: float = Field(
-        default=300.0, gt=0, description="How often `kbai worker` looks for due reminders and unused tokens.",
+        default=300.0,
+        gt=0,
+        description="How often `kbai worker` looks for due reminders and unused tokens.",
     )
     fake_now: datetime | None = Field(
-        default=None, description="TEST ONLY: an ISO 8601 time with a zone; the process's clock is frozen there. "
+        default=None,
+        description="TEST ONLY: an ISO 8601 time with a zone; the process's clock is frozen there. "
         "Never set it in production.",
     )
     workers: int = Field(
-        default=1, ge=1, le=MAX_WORKERS, description="Processes `kbai serve` runs on its one port (uvicorn "
+        default=1,
+        ge=1,
+        le=MAX_WORKERS,
+        description="Processes `kbai serve` runs on its one port (uvicorn "
         "workers); `kbai serve --workers N` overrides it. Changes made through any of them reach all within 1 s.",
     )
     access_log_token_reads: bool = Field(
-        default=False, description="Also write an access-log line for every successful read-only request "
+        default=False,
+        description="Also write an access-log line for every successful read-only request "
         "authenticated by a token: /auth/check answers 200 and GET/HEAD API calls with a Bearer token. They "
         "are always counted (metrics, Last used, hourly counts); failures, session requests and every write "
         "are always logged.",
     )
     # ---- sign-in with the host product's OpenID provider (docs/integration.md) -------------------
     oidc_issuer: str | None = Field(
-        default=None, description="Issuer URL of the product's OpenID provider (discovery at "
+        default=None,
+        description="Issuer URL of the product's OpenID provider (discovery at "
         "ISSUER/.well-known/openid-configuration). https://, or http:// on a loopback address only. Unset: no OIDC.",
     )
     oidc_client_id: str | None = Field(default=None, description="Client id registered for kbai at the provider.")
     oidc_client_secret: str | None = Field(
-        default=None, repr=False, description="Client secret (sent with client_secret_basic; never logged).",
+        default=None,
+        repr=False,
+        description="Client secret (sent with client_secret_basic; never logged).",
     )
     oidc_provider_name: str = Field(
-        default="SSO", min_length=1, max_length=60, description='The button label: "Sign in with {name}".',
+        default="SSO",
+        min_length=1,
+        max_length=60,
+        description='The button label: "Sign in with {name}".',
     )
     oidc_tenant_claim: str = Field(
-        default="org_id", min_length=1, max_length=200,
+        default="org_id",
+        min_length=1,
+        max_length=200,
         description="ID token claim naming the person's organisation: the external id of their kbai tenant.",
     )
     oidc_roles_claim: str = Field(
-        default="roles", min_length=1, max_length=200,
+        default="roles",
+        min_length=1,
+        max_length=200,
         description="ID token claim with role names; when present, the person's roles are set to exactly those.",
     )
     oidc_external_id_claim: str = Field(
-        default="sub", min_length=1, max_length=200,
+        default="sub",
+        min_length=1,
+        max_length=200,
         description="Claim matched against users' external_id to link a first sign-in to an existing user.",
     )
     oidc_create_tenants: bool = Field(
-        default=False, description="Create a tenant on the first sign-in of an organisation kbai does not know.",
+        default=False,
+        description="Create a tenant on the first sign-in of an organisation kbai does not know.",
     )
     oidc_scopes: str = Field(
-        default="", max_length=500, description="Scopes asked for besides `openid email profile` (space-separated).",
+        default="",
+        max_length=500,
+        description="Scopes asked for besides `openid email profile` (space-separated).",
     )
     password_login: bool = Field(
-        default=True, description="Allow logging in with an email and password (the form and POST /api/v1/session).",
+        default=True,
+        description="Allow logging in with an email and password (the form and POST /api/v1/session).",
     )
     # ---- brand (pages in the product's colours) -------------------------------------------------
     brand_name: str = Field(default="Keebai", min_length=1, max_length=60, description="Product name in the pages.")
     brand_logo_url: str | None = Field(
-        default=None, max_length=2000, description="https:// URL of a logo shown in the header (its origin is "
-        "added to the CSP's img-src only).",
+        default=None,
+        max_length=2000,
+        description="https:// URL of a logo shown in the header (its origin is added to the CSP's img-src only).",
     )
     brand_accent: str | None = Field(
-        default=None, max_length=40, description="Accent colour of buttons and links: #rgb, #rrggbb, rgb(...) or "
-        "hsl(...).",
+        default=None,
+        max_length=40,
+        description="Accent colour of buttons and links: #rgb, #rrggbb, rgb(...) or hsl(...).",
     )
     product_url: str | None = Field(
-        default=None, max_length=2000, description='http(s) URL of the product: a "Back to {brand}" link in the header.',
+        default=None,
+        max_length=2000,
+        description='http(s) URL of the product: a "Back to {brand}" link in the header.',
     )
     # ---- serving under the product's address (docs/integration.md) ---------------------------------
     public_url: str | None = Field(
-        default=None, max_length=2000, description="The address people reach kbai at, e.g. "
+        default=None,
+        max_length=2000,
+        description="The address people reach kbai at, e.g. "
         "https://app.example.com/kbai. Its path (when it has one) prefixes every route, link, redirect, cookie "
         "and static asset, and kbai answers under that path itself (the proxy forwards paths unchanged); "
         "/healthz, /livez, /readyz and /metrics answer at the root too. Also the base of the OIDC redirect URI, "
@@ -252,8 +302,16 @@ class Settings(BaseSettings):
             raise ValueError("KBAI_DATABASE_URL must start with sqlite:// or postgresql://")
         return value
 
-    @field_validator("oidc_issuer", "oidc_client_id", "oidc_client_secret", "brand_logo_url", "product_url",
-                     "brand_accent", "public_url", mode="before")
+    @field_validator(
+        "oidc_issuer",
+        "oidc_client_id",
+        "oidc_client_secret",
+        "brand_logo_url",
+        "product_url",
+        "brand_accent",
+        "public_url",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -276,8 +334,11 @@ class Settings(BaseSettings):
     @classmethod
     def _logo(cls, value: str | None) -> str | None:
         netloc = urlsplit(value or "").netloc
-        if value is not None and (not secure_url(value) or not value.isascii()
-                                  or not re.fullmatch(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(?::\d{1,5})?", netloc)):
+        if value is not None and (
+            not secure_url(value)
+            or not value.isascii()
+            or not re.fullmatch(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(?::\d{1,5})?", netloc)
+        ):
             raise ValueError("KBAI_BRAND_LOGO_URL must be an https:// URL (http:// only on a loopback address)")
         return value
 
@@ -301,12 +362,23 @@ class Settings(BaseSettings):
         except ValueError:
             parts = None
         path = parts.path.rstrip("/") if parts else ""
-        if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.username
-                or parts.password or parts.query or parts.fragment or "?" in value or "#" in value
-                or not re.fullmatch(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(?::\d{1,5})?", parts.netloc)
-                or any(not _SEGMENT.fullmatch(seg) or seg in (".", "..") for seg in path.split("/")[1:])):
-            raise ValueError("KBAI_PUBLIC_URL must be an http:// or https:// URL with an optional path of plain "
-                             "segments (letters, digits, - . _ ~) and no query, e.g. https://app.example.com/kbai")
+        if (
+            parts is None
+            or parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.username
+            or parts.password
+            or parts.query
+            or parts.fragment
+            or "?" in value
+            or "#" in value
+            or not re.fullmatch(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(?::\d{1,5})?", parts.netloc)
+            or any(not _SEGMENT.fullmatch(seg) or seg in (".", "..") for seg in path.split("/")[1:])
+        ):
+            raise ValueError(
+                "KBAI_PUBLIC_URL must be an http:// or https:// URL with an optional path of plain "
+                "segments (letters, digits, - . _ ~) and no query, e.g. https://app.example.com/kbai"
+            )
         return f"{parts.scheme}://{parts.netloc}{path}"
 
     @property
@@ -318,16 +390,19 @@ class Settings(BaseSettings):
     @classmethod
     def _accent(cls, value: str | None) -> str | None:
         if value is not None and not any(p.fullmatch(value.strip().lower()) for p in _COLOURS):
-            raise ValueError("KBAI_BRAND_ACCENT must be a CSS colour: #rgb, #rrggbb, #rrggbbaa, rgb(r, g, b) or "
-                             "hsl(h, s%, l%), e.g. #0b5fff")
+            raise ValueError(
+                "KBAI_BRAND_ACCENT must be a CSS colour: #rgb, #rrggbb, #rrggbbaa, rgb(r, g, b) or "
+                "hsl(h, s%, l%), e.g. #0b5fff"
+            )
         return value.strip().lower() if value else value
 
     @model_validator(mode="after")
     def _oidc_complete(self) -> Settings:
         given = [self.oidc_issuer, self.oidc_client_id, self.oidc_client_secret]
         if any(given) and not all(given):
-            raise ValueError("OIDC sign-in needs all three of KBAI_OIDC_ISSUER, KBAI_OIDC_CLIENT_ID and "
-                             "KBAI_OIDC_CLIENT_SECRET")
+            raise ValueError(
+                "OIDC sign-in needs all three of KBAI_OIDC_ISSUER, KBAI_OIDC_CLIENT_ID and KBAI_OIDC_CLIENT_SECRET"
+            )
         return self
 
     @property

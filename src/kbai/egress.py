@@ -43,10 +43,17 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str, int], Sequence[str]]
 
 # Looked up by these names, a cloud's instance metadata (credentials included) answers.
-METADATA_HOSTS = frozenset({
-    "metadata", "metadata.google.internal", "metadata.goog", "instance-data", "instance-data.ec2.internal",
-    "metadata.azure.com", "metadata.platformequinix.com",
-})
+METADATA_HOSTS = frozenset(
+    {
+        "metadata",
+        "metadata.google.internal",
+        "metadata.goog",
+        "instance-data",
+        "instance-data.ec2.internal",
+        "metadata.azure.com",
+        "metadata.platformequinix.com",
+    }
+)
 # Special-purpose ranges Python's ipaddress still calls global (or that need a clearer reason).
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 _IETF_PROTOCOL = ipaddress.ip_network("192.0.0.0/24")  # includes Oracle Cloud's metadata at 192.0.0.192
@@ -231,10 +238,12 @@ class _DeadlineStream(httpcore.NetworkStream):
     def close(self) -> None:
         self.inner.close()
 
-    def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
-                  timeout: float | None = None) -> httpcore.NetworkStream:
-        return _DeadlineStream(self.inner.start_tls(ssl_context, server_hostname, self.deadline.left(timeout)),
-                               self.deadline)
+    def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        return _DeadlineStream(
+            self.inner.start_tls(ssl_context, server_hostname, self.deadline.left(timeout)), self.deadline
+        )
 
     def get_extra_info(self, info: str) -> Any:
         return self.inner.get_extra_info(info)
@@ -249,8 +258,14 @@ class _PinnedBackend(httpcore.SyncBackend):
         self.deadline = deadline
         self.connected_to: str | None = None
 
-    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
-                    socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
         addresses = self.guard.addresses(host, port, self.deadline.left(timeout))
         failure: Exception | None = None
         for address in addresses:
@@ -265,8 +280,15 @@ class _PinnedBackend(httpcore.SyncBackend):
         raise failure
 
 
-def post(url: str, headers: Sequence[tuple[str, str]], body: bytes, *, guard: Guard, deadline_seconds: float,
-         ssl_context: ssl.SSLContext | None = None) -> int:
+def post(
+    url: str,
+    headers: Sequence[tuple[str, str]],
+    body: bytes,
+    *,
+    guard: Guard,
+    deadline_seconds: float,
+    ssl_context: ssl.SSLContext | None = None,
+) -> int:
     """POST ``body`` to ``url`` through ``guard`` within ``deadline_seconds`` in all; returns the status code.
 
     Raises :class:`Refused`, :class:`Unresolvable`, :class:`DeadlineExceeded`, or ``httpcore.NetworkError``
@@ -281,8 +303,12 @@ def post(url: str, headers: Sequence[tuple[str, str]], body: bytes, *, guard: Gu
     each = {"connect": deadline_seconds, "read": deadline_seconds, "write": deadline_seconds, "pool": deadline_seconds}
     try:
         with (
-            httpcore.ConnectionPool(ssl_context=ssl_context or httpx.create_ssl_context(), network_backend=backend,
-                                    max_connections=1, retries=0) as pool,
+            httpcore.ConnectionPool(
+                ssl_context=ssl_context or httpx.create_ssl_context(),
+                network_backend=backend,
+                max_connections=1,
+                retries=0,
+            ) as pool,
             pool.stream("POST", target, headers=list(headers), content=body, extensions={"timeout": each}) as response,
         ):
             return int(response.status)

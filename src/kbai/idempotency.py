@@ -78,8 +78,11 @@ class IdempotencyStore:
         with self.db.write() as s:
             row = s.scalar(
                 select(IdempotencyRecord)
-                .where(IdempotencyRecord.principal == principal, IdempotencyRecord.route == route,
-                       IdempotencyRecord.key == key)
+                .where(
+                    IdempotencyRecord.principal == principal,
+                    IdempotencyRecord.route == route,
+                    IdempotencyRecord.key == key,
+                )
                 .with_for_update()
             )
             if row is not None and row.expires_at <= now:
@@ -87,9 +90,18 @@ class IdempotencyStore:
                 s.flush()
                 row = None
             if row is None:
-                row = IdempotencyRecord(principal=principal, route=route, key=key, fingerprint=fingerprint,
-                                        claim=secrets.token_hex(16), claimed_at=now, status=None, body=None,
-                                        created_at=now, expires_at=now + KEEP_FOR)
+                row = IdempotencyRecord(
+                    principal=principal,
+                    route=route,
+                    key=key,
+                    fingerprint=fingerprint,
+                    claim=secrets.token_hex(16),
+                    claimed_at=now,
+                    status=None,
+                    body=None,
+                    created_at=now,
+                    expires_at=now + KEEP_FOR,
+                )
                 s.add(row)
                 s.flush()
                 return Claim(row.id, row.claim)
@@ -108,16 +120,22 @@ class IdempotencyStore:
         """Remember the answer (``body`` must already be free of secrets). A claim taken over meanwhile is
         left to the request that took it."""
         with self.db.write() as s:
-            s.execute(update(IdempotencyRecord)
-                      .where(IdempotencyRecord.id == claim.record_id, IdempotencyRecord.claim == claim.claim)
-                      .values(status=status, body=body))
+            s.execute(
+                update(IdempotencyRecord)
+                .where(IdempotencyRecord.id == claim.record_id, IdempotencyRecord.claim == claim.claim)
+                .values(status=status, body=body)
+            )
 
     def release(self, claim: Claim) -> None:
         """Forget the key: the request failed, so nothing was created and a retry may run again."""
         with self.db.write() as s:
-            s.execute(delete(IdempotencyRecord)
-                      .where(IdempotencyRecord.id == claim.record_id, IdempotencyRecord.claim == claim.claim,
-                             IdempotencyRecord.status.is_(None)))
+            s.execute(
+                delete(IdempotencyRecord).where(
+                    IdempotencyRecord.id == claim.record_id,
+                    IdempotencyRecord.claim == claim.claim,
+                    IdempotencyRecord.status.is_(None),
+                )
+            )
 
     def prune(self, now: datetime | None = None) -> int:
         """Delete every key older than 24 h (``kbai worker`` does it each pass; look-ups ignore them anyway)."""

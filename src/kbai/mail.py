@@ -46,9 +46,17 @@ class _SMTP(smtplib.SMTP):
 
 
 class Mailer:
-    def __init__(self, host: str, port: int, sender: str, *, username: str | None = None,
-                 password: str | None = None, starttls: bool = False,
-                 deadline_seconds: float = DEFAULT_DEADLINE_SECONDS) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        sender: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        starttls: bool = False,
+        deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
+    ) -> None:
         self.host = host
         self.port = port
         self.sender = sender
@@ -61,9 +69,15 @@ class Mailer:
     def from_settings(cls, settings: Settings) -> Mailer | None:
         if not settings.smtp_host:
             return None
-        return cls(settings.smtp_host, settings.smtp_port, settings.smtp_from, username=settings.smtp_username,
-                   password=settings.smtp_password, starttls=settings.smtp_starttls,
-                   deadline_seconds=settings.outbound_deadline_seconds)
+        return cls(
+            settings.smtp_host,
+            settings.smtp_port,
+            settings.smtp_from,
+            username=settings.smtp_username,
+            password=settings.smtp_password,
+            starttls=settings.smtp_starttls,
+            deadline_seconds=settings.outbound_deadline_seconds,
+        )
 
     @property
     def domain(self) -> str | None:

@@ -34,12 +34,15 @@ class Metrics:
             "kbai_rate_limited", "Requests refused by a failure rate limit.", ["kind"], registry=self.registry
         )
         self.requests = Histogram(
-            "kbai_http_request_duration_seconds", "HTTP requests by route and status.",
-            ["method", "route", "status"], registry=self.registry,
+            "kbai_http_request_duration_seconds",
+            "HTTP requests by route and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
         self.channel_up = Gauge(
-            "kbai_invalidation_channel_up", "1 while this process listens for cache invalidations "
+            "kbai_invalidation_channel_up",
+            "1 while this process listens for cache invalidations "
             "(Redis, PostgreSQL LISTEN or the SQLite poller); 0 means its cache is bypassed or not yet in use.",
             registry=self.registry,
         )

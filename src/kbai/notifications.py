@@ -66,8 +66,7 @@ EMAIL_FOOTER = "\n\nSee it in kbai: System Settings → API Keys ({base}/system-
 
 
 class Notifications:
-    def __init__(self, db: Database, clock: Clock, outbox: Outbox | None = None,
-                 public_url: str | None = None) -> None:
+    def __init__(self, db: Database, clock: Clock, outbox: Outbox | None = None, public_url: str | None = None) -> None:
         self.db = db
         # With KBAI_PUBLIC_URL the link is the full address people open; without, the path alone.
         self.email_footer = EMAIL_FOOTER.format(base=public_url or "")
@@ -82,20 +81,35 @@ class Notifications:
         if not items:
             return []
         # Belt and braces, as in the audit log: nothing token-shaped is ever stored.
-        rows = [{"tenant_id": i.tenant_id, "user_id": i.user_id, "kind": i.kind, "title": redact(i.title)[:200],
-                 "body": redact(i.body), "details": redacted(i.details), "created_at": at, "read_at": None}
-                for i in items]
-        ids = session.scalars(
-            insert(Notification).returning(Notification.id, sort_by_parameter_order=True), rows
-        ).all()
+        rows = [
+            {
+                "tenant_id": i.tenant_id,
+                "user_id": i.user_id,
+                "kind": i.kind,
+                "title": redact(i.title)[:200],
+                "body": redact(i.body),
+                "details": redacted(i.details),
+                "created_at": at,
+                "read_at": None,
+            }
+            for i in items
+        ]
+        ids = session.scalars(insert(Notification).returning(Notification.id, sort_by_parameter_order=True), rows).all()
         views = []
         for nid, item, row in zip(ids, items, rows, strict=True):
             outbox_id = None
             if self.outbox is not None and self.outbox.mail_enabled and item.email:
                 outbox_id = self.outbox.add_email(
-                    session, event_id=f"notification-{nid}", tenant_id=item.tenant_id, user_id=item.user_id,
-                    to=item.email, subject=str(row["title"]), body=str(row["body"]) + self.email_footer,
-                    event_type=item.kind, at=at)
+                    session,
+                    event_id=f"notification-{nid}",
+                    tenant_id=item.tenant_id,
+                    user_id=item.user_id,
+                    to=item.email,
+                    subject=str(row["title"]),
+                    body=str(row["body"]) + self.email_footer,
+                    event_type=item.kind,
+                    at=at,
+                )
             views.append(NotificationView(id=nid, email=item.email, outbox_id=outbox_id, **dict(row.items())))
         return views
 
@@ -109,11 +123,13 @@ class Notifications:
             try:
                 sender(views)
             except Exception as exc:  # noqa: BLE001 - another channel failing must not undo the change
-                log.error("notification sender %s failed: %s", getattr(sender, "__name__", sender),
-                          redact(str(exc))[:300])
+                log.error(
+                    "notification sender %s failed: %s", getattr(sender, "__name__", sender), redact(str(exc))[:300]
+                )
 
-    def list(self, user_id: int, *, before_id: int | None = None, limit: int = 50,
-             unread_only: bool = False) -> list[NotificationView]:
+    def list(
+        self, user_id: int, *, before_id: int | None = None, limit: int = 50, unread_only: bool = False
+    ) -> list[NotificationView]:
         """The user's notifications, newest first; ``before_id`` is the previous page's cursor."""
         query = select(Notification).where(Notification.user_id == user_id).order_by(Notification.id.desc())
         if before_id is not None:
@@ -125,8 +141,11 @@ class Notifications:
 
     def unread(self, user_id: int) -> int:
         with self.db.read() as s:
-            count = s.scalar(select(func.count(Notification.id)).where(
-                Notification.user_id == user_id, Notification.read_at.is_(None)))
+            count = s.scalar(
+                select(func.count(Notification.id)).where(
+                    Notification.user_id == user_id, Notification.read_at.is_(None)
+                )
+            )
         return int(count or 0)
 
     def mark_read(self, user_id: int, notification_id: int | None = None) -> int:
@@ -146,8 +165,15 @@ class Notifications:
 
 
 def _view(n: Notification, email: str | None = None) -> NotificationView:
-    return NotificationView(id=n.id, user_id=n.user_id, tenant_id=n.tenant_id, kind=n.kind, title=n.title,
-                            body=n.body, details=dict(n.details), created_at=n.created_at, read_at=n.read_at,
-                            email=email)
-
-
+    return NotificationView(
+        id=n.id,
+        user_id=n.user_id,
+        tenant_id=n.tenant_id,
+        kind=n.kind,
+        title=n.title,
+        body=n.body,
+        details=dict(n.details),
+        created_at=n.created_at,
+        read_at=n.read_at,
+        email=email,
+    )

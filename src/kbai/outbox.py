@@ -80,8 +80,16 @@ class _Permanent(Exception):
 
 
 class Outbox:
-    def __init__(self, db: Database, clock: Clock, *, webhooks: Webhooks, mailer: Mailer | None,
-                 secrets: SecretBox, deadline_seconds: float) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        *,
+        webhooks: Webhooks,
+        mailer: Mailer | None,
+        secrets: SecretBox,
+        deadline_seconds: float,
+    ) -> None:
         self.db = db
         self.clock = clock
         self.webhooks = webhooks
@@ -100,23 +108,68 @@ class Outbox:
         return self.mailer is not None
 
     # ---- writing (inside the caller's transaction) ---------------------------------------------
-    def add_email(self, session: Session, *, event_id: str, tenant_id: int, user_id: int | None, to: str,
-                  subject: str, body: str, event_type: str, at: datetime) -> int:
-        return self._add(session, event_id=event_id, channel=EMAIL, tenant_id=tenant_id, user_id=user_id,
-                         event_type=event_type, recipient=to, subject=redact(subject)[:200],
-                         payload={"body": redact(body)}, at=at)
+    def add_email(
+        self,
+        session: Session,
+        *,
+        event_id: str,
+        tenant_id: int,
+        user_id: int | None,
+        to: str,
+        subject: str,
+        body: str,
+        event_type: str,
+        at: datetime,
+    ) -> int:
+        return self._add(
+            session,
+            event_id=event_id,
+            channel=EMAIL,
+            tenant_id=tenant_id,
+            user_id=user_id,
+            event_type=event_type,
+            recipient=to,
+            subject=redact(subject)[:200],
+            payload={"body": redact(body)},
+            at=at,
+        )
 
-    def add_webhook(self, session: Session, *, event_id: str, tenant_id: int, event_type: str,
-                    data: dict[str, Any], at: datetime) -> int:
-        return self._add(session, event_id=event_id, channel=WEBHOOK, tenant_id=tenant_id, user_id=None,
-                         event_type=event_type, recipient=None, subject=None, payload=data, at=at)
+    def add_webhook(
+        self, session: Session, *, event_id: str, tenant_id: int, event_type: str, data: dict[str, Any], at: datetime
+    ) -> int:
+        return self._add(
+            session,
+            event_id=event_id,
+            channel=WEBHOOK,
+            tenant_id=tenant_id,
+            user_id=None,
+            event_type=event_type,
+            recipient=None,
+            subject=None,
+            payload=data,
+            at=at,
+        )
 
     @staticmethod
     def _add(session: Session, *, at: datetime, **values: Any) -> int:
         at = utc_seconds(at)
-        return int(session.scalars(insert(OutboxMessage).returning(OutboxMessage.id), [
-            {**values, "created_at": at, "attempts": 0, "next_attempt_at": at, "locked_until": None,
-             "sent_at": None, "failed_at": None, "last_error": None}]).one())
+        return int(
+            session.scalars(
+                insert(OutboxMessage).returning(OutboxMessage.id),
+                [
+                    {
+                        **values,
+                        "created_at": at,
+                        "attempts": 0,
+                        "next_attempt_at": at,
+                        "locked_until": None,
+                        "sent_at": None,
+                        "failed_at": None,
+                        "last_error": None,
+                    }
+                ],
+            ).one()
+        )
 
     # ---- sending (never inside a transaction) ---------------------------------------------------
     def after_commit(self, ids: Iterable[int | None]) -> None:
@@ -158,9 +211,14 @@ class Outbox:
         """Delete rows sent or given up on more than ``older_than`` ago; returns how many."""
         cutoff = utc_seconds(self.clock.now()) - older_than
         with self.db.write() as s:
-            result = s.execute(delete(OutboxMessage).where(or_(
-                and_(OutboxMessage.sent_at.is_not(None), OutboxMessage.sent_at < cutoff),
-                and_(OutboxMessage.failed_at.is_not(None), OutboxMessage.failed_at < cutoff))))
+            result = s.execute(
+                delete(OutboxMessage).where(
+                    or_(
+                        and_(OutboxMessage.sent_at.is_not(None), OutboxMessage.sent_at < cutoff),
+                        and_(OutboxMessage.failed_at.is_not(None), OutboxMessage.failed_at < cutoff),
+                    )
+                )
+            )
             return int(getattr(result, "rowcount", 0) or 0)
 
     def totals(self) -> DispatchResult:
@@ -169,9 +227,12 @@ class Outbox:
             return DispatchResult(self._sent, self._failed)
 
     def _due(self, now: datetime) -> tuple[ColumnElement[bool], ...]:
-        return (OutboxMessage.sent_at.is_(None), OutboxMessage.failed_at.is_(None),
-                OutboxMessage.next_attempt_at <= now,
-                or_(OutboxMessage.locked_until.is_(None), OutboxMessage.locked_until <= now))
+        return (
+            OutboxMessage.sent_at.is_(None),
+            OutboxMessage.failed_at.is_(None),
+            OutboxMessage.next_attempt_at <= now,
+            or_(OutboxMessage.locked_until.is_(None), OutboxMessage.locked_until <= now),
+        )
 
     def _claim(self, ids: Sequence[int] | None, limit: int) -> list[_Claimed]:
         now = utc_seconds(self.clock.now())
@@ -185,23 +246,40 @@ class Outbox:
         lease = now + timedelta(seconds=self.deadline_seconds + LEASE_MARGIN_SECONDS)
         with self.db.write() as s:
             # The conditions again, in the UPDATE itself: of two processes only one matches each row.
-            won = list(s.scalars(
-                update(OutboxMessage).where(OutboxMessage.id.in_(candidates), *self._due(now))
-                .values(locked_until=lease, attempts=OutboxMessage.attempts + 1)
-                .returning(OutboxMessage.id)
-            ))
+            won = list(
+                s.scalars(
+                    update(OutboxMessage)
+                    .where(OutboxMessage.id.in_(candidates), *self._due(now))
+                    .values(locked_until=lease, attempts=OutboxMessage.attempts + 1)
+                    .returning(OutboxMessage.id)
+                )
+            )
             if not won:
                 return []
             rows = s.execute(
                 select(OutboxMessage, TenantPolicy.webhook_url, TenantPolicy.webhook_secret_encrypted)
                 .outerjoin(TenantPolicy, TenantPolicy.tenant_id == OutboxMessage.tenant_id)
-                .where(OutboxMessage.id.in_(won)).order_by(OutboxMessage.id)
+                .where(OutboxMessage.id.in_(won))
+                .order_by(OutboxMessage.id)
             ).all()
-            return [_Claimed(id=m.id, event_id=m.event_id, channel=m.channel, tenant_id=m.tenant_id,
-                             user_id=m.user_id, event_type=m.event_type, recipient=m.recipient, subject=m.subject,
-                             payload=dict(m.payload), created_at=m.created_at, attempts=m.attempts,
-                             webhook_url=url, webhook_secret_encrypted=sealed)
-                    for m, url, sealed in rows]
+            return [
+                _Claimed(
+                    id=m.id,
+                    event_id=m.event_id,
+                    channel=m.channel,
+                    tenant_id=m.tenant_id,
+                    user_id=m.user_id,
+                    event_type=m.event_type,
+                    recipient=m.recipient,
+                    subject=m.subject,
+                    payload=dict(m.payload),
+                    created_at=m.created_at,
+                    attempts=m.attempts,
+                    webhook_url=url,
+                    webhook_secret_encrypted=sealed,
+                )
+                for m, url, sealed in rows
+            ]
 
     def _send(self, row: _Claimed) -> None:
         if row.channel == EMAIL:
@@ -209,14 +287,19 @@ class Outbox:
                 raise _Permanent("SMTP is no longer configured (KBAI_SMTP_HOST)")
             if not row.recipient:
                 raise _Permanent("no recipient")
-            self.mailer.send(row.recipient, row.subject or "", str(row.payload.get("body", "")),
-                             message_id=f"<{row.event_id}@{self.mailer.domain or 'kbai'}>")
+            self.mailer.send(
+                row.recipient,
+                row.subject or "",
+                str(row.payload.get("body", "")),
+                message_id=f"<{row.event_id}@{self.mailer.domain or 'kbai'}>",
+            )
             return
         if row.webhook_url is None or row.webhook_secret_encrypted is None:
             raise _Permanent("the tenant has no webhook any more")
         secret = self.secrets.decrypt(row.webhook_secret_encrypted)
-        self.webhooks.post(row.webhook_url, secret, row.event_type, row.payload, event_id=row.event_id,
-                           created_at=row.created_at)
+        self.webhooks.post(
+            row.webhook_url, secret, row.event_type, row.payload, event_id=row.event_id, created_at=row.created_at
+        )
 
     def _mark(self, row: _Claimed, error: str | None, *, permanent: bool) -> None:
         now = utc_seconds(self.clock.now())
@@ -225,13 +308,26 @@ class Outbox:
             values["sent_at"] = now
         elif permanent or row.attempts > len(RETRY_DELAYS):
             values["failed_at"] = now
-            log.error("outbox: gave up on %s %s (tenant %d) after %d attempt(s): %s", row.channel, row.event_id,
-                      row.tenant_id, row.attempts, error)
+            log.error(
+                "outbox: gave up on %s %s (tenant %d) after %d attempt(s): %s",
+                row.channel,
+                row.event_id,
+                row.tenant_id,
+                row.attempts,
+                error,
+            )
         else:
             delay = RETRY_DELAYS[row.attempts - 1]
             values["next_attempt_at"] = now + timedelta(seconds=delay)
-            log.warning("outbox: %s %s (tenant %d) failed, attempt %d, next in %d s: %s", row.channel,
-                        row.event_id, row.tenant_id, row.attempts, delay, error)
+            log.warning(
+                "outbox: %s %s (tenant %d) failed, attempt %d, next in %d s: %s",
+                row.channel,
+                row.event_id,
+                row.tenant_id,
+                row.attempts,
+                delay,
+                error,
+            )
         with self.db.write() as s:
             s.execute(update(OutboxMessage).where(OutboxMessage.id == row.id).values(**values))
 

@@ -31,8 +31,12 @@ class FailureLimiter:
         self._remote: strategies.MovingWindowRateLimiter | None = None
         if redis_url:
             backend: storage.Storage = storage.storage_from_string(  # type: ignore[assignment]  # redis:// is sync
-                redis_url, key_prefix=f"{prefix}:limits", wrap_exceptions=True,
-                socket_connect_timeout=2, socket_timeout=2)
+                redis_url,
+                key_prefix=f"{prefix}:limits",
+                wrap_exceptions=True,
+                socket_connect_timeout=2,
+                socket_timeout=2,
+            )
             self._remote = strategies.MovingWindowRateLimiter(backend)
         else:
             backend = memory.storage
@@ -51,8 +55,9 @@ class FailureLimiter:
                 return action(self._remote)
             except StorageError as exc:
                 if self._remote_down_until == 0.0:  # once per outage, not once per request
-                    log.warning("Redis unreachable for rate limits, counting in this process for now: %s",
-                                exc.storage_error)
+                    log.warning(
+                        "Redis unreachable for rate limits, counting in this process for now: %s", exc.storage_error
+                    )
                 self._remote_down_until = time.monotonic() + REDIS_RETRY_SECONDS
                 return action(self._memory)
             self._remote_down_until = 0.0
@@ -60,11 +65,13 @@ class FailureLimiter:
 
     def blocked(self, item: RateLimitItemPerMinute, *keys: str) -> int:
         """Seconds to wait when ``keys`` have used up ``item``; 0 when free to try."""
+
         def wait(limiter: strategies.MovingWindowRateLimiter) -> int:
             if limiter.test(item, *keys):
                 return 0
             reset_at, _remaining = limiter.get_window_stats(item, *keys)
             return max(1, math.ceil(reset_at - time.time()))
+
         return self._use(wait)
 
     def failed(self, item: RateLimitItemPerMinute, *keys: str) -> None:
@@ -186,8 +193,7 @@ class TokenFailures:
     it into theirs (:meth:`note_blocked`).
     """
 
-    def __init__(self, counters: FailureLimiter, per_minute: int,
-                 publish: Callable[[str], None] | None = None) -> None:
+    def __init__(self, counters: FailureLimiter, per_minute: int, publish: Callable[[str], None] | None = None) -> None:
         self._counters = counters
         self.item = RateLimitItemPerMinute(per_minute)
         self.local = counters.local

@@ -90,7 +90,9 @@ class Services:
             metrics.last_used_flushes.inc()
 
         tokens = TokenService(
-            db, clock, catalog,
+            db,
+            clock,
+            catalog,
             default_limit=settings.default_max_active_tokens,
             support_email=settings.support_email,
         )
@@ -127,23 +129,35 @@ class Services:
         tokens.listeners.append(tokens_changed)
         access.listeners.append(access_changed)
         limiter = FailureLimiter(
-            settings.redis_url, settings.redis_prefix,
-            settings.auth_failures_per_minute, settings.login_failures_per_minute,
+            settings.redis_url,
+            settings.redis_prefix,
+            settings.auth_failures_per_minute,
+            settings.login_failures_per_minute,
         )
         mailer = Mailer.from_settings(settings)
         guard = Guard.from_setting(settings.webhook_allowed_networks)
         secrets = SecretBox.configure(settings.encryption_key, settings.database_url)
-        outbox = Outbox(db, clock, webhooks=Webhooks(clock, guard, settings.outbound_deadline_seconds),
-                        mailer=mailer, secrets=secrets, deadline_seconds=settings.outbound_deadline_seconds)
+        outbox = Outbox(
+            db,
+            clock,
+            webhooks=Webhooks(clock, guard, settings.outbound_deadline_seconds),
+            mailer=mailer,
+            secrets=secrets,
+            deadline_seconds=settings.outbound_deadline_seconds,
+        )
         notifications = Notifications(db, clock, outbox, settings.public_url)
         access.outbox = outbox  # invitation emails
         # However a requester of "Ask an admin" comes to hold the permission, they are told.
         access.grant_listeners.append(AdminRequests(access, notifications).resolve_granted)
         oidc_config = OidcConfig.from_settings(settings)
         advice = f" Sign in with {oidc_config.provider_name} instead." if oidc_config else ""
-        sessions = SessionService(access, settings.session_ttl_seconds, LoginThrottle(
-            limiter, settings.login_account_failures_per_day, settings.login_account_max_delay_seconds),
-            password_login=settings.password_login, password_login_advice=advice)
+        sessions = SessionService(
+            access,
+            settings.session_ttl_seconds,
+            LoginThrottle(limiter, settings.login_account_failures_per_day, settings.login_account_max_delay_seconds),
+            password_login=settings.password_login,
+            password_login_advice=advice,
+        )
         oidc = OidcSignIn(OidcClient(oidc_config, clock), access, sessions) if oidc_config else None
         provisioning = ProvisioningCredentials(db, clock, catalog)
         leaks = LeakResponse(tokens, notifications)

@@ -12,7 +12,9 @@ from kbai.tokens.format import redact
 # Control, format (bidi overrides, zero-width), surrogate, private-use, unassigned, line/para separators.
 _FORBIDDEN_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
 # Local part: RFC 5322 dot-atom (no spaces, quotes, <>, (), [], commas, semicolons or backslashes), 1-64 chars.
-_EMAIL_RE = re.compile(r"(?=[^@]{1,64}@)[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+")
+_EMAIL_RE = re.compile(
+    r"(?=[^@]{1,64}@)[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+"
+)
 
 
 def clean_name(value: object, field: str = "name", max_length: int = 100) -> str:
@@ -48,9 +50,7 @@ def clean_email(value: object) -> str:
 
 def clean_password(value: object, min_length: int) -> str:
     if not isinstance(value, str) or len(value) < min_length or len(value) > 1024:
-        raise KbaiError(
-            errors.VALIDATION, detail=f"password must be {min_length} to 1024 characters long."
-        )
+        raise KbaiError(errors.VALIDATION, detail=f"password must be {min_length} to 1024 characters long.")
     return value
 
 

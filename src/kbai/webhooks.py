@@ -65,7 +65,7 @@ def signing_key(secret: str) -> bytes:
     """The HMAC key of the Standard Webhooks signature for ``secret``."""
     if secret.startswith(SECRET_PREFIX):
         try:
-            return base64.b64decode(secret[len(SECRET_PREFIX):], validate=True)
+            return base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
         except binascii.Error:
             pass
     return secret.encode()  # a kbai_whsec_ secret of kbai 0.1: its own bytes
@@ -96,16 +96,25 @@ def verify(secret: str, headers: dict[str, str], body: bytes, now: datetime, tol
 
 def event_body(event_id: str, event_type: str, created_at: datetime, data: dict[str, Any]) -> bytes:
     """The JSON of one event: the same bytes on every attempt."""
-    return json.dumps({"id": event_id, "type": event_type, "timestamp": iso(created_at),
-                       "created_at": int(created_at.timestamp()), "data": data},
-                      separators=(",", ":"), sort_keys=True).encode()
+    return json.dumps(
+        {
+            "id": event_id,
+            "type": event_type,
+            "timestamp": iso(created_at),
+            "created_at": int(created_at.timestamp()),
+            "data": data,
+        },
+        separators=(",", ":"),
+        sort_keys=True,
+    ).encode()
 
 
 def signed_headers(secret: str, event_id: str, event_type: str, body: bytes, at: datetime) -> list[tuple[str, str]]:
     """Every header of one attempt at ``at``: Standard Webhooks', then the deprecated ``X-Kbai-*`` ones."""
     timestamp = int(at.timestamp())
     standard = StandardWebhook(signing_key(secret)).sign(
-        msg_id=event_id, timestamp=datetime.fromtimestamp(timestamp, UTC), data=body.decode())
+        msg_id=event_id, timestamp=datetime.fromtimestamp(timestamp, UTC), data=body.decode()
+    )
     return [
         ("Content-Type", "application/json"),
         ("User-Agent", f"kbai-webhooks/{__version__}"),
@@ -125,8 +134,9 @@ class Webhooks:
         self.guard = guard
         self.deadline_seconds = deadline_seconds
 
-    def post(self, url: str, secret: str, event_type: str, data: dict[str, Any], *, event_id: str,
-             created_at: datetime) -> None:
+    def post(
+        self, url: str, secret: str, event_type: str, data: dict[str, Any], *, event_id: str, created_at: datetime
+    ) -> None:
         """POST one signed event; raises :class:`WebhookFailed` unless the endpoint answers 2xx in time."""
         body = event_body(event_id, event_type, created_at, data)
         headers = signed_headers(secret, event_id, event_type, body, self.clock.now())

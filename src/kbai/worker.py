@@ -35,8 +35,13 @@ class PassResult:
 
 
 class Worker:
-    def __init__(self, reminders: Reminders, auto_revoke: AutoRevoke, outbox: Outbox | None = None,
-                 idempotency: IdempotencyStore | None = None) -> None:
+    def __init__(
+        self,
+        reminders: Reminders,
+        auto_revoke: AutoRevoke,
+        outbox: Outbox | None = None,
+        idempotency: IdempotencyStore | None = None,
+    ) -> None:
         self.reminders = reminders
         self.auto_revoke = auto_revoke
         self.outbox = outbox or reminders.outbox
@@ -63,12 +68,19 @@ class Worker:
             except Exception as exc:  # noqa: BLE001 - logged; the next pass tries again
                 log.error("idempotency key pruning failed: %s", type(exc).__name__)
         after = self.outbox.totals()
-        result = PassResult(len(run.sent), len(run.failed), revoked,
-                            after.sent - before.sent, after.failed - before.failed, pruned)
-        log.info("worker pass: %d reminder(s) queued, %d failed, %d token(s) auto-revoked, "
-                 "%d message(s) delivered, %d delivery failure(s), %d idempotency key(s) forgotten",
-                 result.reminders_sent, result.reminders_failed, result.auto_revoked,
-                 result.deliveries_sent, result.deliveries_failed, result.idempotency_keys_pruned)
+        result = PassResult(
+            len(run.sent), len(run.failed), revoked, after.sent - before.sent, after.failed - before.failed, pruned
+        )
+        log.info(
+            "worker pass: %d reminder(s) queued, %d failed, %d token(s) auto-revoked, "
+            "%d message(s) delivered, %d delivery failure(s), %d idempotency key(s) forgotten",
+            result.reminders_sent,
+            result.reminders_failed,
+            result.auto_revoked,
+            result.deliveries_sent,
+            result.deliveries_failed,
+            result.idempotency_keys_pruned,
+        )
         return result
 
     def run_forever(self, interval_seconds: float, stop: threading.Event) -> None:

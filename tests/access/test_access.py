@@ -17,17 +17,22 @@ from tests.conftest import FAST_ARGON2, OPERATOR, World, build_world
 from tests.tokens.helpers import raises_code
 
 BUILTIN_KEYS = {
-    "developer.manage_tokens", "developer.review_tokens", "users.read", "users.manage", "roles.read",
-    "roles.manage", "audit.read",
+    "developer.manage_tokens",
+    "developer.review_tokens",
+    "users.read",
+    "users.manage",
+    "roles.read",
+    "roles.manage",
+    "audit.read",
 }
-OPERATOR_TOML = '''
+OPERATOR_TOML = """
 [groups.Contacts]
 "contacts.read" = "Read contacts"
 "contacts.write" = "Edit contacts"
 
 [groups.Billing]
 "billing.invoices.read" = "Read invoices"
-'''
+"""
 
 
 def _role(world: World, name: str):
@@ -139,7 +144,7 @@ def test_operator_permissions_are_unknown_without_the_file(world: World) -> None
         "",
         "[other]\nx = 1\n",
         "groups = 3\n",
-        "[groups]\nContacts = \"x\"\n",
+        '[groups]\nContacts = "x"\n',
         '[groups.Contacts]\n"Contacts.Read" = "Read"\n',
         '[groups.Contacts]\n"contacts" = "Read"\n',
         '[groups.Contacts]\n"contacts read" = "Read"\n',
@@ -149,8 +154,21 @@ def test_operator_permissions_are_unknown_without_the_file(world: World) -> None
         '[groups.A]\n"contacts.read" = "A"\n[groups.B]\n"contacts.read" = "B"\n',
         b"\xff\xfe[groups.X]",
     ],
-    ids=["syntax", "empty", "no-groups", "groups-not-table", "group-not-table", "upper-case-key", "no-dot",
-         "space", "empty-label", "label-not-str", "redefines-builtin", "defined-twice", "not-utf8"],
+    ids=[
+        "syntax",
+        "empty",
+        "no-groups",
+        "groups-not-table",
+        "group-not-table",
+        "upper-case-key",
+        "no-dot",
+        "space",
+        "empty-label",
+        "label-not-str",
+        "redefines-builtin",
+        "defined-twice",
+        "not-utf8",
+    ],
 )
 def test_bad_toml_is_a_catalog_error(tmp_path: Path, content: str | bytes) -> None:
     path = tmp_path / "permissions.toml"
@@ -170,7 +188,7 @@ def test_missing_toml_file_is_a_catalog_error(tmp_path: Path) -> None:
 
 def test_bad_toml_stops_services_from_building(database_url: str, tmp_path: Path) -> None:
     path = tmp_path / "permissions.toml"
-    path.write_text("[groups.Contacts]\n\"Bad Key\" = \"x\"\n", encoding="utf-8")
+    path.write_text('[groups.Contacts]\n"Bad Key" = "x"\n', encoding="utf-8")
     with pytest.raises(CatalogError):
         Services.build(Settings(database_url=database_url, permissions_file=path, **FAST_ARGON2))
 
@@ -234,9 +252,13 @@ def test_authenticate(world: World) -> None:
     svc = world.services
     assert svc.access.authenticate("dev@acme.test", "dev-password-1").id == world.dev.user_id
     assert svc.access.authenticate(" DEV@Acme.Test ", "dev-password-1").id == world.dev.user_id
-    for email, password in [("dev@acme.test", "wrong-password"), ("dev@acme.test", ""),
-                            ("nobody@acme.test", "dev-password-1"), ("dev@acme.test", "DEV-PASSWORD-1"),
-                            ("dev@acme.test", "x" * 2000)]:
+    for email, password in [
+        ("dev@acme.test", "wrong-password"),
+        ("dev@acme.test", ""),
+        ("nobody@acme.test", "dev-password-1"),
+        ("dev@acme.test", "DEV-PASSWORD-1"),
+        ("dev@acme.test", "x" * 2000),
+    ]:
         with raises_code("invalid_credentials") as info:
             svc.access.authenticate(email, password)
         assert info.value.status == 401
@@ -384,8 +406,12 @@ def test_create_and_update_role(world: World) -> None:
 def test_admin_role_cannot_be_changed(world: World) -> None:
     svc = world.services
     admin_role = _role(world, "Admin")
-    for kwargs in ({"permissions": ["users.read"]}, {"permissions": []}, {"name": "Owners"},
-                   {"permissions": sorted(BUILTIN_KEYS), "name": "Owners"}):
+    for kwargs in (
+        {"permissions": ["users.read"]},
+        {"permissions": []},
+        {"name": "Owners"},
+        {"permissions": sorted(BUILTIN_KEYS), "name": "Owners"},
+    ):
         with raises_code("builtin_role") as info:
             svc.access.update_role(world.admin, admin_role.id, **kwargs)
         assert info.value.status == 422
@@ -437,10 +463,13 @@ def test_admin_of_another_tenant_gets_not_found(world: World) -> None:
     assert svc.access.get_user(world.admin, world.dev.user_id).active
     assert svc.access.authenticate("dev@acme.test", "dev-password-1").id == world.dev.user_id
     assert svc.access.get_role(world.admin, world.dev_role_id).permissions == [
-        "developer.manage_tokens", "users.read", "roles.read"
+        "developer.manage_tokens",
+        "users.read",
+        "roles.read",
     ]
     assert [u.email for u in svc.access.list_users(world.admin, world.tenant_id)] == [
-        "admin@acme.test", "dev@acme.test"
+        "admin@acme.test",
+        "dev@acme.test",
     ]
 
 

@@ -30,15 +30,17 @@ def _stored_hash(svc: Services, email: str) -> str:
 
 
 def test_settings_choose_the_parameters_and_old_hashes_are_upgraded_at_login(database_url: str) -> None:
-    old = Services.build(Settings(database_url=database_url, argon2_time_cost=1, argon2_memory_kib=64,
-                                  argon2_parallelism=1))
+    old = Services.build(
+        Settings(database_url=database_url, argon2_time_cost=1, argon2_memory_kib=64, argon2_parallelism=1)
+    )
     try:
         build_world(old)
         assert _stored_hash(old, "dev@acme.test").startswith("$argon2id$v=19$m=64,t=1,p=1$")
     finally:
         old.close()
-    new = Services.build(Settings(database_url=database_url, argon2_time_cost=2, argon2_memory_kib=128,
-                                  argon2_parallelism=2))
+    new = Services.build(
+        Settings(database_url=database_url, argon2_time_cost=2, argon2_memory_kib=128, argon2_parallelism=2)
+    )
     try:
         new.access.authenticate("dev@acme.test", "dev-password-1")
         assert _stored_hash(new, "dev@acme.test").startswith("$argon2id$v=19$m=128,t=2,p=2$")
@@ -53,8 +55,9 @@ def test_settings_choose_the_parameters_and_old_hashes_are_upgraded_at_login(dat
 
 
 def test_an_unknown_email_costs_a_full_verification(database_url: str) -> None:
-    svc = Services.build(Settings(database_url=database_url, argon2_time_cost=1, argon2_memory_kib=64,
-                                  argon2_parallelism=1))
+    svc = Services.build(
+        Settings(database_url=database_url, argon2_time_cost=1, argon2_memory_kib=64, argon2_parallelism=1)
+    )
     try:
         svc.access.create_tenant(OPERATOR, "Acme", "admin@acme.test", "admin-password-1")
         real = PasswordHasher.verify

@@ -52,8 +52,12 @@ def test_finding1_roles_can_hold_only_permissions_their_creator_holds(world: Wor
     with raises_code(NOT_HELD) as info:
         svc.access.create_role(sec, world.tenant_id, "Mine", ["roles.read", "users.manage"])
     assert "users.manage: you don't hold it yourself" in info.value.message
-    assert [r.name for r in svc.access.list_roles(OPERATOR, world.tenant_id)] == ["Admin", "Member", "Developers",
-                                                                                  "Security"]
+    assert [r.name for r in svc.access.list_roles(OPERATOR, world.tenant_id)] == [
+        "Admin",
+        "Member",
+        "Developers",
+        "Security",
+    ]
     # What Security holds, Security may put in a role.
     assert svc.access.create_role(sec, world.tenant_id, "Auditors", ["audit.read"]).permissions == ["audit.read"]
 
@@ -68,8 +72,9 @@ def test_finding1_a_role_you_hold_cannot_raise_you(world: World) -> None:
     with raises_code(NOT_HELD):
         svc.access.update_role(keeper, own.id, ["roles.read", "roles.manage", "users.manage"])
     with raises_code(NOT_HELD):  # nor someone else's role
-        svc.access.update_role(keeper, world.dev_role_id, ["developer.manage_tokens", "users.read", "roles.read",
-                                                           "users.manage"])
+        svc.access.update_role(
+            keeper, world.dev_role_id, ["developer.manage_tokens", "users.read", "roles.read", "users.manage"]
+        )
     with raises_code("forbidden"):  # and without users.manage, no roles for anyone
         svc.access.set_user_roles(keeper, keeper.user_id, ["Admin"])  # type: ignore[arg-type]
     assert svc.access.get_role(OPERATOR, own.id).permissions == ["roles.read", "roles.manage"]
@@ -95,11 +100,16 @@ def test_finding1_nobody_takes_away_a_permission_they_do_not_hold(world: World) 
     assert world.actor("auditor@acme.test").permissions == {"users.read", "audit.read"}
     # Adding what the keeper holds is fine, even for people who hold more.
     assert svc.access.update_role(keeper, auditors.id, ["users.read", "roles.read", "audit.read"]).permissions == [
-        "users.read", "roles.read", "audit.read"]
+        "users.read",
+        "roles.read",
+        "audit.read",
+    ]
     # And taking it off yourself is always yours to do.
     own = next(r for r in svc.access.list_roles(OPERATOR, world.tenant_id) if r.name == "RoleKeepers")
-    assert svc.access.update_role(keeper, own.id, ["roles.read", "roles.manage"]).permissions == ["roles.read",
-                                                                                                 "roles.manage"]
+    assert svc.access.update_role(keeper, own.id, ["roles.read", "roles.manage"]).permissions == [
+        "roles.read",
+        "roles.manage",
+    ]
 
 
 def test_finding1_roles_go_only_to_and_from_people_within_your_reach(world: World) -> None:
@@ -217,8 +227,15 @@ def test_finding5_reactivation_is_audited_idempotent_and_for_this_tenant_only(wo
 def test_finding4_tokens_never_change_users_or_roles(world: World) -> None:
     """Below the routes too: an Actor of kind token is refused every change, whatever its scopes say."""
     svc = world.services
-    token = Actor(kind="token", user_id=world.admin.user_id, tenant_id=world.tenant_id, email=world.admin.email,
-                  token_id=1, token_prefix="kbai_pk_0000", permissions=frozenset(KEYS))
+    token = Actor(
+        kind="token",
+        user_id=world.admin.user_id,
+        tenant_id=world.tenant_id,
+        email=world.admin.email,
+        token_id=1,
+        token_prefix="kbai_pk_0000",
+        permissions=frozenset(KEYS),
+    )
     admin_id = _id(world, "admin@acme.test")
     attempts: list[Callable[[], object]] = [
         lambda: svc.access.create_user(token, world.tenant_id, "backdoor@acme.test", "backdoor-password", ["Member"]),
@@ -298,37 +315,65 @@ def sweep(arena: Arena, held: frozenset[str], n: int) -> list[str]:
     problems: list[str] = []
     before = snapshot(svc.db)
     if missing:  # the ways that don't depend on which permission is missing
-        _refused(roles_code, lambda: svc.access.update_role(me, arena.member_role, KEYS), "fill the Member role",
-                 problems)
+        _refused(
+            roles_code, lambda: svc.access.update_role(me, arena.member_role, KEYS), "fill the Member role", problems
+        )
         _refused(users_code, lambda: svc.access.set_user_roles(me, uid, ["Admin"]), "give self Admin", problems)
-        _refused(users_code, lambda: svc.access.create_user(me, world.tenant_id, f"gain{n}@acme.test", None,
-                                                            ["Admin"]), "create an admin", problems)
-        _refused(users_code, lambda: svc.access.deactivate_user(me, arena.admin_ids[0]), "deactivate an admin",
-                 problems)
-        _refused(users_code, lambda: svc.access.reactivate_user(me, arena.admin_ids[1]), "reactivate an admin",
-                 problems)
+        _refused(
+            users_code,
+            lambda: svc.access.create_user(me, world.tenant_id, f"gain{n}@acme.test", None, ["Admin"]),
+            "create an admin",
+            problems,
+        )
+        _refused(
+            users_code, lambda: svc.access.deactivate_user(me, arena.admin_ids[0]), "deactivate an admin", problems
+        )
+        _refused(
+            users_code, lambda: svc.access.reactivate_user(me, arena.admin_ids[1]), "reactivate an admin", problems
+        )
     for p in missing:
         r = arena.only[p]
-        _refused(roles_code, lambda: svc.access.create_role(me, world.tenant_id, f"Gain {n} {p}", [*held, p]),
-                 f"create a role with {p}", problems)
+        _refused(
+            roles_code,
+            lambda: svc.access.create_role(me, world.tenant_id, f"Gain {n} {p}", [*held, p]),
+            f"create a role with {p}",
+            problems,
+        )
         _refused(roles_code, lambda: svc.access.update_role(me, role.id, [*held, p]), f"add {p} to own role", problems)
         _refused(roles_code, lambda: svc.access.update_role(me, r, []), f"take {p} off a role", problems)
         _refused(users_code, lambda: svc.access.set_user_roles(me, uid, [role.id, r]), f"give self {p}", problems)
-        _refused(users_code, lambda: svc.access.set_user_roles(me, arena.member_id, [r]), f"give a member {p}",
-                 problems)
-        _refused(users_code, lambda: svc.access.set_user_roles(me, arena.active[p], ["Member"]),
-                 f"change the roles of a holder of {p}", problems)
-        _refused(users_code, lambda: svc.access.create_user(me, world.tenant_id, f"gain{n}@acme.test",
-                                                            "gain-password-1", [r]), f"create a user with {p}",
-                 problems)
-        _refused(users_code, lambda: svc.access.deactivate_user(me, arena.active[p]), f"deactivate a holder of {p}",
-                 problems)
-        _refused(users_code, lambda: svc.access.reactivate_user(me, arena.inactive[p]),
-                 f"reactivate a holder of {p}", problems)
+        _refused(
+            users_code, lambda: svc.access.set_user_roles(me, arena.member_id, [r]), f"give a member {p}", problems
+        )
+        _refused(
+            users_code,
+            lambda: svc.access.set_user_roles(me, arena.active[p], ["Member"]),
+            f"change the roles of a holder of {p}",
+            problems,
+        )
+        _refused(
+            users_code,
+            lambda: svc.access.create_user(me, world.tenant_id, f"gain{n}@acme.test", "gain-password-1", [r]),
+            f"create a user with {p}",
+            problems,
+        )
+        _refused(
+            users_code, lambda: svc.access.deactivate_user(me, arena.active[p]), f"deactivate a holder of {p}", problems
+        )
+        _refused(
+            users_code,
+            lambda: svc.access.reactivate_user(me, arena.inactive[p]),
+            f"reactivate a holder of {p}",
+            problems,
+        )
     if above_role is not None:
         for q in sorted(held):
-            _refused(roles_code, lambda: svc.access.update_role(me, above_role.id, sorted((held | {missing[0]}) - {q})),
-                     f"take {q} from someone who holds more", problems)
+            _refused(
+                roles_code,
+                lambda: svc.access.update_role(me, above_role.id, sorted((held | {missing[0]}) - {q})),
+                f"take {q} from someone who holds more",
+                problems,
+            )
     changed = changed_tables(before, snapshot(svc.db))
     if changed:
         problems.append(f"refused attempts changed {changed}")
@@ -345,13 +390,13 @@ def sweep(arena: Arena, held: frozenset[str], n: int) -> list[str]:
     return [f"{sorted(held)}: {p}" for p in problems]
 
 
-def test_every_combination_of_builtin_permissions_gains_nothing_it_does_not_hold(
-        world: World, backend: str) -> None:
+def test_every_combination_of_builtin_permissions_gains_nothing_it_does_not_hold(world: World, backend: str) -> None:
     """All 128 combinations on SQLite; on PostgreSQL, to keep the run short, the 13 of at most two permissions
     that hold users.manage or roles.manage (the smallest that can attempt anything, so the most refused)."""
     arena = build_arena(world)
-    combos = COMBOS if backend == "sqlite" else [
-        c for c in COMBOS if {"users.manage", "roles.manage"} & c and len(c) <= 2]
+    combos = (
+        COMBOS if backend == "sqlite" else [c for c in COMBOS if {"users.manage", "roles.manage"} & c and len(c) <= 2]
+    )
     problems: list[str] = []
     for n, held in enumerate(combos):
         problems += sweep(arena, held, n)
@@ -360,7 +405,13 @@ def test_every_combination_of_builtin_permissions_gains_nothing_it_does_not_hold
 
 
 def test_the_sweep_tries_every_combination() -> None:
-    assert len(COMBOS) == 2 ** 7 == len(set(COMBOS))
-    assert set(KEYS) == {"developer.manage_tokens", "developer.review_tokens", "users.read", "users.manage",
-                         "roles.read", "roles.manage", "audit.read"}
-
+    assert len(COMBOS) == 2**7 == len(set(COMBOS))
+    assert set(KEYS) == {
+        "developer.manage_tokens",
+        "developer.review_tokens",
+        "users.read",
+        "users.manage",
+        "roles.read",
+        "roles.manage",
+        "audit.read",
+    }

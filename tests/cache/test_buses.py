@@ -54,7 +54,8 @@ def test_each_deployment_gets_its_bus(database_url: str, backend: str) -> None:
 
 
 def test_revocation_and_permission_change_on_a_reach_b_without_redis(
-        world: World, pair: tuple[Services, Services]) -> None:
+    world: World, pair: tuple[Services, Services]
+) -> None:
     a, b = pair
     assert a.bus.healthy and b.bus.healthy
     view, token = world.services.tokens.create(world.dev, "shared", ["users.read", "roles.read"])

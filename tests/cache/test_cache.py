@@ -208,8 +208,17 @@ def _request(services: Services):
     from starlette.requests import Request
 
     app = type("App", (), {"state": type("S", (), {"services": services})()})()
-    return Request({"type": "http", "method": "GET", "path": "/auth/check", "headers": [],
-                    "client": ("203.0.113.9", 5555), "app": app, "query_string": b""})
+    return Request(
+        {
+            "type": "http",
+            "method": "GET",
+            "path": "/auth/check",
+            "headers": [],
+            "client": ("203.0.113.9", 5555),
+            "app": app,
+            "query_string": b"",
+        }
+    )
 
 
 def test_warm_only_verification_never_touches_storage(world: World) -> None:

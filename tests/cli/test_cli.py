@@ -66,8 +66,14 @@ class Kbai:
         self.cwd = cwd
 
     def popen(self, *args: str, **env: str) -> subprocess.Popen[str]:
-        return subprocess.Popen([KBAI, *args], cwd=self.cwd, env=_env(self.database_url, **env),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [KBAI, *args],
+            cwd=self.cwd,
+            env=_env(self.database_url, **env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def __call__(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         proc = self.popen(*args, **env)
@@ -218,7 +224,8 @@ def test_cli_mistakes_give_one_error_line(database_url: str, tmp_path: Path) -> 
 
 
 def test_finding5_user_reactivate_brings_back_the_login_and_never_a_revoked_token(
-        database_url: str, tmp_path: Path) -> None:
+    database_url: str, tmp_path: Path
+) -> None:
     """`kbai user reactivate --email E` mirrors `kbai user deactivate`: the operator's way back (issue 13)."""
     from kbai import audit
     from tests.conftest import World
@@ -230,8 +237,20 @@ def test_finding5_user_reactivate_brings_back_the_login_and_never_a_revoked_toke
         tenant = svc.access.tenant_by_name("Acme")
         assert tenant is not None
         role = svc.access.create_role(cli.OPERATOR, tenant.id, "Devs", ["developer.manage_tokens"])
-        _ok(kbai("user", "create", "--tenant", "Acme", "--email", "x@acme.test", "--password", "x-password-123",
-                 "--role", "Devs"))
+        _ok(
+            kbai(
+                "user",
+                "create",
+                "--tenant",
+                "Acme",
+                "--email",
+                "x@acme.test",
+                "--password",
+                "x-password-123",
+                "--role",
+                "Devs",
+            )
+        )
         x_actor = World(svc, tenant.id, None, None, role.id).actor("x@acme.test")  # type: ignore[arg-type]
         _, kept = svc.tokens.create(x_actor, "kept", [])
         gone_view, gone = svc.tokens.create(x_actor, "gone", [])
@@ -242,8 +261,10 @@ def test_finding5_user_reactivate_brings_back_the_login_and_never_a_revoked_toke
         svc.cache.clear()  # this process caches verdicts; the CLI runs in another
         assert svc.tokens.verify(kept).outcome is Outcome.OWNER_INACTIVE
         out = _ok(kbai("user", "reactivate", "--email", "X@acme.test"))
-        assert out.strip() == ("reactivated x@acme.test; they can log in again, and their tokens that were not "
-                               "revoked or expired work again")
+        assert out.strip() == (
+            "reactivated x@acme.test; they can log in again, and their tokens that were not "
+            "revoked or expired work again"
+        )
         svc.cache.clear()
         assert svc.tokens.verify(kept).ok
         assert svc.tokens.verify(gone).outcome is Outcome.REVOKED
@@ -262,14 +283,21 @@ def test_settings_and_connection_mistakes_give_one_error_line(tmp_path: Path) ->
     # These fail before any backend is reached, so they run once rather than per backend.
     kbai = Kbai(f"sqlite:///{tmp_path / 'unused.db'}", tmp_path)
     unreachable = "postgresql://x:hunter2-secret@127.0.0.1:1/x"
-    lines = _run_all(kbai, {
-        "unreachable database": (("db", "upgrade"), {"KBAI_DATABASE_URL": unreachable}),
-        "unreachable database, other command": (("tenant", "create", "Foo", "--admin-email", "f@foo.test"),
-                                                {"KBAI_DATABASE_URL": unreachable}),
-        "bad default limit": (("tenant", "create", "Foo", "--admin-email", "f@foo.test"),
-                              {"KBAI_DEFAULT_MAX_ACTIVE_TOKENS": "abc"}),
-        "bad database scheme": (("db", "upgrade"), {"KBAI_DATABASE_URL": "mysql://x@127.0.0.1/x"}),
-    })
+    lines = _run_all(
+        kbai,
+        {
+            "unreachable database": (("db", "upgrade"), {"KBAI_DATABASE_URL": unreachable}),
+            "unreachable database, other command": (
+                ("tenant", "create", "Foo", "--admin-email", "f@foo.test"),
+                {"KBAI_DATABASE_URL": unreachable},
+            ),
+            "bad default limit": (
+                ("tenant", "create", "Foo", "--admin-email", "f@foo.test"),
+                {"KBAI_DEFAULT_MAX_ACTIVE_TOKENS": "abc"},
+            ),
+            "bad database scheme": (("db", "upgrade"), {"KBAI_DATABASE_URL": "mysql://x@127.0.0.1/x"}),
+        },
+    )
     for case in ("unreachable database", "unreachable database, other command"):
         assert "127.0.0.1:1" in lines[case] and "KBAI_DATABASE_URL" in lines[case]
         assert "hunter2-secret" not in lines[case]
@@ -307,8 +335,9 @@ def test_demo_is_idempotent_and_its_passwords_log_in(services: Services, capsys:
     assert admin.tenant_id == dev.tenant_id
 
 
-def test_demo_gives_member_the_demo_products_permissions(database_url: str, clock: FrozenClock,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_gives_member_the_demo_products_permissions(
+    database_url: str, clock: FrozenClock, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`kbai serve --demo` loads the packaged product catalog; Member holds it, so after the help page's grant
     (Manage API Tokens on the member's role) the create form offers real scopes."""
     settings = Settings(database_url=database_url, permissions_file=cli.DEMO_PERMISSIONS, **FAST_ARGON2)
@@ -326,8 +355,11 @@ def test_demo_gives_member_the_demo_products_permissions(database_url: str, cloc
         member = next(r for r in svc.access.list_roles(cli.OPERATOR, dev.tenant_id) if r.name == "Member")
         svc.access.update_role(cli.OPERATOR, member.id, [*member.permissions, "developer.manage_tokens"])
         view, _ = svc.tokens.create(
-            Actor(kind="user", user_id=dev.id, tenant_id=dev.tenant_id, email=dev.email), "Zapier production",
-            ["contacts.read"], expires_in_days=90)
+            Actor(kind="user", user_id=dev.id, tenant_id=dev.tenant_id, email=dev.email),
+            "Zapier production",
+            ["contacts.read"],
+            expires_in_days=90,
+        )
         assert view.scopes == ["contacts.read"]
     finally:
         svc.close()
@@ -367,8 +399,10 @@ def test_service_credential_create_list_and_revoke(database_url: str, tmp_path: 
         assert svc.credentials.authenticate(made["client_id"], made["client_secret"]) is not None
         again = json.loads(_ok(kbai("service-credential", "revoke", client_id, "--json")))
         assert again["status"] == "revoked" and again["revoked_at"] == next(
-            r["revoked_at"] for r in json.loads(_ok(kbai("service-credential", "list", "--json")))["service_credentials"]
-            if r["client_id"] == client_id)
+            r["revoked_at"]
+            for r in json.loads(_ok(kbai("service-credential", "list", "--json")))["service_credentials"]
+            if r["client_id"] == client_id
+        )
         assert "not found" in _one_error_line(kbai("service-credential", "revoke", "kbai_sc_0000000000000000"))
     finally:
         svc.close()

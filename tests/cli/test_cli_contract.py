@@ -25,8 +25,9 @@ FULL_TOKEN = "kbai_pk_" + "ab" * 32
 
 
 def run(database_url: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([KBAI, *args], env=_env(database_url), input=stdin, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [KBAI, *args], env=_env(database_url), input=stdin, capture_output=True, text=True, timeout=120
+    )
 
 
 def one_line(result: subprocess.CompletedProcess[str], code: int) -> str:
@@ -57,12 +58,19 @@ def test_usage_errors_are_one_error_line_and_exit_2(case: str, tmp_path: Path) -
 
 def test_a_bug_is_one_redacted_error_line_and_exit_70(tmp_path: Path) -> None:
     # A real kbai process with one extra command that fails the way a bug would.
-    script = ("import sys\nfrom kbai import cli\n"
-              "@cli.app.command('boom')\ndef boom() -> None:\n"
-              f"    raise RuntimeError('bad state near {FULL_TOKEN}')\n"
-              "sys.argv = ['kbai', 'boom']\ncli.main()\n")
-    done = subprocess.run([sys.executable, "-c", script], env=_env(f"sqlite:///{tmp_path / 'x.db'}"),
-                          capture_output=True, text=True, timeout=60)
+    script = (
+        "import sys\nfrom kbai import cli\n"
+        "@cli.app.command('boom')\ndef boom() -> None:\n"
+        f"    raise RuntimeError('bad state near {FULL_TOKEN}')\n"
+        "sys.argv = ['kbai', 'boom']\ncli.main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=_env(f"sqlite:///{tmp_path / 'x.db'}"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     line = one_line(done, 70)
     assert "unexpected RuntimeError" in line and "a bug in kbai" in line
     assert FULL_TOKEN not in line and FULL_TOKEN[:12] in line
@@ -74,7 +82,12 @@ def test_version_and_shell_completion(tmp_path: Path) -> None:
     assert (done.returncode, done.stdout) == (0, f"kbai {kbai.__version__}\n")
     done = run(url, "--show-completion", "bash")
     assert done.returncode == 0 and "_KBAI_COMPLETE" in done.stdout
-    env = {**_env(url), "_KBAI_COMPLETE": "complete_bash", "COMP_WORDS": "kbai service-credential re", "COMP_CWORD": "2"}
+    env = {
+        **_env(url),
+        "_KBAI_COMPLETE": "complete_bash",
+        "COMP_WORDS": "kbai service-credential re",
+        "COMP_CWORD": "2",
+    }
     done = subprocess.run([KBAI], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.split() == ["revoke"]
 
@@ -86,24 +99,45 @@ def _services(url: str) -> Services:
 def test_passwords_come_from_stdin_or_a_hidden_prompt(database_url: str) -> None:
     svc = _services(database_url)
     try:
-        done = run(database_url, "tenant", "create", "Acme", "--admin-email", "a@acme.test", "--admin-password-stdin",
-                   stdin="stdin-password-1\nignored\n")
+        done = run(
+            database_url,
+            "tenant",
+            "create",
+            "Acme",
+            "--admin-email",
+            "a@acme.test",
+            "--admin-password-stdin",
+            stdin="stdin-password-1\nignored\n",
+        )
         assert done.returncode == 0 and "stdin-password-1" not in done.stdout + done.stderr, done.stderr
         assert svc.access.authenticate("a@acme.test", "stdin-password-1").email == "a@acme.test"
 
         # On argv it still works, with a warning on stderr (ps and shell history show it).
-        done = run(database_url, "user", "create", "--tenant", "Acme", "--email", "b@acme.test",
-                   "--password", "argv-password-1")
+        done = run(
+            database_url,
+            "user",
+            "create",
+            "--tenant",
+            "Acme",
+            "--email",
+            "b@acme.test",
+            "--password",
+            "argv-password-1",
+        )
         assert done.returncode == 0, done.stderr
         assert done.stderr.startswith("warning: --password on the command line") and "--password-stdin" in done.stderr
         assert svc.access.authenticate("b@acme.test", "argv-password-1").email == "b@acme.test"
 
-        assert "standard input has no password" in one_line(run(
-            database_url, "user", "set-password", "--email", "b@acme.test", "--password-stdin", stdin=""), 1)
+        assert "standard input has no password" in one_line(
+            run(database_url, "user", "set-password", "--email", "b@acme.test", "--password-stdin", stdin=""), 1
+        )
 
         # A hidden prompt on a real terminal: typed twice, never echoed.
-        output, code = _on_a_terminal(database_url, ["user", "set-password", "--email", "b@acme.test",
-                                                     "--password-prompt"], ["prompt-password-1", "prompt-password-1"])
+        output, code = _on_a_terminal(
+            database_url,
+            ["user", "set-password", "--email", "b@acme.test", "--password-prompt"],
+            ["prompt-password-1", "prompt-password-1"],
+        )
         assert code == 0, output.replace("prompt-password-1", "<password>")
         assert output.count("Password") == 1 and "Repeat for confirmation" in output
         assert "prompt-password-1" not in output, "the password is not echoed"
@@ -115,8 +149,15 @@ def test_passwords_come_from_stdin_or_a_hidden_prompt(database_url: str) -> None
 def _on_a_terminal(database_url: str, args: list[str], lines: list[str]) -> tuple[str, int]:
     """Run kbai on a pseudo-terminal, typing ``lines`` when it waits; returns everything it showed."""
     leader, follower = pty.openpty()
-    proc = subprocess.Popen([KBAI, *args], env=_env(database_url), stdin=follower, stdout=follower, stderr=follower,
-                            close_fds=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [KBAI, *args],
+        env=_env(database_url),
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        close_fds=True,
+        start_new_session=True,
+    )
     os.close(follower)
     shown, pending = b"", list(lines)
     deadline = time.monotonic() + 60
@@ -142,8 +183,11 @@ def _on_a_terminal(database_url: str, args: list[str], lines: list[str]) -> tupl
 def test_json_on_creations_and_listings(database_url: str) -> None:
     made = json.loads(run(database_url, "tenant", "create", "Acme", "--admin-email", "a@acme.test", "--json").stdout)
     assert made["name"] == "Acme" and made["admin"]["email"] == "a@acme.test" and len(made["password"]) >= 12
-    user = json.loads(run(database_url, "user", "create", "--tenant", "Acme", "--email", "d@acme.test",
-                          "--role", "Member", "--json").stdout)
+    user = json.loads(
+        run(
+            database_url, "user", "create", "--tenant", "Acme", "--email", "d@acme.test", "--role", "Member", "--json"
+        ).stdout
+    )
     assert user["email"] == "d@acme.test" and user["roles"] == ["Member"] and user["active"] is True
     listed = json.loads(run(database_url, "tokens", "list", "--json").stdout)
     assert listed == {"tokens": []}

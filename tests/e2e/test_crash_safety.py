@@ -65,8 +65,9 @@ class Ledger:
 class Worker(threading.Thread):
     """One client: a session of ``email`` creating and revoking tokens until the server dies."""
 
-    def __init__(self, name: str, url: str, email: str, user_id: int, ledger: Ledger, killing: threading.Event,
-                 seed: int) -> None:
+    def __init__(
+        self, name: str, url: str, email: str, user_id: int, ledger: Ledger, killing: threading.Event, seed: int
+    ) -> None:
         super().__init__(name=name, daemon=True)
         self.client = httpx.Client(base_url=url, timeout=120)  # generous: a busy CI machine is not a failure
         self.email, self.user_id, self.ledger, self.killing = email, user_id, ledger, killing
@@ -97,8 +98,11 @@ class Worker(threading.Thread):
     def mine_active(self) -> list[int]:
         """Tokens this worker (slot) made and has not tried to revoke: no other thread touches them."""
         with self.ledger.lock:
-            return [i for i, (_, _, worker) in self.ledger.created.items()
-                    if worker == self.name and i not in self.ledger.tried_revoke]
+            return [
+                i
+                for i, (_, _, worker) in self.ledger.created.items()
+                if worker == self.name and i not in self.ledger.tried_revoke
+            ]
 
     def step(self) -> None:
         active = self.mine_active()
@@ -173,8 +177,11 @@ def _audit_problems(db: Database) -> list[str]:
     problems: list[str] = []
     with db.read() as s:
         tokens = {t.id: t for t in s.scalars(select(Token))}
-        events = s.execute(select(AuditEvent.action, AuditEvent.target_id)
-                           .where(AuditEvent.action.in_(["token.create", "token.revoke"]))).all()
+        events = s.execute(
+            select(AuditEvent.action, AuditEvent.target_id).where(
+                AuditEvent.action.in_(["token.create", "token.revoke"])
+            )
+        ).all()
     creates = Counter(target for action, target in events if action == "token.create")
     revokes = Counter(target for action, target in events if action == "token.revoke")
     for token_id, token in tokens.items():
@@ -197,8 +204,11 @@ def _check_after_restart(server: LiveServer, db: Database, ledger: Ledger, user_
             rows = {t.id: t for t in s.scalars(select(Token))}
         lost = sorted(i for i in ledger.created if i not in rows)
         assert not lost, f"acknowledged creations lost: {lost}"
-        wrong = sorted(i for i, (token, uid, _) in ledger.created.items()
-                       if rows[i].digest != _digest(token) or rows[i].user_id != uid)
+        wrong = sorted(
+            i
+            for i, (token, uid, _) in ledger.created.items()
+            if rows[i].digest != _digest(token) or rows[i].user_id != uid
+        )
         assert not wrong, f"stored tokens differ from what was handed out: {wrong}"
         unrevoked = sorted(i for i in ledger.revoked if rows[i].revoked_at is None)
         assert not unrevoked, f"acknowledged revocations lost: {unrevoked}"
@@ -221,8 +231,13 @@ def _check_after_restart(server: LiveServer, db: Database, ledger: Ledger, user_
     assert not problems, problems
     now = datetime.now(UTC)
     for uid in user_ids:
-        active = sum(1 for t in rows.values() if t.user_id == uid and (t.revoked_at is None or t.revoked_at > now)
-                     and (t.expires_at is None or t.expires_at > now))
+        active = sum(
+            1
+            for t in rows.values()
+            if t.user_id == uid
+            and (t.revoked_at is None or t.revoked_at > now)
+            and (t.expires_at is None or t.expires_at > now)
+        )
         assert active <= LIMIT, f"user {uid} has {active} active tokens"
     with db.engine.connect() as conn:
         versions = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
@@ -244,8 +259,11 @@ def test_kill_9_under_load_loses_nothing_acknowledged(services: Services, databa
     try:
         for cycle in range(CYCLES):
             killing = threading.Event()
-            workers = [Worker(f"u{u}t{t}", server.url, email, user_ids[u], ledger, killing, seed=cycle * 100 + u * 10 + t)
-                       for u, email in enumerate(USERS) for t in range(THREADS_PER_USER)]
+            workers = [
+                Worker(f"u{u}t{t}", server.url, email, user_ids[u], ledger, killing, seed=cycle * 100 + u * 10 + t)
+                for u, email in enumerate(USERS)
+                for t in range(THREADS_PER_USER)
+            ]
             for w in workers:
                 w.cycle = cycle
                 w.login()

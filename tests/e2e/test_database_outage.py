@@ -15,11 +15,18 @@ from tests.conftest import KBAI_BIN, _pg_admin, _pg_url, free_port, server_env, 
 from tests.gateway.helpers import bearer, create_token, listed, login, seed
 
 
-@pytest.mark.parametrize("url", ["postgresql://kbai:hunter2-secret@127.0.0.1:1/kbai",
-                                 "sqlite:////nonexistent-dir-for-kbai/kbai.db"])
+@pytest.mark.parametrize(
+    "url", ["postgresql://kbai:hunter2-secret@127.0.0.1:1/kbai", "sqlite:////nonexistent-dir-for-kbai/kbai.db"]
+)
 def test_serve_without_its_database_stops_with_one_clear_line(url: str, tmp_path: Path) -> None:
-    done = subprocess.run([KBAI_BIN, "serve", "--port", str(free_port())], env=server_env(url),
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    done = subprocess.run(
+        [KBAI_BIN, "serve", "--port", str(free_port())],
+        env=server_env(url),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     output = done.stdout + done.stderr
     assert done.returncode == 1
     assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, output[-500:]
@@ -28,8 +35,9 @@ def test_serve_without_its_database_stops_with_one_clear_line(url: str, tmp_path
 
 
 def _kill_connections(name: str) -> None:
-    _pg_admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' "
-              "AND pid <> pg_backend_pid()")
+    _pg_admin(
+        f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+    )
 
 
 def test_a_running_server_rides_out_a_database_outage(own_pg_database: str, tmp_path: Path) -> None:
@@ -51,8 +59,9 @@ def test_a_running_server_rides_out_a_database_outage(own_pg_database: str, tmp_
             r = c.get("/api/v1/tokens")
             assert r.status_code == 503 and r.json()["error"]["code"] == "service_unavailable", r.text
             assert int(r.headers["retry-after"]) >= 1
-            r = c.post("/api/v1/tokens", json={"name": "during the outage", "scopes": []},
-                       headers={"X-CSRF-Token": csrf})
+            r = c.post(
+                "/api/v1/tokens", json={"name": "during the outage", "scopes": []}, headers={"X-CSRF-Token": csrf}
+            )
             assert r.status_code == 503, r.text
             r = c.get("/system-settings/api-keys")
             assert r.status_code == 503 and r.headers["content-type"].startswith("text/html")

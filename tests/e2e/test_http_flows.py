@@ -186,14 +186,18 @@ def test_eleventh_token_is_409_and_revoked_ones_do_not_count(server: LiveServer)
 def test_unknown_or_unheld_scope_is_422_naming_it(server: LiveServer) -> None:
     with server.client() as session:
         csrf = login(session)
-        r = session.post("/api/v1/tokens", json={"name": "auditor", "scopes": ["users.read", "audit.read"]},
-                         headers={"X-CSRF-Token": csrf})
+        r = session.post(
+            "/api/v1/tokens",
+            json={"name": "auditor", "scopes": ["users.read", "audit.read"]},
+            headers={"X-CSRF-Token": csrf},
+        )
         assert r.status_code == 422
         assert r.json()["error"]["code"] == "unheld_scope"
         assert "audit.read" in r.json()["error"]["message"]
 
-        r = session.post("/api/v1/tokens", json={"name": "typo", "scopes": ["users.raed"]},
-                         headers={"X-CSRF-Token": csrf})
+        r = session.post(
+            "/api/v1/tokens", json={"name": "typo", "scopes": ["users.raed"]}, headers={"X-CSRF-Token": csrf}
+        )
         assert r.status_code == 422
         assert r.json()["error"]["code"] == "unknown_scope"
         assert "users.raed" in r.json()["error"]["message"]
@@ -219,7 +223,9 @@ def test_a_token_cannot_manage_tokens(server: LiveServer) -> None:
     with server.client() as session, server.client() as anon:
         csrf = login(session)
         made = create_token(session, csrf, "ci", ["users.read"])
-        r = anon.post("/api/v1/tokens", json={"name": "minted by a token", "scopes": []}, headers=bearer(made.plaintext))
+        r = anon.post(
+            "/api/v1/tokens", json={"name": "minted by a token", "scopes": []}, headers=bearer(made.plaintext)
+        )
         assert r.status_code == 403
         assert r.json()["error"]["code"] == "session_required"
         r = anon.get("/api/v1/tokens", headers=bearer(made.plaintext))

@@ -36,7 +36,9 @@ def _within(seconds: float, check) -> float:
 
 
 @pytest.fixture
-def pair(services: Services, database_url: str, tmp_path: Path, redis_prefix: str) -> Iterator[tuple[LiveServer, LiveServer]]:
+def pair(
+    services: Services, database_url: str, tmp_path: Path, redis_prefix: str
+) -> Iterator[tuple[LiveServer, LiveServer]]:
     build_world(services)
     env = {"KBAI_REDIS_URL": REDIS_URL, "KBAI_REDIS_PREFIX": redis_prefix, "KBAI_CACHE_MAX_AGE_SECONDS": "600"}
     a = start_server(database_url, tmp_path, **env)
@@ -54,8 +56,9 @@ def pair(services: Services, database_url: str, tmp_path: Path, redis_prefix: st
 def test_revoke_on_a_is_refused_by_b_within_one_second(pair: tuple[LiveServer, LiveServer]) -> None:
     a, b = pair
     client, csrf = _login(a.url)
-    made = client.post("/api/v1/tokens", json={"name": "zapier", "scopes": ["users.read"]},
-                       headers={"X-CSRF-Token": csrf}).json()
+    made = client.post(
+        "/api/v1/tokens", json={"name": "zapier", "scopes": ["users.read"]}, headers={"X-CSRF-Token": csrf}
+    ).json()
     auth = {"Authorization": f"Bearer {made['token']}"}
     with httpx.Client(base_url=b.url, timeout=10) as on_b:
         for _ in range(3):  # warm B's cache
@@ -70,11 +73,13 @@ def test_revoke_on_a_is_refused_by_b_within_one_second(pair: tuple[LiveServer, L
 
 @pytest.mark.parametrize("backend", ["postgres"])
 def test_pause_on_a_is_refused_by_b_within_one_second_and_resume_brings_it_back(
-        pair: tuple[LiveServer, LiveServer]) -> None:
+    pair: tuple[LiveServer, LiveServer],
+) -> None:
     a, b = pair
     client, csrf = _login(a.url)
-    made = client.post("/api/v1/tokens", json={"name": "cron", "scopes": ["users.read"]},
-                       headers={"X-CSRF-Token": csrf}).json()
+    made = client.post(
+        "/api/v1/tokens", json={"name": "cron", "scopes": ["users.read"]}, headers={"X-CSRF-Token": csrf}
+    ).json()
     auth = {"Authorization": f"Bearer {made['token']}"}
     with httpx.Client(base_url=b.url, timeout=10) as on_b:
         for _ in range(3):  # warm B's cache
@@ -89,7 +94,10 @@ def test_pause_on_a_is_refused_by_b_within_one_second_and_resume_brings_it_back(
         _within(1.0, lambda: on_b.get("/auth/check", headers=auth).status_code == 200)
         # Paused again, then revoked: final. Resume is refused and B keeps refusing.
         assert client.post(f"/api/v1/tokens/{made['id']}/pause", headers={"X-CSRF-Token": csrf}).status_code == 200
-        assert client.post(f"/api/v1/tokens/{made['id']}/revoke", headers={"X-CSRF-Token": csrf}).json()["status"] == "revoked"
+        assert (
+            client.post(f"/api/v1/tokens/{made['id']}/revoke", headers={"X-CSRF-Token": csrf}).json()["status"]
+            == "revoked"
+        )
         r = client.post(f"/api/v1/tokens/{made['id']}/resume", headers={"X-CSRF-Token": csrf})
         assert r.status_code == 409 and r.json()["error"]["code"] == "not_resumable"
         _within(1.0, lambda: "revoked" in on_b.get("/api/v1/me", headers=auth).headers.get("www-authenticate", ""))
@@ -100,15 +108,19 @@ def test_pause_on_a_is_refused_by_b_within_one_second_and_resume_brings_it_back(
 def test_permission_removed_on_a_is_lost_on_b_within_one_second(pair: tuple[LiveServer, LiveServer]) -> None:
     a, b = pair
     dev, csrf = _login(a.url)
-    made = dev.post("/api/v1/tokens", json={"name": "n8n", "scopes": ["users.read", "roles.read"]},
-                    headers={"X-CSRF-Token": csrf}).json()
+    made = dev.post(
+        "/api/v1/tokens", json={"name": "n8n", "scopes": ["users.read", "roles.read"]}, headers={"X-CSRF-Token": csrf}
+    ).json()
     auth = {"Authorization": f"Bearer {made['token']}"}
     admin, admin_csrf = _login(a.url, "admin@acme.test", "admin-password-1")
     role = next(r for r in admin.get("/api/v1/roles").json()["roles"] if r["name"] == "Developers")
     with httpx.Client(base_url=b.url, timeout=10) as on_b:
         assert on_b.get("/auth/check", params={"scope": "roles.read"}, headers=auth).status_code == 200
-        r = admin.put(f"/api/v1/roles/{role['id']}", json={"permissions": ["developer.manage_tokens", "users.read"]},
-                      headers={"X-CSRF-Token": admin_csrf})
+        r = admin.put(
+            f"/api/v1/roles/{role['id']}",
+            json={"permissions": ["developer.manage_tokens", "users.read"]},
+            headers={"X-CSRF-Token": admin_csrf},
+        )
         assert r.status_code == 200
         _within(1.0, lambda: on_b.get("/auth/check", params={"scope": "roles.read"}, headers=auth).status_code == 403)
         assert on_b.get("/api/v1/me", headers=auth).json()["scopes"] == ["users.read"]
@@ -116,8 +128,9 @@ def test_permission_removed_on_a_is_lost_on_b_within_one_second(pair: tuple[Live
     admin.close()
 
 
-def test_fifty_parallel_creates_over_two_instances_make_exactly_one(services: Services, database_url: str,
-                                                                   tmp_path: Path) -> None:
+def test_fifty_parallel_creates_over_two_instances_make_exactly_one(
+    services: Services, database_url: str, tmp_path: Path
+) -> None:
     build_world(services)
     a = start_server(database_url, tmp_path)
     b = start_server(database_url, tmp_path)
@@ -127,13 +140,16 @@ def test_fifty_parallel_creates_over_two_instances_make_exactly_one(services: Se
             clients.append(_login(url))
         first, csrf = clients[0]
         for i in range(9):
-            r = first.post("/api/v1/tokens", json={"name": f"existing {i}", "scopes": []}, headers={"X-CSRF-Token": csrf})
+            r = first.post(
+                "/api/v1/tokens", json={"name": f"existing {i}", "scopes": []}, headers={"X-CSRF-Token": csrf}
+            )
             assert r.status_code == 201
 
         def create(i: int) -> int:
             client, token_csrf = clients[i % 2]
-            r = client.post("/api/v1/tokens", json={"name": f"race {i}", "scopes": []},
-                            headers={"X-CSRF-Token": token_csrf})
+            r = client.post(
+                "/api/v1/tokens", json={"name": f"race {i}", "scopes": []}, headers={"X-CSRF-Token": token_csrf}
+            )
             assert r.status_code in (201, 409), r.text
             if r.status_code == 409:
                 assert r.json()["error"]["code"] == "token_limit_reached"

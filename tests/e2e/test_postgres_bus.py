@@ -56,8 +56,7 @@ def channel_up(server: LiveServer) -> bool:
 
 
 @pytest.mark.parametrize("backend", ["postgres"])
-def test_revocation_and_permission_removal_on_a_reach_b_within_one_second(
-        pair: tuple[LiveServer, LiveServer]) -> None:
+def test_revocation_and_permission_removal_on_a_reach_b_within_one_second(pair: tuple[LiveServer, LiveServer]) -> None:
     a, b = pair
     assert channel_up(a) and channel_up(b)
     with a.client() as dev, a.client() as admin, b.client() as on_b:
@@ -66,18 +65,28 @@ def test_revocation_and_permission_removal_on_a_reach_b_within_one_second(
         narrowed = create_token(dev, csrf, "narrowed", ["users.read", "roles.read"])
         for _ in range(3):  # B caches both verdicts, good for ten minutes
             assert on_b.get("/auth/check", headers=bearer(doomed.plaintext)).status_code == 200
-            assert on_b.get("/auth/check", params={"scope": "roles.read"},
-                            headers=bearer(narrowed.plaintext)).status_code == 200
+            assert (
+                on_b.get("/auth/check", params={"scope": "roles.read"}, headers=bearer(narrowed.plaintext)).status_code
+                == 200
+            )
         assert dev.post(f"/api/v1/tokens/{doomed.id}/revoke", headers={"X-CSRF-Token": csrf}).status_code == 200
         _within(1.0, lambda: on_b.get("/auth/check", headers=bearer(doomed.plaintext)).status_code == 401)
 
         admin_csrf = login(admin, ADMIN_EMAIL, ADMIN_PASSWORD)
         role = next(r for r in admin.get("/api/v1/roles").json()["roles"] if r["name"] == "Developers")
-        r = admin.put(f"/api/v1/roles/{role['id']}", json={"permissions": ["developer.manage_tokens", "users.read"]},
-                      headers={"X-CSRF-Token": admin_csrf})
+        r = admin.put(
+            f"/api/v1/roles/{role['id']}",
+            json={"permissions": ["developer.manage_tokens", "users.read"]},
+            headers={"X-CSRF-Token": admin_csrf},
+        )
         assert r.status_code == 200
-        _within(1.0, lambda: on_b.get("/auth/check", params={"scope": "roles.read"},
-                                      headers=bearer(narrowed.plaintext)).status_code == 403)
+        _within(
+            1.0,
+            lambda: (
+                on_b.get("/auth/check", params={"scope": "roles.read"}, headers=bearer(narrowed.plaintext)).status_code
+                == 403
+            ),
+        )
         assert on_b.get("/api/v1/me", headers=bearer(narrowed.plaintext)).json()["scopes"] == ["users.read"]
 
 
@@ -86,14 +95,16 @@ def _terminate_listener(database_url: str, server: LiveServer) -> int:
     url = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
     name = PG_APPLICATION_NAME.format(pid=server.process.pid)
     with psycopg.connect(url, autocommit=True) as conn:
-        rows = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
-                            (name,)).fetchall()
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s", (name,)
+        ).fetchall()
     return len(rows)
 
 
 @pytest.mark.parametrize("backend", ["postgres"])
 def test_with_its_listener_killed_b_stops_trusting_its_cache_until_it_listens_again(
-        pair: tuple[LiveServer, LiveServer], database_url: str) -> None:
+    pair: tuple[LiveServer, LiveServer], database_url: str
+) -> None:
     a, b = pair
     with a.client() as dev, b.client() as on_b:
         csrf = login(dev)

@@ -32,8 +32,23 @@ def private_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]
     if binary is None:
         missing_service("the redis-server program")
     port = free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url, socket_connect_timeout=1)
     try:
@@ -95,12 +110,17 @@ def _no_errors_logged(*servers: LiveServer) -> None:
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
-def test_redis_killed_mid_run(database_url: str, tmp_path: Path,
-                              private_redis: tuple[str, subprocess.Popen[bytes]]) -> None:
+def test_redis_killed_mid_run(
+    database_url: str, tmp_path: Path, private_redis: tuple[str, subprocess.Popen[bytes]]
+) -> None:
     url, redis_proc = private_redis
     seed(database_url)
-    env = {"KBAI_REDIS_URL": url, "KBAI_REDIS_PREFIX": "outage", "KBAI_AUTH_FAILURES_PER_MINUTE": str(LIMIT),
-           "KBAI_CACHE_MAX_AGE_SECONDS": "3600"}
+    env = {
+        "KBAI_REDIS_URL": url,
+        "KBAI_REDIS_PREFIX": "outage",
+        "KBAI_AUTH_FAILURES_PER_MINUTE": str(LIMIT),
+        "KBAI_CACHE_MAX_AGE_SECONDS": "3600",
+    }
     a = start_server(database_url, tmp_path, **env)
     b = start_server(database_url, tmp_path, **env)
     try:
@@ -145,8 +165,9 @@ def test_redis_never_reachable(database_url: str, tmp_path: Path) -> None:
             ip = {"X-Forwarded-For": "198.51.100.250"}
             limit = 10  # KBAI_LOGIN_FAILURES_PER_MINUTE's default
             for _ in range(limit):
-                r = c.post("/api/v1/session", json={"email": "dev@acme.test", "password": "wrong-password-1"},
-                           headers=ip)
+                r = c.post(
+                    "/api/v1/session", json={"email": "dev@acme.test", "password": "wrong-password-1"}, headers=ip
+                )
                 assert r.status_code == 401
             r = c.post("/api/v1/session", json={"email": "dev@acme.test", "password": "dev-password-1"}, headers=ip)
             assert r.status_code == 429

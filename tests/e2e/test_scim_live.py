@@ -34,8 +34,9 @@ class HttpxScimClient(BaseSyncSCIMClient):
     def _stays_under_base_url(self, endpoint: str) -> bool:
         url = self.client.build_request("GET", endpoint).url
         base = self.client.base_url
-        return (url.scheme, url.host, url.port) == (base.scheme, base.host, base.port) and \
-            url.raw_path.startswith(base.raw_path)
+        return (url.scheme, url.host, url.port) == (base.scheme, base.host, base.port) and url.raw_path.startswith(
+            base.raw_path
+        )
 
     def _parse_json(self, response: Any) -> Any:
         return response.json()
@@ -46,16 +47,23 @@ class HttpxScimClient(BaseSyncSCIMClient):
 
 def _scim_token(database_url: str, tenant: str) -> str:
     """`kbai scim-token create --tenant NAME`: the secret is alone on the last line."""
-    out = subprocess.run([KBAI_BIN, "scim-token", "create", "--tenant", tenant], env=server_env(database_url),
-                         capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run(
+        [KBAI_BIN, "scim-token", "create", "--tenant", tenant],
+        env=server_env(database_url),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     return out.stdout.strip().splitlines()[-1]
 
 
 def test_scim2_tester_reports_no_failed_check(services: Services, live_server: LiveServer) -> None:
     build_world(services)
     secret = _scim_token(live_server.env["KBAI_DATABASE_URL"], "Acme")
-    with httpx.Client(base_url=live_server.url + "/scim/v2", timeout=30,
-                      headers={"Authorization": f"Bearer {secret}"}) as http:
+    with httpx.Client(
+        base_url=live_server.url + "/scim/v2", timeout=30, headers={"Authorization": f"Bearer {secret}"}
+    ) as http:
         results = check_server(HttpxScimClient(http))
     lines = [f"{r.status.name:8} {r.resource_type or '-':6} {r.title}: {(r.reason or '')[:200]}" for r in results]
     print("scim2-tester output:\n" + "\n".join(lines))  # kept in the test log (-rA / on failure)
@@ -75,8 +83,9 @@ def _within(seconds: float, check) -> float:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def pair(services: Services, database_url: str, tmp_path: Path,
-         redis_prefix: str) -> Iterator[tuple[LiveServer, LiveServer]]:
+def pair(
+    services: Services, database_url: str, tmp_path: Path, redis_prefix: str
+) -> Iterator[tuple[LiveServer, LiveServer]]:
     build_world(services)
     env = {"KBAI_REDIS_URL": REDIS_URL, "KBAI_REDIS_PREFIX": redis_prefix, "KBAI_CACHE_MAX_AGE_SECONDS": "600"}
     a = start_server(database_url, tmp_path, **env)
@@ -94,23 +103,37 @@ def _token(url: str, email: str, password: str, scopes: list[str]) -> str:
     with httpx.Client(base_url=url, timeout=30) as c:
         r = c.post("/api/v1/session", json={"email": email, "password": password})
         assert r.status_code == 200, r.text
-        r = c.post("/api/v1/tokens", json={"name": f"for {email}", "scopes": scopes},
-                   headers={"X-CSRF-Token": r.json()["csrf_token"]})
+        r = c.post(
+            "/api/v1/tokens",
+            json={"name": f"for {email}", "scopes": scopes},
+            headers={"X-CSRF-Token": r.json()["csrf_token"]},
+        )
         assert r.status_code == 201, r.text
         return str(r.json()["token"])
 
 
 @pytest.mark.parametrize("backend", ["postgres"])
 def test_okta_deactivation_through_a_stops_the_token_on_b_within_one_second(
-        services: Services, pair: tuple[LiveServer, LiveServer]) -> None:
+    services: Services, pair: tuple[LiveServer, LiveServer]
+) -> None:
     a, b = pair
     _, secret = services.provisioning.create(OPERATOR, build_tenant_id(services), "Okta")
-    scim = httpx.Client(base_url=a.url + "/scim/v2", timeout=30,
-                        headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/scim+json"})
+    scim = httpx.Client(
+        base_url=a.url + "/scim/v2",
+        timeout=30,
+        headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/scim+json"},
+    )
     # Okta: create, then look the user up by userName before every change.
-    r = scim.post("/Users", json={"schemas": [USER], "userName": "okta.person@acme.test", "active": True,
-                                  "name": {"givenName": "Okta", "familyName": "Person"},
-                                  "emails": [{"primary": True, "value": "okta.person@acme.test", "type": "work"}]})
+    r = scim.post(
+        "/Users",
+        json={
+            "schemas": [USER],
+            "userName": "okta.person@acme.test",
+            "active": True,
+            "name": {"givenName": "Okta", "familyName": "Person"},
+            "emails": [{"primary": True, "value": "okta.person@acme.test", "type": "work"}],
+        },
+    )
     assert r.status_code == 201, r.text
     user_id = int(r.json()["id"])
     services.access.set_user_roles(OPERATOR, user_id, ["Developers"])
@@ -122,13 +145,17 @@ def test_okta_deactivation_through_a_stops_the_token_on_b_within_one_second(
     with httpx.Client(base_url=b.url, timeout=10) as on_b:
         for _ in range(3):  # warm B's cache
             assert on_b.get("/auth/check", headers=auth).status_code == 200
-        r = scim.patch(f"/Users/{user_id}", json={"schemas": [PATCH], "Operations": [
-            {"op": "replace", "value": {"active": False}}]})
+        r = scim.patch(
+            f"/Users/{user_id}",
+            json={"schemas": [PATCH], "Operations": [{"op": "replace", "value": {"active": False}}]},
+        )
         assert r.status_code == 200 and r.json()["active"] is False, r.text
         _within(1.0, lambda: on_b.get("/auth/check", headers=auth).status_code == 401)
         # Okta's reactivation: the stopped (never revoked) token works again, on B too.
-        r = scim.patch(f"/Users/{user_id}", json={"schemas": [PATCH], "Operations": [
-            {"op": "Replace", "path": "active", "value": "True"}]})
+        r = scim.patch(
+            f"/Users/{user_id}",
+            json={"schemas": [PATCH], "Operations": [{"op": "Replace", "path": "active", "value": "True"}]},
+        )
         assert r.status_code == 200 and r.json()["active"] is True, r.text
         _within(1.0, lambda: on_b.get("/auth/check", headers=auth).status_code == 200)
         assert scim.delete(f"/Users/{user_id}").status_code == 204
@@ -138,37 +165,54 @@ def test_okta_deactivation_through_a_stops_the_token_on_b_within_one_second(
 
 @pytest.mark.parametrize("backend", ["postgres"])
 def test_entra_group_removal_through_a_cuts_the_scope_on_b_within_one_second(
-        services: Services, pair: tuple[LiveServer, LiveServer]) -> None:
+    services: Services, pair: tuple[LiveServer, LiveServer]
+) -> None:
     a, b = pair
     _, secret = services.provisioning.create(OPERATOR, build_tenant_id(services), "Entra ID")
-    scim = httpx.Client(base_url=a.url + "/scim/v2", timeout=30,
-                        headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/scim+json"})
+    scim = httpx.Client(
+        base_url=a.url + "/scim/v2",
+        timeout=30,
+        headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/scim+json"},
+    )
     token = _token(a.url, "dev@acme.test", "dev-password-1", ["users.read", "roles.read"])
     auth = {"Authorization": f"Bearer {token}"}
     # Entra: find the group by displayName, the user by userName, then PATCH with capitalised ops.
-    (group,) = scim.get("/Groups", params={"filter": 'displayName eq "Developers"',
-                                           "excludedAttributes": "members"}).json()["Resources"]
+    (group,) = scim.get(
+        "/Groups", params={"filter": 'displayName eq "Developers"', "excludedAttributes": "members"}
+    ).json()["Resources"]
     assert "members" not in group
     (dev,) = scim.get("/Users", params={"filter": 'userName eq "dev@acme.test"'}).json()["Resources"]
-    r = scim.post("/Groups", json={"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
-                                   "displayName": "Readers", "externalId": "entra-1234"})
+    r = scim.post(
+        "/Groups",
+        json={
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+            "displayName": "Readers",
+            "externalId": "entra-1234",
+        },
+    )
     assert r.status_code == 201, r.text
     readers = r.json()
     services.access.update_role(OPERATOR, int(readers["id"]), ["users.read"])
-    r = scim.patch(f"/Groups/{readers['id']}", json={"schemas": [PATCH], "Operations": [
-        {"op": "Add", "path": "members", "value": [{"value": dev["id"]}]}]})
+    r = scim.patch(
+        f"/Groups/{readers['id']}",
+        json={"schemas": [PATCH], "Operations": [{"op": "Add", "path": "members", "value": [{"value": dev["id"]}]}]},
+    )
     assert r.status_code == 200, r.text
     with httpx.Client(base_url=b.url, timeout=10) as on_b:
         assert on_b.get("/auth/check", params={"scope": "roles.read"}, headers=auth).status_code == 200
-        r = scim.patch(f"/Groups/{group['id']}", json={"schemas": [PATCH], "Operations": [
-            {"op": "Remove", "path": f'members[value eq "{dev["id"]}"]'}]})
+        r = scim.patch(
+            f"/Groups/{group['id']}",
+            json={"schemas": [PATCH], "Operations": [{"op": "Remove", "path": f'members[value eq "{dev["id"]}"]'}]},
+        )
         assert r.status_code == 200, r.text
         _within(1.0, lambda: on_b.get("/auth/check", params={"scope": "roles.read"}, headers=auth).status_code == 403)
         assert on_b.get("/auth/check", params={"scope": "users.read"}, headers=auth).status_code == 200
         assert on_b.get("/api/v1/me", headers=auth).json()["scopes"] == ["users.read"]
         # Entra deletes a user with PATCH active false first, then DELETE.
-        r = scim.patch(f"/Users/{dev['id']}", json={"schemas": [PATCH], "Operations": [
-            {"op": "Replace", "path": "active", "value": "False"}]})
+        r = scim.patch(
+            f"/Users/{dev['id']}",
+            json={"schemas": [PATCH], "Operations": [{"op": "Replace", "path": "active", "value": "False"}]},
+        )
         assert r.status_code == 200 and r.json()["active"] is False, r.text
         _within(1.0, lambda: on_b.get("/auth/check", headers=auth).status_code == 401)
         assert scim.delete(f"/Users/{dev['id']}").status_code == 204

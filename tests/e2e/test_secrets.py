@@ -31,10 +31,14 @@ def test_no_token_in_logs_audit_metrics_or_later_responses(debug_server: LiveSer
     minted: list[str] = []
     later_bodies: list[str] = []
     with debug_server.client() as c:
-        csrf = c.post("/api/v1/session", json={"email": "dev@acme.test", "password": "dev-password-1"}).json()["csrf_token"]
+        csrf = c.post("/api/v1/session", json={"email": "dev@acme.test", "password": "dev-password-1"}).json()[
+            "csrf_token"
+        ]
         h = {"X-CSRF-Token": csrf}
         for name in ("Zapier production", "n8n nightly sync"):
-            r = c.post("/api/v1/tokens", json={"name": name, "scopes": ["users.read"], "expires_in_days": 30}, headers=h)
+            r = c.post(
+                "/api/v1/tokens", json={"name": name, "scopes": ["users.read"], "expires_in_days": 30}, headers=h
+            )
             assert r.status_code == 201
             minted.append(r.json()["token"])
         r = c.post("/api/v1/tokens/1/rotate", json={"grace_period_seconds": 0}, headers=h)
@@ -58,10 +62,14 @@ def test_no_token_in_logs_audit_metrics_or_later_responses(debug_server: LiveSer
     with services.db.read() as s:
         audit_rows = [repr((e.actor, e.action, e.target_id, e.details)) for e in s.scalars(select(AuditEvent))]
     assert any("token.create" in row for row in audit_rows)
-    haystacks = {"server log": log, "metrics": metrics, "audit": "\n".join(audit_rows),
-                 "later responses": "\n".join(later_bodies)}
+    haystacks = {
+        "server log": log,
+        "metrics": metrics,
+        "audit": "\n".join(audit_rows),
+        "later responses": "\n".join(later_bodies),
+    }
     for token in minted:
-        secret = token[len("kbai_pk_"):]
+        secret = token[len("kbai_pk_") :]
         for where, text in haystacks.items():
             # A bare boolean, so that a failing run reports the digest and never prints the secret.
             leaked = secret in text.lower()

@@ -37,12 +37,16 @@ def _wait_for_log(server: LiveServer, text: str, count: int) -> None:
 
 
 @pytest.fixture
-def workers(backend: str, with_redis: bool, database_url: str, tmp_path: Path,
-            request: pytest.FixtureRequest) -> Iterator[LiveServer]:
+def workers(
+    backend: str, with_redis: bool, database_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[LiveServer]:
     seed(database_url)
     # 200 refusals from one address: above the default failure limit, which is not under test here.
-    env = {"KBAI_CACHE_MAX_AGE_SECONDS": "600", "KBAI_LAST_USED_FLUSH_SECONDS": "3600",
-           "KBAI_AUTH_FAILURES_PER_MINUTE": "1000"}
+    env = {
+        "KBAI_CACHE_MAX_AGE_SECONDS": "600",
+        "KBAI_LAST_USED_FLUSH_SECONDS": "3600",
+        "KBAI_AUTH_FAILURES_PER_MINUTE": "1000",
+    }
     if with_redis:
         env |= {"KBAI_REDIS_URL": REDIS_URL, "KBAI_REDIS_PREFIX": request.getfixturevalue("redis_prefix")}
     server = start_server(database_url, tmp_path, args=("--workers", "2"), **env)
@@ -72,7 +76,8 @@ def valid_counts(server: LiveServer) -> set[float]:
 
 @pytest.mark.parametrize(("backend", "with_redis"), CONFIGURATIONS, ids=IDS)
 def test_a_revocation_through_any_worker_is_honoured_by_every_worker_and_no_count_is_lost(
-        workers: LiveServer, database_url: str) -> None:
+    workers: LiveServer, database_url: str
+) -> None:
     server = workers
     with server.client() as session:  # one keep-alive connection: one worker
         csrf = login(session)
@@ -86,7 +91,8 @@ def test_a_revocation_through_any_worker_is_honoured_by_every_worker_and_no_coun
             served[token.id] += 1
         counts = valid_counts(server)
         assert sum(served.values()) in {sum(counts), 2 * max(counts)} and 0 not in counts, (
-            f"both workers must have served: per-worker counts {counts}")
+            f"both workers must have served: per-worker counts {counts}"
+        )
 
         r = session.post(f"/api/v1/tokens/{doomed.id}/revoke", headers={"X-CSRF-Token": csrf})
         assert r.status_code == 200
@@ -106,8 +112,11 @@ def test_a_revocation_through_any_worker_is_honoured_by_every_worker_and_no_coun
     db = Database(database_url)
     try:
         with db.read() as s:
-            hourly = dict(s.execute(select(TokenUsageHour.token_id, func.sum(TokenUsageHour.requests))
-                                    .group_by(TokenUsageHour.token_id)).all())
+            hourly = dict(
+                s.execute(
+                    select(TokenUsageHour.token_id, func.sum(TokenUsageHour.requests)).group_by(TokenUsageHour.token_id)
+                ).all()
+            )
             last_used = dict(s.execute(select(Token.id, Token.last_used_at)).all())
     finally:
         db.dispose()

@@ -15,8 +15,7 @@ class Echo(BaseHTTPRequestHandler):
         headers: dict[str, list[str]] = {}
         for name, value in self.headers.items():
             headers.setdefault(name.lower(), []).append(value)
-        body = json.dumps({"upstream": "echo", "method": self.command, "path": self.path,
-                           "headers": headers}).encode()
+        body = json.dumps({"upstream": "echo", "method": self.command, "path": self.path, "headers": headers}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))

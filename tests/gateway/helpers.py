@@ -33,7 +33,9 @@ class Seeded:
     dev_role_id: int
 
 
-def seed(database_url: str, permissions_file: Path | None = None, extra_dev_permissions: tuple[str, ...] = ()) -> Seeded:
+def seed(
+    database_url: str, permissions_file: Path | None = None, extra_dev_permissions: tuple[str, ...] = ()
+) -> Seeded:
     """Acme with admin@acme.test (Admin) and dev@acme.test (Developers: manage tokens, users.read, roles.read,
     plus ``extra_dev_permissions``, which may come from ``permissions_file``)."""
     svc = Services.build(Settings(database_url=database_url, permissions_file=permissions_file, **FAST_ARGON2))
@@ -92,8 +94,14 @@ def listed(client: httpx.Client) -> dict[int, dict[str, object]]:
 
 def create_service_credential(database_url: str, name: str) -> tuple[str, str]:
     """`kbai service-credential create NAME` through the real CLI; returns (client_id, client_secret)."""
-    proc = subprocess.run([KBAI_BIN, "service-credential", "create", name], env=server_env(database_url),
-                          capture_output=True, text=True, timeout=60, cwd=os.getcwd())
+    proc = subprocess.run(
+        [KBAI_BIN, "service-credential", "create", name],
+        env=server_env(database_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=os.getcwd(),
+    )
     assert proc.returncode == 0, proc.stderr
     values: dict[str, str] = {}
     for line in proc.stdout.splitlines():

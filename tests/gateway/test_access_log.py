@@ -20,7 +20,8 @@ BAD = "kbai_pk_" + "0" * 64
 
 def served(svc: Services, route: str, status: int, method: str = "GET") -> float:
     value = svc.metrics.registry.get_sample_value(
-        "kbai_http_request_duration_seconds_count", {"method": method, "route": route, "status": str(status)})
+        "kbai_http_request_duration_seconds_count", {"method": method, "route": route, "status": str(status)}
+    )
     return value or 0.0
 
 
@@ -43,7 +44,8 @@ def app(request: pytest.FixtureRequest, database_url: str) -> Iterator[tuple[Ser
 
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_successful_token_reads_are_counted_and_logged_only_when_asked(
-        app: tuple[Services, TestClient, str, bool], caplog: pytest.LogCaptureFixture) -> None:
+    app: tuple[Services, TestClient, str, bool], caplog: pytest.LogCaptureFixture
+) -> None:
     svc, client, token, log_reads = app
     auth = {"Authorization": f"Bearer {token}"}
     caplog.set_level(logging.INFO, logger="kbai.access")
@@ -61,19 +63,30 @@ def test_successful_token_reads_are_counted_and_logged_only_when_asked(
 
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_failures_sessions_and_writes_are_always_logged(
-        app: tuple[Services, TestClient, str, bool], caplog: pytest.LogCaptureFixture) -> None:
+    app: tuple[Services, TestClient, str, bool], caplog: pytest.LogCaptureFixture
+) -> None:
     svc, client, token, _ = app
     caplog.set_level(logging.INFO, logger="kbai.access")
     assert client.get("/auth/check", headers={"Authorization": f"Bearer {BAD}"}).status_code == 401
     assert client.get("/auth/check").status_code == 401
-    assert client.get("/auth/check", headers={"Authorization": f"Bearer {token}"},
-                      params={"scope": "audit.read"}).status_code == 403
+    assert (
+        client.get(
+            "/auth/check", headers={"Authorization": f"Bearer {token}"}, params={"scope": "audit.read"}
+        ).status_code
+        == 403
+    )
     assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {BAD}"}).status_code == 401
     r = client.post("/api/v1/session", json={"email": "dev@acme.test", "password": "dev-password-1"})
     assert r.status_code == 200
     assert client.get("/api/v1/me").status_code == 200  # a session's read
     assert served(svc, "/auth/check", 401) == 2 and served(svc, "/auth/check", 403) == 1
     lines = access_lines(caplog)
-    assert lines == ["GET /auth/check 401", "GET /auth/check 401", "GET /auth/check 403",
-                     "GET /api/v1/me 401", "POST /api/v1/session 200", "GET /api/v1/me 200"]
+    assert lines == [
+        "GET /auth/check 401",
+        "GET /auth/check 401",
+        "GET /auth/check 403",
+        "GET /api/v1/me 401",
+        "POST /api/v1/session 200",
+        "GET /api/v1/me 200",
+    ]
     assert all("kbai_pk_0000000000" not in line for line in lines)

@@ -45,8 +45,12 @@ class Env:
         return self.server.url + "/api/v1/introspect"
 
     def introspect(self, token: str, secret: str | None = None) -> httpx.Response:
-        with OAuth2Client(self.client_id, secret if secret is not None else self.client_secret,
-                          token_endpoint_auth_method="client_secret_basic", timeout=30) as client:
+        with OAuth2Client(
+            self.client_id,
+            secret if secret is not None else self.client_secret,
+            token_endpoint_auth_method="client_secret_basic",
+            timeout=30,
+        ) as client:
             return client.introspect_token(self.url, token=token)  # type: ignore[no-any-return]
 
 
@@ -113,8 +117,9 @@ def test_wrong_client_secret_is_401(env: Env) -> None:
     # No credential at all, and an unknown client id, are refused the same way.
     r = httpx.post(env.url, data={"token": env.token.plaintext}, timeout=30)
     assert r.status_code == 401
-    r = httpx.post(env.url, data={"token": env.token.plaintext}, auth=("kbai_sc_0000000000000000", env.client_secret),
-                   timeout=30)
+    r = httpx.post(
+        env.url, data={"token": env.token.plaintext}, auth=("kbai_sc_0000000000000000", env.client_secret), timeout=30
+    )
     assert r.status_code == 401
 
 
@@ -125,8 +130,9 @@ def test_json_and_form_bodies(env: Env) -> None:
     assert r.json()["active"] is True
     assert r.json()["token_id"] == env.token.id
 
-    r = httpx.post(env.url, data={"token": env.token.plaintext, "token_type_hint": "access_token"}, auth=auth,
-                   timeout=30)
+    r = httpx.post(
+        env.url, data={"token": env.token.plaintext, "token_type_hint": "access_token"}, auth=auth, timeout=30
+    )
     assert r.status_code == 200, r.text
     assert r.json()["active"] is True
     assert r.json()["sub"] == str(env.seeded.dev_id)
@@ -141,8 +147,7 @@ def test_json_and_form_bodies(env: Env) -> None:
     assert r.json()["error"]["code"] == "bad_request"
 
 
-def test_finding15_failed_client_authentication_is_rate_limited_per_address(database_url: str,
-                                                                           tmp_path: Path) -> None:
+def test_finding15_failed_client_authentication_is_rate_limited_per_address(database_url: str, tmp_path: Path) -> None:
     """Issue 13, finding 15: wrong, unknown or garbled client credentials count per client address; past
     the limit that address gets 429 with Retry-After (even with the right secret), others are served."""
     seed(database_url)
@@ -151,8 +156,13 @@ def test_finding15_failed_client_authentication_is_rate_limited_per_address(data
     token = "kbai_pk_" + "f" * 64
 
     def ask(ip: str, **kwargs: object) -> httpx.Response:
-        return httpx.post(server.url + "/api/v1/introspect", data={"token": token}, timeout=30,
-                          headers={"X-Forwarded-For": ip, **kwargs.pop("headers", {})}, **kwargs)  # type: ignore[arg-type]
+        return httpx.post(
+            server.url + "/api/v1/introspect",
+            data={"token": token},
+            timeout=30,
+            headers={"X-Forwarded-For": ip, **kwargs.pop("headers", {})},
+            **kwargs,
+        )  # type: ignore[arg-type]
 
     try:
         for _ in range(5):  # successes never count

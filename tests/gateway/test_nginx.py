@@ -38,7 +38,9 @@ PERMISSIONS_TOML = """
 
 
 def nginx_binary() -> str | None:
-    return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.path.exists(p)), None)
+    return shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.path.exists(p)), None
+    )
 
 
 def render(conf: str, *, kbai_port: int, app_port: int, listen_port: int) -> str:
@@ -119,19 +121,30 @@ def stack(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> It
         kbai_port = int(kbai.url.rsplit(":", 1)[1])
         rendered = render(SHIPPED_CONF.read_text(), kbai_port=kbai_port, app_port=app_port, listen_port=listen_port)
         # IPv6 clients too (the allowlist tests): the same server block also listens on [::1].
-        rendered = rendered.replace(f"listen 127.0.0.1:{listen_port};", f"listen 127.0.0.1:{listen_port};\n"
-                                    f"        listen [::1]:{listen_port};", 1)
+        rendered = rendered.replace(
+            f"listen 127.0.0.1:{listen_port};",
+            f"listen 127.0.0.1:{listen_port};\n        listen [::1]:{listen_port};",
+            1,
+        )
         conf.write_text(rendered)
         error_log = prefix / "error.log"
         directives = f"daemon off; pid {prefix}/nginx.pid; error_log {error_log} info;"
         if os.geteuid() == 0:
             # As root nginx would run its workers as "nobody", who cannot enter pytest's 0700 tmp dirs.
             directives += f" user {pwd.getpwuid(0).pw_name} {grp.getgrgid(0).gr_name};"
-        test = subprocess.run([nginx, "-t", "-p", str(prefix), "-c", str(conf), "-g", directives],
-                              capture_output=True, text=True, timeout=30)
+        test = subprocess.run(
+            [nginx, "-t", "-p", str(prefix), "-c", str(conf), "-g", directives],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert test.returncode == 0, f"nginx -t rejects the shipped config: {test.stderr}"
-        nginx_proc = subprocess.Popen([nginx, "-p", str(prefix), "-c", str(conf), "-g", directives],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        nginx_proc = subprocess.Popen(
+            [nginx, "-p", str(prefix), "-c", str(conf), "-g", directives],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         nginx_url = f"http://127.0.0.1:{listen_port}"
         wait_until_up(nginx_url + "/", nginx_proc, "nginx", error_log)
         yield Stack(nginx_url, kbai, seeded, contacts_reader, users_reader, error_log)
@@ -186,8 +199,12 @@ def test_valid_token_reaches_upstream_with_identity_headers(stack: Stack) -> Non
 
 
 def test_client_cannot_forge_identity_headers(stack: Stack) -> None:
-    r = get(stack, "/orders", stack.users_reader.plaintext,
-            **{"X-Kbai-User": "999", "X-Kbai-Tenant": "999", "X-Kbai-Scopes": "users.manage", "X-Kbai-Token-Id": "1"})
+    r = get(
+        stack,
+        "/orders",
+        stack.users_reader.plaintext,
+        **{"X-Kbai-User": "999", "X-Kbai-Tenant": "999", "X-Kbai-Scopes": "users.manage", "X-Kbai-Token-Id": "1"},
+    )
     assert r.status_code == 200, r.text
     seen = upstream_headers(r)
     assert seen["x-kbai-user"] == [str(stack.seeded.dev_id)]
@@ -202,12 +219,15 @@ def test_no_authorization_is_401(stack: Stack) -> None:
     assert r.headers["www-authenticate"].startswith('Bearer realm="kbai"')
 
 
-@pytest.mark.parametrize("presented", [
-    pytest.param("kbai_pk_" + "0" * 64, id="unknown"),
-    pytest.param("kbai_pk_" + "A" * 64, id="upper-case"),
-    pytest.param("kbai_pk_short", id="short"),
-    pytest.param("not-a-token", id="garbage"),
-])
+@pytest.mark.parametrize(
+    "presented",
+    [
+        pytest.param("kbai_pk_" + "0" * 64, id="unknown"),
+        pytest.param("kbai_pk_" + "A" * 64, id="upper-case"),
+        pytest.param("kbai_pk_short", id="short"),
+        pytest.param("not-a-token", id="garbage"),
+    ],
+)
 def test_invalid_or_malformed_token_is_401(stack: Stack, presented: str) -> None:
     r = get(stack, "/orders", presented)
     assert_refused_by_nginx(r, 401, "invalid_token")
@@ -290,8 +310,12 @@ def test_a_spoofed_forwarded_header_is_judged_by_the_real_peer(stack: Stack) -> 
     token = _allowlisted(stack, "spoof target", ["127.0.0.2/32"])
     port = stack.nginx_url.rsplit(":", 1)[1]
     # Through nginx: it sets X-Forwarded-For to the peer it saw, whatever the client claims.
-    spoofed = _from("127.0.0.3", f"http://127.0.0.1:{port}/orders", token.plaintext,
-                    **{"X-Forwarded-For": "127.0.0.2", "X-Real-IP": "127.0.0.2"})
+    spoofed = _from(
+        "127.0.0.3",
+        f"http://127.0.0.1:{port}/orders",
+        token.plaintext,
+        **{"X-Forwarded-For": "127.0.0.2", "X-Real-IP": "127.0.0.2"},
+    )
     assert_refused_by_nginx(spoofed, 401, "invalid_token")
     # Straight to kbai from a peer that is not a trusted proxy (KBAI_TRUSTED_PROXIES is 127.0.0.1,::1):
     # the header is ignored and the peer's own address decides.
@@ -309,7 +333,11 @@ def test_allowlist_through_nginx_over_ipv6(stack: Stack) -> None:
     r = httpx.get(f"http://[::1]:{port}/orders", headers=bearer(v6_only.plaintext), timeout=30)
     assert r.status_code == 200, r.text
     assert upstream_headers(r)["x-kbai-token-id"] == [str(v6_only.id)]
-    assert_refused_by_nginx(httpx.get(f"http://127.0.0.1:{port}/orders", headers=bearer(v6_only.plaintext),
-                                      timeout=30), 401, "invalid_token")
-    assert_refused_by_nginx(httpx.get(f"http://[::1]:{port}/orders", headers=bearer(elsewhere.plaintext),
-                                      timeout=30), 401, "invalid_token")
+    assert_refused_by_nginx(
+        httpx.get(f"http://127.0.0.1:{port}/orders", headers=bearer(v6_only.plaintext), timeout=30),
+        401,
+        "invalid_token",
+    )
+    assert_refused_by_nginx(
+        httpx.get(f"http://[::1]:{port}/orders", headers=bearer(elsewhere.plaintext), timeout=30), 401, "invalid_token"
+    )

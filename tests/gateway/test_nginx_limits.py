@@ -19,8 +19,11 @@ def _not_upstream(r: httpx.Response) -> bool:
 
 
 def test_header_lines_over_8_kib_are_refused_by_nginx(stack: Stack) -> None:
-    for headers in ({"Authorization": "Bearer " + "a" * 9_000}, {"Authorization": "Bearer kbai_pk_" + "0" * 65_536},
-                    {"Cookie": "c=" + "x" * 9_000}):
+    for headers in (
+        {"Authorization": "Bearer " + "a" * 9_000},
+        {"Authorization": "Bearer kbai_pk_" + "0" * 65_536},
+        {"Cookie": "c=" + "x" * 9_000},
+    ):
         r = httpx.get(stack.nginx_url + "/", headers=headers, timeout=30)
         assert r.status_code == 400 and _not_upstream(r), (r.status_code, r.text[:200])
 
@@ -32,6 +35,10 @@ def test_under_the_limit_kbai_answers(stack: Stack) -> None:
 
 
 def test_bodies_over_1_mib_are_refused_by_nginx(stack: Stack) -> None:
-    r = httpx.post(stack.nginx_url + "/", content=b"x" * (1024 * 1024 + 1),
-                   headers={"Authorization": "Bearer kbai_pk_" + "0" * 64}, timeout=30)
+    r = httpx.post(
+        stack.nginx_url + "/",
+        content=b"x" * (1024 * 1024 + 1),
+        headers={"Authorization": "Bearer kbai_pk_" + "0" * 64},
+        timeout=30,
+    )
     assert r.status_code == 413 and _not_upstream(r)

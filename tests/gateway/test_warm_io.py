@@ -97,8 +97,13 @@ class Running:
 def running(backend: str, with_redis: bool, database_url: str, tmp_path: Path) -> Iterator[Running]:
     """The app with its background parts started (lifespan), as `kbai serve` runs it."""
     with contextmanager_or_none(with_redis, tmp_path) as redis_url:
-        settings = Settings(database_url=database_url, redis_url=redis_url, redis_prefix="warm-io",
-                            last_used_flush_seconds=3600, **FAST_ARGON2)
+        settings = Settings(
+            database_url=database_url,
+            redis_url=redis_url,
+            redis_prefix="warm-io",
+            last_used_flush_seconds=3600,
+            **FAST_ARGON2,
+        )
         svc = Services.build(settings)
         world = build_world(svc)
         try:

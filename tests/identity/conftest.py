@@ -86,18 +86,27 @@ class Rig:
         """Start a sign-in in ``client`` and log in at the provider; the callback path it sends back."""
         return login_at_provider(self.start(client, next_path), login, password).path_and_query
 
-    def sign_in(self, client: httpx.Client, login: str, password: str = "pw", next_path: str | None = None
-                ) -> httpx.Response:
+    def sign_in(
+        self, client: httpx.Client, login: str, password: str = "pw", next_path: str | None = None
+    ) -> httpx.Response:
         return client.get(self.callback_for(client, login, password, next_path))
 
 
 def make_rig(database_url: str, provider: OidcProvider, **settings: object) -> Rig:
     clock = OffsetClock()
-    values = {"oidc_issuer": provider.issuer, "oidc_client_id": CLIENT_ID, "oidc_client_secret": CLIENT_SECRET,
-              "oidc_provider_name": "Test Identity", "oidc_scopes": "org", **FAST_ARGON2, **settings}
+    values = {
+        "oidc_issuer": provider.issuer,
+        "oidc_client_id": CLIENT_ID,
+        "oidc_client_secret": CLIENT_SECRET,
+        "oidc_provider_name": "Test Identity",
+        "oidc_scopes": "org",
+        **FAST_ARGON2,
+        **settings,
+    }
     svc = Services.build(Settings(database_url=database_url, **values), clock=clock)  # type: ignore[arg-type]
-    tenant, _admin, _ = svc.access.create_tenant(OPERATOR, "Acme", "admin@acme.test", "admin-password-1",
-                                                 external_id="org-acme")
+    tenant, _admin, _ = svc.access.create_tenant(
+        OPERATOR, "Acme", "admin@acme.test", "admin-password-1", external_id="org-acme"
+    )
     role = svc.access.create_role(OPERATOR, tenant.id, "Developers", DEV_PERMISSIONS)
     svc.access.create_role(OPERATOR, tenant.id, "Readers", ["users.read"])
     provider.add_client("http://testserver/oidc/callback")

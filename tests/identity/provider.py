@@ -75,9 +75,17 @@ class OidcProvider:
         clients = [c for c in self.state["clients"] if c["client_id"] != client_id]
         existing = next((c for c in self.state["clients"] if c["client_id"] == client_id), None)
         uris = sorted({*(existing or {}).get("redirect_uris", []), redirect_uri})
-        clients.append({"client_id": client_id, "client_secret": secret, "client_name": "kbai",
-                        "redirect_uris": uris, "grant_types": ["authorization_code"], "response_types": ["code"],
-                        "token_endpoint_auth_method": "client_secret_basic"})
+        clients.append(
+            {
+                "client_id": client_id,
+                "client_secret": secret,
+                "client_name": "kbai",
+                "redirect_uris": uris,
+                "grant_types": ["authorization_code"],
+                "response_types": ["code"],
+                "token_endpoint_auth_method": "client_secret_basic",
+            }
+        )
         self.state["clients"] = clients
         self.save()
 
@@ -108,17 +116,30 @@ class OidcProvider:
     # ---- running it ---------------------------------------------------------------------------
     def start(self) -> OidcProvider:
         self.save()
-        config = {"issuer": self.issuer, "port": self.port, "keys": self.keys, "name": self.name,
-                  "cookie_key": secrets.token_hex(16), "state_file": str(self.folder / "state.json")}
+        config = {
+            "issuer": self.issuer,
+            "port": self.port,
+            "keys": self.keys,
+            "name": self.name,
+            "cookie_key": secrets.token_hex(16),
+            "state_file": str(self.folder / "state.json"),
+        }
         config_file = self.folder / f"provider-{self.port}.json"
         config_file.write_text(json.dumps(config))
         with open(self.log, "ab") as out:
-            self.process = subprocess.Popen(["node", "server.js", str(config_file)], cwd=PROVIDER_DIR,
-                                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(
+                ["node", "server.js", str(config_file)],
+                cwd=PROVIDER_DIR,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"oidc-provider exited with {self.process.returncode}: {self.log.read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"oidc-provider exited with {self.process.returncode}: {self.log.read_text()[-2000:]}"
+                )
             try:
                 if httpx.get(self.issuer + "/.well-known/openid-configuration", timeout=1).status_code == 200:
                     return self
@@ -163,8 +184,9 @@ class Landing:
         return {k: v[0] for k, v in parse_qs(urlsplit(self.url).query).items()}
 
 
-def login_at_provider(authorization_url: str, login: str, password: str,
-                      browser: httpx.Client | None = None) -> Landing:
+def login_at_provider(
+    authorization_url: str, login: str, password: str, browser: httpx.Client | None = None
+) -> Landing:
     """Open the authorization URL, fill the provider's login form, return where it redirects back to.
 
     ``browser`` keeps the provider's cookies between calls (a second sign-in skips the form when the

@@ -23,15 +23,20 @@ from tests.web.safety import changed_tables, error_problems, page_problems, show
 
 SQLITE_ONLY = pytest.mark.parametrize("backend", ["sqlite"])
 ISSUER = "http://127.0.0.1:9"  # never contacted by these tests
-OIDC = {"oidc_issuer": ISSUER, "oidc_client_id": CLIENT_ID, "oidc_client_secret": CLIENT_SECRET,
-        "oidc_provider_name": "Acme ID"}
+OIDC = {
+    "oidc_issuer": ISSUER,
+    "oidc_client_id": CLIENT_ID,
+    "oidc_client_secret": CLIENT_SECRET,
+    "oidc_provider_name": "Acme ID",
+}
 
 
 def _client(database_url: str, **settings: object) -> Iterator[tuple[TestClient, Services]]:
     svc = Services.build(Settings(database_url=database_url, **FAST_ARGON2, **settings))  # type: ignore[arg-type]
     build_world(svc)
-    with TestClient(create_app(svc, start_background=False), raise_server_exceptions=False,
-                    follow_redirects=False) as client:
+    with TestClient(
+        create_app(svc, start_background=False), raise_server_exceptions=False, follow_redirects=False
+    ) as client:
         yield client, svc
     svc.close()
 
@@ -54,7 +59,8 @@ def test_with_password_login_off_the_api_refuses_a_correct_password(no_password:
 
 @SQLITE_ONLY
 def test_with_password_login_off_the_page_has_no_password_form_and_its_post_is_refused(
-        no_password: tuple[TestClient, Services]) -> None:
+    no_password: tuple[TestClient, Services],
+) -> None:
     client, svc = no_password
     page = client.get("/login")
     assert page.status_code == 200
@@ -62,8 +68,11 @@ def test_with_password_login_off_the_page_has_no_password_form_and_its_post_is_r
     assert 'href="/oidc/login"' in page.text and "Sign in with Acme ID" in page.text
     value = "a-matching-login-csrf-pair"
     before = snapshot(svc.db)
-    r = client.post("/login", data={"email": "dev@acme.test", "password": "dev-password-1", "csrf_token": value},
-                    headers={"Cookie": f"kbai_login_csrf={value}"})
+    r = client.post(
+        "/login",
+        data={"email": "dev@acme.test", "password": "dev-password-1", "csrf_token": value},
+        headers={"Cookie": f"kbai_login_csrf={value}"},
+    )
     assert page_problems(r, 403, "password_login_disabled", "turned off") == [], r.text[:300]
     assert "kbai_session" not in r.headers.get("set-cookie", "")
     assert changed_tables(before, snapshot(svc.db)) == []
@@ -97,8 +106,12 @@ def test_with_both_the_page_offers_both(database_url: str) -> None:
 
 
 # ---- the brand ------------------------------------------------------------------------------------
-BRAND = {"brand_name": "Northwind", "brand_logo_url": "https://cdn.northwind.example/logo.svg",
-         "brand_accent": "#0B7A5A", "product_url": "https://app.northwind.example/home"}
+BRAND = {
+    "brand_name": "Northwind",
+    "brand_logo_url": "https://cdn.northwind.example/logo.svg",
+    "brand_accent": "#0B7A5A",
+    "product_url": "https://app.northwind.example/home",
+}
 
 
 @SQLITE_ONLY
@@ -130,17 +143,30 @@ def test_without_brand_settings_the_pages_are_keebai(database_url: str) -> None:
 
 def _kbai(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("KBAI_")}
-    return subprocess.run([KBAI_BIN, *args], env={**clean, "KBAI_ARGON2_TIME_COST": "1", "KBAI_ARGON2_MEMORY_KIB": "64",
-                                                  "KBAI_ARGON2_PARALLELISM": "1", **env},
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [KBAI_BIN, *args],
+        env={
+            **clean,
+            "KBAI_ARGON2_TIME_COST": "1",
+            "KBAI_ARGON2_MEMORY_KIB": "64",
+            "KBAI_ARGON2_PARALLELISM": "1",
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
-@pytest.mark.parametrize(("variable", "value", "says"), [
-    ("KBAI_BRAND_ACCENT", "red; background: url(x)", "KBAI_BRAND_ACCENT must be a CSS colour"),
-    ("KBAI_BRAND_LOGO_URL", "http://cdn.example/logo.png", "KBAI_BRAND_LOGO_URL must be an https:// URL"),
-    ("KBAI_PRODUCT_URL", "javascript:alert(1)", "KBAI_PRODUCT_URL must be an http:// or https:// URL"),
-    ("KBAI_OIDC_ISSUER", "http://idp.example", "KBAI_OIDC_ISSUER must be an https:// URL"),
-])
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("KBAI_BRAND_ACCENT", "red; background: url(x)", "KBAI_BRAND_ACCENT must be a CSS colour"),
+        ("KBAI_BRAND_LOGO_URL", "http://cdn.example/logo.png", "KBAI_BRAND_LOGO_URL must be an https:// URL"),
+        ("KBAI_PRODUCT_URL", "javascript:alert(1)", "KBAI_PRODUCT_URL must be an http:// or https:// URL"),
+        ("KBAI_OIDC_ISSUER", "http://idp.example", "KBAI_OIDC_ISSUER must be an https:// URL"),
+    ],
+)
 def test_a_bad_setting_stops_kbai_with_one_clear_line(tmp_path: Path, variable: str, value: str, says: str) -> None:
     done = _kbai("db", "upgrade", KBAI_DATABASE_URL=f"sqlite:///{tmp_path}/kbai.db", **{variable: value})
     assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
@@ -148,7 +174,9 @@ def test_a_bad_setting_stops_kbai_with_one_clear_line(tmp_path: Path, variable: 
 
 
 def test_an_incomplete_oidc_setting_stops_kbai_with_one_clear_line(tmp_path: Path) -> None:
-    done = _kbai("db", "upgrade", KBAI_DATABASE_URL=f"sqlite:///{tmp_path}/kbai.db", KBAI_OIDC_ISSUER="https://idp.example")
+    done = _kbai(
+        "db", "upgrade", KBAI_DATABASE_URL=f"sqlite:///{tmp_path}/kbai.db", KBAI_OIDC_ISSUER="https://idp.example"
+    )
     assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
     assert "needs all three of KBAI_OIDC_ISSUER, KBAI_OIDC_CLIENT_ID and KBAI_OIDC_CLIENT_SECRET" in done.stderr
 
@@ -162,13 +190,30 @@ def test_external_ids_from_the_cli_show_in_the_json(tmp_path: Path, sqlite_templ
     env = {"KBAI_DATABASE_URL": f"sqlite:///{db}"}
     done = _kbai("tenant", "create", "Globex", "--external-id", "org_42", **env)
     assert done.returncode == 0 and "external id org_42" in done.stdout and "with no users yet" in done.stdout, done
-    done = _kbai("user", "create", "--tenant", "Globex", "--email", "boss@globex.test", "--password", "boss-password-1",
-                 "--role", "Admin", "--external-id", "usr_7", **env)
+    done = _kbai(
+        "user",
+        "create",
+        "--tenant",
+        "Globex",
+        "--email",
+        "boss@globex.test",
+        "--password",
+        "boss-password-1",
+        "--role",
+        "Admin",
+        "--external-id",
+        "usr_7",
+        **env,
+    )
     assert done.returncode == 0 and "external id usr_7" in done.stdout, done
-    for args, says in ((("tenant", "create", "Other", "--external-id", "org_42"), "external id 'org_42' already exists"),
-                       (("user", "create", "--tenant", "Globex", "--email", "b@globex.test", "--external-id", "usr_7"),
-                        "external id 'usr_7' in this tenant already exists"),
-                       (("tenant", "create", "Lonely"), "Give the tenant's first admin email")):
+    for args, says in (
+        (("tenant", "create", "Other", "--external-id", "org_42"), "external id 'org_42' already exists"),
+        (
+            ("user", "create", "--tenant", "Globex", "--email", "b@globex.test", "--external-id", "usr_7"),
+            "external id 'usr_7' in this tenant already exists",
+        ),
+        (("tenant", "create", "Lonely"), "Give the tenant's first admin email"),
+    ):
         done = _kbai(*args, **env)
         assert done.returncode == 1 and done.stderr.startswith("error: ") and says in done.stderr, done.stderr
     svc = Services.build(Settings(database_url=f"sqlite:///{db}", **FAST_ARGON2))
@@ -176,13 +221,23 @@ def test_external_ids_from_the_cli_show_in_the_json(tmp_path: Path, sqlite_templ
         r = client.post("/api/v1/session", json={"email": "boss@globex.test", "password": "boss-password-1"})
         assert r.json()["tenant"]["external_id"] == "org_42"
         users = client.get("/api/v1/users").json()["users"]
-        assert users == [{"id": users[0]["id"], "email": "boss@globex.test", "roles": ["Admin"], "active": True,
-                          "external_id": "usr_7"}]
+        assert users == [
+            {
+                "id": users[0]["id"],
+                "email": "boss@globex.test",
+                "roles": ["Admin"],
+                "active": True,
+                "external_id": "usr_7",
+            }
+        ]
         me = client.get("/api/v1/me").json()
         assert me["tenant"] == {"id": me["tenant"]["id"], "name": "Globex", "external_id": "org_42"}
         assert "token_id" not in me
-        token = client.post("/api/v1/tokens", json={"name": "t", "scopes": ["users.read"]},
-                            headers={"X-CSRF-Token": r.json()["csrf_token"]}).json()["token"]
+        token = client.post(
+            "/api/v1/tokens",
+            json={"name": "t", "scopes": ["users.read"]},
+            headers={"X-CSRF-Token": r.json()["csrf_token"]},
+        ).json()["token"]
         me = client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"}).json()
         assert me["tenant"]["external_id"] == "org_42" and me["token_id"]
     svc.close()

@@ -27,8 +27,14 @@ SQLITE_ONLY = pytest.mark.parametrize("backend", ["sqlite"])
 
 
 def _account(rig: Rig, login: str = "alice", **claims: Any) -> None:
-    values = {"email": f"{login}@acme.test", "email_verified": True, "org_id": ACME, "org_name": "Acme",
-              "roles": ["Developers"], **claims}
+    values = {
+        "email": f"{login}@acme.test",
+        "email_verified": True,
+        "org_id": ACME,
+        "org_name": "Acme",
+        "roles": ["Developers"],
+        **claims,
+    }
     rig.provider.set_account(login, "pw", **{k: v for k, v in values.items() if v is not None})
 
 
@@ -68,8 +74,9 @@ def test_first_sign_in_creates_the_user_in_the_tenant_of_the_claim_with_the_clai
         assert set(me["scopes"]) == {"developer.manage_tokens", "users.read", "roles.read"}
         assert client.get("/system-settings/api-keys").status_code == 200
         csrf = client.get("/system-settings/api-keys").text.split('name="csrf_token" value="')[1].split('"')[0]
-        created = client.post("/api/v1/tokens", json={"name": "after sso", "scopes": ["users.read"]},
-                              headers={"X-CSRF-Token": csrf})
+        created = client.post(
+            "/api/v1/tokens", json={"name": "after sso", "scopes": ["users.read"]}, headers={"X-CSRF-Token": csrf}
+        )
         assert created.status_code == 201, created.text
     with rig.svc.db.read() as s:
         user = s.scalar(select(User).where(User.email == "alice@acme.test"))
@@ -99,8 +106,9 @@ def test_the_same_person_is_found_by_issuer_and_sub_even_when_the_email_changes(
 
 def test_a_first_sign_in_links_an_existing_user_by_verified_email_or_by_external_id(rig: Rig) -> None:
     dev, _ = rig.svc.access.create_user(OPERATOR, rig.tenant_id, "bob@acme.test", "bob-password-1", ["Member"])
-    carol, _ = rig.svc.access.create_user(OPERATOR, rig.tenant_id, "carol.old@acme.test", "carol-password-1",
-                                          ["Member"], external_id="sub-carol")
+    carol, _ = rig.svc.access.create_user(
+        OPERATOR, rig.tenant_id, "carol.old@acme.test", "carol-password-1", ["Member"], external_id="sub-carol"
+    )
     _account(rig, "bob", roles=None)
     _account(rig, "carol", email="carol@acme.test", email_verified=False, roles=None)
     for login, person_id in (("bob", dev.person_id), ("carol", carol.person_id)):
@@ -108,8 +116,10 @@ def test_a_first_sign_in_links_an_existing_user_by_verified_email_or_by_external
             _signed_in(rig.sign_in(client, login))
             assert _me(client)["user"]["id"] == person_id
     with rig.svc.db.read() as s:
-        links = {e.details["email"]: e.details["by"] for e in s.scalars(
-            select(AuditEvent).where(AuditEvent.action == "identity.link"))}
+        links = {
+            e.details["email"]: e.details["by"]
+            for e in s.scalars(select(AuditEvent).where(AuditEvent.action == "identity.link"))
+        }
     assert links == {"bob@acme.test": "email", "carol.old@acme.test": "external_id"}
     assert rig.svc.access.person_by_email("bob@acme.test").password_hash.startswith("$argon2")  # type: ignore[union-attr]
 
@@ -124,8 +134,9 @@ def test_an_unverified_email_never_links_and_never_makes_a_second_account(rig: R
 def test_a_verified_email_of_a_member_of_another_tenant_is_the_same_person_here(rig: Rig) -> None:
     """People in several tenants: the sign-in lands in the tenant of its claim, as a new membership of the
     person who has that (verified) email; their other membership and password stay as they were."""
-    _globex, boss, _ = rig.svc.access.create_tenant(OPERATOR, "Globex", "boss@globex.test", "boss-password-1",
-                                                     external_id="org-globex")
+    _globex, boss, _ = rig.svc.access.create_tenant(
+        OPERATOR, "Globex", "boss@globex.test", "boss-password-1", external_id="org-globex"
+    )
     assert boss is not None
     _account(rig, "boss", email="boss@globex.test")
     with rig.client() as client:
@@ -141,14 +152,16 @@ def test_a_verified_email_of_a_member_of_another_tenant_is_the_same_person_here(
 
 
 # ---- roles ---------------------------------------------------------------------------------------
-def test_a_role_removed_from_the_claim_removes_its_scopes_from_the_persons_tokens_at_the_next_sign_in(
-        rig: Rig) -> None:
+def test_a_role_removed_from_the_claim_removes_its_scopes_from_the_persons_tokens_at_the_next_sign_in(rig: Rig) -> None:
     _account(rig, roles=["Developers"])
     with rig.client() as client:
         _signed_in(rig.sign_in(client, "alice"))
         csrf = client.get("/system-settings").text.split('name="csrf_token" value="')[1].split('"')[0]
-        r = client.post("/api/v1/tokens", json={"name": "zapier", "scopes": ["users.read", "roles.read"]},
-                        headers={"X-CSRF-Token": csrf})
+        r = client.post(
+            "/api/v1/tokens",
+            json={"name": "zapier", "scopes": ["users.read", "roles.read"]},
+            headers={"X-CSRF-Token": csrf},
+        )
         assert r.status_code == 201
         token = r.json()["token"]
     bearer = {"Authorization": f"Bearer {token}"}
@@ -201,7 +214,8 @@ def test_unknown_role_names_are_ignored_and_logged_once(rig: Rig, caplog: pytest
             with rig.client() as client:
                 _signed_in(rig.sign_in(client, "alice"))
     assert [r.getMessage() for r in caplog.records if "Wizards" in r.getMessage()] == [
-        f"OIDC roles claim names role 'Wizards', which tenant {rig.tenant_id} does not have; ignored"]
+        f"OIDC roles claim names role 'Wizards', which tenant {rig.tenant_id} does not have; ignored"
+    ]
 
 
 # ---- tenants -------------------------------------------------------------------------------------
@@ -213,7 +227,8 @@ def test_an_unknown_tenant_is_refused(rig: Rig) -> None:
 
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_with_create_tenants_an_unknown_tenant_is_made_and_its_first_person_administers_it(
-        database_url: str, oidc_provider: OidcProvider) -> None:
+    database_url: str, oidc_provider: OidcProvider
+) -> None:
     rig = make_rig(database_url, oidc_provider, oidc_create_tenants=True)
     _account(rig, "zed", email="zed@initech.test", org_id="org-initech", org_name="Initech", roles=["Member"])
     with rig.client() as client:
@@ -223,8 +238,9 @@ def test_with_create_tenants_an_unknown_tenant_is_made_and_its_first_person_admi
     assert "users.manage" in me["scopes"]  # the tenant's only member is its admin
     with rig.svc.db.read() as s:
         tenant = s.scalar(select(Tenant).where(Tenant.external_id == "org-initech"))
-        created = s.scalar(select(AuditEvent).where(AuditEvent.action == "tenant.create",
-                                                    AuditEvent.tenant_id == tenant.id))  # type: ignore[union-attr]
+        created = s.scalar(
+            select(AuditEvent).where(AuditEvent.action == "tenant.create", AuditEvent.tenant_id == tenant.id)
+        )  # type: ignore[union-attr]
     assert created is not None and created.actor == f"provider:{oidc_provider.issuer}"
     rig.svc.close()
 
@@ -276,8 +292,14 @@ def test_a_replayed_code_is_refused(rig: Rig) -> None:
     with rig.client() as other:
         code = dict(p.split("=", 1) for p in used.split("?", 1)[1].split("&"))["code"]
         fresh = login_at_provider(rig.start(other), "alice", "pw").params  # a new flow of its own
-        _refused(rig, other, f"/oidc/callback?code={code}&state={fresh['state']}&iss={fresh['iss']}",
-                 401, "oidc_code_rejected", "already used")
+        _refused(
+            rig,
+            other,
+            f"/oidc/callback?code={code}&state={fresh['state']}&iss={fresh['iss']}",
+            401,
+            "oidc_code_rejected",
+            "already used",
+        )
 
 
 @SQLITE_ONLY
@@ -301,7 +323,8 @@ def test_an_expired_id_token_is_refused(rig: Rig) -> None:
 
 @SQLITE_ONLY
 def test_keys_rotate_and_a_key_the_provider_does_not_publish_is_refused(
-        rig: Rig, provider_keys: list[dict[str, object]]) -> None:
+    rig: Rig, provider_keys: list[dict[str, object]]
+) -> None:
     _account(rig)
     with rig.client() as client:
         _signed_in(rig.sign_in(client, "alice"))  # kbai now knows key-1 and key-2

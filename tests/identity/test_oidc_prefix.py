@@ -29,13 +29,15 @@ def rig(database_url: str, oidc_provider: OidcProvider) -> Iterator[Rig]:
 
 
 def test_sign_in_under_the_prefix_uses_the_public_redirect_uri_and_lands_under_it(rig: Rig) -> None:
-    rig.provider.set_account("alice", "pw", email="alice@acme.test", email_verified=True, org_id="org-acme",
-                             roles=["Developers"])
+    rig.provider.set_account(
+        "alice", "pw", email="alice@acme.test", email_verified=True, org_id="org-acme", roles=["Developers"]
+    )
     with rig.client() as client:
         login = client.get("/kbai/login", params={"next": "/kbai/system-settings/api-keys"})
         button = re.search(r'href="([^"]*)">Sign in with', login.text)
         assert button is not None and button.group(1).replace("&amp;", "&").replace("%2F", "/") == (
-            "/kbai/oidc/login?next=/kbai/system-settings/api-keys")
+            "/kbai/oidc/login?next=/kbai/system-settings/api-keys"
+        )
         start = client.get("/kbai/oidc/login", params={"next": "/kbai/system-settings/api-keys"})
         assert start.status_code == 303, start.text[:300]
         assert parse_qs(urlsplit(start.headers["location"]).query)["redirect_uri"] == [PUBLIC + "/oidc/callback"]

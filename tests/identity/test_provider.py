@@ -15,8 +15,17 @@ from tests.identity.provider import CLIENT_ID, CLIENT_SECRET, OidcProvider, logi
 def _auth_url(provider: OidcProvider, redirect_uri: str, **extra: str) -> str:
     verifier = secrets.token_urlsafe(48)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-    params = {"client_id": CLIENT_ID, "response_type": "code", "scope": "openid email org", "redirect_uri": redirect_uri,
-              "state": "s", "nonce": "n", "code_challenge": challenge, "code_challenge_method": "S256", **extra}
+    params = {
+        "client_id": CLIENT_ID,
+        "response_type": "code",
+        "scope": "openid email org",
+        "redirect_uri": redirect_uri,
+        "state": "s",
+        "nonce": "n",
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+        **extra,
+    }
     return provider.issuer + "/auth?" + urlencode(params)
 
 
@@ -45,9 +54,19 @@ def test_its_own_login_page_refuses_a_wrong_password_and_returns_a_code(oidc_pro
 
 def test_without_pkce_the_provider_refuses(oidc_provider: OidcProvider) -> None:
     oidc_provider.add_client("http://app.test/cb")
-    url = oidc_provider.issuer + "/auth?" + urlencode({
-        "client_id": CLIENT_ID, "response_type": "code", "scope": "openid", "redirect_uri": "http://app.test/cb",
-        "state": "s"})
+    url = (
+        oidc_provider.issuer
+        + "/auth?"
+        + urlencode(
+            {
+                "client_id": CLIENT_ID,
+                "response_type": "code",
+                "scope": "openid",
+                "redirect_uri": "http://app.test/cb",
+                "state": "s",
+            }
+        )
+    )
     r = httpx.get(url)
     assert r.status_code == 303 and "error=invalid_request" in r.headers["location"]
     assert CLIENT_SECRET  # the secret is the provider's to check at the token endpoint (tests/identity/test_oidc.py)

@@ -29,8 +29,11 @@ class Scim:
 
     def __init__(self, client: TestClient, secret: str) -> None:
         self.client = client
-        self.headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/scim+json",
-                        "Accept": "application/scim+json"}
+        self.headers = {
+            "Authorization": f"Bearer {secret}",
+            "Content-Type": "application/scim+json",
+            "Accept": "application/scim+json",
+        }
 
     def __call__(self, method: str, path: str, body: Any = None, **headers: str) -> Any:
         kwargs: dict[str, Any] = {"headers": {**self.headers, **headers}}
@@ -77,7 +80,8 @@ def _scim_error(r: Any, status: int, scim_type: str | None = None) -> dict[str, 
 
 # ---- provisioning credentials ----------------------------------------------------------------------
 def test_a_credential_is_shown_once_stored_as_a_digest_and_reaches_only_its_tenant(
-        world: World, client: TestClient) -> None:
+    world: World, client: TestClient
+) -> None:
     svc = world.services
     globex = build_world(svc, tenant="Globex", domain="globex.test")
     csrf = _login(client, "admin@acme.test", "admin-password-1")
@@ -98,8 +102,10 @@ def test_a_credential_is_shown_once_stored_as_a_digest_and_reaches_only_its_tena
     assert names == {"admin@acme.test", "dev@acme.test"}
     _, other_secret = svc.provisioning.create(OPERATOR, globex.tenant_id, "Entra")
     other = Scim(client, other_secret)
-    assert {u["userName"] for u in other("GET", "/Users").json()["Resources"]} == {"admin@globex.test",
-                                                                                  "dev@globex.test"}
+    assert {u["userName"] for u in other("GET", "/Users").json()["Resources"]} == {
+        "admin@globex.test",
+        "dev@globex.test",
+    }
     # Another tenant's ids are simply not there.
     _scim_error(other("GET", f"/Users/{world.dev.user_id}"), 404)
     _scim_error(other.patch(f"/Users/{world.dev.user_id}", {"op": "replace", "path": "active", "value": False}), 404)
@@ -149,10 +155,18 @@ def test_okta_create_filter_deactivate_reactivate_and_delete(world: World, scim:
     """Okta's sequence: POST the user, find it by userName, PATCH replace active "False" (Okta sends strings
     and capitalised ops), then back to true, then DELETE. Effects as on the Users page."""
     svc = world.services
-    r = scim("POST", "/Users", {"schemas": [USER], "userName": "jo@acme.test", "externalId": "00u1okta",
-                                "name": {"givenName": "Jo", "familyName": "Doe"},
-                                "emails": [{"value": "jo@acme.test", "primary": True, "type": "work"}],
-                                "active": True})
+    r = scim(
+        "POST",
+        "/Users",
+        {
+            "schemas": [USER],
+            "userName": "jo@acme.test",
+            "externalId": "00u1okta",
+            "name": {"givenName": "Jo", "familyName": "Doe"},
+            "emails": [{"value": "jo@acme.test", "primary": True, "type": "work"}],
+            "active": True,
+        },
+    )
     assert r.status_code == 201 and r.headers["content-type"].startswith("application/scim+json"), r.text
     jo = r.json()
     assert jo["userName"] == "jo@acme.test" and jo["externalId"] == "00u1okta" and jo["active"] is True
@@ -179,8 +193,9 @@ def test_okta_create_filter_deactivate_reactivate_and_delete(world: World, scim:
     assert session.get("/api/v1/me").status_code == 401, "the session ended"
     assert not svc.tokens.verify(kept_token).authenticated, "the token stopped"
     with svc.db.read() as s:
-        event = s.scalar(select(AuditEvent).where(AuditEvent.action == "user.deactivate",
-                                                  AuditEvent.target_id == jo["id"]))
+        event = s.scalar(
+            select(AuditEvent).where(AuditEvent.action == "user.deactivate", AuditEvent.target_id == jo["id"])
+        )
         assert event is not None and event.actor.startswith("scim:Okta (kbai_scim_")
 
     r = scim.patch(f"/Users/{jo['id']}", {"op": "replace", "value": {"active": True}})
@@ -201,13 +216,22 @@ def test_okta_create_filter_deactivate_reactivate_and_delete(world: World, scim:
 
 def test_any_user_name_is_accepted_and_the_email_comes_from_emails(world: World, scim: Scim) -> None:
     svc = world.services
-    r = scim("POST", "/Users", {"schemas": [USER], "userName": "jdoe",
-                                "emails": [{"value": "other@acme.test"}, {"value": "John.Doe@Acme.test", "primary": True}]})
+    r = scim(
+        "POST",
+        "/Users",
+        {
+            "schemas": [USER],
+            "userName": "jdoe",
+            "emails": [{"value": "other@acme.test"}, {"value": "John.Doe@Acme.test", "primary": True}],
+        },
+    )
     assert r.status_code == 201, r.text
     assert svc.access.get_user(OPERATOR, int(r.json()["id"])).email == "john.doe@acme.test"
     r = scim("POST", "/Users", {"schemas": [USER], "userName": "no-email-at-all"})
     assert r.status_code == 201 and "emails" not in r.json(), r.text
-    r = scim("POST", "/Users", {"schemas": [USER], "userName": "x", "emails": [{"value": "not an email", "primary": True}]})
+    r = scim(
+        "POST", "/Users", {"schemas": [USER], "userName": "x", "emails": [{"value": "not an email", "primary": True}]}
+    )
     _scim_error(r, 400, "invalidValue")
 
 
@@ -223,12 +247,20 @@ def test_the_last_active_admin_stays(world: World, scim: Scim) -> None:
 
 def test_put_replaces_and_if_match_guards_every_write(world: World, scim: Scim) -> None:
     dev = scim.find("dev@acme.test")
-    r = scim("PUT", f"/Users/{dev['id']}", {"schemas": [USER], "userName": "dev@acme.test", "active": True,
-                                            "name": {"givenName": "Dee"}}, **{"If-Match": 'W/"stale"'})
+    r = scim(
+        "PUT",
+        f"/Users/{dev['id']}",
+        {"schemas": [USER], "userName": "dev@acme.test", "active": True, "name": {"givenName": "Dee"}},
+        **{"If-Match": 'W/"stale"'},
+    )
     _scim_error(r, 412)
     assert scim("GET", f"/Users/{dev['id']}").json() == dev, "nothing changed"
-    r = scim("PUT", f"/Users/{dev['id']}", {"schemas": [USER], "userName": "dev@acme.test", "active": True,
-                                            "name": {"givenName": "Dee"}}, **{"If-Match": dev["meta"]["version"]})
+    r = scim(
+        "PUT",
+        f"/Users/{dev['id']}",
+        {"schemas": [USER], "userName": "dev@acme.test", "active": True, "name": {"givenName": "Dee"}},
+        **{"If-Match": dev["meta"]["version"]},
+    )
     assert r.status_code == 200 and r.json()["name"] == {"givenName": "Dee"}
     assert r.json()["meta"]["version"] != dev["meta"]["version"] and r.headers["etag"] == r.json()["meta"]["version"]
 
@@ -260,12 +292,12 @@ def test_entra_group_membership_by_value_path_changes_token_scopes(world: World,
     assert r.status_code == 201, r.text
     readers = r.json()
     svc.access.update_role(OPERATOR, int(readers["id"]), ["users.read"])
-    r = scim.patch(f"/Groups/{readers['id']}", {"op": "Add", "path": "members",
-                                                "value": [{"value": str(world.dev.user_id)}]})
+    r = scim.patch(
+        f"/Groups/{readers['id']}", {"op": "Add", "path": "members", "value": [{"value": str(world.dev.user_id)}]}
+    )
     assert r.status_code == 200 and [m["value"] for m in r.json()["members"]] == [str(world.dev.user_id)]
 
-    r = scim.patch(f"/Groups/{developers['id']}",
-                   {"op": "remove", "path": f'members[value eq "{world.dev.user_id}"]'})
+    r = scim.patch(f"/Groups/{developers['id']}", {"op": "remove", "path": f'members[value eq "{world.dev.user_id}"]'})
     assert r.status_code == 200 and "members" not in r.json(), r.text
     result = svc.tokens.verify(token)
     assert result.authenticated and result.scopes == frozenset({"users.read"}), "roles.read went with the group"
@@ -274,8 +306,9 @@ def test_entra_group_membership_by_value_path_changes_token_scopes(world: World,
         assert event is not None and event.actor.startswith("scim:Okta")
     # Another tenant's member cannot be added, and nothing about them is told.
     globex = build_world(svc, tenant="Globex", domain="globex.test")
-    r = scim.patch(f"/Groups/{readers['id']}", {"op": "add", "path": "members",
-                                                "value": [{"value": str(globex.dev.user_id)}]})
+    r = scim.patch(
+        f"/Groups/{readers['id']}", {"op": "add", "path": "members", "value": [{"value": str(globex.dev.user_id)}]}
+    )
     body = _scim_error(r, 400, "invalidValue")
     assert "globex" not in body["detail"]
 
@@ -285,8 +318,11 @@ def test_built_in_groups_stay_and_a_deleted_group_takes_its_permissions(world: W
     for builtin in ("Admin", "Member"):
         (group,) = scim("GET", f'/Groups?filter=displayName eq "{builtin}"').json()["Resources"]
         _scim_error(scim("DELETE", f"/Groups/{group['id']}"), 400, "mutability")
-        _scim_error(scim.patch(f"/Groups/{group['id']}", {"op": "replace", "path": "displayName", "value": "X"}), 400,
-                    "mutability")
+        _scim_error(
+            scim.patch(f"/Groups/{group['id']}", {"op": "replace", "path": "displayName", "value": "X"}),
+            400,
+            "mutability",
+        )
     _, token = svc.tokens.create(world.dev, "ci", ["users.read", "roles.read"])
     assert scim("DELETE", f"/Groups/{world.dev_role_id}").status_code == 204
     _scim_error(scim("GET", f"/Groups/{world.dev_role_id}"), 404)
@@ -330,8 +366,11 @@ def test_the_page_creates_shows_once_lists_and_revokes(world: World, client: Tes
     assert found is not None and found.tenant_id == world.tenant_id and found.name == "Okta"
     again = client.get("/system-settings/provisioning")
     assert secret.group(0) not in again.text and secret.group(0)[:14] in again.text, "listed by its prefix only"
-    r = client.post(f"/system-settings/provisioning/{found.id}/revoke", data={"csrf_token": _csrf_of(again.text)},
-                    follow_redirects=False)
+    r = client.post(
+        f"/system-settings/provisioning/{found.id}/revoke",
+        data={"csrf_token": _csrf_of(again.text)},
+        follow_redirects=False,
+    )
     assert r.status_code == 303 and svc.provisioning.authenticate(secret.group(0)) is None
     assert "Revoked" in client.get("/system-settings/provisioning").text
 

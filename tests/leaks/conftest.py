@@ -23,9 +23,11 @@ KEY_ID = "90a421169f0a406205f1563a953312f0be898d3c7b6c06b681aa86a874555f4a"
 
 
 def public_pem(key: ec.EllipticCurvePrivateKey) -> str:
-    return key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
 @dataclass
@@ -41,13 +43,19 @@ class Signer:
         return base64.b64encode(der).decode()
 
     def headers(self, body: bytes, *, key_id: str | None = None) -> dict[str, str]:
-        return {"Github-Public-Key-Identifier": key_id or self.key_id,
-                "Github-Public-Key-Signature": self.sign(body), "Content-Type": "application/json"}
+        return {
+            "Github-Public-Key-Identifier": key_id or self.key_id,
+            "Github-Public-Key-Signature": self.sign(body),
+            "Content-Type": "application/json",
+        }
 
     def publish(self, *keys: tuple[str, ec.EllipticCurvePrivateKey, bool]) -> None:
         """Write the keys file: (key_identifier, private key whose public half is listed, is_current)."""
-        doc = {"public_keys": [{"key_identifier": kid, "key": public_pem(k), "is_current": current}
-                               for kid, k, current in keys]}
+        doc = {
+            "public_keys": [
+                {"key_identifier": kid, "key": public_pem(k), "is_current": current} for kid, k, current in keys
+            ]
+        }
         self.keys_file.write_text(json.dumps(doc), encoding="utf-8")
 
 
@@ -72,5 +80,6 @@ def client(services: Services) -> Iterator[TestClient]:
 
 def report_body(*entries: tuple[str, str]) -> bytes:
     """A GitHub alert body for (token, url) pairs."""
-    return json.dumps([{"token": t, "type": "kbai_api_token", "url": u, "source": "content"}
-                       for t, u in entries]).encode()
+    return json.dumps(
+        [{"token": t, "type": "kbai_api_token", "url": u, "source": "content"} for t, u in entries]
+    ).encode()

@@ -75,7 +75,8 @@ def test_signed_report_revokes_ours_at_once_and_labels_each(world: World, client
 
 
 def test_owner_and_admins_are_notified_with_the_url_and_it_is_audited(
-        world: World, client: TestClient, signer: Signer) -> None:
+    world: World, client: TestClient, signer: Signer
+) -> None:
     svc = world.services
     token = mint(world, "Zapier production")
     body = report_body((token, URL))
@@ -90,7 +91,7 @@ def test_owner_and_admins_are_notified_with_the_url_and_it_is_audited(
     assert event.actor == "service:GitHub secret scanning" and event.tenant_id == world.tenant_id
     assert event.details["url"] == URL and event.details["source"] == "content" and event.details["revoked"] is True
     everything = repr([(n.title, n.body, n.details) for n in (mine, admins)]) + repr(event.details)
-    leaked = token[len(fmt.PREFIX):] in everything
+    leaked = token[len(fmt.PREFIX) :] in everything
     assert not leaked
     # The session API shows it to the owner.
     r = client.post("/api/v1/session", json={"email": "dev@acme.test", "password": "dev-password-1"})
@@ -99,7 +100,9 @@ def test_owner_and_admins_are_notified_with_the_url_and_it_is_audited(
     assert listed["unread"] == 1 and listed["notifications"][0]["body"] == mine.body
 
 
-def test_already_revoked_or_inactive_owner_still_true_positive(world: World, client: TestClient, signer: Signer) -> None:
+def test_already_revoked_or_inactive_owner_still_true_positive(
+    world: World, client: TestClient, signer: Signer
+) -> None:
     svc = world.services
     old = mint(world, "old")
     view = svc.tokens.list(world.dev.user_id)[0]  # type: ignore[arg-type]
@@ -177,8 +180,13 @@ def test_any_listed_key_verifies_and_the_file_is_reread(world: World, client: Te
 def test_unusable_keys_file_refuses_every_report(world: World, client: TestClient, signer: Signer) -> None:
     token = mint(world, "Zapier production")
     body = report_body((token, URL))
-    for content in ("not json", '{"keys": []}', '{"public_keys": [{"key_identifier": "' + signer.key_id
-                    + '", "key": "-----BEGIN PUBLIC KEY-----\\nnope\\n-----END PUBLIC KEY-----"}]}'):
+    for content in (
+        "not json",
+        '{"keys": []}',
+        '{"public_keys": [{"key_identifier": "'
+        + signer.key_id
+        + '", "key": "-----BEGIN PUBLIC KEY-----\\nnope\\n-----END PUBLIC KEY-----"}]}',
+    ):
         signer.keys_file.write_text(content)
         r = client.post(PATH, content=body, headers=signer.headers(body))
         assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_signature"
@@ -192,8 +200,9 @@ def test_not_configured_refuses_every_report(world: World, signer: Signer) -> No
     from kbai.web.app import create_app
     from tests.conftest import FAST_ARGON2
 
-    svc = Services.build(Settings(database_url=world.services.settings.database_url, **FAST_ARGON2),
-                         clock=FrozenClock())
+    svc = Services.build(
+        Settings(database_url=world.services.settings.database_url, **FAST_ARGON2), clock=FrozenClock()
+    )
     try:
         token = mint(world, "Zapier production")
         body = report_body((token, URL))
@@ -206,8 +215,18 @@ def test_not_configured_refuses_every_report(world: World, signer: Signer) -> No
 
 
 def test_a_signed_but_malformed_body_is_a_clear_422(world: World, client: TestClient, signer: Signer) -> None:
-    for body in (b"not json", b"{}", b'{"token": "x"}', b'[{"url": "x"}]', b"[1]", b'[{"token": 5}]',
-                 b'[{"token": "x", "url": 5}]', b"\xff\xfe", b"[" * 100_000, b""):
+    for body in (
+        b"not json",
+        b"{}",
+        b'{"token": "x"}',
+        b'[{"url": "x"}]',
+        b"[1]",
+        b'[{"token": 5}]',
+        b'[{"token": "x", "url": 5}]',
+        b"\xff\xfe",
+        b"[" * 100_000,
+        b"",
+    ):
         r = client.post(PATH, content=body, headers=signer.headers(body))
         assert r.status_code == 422, body[:20]
         assert r.json()["error"]["code"] == "validation_error"
@@ -226,16 +245,27 @@ def test_odd_strings_are_false_positives_not_errors(world: World, client: TestCl
 
 
 def test_a_batch_of_1000_answers_fast_with_a_constant_number_of_token_queries(
-        world: World, client: TestClient, signer: Signer) -> None:
+    world: World, client: TestClient, signer: Signer
+) -> None:
     svc = world.services
     now = svc.clock.now()
     plaintexts = [fmt.mint() for _ in range(1000)]
     with svc.db.write() as s:
-        s.execute(insert(Token), [
-            {"tenant_id": world.tenant_id, "user_id": world.dev.user_id, "name": f"bulk {i}",
-             "prefix": fmt.display_prefix(t), "digest": fmt.digest(t), "scopes": ["users.read"],
-             "created_at": now} for i, t in enumerate(plaintexts)
-        ])
+        s.execute(
+            insert(Token),
+            [
+                {
+                    "tenant_id": world.tenant_id,
+                    "user_id": world.dev.user_id,
+                    "name": f"bulk {i}",
+                    "prefix": fmt.display_prefix(t),
+                    "digest": fmt.digest(t),
+                    "scopes": ["users.read"],
+                    "created_at": now,
+                }
+                for i, t in enumerate(plaintexts)
+            ],
+        )
     foreign = [fmt.mint() for _ in range(20)]
     body = report_body(*[(t, f"{URL}#L{i}") for i, t in enumerate(plaintexts + foreign)])
     statements: list[str] = []

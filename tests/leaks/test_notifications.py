@@ -18,8 +18,9 @@ def leak(world: World, count: int) -> list[str]:
     tokens = []
     for i in range(count):
         tokens.append(world.services.tokens.create(world.dev, f"token {i}", ["users.read"])[1])
-    world.services.leaks.report(ACTOR, "test reporter",
-                                [LeakReport(t, url=f"https://example.test/{i}") for i, t in enumerate(tokens)])
+    world.services.leaks.report(
+        ACTOR, "test reporter", [LeakReport(t, url=f"https://example.test/{i}") for i, t in enumerate(tokens)]
+    )
     return tokens
 
 

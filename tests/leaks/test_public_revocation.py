@@ -61,9 +61,19 @@ def test_a_thousand_credentials_at_once(world: World, client: TestClient) -> Non
 def test_bad_bodies_are_clear_422s_and_change_nothing(world: World, client: TestClient) -> None:
     svc = world.services
     ours = mint(world, "Zapier production")
-    bodies = [b"", b"nope", b"[]", b'{"credentials": []}', b'{"credentials": "x"}', b'{"credentials": [1]}',
-              b'{"tokens": ["x"]}', b'{"credentials": ["x"], "more": 1}', b"[" * 50_000, b"\xff",
-              f'{{"credentials": [{{"token": "{ours}"}}]}}'.encode()]
+    bodies = [
+        b"",
+        b"nope",
+        b"[]",
+        b'{"credentials": []}',
+        b'{"credentials": "x"}',
+        b'{"credentials": [1]}',
+        b'{"tokens": ["x"]}',
+        b'{"credentials": ["x"], "more": 1}',
+        b"[" * 50_000,
+        b"\xff",
+        f'{{"credentials": [{{"token": "{ours}"}}]}}'.encode(),
+    ]
     for body in bodies:
         svc.limiter.storage.reset()  # more bad bodies than one IP may send in a minute
         r = client.post(PATH, content=body, headers={"Content-Type": "application/json"})

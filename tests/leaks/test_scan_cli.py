@@ -14,8 +14,9 @@ from tests.conftest import KBAI_BIN, World, server_env
 
 
 def run(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([KBAI_BIN, "scan", *args], env=server_env(database_url), capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [KBAI_BIN, "scan", *args], env=server_env(database_url), capture_output=True, text=True, timeout=120
+    )
 
 
 def tree(root: Path, active: str, revoked: str, unknown: str) -> None:
@@ -43,21 +44,20 @@ def test_scan_reports_verdicts_prefixes_only_and_exit_code(world: World, databas
     assert result.returncode == 3, result.stderr
     lines = result.stdout.splitlines()
     p = fmt.display_prefix
-    assert f"{root}/app.env:3: {p(active)}… ACTIVE: token 1 \"Zapier production\" of dev@acme.test" in lines
-    assert f"{root}/sub/old.yaml:1: {p(revoked)}… revoked: token 2 \"old script\" of dev@acme.test" in lines
+    assert f'{root}/app.env:3: {p(active)}… ACTIVE: token 1 "Zapier production" of dev@acme.test' in lines
+    assert f'{root}/sub/old.yaml:1: {p(revoked)}… revoked: token 2 "old script" of dev@acme.test' in lines
     assert f"{root}/sub/deeper/notes.md:1: {p(unknown)}… unknown: not a token of this deployment" in lines
     assert sum(1 for line in lines if "…" in line) == 3  # not .git, not the binary, not the short one
     assert "3 token(s) in 3 of 5 file(s): 1 active, 1 revoked, 0 expired, 1 unknown" in lines
     assert "scanning 5 file(s)" in result.stderr  # progress goes to stderr
     output = result.stdout + result.stderr
     for token in (active, revoked, unknown):
-        leaked = token[len(fmt.PREFIX):] in output
+        leaked = token[len(fmt.PREFIX) :] in output
         assert not leaked, f"token {fmt.digest(token)[:12]} printed"
     assert svc.tokens.verify(active).outcome.value == "valid"  # a scan alone changes nothing
 
 
-def test_scan_revoke_revokes_and_notifies(world: World, database_url: str, tmp_path: Path,
-                                         clock: FrozenClock) -> None:
+def test_scan_revoke_revokes_and_notifies(world: World, database_url: str, tmp_path: Path, clock: FrozenClock) -> None:
     svc = world.services
     active = svc.tokens.create(world.dev, "Zapier production", ["users.read"])[1]
     leak = tmp_path / "checkout" / "leak.txt"

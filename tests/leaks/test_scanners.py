@@ -42,7 +42,7 @@ def shannon(text: str) -> float:
 
 def wrong_lengths() -> list[str]:
     t = fmt.mint()
-    return [t[:-1], t + "a", t + "0f", fmt.PREFIX + t[len(fmt.PREFIX):].upper(), t[:-1] + "g"]
+    return [t[:-1], t + "a", t + "0f", fmt.PREFIX + t[len(fmt.PREFIX) :].upper(), t[:-1] + "g"]
 
 
 def contexts(token: str) -> list[str]:
@@ -95,7 +95,9 @@ def test_gitleaks_rule_finds_minted_tokens_in_any_context(gitleaks_rule: dict[st
         for text in contexts(token):
             hits = gitleaks_finds(gitleaks_rule, text)
             found = hits == [token]
-            assert found, f"missed a token (digest {fmt.digest(token)[:12]}) in context {contexts('X').index(text.replace(token, 'X'))}"
+            assert found, (
+                f"missed a token (digest {fmt.digest(token)[:12]}) in context {contexts('X').index(text.replace(token, 'X'))}"
+            )
 
 
 def test_gitleaks_rule_ignores_wrong_lengths_and_placeholders(gitleaks_rule: dict[str, Any]) -> None:
@@ -111,9 +113,19 @@ def test_gitleaks_rule_ignores_wrong_lengths_and_placeholders(gitleaks_rule: dic
 def trufflehog_detector() -> dict[str, Any]:
     config = yaml.safe_load((RULES / "trufflehog.yaml").read_text())
     [detector] = [d for d in config["detectors"] if d["name"] == "kbai API token"]
-    assert set(detector) <= {"name", "description", "keywords", "regex", "entropy", "exclude_regexes_match",
-                             "exclude_regexes_capture", "exclude_words", "verify", "validations",
-                             "primary_regex_name"}
+    assert set(detector) <= {
+        "name",
+        "description",
+        "keywords",
+        "regex",
+        "entropy",
+        "exclude_regexes_match",
+        "exclude_regexes_capture",
+        "exclude_words",
+        "verify",
+        "validations",
+        "primary_regex_name",
+    }
     return detector
 
 
@@ -171,12 +183,16 @@ def test_detect_secrets_cli_with_our_plugin(tmp_path: Path) -> None:
     (repo / "settings.env").write_text(f"# integration settings\nKBAI_TOKEN={token}\nOTHER=1\n")
     (repo / "wrong_length.env").write_text("".join(f"KBAI_TOKEN={w}\n" for w in wrong_lengths()))
     (repo / "placeholder.env").write_text(f"KBAI_TOKEN={ZEROS}\n")
-    result = subprocess.run([DETECT_SECRETS, "scan", "--all-files", "--plugin", str(PLUGIN), "."],
-                            cwd=repo, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [DETECT_SECRETS, "scan", "--all-files", "--plugin", str(PLUGIN), "."],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     baseline = json.loads(result.stdout)
-    ours = {name: [r for r in results if r["type"] == SECRET_TYPE]
-            for name, results in baseline["results"].items()}
+    ours = {name: [r for r in results if r["type"] == SECRET_TYPE] for name, results in baseline["results"].items()}
     ours = {name: rs for name, rs in ours.items() if rs}
     assert list(ours) == ["settings.env"]
     [finding] = ours["settings.env"]
@@ -192,26 +208,34 @@ def test_detect_secrets_hook_blocks_a_commit_with_a_new_token(tmp_path: Path) ->
     repo = tmp_path / "repo"
     repo.mkdir()
     (repo / "app.py").write_text("print('hello')\n")
-    baseline = subprocess.run([DETECT_SECRETS, "scan", "--all-files", "--plugin", str(PLUGIN), "."],
-                              cwd=repo, capture_output=True, text=True, timeout=120)
+    baseline = subprocess.run(
+        [DETECT_SECRETS, "scan", "--all-files", "--plugin", str(PLUGIN), "."],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert baseline.returncode == 0, baseline.stderr[-2000:]
     (repo / ".secrets.baseline").write_text(baseline.stdout)
     hook = str(Path(sys.executable).parent / "detect-secrets-hook")
     token = fmt.mint()
     (repo / "config.py").write_text(f'KBAI_TOKEN = "{token}"\n')
-    blocked = subprocess.run([hook, "--baseline", ".secrets.baseline", "config.py"],
-                             cwd=repo, capture_output=True, text=True, timeout=120)
+    blocked = subprocess.run(
+        [hook, "--baseline", ".secrets.baseline", "config.py"], cwd=repo, capture_output=True, text=True, timeout=120
+    )
     assert blocked.returncode == 1
     assert SECRET_TYPE in blocked.stdout
     (repo / "config.py").write_text(f'KBAI_TOKEN = "{ZEROS}"\n')
-    clean = subprocess.run([hook, "--baseline", ".secrets.baseline", "config.py"],
-                           cwd=repo, capture_output=True, text=True, timeout=120)
+    clean = subprocess.run(
+        [hook, "--baseline", ".secrets.baseline", "config.py"], cwd=repo, capture_output=True, text=True, timeout=120
+    )
     assert clean.returncode == 0, clean.stdout[-2000:]
 
 
 # ---- one definition, four mirrors ----------------------------------------------------------------
-def test_every_rule_agrees_with_the_format_module(gitleaks_rule: dict[str, Any], trufflehog_detector: dict[str, Any],
-                                                  plugin_module: ModuleType) -> None:
+def test_every_rule_agrees_with_the_format_module(
+    gitleaks_rule: dict[str, Any], trufflehog_detector: dict[str, Any], plugin_module: ModuleType
+) -> None:
     detector = plugin_module.KbaiTokenDetector()
     tokens = [fmt.mint() for _ in range(3)]
     text = "\n".join([f"a={tokens[0]}", f"b='{tokens[1]}' c={wrong_lengths()[0]}", f"{tokens[2]}.", "kbai_pk_x"])
@@ -227,8 +251,11 @@ def test_every_scanner_finds_scim_credentials_and_ignores_placeholders(plugin_mo
     config = tomllib.loads((RULES / ".gitleaks.toml").read_text())
     [gl] = [r for r in config["rules"] if r["id"] == "kbai-scim-credential"]
     assert_re2_subset(gl["regex"])
-    [th] = [d for d in yaml.safe_load((RULES / "trufflehog.yaml").read_text())["detectors"]
-            if d["name"] == "kbai SCIM provisioning credential"]
+    [th] = [
+        d
+        for d in yaml.safe_load((RULES / "trufflehog.yaml").read_text())["detectors"]
+        if d["name"] == "kbai SCIM provisioning credential"
+    ]
     ds = plugin_module.KbaiScimCredentialDetector()
     for _ in range(200):
         secret = fmt.mint_scim()

@@ -30,9 +30,15 @@ URL = "https://github.com/octo/public-repo/blob/abc123/.env"
 
 @pytest.fixture
 def settings(database_url: str, signer: Signer, mailbox: Mailbox) -> Settings:
-    return Settings(database_url=database_url, secret_scanning_keys_file=signer.keys_file, smtp_host="127.0.0.1",
-                    smtp_port=mailbox.port, smtp_from="kbai@acme.test", public_revocations_per_minute=1000,
-                    **FAST_ARGON2)
+    return Settings(
+        database_url=database_url,
+        secret_scanning_keys_file=signer.keys_file,
+        smtp_host="127.0.0.1",
+        smtp_port=mailbox.port,
+        smtp_from="kbai@acme.test",
+        public_revocations_per_minute=1000,
+        **FAST_ARGON2,
+    )
 
 
 @pytest.fixture
@@ -49,7 +55,8 @@ def _counts(svc: Services, mailbox: Mailbox) -> tuple[int, int, int]:
 
 
 def test_finding9_github_re_report_of_a_revoked_token_notifies_and_audits_once(
-        world: World, client: TestClient, signer: Signer, mailbox: Mailbox) -> None:
+    world: World, client: TestClient, signer: Signer, mailbox: Mailbox
+) -> None:
     svc = world.services
     _view, token = svc.tokens.create(world.dev, "Zapier production", ["users.read"])
     body = report_body((token, URL))
@@ -64,7 +71,8 @@ def test_finding9_github_re_report_of_a_revoked_token_notifies_and_audits_once(
 
 
 def test_finding9_public_re_report_of_a_revoked_token_notifies_and_audits_once(
-        world: World, client: TestClient, mailbox: Mailbox) -> None:
+    world: World, client: TestClient, mailbox: Mailbox
+) -> None:
     svc = world.services
     _view, token = svc.tokens.create(world.dev, "n8n nightly", ["users.read"])
     assert client.post(PUBLIC, json={"credentials": [token]}).status_code == 202
@@ -77,7 +85,8 @@ def test_finding9_public_re_report_of_a_revoked_token_notifies_and_audits_once(
 
 
 def test_finding9_a_token_revoked_by_its_owner_and_then_reported_is_not_news(
-        world: World, client: TestClient, signer: Signer, mailbox: Mailbox) -> None:
+    world: World, client: TestClient, signer: Signer, mailbox: Mailbox
+) -> None:
     svc = world.services
     view, token = svc.tokens.create(world.dev, "old script", ["users.read"])
     svc.tokens.revoke(world.dev, view.id)
@@ -93,7 +102,8 @@ def test_finding9_a_token_revoked_by_its_owner_and_then_reported_is_not_news(
 
 
 def test_finding9_a_batch_with_old_and_new_leaks_announces_only_the_new(
-        world: World, client: TestClient, mailbox: Mailbox) -> None:
+    world: World, client: TestClient, mailbox: Mailbox
+) -> None:
     svc = world.services
     _a, first = svc.tokens.create(world.dev, "first", ["users.read"])
     assert client.post(PUBLIC, json={"credentials": [first]}).status_code == 202
@@ -103,6 +113,9 @@ def test_finding9_a_batch_with_old_and_new_leaks_announces_only_the_new(
     after = _counts(svc, mailbox)
     assert tuple(a - b for a, b in zip(after, before, strict=True)) == (2, 1, 2)
     with svc.db.read() as s:
-        targets = list(s.scalars(select(AuditEvent.target_id).where(AuditEvent.action == "token.leak_report")
-                                 .order_by(AuditEvent.id)))
+        targets = list(
+            s.scalars(
+                select(AuditEvent.target_id).where(AuditEvent.action == "token.leak_report").order_by(AuditEvent.id)
+            )
+        )
     assert targets[-1] == str(second_view.id) and len(targets) == 2

@@ -77,8 +77,14 @@ LOCAL_RECEIVERS = "127.0.0.1/32"
 
 @pytest.fixture
 def settings(database_url: str, mailbox: Mailbox) -> Settings:
-    return Settings(database_url=database_url, smtp_host="127.0.0.1", smtp_port=mailbox.port,
-                    smtp_from="kbai@acme.test", webhook_allowed_networks=LOCAL_RECEIVERS, **FAST_ARGON2)
+    return Settings(
+        database_url=database_url,
+        smtp_host="127.0.0.1",
+        smtp_port=mailbox.port,
+        smtp_from="kbai@acme.test",
+        webhook_allowed_networks=LOCAL_RECEIVERS,
+        **FAST_ARGON2,
+    )
 
 
 @pytest.fixture
@@ -176,7 +182,7 @@ def _trickle(server: socket.socket, t: Trickler) -> None:
             head = t.greet
         t.connected.set()
         started = time.monotonic()
-        for byte in [head[i:i + 1] for i in range(len(head))] + [b"a"] * 100_000:
+        for byte in [head[i : i + 1] for i in range(len(head))] + [b"a"] * 100_000:
             if time.monotonic() - started > t.cap:
                 t.hit_cap = True
                 break

@@ -36,7 +36,10 @@ def test_grid_counts_and_the_30_day_window(world: World, clock: FrozenClock) -> 
     assert a.grid[3][12] == 4 and a.grid[4][13] == 2
     assert sum(map(sum, a.grid)) == 6
     assert [(h.hour, h.requests) for h in a.hourly] == [
-        (t0, 3), (t0 + timedelta(days=1, hours=1), 2), (t0 + timedelta(days=7), 1)]
+        (t0, 3),
+        (t0 + timedelta(days=1, hours=1), 2),
+        (t0 + timedelta(days=7), 1),
+    ]
     assert a.until == t0 + timedelta(days=8, hours=1) and a.since == a.until - timedelta(days=30)
     # 30 days and 2 hours later the first hour has left the window.
     clock.set(t0 + timedelta(days=30, hours=1))
@@ -76,7 +79,9 @@ def test_last_ip_and_user_agent_and_who_may_see(world: World, client: TestClient
     view, token = svc.tokens.create(world.dev, "Zapier production", ["users.read"])
     bearer = {"Authorization": f"Bearer {token}"}
     assert client.get("/api/v1/me", headers={**bearer, "User-Agent": "Zapier/1.0"}).status_code == 200
-    assert client.get("/auth/check", headers={**bearer, "User-Agent": "curl/8.5 kbai_pk_" + "a" * 64}).status_code == 200
+    assert (
+        client.get("/auth/check", headers={**bearer, "User-Agent": "curl/8.5 kbai_pk_" + "a" * 64}).status_code == 200
+    )
     svc.usage.flush()
     csrf = login(client, "dev@acme.test", "dev-password-1")
     r = client.get(f"/api/v1/tokens/{view.id}/activity")

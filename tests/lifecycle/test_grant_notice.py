@@ -22,8 +22,10 @@ def _member(world: World, email: str = MEMBER) -> int:
 
 def _open(world: World) -> list[tuple[str, str]]:
     with world.services.db.read() as s:
-        return [(r.permission, str(r.user_id)) for r in s.scalars(
-            select(AdminRequest).where(AdminRequest.resolved_at.is_(None)))]
+        return [
+            (r.permission, str(r.user_id))
+            for r in s.scalars(select(AdminRequest).where(AdminRequest.resolved_at.is_(None)))
+        ]
 
 
 def test_checking_the_box_on_the_role_tells_the_requester_in_app_and_by_email(world: World, mailbox: Mailbox) -> None:
@@ -40,7 +42,9 @@ def test_checking_the_box_on_the_role_tells_the_requester_in_app_and_by_email(wo
     (note,) = svc.notifications.list(member_id)
     assert note.kind == ACCESS_GRANTED and note.title == "You have Manage API Tokens now"
     assert "Your role Member has it now." in note.body and "System Settings → API Keys" in note.body
-    assert note.details["link"] == "/system-settings/api-keys" and note.details["permission"] == "developer.manage_tokens"
+    assert (
+        note.details["link"] == "/system-settings/api-keys" and note.details["permission"] == "developer.manage_tokens"
+    )
     (mail,) = mailbox.to(MEMBER)
     assert subject(mail) == "You have Manage API Tokens now"
     assert "System Settings → API Keys (/system-settings/api-keys)" in mail.get_content()

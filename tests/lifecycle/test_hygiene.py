@@ -59,13 +59,17 @@ def test_auto_revoke_after_n_days_unused(world: World, clock: FrozenClock, mailb
     assert svc.tokens.verify(used_token).outcome is Outcome.REVOKED
     with svc.db.read() as s:
         events = list(s.scalars(select(AuditEvent).where(AuditEvent.action == "token.revoke").order_by(AuditEvent.id)))
-        notes = list(s.scalars(select(Notification).where(Notification.kind == "token.auto_revoked")
-                               .order_by(Notification.id)))
+        notes = list(
+            s.scalars(select(Notification).where(Notification.kind == "token.auto_revoked").order_by(Notification.id))
+        )
     assert [e.target_id for e in events] == [str(never.id), str(used.id), str(admins.id)]
     assert {e.actor for e in events} == {"system (auto-revoke policy)"}
     assert events[0].details["reason"] == "unused for 30 days (tenant policy)"
     assert [(n.user_id, n.details["token_id"]) for n in notes] == [
-        (world.dev.user_id, never.id), (world.dev.user_id, used.id), (world.admin.user_id, admins.id)]
+        (world.dev.user_id, never.id),
+        (world.dev.user_id, used.id),
+        (world.admin.user_id, admins.id),
+    ]
     assert "never used" in notes[0].body and "30 days" in notes[0].title
     assert mailbox.subjects("dev@acme.test") == [n.title for n in notes[:2]]
     assert len(mailbox.to("admin@acme.test")) == 1

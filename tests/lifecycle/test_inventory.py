@@ -19,7 +19,7 @@ from tests.tokens.helpers import assert_no_secret
 
 def test_reviewers_list_filter_page_and_export(world: World, clock: FrozenClock, client: TestClient) -> None:
     svc = world.services
-    stale, _ = svc.tokens.create(world.dev, "=HYPERLINK(\"http://evil.test\")", ["users.read"])
+    stale, _ = svc.tokens.create(world.dev, '=HYPERLINK("http://evil.test")', ["users.read"])
     clock.advance(days=91)
     soon, soon_token = svc.tokens.create(world.dev, "expires soon", ["users.read"], expires_in_days=7)
     revoked, _ = svc.tokens.create(world.dev, "revoked", ["users.read"])
@@ -70,7 +70,8 @@ def test_reviewers_list_filter_page_and_export(world: World, clock: FrozenClock,
 
 
 def test_admin_revokes_another_users_token_and_the_owner_is_told(
-        world: World, client: TestClient, mailbox: Mailbox) -> None:
+    world: World, client: TestClient, mailbox: Mailbox
+) -> None:
     svc = world.services
     view, token = svc.tokens.create(world.dev, "forgotten script", ["users.read"])
     other = build_world(svc, "Globex", "globex.test")
@@ -105,17 +106,21 @@ def test_admin_revokes_another_users_token_and_the_owner_is_told(
     assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
 
 
-def test_a_token_with_the_review_scope_may_use_the_inventory(world: World, client: TestClient,
-                                                              clock: FrozenClock) -> None:
+def test_a_token_with_the_review_scope_may_use_the_inventory(
+    world: World, client: TestClient, clock: FrozenClock
+) -> None:
     svc = world.services
     _, reviewer = svc.tokens.create(world.admin, "inventory bot", ["developer.review_tokens"])
     _, plain = svc.tokens.create(world.admin, "plain", ["users.read"])
     dev_token, _ = svc.tokens.create(world.dev, "dev's", ["users.read"], expires_in_days=3)
-    r = client.get("/api/v1/admin/tokens", params={"expiring_soon": "true"},
-                   headers={"Authorization": f"Bearer {reviewer}"})
+    r = client.get(
+        "/api/v1/admin/tokens", params={"expiring_soon": "true"}, headers={"Authorization": f"Bearer {reviewer}"}
+    )
     assert r.status_code == 200 and [t["id"] for t in r.json()["tokens"]] == [dev_token.id]
     r = client.get("/api/v1/admin/tokens", headers={"Authorization": f"Bearer {plain}"})
     assert r.status_code == 403 and r.json()["error"]["code"] == "insufficient_scope"
     clock.advance(days=3)
-    r = client.get("/api/v1/admin/tokens", params={"status": "expired"}, headers={"Authorization": f"Bearer {reviewer}"})
+    r = client.get(
+        "/api/v1/admin/tokens", params={"status": "expired"}, headers={"Authorization": f"Bearer {reviewer}"}
+    )
     assert [t["id"] for t in r.json()["tokens"]] == [dev_token.id]

@@ -49,7 +49,8 @@ def test_a_serving_process_sends_after_the_commit_without_the_request_waiting(wo
 
 
 def test_a_failing_message_is_retried_on_schedule_then_given_up_and_pruned(
-        world: World, clock: FrozenClock, mailbox: Mailbox, caplog: pytest.LogCaptureFixture) -> None:
+    world: World, clock: FrozenClock, mailbox: Mailbox, caplog: pytest.LogCaptureFixture
+) -> None:
     svc = world.services
     view, _ = svc.tokens.create(world.dev, "cron", ["users.read"])
     mailbox.refuse = True
@@ -71,7 +72,8 @@ def test_a_failing_message_is_retried_on_schedule_then_given_up_and_pruned(
 
 
 def test_an_event_whose_webhook_was_removed_is_dropped(
-        world: World, clock: FrozenClock, webhook: WebhookReceiver) -> None:
+    world: World, clock: FrozenClock, webhook: WebhookReceiver
+) -> None:
     svc = world.services
     svc.policies.set(world.admin, world.tenant_id, webhook_url=webhook.url)
     svc.tokens.create(world.dev, "n8n", ["users.read"], expires_in_days=8)
@@ -88,7 +90,8 @@ def test_an_event_whose_webhook_was_removed_is_dropped(
 
 
 def test_a_worker_killed_mid_delivery_leaves_the_event_to_be_sent_again_with_the_same_id(
-        world: World, clock: FrozenClock, database_url: str, trickler: Trickler, webhook: WebhookReceiver) -> None:
+    world: World, clock: FrozenClock, database_url: str, trickler: Trickler, webhook: WebhookReceiver
+) -> None:
     svc = world.services
     _policy, secret = svc.policies.set(OPERATOR, world.tenant_id, webhook_url=trickler.url)
     assert secret is not None

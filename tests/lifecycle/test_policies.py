@@ -27,22 +27,35 @@ def test_the_policy_refuses_a_365_day_token(world: World, client: TestClient, cl
     assert r.json()["max_lifetime_days"] == 90 and r.json()["webhook_secret"] is None
     csrf = login(client, "dev@acme.test", "dev-password-1")
     headers = {"X-CSRF-Token": csrf}
-    r = client.post("/api/v1/tokens", headers=headers,
-                    json={"name": "too long", "scopes": ["users.read"], "expires_in_days": 365})
+    r = client.post(
+        "/api/v1/tokens", headers=headers, json={"name": "too long", "scopes": ["users.read"], "expires_in_days": 365}
+    )
     assert r.status_code == 422
-    assert r.json()["error"] == {"code": "policy_max_lifetime",
-                                 "message": "Your organisation allows tokens of at most 90 days."}
+    assert r.json()["error"] == {
+        "code": "policy_max_lifetime",
+        "message": "Your organisation allows tokens of at most 90 days.",
+    }
     r = client.post("/api/v1/tokens", headers=headers, json={"name": "forever", "scopes": ["users.read"]})
     assert r.status_code == 422 and r.json()["error"]["code"] == "policy_expiration_required"
     assert "at most 90 days away" in r.json()["error"]["message"]
     # 90 days is fine, and so is a date 90 days away (a date means "through that day").
-    assert client.post("/api/v1/tokens", headers=headers,
-                       json={"name": "ok", "scopes": ["users.read"], "expires_in_days": 90}).status_code == 201
+    assert (
+        client.post(
+            "/api/v1/tokens", headers=headers, json={"name": "ok", "scopes": ["users.read"], "expires_in_days": 90}
+        ).status_code
+        == 201
+    )
     day = (clock.now() + timedelta(days=90)).date().isoformat()
-    assert client.post("/api/v1/tokens", headers=headers,
-                       json={"name": "by date", "scopes": ["users.read"], "expires_at": day}).status_code == 201
+    assert (
+        client.post(
+            "/api/v1/tokens", headers=headers, json={"name": "by date", "scopes": ["users.read"], "expires_at": day}
+        ).status_code
+        == 201
+    )
     late = (clock.now() + timedelta(days=91)).date().isoformat()
-    r = client.post("/api/v1/tokens", headers=headers, json={"name": "late", "scopes": ["users.read"], "expires_at": late})
+    r = client.post(
+        "/api/v1/tokens", headers=headers, json={"name": "late", "scopes": ["users.read"], "expires_at": late}
+    )
     assert r.status_code == 422 and r.json()["error"]["code"] == "policy_max_lifetime"
     # Nothing was created by the refused requests.
     names = {t["name"] for t in client.get("/api/v1/tokens").json()["tokens"]}
@@ -78,17 +91,31 @@ def test_every_member_reads_the_policy_only_role_managers_change_it(world: World
     csrf = login(client, "dev@acme.test", "dev-password-1")
     r = client.get("/api/v1/policies")
     assert r.status_code == 200
-    assert r.json() == {"max_lifetime_days": 30, "expiration_required": False, "auto_revoke_unused_days": None,
-                        "webhook_configured": True, "webhook_url": None, "require_allowlist": False,
-                        "updated_at": r.json()["updated_at"]}
+    assert r.json() == {
+        "max_lifetime_days": 30,
+        "expiration_required": False,
+        "auto_revoke_unused_days": None,
+        "webhook_configured": True,
+        "webhook_url": None,
+        "require_allowlist": False,
+        "updated_at": r.json()["updated_at"],
+    }
     r = _put(client, csrf, max_lifetime_days=365)
     assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
     assert "roles.manage" in r.json()["error"]["message"]
     admin_csrf = login(client, "admin@acme.test", "admin-password-1")
     assert client.get("/api/v1/policies").json()["webhook_url"] == "https://hooks.acme.test/kbai"
-    for bad in ({"max_lifetime_days": 0}, {"max_lifetime_days": 3651}, {"max_lifetime_days": "90"},
-                {"auto_revoke_unused_days": -1}, {"expiration_required": "yes"}, {"webhook_url": "ftp://x.test/"},
-                {"webhook_url": "https://"}, {"webhook_url": "javascript:alert(1)"}, {"surprise": 1}):
+    for bad in (
+        {"max_lifetime_days": 0},
+        {"max_lifetime_days": 3651},
+        {"max_lifetime_days": "90"},
+        {"auto_revoke_unused_days": -1},
+        {"expiration_required": "yes"},
+        {"webhook_url": "ftp://x.test/"},
+        {"webhook_url": "https://"},
+        {"webhook_url": "javascript:alert(1)"},
+        {"surprise": 1},
+    ):
         r = _put(client, admin_csrf, **bad)
         assert r.status_code == 422, (bad, r.text)
         assert set(r.json()["error"]) == {"code", "message"}
@@ -101,8 +128,10 @@ def test_every_member_reads_the_policy_only_role_managers_change_it(world: World
     with svc.db.read() as s:
         events = list(s.scalars(select(AuditEvent).where(AuditEvent.action == "policy.update").order_by(AuditEvent.id)))
     assert [e.actor for e in events] == ["operator", "user:admin@acme.test", "user:admin@acme.test"]
-    assert events[1].details["changes"] == {"max_lifetime_days": {"from": 30, "to": None},
-                                            "auto_revoke_unused_days": {"from": None, "to": 60}}
+    assert events[1].details["changes"] == {
+        "max_lifetime_days": {"from": 30, "to": None},
+        "auto_revoke_unused_days": {"from": None, "to": 60},
+    }
     assert "whsec_" not in str([e.details for e in events])  # the secret itself is never recorded
 
 
@@ -112,8 +141,18 @@ def test_kbai_policy_set(world: World, database_url: str) -> None:
     def kbai(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([KBAI_BIN, "policy", *args], env=env, capture_output=True, text=True, timeout=60)
 
-    done = kbai("set", "--tenant", "Acme", "--max-lifetime-days", "90", "--expiration-required",
-                "--auto-revoke-unused-days", "120", "--webhook-url", "https://hooks.acme.test/kbai")
+    done = kbai(
+        "set",
+        "--tenant",
+        "Acme",
+        "--max-lifetime-days",
+        "90",
+        "--expiration-required",
+        "--auto-revoke-unused-days",
+        "120",
+        "--webhook-url",
+        "https://hooks.acme.test/kbai",
+    )
     assert done.returncode == 0, done.stderr
     assert "max lifetime 90 days, expiration required: yes, auto-revoke unused: 120 days" in done.stdout
     assert "webhook secret: whsec_" in done.stdout
@@ -122,9 +161,11 @@ def test_kbai_policy_set(world: World, database_url: str) -> None:
     done = kbai("set", "--tenant", "Acme", "--max-lifetime-days", "0", "--no-expiration-required")
     assert done.returncode == 0 and "webhook secret" not in done.stdout  # the secret is shown only when new
     assert world.services.policies.get(world.tenant_id).max_lifetime_days is None
-    for args in (("set", "--tenant", "Nope", "--max-lifetime-days", "9"),
-                 ("set", "--tenant", "Acme", "--max-lifetime-days", "-3"),
-                 ("set", "--tenant", "Acme", "--webhook-url", "not a url")):
+    for args in (
+        ("set", "--tenant", "Nope", "--max-lifetime-days", "9"),
+        ("set", "--tenant", "Acme", "--max-lifetime-days", "-3"),
+        ("set", "--tenant", "Acme", "--webhook-url", "not a url"),
+    ):
         done = kbai(*args)
         assert done.returncode == 1 and done.stderr.startswith("error: "), (args, done.stderr)
         assert "Traceback" not in done.stderr

@@ -24,8 +24,11 @@ DEV = "dev@acme.test"
 
 def _notices(world: World) -> list[Notification]:
     with world.services.db.read() as s:
-        return list(s.scalars(select(Notification).where(Notification.kind == "token.expiry_reminder")
-                              .order_by(Notification.id)))
+        return list(
+            s.scalars(
+                select(Notification).where(Notification.kind == "token.expiry_reminder").order_by(Notification.id)
+            )
+        )
 
 
 def test_seven_days_one_day_and_at_expiry_each_once(world: World, clock: FrozenClock, mailbox: Mailbox) -> None:
@@ -51,8 +54,10 @@ def test_seven_days_one_day_and_at_expiry_each_once(world: World, clock: FrozenC
     subjects = mailbox.subjects(DEV)
     label = f"{view.prefix} (Zapier production)"
     assert [s for s in subjects if "Zapier" in s] == [
-        f"Your token {label} expires in 7 days", f"Your token {label} expires in 1 day",
-        f"Your token {label} has expired"]
+        f"Your token {label} expires in 7 days",
+        f"Your token {label} expires in 1 day",
+        f"Your token {label} has expired",
+    ]
     notes = [n for n in _notices(world) if n.details["token_id"] == view.id]
     assert [n.details["reminder"] for n in notes] == [EXPIRES_IN_7_DAYS, EXPIRES_IN_1_DAY, EXPIRED]
     assert all(n.user_id == world.dev.user_id for n in notes)
@@ -128,7 +133,8 @@ def test_a_failed_email_is_retried_and_never_doubled(world: World, clock: Frozen
 
 
 def test_webhook_events_are_signed_and_a_failing_webhook_is_retried_alone(
-        world: World, clock: FrozenClock, mailbox: Mailbox, webhook: WebhookReceiver) -> None:
+    world: World, clock: FrozenClock, mailbox: Mailbox, webhook: WebhookReceiver
+) -> None:
     svc = world.services
     _policy, secret = svc.policies.set(world.admin, world.tenant_id, webhook_url=webhook.url)
     assert secret is not None and secret.startswith("whsec_")
@@ -157,7 +163,8 @@ def test_webhook_events_are_signed_and_a_failing_webhook_is_retried_alone(
 
 
 def test_standard_webhooks_deliveries_verify_with_the_packages_own_verifier(
-        world: World, clock: FrozenClock, webhook: WebhookReceiver) -> None:
+    world: World, clock: FrozenClock, webhook: WebhookReceiver
+) -> None:
     """standardwebhooks' Webhook.verify checks the timestamp against the real time, so here the frozen clock
     stands at the real time."""
     svc = world.services
@@ -184,7 +191,8 @@ def test_standard_webhooks_deliveries_verify_with_the_packages_own_verifier(
 
 
 def test_a_secret_from_before_standard_webhooks_still_verifies_both_ways(
-        world: World, clock: FrozenClock, webhook: WebhookReceiver) -> None:
+    world: World, clock: FrozenClock, webhook: WebhookReceiver
+) -> None:
     """A kbai_whsec_ secret (kbai 0.1) keeps signing the deprecated headers as before, and its whsec_ form
     (standard_secret, docs/webhooks.md) verifies the Standard Webhooks signature."""
     svc = world.services

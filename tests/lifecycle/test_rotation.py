@@ -19,8 +19,11 @@ from tests.tokens.helpers import raises_code
 def test_both_tokens_are_linked_in_json_and_audit(world: World, client: TestClient) -> None:
     csrf = login(client, "dev@acme.test", "dev-password-1")
     headers = {"X-CSRF-Token": csrf}
-    old = client.post("/api/v1/tokens", headers=headers,
-                      json={"name": "n8n nightly sync", "scopes": ["users.read"], "expires_in_days": 90}).json()
+    old = client.post(
+        "/api/v1/tokens",
+        headers=headers,
+        json={"name": "n8n nightly sync", "scopes": ["users.read"], "expires_in_days": 90},
+    ).json()
     assert old["rotated_from_id"] is None and old["rotated_to_id"] is None
     r = client.post(f"/api/v1/tokens/{old['id']}/rotate", headers=headers, json={"grace_period_seconds": 3600})
     assert r.status_code == 201, r.text
@@ -76,8 +79,13 @@ def test_a_revoked_or_expired_token_cannot_be_rotated(world: World, clock: Froze
     csrf = login(client, "dev@acme.test", "dev-password-1")
     r = client.post(f"/api/v1/tokens/{expiring.id}/rotate", headers={"X-CSRF-Token": csrf})
     assert r.status_code == 409 and r.json()["error"]["code"] == "not_rotatable"
-    for bad in ({"grace_period_seconds": 604801}, {"grace_period_seconds": -1}, {"grace_period_seconds": "3600"},
-                {"expires_in_days": 0}, {"expires_in_days": True}):
+    for bad in (
+        {"grace_period_seconds": 604801},
+        {"grace_period_seconds": -1},
+        {"grace_period_seconds": "3600"},
+        {"expires_in_days": 0},
+        {"expires_in_days": True},
+    ):
         fresh, _ = svc.tokens.create(world.dev, f"fresh {bad}", ["users.read"])
         r = client.post(f"/api/v1/tokens/{fresh.id}/rotate", headers={"X-CSRF-Token": csrf}, json=bad)
         assert r.status_code == 422, (bad, r.text)
@@ -89,8 +97,9 @@ def test_rotating_with_24_hours_of_overlap_at_the_limit(world: World, clock: Fro
     svc = world.services
     made = [svc.tokens.create(world.dev, f"integration {i}", ["users.read"])[0] for i in range(10)]
     csrf = login(client, "dev@acme.test", "dev-password-1")
-    r = client.post(f"/api/v1/tokens/{made[0].id}/rotate", headers={"X-CSRF-Token": csrf},
-                    json={"grace_period_seconds": 86400})
+    r = client.post(
+        f"/api/v1/tokens/{made[0].id}/rotate", headers={"X-CSRF-Token": csrf}, json={"grace_period_seconds": 86400}
+    )
     assert r.status_code == 201, r.text
     body = r.json()
     assert body["rotated_from"]["status"] == "active"

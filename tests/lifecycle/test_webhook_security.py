@@ -50,14 +50,20 @@ PUBLIC = "https://93.184.215.14"  # a public address literal: accepted without D
 
 @pytest.fixture
 def settings(database_url: str, mailbox: Mailbox) -> Settings:
-    return Settings(database_url=database_url, smtp_host="127.0.0.1", smtp_port=mailbox.port,
-                    smtp_from="kbai@acme.test", **FAST_ARGON2)
+    return Settings(
+        database_url=database_url,
+        smtp_host="127.0.0.1",
+        smtp_port=mailbox.port,
+        smtp_from="kbai@acme.test",
+        **FAST_ARGON2,
+    )
 
 
 def allowing(svc: Services, clock: FrozenClock, **more: Any) -> Services:
     """The same database, as an operator who allows receivers on 127.0.0.1 runs it."""
-    return Services.build(svc.settings.model_copy(update={"webhook_allowed_networks": LOCAL_RECEIVERS, **more}),
-                          clock=clock)
+    return Services.build(
+        svc.settings.model_copy(update={"webhook_allowed_networks": LOCAL_RECEIVERS, **more}), clock=clock
+    )
 
 
 def _put(client: TestClient, csrf: str, **body: object) -> httpx.Response:
@@ -120,15 +126,18 @@ def test_finding2_the_policy_page_refuses_them_with_the_reason(world: World, cli
     login(client, "admin@acme.test", "admin-password-1")
     page = client.get("/system-settings/token-policy")
     csrf = page.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
-    r = client.post("/system-settings/token-policy",
-                    data={"webhook_url": "http://169.254.169.254/latest/meta-data/", "csrf_token": csrf})
+    r = client.post(
+        "/system-settings/token-policy",
+        data={"webhook_url": "http://169.254.169.254/latest/meta-data/", "csrf_token": csrf},
+    )
     assert r.status_code == 422
     assert "webhook_url is refused: its address is a link-local address" in r.text
     assert world.services.policies.get(world.tenant_id).webhook_url is None
 
 
 def test_finding2_the_allowlist_admits_internal_receivers_but_never_metadata_or_0000(
-        world: World, clock: FrozenClock) -> None:
+    world: World, clock: FrozenClock
+) -> None:
     svc = allowing(world.services, clock, webhook_allowed_networks="0.0.0.0/0,::/0")
     for url in ("http://127.0.0.1:9/", "http://10.0.0.5/", "http://[::1]:8080/"):
         svc.policies.set(OPERATOR, world.tenant_id, webhook_url=url)
@@ -149,7 +158,8 @@ def test_finding2_a_name_with_one_internal_address_is_refused() -> None:
 
 
 def test_finding2_send_time_check_refuses_an_address_that_is_no_longer_allowed(
-        world: World, clock: FrozenClock, webhook: WebhookReceiver) -> None:
+    world: World, clock: FrozenClock, webhook: WebhookReceiver
+) -> None:
     """Saved while the operator allowed loopback receivers; the operator then removed the allowlist. The worker
     refuses to send (the receiver hears nothing) and says why, without the URL's path."""
     svc = world.services
@@ -233,15 +243,22 @@ def test_finding2_redirects_are_not_followed(receivers: list[_Receiver]) -> None
     receivers.extend([inner, outer])
     hooks = Webhooks(FrozenClock(), egress.Guard.from_setting(LOCAL_RECEIVERS), 5)
     with pytest.raises(WebhookFailed, match="answered 307"):
-        hooks.post(f"http://127.0.0.1:{outer.port}/hook", "whsec_c2VjcmV0", "t", {}, event_id="e",
-                   created_at=FrozenClock().now())
+        hooks.post(
+            f"http://127.0.0.1:{outer.port}/hook",
+            "whsec_c2VjcmV0",
+            "t",
+            {},
+            event_id="e",
+            created_at=FrozenClock().now(),
+        )
     assert len(outer.seen) == 1 and inner.seen == []
 
 
 # ---- finding 3: a slow receiver holds nothing ---------------------------------------------------------
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_finding3_a_trickling_webhook_blocks_no_other_tenants_login_or_revocation(
-        world: World, clock: FrozenClock, trickler: Trickler) -> None:
+    world: World, clock: FrozenClock, trickler: Trickler
+) -> None:
     """Tenant Acme's receiver answers one byte every half second, forever. While the worker's delivery to it is
     in flight, Globex's admin logs in and a leaked Globex token is revoked (both writes, on SQLite's one write
     lock); both succeed while the delivery is still in flight, the revoked token stops at once, and the
@@ -293,7 +310,9 @@ SECRET_URL_PART = "s3cret-path"
 
 def test_finding12_the_audit_log_keeps_only_scheme_and_host(world: World, client: TestClient) -> None:
     csrf = login(client, "admin@acme.test", "admin-password-1")
-    assert _put(client, csrf, webhook_url=f"{PUBLIC}/hooks/{SECRET_URL_PART}?key=q-{SECRET_URL_PART}").status_code == 200
+    assert (
+        _put(client, csrf, webhook_url=f"{PUBLIC}/hooks/{SECRET_URL_PART}?key=q-{SECRET_URL_PART}").status_code == 200
+    )
     assert _put(client, csrf, webhook_url=f"{PUBLIC}:8443/other-{SECRET_URL_PART}").status_code == 200
     assert _put(client, csrf, webhook_url=None).status_code == 200
     events = client.get("/api/v1/audit", params={"action": "policy.update"}).json()["events"]
@@ -307,15 +326,24 @@ def test_finding12_the_audit_log_keeps_only_scheme_and_host(world: World, client
 
 
 def test_finding12_no_log_line_holds_the_webhook_url(
-        world: World, clock: FrozenClock, database_url: str, mailbox: Mailbox, webhook: WebhookReceiver,
-        caplog: pytest.LogCaptureFixture) -> None:
+    world: World,
+    clock: FrozenClock,
+    database_url: str,
+    mailbox: Mailbox,
+    webhook: WebhookReceiver,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """A real `kbai worker --once` at DEBUG delivers one event and fails another; neither its output nor this
     process's log (a delivery in-process, everything captured at DEBUG) holds the URL's path or query."""
     svc = allowing(world.services, clock)
     svc.policies.set(world.admin, world.tenant_id, webhook_url=f"{webhook.url}/{SECRET_URL_PART}?key=q")
     svc.tokens.create(world.dev, "first", ["users.read"], expires_in_days=8)
-    env = server_env(database_url, KBAI_FAKE_NOW=iso(clock.now() + timedelta(days=1)) or "",
-                     KBAI_WEBHOOK_ALLOWED_NETWORKS=LOCAL_RECEIVERS, KBAI_LOG_LEVEL="DEBUG")
+    env = server_env(
+        database_url,
+        KBAI_FAKE_NOW=iso(clock.now() + timedelta(days=1)) or "",
+        KBAI_WEBHOOK_ALLOWED_NETWORKS=LOCAL_RECEIVERS,
+        KBAI_LOG_LEVEL="DEBUG",
+    )
     done = subprocess.run([KBAI_BIN, "worker", "--once"], env=env, capture_output=True, text=True, timeout=120)
     assert "deliveries: 1" in done.stdout, done.stdout + done.stderr
     assert len(webhook.events) == 1
@@ -332,15 +360,17 @@ def test_finding12_no_log_line_holds_the_webhook_url(
 
 # ---- finding 15: webhook secrets at rest ---------------------------------------------------------------
 def test_finding15_the_database_never_holds_a_webhook_secret_in_clear(
-        world: World, client: TestClient, backend: str) -> None:
+    world: World, client: TestClient, backend: str
+) -> None:
     svc = world.services
     csrf = login(client, "admin@acme.test", "admin-password-1")
     first = _put(client, csrf, webhook_url=PUBLIC + "/hooks").json()["webhook_secret"]
     second = _put(client, csrf, new_webhook_secret=True).json()["webhook_secret"]
     assert first != second and first.startswith("whsec_") and second.startswith("whsec_")
     dumps = {"rows": _sql_dump(svc)}
-    dumps.update({"raw file bytes": _raw_files(svc).decode("latin-1")} if backend == "sqlite"
-                 else {"pg_dump": _pg_dump(svc)})
+    dumps.update(
+        {"raw file bytes": _raw_files(svc).decode("latin-1")} if backend == "sqlite" else {"pg_dump": _pg_dump(svc)}
+    )
     for what, dump in dumps.items():
         for secret in (first, second):
             body = secret.removeprefix("whsec_")
@@ -352,7 +382,8 @@ def test_finding15_the_database_never_holds_a_webhook_secret_in_clear(
 
 
 def test_finding15_without_a_key_sqlite_keeps_one_in_a_0600_file_and_postgres_refuses(
-        world: World, clock: FrozenClock, backend: str) -> None:
+    world: World, clock: FrozenClock, backend: str
+) -> None:
     svc = Services.build(world.services.settings.model_copy(update={"encryption_key": None}), clock=clock)
     if backend == "sqlite":
         db_file = Path(make_url(svc.settings.database_url).database or "")

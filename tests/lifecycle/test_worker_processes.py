@@ -37,11 +37,20 @@ def documented(name: str = "verify_kbai_webhook"):
 
 
 def workers(database_url: str, mailbox: Mailbox, now: str, count: int) -> list[subprocess.CompletedProcess[str]]:
-    env = server_env(database_url, KBAI_FAKE_NOW=now, KBAI_SMTP_HOST="127.0.0.1",
-                     KBAI_SMTP_PORT=str(mailbox.port), KBAI_SMTP_FROM="kbai@acme.test",
-                     KBAI_WEBHOOK_ALLOWED_NETWORKS=LOCAL_RECEIVERS)
-    procs = [subprocess.Popen([KBAI_BIN, "worker", "--once"], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(count)]
+    env = server_env(
+        database_url,
+        KBAI_FAKE_NOW=now,
+        KBAI_SMTP_HOST="127.0.0.1",
+        KBAI_SMTP_PORT=str(mailbox.port),
+        KBAI_SMTP_FROM="kbai@acme.test",
+        KBAI_WEBHOOK_ALLOWED_NETWORKS=LOCAL_RECEIVERS,
+    )
+    procs = [
+        subprocess.Popen(
+            [KBAI_BIN, "worker", "--once"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(count)
+    ]
     done = []
     for p in procs:
         out, err = p.communicate(timeout=120)
@@ -53,22 +62,27 @@ def sent_counts(results: list[subprocess.CompletedProcess[str]]) -> list[int]:
     counts = []
     for r in results:
         assert r.returncode == 0, r.stderr[-2000:]
-        found = re.search(r"reminders sent: (\d+), failed: 0, auto-revoked: (\d+), deliveries: \d+, "
-                          r"delivery failures: 0", r.stdout)
+        found = re.search(
+            r"reminders sent: (\d+), failed: 0, auto-revoked: (\d+), deliveries: \d+, "
+            r"delivery failures: 0",
+            r.stdout,
+        )
         assert found, r.stdout
         counts.append(int(found.group(1)))
     return counts
 
 
 def test_two_workers_at_once_send_each_reminder_exactly_once(
-        world: World, clock: FrozenClock, database_url: str, mailbox: Mailbox, webhook: WebhookReceiver) -> None:
+    world: World, clock: FrozenClock, database_url: str, mailbox: Mailbox, webhook: WebhookReceiver
+) -> None:
     svc = world.services
     clock.set(datetime.now(UTC) - timedelta(days=3, hours=12))
     _policy, secret = svc.policies.set(OPERATOR, world.tenant_id, webhook_url=webhook.url)
     assert secret is not None
     svc.access.set_limit(OPERATOR, 100, user_email="dev@acme.test")
-    views = [svc.tokens.create(world.dev, f"integration {i}", ["users.read"], expires_in_days=10)[0]
-             for i in range(TOKENS)]
+    views = [
+        svc.tokens.create(world.dev, f"integration {i}", ["users.read"], expires_in_days=10)[0] for i in range(TOKENS)
+    ]
     # Another tenant whose policy revokes tokens unused for 3 days (their tokens never expire).
     globex = build_world(svc, "Globex", "globex.test")
     svc.policies.set(OPERATOR, globex.tenant_id, auto_revoke_unused_days=3)
@@ -81,7 +95,8 @@ def test_two_workers_at_once_send_each_reminder_exactly_once(
 
     # Every token: one email, one in-app notice, one webhook event, one claim per channel.
     assert Counter(mailbox.subjects("dev@acme.test")) == Counter(
-        {f"Your token {v.prefix} ({v.name}) expires in 7 days": 1 for v in views})
+        {f"Your token {v.prefix} ({v.name}) expires in 7 days": 1 for v in views}
+    )
     with svc.db.read() as s:
         notes = list(s.scalars(select(Notification).where(Notification.kind == "token.expiry_reminder")))
         claims = s.scalar(select(func.count()).select_from(TokenReminder))
@@ -129,11 +144,16 @@ def test_the_worker_loops_until_sigterm(world: World, clock: FrozenClock, databa
 
     svc = world.services
     view, _ = svc.tokens.create(world.dev, "looped", ["users.read"], expires_in_days=3)
-    env = server_env(database_url, KBAI_FAKE_NOW=iso(clock.now() + timedelta(days=2)) or "",
-                     KBAI_SMTP_HOST="127.0.0.1", KBAI_SMTP_PORT=str(mailbox.port),
-                     KBAI_WEBHOOK_ALLOWED_NETWORKS=LOCAL_RECEIVERS)
-    proc = subprocess.Popen([KBAI_BIN, "worker", "--interval", "0.2"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    env = server_env(
+        database_url,
+        KBAI_FAKE_NOW=iso(clock.now() + timedelta(days=2)) or "",
+        KBAI_SMTP_HOST="127.0.0.1",
+        KBAI_SMTP_PORT=str(mailbox.port),
+        KBAI_WEBHOOK_ALLOWED_NETWORKS=LOCAL_RECEIVERS,
+    )
+    proc = subprocess.Popen(
+        [KBAI_BIN, "worker", "--interval", "0.2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         deadline = time.monotonic() + 60
         while not mailbox.to("dev@acme.test") and time.monotonic() < deadline and proc.poll() is None:

@@ -41,13 +41,21 @@ def scram_cluster() -> Iterator[int]:
         missing_service("pg_createcluster run as root (Debian's postgresql-common)")
     version = sorted(os.listdir("/usr/lib/postgresql"), key=int)[-1]
     name, port = f"kbai_proof_{uuid.uuid4().hex[:8]}", free_port()
-    subprocess.run(["pg_createcluster", version, name, "-p", str(port), "--",
-                    "--auth-local=peer", "--auth-host=scram-sha-256"], check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        ["pg_createcluster", version, name, "-p", str(port), "--", "--auth-local=peer", "--auth-host=scram-sha-256"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     try:
         hba = Path(f"/etc/postgresql/{version}/{name}/pg_hba.conf")
         hba.write_text(PG_HBA)
-        subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, name, "start"], check=True,
-                       capture_output=True, timeout=120)
+        subprocess.run(
+            ["pg_ctlcluster", "--skip-systemctl-redirect", version, name, "start"],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         yield port
     finally:
         subprocess.run(["pg_dropcluster", "--stop", version, name], capture_output=True, timeout=120)
@@ -64,8 +72,9 @@ def _setup(port: int, password_file: Path) -> str:
 def test_the_test_setup_works_on_debians_default_postgresql(scram_cluster: int, tmp_path: Path) -> None:
     port = scram_cluster
     hba = [line for line in PG_HBA.splitlines() if line.strip()]
-    assert not [line for line in hba if "trust" in line] and all(line.split()[-1] in ("peer", "scram-sha-256")
-                                                                  for line in hba)
+    assert not [line for line in hba if "trust" in line] and all(
+        line.split()[-1] in ("peer", "scram-sha-256") for line in hba
+    )
     # As on a fresh Debian machine: nobody gets in over TCP without a password, postgres included.
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", connect_timeout=3).close()
@@ -85,9 +94,25 @@ def test_the_test_setup_works_on_debians_default_postgresql(scram_cluster: int, 
     env = {k: v for k, v in os.environ.items() if not k.startswith("KBAI_")}
     env.update(KBAI_TEST_PG_URL=url, KBAI_REQUIRE_SERVICES="1")
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "-k", "postgres",
-         "tests/store/test_no_plaintext.py", "tests/cli/test_cli.py::test_cli_flow"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-n",
+            "0",
+            "-p",
+            "no:cacheprovider",
+            "-k",
+            "postgres",
+            "tests/store/test_no_plaintext.py",
+            "tests/cli/test_cli.py::test_cli_flow",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-2000:]
     assert done.returncode == 0, done.stdout[-4000:]

@@ -24,8 +24,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _app(database_url: str, **settings: object) -> Iterator[tuple[TestClient, Services]]:
-    svc = Services.build(Settings(database_url=database_url, **FAST_ARGON2).model_copy(update=settings),
-                         clock=FrozenClock())
+    svc = Services.build(
+        Settings(database_url=database_url, **FAST_ARGON2).model_copy(update=settings), clock=FrozenClock()
+    )
     with TestClient(create_app(svc)) as client:  # the lifespan starts the invalidation bus
         yield client, svc
     svc.close()
@@ -39,8 +40,10 @@ def test_livez_needs_nothing_and_readyz_says_the_database_is_gone(own_pg_databas
             assert client.get("/livez").json()["status"] == "alive"
             ready = client.get("/readyz")
             assert ready.status_code == 200 and ready.json() == {
-                "status": "ready", "reasons": [],
-                "checks": {"database": "ok", "migrations": "ok", "invalidation_bus": "connected"}}
+                "status": "ready",
+                "reasons": [],
+                "checks": {"database": "ok", "migrations": "ok", "invalidation_bus": "connected"},
+            }
 
             _pg_admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
             _kill_connections(name)
@@ -66,8 +69,9 @@ def test_readyz_is_503_until_migrations_are_at_head(database_url: str) -> None:
             s.execute(text("UPDATE alembic_version SET version_num = '0003'"))
         r = client.get("/readyz")
         assert r.status_code == 503 and r.json()["checks"]["migrations"] == "not_at_head"
-        assert r.json()["reasons"] == [f"the database schema is at revision 0003, this code's newest is {head}: "
-                                       "run `kbai db upgrade`"]
+        assert r.json()["reasons"] == [
+            f"the database schema is at revision 0003, this code's newest is {head}: run `kbai db upgrade`"
+        ]
         assert client.get("/livez").status_code == 200
         with svc.db.write() as s:
             s.execute(text("UPDATE alembic_version SET version_num = :head"), {"head": head})
@@ -89,11 +93,20 @@ def test_readyz_reports_the_invalidation_bus(database_url: str, redis_prefix: st
 def test_metrics_have_process_python_and_gc_series(database_url: str) -> None:
     for client, _svc in _app(database_url):
         assert client.get("/livez").status_code == 200
-        names = {line.split("{")[0].split(" ")[0] for line in client.get("/metrics").text.splitlines()
-                 if line and not line.startswith("#")}
-        assert {"process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds",
-                "process_start_time_seconds", "python_info", "python_gc_collections_total",
-                "kbai_http_request_duration_seconds_count"} <= names
+        names = {
+            line.split("{")[0].split(" ")[0]
+            for line in client.get("/metrics").text.splitlines()
+            if line and not line.startswith("#")
+        }
+        assert {
+            "process_resident_memory_bytes",
+            "process_cpu_seconds_total",
+            "process_open_fds",
+            "process_start_time_seconds",
+            "python_info",
+            "python_gc_collections_total",
+            "kbai_http_request_duration_seconds_count",
+        } <= names
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
@@ -105,8 +118,10 @@ def test_every_log_line_of_a_request_carries_its_request_id(services: Services, 
     server = start_server(services.settings.database_url, tmp_path, KBAI_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
     try:
         with server.client() as client:
-            r = client.post(f"/api/v1/tokens/{view.id}/revoke", headers={
-                "Authorization": f"Bearer {token}", "X-Request-Id": "ops-revoke-1"})
+            r = client.post(
+                f"/api/v1/tokens/{view.id}/revoke",
+                headers={"Authorization": f"Bearer {token}", "X-Request-Id": "ops-revoke-1"},
+            )
             assert r.status_code == 200 and r.headers["x-request-id"] == "ops-revoke-1"
             assert client.get("/livez", headers={"X-Request-Id": "ops-livez-2"}).status_code == 200
     finally:

@@ -78,8 +78,16 @@ def start_contacts(env: dict[str, str], log_dir: Path, *, as_script: bool = Fals
     if as_script:
         cmd = [sys.executable, str(EXAMPLES / "contacts_service.py"), "--port", str(port)]
     else:
-        cmd = [sys.executable, "-m", "uvicorn", "examples.contacts_service:app", "--host", "127.0.0.1",
-               "--port", str(port)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "examples.contacts_service:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
     log = log_dir / f"contacts-{port}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -161,8 +169,21 @@ def build_scenario(svc: Services) -> Scenario:
     svc.access.update_role(OPERATOR, globex.dev_role_id, ["developer.manage_tokens", *contacts])
     globex_writer, _ = _token(svc, globex.actor("dev@globex.test"), "Globex CRM", contacts)
 
-    scenario = Scenario(svc, world, reader, writer, revoked, revoked_id, expired, expired_id, role_lost,
-                        readers.id, leaver, leo.id, globex_writer)
+    scenario = Scenario(
+        svc,
+        world,
+        reader,
+        writer,
+        revoked,
+        revoked_id,
+        expired,
+        expired_id,
+        role_lost,
+        readers.id,
+        leaver,
+        leo.id,
+        globex_writer,
+    )
     scenario.all_tokens = [reader, writer, revoked, expired, role_lost, leaver, globex_writer]
     return scenario
 
@@ -192,7 +213,9 @@ def assert_no_token_in(text: str, tokens: list[str], where: str) -> None:
 MALFORMED = ["kbai_pk_123", "kbai_pk_" + "A" * 64, "not-a-token", "kbai_pk_" + "0" * 63 + "g"]
 
 
-def check_contract(client: httpx.Client, sc: Scenario, *, revoke: Callable[[], object], messages: dict[str, str]) -> None:
+def check_contract(
+    client: httpx.Client, sc: Scenario, *, revoke: Callable[[], object], messages: dict[str, str]
+) -> None:
     """Everything the example service must accept and refuse, in one pass over one running process.
 
     ``revoke`` revokes ``sc.revoked``; ``messages`` maps kbai outcomes (revoked, expired,

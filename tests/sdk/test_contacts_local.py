@@ -25,7 +25,9 @@ from tests.sdk.helpers import (
     start_contacts,
 )
 
-LOCAL_MESSAGES = {o: errors.for_outcome(o).message for o in ("malformed", "unknown", "revoked", "expired", "owner_inactive")}
+LOCAL_MESSAGES = {
+    o: errors.for_outcome(o).message for o in ("malformed", "unknown", "revoked", "expired", "owner_inactive")
+}
 
 
 @pytest.fixture
@@ -40,13 +42,15 @@ def test_local_mode_accepts_and_refuses_like_kbai(services: Services, database_u
     dev = sc.actor("dev@acme.test")
     # Without Redis, a change made by another process reaches this one within KBAI_CACHE_TTL_SECONDS
     # (kbai's cache, tested in tests/cache). Here the point is the answers, so no cache lag.
-    env = contacts_env(KBAI_DATABASE_URL=database_url, KBAI_PERMISSIONS_FILE=str(PERMISSIONS),
-                       KBAI_CACHE_TTL_SECONDS="0")
+    env = contacts_env(
+        KBAI_DATABASE_URL=database_url, KBAI_PERMISSIONS_FILE=str(PERMISSIONS), KBAI_CACHE_TTL_SECONDS="0"
+    )
     contacts = start_contacts(env, tmp_path)
     try:
         with contacts.client() as client:
-            check_contract(client, sc, revoke=lambda: services.tokens.revoke(dev, sc.revoked_id),
-                           messages=LOCAL_MESSAGES)
+            check_contract(
+                client, sc, revoke=lambda: services.tokens.revoke(dev, sc.revoked_id), messages=LOCAL_MESSAGES
+            )
     finally:
         code = contacts.stop()
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it (exit status -15).

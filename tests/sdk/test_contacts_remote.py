@@ -31,8 +31,13 @@ from tests.sdk.helpers import (
 )
 
 INACTIVE = TOKEN_INACTIVE.template
-REMOTE_MESSAGES = {"malformed": errors.for_outcome("malformed").message, "unknown": INACTIVE,
-                   "revoked": INACTIVE, "expired": INACTIVE, "owner_inactive": INACTIVE}
+REMOTE_MESSAGES = {
+    "malformed": errors.for_outcome("malformed").message,
+    "unknown": INACTIVE,
+    "revoked": INACTIVE,
+    "expired": INACTIVE,
+    "owner_inactive": INACTIVE,
+}
 
 
 @pytest.fixture
@@ -52,8 +57,9 @@ def kbai_server(database_url: str, tmp_path: Path) -> Iterator[LiveServer]:
 
 def service_credential(server: LiveServer, name: str) -> tuple[str, str]:
     """A client id and secret from the real CLI, with the server's own environment."""
-    done = subprocess.run([KBAI_BIN, "service-credential", "create", name], env=server.env,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [KBAI_BIN, "service-credential", "create", name], env=server.env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     fields = dict(line.split(":", 1) for line in done.stdout.splitlines() if ":" in line)
     client_id = fields["client_id"].strip()
@@ -61,15 +67,21 @@ def service_credential(server: LiveServer, name: str) -> tuple[str, str]:
     return client_id, secret
 
 
-def start_remote(server: LiveServer, tmp_path: Path, client_id: str, secret: str, *, as_script: bool = False,
-                 ) -> ContactsService:
-    env = contacts_env(KBAI_INTROSPECT_URL=server.url + "/api/v1/introspect", KBAI_CLIENT_ID=client_id,
-                       KBAI_CLIENT_SECRET=secret)
+def start_remote(
+    server: LiveServer,
+    tmp_path: Path,
+    client_id: str,
+    secret: str,
+    *,
+    as_script: bool = False,
+) -> ContactsService:
+    env = contacts_env(
+        KBAI_INTROSPECT_URL=server.url + "/api/v1/introspect", KBAI_CLIENT_ID=client_id, KBAI_CLIENT_SECRET=secret
+    )
     return start_contacts(env, tmp_path, as_script=as_script)
 
 
-def test_remote_mode_accepts_and_refuses_like_kbai(services: Services, kbai_server: LiveServer,
-                                                   tmp_path: Path) -> None:
+def test_remote_mode_accepts_and_refuses_like_kbai(services: Services, kbai_server: LiveServer, tmp_path: Path) -> None:
     sc = build_scenario(services)
     client_id, secret = service_credential(kbai_server, "contacts-api")
 
@@ -97,8 +109,9 @@ def test_remote_mode_accepts_and_refuses_like_kbai(services: Services, kbai_serv
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
-def test_remote_mode_with_a_wrong_secret_refuses_everyone(services: Services, kbai_server: LiveServer,
-                                                         tmp_path: Path) -> None:
+def test_remote_mode_with_a_wrong_secret_refuses_everyone(
+    services: Services, kbai_server: LiveServer, tmp_path: Path
+) -> None:
     sc = build_scenario(services)
     client_id, _secret = service_credential(kbai_server, "contacts-api")
     contacts = start_remote(kbai_server, tmp_path, client_id, "not-the-secret")
@@ -114,8 +127,11 @@ def test_remote_mode_with_a_wrong_secret_refuses_everyone(services: Services, kb
 
 
 def test_kbai_not_reachable_at_start_still_fails_closed(tmp_path: Path) -> None:
-    env = contacts_env(KBAI_INTROSPECT_URL=f"http://127.0.0.1:{free_port()}/api/v1/introspect",
-                       KBAI_CLIENT_ID="kbai_sc_0000000000000000", KBAI_CLIENT_SECRET="whatever")
+    env = contacts_env(
+        KBAI_INTROSPECT_URL=f"http://127.0.0.1:{free_port()}/api/v1/introspect",
+        KBAI_CLIENT_ID="kbai_sc_0000000000000000",
+        KBAI_CLIENT_SECRET="whatever",
+    )
     contacts = start_contacts(env, tmp_path)
     try:
         with contacts.client() as client:

@@ -16,12 +16,36 @@ from tests.conftest import OPERATOR, LiveServer, build_world
 
 # Everything kbai's server needs that the SDK (FastAPI/Starlette, Pydantic, httpx) does not, and
 # kbai's own server-side packages: docs/sdk.md says which few packages the SDK needs instead.
-SERVER_ONLY = ("sqlalchemy", "alembic", "psycopg", "psycopg_binary", "uvicorn", "redis", "limits", "argon2",
-               "jinja2", "prometheus_client", "typer", "click", "cryptography", "python_multipart", "multipart",
-               "pydantic_settings", "fastapi_offline", "kbai.services", "kbai.store", "kbai.config", "kbai.access",
-               "kbai.cache", "kbai.tokens.service", "kbai.tokens.verify", "kbai.web.auth", "kbai.web.errors")
+SERVER_ONLY = (
+    "sqlalchemy",
+    "alembic",
+    "psycopg",
+    "psycopg_binary",
+    "uvicorn",
+    "redis",
+    "limits",
+    "argon2",
+    "jinja2",
+    "prometheus_client",
+    "typer",
+    "click",
+    "cryptography",
+    "python_multipart",
+    "multipart",
+    "pydantic_settings",
+    "fastapi_offline",
+    "kbai.services",
+    "kbai.store",
+    "kbai.config",
+    "kbai.access",
+    "kbai.cache",
+    "kbai.tokens.service",
+    "kbai.tokens.verify",
+    "kbai.web.auth",
+    "kbai.web.errors",
+)
 
-SERVICE = textwrap.dedent('''
+SERVICE = textwrap.dedent("""
     import json, sys
 
     BLOCKED = {blocked!r}
@@ -61,19 +85,25 @@ SERVICE = textwrap.dedent('''
         "short": [short.status_code, short.json()["error"]["code"]],
         "loaded": sorted(m for m in sys.modules if any(m == b or m.startswith(b + ".") for b in BLOCKED)),
     }}))
-''')
+""")
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
-def test_introspection_sdk_runs_without_the_servers_packages(services: Services, live_server: LiveServer,
-                                                            tmp_path: Path) -> None:
+def test_introspection_sdk_runs_without_the_servers_packages(
+    services: Services, live_server: LiveServer, tmp_path: Path
+) -> None:
     world = build_world(services)
     _view, token = services.tokens.create(world.dev, "light sdk", ["users.read"])
     credential, secret = services.credentials.create(OPERATOR, "light-sdk")
     script = tmp_path / "light_service.py"
     script.write_text(SERVICE.format(blocked=SERVER_ONLY))
-    done = subprocess.run([sys.executable, str(script), live_server.url + "/api/v1/introspect", credential.client_id,
-                           secret, token], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, str(script), live_server.url + "/api/v1/introspect", credential.client_id, secret, token],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:].replace(token, "<token>")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["good"][0] == 200 and result["good"][1]["email"] == "dev@acme.test"

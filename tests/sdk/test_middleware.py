@@ -137,10 +137,17 @@ def test_no_header_is_401_with_a_bare_bearer_challenge(setup) -> None:
     assert ran == [] and verifier.asked == []
 
 
-@pytest.mark.parametrize("header", [
-    "Bearer kbai_pk_nope", "Bearer " + GOOD.upper(), "Bearer ", "Basic dXNlcjpwYXNz", "Bearer " + REVOKED,
-    "Bearer kbai_pk_" + "e" * 64,
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Bearer kbai_pk_nope",
+        "Bearer " + GOOD.upper(),
+        "Bearer ",
+        "Basic dXNlcjpwYXNz",
+        "Bearer " + REVOKED,
+        "Bearer kbai_pk_" + "e" * 64,
+    ],
+)
 def test_bad_tokens_are_401_invalid_token(setup, header: str) -> None:
     client, verifier, ran, _ = setup
     r = client.get("/contacts", headers={"Authorization": header})

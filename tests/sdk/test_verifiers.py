@@ -25,8 +25,17 @@ from tests.sdk.helpers import PERMISSIONS, Secret
 URL = "http://kbai.test/api/v1/introspect"
 TOKEN = "kbai_pk_" + "5" * 64
 OTHER = "kbai_pk_" + "6" * 64
-ACTIVE = {"active": True, "scope": "contacts.read users.read", "client_id": "kbai_sc_1", "sub": "12",
-          "username": "dev@acme.test", "tenant": "3", "token_id": 44, "iat": 1_760_000_000, "token_type": "Bearer"}
+ACTIVE = {
+    "active": True,
+    "scope": "contacts.read users.read",
+    "client_id": "kbai_sc_1",
+    "sub": "12",
+    "username": "dev@acme.test",
+    "tenant": "3",
+    "token_id": 44,
+    "iat": 1_760_000_000,
+    "token_type": "Bearer",
+}
 
 
 class Kbai:
@@ -62,9 +71,14 @@ def verify_all(v: IntrospectionVerifier, *tokens: str) -> list[Identity | Failur
 def test_active_answer_becomes_an_identity_and_the_request_is_rfc7662() -> None:
     kbai = Kbai(lambda _: httpx.Response(200, json={**ACTIVE, "exp": 1_900_000_000}))
     [who] = verify_all(verifier(kbai), TOKEN)
-    assert who == Identity(user_id=12, email="dev@acme.test", tenant_id=3,
-                           scopes=frozenset({"contacts.read", "users.read"}), token_id=44,
-                           expires_at=datetime.fromtimestamp(1_900_000_000, UTC))
+    assert who == Identity(
+        user_id=12,
+        email="dev@acme.test",
+        tenant_id=3,
+        scopes=frozenset({"contacts.read", "users.read"}),
+        token_id=44,
+        expires_at=datetime.fromtimestamp(1_900_000_000, UTC),
+    )
     [sent] = kbai.requests
     assert sent.method == "POST" and str(sent.url) == URL
     assert sent.headers["content-type"] == "application/x-www-form-urlencoded"
@@ -92,22 +106,38 @@ def _raise(exc: Exception) -> Callable[[httpx.Request], httpx.Response]:
     return answer
 
 
-@pytest.mark.parametrize("answer", [
-    _raise(httpx.ConnectError("connection refused")),
-    _raise(httpx.ReadTimeout("timed out")),
-    lambda _: httpx.Response(401, json={"error": {"code": "invalid_client", "message": "no"}}),
-    lambda _: httpx.Response(500, text="boom"),
-    lambda _: httpx.Response(429),
-    lambda _: httpx.Response(200, text="<html>not json</html>"),
-    lambda _: httpx.Response(200, json={"active": "yes"}),
-    lambda _: httpx.Response(200, json={"active": True, "scope": "contacts.read"}),  # no sub/tenant/token_id
-    lambda _: httpx.Response(200, json={**ACTIVE, "sub": None}),
-    lambda _: httpx.Response(200, json={**ACTIVE, "exp": "soon"}),
-    lambda _: httpx.Response(200, json=[1, 2]),
-], ids=["refused", "timeout", "bad-credential", "500", "429", "html", "active-not-bool", "missing-fields",
-        "null-sub", "bad-exp", "not-an-object"])
-def test_anything_but_a_clear_answer_fails_closed_with_503(answer: Callable[[httpx.Request], httpx.Response],
-                                                            caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(
+    "answer",
+    [
+        _raise(httpx.ConnectError("connection refused")),
+        _raise(httpx.ReadTimeout("timed out")),
+        lambda _: httpx.Response(401, json={"error": {"code": "invalid_client", "message": "no"}}),
+        lambda _: httpx.Response(500, text="boom"),
+        lambda _: httpx.Response(429),
+        lambda _: httpx.Response(200, text="<html>not json</html>"),
+        lambda _: httpx.Response(200, json={"active": "yes"}),
+        lambda _: httpx.Response(200, json={"active": True, "scope": "contacts.read"}),  # no sub/tenant/token_id
+        lambda _: httpx.Response(200, json={**ACTIVE, "sub": None}),
+        lambda _: httpx.Response(200, json={**ACTIVE, "exp": "soon"}),
+        lambda _: httpx.Response(200, json=[1, 2]),
+    ],
+    ids=[
+        "refused",
+        "timeout",
+        "bad-credential",
+        "500",
+        "429",
+        "html",
+        "active-not-bool",
+        "missing-fields",
+        "null-sub",
+        "bad-exp",
+        "not-an-object",
+    ],
+)
+def test_anything_but_a_clear_answer_fails_closed_with_503(
+    answer: Callable[[httpx.Request], httpx.Response], caplog: pytest.LogCaptureFixture
+) -> None:
     [result] = verify_all(verifier(Kbai(answer)), TOKEN)
     assert isinstance(result, Failure)
     assert (result.status, result.code) == (503, "auth_unavailable")
@@ -150,8 +180,11 @@ def test_cache_keeps_positive_answers_for_cache_seconds_only() -> None:
 
 def test_cache_never_outlives_the_token_and_refusals_are_never_cached() -> None:
     clock = Clock()
-    kbai = Kbai(lambda r: httpx.Response(200, json={**ACTIVE, "exp": int(clock.now) + 2}
-                                         if TOKEN in r.content.decode() else {"active": False}))
+    kbai = Kbai(
+        lambda r: httpx.Response(
+            200, json={**ACTIVE, "exp": int(clock.now) + 2} if TOKEN in r.content.decode() else {"active": False}
+        )
+    )
     v = verifier(kbai, cache_seconds=60, clock=clock)
 
     async def go() -> None:
@@ -219,8 +252,13 @@ def test_local_verifier_gives_identities_with_effective_scopes_and_kbai_errors(d
                 await v.stop()
 
         good, revoked, malformed = run(go())
-        assert good == Identity(user_id=world.dev.user_id, email="dev@acme.test", tenant_id=world.tenant_id,  # type: ignore[arg-type]
-                                scopes=frozenset({"contacts.read"}), token_id=view.id)
+        assert good == Identity(
+            user_id=world.dev.user_id,
+            email="dev@acme.test",
+            tenant_id=world.tenant_id,  # type: ignore[arg-type]
+            scopes=frozenset({"contacts.read"}),
+            token_id=view.id,
+        )
         assert isinstance(revoked, Failure) and revoked.error.message == errors.for_outcome("revoked").message
         assert isinstance(malformed, Failure) and malformed.code == "invalid_token"
         [listed] = svc.tokens.list(world.dev.user_id)  # type: ignore[arg-type]

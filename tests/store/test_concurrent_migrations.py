@@ -64,8 +64,10 @@ def test_processes_migrating_one_fresh_database_at_once_all_succeed(fresh_url: s
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(PROCESSES)
     results = ctx.Queue()
-    procs = [ctx.Process(target=_migrate_worker.upgrade, args=(fresh_url, f"p{i}", barrier, results))
-             for i in range(PROCESSES)]
+    procs = [
+        ctx.Process(target=_migrate_worker.upgrade, args=(fresh_url, f"p{i}", barrier, results))
+        for i in range(PROCESSES)
+    ]
     for p in procs:
         p.start()
     outcomes: dict[str, str] = {}

@@ -47,8 +47,9 @@ def test_finding15_sqlite_database_wal_and_shm_are_created_0600(tmp_path: Path, 
 
 def test_finding15_kbai_db_upgrade_creates_the_file_0600(tmp_path: Path, everyday_umask: None) -> None:
     path = tmp_path / "fresh.db"
-    done = subprocess.run([KBAI_BIN, "db", "upgrade"], env=server_env(f"sqlite:///{path}"), capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [KBAI_BIN, "db", "upgrade"], env=server_env(f"sqlite:///{path}"), capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert _mode(path) == 0o600
 

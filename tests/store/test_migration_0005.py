@@ -57,9 +57,13 @@ def _at_0004_with_a_clear_secret(url: str) -> None:
     with db.write_engine.begin() as conn:
         now = datetime(2026, 1, 1, 12)
         conn.execute(text("INSERT INTO tenants (id, name, created_at) VALUES (1, 'Acme', :now)"), {"now": now})
-        conn.execute(text("INSERT INTO tenant_policies (tenant_id, expiration_required, webhook_url, webhook_secret, "
-                          "updated_at) VALUES (1, false, 'https://hooks.example.com/kbai', :s, :now)"),
-                     {"s": OLD_SECRET, "now": now})
+        conn.execute(
+            text(
+                "INSERT INTO tenant_policies (tenant_id, expiration_required, webhook_url, webhook_secret, "
+                "updated_at) VALUES (1, false, 'https://hooks.example.com/kbai', :s, :now)"
+            ),
+            {"s": OLD_SECRET, "now": now},
+        )
     db.dispose()
 
 

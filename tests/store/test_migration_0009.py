@@ -44,24 +44,41 @@ def test_0009_keeps_every_row_and_adds_nullable_external_ids(empty_url: str) -> 
     _alembic(db, "upgrade", "0004")
     with db.write_engine.begin() as conn:
         conn.execute(text("INSERT INTO tenants (id, name, created_at) VALUES (1, 'Acme', '2026-01-01 00:00:00')"))
-        conn.execute(text("INSERT INTO users (id, tenant_id, email, password_hash, active, created_at) "
-                          "VALUES (1, 1, 'dev@acme.test', 'h', true, '2026-01-01 00:00:00')"))
-        conn.execute(text("INSERT INTO roles (id, tenant_id, name, builtin, created_at) "
-                          "VALUES (1, 1, 'Admin', 'admin', '2026-01-01 00:00:00')"))
+        conn.execute(
+            text(
+                "INSERT INTO users (id, tenant_id, email, password_hash, active, created_at) "
+                "VALUES (1, 1, 'dev@acme.test', 'h', true, '2026-01-01 00:00:00')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO roles (id, tenant_id, name, builtin, created_at) "
+                "VALUES (1, 1, 'Admin', 'admin', '2026-01-01 00:00:00')"
+            )
+        )
         conn.execute(text("INSERT INTO user_roles (user_id, role_id) VALUES (1, 1)"))
-        conn.execute(text("INSERT INTO sessions (digest, user_id, csrf_token, created_at, expires_at) "
-                          "VALUES ('d', 1, 'c', '2026-01-01 00:00:00', '2027-01-01 00:00:00')"))
+        conn.execute(
+            text(
+                "INSERT INTO sessions (digest, user_id, csrf_token, created_at, expires_at) "
+                "VALUES ('d', 1, 'c', '2026-01-01 00:00:00', '2027-01-01 00:00:00')"
+            )
+        )
     _alembic(db, "upgrade", "0009")
     with db.engine.connect() as conn:
         assert conn.execute(text("SELECT name, external_id FROM tenants")).all() == [("Acme", None)]
         assert conn.execute(text("SELECT email, external_id FROM users")).all() == [("dev@acme.test", None)]
-        conn.execute(text("INSERT INTO identities (issuer, subject, user_id, created_at) "
-                          "VALUES ('https://id.example', 'sub-1', 1, '2026-01-01 00:00:00')"))
+        conn.execute(
+            text(
+                "INSERT INTO identities (issuer, subject, user_id, created_at) "
+                "VALUES ('https://id.example', 'sub-1', 1, '2026-01-01 00:00:00')"
+            )
+        )
         conn.rollback()
         kept = [conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() for t in ("user_roles", "sessions")]
         assert kept == [1, 1]  # nothing cascaded away
-    unique = {tuple(i["column_names"]) for t in ("users", "tenants") for i in inspect(db.engine).get_indexes(t)
-              if i["unique"]}
+    unique = {
+        tuple(i["column_names"]) for t in ("users", "tenants") for i in inspect(db.engine).get_indexes(t) if i["unique"]
+    }
     assert {("tenant_id", "external_id"), ("external_id",)} <= unique
     _alembic(db, "downgrade", "0004")
     assert "identities" not in inspect(db.engine).get_table_names()

@@ -79,9 +79,10 @@ def _fill(db: Database) -> None:
 
 def _counts(db: Database) -> list[int]:
     with db.engine.connect() as conn:
-        return [conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() or 0
-                for t in ("tenants", "users", "roles", "user_roles", "tokens", "sessions", "identities",
-                          "audit_events")]
+        return [
+            conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() or 0
+            for t in ("tenants", "users", "roles", "user_roles", "tokens", "sessions", "identities", "audit_events")
+        ]
 
 
 def test_0010_makes_each_user_one_person_with_the_same_id_and_one_membership(empty_url: str) -> None:
@@ -93,18 +94,30 @@ def test_0010_makes_each_user_one_person_with_the_same_id_and_one_membership(emp
     assert _counts(db) == before  # every tenant, user, role, token, session, identity and audit entry kept
     with db.engine.connect() as conn:
         persons = conn.execute(text("SELECT id, email, password_hash, last_tenant_id FROM persons ORDER BY id")).all()
-        assert [tuple(p) for p in persons] == [(1, "admin@acme.test", "hash-a", 1), (5, "dev@acme.test", None, 1),
-                                               (7, "ops@globex.test", "hash-g", 2)]
-        members = conn.execute(text("SELECT id, tenant_id, person_id, active, max_active_tokens, external_id "
-                                    "FROM users ORDER BY id")).all()
-        assert [tuple(m) for m in members] == [(1, 1, 1, True, None, None), (5, 1, 5, True, 3, "ext-dev"),
-                                               (7, 2, 7, False, None, None)]
+        assert [tuple(p) for p in persons] == [
+            (1, "admin@acme.test", "hash-a", 1),
+            (5, "dev@acme.test", None, 1),
+            (7, "ops@globex.test", "hash-g", 2),
+        ]
+        members = conn.execute(
+            text("SELECT id, tenant_id, person_id, active, max_active_tokens, external_id FROM users ORDER BY id")
+        ).all()
+        assert [tuple(m) for m in members] == [
+            (1, 1, 1, True, None, None),
+            (5, 1, 5, True, 3, "ext-dev"),
+            (7, 2, 7, False, None, None),
+        ]
         assert conn.execute(text("SELECT user_id FROM tokens ORDER BY id")).scalars().all() == [5, 7]
         assert conn.execute(text("SELECT person_id FROM identities")).scalars().all() == [5]
         assert conn.execute(text("SELECT user_id, role_id FROM user_roles ORDER BY user_id")).all() == [
-            (1, 1), (5, 2), (7, 3)]
+            (1, 1),
+            (5, 2),
+            (7, 3),
+        ]
         assert conn.execute(text("SELECT action FROM audit_events ORDER BY id")).scalars().all() == [
-            "user.create", "token.create"]
+            "user.create",
+            "token.create",
+        ]
     with db.engine.connect() as conn:  # the models and the migrated schema agree on every table 0010 touches
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     touched = ("'users'", "'persons'", "'identities'", "'invitations'")
@@ -113,16 +126,24 @@ def test_0010_makes_each_user_one_person_with_the_same_id_and_one_membership(emp
     assert "email" not in columns and "password_hash" not in columns and "person_id" in columns
     # The same email may now be a member of another tenant, once per tenant; a new person gets a fresh id.
     with db.write_engine.begin() as conn:
-        conn.execute(text(f"INSERT INTO users (id, tenant_id, person_id, active, created_at) VALUES (20, 2, 1, true, {T})"))
+        conn.execute(
+            text(f"INSERT INTO users (id, tenant_id, person_id, active, created_at) VALUES (20, 2, 1, true, {T})")
+        )
         conn.execute(text(f"INSERT INTO persons (email, created_at) VALUES ('new@x.test', {T})"))
         assert conn.execute(text("SELECT id FROM persons WHERE email = 'new@x.test'")).scalar() == 8
     with pytest.raises(Exception, match="(?i)unique.*(person|uq_users_tenant_person)"), db.write_engine.begin() as conn:
-        conn.execute(text(f"INSERT INTO users (id, tenant_id, person_id, active, created_at) VALUES (22, 2, 1, true, {T})"))
+        conn.execute(
+            text(f"INSERT INTO users (id, tenant_id, person_id, active, created_at) VALUES (22, 2, 1, true, {T})")
+        )
     with pytest.raises(Exception, match="(?i)unique.*(email)"), db.write_engine.begin() as conn:
         conn.execute(text(f"INSERT INTO persons (email, created_at) VALUES ('dev@acme.test', {T})"))
     with pytest.raises(Exception, match="(?i)unique.*external_id"), db.write_engine.begin() as conn:
-        conn.execute(text(f"INSERT INTO users (id, tenant_id, person_id, active, created_at, external_id) "
-                          f"VALUES (21, 1, 8, true, {T}, 'ext-dev')"))
+        conn.execute(
+            text(
+                f"INSERT INTO users (id, tenant_id, person_id, active, created_at, external_id) "
+                f"VALUES (21, 1, 8, true, {T}, 'ext-dev')"
+            )
+        )
     db.dispose()
 
 
@@ -136,15 +157,20 @@ def test_0010_downgrades_a_database_of_one_membership_per_person(empty_url: str)
     assert _counts(db) == before
     with db.engine.connect() as conn:
         rows = conn.execute(text("SELECT id, email, password_hash FROM users ORDER BY id")).all()
-        assert [tuple(r) for r in rows] == [(1, "admin@acme.test", "hash-a"), (5, "dev@acme.test", "!oidc"),
-                                            (7, "ops@globex.test", "hash-g")]
+        assert [tuple(r) for r in rows] == [
+            (1, "admin@acme.test", "hash-a"),
+            (5, "dev@acme.test", "!oidc"),
+            (7, "ops@globex.test", "hash-g"),
+        ]
         assert conn.execute(text("SELECT user_id FROM identities")).scalars().all() == [5]
     assert "persons" not in inspect(db.engine).get_table_names()
     _alembic(db, "upgrade", "0010")
     assert _counts(db) == before
     # Two memberships of one person cannot go back to one email per user: refused, nothing changed.
     with db.write_engine.begin() as conn:
-        conn.execute(text(f"INSERT INTO users (id, tenant_id, person_id, active, created_at) VALUES (20, 2, 1, true, {T})"))
+        conn.execute(
+            text(f"INSERT INTO users (id, tenant_id, person_id, active, created_at) VALUES (20, 2, 1, true, {T})")
+        )
     with pytest.raises(RuntimeError, match="several tenants"):
         _alembic(db, "downgrade", "0009")
     assert "persons" in inspect(db.engine).get_table_names()

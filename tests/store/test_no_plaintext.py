@@ -77,9 +77,21 @@ def _pg_dump(svc: Services) -> str:
     exe = shutil.which("pg_dump")
     assert exe, "pg_dump is needed to dump the PostgreSQL database"
     result = subprocess.run(
-        [exe, "--no-owner", "-h", url.host or "127.0.0.1", "-p", str(url.port or 5432), "-U", url.username or "postgres",
-         url.database or ""],
-        capture_output=True, text=True, timeout=60, check=False,
+        [
+            exe,
+            "--no-owner",
+            "-h",
+            url.host or "127.0.0.1",
+            "-p",
+            str(url.port or 5432),
+            "-U",
+            url.username or "postgres",
+            url.database or "",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
         env={**os.environ, "PGPASSWORD": url.password or ""},  # a scram-sha-256 server (scripts/test-postgres.sh)
     )
     assert result.returncode == 0, result.stderr

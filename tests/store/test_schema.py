@@ -11,8 +11,18 @@ from tests.conftest import World
 
 def test_migrations_create_every_table(world: World) -> None:
     tables = set(inspect(world.services.db.engine).get_table_names())
-    assert {"tenants", "users", "roles", "role_permissions", "user_roles", "tokens", "audit_events",
-            "sessions", "service_credentials", "alembic_version"} <= tables
+    assert {
+        "tenants",
+        "users",
+        "roles",
+        "role_permissions",
+        "user_roles",
+        "tokens",
+        "audit_events",
+        "sessions",
+        "service_credentials",
+        "alembic_version",
+    } <= tables
 
 
 def test_upgrade_is_idempotent(database_url: str) -> None:

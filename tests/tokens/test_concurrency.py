@@ -57,9 +57,7 @@ def _rows(svc: Services, user_id: int) -> tuple[int, int]:
     """(all token rows, rows that were never revoked) of a user: counted in the table itself."""
     with svc.db.read() as s:
         total = s.scalar(select(func.count(Token.id)).where(Token.user_id == user_id))
-        unrevoked = s.scalar(
-            select(func.count(Token.id)).where(Token.user_id == user_id, Token.revoked_at.is_(None))
-        )
+        unrevoked = s.scalar(select(func.count(Token.id)).where(Token.user_id == user_id, Token.revoked_at.is_(None)))
     return int(total or 0), int(unrevoked or 0)
 
 
@@ -93,15 +91,21 @@ def test_thirty_processes_create_one_token_past_nine(settings: Settings) -> None
         world = build_world(svc)
         make_tokens(svc, world.dev, 9)  # no expiry
         assert active_in_db(svc, world.dev.user_id) == 9
-        actor = Actor(kind="user", user_id=world.dev.user_id, tenant_id=world.tenant_id, email=world.dev.email,
-                      permissions=world.dev.permissions)
+        actor = Actor(
+            kind="user",
+            user_id=world.dev.user_id,
+            tenant_id=world.tenant_id,
+            email=world.dev.email,
+            permissions=world.dev.permissions,
+        )
 
         ctx = multiprocessing.get_context("spawn")
         barrier = ctx.Barrier(PARALLEL)
         results = ctx.Queue()
         procs = [
-            ctx.Process(target=_mp_worker.create_one,
-                        args=(settings.database_url, actor, f"process-{i}", barrier, results))
+            ctx.Process(
+                target=_mp_worker.create_one, args=(settings.database_url, actor, f"process-{i}", barrier, results)
+            )
             for i in range(PARALLEL)
         ]
         for p in procs:

@@ -22,10 +22,7 @@ HEX_LOWER = "0123456789abcdef"
 def _is_exact_format(text: object) -> bool:
     """An oracle written without regular expressions: exactly the prefix and 64 lowercase hex chars."""
     return (
-        isinstance(text, str)
-        and len(text) == 72
-        and text[:8] == "kbai_pk_"
-        and all(ch in HEX_LOWER for ch in text[8:])
+        isinstance(text, str) and len(text) == 72 and text[:8] == "kbai_pk_" and all(ch in HEX_LOWER for ch in text[8:])
     )
 
 
@@ -121,8 +118,18 @@ def test_is_well_formed_rejects(make) -> None:
 
 @pytest.mark.parametrize(
     "candidate",
-    [None, 0, 123, 1.5, True, b"kbai_pk_" + b"0" * 64, bytearray(b"kbai_pk_" + b"0" * 64), ["kbai_pk_" + "0" * 64],
-     {"token": "kbai_pk_" + "0" * 64}, object()],
+    [
+        None,
+        0,
+        123,
+        1.5,
+        True,
+        b"kbai_pk_" + b"0" * 64,
+        bytearray(b"kbai_pk_" + b"0" * 64),
+        ["kbai_pk_" + "0" * 64],
+        {"token": "kbai_pk_" + "0" * 64},
+        object(),
+    ],
     ids=["none", "zero", "int", "float", "bool", "bytes", "bytearray", "list", "dict", "object"],
 )
 def test_is_well_formed_rejects_non_str(candidate: object) -> None:
@@ -151,9 +158,7 @@ def test_prefixed_near_misses_are_rejected_unless_exact(secret: str) -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(min_size=32, max_size=32), st.integers(min_value=0, max_value=71), st.characters())
-def test_a_one_char_change_is_rejected_unless_it_stays_in_the_format(
-    secret: bytes, index: int, ch: str
-) -> None:
+def test_a_one_char_change_is_rejected_unless_it_stays_in_the_format(secret: bytes, index: int, ch: str) -> None:
     token = "kbai_pk_" + secret.hex()
     mutated = _replace_at(token, index, ch)
     expected = mutated == token or (index >= 8 and ch in HEX_LOWER)
@@ -212,8 +217,7 @@ def test_redact_cuts_every_token_in_a_text() -> None:
 
 def test_redact_also_cuts_upper_case_and_overlong_token_lookalikes() -> None:
     token = fmt.mint()
-    for variant in (token[:8] + token[8:].upper(), token.upper(), "Kbai_Pk_" + token[8:], token + "abcdef",
-                    token[:40]):
+    for variant in (token[:8] + token[8:].upper(), token.upper(), "Kbai_Pk_" + token[8:], token + "abcdef", token[:40]):
         out = fmt.redact(f"x {variant} y")
         leaked = variant[12:] in out
         assert not leaked

@@ -44,8 +44,21 @@ def test_create_returns_the_plaintext_once_and_a_view_without_it(world: World, c
     assert view.rotated_from_id is None
     # The view has no field for the secret, and nothing read back later holds it.
     assert {f.name for f in dataclasses.fields(view)} == {
-        "id", "user_id", "tenant_id", "name", "prefix", "scopes", "created_at", "last_used_at",
-        "expires_at", "revoked_at", "status", "rotated_from_id", "description", "allowed_ips", "self_rotate",
+        "id",
+        "user_id",
+        "tenant_id",
+        "name",
+        "prefix",
+        "scopes",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+        "status",
+        "rotated_from_id",
+        "description",
+        "allowed_ips",
+        "self_rotate",
         "paused_at",
     }
     for later in (repr(view), repr(svc.tokens.list(world.dev.user_id)), repr(svc.tokens.get(world.dev, view.id))):
@@ -85,10 +98,24 @@ def test_100_chars_after_trimming_is_accepted(world: World) -> None:
 
 
 BAD_NAMES = {
-    "empty": "", "spaces": "   ", "whitespace": "\t\n", "101-chars": "x" * 101, "101-after-trim": " " + "z" * 101,
-    "nul": "bad\x00name", "newline": "line\nbreak", "tab": "tab\tinside", "bell": "bell\x07", "del": "del\x7f",
-    "rtl-mark": "rtl\u200fmark", "rtl-override": "\u202eoverride", "zero-width-space": "zero\u200bwidth",
-    "bom": "bom\ufeff", "line-separator": "a\u2028b", "none": None, "int": 42, "list": ["list"],
+    "empty": "",
+    "spaces": "   ",
+    "whitespace": "\t\n",
+    "101-chars": "x" * 101,
+    "101-after-trim": " " + "z" * 101,
+    "nul": "bad\x00name",
+    "newline": "line\nbreak",
+    "tab": "tab\tinside",
+    "bell": "bell\x07",
+    "del": "del\x7f",
+    "rtl-mark": "rtl\u200fmark",
+    "rtl-override": "\u202eoverride",
+    "zero-width-space": "zero\u200bwidth",
+    "bom": "bom\ufeff",
+    "line-separator": "a\u2028b",
+    "none": None,
+    "int": 42,
+    "list": ["list"],
 }
 
 
@@ -155,7 +182,11 @@ def test_the_catalog_marks_the_session_only_permissions(world: World) -> None:
     assert catalog.session_only == {"developer.manage_tokens", "users.manage", "roles.manage"}
     assert {p.key for p in catalog.permissions if p.session_only} == catalog.session_only
     assert catalog.token_usable(world.admin.permissions) == {
-        "developer.review_tokens", "users.read", "roles.read", "audit.read"}
+        "developer.review_tokens",
+        "users.read",
+        "roles.read",
+        "audit.read",
+    }
 
 
 def test_a_stored_token_never_acts_with_a_session_only_scope(world: World) -> None:
@@ -590,8 +621,9 @@ def test_a_chain_never_holds_more_than_two_working_tokens(world: World, clock: F
     assert second_after.revoked_at == clock.now() + timedelta(seconds=3600)
     assert svc.tokens.allowance(world.dev.user_id) == (1, 10)
     with svc.db.read() as s:
-        event = s.scalars(select(AuditEvent).where(AuditEvent.action == "token.rotate",
-                                                   AuditEvent.target_id == str(third.id))).one()
+        event = s.scalars(
+            select(AuditEvent).where(AuditEvent.action == "token.rotate", AuditEvent.target_id == str(third.id))
+        ).one()
     assert event.details["ended_grace_of"] == first.id
 
 

@@ -36,8 +36,12 @@ class FakeLookup:
 
 def _exact_format(candidate: object) -> bool:
     """The oracle, without regular expressions: ``kbai_pk_`` and exactly 64 lowercase hex chars."""
-    return (isinstance(candidate, str) and len(candidate) == 72 and candidate[:8] == "kbai_pk_"
-            and all(ch in HEX for ch in candidate[8:]))
+    return (
+        isinstance(candidate, str)
+        and len(candidate) == 72
+        and candidate[:8] == "kbai_pk_"
+        and all(ch in HEX for ch in candidate[8:])
+    )
 
 
 # ---- strategies --------------------------------------------------------------------------------
@@ -51,16 +55,17 @@ def near_misses(draw: st.DrawFn) -> str:
     twist = draw(st.sampled_from(["replace", "insert", "delete", "upper", "pad", "lookalike"]))
     i = draw(st.integers(min_value=0, max_value=len(token) - 1))
     if twist == "replace":
-        return token[:i] + draw(st.characters()) + token[i + 1:]
+        return token[:i] + draw(st.characters()) + token[i + 1 :]
     if twist == "insert":
         return token[:i] + draw(st.characters()) + token[i:]
     if twist == "delete":
-        return token[:i] + token[i + 1:]
+        return token[:i] + token[i + 1 :]
     if twist == "upper":
         return token.upper() if draw(st.booleans()) else token[:8] + token[8:].upper()
     if twist == "pad":
         return draw(st.sampled_from([" ", "\t", "\n", "=", "\u00a0", "\u200b", "\ufeff"])).join(
-            draw(st.sampled_from([("", token), (token, ""), ("", token, "")])))
+            draw(st.sampled_from([("", token), (token, ""), ("", token, "")]))
+        )
     # Cyrillic а/е/с, fullwidth digits and letters, Arabic-Indic digits: each looks like hex to a person.
     lookalike = {"a": "\u0430", "e": "\u0435", "c": "\u0441", "0": "\uff10", "1": "\u0661", "b": "\uff42"}
     return "".join(lookalike.get(ch, ch) if j == i or j < 4 else ch for j, ch in enumerate(token))
@@ -71,7 +76,11 @@ presented = st.one_of(
     tokens,
     near_misses(),
     st.text(alphabet=HEX + "ABCDEF_kbaip", min_size=60, max_size=80).map(lambda s: "kbai_pk_" + s),
-    st.none(), st.integers(), st.floats(), st.binary(), st.lists(st.text(max_size=3), max_size=3),
+    st.none(),
+    st.integers(),
+    st.floats(),
+    st.binary(),
+    st.lists(st.text(max_size=3), max_size=3),
     tokens.map(str.encode),  # the right bytes, but not a str
 )
 
@@ -144,7 +153,9 @@ def test_verify_never_raises_and_always_returns_an_outcome(
 
 # ---- records and clocks ------------------------------------------------------------------------
 @given(records(), times, required_scopes)
-def test_outcome_follows_the_checks_in_their_fixed_order(record: TokenRecord, now: datetime, required: list[str]) -> None:
+def test_outcome_follows_the_checks_in_their_fixed_order(
+    record: TokenRecord, now: datetime, required: list[str]
+) -> None:
     result, _ = _run(record, now, required)
     revoked = record.revoked_at is not None and record.revoked_at <= now
     expired = record.expires_at is not None and record.expires_at <= now
@@ -207,9 +218,14 @@ def test_a_revoked_or_expired_token_never_becomes_good_again(record: TokenRecord
 
 
 @given(records(), times, st.data())
-def test_taking_permissions_from_the_owner_never_widens_a_token(record: TokenRecord, now: datetime, data: st.DataObject) -> None:
-    fewer = data.draw(st.frozensets(st.sampled_from(sorted(record.owner_permissions))) if record.owner_permissions
-                      else st.just(frozenset()))
+def test_taking_permissions_from_the_owner_never_widens_a_token(
+    record: TokenRecord, now: datetime, data: st.DataObject
+) -> None:
+    fewer = data.draw(
+        st.frozensets(st.sampled_from(sorted(record.owner_permissions)))
+        if record.owner_permissions
+        else st.just(frozenset())
+    )
     narrowed = TokenRecord(**{**record.__dict__, "owner_permissions": fewer})
     before, _ = _run(record, now)
     after, _ = _run(narrowed, now)

@@ -21,9 +21,13 @@ from tests.tokens.helpers import raises_code, token_actor
 
 def _actions(world: World, token_id: int) -> list[str]:
     with world.services.db.read() as s:
-        return list(s.scalars(select(AuditEvent.action).where(AuditEvent.target_type == "token",
-                                                               AuditEvent.target_id == str(token_id))
-                              .order_by(AuditEvent.id)))
+        return list(
+            s.scalars(
+                select(AuditEvent.action)
+                .where(AuditEvent.target_type == "token", AuditEvent.target_id == str(token_id))
+                .order_by(AuditEvent.id)
+            )
+        )
 
 
 # ---- pause and resume -------------------------------------------------------------------------
@@ -142,8 +146,9 @@ def test_description_is_kept_trimmed_and_bounded(world: World) -> None:
 def test_update_changes_name_description_and_allowlist(world: World) -> None:
     svc = world.services
     view, _ = svc.tokens.create(world.dev, "cron", ["users.read", "roles.read"])
-    out = svc.tokens.update(world.dev, view.id, {"name": "nightly", "description": "note",
-                                                 "allowed_ips": ["10.0.0.0/8"]})
+    out = svc.tokens.update(
+        world.dev, view.id, {"name": "nightly", "description": "note", "allowed_ips": ["10.0.0.0/8"]}
+    )
     assert (out.name, out.description, out.allowed_ips) == ("nightly", "note", ["10.0.0.0/8"])
     assert _actions(world, view.id)[-1] == "token.update"
     out = svc.tokens.update(world.dev, view.id, {"description": None, "allowed_ips": []})
@@ -200,7 +205,10 @@ def test_a_revoked_token_cannot_be_changed(world: World) -> None:
 # ---- the IP allowlist ---------------------------------------------------------------------------
 def test_allowlist_is_normalised_deduplicated_and_bounded() -> None:
     assert clean_allowlist(["10.1.2.3/24", "10.1.2.0/24", "2001:DB8::1", "192.0.2.7"]) == [
-        "10.1.2.0/24", "2001:db8::1/128", "192.0.2.7/32"]
+        "10.1.2.0/24",
+        "2001:db8::1/128",
+        "192.0.2.7/32",
+    ]
     assert clean_allowlist([]) is None and clean_allowlist(None) is None
     with raises_code("invalid_cidr"):
         clean_allowlist(["10.0.0.0/33"])

@@ -17,10 +17,9 @@ def test_flush_writes_last_used_and_hourly_counts(world: World, clock: FrozenClo
     b, _ = svc.tokens.create(world.dev, "b", [])
     start = clock.now().replace(minute=59, second=0)
     statements: list[str] = []
-    event.listen(svc.db.engine, "before_cursor_execute",
-                 lambda c, cur, stmt, *rest: statements.append(stmt))
+    event.listen(svc.db.engine, "before_cursor_execute", lambda c, cur, stmt, *rest: statements.append(stmt))
     for i in range(300):
-        svc.usage.record(a.id, start + timedelta(seconds=i // 2))   # 60 s of it in the next hour
+        svc.usage.record(a.id, start + timedelta(seconds=i // 2))  # 60 s of it in the next hour
     svc.usage.record(b.id, start)
     assert statements == [], "recording a use must not touch the database"
     assert svc.usage.flush() == 2
@@ -30,8 +29,11 @@ def test_flush_writes_last_used_and_hourly_counts(world: World, clock: FrozenClo
         last = dict(s.execute(select(Token.id, Token.last_used_at)).all())
         rows = {(r.token_id, r.hour): r.requests for r in s.scalars(select(TokenUsageHour))}
     assert last[a.id] == start + timedelta(seconds=149)
-    assert rows == {(a.id, start.replace(minute=0)): 120, (a.id, start.replace(minute=0) + timedelta(hours=1)): 180,
-                    (b.id, start.replace(minute=0)): 1}
+    assert rows == {
+        (a.id, start.replace(minute=0)): 120,
+        (a.id, start.replace(minute=0) + timedelta(hours=1)): 180,
+        (b.id, start.replace(minute=0)): 1,
+    }
     # A second flush for the same hour adds up (several instances, or several intervals).
     svc.usage.record(b.id, start)
     svc.usage.flush()

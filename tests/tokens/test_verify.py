@@ -46,9 +46,18 @@ class RecordingLookup:
 
 def _record(**overrides: object) -> TokenRecord:
     base: dict[str, object] = dict(
-        token_id=1, tenant_id=1, tenant_name="Acme", user_id=1, email="dev@acme.test", prefix="kbai_pk_0000",
-        name="t", scopes=frozenset({"users.read", "roles.read"}), created_at=datetime(2026, 1, 1, tzinfo=UTC),
-        expires_at=None, revoked_at=None, owner_active=True,
+        token_id=1,
+        tenant_id=1,
+        tenant_name="Acme",
+        user_id=1,
+        email="dev@acme.test",
+        prefix="kbai_pk_0000",
+        name="t",
+        scopes=frozenset({"users.read", "roles.read"}),
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        expires_at=None,
+        revoked_at=None,
+        owner_active=True,
         owner_permissions=frozenset({"users.read", "roles.read", "developer.manage_tokens"}),
     )
     base.update(overrides)
@@ -266,8 +275,15 @@ def test_a_permission_from_a_second_role_keeps_the_scope(world: World) -> None:
 
 
 # ---- outcomes -> public errors ----------------------------------------------------------------
-INVALID_TOKEN_OUTCOMES = [Outcome.MALFORMED, Outcome.UNKNOWN, Outcome.REVOKED, Outcome.EXPIRED,
-                          Outcome.OWNER_INACTIVE, Outcome.PAUSED, Outcome.IP_NOT_ALLOWED]
+INVALID_TOKEN_OUTCOMES = [
+    Outcome.MALFORMED,
+    Outcome.UNKNOWN,
+    Outcome.REVOKED,
+    Outcome.EXPIRED,
+    Outcome.OWNER_INACTIVE,
+    Outcome.PAUSED,
+    Outcome.IP_NOT_ALLOWED,
+]
 
 
 def test_every_failure_outcome_has_a_public_error() -> None:

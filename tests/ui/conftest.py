@@ -20,8 +20,11 @@ from tests.conftest import FAST_ARGON2, LiveServer, missing_service, start_serve
 # Screenshots go to test-artifacts/screenshots on every run; KBAI_UPDATE_SCREENSHOTS=1 writes the
 # ones shown in docs/ui.md instead (they change whenever the dates on the pages do).
 _ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = (_ROOT / "docs" / "screenshots" if os.environ.get("KBAI_UPDATE_SCREENSHOTS") == "1"
-               else _ROOT / "test-artifacts" / "screenshots")
+SCREENSHOTS = (
+    _ROOT / "docs" / "screenshots"
+    if os.environ.get("KBAI_UPDATE_SCREENSHOTS") == "1"
+    else _ROOT / "test-artifacts" / "screenshots"
+)
 OPERATOR = Actor.operator()
 ADMIN_EMAIL, ADMIN_PASSWORD = "admin@acme.test", "admin-password-1"
 DEV_EMAIL, DEV_PASSWORD = "dev@acme.test", "dev-password-1"

@@ -94,8 +94,9 @@ def seeded(ui_services: Services) -> Iterator[dict[str, int]]:
     admin_user = ui_services.access.user_by_email(ADMIN_EMAIL)
     assert admin_user is not None
     with ui_services.db.read() as s:
-        admin = dataclasses.replace(user_actor(ui_services, ADMIN_EMAIL),
-                                    permissions=ui_services.access.permissions(s, admin_user))
+        admin = dataclasses.replace(
+            user_actor(ui_services, ADMIN_EMAIL), permissions=ui_services.access.permissions(s, admin_user)
+        )
     view, _ = ui_services.tokens.create(dev, "Zapier production", ["users.read", "roles.read"], expires_in_days=90)
     ui_services.tokens.rotate(dev, view.id, 86400)
     gone, _ = ui_services.tokens.create(dev, "Old script", ["users.read"])
@@ -125,7 +126,11 @@ def test_every_page_has_no_serious_or_critical_axe_violation(
     found["login error"] = _violations(anon, axe_source)
     anon.context.close()
 
-    for who, password in ((DEV_EMAIL, DEV_PASSWORD), (ADMIN_EMAIL, ADMIN_PASSWORD), ("ops@acme.test", "ops-password-1")):
+    for who, password in (
+        (DEV_EMAIL, DEV_PASSWORD),
+        (ADMIN_EMAIL, ADMIN_PASSWORD),
+        ("ops@acme.test", "ops-password-1"),
+    ):
         page = _page(browser, ui_server, viewport)
         login(page, who, password)
         for path in _get_paths(seeded):
@@ -158,13 +163,21 @@ def test_every_page_has_no_serious_or_critical_axe_violation(
     found["revoke dialog"] = _violations(page, axe_source)
     page.context.close()
 
-    assert {p for p in checked} >= {KEYS, "/system-settings", "/system-settings/roles", "/system-settings/users",
-                                    "/system-settings/tokens", "/system-settings/notifications",
-                                    "/system-settings/provisioning",
-                                    "/system-settings/token-policy", f"{KEYS}/{seeded['token_id']}/activity"}
+    assert {p for p in checked} >= {
+        KEYS,
+        "/system-settings",
+        "/system-settings/roles",
+        "/system-settings/users",
+        "/system-settings/tokens",
+        "/system-settings/notifications",
+        "/system-settings/provisioning",
+        "/system-settings/token-policy",
+        f"{KEYS}/{seeded['token_id']}/activity",
+    }
     bad = {where: v for where, v in found.items() if v}
     assert not bad, "axe found serious or critical violations:\n" + "\n".join(
-        f"{where}: {'; '.join(v)}" for where, v in bad.items())
+        f"{where}: {'; '.join(v)}" for where, v in bad.items()
+    )
 
 
 # ---- contrast, computed from what Chromium renders -------------------------------------------------
@@ -182,6 +195,7 @@ def _luminance(rgb: tuple[float, ...]) -> float:
     def channel(c: float) -> float:
         c /= 255
         return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
     r, g, b = (channel(c) for c in rgb[:3])
     return 0.2126 * r + 0.7152 * g + 0.0722 * b
 
@@ -193,7 +207,7 @@ def contrast(a: tuple[float, ...], b: tuple[float, ...]) -> float:
 
 def test_contrast_computation_matches_wcag_reference_values() -> None:
     assert round(contrast((0, 0, 0), (255, 255, 255)), 2) == 21.0
-    assert round(contrast((0x6b, 0x75, 0x87), (0xf6, 0xf7, 0xf9)), 2) == 4.33  # the issue's measured muted text
+    assert round(contrast((0x6B, 0x75, 0x87), (0xF6, 0xF7, 0xF9)), 2) == 4.33  # the issue's measured muted text
     assert round(contrast((0x77, 0x77, 0x77), (255, 255, 255)), 2) == 4.48
 
 
@@ -214,10 +228,13 @@ def test_focus_indicators_field_borders_and_muted_text_have_enough_contrast(
         return _over(_rgb(locator.evaluate(EFFECTIVE_BG)), (255, 255, 255, 1))
 
     # Focus indicators: keyboard focus (Tab) on a field, a button, a link, an expiration card, a checkbox.
-    targets = {"name field": page.get_by_label("Name"), "scope checkbox": page.get_by_label("View users"),
-               "expiration card": page.get_by_role("radio", name=re.compile(r"^90 days")),
-               "create button": page.get_by_role("button", name="Create token"),
-               "activity link": page.get_by_role("link", name=re.compile("^Activity")).first}
+    targets = {
+        "name field": page.get_by_label("Name"),
+        "scope checkbox": page.get_by_label("View users"),
+        "expiration card": page.get_by_role("radio", name=re.compile(r"^90 days")),
+        "create button": page.get_by_role("button", name="Create token"),
+        "activity link": page.get_by_role("link", name=re.compile("^Activity")).first,
+    }
     for what, target in targets.items():
         target.focus()
         page.keyboard.press("Shift+Tab")
@@ -226,8 +243,9 @@ def test_focus_indicators_field_borders_and_muted_text_have_enough_contrast(
         drawn = target
         if what == "expiration card":  # the ring is drawn on the card next to the hidden radio
             drawn = target.locator("xpath=following-sibling::span[1]")
-        style = drawn.evaluate("e => { const s = getComputedStyle(e); return [s.outlineStyle, s.outlineWidth, "
-                               "s.outlineColor]; }")
+        style = drawn.evaluate(
+            "e => { const s = getComputedStyle(e); return [s.outlineStyle, s.outlineWidth, s.outlineColor]; }"
+        )
         if style[0] == "none" or float(style[1].rstrip("px") or 0) < 2:
             problems.append(f"{what}: no 2px focus outline ({style})")
             continue
@@ -236,8 +254,10 @@ def test_focus_indicators_field_borders_and_muted_text_have_enough_contrast(
             problems.append(f"{what}: focus outline {ratio:.2f}:1")
 
     # Form-field borders against the surface they sit on.
-    for what, field in {"name field": page.get_by_label("Name"),
-                        "expiration card": page.locator(".choice-text").first}.items():
+    for what, field in {
+        "name field": page.get_by_label("Name"),
+        "expiration card": page.locator(".choice-text").first,
+    }.items():
         page.mouse.click(1, 1)  # nothing focused: the resting border
         color = _over(_rgb(field.evaluate("e => getComputedStyle(e).borderTopColor")), (255, 255, 255, 1))
         ratio = contrast(color, bg_of(field.locator("xpath=..")))
@@ -247,7 +267,8 @@ def test_focus_indicators_field_borders_and_muted_text_have_enough_contrast(
     # Muted small text wherever it is: on the page, panels, soft fills (every .muted, .hint and similar).
     for path in (KEYS, "/system-settings", "/system-settings/notifications", "/system-settings/roles"):
         page.goto(path)
-        measured = page.evaluate("""([bgScript]) => {
+        measured = page.evaluate(
+            """([bgScript]) => {
             const bgOf = eval(bgScript);
             const out = [];
             document.querySelectorAll('.muted, .hint, .choice-sub, .time-of-day, .breadcrumbs a, .table th, caption, .check-text code').forEach(e => {
@@ -255,7 +276,9 @@ def test_focus_indicators_field_borders_and_muted_text_have_enough_contrast(
               out.push([e.className || e.tagName, getComputedStyle(e).color, bgOf(e)]);
             });
             return out;
-        }""", [EFFECTIVE_BG])
+        }""",
+            [EFFECTIVE_BG],
+        )
         assert measured, path
         for cls, color, background in measured:
             ratio = contrast(_over(_rgb(color), _rgb(background)), _over(_rgb(background), (255, 255, 255, 1)))

@@ -15,8 +15,10 @@ from tests.conftest import LiveServer
 from tests.ui.conftest import SCREENSHOTS, new_page
 
 pytestmark = pytest.mark.browser
-CSP_WATCH = ("window.__csp = []; document.addEventListener('securitypolicyviolation', "
-             "e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));")
+CSP_WATCH = (
+    "window.__csp = []; document.addEventListener('securitypolicyviolation', "
+    "e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));"
+)
 DEFAULT_CSP = dict(SECURITY_HEADERS)[b"content-security-policy"].decode()
 
 
@@ -37,8 +39,14 @@ def _open(browser: object, server: LiveServer, path: str) -> tuple[Page, list[st
     elsewhere: list[str] = []
     console_errors: list[str] = []
     origin = urlsplit(server.url).netloc
-    page.on("request", lambda r: None if urlsplit(r.url).scheme in ("data", "blob")
-            or urlsplit(r.url).netloc == origin else elsewhere.append(r.url))
+    page.on(
+        "request",
+        lambda r: (
+            None
+            if urlsplit(r.url).scheme in ("data", "blob") or urlsplit(r.url).netloc == origin
+            else elsewhere.append(r.url)
+        ),
+    )
     page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
     response = page.goto(path)
     assert response is not None and response.status == 200
@@ -74,8 +82,14 @@ def test_the_docs_csp_is_only_on_the_docs_pages(ui_server: LiveServer) -> None:
     with httpx.Client(base_url=ui_server.url) as client:
         assert client.get("/docs").headers["content-security-policy"] == CSP["swagger"]
         assert client.get("/redoc").headers["content-security-policy"] == CSP["redoc"]
-        for path in ("/login", "/openapi.json", "/healthz", "/docs/assets/swagger-ui-bundle.js",
-                     "/docs/nothing-here", "/redocs"):
+        for path in (
+            "/login",
+            "/openapi.json",
+            "/healthz",
+            "/docs/assets/swagger-ui-bundle.js",
+            "/docs/nothing-here",
+            "/redocs",
+        ):
             response = client.get(path)
             assert response.headers.get_list("content-security-policy") == [DEFAULT_CSP], path
         # The assets are the package's, not a copy kept in this repository.

@@ -36,8 +36,10 @@ TOKEN_DEV = ("developer.manage_tokens", "users.read", "roles.read")
 MASK = "kbai_pk_" + "0" * 64
 SECRET_MASK = "whsec_" + "A" * 43 + "="
 # Records every CSP violation of the page (an init script runs before the page's own, outside its CSP).
-CSP_WATCH = ("window.__csp = []; document.addEventListener('securitypolicyviolation', "
-             "e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));")
+CSP_WATCH = (
+    "window.__csp = []; document.addEventListener('securitypolicyviolation', "
+    "e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));"
+)
 
 
 @pytest.fixture
@@ -47,12 +49,12 @@ def backend() -> str:
 
 def _at(svc: Services, when: datetime) -> Services:
     """Services on the same database whose clock is stopped at ``when`` (to create tokens in the past)."""
-    return Services.build(Settings(database_url=str(svc.settings.database_url), **FAST_ARGON2),
-                          clock=FrozenClock(when))
+    return Services.build(Settings(database_url=str(svc.settings.database_url), **FAST_ARGON2), clock=FrozenClock(when))
 
 
-def _past_token(svc: Services, email: str, name: str, scopes: list[str], days_ago: int,
-                expires_in_days: int | None = None) -> tuple[int, str]:
+def _past_token(
+    svc: Services, email: str, name: str, scopes: list[str], days_ago: int, expires_in_days: int | None = None
+) -> tuple[int, str]:
     now = datetime.now(UTC).replace(microsecond=0)
     past = _at(svc, now - timedelta(days=days_ago))
     try:
@@ -106,7 +108,8 @@ def test_activity_heatmap_in_chromium(browser: object, ui_server: LiveServer, ui
     heatmap = page.locator("svg.kbai-heatmap")
     heatmap.wait_for()
     cells = heatmap.locator("rect").evaluate_all(
-        "rs => rs.map(r => [+r.dataset.weekday, +r.dataset.hour, +r.dataset.count])")
+        "rs => rs.map(r => [+r.dataset.weekday, +r.dataset.hour, +r.dataset.count])"
+    )
     assert len(cells) == 7 * 24
     drawn = [[0] * 24 for _ in range(7)]
     for d, h, n in cells:
@@ -115,8 +118,10 @@ def test_activity_heatmap_in_chromium(browser: object, ui_server: LiveServer, ui
     assert page.locator("[data-stat=total]").inner_text() == f"{len(uses) + 1:,}"
     box = heatmap.bounding_box()
     assert box is not None and box["width"] > 600, "the heatmap is drawn at a readable size"
-    shades = {heatmap.locator(f'rect[data-weekday="{d}"][data-hour="{h}"]').get_attribute("fill")
-              for d, h in ((0, 3), (start.weekday(), 2), (0, 10), (0, 11))}
+    shades = {
+        heatmap.locator(f'rect[data-weekday="{d}"][data-hour="{h}"]').get_attribute("fill")
+        for d, h in ((0, 3), (start.weekday(), 2), (0, 10), (0, 11))
+    }
     assert len(shades) >= 3, "more requests are darker"
     assert heatmap.locator("[style], script").count() == 0
     assert page.evaluate("window.__csp") == [], "nothing on the page breaks the CSP"
@@ -138,8 +143,9 @@ def test_rotate_with_a_24_hour_grace_period(browser: object, ui_server: LiveServ
     used_id, _ = _past_token(ui_services, DEV_EMAIL, "n8n nightly sync", ["users.read"], days_ago=40)
     ui_services.usage.record(used_id, datetime.now(UTC) - timedelta(hours=3))
     ui_services.usage.flush()
-    old, old_token = ui_services.tokens.create(dev, "Zapier production", ["users.read", "roles.read"],
-                                               expires_in_days=90)
+    old, old_token = ui_services.tokens.create(
+        dev, "Zapier production", ["users.read", "roles.read"], expires_in_days=90
+    )
 
     page = new_page(browser, ui_server)
     login(page, DEV_EMAIL, DEV_PASSWORD)
@@ -198,8 +204,9 @@ def test_admin_revokes_from_the_inventory_and_the_owner_is_told(
     admin = user_actor(ui_services, ADMIN_EMAIL)
     _past_token(ui_services, DEV_EMAIL, "Old cron", ["users.read"], days_ago=130)
     ui_services.tokens.create(dev, "Short job", ["roles.read"], expires_in_days=7)
-    zapier, zapier_token = ui_services.tokens.create(dev, "Zapier production", ["users.read", "roles.read"],
-                                                     expires_in_days=90)
+    zapier, zapier_token = ui_services.tokens.create(
+        dev, "Zapier production", ["users.read", "roles.read"], expires_in_days=90
+    )
     ui_services.tokens.create(admin, "Admin reporting", ["audit.read"], expires_in_days=30)
 
     page = new_page(browser, ui_server)
@@ -214,7 +221,8 @@ def test_admin_revokes_from_the_inventory_and_the_owner_is_told(
     page.wait_for_url(re.compile(r".*owner=dev%40acme\.test&status=active$"))
     assert rows.count() == 3
     assert page.get_by_role("link", name="Export CSV").get_attribute("href") == (
-        "/api/v1/admin/tokens/export?owner=dev%40acme.test&status=active")
+        "/api/v1/admin/tokens/export?owner=dev%40acme.test&status=active"
+    )
     shot(page, "all-tokens")
 
     row = rows.filter(has_text="Zapier production")
@@ -248,8 +256,12 @@ def test_admin_revokes_from_the_inventory_and_the_owner_is_told(
     # The new pages fit a phone.
     phone = new_page(browser, ui_server, PHONE)
     login(phone, ADMIN_EMAIL, ADMIN_PASSWORD)
-    for path in ("/system-settings/tokens", "/system-settings/token-policy", "/system-settings/notifications",
-                 f"/system-settings/api-keys/{zapier.id}/activity"):
+    for path in (
+        "/system-settings/tokens",
+        "/system-settings/token-policy",
+        "/system-settings/notifications",
+        f"/system-settings/api-keys/{zapier.id}/activity",
+    ):
         _no_overflow(phone, path)
     phone.context.close()
 

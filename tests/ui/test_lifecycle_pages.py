@@ -67,8 +67,10 @@ def test_inventory_is_for_reviewers_only(client: TestClient, world: World) -> No
         assert INVENTORY not in nav_links(client.get("/system-settings").text)
         r = client.get(INVENTORY)
         assert r.status_code == 403 and r.headers["content-type"].startswith("text/html")
-        assert shown_error(r.text) == ("forbidden", "You need the developer.review_tokens permission to review the "
-                                                    "tenant's tokens.")
+        assert shown_error(r.text) == (
+            "forbidden",
+            "You need the developer.review_tokens permission to review the tenant's tokens.",
+        )
         r = client.post(f"{INVENTORY}/{mine.id}/revoke", data={"csrf_token": csrf})
         assert r.status_code == 403 and shown_error(r.text)[0] == "forbidden"
     assert svc.tokens.get(world.dev, mine.id).status == "active"
@@ -118,7 +120,8 @@ def test_new_forms_need_csrf(client: TestClient, world: World) -> None:
             assert r.status_code == 403, path
             assert shown_error(r.text) == ("csrf_failed", errors.FORM_EXPIRED.template), path
     assert [(t.id, t.status, t.revoked_at) for t in svc.tokens.list(world.admin.user_id or 0)] == [
-        (view.id, "active", None)]
+        (view.id, "active", None)
+    ]
     assert svc.policies.get(world.tenant_id).max_lifetime_days is None
     assert svc.notifications.unread(world.dev.user_id or 0) == 1
 
@@ -157,7 +160,10 @@ def test_rotate_shows_the_new_token_once_and_links_both(client: TestClient, worl
     assert fresh
     assert "Token “Zapier production” rotated" in r.text and "It will not be shown again" in r.text
     now = clock.now().replace(microsecond=0)
-    assert "keeps working until <strong><time datetime=\"" + (now + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ") in r.text
+    assert (
+        'keeps working until <strong><time datetime="' + (now + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        in r.text
+    )
     new_id = svc.tokens.verify(shown[0]).record.token_id  # type: ignore[union-attr]
     new = svc.tokens.get(world.dev, new_id)
     assert new.rotated_from_id == old.id and new.expires_at == now + timedelta(days=90)
@@ -245,8 +251,9 @@ def test_hygiene_badges(client: TestClient, world: World, clock: FrozenClock) ->
     svc.tokens.revoke(world.dev, revoked.id)
     as_dev(client)  # sessions last 8 hours
     page = client.get(KEYS).text
-    flags = {v.id: re.findall(r'class="flag flag-[a-z0-9_]+">([^<]+)<', row_html(page, v.id))
-             for v in (idle, busy, revoked)}
+    flags = {
+        v.id: re.findall(r'class="flag flag-[a-z0-9_]+">([^<]+)<', row_html(page, v.id)) for v in (idle, busy, revoked)
+    }
     assert flags == {
         idle.id: ["Unused for 90+ days", "Older than 90 days — rotate"],
         busy.id: ["Older than 90 days — rotate"],
@@ -282,8 +289,11 @@ def test_policy_shapes_the_create_and_rotate_forms(client: TestClient, world: Wo
 
     in_a_year = (clock.now() + timedelta(days=365)).date().isoformat()
     refused = [
-        ({"expiry": "never"}, "policy_expiration_required",
-         "Your organisation requires every token to expire: pick an expiration date at most 30 days away."),
+        (
+            {"expiry": "never"},
+            "policy_expiration_required",
+            "Your organisation requires every token to expire: pick an expiration date at most 30 days away.",
+        ),
         ({"expiry": "custom", "expires_on": in_a_year}, "policy_max_lifetime", message),
         ({"expiry": "90"}, "policy_max_lifetime", message),
     ]
@@ -296,8 +306,16 @@ def test_policy_shapes_the_create_and_rotate_forms(client: TestClient, world: Wo
     assert r.status_code == 422 and shown_error(r.text)[0] == "policy_expiration_required"
     assert [t.name for t in svc.tokens.list(world.dev.user_id or 0)] == ["Old forever token"]
 
-    ok = client.post(KEYS, data={"name": "CI deploy", "scopes": ["users.read"], "expiry": "custom",
-                                 "expires_on": latest, "csrf_token": csrf})
+    ok = client.post(
+        KEYS,
+        data={
+            "name": "CI deploy",
+            "scopes": ["users.read"],
+            "expiry": "custom",
+            "expires_on": latest,
+            "csrf_token": csrf,
+        },
+    )
     assert ok.status_code == 303 and full_tokens(client.get(KEYS).text) == 1
     r = client.post(f"{KEYS}/{forever.id}/rotate", data={"grace": "0", "lifetime": "30", "csrf_token": csrf})
     assert r.status_code == 303 and full_tokens(client.get(KEYS).text) == 1
@@ -307,23 +325,31 @@ def test_policy_shapes_the_create_and_rotate_forms(client: TestClient, world: Wo
 def test_policy_form_saves_and_shows_the_webhook_secret_once(client: TestClient, world: World) -> None:
     svc = world.services
     csrf = as_admin(client)
-    r = client.post(POLICY, data={"auto_revoke_unused_days": "120", "webhook_url": "https://hooks.example.com/kbai",
-                                  "csrf_token": csrf})
+    r = client.post(
+        POLICY,
+        data={"auto_revoke_unused_days": "120", "webhook_url": "https://hooks.example.com/kbai", "csrf_token": csrf},
+    )
     assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
     secrets_shown = re.findall(r"whsec_[A-Za-z0-9+/]{43}=", r.text)
     assert len(secrets_shown) == 1 and "It will not be shown again" in r.text
     policy = svc.policies.get(world.tenant_id)
     assert (policy.auto_revoke_unused_days, policy.webhook_url, policy.max_lifetime_days) == (
-        120, "https://hooks.example.com/kbai", None)
+        120,
+        "https://hooks.example.com/kbai",
+        None,
+    )
     again = client.get(POLICY).text
     assert "whsec_" not in again and 'value="https://hooks.example.com/kbai"' in again
     assert 'name="new_webhook_secret"' in again
     # Saving again without asking for a new secret keeps it (nothing shown); asking shows a new one.
-    r = client.post(POLICY, data={"auto_revoke_unused_days": "120", "webhook_url": "https://hooks.example.com/kbai",
-                                  "csrf_token": csrf})
+    r = client.post(
+        POLICY,
+        data={"auto_revoke_unused_days": "120", "webhook_url": "https://hooks.example.com/kbai", "csrf_token": csrf},
+    )
     assert r.status_code == 303
-    r = client.post(POLICY, data={"webhook_url": "https://hooks.example.com/kbai", "new_webhook_secret": "1",
-                                  "csrf_token": csrf})
+    r = client.post(
+        POLICY, data={"webhook_url": "https://hooks.example.com/kbai", "new_webhook_secret": "1", "csrf_token": csrf}
+    )
     assert r.status_code == 200 and len(re.findall(r"whsec_[A-Za-z0-9+/]{43}=", r.text)) == 1
     assert svc.policies.get(world.tenant_id).auto_revoke_unused_days is None, "a blank field removes the rule"
 
@@ -447,10 +473,15 @@ def test_inventory_filters_export_and_revoke(client: TestClient, world: World, c
     assert export.status_code == 200 and export.headers["content-type"].startswith("text/csv")
     assert len(export.text.strip().splitlines()) == 2 and "Stale sync" in export.text
 
-    for query, says in (("status=bogus", "Pick a status"), ("owner=" + "a" * 400, "owner filter"),
-                        ("owner=a%00b", "owner filter"), ("owner=%1b%5B31m", "owner filter"),
-                        ("cursor=abc", "does not exist"), ("cursor=99999999999999999999", "does not exist"),
-                        (f"owner={SCRIPT}&status={SCRIPT}", "Pick a status")):
+    for query, says in (
+        ("status=bogus", "Pick a status"),
+        ("owner=" + "a" * 400, "owner filter"),
+        ("owner=a%00b", "owner filter"),
+        ("owner=%1b%5B31m", "owner filter"),
+        ("cursor=abc", "does not exist"),
+        ("cursor=99999999999999999999", "does not exist"),
+        (f"owner={SCRIPT}&status={SCRIPT}", "Pick a status"),
+    ):
         r = client.get(f"{INVENTORY}?{query}")
         assert r.status_code == 422, query
         code, message = shown_error(r.text)
@@ -461,8 +492,10 @@ def test_inventory_filters_export_and_revoke(client: TestClient, world: World, c
     r = client.post(f"{INVENTORY}/{stale.id}/revoke", data={"csrf_token": csrf, "owner": "dev@acme.test", "stale": "1"})
     assert r.status_code == 303
     assert r.headers["location"] == f"{INVENTORY}?done=admin_revoked&token={stale.id}&owner=dev%40acme.test&stale=1"
-    assert (f"Token “Stale sync” (<code>{stale.prefix}</code>) of dev@acme.test revoked. It stops working with the "
-            "next request; they are told in-app and by email.") in client.get(r.headers["location"]).text
+    assert (
+        f"Token “Stale sync” (<code>{stale.prefix}</code>) of dev@acme.test revoked. It stops working with the "
+        "next request; they are told in-app and by email."
+    ) in client.get(r.headers["location"]).text
     assert svc.tokens.get(world.dev, stale.id).status == "revoked"
     assert [n.kind for n in svc.notifications.list(world.dev.user_id or 0)] == ["token.revoked_by_admin"]
     for token_id, status in (("2147483647", 404), ("99999999999999999999", 404), ("abc", 404)):
@@ -502,7 +535,10 @@ def test_notifications_list_and_mark_read(client: TestClient, world: World) -> N
     assert page.status_code == 200 and page.headers["cache-control"] == "no-store"
     ids = [int(i) for i in re.findall(r'id="notification-(\d+)"', page.text)]
     assert len(ids) == 2
-    assert f"Your token {first.prefix} (Zapier {html.escape(SCRIPT, quote=False)}) was revoked by admin@acme.test" in page.text
+    assert (
+        f"Your token {first.prefix} (Zapier {html.escape(SCRIPT, quote=False)}) was revoked by admin@acme.test"
+        in page.text
+    )
     assert SCRIPT not in page.text
     assert page.text.count("Revoked by an admin") == 2 and page.text.count("Mark as read<") == 2
 
@@ -541,7 +577,11 @@ def test_names_are_escaped_in_the_new_pages(client: TestClient, world: World) ->
     csrf = as_dev(client)
     rotated = client.post(f"{KEYS}/{view.id}/rotate", data={"grace": "3600", "lifetime": "same", "csrf_token": csrf})
     assert rotated.status_code == 303
-    pages = [client.get(rotated.headers["location"]).text, client.get(KEYS).text, client.get(f"{KEYS}/{view.id}/activity").text]
+    pages = [
+        client.get(rotated.headers["location"]).text,
+        client.get(KEYS).text,
+        client.get(f"{KEYS}/{view.id}/activity").text,
+    ]
     as_admin(client)
     pages += [client.get(INVENTORY).text, client.get(f"{INVENTORY}?owner={SCRIPT}").text]
     for page in pages:
@@ -549,4 +589,3 @@ def test_names_are_escaped_in_the_new_pages(client: TestClient, world: World) ->
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert not re.search(r"<script(?![^>]*\bsrc=)", "".join(pages)), "no inline script anywhere"
     assert not re.search(r"\sstyle=", "".join(pages)), "no style attribute anywhere (CSP)"
-

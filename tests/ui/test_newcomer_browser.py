@@ -57,8 +57,12 @@ PRODUCT_TOML = """
 [groups."Billing and invoices"]
 "billing.invoices.read_all_historical_statements" = "Read all historical invoices and account statements"
 """
-PRODUCT = ("contacts.read", "contacts.write", "contacts.export_including_archived_records",
-           "billing.invoices.read_all_historical_statements")
+PRODUCT = (
+    "contacts.read",
+    "contacts.write",
+    "contacts.export_including_archived_records",
+    "billing.invoices.read_all_historical_statements",
+)
 
 
 @pytest.fixture
@@ -82,8 +86,9 @@ def product_services(database_url: str, catalog_file: Path) -> Iterator[Services
 
 @pytest.fixture
 def product_server(database_url: str, tmp_path: Path, catalog_file: Path) -> Iterator[LiveServer]:
-    server = start_server(database_url, tmp_path, KBAI_PERMISSIONS_FILE=str(catalog_file),
-                          KBAI_LAST_USED_FLUSH_SECONDS="60")
+    server = start_server(
+        database_url, tmp_path, KBAI_PERMISSIONS_FILE=str(catalog_file), KBAI_LAST_USED_FLUSH_SECONDS="60"
+    )
     yield server
     server.stop()
 
@@ -148,7 +153,9 @@ def test_after_the_help_pages_grant_the_form_offers_only_scopes_a_token_can_use(
     well_formed = fmt.is_well_formed(token)
     assert well_formed
     with httpx.Client(base_url=product_server.url, timeout=10) as api:
-        checked = api.get("/auth/check", params={"scope": "contacts.read"}, headers={"Authorization": f"Bearer {token}"})
+        checked = api.get(
+            "/auth/check", params={"scope": "contacts.read"}, headers={"Authorization": f"Bearer {token}"}
+        )
         assert checked.status_code == 200, "the token can use its scope"
     page.context.close()
 
@@ -166,8 +173,9 @@ def test_with_no_usable_permission_the_form_says_so_and_offers_ask_an_admin(
     page.goto(KEYS)
     assert offered_scopes(page) == []
     message = page.locator("[data-no-usable]")
-    assert ("Your role has no permissions a token can use. Ask an admin to add some to Developers."
-            in message.inner_text())
+    assert (
+        "Your role has no permissions a token can use. Ask an admin to add some to Developers." in message.inner_text()
+    )
     if viewport is DESKTOP:
         shot(page, "api-keys-no-usable-scopes")
 
@@ -206,8 +214,9 @@ def test_rotating_with_24_hours_of_overlap_at_10_of_10(
 ) -> None:
     seed(product_services, ("developer.manage_tokens", "contacts.read"))
     dev = user_actor(product_services, DEV_EMAIL)
-    made = [product_services.tokens.create(dev, f"Integration {i}", ["contacts.read"], expires_in_days=90)
-            for i in range(9)]
+    made = [
+        product_services.tokens.create(dev, f"Integration {i}", ["contacts.read"], expires_in_days=90) for i in range(9)
+    ]
     old, old_token = product_services.tokens.create(dev, "Zapier production", ["contacts.read"], expires_in_days=90)
     assert len(made) == 9
 
@@ -240,14 +249,17 @@ def test_no_table_scrolls_sideways_and_revoke_stays_on_screen(
     seed(product_services, ("developer.manage_tokens", *PRODUCT))
     dev = user_actor(product_services, DEV_EMAIL)
     admin = user_actor(product_services, ADMIN_EMAIL)
-    product_services.tokens.create(dev, "Data warehouse nightly export of every archived contact", list(PRODUCT),
-                                   expires_in_days=90)
+    product_services.tokens.create(
+        dev, "Data warehouse nightly export of every archived contact", list(PRODUCT), expires_in_days=90
+    )
     product_services.tokens.create(dev, "Zapier production", ["contacts.read", "contacts.write"], expires_in_days=30)
     product_services.tokens.create(admin, "Billing statements sync", list(PRODUCT[2:]) + ["users.read"])
 
     for width in (1280, 1024):
-        for who, password, path in ((DEV_EMAIL, DEV_PASSWORD, KEYS),
-                                    (ADMIN_EMAIL, ADMIN_PASSWORD, "/system-settings/tokens")):
+        for who, password, path in (
+            (DEV_EMAIL, DEV_PASSWORD, KEYS),
+            (ADMIN_EMAIL, ADMIN_PASSWORD, "/system-settings/tokens"),
+        ):
             page = new_page(browser, product_server, {"width": width, "height": 820})
             login(page, who, password)
             page.goto(path)
@@ -264,11 +276,15 @@ def test_no_table_scrolls_sideways_and_revoke_stays_on_screen(
                 assert button.is_visible()
                 b = button.bounding_box()
                 assert b is not None and b["x"] >= box["x"] and b["x"] + b["width"] <= box["x"] + box["width"], (
-                    f"a Revoke button on {path} is outside its panel at {width}px")
+                    f"a Revoke button on {path} is outside its panel at {width}px"
+                )
                 assert b["x"] + b["width"] <= width
             if width == 1280:
-                shot(page, "api-keys-table-long-scopes" if path == KEYS else "all-tokens-long-scopes",
-                     table if path == KEYS else None)
+                shot(
+                    page,
+                    "api-keys-table-long-scopes" if path == KEYS else "all-tokens-long-scopes",
+                    table if path == KEYS else None,
+                )
             page.context.close()
 
 
@@ -366,8 +382,9 @@ def test_form_errors_sit_under_their_field_with_the_focus(
     page.get_by_role("button", name="Create token").click()
     error = page.locator("#token-name-error")
     error.wait_for()
-    assert error.inner_text() == ("You already have an active token called “zapier PRODUCTION”. Choose another "
-                                  "name, or revoke that token first.")
+    assert error.inner_text() == (
+        "You already have an active token called “zapier PRODUCTION”. Choose another name, or revoke that token first."
+    )
     assert name.get_attribute("aria-invalid") == "true"
     assert "token-name-error" in (name.get_attribute("aria-describedby") or "")
     assert page.evaluate("document.activeElement.id") == "token-name"
@@ -417,8 +434,12 @@ def test_expiration_copy_follows_the_help_page_and_the_policy(
     assert custom.is_visible() and not warning.is_visible()
     page.context.close()
 
-    product_services.policies.set(OPERATOR, product_services.access.tenant_by_name("Acme").id,  # type: ignore[union-attr]
-                                  max_lifetime_days=60, expiration_required=True)
+    product_services.policies.set(
+        OPERATOR,
+        product_services.access.tenant_by_name("Acme").id,  # type: ignore[union-attr]
+        max_lifetime_days=60,
+        expiration_required=True,
+    )
     page = new_page(browser, product_server)
     login(page, DEV_EMAIL, DEV_PASSWORD)
     page.goto(KEYS)
@@ -445,11 +466,15 @@ def test_last_used_lag_and_your_role_are_on_screen(
     login(page, DEV_EMAIL, DEV_PASSWORD)
     page.goto(KEYS)
     note = page.locator("table.tokens-table caption")
-    assert note.inner_text() == "Last used can lag a request by up to 1 minute: uses are written in batches, not one by one."
+    assert (
+        note.inner_text()
+        == "Last used can lag a request by up to 1 minute: uses are written in batches, not one by one."
+    )
     header = page.locator("table.tokens-table th", has_text="Last used")
     assert header.get_attribute("aria-describedby") == note.get_attribute("id")
-    lines = header.evaluate("h => { const r = document.createRange(); r.selectNodeContents(h); "
-                            "return r.getClientRects().length; }")
+    lines = header.evaluate(
+        "h => { const r = document.createRange(); r.selectNodeContents(h); return r.getClientRects().length; }"
+    )
     assert lines == 1, "the Last used header does not wrap"
     page.goto("/system-settings")
     account = page.locator(".card", has=page.get_by_role("heading", name="Your account"))

@@ -38,8 +38,9 @@ def login(c: TestClient, email: str, password: str) -> str:
     c.cookies.clear()
     form = c.get("/login")
     login_csrf = CSRF_RE.search(form.text).group(1)  # type: ignore[union-attr]
-    r = c.post("/login", data={"email": email, "password": password, "csrf_token": login_csrf,
-                               "next": "/system-settings"})
+    r = c.post(
+        "/login", data={"email": email, "password": password, "csrf_token": login_csrf, "next": "/system-settings"}
+    )
     assert r.status_code == 303 and r.headers["location"] == "/system-settings", r.text[:500]
     return csrf_of(c, "/system-settings")
 
@@ -77,8 +78,12 @@ def test_pages_need_a_session(client: TestClient, world: World) -> None:
     # A token is no session: pages never accept one.
     _, token = world.services.tokens.create(world.dev, "Script", ["users.read"])
     for method, path in (("GET", "/system-settings/api-keys"), ("POST", "/system-settings/api-keys")):
-        r = client.request(method, path, data={"name": "x", "expiry": "never"} if method == "POST" else None,
-                           headers={"Authorization": f"Bearer {token}"})
+        r = client.request(
+            method,
+            path,
+            data={"name": "x", "expiry": "never"} if method == "POST" else None,
+            headers={"Authorization": f"Bearer {token}"},
+        )
         assert r.status_code == 303 and r.headers["location"].startswith("/login"), path
     assert len(world.services.tokens.list(world.dev.user_id or 0)) == 1
 
@@ -98,8 +103,9 @@ def test_login_never_sends_you_off_site(client: TestClient, world: World) -> Non
     for target in ["//evil.example/x", "https://evil.example/", "/\\evil.example", "javascript:x", "/\tx"]:
         client.cookies.clear()
         csrf = CSRF_RE.search(client.get("/login").text).group(1)  # type: ignore[union-attr]
-        r = client.post("/login", data={"email": "dev@acme.test", "password": "dev-password-1", "csrf_token": csrf,
-                                        "next": target})
+        r = client.post(
+            "/login", data={"email": "dev@acme.test", "password": "dev-password-1", "csrf_token": csrf, "next": target}
+        )
         assert r.status_code == 303 and r.headers["location"] == "/system-settings", target
 
 
@@ -179,8 +185,14 @@ def test_forms_without_csrf_are_refused_and_change_nothing(client: TestClient, w
             assert errors.FORM_EXPIRED.template.replace("'", "&#39;") in r.text, path
     assert [r.name for r in svc.access.list_roles(world.admin, world.tenant_id)] == ["Admin", "Member", "Developers"]
     assert svc.access.get_role(world.admin, world.dev_role_id).permissions == [
-        "developer.manage_tokens", "users.read", "roles.read"]
-    assert [u.email for u in svc.access.list_users(world.admin, world.tenant_id)] == ["admin@acme.test", "dev@acme.test"]
+        "developer.manage_tokens",
+        "users.read",
+        "roles.read",
+    ]
+    assert [u.email for u in svc.access.list_users(world.admin, world.tenant_id)] == [
+        "admin@acme.test",
+        "dev@acme.test",
+    ]
     assert svc.access.get_user(world.admin, dev.id).roles == ["Developers"]
     assert svc.tokens.list(world.admin.user_id or 0) == []
 
@@ -204,8 +216,10 @@ def test_revoke_without_csrf_is_refused(client: TestClient, world: World) -> Non
 @SQLITE_ONLY
 def test_create_shows_the_token_once(client: TestClient, world: World, clock: FrozenClock) -> None:
     csrf = as_dev(client)
-    r = client.post("/system-settings/api-keys", data={
-        "name": "Zapier production", "scopes": ["users.read", "roles.read"], "expiry": "90", "csrf_token": csrf})
+    r = client.post(
+        "/system-settings/api-keys",
+        data={"name": "Zapier production", "scopes": ["users.read", "roles.read"], "expiry": "90", "csrf_token": csrf},
+    )
     # Post/redirect/get: the secret is never in the redirect, and the page it lands on shows it once.
     assert r.status_code == 303 and r.headers["location"] == "/system-settings/api-keys"
     assert "kbai_pk_" not in r.headers["location"] and TOKEN_RE.search(r.text) is None
@@ -218,7 +232,9 @@ def test_create_shows_the_token_once(client: TestClient, world: World, clock: Fr
     assert times == 1, "the token is on the page exactly once"
     assert "It will not be shown again" in r.text
     views = world.services.tokens.list(world.dev.user_id or 0)
-    assert [(v.name, v.scopes, v.status) for v in views] == [("Zapier production", ["users.read", "roles.read"], "active")]
+    assert [(v.name, v.scopes, v.status) for v in views] == [
+        ("Zapier production", ["users.read", "roles.read"], "active")
+    ]
     assert views[0].expires_at == clock.now().replace(microsecond=0) + timedelta(days=90)
     authenticated = world.services.tokens.verify(shown[0]).authenticated
     assert authenticated
@@ -245,16 +261,28 @@ def test_create_form_offers_only_held_permissions(client: TestClient, world: Wor
 def test_create_errors_render_in_the_form(client: TestClient, world: World) -> None:
     csrf = as_dev(client)
     cases = [
-        ({"name": "x", "scopes": ["users.manage"], "expiry": "90"},
-         "You don&#39;t hold the &#39;users.manage&#39; permission", "scopes-error"),
-        ({"name": "x", "scopes": ["developer.manage_tokens"], "expiry": "90"},
-         "needs an interactive session", "scopes-error"),
+        (
+            {"name": "x", "scopes": ["users.manage"], "expiry": "90"},
+            "You don&#39;t hold the &#39;users.manage&#39; permission",
+            "scopes-error",
+        ),
+        (
+            {"name": "x", "scopes": ["developer.manage_tokens"], "expiry": "90"},
+            "needs an interactive session",
+            "scopes-error",
+        ),
         ({"name": "   ", "scopes": ["users.read"], "expiry": "90"}, "Give the token a name", "token-name-error"),
         ({"name": "x", "expiry": "90"}, "Pick at least one scope, or choose “Identity only”", "scopes-error"),
-        ({"name": "x", "identity_only": "1", "expiry": "custom", "expires_on": ""},
-         "Pick a date for the custom expiration", "expiry-error"),
-        ({"name": "x", "identity_only": "1", "expiry": "custom", "expires_on": "2020-01-01"}, "after today",
-         "expiry-error"),
+        (
+            {"name": "x", "identity_only": "1", "expiry": "custom", "expires_on": ""},
+            "Pick a date for the custom expiration",
+            "expiry-error",
+        ),
+        (
+            {"name": "x", "identity_only": "1", "expiry": "custom", "expires_on": "2020-01-01"},
+            "after today",
+            "expiry-error",
+        ),
         ({"name": "x", "identity_only": "1", "expiry": "12"}, "Choose when the token expires.", "expiry-error"),
     ]
     for data, message, where in cases:
@@ -264,11 +292,13 @@ def test_create_errors_render_in_the_form(client: TestClient, world: World) -> N
         # Under its field, which points at it and has the focus.
         assert re.search(rf'<p class="field-error" id="{where}" data-code="[a-z_]+" role="alert">', r.text), data
         assert re.search(r'aria-describedby="[^"]*\b' + where + '"', r.text), data
-        assert r.text.count(" autofocus") - r.text.count("value=\"cancel\" autofocus") == 1, data
+        assert r.text.count(" autofocus") - r.text.count('value="cancel" autofocus') == 1, data
     assert world.services.tokens.list(world.dev.user_id or 0) == []
     # The form keeps what was typed.
-    r = client.post("/system-settings/api-keys", data={"name": "Keep me", "scopes": ["roles.read"], "expiry": "custom",
-                                                       "expires_on": "", "csrf_token": csrf})
+    r = client.post(
+        "/system-settings/api-keys",
+        data={"name": "Keep me", "scopes": ["roles.read"], "expiry": "custom", "expires_on": "", "csrf_token": csrf},
+    )
     assert 'value="Keep me"' in r.text and 'value="roles.read" checked' in r.text
     assert 'value="custom" id="expiry-custom" checked' in r.text
 
@@ -277,10 +307,14 @@ def test_create_errors_render_in_the_form(client: TestClient, world: World) -> N
 def test_custom_date_and_no_expiration(client: TestClient, world: World) -> None:
     csrf = as_dev(client)
     for name, data in (("Custom", {"expiry": "custom", "expires_on": "2026-03-31"}), ("Forever", {"expiry": "never"})):
-        r = client.post("/system-settings/api-keys", data={"name": name, "identity_only": "1", "csrf_token": csrf, **data})
+        r = client.post(
+            "/system-settings/api-keys", data={"name": name, "identity_only": "1", "csrf_token": csrf, **data}
+        )
         assert r.status_code == 303, r.text[:300]
     views = {v.name: v for v in world.services.tokens.list(world.dev.user_id or 0)}
-    assert views["Custom"].expires_at is not None and views["Custom"].expires_at.isoformat() == "2026-03-31T23:59:59+00:00"
+    assert (
+        views["Custom"].expires_at is not None and views["Custom"].expires_at.isoformat() == "2026-03-31T23:59:59+00:00"
+    )
     assert views["Forever"].expires_at is None
     html = client.get("/system-settings/api-keys").text
     assert "Mar 31, 2026" in html and ">Never</td>" in html
@@ -295,17 +329,20 @@ def test_limit_message(client: TestClient, world: World) -> None:
     assert "10 of 10 active tokens" in html
     assert "Revoke one below before creating a new one" in html and "support@keebai.com" in html
     assert 'action="/system-settings/api-keys" ' not in html  # no create form
-    r = client.post("/system-settings/api-keys", data={"name": "eleven", "scopes": ["users.read"], "expiry": "never",
-                                                       "csrf_token": csrf})
+    r = client.post(
+        "/system-settings/api-keys",
+        data={"name": "eleven", "scopes": ["users.read"], "expiry": "never", "csrf_token": csrf},
+    )
     assert r.status_code == 409
     assert alert(r.text) == errors.LIMIT_REACHED.template.format(active=10, limit=10, support="support@keebai.com")
 
 
 def test_names_are_escaped_everywhere(client: TestClient, world: World) -> None:
-    evil = '<script>alert(1)</script>"\'><img src=x onerror=alert(2)>'
+    evil = "<script>alert(1)</script>\"'><img src=x onerror=alert(2)>"
     csrf = as_dev(client)
-    r = client.post("/system-settings/api-keys", data={"name": evil, "identity_only": "1", "expiry": "7",
-                                                       "csrf_token": csrf})
+    r = client.post(
+        "/system-settings/api-keys", data={"name": evil, "identity_only": "1", "expiry": "7", "csrf_token": csrf}
+    )
     assert r.status_code == 303
     for html in (client.get(r.headers["location"]).text, client.get("/system-settings/api-keys").text):
         assert "<script>alert" not in html and "<img src=x" not in html
@@ -336,8 +373,9 @@ def test_no_permission_view_and_ask_an_admin(client: TestClient, world: World) -
     html = client.get("/system-settings/api-keys").text
     assert "You need the <code>developer.manage_tokens</code> permission to see and manage tokens." in html
     assert "It's a new permission that a tenant admin has to grant you" in html
-    assert ("They go to System Settings → Roles, open your role, check Manage API Tokens under Developer, "
-            "and save.") in html
+    assert (
+        "They go to System Settings → Roles, open your role, check Manage API Tokens under Developer, and save."
+    ) in html
     assert ">Ask an admin</button>" in html
     assert 'name="scopes"' not in html
     # Posting the create form anyway is refused with the domain's message.
@@ -352,7 +390,9 @@ def test_no_permission_view_and_ask_an_admin(client: TestClient, world: World) -
     with svc.db.read() as s:
         rows = s.scalars(select(AdminRequest)).all()
         events = s.scalars(select(AuditEvent).where(AuditEvent.action == "admin_request.create")).all()
-    assert [(r.user_id, r.permission, r.message) for r in rows] == [(member_id, "developer.manage_tokens", "<i>Zapier</i>")]
+    assert [(r.user_id, r.permission, r.message) for r in rows] == [
+        (member_id, "developer.manage_tokens", "<i>Zapier</i>")
+    ]
     assert len(events) == 1 and events[0].tenant_id == world.tenant_id
 
     # The admins see it on Roles and Users (escaped), and in the navigation.
@@ -365,8 +405,9 @@ def test_no_permission_view_and_ask_an_admin(client: TestClient, world: World) -
     # The member has only the Member role: granting on it gives everyone with Member the permission.
     member_role = svc.access.list_roles(world.admin, world.tenant_id)[1]
     request_id = rows[0].id
-    r = client.post(f"/system-settings/requests/{request_id}/grant",
-                    data={"role_id": str(member_role.id), "csrf_token": admin_csrf})
+    r = client.post(
+        f"/system-settings/requests/{request_id}/grant", data={"role_id": str(member_role.id), "csrf_token": admin_csrf}
+    )
     assert r.status_code == 303 and r.headers["location"] == f"/system-settings/roles/{member_role.id}?done=granted"
     assert "developer.manage_tokens" in svc.access.get_role(world.admin, member_role.id).permissions
     assert "Requests from your team" not in client.get("/system-settings/roles").text
@@ -388,12 +429,16 @@ def test_grant_only_on_the_requesters_roles_and_only_by_role_managers(client: Te
     dev_csrf = as_dev(client)
     page = client.get("/system-settings/roles").text
     assert "member@acme.test" in page and ">Grant</button>" not in page
-    r = client.post(f"/system-settings/requests/{request_id}/grant",
-                    data={"role_id": str(world.dev_role_id), "csrf_token": dev_csrf})
+    r = client.post(
+        f"/system-settings/requests/{request_id}/grant",
+        data={"role_id": str(world.dev_role_id), "csrf_token": dev_csrf},
+    )
     assert r.status_code in (403, 404)
     admin_csrf = as_admin(client)
-    r = client.post(f"/system-settings/requests/{request_id}/grant",
-                    data={"role_id": str(world.dev_role_id), "csrf_token": admin_csrf})
+    r = client.post(
+        f"/system-settings/requests/{request_id}/grant",
+        data={"role_id": str(world.dev_role_id), "csrf_token": admin_csrf},
+    )
     assert r.status_code == 404  # Developers is not one of the member's roles
     r = client.post(f"/system-settings/requests/{request_id}/dismiss", data={"csrf_token": admin_csrf})
     assert r.status_code == 303
@@ -405,15 +450,18 @@ def test_grant_only_on_the_requesters_roles_and_only_by_role_managers(client: Te
 def test_role_page_groups_permissions_and_saves(client: TestClient, world: World) -> None:
     csrf = as_admin(client)
     html = client.get(f"/system-settings/roles/{world.dev_role_id}").text
-    developer = html[html.index("<legend>Developer</legend>"):html.index("<legend>Users</legend>")]
+    developer = html[html.index("<legend>Developer</legend>") : html.index("<legend>Users</legend>")]
     assert "Manage API Tokens" in developer and 'value="developer.manage_tokens" checked' in developer
-    r = client.post(f"/system-settings/roles/{world.dev_role_id}",
-                    data={"permissions": ["users.read", "audit.read"], "csrf_token": csrf})
+    r = client.post(
+        f"/system-settings/roles/{world.dev_role_id}",
+        data={"permissions": ["users.read", "audit.read"], "csrf_token": csrf},
+    )
     assert r.status_code == 303 and r.headers["location"].endswith("?done=saved")
     assert world.services.access.get_role(world.admin, world.dev_role_id).permissions == ["users.read", "audit.read"]
     assert "Saved." in client.get(r.headers["location"]).text
-    r = client.post(f"/system-settings/roles/{world.dev_role_id}",
-                    data={"permissions": ["nope.nope"], "csrf_token": csrf})
+    r = client.post(
+        f"/system-settings/roles/{world.dev_role_id}", data={"permissions": ["nope.nope"], "csrf_token": csrf}
+    )
     assert r.status_code == 422 and "Unknown permission" in alert(r.text)
 
 
@@ -445,7 +493,9 @@ def test_last_admin_is_refused_with_a_clear_message(client: TestClient, world: W
     csrf = as_admin(client)
     admin_id = world.admin.user_id
     member_role = world.services.access.list_roles(world.admin, world.tenant_id)[1]
-    r = client.post(f"/system-settings/users/{admin_id}/roles", data={"roles": [str(member_role.id)], "csrf_token": csrf})
+    r = client.post(
+        f"/system-settings/users/{admin_id}/roles", data={"roles": [str(member_role.id)], "csrf_token": csrf}
+    )
     assert r.status_code == 409
     assert alert(r.text) == errors.LAST_ADMIN.template
     r = client.post(f"/system-settings/users/{admin_id}/deactivate", data={"csrf_token": csrf})
@@ -459,8 +509,9 @@ def test_last_admin_is_refused_with_a_clear_message(client: TestClient, world: W
 def test_users_create_assign_deactivate(client: TestClient, world: World) -> None:
     svc = world.services
     csrf = as_admin(client)
-    r = client.post("/system-settings/users", data={"email": "Pat@Acme.test", "roles": [str(world.dev_role_id)],
-                                                    "csrf_token": csrf})
+    r = client.post(
+        "/system-settings/users", data={"email": "Pat@Acme.test", "roles": [str(world.dev_role_id)], "csrf_token": csrf}
+    )
     assert r.status_code == 201 and r.headers["cache-control"] == "no-store"
     found = re.search(r'id="invitation-url" class="secret-value">([^<]+)<', r.text)
     assert found is not None, "the invitation link is shown"
@@ -477,8 +528,10 @@ def test_users_create_assign_deactivate(client: TestClient, world: World) -> Non
     assert 'value="pat@acme.test"' in r.text and 'aria-invalid="true" aria-describedby="user-email-error"' in r.text
 
     admin_role = svc.access.list_roles(world.admin, world.tenant_id)[0]
-    r = client.post(f"/system-settings/users/{pat.id}/roles",
-                    data={"roles": [str(admin_role.id), str(world.dev_role_id)], "csrf_token": csrf})
+    r = client.post(
+        f"/system-settings/users/{pat.id}/roles",
+        data={"roles": [str(admin_role.id), str(world.dev_role_id)], "csrf_token": csrf},
+    )
     assert r.status_code == 303
     assert svc.access.get_user(world.admin, pat.id).roles == ["Admin", "Developers"]
 

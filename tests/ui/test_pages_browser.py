@@ -57,8 +57,9 @@ def test_ask_an_admin_and_grant(browser: object, ui_server: LiveServer, ui_servi
     text = locked.inner_text()
     assert "You need the developer.manage_tokens permission to see and manage tokens." in text
     assert "It's a new permission that a tenant admin has to grant you" in text
-    assert ("They go to System Settings → Roles, open your role, check Manage API Tokens under Developer, "
-            "and save.") in text
+    assert (
+        "They go to System Settings → Roles, open your role, check Manage API Tokens under Developer, and save."
+    ) in text
     assert page.get_by_role("button", name="Create token").count() == 0
     shot(page, "api-keys-no-permission")
     page.get_by_label("Note for your admin").fill("For our Zapier integration <b>please</b>")
@@ -71,7 +72,8 @@ def test_ask_an_admin_and_grant(browser: object, ui_server: LiveServer, ui_servi
         requests = s.scalars(select(AdminRequest)).all()
         events = s.scalars(select(AuditEvent).where(AuditEvent.action == "admin_request.create")).all()
     assert [(r.user_id, r.permission, r.resolved_at) for r in requests] == [
-        (acme.dev_id, "developer.manage_tokens", None)]
+        (acme.dev_id, "developer.manage_tokens", None)
+    ]
     assert len(events) == 1 and events[0].actor == f"user:{DEV_EMAIL}"
 
     admin = new_page(browser, ui_server)
@@ -106,7 +108,9 @@ def _seed_tokens(svc: Services, database_url: str) -> None:
     """Ten active tokens, one revoked and one expired, some of them used."""
     dev = user_actor(svc, DEV_EMAIL)
     now = datetime.now(UTC).replace(microsecond=0)
-    past = Services.build(Settings(database_url=database_url, **FAST_ARGON2), clock=FrozenClock(now - timedelta(days=120)))
+    past = Services.build(
+        Settings(database_url=database_url, **FAST_ARGON2), clock=FrozenClock(now - timedelta(days=120))
+    )
     try:
         past.tokens.create(dev, "Trial script", ["users.read"], expires_in_days=30)
     finally:
@@ -158,8 +162,10 @@ def test_limit_table_and_revoke(
     assert statuses["Trial script"] == "Expired"
     assert statuses["Old Zapier key"] == "Revoked"
     assert list(statuses.values()).count("Active") == 10
-    classes = {table.locator(f".badge-{s}").first.evaluate("e => getComputedStyle(e).backgroundColor")
-               for s in ("active", "expired", "revoked")}
+    classes = {
+        table.locator(f".badge-{s}").first.evaluate("e => getComputedStyle(e).backgroundColor")
+        for s in ("active", "expired", "revoked")
+    }
     assert len(classes) == 3, "the three statuses look different"
     metabase = rows.filter(has_text="Metabase sync")
     assert metabase.locator("td").nth(4).inner_text() == "Never"  # Expires: Never

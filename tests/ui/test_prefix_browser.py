@@ -47,8 +47,10 @@ def documented_config(kbai_port: int, listen_port: int) -> str:
     """The nginx block of docs/integration.md's "Serving kbai under your product's address", made runnable."""
     blocks = re.findall(r"```nginx\n(.*?)```", DOC.read_text(), re.S)
     (snippet,) = [b for b in blocks if "location /kbai/" in b]
-    for old, new in (("server 127.0.0.1:8000;", f"server 127.0.0.1:{kbai_port};"),
-                     ("listen 443 ssl;", f"listen 127.0.0.1:{listen_port};")):
+    for old, new in (
+        ("server 127.0.0.1:8000;", f"server 127.0.0.1:{kbai_port};"),
+        ("listen 443 ssl;", f"listen 127.0.0.1:{listen_port};"),
+    ):
         assert snippet.count(old) == 1, f"docs/integration.md's nginx block no longer has one '{old}'"
         snippet = snippet.replace(old, new)
     return f"events {{}}\nhttp {{\naccess_log off;\n{snippet}\n}}\n"
@@ -79,11 +81,19 @@ def proxied(database_url: str, tmp_path: Path) -> Iterator[Proxied]:
         directives = f"daemon off; pid {prefix}/nginx.pid; error_log {error_log} info;"
         if os.geteuid() == 0:  # as root nginx would run its workers as "nobody", who cannot enter tmp dirs
             directives += f" user {pwd.getpwuid(0).pw_name} {grp.getgrgid(0).gr_name};"
-        test = subprocess.run([nginx, "-t", "-p", str(prefix), "-c", str(conf), "-g", directives],
-                              capture_output=True, text=True, timeout=30)
+        test = subprocess.run(
+            [nginx, "-t", "-p", str(prefix), "-c", str(conf), "-g", directives],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert test.returncode == 0, f"nginx -t rejects the documented block: {test.stderr}"
-        proc = subprocess.Popen([nginx, "-p", str(prefix), "-c", str(conf), "-g", directives],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            [nginx, "-p", str(prefix), "-c", str(conf), "-g", directives],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         wait_until_up(url + "/kbai/healthz", proc, "nginx", error_log)
         yield Proxied(url, kbai)
     finally:
@@ -119,8 +129,11 @@ class Watch:
 
 
 def open_page(browser: object, proxied: Proxied):  # type: ignore[no-untyped-def]
-    context = browser.new_context(base_url=proxied.url, viewport=DESKTOP,  # type: ignore[attr-defined]
-                                  permissions=["clipboard-read", "clipboard-write"])
+    context = browser.new_context(
+        base_url=proxied.url,
+        viewport=DESKTOP,  # type: ignore[attr-defined]
+        permissions=["clipboard-read", "clipboard-write"],
+    )
     context.set_default_timeout(10_000)
     page = context.new_page()
     return page, Watch(page, proxied.url + "/kbai/")
@@ -141,8 +154,9 @@ def cookie_paths(page) -> dict[str, str]:  # type: ignore[no-untyped-def]
     return {c["name"]: c["path"] for c in page.context.cookies()}
 
 
-def test_help_page_journey_under_kbai_behind_nginx(browser: object, proxied: Proxied, ui_services: Services,
-                                                   backend: str) -> None:
+def test_help_page_journey_under_kbai_behind_nginx(
+    browser: object, proxied: Proxied, ui_services: Services, backend: str
+) -> None:
     acme = seed_acme(ui_services)
     base = proxied.url + "/kbai"
 
@@ -203,7 +217,9 @@ def test_help_page_journey_under_kbai_behind_nginx(browser: object, proxied: Pro
         assert api.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401
 
     # -- the token's Activity page and back through the breadcrumbs
-    page.locator("table.tokens-table tbody tr", has_text="Behind nginx").get_by_role("link", name=re.compile("^Activity")).click()
+    page.locator("table.tokens-table tbody tr", has_text="Behind nginx").get_by_role(
+        "link", name=re.compile("^Activity")
+    ).click()
     page.wait_for_url(re.compile(re.escape(base) + r"/system-settings/api-keys/\d+/activity$"))
     page.get_by_role("navigation", name="Breadcrumb").get_by_role("link", name="API Keys").click()
     page.wait_for_url(f"{base}/system-settings/api-keys")
@@ -223,8 +239,7 @@ def test_help_page_journey_under_kbai_behind_nginx(browser: object, proxied: Pro
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
-def test_api_docs_under_kbai_behind_nginx_load_and_try_it_out_stays_under_it(browser: object,
-                                                                             proxied: Proxied) -> None:
+def test_api_docs_under_kbai_behind_nginx_load_and_try_it_out_stays_under_it(browser: object, proxied: Proxied) -> None:
     page, watch = open_page(browser, proxied)
     page.goto("/kbai/docs")
     page.locator(".opblock-summary-description", has_text="Create a token").first.wait_for(timeout=60_000)

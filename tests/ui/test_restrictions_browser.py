@@ -20,8 +20,9 @@ def backend() -> str:
     return "sqlite"
 
 
-def test_create_with_restrictions_pause_and_resume(browser: object, ui_server: LiveServer,
-                                                   ui_services: Services) -> None:
+def test_create_with_restrictions_pause_and_resume(
+    browser: object, ui_server: LiveServer, ui_services: Services
+) -> None:
     seed_acme(ui_services, ("developer.manage_tokens", "users.read", "roles.read"))
     page = new_page(browser, ui_server, {"width": 1024, "height": 900})
     login(page, DEV_EMAIL, DEV_PASSWORD)

@@ -28,9 +28,14 @@ MASK = "kbai_pk_" + "0" * 64
 
 
 def _serve(database_url: str, tmp_path: Path, provider: OidcProvider, **extra: str) -> LiveServer:
-    env = {"KBAI_OIDC_ISSUER": provider.issuer, "KBAI_OIDC_CLIENT_ID": CLIENT_ID,
-           "KBAI_OIDC_CLIENT_SECRET": CLIENT_SECRET, "KBAI_OIDC_PROVIDER_NAME": "Test Identity",
-           "KBAI_OIDC_SCOPES": "org", **extra}
+    env = {
+        "KBAI_OIDC_ISSUER": provider.issuer,
+        "KBAI_OIDC_CLIENT_ID": CLIENT_ID,
+        "KBAI_OIDC_CLIENT_SECRET": CLIENT_SECRET,
+        "KBAI_OIDC_PROVIDER_NAME": "Test Identity",
+        "KBAI_OIDC_SCOPES": "org",
+        **extra,
+    }
     server = start_server(database_url, tmp_path, **env)
     provider.add_client(server.url + "/oidc/callback")
     return server
@@ -39,8 +44,9 @@ def _serve(database_url: str, tmp_path: Path, provider: OidcProvider, **extra: s
 @pytest.fixture
 def seeded(database_url: str) -> Iterator[Services]:
     svc = Services.build(Settings(database_url=database_url, **FAST_ARGON2))
-    tenant, _, _ = svc.access.create_tenant(OPERATOR, "Acme", "admin@acme.test", "admin-password-1",
-                                            external_id="org-acme")
+    tenant, _, _ = svc.access.create_tenant(
+        OPERATOR, "Acme", "admin@acme.test", "admin-password-1", external_id="org-acme"
+    )
     svc.access.create_role(OPERATOR, tenant.id, "Developers", DEV_PERMISSIONS)
     svc.access.create_tenant(OPERATOR, "Globex", "admin@globex.test", "admin-password-1", external_id="org-globex")
     yield svc
@@ -48,9 +54,17 @@ def seeded(database_url: str) -> Iterator[Services]:
 
 
 def test_sign_in_through_the_providers_own_page_lands_on_api_keys_of_the_right_tenant(
-        browser: Any, database_url: str, tmp_path: Path, oidc_provider: OidcProvider, seeded: Services) -> None:
-    oidc_provider.set_account("alice", "alice-password", email="alice@acme.test", email_verified=True,
-                              org_id="org-acme", org_name="Acme", roles=["Developers"])
+    browser: Any, database_url: str, tmp_path: Path, oidc_provider: OidcProvider, seeded: Services
+) -> None:
+    oidc_provider.set_account(
+        "alice",
+        "alice-password",
+        email="alice@acme.test",
+        email_verified=True,
+        org_id="org-acme",
+        org_name="Acme",
+        roles=["Developers"],
+    )
     server = _serve(database_url, tmp_path, oidc_provider)
     try:
         page = new_page(browser, server)
@@ -95,10 +109,17 @@ def test_sign_in_through_the_providers_own_page_lands_on_api_keys_of_the_right_t
 
 
 def test_with_password_login_off_the_page_offers_only_the_provider(
-        browser: Any, database_url: str, tmp_path: Path, oidc_provider: OidcProvider, seeded: Services) -> None:
-    server = _serve(database_url, tmp_path, oidc_provider, KBAI_PASSWORD_LOGIN="false",
-                    KBAI_BRAND_NAME="Northwind", KBAI_BRAND_ACCENT="#0b7a5a",
-                    KBAI_PRODUCT_URL="https://app.northwind.example/")
+    browser: Any, database_url: str, tmp_path: Path, oidc_provider: OidcProvider, seeded: Services
+) -> None:
+    server = _serve(
+        database_url,
+        tmp_path,
+        oidc_provider,
+        KBAI_PASSWORD_LOGIN="false",
+        KBAI_BRAND_NAME="Northwind",
+        KBAI_BRAND_ACCENT="#0b7a5a",
+        KBAI_PRODUCT_URL="https://app.northwind.example/",
+    )
     try:
         page = new_page(browser, server)
         page.goto("/login")

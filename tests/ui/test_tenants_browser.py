@@ -12,7 +12,8 @@ from tests.ui.conftest import new_page, seed_acme, shot
 
 
 def test_a_person_in_two_tenants_picks_one_after_login_and_switches_in_the_menu(
-        browser: object, ui_services: Services, ui_server: LiveServer) -> None:
+    browser: object, ui_services: Services, ui_server: LiveServer
+) -> None:
     acme = seed_acme(ui_services, ("developer.manage_tokens", "users.read", "roles.read"))
     globex, _, _ = ui_services.access.create_tenant(OPERATOR, "Globex", "boss@globex.test", "boss-password-1")
     role = ui_services.access.create_role(OPERATOR, globex.id, "Builders", ["developer.manage_tokens", "users.read"])
@@ -32,8 +33,9 @@ def test_a_person_in_two_tenants_picks_one_after_login_and_switches_in_the_menu(
     assert page.locator(".sidebar .tenant").inner_text() == "Globex"
     # A token made here belongs to Globex only.
     csrf = page.locator('input[name="csrf_token"]').first.get_attribute("value")
-    made = page.request.post("/api/v1/tokens", data={"name": "globex-bot", "scopes": ["users.read"]},
-                             headers={"X-CSRF-Token": csrf or ""})
+    made = page.request.post(
+        "/api/v1/tokens", data={"name": "globex-bot", "scopes": ["users.read"]}, headers={"X-CSRF-Token": csrf or ""}
+    )
     assert made.status == 201
     token = made.json()["token"]
     # The menu's switch: a form POST with the session's csrf_token; the new page is Acme's.

@@ -43,8 +43,11 @@ def accept_invitation(client: TestClient, url: str, password: str) -> None:
     assert page.status_code == 200, page.text
     found = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
     assert found is not None
-    r = client.post(path, data={"csrf_token": found.group(1), "password": password, "password_again": password},
-                    follow_redirects=False)
+    r = client.post(
+        path,
+        data={"csrf_token": found.group(1), "password": password, "password_again": password},
+        follow_redirects=False,
+    )
     assert r.status_code == 303, r.text
     client.cookies.clear()
     for cookie in saved:

@@ -18,8 +18,23 @@ from kbai.store.models import Base
 from kbai.tokens.format import redact
 
 # What an error message must never contain: signs of an unhandled exception or of internals.
-LEAKS = ("Traceback", "<class", 'File "', " object at 0x", "errors.pydantic.dev", "sqlalchemy", "psycopg",
-         "sqlite3", "SELECT ", "INSERT ", "UPDATE ", "Exception", "NoneType", "KeyError", "ValueError")
+LEAKS = (
+    "Traceback",
+    "<class",
+    'File "',
+    " object at 0x",
+    "errors.pydantic.dev",
+    "sqlalchemy",
+    "psycopg",
+    "sqlite3",
+    "SELECT ",
+    "INSERT ",
+    "UPDATE ",
+    "Exception",
+    "NoneType",
+    "KeyError",
+    "ValueError",
+)
 
 Snapshot = dict[str, list[tuple[Any, ...]]]
 
@@ -66,8 +81,12 @@ def error_problems(response: httpx.Response, status: int, code: str, says: str =
         body = response.json()
     except ValueError:
         return [*problems, "body is not JSON"]
-    if not (isinstance(body, dict) and set(body) == {"error"} and isinstance(body["error"], dict)
-            and set(body["error"]) == {"code", "message"}):
+    if not (
+        isinstance(body, dict)
+        and set(body) == {"error"}
+        and isinstance(body["error"], dict)
+        and set(body["error"]) == {"code", "message"}
+    ):
         return [*problems, 'body is not {"error": {"code", "message"}}']
     if body["error"]["code"] != code:
         problems.append(f"code {body['error']['code']!r}, expected {code!r}")
@@ -94,8 +113,11 @@ def scim_problems(response: httpx.Response, status: int, scim_type: str, says: s
         body = response.json()
     except ValueError:
         return [*problems, "body is not JSON"]
-    if not (isinstance(body, dict) and body.get("schemas") == ["urn:ietf:params:scim:api:messages:2.0:Error"]
-            and body.get("status") == str(response.status_code)):
+    if not (
+        isinstance(body, dict)
+        and body.get("schemas") == ["urn:ietf:params:scim:api:messages:2.0:Error"]
+        and body.get("status") == str(response.status_code)
+    ):
         return [*problems, "body is not a SCIM Error"]
     if body.get("scimType", "") != scim_type:
         problems.append(f"scimType {body.get('scimType')!r}, expected {scim_type!r}")
@@ -125,7 +147,7 @@ def page_problems(response: httpx.Response, status: int, code: str, says: str = 
     found = _ALERT.findall(response.text)
     if len(found) != 1:
         return [*problems, f"{len(found)} error alerts on the page, expected 1"]
-    (shown_code, message), = found
+    ((shown_code, message),) = found
     message = html.unescape(message).strip()
     if shown_code != code:
         problems.append(f"code {shown_code!r}, expected {code!r}")

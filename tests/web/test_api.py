@@ -60,9 +60,23 @@ def test_create_list_and_revoke(dev_client: tuple[TestClient, str]) -> None:
     assert listed["next_cursor"] is None
     (row,) = listed["tokens"]
     assert "token" not in row
-    assert set(row) == {"id", "name", "prefix", "scopes", "created_at", "last_used_at", "expires_at", "status",
-                        "rotated_from_id", "rotated_to_id", "hygiene", "description", "allowed_ips", "self_rotate",
-                        "paused_at"}
+    assert set(row) == {
+        "id",
+        "name",
+        "prefix",
+        "scopes",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "status",
+        "rotated_from_id",
+        "rotated_to_id",
+        "hygiene",
+        "description",
+        "allowed_ips",
+        "self_rotate",
+        "paused_at",
+    }
     assert row["status"] == "active" and row["last_used_at"] is None and row["expires_at"].endswith("Z")
     r = client.post(f"/api/v1/tokens/{created['id']}/revoke", headers={"X-CSRF-Token": csrf})
     assert r.status_code == 200 and r.json()["status"] == "revoked"
@@ -98,9 +112,11 @@ def test_tokens_cannot_list_create_or_rotate(dev_client: tuple[TestClient, str])
     client, csrf = dev_client
     t = _create(client, csrf)
     client.cookies.clear()
-    for method, path, body in [("GET", "/api/v1/tokens", None),
-                               ("POST", "/api/v1/tokens", {"name": "child", "scopes": []}),
-                               ("POST", f"/api/v1/tokens/{t['id']}/rotate", {})]:
+    for method, path, body in [
+        ("GET", "/api/v1/tokens", None),
+        ("POST", "/api/v1/tokens", {"name": "child", "scopes": []}),
+        ("POST", f"/api/v1/tokens/{t['id']}/rotate", {}),
+    ]:
         r = client.request(method, path, json=body, headers=_bearer(t["token"]))
         assert r.status_code == 403, (method, path)
         assert r.json()["error"]["code"] == "session_required"
@@ -121,8 +137,9 @@ def test_me_with_session_and_with_token(dev_client: tuple[TestClient, str]) -> N
 def test_rotate_over_http(dev_client: tuple[TestClient, str], clock: FrozenClock) -> None:
     client, csrf = dev_client
     old = _create(client, csrf)
-    r = client.post(f"/api/v1/tokens/{old['id']}/rotate", json={"grace_period_seconds": 3600},
-                    headers={"X-CSRF-Token": csrf})
+    r = client.post(
+        f"/api/v1/tokens/{old['id']}/rotate", json={"grace_period_seconds": 3600}, headers={"X-CSRF-Token": csrf}
+    )
     assert r.status_code == 201, r.text
     new = r.json()
     assert new["name"] == old["name"] and new["scopes"] == old["scopes"] and new["token"] != old["token"]
@@ -132,8 +149,9 @@ def test_rotate_over_http(dev_client: tuple[TestClient, str], clock: FrozenClock
     r = client.get("/api/v1/me", headers=_bearer(old["token"]))
     assert r.status_code == 401 and 'error="invalid_token"' in r.headers["www-authenticate"]
     assert client.get("/api/v1/me", headers=_bearer(new["token"])).status_code == 200
-    bad = client.post(f"/api/v1/tokens/{old['id']}/rotate", json={"grace_period_seconds": -1},
-                      headers={"X-CSRF-Token": csrf})
+    bad = client.post(
+        f"/api/v1/tokens/{old['id']}/rotate", json={"grace_period_seconds": -1}, headers={"X-CSRF-Token": csrf}
+    )
     assert bad.status_code == 422
 
 
@@ -203,8 +221,7 @@ def test_admin_manages_roles_and_users(world: World, app_client: TestClient) -> 
     assert r.status_code == 200 and r.json()["roles"] == ["Member"]
     r = app_client.post(f"/api/v1/users/{carol}/deactivate", headers=h)
     assert r.status_code == 200 and r.json()["active"] is False
-    admin_id = next(u["id"] for u in app_client.get("/api/v1/users").json()["users"]
-                    if u["email"] == "admin@acme.test")
+    admin_id = next(u["id"] for u in app_client.get("/api/v1/users").json()["users"] if u["email"] == "admin@acme.test")
     r = app_client.post(f"/api/v1/users/{admin_id}/deactivate", headers=h)
     assert r.status_code == 409 and r.json()["error"]["code"] == "last_admin"
 
@@ -245,11 +262,15 @@ def test_error_envelopes_for_unknown_route_method_and_bad_json(dev_client: tuple
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
     r = client.patch("/api/v1/tokens")
     assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
-    r = client.post("/api/v1/tokens", content=b"{not json", headers={"X-CSRF-Token": csrf, "content-type": "application/json"})
+    r = client.post(
+        "/api/v1/tokens", content=b"{not json", headers={"X-CSRF-Token": csrf, "content-type": "application/json"}
+    )
     assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error"
     r = client.post("/api/v1/tokens", json={"name": "x", "scopes": [], "extra": 1}, headers={"X-CSRF-Token": csrf})
     assert r.status_code == 422 and "extra is not a known field" in r.json()["error"]["message"]
-    r = client.post("/api/v1/tokens", json={"name": "x", "scopes": [], "expires_in_days": "90"}, headers={"X-CSRF-Token": csrf})
+    r = client.post(
+        "/api/v1/tokens", json={"name": "x", "scopes": [], "expires_in_days": "90"}, headers={"X-CSRF-Token": csrf}
+    )
     assert r.status_code == 422 and "expires_in_days" in r.json()["error"]["message"]
     assert client.get("/api/v1/tokens").json()["tokens"] == []
 
@@ -279,16 +300,30 @@ def test_security_headers_and_request_id(world: World, app_client: TestClient) -
 def test_openapi_documents_every_endpoint_and_both_auth_schemes(world: World, app_client: TestClient) -> None:
     doc = app_client.get("/openapi.json").json()
     paths = doc["paths"]
-    for path, method in [("/api/v1/session", "post"), ("/api/v1/session", "delete"), ("/api/v1/tokens", "get"),
-                         ("/api/v1/tokens", "post"), ("/api/v1/tokens/{token_id}/revoke", "post"),
-                         ("/api/v1/tokens/{token_id}/rotate", "post"), ("/api/v1/me", "get"),
-                         ("/api/v1/permissions", "get"), ("/api/v1/roles", "get"), ("/api/v1/roles", "post"),
-                         ("/api/v1/roles/{role_id}", "get"), ("/api/v1/roles/{role_id}", "put"),
-                         ("/api/v1/users", "get"), ("/api/v1/users", "post"),
-                         ("/api/v1/users/{user_id}/roles", "put"), ("/api/v1/users/{user_id}/deactivate", "post"),
-                         ("/api/v1/users/{user_id}/reactivate", "post"),
-                         ("/api/v1/audit", "get"), ("/api/v1/introspect", "post"), ("/auth/check", "get"),
-                         ("/healthz", "get"), ("/metrics", "get")]:
+    for path, method in [
+        ("/api/v1/session", "post"),
+        ("/api/v1/session", "delete"),
+        ("/api/v1/tokens", "get"),
+        ("/api/v1/tokens", "post"),
+        ("/api/v1/tokens/{token_id}/revoke", "post"),
+        ("/api/v1/tokens/{token_id}/rotate", "post"),
+        ("/api/v1/me", "get"),
+        ("/api/v1/permissions", "get"),
+        ("/api/v1/roles", "get"),
+        ("/api/v1/roles", "post"),
+        ("/api/v1/roles/{role_id}", "get"),
+        ("/api/v1/roles/{role_id}", "put"),
+        ("/api/v1/users", "get"),
+        ("/api/v1/users", "post"),
+        ("/api/v1/users/{user_id}/roles", "put"),
+        ("/api/v1/users/{user_id}/deactivate", "post"),
+        ("/api/v1/users/{user_id}/reactivate", "post"),
+        ("/api/v1/audit", "get"),
+        ("/api/v1/introspect", "post"),
+        ("/auth/check", "get"),
+        ("/healthz", "get"),
+        ("/metrics", "get"),
+    ]:
         assert method in paths.get(path, {}), (method, path)
     schemes = doc["components"]["securitySchemes"]
     assert schemes["HTTPBearer"]["scheme"] == "bearer"
@@ -301,16 +336,22 @@ def test_permissions_catalog_grouped(dev_client: tuple[TestClient, str]) -> None
     client, _ = dev_client
     groups = client.get("/api/v1/permissions").json()["groups"]
     assert [g["name"] for g in groups] == ["Developer", "Users", "Roles", "Audit"]
-    assert groups[0]["permissions"][0] == {"key": "developer.manage_tokens", "label": "Manage API Tokens",
-                                           "session_only": True}
+    assert groups[0]["permissions"][0] == {
+        "key": "developer.manage_tokens",
+        "label": "Manage API Tokens",
+        "session_only": True,
+    }
     flagged = {p["key"] for g in groups for p in g["permissions"] if p["session_only"]}
     assert flagged == {"developer.manage_tokens", "users.manage", "roles.manage"}
 
 
 def test_a_session_only_scope_is_a_422_naming_it(dev_client: tuple[TestClient, str]) -> None:
     client, csrf = dev_client
-    r = client.post("/api/v1/tokens", json={"name": "x", "scopes": ["users.read", "developer.manage_tokens"]},
-                    headers={"X-CSRF-Token": csrf})
+    r = client.post(
+        "/api/v1/tokens",
+        json={"name": "x", "scopes": ["users.read", "developer.manage_tokens"]},
+        headers={"X-CSRF-Token": csrf},
+    )
     assert r.status_code == 422
     assert r.json()["error"]["code"] == "session_only_scope"
     assert "developer.manage_tokens" in r.json()["error"]["message"]
@@ -320,8 +361,9 @@ def test_a_session_only_scope_is_a_422_naming_it(dev_client: tuple[TestClient, s
 def test_rotate_twice_is_a_409_naming_the_replacement(dev_client: tuple[TestClient, str]) -> None:
     client, csrf = dev_client
     old = _create(client, csrf)
-    first = client.post(f"/api/v1/tokens/{old['id']}/rotate", json={"grace_period_seconds": 86400},
-                        headers={"X-CSRF-Token": csrf})
+    first = client.post(
+        f"/api/v1/tokens/{old['id']}/rotate", json={"grace_period_seconds": 86400}, headers={"X-CSRF-Token": csrf}
+    )
     assert first.status_code == 201 and first.json()["old_token_stops_at"] is not None
     again = client.post(f"/api/v1/tokens/{old['id']}/rotate", json={}, headers={"X-CSRF-Token": csrf})
     assert again.status_code == 409
@@ -343,11 +385,15 @@ def test_out_of_range_ids_are_422_not_500(world: World, app_client: TestClient) 
     csrf = login(app_client, "admin@acme.test", "admin-password-1")
     h = {"X-CSRF-Token": csrf}
     huge = "99999999999999999999"
-    for method, path, body in [("GET", f"/api/v1/tokens/{huge}", None), ("POST", f"/api/v1/tokens/{huge}/revoke", None),
-                               ("GET", "/api/v1/roles/2147483648", None), ("PUT", f"/api/v1/users/{huge}/roles", {"roles": []}),
-                               ("PUT", "/api/v1/users/1/roles", {"roles": [int(huge)]}),
-                               ("GET", f"/api/v1/audit?actor_user_id={huge}", None),
-                               ("GET", f"/api/v1/tokens?cursor={huge}", None)]:
+    for method, path, body in [
+        ("GET", f"/api/v1/tokens/{huge}", None),
+        ("POST", f"/api/v1/tokens/{huge}/revoke", None),
+        ("GET", "/api/v1/roles/2147483648", None),
+        ("PUT", f"/api/v1/users/{huge}/roles", {"roles": []}),
+        ("PUT", "/api/v1/users/1/roles", {"roles": [int(huge)]}),
+        ("GET", f"/api/v1/audit?actor_user_id={huge}", None),
+        ("GET", f"/api/v1/tokens?cursor={huge}", None),
+    ]:
         r = app_client.request(method, path, json=body, headers=h)
         assert r.status_code == 422, (method, path, r.status_code)
         assert r.json()["error"]["code"] == "validation_error"

@@ -16,8 +16,17 @@ from tests.conftest import LiveServer, World
 from tests.gateway.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, seed
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-HOSTILE_FORWARDED = ['=HYPERLINK("http://evil.example/?x")', "+1+cmd", "-2+3", "@SUM(1)", "x\ty", "not-an-address",
-                     "999.1.1.1", "[::1", "203.0.113.7 junk"]
+HOSTILE_FORWARDED = [
+    '=HYPERLINK("http://evil.example/?x")',
+    "+1+cmd",
+    "-2+3",
+    "@SUM(1)",
+    "x\ty",
+    "not-an-address",
+    "999.1.1.1",
+    "[::1",
+    "203.0.113.7 junk",
+]
 
 
 def _csv(client: TestClient | object, **params: str) -> list[list[str]]:
@@ -34,12 +43,24 @@ def test_finding13_every_csv_column_goes_through_the_formula_guard(world: World)
     """Rows whose every text column starts with a formula character (as a proxy, an operator's permission
     key or a future action could make them): each cell comes out prefixed with a quote."""
     svc = world.services
-    hostile = Actor(kind="user", user_id=world.admin.user_id, tenant_id=world.tenant_id, email="=x@acme.test",
-                    ip="=HYPERLINK(\"http://evil.example\")")
+    hostile = Actor(
+        kind="user",
+        user_id=world.admin.user_id,
+        tenant_id=world.tenant_id,
+        email="=x@acme.test",
+        ip='=HYPERLINK("http://evil.example")',
+    )
     with svc.db.write() as s:
         for start in FORMULA_STARTS:
-            audit.record(s, hostile.with_ip(start + "1+1"), "limit.set", at=svc.clock.now(), target_type=start + "t",
-                         target_id=start + "SUM(A1)", details={"x": 1})
+            audit.record(
+                s,
+                hostile.with_ip(start + "1+1"),
+                "limit.set",
+                at=svc.clock.now(),
+                target_type=start + "t",
+                target_id=start + "SUM(A1)",
+                details={"x": 1},
+            )
     with TestClient(create_app(svc, start_background=False)) as c:
         assert c.post("/api/v1/session", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}).status_code == 200
         rows = _csv(c, action="limit.set")
@@ -65,18 +86,28 @@ def test_finding13_token_inventory_csv_guards_every_column_too(world: World) -> 
 
 
 def test_finding13_forwarded_for_from_a_trusted_proxy_is_used_only_when_it_is_an_address(
-        live_server: LiveServer, database_url: str) -> None:
+    live_server: LiveServer, database_url: str
+) -> None:
     """The test talks from 127.0.0.1, a trusted proxy by default: a hostile X-Forwarded-For is ignored
     (the peer's address is recorded), a real one is believed."""
     seed(database_url)
     with live_server.client() as admin:
         for value in HOSTILE_FORWARDED:
-            r = admin.post("/api/v1/session", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD},
-                           headers={"X-Forwarded-For": value})
+            r = admin.post(
+                "/api/v1/session",
+                json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD},
+                headers={"X-Forwarded-For": value},
+            )
             assert r.status_code == 200, r.text
         for value in ("203.0.113.9", "2001:db8::7", "198.51.100.4:5555"):
-            assert admin.post("/api/v1/session", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD},
-                              headers={"X-Forwarded-For": value}).status_code == 200
+            assert (
+                admin.post(
+                    "/api/v1/session",
+                    json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD},
+                    headers={"X-Forwarded-For": value},
+                ).status_code
+                == 200
+            )
         rows = _csv(admin, action="session.login")
     ips = [row[rows[0].index("ip")] for row in rows[1:]]
     assert _no_formula(rows) == []
@@ -94,10 +125,16 @@ def test_finding13_forwarded_for_from_an_untrusted_peer_is_ignored_in_process(wo
     for peer in ("127.0.0.1", "192.0.2.50"):
         for value in ("203.0.113.1", "=1+1"):
             with TestClient(app, client=(peer, 4321)) as c:
-                c.post("/api/v1/session", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD},
-                       headers={"X-Forwarded-For": value})
+                c.post(
+                    "/api/v1/session",
+                    json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD},
+                    headers={"X-Forwarded-For": value},
+                )
                 with svc.db.read() as s:
                     seen[f"{peer} {value}"] = str(audit.events(s, world.tenant_id, limit=1)[0].ip)
-    assert seen == {"127.0.0.1 203.0.113.1": "203.0.113.1", "127.0.0.1 =1+1": "127.0.0.1",
-                    "192.0.2.50 203.0.113.1": "192.0.2.50", "192.0.2.50 =1+1": "192.0.2.50"}
-
+    assert seen == {
+        "127.0.0.1 203.0.113.1": "203.0.113.1",
+        "127.0.0.1 =1+1": "127.0.0.1",
+        "192.0.2.50 203.0.113.1": "192.0.2.50",
+        "192.0.2.50 =1+1": "192.0.2.50",
+    }

@@ -100,8 +100,12 @@ def test_same_key_and_body_answers_the_same_without_the_token(world: World, dev:
     assert FULL_TOKEN.fullmatch(plaintext)
     assert REPLAYED_HEADER not in first.headers
     # The same request, its JSON written differently (key order, spacing): still the same body.
-    again = dev.post(TOKENS, key="create-1", content=json.dumps(dict(reversed(BODY.items())), indent=2),
-                     headers={"Content-Type": "application/json"})
+    again = dev.post(
+        TOKENS,
+        key="create-1",
+        content=json.dumps(dict(reversed(BODY.items())), indent=2),
+        headers={"Content-Type": "application/json"},
+    )
     assert again.status_code == 201, shown(again)
     assert again.headers[REPLAYED_HEADER] == "true"
     assert again.json()["token"] is None
@@ -218,6 +222,7 @@ def test_a_password_in_the_body_is_not_fingerprinted(world: World, admin: Caller
     """No hash of a password is stored: bodies that differ only in a secret field have one fingerprint. (No
     create takes a password any more: adding a member answers an invitation link, and a password is refused.)"""
     from kbai.web.idempotency import fingerprint
+
     first = fingerprint({}, json.dumps({"email": "pw.person@acme.test", "password": "first-password-1"}).encode())
     other = fingerprint({}, json.dumps({"email": "pw.person@acme.test", "password": "other-password-2"}).encode())
     assert first == other == fingerprint({}, json.dumps({"email": "pw.person@acme.test"}).encode())
@@ -230,11 +235,17 @@ def test_stored_answers_never_hold_a_secret(world: World, dev: Caller, admin: Ca
     """Scan the whole table after a token create, a rotation and a user create with generated password."""
     svc = world.services
     secrets = [dev.post(TOKENS, BODY, key="scan-1").json()["token"]]
-    rotated = dev.post(f"{TOKENS}/{dev.client.get(TOKENS).json()['tokens'][0]['id']}/rotate",
-                       {"grace_period_seconds": 60}, key="scan-2")
+    rotated = dev.post(
+        f"{TOKENS}/{dev.client.get(TOKENS).json()['tokens'][0]['id']}/rotate",
+        {"grace_period_seconds": 60},
+        key="scan-2",
+    )
     secrets.append(rotated.json()["token"])
-    secrets.append(admin.post("/api/v1/users", {"email": "scan@acme.test"}, key="scan-3").json()["invitation_url"]
-                   .rsplit("/", 1)[1])
+    secrets.append(
+        admin.post("/api/v1/users", {"email": "scan@acme.test"}, key="scan-3")
+        .json()["invitation_url"]
+        .rsplit("/", 1)[1]
+    )
     # The replays too: each answers with the secret field null.
     assert dev.post(TOKENS, BODY, key="scan-1").json()["token"] is None
     assert dev.post(rotated.request.url.path, {"grace_period_seconds": 60}, key="scan-2").json()["token"] is None
@@ -325,16 +336,22 @@ def test_concurrent_creates_with_one_key_make_one_token(world: World, app: Any) 
     for c in callers:
         c.client.close()
     assert len(answers) == parallel
-    kinds = Counter("created" if r.status_code == 201 and r.json()["token"] else
-                    "replayed" if r.status_code == 201 else r.json()["error"]["code"] for r in answers)
+    kinds = Counter(
+        "created"
+        if r.status_code == 201 and r.json()["token"]
+        else "replayed"
+        if r.status_code == 201
+        else r.json()["error"]["code"]
+        for r in answers
+    )
     assert kinds["created"] == 1, kinds
     assert set(kinds) <= {"created", "replayed", "idempotency_in_progress"}, kinds
     assert tokens_named(svc, BODY["name"]) == 1
 
 
-def test_a_claim_left_by_a_crash_is_taken_over_and_never_duplicates(world: World, dev: Caller,
-                                                                   clock: FrozenClock,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_claim_left_by_a_crash_is_taken_over_and_never_duplicates(
+    world: World, dev: Caller, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The documented ordering: claim, create, answer. A process that dies after the create leaves a claim
     without an answer; retries are "in progress" for the lease, then run again and meet the create's own
     409 (name taken), never a second token."""
@@ -426,8 +443,12 @@ def test_every_creating_post_declares_the_header(app: Any) -> None:
             names = {(p["name"], p["in"]) for p in op.get("parameters", [])}
             declares[(method, path)] = ((HEADER, "header") in names, "201" in op.get("responses", {}))
     creating = {k for k, (_, created) in declares.items() if k[0] == "post" and created}
-    assert {("post", "/api/v1/tokens"), ("post", "/api/v1/tokens/{token_id}/rotate"),
-            ("post", "/api/v1/roles"), ("post", "/api/v1/users")} <= creating
+    assert {
+        ("post", "/api/v1/tokens"),
+        ("post", "/api/v1/tokens/{token_id}/rotate"),
+        ("post", "/api/v1/roles"),
+        ("post", "/api/v1/users"),
+    } <= creating
     assert {k for k, (has, _) in declares.items() if has} == creating
     param = next(p for p in schema["paths"]["/api/v1/tokens"]["post"]["parameters"] if p["name"] == HEADER)
     assert param["required"] is False and param["schema"]["maxLength"] == 255

@@ -69,8 +69,15 @@ def env(module_database_url: str) -> Iterator[Env]:
     # Acme is the operator tenant: its admin may manage service credentials, so Globex's admin (every
     # permission, but elsewhere) and Mallory (Acme, not an admin) are the ones refused.
     # (Every attacker fails service-credential authentication on the operator API: not the limit's business here.)
-    svc = Services.build(Settings(database_url=module_database_url, operator_tenant="Acme",
-                                  introspection_failures_per_minute=1_000_000, **FAST_ARGON2), clock=FrozenClock())
+    svc = Services.build(
+        Settings(
+            database_url=module_database_url,
+            operator_tenant="Acme",
+            introspection_failures_per_minute=1_000_000,
+            **FAST_ARGON2,
+        ),
+        clock=FrozenClock(),
+    )
     acme = build_world(svc)
     globex = build_world(svc, tenant="Globex", domain="globex.test")
     secret_role = svc.access.create_role(OPERATOR, acme.tenant_id, SECRET_ROLE, ["audit.read"])
@@ -79,13 +86,18 @@ def env(module_database_url: str) -> Iterator[Env]:
     gone, _ = svc.access.create_user(OPERATOR, acme.tenant_id, "victim.gone@acme.test", "victim-password-2", ["Member"])
     svc.access.deactivate_user(OPERATOR, gone.id)
     mallory = acme.actor("mallory@acme.test")
-    victim_views = [svc.tokens.create(acme.dev, name, ["users.read"])[0]
-                    for name in ("victim-zapier-prod", "victim-n8n-nightly")]
+    victim_views = [
+        svc.tokens.create(acme.dev, name, ["users.read"])[0] for name in ("victim-zapier-prod", "victim-n8n-nightly")
+    ]
     svc.tokens.revoke(acme.dev, svc.tokens.create(acme.dev, "victim-revoked-cron", [])[0].id)
     victim_views.append(svc.tokens.list(acme.dev.user_id)[0])  # type: ignore[arg-type]
     all_globex = sorted(svc.catalog.token_usable(globex.admin.permissions))  # every scope a token can have
-    tokens = {"globex-token": svc.tokens.create(globex.admin, "globex-all", all_globex)[1],
-              "mallory-token": svc.tokens.create(mallory, "mallory-all", sorted(svc.catalog.token_usable(mallory.permissions)))[1]}
+    tokens = {
+        "globex-token": svc.tokens.create(globex.admin, "globex-all", all_globex)[1],
+        "mallory-token": svc.tokens.create(
+            mallory, "mallory-all", sorted(svc.catalog.token_usable(mallory.permissions))
+        )[1],
+    }
     credential, secret = svc.credentials.create(OPERATOR, "isolation")
     scim_credential, _ = svc.provisioning.create(OPERATOR, acme.tenant_id, "Acme-Okta-Provisioning-Q7")
     extra_secrets, victim_notification = _victim_extras(svc, acme.tenant_id, acme.dev.user_id)  # type: ignore[arg-type]
@@ -96,34 +108,63 @@ def env(module_database_url: str) -> Iterator[Env]:
     from kbai.web.idempotency import fingerprint
 
     keys = IdempotencyStore(svc.db, svc.clock)
-    claim = keys.begin(f"user:{acme.dev.user_id}", "POST /api/v1/tokens/{token_id}/rotate", VICTIM_KEY,
-                       fingerprint({"token_id": victim_views[0].id}, b"{}"))
+    claim = keys.begin(
+        f"user:{acme.dev.user_id}",
+        "POST /api/v1/tokens/{token_id}/rotate",
+        VICTIM_KEY,
+        fingerprint({"token_id": victim_views[0].id}, b"{}"),
+    )
     assert isinstance(claim, Claim)
-    keys.finish(claim, 201, {"id": victim_views[0].id, "name": victim_views[0].name, "prefix": victim_views[0].prefix,
-                             "token": None})
+    keys.finish(
+        claim,
+        201,
+        {"id": victim_views[0].id, "name": victim_views[0].name, "prefix": victim_views[0].prefix, "token": None},
+    )
 
     app = create_app(svc, start_background=False)
     clients: dict[str, TestClient] = {a: TestClient(app, raise_server_exceptions=False) for a in ATTACKERS}
     csrf = {}
-    for attacker, email, password in (("globex-session", "admin@globex.test", "admin-password-1"),
-                                      ("mallory-session", "mallory@acme.test", "mallory-password-1")):
+    for attacker, email, password in (
+        ("globex-session", "admin@globex.test", "admin-password-1"),
+        ("mallory-session", "mallory@acme.test", "mallory-password-1"),
+    ):
         r = clients[attacker].post("/api/v1/session", json={"email": email, "password": password})
         assert r.status_code == 200, shown(r)
         csrf[attacker] = r.json()["csrf_token"]
     roles = {r.name: r.id for r in svc.access.list_roles(OPERATOR, acme.tenant_id)}
     victim_person = svc.access.user_by_email("victim.person@acme.test")
     assert victim_person is not None
-    ids = {"victim_token": victim_views[0].id, "victim_revoked_token": victim_views[-1].id,
-           "victim_user": acme.dev.user_id, "victim_person": victim_person.id, "acme_admin": acme.admin.user_id,
-           "victim_deactivated": gone.id,
-           "acme_admin_role": roles["Admin"], "acme_secret_role": secret_role.id, "acme_dev_role": acme.dev_role_id,
-           "acme": acme.tenant_id, "globex": globex.tenant_id,
-           "globex-session.user": globex.admin.user_id, "globex-token.user": globex.admin.user_id,
-           "mallory-session.user": mallory.user_id, "mallory-token.user": mallory.user_id,
-           "victim_notification": victim_notification, "acme_scim_credential": scim_credential.id}
+    ids = {
+        "victim_token": victim_views[0].id,
+        "victim_revoked_token": victim_views[-1].id,
+        "victim_user": acme.dev.user_id,
+        "victim_person": victim_person.id,
+        "acme_admin": acme.admin.user_id,
+        "victim_deactivated": gone.id,
+        "acme_admin_role": roles["Admin"],
+        "acme_secret_role": secret_role.id,
+        "acme_dev_role": acme.dev_role_id,
+        "acme": acme.tenant_id,
+        "globex": globex.tenant_id,
+        "globex-session.user": globex.admin.user_id,
+        "globex-token.user": globex.admin.user_id,
+        "mallory-session.user": mallory.user_id,
+        "mallory-token.user": mallory.user_id,
+        "victim_notification": victim_notification,
+        "acme_scim_credential": scim_credential.id,
+    }
     basic = "Basic " + base64.b64encode(f"{credential.client_id}:{secret}".encode()).decode()
-    yield Env(svc, clients, csrf, tokens, ids, [v.name for v in victim_views], [v.prefix for v in victim_views],  # type: ignore[arg-type]
-              basic, extra_secrets)
+    yield Env(
+        svc,
+        clients,
+        csrf,
+        tokens,
+        ids,
+        [v.name for v in victim_views],
+        [v.prefix for v in victim_views],  # type: ignore[arg-type]
+        basic,
+        extra_secrets,
+    )
     for c in clients.values():
         c.close()
     svc.close()
@@ -143,9 +184,20 @@ def _victim_extras(svc: Services, tenant_id: int, user_id: int) -> tuple[list[st
         from kbai.notifications import NewNotification
 
         with svc.db.write() as s:
-            (view,) = svc.notifications.add(s, [NewNotification(
-                user_id=user_id, tenant_id=tenant_id, email="dev@acme.test", kind="token.revoked",
-                title="victim-notification-title", body="victim-notification-body")], svc.clock.now())
+            (view,) = svc.notifications.add(
+                s,
+                [
+                    NewNotification(
+                        user_id=user_id,
+                        tenant_id=tenant_id,
+                        email="dev@acme.test",
+                        kind="token.revoked",
+                        title="victim-notification-title",
+                        body="victim-notification-body",
+                    )
+                ],
+                svc.clock.now(),
+            )
         notification = view.id
         hidden.append("victim-notification")
     except (ImportError, AttributeError, TypeError):
@@ -212,7 +264,9 @@ def _me_is_self(r: httpx.Response, env: Env, attacker: str) -> list[str]:
 def _check_headers_are_self(r: httpx.Response, env: Env, attacker: str) -> list[str]:
     tenant = env.ids["globex"] if attacker.startswith("globex") else env.ids["acme"]
     problems = [] if r.headers["x-kbai-tenant"] == str(tenant) else ["X-Kbai-Tenant is another tenant"]
-    return problems + ([] if r.headers["x-kbai-user"] == str(env.ids[f"{attacker}.user"]) else ["X-Kbai-User is not self"])
+    return problems + (
+        [] if r.headers["x-kbai-user"] == str(env.ids[f"{attacker}.user"]) else ["X-Kbai-User is not self"]
+    )
 
 
 def _own_tenants_only(r: httpx.Response, env: Env, attacker: str) -> list[str]:
@@ -243,10 +297,18 @@ def _all(status: int, code: str = "") -> dict[str, tuple[int, str]]:
     return {a: (status, code) for a in ATTACKERS}
 
 
-def _by(cross: tuple[int, str], same_session: tuple[int, str], same_token: tuple[int, str],
-        cross_token: tuple[int, str] | None = None) -> dict[str, tuple[int, str]]:
-    return {"globex-session": cross, "globex-token": cross_token or cross,
-            "mallory-session": same_session, "mallory-token": same_token}
+def _by(
+    cross: tuple[int, str],
+    same_session: tuple[int, str],
+    same_token: tuple[int, str],
+    cross_token: tuple[int, str] | None = None,
+) -> dict[str, tuple[int, str]]:
+    return {
+        "globex-session": cross,
+        "globex-token": cross_token or cross,
+        "mallory-session": same_session,
+        "mallory-token": same_token,
+    }
 
 
 NOT_FOUND = (404, "not_found")
@@ -260,6 +322,7 @@ T = "/api/v1/tokens"
 WRITE_404 = _by(NOT_FOUND, FORBIDDEN, SESSION_ONLY, cross_token=SESSION_ONLY)
 WRITE_422 = _by((422, "validation_error"), FORBIDDEN, SESSION_ONLY, cross_token=SESSION_ONLY)
 
+
 def _no_acme_scim_credential(r: httpx.Response, env: Env, attacker: str) -> list[str]:
     listed = r.json()["scim_credentials"]
     return [] if all(c["id"] != env.ids["acme_scim_credential"] for c in listed) else ["lists Acme's SCIM credential"]
@@ -269,133 +332,324 @@ ENDPOINTS = [
     Endpoint("get-victim-token", "GET", lambda e, a: f"{T}/{e.ids['victim_token']}", _all(*NOT_FOUND)),
     Endpoint("get-victim-revoked-token", "GET", lambda e, a: f"{T}/{e.ids['victim_revoked_token']}", _all(*NOT_FOUND)),
     Endpoint("revoke-victim-token", "POST", lambda e, a: f"{T}/{e.ids['victim_token']}/revoke", _all(*NOT_FOUND)),
-    Endpoint("rotate-victim-token", "POST", lambda e, a: f"{T}/{e.ids['victim_token']}/rotate",
-             _by(NOT_FOUND, NOT_FOUND, SESSION_ONLY, cross_token=SESSION_ONLY), body=lambda e, a: {}),
-    Endpoint("rotate-victim-token-with-victims-idempotency-key", "POST",
-             lambda e, a: f"{T}/{e.ids['victim_token']}/rotate",
-             _by(NOT_FOUND, NOT_FOUND, SESSION_ONLY, cross_token=SESSION_ONLY), body=lambda e, a: {},
-             headers={"Idempotency-Key": VICTIM_KEY}),
+    Endpoint(
+        "rotate-victim-token",
+        "POST",
+        lambda e, a: f"{T}/{e.ids['victim_token']}/rotate",
+        _by(NOT_FOUND, NOT_FOUND, SESSION_ONLY, cross_token=SESSION_ONLY),
+        body=lambda e, a: {},
+    ),
+    Endpoint(
+        "rotate-victim-token-with-victims-idempotency-key",
+        "POST",
+        lambda e, a: f"{T}/{e.ids['victim_token']}/rotate",
+        _by(NOT_FOUND, NOT_FOUND, SESSION_ONLY, cross_token=SESSION_ONLY),
+        body=lambda e, a: {},
+        headers={"Idempotency-Key": VICTIM_KEY},
+    ),
     Endpoint("pause-victim-token", "POST", lambda e, a: f"{T}/{e.ids['victim_token']}/pause", _all(*NOT_FOUND)),
-    Endpoint("resume-victim-token", "POST", lambda e, a: f"{T}/{e.ids['victim_token']}/resume",
-             _by(NOT_FOUND, NOT_FOUND, SESSION_ONLY, cross_token=SESSION_ONLY)),
-    Endpoint("change-victim-token", "PATCH", lambda e, a: f"{T}/{e.ids['victim_token']}",
-             _by(NOT_FOUND, NOT_FOUND, SESSION_ONLY, cross_token=SESSION_ONLY),
-             body=lambda e, a: {"name": "pwned", "allowed_ips": ["0.0.0.0/0"]}),
-    Endpoint("widen-victim-token-scopes", "PATCH", lambda e, a: f"{T}/{e.ids['victim_token']}",
-             _by(NOT_FOUND, NOT_FOUND, SESSION_ONLY, cross_token=SESSION_ONLY),
-             body=lambda e, a: {"scopes": ["users.read", "roles.read"]}),
+    Endpoint(
+        "resume-victim-token",
+        "POST",
+        lambda e, a: f"{T}/{e.ids['victim_token']}/resume",
+        _by(NOT_FOUND, NOT_FOUND, SESSION_ONLY, cross_token=SESSION_ONLY),
+    ),
+    Endpoint(
+        "change-victim-token",
+        "PATCH",
+        lambda e, a: f"{T}/{e.ids['victim_token']}",
+        _by(NOT_FOUND, NOT_FOUND, SESSION_ONLY, cross_token=SESSION_ONLY),
+        body=lambda e, a: {"name": "pwned", "allowed_ips": ["0.0.0.0/0"]},
+    ),
+    Endpoint(
+        "widen-victim-token-scopes",
+        "PATCH",
+        lambda e, a: f"{T}/{e.ids['victim_token']}",
+        _by(NOT_FOUND, NOT_FOUND, SESSION_ONLY, cross_token=SESSION_ONLY),
+        body=lambda e, a: {"scopes": ["users.read", "roles.read"]},
+    ),
     # Only a token may rotate itself, and only one made with self_rotate (no attacker's is).
-    Endpoint("self-rotate", "POST", lambda e, a: f"{T}/self/rotate",
-             _by((403, "token_required"), (403, "token_required"), (403, "self_rotate_not_enabled"),
-                 cross_token=(403, "self_rotate_not_enabled")),
-             body=lambda e, a: {}),
-    Endpoint("list-tokens", "GET", lambda e, a: T, _by(OK, OK, SESSION_ONLY, cross_token=SESSION_ONLY), ok=_own_tokens_only),
-    Endpoint("list-tokens-from-victim-cursor", "GET", lambda e, a: T, _by(OK, OK, SESSION_ONLY, cross_token=SESSION_ONLY),
-             params=lambda e, a: {"cursor": str(e.ids["victim_revoked_token"] + 1)}, ok=_own_tokens_only),
+    Endpoint(
+        "self-rotate",
+        "POST",
+        lambda e, a: f"{T}/self/rotate",
+        _by(
+            (403, "token_required"),
+            (403, "token_required"),
+            (403, "self_rotate_not_enabled"),
+            cross_token=(403, "self_rotate_not_enabled"),
+        ),
+        body=lambda e, a: {},
+    ),
+    Endpoint(
+        "list-tokens", "GET", lambda e, a: T, _by(OK, OK, SESSION_ONLY, cross_token=SESSION_ONLY), ok=_own_tokens_only
+    ),
+    Endpoint(
+        "list-tokens-from-victim-cursor",
+        "GET",
+        lambda e, a: T,
+        _by(OK, OK, SESSION_ONLY, cross_token=SESSION_ONLY),
+        params=lambda e, a: {"cursor": str(e.ids["victim_revoked_token"] + 1)},
+        ok=_own_tokens_only,
+    ),
     Endpoint("list-roles", "GET", lambda e, a: "/api/v1/roles", _all(*OK), ok=_tenant_roles),
-    Endpoint("get-victim-role", "GET", lambda e, a: f"/api/v1/roles/{e.ids['acme_secret_role']}",
-             _by(NOT_FOUND, OK, OK)),
-    Endpoint("change-victim-role", "PUT", lambda e, a: f"/api/v1/roles/{e.ids['acme_secret_role']}",
-             WRITE_404, body=lambda e, a: {"permissions": ["users.manage", "roles.manage"]}),
-    Endpoint("rename-victim-admin-role", "PUT", lambda e, a: f"/api/v1/roles/{e.ids['acme_admin_role']}",
-             WRITE_404, body=lambda e, a: {"name": "Pwned"}),
+    Endpoint(
+        "get-victim-role", "GET", lambda e, a: f"/api/v1/roles/{e.ids['acme_secret_role']}", _by(NOT_FOUND, OK, OK)
+    ),
+    Endpoint(
+        "change-victim-role",
+        "PUT",
+        lambda e, a: f"/api/v1/roles/{e.ids['acme_secret_role']}",
+        WRITE_404,
+        body=lambda e, a: {"permissions": ["users.manage", "roles.manage"]},
+    ),
+    Endpoint(
+        "rename-victim-admin-role",
+        "PUT",
+        lambda e, a: f"/api/v1/roles/{e.ids['acme_admin_role']}",
+        WRITE_404,
+        body=lambda e, a: {"name": "Pwned"},
+    ),
     Endpoint("list-users", "GET", lambda e, a: "/api/v1/users", _all(*OK), ok=_tenant_users),
-    Endpoint("create-user-with-victim-role", "POST", lambda e, a: "/api/v1/users",
-             WRITE_422, body=lambda e, a: {"email": "intruder@globex.test", "roles": [e.ids["acme_admin_role"]]}),
-    Endpoint("grant-self-victim-admin-role", "PUT", lambda e, a: f"/api/v1/users/{e.ids[a + '.user']}/roles",
-             WRITE_422, body=lambda e, a: {"roles": ["Admin", e.ids["acme_admin_role"]]}),
-    Endpoint("set-victim-roles", "PUT", lambda e, a: f"/api/v1/users/{e.ids['victim_user']}/roles",
-             WRITE_404, body=lambda e, a: {"roles": ["Member"]}),
+    Endpoint(
+        "create-user-with-victim-role",
+        "POST",
+        lambda e, a: "/api/v1/users",
+        WRITE_422,
+        body=lambda e, a: {"email": "intruder@globex.test", "roles": [e.ids["acme_admin_role"]]},
+    ),
+    Endpoint(
+        "grant-self-victim-admin-role",
+        "PUT",
+        lambda e, a: f"/api/v1/users/{e.ids[a + '.user']}/roles",
+        WRITE_422,
+        body=lambda e, a: {"roles": ["Admin", e.ids["acme_admin_role"]]},
+    ),
+    Endpoint(
+        "set-victim-roles",
+        "PUT",
+        lambda e, a: f"/api/v1/users/{e.ids['victim_user']}/roles",
+        WRITE_404,
+        body=lambda e, a: {"roles": ["Member"]},
+    ),
     Endpoint("deactivate-victim", "POST", lambda e, a: f"/api/v1/users/{e.ids['victim_user']}/deactivate", WRITE_404),
-    Endpoint("deactivate-victim-admin", "POST", lambda e, a: f"/api/v1/users/{e.ids['acme_admin']}/deactivate",
-             WRITE_404),
-    Endpoint("reactivate-victim", "POST", lambda e, a: f"/api/v1/users/{e.ids['victim_deactivated']}/reactivate",
-             WRITE_404),
-    Endpoint("reactivate-victim-active-admin", "POST", lambda e, a: f"/api/v1/users/{e.ids['acme_admin']}/reactivate",
-             WRITE_404),
+    Endpoint(
+        "deactivate-victim-admin", "POST", lambda e, a: f"/api/v1/users/{e.ids['acme_admin']}/deactivate", WRITE_404
+    ),
+    Endpoint(
+        "reactivate-victim", "POST", lambda e, a: f"/api/v1/users/{e.ids['victim_deactivated']}/reactivate", WRITE_404
+    ),
+    Endpoint(
+        "reactivate-victim-active-admin",
+        "POST",
+        lambda e, a: f"/api/v1/users/{e.ids['acme_admin']}/reactivate",
+        WRITE_404,
+    ),
     Endpoint("audit", "GET", lambda e, a: "/api/v1/audit", _by(OK, FORBIDDEN, NO_SCOPE), ok=_own_events),
-    Endpoint("audit-by-victim", "GET", lambda e, a: "/api/v1/audit", _by(OK, FORBIDDEN, NO_SCOPE),
-             params=lambda e, a: {"actor_user_id": e.ids["victim_user"]}, ok=_no_events),
-    Endpoint("audit-of-victim-token", "GET", lambda e, a: "/api/v1/audit", _by(OK, FORBIDDEN, NO_SCOPE),
-             params=lambda e, a: {"target_type": "token", "target_id": str(e.ids["victim_token"])}, ok=_no_events),
-    Endpoint("audit-before-victim-cursor", "GET", lambda e, a: "/api/v1/audit", _by(OK, FORBIDDEN, NO_SCOPE),
-             params={"cursor": "2147483647", "limit": "200"}),
-    Endpoint("audit-export-json", "GET", lambda e, a: "/api/v1/audit/export", _by(OK, FORBIDDEN, NO_SCOPE),
-             params={"format": "json"}, ok=_own_events),
-    Endpoint("audit-export-csv", "GET", lambda e, a: "/api/v1/audit/export", _by(OK, FORBIDDEN, NO_SCOPE),
-             params={"format": "csv"}),
+    Endpoint(
+        "audit-by-victim",
+        "GET",
+        lambda e, a: "/api/v1/audit",
+        _by(OK, FORBIDDEN, NO_SCOPE),
+        params=lambda e, a: {"actor_user_id": e.ids["victim_user"]},
+        ok=_no_events,
+    ),
+    Endpoint(
+        "audit-of-victim-token",
+        "GET",
+        lambda e, a: "/api/v1/audit",
+        _by(OK, FORBIDDEN, NO_SCOPE),
+        params=lambda e, a: {"target_type": "token", "target_id": str(e.ids["victim_token"])},
+        ok=_no_events,
+    ),
+    Endpoint(
+        "audit-before-victim-cursor",
+        "GET",
+        lambda e, a: "/api/v1/audit",
+        _by(OK, FORBIDDEN, NO_SCOPE),
+        params={"cursor": "2147483647", "limit": "200"},
+    ),
+    Endpoint(
+        "audit-export-json",
+        "GET",
+        lambda e, a: "/api/v1/audit/export",
+        _by(OK, FORBIDDEN, NO_SCOPE),
+        params={"format": "json"},
+        ok=_own_events,
+    ),
+    Endpoint(
+        "audit-export-csv",
+        "GET",
+        lambda e, a: "/api/v1/audit/export",
+        _by(OK, FORBIDDEN, NO_SCOPE),
+        params={"format": "csv"},
+    ),
     Endpoint("me", "GET", lambda e, a: "/api/v1/me", _all(*OK), ok=_me_is_self),
     # People in several tenants: switching into a tenant one is not a member of is the same 404 as into none,
     # and listing one's tenants shows one's own only; a token does neither (it acts in one tenant only).
-    Endpoint("switch-into-victim-tenant", "POST", lambda e, a: "/api/v1/session/tenant",
-             _by((404, "not_a_member"), (404, "not_a_member"), SESSION_ONLY, cross_token=SESSION_ONLY),
-             body=lambda e, a: {"tenant": e.ids["acme"] if a.startswith("globex") else e.ids["globex"]}),
-    Endpoint("switch-into-victim-tenant-by-name", "POST", lambda e, a: "/api/v1/session/tenant",
-             _by((404, "not_a_member"), (404, "not_a_member"), SESSION_ONLY, cross_token=SESSION_ONLY),
-             body=lambda e, a: {"tenant": "Acme" if a.startswith("globex") else "Globex"}),
-    Endpoint("list-session-tenants", "GET", lambda e, a: "/api/v1/session/tenants",
-             _by(OK, OK, SESSION_ONLY, cross_token=SESSION_ONLY), ok=_own_tenants_only),
+    Endpoint(
+        "switch-into-victim-tenant",
+        "POST",
+        lambda e, a: "/api/v1/session/tenant",
+        _by((404, "not_a_member"), (404, "not_a_member"), SESSION_ONLY, cross_token=SESSION_ONLY),
+        body=lambda e, a: {"tenant": e.ids["acme"] if a.startswith("globex") else e.ids["globex"]},
+    ),
+    Endpoint(
+        "switch-into-victim-tenant-by-name",
+        "POST",
+        lambda e, a: "/api/v1/session/tenant",
+        _by((404, "not_a_member"), (404, "not_a_member"), SESSION_ONLY, cross_token=SESSION_ONLY),
+        body=lambda e, a: {"tenant": "Acme" if a.startswith("globex") else "Globex"},
+    ),
+    Endpoint(
+        "list-session-tenants",
+        "GET",
+        lambda e, a: "/api/v1/session/tenants",
+        _by(OK, OK, SESSION_ONLY, cross_token=SESSION_ONLY),
+        ok=_own_tenants_only,
+    ),
     Endpoint("permissions", "GET", lambda e, a: "/api/v1/permissions", _all(*OK)),
-    Endpoint("auth-check", "GET", lambda e, a: "/auth/check", _by((401, "not_authenticated"), (401, "not_authenticated"),
-                                                                 OK, cross_token=OK), ok=_check_headers_are_self),
-    Endpoint("auth-check-demanding-victim-scopes", "GET", lambda e, a: "/auth/check",
-             _by((401, "not_authenticated"), (401, "not_authenticated"), NO_SCOPE, cross_token=OK),
-             params={"scope": ["users.read", "audit.read"]}, ok=_check_headers_are_self),
+    Endpoint(
+        "auth-check",
+        "GET",
+        lambda e, a: "/auth/check",
+        _by((401, "not_authenticated"), (401, "not_authenticated"), OK, cross_token=OK),
+        ok=_check_headers_are_self,
+    ),
+    Endpoint(
+        "auth-check-demanding-victim-scopes",
+        "GET",
+        lambda e, a: "/auth/check",
+        _by((401, "not_authenticated"), (401, "not_authenticated"), NO_SCOPE, cross_token=OK),
+        params={"scope": ["users.read", "audit.read"]},
+        ok=_check_headers_are_self,
+    ),
     # Routes of features being built alongside (activity, inventory, notifications, policies): tried when present.
     Endpoint("activity-of-victim-token", "GET", lambda e, a: f"{T}/{e.ids['victim_token']}/activity", _all(*NOT_FOUND)),
-    Endpoint("heatmap-of-victim-token", "GET", lambda e, a: f"{T}/{e.ids['victim_token']}/activity/heatmap.svg",
-             _all(*NOT_FOUND)),
-    Endpoint("tenant-token-inventory", "GET", lambda e, a: "/api/v1/admin/tokens", _by(OK, FORBIDDEN, NO_SCOPE),
-             ok=_no_victim_tokens),
-    Endpoint("tenant-token-inventory-of-victim", "GET", lambda e, a: "/api/v1/admin/tokens", _by(OK, FORBIDDEN, NO_SCOPE),
-             params={"owner": "dev@acme.test"}, ok=_no_victim_tokens),
+    Endpoint(
+        "heatmap-of-victim-token",
+        "GET",
+        lambda e, a: f"{T}/{e.ids['victim_token']}/activity/heatmap.svg",
+        _all(*NOT_FOUND),
+    ),
+    Endpoint(
+        "tenant-token-inventory",
+        "GET",
+        lambda e, a: "/api/v1/admin/tokens",
+        _by(OK, FORBIDDEN, NO_SCOPE),
+        ok=_no_victim_tokens,
+    ),
+    Endpoint(
+        "tenant-token-inventory-of-victim",
+        "GET",
+        lambda e, a: "/api/v1/admin/tokens",
+        _by(OK, FORBIDDEN, NO_SCOPE),
+        params={"owner": "dev@acme.test"},
+        ok=_no_victim_tokens,
+    ),
     Endpoint("tenant-token-export", "GET", lambda e, a: "/api/v1/admin/tokens/export", _by(OK, FORBIDDEN, NO_SCOPE)),
-    Endpoint("admin-revoke-victim-token", "POST", lambda e, a: f"/api/v1/admin/tokens/{e.ids['victim_token']}/revoke",
-             _by(NOT_FOUND, FORBIDDEN, NO_SCOPE)),
-    Endpoint("notifications", "GET", lambda e, a: "/api/v1/notifications",
-             _by(OK, OK, SESSION_ONLY, cross_token=SESSION_ONLY), ok=_own_notifications),
-    Endpoint("read-victim-notification", "POST",
-             lambda e, a: f"/api/v1/notifications/{e.ids['victim_notification']}/read",
-             _by(NOT_FOUND, NOT_FOUND, SESSION_ONLY, cross_token=SESSION_ONLY)),
+    Endpoint(
+        "admin-revoke-victim-token",
+        "POST",
+        lambda e, a: f"/api/v1/admin/tokens/{e.ids['victim_token']}/revoke",
+        _by(NOT_FOUND, FORBIDDEN, NO_SCOPE),
+    ),
+    Endpoint(
+        "notifications",
+        "GET",
+        lambda e, a: "/api/v1/notifications",
+        _by(OK, OK, SESSION_ONLY, cross_token=SESSION_ONLY),
+        ok=_own_notifications,
+    ),
+    Endpoint(
+        "read-victim-notification",
+        "POST",
+        lambda e, a: f"/api/v1/notifications/{e.ids['victim_notification']}/read",
+        _by(NOT_FOUND, NOT_FOUND, SESSION_ONLY, cross_token=SESSION_ONLY),
+    ),
     Endpoint("policy", "GET", lambda e, a: "/api/v1/policies", _all(*OK)),
-    Endpoint("list-service-credentials", "GET", lambda e, a: "/api/v1/service-credentials",
-             _all(403, "forbidden")),
-    Endpoint("revoke-service-credential", "POST",
-             lambda e, a: f"/api/v1/service-credentials/{_client_id(e)}/revoke", _all(403, "forbidden")),
+    Endpoint("list-service-credentials", "GET", lambda e, a: "/api/v1/service-credentials", _all(403, "forbidden")),
+    Endpoint(
+        "revoke-service-credential",
+        "POST",
+        lambda e, a: f"/api/v1/service-credentials/{_client_id(e)}/revoke",
+        _all(403, "forbidden"),
+    ),
     # SCIM provisioning credentials: a session holding every permission of its own tenant (Globex's admin sees
     # Globex's list, never Acme's); a colleague is refused; a token never manages them.
-    Endpoint("list-scim-credentials", "GET", lambda e, a: "/api/v1/scim-credentials",
-             _by(OK, FORBIDDEN, SESSION_ONLY, cross_token=SESSION_ONLY), ok=_no_acme_scim_credential),
-    Endpoint("revoke-victim-scim-credential", "POST",
-             lambda e, a: f"/api/v1/scim-credentials/{e.ids['acme_scim_credential']}/revoke",
-             _by(NOT_FOUND, FORBIDDEN, SESSION_ONLY, cross_token=SESSION_ONLY)),
+    Endpoint(
+        "list-scim-credentials",
+        "GET",
+        lambda e, a: "/api/v1/scim-credentials",
+        _by(OK, FORBIDDEN, SESSION_ONLY, cross_token=SESSION_ONLY),
+        ok=_no_acme_scim_credential,
+    ),
+    Endpoint(
+        "revoke-victim-scim-credential",
+        "POST",
+        lambda e, a: f"/api/v1/scim-credentials/{e.ids['acme_scim_credential']}/revoke",
+        _by(NOT_FOUND, FORBIDDEN, SESSION_ONLY, cross_token=SESSION_ONLY),
+    ),
     # The operator API: a service credential (HTTP Basic) or nothing; no session or token ever gets in.
-    *[Endpoint(f"operator-{name}", method, path, _all(401, "invalid_client"), body=body)
-      for name, method, path, body in (
-          ("create-tenant", "POST", lambda e, a: "/api/v1/operator/tenants",
-           lambda e, a: {"name": "Pwned", "external_id": "pwned"}),
-          ("get-victim-tenant", "GET", lambda e, a: f"/api/v1/operator/tenants/{e.ids['acme']}", None),
-          ("rename-victim-tenant", "PATCH", lambda e, a: f"/api/v1/operator/tenants/{e.ids['acme']}",
-           lambda e, a: {"name": "Pwned"}),
-          ("join-victim-tenant", "POST", lambda e, a: f"/api/v1/operator/tenants/{e.ids['acme']}/memberships",
-           lambda e, a: {"email": "intruder@globex.test", "roles": ["Admin"]}),
-          ("deactivate-victim", "POST", lambda e, a: f"/api/v1/operator/memberships/{e.ids['victim_user']}/deactivate",
-           None),
-          ("token-for-victim", "POST", lambda e, a: f"/api/v1/operator/memberships/{e.ids['victim_user']}/tokens",
-           lambda e, a: {"name": "pwned", "scopes": ["users.read"]}),
-      )],
-    Endpoint("operator-find-victim-tenant", "GET", lambda e, a: "/api/v1/operator/tenants", _all(401, "invalid_client"),
-             params={"external_id": "acme"}),
-    Endpoint("introspect-without-credential", "POST", lambda e, a: "/api/v1/introspect", _all(401, "invalid_client"),
-             body=lambda e, a: {"token": e.token.get(a, "kbai_pk_" + "0" * 64)}),
+    *[
+        Endpoint(f"operator-{name}", method, path, _all(401, "invalid_client"), body=body)
+        for name, method, path, body in (
+            (
+                "create-tenant",
+                "POST",
+                lambda e, a: "/api/v1/operator/tenants",
+                lambda e, a: {"name": "Pwned", "external_id": "pwned"},
+            ),
+            ("get-victim-tenant", "GET", lambda e, a: f"/api/v1/operator/tenants/{e.ids['acme']}", None),
+            (
+                "rename-victim-tenant",
+                "PATCH",
+                lambda e, a: f"/api/v1/operator/tenants/{e.ids['acme']}",
+                lambda e, a: {"name": "Pwned"},
+            ),
+            (
+                "join-victim-tenant",
+                "POST",
+                lambda e, a: f"/api/v1/operator/tenants/{e.ids['acme']}/memberships",
+                lambda e, a: {"email": "intruder@globex.test", "roles": ["Admin"]},
+            ),
+            (
+                "deactivate-victim",
+                "POST",
+                lambda e, a: f"/api/v1/operator/memberships/{e.ids['victim_user']}/deactivate",
+                None,
+            ),
+            (
+                "token-for-victim",
+                "POST",
+                lambda e, a: f"/api/v1/operator/memberships/{e.ids['victim_user']}/tokens",
+                lambda e, a: {"name": "pwned", "scopes": ["users.read"]},
+            ),
+        )
+    ],
+    Endpoint(
+        "operator-find-victim-tenant",
+        "GET",
+        lambda e, a: "/api/v1/operator/tenants",
+        _all(401, "invalid_client"),
+        params={"external_id": "acme"},
+    ),
+    Endpoint(
+        "introspect-without-credential",
+        "POST",
+        lambda e, a: "/api/v1/introspect",
+        _all(401, "invalid_client"),
+        body=lambda e, a: {"token": e.token.get(a, "kbai_pk_" + "0" * 64)},
+    ),
 ]
 
 
 @pytest.mark.parametrize("attacker", ATTACKERS)
 @pytest.mark.parametrize("endpoint", ENDPOINTS, ids=[e.id for e in ENDPOINTS])
 def test_no_way_into_another_tenant_or_another_users_tokens(env: Env, endpoint: Endpoint, attacker: str) -> None:
-    if not _route_exists(env, endpoint) or (endpoint.id == "read-victim-notification"
-                                            and not env.ids["victim_notification"]):
+    if not _route_exists(env, endpoint) or (
+        endpoint.id == "read-victim-notification" and not env.ids["victim_notification"]
+    ):
         pytest.skip(f"{endpoint.method} {endpoint.id}: no such route (or victim object) in this build")
     status, code = endpoint.expect[attacker]
     before = snapshot(env.svc.db)
@@ -433,10 +687,15 @@ def test_the_table_covers_every_json_api_route(env: Env) -> None:
                 covered.add((method, template))
     no_victim = {
         # the caller's own session, or objects made in the caller's own tenant (see the tests below)
-        ("POST", "/api/v1/session"), ("DELETE", "/api/v1/session"), ("POST", "/api/v1/tokens"),
-        ("POST", "/api/v1/roles"), ("PUT", "/api/v1/policies"), ("POST", "/api/v1/scim-credentials"),
+        ("POST", "/api/v1/session"),
+        ("DELETE", "/api/v1/session"),
+        ("POST", "/api/v1/tokens"),
+        ("POST", "/api/v1/roles"),
+        ("PUT", "/api/v1/policies"),
+        ("POST", "/api/v1/scim-credentials"),
         # public leak reporting: no caller identity at all (tests/leaks)
-        ("POST", "/api/v1/credentials/revoke"), ("POST", "/api/v1/secret-scanning/github"),
+        ("POST", "/api/v1/credentials/revoke"),
+        ("POST", "/api/v1/secret-scanning/github"),
     }
     missing = sorted(routes - covered - no_victim)
     assert not missing, f"routes not tried by an attacker: {missing}"
@@ -444,8 +703,9 @@ def test_the_table_covers_every_json_api_route(env: Env) -> None:
 
 def _routes(env: Env) -> set[tuple[str, str]]:
     paths = env.client["globex-session"].get("/openapi.json").json()["paths"]
-    return {(method.upper(), path) for path, ops in paths.items() for method in ops
-            if path.startswith(("/api/v1", "/auth"))}
+    return {
+        (method.upper(), path) for path, ops in paths.items() for method in ops if path.startswith(("/api/v1", "/auth"))
+    }
 
 
 def _route_exists(env: Env, endpoint: Endpoint) -> bool:
@@ -455,7 +715,9 @@ def _route_exists(env: Env, endpoint: Endpoint) -> bool:
 
 def _matches(template: str, path: str) -> bool:
     t_parts, p_parts = template.strip("/").split("/"), path.strip("/").split("/")
-    return len(t_parts) == len(p_parts) and all(t == p or t.startswith("{") for t, p in zip(t_parts, p_parts, strict=True))
+    return len(t_parts) == len(p_parts) and all(
+        t == p or t.startswith("{") for t, p in zip(t_parts, p_parts, strict=True)
+    )
 
 
 # ---- what an attacker may do in their own space reveals nothing either --------------------------
@@ -472,7 +734,9 @@ def _client(env: Env) -> Iterator[TestClient]:
 def test_a_token_name_taken_by_another_user_is_free_for_me(env: Env) -> None:
     """Name uniqueness is per user: a 409 here would tell a colleague the name of a victim's token."""
     svc = env.svc
-    svc.access.create_user(OPERATOR, env.ids["acme"], "newcomer@acme.test", "newcomer-password-1", [env.ids["acme_dev_role"]])
+    svc.access.create_user(
+        OPERATOR, env.ids["acme"], "newcomer@acme.test", "newcomer-password-1", [env.ids["acme_dev_role"]]
+    )
     with _client(env) as client:
         r = client.post("/api/v1/session", json={"email": "newcomer@acme.test", "password": "newcomer-password-1"})
         h = {"X-CSRF-Token": r.json()["csrf_token"]}
@@ -544,10 +808,20 @@ def _login_to_elsewhere(rig: Any, attacker: TestClient, victim_path: str) -> str
 
 
 SIGN_IN_PROBES = [
-    SignInProbe("callback-with-the-victims-code-and-state", ("GET", "/oidc/callback"), 400, "oidc_state_mismatch",
-                _victims_callback),
-    SignInProbe("the-victims-code-in-the-attackers-own-flow", ("GET", "/oidc/callback"), 401, "oidc_code_rejected",
-                _victims_code_in_own_flow),
+    SignInProbe(
+        "callback-with-the-victims-code-and-state",
+        ("GET", "/oidc/callback"),
+        400,
+        "oidc_state_mismatch",
+        _victims_callback,
+    ),
+    SignInProbe(
+        "the-victims-code-in-the-attackers-own-flow",
+        ("GET", "/oidc/callback"),
+        401,
+        "oidc_code_rejected",
+        _victims_code_in_own_flow,
+    ),
     SignInProbe("login-sending-the-session-elsewhere", ("GET", "/oidc/login"), 303, "", _login_to_elsewhere),
 ]
 
@@ -555,18 +829,21 @@ SIGN_IN_PROBES = [
 @pytest.mark.parametrize("attacker", ["globex-session", "mallory-session"])
 @pytest.mark.parametrize("probe", SIGN_IN_PROBES, ids=[p.id for p in SIGN_IN_PROBES])
 @pytest.mark.parametrize("backend", ["sqlite"])
-def test_no_one_finishes_another_persons_sign_in(database_url: str, oidc_provider: Any, probe: SignInProbe,
-                                                 attacker: str) -> None:
+def test_no_one_finishes_another_persons_sign_in(
+    database_url: str, oidc_provider: Any, probe: SignInProbe, attacker: str
+) -> None:
     """The victim (an Acme developer) got a code from the provider; an attacker with a session of their own
     (Globex's admin, or Mallory of Acme) presents it. Their session stays theirs, nothing changes, no session
     of the victim's appears, and a login's ``next`` never leads off the site."""
     rig = make_rig(database_url, oidc_provider)
-    globex, _, _ = rig.svc.access.create_tenant(OPERATOR, "Globex", "admin@globex.test", "admin-password-1",
-                                                external_id="org-globex")
+    globex, _, _ = rig.svc.access.create_tenant(
+        OPERATOR, "Globex", "admin@globex.test", "admin-password-1", external_id="org-globex"
+    )
     rig.svc.access.create_user(OPERATOR, rig.tenant_id, "mallory@acme.test", "mallory-password-1", [rig.dev_role_id])
     for login, tenant in (("victim", "org-acme"), ("mallory", "org-acme")):
-        oidc_provider.set_account(login, "pw", email=f"{login}@acme.test", email_verified=True, org_id=tenant,
-                                  roles=["Developers"])
+        oidc_provider.set_account(
+            login, "pw", email=f"{login}@acme.test", email_verified=True, org_id=tenant, roles=["Developers"]
+        )
     email = {"globex-session": "admin@globex.test", "mallory-session": "mallory@acme.test"}[attacker]
     password = {"globex-session": "admin-password-1", "mallory-session": "mallory-password-1"}[attacker]
     try:
@@ -579,10 +856,16 @@ def test_no_one_finishes_another_persons_sign_in(database_url: str, oidc_provide
             if probe.status >= 400:
                 problems = page_problems(r, probe.status, probe.code)
             else:
-                problems = [] if r.status_code == probe.status and r.headers["location"] == "/system-settings" else [
-                    f"went to {r.headers.get('location')}"]
-            problems += [f"changed tables {changed_tables(before, snapshot(rig.svc.db))}"] if changed_tables(
-                before, snapshot(rig.svc.db)) else []
+                problems = (
+                    []
+                    if r.status_code == probe.status and r.headers["location"] == "/system-settings"
+                    else [f"went to {r.headers.get('location')}"]
+                )
+            problems += (
+                [f"changed tables {changed_tables(before, snapshot(rig.svc.db))}"]
+                if changed_tables(before, snapshot(rig.svc.db))
+                else []
+            )
             if "victim@acme.test" in r.text or "kbai_session=" in r.headers.get("set-cookie", ""):
                 problems.append("reveals the victim or opens a session")
             me = client.get("/api/v1/me").json()

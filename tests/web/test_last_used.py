@@ -93,8 +93,10 @@ def test_last_used_changes_after_use(fast_flush_server: LiveServer) -> None:
         poll("the next second", lambda: datetime.now(UTC).replace(microsecond=0) > first)
         r = anon.get("/api/v1/users", headers=bearer(used.plaintext))
         assert r.status_code == 200
-        second = poll("last_used_at to move on",
-                      lambda: (v := listed(session)[used.id]["last_used_at"]) and parse_time(v) > first and v)
+        second = poll(
+            "last_used_at to move on",
+            lambda: (v := listed(session)[used.id]["last_used_at"]) and parse_time(v) > first and v,
+        )
         assert parse_time(second) > first
 
 

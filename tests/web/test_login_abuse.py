@@ -31,8 +31,9 @@ CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 def _login(server: LiveServer, who: tuple[str, str], ip: str, password: str | None = None) -> httpx.Response:
     with server.client() as c:
-        return c.post("/api/v1/session", json={"email": who[0], "password": password or who[1]},
-                      headers={"X-Forwarded-For": ip})
+        return c.post(
+            "/api/v1/session", json={"email": who[0], "password": password or who[1]}, headers={"X-Forwarded-For": ip}
+        )
 
 
 def _fail(server: LiveServer, email: str, ip: str) -> None:
@@ -44,8 +45,11 @@ def _form_login(server: LiveServer, who: tuple[str, str], ip: str) -> httpx.Resp
     with server.client() as c:
         field = CSRF_FIELD.search(c.get("/login").text)
         assert field is not None
-        return c.post("/login", data={"email": who[0], "password": who[1], "csrf_token": field.group(1)},
-                      headers={"X-Forwarded-For": ip})
+        return c.post(
+            "/login",
+            data={"email": who[0], "password": who[1], "csrf_token": field.group(1)},
+            headers={"X-Forwarded-For": ip},
+        )
 
 
 @pytest.fixture
@@ -71,8 +75,7 @@ def test_failures_from_one_address_on_many_accounts_block_that_address(server: L
 
 @pytest.mark.redis
 @pytest.mark.parametrize("backend", ["sqlite"])
-def test_with_redis_login_failures_count_across_instances(database_url: str, tmp_path: Path,
-                                                          redis_prefix: str) -> None:
+def test_with_redis_login_failures_count_across_instances(database_url: str, tmp_path: Path, redis_prefix: str) -> None:
     seed(database_url)
     env = {"KBAI_LOGIN_FAILURES_PER_MINUTE": str(LIMIT), "KBAI_REDIS_URL": REDIS_URL, "KBAI_REDIS_PREFIX": redis_prefix}
     a, b = start_server(database_url, tmp_path, **env), start_server(database_url, tmp_path, **env)
@@ -103,8 +106,9 @@ def test_the_session_cookie_is_secure_when_configured(database_url: str, secure:
         api = client.post("/api/v1/session", json={"email": DEV[0], "password": DEV[1]}).headers["set-cookie"]
         client.cookies.clear()
         page = client.get("/login")
-        form = client.post("/login", data={"email": DEV[0], "password": DEV[1],
-                                           "csrf_token": CSRF_FIELD.search(page.text).group(1)})  # type: ignore[union-attr]
+        form = client.post(
+            "/login", data={"email": DEV[0], "password": DEV[1], "csrf_token": CSRF_FIELD.search(page.text).group(1)}
+        )  # type: ignore[union-attr]
         cookies = [api, form.headers["set-cookie"], page.headers["set-cookie"]]
     svc.close()
     for cookie in cookies:

@@ -42,16 +42,26 @@ def _form_csrf(client: httpx.Client | TestClient) -> str:
 # ---- finding 6: a password reset ends every session ------------------------------------------------
 def test_finding6_set_password_cli_ends_every_session_of_the_user(live_server: LiveServer, database_url: str) -> None:
     seed(database_url)
-    with live_server.client() as api, live_server.client(follow_redirects=False) as browser, \
-            live_server.client() as admin:
+    with (
+        live_server.client() as api,
+        live_server.client(follow_redirects=False) as browser,
+        live_server.client() as admin,
+    ):
         for c in (api, browser):  # two sessions of dev: the API one and a browser one
             assert c.post("/api/v1/session", json={"email": DEV_EMAIL, "password": DEV_PASSWORD}).status_code == 200
-        assert admin.post("/api/v1/session", json={"email": "admin@acme.test",
-                                                   "password": "admin-password-1"}).status_code == 200
+        assert (
+            admin.post("/api/v1/session", json={"email": "admin@acme.test", "password": "admin-password-1"}).status_code
+            == 200
+        )
         assert api.get("/api/v1/me").status_code == 200
         assert browser.get("/system-settings").status_code == 200
-        done = subprocess.run([KBAI_BIN, "user", "set-password", "--email", DEV_EMAIL, "--password", NEW_PASSWORD],
-                              env=server_env(database_url), capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [KBAI_BIN, "user", "set-password", "--email", DEV_EMAIL, "--password", NEW_PASSWORD],
+            env=server_env(database_url),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0, done.stderr
         assert "sessions ended" in done.stdout
         # The old cookies are dead at once, on the API and on the pages.
@@ -89,8 +99,9 @@ def test_finding6_set_password_ends_sessions_in_its_own_transaction(world: World
     assert event.details["sessions_ended"] == 3
 
 
-def test_finding6_a_login_that_checked_the_old_password_opens_no_session(world: World,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_finding6_a_login_that_checked_the_old_password_opens_no_session(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The reset lands between the login's password check and its session insert: no session."""
     svc = world.services
     checked = svc.access.authenticate_person
@@ -122,8 +133,9 @@ NON_ASCII = ["\u00e9t\u00e9", "\u2603", "\U0001f600", "caf\u00e9-\u00ff", "\u043
 
 @pytest.mark.parametrize("value", NON_ASCII)
 def test_finding10_non_ascii_csrf_on_the_login_form_is_403_not_500(world: World, value: str) -> None:
-    with TestClient(create_app(world.services, start_background=False), raise_server_exceptions=False,
-                    follow_redirects=False) as c:
+    with TestClient(
+        create_app(world.services, start_background=False), raise_server_exceptions=False, follow_redirects=False
+    ) as c:
         c.get("/login")  # sets the login-CSRF cookie
         r = c.post("/login", data={"email": DEV_EMAIL, "password": DEV_PASSWORD, "csrf_token": value})
         assert r.status_code == 403 and "expired" in r.text
@@ -132,11 +144,14 @@ def test_finding10_non_ascii_csrf_on_the_login_form_is_403_not_500(world: World,
 
 @pytest.mark.parametrize("value", NON_ASCII)
 def test_finding10_non_ascii_csrf_on_session_forms_and_the_api_is_403_not_500(world: World, value: str) -> None:
-    with TestClient(create_app(world.services, start_background=False), raise_server_exceptions=False,
-                    follow_redirects=False) as c:
+    with TestClient(
+        create_app(world.services, start_background=False), raise_server_exceptions=False, follow_redirects=False
+    ) as c:
         assert c.post("/api/v1/session", json={"email": DEV_EMAIL, "password": DEV_PASSWORD}).status_code == 200
-        r = c.post("/system-settings/api-keys", data={"name": "x", "scopes": "users.read", "expiry": "never",
-                                                      "csrf_token": value})
+        r = c.post(
+            "/system-settings/api-keys",
+            data={"name": "x", "scopes": "users.read", "expiry": "never", "csrf_token": value},
+        )
         assert r.status_code == 403 and "expired" in r.text
         r = c.post("/logout", data={"csrf_token": value})
         assert r.status_code == 403
@@ -173,8 +188,9 @@ def test_finding11_deactivated_account_with_the_right_password_answers_like_a_wr
     assert "deactivated" not in repr(right)
 
 
-def test_finding11_deactivated_account_pays_the_full_verification(world: World,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_finding11_deactivated_account_pays_the_full_verification(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
     svc = world.services
     svc.access.deactivate_user(OPERATOR, world.dev.user_id)  # type: ignore[arg-type]
     calls: list[bool] = []
@@ -191,7 +207,6 @@ def test_finding11_deactivated_account_pays_the_full_verification(world: World,
     assert calls == [True, True]  # a real argon2 verification each time, right or wrong
 
 
-
 # ---- finding 8: parallel wrong passwords never pass the failed-login limit -------------------------
 PARALLEL, LIMIT = 14, 10
 
@@ -199,8 +214,9 @@ PARALLEL, LIMIT = 14, 10
 def _expensive_dev_password(database_url: str) -> None:
     """Give dev a hash that takes a real while to check, as production's does: the window in which
     parallel guesses could all pass a check-then-count limiter before any failure is counted."""
-    svc = Services.build(Settings(database_url=database_url, argon2_time_cost=2, argon2_memory_kib=32768,
-                                  argon2_parallelism=1))
+    svc = Services.build(
+        Settings(database_url=database_url, argon2_time_cost=2, argon2_memory_kib=32768, argon2_parallelism=1)
+    )
     try:
         user = svc.access.user_by_email(DEV_EMAIL)
         assert user is not None
@@ -232,7 +248,8 @@ def _parallel(server: LiveServer, n: int, send: Callable[[httpx.Client, int], ht
 
 @pytest.mark.parametrize("counters", ["memory", "redis"])
 def test_finding8_parallel_wrong_passwords_never_pass_the_failed_login_limit(
-        database_url: str, tmp_path: Path, counters: str, request: pytest.FixtureRequest) -> None:
+    database_url: str, tmp_path: Path, counters: str, request: pytest.FixtureRequest
+) -> None:
     seed(database_url)
     _expensive_dev_password(database_url)
     env = {"KBAI_LOGIN_FAILURES_PER_MINUTE": str(LIMIT)}
@@ -240,14 +257,26 @@ def test_finding8_parallel_wrong_passwords_never_pass_the_failed_login_limit(
         env.update(KBAI_REDIS_URL=REDIS_URL, KBAI_REDIS_PREFIX=request.getfixturevalue("redis_prefix"))
     server = start_server(database_url, tmp_path, **env)
     try:
-        statuses = _parallel(server, PARALLEL, lambda c, i: c.post(
-            "/api/v1/session", json={"email": DEV_EMAIL, "password": f"wrong-guess-{i:04d}"},
-            headers={"X-Forwarded-For": "203.0.113.50"}))
+        statuses = _parallel(
+            server,
+            PARALLEL,
+            lambda c, i: c.post(
+                "/api/v1/session",
+                json={"email": DEV_EMAIL, "password": f"wrong-guess-{i:04d}"},
+                headers={"X-Forwarded-For": "203.0.113.50"},
+            ),
+        )
         with server.client() as c:
-            blocked = c.post("/api/v1/session", json={"email": DEV_EMAIL, "password": DEV_PASSWORD},
-                             headers={"X-Forwarded-For": "203.0.113.50"})
-            elsewhere = c.post("/api/v1/session", json={"email": DEV_EMAIL, "password": DEV_PASSWORD},
-                               headers={"X-Forwarded-For": "203.0.113.51"})
+            blocked = c.post(
+                "/api/v1/session",
+                json={"email": DEV_EMAIL, "password": DEV_PASSWORD},
+                headers={"X-Forwarded-For": "203.0.113.50"},
+            )
+            elsewhere = c.post(
+                "/api/v1/session",
+                json={"email": DEV_EMAIL, "password": DEV_PASSWORD},
+                headers={"X-Forwarded-For": "203.0.113.51"},
+            )
     finally:
         server.stop()
     # Exactly LIMIT guesses were checked; the others were refused before their password was looked at.
@@ -270,8 +299,11 @@ def test_finding8_a_right_password_gives_its_reservation_back(world: World) -> N
 
 
 # ---- finding 15: nobody can lock someone else out of their account ---------------------------------
-ATTACK = {"KBAI_LOGIN_FAILURES_PER_MINUTE": "3", "KBAI_LOGIN_ACCOUNT_FAILURES_PER_DAY": "4",
-          "KBAI_LOGIN_ACCOUNT_MAX_DELAY_SECONDS": "2"}
+ATTACK = {
+    "KBAI_LOGIN_FAILURES_PER_MINUTE": "3",
+    "KBAI_LOGIN_ACCOUNT_FAILURES_PER_DAY": "4",
+    "KBAI_LOGIN_ACCOUNT_MAX_DELAY_SECONDS": "2",
+}
 OWNER_HOME = "192.0.2.10"
 
 
@@ -282,14 +314,18 @@ def _session(server: LiveServer, ip: str, password: str, email: str = DEV_EMAIL)
 
 def _form(server: LiveServer, ip: str, password: str) -> httpx.Response:
     with server.client(follow_redirects=False) as c:
-        return c.post("/login", data={"email": DEV_EMAIL, "password": password, "csrf_token": _form_csrf(c)},
-                      headers={"X-Forwarded-For": ip})
+        return c.post(
+            "/login",
+            data={"email": DEV_EMAIL, "password": password, "csrf_token": _form_csrf(c)},
+            headers={"X-Forwarded-For": ip},
+        )
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
 @pytest.mark.parametrize("counters", ["memory", "redis"])
 def test_finding15_a_distributed_attack_slows_the_attacker_and_never_locks_the_owner_out(
-        database_url: str, tmp_path: Path, counters: str, request: pytest.FixtureRequest) -> None:
+    database_url: str, tmp_path: Path, counters: str, request: pytest.FixtureRequest
+) -> None:
     seed(database_url)
     env = dict(ATTACK)
     if counters == "redis":

@@ -61,15 +61,21 @@ def _two_tenants(stack: Stack) -> Two:
     try:
         ids = []
         for side in ("a", "b"):
-            tenant, _, _ = svc.access.create_tenant(OPERATOR, f"T{side.upper()}-{tag}", f"admin@{side}-{tag}.test",
-                                                    "admin-password-1", external_id=f"org_{side}_{tag}")
+            tenant, _, _ = svc.access.create_tenant(
+                OPERATOR,
+                f"T{side.upper()}-{tag}",
+                f"admin@{side}-{tag}.test",
+                "admin-password-1",
+                external_id=f"org_{side}_{tag}",
+            )
             svc.access.create_role(OPERATOR, tenant.id, "Devs", DEVS)
             ids.append(tenant.id)
         svc.access.create_user(OPERATOR, ids[0], f"dev@{tag}.test", "dev-password-1", ["Devs"])
     finally:
         svc.close()
-    return Two(tag, ids[0], ids[1], f"TA-{tag}", f"TB-{tag}", f"dev@{tag}.test", f"admin@a-{tag}.test",
-               f"admin@b-{tag}.test")
+    return Two(
+        tag, ids[0], ids[1], f"TA-{tag}", f"TB-{tag}", f"dev@{tag}.test", f"admin@a-{tag}.test", f"admin@b-{tag}.test"
+    )
 
 
 def _login(c: httpx.Client, email: str, password: str, tenant: object = None) -> httpx.Response:
@@ -108,8 +114,9 @@ def _join_b(stack: Stack, two: Two) -> httpx.Client:
 
 
 def _introspect(stack: Stack, token: str) -> dict[str, object]:
-    with OAuth2Client(stack.client_id, stack.client_secret, token_endpoint_auth_method="client_secret_basic",
-                      timeout=30) as client:
+    with OAuth2Client(
+        stack.client_id, stack.client_secret, token_endpoint_auth_method="client_secret_basic", timeout=30
+    ) as client:
         r = client.introspect_token(stack.server.url + "/api/v1/introspect", token=token)
     assert r.status_code == 200
     return dict(r.json())
@@ -126,8 +133,11 @@ def test_finding7_adding_an_email_of_another_tenant_answers_as_for_a_new_person(
         existing = b.post("/api/v1/users", json={"email": two.admin_a}, headers=h)
         new = b.post("/api/v1/users", json={"email": f"nobody@{two.tag}.test"}, headers=h)
         assert existing.status_code == new.status_code == 201, (existing.text, new.text)
-        assert set(existing.json()) == set(new.json()) == {"id", "email", "roles", "active",
-                                                           "invitation_url", "invitation_expires_at"}
+        assert (
+            set(existing.json())
+            == set(new.json())
+            == {"id", "email", "roles", "active", "invitation_url", "invitation_expires_at"}
+        )
         for r in (existing, new):
             assert "password" not in r.text and r.json()["roles"] == ["Member"]
             assert r.json()["invitation_url"].startswith(stack.server.url + "/invitations/")
@@ -144,8 +154,12 @@ def test_finding7_adding_an_email_of_another_tenant_answers_as_for_a_new_person(
     with stack.server.client() as c:
         assert _login(c, two.admin_a, "admin-password-1", two.a_id).status_code == 200
         assert _login(c, two.admin_a, "admin-password-1", two.b_name).status_code == 401
-    assert _accept(stack.server, existing.json()["invitation_url"], "admin-password-1").get(
-        "/api/v1/me").json()["tenant"]["id"] == two.b_id
+    assert (
+        _accept(stack.server, existing.json()["invitation_url"], "admin-password-1")
+        .get("/api/v1/me")
+        .json()["tenant"]["id"]
+        == two.b_id
+    )
     with stack.server.client() as c:
         assert _login(c, two.admin_a, "admin-password-1", two.b_name).status_code == 200
 
@@ -251,10 +265,13 @@ def test_tokens_of_tenant_a_never_work_as_tenant_b(stack: Stack) -> None:
             side = "a" if tenant == two.a_id else "b"
             assert r.headers["x-kbai-tenant-external-id"] == f"org_{side}_{two.tag}"
             me = c.get("/api/v1/me", headers=bearer(token.plaintext)).json()
-            assert me == {"user": {"id": person, "email": two.dev},
-                          "tenant": {"id": tenant, "name": f"T{side.upper()}-{two.tag}",
-                                     "external_id": f"org_{side}_{two.tag}"},
-                          "scopes": ["users.read", "roles.read"], "token_id": token.id, "auth": "token"}
+            assert me == {
+                "user": {"id": person, "email": two.dev},
+                "tenant": {"id": tenant, "name": f"T{side.upper()}-{two.tag}", "external_id": f"org_{side}_{two.tag}"},
+                "scopes": ["users.read", "roles.read"],
+                "token_id": token.id,
+                "auth": "token",
+            }
             users = {u["email"] for u in c.get("/api/v1/users", headers=bearer(token.plaintext)).json()["users"]}
             assert users == {f"admin@{side}-{two.tag}.test", two.dev}  # its own tenant's people only
             seen = _introspect(stack, token.plaintext)
@@ -284,10 +301,18 @@ def test_switching_tenants_gives_a_new_session_and_csrf_token(stack: Stack) -> N
     listed = c.get("/api/v1/session/tenants").json()
     assert listed["current"] == two.a_id and {t["name"] for t in listed["tenants"]} == {two.a_name, two.b_name}
     # The new CSRF token works with the new cookie; the old one does not; the old cookie is gone.
-    assert c.post("/api/v1/tokens", json={"name": "x", "scopes": []},
-                  headers={"X-CSRF-Token": old_csrf}).json()["error"]["code"] == "csrf_failed"
-    assert c.post("/api/v1/tokens", json={"name": "x", "scopes": ["users.read"]},
-                  headers={"X-CSRF-Token": new_csrf}).status_code == 201
+    assert (
+        c.post("/api/v1/tokens", json={"name": "x", "scopes": []}, headers={"X-CSRF-Token": old_csrf}).json()["error"][
+            "code"
+        ]
+        == "csrf_failed"
+    )
+    assert (
+        c.post(
+            "/api/v1/tokens", json={"name": "x", "scopes": ["users.read"]}, headers={"X-CSRF-Token": new_csrf}
+        ).status_code
+        == 201
+    )
     with stack.server.client(cookies={"kbai_session": old_cookie}) as stale:
         assert stale.get("/api/v1/me").status_code == 401
     # Next login without a tenant lands where the person was last.
@@ -370,9 +395,14 @@ def test_set_password_ends_the_persons_sessions_in_every_tenant(stack: Stack) ->
     in_b = _join_b(stack, two)
     with stack.server.client() as in_a:
         _csrf(_login(in_a, two.dev, "dev-password-1", two.a_id))
-        done = subprocess.run([KBAI_BIN, "user", "set-password", "--email", two.dev, "--password-stdin"],
-                              input="brand-new-password-1\n", env=server_env(stack.database_url),
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [KBAI_BIN, "user", "set-password", "--email", two.dev, "--password-stdin"],
+            input="brand-new-password-1\n",
+            env=server_env(stack.database_url),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 0, done.stderr
         assert in_a.get("/api/v1/me").status_code == 401
     assert in_b.get("/api/v1/me").status_code == 401
@@ -411,15 +441,27 @@ def test_the_cli_adds_an_existing_person_to_another_tenant_without_touching_thei
 
     two = _two_tenants(stack)
     env = server_env(stack.database_url)
-    done = subprocess.run([KBAI_BIN, "user", "create", "--tenant", two.b_name, "--email", two.dev, "--role", "Devs"],
-                          env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [KBAI_BIN, "user", "create", "--tenant", two.b_name, "--email", two.dev, "--role", "Devs"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert "already had an account" in done.stdout and "password for" not in done.stdout
-    refused = subprocess.run([KBAI_BIN, "user", "create", "--tenant", two.a_name, "--email", f"x@{two.tag}.test",
-                              "--password-stdin"], input="short\n", env=env, capture_output=True, text=True, timeout=60)
+    refused = subprocess.run(
+        [KBAI_BIN, "user", "create", "--tenant", two.a_name, "--email", f"x@{two.tag}.test", "--password-stdin"],
+        input="short\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert refused.returncode != 0 and len(refused.stderr.strip().splitlines()) == 1
-    ambiguous = subprocess.run([KBAI_BIN, "user", "deactivate", "--email", two.dev], env=env, capture_output=True,
-                               text=True, timeout=60)
+    ambiguous = subprocess.run(
+        [KBAI_BIN, "user", "deactivate", "--email", two.dev], env=env, capture_output=True, text=True, timeout=60
+    )
     assert ambiguous.returncode != 0 and "--tenant" in ambiguous.stderr and "Traceback" not in ambiguous.stderr
     with stack.server.client() as c:
         for tenant in (two.a_id, two.b_id):

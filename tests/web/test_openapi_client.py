@@ -63,15 +63,31 @@ def test_a_generated_typescript_client_type_checks_a_call(tmp_path: Path) -> Non
     finally:
         svc.close()
     (tmp_path / "openapi.json").write_text(json.dumps(document))
-    done = subprocess.run([str(BIN / "openapi-typescript"), str(tmp_path / "openapi.json"), "-o",
-                           str(tmp_path / "kbai.ts")], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [str(BIN / "openapi-typescript"), str(tmp_path / "openapi.json"), "-o", str(tmp_path / "kbai.ts")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     generated = (tmp_path / "kbai.ts").read_text()
     assert "createToken: {" in generated and '"X-Kbai-Scopes"' in generated
 
     (tmp_path / "call.ts").write_text(CALL)
-    tsc = [str(BIN / "tsc"), "--noEmit", "--strict", "--target", "es2022", "--module", "es2022",
-           "--moduleResolution", "bundler", "--lib", "es2022,dom", str(tmp_path / "call.ts")]
+    tsc = [
+        str(BIN / "tsc"),
+        "--noEmit",
+        "--strict",
+        "--target",
+        "es2022",
+        "--module",
+        "es2022",
+        "--moduleResolution",
+        "bundler",
+        "--lib",
+        "es2022,dom",
+        str(tmp_path / "call.ts"),
+    ]
     done = subprocess.run(tsc, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-1000:]
 

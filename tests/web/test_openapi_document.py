@@ -36,13 +36,19 @@ def test_operation_ids_are_stable_camel_case_verbs(doc: dict[str, Any]) -> None:
     for name in ops:
         verb = re.match(r"[a-z]+", name)
         assert CAMEL.match(name) and verb is not None and verb.group(0) in VERBS, name
-    expected = {"createToken": ("post", "/api/v1/tokens"), "listTokens": ("get", "/api/v1/tokens"),
-                "getToken": ("get", "/api/v1/tokens/{token_id}"),
-                "revokeToken": ("post", "/api/v1/tokens/{token_id}/revoke"),
-                "rotateToken": ("post", "/api/v1/tokens/{token_id}/rotate"), "getMe": ("get", "/api/v1/me"),
-                "createSession": ("post", "/api/v1/session"), "deleteSession": ("delete", "/api/v1/session"),
-                "checkAuth": ("get", "/auth/check"), "introspectToken": ("post", "/api/v1/introspect"),
-                "listServiceCredentials": ("get", "/api/v1/service-credentials")}
+    expected = {
+        "createToken": ("post", "/api/v1/tokens"),
+        "listTokens": ("get", "/api/v1/tokens"),
+        "getToken": ("get", "/api/v1/tokens/{token_id}"),
+        "revokeToken": ("post", "/api/v1/tokens/{token_id}/revoke"),
+        "rotateToken": ("post", "/api/v1/tokens/{token_id}/rotate"),
+        "getMe": ("get", "/api/v1/me"),
+        "createSession": ("post", "/api/v1/session"),
+        "deleteSession": ("delete", "/api/v1/session"),
+        "checkAuth": ("get", "/auth/check"),
+        "introspectToken": ("post", "/api/v1/introspect"),
+        "listServiceCredentials": ("get", "/api/v1/service-credentials"),
+    }
     assert {name: ops[name][:2] for name in expected} == expected
 
 
@@ -78,7 +84,8 @@ def test_response_headers_are_declared(doc: dict[str, Any]) -> None:
             assert "X-Request-Id" in response.get("headers", {}), (name, status)
     check = ops["checkAuth"][2]["responses"]
     assert {"X-Kbai-User", "X-Kbai-User-Email", "X-Kbai-Tenant", "X-Kbai-Scopes", "X-Kbai-Token-Id"} <= set(
-        check["200"]["headers"])
+        check["200"]["headers"]
+    )
     assert {"WWW-Authenticate", "Retry-After"} <= set(check["401"]["headers"])
     assert "Retry-After" in ops["createSession"][2]["responses"]["429"]["headers"]
     assert "WWW-Authenticate" in ops["getMe"][2]["responses"]["401"]["headers"]

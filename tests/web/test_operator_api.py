@@ -43,8 +43,12 @@ def client(services: Services) -> Iterator[TestClient]:
 @pytest.fixture
 def creds(world: World) -> dict[str, dict[str, str]]:
     out = {}
-    for name, allow in (("introspect-only", "introspect"), ("tenants", "tenants"), ("tokens", "tokens"),
-                        ("all", "introspect,tenants,tokens")):
+    for name, allow in (
+        ("introspect-only", "introspect"),
+        ("tenants", "tenants"),
+        ("tokens", "tokens"),
+        ("all", "introspect,tenants,tokens"),
+    ):
         credential, secret = world.services.credentials.create(OPERATOR, name, allow)
         out[name] = basic(credential.client_id, secret)
     return out
@@ -65,17 +69,20 @@ def _routes(world: World) -> list[tuple[str, str, str, Any]]:
 
 
 def test_every_route_refuses_no_credential_and_a_credential_without_the_ability(
-        world: World, client: TestClient, creds: dict[str, dict[str, str]]) -> None:
+    world: World, client: TestClient, creds: dict[str, dict[str, str]]
+) -> None:
     from tests.web.safety import changed_tables, snapshot
 
     other = {"tenants": "tokens", "tokens": "tenants"}
     for ability, method, path, body in _routes(world):
         before = snapshot(world.services.db)
-        for headers, status, says in (({}, 401, "service credential"),
-                                      (basic("kbai_sc_0000000000000000", "wrong"), 401, "service credential"),
-                                      ({"Authorization": "Bearer kbai_pk_" + "0" * 64}, 401, "service credential"),
-                                      (creds["introspect-only"], 403, f"--allow {ability}"),
-                                      (creds[other[ability]], 403, f"--allow {ability}")):
+        for headers, status, says in (
+            ({}, 401, "service credential"),
+            (basic("kbai_sc_0000000000000000", "wrong"), 401, "service credential"),
+            ({"Authorization": "Bearer kbai_pk_" + "0" * 64}, 401, "service credential"),
+            (creds["introspect-only"], 403, f"--allow {ability}"),
+            (creds[other[ability]], 403, f"--allow {ability}"),
+        ):
             r = client.request(method, path, json=body, headers=headers)
             assert r.status_code == status, (method, path, r.text)
             error = r.json()["error"]
@@ -83,8 +90,9 @@ def test_every_route_refuses_no_credential_and_a_credential_without_the_ability(
         assert not changed_tables(before, snapshot(world.services.db)), (method, path)
 
 
-def test_introspection_needs_the_introspect_ability(world: World, client: TestClient,
-                                                     creds: dict[str, dict[str, str]]) -> None:
+def test_introspection_needs_the_introspect_ability(
+    world: World, client: TestClient, creds: dict[str, dict[str, str]]
+) -> None:
     _, token = world.services.tokens.create(world.dev, "ci", ["users.read"])
     r = client.post("/api/v1/introspect", data={"token": token}, headers=creds["introspect-only"])
     assert r.status_code == 200 and r.json()["active"] is True
@@ -98,7 +106,9 @@ def test_tenants_and_memberships(world: World, client: TestClient, creds: dict[s
     r = client.post(f"{OP}/tenants", json={"name": "Initech", "external_id": "org_initech"}, headers=h)
     assert r.status_code == 201, r.text
     tenant = r.json()
-    assert tenant["name"] == "Initech" and tenant["external_id"] == "org_initech" and tenant["max_active_tokens"] is None
+    assert (
+        tenant["name"] == "Initech" and tenant["external_id"] == "org_initech" and tenant["max_active_tokens"] is None
+    )
     assert client.post(f"{OP}/tenants", json={"name": "Initech", "external_id": "x"}, headers=h).status_code == 409
     assert client.get(f"{OP}/tenants", params={"external_id": "org_initech"}, headers=h).json()["id"] == tenant["id"]
     assert client.get(f"{OP}/tenants", params={"external_id": "nope"}, headers=h).status_code == 404
@@ -109,8 +119,11 @@ def test_tenants_and_memberships(world: World, client: TestClient, creds: dict[s
     assert r.json()["max_active_tokens"] is None
     assert client.patch(f"{OP}/tenants/{tenant['id']}", json={"name": "Acme"}, headers=h).status_code == 409
 
-    r = client.post(f"{OP}/tenants/{tenant['id']}/memberships",
-                    json={"email": "boss@initech.test", "roles": ["Admin"], "external_id": "u_1"}, headers=h)
+    r = client.post(
+        f"{OP}/tenants/{tenant['id']}/memberships",
+        json={"email": "boss@initech.test", "roles": ["Admin"], "external_id": "u_1"},
+        headers=h,
+    )
     assert r.status_code == 201 and r.json()["roles"] == ["Admin"] and "password" not in r.text, r.text
     boss = r.json()
     r = client.post(f"{OP}/memberships/{boss['id']}/deactivate", headers=h)
@@ -125,39 +138,54 @@ def test_tenants_and_memberships(world: World, client: TestClient, creds: dict[s
     assert {"tenant.rename", "limit.set", "user.create", "user.deactivate"} <= set(actors)
 
 
-def test_a_token_on_a_persons_behalf_follows_the_session_rules(world: World, client: TestClient,
-                                                              creds: dict[str, dict[str, str]]) -> None:
+def test_a_token_on_a_persons_behalf_follows_the_session_rules(
+    world: World, client: TestClient, creds: dict[str, dict[str, str]]
+) -> None:
     svc = world.services
     h = creds["tokens"]
     path = f"{OP}/memberships/{world.dev.user_id}/tokens"
-    r = client.post(path, json={"name": "from the product", "scopes": ["users.read"], "expires_in_days": 30},
-                    headers={**h, "Idempotency-Key": "op-1"})
+    r = client.post(
+        path,
+        json={"name": "from the product", "scopes": ["users.read"], "expires_in_days": 30},
+        headers={**h, "Idempotency-Key": "op-1"},
+    )
     assert r.status_code == 201, r.text
     made = r.json()
     assert made["token"].startswith("kbai_pk_") and made["scopes"] == ["users.read"]
-    replay = client.post(path, json={"name": "from the product", "scopes": ["users.read"], "expires_in_days": 30},
-                         headers={**h, "Idempotency-Key": "op-1"})
+    replay = client.post(
+        path,
+        json={"name": "from the product", "scopes": ["users.read"], "expires_in_days": 30},
+        headers={**h, "Idempotency-Key": "op-1"},
+    )
     assert replay.status_code == 201 and replay.json()["token"] is None and replay.json()["id"] == made["id"]
     assert svc.tokens.verify(made["token"]).authenticated
     assert [t.id for t in svc.tokens.list(world.dev.user_id)] == [made["id"]], "on the person's API Keys page"
     with svc.db.read() as s:
         event = s.scalar(select(AuditEvent).where(AuditEvent.action == "token.create"))
-        assert event is not None and event.actor.startswith("service:tokens (kbai_sc_") and \
-            event.actor.endswith("for user:dev@acme.test") and event.actor_user_id == world.dev.user_id
+        assert (
+            event is not None
+            and event.actor.startswith("service:tokens (kbai_sc_")
+            and event.actor.endswith("for user:dev@acme.test")
+            and event.actor_user_id == world.dev.user_id
+        )
     svc.tokens.revoke(world.dev, made["id"])  # theirs to revoke
     assert not svc.tokens.verify(made["token"]).authenticated
 
     session = TestClient(client.app)
-    csrf = session.post("/api/v1/session", json={"email": "dev@acme.test", "password": "dev-password-1"}).json()["csrf_token"]
+    csrf = session.post("/api/v1/session", json={"email": "dev@acme.test", "password": "dev-password-1"}).json()[
+        "csrf_token"
+    ]
 
     def both(body: dict[str, Any], user_id: int = world.dev.user_id) -> tuple[Any, Any]:
         via_api = client.post(f"{OP}/memberships/{user_id}/tokens", json=body, headers=h)
         via_session = session.post("/api/v1/tokens", json=body, headers={"X-CSRF-Token": csrf})
         return via_api, via_session
 
-    for body in ({"name": "x", "scopes": ["audit.read"]},  # a scope dev lacks
-                 {"name": "x", "scopes": ["developer.manage_tokens"]},  # session-only
-                 {"name": "x", "scopes": ["nope.read"]}):
+    for body in (
+        {"name": "x", "scopes": ["audit.read"]},  # a scope dev lacks
+        {"name": "x", "scopes": ["developer.manage_tokens"]},  # session-only
+        {"name": "x", "scopes": ["nope.read"]},
+    ):
         via_api, via_session = both(body)
         assert via_api.status_code == via_session.status_code >= 400, (via_api.text, via_session.text)
         assert via_api.json()["error"]["code"] == via_session.json()["error"]["code"]
@@ -173,17 +201,24 @@ def test_a_token_on_a_persons_behalf_follows_the_session_rules(world: World, cli
     assert via_api.json()["error"] == via_session.json()["error"]
     # A deactivated person gets no token either.
     svc.access.deactivate_user(OPERATOR, member.id)
-    assert client.post(f"{OP}/memberships/{member.id}/tokens", json={"name": "y", "scopes": []},
-                       headers=h).status_code == 403
-    assert client.post(f"{OP}/memberships/999999/tokens", json={"name": "y", "scopes": []}, headers=h).status_code == 404
+    assert (
+        client.post(f"{OP}/memberships/{member.id}/tokens", json={"name": "y", "scopes": []}, headers=h).status_code
+        == 403
+    )
+    assert (
+        client.post(f"{OP}/memberships/999999/tokens", json={"name": "y", "scopes": []}, headers=h).status_code == 404
+    )
 
 
-def test_the_limit_holds_across_the_session_api_and_the_operator_api(world: World, client: TestClient,
-                                                                     creds: dict[str, dict[str, str]]) -> None:
+def test_the_limit_holds_across_the_session_api_and_the_operator_api(
+    world: World, client: TestClient, creds: dict[str, dict[str, str]]
+) -> None:
     svc = world.services
     svc.access.set_limit(OPERATOR, 3, user_email="dev@acme.test")
     session = TestClient(client.app)
-    csrf = session.post("/api/v1/session", json={"email": "dev@acme.test", "password": "dev-password-1"}).json()["csrf_token"]
+    csrf = session.post("/api/v1/session", json={"email": "dev@acme.test", "password": "dev-password-1"}).json()[
+        "csrf_token"
+    ]
     outcomes: list[int] = []
     lock = threading.Lock()
 

@@ -75,15 +75,25 @@ def env(module_database_url: str) -> Iterator[Env]:
     app = create_app(svc, start_background=False)
     clients = {a: TestClient(app, raise_server_exceptions=False, follow_redirects=False) for a in ATTACKERS}
     csrf = {}
-    for attacker, email, password in (("globex-admin", "admin@globex.test", "admin-password-1"),
-                                      ("mallory", "mallory@acme.test", "mallory-password-1")):
+    for attacker, email, password in (
+        ("globex-admin", "admin@globex.test", "admin-password-1"),
+        ("mallory", "mallory@acme.test", "mallory-password-1"),
+    ):
         r = clients[attacker].post("/api/v1/session", json={"email": email, "password": password})
         assert r.status_code == 200
         csrf[attacker] = r.json()["csrf_token"]
-    ids = {"victim_token": tokens[0].id, "victim_user": acme.dev.user_id, "asker": asker.id, "gone": gone.id,
-           "secret_role": secret_role.id, "dev_role": acme.dev_role_id, "request": request.id,
-           "notification": notification, "invitation": invited.path,
-           "member_role": {r.name: r.id for r in svc.access.list_roles(OPERATOR, acme.tenant_id)}["Member"]}
+    ids = {
+        "victim_token": tokens[0].id,
+        "victim_user": acme.dev.user_id,
+        "asker": asker.id,
+        "gone": gone.id,
+        "secret_role": secret_role.id,
+        "dev_role": acme.dev_role_id,
+        "request": request.id,
+        "notification": notification,
+        "invitation": invited.path,
+        "member_role": {r.name: r.id for r in svc.access.list_roles(OPERATOR, acme.tenant_id)}["Member"],
+    }
     yield Env(svc, clients, csrf, ids, victim, acme_hidden)  # type: ignore[arg-type]
     for c in clients.values():
         c.close()
@@ -95,9 +105,20 @@ def _victim_notification(svc: Services, tenant_id: int, user_id: int) -> int:
         from kbai.notifications import NewNotification
 
         with svc.db.write() as s:
-            (view,) = svc.notifications.add(s, [NewNotification(
-                user_id=user_id, tenant_id=tenant_id, email="dev@acme.test", kind="token.revoked",
-                title="victim-notification-title", body="victim-notification-body")], svc.clock.now())
+            (view,) = svc.notifications.add(
+                s,
+                [
+                    NewNotification(
+                        user_id=user_id,
+                        tenant_id=tenant_id,
+                        email="dev@acme.test",
+                        kind="token.revoked",
+                        title="victim-notification-title",
+                        body="victim-notification-body",
+                    )
+                ],
+                svc.clock.now(),
+            )
         return int(view.id)
     except (ImportError, AttributeError, TypeError):
         return 0
@@ -122,44 +143,136 @@ CROSS_404_SAME_403 = {"globex-admin": NOT_FOUND, "mallory": FORBIDDEN}
 H = pages.HOME
 
 PROBES = [
-    Probe("role-page", "GET", H + "/roles/{role_id}", lambda e: f"{H}/roles/{e.ids['secret_role']}",
-          {"globex-admin": NOT_FOUND}),  # Mallory holds roles.read: her own tenant's roles are hers to see
-    Probe("role-save", "POST", H + "/roles/{role_id}", lambda e: f"{H}/roles/{e.ids['secret_role']}",
-          CROSS_404_SAME_403, lambda e: {"permissions": "users.manage"}),
-    Probe("user-roles", "POST", H + "/users/{user_id}/roles", lambda e: f"{H}/users/{e.ids['asker']}/roles",
-          CROSS_404_SAME_403, lambda e: {"roles": str(e.ids["dev_role"])}),
-    Probe("user-deactivate", "POST", H + "/users/{user_id}/deactivate",
-          lambda e: f"{H}/users/{e.ids['victim_user']}/deactivate", CROSS_404_SAME_403),
-    Probe("user-reactivate", "POST", H + "/users/{user_id}/reactivate",
-          lambda e: f"{H}/users/{e.ids['gone']}/reactivate", CROSS_404_SAME_403),
-    Probe("request-grant", "POST", H + "/requests/{request_id}/grant",
-          lambda e: f"{H}/requests/{e.ids['request']}/grant", CROSS_404_SAME_403, lambda e: {"role_id": str(e.ids["member_role"])}),  # the asker's role
-    Probe("request-dismiss", "POST", H + "/requests/{request_id}/dismiss",
-          lambda e: f"{H}/requests/{e.ids['request']}/dismiss", CROSS_404_SAME_403),
-    Probe("token-revoke", "POST", H + "/api-keys/{token_id}/revoke",
-          lambda e: f"{H}/api-keys/{e.ids['victim_token']}/revoke", _both(*NOT_FOUND)),
-    Probe("token-rotate", "POST", H + "/api-keys/{token_id}/rotate",
-          lambda e: f"{H}/api-keys/{e.ids['victim_token']}/rotate", _both(*NOT_FOUND), lambda e: {"grace": "0"}),
-    Probe("token-activity", "GET", H + "/api-keys/{token_id}/activity",
-          lambda e: f"{H}/api-keys/{e.ids['victim_token']}/activity", _both(*NOT_FOUND)),
-    Probe("token-pause", "POST", H + "/api-keys/{token_id}/pause",
-          lambda e: f"{H}/api-keys/{e.ids['victim_token']}/pause", _both(*NOT_FOUND)),
-    Probe("token-resume", "POST", H + "/api-keys/{token_id}/resume",
-          lambda e: f"{H}/api-keys/{e.ids['victim_token']}/resume", _both(*NOT_FOUND)),
-    Probe("inventory-revoke", "POST", H + "/tokens/{token_id}/revoke",
-          lambda e: f"{H}/tokens/{e.ids['victim_token']}/revoke", CROSS_404_SAME_403),
-    Probe("notification-read", "POST", H + "/notifications/{notification_id}/read",
-          lambda e: f"{H}/notifications/{e.ids['notification']}/read", _both(*NOT_FOUND)),
+    Probe(
+        "role-page",
+        "GET",
+        H + "/roles/{role_id}",
+        lambda e: f"{H}/roles/{e.ids['secret_role']}",
+        {"globex-admin": NOT_FOUND},
+    ),  # Mallory holds roles.read: her own tenant's roles are hers to see
+    Probe(
+        "role-save",
+        "POST",
+        H + "/roles/{role_id}",
+        lambda e: f"{H}/roles/{e.ids['secret_role']}",
+        CROSS_404_SAME_403,
+        lambda e: {"permissions": "users.manage"},
+    ),
+    Probe(
+        "user-roles",
+        "POST",
+        H + "/users/{user_id}/roles",
+        lambda e: f"{H}/users/{e.ids['asker']}/roles",
+        CROSS_404_SAME_403,
+        lambda e: {"roles": str(e.ids["dev_role"])},
+    ),
+    Probe(
+        "user-deactivate",
+        "POST",
+        H + "/users/{user_id}/deactivate",
+        lambda e: f"{H}/users/{e.ids['victim_user']}/deactivate",
+        CROSS_404_SAME_403,
+    ),
+    Probe(
+        "user-reactivate",
+        "POST",
+        H + "/users/{user_id}/reactivate",
+        lambda e: f"{H}/users/{e.ids['gone']}/reactivate",
+        CROSS_404_SAME_403,
+    ),
+    Probe(
+        "request-grant",
+        "POST",
+        H + "/requests/{request_id}/grant",
+        lambda e: f"{H}/requests/{e.ids['request']}/grant",
+        CROSS_404_SAME_403,
+        lambda e: {"role_id": str(e.ids["member_role"])},
+    ),  # the asker's role
+    Probe(
+        "request-dismiss",
+        "POST",
+        H + "/requests/{request_id}/dismiss",
+        lambda e: f"{H}/requests/{e.ids['request']}/dismiss",
+        CROSS_404_SAME_403,
+    ),
+    Probe(
+        "token-revoke",
+        "POST",
+        H + "/api-keys/{token_id}/revoke",
+        lambda e: f"{H}/api-keys/{e.ids['victim_token']}/revoke",
+        _both(*NOT_FOUND),
+    ),
+    Probe(
+        "token-rotate",
+        "POST",
+        H + "/api-keys/{token_id}/rotate",
+        lambda e: f"{H}/api-keys/{e.ids['victim_token']}/rotate",
+        _both(*NOT_FOUND),
+        lambda e: {"grace": "0"},
+    ),
+    Probe(
+        "token-activity",
+        "GET",
+        H + "/api-keys/{token_id}/activity",
+        lambda e: f"{H}/api-keys/{e.ids['victim_token']}/activity",
+        _both(*NOT_FOUND),
+    ),
+    Probe(
+        "token-pause",
+        "POST",
+        H + "/api-keys/{token_id}/pause",
+        lambda e: f"{H}/api-keys/{e.ids['victim_token']}/pause",
+        _both(*NOT_FOUND),
+    ),
+    Probe(
+        "token-resume",
+        "POST",
+        H + "/api-keys/{token_id}/resume",
+        lambda e: f"{H}/api-keys/{e.ids['victim_token']}/resume",
+        _both(*NOT_FOUND),
+    ),
+    Probe(
+        "inventory-revoke",
+        "POST",
+        H + "/tokens/{token_id}/revoke",
+        lambda e: f"{H}/tokens/{e.ids['victim_token']}/revoke",
+        CROSS_404_SAME_403,
+    ),
+    Probe(
+        "notification-read",
+        "POST",
+        H + "/notifications/{notification_id}/read",
+        lambda e: f"{H}/notifications/{e.ids['notification']}/read",
+        _both(*NOT_FOUND),
+    ),
     # An invitation is reached by its secret alone: a guess one character off is the same 404 as any other.
-    Probe("invitation-page", "GET", "/invitations/{secret}", lambda e: _guess(e.ids["invitation"]),
-          _both(404, "invitation_invalid")),
-    Probe("invitation-accept", "POST", "/invitations/{secret}", lambda e: _guess(e.ids["invitation"]),
-          _both(404, "invitation_invalid"), lambda e: {"password": "attacker-password-1",
-                                                       "password_again": "attacker-password-1"}),
+    Probe(
+        "invitation-page",
+        "GET",
+        "/invitations/{secret}",
+        lambda e: _guess(e.ids["invitation"]),
+        _both(404, "invitation_invalid"),
+    ),
+    Probe(
+        "invitation-accept",
+        "POST",
+        "/invitations/{secret}",
+        lambda e: _guess(e.ids["invitation"]),
+        _both(404, "invitation_invalid"),
+        lambda e: {"password": "attacker-password-1", "password_again": "attacker-password-1"},
+    ),
 ]
 # Pages without an id: they must show the attacker only their own things (status 200 or a 403 page).
-LISTS = [H, H + "/roles", H + "/users", H + "/api-keys", H + "/tokens", H + "/token-policy", H + "/notifications",
-         H + "/tenant"]
+LISTS = [
+    H,
+    H + "/roles",
+    H + "/users",
+    H + "/api-keys",
+    H + "/tokens",
+    H + "/token-policy",
+    H + "/notifications",
+    H + "/tenant",
+]
 
 
 def _guess(path: str) -> str:
@@ -211,8 +324,9 @@ def test_list_pages_show_only_the_callers_own(env: Env, path: str, attacker: str
 
 def test_every_page_with_an_id_is_probed() -> None:
     """A new page route taking an id must be added to PROBES."""
-    with_ids = {(m, r.path) for r in pages.router.routes for m in getattr(r, "methods", ())
-                if "{" in getattr(r, "path", "")}
+    with_ids = {
+        (m, r.path) for r in pages.router.routes for m in getattr(r, "methods", ()) if "{" in getattr(r, "path", "")
+    }
     probed = {(p.method, p.template) for p in PROBES}
     assert with_ids - probed == set(), f"pages with an id that no attacker tries: {sorted(with_ids - probed)}"
     assert probed - with_ids == set(), f"probes of routes that do not exist: {sorted(probed - with_ids)}"

@@ -47,8 +47,9 @@ def test_no_page_after_the_creation_page_holds_a_token(client: TestClient, world
 
     # -- dev makes a token through the form (the one page allowed to show it), another by API, rotates it
     csrf = _login(client, "dev@acme.test", "dev-password-1")
-    r = client.post(H + "/api-keys", data={"name": "From the form", "scopes": ["users.read"], "expiry": "90",
-                                           "csrf_token": csrf})
+    r = client.post(
+        H + "/api-keys", data={"name": "From the form", "scopes": ["users.read"], "expiry": "90", "csrf_token": csrf}
+    )
     # Post/redirect/get: neither the redirect nor its address holds the token; the page it lands on does, once.
     assert r.status_code == 303 and TOKEN_RE.search(r.text + r.headers["location"]) is None
     pages_seen["the answer to the create form (a redirect)"] = r.text + r.headers["location"]
@@ -65,8 +66,11 @@ def test_no_page_after_the_creation_page_holds_a_token(client: TestClient, world
     pasted = minted[0]
     for what, path, data in (
         ("name", H + "/api-keys", {"name": f"ci {pasted}", "scopes": ["users.read"], "expiry": "90"}),
-        ("expiry date", H + "/api-keys", {"name": "x", "scopes": ["users.read"], "expiry": "custom",
-                                          "expires_on": pasted}),
+        (
+            "expiry date",
+            H + "/api-keys",
+            {"name": "x", "scopes": ["users.read"], "expiry": "custom", "expires_on": pasted},
+        ),
     ):
         r = client.post(path, data={**data, "csrf_token": csrf})
         assert r.status_code == 422, what
@@ -92,8 +96,10 @@ def test_no_page_after_the_creation_page_holds_a_token(client: TestClient, world
 
     # -- the admin: every page, and the forms an admin might paste a token into
     csrf = _login(client, "admin@acme.test", "admin-password-1")
-    for what, path, data in (("role name", H + "/roles", {"name": pasted}),
-                             ("email", H + "/users", {"email": f"{pasted}@acme.test"})):
+    for what, path, data in (
+        ("role name", H + "/roles", {"name": pasted}),
+        ("email", H + "/users", {"email": f"{pasted}@acme.test"}),
+    ):
         r = client.post(path, data={**data, "csrf_token": csrf})
         assert r.status_code == 422, what
         pages_seen[f"admin pastes a token as the {what}"] = r.text
@@ -104,13 +110,14 @@ def test_no_page_after_the_creation_page_holds_a_token(client: TestClient, world
     pages_seen["login page with a token in next"] = client.get("/login", params={"next": f"/x/{pasted}"}).text
     field = FIELD.search(client.get("/login").text)
     assert field is not None
-    r = client.post("/login", data={"email": pasted, "password": "x", "csrf_token": field.group(1),
-                                    "next": f"/x/{pasted}"})
+    r = client.post(
+        "/login", data={"email": pasted, "password": "x", "csrf_token": field.group(1), "next": f"/x/{pasted}"}
+    )
     pages_seen["login with a token as the email"] = r.text
 
     assert len(pages_seen) >= 2 * len(visited) + 6
     for token in minted:
-        secret = token[len("kbai_pk_"):]
+        secret = token[len("kbai_pk_") :]
         found = [what for what, text in pages_seen.items() if secret in text.lower()]
         # Names of pages and a digest only: a failing run never prints the token.
         assert not found, f"token with digest {digest(token)[:12]} is on: {found}"
@@ -126,8 +133,9 @@ def test_the_token_travels_to_the_next_page_sealed_and_only_once(client: TestCli
 
     svc = world.services
     csrf = _login(client, "dev@acme.test", "dev-password-1")
-    r = client.post(H + "/api-keys", data={"name": "Sealed", "scopes": ["users.read"], "expiry": "90",
-                                           "csrf_token": csrf})
+    r = client.post(
+        H + "/api-keys", data={"name": "Sealed", "scopes": ["users.read"], "expiry": "90", "csrf_token": csrf}
+    )
     assert r.status_code == 303
     with svc.db.read() as s:
         row = s.scalars(select(LoginSession).where(LoginSession.flash.is_not(None))).one()
@@ -139,8 +147,9 @@ def test_the_token_travels_to_the_next_page_sealed_and_only_once(client: TestCli
     assert svc.sessions.take_flash(info, "not-the-cookie") is None
     assert TOKEN_RE.search(client.get(H + "/api-keys").text) is None
 
-    r = client.post(H + "/api-keys", data={"name": "Sealed again", "scopes": ["users.read"], "expiry": "90",
-                                           "csrf_token": csrf})
+    r = client.post(
+        H + "/api-keys", data={"name": "Sealed again", "scopes": ["users.read"], "expiry": "90", "csrf_token": csrf}
+    )
     first = client.get(r.headers["location"]).text
     shown = TOKEN_RE.findall(first)
     assert len(shown) == 1 and svc.tokens.verify(shown[0]).authenticated

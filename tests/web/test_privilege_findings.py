@@ -63,9 +63,11 @@ def _admin_sets_up(client: TestClient, roles: dict[str, list[str]], users: dict[
 # ---- finding 1 ------------------------------------------------------------------------------------
 def test_finding1_helpdesk_cannot_give_itself_security_or_admin(world: World, app_client: TestClient) -> None:
     """The issue's first path: PUT /users/{self}/roles with Helpdesk + Security, then + Admin: both 403."""
-    ids = _admin_sets_up(app_client, {"Helpdesk": ["users.read", "users.manage"],
-                                      "Security": ["roles.read", "roles.manage", "audit.read"]},
-                         {"helpdesk@acme.test": ["Helpdesk"]})
+    ids = _admin_sets_up(
+        app_client,
+        {"Helpdesk": ["users.read", "users.manage"], "Security": ["roles.read", "roles.manage", "audit.read"]},
+        {"helpdesk@acme.test": ["Helpdesk"]},
+    )
     h = _as(app_client, "helpdesk@acme.test", "helpdesk-password-1")
     me = ids["helpdesk@acme.test"]
     before = snapshot(world.services.db)
@@ -80,8 +82,9 @@ def test_finding1_helpdesk_cannot_give_itself_security_or_admin(world: World, ap
 
 def test_finding1_roles_manage_cannot_fill_its_own_role_and_take_admin(world: World, app_client: TestClient) -> None:
     """The issue's second path: [roles.read, roles.manage] puts every permission on its own role: 403."""
-    ids = _admin_sets_up(app_client, {"RoleKeepers": ["roles.read", "roles.manage"]},
-                         {"keeper@acme.test": ["RoleKeepers"]})
+    ids = _admin_sets_up(
+        app_client, {"RoleKeepers": ["roles.read", "roles.manage"]}, {"keeper@acme.test": ["RoleKeepers"]}
+    )
     h = _as(app_client, "keeper@acme.test", "keeper-password-1")
     before = snapshot(world.services.db)
     r = app_client.put(f"/api/v1/roles/{ids['RoleKeepers']}", json={"permissions": KEYS}, headers=h)
@@ -119,7 +122,11 @@ def test_finding4_a_token_with_users_manage_cannot_create_a_login(world: World, 
     svc.access.deactivate_user(OPERATOR, admin2.id)
     before = snapshot(svc.db)
     attempts: list[tuple[str, str, Any]] = [
-        ("POST", "/api/v1/users", {"email": "backdoor@acme.test", "password": "backdoor-password-1", "roles": ["Member"]}),
+        (
+            "POST",
+            "/api/v1/users",
+            {"email": "backdoor@acme.test", "password": "backdoor-password-1", "roles": ["Member"]},
+        ),
         ("POST", "/api/v1/users", {"email": "backdoor@acme.test"}),
         ("PUT", f"/api/v1/users/{world.dev.user_id}/roles", {"roles": ["Admin"]}),
         ("POST", f"/api/v1/users/{world.dev.user_id}/deactivate", None),
@@ -158,8 +165,11 @@ def test_finding4_the_same_changes_with_a_session_still_work(world: World, app_c
 # ---- finding 5 ------------------------------------------------------------------------------------
 def test_finding5_users_manage_cannot_deactivate_an_admin(world: World, app_client: TestClient) -> None:
     """Two admins, so the last-admin rule doesn't save them: a Helpdesk POST .../deactivate was 200."""
-    ids = _admin_sets_up(app_client, {"Helpdesk": ["users.read", "users.manage"]},
-                         {"helpdesk@acme.test": ["Helpdesk"], "admin2@acme.test": ["Admin"]})
+    ids = _admin_sets_up(
+        app_client,
+        {"Helpdesk": ["users.read", "users.manage"]},
+        {"helpdesk@acme.test": ["Helpdesk"], "admin2@acme.test": ["Admin"]},
+    )
     h = _as(app_client, "helpdesk@acme.test", "helpdesk-password-1")
     before = snapshot(world.services.db)
     for target in (ids["admin2@acme.test"], world.admin.user_id, world.dev.user_id):
@@ -167,12 +177,15 @@ def test_finding5_users_manage_cannot_deactivate_an_admin(world: World, app_clie
         assert not error_problems(r, 403, "permission_not_held", "they hold"), shown(r)
     assert changed_tables(before, snapshot(world.services.db)) == []
     other = _client(app_client)
-    assert other.post("/api/v1/session", json={"email": "admin2@acme.test", "password": "admin2-password-1"}
-                      ).status_code == 200
+    assert (
+        other.post("/api/v1/session", json={"email": "admin2@acme.test", "password": "admin2-password-1"}).status_code
+        == 200
+    )
 
 
 def test_finding5_reactivation_brings_back_the_login_but_never_a_revoked_token(
-        world: World, app_client: TestClient) -> None:
+    world: World, app_client: TestClient
+) -> None:
     svc = world.services
     dev = _client(app_client)
     dh = _as(dev, "dev@acme.test", "dev-password-1")
@@ -191,8 +204,13 @@ def test_finding5_reactivation_brings_back_the_login_but_never_a_revoked_token(
     # ... reactivating is.
     r = app_client.post(f"/api/v1/users/{world.dev.user_id}/reactivate", headers=h)
     assert r.status_code == 200, shown(r)
-    assert r.json() == {"id": world.dev.user_id, "email": "dev@acme.test", "roles": ["Developers"], "active": True,
-                        "external_id": None}
+    assert r.json() == {
+        "id": world.dev.user_id,
+        "email": "dev@acme.test",
+        "roles": ["Developers"],
+        "active": True,
+        "external_id": None,
+    }
     r = anon.get("/api/v1/me", headers={"Authorization": f"Bearer {kept['token']}"})
     assert r.status_code == 200 and r.json()["token_id"] == kept["id"], shown(r)
     r = anon.get("/api/v1/me", headers={"Authorization": f"Bearer {gone['token']}"})
@@ -207,9 +225,11 @@ def test_finding5_reactivation_brings_back_the_login_but_never_a_revoked_token(
 
 
 def test_finding5_only_someone_who_holds_all_they_hold_reactivates(world: World, app_client: TestClient) -> None:
-    ids = _admin_sets_up(app_client, {"Helpdesk": ["users.read", "users.manage"]},
-                         {"helpdesk@acme.test": ["Helpdesk"], "admin2@acme.test": ["Admin"],
-                          "temp@acme.test": ["Member"]})
+    ids = _admin_sets_up(
+        app_client,
+        {"Helpdesk": ["users.read", "users.manage"]},
+        {"helpdesk@acme.test": ["Helpdesk"], "admin2@acme.test": ["Admin"], "temp@acme.test": ["Member"]},
+    )
     h = _as(app_client, "admin@acme.test", "admin-password-1")
     for email in ("admin2@acme.test", "temp@acme.test"):
         assert app_client.post(f"/api/v1/users/{ids[email]}/deactivate", headers=h).status_code == 200
@@ -243,10 +263,15 @@ def probe_world(world: World, app_client: TestClient) -> Iterator[tuple[World, T
     ids: dict[str, int] = {}
     for key in KEYS:
         ids[f"only {key}"] = svc.access.create_role(OPERATOR, world.tenant_id, f"Only {key}", [key]).id
-        ids[f"has {key}"] = svc.access.create_user(OPERATOR, world.tenant_id, f"has.{key}@acme.test",
-                                                   "holder-password-1", [ids[f"only {key}"]])[0].id
-    ids["admin2"] = svc.access.create_user(OPERATOR, world.tenant_id, "admin2@acme.test", "admin2-password", ["Admin"])[0].id
-    ids["gone"] = svc.access.create_user(OPERATOR, world.tenant_id, "gone@acme.test", "gone-password-1", ["Admin"])[0].id
+        ids[f"has {key}"] = svc.access.create_user(
+            OPERATOR, world.tenant_id, f"has.{key}@acme.test", "holder-password-1", [ids[f"only {key}"]]
+        )[0].id
+    ids["admin2"] = svc.access.create_user(OPERATOR, world.tenant_id, "admin2@acme.test", "admin2-password", ["Admin"])[
+        0
+    ].id
+    ids["gone"] = svc.access.create_user(OPERATOR, world.tenant_id, "gone@acme.test", "gone-password-1", ["Admin"])[
+        0
+    ].id
     svc.access.deactivate_user(OPERATOR, ids["gone"])
     svc.access.create_user(OPERATOR, world.tenant_id, "asker@acme.test", "asker-password-1", ["Member"])
     asker = world.actor("asker@acme.test")
@@ -301,7 +326,8 @@ def _code(path: str, held: list[str]) -> str:
 @pytest.mark.parametrize("backend", ["sqlite"])  # routes and forms; the storage rules run on both backends above
 @pytest.mark.parametrize(("label", "held"), REPRESENTATIVE, ids=[label for label, _ in REPRESENTATIVE])
 def test_no_api_call_or_form_gains_a_permission_not_held(
-        probe_world: tuple[World, TestClient, dict[str, int]], label: str, held: list[str]) -> None:
+    probe_world: tuple[World, TestClient, dict[str, int]], label: str, held: list[str]
+) -> None:
     world, app_client, ids = probe_world
     svc = world.services
     own = svc.access.create_role(OPERATOR, world.tenant_id, f"Combo {label}", held)
@@ -329,9 +355,13 @@ def test_no_api_call_or_form_gains_a_permission_not_held(
 
 # ---- the pages offer only what you may do ---------------------------------------------------------
 def test_the_users_page_offers_only_roles_you_hold_and_people_within_reach(
-        world: World, app_client: TestClient) -> None:
-    ids = _admin_sets_up(app_client, {"Helpdesk": ["users.read", "users.manage"]},
-                         {"helpdesk@acme.test": ["Helpdesk"], "temp@acme.test": ["Member"]})
+    world: World, app_client: TestClient
+) -> None:
+    ids = _admin_sets_up(
+        app_client,
+        {"Helpdesk": ["users.read", "users.manage"]},
+        {"helpdesk@acme.test": ["Helpdesk"], "temp@acme.test": ["Member"]},
+    )
     h = _as(app_client, "admin@acme.test", "admin-password-1")
     app_client.post(f"/api/v1/users/{ids['temp@acme.test']}/deactivate", headers=h)
     admin_page = app_client.get(f"{H}/users").text
@@ -350,17 +380,22 @@ def test_the_users_page_offers_only_roles_you_hold_and_people_within_reach(
 
 
 def test_the_role_page_locks_the_permissions_you_do_not_hold(world: World, app_client: TestClient) -> None:
-    ids = _admin_sets_up(app_client, {"RoleKeepers": ["roles.read", "roles.manage"],
-                                      "Auditors": ["audit.read", "roles.read"]},
-                         {"keeper@acme.test": ["RoleKeepers"]})
+    ids = _admin_sets_up(
+        app_client,
+        {"RoleKeepers": ["roles.read", "roles.manage"], "Auditors": ["audit.read", "roles.read"]},
+        {"keeper@acme.test": ["RoleKeepers"]},
+    )
     h = _as(app_client, "keeper@acme.test", "keeper-password-1")
     page = app_client.get(f"{H}/roles/{ids['Auditors']}").text
     assert 'value="audit.read" checked disabled' in page
     assert '<input type="hidden" name="permissions" value="audit.read">' in page
     assert 'value="roles.read" checked>' in page and 'value="users.manage" disabled' in page
     # Saving the form as shown (roles.read unticked) keeps audit.read and takes off only roles.read.
-    r = app_client.post(f"{H}/roles/{ids['Auditors']}", data={"permissions": ["audit.read"],
-                                                              "csrf_token": h["X-CSRF-Token"]}, follow_redirects=False)
+    r = app_client.post(
+        f"{H}/roles/{ids['Auditors']}",
+        data={"permissions": ["audit.read"], "csrf_token": h["X-CSRF-Token"]},
+        follow_redirects=False,
+    )
     assert r.status_code == 303, shown_page(r)
     assert world.services.access.get_role(OPERATOR, ids["Auditors"]).permissions == ["audit.read"]
 
@@ -368,8 +403,11 @@ def test_the_role_page_locks_the_permissions_you_do_not_hold(world: World, app_c
 def test_a_request_for_a_permission_you_do_not_hold_offers_no_grant(world: World, app_client: TestClient) -> None:
     from kbai.access.requests import AdminRequests
 
-    _admin_sets_up(app_client, {"RoleKeepers": ["roles.read", "roles.manage", "users.read"]},
-                   {"keeper@acme.test": ["RoleKeepers"], "asker@acme.test": ["Member"]})
+    _admin_sets_up(
+        app_client,
+        {"RoleKeepers": ["roles.read", "roles.manage", "users.read"]},
+        {"keeper@acme.test": ["RoleKeepers"], "asker@acme.test": ["Member"]},
+    )
     asker = world.actor("asker@acme.test")
     AdminRequests(world.services.access).ask(asker, "audit.read")
     AdminRequests(world.services.access).ask(asker, "users.read")
@@ -382,8 +420,9 @@ def test_a_request_for_a_permission_you_do_not_hold_offers_no_grant(world: World
 def test_the_reactivate_button_works(world: World, app_client: TestClient) -> None:
     h = _as(app_client, "admin@acme.test", "admin-password-1")
     app_client.post(f"/api/v1/users/{world.dev.user_id}/deactivate", headers=h)
-    r = app_client.post(f"{H}/users/{world.dev.user_id}/reactivate", data={"csrf_token": h["X-CSRF-Token"]},
-                        follow_redirects=False)
+    r = app_client.post(
+        f"{H}/users/{world.dev.user_id}/reactivate", data={"csrf_token": h["X-CSRF-Token"]}, follow_redirects=False
+    )
     assert r.status_code == 303 and r.headers["location"] == f"{H}/users?done=reactivated"
     assert "User reactivated." in app_client.get(r.headers["location"]).text
     assert world.services.access.get_user(OPERATOR, world.dev.user_id).active  # type: ignore[arg-type]

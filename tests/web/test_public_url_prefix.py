@@ -34,8 +34,9 @@ TEMPLATES = Path(__file__).resolve().parents[2] / "src" / "kbai" / "web" / "temp
 @pytest.fixture
 def settings(database_url: str, request: pytest.FixtureRequest) -> Settings:
     # With an accent colour, so the pages link /brand.css as well.
-    return Settings(database_url=database_url, public_url=getattr(request, "param", PUBLIC), brand_accent="#0b5fff",
-                    **FAST_ARGON2)
+    return Settings(
+        database_url=database_url, public_url=getattr(request, "param", PUBLIC), brand_accent="#0b5fff", **FAST_ARGON2
+    )
 
 
 @pytest.fixture
@@ -71,8 +72,11 @@ class Escapes:
 
     def page(self, where: str, html: str) -> list[str]:
         """Checks every address on the page; returns the ones a GET may follow (links and sources of ours)."""
-        return [local for attr, value in ATTRS.findall(html)
-                if (local := self.check(where, value.replace("&amp;", "&"))) is not None and attr != "action"]
+        return [
+            local
+            for attr, value in ATTRS.findall(html)
+            if (local := self.check(where, value.replace("&amp;", "&"))) is not None and attr != "action"
+        ]
 
     def redirect(self, where: str, r: object) -> str:
         location = r.headers["location"]  # type: ignore[attr-defined]
@@ -109,8 +113,15 @@ def login(c: TestClient, esc: Escapes, root: str, email: str, password: str, goi
     nxt = re.search(r'name="next" value="([^"]*)"', form.text)
     assert nxt is not None and nxt.group(1) == root + going_to, "the login form does not come back to the page"
     esc.page(login_page, form.text)
-    r = c.post(root + "/login", data={"email": email, "password": password, "next": nxt.group(1),
-                                      "csrf_token": CSRF_RE.search(form.text).group(1)})  # type: ignore[union-attr]
+    r = c.post(
+        root + "/login",
+        data={
+            "email": email,
+            "password": password,
+            "next": nxt.group(1),
+            "csrf_token": CSRF_RE.search(form.text).group(1),
+        },
+    )  # type: ignore[union-attr]
     esc.cookies("POST /login", r)
     assert esc.redirect("POST /login", r) == root + going_to
 
@@ -131,8 +142,7 @@ def walk(c: TestClient, esc: Escapes, start: str) -> dict[str, str]:
         assert r.status_code == 200, (path, r.status_code, r.text[:300])
         pages[path] = r.text
         if r.headers["content-type"].startswith("text/html"):
-            todo.extend(local.split("#")[0] for local in esc.page(path, r.text)
-                        if local.split("#")[0] not in pages)
+            todo.extend(local.split("#")[0] for local in esc.page(path, r.text) if local.split("#")[0] not in pages)
     return pages
 
 
@@ -152,8 +162,9 @@ def test_no_page_link_form_asset_redirect_or_cookie_escapes_the_prefix(services:
         login(c, esc, root, "member@acme.test", "member-password-1", "/system-settings/api-keys")
         keys = c.get(root + "/system-settings/api-keys").text
         csrf = CSRF_RE.search(keys).group(1)  # type: ignore[union-attr]
-        assert post(c, esc, root + "/system-settings/api-keys/ask-admin", csrf,
-                    note="please").startswith(root + "/system-settings/api-keys")
+        assert post(c, esc, root + "/system-settings/api-keys/ask-admin", csrf, note="please").startswith(
+            root + "/system-settings/api-keys"
+        )
 
         # -- the admin walks every page, then acts through the forms
         login(c, esc, root, "admin@acme.test", "admin-password-1", "/system-settings/roles")
@@ -161,10 +172,16 @@ def test_no_page_link_form_asset_redirect_or_cookie_escapes_the_prefix(services:
         role = post(c, esc, root + "/system-settings/roles", csrf, name="Auditors")
         role_id = re.search(r"/roles/(\d+)", role).group(1)  # type: ignore[union-attr]
         post(c, esc, f"{root}/system-settings/roles/{role_id}", csrf, permissions=["users.read"])
-        post(c, esc, root + "/system-settings/users", csrf, email="new@acme.test", password="new-password-12",
-             roles=[role_id])
-        shown = post(c, esc, root + "/system-settings/api-keys", csrf, name="Mine", scopes=["users.read"],
-                     expiry="30")
+        post(
+            c,
+            esc,
+            root + "/system-settings/users",
+            csrf,
+            email="new@acme.test",
+            password="new-password-12",
+            roles=[role_id],
+        )
+        shown = post(c, esc, root + "/system-settings/api-keys", csrf, name="Mine", scopes=["users.read"], expiry="30")
         esc.page(shown, c.get(shown).text)  # the one page showing the new token
         pages = walk(c, esc, root + "/system-settings")
         for path in list(pages):
@@ -181,11 +198,24 @@ def test_no_page_link_form_asset_redirect_or_cookie_escapes_the_prefix(services:
         assert post(c, esc, root + "/logout", csrf) == root + "/login"
 
     assert not esc.outside, "addresses outside the prefix:\n" + "\n".join(sorted(set(esc.outside)))
-    expected = {root + p for p in ("/system-settings", "/system-settings/roles", "/system-settings/users",
-                                    "/system-settings/api-keys", "/system-settings/tokens",
-                                    "/system-settings/token-policy", "/system-settings/notifications",
-                                    "/static/app.css", "/static/app.js", "/brand.css", "/login", "/logout",
-                                    "/api/v1/admin/tokens/export")}
+    expected = {
+        root + p
+        for p in (
+            "/system-settings",
+            "/system-settings/roles",
+            "/system-settings/users",
+            "/system-settings/api-keys",
+            "/system-settings/tokens",
+            "/system-settings/token-policy",
+            "/system-settings/notifications",
+            "/static/app.css",
+            "/static/app.js",
+            "/brand.css",
+            "/login",
+            "/logout",
+            "/api/v1/admin/tokens/export",
+        )
+    }
     assert expected <= esc.seen, f"the walk missed {sorted(expected - esc.seen)}"
     assert any(re.fullmatch(rf"{root}/system-settings/(api-keys|tokens)/\d+/revoke", p) for p in esc.seen)
     assert any(re.fullmatch(rf"{root}/system-settings/requests/\d+/grant", p) for p in esc.seen)
@@ -195,8 +225,16 @@ def test_routes_answer_under_the_prefix_and_only_health_at_the_root_too(client: 
     for path in ("/healthz", "/livez", "/readyz", "/metrics"):
         assert client.get(path).status_code == 200, path
         assert client.get(PREFIX + path).status_code == 200, PREFIX + path
-    for path in ("/system-settings", "/login", "/api/v1/me", "/auth/check", "/openapi.json", "/docs",
-                 "/static/app.css", "/"):
+    for path in (
+        "/system-settings",
+        "/login",
+        "/api/v1/me",
+        "/auth/check",
+        "/openapi.json",
+        "/docs",
+        "/static/app.css",
+        "/",
+    ):
         r = client.get(path)
         assert r.status_code == 404, path
         error = r.json()["error"]
@@ -226,11 +264,16 @@ def test_session_cookie_path_is_the_prefix_and_api_login_works_under_it(client: 
 
 def test_auth_check_answers_under_the_prefix(client: TestClient, world: World) -> None:
     _view, plaintext = world.services.tokens.create(world.dev, "gateway", ["users.read"], expires_in_days=30)
-    ok = client.get(PREFIX + "/auth/check", params={"scope": "users.read"},
-                    headers={"Authorization": f"Bearer {plaintext}"})
+    ok = client.get(
+        PREFIX + "/auth/check", params={"scope": "users.read"}, headers={"Authorization": f"Bearer {plaintext}"}
+    )
     assert ok.status_code == 200 and ok.headers["x-kbai-scopes"] == "users.read"
-    assert client.get(PREFIX + "/auth/check/some/original/path",
-                      headers={"Authorization": f"Bearer {plaintext}"}).status_code == 200
+    assert (
+        client.get(
+            PREFIX + "/auth/check/some/original/path", headers={"Authorization": f"Bearer {plaintext}"}
+        ).status_code
+        == 200
+    )
     assert client.get(PREFIX + "/auth/check").status_code == 401
     assert client.get("/auth/check", headers={"Authorization": f"Bearer {plaintext}"}).status_code == 404
 
@@ -245,8 +288,7 @@ def test_openapi_servers_entry_is_the_public_url(client: TestClient) -> None:
 
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_without_a_path_the_openapi_servers_entry_stays_the_root(database_url: str) -> None:
-    svc = Services.build(Settings(database_url=database_url, public_url="https://kbai.example.com/",
-                                  **FAST_ARGON2))
+    svc = Services.build(Settings(database_url=database_url, public_url="https://kbai.example.com/", **FAST_ARGON2))
     try:
         with TestClient(create_app(svc, start_background=False), follow_redirects=False) as c:
             assert c.get("/openapi.json").json()["servers"][0]["url"] == "/"
@@ -268,25 +310,40 @@ def test_email_links_are_the_full_address(database_url: str) -> None:
         plain.close()
 
 
-@pytest.mark.parametrize("given, kept, prefix", [
-    ("https://app.example.com/kbai", "https://app.example.com/kbai", "/kbai"),
-    ("https://app.example.com/kbai/", "https://app.example.com/kbai", "/kbai"),
-    ("http://127.0.0.1:8080/apps/kbai", "http://127.0.0.1:8080/apps/kbai", "/apps/kbai"),
-    ("https://kbai.example.com", "https://kbai.example.com", ""),
-    ("https://kbai.example.com/", "https://kbai.example.com", ""),
-    ("  ", None, ""),
-])
+@pytest.mark.parametrize(
+    "given, kept, prefix",
+    [
+        ("https://app.example.com/kbai", "https://app.example.com/kbai", "/kbai"),
+        ("https://app.example.com/kbai/", "https://app.example.com/kbai", "/kbai"),
+        ("http://127.0.0.1:8080/apps/kbai", "http://127.0.0.1:8080/apps/kbai", "/apps/kbai"),
+        ("https://kbai.example.com", "https://kbai.example.com", ""),
+        ("https://kbai.example.com/", "https://kbai.example.com", ""),
+        ("  ", None, ""),
+    ],
+)
 def test_public_url_is_normalised(given: str, kept: str | None, prefix: str) -> None:
     s = Settings(public_url=given)
     assert s.public_url == kept and s.path_prefix == prefix
 
 
-@pytest.mark.parametrize("bad", [
-    "app.example.com/kbai", "ftp://app.example.com/kbai", "https:///kbai", "https://app.example.com/kbai?x=1",
-    "https://app.example.com/kbai#top", "https://user:pw@app.example.com/kbai", "https://app.example.com//kbai",
-    "https://app.example.com/a/../kbai", "https://app.example.com/k bai", "https://app.example.com/k%2fbai",
-    'https://app.example.com/"><script>', "https://app.example.com:99999999/kbai", "https://exa\u00e9mple.com/kbai",
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "app.example.com/kbai",
+        "ftp://app.example.com/kbai",
+        "https:///kbai",
+        "https://app.example.com/kbai?x=1",
+        "https://app.example.com/kbai#top",
+        "https://user:pw@app.example.com/kbai",
+        "https://app.example.com//kbai",
+        "https://app.example.com/a/../kbai",
+        "https://app.example.com/k bai",
+        "https://app.example.com/k%2fbai",
+        'https://app.example.com/"><script>',
+        "https://app.example.com:99999999/kbai",
+        "https://exa\u00e9mple.com/kbai",
+    ],
+)
 def test_a_bad_public_url_is_refused_with_a_clear_message(bad: str) -> None:
     with pytest.raises(ValidationError) as caught:
         Settings(public_url=bad)
@@ -296,14 +353,29 @@ def test_a_bad_public_url_is_refused_with_a_clear_message(bad: str) -> None:
 def test_templates_build_every_address_with_the_url_helper() -> None:
     """A page address written as a literal root-relative path would escape the prefix: templates use url()."""
     literal = re.compile(r'\b(?:href|action|src)="/')
-    found = [f"{t.name}: {line.strip()[:120]}" for t in sorted(TEMPLATES.glob("*.html"))
-             for line in t.read_text().splitlines() if literal.search(line)]
+    found = [
+        f"{t.name}: {line.strip()[:120]}"
+        for t in sorted(TEMPLATES.glob("*.html"))
+        for line in t.read_text().splitlines()
+        if literal.search(line)
+    ]
     assert not found, "use {{ url('/...') }} for these:\n" + "\n".join(found)
 
 
-ESCAPING_NEXT = ["/system-settings/users", "//evil.example/kbai/x", "/kbai//evil.example/x", "/kbaiother/x",
-                 "https://evil.example/kbai/x", "/kbai/../system-settings", "/kbai/%2e%2e/x", "/kbai/./x",
-                 "/kbai/\\evil.example", "/kbai/x\r\nSet-Cookie: a=b", "kbai/system-settings", "/kbai"]
+ESCAPING_NEXT = [
+    "/system-settings/users",
+    "//evil.example/kbai/x",
+    "/kbai//evil.example/x",
+    "/kbaiother/x",
+    "https://evil.example/kbai/x",
+    "/kbai/../system-settings",
+    "/kbai/%2e%2e/x",
+    "/kbai/./x",
+    "/kbai/\\evil.example",
+    "/kbai/x\r\nSet-Cookie: a=b",
+    "kbai/system-settings",
+    "/kbai",
+]
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
@@ -313,8 +385,15 @@ def test_a_next_outside_the_prefix_goes_home_under_it(client: TestClient, world:
     assert form.status_code == 200
     kept = re.search(r'name="next" value="([^"]*)"', form.text)
     assert kept is not None and kept.group(1) == PREFIX + "/system-settings", kept
-    r = client.post(PREFIX + "/login", data={"email": "dev@acme.test", "password": "dev-password-1", "next": nxt,
-                                             "csrf_token": CSRF_RE.search(form.text).group(1)})  # type: ignore[union-attr]
+    r = client.post(
+        PREFIX + "/login",
+        data={
+            "email": "dev@acme.test",
+            "password": "dev-password-1",
+            "next": nxt,
+            "csrf_token": CSRF_RE.search(form.text).group(1),
+        },
+    )  # type: ignore[union-attr]
     assert r.status_code == 303 and r.headers["location"] == PREFIX + "/system-settings", r.headers.get("location")
     # Signed in, the login page and the OIDC start send the same values home too.
     again = client.get(PREFIX + "/login", params={"next": nxt})
@@ -329,8 +408,16 @@ def test_a_next_under_the_prefix_is_kept(client: TestClient, world: World) -> No
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
-@pytest.mark.parametrize("path", ["/kbai/../system-settings", "/kbai/%2e%2e/system-settings", "/kbai/..%2fapi/v1/me",
-                                  "/KBAI/system-settings", "/kbai./system-settings"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/kbai/../system-settings",
+        "/kbai/%2e%2e/system-settings",
+        "/kbai/..%2fapi/v1/me",
+        "/KBAI/system-settings",
+        "/kbai./system-settings",
+    ],
+)
 def test_odd_paths_near_the_prefix_are_a_clear_404(client: TestClient, world: World, path: str) -> None:
     r = client.get(path)
     assert r.status_code == 404, (path, r.status_code)
@@ -360,8 +447,13 @@ def test_kbai_serve_stops_at_start_up_on_a_bad_public_url(database_url: str) -> 
 
     from tests.conftest import KBAI_BIN, server_env
 
-    proc = subprocess.run([KBAI_BIN, "serve", "--port", "1"], capture_output=True, text=True, timeout=60,
-                          env=server_env(database_url, KBAI_PUBLIC_URL="https://app.example.com/kbai?x=1"))
+    proc = subprocess.run(
+        [KBAI_BIN, "serve", "--port", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=server_env(database_url, KBAI_PUBLIC_URL="https://app.example.com/kbai?x=1"),
+    )
     assert proc.returncode == 1
     assert "setting KBAI_PUBLIC_URL: KBAI_PUBLIC_URL must be an http:// or https:// URL" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -379,6 +471,7 @@ def test_a_notifications_link_in_the_api_is_under_the_prefix(client: TestClient,
     requests.grant(world.admin, pending.id, role.id)
     login = client.post(PREFIX + "/api/v1/session", json={"email": "reader@acme.test", "password": "reader-password-1"})
     assert login.status_code == 200, login.text
-    (granted,) = [n for n in client.get(PREFIX + "/api/v1/notifications").json()["notifications"]
-                  if n["kind"] == "access.granted"]
+    (granted,) = [
+        n for n in client.get(PREFIX + "/api/v1/notifications").json()["notifications"] if n["kind"] == "access.granted"
+    ]
     assert granted["details"]["link"] == "/kbai/system-settings/api-keys"

@@ -104,14 +104,16 @@ def redis_pair(database_url: str, tmp_path: Path, redis_prefix: str) -> Iterator
 
 @pytest.mark.redis
 @pytest.mark.parametrize("backend", ["sqlite"])
-def test_redis_shares_the_counter_between_instances(redis_pair: tuple[LiveServer, LiveServer], redis_prefix: str) -> None:
+def test_redis_shares_the_counter_between_instances(
+    redis_pair: tuple[LiveServer, LiveServer], redis_prefix: str
+) -> None:
     a, b = redis_pair
     token = good_token(a)
     ip = {"X-Forwarded-For": "198.51.100.20"}
     with a.client() as ca, b.client() as cb:
         assert cb.get("/api/v1/me", headers=bearer(token.plaintext)).status_code == 200
         # Failures spread over both instances add up: LIMIT - 1 on A and one on B use up the limit...
-        for bad in BAD_TOKENS[:LIMIT - 1]:
+        for bad in BAD_TOKENS[: LIMIT - 1]:
             assert ca.get("/api/v1/me", headers={**ip, **bearer(bad)}).status_code == 401
         assert cb.get("/api/v1/me", headers={**ip, **bearer(BAD_TOKENS[-1])}).status_code == 401
         # ...so the next failing attempt is refused on both, 429 on the API and 401 + Retry-After at /auth/check.
@@ -128,7 +130,8 @@ def test_redis_shares_the_counter_between_instances(redis_pair: tuple[LiveServer
 @pytest.mark.redis
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_a_block_on_one_instance_reaches_the_other_within_one_second(
-        redis_pair: tuple[LiveServer, LiveServer], redis_prefix: str) -> None:
+    redis_pair: tuple[LiveServer, LiveServer], redis_prefix: str
+) -> None:
     """B learns of the block over the invalidation bus: its failing attempts are refused without
     counting, so even with the shared counters wiped, B refuses the blocked address."""
     a, b = redis_pair

@@ -34,8 +34,13 @@ from tests.conftest import FAST_ARGON2, OPERATOR, LiveServer, build_world, start
 from tests.gateway.helpers import ADMIN_PASSWORD, bearer, create_token, login
 
 MAX_EXAMPLES = 12
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
-          response_schema_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
 
 
 @dataclass
@@ -63,8 +68,12 @@ def make_identity(server: LiveServer, email: str, password: str, admin_id: int, 
     with server.client() as c:
         csrf = login(c, email, password)
         # Every permission a token can hold (session-only ones are never scopes).
-        scopes = [p["key"] for g in c.get("/api/v1/permissions").json()["groups"] for p in g["permissions"]
-                  if not p["session_only"]]
+        scopes = [
+            p["key"]
+            for g in c.get("/api/v1/permissions").json()["groups"]
+            for p in g["permissions"]
+            if not p["session_only"]
+        ]
         # Both made before any fuzzing, with an expiry, so no tenant policy set later can get in the way.
         stand_in = create_token(c, csrf, "stand-in", [], expires_in_days=30)
         made = create_token(c, csrf, "schemathesis", scopes, expires_in_days=30)
@@ -83,18 +92,26 @@ def api(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iter
     try:
         for mode, name in (("session", "Acme"), ("token", "Globex")):
             world = build_world(svc, name, f"{name.lower()}.test")
-            stand_in, _ = svc.access.create_user(OPERATOR, world.tenant_id, f"stand-in@{name.lower()}.test",
-                                                 "stand-in-pass-1")
+            stand_in, _ = svc.access.create_user(
+                OPERATOR, world.tenant_id, f"stand-in@{name.lower()}.test", "stand-in-pass-1"
+            )
             tenants[mode] = (f"admin@{name.lower()}.test", world.admin.user_id, stand_in.id)
         credential, secret = svc.credentials.create(OPERATOR, "schemathesis")
     finally:
         svc.close()
     # Generated requests only ever fail authentication by accident; never let that lock the run out.
-    server = start_server(database_url, tmp, KBAI_AUTH_FAILURES_PER_MINUTE="100000",
-                          KBAI_LOGIN_FAILURES_PER_MINUTE="100000", KBAI_INTROSPECTION_FAILURES_PER_MINUTE="100000")
+    server = start_server(
+        database_url,
+        tmp,
+        KBAI_AUTH_FAILURES_PER_MINUTE="100000",
+        KBAI_LOGIN_FAILURES_PER_MINUTE="100000",
+        KBAI_INTROSPECTION_FAILURES_PER_MINUTE="100000",
+    )
     try:
-        identities = {mode: make_identity(server, email, ADMIN_PASSWORD, admin_id, stand_in_id)  # type: ignore[arg-type]
-                      for mode, (email, admin_id, stand_in_id) in tenants.items()}
+        identities = {
+            mode: make_identity(server, email, ADMIN_PASSWORD, admin_id, stand_in_id)  # type: ignore[arg-type]
+            for mode, (email, admin_id, stand_in_id) in tenants.items()
+        }
         yield Api(server, credential.client_id, secret, identities)
     finally:
         server.stop()
@@ -175,10 +192,12 @@ def served_schema() -> dict[str, object]:
         svc.close()
 
 
-CONFIG = schemathesis.Config.from_dict({
-    "generation": {"max-examples": MAX_EXAMPLES, "with-security-parameters": False, "database": "none"},
-    "phases": {"stateful": {"enabled": False}},
-})
+CONFIG = schemathesis.Config.from_dict(
+    {
+        "generation": {"max-examples": MAX_EXAMPLES, "with-security-parameters": False, "database": "none"},
+        "phases": {"stateful": {"enabled": False}},
+    }
+)
 SCHEMA_DOCUMENT = served_schema()
 schema = schemathesis.openapi.from_dict(SCHEMA_DOCUMENT, config=CONFIG)
 
@@ -191,15 +210,18 @@ def test_live_server_serves_this_schema(api: Api) -> None:
 
 
 FUZZ_SETTINGS = settings(
-    max_examples=MAX_EXAMPLES, deadline=None, derandomize=True,
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 
 
 def run(case: schemathesis.Case, caller: Caller) -> None:
     headers, cookies = caller.prepare(case)
-    response = case.call_and_validate(base_url=caller.api.server.url, headers=headers, cookies=cookies,
-                                      checks=CHECKS, timeout=30)
+    response = case.call_and_validate(
+        base_url=caller.api.server.url, headers=headers, cookies=cookies, checks=CHECKS, timeout=30
+    )
     caller.after(case, response.status_code)
 
 

@@ -52,8 +52,15 @@ from tests.gateway.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, login
 SCENARIOS = 100  # Hypothesis examples: each one a sequence of calls
 MAX_STEPS = 8  # calls per sequence at most
 MAX_RUNS = 10  # Hypothesis runs to get there (see the loop in the test)
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
-          response_schema_conformance, ensure_resource_availability, use_after_free]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    ensure_resource_availability,
+    use_after_free,
+]
 
 
 def served_schema() -> dict[str, Any]:
@@ -66,10 +73,12 @@ def served_schema() -> dict[str, Any]:
 
 
 DOCUMENT = served_schema()
-CONFIG = schemathesis.Config.from_dict({
-    "generation": {"mode": "positive", "with-security-parameters": False, "database": "none"},
-    "phases": {"stateful": {"enabled": True, "max-steps": MAX_STEPS, "inference": {"algorithms": []}}},
-})
+CONFIG = schemathesis.Config.from_dict(
+    {
+        "generation": {"mode": "positive", "with-security-parameters": False, "database": "none"},
+        "phases": {"stateful": {"enabled": True, "max-steps": MAX_STEPS, "inference": {"algorithms": []}}},
+    }
+)
 schema = schemathesis.openapi.from_dict(DOCUMENT, config=CONFIG)
 
 
@@ -97,8 +106,13 @@ def live(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Ite
         admin_id = world.admin.user_id
     finally:
         svc.close()
-    server = start_server(database_url, tmp, KBAI_AUTH_FAILURES_PER_MINUTE="100000",
-                          KBAI_LOGIN_FAILURES_PER_MINUTE="100000", KBAI_INTROSPECTION_FAILURES_PER_MINUTE="100000")
+    server = start_server(
+        database_url,
+        tmp,
+        KBAI_AUTH_FAILURES_PER_MINUTE="100000",
+        KBAI_LOGIN_FAILURES_PER_MINUTE="100000",
+        KBAI_INTROSPECTION_FAILURES_PER_MINUTE="100000",
+    )
     try:
         with server.client() as c:
             csrf = login(c, ADMIN_EMAIL, ADMIN_PASSWORD)
@@ -112,8 +126,13 @@ def test_live_server_serves_the_linked_schema(live: Live) -> None:
     with live.server.client() as c:
         served = c.get("/openapi.json").json()
     assert served == DOCUMENT
-    linked = {(m, p, s): set(r["links"]) for p, ops in served["paths"].items() for m, op in ops.items()
-              for s, r in op["responses"].items() if r.get("links")}
+    linked = {
+        (m, p, s): set(r["links"])
+        for p, ops in served["paths"].items()
+        for m, op in ops.items()
+        for s, r in op["responses"].items()
+        if r.get("links")
+    }
     assert linked == {source: set(links) for source, links in LINKS.items()}
 
 
@@ -122,11 +141,12 @@ def test_links_point_at_operations_that_take_the_id() -> None:
     for (method, path, status), names in LINKS.items():
         response = DOCUMENT["paths"][path][method]["responses"][status]
         id_schema = DOCUMENT["components"]["schemas"][
-            response["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]]["properties"]["id"]
+            response["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+        ]["properties"]["id"]
         assert id_schema["type"] == "integer", (method, path)
         for name in names:
             link = response["links"][name]
-            (param, expression), = link["parameters"].items()
+            ((param, expression),) = link["parameters"].items()
             target = ops[link["operationId"]]
             assert expression == "$response.body#/id"
             assert [p["name"] for p in target["parameters"] if p["in"] == "path"] == [param]
@@ -149,8 +169,9 @@ def realistic(case: schemathesis.Case) -> None:
     if case.operation.path in ("/api/v1/tokens", "/api/v1/roles") and case.method.upper() == "POST":
         body["name"] = f"stateful {n}"
     if case.operation.path == "/api/v1/tokens":
-        body["scopes"] = [s for s in dict.fromkeys(x for x in body.get("scopes") or [] if isinstance(x, str))
-                          if s in PERMISSIONS]
+        body["scopes"] = [
+            s for s in dict.fromkeys(x for x in body.get("scopes") or [] if isinstance(x, str)) if s in PERMISSIONS
+        ]
     if case.operation.path in ("/api/v1/roles", "/api/v1/roles/{role_id}") and "permissions" in body:
         body["permissions"] = [p for p in body["permissions"] or [] if p in PERMISSIONS]
     if case.operation.path == "/api/v1/users":
@@ -173,31 +194,38 @@ def test_stateful_sequences_with_a_session(live: Live) -> None:
 
         def step(self, input: Any) -> Any:  # noqa: A002 - schemathesis' name
             self.linked = input.transition is not None and any(
-                location.value == "path" for location, _ in input.applied_parameters)
+                location.value == "path" for location, _ in input.applied_parameters
+            )
             return super().step(input)
 
         def before_call(self, case: schemathesis.Case) -> None:
             # Never demote or deactivate the caller itself (a random id may be its own): use the stand-in.
             params = case.path_parameters or {}
-            if case.operation.path.startswith("/api/v1/users/{user_id}") and str(params.get("user_id")) == str(live.admin_id):
+            if case.operation.path.startswith("/api/v1/users/{user_id}") and str(params.get("user_id")) == str(
+                live.admin_id
+            ):
                 params["user_id"] = live.stand_in_user_id
             realistic(case)
 
         def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
-            return {"base_url": live.server.url, "headers": {"X-CSRF-Token": live.csrf},
-                    "cookies": {"kbai_session": live.cookie}, "timeout": 30}
+            return {
+                "base_url": live.server.url,
+                "headers": {"X-CSRF-Token": live.csrf},
+                "cookies": {"kbai_session": live.cookie},
+                "timeout": 30,
+            }
 
         def after_call(self, response: Any, case: schemathesis.Case) -> None:
             super().after_call(response, case)
             calls[(case.operation.label, response.status_code, self.linked)] += 1
 
-        def validate_response(self, response: Any, case: schemathesis.Case, additional_checks: Any = None,
-                              **kwargs: Any) -> None:
+        def validate_response(
+            self, response: Any, case: schemathesis.Case, additional_checks: Any = None, **kwargs: Any
+        ) -> None:
             # Failures are collected, not raised: Hypothesis would replay the failing sequence against a server
             # whose state has moved on, draw differently ("inconsistent data generation") and hide the failure.
             try:
-                case.validate_response(response, checks=CHECKS, transport_kwargs=kwargs or None,
-                                       recorder=self.recorder)
+                case.validate_response(response, checks=CHECKS, transport_kwargs=kwargs or None, recorder=self.recorder)
             except Exception as exc:  # noqa: BLE001 - every failed check is reported below
                 failures.append(f"{case.operation.label} -> {response.status_code}: {redact(str(exc))[:2000]}")
 
@@ -207,17 +235,25 @@ def test_stateful_sequences_with_a_session(live: Live) -> None:
     runs = 0
     while scenarios[0] < SCENARIOS and runs < MAX_RUNS:
         runs += 1
-        run_settings = settings(max_examples=SCENARIOS - scenarios[0], stateful_step_count=MAX_STEPS,
-                                deadline=None, database=None, phases=[Phase.generate],
-                                suppress_health_check=list(HealthCheck))
+        run_settings = settings(
+            max_examples=SCENARIOS - scenarios[0],
+            stateful_step_count=MAX_STEPS,
+            deadline=None,
+            database=None,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
         try:
             run_state_machine_as_test(Workflow, settings=run_settings)
         except Exception as exc:  # noqa: BLE001 - a report may quote a response that holds a new token
             if isinstance(exc, Flaky) or is_inconsistent_replay(exc):
                 continue
             pytest.fail(f"{type(exc).__name__}: {redact(str(exc))[:4000]}", pytrace=False)
-    print(f"{scenarios[0]} sequences in {runs} runs; (operation, status, id from a link): count",
-          *sorted(calls.items()), sep="\n  ")
+    print(
+        f"{scenarios[0]} sequences in {runs} runs; (operation, status, id from a link): count",
+        *sorted(calls.items()),
+        sep="\n  ",
+    )
     assert not failures, "\n\n".join(failures[:5])
     assert scenarios[0] >= SCENARIOS // 2, f"only {scenarios[0]} sequences ran in {runs} runs"
 
@@ -228,7 +264,11 @@ def test_stateful_sequences_with_a_session(live: Live) -> None:
     created = {op for (op, status, _) in calls if status == 201}
     assert {"POST /api/v1/tokens", "POST /api/v1/roles", "POST /api/v1/users"} <= created, created
     followed_ok = {op for (op, status, linked) in calls if linked and 200 <= status < 300}
-    assert followed_ok & {"GET /api/v1/tokens/{token_id}", "POST /api/v1/tokens/{token_id}/revoke",
-                          "POST /api/v1/tokens/{token_id}/rotate", "GET /api/v1/tokens/{token_id}/activity"}, followed_ok
+    assert followed_ok & {
+        "GET /api/v1/tokens/{token_id}",
+        "POST /api/v1/tokens/{token_id}/revoke",
+        "POST /api/v1/tokens/{token_id}/rotate",
+        "GET /api/v1/tokens/{token_id}/activity",
+    }, followed_ok
     assert followed_ok & {"GET /api/v1/roles/{role_id}", "PUT /api/v1/roles/{role_id}"}, followed_ok
     assert followed_ok & {"PUT /api/v1/users/{user_id}/roles", "POST /api/v1/users/{user_id}/deactivate"}, followed_ok

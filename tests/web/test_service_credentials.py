@@ -22,8 +22,9 @@ CREDS = "/api/v1/service-credentials"
 
 @pytest.fixture
 def operated(database_url: str) -> Iterator[Services]:
-    svc = Services.build(Settings(database_url=database_url, operator_tenant="Acme", **FAST_ARGON2),
-                         clock=FrozenClock())
+    svc = Services.build(
+        Settings(database_url=database_url, operator_tenant="Acme", **FAST_ARGON2), clock=FrozenClock()
+    )
     yield svc
     svc.close()
 
@@ -36,8 +37,9 @@ def _login(client: TestClient, email: str, password: str) -> dict[str, str]:
 
 def _introspect(client: TestClient, client_id: str, secret: str) -> int:
     basic = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
-    r = client.post("/api/v1/introspect", data={"token": "kbai_pk_" + "0" * 64},
-                    headers={"Authorization": f"Basic {basic}"})
+    r = client.post(
+        "/api/v1/introspect", data={"token": "kbai_pk_" + "0" * 64}, headers={"Authorization": f"Basic {basic}"}
+    )
     return r.status_code
 
 
@@ -51,7 +53,9 @@ def test_an_operator_admin_lists_and_revokes_and_introspection_stops_at_once(ope
         assert r.status_code == 200, r.text
         listed = r.json()["service_credentials"]
         assert [(c["client_id"], c["name"], c["status"], c["revoked_at"]) for c in listed] == [
-            (credential.client_id, "contacts-api", "active", None), (other.client_id, "billing-api", "active", None)]
+            (credential.client_id, "contacts-api", "active", None),
+            (other.client_id, "billing-api", "active", None),
+        ]
         assert secret not in r.text
         assert _introspect(client, credential.client_id, secret) == 200
 
@@ -75,15 +79,19 @@ def test_nobody_but_the_operator_tenants_admins_may_list_or_revoke(operated: Ser
     _view, token = operated.tokens.create(world.dev, "reader", ["users.read"])
     with TestClient(create_app(operated, start_background=False)) as client:
         attempts = {}
-        for who, email, password in (("globex admin", "admin@globex.test", "admin-password-1"),
-                                     ("acme developer", "dev@acme.test", "dev-password-1")):
+        for who, email, password in (
+            ("globex admin", "admin@globex.test", "admin-password-1"),
+            ("acme developer", "dev@acme.test", "dev-password-1"),
+        ):
             client.cookies.clear()
             csrf = _login(client, email, password)
             attempts[who] = (client.get(CREDS), client.post(f"{CREDS}/{credential.client_id}/revoke", headers=csrf))
         client.cookies.clear()
         bearer = {"Authorization": f"Bearer {token}"}
-        attempts["a token"] = (client.get(CREDS, headers=bearer),
-                               client.post(f"{CREDS}/{credential.client_id}/revoke", headers=bearer))
+        attempts["a token"] = (
+            client.get(CREDS, headers=bearer),
+            client.post(f"{CREDS}/{credential.client_id}/revoke", headers=bearer),
+        )
         for who, responses in attempts.items():
             for r in responses:
                 assert (r.status_code, r.json()["error"]["code"]) == (403, "forbidden"), (who, r.text)

@@ -58,16 +58,24 @@ def _basic(services: Services) -> dict[str, str]:
 def test_create_returns_and_lists_the_restrictions(client: TestClient, csrf: str) -> None:
     made = _create(client, csrf, description="Posts contacts", allowed_ips=["203.0.113.0/24"], self_rotate=True)
     assert (made["description"], made["allowed_ips"], made["self_rotate"], made["paused_at"]) == (
-        "Posts contacts", ["203.0.113.0/24"], True, None)
+        "Posts contacts",
+        ["203.0.113.0/24"],
+        True,
+        None,
+    )
     listed = client.get(T).json()["tokens"][0]
     assert (listed["description"], listed["allowed_ips"], listed["self_rotate"]) == (
-        "Posts contacts", ["203.0.113.0/24"], True)
+        "Posts contacts",
+        ["203.0.113.0/24"],
+        True,
+    )
 
 
 def test_patch_changes_only_what_is_sent_and_is_audited(client: TestClient, csrf: str, services: Services) -> None:
     made = _create(client, csrf, description="old")
-    r = client.patch(f"{T}/{made['id']}", json={"name": "nightly", "allowed_ips": ["10.0.0.0/8"]},
-                     headers={"X-CSRF-Token": csrf})
+    r = client.patch(
+        f"{T}/{made['id']}", json={"name": "nightly", "allowed_ips": ["10.0.0.0/8"]}, headers={"X-CSRF-Token": csrf}
+    )
     assert r.status_code == 200, r.text
     assert (r.json()["name"], r.json()["description"], r.json()["allowed_ips"]) == ("nightly", "old", ["10.0.0.0/8"])
     with services.db.read() as s:
@@ -78,8 +86,9 @@ def test_patch_changes_only_what_is_sent_and_is_audited(client: TestClient, csrf
 
 
 # ---- pause and resume ------------------------------------------------------------------------------
-def test_pause_answers_the_token_json_and_refuses_it_everywhere(client: TestClient, csrf: str,
-                                                                services: Services) -> None:
+def test_pause_answers_the_token_json_and_refuses_it_everywhere(
+    client: TestClient, csrf: str, services: Services
+) -> None:
     made = _create(client, csrf)
     token = made["token"]
     assert client.get("/auth/check", headers=_bearer(token)).status_code == 200
@@ -106,15 +115,17 @@ def test_an_admin_pauses_a_members_token_from_the_api(client: TestClient, csrf: 
 
 # ---- the allowlist -----------------------------------------------------------------------------------
 def test_outside_the_allowlist_is_401_counted_logged_and_shown_on_activity(
-        client: TestClient, csrf: str, services: Services, caplog: pytest.LogCaptureFixture) -> None:
+    client: TestClient, csrf: str, services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
     made = _create(client, csrf, allowed_ips=["198.51.100.0/24"])
     with caplog.at_level(logging.WARNING, logger="kbai.web"):
         r = client.get("/auth/check", headers=_bearer(made["token"]))
     assert r.status_code == 401
     assert "198.51.100" not in r.text and "198.51.100" not in r.headers["www-authenticate"]
     assert "cannot be used from this address" in r.json()["error"]["message"]
-    assert any("outside its IP allowlist" in rec.getMessage() and CLIENT_IP in rec.getMessage()
-               for rec in caplog.records)
+    assert any(
+        "outside its IP allowlist" in rec.getMessage() and CLIENT_IP in rec.getMessage() for rec in caplog.records
+    )
     assert made["token"] not in caplog.text
     assert client.get("/api/v1/me", headers=_bearer(made["token"])).status_code == 401
     services.usage.flush()
@@ -146,8 +157,10 @@ def test_introspection_reports_the_allowlist(client: TestClient, csrf: str, serv
     assert r.json()["active"] is True
     assert r.json()["allowed_ips"] == ["198.51.100.0/24", "2001:db8::/32"]
     plain = _create(client, csrf, name="plain")
-    assert "allowed_ips" not in client.post("/api/v1/introspect", data={"token": plain["token"]},
-                                            headers=_basic(services)).json()
+    assert (
+        "allowed_ips"
+        not in client.post("/api/v1/introspect", data={"token": plain["token"]}, headers=_basic(services)).json()
+    )
 
 
 def _sdk_app(services: Services) -> FastAPI:
@@ -190,15 +203,28 @@ def test_self_rotation_only_with_the_option(client: TestClient, csrf: str) -> No
 
 
 def test_self_rotation_keeps_name_scopes_restrictions_and_stops_the_old_after_the_grace(
-        client: TestClient, csrf: str, clock: FrozenClock) -> None:
-    made = _create(client, csrf, name="robot", self_rotate=True, allowed_ips=["203.0.113.0/24"],
-                   description="CI", expires_in_days=30)
+    client: TestClient, csrf: str, clock: FrozenClock
+) -> None:
+    made = _create(
+        client,
+        csrf,
+        name="robot",
+        self_rotate=True,
+        allowed_ips=["203.0.113.0/24"],
+        description="CI",
+        expires_in_days=30,
+    )
     r = client.post(f"{T}/self/rotate", json={"grace_period_seconds": 60}, headers=_bearer(made["token"]))
     assert r.status_code == 201, r.text
     new = r.json()
     assert new["token"] and new["token"] != made["token"]
     assert (new["name"], new["scopes"], new["allowed_ips"], new["description"], new["self_rotate"]) == (
-        "robot", ["users.read"], ["203.0.113.0/24"], "CI", True)
+        "robot",
+        ["users.read"],
+        ["203.0.113.0/24"],
+        "CI",
+        True,
+    )
     assert new["rotated_from"]["id"] == made["id"]
     assert client.get("/api/v1/me", headers=_bearer(made["token"])).status_code == 200  # in its grace
     clock.advance(seconds=61)
@@ -209,8 +235,9 @@ def test_self_rotation_keeps_name_scopes_restrictions_and_stops_the_old_after_th
     assert again.status_code == 201, again.text
 
 
-def test_self_rotation_follows_the_tenant_policy(client: TestClient, csrf: str, services: Services,
-                                                 world: World) -> None:
+def test_self_rotation_follows_the_tenant_policy(
+    client: TestClient, csrf: str, services: Services, world: World
+) -> None:
     made = _create(client, csrf, name="robot", self_rotate=True)  # no expiry
     services.policies.set(world.admin, world.tenant_id, max_lifetime_days=30)
     r = client.post(f"{T}/self/rotate", headers=_bearer(made["token"]))
@@ -219,7 +246,8 @@ def test_self_rotation_follows_the_tenant_policy(client: TestClient, csrf: str, 
 
 
 def test_a_rotated_out_token_used_again_is_logged_and_notified_once_not_revoked_further(
-        client: TestClient, csrf: str, services: Services, caplog: pytest.LogCaptureFixture) -> None:
+    client: TestClient, csrf: str, services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
     made = _create(client, csrf, name="robot", self_rotate=True)
     new = client.post(f"{T}/self/rotate", headers=_bearer(made["token"])).json()
     with caplog.at_level(logging.WARNING, logger="kbai.tokens"):

@@ -19,13 +19,17 @@ BAD = "kbai_pk_" + "0" * 64
 @pytest.mark.parametrize("trusted", ["127.0.0.1", "192.0.2.1"])
 def test_forwarded_addresses_count_only_from_trusted_proxies(database_url: str, tmp_path: Path, trusted: str) -> None:
     seed(database_url)
-    server = start_server(database_url, tmp_path, KBAI_AUTH_FAILURES_PER_MINUTE=str(LIMIT),
-                          KBAI_TRUSTED_PROXIES=trusted)
+    server = start_server(
+        database_url, tmp_path, KBAI_AUTH_FAILURES_PER_MINUTE=str(LIMIT), KBAI_TRUSTED_PROXIES=trusted
+    )
     try:
         with server.client() as c:
-            statuses = [c.get("/api/v1/me", headers={"Authorization": f"Bearer {BAD}",
-                                                     "X-Forwarded-For": f"203.0.113.{i}"}).status_code
-                        for i in range(1, LIMIT + 2)]
+            statuses = [
+                c.get(
+                    "/api/v1/me", headers={"Authorization": f"Bearer {BAD}", "X-Forwarded-For": f"203.0.113.{i}"}
+                ).status_code
+                for i in range(1, LIMIT + 2)
+            ]
     finally:
         server.stop()
     if trusted == "127.0.0.1":  # the test talks from 127.0.0.1: each request is a different client

@@ -31,8 +31,10 @@ def clean_abilities(value: object) -> tuple[str, ...]:
     wanted = {str(i).strip() for i in items if str(i).strip()}
     unknown = sorted(wanted - set(ABILITIES))
     if unknown or not wanted:
-        raise KbaiError(errors.VALIDATION, detail=f"Unknown ability '{(unknown or [''])[0][:40]}': allow one or more "
-                                                  f"of {', '.join(ABILITIES)}.")
+        raise KbaiError(
+            errors.VALIDATION,
+            detail=f"Unknown ability '{(unknown or [''])[0][:40]}': allow one or more of {', '.join(ABILITIES)}.",
+        )
     return tuple(a for a in ABILITIES if a in wanted)
 
 
@@ -45,8 +47,12 @@ class Credential:
 
     def actor(self, ip: str | None = None) -> Actor:
         """The credential as the rules see it: operator trust for the abilities it was given."""
-        return Actor(kind="service", email=f"{self.name} ({self.client_id})", ip=ip,
-                     permissions=frozenset(f"ability:{a}" for a in self.abilities))
+        return Actor(
+            kind="service",
+            email=f"{self.name} ({self.client_id})",
+            ip=ip,
+            permissions=frozenset(f"ability:{a}" for a in self.abilities),
+        )
 
 
 @dataclass(frozen=True)
@@ -83,8 +89,9 @@ class CredentialService:
     them, and in the API so may an admin of the operator's own tenant (``KBAI_OPERATOR_TENANT``): a
     session holding every permission there. Nobody else may even list them."""
 
-    def __init__(self, db: Database, clock: Clock, catalog: Catalog | None = None,
-                 operator_tenant: str | None = None) -> None:
+    def __init__(
+        self, db: Database, clock: Clock, catalog: Catalog | None = None, operator_tenant: str | None = None
+    ) -> None:
         self.db = db
         self.clock = clock
         self.catalog = catalog
@@ -119,8 +126,15 @@ class CredentialService:
                 raise KbaiError(errors.NOT_FOUND, what="Service credential")
             if row.revoked_at is None:
                 row.revoked_at = now
-                audit.record(s, actor, "service_credential.revoke", at=now, target_type="service_credential",
-                             target_id=row.id, details={"name": row.name, "client_id": row.client_id})
+                audit.record(
+                    s,
+                    actor,
+                    "service_credential.revoke",
+                    at=now,
+                    target_type="service_credential",
+                    target_id=row.id,
+                    details={"name": row.name, "client_id": row.client_id},
+                )
             return _view(row)
 
     def create(self, actor: Actor, name: str, abilities: object = ("introspect",)) -> tuple[Credential, str]:
@@ -134,12 +148,24 @@ class CredentialService:
         with self.db.write() as s:
             if s.scalar(select(ServiceCredential.id).where(ServiceCredential.name == name)) is not None:
                 raise KbaiError(errors.ALREADY_EXISTS, what=f"A service credential named '{name}'")
-            row = ServiceCredential(name=name, client_id=client_id, secret_digest=_digest(secret), created_at=now,
-                                    abilities=",".join(allowed))
+            row = ServiceCredential(
+                name=name,
+                client_id=client_id,
+                secret_digest=_digest(secret),
+                created_at=now,
+                abilities=",".join(allowed),
+            )
             s.add(row)
             s.flush()
-            audit.record(s, actor, "service_credential.create", at=now, target_type="service_credential",
-                         target_id=row.id, details={"name": name, "client_id": client_id, "abilities": list(allowed)})
+            audit.record(
+                s,
+                actor,
+                "service_credential.create",
+                at=now,
+                target_type="service_credential",
+                target_id=row.id,
+                details={"name": name, "client_id": client_id, "abilities": list(allowed)},
+            )
             return Credential(row.id, name, client_id, allowed), secret
 
     def authenticate(self, client_id: str, secret: str) -> Credential | None:

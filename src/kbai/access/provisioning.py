@@ -53,8 +53,9 @@ class ProvisioningView:
 
 
 def _view(row: ProvisioningCredential) -> ProvisioningView:
-    return ProvisioningView(row.id, row.tenant_id, row.name, row.prefix, row.created_at, row.created_by,
-                            row.last_used_at, row.revoked_at)
+    return ProvisioningView(
+        row.id, row.tenant_id, row.name, row.prefix, row.created_at, row.created_by, row.last_used_at, row.revoked_at
+    )
 
 
 class ProvisioningCredentials:
@@ -87,28 +88,52 @@ class ProvisioningCredentials:
             if s.get(Tenant, tenant_id) is None:
                 raise KbaiError(errors.NOT_FOUND, what="Tenant")
             s.scalar(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
-            rows = list(s.scalars(select(ProvisioningCredential).where(
-                ProvisioningCredential.tenant_id == tenant_id, ProvisioningCredential.revoked_at.is_(None))))
+            rows = list(
+                s.scalars(
+                    select(ProvisioningCredential).where(
+                        ProvisioningCredential.tenant_id == tenant_id, ProvisioningCredential.revoked_at.is_(None)
+                    )
+                )
+            )
             if any(r.name == name for r in rows):
                 raise KbaiError(errors.ALREADY_EXISTS, what=f"An active provisioning credential named '{name}'")
             if len(rows) >= MAX_PER_TENANT:
-                raise KbaiError(errors.VALIDATION, detail=f"A tenant has at most {MAX_PER_TENANT} active provisioning "
-                                                          "credentials: revoke one you no longer use first.")
-            row = ProvisioningCredential(tenant_id=tenant_id, name=name, prefix=secret[:fmt.SCIM_DISPLAY_PREFIX_LENGTH],
-                                         secret_digest=fmt.report_hash(secret), created_at=now,
-                                         created_by=actor.label[:254])
+                raise KbaiError(
+                    errors.VALIDATION,
+                    detail=f"A tenant has at most {MAX_PER_TENANT} active provisioning "
+                    "credentials: revoke one you no longer use first.",
+                )
+            row = ProvisioningCredential(
+                tenant_id=tenant_id,
+                name=name,
+                prefix=secret[: fmt.SCIM_DISPLAY_PREFIX_LENGTH],
+                secret_digest=fmt.report_hash(secret),
+                created_at=now,
+                created_by=actor.label[:254],
+            )
             s.add(row)
             s.flush()
-            audit.record(s, actor, "provisioning_credential.create", at=now, target_type="provisioning_credential",
-                         target_id=row.id, tenant_id=tenant_id, details={"name": name, "prefix": row.prefix})
+            audit.record(
+                s,
+                actor,
+                "provisioning_credential.create",
+                at=now,
+                target_type="provisioning_credential",
+                target_id=row.id,
+                tenant_id=tenant_id,
+                details={"name": name, "prefix": row.prefix},
+            )
             return _view(row), secret
 
     def list(self, actor: Actor, tenant_id: int) -> list[ProvisioningView]:
         """Every credential of the tenant, active first, newest first."""
         self._authorize(actor, tenant_id)
         with self.db.read() as s:
-            rows = s.scalars(select(ProvisioningCredential).where(ProvisioningCredential.tenant_id == tenant_id)
-                             .order_by(ProvisioningCredential.id.desc()))
+            rows = s.scalars(
+                select(ProvisioningCredential)
+                .where(ProvisioningCredential.tenant_id == tenant_id)
+                .order_by(ProvisioningCredential.id.desc())
+            )
             views = [_view(r) for r in rows]
         return sorted(views, key=lambda v: v.revoked_at is not None)
 
@@ -122,8 +147,16 @@ class ProvisioningCredentials:
                 raise KbaiError(errors.NOT_FOUND, what="Provisioning credential")
             if row.revoked_at is None:
                 row.revoked_at = now
-                audit.record(s, actor, "provisioning_credential.revoke", at=now, target_type="provisioning_credential",
-                             target_id=row.id, tenant_id=tenant_id, details={"name": row.name, "prefix": row.prefix})
+                audit.record(
+                    s,
+                    actor,
+                    "provisioning_credential.revoke",
+                    at=now,
+                    target_type="provisioning_credential",
+                    target_id=row.id,
+                    tenant_id=tenant_id,
+                    details={"name": row.name, "prefix": row.prefix},
+                )
             return _view(row)
 
     def authenticate(self, secret: str | None) -> ProvisioningView | None:
@@ -153,12 +186,22 @@ class ProvisioningCredentials:
             return set()
         now = utc_seconds(self.clock.now())
         with self.db.write() as s:
-            rows = list(s.scalars(select(ProvisioningCredential).where(
-                ProvisioningCredential.secret_digest.in_(sorted(digests)))))
+            rows = list(
+                s.scalars(
+                    select(ProvisioningCredential).where(ProvisioningCredential.secret_digest.in_(sorted(digests)))
+                )
+            )
             for row in rows:
                 if row.revoked_at is None:
                     row.revoked_at = now
-                    audit.record(s, actor, "provisioning_credential.leak_report", at=now,
-                                 target_type="provisioning_credential", target_id=row.id, tenant_id=row.tenant_id,
-                                 details={"name": row.name, "prefix": row.prefix, "reporter": reporter})
+                    audit.record(
+                        s,
+                        actor,
+                        "provisioning_credential.leak_report",
+                        at=now,
+                        target_type="provisioning_credential",
+                        target_id=row.id,
+                        tenant_id=row.tenant_id,
+                        details={"name": row.name, "prefix": row.prefix, "reporter": reporter},
+                    )
             return {r.secret_digest for r in rows}

@@ -71,13 +71,26 @@ class AdminRequests:
                 return False
             if self._open(s, user.id, permission) is not None:
                 return False
-            row = AdminRequest(tenant_id=user.tenant_id, user_id=user.id, permission=permission,
-                               created_at=now, resolved_at=None, message=note)
+            row = AdminRequest(
+                tenant_id=user.tenant_id,
+                user_id=user.id,
+                permission=permission,
+                created_at=now,
+                resolved_at=None,
+                message=note,
+            )
             s.add(row)
             s.flush()
-            audit.record(s, actor, "admin_request.create", at=now, target_type="admin_request", target_id=row.id,
-                         tenant_id=user.tenant_id,
-                         details={"email": user.email, "permission": permission, "message": note})
+            audit.record(
+                s,
+                actor,
+                "admin_request.create",
+                at=now,
+                target_type="admin_request",
+                target_id=row.id,
+                tenant_id=user.tenant_id,
+                details={"email": user.email, "permission": permission, "message": note},
+            )
         return True
 
     def asked_at(self, user_id: int, permission: str) -> datetime | None:
@@ -89,8 +102,11 @@ class AdminRequests:
     def open_requests(self, user_id: int) -> dict[str, datetime]:
         """The user's open requests: permission -> when they asked."""
         with self.db.read() as s:
-            rows = s.execute(select(AdminRequest.permission, AdminRequest.created_at).where(
-                AdminRequest.user_id == user_id, AdminRequest.resolved_at.is_(None)).order_by(AdminRequest.id)).all()
+            rows = s.execute(
+                select(AdminRequest.permission, AdminRequest.created_at)
+                .where(AdminRequest.user_id == user_id, AdminRequest.resolved_at.is_(None))
+                .order_by(AdminRequest.id)
+            ).all()
         return {permission: created for permission, created in rows}
 
     def resolve_granted(self, tenant_id: int) -> int:
@@ -111,9 +127,11 @@ class AdminRequests:
         added = []
         with self.db.write() as s:
             rows = s.execute(
-                select(AdminRequest, User).join(User, User.id == AdminRequest.user_id)
+                select(AdminRequest, User)
+                .join(User, User.id == AdminRequest.user_id)
                 .where(AdminRequest.tenant_id == tenant_id, AdminRequest.resolved_at.is_(None))
-                .order_by(AdminRequest.id).with_for_update(of=AdminRequest)
+                .order_by(AdminRequest.id)
+                .with_for_update(of=AdminRequest)
             ).all()
             held_by: dict[int, frozenset[str]] = {}
             granted: list[tuple[AdminRequest, User]] = []
@@ -138,7 +156,10 @@ class AdminRequests:
         else:
             next_step = "Tokens you create can carry it now: open System Settings → API Keys."
         return NewNotification(
-            user_id=user.id, tenant_id=user.tenant_id, email=user.email, kind=ACCESS_GRANTED,
+            user_id=user.id,
+            tenant_id=user.tenant_id,
+            email=user.email,
+            kind=ACCESS_GRANTED,
             title=f"You have {label} now"[:200],
             body=f"Your request for {label} ({req.permission}) was granted.{where} {next_step}",
             details={"permission": req.permission, "request_id": req.id, "link": API_KEYS_PATH},
@@ -146,13 +167,22 @@ class AdminRequests:
 
     def _roles_holding(self, s: Session, user_id: int, permission: str) -> list[tuple[int, str]]:
         rows = s.execute(
-            select(Role.id, Role.name, Role.builtin).join(UserRole, UserRole.role_id == Role.id)
-            .where(UserRole.user_id == user_id).order_by(Role.name)
+            select(Role.id, Role.name, Role.builtin)
+            .join(UserRole, UserRole.role_id == Role.id)
+            .where(UserRole.user_id == user_id)
+            .order_by(Role.name)
         ).all()
         out = []
         for rid, name, builtin in rows:
-            if builtin == ADMIN or s.scalar(select(RolePermission.role_id).where(
-                    RolePermission.role_id == rid, RolePermission.permission == permission)) is not None:
+            if (
+                builtin == ADMIN
+                or s.scalar(
+                    select(RolePermission.role_id).where(
+                        RolePermission.role_id == rid, RolePermission.permission == permission
+                    )
+                )
+                is not None
+            ):
                 out.append((rid, name))
         return out
 
@@ -172,11 +202,18 @@ class AdminRequests:
                 if not user.active or req.permission in permissions_of(s, user, self.catalog):
                     continue
                 perm = self.catalog.get(req.permission)
-                out.append(RequestView(
-                    id=req.id, user_id=user.id, email=user.email, permission=req.permission,
-                    label=perm.label if perm else req.permission, created_at=req.created_at,
-                    message=req.message, roles=self._grantable_roles(s, user.id),
-                ))
+                out.append(
+                    RequestView(
+                        id=req.id,
+                        user_id=user.id,
+                        email=user.email,
+                        permission=req.permission,
+                        label=perm.label if perm else req.permission,
+                        created_at=req.created_at,
+                        message=req.message,
+                        roles=self._grantable_roles(s, user.id),
+                    )
+                )
         return out
 
     def grant(self, actor: Actor, request_id: int, role_id: int) -> str:
@@ -202,14 +239,21 @@ class AdminRequests:
     # ---- helpers -------------------------------------------------------------------------
     @staticmethod
     def _open(s: Session, user_id: int, permission: str) -> AdminRequest | None:
-        return s.scalar(select(AdminRequest).where(
-            AdminRequest.user_id == user_id, AdminRequest.permission == permission,
-            AdminRequest.resolved_at.is_(None)).limit(1))
+        return s.scalar(
+            select(AdminRequest)
+            .where(
+                AdminRequest.user_id == user_id,
+                AdminRequest.permission == permission,
+                AdminRequest.resolved_at.is_(None),
+            )
+            .limit(1)
+        )
 
     @staticmethod
     def _grantable_roles(s: Session, user_id: int) -> list[tuple[int, str]]:
         rows = s.execute(
-            select(Role.id, Role.name).join(UserRole, UserRole.role_id == Role.id)
+            select(Role.id, Role.name)
+            .join(UserRole, UserRole.role_id == Role.id)
             .where(UserRole.user_id == user_id, (Role.builtin.is_(None)) | (Role.builtin != ADMIN))
             .order_by(Role.name)
         ).all()
@@ -218,15 +262,22 @@ class AdminRequests:
     @staticmethod
     def _in_scope(s: Session, actor: Actor, request_id: int) -> AdminRequest:
         req = s.get(AdminRequest, request_id)
-        if req is None or req.resolved_at is not None or (
-                actor.kind != "operator" and req.tenant_id != actor.tenant_id):
+        if (
+            req is None
+            or req.resolved_at is not None
+            or (actor.kind != "operator" and req.tenant_id != actor.tenant_id)
+        ):
             raise KbaiError(errors.NOT_FOUND, what="Request")
         return req
 
     def _resolve(self, user_id: int, permission: str) -> None:
         now = utc_seconds(self.clock.now())
         with self.db.write() as s:
-            for req in s.scalars(select(AdminRequest).where(
-                    AdminRequest.user_id == user_id, AdminRequest.permission == permission,
-                    AdminRequest.resolved_at.is_(None))):
+            for req in s.scalars(
+                select(AdminRequest).where(
+                    AdminRequest.user_id == user_id,
+                    AdminRequest.permission == permission,
+                    AdminRequest.resolved_at.is_(None),
+                )
+            ):
                 req.resolved_at = now

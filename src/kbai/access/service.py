@@ -237,8 +237,9 @@ class AccessService:
             return self._membership(s, person, tenant_id)
 
     @staticmethod
-    def _membership(s: Session, person: Person, tenant_id: int | None = None, *,
-                    active_only: bool = False) -> User | None:
+    def _membership(
+        s: Session, person: Person, tenant_id: int | None = None, *, active_only: bool = False
+    ) -> User | None:
         query = select(User).where(User.person_id == person.id)
         if active_only:  # (what a login may enter: active, and not waiting for its invitation)
             query = query.where(User.active.is_(True), ~pending_invitation())
@@ -250,13 +251,17 @@ class AccessService:
     def memberships(self, person_id: int) -> list[MembershipView]:
         """Every membership of a person, by tenant name (inactive ones too: the picker leaves those out)."""
         with self.db.read() as s:
-            rows = s.execute(select(User.id, Tenant.id, Tenant.name, Tenant.external_id, User.active,
-                                    pending_invitation())
-                             .join(Tenant, Tenant.id == User.tenant_id)
-                             .where(User.person_id == person_id).order_by(Tenant.name)).all()
+            rows = s.execute(
+                select(User.id, Tenant.id, Tenant.name, Tenant.external_id, User.active, pending_invitation())
+                .join(Tenant, Tenant.id == User.tenant_id)
+                .where(User.person_id == person_id)
+                .order_by(Tenant.name)
+            ).all()
         # A membership waiting for its invitation is not one the person may enter yet.
-        return [MembershipView(uid, tid, name, ext, bool(active) and not pending)
-                for uid, tid, name, ext, active, pending in rows]
+        return [
+            MembershipView(uid, tid, name, ext, bool(active) and not pending)
+            for uid, tid, name, ext, active, pending in rows
+        ]
 
     def find_membership(self, person_id: int, tenant: str | int) -> User | None:
         """The person's active membership in the tenant given by id, name or external id (None: not a member;
@@ -266,10 +271,15 @@ class AccessService:
         ref = tenant.strip() if isinstance(tenant, str) else tenant
         if isinstance(ref, str) and (not 1 <= len(ref) <= 200 or "\x00" in ref):
             return None  # (PostgreSQL refuses NUL in a parameter: no tenant is called that anyway)
-        as_id = ref if isinstance(ref, int) else int(ref) if ref.isascii() and ref.isdigit() and len(ref) <= 10 else None
+        as_id = (
+            ref if isinstance(ref, int) else int(ref) if ref.isascii() and ref.isdigit() and len(ref) <= 10 else None
+        )
         with self.db.read() as s:
-            query = (select(User).join(Tenant, Tenant.id == User.tenant_id)
-                     .where(User.person_id == person_id, User.active.is_(True), ~pending_invitation()))
+            query = (
+                select(User)
+                .join(Tenant, Tenant.id == User.tenant_id)
+                .where(User.person_id == person_id, User.active.is_(True), ~pending_invitation())
+            )
             found = None
             if as_id is not None and 1 <= as_id <= 2_147_483_647:
                 found = s.scalar(query.where(Tenant.id == as_id))
@@ -283,10 +293,21 @@ class AccessService:
 
     def user_view(self, session: Session, user: User) -> UserView:
         names = session.scalars(
-            select(Role.name).join(UserRole, UserRole.role_id == Role.id).where(UserRole.user_id == user.id).order_by(Role.name)
+            select(Role.name)
+            .join(UserRole, UserRole.role_id == Role.id)
+            .where(UserRole.user_id == user.id)
+            .order_by(Role.name)
         ).all()
-        return UserView(user.id, user.tenant_id, user.email, list(names), user.active, user.max_active_tokens,
-                        user.external_id, user.person_id)
+        return UserView(
+            user.id,
+            user.tenant_id,
+            user.email,
+            list(names),
+            user.active,
+            user.max_active_tokens,
+            user.external_id,
+            user.person_id,
+        )
 
     def role_view(self, session: Session, role: Role) -> RoleView:
         if role.builtin == ADMIN:
@@ -298,8 +319,13 @@ class AccessService:
 
     # ---- tenants -------------------------------------------------------------------------
     def create_tenant(
-        self, actor: Actor, name: str, admin_email: str | None = None, admin_password: str | None = None,
-        *, external_id: str | None = None,
+        self,
+        actor: Actor,
+        name: str,
+        admin_email: str | None = None,
+        admin_password: str | None = None,
+        *,
+        external_id: str | None = None,
     ) -> tuple[Tenant, User | None, str | None]:
         """A tenant with its built-in Admin and Member roles and its first admin.
 
@@ -308,8 +334,11 @@ class AccessService:
         name = clean_name(name, "tenant name")
         ext = None if external_id is None else clean_external_id(external_id, "external id")
         if admin_email is None and ext is None:
-            raise KbaiError(errors.VALIDATION, detail="Give the tenant's first admin email, or an external id for a "
-                                                       "tenant whose people sign in with single sign-on.")
+            raise KbaiError(
+                errors.VALIDATION,
+                detail="Give the tenant's first admin email, or an external id for a "
+                "tenant whose people sign in with single sign-on.",
+            )
         email = None if admin_email is None else clean_email(admin_email)
         generated = password_hash = None
         # A person who exists already (a member of another tenant) keeps their own password.
@@ -338,8 +367,16 @@ class AccessService:
                     s.add(user)
                     s.flush()
                     s.add(UserRole(user_id=user.id, role_id=admin_role.id))
-                    audit.record(s, actor, "user.create", at=now, target_type="user", target_id=user.id,
-                                 tenant_id=tenant.id, details={"email": email, "roles": ["Admin"]})
+                    audit.record(
+                        s,
+                        actor,
+                        "user.create",
+                        at=now,
+                        target_type="user",
+                        target_id=user.id,
+                        tenant_id=tenant.id,
+                        details={"email": email, "roles": ["Admin"]},
+                    )
                     s.flush()
                     assert user.email == email  # (loaded now: the caller reads it after the session)
         except IntegrityError:
@@ -360,8 +397,16 @@ class AccessService:
                 if tenant.name != name:
                     if s.scalar(select(Tenant.id).where(Tenant.name == name)) is not None:
                         raise KbaiError(errors.ALREADY_EXISTS, what=f"Tenant '{name}'")
-                    audit.record(s, actor, "tenant.rename", at=now, target_type="tenant", target_id=tenant.id,
-                                 tenant_id=tenant.id, details={"from": tenant.name, "to": name})
+                    audit.record(
+                        s,
+                        actor,
+                        "tenant.rename",
+                        at=now,
+                        target_type="tenant",
+                        target_id=tenant.id,
+                        tenant_id=tenant.id,
+                        details={"from": tenant.name, "to": name},
+                    )
                     tenant.name = name
                 s.flush()
                 s.expunge(tenant)
@@ -374,8 +419,9 @@ class AccessService:
             return s.scalar(select(Tenant).where(Tenant.external_id == external_id))
 
     @staticmethod
-    def _new_tenant(s: Session, actor: Actor, name: str, external_id: str | None, now: datetime,
-                    admin: str | None = None) -> tuple[Tenant, Role]:
+    def _new_tenant(
+        s: Session, actor: Actor, name: str, external_id: str | None, now: datetime, admin: str | None = None
+    ) -> tuple[Tenant, Role]:
         tenant = Tenant(name=name, created_at=now, external_id=external_id)
         s.add(tenant)
         s.flush()
@@ -385,8 +431,16 @@ class AccessService:
         details: dict[str, object] = {"name": name, "admin": admin}
         if external_id is not None:
             details["external_id"] = external_id
-        audit.record(s, actor, "tenant.create", at=now, target_type="tenant", target_id=tenant.id,
-                     tenant_id=tenant.id, details=details)
+        audit.record(
+            s,
+            actor,
+            "tenant.create",
+            at=now,
+            target_type="tenant",
+            target_id=tenant.id,
+            tenant_id=tenant.id,
+            details=details,
+        )
         return tenant, admin_role
 
     # ---- users ---------------------------------------------------------------------------
@@ -430,8 +484,16 @@ class AccessService:
             view = self.user_view(s, user)
         return view, generated
 
-    def invite(self, actor: Actor, tenant_id: int, email: str, roles: Sequence[str | int] = (), *,
-               external_id: str | None = None, link_base: str = "") -> Invited:
+    def invite(
+        self,
+        actor: Actor,
+        tenant_id: int,
+        email: str,
+        roles: Sequence[str | int] = (),
+        *,
+        external_id: str | None = None,
+        link_base: str = "",
+    ) -> Invited:
         """Add the person with ``email`` to ``tenant_id`` (creating the person when there is none, without a
         password) and make a one-time invitation link (72 h), emailed to them when SMTP is set (``link_base``
         + the path). What the caller shows must not depend on ``new_person``: the API and the pages answer
@@ -444,24 +506,43 @@ class AccessService:
         with self.db.write() as s:
             new_person = s.scalar(select(Person.id).where(Person.email == email)) is None
             user = self._add_membership(s, actor, tenant_id, email, None, roles, ext, now)
-            s.add(Invitation(digest=invitation_digest(secret), user_id=user.id, created_at=now,
-                             expires_at=now + INVITATION_TTL))
+            s.add(
+                Invitation(
+                    digest=invitation_digest(secret), user_id=user.id, created_at=now, expires_at=now + INVITATION_TTL
+                )
+            )
             view = self.user_view(s, user)
             tenant_name = s.scalar(select(Tenant.name).where(Tenant.id == tenant_id)) or ""
             outbox_id = None
             if self.outbox is not None and self.outbox.mail_enabled:
                 outbox_id = self.outbox.add_email(
-                    s, event_id=f"invitation-{secrets.token_hex(8)}", tenant_id=tenant_id, user_id=user.id, to=email,
-                    subject=f"You were added to {tenant_name}", event_type="invitation", at=now,
+                    s,
+                    event_id=f"invitation-{secrets.token_hex(8)}",
+                    tenant_id=tenant_id,
+                    user_id=user.id,
+                    to=email,
+                    subject=f"You were added to {tenant_name}",
+                    event_type="invitation",
+                    at=now,
                     body=f"{actor.email or 'An admin'} added you to {tenant_name}.\n\nOpen this link within 72 hours "
-                         f"to {'choose your password' if new_person else 'confirm with your own login'}:\n"
-                         f"{link_base}{INVITATION_PATH}{secret}\n")
+                    f"to {'choose your password' if new_person else 'confirm with your own login'}:\n"
+                    f"{link_base}{INVITATION_PATH}{secret}\n",
+                )
         if outbox_id is not None:
             self.outbox.after_commit([outbox_id])
         return Invited(view, INVITATION_PATH + secret, now + INVITATION_TTL, new_person)
 
-    def _add_membership(self, s: Session, actor: Actor, tenant_id: int, email: str, password_hash: str | None,
-                        roles: Sequence[str | int], ext: str | None, now: datetime) -> User:
+    def _add_membership(
+        self,
+        s: Session,
+        actor: Actor,
+        tenant_id: int,
+        email: str,
+        password_hash: str | None,
+        roles: Sequence[str | int],
+        ext: str | None,
+        now: datetime,
+    ) -> User:
         tenant = s.get(Tenant, tenant_id)
         if tenant is None:
             raise KbaiError(errors.NOT_FOUND, what="Tenant")
@@ -469,8 +550,10 @@ class AccessService:
         held = self._held(s, actor, "users.manage", "create users", tenant_id)
         role_rows = self._roles(s, tenant_id, roles or ["Member"])
         self._assignable(s, held, role_rows)
-        if ext is not None and s.scalar(select(User.id).where(
-                User.tenant_id == tenant_id, User.external_id == ext)) is not None:
+        if (
+            ext is not None
+            and s.scalar(select(User.id).where(User.tenant_id == tenant_id, User.external_id == ext)) is not None
+        ):
             raise KbaiError(errors.ALREADY_EXISTS, what=f"A user with external id '{ext}' in this tenant")
         person, _created = self._person_for(s, email, password_hash, now)
         if s.scalar(select(User.id).where(User.tenant_id == tenant_id, User.person_id == person.id)) is not None:
@@ -485,8 +568,9 @@ class AccessService:
         details: dict[str, object] = {"email": email, "roles": [r.name for r in role_rows]}
         if ext is not None:
             details["external_id"] = ext
-        audit.record(s, actor, "user.create", at=now, target_type="user", target_id=user.id,
-                     tenant_id=tenant_id, details=details)
+        audit.record(
+            s, actor, "user.create", at=now, target_type="user", target_id=user.id, tenant_id=tenant_id, details=details
+        )
         s.flush()
         return user
 
@@ -517,7 +601,8 @@ class AccessService:
         with self.db.read() as s:
             row = s.execute(
                 select(Invitation, User, Person, Tenant.name)
-                .join(User, User.id == Invitation.user_id).join(Person, Person.id == User.person_id)
+                .join(User, User.id == Invitation.user_id)
+                .join(Person, Person.id == User.person_id)
                 .join(Tenant, Tenant.id == User.tenant_id)
                 .where(Invitation.digest == invitation_digest(secret))
             ).first()
@@ -530,11 +615,25 @@ class AccessService:
         # membership they have entered. Otherwise whoever holds this link (the inviting admin sees it) could take
         # over the person's other tenants.
         with self.db.read() as s:
-            known = s.scalar(select(Identity.id).where(Identity.person_id == person.id).limit(1)) is not None or \
-                s.scalar(select(User.id).where(User.person_id == person.id, User.id != user.id,
-                                               ~pending_invitation()).limit(1)) is not None
-        return InvitationView(inv.id, user.id, person.id, person.email, user.tenant_id, tenant_name,
-                              person.password_hash is None and not known, person.password_hash is not None)
+            known = (
+                s.scalar(select(Identity.id).where(Identity.person_id == person.id).limit(1)) is not None
+                or s.scalar(
+                    select(User.id)
+                    .where(User.person_id == person.id, User.id != user.id, ~pending_invitation())
+                    .limit(1)
+                )
+                is not None
+            )
+        return InvitationView(
+            inv.id,
+            user.id,
+            person.id,
+            person.email,
+            user.tenant_id,
+            tenant_name,
+            person.password_hash is None and not known,
+            person.password_hash is not None,
+        )
 
     def accept_invitation(self, secret: str, password: str) -> InvitationView:
         """Use an invitation once: a person without a password sets ``password``; one with a password proves
@@ -560,15 +659,24 @@ class AccessService:
             if inv is None or inv.accepted_at is not None or person is None:
                 raise KbaiError(errors.INVITATION_INVALID)
             if new_hash is not None:
-                if person.password_hash is not None or s.scalar(select(Identity.id).where(
-                        Identity.person_id == person.id).limit(1)) is not None:  # known meanwhile: not replaced
+                if (
+                    person.password_hash is not None
+                    or s.scalar(select(Identity.id).where(Identity.person_id == person.id).limit(1)) is not None
+                ):  # known meanwhile: not replaced
                     raise KbaiError(errors.INVITATION_INVALID)
                 person.password_hash = new_hash
             inv.accepted_at = now
             person.last_tenant_id = found.tenant_id
-            audit.record(s, Actor(kind="user", user_id=found.user_id, tenant_id=found.tenant_id, email=found.email),
-                         "user.accept_invitation", at=now, target_type="user", target_id=found.user_id,
-                         tenant_id=found.tenant_id, details={"email": found.email, "password_set": new_hash is not None})
+            audit.record(
+                s,
+                Actor(kind="user", user_id=found.user_id, tenant_id=found.tenant_id, email=found.email),
+                "user.accept_invitation",
+                at=now,
+                target_type="user",
+                target_id=found.user_id,
+                tenant_id=found.tenant_id,
+                details={"email": found.email, "password_set": new_hash is not None},
+            )
         return found
 
     def list_users(self, actor: Actor, tenant_id: int) -> list[UserView]:
@@ -601,8 +709,16 @@ class AccessService:
             s.add_all([UserRole(user_id=user.id, role_id=r.id) for r in wanted])
             s.flush()
             self._keep_an_admin(s, user.tenant_id)
-            audit.record(s, actor, "user.roles", at=now, target_type="user", target_id=user.id,
-                         tenant_id=user.tenant_id, details={"email": user.email, "roles": sorted(r.name for r in wanted)})
+            audit.record(
+                s,
+                actor,
+                "user.roles",
+                at=now,
+                target_type="user",
+                target_id=user.id,
+                tenant_id=user.tenant_id,
+                details={"email": user.email, "roles": sorted(r.name for r in wanted)},
+            )
             view = self.user_view(s, user)
         self._changed()
         self._may_have_granted(view.tenant_id)
@@ -623,8 +739,16 @@ class AccessService:
                 s.flush()
                 self._keep_an_admin(s, user.tenant_id)
                 s.execute(delete(LoginSession).where(LoginSession.user_id == user.id))
-                audit.record(s, actor, "user.deactivate", at=now, target_type="user", target_id=user.id,
-                             tenant_id=user.tenant_id, details={"email": user.email})
+                audit.record(
+                    s,
+                    actor,
+                    "user.deactivate",
+                    at=now,
+                    target_type="user",
+                    target_id=user.id,
+                    tenant_id=user.tenant_id,
+                    details={"email": user.email},
+                )
             view = self.user_view(s, user)
         self._changed()
         return view
@@ -643,8 +767,16 @@ class AccessService:
             if changed:
                 user.active = True
                 user.deactivated_at = None
-                audit.record(s, actor, "user.reactivate", at=now, target_type="user", target_id=user.id,
-                             tenant_id=user.tenant_id, details={"email": user.email})
+                audit.record(
+                    s,
+                    actor,
+                    "user.reactivate",
+                    at=now,
+                    target_type="user",
+                    target_id=user.id,
+                    tenant_id=user.tenant_id,
+                    details={"email": user.email},
+                )
             view = self.user_view(s, user)
         if changed:
             self._changed()
@@ -678,8 +810,16 @@ class AccessService:
             person.password_hash = password_hash
             theirs = select(User.id).where(User.person_id == person.id).scalar_subquery()
             ended = s.execute(delete(LoginSession).where(LoginSession.user_id.in_(theirs))).rowcount  # type: ignore[attr-defined]
-            audit.record(s, actor, "user.password", at=now, target_type="user", target_id=user.id,
-                         tenant_id=user.tenant_id, details={"email": person.email, "sessions_ended": ended})
+            audit.record(
+                s,
+                actor,
+                "user.password",
+                at=now,
+                target_type="user",
+                target_id=user.id,
+                tenant_id=user.tenant_id,
+                details={"email": person.email, "sessions_ended": ended},
+            )
         return generated
 
     def authenticate(self, email: str, password: str, tenant: str | int | None = None) -> User:
@@ -748,8 +888,16 @@ class AccessService:
                 s.add(role)
                 s.flush()
                 s.add_all([RolePermission(role_id=role.id, permission=p) for p in perms])
-                audit.record(s, actor, "role.create", at=now, target_type="role", target_id=role.id,
-                             tenant_id=tenant_id, details={"name": name, "permissions": perms})
+                audit.record(
+                    s,
+                    actor,
+                    "role.create",
+                    at=now,
+                    target_type="role",
+                    target_id=role.id,
+                    tenant_id=tenant_id,
+                    details={"name": name, "permissions": perms},
+                )
                 s.flush()
                 return self.role_view(s, role)
         except IntegrityError:
@@ -768,8 +916,9 @@ class AccessService:
                 may_manage(actor, "roles.manage", "change roles", role.tenant_id)
                 self._lock_tenant(s, role.tenant_id)
                 held = self._held(s, actor, "roles.manage", "change roles", role.tenant_id)
-                if role.builtin == ADMIN and (perms is not None and set(perms) != self.catalog.keys or
-                                              new_name not in (None, role.name)):
+                if role.builtin == ADMIN and (
+                    perms is not None and set(perms) != self.catalog.keys or new_name not in (None, role.name)
+                ):
                     raise KbaiError(errors.ADMIN_ROLE_FIXED, role=role.name)
                 if role.builtin is not None and new_name not in (None, role.name):
                     raise KbaiError(errors.ADMIN_ROLE_FIXED, role=role.name)
@@ -795,10 +944,20 @@ class AccessService:
                         self._no_loss_above(s, held, role, holders_before)
                 s.flush()
                 view = self.role_view(s, role)
-                audit.record(s, actor, "role.update", at=now, target_type="role", target_id=role.id,
-                             tenant_id=role.tenant_id,
-                             details={"name": role.name, "added": sorted(set(view.permissions) - set(before)),
-                                      "removed": sorted(set(before) - set(view.permissions))})
+                audit.record(
+                    s,
+                    actor,
+                    "role.update",
+                    at=now,
+                    target_type="role",
+                    target_id=role.id,
+                    tenant_id=role.tenant_id,
+                    details={
+                        "name": role.name,
+                        "added": sorted(set(view.permissions) - set(before)),
+                        "removed": sorted(set(before) - set(view.permissions)),
+                    },
+                )
         except IntegrityError:
             raise KbaiError(errors.ALREADY_EXISTS, what=f"A role named '{new_name}'") from None
         self._changed()
@@ -819,22 +978,38 @@ class AccessService:
             holders = list(s.scalars(select(UserRole.user_id).where(UserRole.role_id == role.id)))
             before = role_permissions(s, holders, self.catalog)
             if held is not None and set(self.role_view(s, role).permissions) - held:
-                raise KbaiError(errors.ROLE_REMOVE_NOT_HELD, role=role.name,
-                                **self._listed(set(self.role_view(s, role).permissions) - held))
+                raise KbaiError(
+                    errors.ROLE_REMOVE_NOT_HELD,
+                    role=role.name,
+                    **self._listed(set(self.role_view(s, role).permissions) - held),
+                )
             s.execute(delete(UserRole).where(UserRole.role_id == role.id))
             s.execute(delete(RolePermission).where(RolePermission.role_id == role.id))
             s.flush()
             if held is not None:
                 self._no_loss_above(s, held, role, before)
-            audit.record(s, actor, "role.delete", at=now, target_type="role", target_id=role.id,
-                         tenant_id=role.tenant_id, details={"name": role.name, "holders": len(holders)})
+            audit.record(
+                s,
+                actor,
+                "role.delete",
+                at=now,
+                target_type="role",
+                target_id=role.id,
+                tenant_id=role.tenant_id,
+                details={"name": role.name, "holders": len(holders)},
+            )
             s.delete(role)
         self._changed()
 
     # ---- limits --------------------------------------------------------------------------
     def set_limit(
-        self, actor: Actor, max_active_tokens: int | None, *, user_email: str | None = None,
-        tenant_name: str | None = None, membership_tenant: str | None = None,
+        self,
+        actor: Actor,
+        max_active_tokens: int | None,
+        *,
+        user_email: str | None = None,
+        tenant_name: str | None = None,
+        membership_tenant: str | None = None,
     ) -> None:
         """Override the active-token limit of one membership or a whole tenant (None: back to the default).
 
@@ -859,8 +1034,16 @@ class AccessService:
                 tenant_id, target_type, label = target.id, "tenant", target.name
             before = target.max_active_tokens
             target.max_active_tokens = max_active_tokens
-            audit.record(s, actor, "limit.set", at=now, target_type=target_type, target_id=target.id,
-                         tenant_id=tenant_id, details={"target": label, "from": before, "to": max_active_tokens})
+            audit.record(
+                s,
+                actor,
+                "limit.set",
+                at=now,
+                target_type=target_type,
+                target_id=target.id,
+                tenant_id=tenant_id,
+                details={"target": label, "from": before, "to": max_active_tokens},
+            )
 
     def manageable(self, actor: Actor, tenant_id: int) -> tuple[frozenset[int], frozenset[int]]:
         """(ids of the roles ``actor`` may hand out, ids of the users whose access ``actor`` may change) in
@@ -874,8 +1057,10 @@ class AccessService:
                 return frozenset(), frozenset()
             held = actor.permissions
             theirs = role_permissions(s, user_ids, self.catalog)
-            return (frozenset(r.id for r in roles if set(self.role_view(s, r).permissions) <= held),
-                    frozenset(uid for uid, perms in theirs.items() if perms <= held))
+            return (
+                frozenset(r.id for r in roles if set(self.role_view(s, r).permissions) <= held),
+                frozenset(uid for uid, perms in theirs.items() if perms <= held),
+            )
 
     # ---- people arriving through the host product's sign-in (called by kbai.identity) ------------
     def admit(self, actor: Actor, arrival: Arrival) -> Admitted:
@@ -901,13 +1086,18 @@ class AccessService:
             if tenant is None:
                 if not arrival.create_tenant:
                     raise KbaiError(errors.OIDC_TENANT_UNKNOWN, org=arrival.tenant_external_id)
-                tenant, _ = self._new_tenant(s, actor, self._free_tenant_name(s, arrival), arrival.tenant_external_id,
-                                             now)
-            identity = s.scalar(select(Identity).where(Identity.issuer == arrival.issuer,
-                                                       Identity.subject == arrival.subject))
+                tenant, _ = self._new_tenant(
+                    s, actor, self._free_tenant_name(s, arrival), arrival.tenant_external_id, now
+                )
+            identity = s.scalar(
+                select(Identity).where(Identity.issuer == arrival.issuer, Identity.subject == arrival.subject)
+            )
             person = s.get(Person, identity.person_id) if identity is not None else None
-            user = None if person is None else s.scalar(
-                select(User).where(User.person_id == person.id, User.tenant_id == tenant.id))
+            user = (
+                None
+                if person is None
+                else s.scalar(select(User).where(User.person_id == person.id, User.tenant_id == tenant.id))
+            )
             linked = None
             if user is None:
                 found, linked = self._link(s, tenant, arrival)
@@ -939,11 +1129,15 @@ class AccessService:
             assert identity is not None and person is not None
             identity.last_login_at = now
             # The provider vouches for the person: a membership waiting for its invitation is entered now.
-            s.execute(update(Invitation).where(Invitation.user_id == user.id, Invitation.accepted_at.is_(None))
-                      .values(accepted_at=now))
+            s.execute(
+                update(Invitation)
+                .where(Invitation.user_id == user.id, Invitation.accepted_at.is_(None))
+                .values(accepted_at=now)
+            )
             person.last_tenant_id = tenant.id
-            admitted = Admitted(user.id, tenant.id, user.email, created_user, created_tenant, linked, roles_changed,
-                                unknown)
+            admitted = Admitted(
+                user.id, tenant.id, user.email, created_user, created_tenant, linked, roles_changed, unknown
+            )
         if roles_changed:
             self._changed()
         return admitted
@@ -961,13 +1155,18 @@ class AccessService:
         """An existing membership of this tenant a first sign-in may be linked to: by the product's external id,
         or by an email the provider has verified. An unverified email never links."""
         if arrival.user_external_id is not None:
-            user = s.scalar(select(User).where(User.tenant_id == tenant.id, User.external_id == arrival.user_external_id))
+            user = s.scalar(
+                select(User).where(User.tenant_id == tenant.id, User.external_id == arrival.user_external_id)
+            )
             if user is not None:
                 return user, "external_id"
         if arrival.email is None:
             return None, None
-        user = s.scalar(select(User).join(Person, Person.id == User.person_id)
-                        .where(User.tenant_id == tenant.id, Person.email == arrival.email))
+        user = s.scalar(
+            select(User)
+            .join(Person, Person.id == User.person_id)
+            .where(User.tenant_id == tenant.id, Person.email == arrival.email)
+        )
         if user is None:
             return None, None
         if not arrival.email_verified:
@@ -986,8 +1185,9 @@ class AccessService:
         return person
 
     @staticmethod
-    def _add_identity(s: Session, actor: Actor, person: Person, user: User | None, arrival: Arrival, now: datetime,
-                      linked: str | None) -> Identity:
+    def _add_identity(
+        s: Session, actor: Actor, person: Person, user: User | None, arrival: Arrival, now: datetime, linked: str | None
+    ) -> Identity:
         other = s.scalar(select(Identity).where(Identity.person_id == person.id, Identity.issuer == arrival.issuer))
         if other is not None and other.subject == arrival.subject:
             return other  # the same sign-in, made at the same moment by another request, got here first
@@ -997,11 +1197,22 @@ class AccessService:
         s.add(identity)
         s.flush()
         if linked is not None:
-            audit.record(s, actor, "identity.link", at=now, target_type="user",
-                         target_id=user.id if user is not None else None,
-                         tenant_id=user.tenant_id if user is not None else None,
-                         details={"email": person.email, "issuer": arrival.issuer, "subject": arrival.subject,
-                                  "by": linked, "person_id": person.id})
+            audit.record(
+                s,
+                actor,
+                "identity.link",
+                at=now,
+                target_type="user",
+                target_id=user.id if user is not None else None,
+                tenant_id=user.tenant_id if user is not None else None,
+                details={
+                    "email": person.email,
+                    "issuer": arrival.issuer,
+                    "subject": arrival.subject,
+                    "by": linked,
+                    "person_id": person.id,
+                },
+            )
         return identity
 
     @staticmethod
@@ -1020,8 +1231,16 @@ class AccessService:
                 found.append(role)
         return found, unknown
 
-    def _provision(self, s: Session, actor: Actor, tenant: Tenant, person: Person | None, arrival: Arrival,
-                   roles: list[Role] | None, now: datetime) -> tuple[User, Person]:
+    def _provision(
+        self,
+        s: Session,
+        actor: Actor,
+        tenant: Tenant,
+        person: Person | None,
+        arrival: Arrival,
+        roles: list[Role] | None,
+        now: datetime,
+    ) -> tuple[User, Person]:
         """Just in time: a membership of ``tenant`` for the person (created, without a password, when new)."""
         if person is None:
             if arrival.email is None:
@@ -1040,9 +1259,16 @@ class AccessService:
         s.flush()
         s.add_all([UserRole(user_id=user.id, role_id=r.id) for r in roles])
         s.flush()
-        audit.record(s, actor, "user.create", at=now, target_type="user", target_id=user.id, tenant_id=tenant.id,
-                     details={"email": person.email, "roles": sorted(r.name for r in roles), "via": "oidc",
-                              "external_id": ext})
+        audit.record(
+            s,
+            actor,
+            "user.create",
+            at=now,
+            target_type="user",
+            target_id=user.id,
+            tenant_id=tenant.id,
+            details={"email": person.email, "roles": sorted(r.name for r in roles), "via": "oidc", "external_id": ext},
+        )
         return user, person
 
     @staticmethod
@@ -1053,8 +1279,16 @@ class AccessService:
         s.execute(delete(UserRole).where(UserRole.user_id == user.id))
         s.add_all([UserRole(user_id=user.id, role_id=r.id) for r in wanted])
         s.flush()
-        audit.record(s, actor, "user.roles", at=now, target_type="user", target_id=user.id, tenant_id=user.tenant_id,
-                     details={"email": user.email, "roles": sorted(r.name for r in wanted), "via": "oidc"})
+        audit.record(
+            s,
+            actor,
+            "user.roles",
+            at=now,
+            target_type="user",
+            target_id=user.id,
+            tenant_id=user.tenant_id,
+            details={"email": user.email, "roles": sorted(r.name for r in wanted), "via": "oidc"},
+        )
         return True
 
     def _admin_remains(self, s: Session, actor: Actor, tenant_id: int, user: User, now: datetime) -> None:
@@ -1066,10 +1300,21 @@ class AccessService:
             (admin,) = self._builtin_roles(s, tenant_id, ADMIN)
             s.add(UserRole(user_id=user.id, role_id=admin.id))
             s.flush()
-            names = sorted(s.scalars(select(Role.name).join(UserRole, UserRole.role_id == Role.id)
-                                     .where(UserRole.user_id == user.id)))
-            audit.record(s, actor, "user.roles", at=now, target_type="user", target_id=user.id, tenant_id=tenant_id,
-                         details={"email": user.email, "roles": names, "via": "oidc", "kept_admin": True})
+            names = sorted(
+                s.scalars(
+                    select(Role.name).join(UserRole, UserRole.role_id == Role.id).where(UserRole.user_id == user.id)
+                )
+            )
+            audit.record(
+                s,
+                actor,
+                "user.roles",
+                at=now,
+                target_type="user",
+                target_id=user.id,
+                tenant_id=tenant_id,
+                details={"email": user.email, "roles": names, "via": "oidc", "kept_admin": True},
+            )
 
     # ---- helpers -------------------------------------------------------------------------
     def _held(self, s: Session, actor: Actor, permission: str, action: str, tenant_id: int) -> frozenset[str] | None:
@@ -1110,8 +1355,7 @@ class AccessService:
         if missing:
             raise KbaiError(errors.USER_OUTRANKS, action=action, email=user.email, **self._listed(missing))
 
-    def _no_loss_above(self, s: Session, held: frozenset[str], role: Role,
-                       before: dict[int, frozenset[str]]) -> None:
+    def _no_loss_above(self, s: Session, held: frozenset[str], role: Role, before: dict[int, frozenset[str]]) -> None:
         """After a role lost permissions: refuse if a holder who holds more than the actor lost any."""
         after = role_permissions(s, before, self.catalog)
         lost: set[str] = set()
@@ -1142,9 +1386,18 @@ class AccessService:
     def _membership_by_email(s: Session, email: str, tenant_name: str | None) -> User:
         """The operator's way to name a membership: an email, and a tenant name when the person has several."""
         person = s.scalar(select(Person).where(Person.email == email.strip().lower()))
-        rows = [] if person is None else list(s.execute(
-            select(User, Tenant.name).join(Tenant, Tenant.id == User.tenant_id).where(User.person_id == person.id)
-            .order_by(Tenant.name)))
+        rows = (
+            []
+            if person is None
+            else list(
+                s.execute(
+                    select(User, Tenant.name)
+                    .join(Tenant, Tenant.id == User.tenant_id)
+                    .where(User.person_id == person.id)
+                    .order_by(Tenant.name)
+                )
+            )
+        )
         if tenant_name is not None:
             rows = [r for r in rows if r[1] == tenant_name.strip()]
             if not rows:
@@ -1171,8 +1424,11 @@ class AccessService:
     def _roles(self, s: Session, tenant_id: int, roles: Sequence[str | int]) -> list[Role]:
         found: list[Role] = []
         for ref in roles:
-            if isinstance(ref, bool) or not isinstance(ref, (str, int)) or (
-                    isinstance(ref, int) and not 1 <= ref <= 2_147_483_647):
+            if (
+                isinstance(ref, bool)
+                or not isinstance(ref, (str, int))
+                or (isinstance(ref, int) and not 1 <= ref <= 2_147_483_647)
+            ):
                 raise KbaiError(errors.VALIDATION, detail=f"Unknown role '{ref}' in this tenant.")
             query = select(Role).where(Role.tenant_id == tenant_id)
             query = query.where(Role.id == ref) if isinstance(ref, int) else query.where(Role.name == ref.strip())

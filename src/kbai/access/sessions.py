@@ -69,8 +69,15 @@ def _flash_key(cookie: str) -> bytes:
 
 
 class SessionService:
-    def __init__(self, access: AccessService, ttl_seconds: int, throttle: LoginThrottle | None = None, *,
-                 password_login: bool = True, password_login_advice: str = "") -> None:
+    def __init__(
+        self,
+        access: AccessService,
+        ttl_seconds: int,
+        throttle: LoginThrottle | None = None,
+        *,
+        password_login: bool = True,
+        password_login_advice: str = "",
+    ) -> None:
         self.access = access
         self.db = access.db
         self.clock = access.clock
@@ -80,7 +87,9 @@ class SessionService:
 
         self.throttle = throttle
 
-    def login(self, email: str, password: str, ip: str | None, tenant: str | int | None = None) -> tuple[str, SessionInfo]:
+    def login(
+        self, email: str, password: str, ip: str | None, tenant: str | int | None = None
+    ) -> tuple[str, SessionInfo]:
         """Check the password and open a new session in ``tenant`` (id, name or external id; default: the
         membership used last). Returns (cookie value, session).
 
@@ -107,8 +116,9 @@ class SessionService:
             return accept()
         return self._throttled(found.email, ip, accept)
 
-    def _throttled(self, email: object, ip: str | None,
-                   attempt_login: Callable[[], tuple[str, SessionInfo]]) -> tuple[str, SessionInfo]:
+    def _throttled(
+        self, email: object, ip: str | None, attempt_login: Callable[[], tuple[str, SessionInfo]]
+    ) -> tuple[str, SessionInfo]:
         if self.throttle is None:
             return attempt_login()
         attempt = self.throttle.reserve(email if isinstance(email, str) else "", ip or "unknown")
@@ -150,19 +160,34 @@ class SessionService:
         """Move a session to another of its person's tenants: a new session (new cookie, new CSRF token) there,
         and the old one ended, in one transaction. NOT_A_MEMBER when the person is not an active member of
         ``tenant`` (the same answer whether such a tenant exists or not)."""
-        if isinstance(tenant, bool) or not isinstance(tenant, (str, int)) or (
-                isinstance(tenant, str) and not 1 <= len(tenant.strip()) <= 200):
+        if (
+            isinstance(tenant, bool)
+            or not isinstance(tenant, (str, int))
+            or (isinstance(tenant, str) and not 1 <= len(tenant.strip()) <= 200)
+        ):
             raise KbaiError(errors.VALIDATION, detail="tenant must be a tenant id, name or external id.")
         assert info.person_id is not None
         user = self.access.find_membership(info.person_id, tenant)
         if user is None:
             raise KbaiError(errors.NOT_A_MEMBER)
-        return self.open(user.id, ip, details={"via": "switch", "from_tenant_id": info.tenant_id},
-                         replaces=info.session_id, action="session.switch")
+        return self.open(
+            user.id,
+            ip,
+            details={"via": "switch", "from_tenant_id": info.tenant_id},
+            replaces=info.session_id,
+            action="session.switch",
+        )
 
-    def open(self, user_id: int, ip: str | None, details: dict[str, Any] | None = None, *,
-             expect_password_hash: str | None = None, replaces: int | None = None,
-             action: str = "session.login") -> tuple[str, SessionInfo]:
+    def open(
+        self,
+        user_id: int,
+        ip: str | None,
+        details: dict[str, Any] | None = None,
+        *,
+        expect_password_hash: str | None = None,
+        replaces: int | None = None,
+        action: str = "session.login",
+    ) -> tuple[str, SessionInfo]:
         """A new session for a user whose login was checked (password here, or a sign-in by ``kbai.identity``)."""
         cookie = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(32)
@@ -172,8 +197,12 @@ class SessionService:
             # every session in their own transaction, so opening one now would undo them.
             user = s.get(User, user_id, with_for_update=True)
             person = None if user is None else s.get(Person, user.person_id, with_for_update=True)
-            if user is None or person is None or not user.active or (
-                    expect_password_hash is not None and person.password_hash != expect_password_hash):
+            if (
+                user is None
+                or person is None
+                or not user.active
+                or (expect_password_hash is not None and person.password_hash != expect_password_hash)
+            ):
                 raise KbaiError(errors.INVALID_CREDENTIALS)
             if replaces is not None:  # a switch: the old session ends as the new one starts (gone already: refused)
                 # A DELETE's result is a CursorResult (it has rowcount); Session.execute is typed as the base Result.
@@ -183,14 +212,28 @@ class SessionService:
             tenant = s.get(Tenant, user.tenant_id)
             assert tenant is not None
             person.last_tenant_id = tenant.id
-            row = LoginSession(digest=_digest(cookie), user_id=user.id, csrf_token=csrf, created_at=now,
-                               expires_at=now + self.ttl, ip=ip)
+            row = LoginSession(
+                digest=_digest(cookie),
+                user_id=user.id,
+                csrf_token=csrf,
+                created_at=now,
+                expires_at=now + self.ttl,
+                ip=ip,
+            )
             s.add(row)
             s.flush()
             actor = Actor(kind="user", user_id=user.id, tenant_id=user.tenant_id, email=person.email, ip=ip)
             audit.record(s, actor, action, at=now, target_type="user", target_id=user.id, details=details)
-            info = SessionInfo(row.id, user.id, user.tenant_id, tenant.name, person.email, csrf, tenant.external_id,
-                               person_id=person.id)
+            info = SessionInfo(
+                row.id,
+                user.id,
+                user.tenant_id,
+                tenant.name,
+                person.email,
+                csrf,
+                tenant.external_id,
+                person_id=person.id,
+            )
         return cookie, info
 
     def resolve(self, cookie: str | None) -> SessionInfo | None:
@@ -210,8 +253,17 @@ class SessionService:
         sess, user, tenant_name, tenant_external_id = row
         if sess.expires_at <= now or not user.active:
             return None
-        return SessionInfo(sess.id, user.id, user.tenant_id, tenant_name, user.email, sess.csrf_token,
-                           tenant_external_id, has_flash=sess.flash is not None, person_id=user.person_id)
+        return SessionInfo(
+            sess.id,
+            user.id,
+            user.tenant_id,
+            tenant_name,
+            user.email,
+            sess.csrf_token,
+            tenant_external_id,
+            has_flash=sess.flash is not None,
+            person_id=user.person_id,
+        )
 
     def put_flash(self, info: SessionInfo, cookie: str, payload: dict[str, Any]) -> None:
         """Keep ``payload`` (JSON-able) for the session's next page, sealed under the cookie's key."""
@@ -219,8 +271,11 @@ class SessionService:
         nonce = secrets.token_bytes(12)
         sealed = AESGCM(_flash_key(cookie)).encrypt(nonce, body, str(info.session_id).encode())
         with self.db.write() as s:
-            s.execute(update(LoginSession).where(LoginSession.id == info.session_id)
-                      .values(flash=base64.urlsafe_b64encode(nonce + sealed).decode()))
+            s.execute(
+                update(LoginSession)
+                .where(LoginSession.id == info.session_id)
+                .values(flash=base64.urlsafe_b64encode(nonce + sealed).decode())
+            )
 
     def take_flash(self, info: SessionInfo, cookie: str) -> dict[str, Any] | None:
         """The session's flash, cleared as it is read (of two requests racing for it, one gets it)."""
@@ -230,8 +285,11 @@ class SessionService:
             stored = s.scalar(select(LoginSession.flash).where(LoginSession.id == info.session_id))
             if stored is None:
                 return None
-            taken = s.execute(update(LoginSession).where(LoginSession.id == info.session_id,
-                                                         LoginSession.flash == stored).values(flash=None))
+            taken = s.execute(
+                update(LoginSession)
+                .where(LoginSession.id == info.session_id, LoginSession.flash == stored)
+                .values(flash=None)
+            )
             if not getattr(taken, "rowcount", 0):
                 return None
         try:

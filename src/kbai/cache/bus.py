@@ -187,8 +187,7 @@ class RedisBus(_Listener):
 
         super().__init__()
         self.channel = f"{prefix}:invalidate"
-        self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5,
-                                           health_check_interval=10)
+        self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=10)
 
     def publish(self, message: str) -> None:
         self.publish_many([message])
@@ -251,8 +250,9 @@ class PostgresBus(_Listener):
         try:
             with self._db.single_engine.connect() as conn:  # autocommit: delivered at once
                 for payload in payloads:
-                    conn.execute(text("SELECT pg_notify(:channel, :payload)"),
-                                 {"channel": PG_CHANNEL, "payload": payload})
+                    conn.execute(
+                        text("SELECT pg_notify(:channel, :payload)"), {"channel": PG_CHANNEL, "payload": payload}
+                    )
         except Exception:  # noqa: BLE001 - the change itself is committed; others bypass while unreachable
             log.warning("could not publish a cache invalidation on PostgreSQL")
 
@@ -262,8 +262,12 @@ class PostgresBus(_Listener):
         while not self._stop.is_set():
             conn: Any = None
             try:
-                conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5,
-                                       application_name=PG_APPLICATION_NAME.format(pid=os.getpid()))
+                conn = psycopg.connect(
+                    self._conninfo,
+                    autocommit=True,
+                    connect_timeout=5,
+                    application_name=PG_APPLICATION_NAME.format(pid=os.getpid()),
+                )
                 conn.execute(f"LISTEN {PG_CHANNEL}")
                 self._subscribed_now()
                 probed = time.monotonic()
@@ -311,8 +315,10 @@ class DatabaseBus(_Listener):
                 s.execute(insert(BusMessage), rows)
                 s.execute(delete(BusMessage).where(BusMessage.created_at < now - KEEP_MESSAGES))
         except Exception:  # noqa: BLE001 - the change itself is committed; say so loudly
-            log.error("could not publish a cache invalidation to the other processes; they may serve "
-                      "a cached verdict for up to KBAI_CACHE_MAX_AGE_SECONDS")
+            log.error(
+                "could not publish a cache invalidation to the other processes; they may serve "
+                "a cached verdict for up to KBAI_CACHE_MAX_AGE_SECONDS"
+            )
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -329,7 +335,8 @@ class DatabaseBus(_Listener):
                         continue  # nobody else has committed anything since the last look
                     version = seen
                     for row_id, message in conn.execute(
-                            "SELECT id, message FROM bus_messages WHERE id > ? ORDER BY id", (last,)).fetchall():
+                        "SELECT id, message FROM bus_messages WHERE id > ? ORDER BY id", (last,)
+                    ).fetchall():
                         last = row_id
                         self._deliver(message)
             except Exception:  # noqa: BLE001 - reopen

@@ -24,9 +24,16 @@ class VerificationCache:
     number, and a result is only kept if the generation is the one seen before loading.
     """
 
-    def __init__(self, loader: Loader, *, ttl_seconds: float = 0.0, negative_ttl_seconds: float,
-                 max_entries: int = 100_000, enabled: Callable[[], bool] | None = None,
-                 max_age: Callable[[], float | None] | None = None) -> None:
+    def __init__(
+        self,
+        loader: Loader,
+        *,
+        ttl_seconds: float = 0.0,
+        negative_ttl_seconds: float,
+        max_entries: int = 100_000,
+        enabled: Callable[[], bool] | None = None,
+        max_age: Callable[[], float | None] | None = None,
+    ) -> None:
         self._loader = loader
         self.ttl = ttl_seconds
         self.negative_ttl = negative_ttl_seconds

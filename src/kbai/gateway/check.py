@@ -45,8 +45,9 @@ Headers = list[tuple[bytes, bytes]]
 
 
 def _json_error(err: KbaiError) -> bytes:
-    return json.dumps({"error": {"code": err.code, "message": err.message}}, ensure_ascii=False,
-                      separators=(",", ":")).encode()
+    return json.dumps(
+        {"error": {"code": err.code, "message": err.message}}, ensure_ascii=False, separators=(",", ":")
+    ).encode()
 
 
 def _error(err: KbaiError) -> tuple[int, Headers, bytes]:
@@ -107,8 +108,13 @@ class IdentityHeaders:
         return headers
 
 
-async def answer(services: Services, scope: Mapping[str, Any], identity: IdentityHeaders,
-                 authorization: str | None, user_agent: str | None) -> tuple[int, Headers, bytes, int | None]:
+async def answer(
+    services: Services,
+    scope: Mapping[str, Any],
+    identity: IdentityHeaders,
+    authorization: str | None,
+    user_agent: str | None,
+) -> tuple[int, Headers, bytes, int | None]:
     """(status, headers, body, token id when served) of one check. Raises only for a server fault."""
     try:
         required = required_scopes(scope.get("query_string", b""))
@@ -120,8 +126,9 @@ async def answer(services: Services, scope: Mapping[str, Any], identity: Identit
             result = await check_token_async(services, ip, token, required)
         except KbaiError as exc:
             if exc.code == "rate_limited":  # nginx only understands 2xx/401/403 from an auth subrequest
-                raise KbaiError(errors.INVALID_TOKEN, description=exc.message,
-                                retry_after=exc.params["retry_after"]) from None
+                raise KbaiError(
+                    errors.INVALID_TOKEN, description=exc.message, retry_after=exc.params["retry_after"]
+                ) from None
             raise
         if not result.ok:
             raise errors.for_outcome(result.outcome.value, result.missing)
@@ -151,7 +158,7 @@ class ForwardAuth:
         path = scope["path"]
         root = scope.get("root_path", "")
         if root and path.startswith(root):
-            path = path[len(root):]
+            path = path[len(root) :]
         if not (path == PATH or path.startswith(PATH + "/")):
             await self.app(scope, receive, send)
             return
@@ -167,7 +174,7 @@ class ForwardAuth:
                 length = value
             elif name == b"user-agent" and user_agent is None:
                 user_agent = value.decode("latin-1")
-        request_id = (given_id.decode("latin-1") if given_id is not None else "")
+        request_id = given_id.decode("latin-1") if given_id is not None else ""
         if not _REQUEST_ID.fullmatch(request_id):
             request_id = uuid.uuid4().hex
         route = PATH if path == PATH else ROUTE_ANY
@@ -193,26 +200,39 @@ class ForwardAuth:
             headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]
         except Exception as exc:  # noqa: BLE001 - a bug: 500 with the usual envelope, and logged
             log.error("unhandled %s on %s %s: %s", type(exc).__name__, method, PATH, redact(str(exc))[:500])
-            body = (b'{"error":{"code":"internal_error","message":"Something went wrong on our side; '
-                    b'it has been logged."}}')
-            status, headers, token_id = 500, [(b"content-type", b"application/json"),
-                                              (b"content-length", str(len(body)).encode())], None
+            body = (
+                b'{"error":{"code":"internal_error","message":"Something went wrong on our side; it has been logged."}}'
+            )
+            status, headers, token_id = (
+                500,
+                [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                None,
+            )
         else:
             if status != 200:
-                headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                           *headers]
+                headers = [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    *headers,
+                ]
         finally:
             logs.REQUEST_ID.reset(logged_as)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [*headers, *SECURITY_HEADERS, (b"x-request-id", request_id.encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [*headers, *SECURITY_HEADERS, (b"x-request-id", request_id.encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
         if token_id is None or self.log_successes:
             self._done(scope, method, route, status, started, request_id)
         else:
             services.metrics.served(method, route, status, time.perf_counter() - started)
 
-    def _done(self, scope: dict[str, Any], method: str, route: str, status: int, started: float,
-              request_id: str) -> None:
+    def _done(
+        self, scope: dict[str, Any], method: str, route: str, status: int, started: float, request_id: str
+    ) -> None:
         elapsed = time.perf_counter() - started
         self.services.metrics.served(method, route, status, elapsed)
         access_log(scope, status, elapsed, request_id)

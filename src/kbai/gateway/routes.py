@@ -31,15 +31,20 @@ T = TypeVar("T")
     tags=["gateway"],
     summary="Forward-auth check",
     status_code=200,
-    responses={200: {"description": "Token valid. Identity in X-Kbai-User (the person's id), X-Kbai-User-Email, "
-                                    "X-Kbai-Tenant, X-Kbai-Scopes (space-separated), X-Kbai-Token-Id, and when set "
-                                    "X-Kbai-Tenant-External-Id and X-Kbai-User-External-Id.",
-                     "content": {"application/json": {"schema": {"type": "object"}}}}},
+    responses={
+        200: {
+            "description": "Token valid. Identity in X-Kbai-User (the person's id), X-Kbai-User-Email, "
+            "X-Kbai-Tenant, X-Kbai-Scopes (space-separated), X-Kbai-Token-Id, and when set "
+            "X-Kbai-Tenant-External-Id and X-Kbai-User-External-Id.",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    },
 )
 async def auth_check(
     request: Request,
-    scope: Annotated[list[str] | None, Query(max_length=100, description="Scopes the request needs; repeatable "
-                                             "(at most 50).")] = None,
+    scope: Annotated[
+        list[str] | None, Query(max_length=100, description="Scopes the request needs; repeatable (at most 50).")
+    ] = None,
 ) -> Response:
     """For nginx ``auth_request``, Traefik ForwardAuth and Envoy ext_authz.
 
@@ -51,16 +56,27 @@ async def auth_check(
     # route documents it in /openapi.json and gives the same answer when an app is built without that front.
     svc = services(request)
     status, headers, body, _ = await check.answer(
-        svc, request.scope, check.IdentityHeaders(svc), request.headers.get("authorization"), request.headers.get("user-agent"))
-    return Response(body, status_code=status, headers={k.decode(): v.decode("latin-1") for k, v in headers
-                                                       if k != b"content-length"})
+        svc,
+        request.scope,
+        check.IdentityHeaders(svc),
+        request.headers.get("authorization"),
+        request.headers.get("user-agent"),
+    )
+    return Response(
+        body,
+        status_code=status,
+        headers={k.decode(): v.decode("latin-1") for k, v in headers if k != b"content-length"},
+    )
 
 
 # Envoy's HTTP ext_authz sends the check with the client's own method, and with `path_prefix` it
 # appends the client's path, so the same check answers any method at /auth/check and below it.
 @router.api_route("/auth/check", methods=["HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"], include_in_schema=False)
-@router.api_route("/auth/check/{original_path:path}", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-                  include_in_schema=False)
+@router.api_route(
+    "/auth/check/{original_path:path}",
+    methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+    include_in_schema=False,
+)
 async def auth_check_any_method(request: Request) -> Response:
     return await auth_check(request)
 
@@ -122,10 +138,26 @@ def _client(request: Request) -> tuple[str, str]:
         "requestBody": {
             "required": True,
             "content": {
-                "application/x-www-form-urlencoded": {"schema": {"type": "object", "required": ["token"], "properties": {
-                    "token": {"type": "string", "maxLength": 4096}, "token_type_hint": {"type": "string", "maxLength": 100}}}},
-                "application/json": {"schema": {"type": "object", "required": ["token"], "properties": {
-                    "token": {"type": "string", "maxLength": 4096}, "token_type_hint": {"type": "string", "maxLength": 100}}}},
+                "application/x-www-form-urlencoded": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["token"],
+                        "properties": {
+                            "token": {"type": "string", "maxLength": 4096},
+                            "token_type_hint": {"type": "string", "maxLength": 100},
+                        },
+                    }
+                },
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["token"],
+                        "properties": {
+                            "token": {"type": "string", "maxLength": 4096},
+                            "token_type_hint": {"type": "string", "maxLength": 100},
+                        },
+                    }
+                },
             },
         },
     },

@@ -81,9 +81,17 @@ class OidcConfig:
             return None
         assert settings.oidc_issuer and settings.oidc_client_id and settings.oidc_client_secret
         extra = [s for s in settings.oidc_scopes.replace(",", " ").split() if s not in BASE_SCOPES]
-        return cls(settings.oidc_issuer, settings.oidc_client_id, settings.oidc_client_secret,
-                   settings.oidc_provider_name, BASE_SCOPES + tuple(dict.fromkeys(extra)), settings.oidc_tenant_claim,
-                   settings.oidc_roles_claim, settings.oidc_external_id_claim, settings.oidc_create_tenants)
+        return cls(
+            settings.oidc_issuer,
+            settings.oidc_client_id,
+            settings.oidc_client_secret,
+            settings.oidc_provider_name,
+            BASE_SCOPES + tuple(dict.fromkeys(extra)),
+            settings.oidc_tenant_claim,
+            settings.oidc_roles_claim,
+            settings.oidc_external_id_claim,
+            settings.oidc_create_tenants,
+        )
 
     def __repr__(self) -> str:  # never the secret
         return f"OidcConfig(issuer={self.issuer!r}, client_id={self.client_id!r})"
@@ -106,7 +114,8 @@ class FlowSeal:
 
     def __init__(self, client_secret: str) -> None:
         key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"kbai oidc flow cookie").derive(
-            client_secret.encode())
+            client_secret.encode()
+        )
         self._fernet = Fernet(base64.urlsafe_b64encode(key))
 
     def seal(self, flow: Flow) -> str:
@@ -139,12 +148,18 @@ class OidcClient:
     def begin(self, next_path: str, redirect_uri: str) -> tuple[str, str]:
         """The provider's authorization URL for a new flow, and the sealed flow for the browser's cookie."""
         meta = self.metadata()
-        flow = Flow(state=secrets.token_urlsafe(32), nonce=secrets.token_urlsafe(32),
-                    verifier=secrets.token_urlsafe(48), next=next_path, redirect_uri=redirect_uri,
-                    started=self._now())
+        flow = Flow(
+            state=secrets.token_urlsafe(32),
+            nonce=secrets.token_urlsafe(32),
+            verifier=secrets.token_urlsafe(48),
+            next=next_path,
+            redirect_uri=redirect_uri,
+            started=self._now(),
+        )
         with self._oauth(redirect_uri) as oauth:
-            url, _ = oauth.create_authorization_url(meta["authorization_endpoint"], state=flow.state,
-                                                    code_verifier=flow.verifier, nonce=flow.nonce)
+            url, _ = oauth.create_authorization_url(
+                meta["authorization_endpoint"], state=flow.state, code_verifier=flow.verifier, nonce=flow.nonce
+            )
         return url, self.seal.seal(flow)
 
     def finish(self, params: Mapping[str, str], sealed: str | None) -> tuple[Flow, dict[str, Any]]:
@@ -165,13 +180,17 @@ class OidcClient:
         meta = self.metadata()
         try:
             with self._oauth(flow.redirect_uri) as oauth:
-                token = oauth.fetch_token(meta["token_endpoint"], grant_type="authorization_code", code=code,
-                                          code_verifier=flow.verifier)
+                token = oauth.fetch_token(
+                    meta["token_endpoint"], grant_type="authorization_code", code=code, code_verifier=flow.verifier
+                )
         except OAuthError as err:
             if err.error in ("invalid_grant", "invalid_request"):
                 raise KbaiError(errors.OIDC_CODE_REJECTED, provider=name) from None
-            raise KbaiError(errors.OIDC_PROVIDER_REFUSED, provider=name,
-                            reason=err.error if _ERROR_CODE.fullmatch(err.error or "") else "an error") from None
+            raise KbaiError(
+                errors.OIDC_PROVIDER_REFUSED,
+                provider=name,
+                reason=err.error if _ERROR_CODE.fullmatch(err.error or "") else "an error",
+            ) from None
         except (httpx.HTTPError, ValueError) as err:
             log.warning("OIDC token endpoint failed: %s", type(err).__name__)
             raise KbaiError(errors.OIDC_PROVIDER_UNREACHABLE, provider=name) from None
@@ -210,16 +229,24 @@ class OidcClient:
         except _UnknownKey:
             raise KbaiError(errors.OIDC_UNKNOWN_KEY, provider=name) from None
         except BadSignatureError:
-            raise KbaiError(errors.OIDC_ID_TOKEN_INVALID, provider=name, reason="its signature does not verify") from None
+            raise KbaiError(
+                errors.OIDC_ID_TOKEN_INVALID, provider=name, reason="its signature does not verify"
+            ) from None
         except JoseError:
-            raise KbaiError(errors.OIDC_ID_TOKEN_INVALID, provider=name,
-                            reason="it is malformed or signed with an algorithm kbai does not accept") from None
+            raise KbaiError(
+                errors.OIDC_ID_TOKEN_INVALID,
+                provider=name,
+                reason="it is malformed or signed with an algorithm kbai does not accept",
+            ) from None
         claims = decoded.claims
         registry = jwt.JWTClaimsRegistry(
-            now=self._now(), leeway=LEEWAY_SECONDS,
+            now=self._now(),
+            leeway=LEEWAY_SECONDS,
             iss={"essential": True, "value": self.config.issuer},
             aud={"essential": True, "value": self.config.client_id},
-            sub={"essential": True}, exp={"essential": True}, iat={"essential": True},
+            sub={"essential": True},
+            exp={"essential": True},
+            iat={"essential": True},
             nonce={"essential": True, "value": nonce},
         )
         try:
@@ -245,10 +272,12 @@ class OidcClient:
         url = self.config.issuer.rstrip("/") + "/.well-known/openid-configuration"
         meta = self._get_json(url)
         endpoints = ("authorization_endpoint", "token_endpoint", "jwks_uri")
-        if (meta.get("issuer") != self.config.issuer
-                or not all(isinstance(meta.get(k), str) and secure_url(meta[k]) for k in endpoints)):
-            log.warning("OIDC discovery at %s does not describe issuer %s with secure endpoints", url,
-                        self.config.issuer)
+        if meta.get("issuer") != self.config.issuer or not all(
+            isinstance(meta.get(k), str) and secure_url(meta[k]) for k in endpoints
+        ):
+            log.warning(
+                "OIDC discovery at %s does not describe issuer %s with secure endpoints", url, self.config.issuer
+            )
             raise KbaiError(errors.OIDC_PROVIDER_UNREACHABLE, provider=self.config.provider_name)
         with self._lock:
             self._metadata, self._metadata_at = meta, time.monotonic()
@@ -283,10 +312,16 @@ class OidcClient:
         return data
 
     def _oauth(self, redirect_uri: str) -> OAuth2Client:
-        return OAuth2Client(client_id=self.config.client_id, client_secret=self.config.client_secret,
-                            scope=" ".join(self.config.scopes), redirect_uri=redirect_uri,
-                            code_challenge_method="S256", token_endpoint_auth_method="client_secret_basic",
-                            timeout=HTTP_TIMEOUT_SECONDS, transport=self._transport)
+        return OAuth2Client(
+            client_id=self.config.client_id,
+            client_secret=self.config.client_secret,
+            scope=" ".join(self.config.scopes),
+            redirect_uri=redirect_uri,
+            code_challenge_method="S256",
+            token_endpoint_auth_method="client_secret_basic",
+            timeout=HTTP_TIMEOUT_SECONDS,
+            transport=self._transport,
+        )
 
     def _now(self) -> int:
         now: datetime = self.clock.now()

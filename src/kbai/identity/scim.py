@@ -105,7 +105,7 @@ def validation_error(exc: ValidationError) -> SCIMException:
         kind = str(e.get("type", ""))
         ctx = e.get("ctx") or {}
         if kind.startswith("scim_") and scim_type is None:
-            scim_type = str(ctx.get("scim_type") or kind[len("scim_"):])
+            scim_type = str(ctx.get("scim_type") or kind[len("scim_") :])
             status = int(ctx.get("status") or 400)
         msg = "is not a known attribute" if kind == "extra_forbidden" else str(e.get("msg", "is invalid"))
         parts.append(f"{where} {msg}")
@@ -152,10 +152,15 @@ class Scim:
             change_password=ChangePassword(supported=False),
             sort=Sort(supported=False),
             etag=ETag(supported=True),
-            authentication_schemes=[AuthenticationScheme(
-                type=AuthenticationScheme.Type.oauthbearertoken, name="OAuth Bearer Token", primary=True,
-                description="A provisioning credential (kbai_scim_...) from System Settings > Provisioning (SCIM) "
-                            "or `kbai scim-token create --tenant NAME`, sent as Authorization: Bearer.")],
+            authentication_schemes=[
+                AuthenticationScheme(
+                    type=AuthenticationScheme.Type.oauthbearertoken,
+                    name="OAuth Bearer Token",
+                    primary=True,
+                    description="A provisioning credential (kbai_scim_...) from System Settings > Provisioning (SCIM) "
+                    "or `kbai scim-token create --tenant NAME`, sent as Authorization: Bearer.",
+                )
+            ],
             meta=Meta(resource_type="ServiceProviderConfig", location=f"{base}/ServiceProviderConfig"),
         )
         return config.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE)
@@ -179,8 +184,9 @@ class Scim:
         return out
 
     # ---- users ---------------------------------------------------------------------------
-    def _user_resource(self, base: str, user: Membership, row: ScimUser | None,
-                       roles: list[tuple[int, str]]) -> ScimUserModel:
+    def _user_resource(
+        self, base: str, user: Membership, row: ScimUser | None, roles: list[tuple[int, str]]
+    ) -> ScimUserModel:
         attrs: dict[str, Any] = dict(row.attributes) if row is not None else {}
         payload: dict[str, Any] = {k: v for k, v in attrs.items() if k not in _OWNED}
         payload["schemas"] = [_CORE_USER] + ([_ENTERPRISE] if _ENTERPRISE in payload else [])
@@ -194,8 +200,9 @@ class Scim:
         if not payload.get("emails") and not user.email.endswith("@" + NO_EMAIL_DOMAIN) and row is None:
             payload["emails"] = [{"value": user.email, "primary": True}]
         if roles:
-            payload["groups"] = [{"value": str(rid), "display": name, "$ref": f"{base}/Groups/{rid}"}
-                                 for rid, name in roles]
+            payload["groups"] = [
+                {"value": str(rid), "display": name, "$ref": f"{base}/Groups/{rid}"} for rid, name in roles
+            ]
         return ScimUserModel.model_validate(payload)
 
     def _user_dump(self, base: str, model: ScimUserModel, user: Membership, row: ScimUser | None) -> dict[str, Any]:
@@ -204,12 +211,18 @@ class Scim:
         modified = row.updated_at if row is not None and row.updated_at > user.created_at else user.created_at
         if user.deactivated_at is not None and user.deactivated_at > modified:
             modified = user.deactivated_at
-        body["meta"] = {"resourceType": "User", "created": user.created_at.isoformat(),
-                        "lastModified": modified.isoformat(), "location": f"{base}/Users/{user.id}", "version": tag}
+        body["meta"] = {
+            "resourceType": "User",
+            "created": user.created_at.isoformat(),
+            "lastModified": modified.isoformat(),
+            "location": f"{base}/Users/{user.id}",
+            "version": tag,
+        }
         return body
 
-    def _load_users(self, tenant_id: int, user_id: int | None = None) -> list[tuple[Membership, ScimUser | None,
-                                                                                        list[tuple[int, str]]]]:
+    def _load_users(
+        self, tenant_id: int, user_id: int | None = None
+    ) -> list[tuple[Membership, ScimUser | None, list[tuple[int, str]]]]:
         with self.db.read() as s:
             query = select(Membership).where(Membership.tenant_id == tenant_id).order_by(Membership.id)
             if user_id is not None:
@@ -219,16 +232,20 @@ class Scim:
             rows = {r.user_id: r for r in s.scalars(select(ScimUser).where(ScimUser.user_id.in_(ids)))} if ids else {}
             roles: dict[int, list[tuple[int, str]]] = {uid: [] for uid in ids}
             if ids:
-                for uid, rid, name in s.execute(select(UserRole.user_id, Role.id, Role.name)
-                                                .join(Role, Role.id == UserRole.role_id)
-                                                .where(UserRole.user_id.in_(ids)).order_by(Role.id)):
+                for uid, rid, name in s.execute(
+                    select(UserRole.user_id, Role.id, Role.name)
+                    .join(Role, Role.id == UserRole.role_id)
+                    .where(UserRole.user_id.in_(ids))
+                    .order_by(Role.id)
+                ):
                     roles[uid].append((rid, name))
             for u in users:
                 s.expunge(u)
             for r in rows.values():
                 s.expunge(r)
-        return [(u, rows.get(u.id), roles[u.id]) for u in users if rows.get(u.id) is None
-                or rows[u.id].deleted_at is None]
+        return [
+            (u, rows.get(u.id), roles[u.id]) for u in users if rows.get(u.id) is None or rows[u.id].deleted_at is None
+        ]
 
     def _one_user(self, actor: Actor, user_id: str) -> tuple[Membership, ScimUser | None, list[tuple[int, str]]]:
         uid = _id(user_id)
@@ -241,8 +258,9 @@ class Scim:
         user, row, roles = self._one_user(actor, user_id)
         return self._user_dump(base, self._user_resource(base, user, row, roles), user, row)
 
-    def list_users(self, actor: Actor, base: str, filter_: str | None, start: int, count: int,
-                   *, strict: bool = True) -> Page:
+    def list_users(
+        self, actor: Actor, base: str, filter_: str | None, start: int, count: int, *, strict: bool = True
+    ) -> Page:
         matcher = _filter(ScimFilter[ScimUserModel], filter_, strict)
         out = []
         for user, row, roles in self._load_users(_tenant(actor)):
@@ -266,8 +284,9 @@ class Scim:
             user_id = revived
         else:
             try:
-                view, _ = self.access.create_user(actor, tenant_id, email, None, [],
-                                                  external_id=_external(model.external_id), generate_password=False)
+                view, _ = self.access.create_user(
+                    actor, tenant_id, email, None, [], external_id=_external(model.external_id), generate_password=False
+                )
             except KbaiError as exc:
                 raise kbai_error(exc) from None
             user_id = view.id
@@ -294,8 +313,11 @@ class Scim:
         except (ValueError, TypeError) as exc:
             raise InvalidValueException(detail=str(exc)[:300]) from None
         # The patched resource is validated again as a whole, as if it had been PUT.
-        again = _validate(ScimUserModel, model.model_dump(scim_ctx=Context.RESOURCE_REPLACEMENT_REQUEST),
-                          Context.RESOURCE_REPLACEMENT_REQUEST)
+        again = _validate(
+            ScimUserModel,
+            model.model_dump(scim_ctx=Context.RESOURCE_REPLACEMENT_REQUEST),
+            Context.RESOURCE_REPLACEMENT_REQUEST,
+        )
         return self._apply_user(actor, base, user.id, again)
 
     def _apply_user(self, actor: Actor, base: str, user_id: int, model: ScimUserModel) -> dict[str, Any]:
@@ -332,17 +354,24 @@ class Scim:
             if row is None:
                 user = s.get(Membership, uid)
                 assert user is not None
-                row = ScimUser(user_id=uid, tenant_id=user.tenant_id, user_name=user.email,
-                               user_name_key=user.email.casefold(), external_id=user.external_id, attributes={},
-                               updated_at=now)
+                row = ScimUser(
+                    user_id=uid,
+                    tenant_id=user.tenant_id,
+                    user_name=user.email,
+                    user_name_key=user.email.casefold(),
+                    external_id=user.external_id,
+                    attributes={},
+                    updated_at=now,
+                )
                 s.add(row)
             row.deleted_at = now
             row.updated_at = now
 
     def _deleted_named(self, tenant_id: int, user_name: str) -> int | None:
         with self.db.read() as s:
-            row = s.scalar(select(ScimUser).where(ScimUser.tenant_id == tenant_id,
-                                                  ScimUser.user_name_key == user_name.casefold()))
+            row = s.scalar(
+                select(ScimUser).where(ScimUser.tenant_id == tenant_id, ScimUser.user_name_key == user_name.casefold())
+            )
             return row.user_id if row is not None and row.deleted_at is not None else None
 
     def _user_name_free(self, tenant_id: int, user_name: str, user_id: int | None) -> None:
@@ -350,18 +379,29 @@ class Scim:
         that SCIM has not named (their userName is their email)."""
         key = user_name.casefold()
         with self.db.read() as s:
-            taken = s.scalar(select(ScimUser.user_id).where(ScimUser.tenant_id == tenant_id,
-                                                            ScimUser.user_name_key == key))
+            taken = s.scalar(
+                select(ScimUser.user_id).where(ScimUser.tenant_id == tenant_id, ScimUser.user_name_key == key)
+            )
             if taken is None:
                 named = select(ScimUser.user_id)
-                taken = s.scalar(select(Membership.id).where(Membership.tenant_id == tenant_id,
-                                                             Membership.email == key,
-                                                             Membership.id.not_in(named)))
+                taken = s.scalar(
+                    select(Membership.id).where(
+                        Membership.tenant_id == tenant_id, Membership.email == key, Membership.id.not_in(named)
+                    )
+                )
         if taken is not None and taken != user_id:
             raise UniquenessException(detail=f"A User with userName {user_name!r} already exists in this tenant.")
 
-    def _save_user_row(self, tenant_id: int, user_id: int, user_name: str, external_id: str | None,
-                       attrs: dict[str, Any], *, undelete: bool = False) -> None:
+    def _save_user_row(
+        self,
+        tenant_id: int,
+        user_id: int,
+        user_name: str,
+        external_id: str | None,
+        attrs: dict[str, Any],
+        *,
+        undelete: bool = False,
+    ) -> None:
         now = utc_seconds(self.clock.now())
         with self.db.write() as s:
             row = s.get(ScimUser, user_id)
@@ -377,23 +417,28 @@ class Scim:
                 row.deleted_at = None
 
     # ---- groups --------------------------------------------------------------------------
-    def _load_groups(self, tenant_id: int, role_id: int | None = None) -> list[tuple[Role, ScimGroup | None,
-                                                                                     list[tuple[int, str]]]]:
+    def _load_groups(
+        self, tenant_id: int, role_id: int | None = None
+    ) -> list[tuple[Role, ScimGroup | None, list[tuple[int, str]]]]:
         with self.db.read() as s:
             query = select(Role).where(Role.tenant_id == tenant_id).order_by(Role.id)
             if role_id is not None:
                 query = query.where(Role.id == role_id)
             roles = list(s.scalars(query))
             ids = [r.id for r in roles]
-            extra = {g.role_id: g for g in s.scalars(select(ScimGroup).where(ScimGroup.role_id.in_(ids)))} if ids else {}
+            extra = (
+                {g.role_id: g for g in s.scalars(select(ScimGroup).where(ScimGroup.role_id.in_(ids)))} if ids else {}
+            )
             members: dict[int, list[tuple[int, str]]] = {rid: [] for rid in ids}
             if ids:
                 hidden = select(ScimUser.user_id).where(ScimUser.deleted_at.is_not(None))
                 for rid, uid, email, name in s.execute(
-                        select(UserRole.role_id, Membership.id, Membership.email, ScimUser.user_name)
-                        .join(Membership, Membership.id == UserRole.user_id)
-                        .outerjoin(ScimUser, ScimUser.user_id == Membership.id)
-                        .where(UserRole.role_id.in_(ids), Membership.id.not_in(hidden)).order_by(Membership.id)):
+                    select(UserRole.role_id, Membership.id, Membership.email, ScimUser.user_name)
+                    .join(Membership, Membership.id == UserRole.user_id)
+                    .outerjoin(ScimUser, ScimUser.user_id == Membership.id)
+                    .where(UserRole.role_id.in_(ids), Membership.id.not_in(hidden))
+                    .order_by(Membership.id)
+                ):
                     members[rid].append((uid, name or email))
             for r in roles:
                 s.expunge(r)
@@ -401,24 +446,44 @@ class Scim:
                 s.expunge(g)
         return [(r, extra.get(r.id), members[r.id]) for r in roles]
 
-    def _group_dump(self, base: str, role: Role, extra: ScimGroup | None, members: list[tuple[int, str]],
-                    matcher: Callable[[Group], bool] | None = None) -> dict[str, Any] | None:
-        payload: dict[str, Any] = {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "id": str(role.id),
-                                   "displayName": role.name}
+    def _group_dump(
+        self,
+        base: str,
+        role: Role,
+        extra: ScimGroup | None,
+        members: list[tuple[int, str]],
+        matcher: Callable[[Group], bool] | None = None,
+    ) -> dict[str, Any] | None:
+        payload: dict[str, Any] = {
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+            "id": str(role.id),
+            "displayName": role.name,
+        }
         if extra is not None and extra.external_id is not None:
             payload["externalId"] = extra.external_id
         if members:
             shown = (extra.attributes or {}).get("displays", {}) if extra is not None else {}
-            payload["members"] = [{"value": str(uid), "display": shown.get(str(uid), label), "type": "User",
-                                   "$ref": f"{base}/Users/{uid}"} for uid, label in members]
+            payload["members"] = [
+                {
+                    "value": str(uid),
+                    "display": shown.get(str(uid), label),
+                    "type": "User",
+                    "$ref": f"{base}/Users/{uid}",
+                }
+                for uid, label in members
+            ]
         model = Group.model_validate(payload)
         if matcher is not None and not matcher(model):
             return None
         body = model.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE)
         modified = extra.updated_at if extra is not None and extra.updated_at > role.created_at else role.created_at
-        body["meta"] = {"resourceType": "Group", "created": role.created_at.isoformat(),
-                        "lastModified": modified.isoformat(), "location": f"{base}/Groups/{role.id}",
-                        "version": etag(body)}
+        body["meta"] = {
+            "resourceType": "Group",
+            "created": role.created_at.isoformat(),
+            "lastModified": modified.isoformat(),
+            "location": f"{base}/Groups/{role.id}",
+            "version": etag(body),
+        }
         return body
 
     def _one_group(self, actor: Actor, group_id: str) -> tuple[Role, ScimGroup | None, list[tuple[int, str]]]:
@@ -433,8 +498,9 @@ class Scim:
         assert body is not None
         return body
 
-    def list_groups(self, actor: Actor, base: str, filter_: str | None, start: int, count: int,
-                    *, strict: bool = True) -> Page:
+    def list_groups(
+        self, actor: Actor, base: str, filter_: str | None, start: int, count: int, *, strict: bool = True
+    ) -> Page:
         matcher = _filter(ScimFilter[Group], filter_, strict)
         out = []
         for role, extra, members in self._load_groups(_tenant(actor)):
@@ -458,7 +524,9 @@ class Scim:
         self._set_members(actor, tenant_id, view.id, wanted)
         return self.get_group(actor, base, str(view.id))
 
-    def replace_group(self, actor: Actor, base: str, group_id: str, payload: Any, if_match: str | None) -> dict[str, Any]:
+    def replace_group(
+        self, actor: Actor, base: str, group_id: str, payload: Any, if_match: str | None
+    ) -> dict[str, Any]:
         current = self.get_group(actor, base, group_id)
         _precondition(if_match, current)
         model = _validate(Group, payload, Context.RESOURCE_REPLACEMENT_REQUEST)
@@ -514,9 +582,15 @@ class Scim:
         if wanted:
             with self.db.read() as s:
                 hidden = select(ScimUser.user_id).where(ScimUser.deleted_at.is_not(None))
-                found = set(s.scalars(select(Membership.id).where(Membership.id.in_(sorted(wanted)),
-                                                                   Membership.tenant_id == tenant_id,
-                                                                   Membership.id.not_in(hidden))))
+                found = set(
+                    s.scalars(
+                        select(Membership.id).where(
+                            Membership.id.in_(sorted(wanted)),
+                            Membership.tenant_id == tenant_id,
+                            Membership.id.not_in(hidden),
+                        )
+                    )
+                )
             missing = wanted - found
             if missing:
                 raise InvalidValueException(detail=f"members value {str(min(missing))!r} is no User of this tenant.")
@@ -526,8 +600,11 @@ class Scim:
         """Give the role to exactly ``wanted``: one AccessService change per person whose roles change."""
         with self.db.read() as s:
             holders = set(s.scalars(select(UserRole.user_id).where(UserRole.role_id == role_id)))
-            hidden = set(s.scalars(select(ScimUser.user_id).where(ScimUser.tenant_id == tenant_id,
-                                                                  ScimUser.deleted_at.is_not(None))))
+            hidden = set(
+                s.scalars(
+                    select(ScimUser.user_id).where(ScimUser.tenant_id == tenant_id, ScimUser.deleted_at.is_not(None))
+                )
+            )
             holders -= hidden
             changes: dict[int, list[int]] = {}
             for uid in (wanted - holders) | (holders - wanted):
@@ -540,8 +617,7 @@ class Scim:
             except KbaiError as exc:
                 raise kbai_error(exc) from None
 
-    def _save_group_row(self, tenant_id: int, role_id: int, external_id: str | None,
-                        displays: dict[str, str]) -> None:
+    def _save_group_row(self, tenant_id: int, role_id: int, external_id: str | None, displays: dict[str, str]) -> None:
         now = utc_seconds(self.clock.now())
         with self.db.write() as s:
             row = s.get(ScimGroup, role_id)
@@ -558,7 +634,6 @@ class Scim:
 def _displays(model: Group) -> dict[str, str]:
     """The ``display`` the provider gave each member (shown back as sent; the userName otherwise)."""
     return {str(m.value): str(m.display)[:254] for m in model.members or [] if m.value and m.display}
-
 
 
 def _tenant(actor: Actor) -> int:
@@ -621,7 +696,7 @@ def search_all(scim: Scim, actor: Actor, base: str, filter_: str | None, start: 
 def _page(items: list[dict[str, Any]], start: int, count: int) -> Page:
     start = max(start, 1)
     count = max(count, 0)
-    return Page(len(items), start, items[start - 1:start - 1 + count])
+    return Page(len(items), start, items[start - 1 : start - 1 + count])
 
 
 def _precondition(if_match: str | None, current: dict[str, Any]) -> None:
@@ -630,8 +705,10 @@ def _precondition(if_match: str | None, current: dict[str, Any]) -> None:
     tags = {t.strip() for t in if_match.split(",")}
     version = current["meta"]["version"]
     if version not in tags and version.removeprefix("W/") not in tags:
-        raise PreconditionFailedException(detail="The resource changed since you read it (If-Match does not match "
-                                                 "meta.version): read it again and retry.")
+        raise PreconditionFailedException(
+            detail="The resource changed since you read it (If-Match does not match "
+            "meta.version): read it again and retry."
+        )
 
 
 def _external(value: str | None) -> str | None:
@@ -659,8 +736,10 @@ def _names(model: Any) -> tuple[str, str]:
         try:
             return user_name, clean_email(str(primary.value))
         except KbaiError:
-            raise InvalidValueException(detail=f"emails value {str(primary.value)[:60]!r} is not an email address "
-                                               "kbai accepts (name@company.com).") from None
+            raise InvalidValueException(
+                detail=f"emails value {str(primary.value)[:60]!r} is not an email address "
+                "kbai accepts (name@company.com)."
+            ) from None
     try:
         return user_name, clean_email(user_name)
     except KbaiError:
@@ -675,5 +754,3 @@ def _attributes(model: Any) -> dict[str, Any]:
     if model.active is None:
         kept[_ACTIVE_UNSET] = True
     return kept
-
-

@@ -100,9 +100,15 @@ class OidcSignIn:
         except KbaiError:
             user_ext = None
         return Arrival(
-            issuer=self.config.issuer, subject=str(claims["sub"]), email=email,
-            email_verified=verified is True or verified == "true", tenant_external_id=org, tenant_name=org_name,
-            create_tenant=self.config.create_tenants, user_external_id=user_ext, roles=self._roles(claims),
+            issuer=self.config.issuer,
+            subject=str(claims["sub"]),
+            email=email,
+            email_verified=verified is True or verified == "true",
+            tenant_external_id=org,
+            tenant_name=org_name,
+            create_tenant=self.config.create_tenants,
+            user_external_id=user_ext,
+            roles=self._roles(claims),
         )
 
     def _roles(self, claims: Mapping[str, Any]) -> list[str] | None:
@@ -121,5 +127,9 @@ class OidcSignIn:
             fresh = [n for n in names if (tenant_id, n.casefold()) not in self._logged_unknown]
             self._logged_unknown.update((tenant_id, n.casefold()) for n in fresh)
         for name in fresh:
-            log.warning("OIDC roles claim names role %r, which tenant %d does not have; ignored", name, tenant_id,
-                        extra={"tenant_id": tenant_id})
+            log.warning(
+                "OIDC roles claim names role %r, which tenant %d does not have; ignored",
+                name,
+                tenant_id,
+                extra={"tenant_id": tenant_id},
+            )

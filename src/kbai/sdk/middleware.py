@@ -29,8 +29,9 @@ ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
 STATE_KEY = "kbai"
 
 # For the OpenAPI document only; the header is parsed by kbai.web.answers.bearer_token.
-_bearer_scheme = HTTPBearer(auto_error=False, scheme_name="kbai",
-                            description="A kbai API token: `Authorization: Bearer kbai_pk_...`")
+_bearer_scheme = HTTPBearer(
+    auto_error=False, scheme_name="kbai", description="A kbai API token: `Authorization: Bearer kbai_pk_...`"
+)
 
 
 class AuthError(HTTPException):

@@ -148,16 +148,25 @@ class LocalVerifier:
             if result is None:
                 result = await run_in_threadpool(self.services.tokens.verify, token)
         except Exception as exc:  # noqa: BLE001 - fail closed, whatever broke
-            log.error("kbai token verification failed (%s: %s); refusing the request",
-                      type(exc).__name__, redact(str(exc))[:300])
+            log.error(
+                "kbai token verification failed (%s: %s); refusing the request",
+                type(exc).__name__,
+                redact(str(exc))[:300],
+            )
             return unavailable()
         record = result.record
         if not result.ok or record is None:
             return Failure(errors.for_outcome(result.outcome.value, result.missing))
         return Identity(
-            user_id=record.person_id, email=record.email, tenant_id=record.tenant_id, scopes=result.scopes,
-            token_id=record.token_id, expires_at=record.expires_at, tenant_external_id=record.tenant_external_id,
-            user_external_id=record.user_external_id, allowed_ips=record.allowed_ips,
+            user_id=record.person_id,
+            email=record.email,
+            tenant_id=record.tenant_id,
+            scopes=result.scopes,
+            token_id=record.token_id,
+            expires_at=record.expires_at,
+            tenant_external_id=record.tenant_external_id,
+            user_external_id=record.user_external_id,
+            allowed_ips=record.allowed_ips,
         )
 
     def record_use(self, identity: Identity) -> None:
@@ -250,8 +259,9 @@ class IntrospectionVerifier:
     # ---- helpers -------------------------------------------------------------------------
     def _get_client(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self._timeout, transport=self._transport,
-                                             headers={"Accept": "application/json"})
+            self._client = httpx.AsyncClient(
+                timeout=self._timeout, transport=self._transport, headers={"Accept": "application/json"}
+            )
         return self._client
 
     async def _ask(self, token: str) -> Result:
@@ -269,8 +279,11 @@ class IntrospectionVerifier:
         try:
             return _parse(response.json())
         except (ValueError, TypeError, KeyError) as exc:
-            log.error("kbai introspection at %s gave an unusable answer (%s); refusing the request",
-                      self.url, type(exc).__name__)
+            log.error(
+                "kbai introspection at %s gave an unusable answer (%s); refusing the request",
+                self.url,
+                type(exc).__name__,
+            )
             return unavailable()
 
     def _remember(self, key: str, identity: Identity, now: float) -> None:

@@ -37,9 +37,7 @@ class Database:
         self.is_sqlite = make_url(self.url).get_backend_name() == "sqlite"
         if self.is_sqlite:
             _create_private(make_url(self.url).database)
-            self.engine = create_engine(
-                self.url, connect_args={"check_same_thread": False, "timeout": 30}
-            )
+            self.engine = create_engine(self.url, connect_args={"check_same_thread": False, "timeout": 30})
             _configure_sqlite(self.engine)
         else:
             self.engine = create_engine(

@@ -15,9 +15,26 @@ from kbai.store.models import Person, Role, RolePermission, Tenant, Token, User,
 # role gives one row with NULL role columns; an unknown digest gives none.
 TOKEN_RECORD = (
     select(
-        Token.id, Token.tenant_id, Tenant.name, User.id, Person.email, Token.prefix, Token.name, Token.scopes,
-        Token.created_at, Token.expires_at, Token.revoked_at, User.active, Role.builtin, RolePermission.permission,
-        Tenant.external_id, Token.paused_at, Token.allowed_ips, Token.revoked_by, Person.id, User.external_id,
+        Token.id,
+        Token.tenant_id,
+        Tenant.name,
+        User.id,
+        Person.email,
+        Token.prefix,
+        Token.name,
+        Token.scopes,
+        Token.created_at,
+        Token.expires_at,
+        Token.revoked_at,
+        User.active,
+        Role.builtin,
+        RolePermission.permission,
+        Tenant.external_id,
+        Token.paused_at,
+        Token.allowed_ips,
+        Token.revoked_by,
+        Person.id,
+        User.external_id,
     )
     .join(User, User.id == Token.user_id)
     .join(Person, Person.id == User.person_id)

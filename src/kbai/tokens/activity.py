@@ -88,13 +88,16 @@ class ActivityService:
             first = min(since, token.created_at.replace(minute=0, second=0))
             rows = s.execute(
                 select(TokenUsageHour.hour, TokenUsageHour.requests)
-                .where(TokenUsageHour.token_id == token.id, TokenUsageHour.hour >= first,
-                       TokenUsageHour.hour < until)
+                .where(TokenUsageHour.token_id == token.id, TokenUsageHour.hour >= first, TokenUsageHour.hour < until)
                 .order_by(TokenUsageHour.hour)
             ).all()
             ip, agent, last_used = token.last_used_ip, token.last_used_user_agent, token.last_used_at
-            refused = (int(token.refused_count or 0), token.last_refused_at, token.last_refused_ip,
-                       list(token.allowed_ips) if token.allowed_ips else None)
+            refused = (
+                int(token.refused_count or 0),
+                token.last_refused_at,
+                token.last_refused_ip,
+                list(token.allowed_ips) if token.allowed_ips else None,
+            )
         usual = {hour_of_week(h) for h, n in rows if h < baseline_end and n > 0}
         hourly = [HourCount(h, int(n)) for h, n in rows if h >= since]
         grid = [[0] * 24 for _ in range(7)]
@@ -108,11 +111,24 @@ class ActivityService:
                 cell = hour_of_week(item.hour)
                 if item.hour >= baseline_end and item.requests > 0 and cell not in usual and cell not in unusual:
                     unusual.append(cell)
-        return Activity(token_id=token_id, since=since, until=until, hourly=hourly, grid=grid,
-                        total=sum(h.requests for h in hourly), last_used_at=last_used, last_used_ip=ip,
-                        last_used_user_agent=agent, usual_hours_known=known, outside_usual_hours=bool(unusual),
-                        unusual_hours=sorted(unusual), refused=refused[0], last_refused_at=refused[1],
-                        last_refused_ip=refused[2], allowed_ips=refused[3])
+        return Activity(
+            token_id=token_id,
+            since=since,
+            until=until,
+            hourly=hourly,
+            grid=grid,
+            total=sum(h.requests for h in hourly),
+            last_used_at=last_used,
+            last_used_ip=ip,
+            last_used_user_agent=agent,
+            usual_hours_known=known,
+            outside_usual_hours=bool(unusual),
+            unusual_hours=sorted(unusual),
+            refused=refused[0],
+            last_refused_at=refused[1],
+            last_refused_ip=refused[2],
+            allowed_ips=refused[3],
+        )
 
 
 def _may_see(actor: Actor, token: Token) -> None:
@@ -172,7 +188,9 @@ def heatmap_svg(grid: Sequence[Sequence[int]], *, title: str = "Requests per hou
         parts.append(f'<text x="0" y="{y + CELL - 4}" font-size="10" fill="#57606a">{DAYS[day]}</text>')
         for hour, count in enumerate(row):
             x = LEFT + hour * (CELL + GAP)
-            label = f"{DAYS[day]} {hour:02d}:00-{(hour + 1) % 24:02d}:00 UTC: {count} request{'s' if count != 1 else ''}"
+            label = (
+                f"{DAYS[day]} {hour:02d}:00-{(hour + 1) % 24:02d}:00 UTC: {count} request{'s' if count != 1 else ''}"
+            )
             parts.append(
                 f'<rect x="{x}" y="{y}" width="{CELL}" height="{CELL}" rx="2" fill="{shade(count, peak)}" '
                 f'data-weekday="{day}" data-hour="{hour}" data-count="{count}"><title>{escape(label)}</title></rect>'

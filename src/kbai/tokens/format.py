@@ -37,11 +37,7 @@ def mint() -> str:
 
 def is_well_formed(candidate: object) -> bool:
     """True when ``candidate`` is exactly a token: no padding, no upper case, no look-alikes."""
-    return (
-        isinstance(candidate, str)
-        and len(candidate) == TOKEN_LENGTH
-        and _TOKEN_RE.fullmatch(candidate) is not None
-    )
+    return isinstance(candidate, str) and len(candidate) == TOKEN_LENGTH and _TOKEN_RE.fullmatch(candidate) is not None
 
 
 def digest(token: str) -> str:
@@ -72,8 +68,11 @@ def mint_scim() -> str:
 
 def is_scim_credential(candidate: object) -> bool:
     """True when ``candidate`` is exactly a provisioning credential."""
-    return (isinstance(candidate, str) and len(candidate) == len(SCIM_PREFIX) + SECRET_BYTES * 2
-            and _SCIM_RE.fullmatch(candidate) is not None)
+    return (
+        isinstance(candidate, str)
+        and len(candidate) == len(SCIM_PREFIX) + SECRET_BYTES * 2
+        and _SCIM_RE.fullmatch(candidate) is not None
+    )
 
 
 def find_all_scim(text: str) -> Iterator[tuple[int, str]]:

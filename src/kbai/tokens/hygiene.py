@@ -29,8 +29,11 @@ UNUSED_90_DAYS = "unused_90_days"
 OLDER_THAN_90_DAYS = "older_than_90_days"
 # In display order, with the badge each one gets on screen.
 FLAGS = (NEVER_USED, UNUSED_90_DAYS, OLDER_THAN_90_DAYS)
-LABELS = {NEVER_USED: "Never used", UNUSED_90_DAYS: "Unused for 90+ days",
-          OLDER_THAN_90_DAYS: "Older than 90 days — rotate"}
+LABELS = {
+    NEVER_USED: "Never used",
+    UNUSED_90_DAYS: "Unused for 90+ days",
+    OLDER_THAN_90_DAYS: "Older than 90 days — rotate",
+}
 STALE_DAYS = 90
 ROTATE_AFTER_DAYS = 90
 
@@ -74,8 +77,11 @@ class AutoRevoke:
         """One pass over every tenant with the policy. Safe with several workers at once: each token is
         revoked (and its owner told) by exactly one of them."""
         with self.tokens.db.read() as s:
-            policies = s.execute(select(TenantPolicy.tenant_id, TenantPolicy.auto_revoke_unused_days)
-                                 .where(TenantPolicy.auto_revoke_unused_days.is_not(None))).all()
+            policies = s.execute(
+                select(TenantPolicy.tenant_id, TenantPolicy.auto_revoke_unused_days).where(
+                    TenantPolicy.auto_revoke_unused_days.is_not(None)
+                )
+            ).all()
         revoked: list[TokenView] = []
         for tenant_id, days in policies:
             assert days is not None  # the query takes only policies that set it
@@ -88,14 +94,18 @@ class AutoRevoke:
         added = []
 
         def record(s: Session, revoked: list[tuple[TokenView, str]], at: datetime) -> None:
-            active = set(s.scalars(select(User.id).where(User.id.in_({v.user_id for v, _ in revoked}),
-                                                         User.active.is_(True))))
+            active = set(
+                s.scalars(select(User.id).where(User.id.in_({v.user_id for v, _ in revoked}), User.active.is_(True)))
+            )
             told = [(v, email) for v, email in revoked if v.user_id in active]
             added.extend(self.notifications.add(s, _notices(told, days), at))
 
         views = self.tokens.revoke_matching(
-            AUTO_REVOKE, Token.tenant_id == tenant_id, unused_since(cutoff),
-            reason=f"unused for {days} days (tenant policy)", record=record,
+            AUTO_REVOKE,
+            Token.tenant_id == tenant_id,
+            unused_since(cutoff),
+            reason=f"unused for {days} days (tenant policy)",
+            record=record,
         )
         if views:
             log.info("auto-revoked %d token(s) unused for %d days in tenant %d", len(views), days, tenant_id)
@@ -107,13 +117,25 @@ def _notices(revoked: Sequence[tuple[TokenView, str]], days: int) -> list[NewNot
     out = []
     for view, email in revoked:
         used = f"last used {human(view.last_used_at)}" if view.last_used_at else "never used"
-        out.append(NewNotification(
-            user_id=view.user_id, tenant_id=view.tenant_id, email=email, kind=TOKEN_AUTO_REVOKED,
-            title=f"Your token {view.prefix} ({view.name[:60]}) was revoked: unused for {days} days",
-            body=(f"Your organisation revokes tokens unused for {days} days. This one was {used}, so it was "
-                  f"revoked at {human(view.revoked_at)} and every request that uses it now gets 401. If an "
-                  "integration still needs it, create a new token under System Settings → API Keys."),
-            details={"token_id": view.id, "prefix": view.prefix, "name": view.name, "unused_days": days,
-                     "last_used_at": iso(view.last_used_at)},
-        ))
+        out.append(
+            NewNotification(
+                user_id=view.user_id,
+                tenant_id=view.tenant_id,
+                email=email,
+                kind=TOKEN_AUTO_REVOKED,
+                title=f"Your token {view.prefix} ({view.name[:60]}) was revoked: unused for {days} days",
+                body=(
+                    f"Your organisation revokes tokens unused for {days} days. This one was {used}, so it was "
+                    f"revoked at {human(view.revoked_at)} and every request that uses it now gets 401. If an "
+                    "integration still needs it, create a new token under System Settings → API Keys."
+                ),
+                details={
+                    "token_id": view.id,
+                    "prefix": view.prefix,
+                    "name": view.name,
+                    "unused_days": days,
+                    "last_used_at": iso(view.last_used_at),
+                },
+            )
+        )
     return out

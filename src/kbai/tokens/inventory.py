@@ -50,14 +50,24 @@ class Inventory:
         self.tokens = tokens
         self.notifications = notifications
 
-    def list(self, actor: Actor, where: InventoryFilter | None = None, *, before_id: int | None = None,
-             limit: int | None = 100) -> list[InventoryRow]:
+    def list(
+        self,
+        actor: Actor,
+        where: InventoryFilter | None = None,
+        *,
+        before_id: int | None = None,
+        limit: int | None = 100,
+    ) -> list[InventoryRow]:
         """Tokens of the actor's tenant matching ``where``, newest first (``limit=None``: all, for export)."""
         require(actor, REVIEW_TOKENS, "review the tenant's tokens")
         f = where or InventoryFilter()
         now = utc_seconds(self.tokens.clock.now())
-        query = (select(Token, User.email).join(User, User.id == Token.user_id)
-                 .where(Token.tenant_id == actor.tenant_id).order_by(Token.id.desc()))
+        query = (
+            select(Token, User.email)
+            .join(User, User.id == Token.user_id)
+            .where(Token.tenant_id == actor.tenant_id)
+            .order_by(Token.id.desc())
+        )
         if limit is not None:
             query = query.limit(limit)
         if before_id is not None:
@@ -77,8 +87,11 @@ class Inventory:
         if f.stale:
             query = query.where(_status_clause("active", now), unused_since(now - timedelta(days=STALE_DAYS)))
         if f.expiring_soon:
-            query = query.where(_status_clause("active", now), Token.expires_at.is_not(None),
-                                Token.expires_at <= now + timedelta(days=EXPIRING_SOON_DAYS))
+            query = query.where(
+                _status_clause("active", now),
+                Token.expires_at.is_not(None),
+                Token.expires_at <= now + timedelta(days=EXPIRING_SOON_DAYS),
+            )
         with self.tokens.db.read() as s:
             return [InventoryRow(TokenService._view(t, now), email) for t, email in s.execute(query)]
 
@@ -90,12 +103,19 @@ class Inventory:
         added = []
 
         def record(s: Session, revoked: list[tuple[TokenView, str]], at: datetime) -> None:
-            added.extend(self.notifications.add(s, [
-                _notice(view, email, actor, at) for view, email in revoked if view.user_id != actor.user_id
-            ], at))
+            added.extend(
+                self.notifications.add(
+                    s, [_notice(view, email, actor, at) for view, email in revoked if view.user_id != actor.user_id], at
+                )
+            )
 
-        self.tokens.revoke_matching(actor, Token.id == token_id, Token.tenant_id == actor.tenant_id,
-                                    reason="revoked by a reviewer of the tenant's tokens", record=record)
+        self.tokens.revoke_matching(
+            actor,
+            Token.id == token_id,
+            Token.tenant_id == actor.tenant_id,
+            reason="revoked by a reviewer of the tenant's tokens",
+            record=record,
+        )
         self.notifications.deliver(added)
         return self._in_tenant(actor, token_id)
 
@@ -122,8 +142,9 @@ def _status_clause(status: str, now: datetime) -> ColumnElement[bool]:
         return revoked
     if status == "expired":
         return and_(~revoked, expired)
-    working = and_(or_(Token.revoked_at.is_(None), Token.revoked_at > now),
-                   or_(Token.expires_at.is_(None), Token.expires_at > now))
+    working = and_(
+        or_(Token.revoked_at.is_(None), Token.revoked_at > now), or_(Token.expires_at.is_(None), Token.expires_at > now)
+    )
     if status == "paused":
         return and_(working, Token.paused_at.is_not(None))
     return and_(working, Token.paused_at.is_(None))
@@ -132,11 +153,15 @@ def _status_clause(status: str, now: datetime) -> ColumnElement[bool]:
 def _notice(view: TokenView, email: str, actor: Actor, at: datetime) -> NewNotification:
     by = actor.email or actor.label
     return NewNotification(
-        user_id=view.user_id, tenant_id=view.tenant_id, email=email, kind=TOKEN_REVOKED_BY_ADMIN,
+        user_id=view.user_id,
+        tenant_id=view.tenant_id,
+        email=email,
+        kind=TOKEN_REVOKED_BY_ADMIN,
         title=f"Your token {view.prefix} ({view.name[:60]}) was revoked by {by}"[:200],
-        body=(f"{by}, who reviews your organisation's tokens, revoked it at {human(at)}: every request that uses "
-              "it now gets 401. If an integration still needs access, ask them why, then create a new token "
-              "under System Settings → API Keys."),
+        body=(
+            f"{by}, who reviews your organisation's tokens, revoked it at {human(at)}: every request that uses "
+            "it now gets 401. If an integration still needs access, ask them why, then create a new token "
+            "under System Settings → API Keys."
+        ),
         details={"token_id": view.id, "prefix": view.prefix, "name": view.name, "revoked_by": by},
     )
-

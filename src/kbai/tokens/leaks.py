@@ -88,9 +88,13 @@ class LeakResponse:
         for hook in self.other_secrets if rest else ():
             others |= hook(actor, reporter, rest)
         return [
-            Verdict(fmt.report_hash(r.token), _clip(r.type, 100) or TOKEN_TYPE,
-                    "true_positive" if (d is not None and d in found) or fmt.report_hash(r.token) in others
-                    else "false_positive")
+            Verdict(
+                fmt.report_hash(r.token),
+                _clip(r.type, 100) or TOKEN_TYPE,
+                "true_positive"
+                if (d is not None and d in found) or fmt.report_hash(r.token) in others
+                else "false_positive",
+            )
             for d, r in zip(digests, reports, strict=True)
         ]
 
@@ -111,14 +115,29 @@ class LeakResponse:
             for f in changed:
                 locations = _locations(where[f.digest])
                 first = locations[0] if locations else {}
-                details: dict[str, Any] = {"prefix": f.view.prefix, "name": f.view.name, "owner": f.owner_email,
-                           "reporter": reporter, "url": first.get("url"), "source": first.get("source"),
-                           "type": _clip(where[f.digest][0].type, 100), "revoked": f.revoked_now,
-                           "status": f.view.status}
+                details: dict[str, Any] = {
+                    "prefix": f.view.prefix,
+                    "name": f.view.name,
+                    "owner": f.owner_email,
+                    "reporter": reporter,
+                    "url": first.get("url"),
+                    "source": first.get("source"),
+                    "type": _clip(where[f.digest][0].type, 100),
+                    "revoked": f.revoked_now,
+                    "status": f.view.status,
+                }
                 if len(locations) > 1:
                     details["locations"] = locations
-                audit.record(s, actor, "token.leak_report", at=now, target_type="token", target_id=f.view.id,
-                             tenant_id=f.view.tenant_id, details=details)
+                audit.record(
+                    s,
+                    actor,
+                    "token.leak_report",
+                    at=now,
+                    target_type="token",
+                    target_id=f.view.id,
+                    tenant_id=f.view.tenant_id,
+                    details=details,
+                )
                 messages.extend(_messages(f, reporter, locations, admins.get(f.view.tenant_id, []), now))
             added.extend(self.notifications.add(s, messages, now))
 
@@ -147,8 +166,10 @@ def _locations(reports: Sequence[Sighting]) -> list[dict[str, str | None]]:
 def _admins(s: Session, tenant_ids: set[int]) -> dict[int, list[tuple[int, str]]]:
     """Active admins (user id, email) of each tenant, in one query."""
     rows = s.execute(
-        select(User.tenant_id, User.id, User.email).distinct()
-        .join(UserRole, UserRole.user_id == User.id).join(Role, Role.id == UserRole.role_id)
+        select(User.tenant_id, User.id, User.email)
+        .distinct()
+        .join(UserRole, UserRole.user_id == User.id)
+        .join(Role, Role.id == UserRole.role_id)
         .where(User.tenant_id.in_(tenant_ids), User.active.is_(True), Role.builtin == ADMIN)
         .order_by(User.id)
     ).all()
@@ -158,8 +179,9 @@ def _admins(s: Session, tenant_ids: set[int]) -> dict[int, list[tuple[int, str]]
     return out
 
 
-def _messages(f: FoundToken, reporter: str, locations: list[dict[str, str | None]],
-              admins: list[tuple[int, str]], now: datetime) -> list[NewNotification]:
+def _messages(
+    f: FoundToken, reporter: str, locations: list[dict[str, str | None]], admins: list[tuple[int, str]], now: datetime
+) -> list[NewNotification]:
     v = f.view
     if locations:
         places = "; ".join(
@@ -169,28 +191,51 @@ def _messages(f: FoundToken, reporter: str, locations: list[dict[str, str | None
     else:
         found_at = f"Someone who found it sent it to us through {reporter}."
     if f.revoked_now:
-        outcome = (f"It was revoked automatically at {human(now)}: every request that uses it now gets 401. "
-                   "Create a new token under System Settings → API Keys, update the integrations that used this "
-                   "one, and remove the token from where it leaked (including that repository's history).")
+        outcome = (
+            f"It was revoked automatically at {human(now)}: every request that uses it now gets 401. "
+            "Create a new token under System Settings → API Keys, update the integrations that used this "
+            "one, and remove the token from where it leaked (including that repository's history)."
+        )
     else:
-        outcome = (f"It was already {v.status}, so it no longer works. Still remove it from where it leaked "
-                   "(including that repository's history).")
-    details = {"token_id": v.id, "prefix": v.prefix, "name": v.name, "owner": f.owner_email, "reporter": reporter,
-               "locations": locations, "revoked": True}
+        outcome = (
+            f"It was already {v.status}, so it no longer works. Still remove it from where it leaked "
+            "(including that repository's history)."
+        )
+    details = {
+        "token_id": v.id,
+        "prefix": v.prefix,
+        "name": v.name,
+        "owner": f.owner_email,
+        "reporter": reporter,
+        "locations": locations,
+        "revoked": True,
+    }
     verb = "found in public and revoked"
     out: list[NewNotification] = []
     if f.owner_active:
-        out.append(NewNotification(
-            user_id=v.user_id, tenant_id=v.tenant_id, email=f.owner_email, kind=TOKEN_LEAKED,
-            title=f"Your token {v.prefix} ({v.name[:60]}) was {verb}", body=f"{found_at} {outcome}", details=details,
-        ))
+        out.append(
+            NewNotification(
+                user_id=v.user_id,
+                tenant_id=v.tenant_id,
+                email=f.owner_email,
+                kind=TOKEN_LEAKED,
+                title=f"Your token {v.prefix} ({v.name[:60]}) was {verb}",
+                body=f"{found_at} {outcome}",
+                details=details,
+            )
+        )
     for user_id, email in admins:
         if user_id == v.user_id:
             continue
-        out.append(NewNotification(
-            user_id=user_id, tenant_id=v.tenant_id, email=email, kind=TOKEN_LEAKED,
-            title=f"A token of {f.owner_email} ({v.prefix}, {v.name[:60]}) was {verb}"[:200],
-            body=f"{found_at} {outcome.replace('Create a new token', f'{f.owner_email} should create a new token')}",
-            details=details,
-        ))
+        out.append(
+            NewNotification(
+                user_id=user_id,
+                tenant_id=v.tenant_id,
+                email=email,
+                kind=TOKEN_LEAKED,
+                title=f"A token of {f.owner_email} ({v.prefix}, {v.name[:60]}) was {verb}"[:200],
+                body=f"{found_at} {outcome.replace('Create a new token', f'{f.owner_email} should create a new token')}",
+                details=details,
+            )
+        )
     return out

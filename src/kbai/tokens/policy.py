@@ -153,8 +153,10 @@ class PolicyService:
         shown this once."""
         require(actor, "roles.manage", "change the token policy", tenant_id)
         changes: dict[str, object] = {}
-        for name, value in (("max_lifetime_days", max_lifetime_days),
-                            ("auto_revoke_unused_days", auto_revoke_unused_days)):
+        for name, value in (
+            ("max_lifetime_days", max_lifetime_days),
+            ("auto_revoke_unused_days", auto_revoke_unused_days),
+        ):
             if value is not UNSET:
                 changes[name] = _days(name, value)
         if expiration_required is not UNSET:
@@ -176,10 +178,16 @@ class PolicyService:
                 raise KbaiError(errors.NOT_FOUND, what="Tenant")
             row = s.scalar(select(TenantPolicy).where(TenantPolicy.tenant_id == tenant_id).with_for_update())
             if row is None:
-                row = TenantPolicy(tenant_id=tenant_id, max_lifetime_days=None, expiration_required=False,
-                                   auto_revoke_unused_days=None, webhook_url=None, webhook_secret_encrypted=None,
-                                   require_allowlist=False,
-                                   updated_at=now)
+                row = TenantPolicy(
+                    tenant_id=tenant_id,
+                    max_lifetime_days=None,
+                    expiration_required=False,
+                    auto_revoke_unused_days=None,
+                    webhook_url=None,
+                    webhook_secret_encrypted=None,
+                    require_allowlist=False,
+                    updated_at=now,
+                )
                 s.add(row)
             before = _view(row)
             for name, value in changes.items():
@@ -192,15 +200,25 @@ class PolicyService:
             row.updated_at = now
             s.flush()
             after = _view(row)
-            diff = {k: {"from": getattr(before, k), "to": getattr(after, k)} for k in
-                    ("max_lifetime_days", "expiration_required", "auto_revoke_unused_days", "require_allowlist")
-                    if getattr(before, k) != getattr(after, k)}
+            diff = {
+                k: {"from": getattr(before, k), "to": getattr(after, k)}
+                for k in ("max_lifetime_days", "expiration_required", "auto_revoke_unused_days", "require_allowlist")
+                if getattr(before, k) != getattr(after, k)
+            }
             if before.webhook_url != after.webhook_url:
                 diff["webhook_url"] = {"from": origin(before.webhook_url), "to": origin(after.webhook_url)}
             if secret is not None:
                 diff["webhook_secret"] = {"from": None, "to": "(new secret, not recorded)"}
-            audit.record(s, actor, "policy.update", at=now, target_type="tenant", target_id=tenant_id,
-                         tenant_id=tenant_id, details={"changes": diff})
+            audit.record(
+                s,
+                actor,
+                "policy.update",
+                at=now,
+                target_type="tenant",
+                target_id=tenant_id,
+                tenant_id=tenant_id,
+                details={"changes": diff},
+            )
         return after, secret
 
     def _check_destination(self, url: str) -> None:
@@ -215,8 +233,10 @@ def _days(name: str, value: object) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_DAYS:
-        raise KbaiError(errors.VALIDATION, detail=f"{name} must be a whole number of days from 1 to {MAX_DAYS}, "
-                                                  "or null for no rule.")
+        raise KbaiError(
+            errors.VALIDATION,
+            detail=f"{name} must be a whole number of days from 1 to {MAX_DAYS}, or null for no rule.",
+        )
     return value
 
 
@@ -237,7 +257,12 @@ def _url(value: object) -> str | None:
 
 
 def _view(row: TenantPolicy) -> Policy:
-    return Policy(tenant_id=row.tenant_id, max_lifetime_days=row.max_lifetime_days,
-                  expiration_required=bool(row.expiration_required),
-                  auto_revoke_unused_days=row.auto_revoke_unused_days, webhook_url=row.webhook_url,
-                  require_allowlist=bool(row.require_allowlist), updated_at=row.updated_at)
+    return Policy(
+        tenant_id=row.tenant_id,
+        max_lifetime_days=row.max_lifetime_days,
+        expiration_required=bool(row.expiration_required),
+        auto_revoke_unused_days=row.auto_revoke_unused_days,
+        webhook_url=row.webhook_url,
+        require_allowlist=bool(row.require_allowlist),
+        updated_at=row.updated_at,
+    )

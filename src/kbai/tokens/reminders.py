@@ -94,14 +94,27 @@ class Reminders:
                 select(Token.id, Token.created_at, Token.expires_at, TenantPolicy.webhook_url)
                 .join(User, User.id == Token.user_id)
                 .outerjoin(TenantPolicy, TenantPolicy.tenant_id == Token.tenant_id)
-                .where(Token.revoked_at.is_(None), Token.expires_at.is_not(None), User.active.is_(True),
-                       Token.expires_at <= now + timedelta(days=7), Token.expires_at > now - LATE_LIMIT)
+                .where(
+                    Token.revoked_at.is_(None),
+                    Token.expires_at.is_not(None),
+                    User.active.is_(True),
+                    Token.expires_at <= now + timedelta(days=7),
+                    Token.expires_at > now - LATE_LIMIT,
+                )
                 .order_by(Token.id)
             ).all()
-            sent = {(t, k, c) for t, k, c in s.execute(
-                select(TokenReminder.token_id, TokenReminder.kind, TokenReminder.channel)
-                .where(TokenReminder.token_id.in_([r[0] for r in rows]))
-            )} if rows else set()
+            sent = (
+                {
+                    (t, k, c)
+                    for t, k, c in s.execute(
+                        select(TokenReminder.token_id, TokenReminder.kind, TokenReminder.channel).where(
+                            TokenReminder.token_id.in_([r[0] for r in rows])
+                        )
+                    )
+                }
+                if rows
+                else set()
+            )
         out: list[Due] = []
         for token_id, created_at, expires_at, webhook_url in rows:
             assert expires_at is not None  # the query takes only tokens with an expiry
@@ -122,8 +135,14 @@ class Reminders:
                 if self.send(due):
                     run.sent.append(due)
             except Exception as exc:  # noqa: BLE001 - one bad endpoint must not stop the others
-                log.error("reminder %s for token %d via %s failed (will retry): %s: %s", due.kind, due.token_id,
-                          due.channel, type(exc).__name__, redact(str(exc))[:300])
+                log.error(
+                    "reminder %s for token %d via %s failed (will retry): %s: %s",
+                    due.kind,
+                    due.token_id,
+                    due.channel,
+                    type(exc).__name__,
+                    redact(str(exc))[:300],
+                )
                 run.failed.append(due)
         return run
 
@@ -135,15 +154,20 @@ class Reminders:
         webhook_event: int | None = None
         with self.db.write() as s:
             row = s.execute(
-                select(Token, User.email, User.active).join(User, User.id == Token.user_id)
+                select(Token, User.email, User.active)
+                .join(User, User.id == Token.user_id)
                 .where(Token.id == due.token_id)
             ).first()
             if row is None:
                 return False
             token, email, active = row
             # Checked again inside the transaction: it may have been revoked or rotated since due().
-            if (token.revoked_at is not None or not active or token.expires_at is None
-                    or current_kind(token.created_at, token.expires_at, now) != due.kind):
+            if (
+                token.revoked_at is not None
+                or not active
+                or token.expires_at is None
+                or current_kind(token.created_at, token.expires_at, now) != due.kind
+            ):
                 return False
             if due.channel == WEBHOOK and webhook_of(s, token.tenant_id) is None:
                 return False
@@ -151,15 +175,30 @@ class Reminders:
                 return False
             title, body = _message(token, due.kind)
             if due.channel == NOTICE:
-                views = self.notifications.add(s, [NewNotification(
-                    user_id=token.user_id, tenant_id=token.tenant_id, email=email, kind=TOKEN_EXPIRY_REMINDER,
-                    title=title, body=body, details=_details(token, due.kind),
-                )], now)
+                views = self.notifications.add(
+                    s,
+                    [
+                        NewNotification(
+                            user_id=token.user_id,
+                            tenant_id=token.tenant_id,
+                            email=email,
+                            kind=TOKEN_EXPIRY_REMINDER,
+                            title=title,
+                            body=body,
+                            details=_details(token, due.kind),
+                        )
+                    ],
+                    now,
+                )
             else:
                 webhook_event = self.outbox.add_webhook(
-                    s, event_id=f"reminder-{token.id}-{due.kind}", tenant_id=token.tenant_id,
+                    s,
+                    event_id=f"reminder-{token.id}-{due.kind}",
+                    tenant_id=token.tenant_id,
                     event_type=TOKEN_EXPIRY_REMINDER,
-                    data={**_details(token, due.kind), "owner": email, "tenant_id": token.tenant_id}, at=now)
+                    data={**_details(token, due.kind), "owner": email, "tenant_id": token.tenant_id},
+                    at=now,
+                )
         # Committed: now (and only now) anything leaves.
         self.notifications.deliver(views)
         self.outbox.after_commit([webhook_event])
@@ -178,19 +217,29 @@ class Reminders:
 
 
 def _details(token: Token, kind: str) -> dict[str, object]:
-    return {"reminder": kind, "token_id": token.id, "prefix": token.prefix, "name": token.name,
-            "scopes": list(token.scopes), "expires_at": iso(token.expires_at)}
+    return {
+        "reminder": kind,
+        "token_id": token.id,
+        "prefix": token.prefix,
+        "name": token.name,
+        "scopes": list(token.scopes),
+        "expires_at": iso(token.expires_at),
+    }
 
 
 def _message(token: Token, kind: str) -> tuple[str, str]:
     label = f"{token.prefix} ({token.name[:60]})"
     when = human(token.expires_at)
-    rotate = ("Rotate it before then under System Settings → API Keys (Rotate), or with "
-              f"POST /api/v1/tokens/{token.id}/rotate, and update the integrations that use it.")
+    rotate = (
+        "Rotate it before then under System Settings → API Keys (Rotate), or with "
+        f"POST /api/v1/tokens/{token.id}/rotate, and update the integrations that use it."
+    )
     if kind == EXPIRES_IN_7_DAYS:
         return f"Your token {label} expires in 7 days", f"It stops working at {when}. {rotate}"
     if kind == EXPIRES_IN_1_DAY:
         return f"Your token {label} expires in 1 day", f"It stops working at {when}. {rotate}"
-    return (f"Your token {label} has expired",
-            f"It stopped working at {when}: requests that use it get 401. If an integration still needs it, "
-            "create a new token under System Settings → API Keys and update the integration.")
+    return (
+        f"Your token {label} has expired",
+        f"It stopped working at {when}: requests that use it get 401. If an integration still needs it, "
+        "create a new token under System Settings → API Keys and update the integration.",
+    )

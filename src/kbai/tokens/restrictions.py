@@ -30,15 +30,20 @@ def clean_allowlist(value: object) -> list[str] | None:
     if value is None:
         return None
     if not isinstance(value, (list, tuple)):
-        raise KbaiError(errors.VALIDATION, detail="allowed_ips must be a list of CIDR strings, e.g. [\"203.0.113.0/24\"].")
+        raise KbaiError(
+            errors.VALIDATION, detail='allowed_ips must be a list of CIDR strings, e.g. ["203.0.113.0/24"].'
+        )
     if len(value) > MAX_ALLOWED_IPS:
-        raise KbaiError(errors.VALIDATION,
-                        detail=f"allowed_ips has {len(value)} entries; the most is {MAX_ALLOWED_IPS}.")
+        raise KbaiError(
+            errors.VALIDATION, detail=f"allowed_ips has {len(value)} entries; the most is {MAX_ALLOWED_IPS}."
+        )
     out: list[str] = []
     for item in value:
         if not isinstance(item, str) or not item.strip() or len(item) > MAX_CIDR_LENGTH:
-            raise KbaiError(errors.VALIDATION, detail="allowed_ips must be a list of CIDR strings, e.g. "
-                            "[\"203.0.113.0/24\", \"2001:db8::/32\"].")
+            raise KbaiError(
+                errors.VALIDATION,
+                detail='allowed_ips must be a list of CIDR strings, e.g. ["203.0.113.0/24", "2001:db8::/32"].',
+            )
         try:
             network = ipaddress.ip_network(item.strip(), strict=False)
         except ValueError:

@@ -52,15 +52,26 @@ class ReuseAlerts:
             self._handled.add(record.token_id)
         now = utc_seconds(self.clock.now())
         with self.db.write() as s:
-            claimed = s.scalar(update(Token).where(Token.id == record.token_id, Token.reuse_alerted_at.is_(None))
-                               .values(reuse_alerted_at=now).returning(Token.id)
-                               .execution_options(synchronize_session=False))
+            claimed = s.scalar(
+                update(Token)
+                .where(Token.id == record.token_id, Token.reuse_alerted_at.is_(None))
+                .values(reuse_alerted_at=now)
+                .returning(Token.id)
+                .execution_options(synchronize_session=False)
+            )
             if claimed is None:
                 return False
             email = s.scalar(select(User.email).where(User.id == record.user_id)) or record.email
-            audit.record(s, REUSE_DETECTOR.with_ip(ip), "token.reuse_after_rotation", at=now, target_type="token",
-                         target_id=record.token_id, tenant_id=record.tenant_id,
-                         details={"name": record.name, "prefix": record.prefix, "ip": ip})
+            audit.record(
+                s,
+                REUSE_DETECTOR.with_ip(ip),
+                "token.reuse_after_rotation",
+                at=now,
+                target_type="token",
+                target_id=record.token_id,
+                tenant_id=record.tenant_id,
+                details={"name": record.name, "prefix": record.prefix, "ip": ip},
+            )
             added = self.notifications.add(s, [_notice(record, email, ip, now)], now)
         self.notifications.deliver(added)
         return True
@@ -68,11 +79,16 @@ class ReuseAlerts:
 
 def _notice(record: TokenRecord, email: str, ip: str, at: datetime) -> NewNotification:
     return NewNotification(
-        user_id=record.user_id, tenant_id=record.tenant_id, email=email, kind=TOKEN_REUSED,
+        user_id=record.user_id,
+        tenant_id=record.tenant_id,
+        email=email,
+        kind=TOKEN_REUSED,
         title=f"Your rotated token {record.prefix} ({record.name[:60]}) was used again"[:200],
-        body=(f"Token {record.prefix} was replaced by a rotation, but a request at {human(at)} from {ip} still "
-              "used it (refused with 401). Something still holds the old token: find it and switch it to the new "
-              "one. If you don't know who that is, the token may have leaked: revoke its successor and create a "
-              "new token under System Settings → API Keys."),
+        body=(
+            f"Token {record.prefix} was replaced by a rotation, but a request at {human(at)} from {ip} still "
+            "used it (refused with 401). Something still holds the old token: find it and switch it to the new "
+            "one. If you don't know who that is, the token may have leaked: revoke its successor and create a "
+            "new token under System Settings → API Keys."
+        ),
         details={"token_id": record.token_id, "prefix": record.prefix, "name": record.name, "ip": ip},
     )

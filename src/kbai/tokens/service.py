@@ -156,8 +156,15 @@ def _parse_when(value: object) -> datetime:
 
 
 class TokenService:
-    def __init__(self, db: Database, clock: Clock, catalog: Catalog, *, default_limit: int = 10,
-                 support_email: str = "support@keebai.com") -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        catalog: Catalog,
+        *,
+        default_limit: int = 10,
+        support_email: str = "support@keebai.com",
+    ) -> None:
         self.db = db
         self.clock = clock
         self.catalog = catalog
@@ -176,9 +183,28 @@ class TokenService:
         rows = self.db.read_once(TOKEN_RECORD, {"digest": token_digest})
         if not rows:
             return None
-        (token_id, tenant_id, tenant_name, user_id, email, prefix, name, scopes, created_at, expires_at,
-         revoked_at, active, _builtin, _permission, tenant_external_id, paused_at, allowed_ips,
-         revoked_by, person_id, user_external_id) = rows[0]
+        (
+            token_id,
+            tenant_id,
+            tenant_name,
+            user_id,
+            email,
+            prefix,
+            name,
+            scopes,
+            created_at,
+            expires_at,
+            revoked_at,
+            active,
+            _builtin,
+            _permission,
+            tenant_external_id,
+            paused_at,
+            allowed_ips,
+            revoked_by,
+            person_id,
+            user_external_id,
+        ) = rows[0]
         allowed = tuple(allowed_ips) if allowed_ips else None
         return TokenRecord(
             token_id=token_id,
@@ -195,8 +221,7 @@ class TokenService:
             revoked_at=revoked_at,
             owner_active=active,
             # Inactive owners hold nothing (as permissions_of says).
-            owner_permissions=permissions_from(((r[12], r[13]) for r in rows), self.catalog) if active
-            else frozenset(),
+            owner_permissions=permissions_from(((r[12], r[13]) for r in rows), self.catalog) if active else frozenset(),
             tenant_external_id=tenant_external_id,
             paused=paused_at is not None,
             allowed_networks=networks(allowed) if allowed is not None else None,
@@ -206,12 +231,19 @@ class TokenService:
             user_external_id=user_external_id,
         )
 
-    def verify(self, presented: object, required: Iterable[str] = (), *, lookup: Lookup | None = None,
-               client_ip: str | None = None) -> Verification:
+    def verify(
+        self,
+        presented: object,
+        required: Iterable[str] = (),
+        *,
+        lookup: Lookup | None = None,
+        client_ip: str | None = None,
+    ) -> Verification:
         return verify(presented, lookup or self.lookup, self.clock.now(), required, client_ip)
 
-    def verify_warm(self, presented: object, required: Iterable[str] = (), *,
-                    client_ip: str | None = None) -> Verification | None:
+    def verify_warm(
+        self, presented: object, required: Iterable[str] = (), *, client_ip: str | None = None
+    ) -> Verification | None:
         """:meth:`verify` when the answer needs no I/O (a malformed token, a fresh cache entry), else
         None: safe on an event loop, which then sends only the rest to a thread."""
         peek = self.peek
@@ -249,8 +281,11 @@ class TokenService:
         """Active tokens (as the limit counts them) of each user of a tenant who has any: user id -> count."""
         now = self.clock.now()
         with self.db.read() as s:
-            rows = s.execute(select(Token.user_id, func.count(Token.id))
-                             .where(Token.tenant_id == tenant_id, _counted_clause(now)).group_by(Token.user_id)).all()
+            rows = s.execute(
+                select(Token.user_id, func.count(Token.id))
+                .where(Token.tenant_id == tenant_id, _counted_clause(now))
+                .group_by(Token.user_id)
+            ).all()
         return {int(user_id): int(count) for user_id, count in rows}
 
     def create(
@@ -297,17 +332,39 @@ class TokenService:
             counted = sum(1 for t in active if t.revoked_at is None)
             if counted >= limit:
                 raise KbaiError(errors.LIMIT_REACHED, active=counted, limit=limit, support=self.support_email)
-            token, plaintext = self._mint(s, user, clean, wanted, now, expiry, rotated_from=None,
-                                          description=note, allowed_ips=allowlist, self_rotate=self_rotate)
+            token, plaintext = self._mint(
+                s,
+                user,
+                clean,
+                wanted,
+                now,
+                expiry,
+                rotated_from=None,
+                description=note,
+                allowed_ips=allowlist,
+                self_rotate=self_rotate,
+            )
             restrictions: dict[str, Any] = {}
             if allowlist is not None:
                 restrictions["allowed_ips"] = allowlist
             if self_rotate:
                 restrictions["self_rotate"] = True
-            audit.record(s, actor, "token.create", at=now, target_type="token", target_id=token.id,
-                         tenant_id=user.tenant_id,
-                         details={"name": clean, "prefix": token.prefix, "scopes": wanted,
-                                  "expires_at": iso(expiry), **restrictions})
+            audit.record(
+                s,
+                actor,
+                "token.create",
+                at=now,
+                target_type="token",
+                target_id=token.id,
+                tenant_id=user.tenant_id,
+                details={
+                    "name": clean,
+                    "prefix": token.prefix,
+                    "scopes": wanted,
+                    "expires_at": iso(expiry),
+                    **restrictions,
+                },
+            )
             view = self._view(token, now)
         return view, plaintext
 
@@ -336,8 +393,16 @@ class TokenService:
             if token.revoked_at is None or token.revoked_at > now:
                 token.revoked_at = now
                 token.revoked_by = actor.label[:100]
-                audit.record(s, actor, "token.revoke", at=now, target_type="token", target_id=token.id,
-                             tenant_id=token.tenant_id, details={"name": token.name, "prefix": token.prefix})
+                audit.record(
+                    s,
+                    actor,
+                    "token.revoke",
+                    at=now,
+                    target_type="token",
+                    target_id=token.id,
+                    tenant_id=token.tenant_id,
+                    details={"name": token.name, "prefix": token.prefix},
+                )
             view = self._view(token, now)
             changed = {token.digest}
         self._notify(changed, set())
@@ -367,20 +432,39 @@ class TokenService:
             if paused and status not in ("active", "paused"):
                 raise KbaiError(errors.NOT_PAUSABLE, status=status)
             if not paused and status not in ("active", "paused"):
-                advice = " A revoked token never comes back: create a new one." if status == "revoked" else \
-                    " Create a new token under System Settings > API Keys."
+                advice = (
+                    " A revoked token never comes back: create a new one."
+                    if status == "revoked"
+                    else " Create a new token under System Settings > API Keys."
+                )
                 raise KbaiError(errors.NOT_RESUMABLE, status=status, advice=advice)
             changed: set[str] = set()
             if paused and token.paused_at is None:
                 token.paused_at = now
                 changed.add(token.digest)
-                audit.record(s, actor, "token.pause", at=now, target_type="token", target_id=token.id,
-                             tenant_id=token.tenant_id, details={"name": token.name, "prefix": token.prefix})
+                audit.record(
+                    s,
+                    actor,
+                    "token.pause",
+                    at=now,
+                    target_type="token",
+                    target_id=token.id,
+                    tenant_id=token.tenant_id,
+                    details={"name": token.name, "prefix": token.prefix},
+                )
             elif not paused and token.paused_at is not None:
                 token.paused_at = None
                 changed.add(token.digest)
-                audit.record(s, actor, "token.resume", at=now, target_type="token", target_id=token.id,
-                             tenant_id=token.tenant_id, details={"name": token.name, "prefix": token.prefix})
+                audit.record(
+                    s,
+                    actor,
+                    "token.resume",
+                    at=now,
+                    target_type="token",
+                    target_id=token.id,
+                    tenant_id=token.tenant_id,
+                    details={"name": token.name, "prefix": token.prefix},
+                )
             view = self._view(token, now)
         self._notify(changed, set())
         return view
@@ -414,8 +498,12 @@ class TokenService:
                 raise KbaiError(errors.NOT_EDITABLE, status=status)
             diff: dict[str, Any] = {}
             if "name" in clean and clean["name"] != token.name:
-                if any(t.name.casefold() == clean["name"].casefold() for t in s.scalars(
-                        select(Token).where(Token.user_id == token.user_id, Token.id != token.id, _active_clause(now)))):
+                if any(
+                    t.name.casefold() == clean["name"].casefold()
+                    for t in s.scalars(
+                        select(Token).where(Token.user_id == token.user_id, Token.id != token.id, _active_clause(now))
+                    )
+                ):
                     raise KbaiError(errors.NAME_TAKEN, name=clean["name"])
                 diff["name"] = {"from": token.name, "to": clean["name"]}
                 token.name = clean["name"]
@@ -441,9 +529,16 @@ class TokenService:
             changed: set[str] = set()
             if diff:
                 changed.add(token.digest)
-                audit.record(s, actor, "token.update", at=now, target_type="token", target_id=token.id,
-                             tenant_id=token.tenant_id, details={"name": token.name, "prefix": token.prefix,
-                                                                 "changes": diff})
+                audit.record(
+                    s,
+                    actor,
+                    "token.update",
+                    at=now,
+                    target_type="token",
+                    target_id=token.id,
+                    tenant_id=token.tenant_id,
+                    details={"name": token.name, "prefix": token.prefix, "changes": diff},
+                )
             view = self._view(token, now)
         self._notify(changed, set())
         return view
@@ -456,8 +551,15 @@ class TokenService:
             raise KbaiError(errors.SELF_ROTATE_NEEDS_TOKEN)
         return self.rotate(actor, actor.token_id, grace_period_seconds, itself=True)
 
-    def rotate(self, actor: Actor, token_id: int, grace_period_seconds: object = 0, *,
-               expires_in_days: object = None, itself: bool = False) -> tuple[TokenView, str, TokenView]:
+    def rotate(
+        self,
+        actor: Actor,
+        token_id: int,
+        grace_period_seconds: object = 0,
+        *,
+        expires_in_days: object = None,
+        itself: bool = False,
+    ) -> tuple[TokenView, str, TokenView]:
         """A new token with the same name, scopes and lifetime (or ``expires_in_days``, when given); the old
         one stops after the grace period. The tenant's policy applies to the new token as on create.
 
@@ -470,8 +572,11 @@ class TokenService:
         """
         if not itself and (actor.kind != "user" or actor.user_id is None):
             raise KbaiError(errors.SESSION_REQUIRED, action="rotate tokens")
-        if (isinstance(grace_period_seconds, bool) or not isinstance(grace_period_seconds, int)
-                or not 0 <= grace_period_seconds <= MAX_GRACE_SECONDS):
+        if (
+            isinstance(grace_period_seconds, bool)
+            or not isinstance(grace_period_seconds, int)
+            or not 0 <= grace_period_seconds <= MAX_GRACE_SECONDS
+        ):
             raise KbaiError(
                 errors.VALIDATION, detail=f"grace_period_seconds must be a whole number from 0 to {MAX_GRACE_SECONDS}."
             )
@@ -503,9 +608,18 @@ class TokenService:
             # A scope that needs a session (given before that rule) is not carried over: the token never had it.
             scopes = [scope for scope in old.scopes if scope not in self.catalog.session_only]
             # The restrictions go with the name: a rotation never widens where or how the token works.
-            new, plaintext = self._mint(s, user, old.name, scopes, now, expiry, rotated_from=old.id,
-                                        description=old.description, allowed_ips=old.allowed_ips,
-                                        self_rotate=bool(old.self_rotate))
+            new, plaintext = self._mint(
+                s,
+                user,
+                old.name,
+                scopes,
+                now,
+                expiry,
+                rotated_from=old.id,
+                description=old.description,
+                allowed_ips=old.allowed_ips,
+                self_rotate=bool(old.self_rotate),
+            )
             stop = now + timedelta(seconds=grace_period_seconds)
             if old.revoked_at is None or old.revoked_at > stop:
                 old.revoked_at = stop
@@ -518,12 +632,24 @@ class TokenService:
                     before.revoked_at = now
                     ended_grace = before.id
                     changed.add(before.digest)
-            audit.record(s, actor, "token.self_rotate" if itself else "token.rotate", at=now, target_type="token",
-                         target_id=new.id,
-                         tenant_id=user.tenant_id,
-                         details={"name": old.name, "from_id": old.id, "from_prefix": old.prefix,
-                                  "to_id": new.id, "to_prefix": new.prefix, "old_stops_at": iso(old.revoked_at),
-                                  **({"ended_grace_of": ended_grace} if ended_grace is not None else {})})
+            audit.record(
+                s,
+                actor,
+                "token.self_rotate" if itself else "token.rotate",
+                at=now,
+                target_type="token",
+                target_id=new.id,
+                tenant_id=user.tenant_id,
+                details={
+                    "name": old.name,
+                    "from_id": old.id,
+                    "from_prefix": old.prefix,
+                    "to_id": new.id,
+                    "to_prefix": new.prefix,
+                    "old_stops_at": iso(old.revoked_at),
+                    **({"ended_grace_of": ended_grace} if ended_grace is not None else {}),
+                },
+            )
             views = self._view(new, now), self._view(old, now)
         self._notify(changed, set())
         return views[0], plaintext, views[1]
@@ -553,28 +679,41 @@ class TokenService:
         with self.db.write() as s:
             # Rows are locked in id order, like the usage flush, so the two can never deadlock; a row
             # another transaction revoked (or marked used) meanwhile is re-checked and left out.
-            locked = list(s.scalars(
-                select(Token.id).where(*where, _active_clause(now)).order_by(Token.id).with_for_update()
-            ))
+            locked = list(
+                s.scalars(select(Token.id).where(*where, _active_clause(now)).order_by(Token.id).with_for_update())
+            )
             if not locked:
                 return []
-            ids = list(s.scalars(
-                update(Token).where(Token.id.in_(locked), _active_clause(now))
-                .values(revoked_at=now, revoked_by=actor.label[:100])
-                .returning(Token.id).execution_options(synchronize_session=False)
-            ))
+            ids = list(
+                s.scalars(
+                    update(Token)
+                    .where(Token.id.in_(locked), _active_clause(now))
+                    .values(revoked_at=now, revoked_by=actor.label[:100])
+                    .returning(Token.id)
+                    .execution_options(synchronize_session=False)
+                )
+            )
             if not ids:
                 return []
             rows = s.execute(
-                select(Token, User.email).join(User, User.id == Token.user_id)
-                .where(Token.id.in_(ids)).order_by(Token.id)
+                select(Token, User.email)
+                .join(User, User.id == Token.user_id)
+                .where(Token.id.in_(ids))
+                .order_by(Token.id)
                 .execution_options(populate_existing=True)
             ).all()
             revoked = [(self._view(t, now), email) for t, email in rows]
             for view, email in revoked:
-                audit.record(s, actor, "token.revoke", at=now, target_type="token", target_id=view.id,
-                             tenant_id=view.tenant_id,
-                             details={"name": view.name, "prefix": view.prefix, "owner": email, "reason": reason})
+                audit.record(
+                    s,
+                    actor,
+                    "token.revoke",
+                    at=now,
+                    target_type="token",
+                    target_id=view.id,
+                    tenant_id=view.tenant_id,
+                    details={"name": view.name, "prefix": view.prefix, "owner": email, "reason": reason},
+                )
             if record is not None:
                 record(s, revoked, now)
             changed = {t.digest for t, _ in rows}
@@ -600,17 +739,24 @@ class TokenService:
             for chunk in _chunks(sorted(set(digests))):
                 # Rows are locked in id order, like the usage flush, so the two can never deadlock.
                 rows = s.execute(
-                    select(Token, User.email, User.active).join(User, User.id == Token.user_id)
-                    .where(Token.digest.in_(chunk)).order_by(Token.id).with_for_update(of=Token)
+                    select(Token, User.email, User.active)
+                    .join(User, User.id == Token.user_id)
+                    .where(Token.digest.in_(chunk))
+                    .order_by(Token.id)
+                    .with_for_update(of=Token)
                 ).all()
                 active = [t.id for t, _, _ in rows if status_of(t, now) == "active"]
                 revoked: set[int] = set()
                 if active:
-                    revoked = set(s.scalars(
-                        update(Token).where(Token.id.in_(active), _active_clause(now))
-                        .values(revoked_at=now, revoked_by=revoked_by[:100]).returning(Token.id)
-                        .execution_options(synchronize_session=False)
-                    ))
+                    revoked = set(
+                        s.scalars(
+                            update(Token)
+                            .where(Token.id.in_(active), _active_clause(now))
+                            .values(revoked_at=now, revoked_by=revoked_by[:100])
+                            .returning(Token.id)
+                            .execution_options(synchronize_session=False)
+                        )
+                    )
                 for token, email, owner_active in rows:
                     view = self._view(token, now)
                     if token.id in revoked:  # the UPDATE bypassed the loaded row
@@ -628,16 +774,20 @@ class TokenService:
         with self.db.read() as s:
             for chunk in _chunks(sorted(set(digests))):
                 rows = s.execute(
-                    select(Token, User.email, User.active).join(User, User.id == Token.user_id)
+                    select(Token, User.email, User.active)
+                    .join(User, User.id == Token.user_id)
                     .where(Token.digest.in_(chunk))
                 ).all()
                 for token, email, owner_active in rows:
-                    out[token.digest] = FoundToken(token.digest, self._view(token, now), email, bool(owner_active),
-                                                   False)
+                    out[token.digest] = FoundToken(
+                        token.digest, self._view(token, now), email, bool(owner_active), False
+                    )
         return out
 
     # ---- operator (support) --------------------------------------------------------------
-    def list_for_support(self, *, user_email: str | None = None, tenant_name: str | None = None) -> builtins.list[tuple[str, TokenView]]:
+    def list_for_support(
+        self, *, user_email: str | None = None, tenant_name: str | None = None
+    ) -> builtins.list[tuple[str, TokenView]]:
         now = self.clock.now()
         with self.db.read() as s:
             query = select(Token, User.email).join(User, User.id == Token.user_id).order_by(Token.id)
@@ -678,15 +828,37 @@ class TokenService:
             raise KbaiError(errors.USER_INACTIVE)
         return user
 
-    def _mint(self, s: Session, user: User, name: str, scopes: builtins.list[str], now: datetime,
-              expiry: datetime | None, rotated_from: int | None, *, description: str | None = None,
-              allowed_ips: builtins.list[str] | None = None, self_rotate: bool = False) -> tuple[Token, str]:
+    def _mint(
+        self,
+        s: Session,
+        user: User,
+        name: str,
+        scopes: builtins.list[str],
+        now: datetime,
+        expiry: datetime | None,
+        rotated_from: int | None,
+        *,
+        description: str | None = None,
+        allowed_ips: builtins.list[str] | None = None,
+        self_rotate: bool = False,
+    ) -> tuple[Token, str]:
         plaintext = fmt.mint()
         token = Token(
-            tenant_id=user.tenant_id, user_id=user.id, name=name, prefix=fmt.display_prefix(plaintext),
-            digest=fmt.digest(plaintext), scopes=scopes, created_at=now, expires_at=expiry,
-            revoked_at=None, revoked_by=None, last_used_at=None, rotated_from_id=rotated_from,
-            description=description, allowed_ips=allowed_ips, self_rotate=self_rotate,
+            tenant_id=user.tenant_id,
+            user_id=user.id,
+            name=name,
+            prefix=fmt.display_prefix(plaintext),
+            digest=fmt.digest(plaintext),
+            scopes=scopes,
+            created_at=now,
+            expires_at=expiry,
+            revoked_at=None,
+            revoked_by=None,
+            last_used_at=None,
+            rotated_from_id=rotated_from,
+            description=description,
+            allowed_ips=allowed_ips,
+            self_rotate=self_rotate,
         )
         s.add(token)
         s.flush()
@@ -725,11 +897,21 @@ class TokenService:
     @staticmethod
     def _view(t: Token, now: datetime) -> TokenView:
         return TokenView(
-            id=t.id, user_id=t.user_id, tenant_id=t.tenant_id, name=t.name, prefix=t.prefix,
-            scopes=list(t.scopes), created_at=t.created_at, last_used_at=t.last_used_at,
-            expires_at=t.expires_at, revoked_at=t.revoked_at, status=status_of(t, now),
-            rotated_from_id=t.rotated_from_id, description=t.description,
-            allowed_ips=list(t.allowed_ips) if t.allowed_ips else None, self_rotate=bool(t.self_rotate),
+            id=t.id,
+            user_id=t.user_id,
+            tenant_id=t.tenant_id,
+            name=t.name,
+            prefix=t.prefix,
+            scopes=list(t.scopes),
+            created_at=t.created_at,
+            last_used_at=t.last_used_at,
+            expires_at=t.expires_at,
+            revoked_at=t.revoked_at,
+            status=status_of(t, now),
+            rotated_from_id=t.rotated_from_id,
+            description=t.description,
+            allowed_ips=list(t.allowed_ips) if t.allowed_ips else None,
+            self_rotate=bool(t.self_rotate),
             paused_at=t.paused_at,
         )
 
@@ -744,4 +926,4 @@ class _NotCached(Exception):
 
 def _chunks(items: list[str]) -> Iterable[list[str]]:
     for start in range(0, len(items), DIGEST_CHUNK):
-        yield items[start:start + DIGEST_CHUNK]
+        yield items[start : start + DIGEST_CHUNK]

@@ -81,10 +81,12 @@ class UsageBuffer:
                 upsert = dialect.insert(TokenUsageHour).values(
                     [{"token_id": t, "hour": h, "requests": n} for (t, h), n in sorted(counts.items())]
                 )
-                s.execute(upsert.on_conflict_do_update(
-                    index_elements=["token_id", "hour"],
-                    set_={"requests": TokenUsageHour.requests + upsert.excluded.requests},
-                ))
+                s.execute(
+                    upsert.on_conflict_do_update(
+                        index_elements=["token_id", "hour"],
+                        set_={"requests": TokenUsageHour.requests + upsert.excluded.requests},
+                    )
+                )
         except Exception:
             # Put the uses back so the next flush retries them, newest time winning.
             with self._lock:
@@ -104,8 +106,13 @@ class UsageBuffer:
         try:
             with self.db.write() as s:
                 for token_id, (n, at, ip) in sorted(refused.items()):
-                    s.execute(update(Token).where(Token.id == token_id).values(
-                        refused_count=Token.refused_count + n, last_refused_at=at, last_refused_ip=_clip(ip, 64)))
+                    s.execute(
+                        update(Token)
+                        .where(Token.id == token_id)
+                        .values(
+                            refused_count=Token.refused_count + n, last_refused_at=at, last_refused_ip=_clip(ip, 64)
+                        )
+                    )
         except Exception:
             with self._lock:
                 for token_id, (n, at, ip) in refused.items():

@@ -77,8 +77,9 @@ class Verification:
 Lookup = Callable[[str], TokenRecord | None]
 
 
-def verify(presented: object, lookup: Lookup, now: datetime, required: Iterable[str] = (),
-           client_ip: str | None = None) -> Verification:
+def verify(
+    presented: object, lookup: Lookup, now: datetime, required: Iterable[str] = (), client_ip: str | None = None
+) -> Verification:
     """``client_ip`` None: the caller enforces the allowlist itself (introspection reports it to the
     gateway; the SDK checks it against its own client); every kbai route gives the address."""
     if not is_well_formed(presented):
@@ -95,8 +96,11 @@ def verify(presented: object, lookup: Lookup, now: datetime, required: Iterable[
         return Verification(Outcome.PAUSED, record)
     if not record.owner_active:
         return Verification(Outcome.OWNER_INACTIVE, record)
-    if client_ip is not None and record.allowed_networks is not None \
-            and not ip_allowed(record.allowed_networks, client_ip):
+    if (
+        client_ip is not None
+        and record.allowed_networks is not None
+        and not ip_allowed(record.allowed_networks, client_ip)
+    ):
         return Verification(Outcome.IP_NOT_ALLOWED, record)
     effective = record.scopes & record.owner_permissions
     # Most checks demand no scope; skip building the tuple then (this runs on every request).

@@ -44,8 +44,10 @@ def auth_headers(err: KbaiError) -> dict[str, str]:
         return headers
     if err.code == "insufficient_scope":
         missing = str(err.params.get("scope", ""))
-        return {"WWW-Authenticate": f'{REALM}, error="insufficient_scope", '
-                                    f'error_description="{_quoted(err.message)}", scope="{_quoted(missing)}"'}
+        return {
+            "WWW-Authenticate": f'{REALM}, error="insufficient_scope", '
+            f'error_description="{_quoted(err.message)}", scope="{_quoted(missing)}"'
+        }
     if err.code == "not_authenticated":
         return {"WWW-Authenticate": REALM}
     if err.code == "invalid_client":

@@ -57,17 +57,34 @@ LAST_ADMIN = conflict("It would leave the tenant without an active admin.")
 
 def creates(conflicts: str) -> dict[int | str, dict[str, Any]]:
     """The errors of a creating POST, which also takes an Idempotency-Key (kbai.web.idempotency)."""
-    return {201: {"description": "Created; or, with the Idempotency-Key of an earlier create, that create's answer "
-                                 "again with every secret field null.",
-                  "headers": {REPLAYED_HEADER: {"description": "`true` when this answer is a replay.",
-                                                "schema": {"type": "string", "enum": ["true"]}}}},
-            400: {"model": sc.ErrorOut, "description": "The body cannot be parsed, or the Idempotency-Key header "
-                                                       "is malformed (invalid_idempotency_key)."},
-            413: BODY_ERRORS[413],
-            **conflict(f"{conflicts} Or a request with the same Idempotency-Key is still running "
-                       "(idempotency_in_progress): retry it."),
-            422: {"model": sc.ErrorOut, "description": "Invalid input; the message says which field and why. Or the "
-                                                       "Idempotency-Key was used for another body (idempotency_key_reused)."}}
+    return {
+        201: {
+            "description": "Created; or, with the Idempotency-Key of an earlier create, that create's answer "
+            "again with every secret field null.",
+            "headers": {
+                REPLAYED_HEADER: {
+                    "description": "`true` when this answer is a replay.",
+                    "schema": {"type": "string", "enum": ["true"]},
+                }
+            },
+        },
+        400: {
+            "model": sc.ErrorOut,
+            "description": "The body cannot be parsed, or the Idempotency-Key header "
+            "is malformed (invalid_idempotency_key).",
+        },
+        413: BODY_ERRORS[413],
+        **conflict(
+            f"{conflicts} Or a request with the same Idempotency-Key is still running "
+            "(idempotency_in_progress): retry it."
+        ),
+        422: {
+            "model": sc.ErrorOut,
+            "description": "Invalid input; the message says which field and why. Or the "
+            "Idempotency-Key was used for another body (idempotency_key_reused).",
+        },
+    }
+
 
 router = APIRouter(prefix="/api/v1", responses=ERRORS)
 
@@ -78,11 +95,23 @@ UserId = Annotated[int, Path(ge=1, le=MAX_ID, description="A user id.")]
 
 
 def token_json(v: TokenView, now: datetime, rotated_to_id: int | None = None) -> dict[str, Any]:
-    return {"id": v.id, "name": v.name, "prefix": v.prefix, "scopes": v.scopes, "created_at": v.created_at,
-            "last_used_at": v.last_used_at, "expires_at": v.expires_at, "status": v.status,
-            "rotated_from_id": v.rotated_from_id, "rotated_to_id": rotated_to_id, "hygiene": hygiene(v, now),
-            "description": v.description, "allowed_ips": v.allowed_ips, "self_rotate": v.self_rotate,
-            "paused_at": v.paused_at}
+    return {
+        "id": v.id,
+        "name": v.name,
+        "prefix": v.prefix,
+        "scopes": v.scopes,
+        "created_at": v.created_at,
+        "last_used_at": v.last_used_at,
+        "expires_at": v.expires_at,
+        "status": v.status,
+        "rotated_from_id": v.rotated_from_id,
+        "rotated_to_id": rotated_to_id,
+        "hygiene": hygiene(v, now),
+        "description": v.description,
+        "allowed_ips": v.allowed_ips,
+        "self_rotate": v.self_rotate,
+        "paused_at": v.paused_at,
+    }
 
 
 def tokens_json(request: Request, views: list[TokenView]) -> list[dict[str, Any]]:
@@ -126,43 +155,65 @@ def login(body: sc.LoginIn, request: Request, response: Response) -> dict[str, A
 
 def session_json(svc: Any, info: Any) -> dict[str, Any]:
     """The answer of a login or a tenant switch: the CSRF token, who, where, and the other tenants."""
-    return {"csrf_token": info.csrf_token, "user": {"id": info.person_id, "email": info.email},
-            "tenant": {"id": info.tenant_id, "name": info.tenant_name, "external_id": info.tenant_external_id},
-            "tenants": tenants_of(svc, info.person_id)}
+    return {
+        "csrf_token": info.csrf_token,
+        "user": {"id": info.person_id, "email": info.email},
+        "tenant": {"id": info.tenant_id, "name": info.tenant_name, "external_id": info.tenant_external_id},
+        "tenants": tenants_of(svc, info.person_id),
+    }
 
 
 def tenants_of(svc: Any, person_id: int) -> list[dict[str, Any]]:
-    return [{"id": m.tenant_id, "name": m.tenant_name, "external_id": m.tenant_external_id}
-            for m in svc.access.memberships(person_id) if m.active]
+    return [
+        {"id": m.tenant_id, "name": m.tenant_name, "external_id": m.tenant_external_id}
+        for m in svc.access.memberships(person_id)
+        if m.active
+    ]
 
 
-@router.get("/session/tenants", response_model=sc.SessionTenantsOut, tags=["session"],
-            summary="Your tenants")
+@router.get("/session/tenants", response_model=sc.SessionTenantsOut, tags=["session"], summary="Your tenants")
 def session_tenants(p: SessionPrincipal, request: Request) -> dict[str, Any]:
     """Every tenant you are an active member of (a session, never a token: a token acts in one tenant only and
     never learns your others)."""
     assert p.actor.person_id is not None
-    return {"tenants": tenants_of(services(request), p.actor.person_id), "current": p.actor.tenant_id,
-            "next_cursor": None}
+    return {
+        "tenants": tenants_of(services(request), p.actor.person_id),
+        "current": p.actor.tenant_id,
+        "next_cursor": None,
+    }
 
 
-@router.post("/session/tenant", response_model=sc.LoginOut, tags=["session"], summary="Switch tenant",
-             responses={**BODY_ERRORS, 404: {"model": sc.ErrorOut, "description": "You are not an active member of "
-                                             "that tenant (the same answer whether it exists or not)."}})
-def switch_tenant(body: sc.SessionTenantIn, p: SessionPrincipal, request: Request, response: Response) -> dict[str, Any]:
+@router.post(
+    "/session/tenant",
+    response_model=sc.LoginOut,
+    tags=["session"],
+    summary="Switch tenant",
+    responses={
+        **BODY_ERRORS,
+        404: {
+            "model": sc.ErrorOut,
+            "description": "You are not an active member of that tenant (the same answer whether it exists or not).",
+        },
+    },
+)
+def switch_tenant(
+    body: sc.SessionTenantIn, p: SessionPrincipal, request: Request, response: Response
+) -> dict[str, Any]:
     """Move your session to another of your tenants: a new session cookie and a new CSRF token (the old session
     ends). Tokens are not affected: each acts only in the tenant it was created in."""
     svc = services(request)
     assert p.session is not None
-    cookie, info = svc.sessions.switch(p.session, request.cookies.get(SESSION_COOKIE) or "", body.tenant,
-                                       client_ip(request))
+    cookie, info = svc.sessions.switch(
+        p.session, request.cookies.get(SESSION_COOKIE) or "", body.tenant, client_ip(request)
+    )
     set_session_cookie(response, cookie, svc.settings.session_ttl_seconds, svc.settings.cookie_secure)
     return session_json(svc, info)
 
 
 def set_session_cookie(response: Response, cookie: str, ttl: int, secure: bool) -> None:
-    response.set_cookie(SESSION_COOKIE, cookie, max_age=ttl, httponly=True, samesite="lax", secure=secure,
-                        path=prefix.cookie_path())
+    response.set_cookie(
+        SESSION_COOKIE, cookie, max_age=ttl, httponly=True, samesite="lax", secure=secure, path=prefix.cookie_path()
+    )
 
 
 @router.delete("/session", status_code=204, tags=["session"], summary="Log out")
@@ -178,7 +229,8 @@ def logout(p: SessionPrincipal, request: Request) -> Response:
 # ---- tokens ---------------------------------------------------------------------------------
 @router.get("/tokens", response_model=sc.TokenListOut, tags=["tokens"], summary="List your tokens")
 def list_tokens(
-    p: SessionPrincipal, request: Request,
+    p: SessionPrincipal,
+    request: Request,
     cursor: Annotated[str | None, Query(max_length=20)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 100,
 ) -> dict[str, Any]:
@@ -190,14 +242,26 @@ def list_tokens(
     return {"tokens": tokens_json(request, views), "next_cursor": str(views[-1].id) if more else None}
 
 
-@router.post("/tokens", status_code=201, response_model=sc.TokenCreatedOut, tags=["tokens"],
-             summary="Create a token", responses=creates("Limit reached or name taken."))
+@router.post(
+    "/tokens",
+    status_code=201,
+    response_model=sc.TokenCreatedOut,
+    tags=["tokens"],
+    summary="Create a token",
+    responses=creates("Limit reached or name taken."),
+)
 @idempotent
 def create_token(body: sc.TokenCreateIn, p: SessionPrincipal, request: Request) -> dict[str, Any]:
     """Mint a token. The response is the only time the full token is shown."""
     view, plaintext = services(request).tokens.create(
-        p.actor, body.name, body.scopes, expires_in_days=body.expires_in_days, expires_at=body.expires_at,
-        description=body.description, allowed_ips=body.allowed_ips, self_rotate=bool(body.self_rotate),
+        p.actor,
+        body.name,
+        body.scopes,
+        expires_in_days=body.expires_in_days,
+        expires_at=body.expires_at,
+        description=body.description,
+        allowed_ips=body.allowed_ips,
+        self_rotate=bool(body.self_rotate),
     )
     return {**tokens_json(request, [view])[0], "token": plaintext}
 
@@ -215,10 +279,16 @@ def revoke_token(token_id: TokenId, p: AnyPrincipal, request: Request) -> dict[s
 
 
 # Before /tokens/{token_id}/...: "self" is not an id.
-@router.post("/tokens/self/rotate", status_code=201, response_model=sc.RotatedOut, tags=["tokens"],
-             summary="Rotate the calling token (self-rotation)",
-             responses=creates("This token was already rotated (already_rotated: its successor is the one to rotate), "
-                               "or is not active."))
+@router.post(
+    "/tokens/self/rotate",
+    status_code=201,
+    response_model=sc.RotatedOut,
+    tags=["tokens"],
+    summary="Rotate the calling token (self-rotation)",
+    responses=creates(
+        "This token was already rotated (already_rotated: its successor is the one to rotate), or is not active."
+    ),
+)
 @idempotent
 def self_rotate_token(p: AnyPrincipal, request: Request, body: sc.SelfRotateIn | None = None) -> dict[str, Any]:
     """Authenticate with the token itself (Authorization: Bearer). Only a token created with ``self_rotate``
@@ -232,9 +302,16 @@ def self_rotate_token(p: AnyPrincipal, request: Request, body: sc.SelfRotateIn |
     return {**new_json, "token": plaintext, "rotated_from": old_json, "old_token_stops_at": old.revoked_at}
 
 
-@router.patch("/tokens/{token_id}", response_model=sc.TokenOut, tags=["tokens"], summary="Change a token",
-              responses={**BODY_ERRORS, **conflict("Only an active or paused token can change (not_editable); or the new "
-                                                   "name is taken.")})
+@router.patch(
+    "/tokens/{token_id}",
+    response_model=sc.TokenOut,
+    tags=["tokens"],
+    summary="Change a token",
+    responses={
+        **BODY_ERRORS,
+        **conflict("Only an active or paused token can change (not_editable); or the new name is taken."),
+    },
+)
 def update_token(token_id: TokenId, body: sc.TokenPatchIn, p: SessionPrincipal, request: Request) -> dict[str, Any]:
     """Change the name, description or IP allowlist, bring the expiry forward, or drop scopes (they can only
     shrink: 422 ``scopes_only_shrink``; a later expiry is 422 ``expiry_only_shorter``). Only the fields sent
@@ -243,8 +320,13 @@ def update_token(token_id: TokenId, body: sc.TokenPatchIn, p: SessionPrincipal, 
     return tokens_json(request, [services(request).tokens.update(p.actor, token_id, changes)])[0]
 
 
-@router.post("/tokens/{token_id}/pause", response_model=sc.TokenOut, tags=["tokens"], summary="Pause a token",
-             responses=conflict("Only an active token can be paused (not_pausable)."))
+@router.post(
+    "/tokens/{token_id}/pause",
+    response_model=sc.TokenOut,
+    tags=["tokens"],
+    summary="Pause a token",
+    responses=conflict("Only an active token can be paused (not_pausable)."),
+)
 def pause_token(token_id: TokenId, p: AnyPrincipal, request: Request) -> dict[str, Any]:
     """Refuse the token (401 invalid_token) on every instance from the next request until it is resumed. Your
     session may pause your tokens, a token itself, and a reviewer of the tenant's tokens
@@ -252,20 +334,34 @@ def pause_token(token_id: TokenId, p: AnyPrincipal, request: Request) -> dict[st
     return tokens_json(request, [services(request).tokens.pause(p.actor, token_id)])[0]
 
 
-@router.post("/tokens/{token_id}/resume", response_model=sc.TokenOut, tags=["tokens"], summary="Resume a token",
-             responses=conflict("A revoked or expired token cannot be resumed (not_resumable)."))
+@router.post(
+    "/tokens/{token_id}/resume",
+    response_model=sc.TokenOut,
+    tags=["tokens"],
+    summary="Resume a token",
+    responses=conflict("A revoked or expired token cannot be resumed (not_resumable)."),
+)
 def resume_token(token_id: TokenId, p: AnyPrincipal, request: Request) -> dict[str, Any]:
     """The paused token works again from the next request. Needs a session: yours for your tokens, or one
     holding developer.review_tokens for any token of the tenant. Revoked stays final. Idempotent."""
     return tokens_json(request, [services(request).tokens.resume(p.actor, token_id)])[0]
 
 
-@router.post("/tokens/{token_id}/rotate", status_code=201, response_model=sc.RotatedOut, tags=["tokens"],
-             summary="Rotate a token",
-             responses=creates("Only an active token can be rotated (not_rotatable), and only once (already_rotated: "
-                               "the message names the successor's id)."))
+@router.post(
+    "/tokens/{token_id}/rotate",
+    status_code=201,
+    response_model=sc.RotatedOut,
+    tags=["tokens"],
+    summary="Rotate a token",
+    responses=creates(
+        "Only an active token can be rotated (not_rotatable), and only once (already_rotated: "
+        "the message names the successor's id)."
+    ),
+)
 @idempotent
-def rotate_token(token_id: TokenId, p: SessionPrincipal, request: Request, body: sc.RotateIn | None = None) -> dict[str, Any]:
+def rotate_token(
+    token_id: TokenId, p: SessionPrincipal, request: Request, body: sc.RotateIn | None = None
+) -> dict[str, Any]:
     """A new token with the same name, scopes and lifetime (or ``expires_in_days``); the old one stops after
     ``grace_period_seconds`` (default 0: at once). While in its grace period the old token does not count
     toward the active-token limit. The tenant's policy applies to the new token (422 naming the rule)."""
@@ -285,9 +381,12 @@ async def me(p: AnyPrincipal, request: Request) -> dict[str, Any]:
     tenant_name = p.session.tenant_name if p.session else (record.tenant_name if record else "")
     tenant_external_id = p.session.tenant_external_id if p.session else (record.tenant_external_id if record else None)
     order = [perm.key for perm in svc.catalog.permissions if perm.key in a.permissions]
-    out: dict[str, Any] = {"user": {"id": a.person_id, "email": a.email},
-                           "tenant": {"id": a.tenant_id, "name": tenant_name, "external_id": tenant_external_id},
-                           "scopes": order, "auth": p.via}
+    out: dict[str, Any] = {
+        "user": {"id": a.person_id, "email": a.email},
+        "tenant": {"id": a.tenant_id, "name": tenant_name, "external_id": tenant_external_id},
+        "scopes": order,
+        "auth": p.via,
+    }
     if a.token_id is not None:
         out["token_id"] = a.token_id
     return out
@@ -295,9 +394,12 @@ async def me(p: AnyPrincipal, request: Request) -> dict[str, Any]:
 
 @router.get("/permissions", response_model=sc.CatalogOut, tags=["identity"], summary="The permission catalog")
 async def permissions(_: AnyPrincipal, request: Request) -> dict[str, Any]:
-    return {"groups": [{"name": g, "permissions": [{"key": p.key, "label": p.label, "session_only": p.session_only}
-                                                   for p in ps]}
-                       for g, ps in services(request).catalog.groups()]}
+    return {
+        "groups": [
+            {"name": g, "permissions": [{"key": p.key, "label": p.label, "session_only": p.session_only} for p in ps]}
+            for g, ps in services(request).catalog.groups()
+        ]
+    }
 
 
 # ---- roles ----------------------------------------------------------------------------------
@@ -315,8 +417,14 @@ def list_roles(p: RolesRead, request: Request) -> dict[str, Any]:
     return {"roles": [role_json(r) for r in roles], "next_cursor": None}
 
 
-@router.post("/roles", status_code=201, response_model=sc.RoleOut, tags=["roles"], summary="Create a role",
-             responses=creates("A role with that name exists."))
+@router.post(
+    "/roles",
+    status_code=201,
+    response_model=sc.RoleOut,
+    tags=["roles"],
+    summary="Create a role",
+    responses=creates("A role with that name exists."),
+)
 @idempotent
 def create_role(body: sc.RoleCreateIn, p: RolesManage, request: Request) -> dict[str, Any]:
     """Needs a session, and only permissions you hold yourself."""
@@ -329,8 +437,13 @@ def get_role(role_id: RoleId, p: RolesRead, request: Request) -> dict[str, Any]:
     return role_json(services(request).access.get_role(p.actor, role_id))
 
 
-@router.put("/roles/{role_id}", response_model=sc.RoleOut, tags=["roles"], summary="Change a role",
-            responses={**BODY_ERRORS, **conflict("A role with that name exists.")})
+@router.put(
+    "/roles/{role_id}",
+    response_model=sc.RoleOut,
+    tags=["roles"],
+    summary="Change a role",
+    responses={**BODY_ERRORS, **conflict("A role with that name exists.")},
+)
 def update_role(role_id: RoleId, body: sc.RoleUpdateIn, p: RolesManage, request: Request) -> dict[str, Any]:
     """Replace the role's permissions (and optionally rename it). Applies to every token of every holder at once.
     Needs a session; you can add or remove only permissions you hold, and not take any from a holder who holds
@@ -346,9 +459,15 @@ def list_users(p: UsersRead, request: Request) -> dict[str, Any]:
     return {"users": [user_json(u) for u in users], "next_cursor": None}
 
 
-@router.post("/users", status_code=201, response_model=sc.UserCreatedOut, response_model_exclude_none=True,
-             tags=["users"], summary="Create a user",
-             responses=creates("A user with that email exists."))
+@router.post(
+    "/users",
+    status_code=201,
+    response_model=sc.UserCreatedOut,
+    response_model_exclude_none=True,
+    tags=["users"],
+    summary="Create a user",
+    responses=creates("A user with that email exists."),
+)
 @idempotent
 def create_user(body: sc.UserCreateIn, p: UsersManage, request: Request) -> dict[str, Any]:
     """Adds the person with that email to your tenant (creating the person when there is none) and answers a
@@ -361,8 +480,9 @@ def create_user(body: sc.UserCreateIn, p: UsersManage, request: Request) -> dict
     return {**user_json(view), "invitation_url": url, "invitation_expires_at": expires_at}
 
 
-def invite_member(svc: Any, request: Request, actor: Any, email: str, roles: Any,
-                  external_id: str | None = None) -> tuple[UserView, str, str | None]:
+def invite_member(
+    svc: Any, request: Request, actor: Any, email: str, roles: Any, external_id: str | None = None
+) -> tuple[UserView, str, str | None]:
     """Add a member and make their invitation (and its email): (membership, absolute link, expiry ISO 8601).
 
     The link is on KBAI_PUBLIC_URL when it is set (the address people reach kbai at, prefix included),
@@ -372,16 +492,26 @@ def invite_member(svc: Any, request: Request, actor: Any, email: str, roles: Any
     return invited.view, base + invited.path, iso(invited.expires_at)
 
 
-@router.put("/users/{user_id}/roles", response_model=sc.UserOut, tags=["users"], summary="Set a user's roles",
-            responses={**BODY_ERRORS, **LAST_ADMIN})
+@router.put(
+    "/users/{user_id}/roles",
+    response_model=sc.UserOut,
+    tags=["users"],
+    summary="Set a user's roles",
+    responses={**BODY_ERRORS, **LAST_ADMIN},
+)
 def set_user_roles(user_id: UserId, body: sc.UserRolesIn, p: UsersManage, request: Request) -> dict[str, Any]:
     """Needs a session. You can give only roles whose permissions you hold, and only to someone who holds
     nothing you don't (403 ``permission_not_held`` otherwise)."""
     return user_json(services(request).access.set_user_roles(p.actor, user_id, body.roles))
 
 
-@router.post("/users/{user_id}/deactivate", response_model=sc.UserOut, tags=["users"], summary="Deactivate a user",
-             responses=LAST_ADMIN)
+@router.post(
+    "/users/{user_id}/deactivate",
+    response_model=sc.UserOut,
+    tags=["users"],
+    summary="Deactivate a user",
+    responses=LAST_ADMIN,
+)
 def deactivate_user(user_id: UserId, p: UsersManage, request: Request) -> dict[str, Any]:
     """The user's sessions end and their tokens stop working at once. Needs a session, and the user may hold
     nothing you don't (so only an admin deactivates an admin)."""
@@ -405,7 +535,9 @@ def _when(value: str | None, name: str) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(value.strip().replace("z", "Z"))
     except ValueError:
-        raise KbaiError(errors.VALIDATION, detail=f"{name} must be an ISO 8601 time, e.g. 2027-01-31T00:00:00Z.") from None
+        raise KbaiError(
+            errors.VALIDATION, detail=f"{name} must be an ISO 8601 time, e.g. 2027-01-31T00:00:00Z."
+        ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     try:
@@ -415,20 +547,36 @@ def _when(value: str | None, name: str) -> datetime | None:
 
 
 def _audit_filter(
-    action: Annotated[str | None, Query(max_length=50, description="e.g. token.create, token.revoke, role.update")] = None,
+    action: Annotated[
+        str | None, Query(max_length=50, description="e.g. token.create, token.revoke, role.update")
+    ] = None,
     actor_user_id: Annotated[int | None, Query(ge=1, le=MAX_ID, description="Only what this user did.")] = None,
     target_type: Annotated[str | None, Query(max_length=30, description="token, user, role, tenant ...")] = None,
     target_id: Annotated[str | None, Query(max_length=64)] = None,
     since: Annotated[str | None, Query(max_length=40, description="ISO 8601, inclusive.")] = None,
     until: Annotated[str | None, Query(max_length=40, description="ISO 8601, exclusive.")] = None,
 ) -> audit.AuditFilter:
-    return audit.AuditFilter(action=action, actor_user_id=actor_user_id, target_type=target_type,
-                             target_id=target_id, since=_when(since, "since"), until=_when(until, "until"))
+    return audit.AuditFilter(
+        action=action,
+        actor_user_id=actor_user_id,
+        target_type=target_type,
+        target_id=target_id,
+        since=_when(since, "since"),
+        until=_when(until, "until"),
+    )
 
 
 def _event_json(e: Any) -> dict[str, Any]:
-    return {"id": e.id, "at": e.at, "actor": e.actor, "action": e.action, "target_type": e.target_type,
-            "target_id": e.target_id, "ip": e.ip, "details": e.details}
+    return {
+        "id": e.id,
+        "at": e.at,
+        "actor": e.actor,
+        "action": e.action,
+        "target_type": e.target_type,
+        "target_id": e.target_id,
+        "ip": e.ip,
+        "details": e.details,
+    }
 
 
 @router.get("/audit", response_model=sc.AuditListOut, tags=["audit"], summary="The audit log, newest first")
@@ -448,10 +596,18 @@ def audit_log(
 
 
 @router.get(
-    "/audit/export", tags=["audit"], summary="Export the audit log (CSV or JSON)",
-    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}},
-                                 "application/json": {"schema": {"$ref": "#/components/schemas/AuditListOut"}}},
-                     "description": "Every matching event, newest first, as a download."}},
+    "/audit/export",
+    tags=["audit"],
+    summary="Export the audit log (CSV or JSON)",
+    responses={
+        200: {
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "application/json": {"schema": {"$ref": "#/components/schemas/AuditListOut"}},
+            },
+            "description": "Every matching event, newest first, as a download.",
+        }
+    },
 )
 def audit_export(
     p: AuditReader,
@@ -464,18 +620,37 @@ def audit_export(
         rows = audit.events(s, p.actor.tenant_id, limit=None, where=where)
     stamp = svc.clock.now().strftime("%Y%m%dT%H%M%SZ")
     if format == "json":
-        body = json.dumps({"events": [{**_event_json(e), "at": iso(e.at)} for e in rows], "next_cursor": None},
-                          ensure_ascii=False)
-        return Response(body, media_type="application/json",
-                        headers={"Content-Disposition": f'attachment; filename="kbai-audit-{stamp}.json"'})
+        body = json.dumps(
+            {"events": [{**_event_json(e), "at": iso(e.at)} for e in rows], "next_cursor": None}, ensure_ascii=False
+        )
+        return Response(
+            body,
+            media_type="application/json",
+            headers={"Content-Disposition": f'attachment; filename="kbai-audit-{stamp}.json"'},
+        )
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["id", "at", "actor", "action", "target_type", "target_id", "ip", "details"])
     for e in rows:
-        writer.writerow(csv_row([e.id, iso(e.at), e.actor, e.action, e.target_type, e.target_id, e.ip,
-                                 json.dumps(e.details, ensure_ascii=False, sort_keys=True)]))
-    return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": f'attachment; filename="kbai-audit-{stamp}.csv"'})
+        writer.writerow(
+            csv_row(
+                [
+                    e.id,
+                    iso(e.at),
+                    e.actor,
+                    e.action,
+                    e.target_type,
+                    e.target_id,
+                    e.ip,
+                    json.dumps(e.details, ensure_ascii=False, sort_keys=True),
+                ]
+            )
+        )
+    return Response(
+        out.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="kbai-audit-{stamp}.csv"'},
+    )
 
 
 def _csv_safe(value: str) -> str:

@@ -95,9 +95,16 @@ def create_app(services: Services | None = None, *, start_background: bool = Tru
         finally:
             svc.stop()
 
-    app = FastAPI(title="kbai", version=__version__, description=DESCRIPTION, lifespan=lifespan,
-                  docs_url=None, redoc_url=None, generate_unique_id_function=openapi_doc.operation_id,
-                  root_path_in_servers=False)  # the servers entry is KBAI_PUBLIC_URL (below), not a request's guess
+    app = FastAPI(
+        title="kbai",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        generate_unique_id_function=openapi_doc.operation_id,
+        root_path_in_servers=False,
+    )  # the servers entry is KBAI_PUBLIC_URL (below), not a request's guess
     app.state.services = svc
     errors.install(app)
     app.include_router(api.router)
@@ -115,16 +122,28 @@ def create_app(services: Services | None = None, *, start_background: bool = Tru
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
     docs.install(app)
 
-    @app.get("/livez", tags=["operations"], summary="Liveness: the process answers",
-             responses={200: {"content": {"application/json": {"schema": {"type": "object"}}}}})
+    @app.get(
+        "/livez",
+        tags=["operations"],
+        summary="Liveness: the process answers",
+        responses={200: {"content": {"application/json": {"schema": {"type": "object"}}}}},
+    )
     async def livez() -> JSONResponse:
         """Touches nothing (no database, no Redis), so a database blip never gets a healthy process restarted."""
         return JSONResponse({"status": "alive", "version": __version__})
 
-    @app.get("/readyz", tags=["operations"], summary="Readiness: database, migrations, invalidation bus",
-             responses={200: {"content": {"application/json": {"schema": {"type": "object"}}}},
-                        503: {"description": "Not ready; `reasons` says why.",
-                              "content": {"application/json": {"schema": {"type": "object"}}}}})
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        summary="Readiness: database, migrations, invalidation bus",
+        responses={
+            200: {"content": {"application/json": {"schema": {"type": "object"}}}},
+            503: {
+                "description": "Not ready; `reasons` says why.",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            },
+        },
+    )
     def readyz() -> JSONResponse:
         """Ready when the database answers, its schema is at this code's newest migration, and (with Redis)
         the Redis invalidation channel is subscribed. Without Redis the channel is the database's own
@@ -137,8 +156,10 @@ def create_app(services: Services | None = None, *, start_background: bool = Tru
             checks["database"] = "ok"
             checks["migrations"] = "ok" if current == head else "not_at_head"
             if current != head:
-                reasons.append(f"the database schema is at revision {current or 'none'}, this code's newest is "
-                               f"{head}: run `kbai db upgrade`")
+                reasons.append(
+                    f"the database schema is at revision {current or 'none'}, this code's newest is "
+                    f"{head}: run `kbai db upgrade`"
+                )
         except (SQLAlchemyError, OSError):
             checks["database"] = checks["migrations"] = "unreachable"
             reasons.append("the database cannot be reached")
@@ -161,8 +182,12 @@ def create_app(services: Services | None = None, *, start_background: bool = Tru
             return JSONResponse({"status": "unhealthy", "database": "unreachable"}, status_code=503)
         return JSONResponse({"status": "ok", "database": "ok", "version": __version__})
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics",
-             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics",
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
     def metrics() -> Response:
         return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -173,13 +198,18 @@ def create_app(services: Services | None = None, *, start_background: bool = Tru
         add_links(schema)
         openapi_doc.refine(schema, app.routes)
         if svc.settings.path_prefix:  # served under a path: clients must put it in front of every operation
-            schema["servers"] = [{"url": svc.settings.public_url, "description": "This kbai deployment "
-                                  "(KBAI_PUBLIC_URL): every path below is under it."}]
+            schema["servers"] = [
+                {
+                    "url": svc.settings.public_url,
+                    "description": "This kbai deployment (KBAI_PUBLIC_URL): every path below is under it.",
+                }
+            ]
         schema.setdefault("components", {}).setdefault("securitySchemes", {})["serviceCredential"] = {
-            "type": "http", "scheme": "basic",
+            "type": "http",
+            "scheme": "basic",
             "description": "Client id and secret from `kbai service-credential create NAME [--allow introspect,"
-                           "tenants,tokens]`: introspection needs `introspect`, the operator API `tenants` or "
-                           "`tokens`.",
+            "tenants,tokens]`: introspection needs `introspect`, the operator API `tenants` or "
+            "`tokens`.",
         }
         app.openapi_schema = schema
         return schema

@@ -58,8 +58,9 @@ def scope_ip(scope: Mapping[str, Any]) -> str:
     return (client[0] if client else "unknown")[:64]
 
 
-def check_token(svc: Services, ip: str, token: str, required: tuple[str, ...] = (),
-                *, warm_only: bool = False) -> Verification | None:
+def check_token(
+    svc: Services, ip: str, token: str, required: tuple[str, ...] = (), *, warm_only: bool = False
+) -> Verification | None:
     """Verify, count, and raise the public error for a token that is not good.
 
     A token that verifies is always served, whatever the failure limiter says about its address
@@ -89,8 +90,7 @@ def check_token(svc: Services, ip: str, token: str, required: tuple[str, ...] = 
         svc.reuse.reused(result.record, ip)
     if result.outcome is Outcome.IP_NOT_ALLOWED and result.record is not None:
         record = result.record
-        log.warning("token %s (id %s) refused from %s: outside its IP allowlist", record.prefix, record.token_id,
-                    ip)
+        log.warning("token %s (id %s) refused from %s: outside its IP allowlist", record.prefix, record.token_id, ip)
         svc.usage.refused(record.token_id, svc.clock.now(), ip)
     wait = svc.token_failures.failed(ip)
     if wait:
@@ -108,8 +108,9 @@ async def check_token_async(svc: Services, ip: str, token: str, required: tuple[
     return result
 
 
-def verify_bearer(svc: Services, request: Request, token: str, required: tuple[str, ...] = (),
-                  *, warm_only: bool = False) -> Verification | None:
+def verify_bearer(
+    svc: Services, request: Request, token: str, required: tuple[str, ...] = (), *, warm_only: bool = False
+) -> Verification | None:
     """:func:`check_token` for the client of ``request``."""
     return check_token(svc, client_ip(request), token, required, warm_only=warm_only)
 
@@ -117,9 +118,17 @@ def verify_bearer(svc: Services, request: Request, token: str, required: tuple[s
 def token_actor(result: Verification, ip: str) -> Actor:
     record = result.record
     assert record is not None
-    return Actor(kind="token", user_id=record.user_id, tenant_id=record.tenant_id, email=record.email,
-                 token_id=record.token_id, token_prefix=record.prefix, ip=ip, permissions=result.scopes,
-                 person_id=record.person_id)
+    return Actor(
+        kind="token",
+        user_id=record.user_id,
+        tenant_id=record.tenant_id,
+        email=record.email,
+        token_id=record.token_id,
+        token_prefix=record.prefix,
+        ip=ip,
+        permissions=result.scopes,
+        person_id=record.person_id,
+    )
 
 
 def session_principal(svc: Services, request: Request) -> Principal | None:
@@ -129,8 +138,15 @@ def session_principal(svc: Services, request: Request) -> Principal | None:
     perms = svc.access.membership_permissions(info.user_id)
     if perms is None:
         return None
-    actor = Actor(kind="user", user_id=info.user_id, tenant_id=info.tenant_id, email=info.email,
-                  ip=client_ip(request), permissions=perms, person_id=info.person_id)
+    actor = Actor(
+        kind="user",
+        user_id=info.user_id,
+        tenant_id=info.tenant_id,
+        email=info.email,
+        ip=client_ip(request),
+        permissions=perms,
+        person_id=info.person_id,
+    )
     return Principal(actor, "session", session=info)
 
 

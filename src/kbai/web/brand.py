@@ -46,8 +46,10 @@ def page_context(request: Request) -> dict[str, Any]:
         return {"brand": Brand(), "login": LoginOptions()}
     settings = services.settings
     oidc = getattr(services, "oidc", None)
-    return {"brand": Brand.from_settings(settings),
-            "login": LoginOptions(settings.password_login, oidc.provider_name if oidc is not None else None)}
+    return {
+        "brand": Brand.from_settings(settings),
+        "login": LoginOptions(settings.password_login, oidc.provider_name if oidc is not None else None),
+    }
 
 
 def logo_origin(settings: Settings) -> str | None:
@@ -63,7 +65,9 @@ def brand_css(request: Request) -> Response:
     accent = request.app.state.services.settings.brand_accent
     css = "/* KBAI_BRAND_ACCENT is not set */\n"
     if accent:  # validated at startup: a hex, rgb() or hsl() colour, nothing that could end the rule
-        css = (f":root {{ --accent: {accent}; --accent-strong: color-mix(in srgb, {accent} 82%, black); "
-               f"--accent-soft: color-mix(in srgb, {accent} 9%, white); }}\n"
-               f".logo:not(.logo-image) {{ background: {accent}; }}\n")
+        css = (
+            f":root {{ --accent: {accent}; --accent-strong: color-mix(in srgb, {accent} 82%, black); "
+            f"--accent-soft: color-mix(in srgb, {accent} 9%, white); }}\n"
+            f".logo:not(.logo-image) {{ background: {accent}; }}\n"
+        )
     return Response(css, media_type="text/css", headers={"Cache-Control": "public, max-age=300"})

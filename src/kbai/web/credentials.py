@@ -25,7 +25,8 @@ class CredentialOut(BaseModel):
     revoked_at: datetime | None = Field(description="null while active")
     status: Literal["active", "revoked"]
     abilities: list[Literal["introspect", "tenants", "tokens"]] = Field(
-        description="What it may do: introspect (RFC 7662), tenants and tokens (the operator API).")
+        description="What it may do: introspect (RFC 7662), tenants and tokens (the operator API)."
+    )
 
 
 class CredentialListOut(BaseModel):
@@ -34,8 +35,15 @@ class CredentialListOut(BaseModel):
 
 
 def credential_json(c: CredentialView) -> dict[str, Any]:
-    return {"id": c.id, "name": c.name, "client_id": c.client_id, "created_at": c.created_at,
-            "revoked_at": c.revoked_at, "status": c.status, "abilities": list(c.abilities)}
+    return {
+        "id": c.id,
+        "name": c.name,
+        "client_id": c.client_id,
+        "created_at": c.created_at,
+        "revoked_at": c.revoked_at,
+        "status": c.status,
+        "abilities": list(c.abilities),
+    }
 
 
 @router.get("/service-credentials", response_model=CredentialListOut, summary="List service credentials")
@@ -46,8 +54,9 @@ def list_service_credentials(p: AnyPrincipal, request: Request) -> dict[str, Any
     return {"service_credentials": [credential_json(c) for c in views], "next_cursor": None}
 
 
-@router.post("/service-credentials/{client_id}/revoke", response_model=CredentialOut,
-             summary="Revoke a service credential")
+@router.post(
+    "/service-credentials/{client_id}/revoke", response_model=CredentialOut, summary="Revoke a service credential"
+)
 def revoke_service_credential(client_id: ClientId, p: AnyPrincipal, request: Request) -> dict[str, Any]:
     """Introspection refuses it at once (401 `invalid_client`). Idempotent."""
     return credential_json(services(request).credentials.revoke(p.actor, client_id))

@@ -21,10 +21,14 @@ OWN = "/static/docs"  # our two start-up scripts (no inline script, so the CSP n
 # this origin, the OpenAPI document over fetch, data: images (Swagger UI's icons); ReDoc also
 # injects <style> elements (styled-components) and runs its search in a worker made from a blob.
 CSP = {
-    "swagger": ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-                "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"),
-    "redoc": ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-              "connect-src 'self'; worker-src blob:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"),
+    "swagger": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    ),
+    "redoc": (
+        "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+        "connect-src 'self'; worker-src blob:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    ),
 }
 
 _PAGE = """<!doctype html>
@@ -53,7 +57,10 @@ def _page(kind: str, title: str, openapi_url: str) -> HTMLResponse:
     swagger = kind == "swagger"
     assets = prefix.url(ASSETS)  # under KBAI_PUBLIC_URL's path, like every address kbai hands out
     body = _PAGE.format(
-        title=html.escape(title), assets=assets, own=prefix.url(OWN), openapi=html.escape(prefix.url(openapi_url)),
+        title=html.escape(title),
+        assets=assets,
+        own=prefix.url(OWN),
+        openapi=html.escape(prefix.url(openapi_url)),
         css=f'<link rel="stylesheet" href="{assets}/swagger-ui.css">' if swagger else "",
         root="swagger-ui" if swagger else "redoc",
         bundle="swagger-ui-bundle.js" if swagger else "redoc.standalone.js",

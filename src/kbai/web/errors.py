@@ -49,8 +49,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {404: "not_found", 405: "method_not_allowed", 400: "bad_request", 413: "too_large"}
-        messages = {404: "No such endpoint. The API is described at /openapi.json.",
-                    405: "This endpoint does not accept that method."}
+        messages = {
+            404: "No such endpoint. The API is described at /openapi.json.",
+            405: "This endpoint does not accept that method.",
+        }
         message = messages.get(exc.status_code) or str(exc.detail)
         return JSONResponse(
             {"error": {"code": codes.get(exc.status_code, "http_error"), "message": redact(message)}},
@@ -61,8 +63,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(DataError)
     async def _data(request: Request, exc: DataError) -> JSONResponse:
         # A value the database cannot hold (out of range, wrong encoding): the caller's input, not a crash.
-        log.warning("database refused a value on %s %s: %s", request.method, request.url.path,
-                    redact(str(exc.orig))[:200])
+        log.warning(
+            "database refused a value on %s %s: %s", request.method, request.url.path, redact(str(exc.orig))[:200]
+        )
         return JSONResponse(
             {"error": {"code": "validation_error", "message": "A value in the request is out of range or malformed."}},
             status_code=422,
@@ -72,21 +75,22 @@ def install(app: FastAPI) -> None:
     async def _database_down(request: Request, exc: OperationalError) -> JSONResponse | HTMLResponse:
         # The database is unreachable (or, on SQLite, stayed locked past the busy timeout): a 503 the
         # client may retry, not a crash. The pool reconnects by itself once the database is back.
-        log.warning("database unavailable on %s %s: %s", request.method, request.url.path,
-                    redact(str(exc.orig))[:200])
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, redact(str(exc.orig))[:200])
         err = KbaiError(errors.DATABASE_UNAVAILABLE)
         headers = {"Retry-After": "5"}
         from kbai.web import pages  # late: kbai.sdk uses this module and needs none of the pages
 
         if pages.is_page(request.url.path):
             return HTMLResponse(pages.standalone_error_page(err), status_code=err.status, headers=headers)
-        return JSONResponse({"error": {"code": err.code, "message": err.message}}, status_code=err.status,
-                            headers=headers)
+        return JSONResponse(
+            {"error": {"code": err.code, "message": err.message}}, status_code=err.status, headers=headers
+        )
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled %s on %s %s: %s", type(exc).__name__, request.method, request.url.path,
-                  redact(str(exc))[:500])
+        log.error(
+            "unhandled %s on %s %s: %s", type(exc).__name__, request.method, request.url.path, redact(str(exc))[:500]
+        )
         return JSONResponse(
             {"error": {"code": "internal_error", "message": "Something went wrong on our side; it has been logged."}},
             status_code=500,

@@ -74,8 +74,12 @@ def fingerprint(path_params: dict[str, Any], body: bytes) -> str:
             content = {"raw": hashlib.sha256(body).hexdigest()}
     else:
         content = None
-    canonical = json.dumps({"path": {k: str(v) for k, v in path_params.items()}, "body": content},
-                           sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    canonical = json.dumps(
+        {"path": {k: str(v) for k, v in path_params.items()}, "body": content},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -109,8 +113,12 @@ def answer_json(route: Any, result: dict[str, Any]) -> Any:
     if model is None:
         return jsonable_encoder(result)
     adapter = _adapter(model)
-    return adapter.dump_python(adapter.validate_python(result), mode="json", by_alias=True,
-                               exclude_none=bool(getattr(route, "response_model_exclude_none", False)))
+    return adapter.dump_python(
+        adapter.validate_python(result),
+        mode="json",
+        by_alias=True,
+        exclude_none=bool(getattr(route, "response_model_exclude_none", False)),
+    )
 
 
 def _key(request: Request, declared: str | None) -> str | None:
@@ -136,17 +144,33 @@ def idempotent(endpoint: F) -> F:
         raise TypeError("idempotent() wraps sync routes: the key is checked and stored in the thread pool")
     signature = inspect.signature(endpoint, eval_str=True)
     extra = [
-        inspect.Parameter("idempotency_key_", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
-            str | None, Header(alias=HEADER, description=DESCRIPTION,
-                               json_schema_extra={"minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"})]),
-        inspect.Parameter("idempotency_body_", inspect.Parameter.KEYWORD_ONLY,
-                          annotation=Annotated[bytes, Depends(_raw_body)]),
+        inspect.Parameter(
+            "idempotency_key_",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[
+                str | None,
+                Header(
+                    alias=HEADER,
+                    description=DESCRIPTION,
+                    json_schema_extra={"minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"},
+                ),
+            ],
+        ),
+        inspect.Parameter(
+            "idempotency_body_", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[bytes, Depends(_raw_body)]
+        ),
         inspect.Parameter("idempotency_response_", inspect.Parameter.KEYWORD_ONLY, annotation=Response),
     ]
 
     @functools.wraps(endpoint)
-    def wrapper(*args: Any, idempotency_key_: str | None = None, idempotency_body_: bytes = b"",
-                idempotency_response_: Response, **kwargs: Any) -> Any:
+    def wrapper(
+        *args: Any,
+        idempotency_key_: str | None = None,
+        idempotency_body_: bytes = b"",
+        idempotency_response_: Response,
+        **kwargs: Any,
+    ) -> Any:
         request = next((v for v in kwargs.values() if isinstance(v, Request)), None)
         p = next((v for v in kwargs.values() if isinstance(v, Principal)), None)
         if request is None or p is None:
@@ -158,8 +182,7 @@ def idempotent(endpoint: F) -> F:
         route_name = f"{request.method} {getattr(route, 'path', request.url.path)}"
         svc = services(request)
         store = IdempotencyStore(svc.db, svc.clock)
-        outcome = store.begin(principal_key(p), route_name, key,
-                              fingerprint(request.path_params, idempotency_body_))
+        outcome = store.begin(principal_key(p), route_name, key, fingerprint(request.path_params, idempotency_body_))
         if not isinstance(outcome, Claim):
             # Sent as stored, not through today's response model: a replay is the first answer, even if an
             # upgrade changed the model since.
@@ -184,5 +207,6 @@ def idempotent(endpoint: F) -> F:
         return result
 
     wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]  # FastAPI reads the extended signature
-        parameters=[*signature.parameters.values(), *extra])
+        parameters=[*signature.parameters.values(), *extra]
+    )
     return wrapper  # type: ignore[return-value]  # the route's own signature plus the header parameters

@@ -39,13 +39,14 @@ class GitHubMatchIn(BaseModel):
     """One match from GitHub secret scanning."""
 
     model_config = ConfigDict(extra="allow")
-    token: str = Field(description="The string that matched the kbai token pattern.",
-                       examples=["kbai_pk_" + "0" * 64])
+    token: str = Field(description="The string that matched the kbai token pattern.", examples=["kbai_pk_" + "0" * 64])
     type: str | None = Field(default=None, examples=["kbai_api_token"], description="The pattern's type name.")
-    url: str | None = Field(default=None, examples=["https://github.com/octo/repo/blob/abc123/.env"],
-                            description="Where it was found.")
-    source: str | None = Field(default=None, examples=["content"],
-                               description="content, commit, pull_request_comment, issue_body, ...")
+    url: str | None = Field(
+        default=None, examples=["https://github.com/octo/repo/blob/abc123/.env"], description="Where it was found."
+    )
+    source: str | None = Field(
+        default=None, examples=["content"], description="content, commit, pull_request_comment, issue_body, ..."
+    )
 
 
 class GitHubVerdictOut(BaseModel):
@@ -57,9 +58,12 @@ class GitHubVerdictOut(BaseModel):
 
 
 class CredentialsRevokeIn(BaseModel):
-    credentials: list[str] = Field(min_length=1, max_length=MAX_CREDENTIALS,
-                                   description=f"1 to {MAX_CREDENTIALS} tokens you found.",
-                                   examples=[["kbai_pk_" + "0" * 64]])
+    credentials: list[str] = Field(
+        min_length=1,
+        max_length=MAX_CREDENTIALS,
+        description=f"1 to {MAX_CREDENTIALS} tokens you found.",
+        examples=[["kbai_pk_" + "0" * 64]],
+    )
 
 
 class RevocationReceivedOut(BaseModel):
@@ -98,24 +102,34 @@ def _error(description: str) -> dict[str, Any]:
     return {"model": sc.ErrorOut, "description": description}
 
 
-TOO_LARGE: dict[int | str, dict[str, Any]] = {413: _error("The body is larger than the server accepts (KBAI_MAX_BODY_BYTES).")}
+TOO_LARGE: dict[int | str, dict[str, Any]] = {
+    413: _error("The body is larger than the server accepts (KBAI_MAX_BODY_BYTES).")
+}
 
 
 # ---- GitHub secret scanning partner endpoint ---------------------------------------------------
 @router.post(
-    "/secret-scanning/github", response_model=list[GitHubVerdictOut], tags=["leaks"],
+    "/secret-scanning/github",
+    response_model=list[GitHubVerdictOut],
+    tags=["leaks"],
     summary="Leak report from GitHub secret scanning",
-    openapi_extra=_body_schema({"type": "array", "maxItems": MAX_GITHUB_REPORTS,
-                                "items": GitHubMatchIn.model_json_schema()}),
-    responses={401: _error("Missing or wrong GitHub signature, or unknown key id; nothing was revoked."),
-               422: _error("The body is not a JSON array of matches."), **TOO_LARGE},
+    openapi_extra=_body_schema(
+        {"type": "array", "maxItems": MAX_GITHUB_REPORTS, "items": GitHubMatchIn.model_json_schema()}
+    ),
+    responses={
+        401: _error("Missing or wrong GitHub signature, or unknown key id; nothing was revoked."),
+        422: _error("The body is not a JSON array of matches."),
+        **TOO_LARGE,
+    },
 )
 async def github_leak_report(
     request: Request,
-    github_public_key_identifier: Annotated[str | None, Header(
-        description="Which of GitHub's secret-scanning public keys signed the body.")] = None,
-    github_public_key_signature: Annotated[str | None, Header(
-        description="Base64 DER ECDSA P-256 / SHA-256 signature of the raw body.")] = None,
+    github_public_key_identifier: Annotated[
+        str | None, Header(description="Which of GitHub's secret-scanning public keys signed the body.")
+    ] = None,
+    github_public_key_signature: Annotated[
+        str | None, Header(description="Base64 DER ECDSA P-256 / SHA-256 signature of the raw body.")
+    ] = None,
 ) -> list[dict[str, Any]]:
     """GitHub's secret scanning partner program: tokens GitHub found in public. Every active token of ours
     in the batch is revoked at once; owners and tenant admins are notified. The signature is checked
@@ -151,11 +165,17 @@ def _github_reports(body: bytes) -> list[LeakReport]:
 
 # ---- public revocation ---------------------------------------------------------------------------
 @router.post(
-    "/credentials/revoke", status_code=202, response_model=RevocationReceivedOut, tags=["leaks"],
+    "/credentials/revoke",
+    status_code=202,
+    response_model=RevocationReceivedOut,
+    tags=["leaks"],
     summary="Revoke tokens you found (anyone)",
     openapi_extra=_body_schema(CredentialsRevokeIn.model_json_schema()),
-    responses={422: _error("The body is not {\"credentials\": [...]} with 1 to 1,000 strings."),
-               429: _error("Too many requests from your address (see Retry-After)."), **TOO_LARGE},
+    responses={
+        422: _error('The body is not {"credentials": [...]} with 1 to 1,000 strings.'),
+        429: _error("Too many requests from your address (see Retry-After)."),
+        **TOO_LARGE,
+    },
 )
 async def revoke_credentials(request: Request) -> dict[str, int]:
     """Found kbai tokens somewhere they should not be? Send them here: every active one is revoked and its
@@ -199,34 +219,57 @@ def _json(body: bytes, bad: Any) -> Any:
 
 # ---- in-app notifications --------------------------------------------------------------------------
 def _notification_json(n: NotificationView) -> dict[str, Any]:
-    return {"id": n.id, "kind": n.kind, "title": n.title, "body": n.body, "details": n.details,
-            "created_at": n.created_at, "read_at": n.read_at}
+    return {
+        "id": n.id,
+        "kind": n.kind,
+        "title": n.title,
+        "body": n.body,
+        "details": n.details,
+        "created_at": n.created_at,
+        "read_at": n.read_at,
+    }
 
 
-@router.get("/notifications", response_model=NotificationListOut, tags=["notifications"],
-            summary="Your notifications, newest first", responses=ERRORS)
+@router.get(
+    "/notifications",
+    response_model=NotificationListOut,
+    tags=["notifications"],
+    summary="Your notifications, newest first",
+    responses=ERRORS,
+)
 def list_notifications(
-    p: SessionPrincipal, request: Request,
+    p: SessionPrincipal,
+    request: Request,
     cursor: Annotated[str | None, Query(max_length=20)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     unread_only: Annotated[bool, Query(description="Only those not yet marked read.")] = False,
 ) -> dict[str, Any]:
     """Messages for you, e.g. "your token was found in public and revoked". Needs a session."""
     assert p.actor.user_id is not None
-    if cursor is not None and not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 10
-                                   and int(cursor) <= MAX_ID):
+    if cursor is not None and not (
+        cursor.isascii() and cursor.isdigit() and len(cursor) <= 10 and int(cursor) <= MAX_ID
+    ):
         raise KbaiError(errors.VALIDATION, detail="cursor must be the next_cursor of a previous page.")
     svc = services(request)
-    rows = svc.notifications.list(p.actor.user_id, before_id=int(cursor) if cursor else None, limit=limit + 1,
-                                  unread_only=unread_only)
+    rows = svc.notifications.list(
+        p.actor.user_id, before_id=int(cursor) if cursor else None, limit=limit + 1, unread_only=unread_only
+    )
     more = len(rows) > limit
     rows = rows[:limit]
-    return {"notifications": [_notification_json(n) for n in rows],
-            "next_cursor": str(rows[-1].id) if more else None, "unread": svc.notifications.unread(p.actor.user_id)}
+    return {
+        "notifications": [_notification_json(n) for n in rows],
+        "next_cursor": str(rows[-1].id) if more else None,
+        "unread": svc.notifications.unread(p.actor.user_id),
+    }
 
 
-@router.post("/notifications/{notification_id}/read", response_model=NotificationOut, tags=["notifications"],
-             summary="Mark a notification read", responses=ERRORS)
+@router.post(
+    "/notifications/{notification_id}/read",
+    response_model=NotificationOut,
+    tags=["notifications"],
+    summary="Mark a notification read",
+    responses=ERRORS,
+)
 def read_notification(notification_id: NotificationId, p: SessionPrincipal, request: Request) -> dict[str, Any]:
     assert p.actor.user_id is not None
     svc = services(request)
@@ -235,4 +278,3 @@ def read_notification(notification_id: NotificationId, p: SessionPrincipal, requ
     if view is None:
         raise KbaiError(errors.NOT_FOUND, what="Notification")
     return _notification_json(view)
-

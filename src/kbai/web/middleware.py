@@ -25,6 +25,7 @@ from kbai.web import pages
 log = logging.getLogger("kbai.access")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
+
 def security_headers(img_origin: str | None = None) -> list[tuple[bytes, bytes]]:
     """The headers of every answer. The CSP stays strict; a brand logo's origin joins img-src only."""
     img = b"'self' data:" + (b" " + img_origin.encode("ascii") if img_origin else b"")
@@ -32,9 +33,11 @@ def security_headers(img_origin: str | None = None) -> list[tuple[bytes, bytes]]
         (b"x-content-type-options", b"nosniff"),
         (b"referrer-policy", b"no-referrer"),
         (b"x-frame-options", b"DENY"),
-        (b"content-security-policy",
-         b"default-src 'self'; img-src " + img + b"; style-src 'self'; script-src 'self'; "
-         b"frame-ancestors 'none'; base-uri 'none'; form-action 'self'"),
+        (
+            b"content-security-policy",
+            b"default-src 'self'; img-src " + img + b"; style-src 'self'; script-src 'self'; "
+            b"frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        ),
         (b"cross-origin-opener-policy", b"same-origin"),
     ]
 
@@ -69,8 +72,13 @@ class KbaiMiddleware:
             except ValueError:
                 too_big = True
             if too_big:
-                await reject_too_large(send, self.max_body, request_id, page=pages.is_page(scope["path"]),
-                                       scim=scope["path"].startswith("/scim/"))
+                await reject_too_large(
+                    send,
+                    self.max_body,
+                    request_id,
+                    page=pages.is_page(scope["path"]),
+                    scim=scope["path"].startswith("/scim/"),
+                )
                 self._log(scope, 413, started, request_id)
                 return
 
@@ -107,8 +115,12 @@ class KbaiMiddleware:
         token_id = scope["state"].get("kbai_token_id")
         if token_id is not None and status < 400:
             client = scope.get("client") or (None, 0)
-            self.services.usage.record(token_id, self.services.clock.now(), client[0],
-                                       headers.get(b"user-agent", b"").decode("latin-1") or None)
+            self.services.usage.record(
+                token_id,
+                self.services.clock.now(),
+                client[0],
+                headers.get(b"user-agent", b"").decode("latin-1") or None,
+            )
             if not self.log_token_reads and scope["method"] in ("GET", "HEAD"):
                 # A successful token read (an integration's traffic) is counted, not logged line by line.
                 self._log(scope, status, started, request_id, line=False)
@@ -128,30 +140,50 @@ def access_log(scope: dict[str, Any], status: int, elapsed: float, request_id: s
     if log.isEnabledFor(logging.INFO):
         client = scope.get("client") or ("-", 0)
         path = redact(scope["path"])
-        log.info("%s %s %s", scope["method"], path, status,
-                 extra={"request_id": request_id, "method": scope["method"], "path": path,
-                        "status": status, "duration_ms": round(elapsed * 1000, 2), "client": client[0]})
+        log.info(
+            "%s %s %s",
+            scope["method"],
+            path,
+            status,
+            extra={
+                "request_id": request_id,
+                "method": scope["method"],
+                "path": path,
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 2),
+                "client": client[0],
+            },
+        )
 
 
-async def reject_too_large(send: Any, max_body: int, request_id: str, *, page: bool = False,
-                           scim: bool = False) -> None:
-    await _reject(send, 413, "too_large", f"The request body is larger than {max_body} bytes.", request_id, page=page,
-                  scim=scim)
+async def reject_too_large(
+    send: Any, max_body: int, request_id: str, *, page: bool = False, scim: bool = False
+) -> None:
+    await _reject(
+        send, 413, "too_large", f"The request body is larger than {max_body} bytes.", request_id, page=page, scim=scim
+    )
 
 
-async def _reject(send: Any, status: int, code: str, message: str, request_id: str, *, page: bool = False,
-                  scim: bool = False) -> None:
+async def _reject(
+    send: Any, status: int, code: str, message: str, request_id: str, *, page: bool = False, scim: bool = False
+) -> None:
     if page:  # a form posted from a browser: answer with a page, as every other form failure is
         body = pages.standalone_error_page(KbaiError(ErrorSpec(code, status, "{message}"), message=message))
         content_type = b"text/html; charset=utf-8"
     elif scim:  # a SCIM client understands only RFC 7644's error schema
-        body = json.dumps({"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"], "status": str(status),
-                           "detail": message}).encode()
+        body = json.dumps(
+            {"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"], "status": str(status), "detail": message}
+        ).encode()
         content_type = b"application/scim+json"
     else:
         body = json.dumps({"error": {"code": code, "message": message}}).encode()
         content_type = b"application/json"
-    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()),
-               (b"x-request-id", request_id.encode()), (b"connection", b"close"), *SECURITY_HEADERS]
+    headers = [
+        (b"content-type", content_type),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id.encode()),
+        (b"connection", b"close"),
+        *SECURITY_HEADERS,
+    ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

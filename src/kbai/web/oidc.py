@@ -57,8 +57,15 @@ def oidc_login(request: Request, next: str | None = None) -> Response:  # noqa: 
     except KbaiError as err:
         return _failed(request, err)
     response = pages.see_other(url)
-    response.set_cookie(FLOW_COOKIE, sealed, max_age=600, httponly=True, samesite="lax",
-                        path=prefix.cookie_path(CALLBACK), secure=svc.settings.cookie_secure)
+    response.set_cookie(
+        FLOW_COOKIE,
+        sealed,
+        max_age=600,
+        httponly=True,
+        samesite="lax",
+        path=prefix.cookie_path(CALLBACK),
+        secure=svc.settings.cookie_secure,
+    )
     pages.no_store(response)
     return response
 

@@ -44,10 +44,16 @@ OPERATION_IDS = {
 }
 
 TAGS = [
-    {"name": "session", "description": "Log in and out. The session cookie is HttpOnly; writes made with it must "
-                                       "send the `csrf_token` of the login answer as `X-CSRF-Token`."},
-    {"name": "tokens", "description": "Your API tokens: create (the full token is shown once), list, revoke, rotate, "
-                                      "and their activity. Managing tokens needs a session: a token cannot mint tokens."},
+    {
+        "name": "session",
+        "description": "Log in and out. The session cookie is HttpOnly; writes made with it must "
+        "send the `csrf_token` of the login answer as `X-CSRF-Token`.",
+    },
+    {
+        "name": "tokens",
+        "description": "Your API tokens: create (the full token is shown once), list, revoke, rotate, "
+        "and their activity. Managing tokens needs a session: a token cannot mint tokens.",
+    },
     {"name": "identity", "description": "Who is calling, and the permission catalog."},
     {"name": "roles", "description": "Roles of your tenant and their permissions (`roles.read`, `roles.manage`)."},
     {"name": "users", "description": "Users of your tenant (`users.read`, `users.manage`)."},
@@ -56,36 +62,82 @@ TAGS = [
     {"name": "policies", "description": "Your tenant's token policy: lifetime, expiration, auto-revoke, webhook."},
     {"name": "notifications", "description": "Your in-app notifications (expiry reminders, revocations)."},
     {"name": "leaks", "description": "Leaked tokens reported by GitHub secret scanning or by anyone: revoked at once."},
-    {"name": "gateway", "description": "For proxies and resource servers: forward-auth (`/auth/check`) and RFC 7662 "
-                                       "introspection with a service credential."},
-    {"name": "service credentials", "description": "The deployment's introspection credentials, for admins of the "
-                                                   "operator tenant (`KBAI_OPERATOR_TENANT`) only."},
-    {"name": "provisioning", "description": "SCIM provisioning credentials of your tenant, for its identity provider "
-                                           "(a session holding every permission of the tenant). SCIM itself is "
-                                           "served at `/scim/v2` and described by its own discovery endpoints."},
-    {"name": "operator", "description": "The operator API for the product's backend (a service credential with the "
-                                       "`tenants` or `tokens` ability): tenants, memberships, and tokens issued on a "
-                                       "person's behalf."},
-    {"name": "operations", "description": "Liveness, readiness, health and Prometheus metrics, for the platform "
-                                          "running kbai."},
+    {
+        "name": "gateway",
+        "description": "For proxies and resource servers: forward-auth (`/auth/check`) and RFC 7662 "
+        "introspection with a service credential.",
+    },
+    {
+        "name": "service credentials",
+        "description": "The deployment's introspection credentials, for admins of the "
+        "operator tenant (`KBAI_OPERATOR_TENANT`) only.",
+    },
+    {
+        "name": "provisioning",
+        "description": "SCIM provisioning credentials of your tenant, for its identity provider "
+        "(a session holding every permission of the tenant). SCIM itself is "
+        "served at `/scim/v2` and described by its own discovery endpoints.",
+    },
+    {
+        "name": "operator",
+        "description": "The operator API for the product's backend (a service credential with the "
+        "`tenants` or `tokens` ability): tenants, memberships, and tokens issued on a "
+        "person's behalf.",
+    },
+    {
+        "name": "operations",
+        "description": "Liveness, readiness, health and Prometheus metrics, for the platform running kbai.",
+    },
 ]
 SERVERS = [{"url": "/", "description": "This kbai deployment (paths are relative to where it is served)."}]
 
-VERBS = ("get", "list", "create", "update", "delete", "set", "revoke", "rotate", "pause", "resume", "deactivate",
-         "reactivate", "export", "check", "introspect", "report", "mark", "invite", "accept", "switch", "hand")
+VERBS = (
+    "get",
+    "list",
+    "create",
+    "update",
+    "delete",
+    "set",
+    "revoke",
+    "rotate",
+    "pause",
+    "resume",
+    "deactivate",
+    "reactivate",
+    "export",
+    "check",
+    "introspect",
+    "report",
+    "mark",
+    "invite",
+    "accept",
+    "switch",
+    "hand",
+)
 CAMEL = re.compile(r"^[a-z]+(?:[A-Z][a-z0-9]*)+$|^[a-z]+$")
 
-CSRF_SCHEME = {"type": "apiKey", "in": "header", "name": "X-CSRF-Token",
-               "description": "The `csrf_token` from `POST /api/v1/session`: required on every write made with the "
-                              "session cookie (not with a Bearer token)."}
+CSRF_SCHEME = {
+    "type": "apiKey",
+    "in": "header",
+    "name": "X-CSRF-Token",
+    "description": "The `csrf_token` from `POST /api/v1/session`: required on every write made with the "
+    "session cookie (not with a Bearer token).",
+}
 HEADERS = {
-    "X-Request-Id": {"description": "This request's id (yours if you sent a valid `X-Request-Id`); it is on every "
-                                    "log line of the request.", "schema": {"type": "string"}},
-    "Retry-After": {"description": "Seconds to wait before trying again.", "schema": {"type": "string",
-                                                                                     "pattern": "^[0-9]+$"}},
-    "WWW-Authenticate": {"description": 'RFC 6750: `Bearer realm="kbai", error="invalid_token", error_description='
-                                        '"..."` (or `Basic realm="kbai"` for a service credential).',
-                         "schema": {"type": "string"}},
+    "X-Request-Id": {
+        "description": "This request's id (yours if you sent a valid `X-Request-Id`); it is on every "
+        "log line of the request.",
+        "schema": {"type": "string"},
+    },
+    "Retry-After": {
+        "description": "Seconds to wait before trying again.",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    },
+    "WWW-Authenticate": {
+        "description": 'RFC 6750: `Bearer realm="kbai", error="invalid_token", error_description='
+        '"..."` (or `Basic realm="kbai"` for a service credential).',
+        "schema": {"type": "string"},
+    },
 }
 CHECK_HEADERS = {
     "X-Kbai-User": "The token owner's person id (the same in every tenant they belong to).",
@@ -94,13 +146,15 @@ CHECK_HEADERS = {
     "X-Kbai-Scopes": "The effective scopes, space-separated, in catalog order.",
     "X-Kbai-Token-Id": "The token's id.",
     "X-Kbai-Tenant-External-Id": "The tenant's external id, when it has one (percent-encoded UTF-8 unless "
-                                 "printable ASCII).",
+    "printable ASCII).",
     "X-Kbai-User-External-Id": "The owner's membership external id, when it has one (percent-encoded UTF-8 "
-                               "unless printable ASCII).",
+    "unless printable ASCII).",
 }
-UNAVAILABLE = {"description": "The database cannot be reached right now; retry after `Retry-After` seconds.",
-               "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
-               "headers": {"Retry-After": {"$ref": "#/components/headers/Retry-After"}}}
+UNAVAILABLE = {
+    "description": "The database cannot be reached right now; retry after `Retry-After` seconds.",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
+    "headers": {"Retry-After": {"$ref": "#/components/headers/Retry-After"}},
+}
 WRITES = ("post", "put", "patch", "delete")
 UNDOCUMENTED_DB = {"getLiveness", "getMetrics"}  # answer without touching the database
 
@@ -166,7 +220,11 @@ def _errors(op: dict[str, Any], method: str, path: str, route: _Route) -> None:
     has_input = bool(op.get("parameters")) or "requestBody" in op
     can = {
         "401": bool(security) or op.get("operationId") == "createSession",
-        "403": route.session_only or route.permission or route.forward_auth or route.operator or "csrfToken" in security
+        "403": route.session_only
+        or route.permission
+        or route.forward_auth
+        or route.operator
+        or "csrfToken" in security
         or op.get("operationId") in ("createSession", "listServiceCredentials"),
         "404": "{" in path,
         "422": has_input,

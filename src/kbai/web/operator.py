@@ -50,15 +50,19 @@ TokensCredential = Annotated[Principal, Depends(_needs("tokens", "issue tokens o
 
 class TenantCreateIn(sc.Strict):
     name: str = Field(max_length=1000, examples=["Acme Inc"])
-    external_id: str = Field(max_length=1000, examples=["org_2abc"],
-                             description="Your product's id of this organisation (unique); people who sign in with "
-                                         "single sign-on land here by it.")
+    external_id: str = Field(
+        max_length=1000,
+        examples=["org_2abc"],
+        description="Your product's id of this organisation (unique); people who sign in with "
+        "single sign-on land here by it.",
+    )
 
 
 class TenantUpdateIn(sc.Strict):
     name: str | None = Field(default=None, max_length=1000, description="A new name.")
-    max_active_tokens: int | None = Field(default=None, strict=True, ge=1, le=100_000,
-                                          description="The tenant's active-token limit per person.")
+    max_active_tokens: int | None = Field(
+        default=None, strict=True, ge=1, le=100_000, description="The tenant's active-token limit per person."
+    )
     reset_max_active_tokens: bool = Field(default=False, description="true: back to the deployment's default.")
 
 
@@ -72,13 +76,20 @@ class TenantOut(BaseModel):
 
 class MembershipCreateIn(sc.Strict):
     email: str = Field(max_length=320, examples=["jo@acme.example"])
-    roles: list[str | int] = Field(default_factory=list, max_length=100, description="Role names or ids; Member when empty.")
+    roles: list[str | int] = Field(
+        default_factory=list, max_length=100, description="Role names or ids; Member when empty."
+    )
     external_id: str | None = Field(default=None, max_length=1000, description="Your product's id of this person here.")
 
 
 def _tenant_json(t: Tenant) -> dict[str, Any]:
-    return {"id": t.id, "name": t.name, "external_id": t.external_id, "max_active_tokens": t.max_active_tokens,
-            "created_at": t.created_at}
+    return {
+        "id": t.id,
+        "name": t.name,
+        "external_id": t.external_id,
+        "max_active_tokens": t.max_active_tokens,
+        "created_at": t.created_at,
+    }
 
 
 def _tenant(request: Request, tenant_id: int) -> Tenant:
@@ -90,9 +101,14 @@ def _tenant(request: Request, tenant_id: int) -> Tenant:
         return tenant
 
 
-@router.post("/tenants", status_code=201, response_model=TenantOut, summary="Create a tenant",
-             openapi_extra={"security": SECURITY},
-             responses={**creates("A tenant has that name or external id."), **BODY_ERRORS})
+@router.post(
+    "/tenants",
+    status_code=201,
+    response_model=TenantOut,
+    summary="Create a tenant",
+    openapi_extra={"security": SECURITY},
+    responses={**creates("A tenant has that name or external id."), **BODY_ERRORS},
+)
 @idempotent
 def create_operator_tenant(body: TenantCreateIn, p: TenantsCredential, request: Request) -> dict[str, Any]:
     """A tenant with its built-in Admin and Member roles and no one in it yet: add memberships, or let its
@@ -101,11 +117,16 @@ def create_operator_tenant(body: TenantCreateIn, p: TenantsCredential, request: 
     return _tenant_json(tenant)
 
 
-@router.get("/tenants", response_model=TenantOut, summary="Find a tenant by external id",
-            openapi_extra={"security": SECURITY},
-            responses={404: {"model": sc.ErrorOut, "description": "No tenant has that external id."}})
+@router.get(
+    "/tenants",
+    response_model=TenantOut,
+    summary="Find a tenant by external id",
+    openapi_extra={"security": SECURITY},
+    responses={404: {"model": sc.ErrorOut, "description": "No tenant has that external id."}},
+)
 def get_operator_tenant_by_external_id(
-    p: TenantsCredential, request: Request,
+    p: TenantsCredential,
+    request: Request,
     external_id: Annotated[str, Query(min_length=1, max_length=200, description="Your product's id of it.")],
 ) -> dict[str, Any]:
     found = services(request).access.tenant_by_external_id(external_id.strip())
@@ -114,17 +135,23 @@ def get_operator_tenant_by_external_id(
     return _tenant_json(found)
 
 
-@router.get("/tenants/{tenant_id}", response_model=TenantOut, summary="Get a tenant",
-            openapi_extra={"security": SECURITY})
+@router.get(
+    "/tenants/{tenant_id}", response_model=TenantOut, summary="Get a tenant", openapi_extra={"security": SECURITY}
+)
 def get_operator_tenant(tenant_id: TenantId, p: TenantsCredential, request: Request) -> dict[str, Any]:
     return _tenant_json(_tenant(request, tenant_id))
 
 
-@router.patch("/tenants/{tenant_id}", response_model=TenantOut, summary="Rename a tenant or set its limit",
-              openapi_extra={"security": SECURITY}, responses={**BODY_ERRORS, 409: {"model": sc.ErrorOut,
-                                                                                   "description": "Name taken."}})
-def update_operator_tenant(tenant_id: TenantId, body: TenantUpdateIn, p: TenantsCredential,
-                           request: Request) -> dict[str, Any]:
+@router.patch(
+    "/tenants/{tenant_id}",
+    response_model=TenantOut,
+    summary="Rename a tenant or set its limit",
+    openapi_extra={"security": SECURITY},
+    responses={**BODY_ERRORS, 409: {"model": sc.ErrorOut, "description": "Name taken."}},
+)
+def update_operator_tenant(
+    tenant_id: TenantId, body: TenantUpdateIn, p: TenantsCredential, request: Request
+) -> dict[str, Any]:
     """Audited like the same change made with the CLI."""
     svc = services(request)
     tenant = _tenant(request, tenant_id)
@@ -137,25 +164,37 @@ def update_operator_tenant(tenant_id: TenantId, body: TenantUpdateIn, p: Tenants
     return _tenant_json(_tenant(request, tenant_id))
 
 
-@router.post("/tenants/{tenant_id}/memberships", status_code=201, response_model=sc.UserOut,
-             summary="Create a membership", openapi_extra={"security": SECURITY},
-             responses={**creates("Someone has that email, or that external id here."), **BODY_ERRORS})
+@router.post(
+    "/tenants/{tenant_id}/memberships",
+    status_code=201,
+    response_model=sc.UserOut,
+    summary="Create a membership",
+    openapi_extra={"security": SECURITY},
+    responses={**creates("Someone has that email, or that external id here."), **BODY_ERRORS},
+)
 @idempotent
-def create_operator_membership(tenant_id: TenantId, body: MembershipCreateIn, p: TenantsCredential,
-                               request: Request) -> dict[str, Any]:
+def create_operator_membership(
+    tenant_id: TenantId, body: MembershipCreateIn, p: TenantsCredential, request: Request
+) -> dict[str, Any]:
     """A person in the tenant with the given roles (any role: the operator API has operator trust). No
     password is set or returned: they sign in with single sign-on, or an operator sets one."""
     _tenant(request, tenant_id)
-    view, _ = services(request).access.create_user(p.actor, tenant_id, body.email, None, body.roles,
-                                                   external_id=body.external_id, generate_password=False)
+    view, _ = services(request).access.create_user(
+        p.actor, tenant_id, body.email, None, body.roles, external_id=body.external_id, generate_password=False
+    )
     return user_json(view)
 
 
-@router.post("/memberships/{membership_id}/deactivate", response_model=sc.UserOut, summary="Deactivate a membership",
-             openapi_extra={"security": SECURITY}, responses={409: {"model": sc.ErrorOut,
-                                                                   "description": "The tenant's last active admin."}})
-def deactivate_operator_membership(membership_id: MembershipId, p: TenantsCredential,
-                                   request: Request) -> dict[str, Any]:
+@router.post(
+    "/memberships/{membership_id}/deactivate",
+    response_model=sc.UserOut,
+    summary="Deactivate a membership",
+    openapi_extra={"security": SECURITY},
+    responses={409: {"model": sc.ErrorOut, "description": "The tenant's last active admin."}},
+)
+def deactivate_operator_membership(
+    membership_id: MembershipId, p: TenantsCredential, request: Request
+) -> dict[str, Any]:
     """Their sessions end and their tokens stop at once, on every instance (not revoked: reactivating brings
     back those that were neither revoked nor expired)."""
     return user_json(services(request).access.deactivate_user(p.actor, membership_id))
@@ -169,24 +208,35 @@ def _person(request: Request, membership_id: int, credential: Actor) -> Actor:
         if user is None:
             raise KbaiError(errors.NOT_FOUND, what="Membership")
         perms = svc.access.permissions(s, user)
-        return Actor(kind="user", user_id=user.id, tenant_id=user.tenant_id, email=user.email, ip=credential.ip,
-                     permissions=perms, via=credential.email)
+        return Actor(
+            kind="user",
+            user_id=user.id,
+            tenant_id=user.tenant_id,
+            email=user.email,
+            ip=credential.ip,
+            permissions=perms,
+            via=credential.email,
+        )
 
 
-@router.post("/memberships/{membership_id}/tokens", status_code=201, response_model=sc.TokenCreatedOut,
-             summary="Issue a token on a person's behalf", openapi_extra={"security": SECURITY},
-             responses={**creates("Their limit is reached, or they have an active token of that name."),
-                        **BODY_ERRORS})
+@router.post(
+    "/memberships/{membership_id}/tokens",
+    status_code=201,
+    response_model=sc.TokenCreatedOut,
+    summary="Issue a token on a person's behalf",
+    openapi_extra={"security": SECURITY},
+    responses={**creates("Their limit is reached, or they have an active token of that name."), **BODY_ERRORS},
+)
 @idempotent
-def create_operator_token(membership_id: MembershipId, body: sc.TokenCreateIn, p: TokensCredential,
-                          request: Request) -> dict[str, Any]:
+def create_operator_token(
+    membership_id: MembershipId, body: sc.TokenCreateIn, p: TokensCredential, request: Request
+) -> dict[str, Any]:
     """The same body as `POST /api/v1/tokens` and the same rules as the person creating it themselves: they
     must hold `developer.manage_tokens`, the scopes must be among their current permissions, their active
     limit and the tenant's policy apply. The full token is in this answer only; the person sees the token
     on their API Keys page like any other, and may revoke it."""
     person = _person(request, membership_id, p.actor)
     view, plaintext = services(request).tokens.create(
-        person, body.name, body.scopes, expires_in_days=body.expires_in_days, expires_at=body.expires_at)
+        person, body.name, body.scopes, expires_in_days=body.expires_in_days, expires_at=body.expires_at
+    )
     return {**tokens_json(request, [view])[0], "token": plaintext}
-
-

@@ -66,7 +66,7 @@ NOTICES = {
     "roles_saved": "Roles saved.",
     "deactivated": "User deactivated. Their sessions ended and their tokens stopped working.",
     "reactivated": "User reactivated. They can log in again, and their tokens that were not revoked or expired "
-                   "work again.",
+    "work again.",
     "granted": "Permission granted.",
     "dismissed": "Request dismissed.",
     "asked": "Request sent. Your tenant's admins see it on their Roles and Users pages.",
@@ -74,7 +74,7 @@ NOTICES = {
     "paused": "Token paused. Every request with it gets 401 until you resume it; it still counts toward your limit.",
     "resumed": "Token resumed. It works again from the next request.",
     "admin_revoked": "Token revoked. It stops working with the next request; if it was someone else's, "
-                     "they are told in-app and by email.",
+    "they are told in-app and by email.",
     "policy_saved": "Token policy saved. It applies to tokens created or rotated from now on.",
     "read": "Marked as read.",
     "all_read": "All notifications marked as read.",
@@ -83,8 +83,9 @@ NOTICES = {
 
 
 def _env() -> Environment:
-    env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True, trim_blocks=True,
-                      lstrip_blocks=True)
+    env = Environment(
+        loader=FileSystemLoader(HERE / "templates"), autoescape=True, trim_blocks=True, lstrip_blocks=True
+    )
     env.filters["day"] = lambda v: v.strftime("%b %-d, %Y") if v else ""
     env.filters["moment"] = lambda v: v.strftime("%b %-d, %Y %H:%M UTC") if v else ""
     env.filters["clock"] = lambda v: v.strftime("%H:%M UTC") if v else ""
@@ -126,8 +127,13 @@ class PageRoute(APIRoute):
                 # A malformed id in the address, or a form field over its length limit.
                 if request.method == "GET" or any(e.get("loc", ("",))[0] == "path" for e in exc.errors()):
                     return error_page(request, KbaiError(errors.NOT_FOUND, what="Page"))
-                return error_page(request, KbaiError(
-                    errors.VALIDATION, detail="Something in the form is too long or not valid. Go back and check it."))
+                return error_page(
+                    request,
+                    KbaiError(
+                        errors.VALIDATION,
+                        detail="Something in the form is too long or not valid. Go back and check it.",
+                    ),
+                )
             except StarletteHTTPException as exc:
                 # A body that cannot be read as a form (broken multipart) or is too large while streamed.
                 if exc.status_code == 413:
@@ -147,8 +153,12 @@ FORM_UNREADABLE = "The form could not be read. Go back, reload the page and try 
 def is_page(path: str) -> bool:
     """Whether ``path`` belongs to the HTML pages (whose failures are pages, not JSON)."""
     path = prefix.local(path) or path
-    return (path in ("/", "/login", "/logout") or path == HOME or path.startswith(HOME + "/")
-            or path.startswith(("/oidc/", INVITATIONS + "/")))
+    return (
+        path in ("/", "/login", "/logout")
+        or path == HOME
+        or path.startswith(HOME + "/")
+        or path.startswith(("/oidc/", INVITATIONS + "/"))
+    )
 
 
 def standalone_error_page(err: KbaiError) -> bytes:
@@ -162,10 +172,15 @@ def safe_next(value: str | None) -> str:
     """The page to go to after login, from a browser path (under the prefix, which is taken off); anything else
     (other sites, other paths, odd characters) goes home."""
     value = prefix.local(value) if value else None
-    if (not value or len(value) > 300 or not value.startswith("/") or value.startswith(("//", "/\\"))
-            or any(ord(ch) < 0x21 or ch == "\\" for ch in value)
-            # A browser resolves "/kbai/../x" (or %2e%2e) to "/x": out of the prefix.
-            or any(seg in (".", "..") for seg in value.split("?")[0].lower().replace("%2e", ".").split("/"))):
+    if (
+        not value
+        or len(value) > 300
+        or not value.startswith("/")
+        or value.startswith(("//", "/\\"))
+        or any(ord(ch) < 0x21 or ch == "\\" for ch in value)
+        # A browser resolves "/kbai/../x" (or %2e%2e) to "/x": out of the prefix.
+        or any(seg in (".", "..") for seg in value.split("?")[0].lower().replace("%2e", ".").split("/"))
+    ):
         return HOME
     return value
 
@@ -209,12 +224,19 @@ NOTIFICATIONS = HOME + "/notifications"
 EVERYTHING = "*"  # nav: shown to a member holding every permission of the tenant
 
 
-def nav(p: Principal, path: str, counts: dict[str, int] | None = None,
-        everything: frozenset[str] | None = None) -> list[dict[str, Any]]:
-    items = [("Overview", HOME, None), ("Roles", "/system-settings/roles", "roles.read"),
-             ("Users", "/system-settings/users", "users.read"), ("API Keys", "/system-settings/api-keys", None),
-             ("All tokens", INVENTORY, REVIEW_TOKENS), ("Token policy", POLICY, "roles.manage"),
-             ("Notifications", NOTIFICATIONS, None), ("Provisioning (SCIM)", HOME + "/provisioning", EVERYTHING)]
+def nav(
+    p: Principal, path: str, counts: dict[str, int] | None = None, everything: frozenset[str] | None = None
+) -> list[dict[str, Any]]:
+    items = [
+        ("Overview", HOME, None),
+        ("Roles", "/system-settings/roles", "roles.read"),
+        ("Users", "/system-settings/users", "users.read"),
+        ("API Keys", "/system-settings/api-keys", None),
+        ("All tokens", INVENTORY, REVIEW_TOKENS),
+        ("Token policy", POLICY, "roles.manage"),
+        ("Notifications", NOTIFICATIONS, None),
+        ("Provisioning (SCIM)", HOME + "/provisioning", EVERYTHING),
+    ]
     out = []
     for label, href, needed in items:
         if needed == EVERYTHING:
@@ -239,11 +261,19 @@ def render(request: Request, name: str, p: Principal | None, status: int = 200, 
         unread = svc.notifications.unread(p.actor.user_id)
         assert p.actor.person_id is not None
         others = [m for m in svc.access.memberships(p.actor.person_id) if m.active]
-        base = {"me": p.actor, "tenant": p.session.tenant_name, "csrf_token": p.session.csrf_token,
-                "tenant_id": p.actor.tenant_id, "memberships": others if len(others) > 1 else [],
-                "nav": nav(p, prefix.route_path(request.scope), {"Roles": pending, "Notifications": unread},
-                           svc.catalog.keys),
-                "pending_count": pending, "unread_count": unread, "perms": p.actor.permissions}
+        base = {
+            "me": p.actor,
+            "tenant": p.session.tenant_name,
+            "csrf_token": p.session.csrf_token,
+            "tenant_id": p.actor.tenant_id,
+            "memberships": others if len(others) > 1 else [],
+            "nav": nav(
+                p, prefix.route_path(request.scope), {"Roles": pending, "Notifications": unread}, svc.catalog.keys
+            ),
+            "pending_count": pending,
+            "unread_count": unread,
+            "perms": p.actor.permissions,
+        }
     notice = NOTICES.get(request.query_params.get("done", ""))
     response = templates.TemplateResponse(request, name, {**base, "notice": notice, **ctx}, status_code=status)
     no_store(response)
@@ -297,10 +327,25 @@ def login_form(request: Request, next: str | None = None) -> Response:  # noqa: 
 def _login_page(request: Request, next_path: str, email: str, error: KbaiError | None = None) -> HTMLResponse:
     # Login CSRF: a random value in a cookie and in the form must match (double submit).
     value = secrets.token_urlsafe(24)
-    response = render(request, "login.html", None, status=error.status if error else 200,
-                      next=redact(next_path), email=redact(email), error=error, login_csrf=value)
-    response.set_cookie(LOGIN_CSRF_COOKIE, value, max_age=3600, httponly=True, samesite="strict",
-                        path=prefix.cookie_path("/login"), secure=services(request).settings.cookie_secure)
+    response = render(
+        request,
+        "login.html",
+        None,
+        status=error.status if error else 200,
+        next=redact(next_path),
+        email=redact(email),
+        error=error,
+        login_csrf=value,
+    )
+    response.set_cookie(
+        LOGIN_CSRF_COOKIE,
+        value,
+        max_age=3600,
+        httponly=True,
+        samesite="strict",
+        path=prefix.cookie_path("/login"),
+        secure=services(request).settings.cookie_secure,
+    )
     if error is not None and "retry_after" in error.params:
         response.headers["Retry-After"] = str(error.params["retry_after"])
     return response
@@ -366,8 +411,9 @@ def switch_tenant(
     svc = services(request)
     if not tenant.isascii() or not tenant.isdigit() or len(tenant) > 10:
         raise KbaiError(errors.VALIDATION, detail="Pick one of your tenants from the list.")
-    cookie, _info = svc.sessions.switch(p.session, request.cookies.get(SESSION_COOKIE) or "", int(tenant),
-                                        client_ip(request))
+    cookie, _info = svc.sessions.switch(
+        p.session, request.cookies.get(SESSION_COOKIE) or "", int(tenant), client_ip(request)
+    )
     target = safe_next(next)
     if target.startswith(TENANT_PICKER):
         target = HOME
@@ -385,10 +431,26 @@ def invitation_page(request: Request, secret: Annotated[str, PathParam(max_lengt
 
 def _invitation_page(request: Request, secret: str, found: Any, error: KbaiError | None = None) -> HTMLResponse:
     value = secrets.token_urlsafe(24)
-    response = render(request, "invitation.html", None, status=error.status if error else 200, invitation=found,
-                      secret=secret, error=error, invite_csrf=value, min_password=MIN_PASSWORD)
-    response.set_cookie(INVITE_CSRF_COOKIE, value, max_age=3600, httponly=True, samesite="strict",
-                        path=INVITATIONS, secure=services(request).settings.cookie_secure)
+    response = render(
+        request,
+        "invitation.html",
+        None,
+        status=error.status if error else 200,
+        invitation=found,
+        secret=secret,
+        error=error,
+        invite_csrf=value,
+        min_password=MIN_PASSWORD,
+    )
+    response.set_cookie(
+        INVITE_CSRF_COOKIE,
+        value,
+        max_age=3600,
+        httponly=True,
+        samesite="strict",
+        path=INVITATIONS,
+        secure=services(request).settings.cookie_secure,
+    )
     response.headers["Referrer-Policy"] = "no-referrer"
     return response
 
@@ -434,17 +496,27 @@ def roles_page(request: Request) -> Response:
     return _roles_page(request, p)
 
 
-def _roles_page(request: Request, p: Principal, error: KbaiError | None = None, new_name: str = "",
-                field: str | None = None) -> HTMLResponse:
+def _roles_page(
+    request: Request, p: Principal, error: KbaiError | None = None, new_name: str = "", field: str | None = None
+) -> HTMLResponse:
     if error is not None and "roles.read" not in p.actor.permissions:
         raise error  # no page to show it on: the error page says what went wrong
     svc = services(request)
     assert p.actor.tenant_id is not None
     roles = svc.access.list_roles(p.actor, p.actor.tenant_id)
-    return render(request, "roles.html", p, status=error.status if error else 200, roles=roles,
-                  catalog_size=len(svc.catalog.permissions), requests=admin_requests(svc).pending(p.actor),
-                  error=error if field is None else None, field_errors={field: error} if field else {},
-                  new_name=redact(new_name), labels={perm.key: perm.label for perm in svc.catalog.permissions})
+    return render(
+        request,
+        "roles.html",
+        p,
+        status=error.status if error else 200,
+        roles=roles,
+        catalog_size=len(svc.catalog.permissions),
+        requests=admin_requests(svc).pending(p.actor),
+        error=error if field is None else None,
+        field_errors={field: error} if field else {},
+        new_name=redact(new_name),
+        labels={perm.key: perm.label for perm in svc.catalog.permissions},
+    )
 
 
 def _role_name(value: str) -> str:
@@ -487,8 +559,9 @@ def role_page(request: Request, role_id: Id) -> Response:
     return _role_page(request, p, role_id)
 
 
-def _role_page(request: Request, p: Principal, role_id: int, error: KbaiError | None = None,
-               checked: list[str] | None = None) -> HTMLResponse:
+def _role_page(
+    request: Request, p: Principal, role_id: int, error: KbaiError | None = None, checked: list[str] | None = None
+) -> HTMLResponse:
     if error is not None and "roles.read" not in p.actor.permissions:
         raise error
     svc = services(request)
@@ -498,10 +571,19 @@ def _role_page(request: Request, p: Principal, role_id: int, error: KbaiError | 
         assert p.actor.tenant_id is not None
         members = [u for u in svc.access.list_users(p.actor, p.actor.tenant_id) if role.name in u.roles]
     waiting = [r for r in admin_requests(svc).pending(p.actor) if any(rid == role.id for rid, _ in r.roles)]
-    return render(request, "role.html", p, status=error.status if error else 200, role=role,
-                  groups=grouped(svc.catalog), checked=set(role.permissions if checked is None else checked),
-                  is_admin_role=role.builtin and role.name == "Admin", members=members, requests=waiting,
-                  error=error)
+    return render(
+        request,
+        "role.html",
+        p,
+        status=error.status if error else 200,
+        role=role,
+        groups=grouped(svc.catalog),
+        checked=set(role.permissions if checked is None else checked),
+        is_admin_role=role.builtin and role.name == "Admin",
+        members=members,
+        requests=waiting,
+        error=error,
+    )
 
 
 @router.post("/system-settings/roles/{role_id}")
@@ -551,9 +633,16 @@ def users_page(request: Request) -> Response:
     return _users_page(request, p)
 
 
-def _users_page(request: Request, p: Principal, error: KbaiError | None = None, *, status: int | None = None,
-                form: dict[str, Any] | None = None, invitation: dict[str, Any] | None = None,
-                field: str | None = None) -> HTMLResponse:
+def _users_page(
+    request: Request,
+    p: Principal,
+    error: KbaiError | None = None,
+    *,
+    status: int | None = None,
+    form: dict[str, Any] | None = None,
+    invitation: dict[str, Any] | None = None,
+    field: str | None = None,
+) -> HTMLResponse:
     if error is not None and "users.read" not in p.actor.permissions:
         raise error
     svc = services(request)
@@ -564,12 +653,22 @@ def _users_page(request: Request, p: Principal, error: KbaiError | None = None, 
     roles = svc.access.list_roles(reader, p.actor.tenant_id)
     # Only roles whose permissions you hold can be handed out, only by someone who holds all a person holds.
     assignable, manageable = svc.access.manageable(p.actor, p.actor.tenant_id)
-    response = render(request, "users.html", p, status=status or (error.status if error else 200), users=users,
-                      roles=roles, requests=admin_requests(svc).pending(p.actor),
-                      error=error if field is None else None, field_errors={field: error} if field else {},
-                      form=form or {"email": "", "roles": []}, invitation=invitation,
-                      token_counts=svc.tokens.counts_by_user(p.actor.tenant_id),
-                      assignable=assignable, manageable=manageable)
+    response = render(
+        request,
+        "users.html",
+        p,
+        status=status or (error.status if error else 200),
+        users=users,
+        roles=roles,
+        requests=admin_requests(svc).pending(p.actor),
+        error=error if field is None else None,
+        field_errors={field: error} if field else {},
+        form=form or {"email": "", "roles": []},
+        invitation=invitation,
+        token_counts=svc.tokens.counts_by_user(p.actor.tenant_id),
+        assignable=assignable,
+        manageable=manageable,
+    )
     return response
 
 
@@ -605,8 +704,9 @@ def create_user(
             field, err = "email", KbaiError(errors.FIELD_EMAIL_TAKEN, email=redact(email.strip().lower()))
         return _users_page(request, p, err, form={"email": redact(email), "roles": roles or []}, field=field)
     # Shown once, like a token: no redirect, nothing cached.
-    return _users_page(request, p, status=201, invitation={"email": view.email, "url": url,
-                                                           "emailed": svc.outbox.mail_enabled})
+    return _users_page(
+        request, p, status=201, invitation={"email": view.email, "url": url, "emailed": svc.outbox.mail_enabled}
+    )
 
 
 @router.post("/system-settings/users/{user_id}/roles")
@@ -625,9 +725,7 @@ def set_user_roles(
 
 
 @router.post("/system-settings/users/{user_id}/deactivate")
-def deactivate_user(
-    request: Request, user_id: Id, csrf_token: Annotated[str, Form(max_length=200)] = ""
-) -> Response:
+def deactivate_user(request: Request, user_id: Id, csrf_token: Annotated[str, Form(max_length=200)] = "") -> Response:
     p = check_form(request, csrf_token)
     try:
         services(request).access.deactivate_user(p.actor, user_id)
@@ -639,9 +737,7 @@ def deactivate_user(
 
 
 @router.post("/system-settings/users/{user_id}/reactivate")
-def reactivate_user(
-    request: Request, user_id: Id, csrf_token: Annotated[str, Form(max_length=200)] = ""
-) -> Response:
+def reactivate_user(request: Request, user_id: Id, csrf_token: Annotated[str, Form(max_length=200)] = "") -> Response:
     p = check_form(request, csrf_token)
     try:
         services(request).access.reactivate_user(p.actor, user_id)
@@ -664,12 +760,16 @@ def api_keys_page(request: Request, done: str | None = None, token: str | None =
         if flash and flash.get("kind") == "created":
             created = (svc.tokens.get(p.actor, int(flash["id"])), str(flash["token"]))
         elif flash and flash.get("kind") == "rotated":
-            rotated = (svc.tokens.get(p.actor, int(flash["id"])), str(flash["token"]),
-                       svc.tokens.get(p.actor, int(flash["old_id"])))
+            rotated = (
+                svc.tokens.get(p.actor, int(flash["id"])),
+                str(flash["token"]),
+                svc.tokens.get(p.actor, int(flash["old_id"])),
+            )
     except (KbaiError, KeyError, TypeError, ValueError):
         created = rotated = None  # a flash about a token that is gone: nothing to show
-    revoked_id = int(token) if done == "revoked" and token and token.isascii() and token.isdigit() \
-        and len(token) <= 10 else None
+    revoked_id = (
+        int(token) if done == "revoked" and token and token.isascii() and token.isdigit() and len(token) <= 10 else None
+    )
     return _api_keys_page(request, p, created=created, rotated=rotated, revoked_id=revoked_id)
 
 
@@ -687,14 +787,20 @@ def _put_flash(request: Request, p: Principal, payload: dict[str, Any]) -> None:
 
 
 def _expiry_choices(now: datetime) -> list[dict[str, str]]:
-    out = [{"value": str(d), "label": f"{d} days", "until": (now + timedelta(days=d)).strftime("%b %-d, %Y")}
-           for d in EXPIRY_PRESETS_DAYS]
+    out = [
+        {"value": str(d), "label": f"{d} days", "until": (now + timedelta(days=d)).strftime("%b %-d, %Y")}
+        for d in EXPIRY_PRESETS_DAYS
+    ]
     return out
 
 
 # How long the old token keeps working after a rotation: (form value in seconds, label, what the dialog says).
-GRACE_CHOICES = (("0", "None", "stops working immediately"), ("3600", "1 hour", "keeps working for 1 hour"),
-                 ("86400", "24 hours", "keeps working for 24 hours"), ("604800", "7 days", "keeps working for 7 days"))
+GRACE_CHOICES = (
+    ("0", "None", "stops working immediately"),
+    ("3600", "1 hour", "keeps working for 1 hour"),
+    ("86400", "24 hours", "keeps working for 24 hours"),
+    ("604800", "7 days", "keeps working for 7 days"),
+)
 DEFAULT_GRACE = "86400"
 # Table order: what works first, then what stopped (newest first within each).
 STATUS_ORDER = {"active": 0, "paused": 1, "expired": 2, "revoked": 3}
@@ -739,11 +845,19 @@ def _rotate_lifetimes(view: TokenView, policy: Policy, now: datetime) -> list[di
         same = "no expiration" if lifetime is None else _span(lifetime)
         out.append({"value": "same", "label": f"Same as now ({same})", "default": True})
     presets = [d for d in EXPIRY_PRESETS_DAYS if _allowed(policy, now, now + timedelta(days=d))]
-    pick = None if out else (RECOMMENDED_EXPIRY_DAYS if RECOMMENDED_EXPIRY_DAYS in presets
-                             else (presets[-1] if presets else None))
+    pick = (
+        None
+        if out
+        else (RECOMMENDED_EXPIRY_DAYS if RECOMMENDED_EXPIRY_DAYS in presets else (presets[-1] if presets else None))
+    )
     for d in presets:
-        out.append({"value": str(d), "label": f"{d} days (until {(now + timedelta(days=d)).strftime('%b %-d, %Y')})",
-                    "default": d == pick})
+        out.append(
+            {
+                "value": str(d),
+                "label": f"{d} days (until {(now + timedelta(days=d)).strftime('%b %-d, %Y')})",
+                "default": d == pick,
+            }
+        )
     return out
 
 
@@ -759,12 +873,18 @@ def _token_rows(svc: Services, tokens: list[TokenView], policy: Policy, now: dat
     for t in sorted(tokens, key=lambda v: (STATUS_ORDER.get(v.status, 9), -v.id)):
         to_id = successors.get(t.id)
         grace = t.status == "active" and t.revoked_at is not None
-        rows.append(TokenRow(
-            view=t, badges=table_badges(t, now),
-            from_id=t.rotated_from_id, from_view=by_id.get(t.rotated_from_id or 0),
-            to_id=to_id, to_view=by_id.get(to_id or 0), stops_at=t.revoked_at if grace else None,
-            lifetimes=_rotate_lifetimes(t, policy, now) if t.status == "active" and to_id is None else [],
-        ))
+        rows.append(
+            TokenRow(
+                view=t,
+                badges=table_badges(t, now),
+                from_id=t.rotated_from_id,
+                from_view=by_id.get(t.rotated_from_id or 0),
+                to_id=to_id,
+                to_view=by_id.get(to_id or 0),
+                stops_at=t.revoked_at if grace else None,
+                lifetimes=_rotate_lifetimes(t, policy, now) if t.status == "active" and to_id is None else [],
+            )
+        )
     return rows
 
 
@@ -773,15 +893,23 @@ def _policy_form(policy: Policy, now: datetime) -> dict[str, Any]:
     recommendation (90 days, or the longest the policy allows when that is less)."""
     presets = [c for c in _expiry_choices(now) if _allowed(policy, now, now + timedelta(days=int(c["value"])))]
     values = [c["value"] for c in presets]
-    default = (str(RECOMMENDED_EXPIRY_DAYS) if str(RECOMMENDED_EXPIRY_DAYS) in values
-               else (values[-1] if values else "custom"))
+    default = (
+        str(RECOMMENDED_EXPIRY_DAYS) if str(RECOMMENDED_EXPIRY_DAYS) in values else (values[-1] if values else "custom")
+    )
     latest = max_message = None
     if policy.max_lifetime_days is not None:
         latest = (now + timedelta(days=policy.max_lifetime_days)).date().isoformat()
         max_message = KbaiError(errors.POLICY_MAX_LIFETIME, days=policy.max_lifetime_days, advice="").message
-    return {"policy": policy, "presets": presets, "default_expiry": default, "allow_never": _allowed(policy, now, None),
-            "latest_date": latest, "max_message": max_message, "recommended": default,
-            "recommended_is_90": default == str(RECOMMENDED_EXPIRY_DAYS)}
+    return {
+        "policy": policy,
+        "presets": presets,
+        "default_expiry": default,
+        "allow_never": _allowed(policy, now, None),
+        "latest_date": latest,
+        "max_message": max_message,
+        "recommended": default,
+        "recommended_is_90": default == str(RECOMMENDED_EXPIRY_DAYS),
+    }
 
 
 def _lag(seconds: float) -> str:
@@ -799,10 +927,19 @@ def my_roles(svc: Services, p: Principal) -> list[str]:
     return svc.access.get_user(Actor.operator(), p.actor.user_id).roles
 
 
-def _api_keys_page(request: Request, p: Principal, error: KbaiError | None = None, *, status: int | None = None,
-                   form: dict[str, Any] | None = None, created: tuple[TokenView, str] | None = None,
-                   rotated: tuple[TokenView, str, TokenView] | None = None, error_at: str = "create",
-                   field: str | None = None, revoked_id: int | None = None) -> HTMLResponse:
+def _api_keys_page(
+    request: Request,
+    p: Principal,
+    error: KbaiError | None = None,
+    *,
+    status: int | None = None,
+    form: dict[str, Any] | None = None,
+    created: tuple[TokenView, str] | None = None,
+    rotated: tuple[TokenView, str, TokenView] | None = None,
+    error_at: str = "create",
+    field: str | None = None,
+    revoked_id: int | None = None,
+) -> HTMLResponse:
     svc = services(request)
     assert p.actor.user_id is not None and p.actor.tenant_id is not None
     now = svc.clock.now()
@@ -812,13 +949,22 @@ def _api_keys_page(request: Request, p: Principal, error: KbaiError | None = Non
     revoked_view = next((t for t in tokens if t.id == revoked_id and t.status == "revoked"), None)
     roles = my_roles(svc, p)
     asked = admin_requests(svc).open_requests(p.actor.user_id)
-    ctx: dict[str, Any] = {"can_manage": can_manage, "rows": _token_rows(svc, tokens, policy, now),
-                           "error": error if field is None else None, "field_errors": {field: error} if field else {},
-                           "error_at": error_at if can_manage else "top", "created": created, "rotated": rotated,
-                           "labels": {perm.key: perm.label for perm in svc.catalog.permissions},
-                           "grace_choices": GRACE_CHOICES, "default_grace": DEFAULT_GRACE, "my_roles": roles,
-                           "revoked_view": revoked_view, "lag": _lag(svc.settings.last_used_flush_seconds),
-                           "asked": [(svc.catalog.label(k), k, at) for k, at in asked.items()]}
+    ctx: dict[str, Any] = {
+        "can_manage": can_manage,
+        "rows": _token_rows(svc, tokens, policy, now),
+        "error": error if field is None else None,
+        "field_errors": {field: error} if field else {},
+        "error_at": error_at if can_manage else "top",
+        "created": created,
+        "rotated": rotated,
+        "labels": {perm.key: perm.label for perm in svc.catalog.permissions},
+        "grace_choices": GRACE_CHOICES,
+        "default_grace": DEFAULT_GRACE,
+        "my_roles": roles,
+        "revoked_view": revoked_view,
+        "lag": _lag(svc.settings.last_used_flush_seconds),
+        "asked": [(svc.catalog.label(k), k, at) for k, at in asked.items()],
+    }
     if revoked_view is not None:
         ctx["notice"] = None  # the page names the token instead of the generic words
     if can_manage:
@@ -826,15 +972,33 @@ def _api_keys_page(request: Request, p: Principal, error: KbaiError | None = Non
         rules = _policy_form(policy, now)
         usable = svc.catalog.token_usable(p.actor.permissions)
         # What an admin could add for tokens: usable permissions of the catalog this person lacks.
-        askable = [perm for perm in svc.catalog.permissions
-                   if not perm.session_only and perm.key not in p.actor.permissions and perm.key not in asked]
+        askable = [
+            perm
+            for perm in svc.catalog.permissions
+            if not perm.session_only and perm.key not in p.actor.permissions and perm.key not in asked
+        ]
         ctx.update(
-            active=active, limit=limit, at_limit=active >= limit, support_email=svc.tokens.support_email,
-            groups=grouped(svc.catalog, usable), askable=askable, examples=TOKEN_EXAMPLES,
+            active=active,
+            limit=limit,
+            at_limit=active >= limit,
+            support_email=svc.tokens.support_email,
+            groups=grouped(svc.catalog, usable),
+            askable=askable,
+            examples=TOKEN_EXAMPLES,
             tomorrow=(now.date() + timedelta(days=1)).isoformat(),
-            form=form or {"name": "", "scopes": [], "expiry": rules["default_expiry"], "expires_on": "",
-                          "identity_only": False, "description": "", "allowed_ips": "", "self_rotate": False},
-            require_allowlist=policy.require_allowlist, max_allowed_ips=MAX_ALLOWED_IPS,
+            form=form
+            or {
+                "name": "",
+                "scopes": [],
+                "expiry": rules["default_expiry"],
+                "expires_on": "",
+                "identity_only": False,
+                "description": "",
+                "allowed_ips": "",
+                "self_rotate": False,
+            },
+            require_allowlist=policy.require_allowlist,
+            max_allowed_ips=MAX_ALLOWED_IPS,
             **rules,
         )
     else:
@@ -844,16 +1008,24 @@ def _api_keys_page(request: Request, p: Principal, error: KbaiError | None = Non
 
 
 # Where each error of the create form is shown: under its field, or (None) above the form.
-CREATE_FIELDS = {"name_taken": "name", "unknown_scope": "scopes", "unheld_scope": "scopes",
-                 "duplicate_scope": "scopes", "session_only_scope": "scopes", "policy_expiration_required": "expiry",
-                 "policy_max_lifetime": "expiry", "validation_error": "expiry", "invalid_cidr": "allowed_ips",
-                 "policy_allowlist_required": "allowed_ips"}
+CREATE_FIELDS = {
+    "name_taken": "name",
+    "unknown_scope": "scopes",
+    "unheld_scope": "scopes",
+    "duplicate_scope": "scopes",
+    "session_only_scope": "scopes",
+    "policy_expiration_required": "expiry",
+    "policy_max_lifetime": "expiry",
+    "validation_error": "expiry",
+    "invalid_cidr": "allowed_ips",
+    "policy_allowlist_required": "allowed_ips",
+}
 
 
 def _person_words(err: KbaiError, field: str, label: str) -> KbaiError:
     """A domain message about ``field`` ("name must not …") as a sentence ("The name must not …")."""
     if err.code == "validation_error" and err.message.startswith(field + " "):
-        return KbaiError(errors.VALIDATION, detail=f"The {label} {err.message[len(field) + 1:]}")
+        return KbaiError(errors.VALIDATION, detail=f"The {label} {err.message[len(field) + 1 :]}")
     return err
 
 
@@ -890,9 +1062,16 @@ def create_token(
     svc = services(request)
     identity = identity_only.lower() in TRUTHY
     # Echoed back on an error: a pasted token must not come back in the page (cut to its display prefix).
-    form = {"name": redact(name), "scopes": scopes or [], "expiry": expiry, "expires_on": redact(expires_on),
-            "identity_only": identity, "description": redact(description), "allowed_ips": redact(allowed_ips),
-            "self_rotate": self_rotate.lower() in TRUTHY}
+    form = {
+        "name": redact(name),
+        "scopes": scopes or [],
+        "expiry": expiry,
+        "expires_on": redact(expires_on),
+        "identity_only": identity,
+        "description": redact(description),
+        "allowed_ips": redact(allowed_ips),
+        "self_rotate": self_rotate.lower() in TRUTHY,
+    }
     field = None
     try:
         field = "name"
@@ -907,9 +1086,16 @@ def create_token(
         field = "allowed_ips"
         ranges = clean_allowlist(_lines(allowed_ips))
         field = None
-        view, plaintext = svc.tokens.create(p.actor, clean, scopes or [], expires_in_days=days, expires_at=until,
-                                            description=note, allowed_ips=ranges,
-                                            self_rotate=self_rotate.lower() in TRUTHY)
+        view, plaintext = svc.tokens.create(
+            p.actor,
+            clean,
+            scopes or [],
+            expires_in_days=days,
+            expires_at=until,
+            description=note,
+            allowed_ips=ranges,
+            self_rotate=self_rotate.lower() in TRUTHY,
+        )
     except KbaiError as err:
         if field is None:
             field = CREATE_FIELDS.get(err.code)
@@ -959,9 +1145,7 @@ def ask_admin(
 
 
 @router.post("/system-settings/api-keys/{token_id}/revoke")
-def revoke_token(
-    request: Request, token_id: Id, csrf_token: Annotated[str, Form(max_length=200)] = ""
-) -> Response:
+def revoke_token(request: Request, token_id: Id, csrf_token: Annotated[str, Form(max_length=200)] = "") -> Response:
     p = check_form(request, csrf_token)
     view = services(request).tokens.revoke(p.actor, token_id)
     return see_other(f"{API_KEYS}?{urlencode({'done': 'revoked', 'token': view.id})}")
@@ -1030,8 +1214,9 @@ def _grace(value: str) -> int:
     for seconds, _label, _say in GRACE_CHOICES:
         if value == seconds:
             return int(seconds)
-    raise KbaiError(errors.VALIDATION, detail="Choose how long the old token keeps working: none, 1 hour, 24 hours "
-                                              "or 7 days.")
+    raise KbaiError(
+        errors.VALIDATION, detail="Choose how long the old token keeps working: none, 1 hour, 24 hours or 7 days."
+    )
 
 
 def _lifetime(value: str) -> int | None:
@@ -1064,10 +1249,19 @@ def activity_page(request: Request, token_id: Id) -> Response:
     peak = max(max(r) for r in activity.grid)
     busiest = [_cell(d, h) for d in range(7) for h in range(24) if peak and activity.grid[d][h] == peak]
     return render(
-        request, "activity.html", p, token=view, owner_email=owner_email, activity=activity,
+        request,
+        "activity.html",
+        p,
+        token=view,
+        owner_email=owner_email,
+        activity=activity,
         heatmap=Markup(heatmap_svg(activity.grid)),  # built by the domain: escaped, no script, no style attribute
-        shades=SHADES, peak=peak, busiest=busiest, active_hours=len(activity.hourly),
-        baseline_end=baseline_end, learning=svc.clock.now() < baseline_end,
+        shades=SHADES,
+        peak=peak,
+        busiest=busiest,
+        active_hours=len(activity.hourly),
+        baseline_end=baseline_end,
+        learning=svc.clock.now() < baseline_end,
         unusual=[_cell(d, h) for d, h in activity.unusual_hours],
         badges=[(f, HYGIENE_LABELS[f]) for f in hygiene(view, svc.clock.now())],
     )
@@ -1078,8 +1272,9 @@ INVENTORY_PAGE_SIZE = 100
 TRUTHY = ("1", "on", "true", "yes")
 
 
-def _inventory_query(owner: str | None, status: str | None, stale: str | None, expiring_soon: str | None
-                     ) -> dict[str, str]:
+def _inventory_query(
+    owner: str | None, status: str | None, stale: str | None, expiring_soon: str | None
+) -> dict[str, str]:
     """The filters as they go back into a URL (only the meaningful ones)."""
     out: dict[str, str] = {}
     if owner and owner.strip():
@@ -1095,8 +1290,14 @@ def _inventory_query(owner: str | None, status: str | None, stale: str | None, e
 
 @router.get(INVENTORY)
 def inventory_page(
-    request: Request, owner: str | None = None, status: str | None = None, stale: str | None = None,
-    expiring_soon: str | None = None, cursor: str | None = None, done: str | None = None, token: str | None = None,
+    request: Request,
+    owner: str | None = None,
+    status: str | None = None,
+    stale: str | None = None,
+    expiring_soon: str | None = None,
+    cursor: str | None = None,
+    done: str | None = None,
+    token: str | None = None,
 ) -> Response:
     p = page_user(request)
     require(p.actor, REVIEW_TOKENS, "review the tenant's tokens")
@@ -1114,28 +1315,45 @@ def inventory_page(
     more = False
     owner_given = query.get("owner", "")
     if len(owner_given) > 320 or any(not ch.isprintable() for ch in owner_given):
-        error = KbaiError(errors.VALIDATION, detail="The owner filter is an email (at most 320 characters) or a user id.")
+        error = KbaiError(
+            errors.VALIDATION, detail="The owner filter is an email (at most 320 characters) or a user id."
+        )
     elif status and status not in STATUSES:
         error = KbaiError(errors.VALIDATION, detail="Pick a status from the list: active, paused, expired or revoked.")
-    elif cursor is not None and not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 10
-                                     and 1 <= int(cursor) <= MAX_ID):
+    elif cursor is not None and not (
+        cursor.isascii() and cursor.isdigit() and len(cursor) <= 10 and 1 <= int(cursor) <= MAX_ID
+    ):
         error = KbaiError(errors.VALIDATION, detail="That page of the list does not exist; start again from the first.")
     else:
-        where = InventoryFilter(owner=query.get("owner"), status=query.get("status"), stale="stale" in query,
-                                expiring_soon="expiring_soon" in query)
-        rows = svc.inventory.list(p.actor, where, before_id=int(cursor) if cursor else None,
-                                  limit=INVENTORY_PAGE_SIZE + 1)
+        where = InventoryFilter(
+            owner=query.get("owner"),
+            status=query.get("status"),
+            stale="stale" in query,
+            expiring_soon="expiring_soon" in query,
+        )
+        rows = svc.inventory.list(
+            p.actor, where, before_id=int(cursor) if cursor else None, limit=INVENTORY_PAGE_SIZE + 1
+        )
         more = len(rows) > INVENTORY_PAGE_SIZE
         rows = rows[:INVENTORY_PAGE_SIZE]
     now = svc.clock.now()
     return render(
-        request, "inventory.html", p, status=error.status if error else 200, error=error, filters=query,
-        rows=[(r, table_badges(r.view, now)) for r in rows], labels={perm.key: perm.label for perm in svc.catalog.permissions},
+        request,
+        "inventory.html",
+        p,
+        status=error.status if error else 200,
+        error=error,
+        filters=query,
+        rows=[(r, table_badges(r.view, now)) for r in rows],
+        labels={perm.key: perm.label for perm in svc.catalog.permissions},
         lag=_lag(svc.settings.last_used_flush_seconds),
-        statuses=STATUSES, export_url="/api/v1/admin/tokens/export" + (f"?{urlencode(query)}" if query else ""),
+        statuses=STATUSES,
+        export_url="/api/v1/admin/tokens/export" + (f"?{urlencode(query)}" if query else ""),
         older_url=f"{INVENTORY}?{urlencode({**query, 'cursor': rows[-1].view.id})}" if more else None,
         first_url=f"{INVENTORY}?{urlencode(query)}" if cursor and not error else None,
-        query_string=urlencode(query), revoked=revoked, **({"notice": None} if revoked else {}),
+        query_string=urlencode(query),
+        revoked=revoked,
+        **({"notice": None} if revoked else {}),
     )
 
 
@@ -1159,18 +1377,35 @@ def inventory_revoke(
 POLICY_ACTION = "change the token policy"
 
 
-def _policy_page(request: Request, p: Principal, error: KbaiError | None = None, *,
-                 form: dict[str, Any] | None = None, secret: str | None = None) -> HTMLResponse:
+def _policy_page(
+    request: Request,
+    p: Principal,
+    error: KbaiError | None = None,
+    *,
+    form: dict[str, Any] | None = None,
+    secret: str | None = None,
+) -> HTMLResponse:
     assert p.actor.tenant_id is not None
     policy = services(request).policies.get(p.actor.tenant_id)
     if form is None:
-        form = {"max_lifetime_days": "" if policy.max_lifetime_days is None else str(policy.max_lifetime_days),
-                "expiration_required": policy.expiration_required,
-                "auto_revoke_unused_days": "" if policy.auto_revoke_unused_days is None
-                else str(policy.auto_revoke_unused_days),
-                "webhook_url": policy.webhook_url or ""}
-    return render(request, "policy.html", p, status=error.status if error else 200, error=error, policy=policy,
-                  form=form, secret=secret)
+        form = {
+            "max_lifetime_days": "" if policy.max_lifetime_days is None else str(policy.max_lifetime_days),
+            "expiration_required": policy.expiration_required,
+            "auto_revoke_unused_days": ""
+            if policy.auto_revoke_unused_days is None
+            else str(policy.auto_revoke_unused_days),
+            "webhook_url": policy.webhook_url or "",
+        }
+    return render(
+        request,
+        "policy.html",
+        p,
+        status=error.status if error else 200,
+        error=error,
+        policy=policy,
+        form=form,
+        secret=secret,
+    )
 
 
 @router.get(POLICY)
@@ -1204,11 +1439,16 @@ def save_policy(
     require(p.actor, "roles.manage", POLICY_ACTION)
     assert p.actor.tenant_id is not None
     required = expiration_required.lower() in TRUTHY
-    form = {"max_lifetime_days": max_lifetime_days, "expiration_required": required,
-            "auto_revoke_unused_days": auto_revoke_unused_days, "webhook_url": webhook_url}
+    form = {
+        "max_lifetime_days": max_lifetime_days,
+        "expiration_required": required,
+        "auto_revoke_unused_days": auto_revoke_unused_days,
+        "webhook_url": webhook_url,
+    }
     try:
         _policy, secret = services(request).policies.set(
-            p.actor, p.actor.tenant_id,
+            p.actor,
+            p.actor.tenant_id,
             max_lifetime_days=_days_field(max_lifetime_days, "Maximum lifetime"),
             expiration_required=required,
             auto_revoke_unused_days=_days_field(auto_revoke_unused_days, "Auto-revoke"),
@@ -1241,15 +1481,24 @@ def notifications_page(request: Request, cursor: str | None = None) -> Response:
     p = page_user(request)
     assert p.actor.user_id is not None
     svc = services(request)
-    if cursor is not None and not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 10
-                                   and 1 <= int(cursor) <= MAX_ID):
+    if cursor is not None and not (
+        cursor.isascii() and cursor.isdigit() and len(cursor) <= 10 and 1 <= int(cursor) <= MAX_ID
+    ):
         raise KbaiError(errors.VALIDATION, detail="That page of the list does not exist; start again from the first.")
-    items = svc.notifications.list(p.actor.user_id, before_id=int(cursor) if cursor else None,
-                                   limit=NOTIFICATIONS_PAGE_SIZE + 1)
+    items = svc.notifications.list(
+        p.actor.user_id, before_id=int(cursor) if cursor else None, limit=NOTIFICATIONS_PAGE_SIZE + 1
+    )
     more = len(items) > NOTIFICATIONS_PAGE_SIZE
     items = items[:NOTIFICATIONS_PAGE_SIZE]
-    return render(request, "notifications.html", p, items=items, kinds=NOTIFICATION_KINDS,
-                  older_url=f"{NOTIFICATIONS}?cursor={items[-1].id}" if more else None, paged=cursor is not None)
+    return render(
+        request,
+        "notifications.html",
+        p,
+        items=items,
+        kinds=NOTIFICATION_KINDS,
+        older_url=f"{NOTIFICATIONS}?cursor={items[-1].id}" if more else None,
+        paged=cursor is not None,
+    )
 
 
 @router.post(NOTIFICATIONS + "/read-all")

@@ -42,7 +42,7 @@ def local(path: str) -> str | None:
     if not prefix:
         return path
     if path.startswith(prefix + "/"):
-        return path[len(prefix):]
+        return path[len(prefix) :]
     return None
 
 
@@ -51,7 +51,7 @@ def route_path(scope: MutableMapping[str, Any]) -> str:
     path: str = scope["path"]
     prefix = scope.get("root_path", "")
     if prefix and path.startswith(prefix):
-        return path[len(prefix):] or "/"
+        return path[len(prefix) :] or "/"
     return path
 
 
@@ -66,8 +66,9 @@ class ServeUnder:
         self.prefix = prefix
         self.under = prefix + "/"
         spec = errors.NOT_UNDER_PREFIX
-        self.body = json.dumps({"error": {"code": spec.code, "message": spec.template.format(prefix=prefix)}},
-                               ensure_ascii=False).encode()
+        self.body = json.dumps(
+            {"error": {"code": spec.code, "message": spec.template.format(prefix=prefix)}}, ensure_ascii=False
+        ).encode()
         self.status = spec.status
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -96,6 +97,11 @@ class ServeUnder:
     async def _answer(self, send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         from kbai.web.middleware import SECURITY_HEADERS
 
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [*headers, (b"content-length", str(len(body)).encode()), *SECURITY_HEADERS]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [*headers, (b"content-length", str(len(body)).encode()), *SECURITY_HEADERS],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

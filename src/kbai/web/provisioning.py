@@ -21,8 +21,13 @@ CredentialId = Annotated[int, Path(ge=1, le=2_147_483_647, description="The cred
 
 class ScimCredentialIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(default="SCIM", min_length=1, max_length=100, examples=["Okta"],
-                      description="What will use it, e.g. the identity provider's name.")
+    name: str = Field(
+        default="SCIM",
+        min_length=1,
+        max_length=100,
+        examples=["Okta"],
+        description="What will use it, e.g. the identity provider's name.",
+    )
 
 
 class ScimCredentialOut(BaseModel):
@@ -37,10 +42,14 @@ class ScimCredentialOut(BaseModel):
 
 
 class ScimCredentialCreatedOut(ScimCredentialOut):
-    token: str | None = Field(description="The secret (kbai_scim_...), shown only in this answer (null on an "
-                                          "Idempotency-Key replay). Send it as `Authorization: Bearer`.")
-    scim_base_url: str = Field(examples=["https://kbai.example.com/scim/v2"],
-                               description="Paste into the identity provider as the SCIM base URL.")
+    token: str | None = Field(
+        description="The secret (kbai_scim_...), shown only in this answer (null on an "
+        "Idempotency-Key replay). Send it as `Authorization: Bearer`."
+    )
+    scim_base_url: str = Field(
+        examples=["https://kbai.example.com/scim/v2"],
+        description="Paste into the identity provider as the SCIM base URL.",
+    )
 
 
 class ScimCredentialListOut(BaseModel):
@@ -54,8 +63,16 @@ def scim_base_url(request: Request) -> str:
 
 
 def credential_json(c: ProvisioningView) -> dict[str, Any]:
-    return {"id": c.id, "name": c.name, "prefix": c.prefix, "created_at": c.created_at, "created_by": c.created_by,
-            "last_used_at": c.last_used_at, "revoked_at": c.revoked_at, "status": c.status}
+    return {
+        "id": c.id,
+        "name": c.name,
+        "prefix": c.prefix,
+        "created_at": c.created_at,
+        "created_by": c.created_by,
+        "last_used_at": c.last_used_at,
+        "revoked_at": c.revoked_at,
+        "status": c.status,
+    }
 
 
 @router.get("/scim-credentials", response_model=ScimCredentialListOut, summary="List SCIM provisioning credentials")
@@ -64,23 +81,35 @@ def list_scim_credentials(p: SessionPrincipal, request: Request) -> dict[str, An
     permission of the tenant."""
     assert p.actor.tenant_id is not None
     views = services(request).provisioning.list(p.actor, p.actor.tenant_id)
-    return {"scim_credentials": [credential_json(c) for c in views], "scim_base_url": scim_base_url(request),
-            "next_cursor": None}
+    return {
+        "scim_credentials": [credential_json(c) for c in views],
+        "scim_base_url": scim_base_url(request),
+        "next_cursor": None,
+    }
 
 
-@router.post("/scim-credentials", status_code=201, response_model=ScimCredentialCreatedOut,
-             summary="Create a SCIM provisioning credential",
-             responses={**creates("An active credential has that name."), **BODY_ERRORS})
+@router.post(
+    "/scim-credentials",
+    status_code=201,
+    response_model=ScimCredentialCreatedOut,
+    summary="Create a SCIM provisioning credential",
+    responses={**creates("An active credential has that name."), **BODY_ERRORS},
+)
 @idempotent
-def create_scim_credential(p: SessionPrincipal, request: Request, body: ScimCredentialIn | None = None) -> dict[str, Any]:
+def create_scim_credential(
+    p: SessionPrincipal, request: Request, body: ScimCredentialIn | None = None
+) -> dict[str, Any]:
     """A credential for the tenant's identity provider. The response is the only time its secret is shown."""
     assert p.actor.tenant_id is not None
     view, secret = services(request).provisioning.create(p.actor, p.actor.tenant_id, (body or ScimCredentialIn()).name)
     return {**credential_json(view), "token": secret, "scim_base_url": scim_base_url(request)}
 
 
-@router.post("/scim-credentials/{credential_id}/revoke", response_model=ScimCredentialOut,
-             summary="Revoke a SCIM provisioning credential")
+@router.post(
+    "/scim-credentials/{credential_id}/revoke",
+    response_model=ScimCredentialOut,
+    summary="Revoke a SCIM provisioning credential",
+)
 def revoke_scim_credential(credential_id: CredentialId, p: SessionPrincipal, request: Request) -> dict[str, Any]:
     """Its next SCIM request is refused (401). Idempotent."""
     assert p.actor.tenant_id is not None

@@ -24,12 +24,22 @@ def _allowed(request: Request, p: Principal) -> None:
         raise KbaiError(errors.SCIM_CREDENTIAL_NEEDS_ALL)
 
 
-def _page(request: Request, p: Principal, error: KbaiError | None = None, secret: str | None = None,
-          name: str = "") -> Response:
+def _page(
+    request: Request, p: Principal, error: KbaiError | None = None, secret: str | None = None, name: str = ""
+) -> Response:
     assert p.actor.tenant_id is not None
     views = services(request).provisioning.list(p.actor, p.actor.tenant_id)
-    return render(request, "provisioning.html", p, status=error.status if error else 200, error=error,
-                  credentials=views, secret=secret, base_url=scim_base_url(request), new_name=name)
+    return render(
+        request,
+        "provisioning.html",
+        p,
+        status=error.status if error else 200,
+        error=error,
+        credentials=views,
+        secret=secret,
+        base_url=scim_base_url(request),
+        new_name=name,
+    )
 
 
 @router.get(PROVISIONING)
@@ -59,8 +69,9 @@ def create_provisioning_credential(
 
 
 @router.post(PROVISIONING + "/{credential_id}/revoke")
-def revoke_provisioning_credential(request: Request, credential_id: Id,
-                                   csrf_token: Annotated[str, Form(max_length=200)] = "") -> Response:
+def revoke_provisioning_credential(
+    request: Request, credential_id: Id, csrf_token: Annotated[str, Form(max_length=200)] = ""
+) -> Response:
     p = check_form(request, csrf_token)
     _allowed(request, p)
     assert p.actor.tenant_id is not None

@@ -9,8 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 TIME = "ISO 8601 UTC, e.g. 2027-03-01T12:00:00Z; null when unset"
 DESCRIPTION = "A free-text note, at most 500 characters."
-ALLOWED_IPS = ("IPv4 and IPv6 addresses or CIDR ranges (at most 50) the token may be used from; null: anywhere. "
-               "Requests from elsewhere get 401 invalid_token.")
+ALLOWED_IPS = (
+    "IPv4 and IPv6 addresses or CIDR ranges (at most 50) the token may be used from; null: anywhere. "
+    "Requests from elsewhere get 401 invalid_token."
+)
 
 
 class Strict(BaseModel):
@@ -29,8 +31,10 @@ class ErrorOut(BaseModel):
 class LoginIn(Strict):
     email: str = Field(max_length=320, examples=["dev@acme.test"])
     password: str = Field(max_length=1024)
-    tenant: int | str | None = Field(default=None, description="Which of your tenants to log into (id, name or "
-                                     "external id). Default: the one you used last.")
+    tenant: int | str | None = Field(
+        default=None,
+        description="Which of your tenants to log into (id, name or external id). Default: the one you used last.",
+    )
 
 
 class SessionTenantIn(Strict):
@@ -52,8 +56,10 @@ class LoginOut(BaseModel):
     csrf_token: str = Field(description="Send it as X-CSRF-Token on every cookie-authenticated write.")
     user: UserBrief = Field(description="You: `id` is your person id, the same in every tenant.")
     tenant: TenantBrief = Field(description="The tenant this session acts in.")
-    tenants: list[TenantBrief] = Field(default_factory=list, description="Every tenant you are an active member "
-                                       "of; switch with POST /api/v1/session/tenant.")
+    tenants: list[TenantBrief] = Field(
+        default_factory=list,
+        description="Every tenant you are an active member of; switch with POST /api/v1/session/tenant.",
+    )
 
 
 class SessionTenantsOut(BaseModel):
@@ -63,13 +69,36 @@ class SessionTenantsOut(BaseModel):
 
 
 class TokenCreateIn(Strict):
-    name: str = Field(max_length=1000, examples=["Zapier production"], description="1-100 characters after trimming; unique among your active tokens.")
-    scopes: list[str] = Field(max_length=200, examples=[["users.read", "roles.read"]], description="Permissions you hold now that a token can use (not the session-only ones); GET /api/v1/permissions lists them.")
-    expires_in_days: int | None = Field(default=None, strict=True, examples=[90], description="1-3650. We recommend 90.")
-    expires_at: str | None = Field(default=None, max_length=40, examples=["2027-03-31"], description="A date (the token works through that day, UTC) or an ISO 8601 time with a zone.")
-    description: str | None = Field(default=None, max_length=2000, examples=["Posts new contacts to the CRM"], description=DESCRIPTION)
-    allowed_ips: list[str] | None = Field(default=None, max_length=200, examples=[["203.0.113.0/24", "2001:db8::/32"]], description=ALLOWED_IPS)
-    self_rotate: bool | None = Field(default=None, strict=True, description="true: the token may rotate itself with POST /api/v1/tokens/self/rotate (for automation). Default false.")
+    name: str = Field(
+        max_length=1000,
+        examples=["Zapier production"],
+        description="1-100 characters after trimming; unique among your active tokens.",
+    )
+    scopes: list[str] = Field(
+        max_length=200,
+        examples=[["users.read", "roles.read"]],
+        description="Permissions you hold now that a token can use (not the session-only ones); GET /api/v1/permissions lists them.",
+    )
+    expires_in_days: int | None = Field(
+        default=None, strict=True, examples=[90], description="1-3650. We recommend 90."
+    )
+    expires_at: str | None = Field(
+        default=None,
+        max_length=40,
+        examples=["2027-03-31"],
+        description="A date (the token works through that day, UTC) or an ISO 8601 time with a zone.",
+    )
+    description: str | None = Field(
+        default=None, max_length=2000, examples=["Posts new contacts to the CRM"], description=DESCRIPTION
+    )
+    allowed_ips: list[str] | None = Field(
+        default=None, max_length=200, examples=[["203.0.113.0/24", "2001:db8::/32"]], description=ALLOWED_IPS
+    )
+    self_rotate: bool | None = Field(
+        default=None,
+        strict=True,
+        description="true: the token may rotate itself with POST /api/v1/tokens/self/rotate (for automation). Default false.",
+    )
 
 
 class TokenPatchIn(Strict):
@@ -77,10 +106,16 @@ class TokenPatchIn(Strict):
 
     name: str | None = Field(default=None, max_length=1000, description="1-100 characters after trimming.")
     description: str | None = Field(default=None, max_length=2000, description=DESCRIPTION + " null removes it.")
-    allowed_ips: list[str] | None = Field(default=None, max_length=200, description=ALLOWED_IPS + " null or [] removes it.")
-    scopes: list[str] | None = Field(default=None, max_length=200, description="Scopes can only shrink: a subset of the token's scopes.")
+    allowed_ips: list[str] | None = Field(
+        default=None, max_length=200, description=ALLOWED_IPS + " null or [] removes it."
+    )
+    scopes: list[str] | None = Field(
+        default=None, max_length=200, description="Scopes can only shrink: a subset of the token's scopes."
+    )
     expires_in_days: int | None = Field(default=None, strict=True, description="An earlier expiry, days from now.")
-    expires_at: str | None = Field(default=None, max_length=40, description="An earlier expiry: a date or an ISO 8601 time with a zone.")
+    expires_at: str | None = Field(
+        default=None, max_length=40, description="An earlier expiry: a date or an ISO 8601 time with a zone."
+    )
 
 
 class TokenOut(BaseModel):
@@ -91,7 +126,9 @@ class TokenOut(BaseModel):
     created_at: datetime
     last_used_at: datetime | None = Field(description="Last successful request; may lag by the flush interval. " + TIME)
     expires_at: datetime | None = Field(description="null: never expires. " + TIME)
-    status: Literal["active", "paused", "expired", "revoked"] = Field(description="paused: refused until resumed (POST /api/v1/tokens/{id}/resume).")
+    status: Literal["active", "paused", "expired", "revoked"] = Field(
+        description="paused: refused until resumed (POST /api/v1/tokens/{id}/resume)."
+    )
     description: str | None = Field(default=None, description=DESCRIPTION)
     allowed_ips: list[str] | None = Field(default=None, description=ALLOWED_IPS)
     self_rotate: bool = False
@@ -124,18 +161,29 @@ class TokenListOut(BaseModel):
 
 
 class RotateIn(Strict):
-    grace_period_seconds: int = Field(default=0, ge=0, le=604800, strict=True, description="How long the old token keeps working: 0 (now) to 7 days.")
-    expires_in_days: int | None = Field(default=None, strict=True, examples=[90], description="The new token's lifetime in days (1-3650); default: the old token's lifetime. Use it when the tenant's policy no longer allows that lifetime.")
+    grace_period_seconds: int = Field(
+        default=0, ge=0, le=604800, strict=True, description="How long the old token keeps working: 0 (now) to 7 days."
+    )
+    expires_in_days: int | None = Field(
+        default=None,
+        strict=True,
+        examples=[90],
+        description="The new token's lifetime in days (1-3650); default: the old token's lifetime. Use it when the tenant's policy no longer allows that lifetime.",
+    )
 
 
 class SelfRotateIn(Strict):
-    grace_period_seconds: int = Field(default=0, ge=0, le=604800, strict=True, description="How long the old token keeps working: 0 (now) to 7 days.")
+    grace_period_seconds: int = Field(
+        default=0, ge=0, le=604800, strict=True, description="How long the old token keeps working: 0 (now) to 7 days."
+    )
 
 
 class MeOut(BaseModel):
     user: UserBrief
     tenant: TenantBrief
-    scopes: list[str] = Field(description="What this request may do: your permissions, or the token's effective scopes.")
+    scopes: list[str] = Field(
+        description="What this request may do: your permissions, or the token's effective scopes."
+    )
     token_id: int | None = Field(default=None, description="Set when called with a token.")
     auth: Literal["session", "token"]
 
@@ -143,8 +191,9 @@ class MeOut(BaseModel):
 class PermissionOut(BaseModel):
     key: str
     label: str
-    session_only: bool = Field(description="Needs an interactive session: never a token scope "
-                                           "(managing tokens, users and roles).")
+    session_only: bool = Field(
+        description="Needs an interactive session: never a token scope (managing tokens, users and roles)."
+    )
 
 
 class PermissionGroupOut(BaseModel):
@@ -197,15 +246,21 @@ RoleRef = Annotated[int, Field(strict=True)] | str
 
 class UserCreateIn(Strict):
     email: str = Field(max_length=320)
-    roles: list[RoleRef] = Field(default_factory=list, max_length=100, description="Role ids or names; Member when empty.")
-    external_id: str | None = Field(default=None, max_length=1000, description="The product's id of this person in "
-                                    "this tenant (unique per tenant).")
+    roles: list[RoleRef] = Field(
+        default_factory=list, max_length=100, description="Role ids or names; Member when empty."
+    )
+    external_id: str | None = Field(
+        default=None, max_length=1000, description="The product's id of this person in this tenant (unique per tenant)."
+    )
 
 
 class UserCreatedOut(UserOut):
-    invitation_url: str | None = Field(default=None, description="A one-time link (72 hours) for the person: a new "
-                                       "person sets a password there, an existing one confirms with their own login. "
-                                       "Shown once (null on an Idempotency-Key replay); emailed too when SMTP is set.")
+    invitation_url: str | None = Field(
+        default=None,
+        description="A one-time link (72 hours) for the person: a new "
+        "person sets a password there, an existing one confirms with their own login. "
+        "Shown once (null on an Idempotency-Key replay); emailed too when SMTP is set.",
+    )
     invitation_expires_at: str | None = None
 
 
@@ -243,7 +298,9 @@ class IntrospectionOut(BaseModel):
     iat: int | None = None
     token_type: str | None = None
     client_id: str | None = None
-    allowed_ips: list[str] | None = Field(default=None, description="The token's IP allowlist (CIDRs), when it has "
-                                          "one: refuse requests from other client addresses.")
+    allowed_ips: list[str] | None = Field(
+        default=None,
+        description="The token's IP allowlist (CIDRs), when it has one: refuse requests from other client addresses.",
+    )
     tenant_external_id: str | None = None
     user_external_id: str | None = None

@@ -52,8 +52,12 @@ def scim_error(exc: SCIMException) -> Response:
     headers = {}
     if exc.status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="kbai-scim"'
-    return Response(json.dumps(scim_error_body(exc.status, str(exc), exc.scim_type or None)), status_code=exc.status,
-                    media_type=MEDIA_TYPE, headers=headers)
+    return Response(
+        json.dumps(scim_error_body(exc.status, str(exc), exc.scim_type or None)),
+        status_code=exc.status,
+        media_type=MEDIA_TYPE,
+        headers=headers,
+    )
 
 
 class ScimRoute(APIRoute):
@@ -83,8 +87,13 @@ class ScimRoute(APIRoute):
                 error.status = 503
                 return scim_error(error)
             except Exception as exc:  # noqa: BLE001 - a bug: logged, answered in SCIM's schema
-                log.error("unhandled %s on %s %s: %s", type(exc).__name__, request.method, request.url.path,
-                          redact(str(exc))[:500])
+                log.error(
+                    "unhandled %s on %s %s: %s",
+                    type(exc).__name__,
+                    request.method,
+                    request.url.path,
+                    redact(str(exc))[:500],
+                )
                 error = SCIMException(detail="Something went wrong on our side; it has been logged.")
                 error.status = 500
                 return scim_error(error)
@@ -112,12 +121,16 @@ def _credential(request: Request) -> ProvisioningView:
     header = request.headers.get("authorization", "")
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
-        raise UnauthorizedException(detail="Send a provisioning credential: Authorization: Bearer kbai_scim_... "
-                                           "(System Settings > Provisioning (SCIM)).")
+        raise UnauthorizedException(
+            detail="Send a provisioning credential: Authorization: Bearer kbai_scim_... "
+            "(System Settings > Provisioning (SCIM))."
+        )
     found = services(request).provisioning.authenticate(secret.strip())
     if found is None:
-        raise UnauthorizedException(detail="Unknown or revoked provisioning credential. Create a new one in System "
-                                           "Settings > Provisioning (SCIM) and paste it into your identity provider.")
+        raise UnauthorizedException(
+            detail="Unknown or revoked provisioning credential. Create a new one in System "
+            "Settings > Provisioning (SCIM) and paste it into your identity provider."
+        )
     return found
 
 
@@ -152,8 +165,15 @@ def _paging(request: Request) -> tuple[int, int]:
 
 def _list(page: Page, selection: tuple[list[str], list[str]] = ([], [])) -> Response:
     items = [select_attributes(r, *selection) for r in page.resources]
-    return answer({"schemas": [_LIST_SCHEMA], "totalResults": page.total, "startIndex": page.start,
-                   "itemsPerPage": len(items), "Resources": items})
+    return answer(
+        {
+            "schemas": [_LIST_SCHEMA],
+            "totalResults": page.total,
+            "startIndex": page.start,
+            "itemsPerPage": len(items),
+            "Resources": items,
+        }
+    )
 
 
 _CORE_PREFIXES = ("urn:ietf:params:scim:schemas:core:2.0:user:", "urn:ietf:params:scim:schemas:core:2.0:group:")
@@ -170,7 +190,7 @@ def _paths(value: Any) -> list[str]:
         low = text.casefold()
         for prefix in _CORE_PREFIXES:
             if low.startswith(prefix):
-                text = text[len(prefix):]
+                text = text[len(prefix) :]
         if text:
             out.append(text)
     return out
@@ -203,8 +223,11 @@ def select_attributes(body: dict[str, Any], attributes: list[str], excluded: lis
                 if inner is not None:
                     out.setdefault(key, {})[inner] = value[inner]
             elif sub and isinstance(value, list):
-                out[key] = [{k: v for k, v in item.items() if k.casefold() == sub.casefold()}
-                            for item in value if isinstance(item, dict)]
+                out[key] = [
+                    {k: v for k, v in item.items() if k.casefold() == sub.casefold()}
+                    for item in value
+                    if isinstance(item, dict)
+                ]
             else:
                 out[key] = value
         return out
@@ -220,8 +243,11 @@ def select_attributes(body: dict[str, Any], attributes: list[str], excluded: lis
             elif isinstance(out[key], dict):
                 out[key] = {k: v for k, v in out[key].items() if k.casefold() != sub.casefold()}
             elif isinstance(out[key], list):
-                out[key] = [{k: v for k, v in item.items() if k.casefold() != sub.casefold()}
-                            for item in out[key] if isinstance(item, dict)]
+                out[key] = [
+                    {k: v for k, v in item.items() if k.casefold() != sub.casefold()}
+                    for item in out[key]
+                    if isinstance(item, dict)
+                ]
         return out
     return body
 
@@ -245,8 +271,15 @@ async def scim_service_provider_config(request: Request) -> Response:
 async def scim_resource_types(request: Request) -> Response:
     await _actor(request)
     items = Scim.resource_types(base_url(request))
-    return answer({"schemas": [_LIST_SCHEMA], "totalResults": len(items), "startIndex": 1,
-                   "itemsPerPage": len(items), "Resources": items})
+    return answer(
+        {
+            "schemas": [_LIST_SCHEMA],
+            "totalResults": len(items),
+            "startIndex": 1,
+            "itemsPerPage": len(items),
+            "Resources": items,
+        }
+    )
 
 
 @router.get("/ResourceTypes/{name}")
@@ -262,8 +295,15 @@ async def scim_resource_type(name: str, request: Request) -> Response:
 async def scim_schemas(request: Request) -> Response:
     await _actor(request)
     items = Scim.schemas(base_url(request))
-    return answer({"schemas": [_LIST_SCHEMA], "totalResults": len(items), "startIndex": 1,
-                   "itemsPerPage": len(items), "Resources": items})
+    return answer(
+        {
+            "schemas": [_LIST_SCHEMA],
+            "totalResults": len(items),
+            "startIndex": 1,
+            "itemsPerPage": len(items),
+            "Resources": items,
+        }
+    )
 
 
 @router.get("/Schemas/{schema_id}")
@@ -284,8 +324,9 @@ def _resource_routes(kind: str) -> None:
         actor = await _actor(request)
         start, count = _paging(request)
         method = getattr(_svc(request), f"list_{single}s")
-        page = await run_in_threadpool(method, actor, base_url(request), request.query_params.get("filter"),
-                                       start, count)
+        page = await run_in_threadpool(
+            method, actor, base_url(request), request.query_params.get("filter"), start, count
+        )
         return _list(page, _selection(request))
 
     async def search_resources(request: Request) -> Response:
@@ -300,8 +341,9 @@ def _resource_routes(kind: str) -> None:
         if flt is not None and not isinstance(flt, str):
             raise InvalidValueException(detail="filter must be a string.")
         method = getattr(_svc(request), f"list_{single}s")
-        page = await run_in_threadpool(method, actor, base_url(request), flt, max(start, 1),
-                                       min(max(count, 0), MAX_RESULTS))
+        page = await run_in_threadpool(
+            method, actor, base_url(request), flt, max(start, 1), min(max(count, 0), MAX_RESULTS)
+        )
         return _list(page, (_paths(body.get("attributes")), _paths(body.get("excludedAttributes"))))
 
     async def get_resource(resource_id: str, request: Request) -> Response:
@@ -318,26 +360,40 @@ def _resource_routes(kind: str) -> None:
     async def replace_resource(resource_id: str, request: Request) -> Response:
         actor = await _actor(request)
         payload = await _body(request)
-        body = await run_in_threadpool(getattr(_svc(request), f"replace_{single}"), actor, base_url(request),
-                                       resource_id, payload, request.headers.get("if-match"))
+        body = await run_in_threadpool(
+            getattr(_svc(request), f"replace_{single}"),
+            actor,
+            base_url(request),
+            resource_id,
+            payload,
+            request.headers.get("if-match"),
+        )
         return answer(body)
 
     async def patch_resource(resource_id: str, request: Request) -> Response:
         actor = await _actor(request)
         payload = await _body(request)
-        body = await run_in_threadpool(getattr(_svc(request), f"patch_{single}"), actor, base_url(request),
-                                       resource_id, payload, request.headers.get("if-match"))
+        body = await run_in_threadpool(
+            getattr(_svc(request), f"patch_{single}"),
+            actor,
+            base_url(request),
+            resource_id,
+            payload,
+            request.headers.get("if-match"),
+        )
         return answer(body)
 
     async def delete_resource(resource_id: str, request: Request) -> Response:
         actor = await _actor(request)
         svc = _svc(request)
         if single == "user":
-            await run_in_threadpool(svc.delete_user, actor, resource_id, request.headers.get("if-match"),
-                                    base_url(request))
+            await run_in_threadpool(
+                svc.delete_user, actor, resource_id, request.headers.get("if-match"), base_url(request)
+            )
         else:
-            await run_in_threadpool(svc.delete_group, actor, base_url(request), resource_id,
-                                    request.headers.get("if-match"))
+            await run_in_threadpool(
+                svc.delete_group, actor, base_url(request), resource_id, request.headers.get("if-match")
+            )
         return Response(status_code=204)
 
     router.add_api_route(f"/{kind}", list_resources, methods=["GET"], name=f"scim_list_{single}s")
@@ -346,8 +402,7 @@ def _resource_routes(kind: str) -> None:
     router.add_api_route(f"/{kind}/{{resource_id}}", get_resource, methods=["GET"], name=f"scim_get_{single}")
     router.add_api_route(f"/{kind}/{{resource_id}}", replace_resource, methods=["PUT"], name=f"scim_replace_{single}")
     router.add_api_route(f"/{kind}/{{resource_id}}", patch_resource, methods=["PATCH"], name=f"scim_patch_{single}")
-    router.add_api_route(f"/{kind}/{{resource_id}}", delete_resource, methods=["DELETE"],
-                         name=f"scim_delete_{single}")
+    router.add_api_route(f"/{kind}/{{resource_id}}", delete_resource, methods=["DELETE"], name=f"scim_delete_{single}")
 
 
 _resource_routes("Users")
@@ -367,8 +422,9 @@ async def scim_search(request: Request) -> Response:
     flt = body.get("filter")
     if flt is not None and not isinstance(flt, str):
         raise InvalidValueException(detail="filter must be a string.")
-    page = await run_in_threadpool(search_all, _svc(request), actor, base_url(request), flt, max(start, 1),
-                                   min(max(count, 0), MAX_RESULTS))
+    page = await run_in_threadpool(
+        search_all, _svc(request), actor, base_url(request), flt, max(start, 1), min(max(count, 0), MAX_RESULTS)
+    )
     return _list(page, (_paths(body.get("attributes")), _paths(body.get("excludedAttributes"))))
 
 
@@ -389,5 +445,7 @@ async def scim_read_only(request: Request, rest: str = "") -> Response:
 async def scim_unknown(rest: str, request: Request) -> Response:
     """Anything else under /scim/v2: a SCIM 404 (after authentication, so nothing is told to strangers)."""
     await _actor(request)
-    raise NotFoundException(detail=f"No SCIM endpoint /{rest[:80]}: this service has /Users, /Groups, "
-                                   "/ServiceProviderConfig, /ResourceTypes and /Schemas.")
+    raise NotFoundException(
+        detail=f"No SCIM endpoint /{rest[:80]}: this service has /Users, /Groups, "
+        "/ServiceProviderConfig, /ResourceTypes and /Schemas."
+    )

@@ -9,6 +9,7 @@ saying so, when (and only when) there is a secret to encrypt.
 Revision ID: 0005
 Revises: 0004
 """
+
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -42,13 +43,17 @@ def upgrade() -> None:
     with op.batch_alter_table("tenant_policies", schema=None) as batch_op:
         batch_op.add_column(sa.Column("webhook_secret_encrypted", sa.Text(), nullable=True))
     bind = op.get_bind()
-    rows = bind.execute(sa.select(_policies.c.tenant_id, _policies.c.webhook_secret)
-                        .where(_policies.c.webhook_secret.is_not(None))).all()
+    rows = bind.execute(
+        sa.select(_policies.c.tenant_id, _policies.c.webhook_secret).where(_policies.c.webhook_secret.is_not(None))
+    ).all()
     if rows:
         box = _box()
         for tenant_id, secret in rows:
-            bind.execute(_policies.update().where(_policies.c.tenant_id == tenant_id)
-                         .values(webhook_secret_encrypted=box.encrypt(secret)))
+            bind.execute(
+                _policies.update()
+                .where(_policies.c.tenant_id == tenant_id)
+                .values(webhook_secret_encrypted=box.encrypt(secret))
+            )
     with op.batch_alter_table("tenant_policies", schema=None) as batch_op:
         batch_op.drop_column("webhook_secret")
 
@@ -87,12 +92,16 @@ def downgrade() -> None:
     with op.batch_alter_table("tenant_policies", schema=None) as batch_op:
         batch_op.add_column(sa.Column("webhook_secret", sa.String(length=100), nullable=True))
     bind = op.get_bind()
-    rows = bind.execute(sa.select(_policies.c.tenant_id, _policies.c.webhook_secret_encrypted)
-                        .where(_policies.c.webhook_secret_encrypted.is_not(None))).all()
+    rows = bind.execute(
+        sa.select(_policies.c.tenant_id, _policies.c.webhook_secret_encrypted).where(
+            _policies.c.webhook_secret_encrypted.is_not(None)
+        )
+    ).all()
     if rows:
         box = _box()
         for tenant_id, sealed in rows:
-            bind.execute(_policies.update().where(_policies.c.tenant_id == tenant_id)
-                         .values(webhook_secret=box.decrypt(sealed)))
+            bind.execute(
+                _policies.update().where(_policies.c.tenant_id == tenant_id).values(webhook_secret=box.decrypt(sealed))
+            )
     with op.batch_alter_table("tenant_policies", schema=None) as batch_op:
         batch_op.drop_column("webhook_secret_encrypted")

@@ -7,6 +7,7 @@ which the database never holds, and cleared when the page shows it.
 Revision ID: 0008
 Revises: 0004
 """
+
 import sqlalchemy as sa
 from alembic import op
 

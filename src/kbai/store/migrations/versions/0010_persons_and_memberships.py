@@ -13,6 +13,7 @@ every reference afterwards.
 Revision ID: 0010
 Revises: 0009
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -27,8 +28,10 @@ def _sqlite_foreign_keys_off() -> bool:
     if bind.dialect.name != "sqlite":
         return False
     if bind.exec_driver_sql("PRAGMA foreign_keys").scalar():
-        raise RuntimeError("migration 0010 rebuilds the users table: run it with SQLite foreign keys off "
-                           "(kbai db upgrade does), or the rebuild would cascade into roles, tokens and sessions")
+        raise RuntimeError(
+            "migration 0010 rebuilds the users table: run it with SQLite foreign keys off "
+            "(kbai db upgrade does), or the rebuild would cascade into roles, tokens and sessions"
+        )
     return True
 
 
@@ -56,8 +59,10 @@ def _identities_to(column: str, table: str, sqlite: bool) -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("issuer", "subject", name="uq_identities_issuer_subject"),
     )
-    op.execute(f"INSERT INTO identities (id, issuer, subject, {column}, created_at, last_login_at) "
-               f"SELECT id, issuer, subject, {old}, created_at, last_login_at FROM identities_old")
+    op.execute(
+        f"INSERT INTO identities (id, issuer, subject, {column}, created_at, last_login_at) "
+        f"SELECT id, issuer, subject, {old}, created_at, last_login_at FROM identities_old"
+    )
     op.drop_table("identities_old")
     op.create_index(f"ix_identities_{column}", "identities", [column], unique=False)
 
@@ -82,7 +87,9 @@ def upgrade() -> None:
         "created_at, tenant_id FROM users"
     )
     if not sqlite:  # the next person gets a fresh id
-        op.execute("SELECT setval(pg_get_serial_sequence('persons', 'id'), COALESCE((SELECT max(id) FROM persons), 0) + 1, false)")
+        op.execute(
+            "SELECT setval(pg_get_serial_sequence('persons', 'id'), COALESCE((SELECT max(id) FROM persons), 0) + 1, false)"
+        )
 
     op.add_column("users", sa.Column("person_id", sa.Integer(), nullable=True))
     op.execute("UPDATE users SET person_id = id")
@@ -117,11 +124,14 @@ def upgrade() -> None:
 def downgrade() -> None:
     sqlite = _sqlite_foreign_keys_off()
     bind = op.get_bind()
-    shared = bind.execute(sa.text("SELECT count(*) FROM (SELECT person_id FROM users GROUP BY person_id "
-                                  "HAVING count(*) > 1) AS many")).scalar()
+    shared = bind.execute(
+        sa.text("SELECT count(*) FROM (SELECT person_id FROM users GROUP BY person_id HAVING count(*) > 1) AS many")
+    ).scalar()
     if shared:
-        raise RuntimeError(f"cannot downgrade below 0010: {shared} people belong to several tenants, and before "
-                           "0010 an email belonged to one tenant only")
+        raise RuntimeError(
+            f"cannot downgrade below 0010: {shared} people belong to several tenants, and before "
+            "0010 an email belonged to one tenant only"
+        )
     op.drop_index("ix_invitations_user_id", table_name="invitations")
     op.drop_table("invitations")
 
@@ -131,8 +141,10 @@ def downgrade() -> None:
 
     op.add_column("users", sa.Column("email", sa.String(length=254), nullable=True))
     op.add_column("users", sa.Column("password_hash", sa.String(length=200), nullable=True))
-    op.execute("UPDATE users SET email = (SELECT p.email FROM persons p WHERE p.id = users.person_id), "
-               "password_hash = (SELECT COALESCE(p.password_hash, '!oidc') FROM persons p WHERE p.id = users.person_id)")
+    op.execute(
+        "UPDATE users SET email = (SELECT p.email FROM persons p WHERE p.id = users.person_id), "
+        "password_hash = (SELECT COALESCE(p.password_hash, '!oidc') FROM persons p WHERE p.id = users.person_id)"
+    )
     with op.batch_alter_table("users", recreate="always" if sqlite else "never") as batch:
         batch.drop_index("ix_users_person_id")
         batch.drop_constraint("uq_users_tenant_person", type_="unique")

@@ -5,6 +5,7 @@ credentials gain abilities (introspect, tenants, tokens); existing ones keep int
 Revision ID: 0011
 Revises: 0010
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -16,8 +17,10 @@ depends_on = None
 
 def upgrade() -> None:
     # Plain ADD COLUMN (no batch copy of the table): existing credentials may introspect, nothing more.
-    op.add_column("service_credentials", sa.Column("abilities", sa.String(length=200), nullable=False,
-                                                   server_default="introspect"))
+    op.add_column(
+        "service_credentials",
+        sa.Column("abilities", sa.String(length=200), nullable=False, server_default="introspect"),
+    )
     op.create_table(
         "provisioning_credentials",
         sa.Column("id", sa.Integer(), nullable=False),

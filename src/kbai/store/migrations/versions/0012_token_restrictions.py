@@ -4,6 +4,7 @@ a tenant policy that requires an allowlist.
 Revision ID: 0012
 Revises: 0011
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -24,12 +25,21 @@ def upgrade() -> None:
     op.add_column("tokens", sa.Column("last_refused_at", sa.DateTime(), nullable=True))
     op.add_column("tokens", sa.Column("last_refused_ip", sa.String(length=64), nullable=True))
     op.add_column("tokens", sa.Column("reuse_alerted_at", sa.DateTime(), nullable=True))
-    op.add_column("tenant_policies",
-                  sa.Column("require_allowlist", sa.Boolean(), server_default=sa.false(), nullable=False))
+    op.add_column(
+        "tenant_policies", sa.Column("require_allowlist", sa.Boolean(), server_default=sa.false(), nullable=False)
+    )
 
 
 def downgrade() -> None:
     op.drop_column("tenant_policies", "require_allowlist")
-    for column in ("reuse_alerted_at", "last_refused_ip", "last_refused_at", "refused_count", "self_rotate", "allowed_ips",
-                   "description", "paused_at"):
+    for column in (
+        "reuse_alerted_at",
+        "last_refused_ip",
+        "last_refused_at",
+        "refused_count",
+        "self_rotate",
+        "allowed_ips",
+        "description",
+        "paused_at",
+    ):
         op.drop_column("tokens", column)  # (SQLite 3.35+ drops a column in place)
