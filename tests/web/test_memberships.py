@@ -228,6 +228,28 @@ def test_a_new_person_sets_a_password_through_the_invitation_once(stack: Stack) 
         assert _login(c, f"new@{two.tag}.test", "new-password-12").status_code == 200
 
 
+def _status_cell(page: str, email: str) -> str:
+    row = re.search(
+        r"<tr[^>]*id=\"user-\d+\"[^>]*>(?:(?!</tr>).)*?" + re.escape(email) + r"(?:(?!</tr>).)*</tr>", page, re.S
+    )
+    assert row is not None, email
+    cell = re.search(r'data-label="Status">(.*?)</td>', row.group(0), re.S)
+    assert cell is not None
+    return re.sub(r"<[^>]+>", "", cell.group(1)).strip()
+
+
+def test_the_users_page_says_invited_until_the_link_is_used(stack: Stack) -> None:
+    two = _two_tenants(stack)
+    email = f"invited@{two.tag}.test"
+    with stack.server.client() as a:
+        h = _csrf(_login(a, two.admin_a, "admin-password-1"))
+        url = a.post("/api/v1/users", json={"email": email}, headers=h).json()["invitation_url"]
+        assert _status_cell(a.get("/system-settings/users").text, email) == "Invited"
+        assert _status_cell(a.get("/system-settings/users").text, two.admin_a) == "Active"
+        _accept(stack.server, url, "invited-password-1")
+        assert _status_cell(a.get("/system-settings/users").text, email) == "Active"
+
+
 def test_an_existing_person_confirms_with_their_own_password(stack: Stack) -> None:
     two = _two_tenants(stack)
     with stack.server.client() as b:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -48,6 +48,8 @@ class UserView:
     max_active_tokens: int | None
     external_id: str | None = None
     person_id: int | None = None
+    # Added by invitation and not in yet: the link was not used (the Users page says "Invited").
+    invited: bool = False
 
 
 @dataclass(frozen=True)
@@ -683,7 +685,8 @@ class AccessService:
         require(actor, "users.read", "list users", tenant_id)
         with self.db.read() as s:
             users = s.scalars(select(User).where(User.tenant_id == tenant_id).order_by(User.id)).all()
-            return [self.user_view(s, u) for u in users]
+            invited = set(s.scalars(select(User.id).where(User.tenant_id == tenant_id, pending_invitation())))
+            return [replace(self.user_view(s, u), invited=u.id in invited) for u in users]
 
     def get_user(self, actor: Actor, user_id: int) -> UserView:
         with self.db.read() as s:
