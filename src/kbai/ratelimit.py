@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from limits import RateLimitItemPerMinute, storage, strategies
 from limits.errors import StorageError
@@ -101,6 +101,17 @@ class LoginReserved:
     ip: str
 
 
+def _expires_at(storage: Any, key: str) -> float:
+    """When ``key`` expires, to the millisecond. ``limits``' Redis storage reads TTL, which Redis rounds to
+    whole seconds, so a Retry-After built on it could end up to half a second early and a client that waited
+    exactly that long would be refused again; PTTL is exact."""
+    connection = getattr(storage, "get_connection", None)
+    prefixed = getattr(storage, "prefixed_key", None)
+    if connection is None or prefixed is None:
+        return float(storage.get_expiry(key))
+    return max(int(connection(True).pttl(prefixed(key))), 0) / 1000 + time.time()
+
+
 class LoginThrottle:
     """Failed logins slow the attacker, never lock the owner out.
 
@@ -148,7 +159,7 @@ class LoginThrottle:
                 if st.incr(gate, delay) > 1:  # another attempt holds this delay: this one is not evaluated
                     st.incr(failures, ACCOUNT_WINDOW_SECONDS, -1)
                     fixed.hit(self.address, "login-ip", ip, cost=-1)
-                    return LoginRefused("account", max(1, math.ceil(st.get_expiry(gate) - time.time())))
+                    return LoginRefused("account", max(1, math.ceil(_expires_at(st, gate) - time.time())))
             return LoginReserved(account, ip)
 
         return self._use_storage(take)

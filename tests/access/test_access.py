@@ -367,6 +367,24 @@ def test_with_a_second_admin_the_first_can_go(world: World) -> None:
     assert svc.access.get_user(second_actor, second.id).active
 
 
+def test_a_tenant_without_an_admin_still_loses_and_changes_members(world: World) -> None:
+    """A tenant run by the product's SSO or SCIM may have no admin yet: the last-admin rule protects an admin,
+    it never freezes everyone else (`kbai user deactivate` in such a tenant was refused with last_admin)."""
+    svc = world.services
+    tenant, admin, _ = svc.access.create_tenant(OPERATOR, "Initech", external_id="org_42")
+    assert admin is None
+    member, _ = svc.access.create_user(OPERATOR, tenant.id, "ann@initech.test", None, ["Member"])
+    assert svc.access.set_user_roles(OPERATOR, member.id, []).roles == []
+    assert svc.access.deactivate_user(OPERATOR, member.id).active is False
+    assert svc.access.reactivate_user(OPERATOR, member.id).active is True
+    # Once someone is its admin, the rule holds for them.
+    svc.access.set_user_roles(OPERATOR, member.id, ["Admin"])
+    with raises_code("last_admin"):
+        svc.access.deactivate_user(OPERATOR, member.id)
+    with raises_code("last_admin"):
+        svc.access.set_user_roles(OPERATOR, member.id, ["Member"])
+
+
 def test_a_deactivated_admin_does_not_count(world: World) -> None:
     svc = world.services
     admin_id = _user_id(world, "admin@acme.test")

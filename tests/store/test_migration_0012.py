@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy import inspect, text
 
 from kbai.store import Database
-from tests.store.test_migration_0009 import _alembic, empty_url  # noqa: F401 - the fixture
+from tests.store.test_migration_0010 import _alembic, empty_url  # noqa: F401 - the fixture; migrations run as kbai db upgrade runs them
 
 
 def test_0012_keeps_every_token_unrestricted_and_downgrades(empty_url: str) -> None:  # noqa: F811

@@ -172,15 +172,14 @@ def test_no_page_link_form_asset_redirect_or_cookie_escapes_the_prefix(services:
         role = post(c, esc, root + "/system-settings/roles", csrf, name="Auditors")
         role_id = re.search(r"/roles/(\d+)", role).group(1)  # type: ignore[union-attr]
         post(c, esc, f"{root}/system-settings/roles/{role_id}", csrf, permissions=["users.read"])
-        post(
-            c,
-            esc,
-            root + "/system-settings/users",
-            csrf,
-            email="new@acme.test",
-            password="new-password-12",
-            roles=[role_id],
+        # Adding a member shows its one-time invitation link on the page (201, no redirect): under the prefix too.
+        added = c.post(
+            root + "/system-settings/users", data={"email": "new@acme.test", "roles": [role_id], "csrf_token": csrf}
         )
+        assert added.status_code == 201, added.text[:300]
+        esc.page("POST /system-settings/users", added.text)
+        invitation = re.search(r'https?://[^"<\s]+/invitations/[^"<\s]+', added.text)
+        assert invitation is not None and urlsplit(invitation.group(0)).path.startswith(root + "/invitations/")
         shown = post(c, esc, root + "/system-settings/api-keys", csrf, name="Mine", scopes=["users.read"], expiry="30")
         esc.page(shown, c.get(shown).text)  # the one page showing the new token
         pages = walk(c, esc, root + "/system-settings")

@@ -706,12 +706,14 @@ class AccessService:
             wanted = self._roles(s, user.tenant_id, roles)
             self._not_above(s, held, user, "change the roles of")
             self._assignable(s, held, wanted)
+            was_admin = self._active_admin(s, user)
             for link in s.scalars(select(UserRole).where(UserRole.user_id == user.id)):
                 s.delete(link)
             s.flush()
             s.add_all([UserRole(user_id=user.id, role_id=r.id) for r in wanted])
             s.flush()
-            self._keep_an_admin(s, user.tenant_id)
+            if was_admin:  # only taking Admin away can leave a tenant without one
+                self._keep_an_admin(s, user.tenant_id)
             audit.record(
                 s,
                 actor,
@@ -737,10 +739,12 @@ class AccessService:
             held = self._held(s, actor, "users.manage", "deactivate users", user.tenant_id)
             self._not_above(s, held, user, "deactivate")
             if user.active:
+                was_admin = self._active_admin(s, user)
                 user.active = False
                 user.deactivated_at = now
                 s.flush()
-                self._keep_an_admin(s, user.tenant_id)
+                if was_admin:  # a tenant without an admin (one run by SSO or SCIM) may still lose a member
+                    self._keep_an_admin(s, user.tenant_id)
                 s.execute(delete(LoginSession).where(LoginSession.user_id == user.id))
                 audit.record(
                     s,
@@ -1441,6 +1445,16 @@ class AccessService:
             if role not in found:
                 found.append(role)
         return found
+
+    @staticmethod
+    def _active_admin(s: Session, user: User) -> bool:
+        admin_roles = s.scalar(
+            select(func.count())
+            .select_from(UserRole)
+            .join(Role, Role.id == UserRole.role_id)
+            .where(UserRole.user_id == user.id, Role.builtin == ADMIN)
+        )
+        return bool(user.active and admin_roles)
 
     def _keep_an_admin(self, s: Session, tenant_id: int) -> None:
         count = s.scalar(
