@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi.testclient import TestClient
@@ -244,7 +243,7 @@ def test_odd_strings_are_false_positives_not_errors(world: World, client: TestCl
     assert r.json()[0]["token_type"] == "kbai_api_token"
 
 
-def test_a_batch_of_1000_answers_fast_with_a_constant_number_of_token_queries(
+def test_a_batch_of_1000_uses_a_constant_number_of_token_queries(
     world: World, client: TestClient, signer: Signer
 ) -> None:
     svc = world.services
@@ -275,16 +274,14 @@ def test_a_batch_of_1000_answers_fast_with_a_constant_number_of_token_queries(
 
     event.listen(svc.db.engine, "before_cursor_execute", count)
     try:
-        started = time.perf_counter()
         r = client.post(PATH, content=body, headers=signer.headers(body))
-        elapsed = time.perf_counter() - started
     finally:
         event.remove(svc.db.engine, "before_cursor_execute", count)
     assert r.status_code == 200
     labels = [v["label"] for v in r.json()]
     assert labels == ["true_positive"] * 1000 + ["false_positive"] * 20
-    assert elapsed < 10, elapsed
-    print(f"\n1,020-token report answered in {elapsed:.2f} s")
+    # Speed is measured in bench/, never timed here: what keeps a big report fast is that the number of token
+    # statements does not grow with it.
     token_statements = [s for s in statements if "tokens" in s.split("WHERE")[0] and "INSERT" not in s]
     assert len(token_statements) <= 2, len(token_statements)  # one SELECT ... FOR UPDATE, one UPDATE
     with svc.db.read() as s:
