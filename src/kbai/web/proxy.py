@@ -1,5 +1,6 @@
-"""The client's address behind a trusted proxy: ``X-Forwarded-For`` is believed only when it comes from
-one of ``KBAI_TRUSTED_PROXIES`` and only when it names an IP address.
+"""The client's address behind a trusted proxy: ``X-Forwarded-For`` (or, when a proxy sends only that,
+``X-Real-IP``) is believed only when it comes from one of ``KBAI_TRUSTED_PROXIES`` and only when it names
+an IP address.
 
 uvicorn's own ``ProxyHeadersMiddleware`` does the parsing (the right-most untrusted entry, ports and
 brackets, ``X-Forwarded-Proto``), but it takes whatever text sits in the header: a proxy that passes a
@@ -48,4 +49,18 @@ class ForwardedClient:
         client = scope.get("client")
         if client is not peer and (not client or not is_ip(client[0])):
             scope["client"] = peer
+        elif client is peer and peer and peer[0] in self._proxy.trusted_hosts:
+            # A trusted proxy that sends X-Real-IP (nginx's `proxy_set_header X-Real-IP $remote_addr`) and no
+            # X-Forwarded-For: that one address is the client. X-Forwarded-For wins when both are sent.
+            real = _header(scope, b"x-real-ip")
+            if real is not None and not _header(scope, b"x-forwarded-for") and is_ip(real):
+                scope["client"] = (real, 0)
         await self.app(scope, receive, send)
+
+
+def _header(scope: dict[str, Any], name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            text: str = value.decode("latin-1").strip()
+            return text
+    return None
