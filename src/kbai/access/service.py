@@ -420,6 +420,27 @@ class AccessService:
         with self.db.read() as s:
             return s.scalar(select(Tenant).where(Tenant.external_id == external_id))
 
+    def tenant_by_id(self, tenant_id: int) -> Tenant | None:
+        with self.db.read() as s:
+            return s.get(Tenant, tenant_id)
+
+    def acting_for(self, membership_id: int, via: Actor) -> Actor:
+        """The member as the rules see them when they act themselves, for a request ``via`` a service
+        credential (the operator API issuing a token on their behalf); NOT_FOUND when there is none."""
+        with self.db.read() as s:
+            user = s.get(User, membership_id)
+            if user is None:
+                raise KbaiError(errors.NOT_FOUND, what="Membership")
+            return Actor(
+                kind="user",
+                user_id=user.id,
+                tenant_id=user.tenant_id,
+                email=user.email,
+                ip=via.ip,
+                permissions=self.permissions(s, user),
+                via=via.email,
+            )
+
     @staticmethod
     def _new_tenant(
         s: Session, actor: Actor, name: str, external_id: str | None, now: datetime, admin: str | None = None

@@ -11,7 +11,7 @@ same :meth:`kbai.tokens.service.TokenService.create`, audited as "service:CREDEN
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
@@ -20,12 +20,13 @@ from kbai import errors
 from kbai.audit import Actor
 from kbai.errors import KbaiError
 from kbai.gateway.routes import authenticate_client
-from kbai.store.models import Tenant
-from kbai.store.models import User as Membership
 from kbai.web import schemas as sc
 from kbai.web.api import BODY_ERRORS, ERRORS, MAX_ID, creates, tokens_json, user_json
 from kbai.web.auth import Principal, client_ip, services
 from kbai.web.idempotency import idempotent
+
+if TYPE_CHECKING:
+    from kbai.store.models import Tenant
 
 router = APIRouter(prefix="/api/v1/operator", tags=["operator"], responses=ERRORS)
 TenantId = Annotated[int, Path(ge=1, le=MAX_ID, description="The tenant's id.")]
@@ -93,12 +94,10 @@ def _tenant_json(t: Tenant) -> dict[str, Any]:
 
 
 def _tenant(request: Request, tenant_id: int) -> Tenant:
-    with services(request).db.read() as s:
-        tenant = s.get(Tenant, tenant_id)
-        if tenant is None:
-            raise KbaiError(errors.NOT_FOUND, what="Tenant")
-        s.expunge(tenant)
-        return tenant
+    tenant = services(request).access.tenant_by_id(tenant_id)
+    if tenant is None:
+        raise KbaiError(errors.NOT_FOUND, what="Tenant")
+    return tenant
 
 
 @router.post(
@@ -202,21 +201,7 @@ def deactivate_operator_membership(
 
 def _person(request: Request, membership_id: int, credential: Actor) -> Actor:
     """The person as the token rules see them when they act themselves, issued through ``credential``."""
-    svc = services(request)
-    with svc.db.read() as s:
-        user = s.get(Membership, membership_id)
-        if user is None:
-            raise KbaiError(errors.NOT_FOUND, what="Membership")
-        perms = svc.access.permissions(s, user)
-        return Actor(
-            kind="user",
-            user_id=user.id,
-            tenant_id=user.tenant_id,
-            email=user.email,
-            ip=credential.ip,
-            permissions=perms,
-            via=credential.email,
-        )
+    return services(request).access.acting_for(membership_id, credential)
 
 
 @router.post(

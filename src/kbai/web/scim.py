@@ -261,6 +261,19 @@ def _svc(request: Request) -> Scim:
 
 
 # ---- discovery ---------------------------------------------------------------------------------
+def _all_of(items: list[dict[str, Any]]) -> Response:
+    """A discovery list: every item on one page."""
+    return answer(
+        {
+            "schemas": [_LIST_SCHEMA],
+            "totalResults": len(items),
+            "startIndex": 1,
+            "itemsPerPage": len(items),
+            "Resources": items,
+        }
+    )
+
+
 @router.get("/ServiceProviderConfig")
 async def scim_service_provider_config(request: Request) -> Response:
     await _actor(request)
@@ -271,15 +284,7 @@ async def scim_service_provider_config(request: Request) -> Response:
 async def scim_resource_types(request: Request) -> Response:
     await _actor(request)
     items = Scim.resource_types(base_url(request))
-    return answer(
-        {
-            "schemas": [_LIST_SCHEMA],
-            "totalResults": len(items),
-            "startIndex": 1,
-            "itemsPerPage": len(items),
-            "Resources": items,
-        }
-    )
+    return _all_of(items)
 
 
 @router.get("/ResourceTypes/{name}")
@@ -295,15 +300,7 @@ async def scim_resource_type(name: str, request: Request) -> Response:
 async def scim_schemas(request: Request) -> Response:
     await _actor(request)
     items = Scim.schemas(base_url(request))
-    return answer(
-        {
-            "schemas": [_LIST_SCHEMA],
-            "totalResults": len(items),
-            "startIndex": 1,
-            "itemsPerPage": len(items),
-            "Resources": items,
-        }
-    )
+    return _all_of(items)
 
 
 @router.get("/Schemas/{schema_id}")
