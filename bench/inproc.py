@@ -1,7 +1,7 @@
 """Section 1: one verification, in process, per call.
 
 Variants, interleaved round by round so that noise on a shared machine hits them alike:
-- floor: SHA-256 hex of a token (what ``kbai.tokens.format.digest`` does), batched;
+- floor: SHA-256 hex of a token (what ``kbai.tokenformat.digest`` does), batched;
 - warm: ``TokenService.verify`` through the VerificationCache, every sampled token already cached;
 - cold SQLite / cold PostgreSQL: the cache disabled (``cache_ttl_seconds=0, negative_cache_seconds=0``),
   so every call runs ``TokenService.load_record`` (one statement: token, owner, tenant, permissions);
@@ -66,9 +66,9 @@ class PeerProcess:
 
 
 def run(quick: bool, peer_python: str | None) -> dict[str, Any]:
+    from kbai import tokenformat as fmt
     from kbai.config import Settings
     from kbai.services import Services
-    from kbai.tokens import format as fmt
     from kbai.tokens import verify as pipeline
 
     tokens, tenants = (10_000, 100) if quick else (100_000, 1_000)

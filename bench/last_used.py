@@ -1,6 +1,6 @@
 """Section 4: database writes for "Last used" per 10,000 authenticated requests.
 
-In process, through the real app (``kbai.web.app.create_app`` behind httpx's ASGITransport, 16
+In process, through the real app (``kbai.app.create_app`` behind httpx's ASGITransport, 16
 requests in flight, the flusher thread running as under ``kbai serve``), half ``/auth/check`` and
 half ``GET /api/v1/me``, spread over 10 tokens. Every statement that reaches the database is seen
 by a SQLAlchemy ``before_cursor_execute`` listener; the UPDATEs of ``tokens`` are counted, and the
@@ -28,9 +28,9 @@ def _scenario(interval: float, requests: int, n_tokens: int) -> dict[str, Any]:
     import httpx
     from sqlalchemy import event
 
+    from kbai.app import create_app
     from kbai.config import Settings
     from kbai.services import Services
-    from kbai.web.app import create_app
 
     with scratch_sqlite("lastused") as url:
         ds = seed.load(url, 1_000, 10, sample_size=n_tokens)

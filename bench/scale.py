@@ -19,9 +19,9 @@ from common import FAST_ARGON2, log, scratch_pg
 
 
 def run(quick: bool) -> dict[str, Any]:
-    from kbai.audit import Actor
     from kbai.config import Settings
     from kbai.services import Services
+    from kbai.store.audit import Actor
 
     tokens, tenants = (20_000, 200) if quick else (1_000_000, 10_000)
     rounds = 3 if quick else 5

@@ -77,7 +77,7 @@ def _rows(
     tenants: int, users_per_tenant: int, sample_ids: set[int], sample: list[SampleToken], now: datetime
 ) -> dict[str, Iterator[list[tuple[object, ...]]]]:
     """Row generators per table, in chunks; token rows fill ``sample`` as they pass."""
-    from kbai.tokens import format as fmt
+    from kbai import tokenformat as fmt
 
     pw = _password_hash()
     stamp = now.strftime(_TS)

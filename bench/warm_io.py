@@ -29,9 +29,9 @@ def _scenario(url: str, redis_url: str | None, requests: int, n_tokens: int) -> 
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
+    from kbai.app import create_app
     from kbai.config import Settings
     from kbai.services import Services
-    from kbai.web.app import create_app
 
     ds = seed.load(url, 1_000, 10, sample_size=n_tokens + 1)
     tokens = [s.token for s in ds.sample[:n_tokens]]

@@ -19,11 +19,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from kbai.audit import Actor
 from kbai.clock import FrozenClock
 from kbai.config import Settings
 from kbai.services import Services
 from kbai.store import Database
+from kbai.store.audit import Actor
 
 # Test-only variables (README, "Test-only variables"): KBAI_REQUIRE_SERVICES, KBAI_TEST_PG_URL (an
 # account that may create databases; scripts/test.sh sets it, see scripts/test-postgres.sh),

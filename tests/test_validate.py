@@ -4,7 +4,7 @@ import pytest
 
 from kbai import errors
 from kbai.errors import KbaiError
-from kbai.tokens.format import mint
+from kbai.tokenformat import mint
 from kbai.validate import clean_name
 
 

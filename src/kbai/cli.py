@@ -22,11 +22,11 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from kbai import __version__
 from kbai.access.catalog import BUILTIN, CatalogError
-from kbai.audit import Actor
 from kbai.clock import iso
 from kbai.config import MAX_WORKERS, Settings
 from kbai.errors import KbaiError
 from kbai.services import Services
+from kbai.store.audit import Actor
 
 app = typer.Typer(
     help="kbai: Developer API tokens for your product. Run `kbai serve --demo` to try it.",
@@ -222,7 +222,7 @@ def serve(
     # same settings; they agree through the database and the invalidation bus, as separate instances do.
     # X-Forwarded-For is read by the app itself (kbai.web.proxy), which also checks that it is an address.
     uvicorn.run(
-        "kbai.web.app:create_app",
+        "kbai.app:create_app",
         factory=True,
         host=host,
         port=port,
@@ -514,8 +514,8 @@ def scan(
 
     Prints file:line and the display prefix only, never a token. Exits with 3 when an active token was found.
     """
-    from kbai.tokens.leaks import Sighting
-    from kbai.tokens.scan import Finding, iter_files, scan_file
+    from kbai.lifecycle.leaks import Sighting
+    from kbai.lifecycle.scan import Finding, iter_files, scan_file
 
     if not path.exists():
         raise fail(f"{path}: no such file or folder")
@@ -738,8 +738,8 @@ def worker(
     import threading
 
     from kbai import logs
-    from kbai.idempotency import IdempotencyStore
-    from kbai.worker import Worker
+    from kbai.lifecycle.worker import Worker
+    from kbai.store.idempotency import IdempotencyStore
 
     svc = services()
     logs.configure(svc.settings.log_level)
@@ -837,7 +837,7 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - a bug: still one line, never a traceback with secrets
-        from kbai.tokens.format import redact
+        from kbai.tokenformat import redact
 
         message = " ".join(redact(str(exc)).split())[:300]
         typer.secho(

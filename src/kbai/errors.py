@@ -22,7 +22,7 @@ class KbaiError(Exception):
     """A failure that is the caller's to fix. ``str(err)`` is safe to show: it never holds a token."""
 
     def __init__(self, spec: ErrorSpec, **params: Any) -> None:
-        from kbai.tokens.format import redact  # messages may quote user input, which may hold a token
+        from kbai.tokenformat import redact  # messages may quote user input, which may hold a token
 
         self.spec = spec
         self.params = params

@@ -8,7 +8,7 @@ import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
-from kbai.tokens.format import redact
+from kbai.tokenformat import redact
 
 # The id of the request being served (set by kbai.web.middleware for the whole request, thread-pool
 # work included: contextvars follow it there), so that every line logged while serving it carries it.

@@ -19,28 +19,28 @@ from kbai.cache.bus import for_settings as bus_for
 from kbai.cache.verification import VerificationCache
 from kbai.clock import Clock, FrozenClock, SystemClock
 from kbai.config import Settings
+from kbai.delivery.mail import Mailer
+from kbai.delivery.notifications import Notifications
+from kbai.delivery.outbox import Outbox
+from kbai.delivery.webhooks import Webhooks
 from kbai.egress import Guard
 from kbai.identity.oidc import OidcClient, OidcConfig
 from kbai.identity.scim import Scim
 from kbai.identity.signin import OidcSignIn
-from kbai.mail import Mailer
+from kbai.lifecycle.activity import ActivityService
+from kbai.lifecycle.hygiene import AutoRevoke
+from kbai.lifecycle.inventory import Inventory
+from kbai.lifecycle.leaks import LeakResponse
+from kbai.lifecycle.reminders import Reminders
+from kbai.lifecycle.reuse import ReuseAlerts
 from kbai.metrics import Metrics
-from kbai.notifications import Notifications
-from kbai.outbox import Outbox
 from kbai.partner_keys import PartnerKeys
 from kbai.ratelimit import FailureLimiter, LoginThrottle, TokenFailures
 from kbai.secretbox import SecretBox
 from kbai.store import Database
-from kbai.tokens.activity import ActivityService
-from kbai.tokens.hygiene import AutoRevoke
-from kbai.tokens.inventory import Inventory
-from kbai.tokens.leaks import LeakResponse
 from kbai.tokens.policy import PolicyService
-from kbai.tokens.reminders import Reminders
-from kbai.tokens.reuse import ReuseAlerts
 from kbai.tokens.service import TokenService
 from kbai.tokens.usage import UsageBuffer
-from kbai.webhooks import Webhooks
 
 
 @dataclass

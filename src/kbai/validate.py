@@ -7,7 +7,7 @@ import unicodedata
 
 from kbai import errors
 from kbai.errors import KbaiError
-from kbai.tokens.format import redact
+from kbai.tokenformat import redact
 
 # Control, format (bidi overrides, zero-width), surrogate, private-use, unassigned, line/para separators.
 _FORBIDDEN_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}

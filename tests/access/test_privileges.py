@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kbai.access.catalog import BUILTIN
-from kbai.audit import Actor
 from kbai.errors import KbaiError
+from kbai.store.audit import Actor
 from tests.conftest import OPERATOR, World
 from tests.tokens.helpers import raises_code
 from tests.web.safety import changed_tables, snapshot
@@ -211,7 +211,7 @@ def test_finding5_reactivation_is_audited_idempotent_and_for_this_tenant_only(wo
     assert view.active and view.roles == ["Member"]
     assert svc.access.reactivate_user(world.admin, uid).active  # again: nothing to do
     with svc.db.read() as s:
-        from kbai import audit
+        from kbai.store import audit
 
         events = [e for e in audit.events(s, world.tenant_id, limit=50) if e.action == "user.reactivate"]
     assert len(events) == 1 and events[0].details == {"email": "member@acme.test"}

@@ -14,7 +14,7 @@ from kbai.cache.bus import RedisBus
 from kbai.cache.verification import VerificationCache
 from kbai.config import Settings
 from kbai.services import Services
-from kbai.tokens.format import digest, mint
+from kbai.tokenformat import digest, mint
 from kbai.tokens.verify import Outcome
 from tests.conftest import FAST_ARGON2, OPERATOR, REDIS_URL, World
 

@@ -18,10 +18,10 @@ from sqlalchemy import func, inspect, select
 
 from kbai import cli
 from kbai.access.catalog import Catalog
-from kbai.audit import Actor
 from kbai.clock import FrozenClock
 from kbai.config import Settings
 from kbai.services import Services
+from kbai.store.audit import Actor
 from kbai.store.models import Tenant, User
 from kbai.tokens.verify import Outcome
 from tests.conftest import FAST_ARGON2, PG_ADMIN_URL, _pg_admin, _pg_url, missing_service
@@ -227,7 +227,7 @@ def test_finding5_user_reactivate_brings_back_the_login_and_never_a_revoked_toke
     database_url: str, tmp_path: Path
 ) -> None:
     """`kbai user reactivate --email E` mirrors `kbai user deactivate`: the operator's way back (issue 13)."""
-    from kbai import audit
+    from kbai.store import audit
     from tests.conftest import World
 
     kbai = Kbai(database_url, tmp_path)

@@ -15,8 +15,8 @@ import pytest
 from scim2_client.client import BaseSyncSCIMClient
 from scim2_tester import Status, check_server
 
-from kbai.audit import Actor
 from kbai.services import Services
+from kbai.store.audit import Actor
 from tests.conftest import KBAI_BIN, REDIS_URL, LiveServer, build_world, server_env, start_server
 
 OPERATOR = Actor.operator()

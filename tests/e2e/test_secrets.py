@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from kbai.services import Services
 from kbai.store.models import AuditEvent
-from kbai.tokens.format import digest
+from kbai.tokenformat import digest
 from tests.conftest import LiveServer, build_world, start_server
 
 

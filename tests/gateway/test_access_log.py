@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
+from kbai.app import create_app
 from kbai.config import Settings
 from kbai.services import Services
-from kbai.web.app import create_app
 from tests.conftest import FAST_ARGON2, build_world
 
 BAD = "kbai_pk_" + "0" * 64

@@ -27,9 +27,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from kbai.app import create_app
 from kbai.config import Settings
 from kbai.services import Services
-from kbai.web.app import create_app
 from tests.conftest import FAST_ARGON2, World, build_world
 from tests.private_redis import CommandCounter, private_redis
 

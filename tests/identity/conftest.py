@@ -38,9 +38,9 @@ from datetime import UTC, datetime, timedelta  # noqa: E402
 import httpx  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
+from kbai.app import create_app  # noqa: E402
 from kbai.config import Settings  # noqa: E402
 from kbai.services import Services  # noqa: E402
-from kbai.web.app import create_app  # noqa: E402
 from tests.conftest import FAST_ARGON2, OPERATOR  # noqa: E402
 from tests.identity.provider import CLIENT_ID, CLIENT_SECRET, login_at_provider  # noqa: E402
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from kbai.app import create_app
 from kbai.config import Settings
 from kbai.services import Services
-from kbai.web.app import create_app
 from tests.conftest import FAST_ARGON2, KBAI_BIN, OPERATOR, build_world
 from tests.identity.provider import CLIENT_ID, CLIENT_SECRET
 from tests.web.safety import changed_tables, error_problems, page_problems, shown, snapshot

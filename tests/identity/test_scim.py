@@ -11,10 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from kbai.audit import Actor
+from kbai.app import create_app
 from kbai.services import Services
+from kbai.store.audit import Actor
 from kbai.store.models import AuditEvent, ProvisioningCredential
-from kbai.web.app import create_app
 from tests.conftest import World, build_world
 
 OPERATOR = Actor.operator()

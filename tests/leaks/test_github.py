@@ -13,11 +13,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi.testclient import TestClient
 from sqlalchemy import event, insert, select
 
-from kbai.audit import Actor
+from kbai import tokenformat as fmt
 from kbai.clock import FrozenClock
 from kbai.services import Services
+from kbai.store.audit import Actor
 from kbai.store.models import AuditEvent, Notification, Token
-from kbai.tokens import format as fmt
 from tests.conftest import OPERATOR, World
 from tests.leaks.conftest import Signer, report_body
 
@@ -195,8 +195,8 @@ def test_unusable_keys_file_refuses_every_report(world: World, client: TestClien
 
 
 def test_not_configured_refuses_every_report(world: World, signer: Signer) -> None:
+    from kbai.app import create_app
     from kbai.config import Settings
-    from kbai.web.app import create_app
     from tests.conftest import FAST_ARGON2
 
     svc = Services.build(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from kbai.tokens import format as fmt
+from kbai import tokenformat as fmt
 from tests.conftest import start_server
 from tests.gateway.helpers import bearer, login, seed
 from tests.leaks.conftest import Signer, report_body

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 from fastapi.testclient import TestClient
 
-from kbai.audit import Actor
-from kbai.notifications import NotificationView
-from kbai.tokens.leaks import LeakReport
+from kbai.delivery.notifications import NotificationView
+from kbai.lifecycle.leaks import LeakReport
+from kbai.store.audit import Actor
 from tests.conftest import World
 
 ACTOR = Actor(kind="service", email="test reporter")

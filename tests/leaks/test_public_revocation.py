@@ -6,9 +6,9 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from kbai import tokenformat as fmt
 from kbai.services import Services
 from kbai.store.models import AuditEvent, Notification
-from kbai.tokens import format as fmt
 from tests.conftest import World
 
 PATH = "/api/v1/credentials/revoke"

@@ -7,9 +7,9 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from kbai import tokenformat as fmt
 from kbai.clock import FrozenClock
 from kbai.services import Services
-from kbai.tokens import format as fmt
 from tests.conftest import KBAI_BIN, World, server_env
 
 

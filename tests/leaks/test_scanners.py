@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kbai.tokens import format as fmt
+from kbai import tokenformat as fmt
 
 RULES = Path(__file__).parents[2] / "integrations" / "secret-scanning"
 DETECT_SECRETS = str(Path(sys.executable).parent / "detect-secrets")

@@ -13,12 +13,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from kbai import tokenformat as fmt
+from kbai.app import create_app
 from kbai.config import Settings
+from kbai.lifecycle.leaks import Sighting
 from kbai.services import Services
 from kbai.store.models import AuditEvent, Notification
-from kbai.tokens import format as fmt
-from kbai.tokens.leaks import Sighting
-from kbai.web.app import create_app
 from tests.conftest import FAST_ARGON2, OPERATOR, World
 from tests.leaks.conftest import Signer, report_body
 from tests.lifecycle.conftest import Mailbox, mailbox  # noqa: F401 - the fixture

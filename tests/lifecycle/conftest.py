@@ -20,9 +20,9 @@ import pytest
 from aiosmtpd.controller import Controller
 from fastapi.testclient import TestClient
 
+from kbai.app import create_app
 from kbai.config import Settings
 from kbai.services import Services
-from kbai.web.app import create_app
 from tests.conftest import FAST_ARGON2, free_port
 
 

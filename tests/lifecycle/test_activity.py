@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from kbai.clock import FrozenClock
-from kbai.tokens.activity import heatmap_svg
+from kbai.lifecycle.activity import heatmap_svg
 from tests.conftest import OPERATOR, World, build_world
 from tests.lifecycle.conftest import login
 

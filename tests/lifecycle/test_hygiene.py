@@ -7,10 +7,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from kbai.clock import FrozenClock
+from kbai.lifecycle.hygiene import NEVER_USED, OLDER_THAN_90_DAYS, UNUSED_90_DAYS, hygiene
+from kbai.lifecycle.worker import Worker
 from kbai.store.models import AuditEvent, Notification
-from kbai.tokens.hygiene import NEVER_USED, OLDER_THAN_90_DAYS, UNUSED_90_DAYS, hygiene
 from kbai.tokens.verify import Outcome
-from kbai.worker import Worker
 from tests.conftest import World
 from tests.lifecycle.conftest import Mailbox, login
 

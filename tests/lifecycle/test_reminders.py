@@ -12,10 +12,10 @@ from sqlalchemy import func, select
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from kbai.clock import FrozenClock
-from kbai.outbox import RETRY_DELAYS
+from kbai.delivery.outbox import RETRY_DELAYS
+from kbai.delivery.webhooks import standard_secret, verify
+from kbai.lifecycle.reminders import EXPIRED, EXPIRES_IN_1_DAY, EXPIRES_IN_7_DAYS, NOTICE, WEBHOOK
 from kbai.store.models import Notification, OutboxMessage, TokenReminder
-from kbai.tokens.reminders import EXPIRED, EXPIRES_IN_1_DAY, EXPIRES_IN_7_DAYS, NOTICE, WEBHOOK
-from kbai.webhooks import standard_secret, verify
 from tests.conftest import OPERATOR, World
 from tests.lifecycle.conftest import Mailbox, WebhookReceiver
 

@@ -13,10 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
+from kbai.app import create_app
 from kbai.clock import FrozenClock
 from kbai.config import Settings
 from kbai.services import Services
-from kbai.web.app import create_app
 from tests.conftest import FAST_ARGON2, KBAI_BIN, REDIS_URL, _pg_admin, _pg_url, build_world, free_port, start_server
 from tests.e2e.test_database_outage import _kill_connections
 

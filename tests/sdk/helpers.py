@@ -15,9 +15,9 @@ from pathlib import Path
 
 import httpx
 
-from kbai.audit import Actor
 from kbai.clock import FrozenClock
 from kbai.services import Services
+from kbai.store.audit import Actor
 from tests.conftest import OPERATOR, World, build_world, free_port
 
 REPO = Path(__file__).resolve().parents[2]

@@ -15,10 +15,10 @@ from pathlib import Path
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 
+from kbai import tokenformat as fmt
 from kbai.clock import FrozenClock
 from kbai.services import Services
 from kbai.store.models import Token
-from kbai.tokens import format as fmt
 from tests.conftest import OPERATOR, World
 from tests.tokens.helpers import assert_no_secret
 

@@ -8,9 +8,9 @@ from contextlib import contextmanager
 import pytest
 from sqlalchemy import func, or_, select
 
-from kbai.audit import Actor
 from kbai.errors import KbaiError
 from kbai.services import Services
+from kbai.store.audit import Actor
 from kbai.store.models import Token
 from kbai.tokens.service import TokenView
 

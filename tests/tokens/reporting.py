@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from kbai.tokens.format import redact
+from kbai.tokenformat import redact
 
 
 @pytest.hookimpl(hookwrapper=True)

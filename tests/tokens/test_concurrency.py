@@ -14,10 +14,10 @@ from queue import Empty
 
 from sqlalchemy import func, select
 
-from kbai.audit import Actor
 from kbai.config import Settings
 from kbai.errors import KbaiError
 from kbai.services import Services
+from kbai.store.audit import Actor
 from kbai.store.models import Token
 from tests.conftest import World, build_world
 from tests.tokens import _mp_worker

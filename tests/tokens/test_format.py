@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kbai.tokens import format as fmt
+from kbai import tokenformat as fmt
 
 TOKEN_RE = re.compile(r"kbai_pk_[0-9a-f]{64}")
 HEX_LOWER = "0123456789abcdef"

@@ -11,10 +11,10 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
+from kbai import tokenformat as fmt
 from kbai.clock import FrozenClock
 from kbai.errors import KbaiError
 from kbai.store.models import AuditEvent, Token
-from kbai.tokens import format as fmt
 from kbai.tokens.verify import Outcome
 from tests.conftest import OPERATOR, World, build_world
 from tests.tokens.helpers import active_in_db, assert_no_secret, make_tokens, raises_code, token_actor

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from kbai import errors
+from kbai import tokenformat as fmt
 from kbai.clock import FrozenClock
-from kbai.tokens import format as fmt
 from kbai.tokens.verify import Outcome, TokenRecord, verify
 from tests.conftest import OPERATOR, World
 from tests.tokens.helpers import assert_no_secret, raises_code

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from kbai.audit import Actor
 from kbai.config import Settings
 from kbai.services import Services
+from kbai.store.audit import Actor
 from tests.conftest import FAST_ARGON2, LiveServer, missing_service, start_server
 
 # Screenshots go to test-artifacts/screenshots on every run; KBAI_UPDATE_SCREENSHOTS=1 writes the

@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from kbai import tokenformat as fmt
 from kbai.services import Services
-from kbai.tokens import format as fmt
 from tests.conftest import LiveServer
 from tests.ui.conftest import (
     ADMIN_EMAIL,

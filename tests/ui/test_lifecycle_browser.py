@@ -11,11 +11,11 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from kbai import tokenformat as fmt
 from kbai.clock import FrozenClock
 from kbai.config import Settings
+from kbai.lifecycle.activity import DAYS
 from kbai.services import Services
-from kbai.tokens import format as fmt
-from kbai.tokens.activity import DAYS
 from tests.conftest import FAST_ARGON2, LiveServer
 from tests.ui.conftest import (
     ADMIN_EMAIL,

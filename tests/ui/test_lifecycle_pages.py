@@ -13,9 +13,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from kbai import errors
+from kbai.app import create_app
 from kbai.clock import FrozenClock
 from kbai.services import Services
-from kbai.web.app import create_app
 from tests.conftest import World
 from tests.ui.test_pages import TOKEN_RE, as_admin, as_dev, csrf_of, login, make_member
 

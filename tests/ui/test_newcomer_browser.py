@@ -23,10 +23,10 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from kbai import tokenformat as fmt
 from kbai.config import Settings
 from kbai.services import Services
 from kbai.store.models import AdminRequest, Token
-from kbai.tokens import format as fmt
 from tests.conftest import FAST_ARGON2, LiveServer, start_server
 from tests.ui.conftest import (
     ADMIN_EMAIL,

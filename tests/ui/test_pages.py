@@ -12,11 +12,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from kbai import errors
-from kbai.audit import Actor
+from kbai.app import create_app
 from kbai.clock import FrozenClock
 from kbai.services import Services
+from kbai.store.audit import Actor
 from kbai.store.models import AdminRequest, AuditEvent, Token
-from kbai.web.app import create_app
 from tests.conftest import World
 
 # The rules the issue names (access, CSRF, escaping, last admin, no permission) run on both backends;

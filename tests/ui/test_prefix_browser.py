@@ -23,8 +23,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from kbai import tokenformat as fmt
 from kbai.services import Services
-from kbai.tokens import format as fmt
 from tests.conftest import LiveServer, free_port, missing_service, start_server
 from tests.gateway.test_nginx import nginx_binary, stop, wait_until_up
 from tests.ui.conftest import (

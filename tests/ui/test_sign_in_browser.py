@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
+from kbai import tokenformat as fmt
 from kbai.config import Settings
 from kbai.services import Services
-from kbai.tokens import format as fmt
 from tests.conftest import FAST_ARGON2, LiveServer, start_server
 from tests.identity.conftest import DEV_PERMISSIONS, oidc_provider, provider_keys  # noqa: F401 - fixtures
 from tests.identity.provider import CLIENT_ID, CLIENT_SECRET, OidcProvider

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
+from kbai.app import create_app
 from kbai.services import Services
-from kbai.web.app import create_app
 from tests.conftest import World
 
 

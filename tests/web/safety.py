@@ -15,7 +15,7 @@ from sqlalchemy import inspect, select
 
 from kbai.store import Database
 from kbai.store.models import Base
-from kbai.tokens.format import redact
+from kbai.tokenformat import redact
 
 # What an error message must never contain: signs of an unhandled exception or of internals.
 LEAKS = (

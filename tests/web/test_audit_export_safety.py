@@ -9,9 +9,9 @@ import io
 import pytest
 from fastapi.testclient import TestClient
 
-from kbai import audit
-from kbai.audit import Actor
-from kbai.web.app import create_app
+from kbai.app import create_app
+from kbai.store import audit
+from kbai.store.audit import Actor
 from tests.conftest import LiveServer, World
 from tests.gateway.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, seed
 

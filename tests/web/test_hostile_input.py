@@ -29,11 +29,11 @@ import pytest
 from fastapi.testclient import TestClient
 from markupsafe import escape
 
+from kbai.app import create_app
 from kbai.clock import FrozenClock
 from kbai.config import Settings
-from kbai.idempotency import Claim, IdempotencyStore
 from kbai.services import Services
-from kbai.web.app import create_app
+from kbai.store.idempotency import Claim, IdempotencyStore
 from kbai.web.idempotency import fingerprint
 from tests.conftest import FAST_ARGON2, OPERATOR, build_world, start_server
 from tests.web.safety import changed_tables, error_problems, page_problems, scim_problems, shown, shown_page, snapshot

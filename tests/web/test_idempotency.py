@@ -22,15 +22,15 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 
-from kbai import idempotency
+from kbai.app import create_app
 from kbai.clock import FrozenClock
 from kbai.errors import KbaiError
-from kbai.idempotency import IdempotencyStore
+from kbai.lifecycle.worker import Worker
 from kbai.services import Services
+from kbai.store import idempotency
+from kbai.store.idempotency import IdempotencyStore
 from kbai.store.models import IdempotencyRecord, Role, Token, User
-from kbai.web.app import create_app
 from kbai.web.idempotency import HEADER, REPLAYED_HEADER
-from kbai.worker import Worker
 from tests.conftest import World
 from tests.tokens.helpers import assert_no_secret
 from tests.web.conftest import login

@@ -20,11 +20,11 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from kbai.app import create_app
 from kbai.clock import FrozenClock
 from kbai.config import Settings
-from kbai.idempotency import Claim, IdempotencyStore
 from kbai.services import Services
-from kbai.web.app import create_app
+from kbai.store.idempotency import Claim, IdempotencyStore
 from tests.conftest import FAST_ARGON2, OPERATOR, build_world
 from tests.web.safety import changed_tables, error_problems, shown, snapshot
 
@@ -181,7 +181,7 @@ def _victim_extras(svc: Services, tenant_id: int, user_id: int) -> tuple[list[st
     except (AttributeError, TypeError):
         pass
     try:
-        from kbai.notifications import NewNotification
+        from kbai.delivery.notifications import NewNotification
 
         with svc.db.write() as s:
             (view,) = svc.notifications.add(

@@ -18,9 +18,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from kbai.app import create_app
 from kbai.config import Settings
 from kbai.services import Services
-from kbai.web.app import create_app
 from tests.conftest import FAST_ARGON2, REDIS_URL, LiveServer, build_world, start_server
 from tests.gateway.helpers import seed
 

@@ -20,11 +20,11 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from kbai.app import create_app
 from kbai.config import Settings
 from kbai.ratelimit import FailureLimiter, LoginRefused, LoginReserved, LoginThrottle
 from kbai.services import Services
 from kbai.store.models import LoginSession
-from kbai.web.app import create_app
 from tests.conftest import KBAI_BIN, OPERATOR, REDIS_URL, LiveServer, World, server_env, start_server
 from tests.gateway.helpers import DEV_EMAIL, DEV_PASSWORD, seed
 from tests.tokens.helpers import raises_code
@@ -161,7 +161,7 @@ def test_finding10_non_ascii_csrf_on_session_forms_and_the_api_is_403_not_500(wo
 
 
 def test_finding10_webhook_signature_check_takes_non_ascii(world: World) -> None:
-    from kbai import webhooks
+    from kbai.delivery import webhooks
 
     now = world.services.clock.now()
     headers = {webhooks.TIMESTAMP_HEADER: str(int(now.timestamp())), webhooks.SIGNATURE_HEADER: "sha256=\u00e9"}

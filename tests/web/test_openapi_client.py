@@ -8,9 +8,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from kbai.app import create_app
 from kbai.config import Settings
 from kbai.services import Services
-from kbai.web.app import create_app
 from tests.conftest import missing_service
 
 TOOLS = Path(__file__).resolve().parent / "openapi_ts"

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from kbai.app import create_app
 from kbai.config import Settings
 from kbai.services import Services
-from kbai.web.app import create_app
 from kbai.web.openapi import CAMEL, VERBS
 
 

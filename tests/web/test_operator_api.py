@@ -13,11 +13,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from kbai.audit import Actor
+from kbai.app import create_app
 from kbai.config import Settings
 from kbai.services import Services
+from kbai.store.audit import Actor
 from kbai.store.models import AuditEvent
-from kbai.web.app import create_app
 from tests.conftest import FAST_ARGON2, World
 
 OPERATOR = Actor.operator()

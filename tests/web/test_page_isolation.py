@@ -18,11 +18,11 @@ from fastapi.testclient import TestClient
 
 from kbai.access.catalog import MANAGE_TOKENS
 from kbai.access.requests import AdminRequests
+from kbai.app import create_app
 from kbai.clock import FrozenClock
 from kbai.config import Settings
 from kbai.services import Services
 from kbai.web import pages
-from kbai.web.app import create_app
 from tests.conftest import FAST_ARGON2, OPERATOR, build_world
 from tests.web.safety import changed_tables, page_problems, shown_page, snapshot
 
@@ -102,7 +102,7 @@ def env(module_database_url: str) -> Iterator[Env]:
 
 def _victim_notification(svc: Services, tenant_id: int, user_id: int) -> int:
     try:
-        from kbai.notifications import NewNotification
+        from kbai.delivery.notifications import NewNotification
 
         with svc.db.write() as s:
             (view,) = svc.notifications.add(

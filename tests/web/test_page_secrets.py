@@ -12,10 +12,10 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
+from kbai.app import create_app
 from kbai.services import Services
-from kbai.tokens.format import digest
+from kbai.tokenformat import digest
 from kbai.web import pages
-from kbai.web.app import create_app
 from tests.conftest import World
 
 TOKEN_RE = re.compile(r"kbai_pk_[0-9a-f]{64}")

@@ -18,9 +18,9 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
+from kbai.app import create_app
 from kbai.config import Settings
 from kbai.services import Services
-from kbai.web.app import create_app
 from tests.conftest import FAST_ARGON2, World, build_world
 
 PUBLIC = "https://app.example.com/kbai"

@@ -183,7 +183,7 @@ def served_schema() -> dict[str, object]:
     attribute), so the schema is loaded at import time from the app itself, and
     test_live_server_serves_this_schema proves the live server publishes exactly this document.
     """
-    from kbai.web.app import create_app
+    from kbai.app import create_app
 
     svc = Services.build(Settings(database_url="sqlite://", redis_url=None, permissions_file=None))
     try:

@@ -42,10 +42,10 @@ from schemathesis.specs.openapi.checks import (
 
 from kbai.access.catalog import Catalog
 from kbai.access.service import MAX_LIMIT
+from kbai.app import LINKS, create_app
 from kbai.config import Settings
 from kbai.services import Services
-from kbai.tokens.format import redact
-from kbai.web.app import LINKS, create_app
+from kbai.tokenformat import redact
 from tests.conftest import FAST_ARGON2, OPERATOR, LiveServer, build_world, start_server
 from tests.gateway.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, login
 

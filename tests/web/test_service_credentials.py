@@ -10,11 +10,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from kbai.app import create_app
 from kbai.clock import FrozenClock
 from kbai.config import Settings
 from kbai.services import Services
 from kbai.store.models import AuditEvent
-from kbai.web.app import create_app
 from tests.conftest import FAST_ARGON2, OPERATOR, build_world
 
 CREDS = "/api/v1/service-credentials"

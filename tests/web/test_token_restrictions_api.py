@@ -14,12 +14,12 @@ from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from kbai.app import create_app
 from kbai.clock import FrozenClock
 from kbai.sdk.middleware import install
 from kbai.sdk.verifiers import LocalVerifier
 from kbai.services import Services
 from kbai.store.models import AuditEvent, Notification
-from kbai.web.app import create_app
 from tests.conftest import OPERATOR, World
 from tests.web.conftest import login
 

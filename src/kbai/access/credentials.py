@@ -10,12 +10,12 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from kbai import audit, errors
+from kbai import errors
 from kbai.access.catalog import Catalog
-from kbai.audit import Actor
 from kbai.clock import Clock, utc_seconds
 from kbai.errors import KbaiError
-from kbai.store import Database
+from kbai.store import Database, audit
+from kbai.store.audit import Actor
 from kbai.store.models import ServiceCredential, Tenant
 from kbai.validate import clean_name
 

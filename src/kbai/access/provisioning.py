@@ -14,14 +14,14 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
-from kbai import audit, errors
+from kbai import errors
+from kbai import tokenformat as fmt
 from kbai.access.catalog import Catalog
-from kbai.audit import Actor
 from kbai.clock import Clock, utc_seconds
 from kbai.errors import KbaiError
-from kbai.store import Database
+from kbai.store import Database, audit
+from kbai.store.audit import Actor
 from kbai.store.models import ProvisioningCredential, Tenant
-from kbai.tokens import format as fmt
 from kbai.validate import clean_name
 
 # last_used_at is written at most this often per credential: a sync of thousands of users is not

@@ -18,13 +18,14 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from kbai import audit, errors
+from kbai import errors
 from kbai.access.catalog import MANAGE_TOKENS, Catalog
 from kbai.access.service import ADMIN, AccessService, permissions_of, require
-from kbai.audit import Actor
 from kbai.clock import utc_seconds
+from kbai.delivery.notifications import NewNotification, Notifications
 from kbai.errors import KbaiError
-from kbai.notifications import NewNotification, Notifications
+from kbai.store import audit
+from kbai.store.audit import Actor
 from kbai.store.models import AdminRequest, Role, RolePermission, User, UserRole
 from kbai.validate import clean_name
 

@@ -13,13 +13,13 @@ from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from kbai import audit, errors
+from kbai import errors
 from kbai.access.catalog import Catalog
 from kbai.access.passwords import MIN_LENGTH, Passwords
-from kbai.audit import Actor
 from kbai.clock import Clock, utc_seconds
 from kbai.errors import KbaiError
-from kbai.store import Database
+from kbai.store import Database, audit
+from kbai.store.audit import Actor
 from kbai.store.models import Identity, Invitation, LoginSession, Person, Role, RolePermission, Tenant, User, UserRole
 from kbai.validate import clean_email, clean_external_id, clean_name, clean_password
 
@@ -210,7 +210,7 @@ class AccessService:
         # Called with a tenant id after a commit that may have given someone there a permission (a role's
         # permissions or a person's roles changed): answered "Ask an admin" requests are resolved from here.
         self.grant_listeners: list[Callable[[int], object]] = []  # what a listener returns is not used
-        # Where invitation emails leave (kbai.outbox.Outbox, set by kbai.services); None: no email.
+        # Where invitation emails leave (kbai.delivery.outbox.Outbox, set by kbai.services); None: no email.
         self.outbox: Any = None
 
     # ---- reading -------------------------------------------------------------------------

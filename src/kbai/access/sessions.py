@@ -29,13 +29,14 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import delete, select, update
 
-from kbai import audit, errors
+from kbai import errors
 from kbai.access.service import AccessService
-from kbai.audit import Actor
 from kbai.clock import utc_seconds
 from kbai.compare import same_secret
 from kbai.errors import KbaiError
 from kbai.ratelimit import LoginRefused, LoginThrottle
+from kbai.store import audit
+from kbai.store.audit import Actor
 from kbai.store.models import LoginSession, Person, Tenant, User
 
 

@@ -28,7 +28,7 @@ from sqlalchemy.exc import OperationalError
 from kbai import errors, logs
 from kbai.errors import KbaiError
 from kbai.services import Services
-from kbai.tokens.format import redact
+from kbai.tokenformat import redact
 from kbai.tokens.verify import Verification
 from kbai.web.answers import auth_headers, parse_bearer
 from kbai.web.auth import check_token_async, scope_ip

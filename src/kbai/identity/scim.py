@@ -54,10 +54,10 @@ from sqlalchemy import select
 
 from kbai import errors
 from kbai.access.service import AccessService
-from kbai.audit import Actor
 from kbai.clock import Clock, utc_seconds
 from kbai.errors import KbaiError
 from kbai.store import Database
+from kbai.store.audit import Actor
 from kbai.store.models import Role, ScimGroup, ScimUser, UserRole
 from kbai.store.models import User as Membership
 

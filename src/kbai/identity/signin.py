@@ -18,9 +18,9 @@ from typing import Any
 from kbai import errors
 from kbai.access.service import AccessService, Arrival
 from kbai.access.sessions import SessionInfo, SessionService
-from kbai.audit import Actor
 from kbai.errors import KbaiError
 from kbai.identity.oidc import OidcClient
+from kbai.store.audit import Actor
 from kbai.validate import clean_email, clean_external_id, clean_name
 
 log = logging.getLogger("kbai.identity")

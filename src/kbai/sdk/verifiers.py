@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from kbai import errors
 from kbai.errors import KbaiError
-from kbai.tokens.format import digest, is_well_formed, redact
+from kbai.tokenformat import digest, is_well_formed, redact
 
 if TYPE_CHECKING:
     from kbai.services import Services

@@ -390,7 +390,7 @@ class IdempotencyRecord(Base):
 
 class OutboxMessage(Base):
     """A webhook event or an email to send, written in the transaction of the change it reports and sent
-    after that commit (kbai.outbox). ``event_id`` is stable across attempts: ``webhook-id`` / ``Message-ID``."""
+    after that commit (kbai.delivery.outbox). ``event_id`` is stable across attempts: ``webhook-id`` / ``Message-ID``."""
 
     __tablename__ = "outbox"
     __table_args__ = (Index("ix_outbox_due", "sent_at", "failed_at", "next_attempt_at"),)

@@ -7,7 +7,7 @@ create form shows them); changing them needs ``roles.manage`` and is audited (a 
 scheme and host only: its path and query may be a receiver's secret). A new webhook URL passes the
 SSRF guard (:mod:`kbai.egress`) before it is saved, and again before every send. The webhook secret
 is generated here (Standard Webhooks' ``whsec_`` format), returned once, stored only encrypted
-(:mod:`kbai.secretbox`), and used by :mod:`kbai.webhooks` to sign every event.
+(:mod:`kbai.secretbox`), and used by :mod:`kbai.delivery.webhooks` to sign every event.
 """
 
 from __future__ import annotations
@@ -19,15 +19,15 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from kbai import audit, egress, errors
+from kbai import egress, errors
 from kbai.access.service import require
-from kbai.audit import Actor
 from kbai.clock import Clock, utc_seconds
+from kbai.delivery.webhooks import new_secret
 from kbai.errors import KbaiError
 from kbai.secretbox import SecretBox
-from kbai.store import Database
+from kbai.store import Database, audit
+from kbai.store.audit import Actor
 from kbai.store.models import Tenant, TenantPolicy
-from kbai.webhooks import new_secret
 
 MAX_DAYS = 3650
 MAX_URL = 2000

@@ -17,16 +17,16 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from kbai import audit, errors
+from kbai import errors
+from kbai import tokenformat as fmt
 from kbai.access.catalog import MANAGE_TOKENS, REVIEW_TOKENS, Catalog
 from kbai.access.service import permissions_from, permissions_of
-from kbai.audit import Actor
 from kbai.clock import Clock, iso, utc_seconds
 from kbai.errors import KbaiError
-from kbai.store import Database
+from kbai.store import Database, audit
+from kbai.store.audit import Actor
 from kbai.store.models import Tenant, Token, User
 from kbai.store.queries import TOKEN_RECORD
-from kbai.tokens import format as fmt
 from kbai.tokens.policy import check_lifetime, lifetime_within, policy_of
 from kbai.tokens.restrictions import clean_allowlist, clean_description, networks
 from kbai.tokens.verify import Lookup, TokenRecord, Verification, verify

@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from kbai.clock import utc_seconds
 from kbai.store import Database
 from kbai.store.models import Token, TokenUsageHour
-from kbai.tokens.format import redact
+from kbai.tokenformat import redact
 
 log = logging.getLogger("kbai.usage")
 

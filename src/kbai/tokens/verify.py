@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from kbai.tokens.format import digest, is_well_formed
+from kbai.tokenformat import digest, is_well_formed
 from kbai.tokens.restrictions import Network, ip_allowed
 
 

@@ -10,11 +10,12 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
-from kbai import audit, errors
+from kbai import errors
 from kbai.access.service import RoleView, UserView
 from kbai.clock import iso
 from kbai.errors import KbaiError
-from kbai.tokens.hygiene import hygiene
+from kbai.lifecycle.hygiene import hygiene
+from kbai.store import audit
 from kbai.tokens.service import TokenView
 from kbai.web import prefix
 from kbai.web import schemas as sc

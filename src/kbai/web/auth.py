@@ -1,4 +1,4 @@
-"""Who is calling: a session cookie or a Bearer token, turned into an :class:`~kbai.audit.Actor`.
+"""Who is calling: a session cookie or a Bearer token, turned into an :class:`~kbai.store.audit.Actor`.
 
 Failed token authentications count against the client IP's rate limit (a good token is served
 even from a blocked address); a successful token request marks the token used (buffered, see
@@ -19,9 +19,9 @@ from starlette.concurrency import run_in_threadpool
 from kbai import errors
 from kbai.access.service import may_manage, require
 from kbai.access.sessions import SessionInfo
-from kbai.audit import Actor
 from kbai.errors import KbaiError
 from kbai.services import Services
+from kbai.store.audit import Actor
 from kbai.tokens.verify import Outcome, Verification
 from kbai.web.answers import bearer_token
 

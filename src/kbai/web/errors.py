@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kbai import errors
 from kbai.errors import KbaiError
-from kbai.tokens.format import redact
+from kbai.tokenformat import redact
 from kbai.web.answers import REALM, auth_headers, error_response
 
 log = logging.getLogger("kbai.web")

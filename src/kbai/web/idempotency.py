@@ -3,7 +3,7 @@
 Decorate a route (below ``@router.post``) with :func:`idempotent`. It declares the header in the
 OpenAPI document, and when a request sends it: checks the key (1-255 printable ASCII), scopes it to
 the caller and the route, fingerprints the request (path parameters and canonical JSON body), and
-hands the rules to :mod:`kbai.idempotency`. A replay answers the first status and body with
+hands the rules to :mod:`kbai.store.idempotency`. A replay answers the first status and body with
 ``Idempotent-Replayed: true``, except that every secret field (the plaintext ``token``, a generated
 ``password``...) is ``null``: a secret is shown once and never stored, so a client that lost the first
 answer learns what was created and rotates or revokes it instead of creating a duplicate.
@@ -28,8 +28,8 @@ from pydantic import TypeAdapter
 
 from kbai import errors
 from kbai.errors import KbaiError
-from kbai.idempotency import Claim, IdempotencyStore
-from kbai.tokens.format import redact
+from kbai.store.idempotency import Claim, IdempotencyStore
+from kbai.tokenformat import redact
 from kbai.web.auth import Principal, services
 
 log = logging.getLogger("kbai.web")

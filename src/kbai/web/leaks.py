@@ -18,10 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from kbai import errors
-from kbai.audit import Actor
+from kbai.delivery.notifications import NotificationView
 from kbai.errors import KbaiError
-from kbai.notifications import NotificationView
-from kbai.tokens.leaks import GITHUB, PUBLIC, LeakReport
+from kbai.lifecycle.leaks import GITHUB, PUBLIC, LeakReport
+from kbai.store.audit import Actor
 from kbai.web import prefix
 from kbai.web import schemas as sc
 from kbai.web.api import ERRORS, MAX_ID

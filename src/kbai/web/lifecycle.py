@@ -1,6 +1,6 @@
 """Token lifecycle over HTTP: activity, the tenant's token inventory, and tenant policies.
 
-Thin routes over :mod:`kbai.tokens.activity`, :mod:`kbai.tokens.inventory` and
+Thin routes over :mod:`kbai.lifecycle.activity`, :mod:`kbai.lifecycle.inventory` and
 :mod:`kbai.tokens.policy`; the rules (who may see what, what a policy forbids) live there.
 """
 
@@ -16,9 +16,9 @@ from pydantic import BaseModel, Field
 
 from kbai.access.catalog import REVIEW_TOKENS
 from kbai.clock import iso
-from kbai.tokens.activity import Activity, heatmap_svg
-from kbai.tokens.hygiene import hygiene
-from kbai.tokens.inventory import InventoryFilter, InventoryRow
+from kbai.lifecycle.activity import Activity, heatmap_svg
+from kbai.lifecycle.hygiene import hygiene
+from kbai.lifecycle.inventory import InventoryFilter, InventoryRow
 from kbai.tokens.policy import UNSET, Policy
 from kbai.web import schemas as sc
 from kbai.web.api import BODY_ERRORS, ERRORS, TokenId, _cursor, conflict, csv_row, tokens_json

@@ -19,30 +19,12 @@ from starlette.exceptions import HTTPException
 from kbai import logs
 from kbai.errors import ErrorSpec, KbaiError
 from kbai.services import Services
-from kbai.tokens.format import redact
+from kbai.tokenformat import redact
 from kbai.web import pages
+from kbai.web.answers import SECURITY_HEADERS, security_headers
 
 log = logging.getLogger("kbai.access")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-
-
-def security_headers(img_origin: str | None = None) -> list[tuple[bytes, bytes]]:
-    """The headers of every answer. The CSP stays strict; a brand logo's origin joins img-src only."""
-    img = b"'self' data:" + (b" " + img_origin.encode("ascii") if img_origin else b"")
-    return [
-        (b"x-content-type-options", b"nosniff"),
-        (b"referrer-policy", b"no-referrer"),
-        (b"x-frame-options", b"DENY"),
-        (
-            b"content-security-policy",
-            b"default-src 'self'; img-src " + img + b"; style-src 'self'; script-src 'self'; "
-            b"frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
-        ),
-        (b"cross-origin-opener-policy", b"same-origin"),
-    ]
-
-
-SECURITY_HEADERS = security_headers()
 
 
 class KbaiMiddleware:

@@ -17,12 +17,12 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from kbai import errors
-from kbai.audit import Actor
 from kbai.errors import KbaiError
-from kbai.gateway.routes import authenticate_client
+from kbai.store.audit import Actor
 from kbai.web import schemas as sc
 from kbai.web.api import BODY_ERRORS, ERRORS, MAX_ID, creates, tokens_json, user_json
 from kbai.web.auth import Principal, client_ip, services
+from kbai.web.clients import authenticate_client
 from kbai.web.idempotency import idempotent
 
 if TYPE_CHECKING:

@@ -32,15 +32,15 @@ from kbai.access.catalog import MANAGE_TOKENS, REVIEW_TOKENS, Catalog, Permissio
 from kbai.access.passwords import MIN_LENGTH as MIN_PASSWORD
 from kbai.access.requests import AdminRequests
 from kbai.access.service import require
-from kbai.audit import Actor
 from kbai.compare import same_secret
 from kbai.errors import KbaiError
+from kbai.lifecycle.activity import BASELINE_DAYS, DAYS, SHADES, heatmap_svg
+from kbai.lifecycle.hygiene import LABELS as HYGIENE_LABELS
+from kbai.lifecycle.hygiene import hygiene
+from kbai.lifecycle.inventory import STATUSES, InventoryFilter
 from kbai.services import Services
-from kbai.tokens.activity import BASELINE_DAYS, DAYS, SHADES, heatmap_svg
-from kbai.tokens.format import redact
-from kbai.tokens.hygiene import LABELS as HYGIENE_LABELS
-from kbai.tokens.hygiene import hygiene
-from kbai.tokens.inventory import STATUSES, InventoryFilter
+from kbai.store.audit import Actor
+from kbai.tokenformat import redact
 from kbai.tokens.policy import Policy, check_lifetime
 from kbai.tokens.restrictions import MAX_ALLOWED_IPS, clean_allowlist, clean_description
 from kbai.tokens.service import EXPIRY_PRESETS_DAYS, MAX_LIFETIME_DAYS, RECOMMENDED_EXPIRY_DAYS, TokenView

@@ -17,6 +17,8 @@ from collections.abc import MutableMapping
 from contextvars import ContextVar
 from typing import Any
 
+from kbai.web.answers import SECURITY_HEADERS
+
 # The prefix of the request being served: set by ServeUnder for the request's whole task (sync
 # routes run in a thread pool that copies the context), "" outside a prefixed app.
 _ROOT: ContextVar[str] = ContextVar("kbai_root_path", default="")
@@ -95,8 +97,6 @@ class ServeUnder:
         await self._answer(send, self.status, self.body, [(b"content-type", b"application/json")])
 
     async def _answer(self, send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-        from kbai.web.middleware import SECURITY_HEADERS
-
         await send(
             {
                 "type": "http.response.start",

@@ -29,10 +29,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from kbai.access.provisioning import ProvisioningView
-from kbai.audit import Actor
 from kbai.errors import KbaiError
 from kbai.identity.scim import MAX_RESULTS, Page, Scim, kbai_error, search_all
-from kbai.tokens.format import redact
+from kbai.store.audit import Actor
+from kbai.tokenformat import redact
 from kbai.web.auth import client_ip, services
 
 log = logging.getLogger("kbai.scim")

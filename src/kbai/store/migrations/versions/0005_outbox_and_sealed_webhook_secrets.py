@@ -3,7 +3,7 @@
 Existing secrets (``kbai_whsec_...``, stored in clear by 0004) are encrypted with the key of
 ``kbai.secretbox`` (``KBAI_ENCRYPTION_KEY``, or on SQLite the key file beside the database), and
 the clear column is dropped. They keep their value, so receivers keep verifying (see
-kbai.webhooks). On PostgreSQL without ``KBAI_ENCRYPTION_KEY`` the upgrade stops with a message
+kbai.delivery.webhooks). On PostgreSQL without ``KBAI_ENCRYPTION_KEY`` the upgrade stops with a message
 saying so, when (and only when) there is a secret to encrypt.
 
 Revision ID: 0005

@@ -11,7 +11,7 @@ tests) the caller's thread does, still outside any transaction. ``kbai worker`` 
 pass, whatever is due (retries, rows left by a process that stopped).
 
 Sending one row: **claim** it with a lease (one short UPDATE that only one process wins), **send**
-it within the hard deadline (:mod:`kbai.egress`, :mod:`kbai.mail`), then **mark** it sent, or
+it within the hard deadline (:mod:`kbai.egress`, :mod:`kbai.delivery.mail`), then **mark** it sent, or
 schedule the next attempt after :data:`RETRY_DELAYS`, giving up (``failed_at``, logged as an error)
 after the last one. Delivery is at least once: a process that dies between the receiver's answer
 and the mark leaves the row to be sent again when its lease ends, with the same ``event_id``
@@ -32,13 +32,13 @@ from sqlalchemy import ColumnElement, and_, delete, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from kbai.clock import Clock, utc_seconds
+from kbai.delivery.mail import Mailer
+from kbai.delivery.webhooks import WebhookFailed, Webhooks
 from kbai.errors import KbaiError
-from kbai.mail import Mailer
 from kbai.secretbox import SecretBox
 from kbai.store import Database
 from kbai.store.models import OutboxMessage, TenantPolicy
-from kbai.tokens.format import redact
-from kbai.webhooks import WebhookFailed, Webhooks
+from kbai.tokenformat import redact
 
 log = logging.getLogger("kbai.outbox")
 

@@ -1,9 +1,9 @@
 """``kbai worker``: the background jobs of the token lifecycle, run apart from the web servers.
 
-Each pass claims the expiry reminders that are due (:mod:`kbai.tokens.reminders`), applies every
-tenant's auto-revoke policy (:mod:`kbai.tokens.hygiene`), sends what they queued plus whatever
-else the outbox holds that is due (retries; :mod:`kbai.outbox`), and forgets idempotency keys older
-than 24 h (:mod:`kbai.idempotency`; look-ups ignore them anyway, this only keeps the table small).
+Each pass claims the expiry reminders that are due (:mod:`kbai.lifecycle.reminders`), applies every
+tenant's auto-revoke policy (:mod:`kbai.lifecycle.hygiene`), sends what they queued plus whatever
+else the outbox holds that is due (retries; :mod:`kbai.delivery.outbox`), and forgets idempotency keys older
+than 24 h (:mod:`kbai.store.idempotency`; look-ups ignore them anyway, this only keeps the table small).
 All of it is safe with any number of workers at once and across restarts (each reminder and each
 revocation happens exactly once, each email and webhook event is delivered at least once under a
 stable id), so run one worker per deployment, or a few for availability, or ``kbai worker --once``
@@ -16,10 +16,10 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from kbai.idempotency import IdempotencyStore
-from kbai.outbox import Outbox
-from kbai.tokens.hygiene import AutoRevoke
-from kbai.tokens.reminders import Reminders
+from kbai.delivery.outbox import Outbox
+from kbai.lifecycle.hygiene import AutoRevoke
+from kbai.lifecycle.reminders import Reminders
+from kbai.store.idempotency import IdempotencyStore
 
 log = logging.getLogger("kbai.worker")
 

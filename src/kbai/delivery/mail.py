@@ -3,7 +3,7 @@
 Configured by ``KBAI_SMTP_*``; without ``KBAI_SMTP_HOST`` there is no :class:`Mailer` and nothing is
 emailed (in-app notifications still are kept). Messages are plain text. Nothing token-shaped is
 ever put in one: every subject and body passes through ``redact`` first. Messages leave through the
-outbox (:mod:`kbai.outbox`), never from inside a database transaction.
+outbox (:mod:`kbai.delivery.outbox`), never from inside a database transaction.
 
 One SMTP conversation has a hard deadline (``KBAI_OUTBOUND_DEADLINE_SECONDS``): ``smtplib``'s timeout
 is per socket operation, so a server answering one byte every few seconds would never trip it; a
@@ -21,7 +21,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 from kbai.config import Settings
-from kbai.tokens.format import redact
+from kbai.tokenformat import redact
 
 DEFAULT_DEADLINE_SECONDS = 10.0
 

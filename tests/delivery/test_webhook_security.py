@@ -33,14 +33,14 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from kbai import egress
+from kbai.app import create_app
 from kbai.clock import FrozenClock, iso
 from kbai.config import Settings
-from kbai.mail import DeadlineExceeded, Mailer
+from kbai.delivery.mail import DeadlineExceeded, Mailer
+from kbai.delivery.webhooks import WebhookFailed, Webhooks
+from kbai.lifecycle.worker import Worker
 from kbai.services import Services
 from kbai.store.models import AuditEvent, OutboxMessage, TenantPolicy
-from kbai.web.app import create_app
-from kbai.webhooks import WebhookFailed, Webhooks
-from kbai.worker import Worker
 from tests.conftest import FAST_ARGON2, KBAI_BIN, OPERATOR, TEST_ENCRYPTION_KEY, World, build_world, server_env
 from tests.lifecycle.conftest import LOCAL_RECEIVERS, Mailbox, Trickler, WebhookReceiver, login
 from tests.store.test_no_plaintext import _pg_dump, _raw_files, _sql_dump

@@ -16,9 +16,9 @@ import pytest
 from sqlalchemy import select
 
 from kbai.clock import FrozenClock, iso
-from kbai.outbox import LEASE_MARGIN_SECONDS, RETRY_DELAYS
+from kbai.delivery.outbox import LEASE_MARGIN_SECONDS, RETRY_DELAYS
+from kbai.delivery.webhooks import verify
 from kbai.store.models import OutboxMessage
-from kbai.webhooks import verify
 from tests.conftest import KBAI_BIN, OPERATOR, World, server_env
 from tests.lifecycle.conftest import LOCAL_RECEIVERS, Mailbox, Trickler, WebhookReceiver
 

@@ -23,13 +23,13 @@ from typing import Any, Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from kbai import audit
+from kbai import tokenformat as fmt
 from kbai.access.service import ADMIN
-from kbai.audit import Actor
 from kbai.clock import human
-from kbai.notifications import TOKEN_LEAKED, NewNotification, Notifications, NotificationView
+from kbai.delivery.notifications import TOKEN_LEAKED, NewNotification, Notifications, NotificationView
+from kbai.store import audit
+from kbai.store.audit import Actor
 from kbai.store.models import Role, User, UserRole
-from kbai.tokens import format as fmt
 from kbai.tokens.service import FoundToken, TokenService
 
 GITHUB = "GitHub secret scanning"

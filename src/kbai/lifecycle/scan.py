@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from kbai.tokens import format as fmt
+from kbai import tokenformat as fmt
 
 SKIP_DIRS = frozenset({".git", ".hg", ".svn", ".bzr", "_darcs"})
 _SNIFF_BYTES = 8192

@@ -2,7 +2,7 @@
 
 Domain code adds them inside its own write transaction (:meth:`Notifications.add`), so a
 notification exists if and only if the change it reports was committed: exactly once. When SMTP is
-configured the same call writes an email for each of them to the outbox (:mod:`kbai.outbox`), in
+configured the same call writes an email for each of them to the outbox (:mod:`kbai.delivery.outbox`), in
 that same transaction. After the commit the caller calls :meth:`Notifications.deliver`, which hands
 those emails to the outbox (sent at least once, outside any transaction) and the new notifications
 to every in-process sender in ``senders``. A sender or an email that fails is logged and never
@@ -20,12 +20,12 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
-from kbai.audit import redacted
 from kbai.clock import Clock, utc_seconds
-from kbai.outbox import Outbox
+from kbai.delivery.outbox import Outbox
 from kbai.store import Database
+from kbai.store.audit import redacted
 from kbai.store.models import Notification
-from kbai.tokens.format import redact
+from kbai.tokenformat import redact
 
 log = logging.getLogger("kbai.notifications")
 TOKEN_LEAKED = "token.leaked"

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kbai.store.models import AuditEvent
-from kbai.tokens.format import redact
+from kbai.tokenformat import redact
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,12 @@ from sqlalchemy.orm import Session
 from kbai import errors
 from kbai.access.catalog import REVIEW_TOKENS
 from kbai.access.service import require
-from kbai.audit import Actor
 from kbai.clock import human, utc_seconds
+from kbai.delivery.notifications import NewNotification, Notifications
 from kbai.errors import KbaiError
-from kbai.notifications import NewNotification, Notifications
+from kbai.lifecycle.hygiene import STALE_DAYS, unused_since
+from kbai.store.audit import Actor
 from kbai.store.models import Token, User
-from kbai.tokens.hygiene import STALE_DAYS, unused_since
 from kbai.tokens.service import TokenService, TokenView
 
 EXPIRING_SOON_DAYS = 7

@@ -8,13 +8,13 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import select
 
-from kbai import audit
-from kbai.audit import Actor
+from kbai import tokenformat as fmt
 from kbai.clock import FrozenClock
 from kbai.errors import KbaiError
 from kbai.services import Services
+from kbai.store import audit
+from kbai.store.audit import Actor
 from kbai.store.models import AuditEvent
-from kbai.tokens import format as fmt
 from tests.conftest import OPERATOR, World, build_world
 from tests.tokens.helpers import assert_no_secret, raises_code
 

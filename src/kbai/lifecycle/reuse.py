@@ -15,11 +15,10 @@ from datetime import datetime
 
 from sqlalchemy import select, update
 
-from kbai import audit
-from kbai.audit import Actor
 from kbai.clock import Clock, human, utc_seconds
-from kbai.notifications import NewNotification, Notifications
-from kbai.store import Database
+from kbai.delivery.notifications import NewNotification, Notifications
+from kbai.store import Database, audit
+from kbai.store.audit import Actor
 from kbai.store.models import Token, User
 from kbai.tokens.verify import TokenRecord
 

@@ -4,7 +4,7 @@ A reminder goes out on two *channels*: ``notice`` (an in-app notification, plus 
 is configured) and ``webhook`` (a signed event to the tenant's webhook, when it has one). Each
 (token, kind, channel) is claimed by inserting a ``token_reminders`` row, and **in that same
 transaction** the notification is added and the email or webhook event is written to the outbox
-(:mod:`kbai.outbox`); nothing is sent inside it. The outbox sends after the commit, with a hard
+(:mod:`kbai.delivery.outbox`); nothing is sent inside it. The outbox sends after the commit, with a hard
 deadline, and retries until the receiver takes it:
 
 * several ``kbai worker`` processes at once: on PostgreSQL the second insert of the same key waits
@@ -35,11 +35,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from kbai.clock import Clock, human, iso, utc_seconds
-from kbai.notifications import NewNotification, Notifications, NotificationView
-from kbai.outbox import Outbox
+from kbai.delivery.notifications import NewNotification, Notifications, NotificationView
+from kbai.delivery.outbox import Outbox
 from kbai.store import Database
 from kbai.store.models import TenantPolicy, Token, TokenReminder, User
-from kbai.tokens.format import redact
+from kbai.tokenformat import redact
 from kbai.tokens.policy import webhook_of
 
 log = logging.getLogger("kbai.reminders")

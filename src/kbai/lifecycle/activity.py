@@ -27,10 +27,10 @@ from sqlalchemy import select
 
 from kbai import errors
 from kbai.access.catalog import REVIEW_TOKENS
-from kbai.audit import Actor
 from kbai.clock import Clock, utc_seconds
 from kbai.errors import KbaiError
 from kbai.store import Database
+from kbai.store.audit import Actor
 from kbai.store.models import Token, TokenUsageHour
 
 WINDOW_DAYS = 30

@@ -16,9 +16,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
-from kbai.audit import Actor
 from kbai.clock import human, iso, utc_seconds
-from kbai.notifications import NewNotification, Notifications
+from kbai.delivery.notifications import NewNotification, Notifications
+from kbai.store.audit import Actor
 from kbai.store.models import TenantPolicy, Token, User
 from kbai.tokens.service import TokenService, TokenView
 
