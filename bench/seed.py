@@ -102,12 +102,25 @@ def _rows(
     def role_permission_rows() -> Iterator[list[tuple[object, ...]]]:
         yield [(3 * (t - 1) + 3, p) for t in range(1, tenants + 1) for p in DEV_PERMISSIONS]
 
-    def user_rows() -> Iterator[list[tuple[object, ...]]]:
+    def person_rows() -> Iterator[list[tuple[object, ...]]]:
         chunk = []
         for t in range(1, tenants + 1):
             for j in range(users_per_tenant):
                 uid = (t - 1) * users_per_tenant + j + 1
-                chunk.append((uid, t, email_of(uid, t), pw, True, stamp, None, None))
+                chunk.append((uid, email_of(uid, t), pw, stamp, t))
+            if len(chunk) >= 20_000:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+    def user_rows() -> Iterator[list[tuple[object, ...]]]:
+        # One membership per person (the person's id is the membership's): users are memberships since 0010.
+        chunk = []
+        for t in range(1, tenants + 1):
+            for j in range(users_per_tenant):
+                uid = (t - 1) * users_per_tenant + j + 1
+                chunk.append((uid, t, uid, True, stamp, None, None))
             if len(chunk) >= 20_000:
                 yield chunk
                 chunk = []
@@ -174,6 +187,7 @@ def _rows(
         "tenants": tenant_rows(),
         "roles": role_rows(),
         "role_permissions": role_permission_rows(),
+        "persons": person_rows(),
         "users": user_rows(),
         "user_roles": user_role_rows(),
         "tokens": token_rows(),
@@ -184,11 +198,11 @@ COLUMNS = {
     "tenants": ("id", "name", "created_at", "max_active_tokens"),
     "roles": ("id", "tenant_id", "name", "builtin", "created_at"),
     "role_permissions": ("role_id", "permission"),
+    "persons": ("id", "email", "password_hash", "created_at", "last_tenant_id"),
     "users": (
         "id",
         "tenant_id",
-        "email",
-        "password_hash",
+        "person_id",
         "active",
         "created_at",
         "deactivated_at",
@@ -269,7 +283,7 @@ def _load_pg(database_url: str, rows: dict[str, Iterator[list[tuple[object, ...]
                         )
                         if table == "tokens":
                             progress.update(len(chunk))
-            for table in ("tenants", "roles", "users", "tokens"):
+            for table in ("tenants", "roles", "persons", "users", "tokens"):
                 cur.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
             cur.execute("SET session_replication_role = origin")
         conn.commit()

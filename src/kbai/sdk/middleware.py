@@ -22,7 +22,7 @@ from kbai import errors
 from kbai.errors import KbaiError
 from kbai.sdk.verifiers import NO_TOKEN, Failure, Identity, Verifier
 from kbai.tokens.restrictions import ip_allowed, networks
-from kbai.web.answers import auth_headers, bearer_token, error_response
+from kbai.web.answers import auth_headers, error_response, parse_bearer
 
 Scope = dict[str, Any]
 ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
@@ -53,8 +53,15 @@ async def auth_error_handler(_: Request, exc: Exception) -> JSONResponse:
 
 async def authenticate(verifier: Verifier, connection: HTTPConnection) -> Identity | KbaiError:
     """The identity behind the request's Bearer token, or the public error to refuse it with."""
+    client = connection.client
+    return await _authenticate(verifier, connection.headers.get("authorization"), client.host if client else None)
+
+
+async def _authenticate(verifier: Verifier, authorization: str | None, client_host: str | None) -> Identity | KbaiError:
+    """:func:`authenticate` from the raw ``Authorization`` value and client address (the middleware's
+    hot path reads both straight from the ASGI scope, without building a connection object)."""
     try:
-        token = bearer_token(connection)
+        token = parse_bearer(authorization)
     except KbaiError as exc:
         return exc
     if token is None:
@@ -62,12 +69,12 @@ async def authenticate(verifier: Verifier, connection: HTTPConnection) -> Identi
     result = await verifier.verify(token)
     if isinstance(result, Failure):
         return result.error
-    if result.allowed_ips is not None:
-        # kbai cannot see this service's clients: the token's allowlist is enforced here, on the address
-        # the ASGI server gives (behind a proxy, run it with its proxy-headers option for the real client).
-        client = connection.client
-        if client is None or not ip_allowed(networks(result.allowed_ips), client.host):
-            return errors.for_outcome("ip_not_allowed")
+    # kbai cannot see this service's clients: the token's allowlist is enforced here, on the address
+    # the ASGI server gives (behind a proxy, run it with its proxy-headers option for the real client).
+    if result.allowed_ips is not None and (
+        client_host is None or not ip_allowed(networks(result.allowed_ips), client_host)
+    ):
+        return errors.for_outcome("ip_not_allowed")
     return result
 
 
@@ -113,7 +120,13 @@ class KbaiAuthMiddleware:
         if kind not in ("http", "websocket") or self.is_exempt(scope["path"]):
             await self.app(scope, receive, send)
             return
-        found = await authenticate(self.verifier, HTTPConnection(scope))
+        authorization = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":  # the first one, as Starlette's Headers.get reads it
+                authorization = value.decode("latin-1")
+                break
+        client = scope.get("client")
+        found = await _authenticate(self.verifier, authorization, client[0] if client else None)
         if isinstance(found, KbaiError):
             if kind == "websocket":
                 await receive()  # websocket.connect; closing before accept makes the server answer 403

@@ -140,6 +140,9 @@ class LocalVerifier:
             self._owns_services = False
         self.services = services
         self._stopped = False
+        # token id -> (record, effective scopes, the Identity built from them): a warm token's Identity is
+        # built once, not per request; a new record (reloaded after an invalidation) or new scopes rebuild it.
+        self._identities: dict[int, tuple[object, frozenset[str], Identity]] = {}
 
     async def verify(self, token: str) -> Result:
         try:
@@ -157,7 +160,10 @@ class LocalVerifier:
         record = result.record
         if not result.ok or record is None:
             return Failure(errors.for_outcome(result.outcome.value, result.missing))
-        return Identity(
+        built = self._identities.get(record.token_id)
+        if built is not None and built[0] is record and built[1] == result.scopes:
+            return built[2]
+        identity = Identity(
             user_id=record.person_id,
             email=record.email,
             tenant_id=record.tenant_id,
@@ -168,6 +174,10 @@ class LocalVerifier:
             user_external_id=record.user_external_id,
             allowed_ips=record.allowed_ips,
         )
+        if len(self._identities) >= 10_000:
+            self._identities.clear()
+        self._identities[record.token_id] = (record, result.scopes, identity)
+        return identity
 
     def record_use(self, identity: Identity) -> None:
         usage = self.services.usage
