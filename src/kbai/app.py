@@ -19,7 +19,7 @@ from kbai.config import get_settings
 from kbai.gateway import routes as gateway_routes
 from kbai.gateway.check import ForwardAuth
 from kbai.services import Services
-from kbai.web import api, brand, docs, errors, oidc, pages, prefix, provisioning_pages
+from kbai.web import api, brand, docs, errors, oidc, pages, prefix
 from kbai.web import credentials as credential_routes
 from kbai.web import leaks as leak_routes
 from kbai.web import lifecycle as lifecycle_routes
@@ -116,7 +116,6 @@ def create_app(services: Services | None = None, *, start_background: bool = Tru
     app.include_router(operator_routes.router)
     app.include_router(scim_routes.router)
     app.include_router(pages.router)
-    app.include_router(provisioning_pages.router)
     app.include_router(oidc.router)
     app.include_router(brand.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")

@@ -75,9 +75,8 @@ def _violations(page, axe_source: str) -> list[str]:
 def _get_paths(ids: dict[str, int]) -> list[str]:
     """Every GET page route, with ids filled in (the route table decides; a new page is checked too)."""
     out = []
-    from kbai.web import provisioning_pages
 
-    for route in [*pages.router.routes, *provisioning_pages.router.routes]:
+    for route in pages.router.routes:
         if "GET" not in getattr(route, "methods", ()) or route.path in ("/", "/logout"):
             continue
         path = route.path

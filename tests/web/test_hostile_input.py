@@ -2375,7 +2375,7 @@ CASES: list[Case] = [
     # ---- routing ---------------------------------------------------------------------------------
     Case("route-unknown", "GET", "/api/v1/nope", 404, "not_found"),
     Case("route-wrong-method", "PATCH", TOKENS, 405, "method_not_allowed"),
-    # ---- HTML forms (src/kbai/web/pages.py): an error page with the code and message, nothing changed -----
+    # ---- HTML forms (src/kbai/web/pages/): an error page with the code and message, nothing changed -----
     # API Keys, create: names
     _page(
         "form-tenant-switch-not-a-number",

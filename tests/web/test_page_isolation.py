@@ -72,6 +72,7 @@ def env(module_database_url: str) -> Iterator[Env]:
         pass
 
     invited = svc.access.invite(acme.admin, acme.tenant_id, "invitee@acme.test")  # a link only the invitee holds
+    scim, _ = svc.provisioning.create(OPERATOR, acme.tenant_id, "Okta of Acme")
     app = create_app(svc, start_background=False)
     clients = {a: TestClient(app, raise_server_exceptions=False, follow_redirects=False) for a in ATTACKERS}
     csrf = {}
@@ -92,6 +93,7 @@ def env(module_database_url: str) -> Iterator[Env]:
         "request": request.id,
         "notification": notification,
         "invitation": invited.path,
+        "scim_credential": scim.id,
         "member_role": {r.name: r.id for r in svc.access.list_roles(OPERATOR, acme.tenant_id)}["Member"],
     }
     yield Env(svc, clients, csrf, ids, victim, acme_hidden)  # type: ignore[arg-type]
@@ -128,7 +130,7 @@ def _victim_notification(svc: Services, tenant_id: int, user_id: int) -> int:
 class Probe:
     id: str
     method: str
-    template: str  # the route, as pages.py declares it
+    template: str  # the route, as its module in src/kbai/web/pages/ declares it
     path: Callable[[Env], str]
     expect: dict[str, tuple[int, str]]  # attacker -> (status, error code)
     form: Callable[[Env], dict[str, str]] | None = None  # fields besides csrf_token (POST only)
@@ -260,6 +262,13 @@ PROBES = [
         lambda e: _guess(e.ids["invitation"]),
         _both(404, "invitation_invalid"),
         lambda e: {"password": "attacker-password-1", "password_again": "attacker-password-1"},
+    ),
+    Probe(
+        "provisioning-revoke",
+        "POST",
+        H + "/provisioning/{credential_id}/revoke",
+        lambda e: f"{H}/provisioning/{e.ids['scim_credential']}/revoke",
+        CROSS_404_SAME_403,
     ),
 ]
 # Pages without an id: they must show the attacker only their own things (status 200 or a 403 page).

@@ -78,7 +78,7 @@ def install(app: FastAPI) -> None:
         log.warning("database unavailable on %s %s: %s", request.method, request.url.path, redact(str(exc.orig))[:200])
         err = KbaiError(errors.DATABASE_UNAVAILABLE)
         headers = {"Retry-After": "5"}
-        from kbai.web import pages  # late: kbai.sdk uses this module and needs none of the pages
+        from kbai.web.pages import base as pages  # late: kbai.sdk uses this module and needs none of the pages
 
         if pages.is_page(request.url.path):
             return HTMLResponse(pages.standalone_error_page(err), status_code=err.status, headers=headers)

@@ -20,8 +20,8 @@ from kbai import logs
 from kbai.errors import ErrorSpec, KbaiError
 from kbai.services import Services
 from kbai.tokenformat import redact
-from kbai.web import pages
 from kbai.web.answers import SECURITY_HEADERS, security_headers
+from kbai.web.pages import base as pages
 
 log = logging.getLogger("kbai.access")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")

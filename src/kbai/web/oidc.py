@@ -13,9 +13,10 @@ from fastapi.responses import HTMLResponse
 from kbai import errors
 from kbai.errors import KbaiError
 from kbai.identity.signin import OidcSignIn
-from kbai.web import pages, prefix
+from kbai.web import prefix
 from kbai.web.api import set_session_cookie
 from kbai.web.auth import client_ip, services, session_principal
+from kbai.web.pages import base as pages
 
 router = APIRouter(include_in_schema=False)
 FLOW_COOKIE = "kbai_oidc_flow"

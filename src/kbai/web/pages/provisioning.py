@@ -12,7 +12,7 @@ from fastapi.responses import Response
 from kbai import errors
 from kbai.errors import KbaiError
 from kbai.web.auth import Principal, services
-from kbai.web.pages import HOME, Id, PageRoute, check_form, page_user, render, see_other
+from kbai.web.pages.base import HOME, Id, PageRoute, check_form, page_user, render, see_other
 from kbai.web.provisioning import scim_base_url
 
 PROVISIONING = HOME + "/provisioning"
