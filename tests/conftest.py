@@ -266,7 +266,8 @@ def start_server(database_url: str, log_dir: Path, *, args: tuple[str, ...] = ()
             start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    # a waiting limit, not a speed check: 2 loaded cores can take a minute to start 2 workers
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"kbai serve exited with {proc.returncode}: {log.read_text()[-2000:]}")
