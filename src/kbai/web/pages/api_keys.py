@@ -169,23 +169,23 @@ def revoke_token(request: Request, token_id: Id, csrf_token: Annotated[str, Form
 
 @router.post("/system-settings/api-keys/{token_id}/pause")
 def pause_token(request: Request, token_id: Id, csrf_token: Annotated[str, Form(max_length=200)] = "") -> Response:
-    p = check_form(request, csrf_token)
-    try:
-        view = services(request).tokens.pause(p.actor, token_id)
-    except KbaiError as err:
-        if err.code == "not_found":
-            raise
-        return _api_keys_page(request, p, err, error_at="table")
-    return see_other(f"{API_KEYS}?{urlencode({'done': 'paused'})}#token-{view.id}")
+    return _set_paused(request, token_id, csrf_token, paused=True)
 
 
 @router.post("/system-settings/api-keys/{token_id}/resume")
 def resume_token(request: Request, token_id: Id, csrf_token: Annotated[str, Form(max_length=200)] = "") -> Response:
+    return _set_paused(request, token_id, csrf_token, paused=False)
+
+
+def _set_paused(request: Request, token_id: int, csrf_token: str, *, paused: bool) -> Response:
+    """Pause or resume; a refusal other than "not found" is shown in the table, as the other buttons do."""
     p = check_form(request, csrf_token)
+    tokens = services(request).tokens
     try:
-        view = services(request).tokens.resume(p.actor, token_id)
+        view = tokens.pause(p.actor, token_id) if paused else tokens.resume(p.actor, token_id)
     except KbaiError as err:
         if err.code == "not_found":
             raise
         return _api_keys_page(request, p, err, error_at="table")
-    return see_other(f"{API_KEYS}?{urlencode({'done': 'resumed'})}#token-{view.id}")
+    done = "paused" if paused else "resumed"
+    return see_other(f"{API_KEYS}?{urlencode({'done': done})}#token-{view.id}")
