@@ -182,6 +182,10 @@ def KbaiError_not_found(what: str) -> KbaiError:  # noqa: N802 - reads as a cons
     return KbaiError(errors.NOT_FOUND, what=what)
 
 
+# How long uvicorn's supervisor waits for a worker's answer to its ping before it takes the worker for hung.
+WORKER_START_SECONDS = 120
+
+
 # ---- serve / db -----------------------------------------------------------------------------
 @app.command()
 @friendly
@@ -230,6 +234,10 @@ def serve(
         access_log=False,
         proxy_headers=False,
         workers=count if count > 1 else None,
+        # uvicorn kills a worker that has not answered its supervisor's ping within this many seconds and
+        # starts another; its default of 5 s is shorter than a new process needs to import the app on a
+        # busy machine, which then restarts workers for ever and never serves.
+        timeout_worker_healthcheck=WORKER_START_SECONDS,
     )
 
 
