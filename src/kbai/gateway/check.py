@@ -27,6 +27,8 @@ from sqlalchemy.exc import OperationalError
 
 from kbai import errors, logs
 from kbai.errors import KbaiError
+from kbai.gateway.me import PATH as ME_PATH
+from kbai.gateway.me import MeFront
 from kbai.services import Services
 from kbai.tokenformat import redact
 from kbai.tokens.verify import Verification
@@ -142,7 +144,8 @@ async def answer(
 
 
 class ForwardAuth:
-    """Pure ASGI in front of the app: answers ``/auth/check`` (any method, any sub-path) itself."""
+    """Pure ASGI in front of the app: answers ``/auth/check`` (any method, any sub-path) itself, and
+    ``GET /api/v1/me`` when its token is warm (:class:`~kbai.gateway.me.MeFront`)."""
 
     def __init__(self, app: Any, services: Services) -> None:
         self.app = app
@@ -150,6 +153,7 @@ class ForwardAuth:
         self.max_body = services.settings.max_body_bytes
         self.log_successes = services.settings.access_log_token_reads
         self.identity = IdentityHeaders(services)
+        self.me = MeFront(services)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -160,6 +164,9 @@ class ForwardAuth:
         if root and path.startswith(root):
             path = path[len(root) :]
         if not (path == PATH or path.startswith(PATH + "/")):
+            # GET /api/v1/me with a warm token is answered here too (kbai.gateway.me); the rest goes on.
+            if path == ME_PATH and scope["method"] == "GET" and await self.me.answer(scope, send):
+                return
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
