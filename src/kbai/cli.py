@@ -438,9 +438,19 @@ def limits_set(
     user: Annotated[str | None, typer.Option(help="A user's email (with --tenant: their membership there).")] = None,
     tenant: Annotated[str | None, typer.Option(help="A tenant's name (alone: the whole tenant).")] = None,
     reset: Annotated[bool, typer.Option("--reset", help="Remove the override (back to the default).")] = False,
+    max_service_tokens: Annotated[
+        int | None, typer.Option(help="The tenant's limit of active service tokens (1-100000; with --tenant).")
+    ] = None,
 ) -> None:
     """Raise (or reset) the active-token limit of one membership or a whole tenant. The limit counts per
-    membership: for a person in several tenants, give --user EMAIL --tenant NAME."""
+    membership: for a person in several tenants, give --user EMAIL --tenant NAME. With --max-service-tokens N
+    and --tenant alone: the tenant's own limit of active service tokens (default 25)."""
+    if max_service_tokens is not None:
+        if tenant is None or user is not None or max_active_tokens is not None or reset:
+            raise fail("give --max-service-tokens N with --tenant NAME alone")
+        services().access.set_service_limit(OPERATOR, tenant, max_service_tokens)
+        typer.echo(f"service-token limit for tenant {tenant} is now {max_service_tokens}")
+        return
     if user is None and tenant is None:
         raise fail("give --user EMAIL (and --tenant NAME for a person in several tenants), or --tenant NAME")
     if reset == (max_active_tokens is not None):

@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     default_max_active_tokens: int = Field(
         default=10, ge=1, le=100_000, description="Active tokens a user may hold unless overridden."
     )
+    default_max_service_tokens: int = Field(
+        default=25,
+        ge=1,
+        le=100_000,
+        description="Active service tokens a tenant may hold unless `kbai limits set --max-service-tokens` says otherwise.",
+    )
     support_email: str = Field(default="support@keebai.com", description="Shown in the limit message.")
     last_used_flush_seconds: float = Field(
         default=60.0, gt=0, description="Longest a Last used time may lag behind the real use."

@@ -125,6 +125,42 @@ LIMIT_REACHED = ErrorSpec(
     "You have {active} active tokens; the limit is {limit}. Revoke one before creating a new one. "
     "Need more? Email {support}.",
 )
+NO_SERVICE_TOKEN_PERMISSION = ErrorSpec(
+    "forbidden",
+    403,
+    "You need the developer.manage_service_tokens permission to {action}. Ask a tenant admin to grant "
+    "Manage service tokens (Developer) on one of your roles.",
+)
+SERVICE_LIMIT_REACHED = ErrorSpec(
+    "service_token_limit_reached",
+    409,
+    "The tenant has {active} active service tokens; the limit is {limit}. Revoke one first. Need more? Email {support}.",
+)
+HAND_OVER_LIMIT = ErrorSpec(
+    "service_token_limit_reached",
+    409,
+    "Handing over {count} token(s) would give the tenant {total} active service tokens; the limit is {limit}. "
+    "Nothing was changed: hand over fewer, or revoke service tokens first.",
+)
+HAND_OVER_NOT_ACTIVE = ErrorSpec(
+    "not_handed_over",
+    409,
+    "Token {token_id} is not an active token of this user, so it cannot be kept as a service token. "
+    "Nothing was changed.",
+)
+SERVICE_NAME_TAKEN = ErrorSpec(
+    "name_taken", 409, "The tenant already has an active service token named '{name}'. Pick another name."
+)
+SERVICE_TOKEN_NOT_PERSONAL = ErrorSpec(
+    "service_token",
+    403,
+    "A service token belongs to the tenant, not a person: it cannot {action}.",
+)
+CEILING_UNHELD = ErrorSpec(
+    "forbidden",
+    403,
+    "You cannot allow service tokens '{scope}': you don't hold that permission yourself.",
+)
 NAME_TAKEN = ErrorSpec(
     "name_taken", 409, "You already have an active token named '{name}'. Pick another name or revoke that token."
 )

@@ -94,6 +94,7 @@ class Services:
             clock,
             catalog,
             default_limit=settings.default_max_active_tokens,
+            default_service_limit=settings.default_max_service_tokens,
             support_email=settings.support_email,
         )
         bus = bus_for(settings, db)

@@ -19,6 +19,7 @@ from tests.tokens.helpers import raises_code
 BUILTIN_KEYS = {
     "developer.manage_tokens",
     "developer.review_tokens",
+    "developer.manage_service_tokens",
     "users.read",
     "users.manage",
     "roles.read",

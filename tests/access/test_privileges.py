@@ -48,7 +48,7 @@ def test_finding1_roles_can_hold_only_permissions_their_creator_holds(world: Wor
     with raises_code(NOT_HELD) as info:
         svc.access.create_role(sec, world.tenant_id, "Everything", KEYS)
     assert info.value.status == 403
-    assert "You can't give a role developer.manage_tokens, developer.review_tokens and 2 more" in info.value.message
+    assert "You can't give a role developer.manage_tokens, developer.review_tokens and 3 more" in info.value.message
     with raises_code(NOT_HELD) as info:
         svc.access.create_role(sec, world.tenant_id, "Mine", ["roles.read", "users.manage"])
     assert "users.manage: you don't hold it yourself" in info.value.message
@@ -391,7 +391,7 @@ def sweep(arena: Arena, held: frozenset[str], n: int) -> list[str]:
 
 
 def test_every_combination_of_builtin_permissions_gains_nothing_it_does_not_hold(world: World, backend: str) -> None:
-    """All 128 combinations on SQLite; on PostgreSQL, to keep the run short, the 13 of at most two permissions
+    """All 256 combinations on SQLite; on PostgreSQL, to keep the run short, the 15 of at most two permissions
     that hold users.manage or roles.manage (the smallest that can attempt anything, so the most refused)."""
     arena = build_arena(world)
     combos = (
@@ -400,15 +400,16 @@ def test_every_combination_of_builtin_permissions_gains_nothing_it_does_not_hold
     problems: list[str] = []
     for n, held in enumerate(combos):
         problems += sweep(arena, held, n)
-    assert len(combos) == (128 if backend == "sqlite" else 13)
+    assert len(combos) == (256 if backend == "sqlite" else 15)
     assert not problems, "\n".join(problems[:40])
 
 
 def test_the_sweep_tries_every_combination() -> None:
-    assert len(COMBOS) == 2**7 == len(set(COMBOS))
+    assert len(COMBOS) == 2**8 == len(set(COMBOS))
     assert set(KEYS) == {
         "developer.manage_tokens",
         "developer.review_tokens",
+        "developer.manage_service_tokens",
         "users.read",
         "users.manage",
         "roles.read",

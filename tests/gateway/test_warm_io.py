@@ -172,3 +172,21 @@ def test_warm_requests_with_restrictions_cost_no_sql_and_no_redis(running: Runni
     # The list is enforced on that same warm path: a token that does not list the client is refused.
     outside = running.token("elsewhere", allowed_ips=["198.51.100.0/24"])
     assert running.client.get(path, headers=bearer(outside)).status_code == 401
+
+
+@pytest.mark.parametrize(("backend", "with_redis"), CONFIGURATIONS, ids=IDS)
+@pytest.mark.parametrize("path", ["/auth/check", "/auth/check?scope=users.read", "/api/v1/me"])
+def test_warm_service_token_requests_cost_no_sql_and_no_redis(running: Running, path: str) -> None:
+    """A service token (owned by the tenant, bounded by a ceiling): one statement cold, none warm."""
+    svc = running.services
+    svc.tokens.set_ceiling(running.world.admin, ["users.read", "roles.read"])
+    _, token = svc.tokens.create_service(running.world.admin, "warm-service", ["users.read"])
+    headers = bearer(token)
+    with sql_statements() as cold:
+        first = running.client.get(path, headers=headers)
+    assert first.status_code == 200 and len(cold) == 1, f"cold: {first.status_code}, {len(cold)} statements"
+    with sql_statements() as sql, redis_commands(running.redis_url) as commands:
+        statuses = Counter(running.client.get(path, headers=headers).status_code for _ in range(WARM_REQUESTS))
+    assert statuses == {200: WARM_REQUESTS}
+    assert sql == [], f"{len(sql)} SQL statements in {WARM_REQUESTS} warm requests, e.g. {sql[:3]}"
+    assert not commands, f"Redis commands in {WARM_REQUESTS} warm requests: {dict(commands)}"

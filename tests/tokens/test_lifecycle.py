@@ -60,6 +60,7 @@ def test_create_returns_the_plaintext_once_and_a_view_without_it(world: World, c
         "allowed_ips",
         "self_rotate",
         "paused_at",
+        "created_by_user_id",
     }
     for later in (repr(view), repr(svc.tokens.list(world.dev.user_id)), repr(svc.tokens.get(world.dev, view.id))):
         assert_no_secret(plaintext, later, "token views")
@@ -179,7 +180,12 @@ def test_session_only_permissions_are_refused_as_scopes_naming_them(world: World
 
 def test_the_catalog_marks_the_session_only_permissions(world: World) -> None:
     catalog = world.services.catalog
-    assert catalog.session_only == {"developer.manage_tokens", "users.manage", "roles.manage"}
+    assert catalog.session_only == {
+        "developer.manage_tokens",
+        "developer.manage_service_tokens",
+        "users.manage",
+        "roles.manage",
+    }
     assert {p.key for p in catalog.permissions if p.session_only} == catalog.session_only
     assert catalog.token_usable(world.admin.permissions) == {
         "developer.review_tokens",

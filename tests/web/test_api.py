@@ -76,7 +76,10 @@ def test_create_list_and_revoke(dev_client: tuple[TestClient, str]) -> None:
         "allowed_ips",
         "self_rotate",
         "paused_at",
+        "service",
+        "created_by",
     }
+    assert (row["service"], row["created_by"]) == (False, None)
     assert row["status"] == "active" and row["last_used_at"] is None and row["expires_at"].endswith("Z")
     r = client.post(f"/api/v1/tokens/{created['id']}/revoke", headers={"X-CSRF-Token": csrf})
     assert r.status_code == 200 and r.json()["status"] == "revoked"
@@ -342,7 +345,7 @@ def test_permissions_catalog_grouped(dev_client: tuple[TestClient, str]) -> None
         "session_only": True,
     }
     flagged = {p["key"] for g in groups for p in g["permissions"] if p["session_only"]}
-    assert flagged == {"developer.manage_tokens", "users.manage", "roles.manage"}
+    assert flagged == {"developer.manage_tokens", "developer.manage_service_tokens", "users.manage", "roles.manage"}
 
 
 def test_a_session_only_scope_is_a_422_naming_it(dev_client: tuple[TestClient, str]) -> None:

@@ -3563,6 +3563,202 @@ SCIM_CASES += [
 ]
 CASES += SCIM_CASES
 
+# ---- service tokens (owned by the tenant) and the hand-over at deactivation ----------------------
+ST = "/api/v1/service-tokens"
+
+
+def _deactivate_dev(e: Env) -> str:
+    return f"/api/v1/users/{e.ids['dev_user']}/deactivate"
+
+
+SERVICE_CASES = [
+    Case("svc-create-no-name", "POST", ST, 422, "validation_error", "admin", json={"scopes": []}, says="name"),
+    Case(
+        "svc-create-scopes-not-a-list",
+        "POST",
+        ST,
+        422,
+        "validation_error",
+        "admin",
+        json={"name": "x", "scopes": "users.read"},
+        says="scopes",
+    ),
+    Case(
+        "svc-create-unknown-scope",
+        "POST",
+        ST,
+        422,
+        "unknown_scope",
+        "admin",
+        json={"name": "x", "scopes": ["nope.read"]},
+        says="nope.read",
+    ),
+    Case(
+        "svc-create-session-only-scope",
+        "POST",
+        ST,
+        422,
+        "session_only_scope",
+        "admin",
+        json={"name": "x", "scopes": ["developer.manage_service_tokens"]},
+    ),
+    Case(
+        "svc-create-self-rotate-not-offered",
+        "POST",
+        ST,
+        422,
+        "validation_error",
+        "admin",
+        json={"name": "x", "scopes": [], "self_rotate": True},
+        says="self_rotate",
+    ),
+    Case(
+        "svc-create-bad-allowlist",
+        "POST",
+        ST,
+        422,
+        "invalid_cidr",
+        "admin",
+        json={"name": "x", "scopes": [], "allowed_ips": ["999.1.2.3/8"]},
+    ),
+    Case("svc-create-without-permission", "POST", ST, 403, "forbidden", "dev", json={"name": "x", "scopes": []}),
+    Case(
+        "svc-create-with-a-token",
+        "POST",
+        ST,
+        403,
+        "session_required",
+        "anon",
+        json={"name": "x", "scopes": []},
+        headers=lambda e: {"Authorization": f"Bearer {e.dev_token}"},
+    ),
+    Case("svc-list-bad-cursor", "GET", ST, 422, "validation_error", "admin", params={"cursor": "abc"}),
+    Case("svc-revoke-negative-id", "POST", f"{ST}/-1/revoke", 422, "validation_error", "admin"),
+    Case("svc-revoke-huge-id", "POST", f"{ST}/99999999999999999999/revoke", 422, "validation_error", "admin"),
+    Case(
+        "svc-revoke-a-personal-token",
+        "POST",
+        lambda e: f"{ST}/{e.ids['dev_token']}/revoke",
+        404,
+        "not_found",
+        "admin",
+    ),
+    Case(
+        "svc-revoke-other-tenant",
+        "POST",
+        lambda e: f"{ST}/{e.ids['other_token']}/revoke",
+        404,
+        "not_found",
+        "admin",
+    ),
+    Case(
+        "svc-revoke-without-permission",
+        "POST",
+        lambda e: f"{ST}/{e.ids['service_token']}/revoke",
+        403,
+        "forbidden",
+        "dev",
+    ),
+    Case("svc-ceiling-missing", "PUT", f"{ST}/ceiling", 422, "validation_error", "admin", json={}, says="permissions"),
+    Case(
+        "svc-ceiling-not-a-list",
+        "PUT",
+        f"{ST}/ceiling",
+        422,
+        "validation_error",
+        "admin",
+        json={"permissions": "users.read"},
+    ),
+    Case(
+        "svc-ceiling-unknown",
+        "PUT",
+        f"{ST}/ceiling",
+        422,
+        "unknown_scope",
+        "admin",
+        json={"permissions": ["nope.read"]},
+    ),
+    Case(
+        "svc-ceiling-session-only",
+        "PUT",
+        f"{ST}/ceiling",
+        422,
+        "session_only_scope",
+        "admin",
+        json={"permissions": ["users.manage"]},
+    ),
+    Case(
+        "svc-ceiling-duplicate",
+        "PUT",
+        f"{ST}/ceiling",
+        422,
+        "duplicate_scope",
+        "admin",
+        json={"permissions": ["users.read", "users.read"]},
+    ),
+    Case(
+        "svc-ceiling-without-permission",
+        "PUT",
+        f"{ST}/ceiling",
+        403,
+        "forbidden",
+        "dev",
+        json={"permissions": None},
+    ),
+    Case(
+        "hand-over-not-a-list",
+        "POST",
+        _deactivate_dev,
+        422,
+        "validation_error",
+        "admin",
+        json={"hand_over": 5},
+        says="hand_over",
+    ),
+    Case("hand-over-string-ids", "POST", _deactivate_dev, 422, "validation_error", "admin", json={"hand_over": ["1"]}),
+    Case("hand-over-bool-ids", "POST", _deactivate_dev, 422, "validation_error", "admin", json={"hand_over": [True]}),
+    Case("hand-over-negative", "POST", _deactivate_dev, 422, "validation_error", "admin", json={"hand_over": [-1]}),
+    Case(
+        "hand-over-too-many",
+        "POST",
+        _deactivate_dev,
+        422,
+        "validation_error",
+        "admin",
+        json={"hand_over": list(range(1, 1002))},
+    ),
+    Case("hand-over-unknown-field", "POST", _deactivate_dev, 422, "validation_error", "admin", json={"keep": []}),
+    Case(
+        "hand-over-someone-elses-token",
+        "POST",
+        _deactivate_dev,
+        409,
+        "not_handed_over",
+        "admin",
+        json=lambda e: {"hand_over": [e.ids["sibling_token"]]},
+        says="Nothing was changed",
+    ),
+    Case(
+        "hand-over-revoked-token",
+        "POST",
+        _deactivate_dev,
+        409,
+        "not_handed_over",
+        "admin",
+        json=lambda e: {"hand_over": [e.ids["dev_token"], e.ids["revoked_token"]]},
+    ),
+    Case(
+        "user-tokens-other-tenant",
+        "GET",
+        lambda e: f"/api/v1/users/{e.ids['other_user']}/tokens",
+        404,
+        "not_found",
+        "admin",
+    ),
+    Case("user-tokens-negative-id", "GET", "/api/v1/users/-1/tokens", 422, "validation_error", "admin"),
+]
+CASES += SERVICE_CASES
+
 OPAPI = "/api/v1/operator"
 
 
@@ -3773,6 +3969,7 @@ def build_env(svc: Services, make_client: Callable[[], httpx.Client]) -> Env:
     existing, dev_token = svc.tokens.create(acme.dev, "existing", ["users.read"])
     sibling_token, _ = svc.tokens.create(sibling, "sibling-secret", ["users.read"])
     other_token, _ = svc.tokens.create(globex.dev, "globex-secret", ["users.read"])
+    service_token, _ = svc.tokens.create_service(acme.admin, "service-one", ["users.read"])
     revoked_token = svc.tokens.revoke(acme.dev, svc.tokens.create(acme.dev, "revoked-one", [])[0].id)
     credential, secret = svc.credentials.create(OPERATOR, "hostile-input")
     roles = {r.name: r.id for r in svc.access.list_roles(OPERATOR, acme.tenant_id)}
@@ -3803,6 +4000,7 @@ def build_env(svc: Services, make_client: Callable[[], httpx.Client]) -> Env:
         "dev_token": existing.id,
         "sibling_token": sibling_token.id,
         "other_token": other_token.id,
+        "service_token": service_token.id,
         "revoked_token": revoked_token.id,
         "admin_role": roles["Admin"],
         "dev_role": acme.dev_role_id,

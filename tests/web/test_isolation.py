@@ -91,6 +91,9 @@ def env(module_database_url: str) -> Iterator[Env]:
     ]
     svc.tokens.revoke(acme.dev, svc.tokens.create(acme.dev, "victim-revoked-cron", [])[0].id)
     victim_views.append(svc.tokens.list(acme.dev.user_id)[0])  # type: ignore[arg-type]
+    # A service token of Acme (owned by the tenant; its admin made it): only Acme's holders of
+    # developer.manage_service_tokens may see or revoke it.
+    victim_service = svc.tokens.create_service(acme.admin, "victim-service-deploy", ["users.read"])[0]
     all_globex = sorted(svc.catalog.token_usable(globex.admin.permissions))  # every scope a token can have
     tokens = {
         "globex-token": svc.tokens.create(globex.admin, "globex-all", all_globex)[1],
@@ -152,6 +155,7 @@ def env(module_database_url: str) -> Iterator[Env]:
         "mallory-token.user": mallory.user_id,
         "victim_notification": victim_notification,
         "acme_scim_credential": scim_credential.id,
+        "victim_service_token": victim_service.id,
     }
     basic = "Basic " + base64.b64encode(f"{credential.client_id}:{secret}".encode()).decode()
     yield Env(
@@ -160,8 +164,8 @@ def env(module_database_url: str) -> Iterator[Env]:
         csrf,
         tokens,
         ids,
-        [v.name for v in victim_views],
-        [v.prefix for v in victim_views],  # type: ignore[arg-type]
+        [v.name for v in [*victim_views, victim_service]],
+        [v.prefix for v in [*victim_views, victim_service]],  # type: ignore[arg-type]
         basic,
         extra_secrets,
     )
@@ -247,6 +251,11 @@ def _no_victim_tokens(r: httpx.Response, env: Env, attacker: str) -> list[str]:
         return []
     ids = {t["id"] for t in r.json()["tokens"]}
     return ["lists a victim token"] if ids & {env.ids["victim_token"], env.ids["victim_revoked_token"]} else []
+
+
+def _no_victim_service_token(r: httpx.Response, env: Env, attacker: str) -> list[str]:
+    ids = {t["id"] for t in r.json()["tokens"]}
+    return ["lists Acme's service token"] if env.ids["victim_service_token"] in ids else []
 
 
 def _own_notifications(r: httpx.Response, env: Env, attacker: str) -> list[str]:
@@ -568,6 +577,57 @@ ENDPOINTS = [
         _by(NOT_FOUND, NOT_FOUND, SESSION_ONLY, cross_token=SESSION_ONLY),
     ),
     Endpoint("policy", "GET", lambda e, a: "/api/v1/policies", _all(*OK)),
+    # Service tokens: a session holding developer.manage_service_tokens in its own tenant (Globex's admin
+    # sees Globex's, never Acme's); a colleague without it is refused; a token never manages them.
+    Endpoint(
+        "list-service-tokens",
+        "GET",
+        lambda e, a: "/api/v1/service-tokens",
+        _by(OK, FORBIDDEN, SESSION_ONLY, cross_token=SESSION_ONLY),
+        ok=_no_victim_service_token,
+    ),
+    Endpoint(
+        "list-service-tokens-from-victim-cursor",
+        "GET",
+        lambda e, a: "/api/v1/service-tokens",
+        _by(OK, FORBIDDEN, SESSION_ONLY, cross_token=SESSION_ONLY),
+        params=lambda e, a: {"cursor": str(e.ids["victim_service_token"] + 1)},
+        ok=_no_victim_service_token,
+    ),
+    Endpoint(
+        "revoke-victim-service-token",
+        "POST",
+        lambda e, a: f"/api/v1/service-tokens/{e.ids['victim_service_token']}/revoke",
+        _by(NOT_FOUND, FORBIDDEN, SESSION_ONLY, cross_token=SESSION_ONLY),
+    ),
+    Endpoint(
+        "revoke-victim-service-token-as-personal",
+        "POST",
+        lambda e, a: f"{T}/{e.ids['victim_service_token']}/revoke",
+        _all(*NOT_FOUND),
+    ),
+    Endpoint(
+        "service-token-ceiling",
+        "GET",
+        lambda e, a: "/api/v1/service-tokens/ceiling",
+        _by(OK, FORBIDDEN, SESSION_ONLY, cross_token=SESSION_ONLY),
+    ),
+    # (null is the default already: Globex's admin changes nothing of its own either)
+    Endpoint(
+        "set-service-token-ceiling",
+        "PUT",
+        lambda e, a: "/api/v1/service-tokens/ceiling",
+        _by(OK, FORBIDDEN, SESSION_ONLY, cross_token=SESSION_ONLY),
+        body=lambda e, a: {"permissions": None},
+    ),
+    Endpoint("victim-user-tokens", "GET", lambda e, a: f"/api/v1/users/{e.ids['victim_user']}/tokens", WRITE_404),
+    Endpoint(
+        "deactivate-victim-handing-over-its-token",
+        "POST",
+        lambda e, a: f"/api/v1/users/{e.ids['victim_user']}/deactivate",
+        WRITE_404,
+        body=lambda e, a: {"hand_over": [e.ids["victim_token"]]},
+    ),
     Endpoint("list-service-credentials", "GET", lambda e, a: "/api/v1/service-credentials", _all(403, "forbidden")),
     Endpoint(
         "revoke-service-credential",
@@ -690,6 +750,7 @@ def test_the_table_covers_every_json_api_route(env: Env) -> None:
         ("POST", "/api/v1/session"),
         ("DELETE", "/api/v1/session"),
         ("POST", "/api/v1/tokens"),
+        ("POST", "/api/v1/service-tokens"),
         ("POST", "/api/v1/roles"),
         ("PUT", "/api/v1/policies"),
         ("POST", "/api/v1/scim-credentials"),

@@ -10,11 +10,12 @@ from pathlib import Path
 KEY_RE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
 MANAGE_TOKENS = "developer.manage_tokens"
 REVIEW_TOKENS = "developer.review_tokens"
+MANAGE_SERVICE_TOKENS = "developer.manage_service_tokens"
 # Permissions that need a person at the keyboard: they are never offered or accepted as token scopes,
 # and a stored token that holds one (made before this rule) acts without it. A token can never mint,
 # manage people or change roles; everything else (the read permissions, reviewing tokens, the
 # operator's own permissions) can be a scope.
-SESSION_ONLY = frozenset({MANAGE_TOKENS, "developer.manage_service_tokens", "users.manage", "roles.manage"})
+SESSION_ONLY = frozenset({MANAGE_TOKENS, MANAGE_SERVICE_TOKENS, "users.manage", "roles.manage"})
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ def _permission(key: str, label: str, group: str) -> Permission:
 BUILTIN: tuple[Permission, ...] = (
     _permission(MANAGE_TOKENS, "Manage API Tokens", "Developer"),
     _permission(REVIEW_TOKENS, "Review all tokens of the tenant", "Developer"),
+    _permission(MANAGE_SERVICE_TOKENS, "Manage service tokens", "Developer"),
     _permission("users.read", "View users", "Users"),
     _permission("users.manage", "Manage users", "Users"),
     _permission("roles.read", "View roles", "Roles"),

@@ -750,8 +750,12 @@ class AccessService:
         self._may_have_granted(view.tenant_id)
         return view
 
-    def deactivate_user(self, actor: Actor, user_id: int) -> UserView:
-        """Deactivated users can't log in, and their tokens stop working at once (they are not revoked)."""
+    def deactivate_user(
+        self, actor: Actor, user_id: int, *, within: Callable[[Session, User], object] | None = None
+    ) -> UserView:
+        """Deactivated users can't log in, and their tokens stop working at once (they are not revoked).
+        ``within`` runs in the same transaction once the actor may deactivate the user, before it happens
+        (the hand-over of tokens to the tenant: when it raises, nothing changes)."""
         now = utc_seconds(self.clock.now())
         with self.db.write() as s:
             user = self._user_in_scope(s, actor, user_id)
@@ -759,6 +763,8 @@ class AccessService:
             self._lock_tenant(s, user.tenant_id)
             held = self._held(s, actor, "users.manage", "deactivate users", user.tenant_id)
             self._not_above(s, held, user, "deactivate")
+            if within is not None:
+                within(s, user)
             if user.active:
                 was_admin = self._active_admin(s, user)
                 user.active = False
@@ -1071,6 +1077,30 @@ class AccessService:
                 target_id=target.id,
                 tenant_id=tenant_id,
                 details={"target": label, "from": before, "to": max_active_tokens},
+            )
+
+    def set_service_limit(self, actor: Actor, tenant_name: str, max_service_tokens: int | None) -> None:
+        """Override how many active service tokens a tenant may hold (None: back to the default). Operators."""
+        if actor.kind != "operator" and not (actor.kind == "service" and trusted_in(actor, None)):
+            raise KbaiError(errors.FORBIDDEN, permission="operator access", action="change token limits")
+        if max_service_tokens is not None and not (1 <= max_service_tokens <= MAX_LIMIT):
+            raise KbaiError(errors.VALIDATION, detail=f"max_service_tokens must be between 1 and {MAX_LIMIT}.")
+        now = utc_seconds(self.clock.now())
+        with self.db.write() as s:
+            tenant = s.scalar(select(Tenant).where(Tenant.name == tenant_name.strip()).with_for_update())
+            if tenant is None:
+                raise KbaiError(errors.NOT_FOUND, what=f"Tenant '{tenant_name}'")
+            before = tenant.max_service_tokens
+            tenant.max_service_tokens = max_service_tokens
+            audit.record(
+                s,
+                actor,
+                "limit.set_service_tokens",
+                at=now,
+                target_type="tenant",
+                target_id=tenant.id,
+                tenant_id=tenant.id,
+                details={"target": tenant.name, "from": before, "to": max_service_tokens},
             )
 
     def manageable(self, actor: Actor, tenant_id: int) -> tuple[frozenset[int], frozenset[int]]:

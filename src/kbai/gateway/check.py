@@ -90,11 +90,15 @@ class IdentityHeaders:
         if found is not None and found[0] is record:
             return found[1]
         scopes = " ".join(k for k in self._catalog_order if k in result.scopes)
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(_OK_BODY)).encode()),
-            (b"x-kbai-user", str(record.person_id).encode()),
-            (b"x-kbai-user-email", record.email.encode("latin-1")),
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(_OK_BODY)).encode())]
+        if record.service:  # owned by the tenant: no person to name
+            headers.append((b"x-kbai-service-token", b"true"))
+        else:
+            headers += [
+                (b"x-kbai-user", str(record.person_id).encode()),
+                (b"x-kbai-user-email", record.email.encode("latin-1")),
+            ]
+        headers += [
             (b"x-kbai-tenant", str(record.tenant_id).encode()),
             (b"x-kbai-scopes", scopes.encode("latin-1")),
             (b"x-kbai-token-id", str(record.token_id).encode()),
@@ -102,7 +106,7 @@ class IdentityHeaders:
         ]
         if record.tenant_external_id is not None:
             headers.append((b"x-kbai-tenant-external-id", header_text(record.tenant_external_id)))
-        if record.user_external_id is not None:
+        if record.user_external_id is not None and not record.service:
             headers.append((b"x-kbai-user-external-id", header_text(record.user_external_id)))
         if len(self._built) >= 10_000:
             self._built.clear()

@@ -30,7 +30,8 @@ T = TypeVar("T")
         200: {
             "description": "Token valid. Identity in X-Kbai-User (the person's id), X-Kbai-User-Email, "
             "X-Kbai-Tenant, X-Kbai-Scopes (space-separated), X-Kbai-Token-Id, and when set "
-            "X-Kbai-Tenant-External-Id and X-Kbai-User-External-Id.",
+            "X-Kbai-Tenant-External-Id and X-Kbai-User-External-Id. A service token (owned by the tenant) "
+            "sends X-Kbai-Service-Token: true instead of the X-Kbai-User headers.",
             "content": {"application/json": {"schema": {"type": "object"}}},
         }
     },
@@ -139,8 +140,9 @@ async def introspect(request: Request) -> Any:
         "active": True,
         "scope": " ".join(ordered),
         "client_id": credential.client_id,
-        "sub": str(record.person_id),
-        "username": record.email,
+        # A service token belongs to the tenant: no person, so no username either.
+        "sub": f"service:{record.token_id}" if record.service else str(record.person_id),
+        **({"service_token": True} if record.service else {"username": record.email}),
         "tenant": str(record.tenant_id),
         "token_id": record.token_id,
         "iat": int(record.created_at.timestamp()),
@@ -154,7 +156,7 @@ async def introspect(request: Request) -> Any:
         body["allowed_ips"] = list(record.allowed_ips)
     if record.tenant_external_id is not None:
         body["tenant_external_id"] = record.tenant_external_id
-    if record.user_external_id is not None:
+    if record.user_external_id is not None and not record.service:
         body["user_external_id"] = record.user_external_id
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
 

@@ -116,6 +116,8 @@ class AutoRevoke:
 def _notices(revoked: Sequence[tuple[TokenView, str]], days: int) -> list[NewNotification]:
     out = []
     for view, email in revoked:
+        if view.user_id is None:  # (a service token has no owner to tell)
+            continue
         used = f"last used {human(view.last_used_at)}" if view.last_used_at else "never used"
         out.append(
             NewNotification(

@@ -151,6 +151,7 @@ def _status_clause(status: str, now: datetime) -> ColumnElement[bool]:
 
 
 def _notice(view: TokenView, email: str, actor: Actor, at: datetime) -> NewNotification:
+    assert view.user_id is not None  # (the inventory lists personal tokens, joined to their owners)
     by = actor.email or actor.label
     return NewNotification(
         user_id=view.user_id,

@@ -212,7 +212,7 @@ def _messages(
     }
     verb = "found in public and revoked"
     out: list[NewNotification] = []
-    if f.owner_active:
+    if f.owner_active and v.user_id is not None:  # a service token has no owner to tell
         out.append(
             NewNotification(
                 user_id=v.user_id,

@@ -161,6 +161,7 @@ class Reminders:
             if row is None:
                 return False
             token, email, active = row
+            assert token.user_id is not None  # (joined to its owner: service tokens get no personal reminder)
             # Checked again inside the transaction: it may have been revoked or rotated since due().
             if (
                 token.revoked_at is not None

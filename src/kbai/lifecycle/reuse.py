@@ -43,6 +43,8 @@ class ReuseAlerts:
         """A rotated-out token was presented again: log it, and alert its owner once. True when this call
         sent the alert."""
         log.warning("rotated-out token %s (id %s) used again from %s", record.prefix, record.token_id, ip)
+        if record.user_id is None:  # a service token is never rotated out (nobody to alert here)
+            return False
         with self._lock:
             if record.token_id in self._handled:
                 return False
@@ -77,6 +79,7 @@ class ReuseAlerts:
 
 
 def _notice(record: TokenRecord, email: str, ip: str, at: datetime) -> NewNotification:
+    assert record.user_id is not None  # (reused() leaves service tokens out)
     return NewNotification(
         user_id=record.user_id,
         tenant_id=record.tenant_id,

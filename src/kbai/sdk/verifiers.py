@@ -43,10 +43,13 @@ class Identity:
 
     ``user_id`` is the person's id (as ``X-Kbai-User`` and introspection's ``sub``: the same in every tenant
     they belong to); ``tenant_id`` is the one tenant the token acts in. The external ids are the product's
-    own ids of that tenant and of the person's membership there, when set."""
+    own ids of that tenant and of the person's membership there, when set.
 
-    user_id: int
-    email: str
+    A service token (``service_token`` True) belongs to the tenant, not a person: ``user_id`` and ``email``
+    are None, and so is ``user_external_id``."""
+
+    user_id: int | None
+    email: str | None
     tenant_id: int
     scopes: frozenset[str]
     token_id: int
@@ -55,6 +58,7 @@ class Identity:
     allowed_ips: tuple[str, ...] | None = None
     tenant_external_id: str | None = None
     user_external_id: str | None = None
+    service_token: bool = False
 
     def missing(self, required: Iterable[str]) -> tuple[str, ...]:
         """The scopes in ``required`` this identity lacks, in the order asked, without repeats."""
@@ -163,16 +167,18 @@ class LocalVerifier:
         built = self._identities.get(record.token_id)
         if built is not None and built[0] is record and built[1] == result.scopes:
             return built[2]
+        service = record.service
         identity = Identity(
-            user_id=record.person_id,
-            email=record.email,
+            user_id=None if service else record.person_id,
+            email=None if service else record.email,
             tenant_id=record.tenant_id,
             scopes=result.scopes,
             token_id=record.token_id,
             expires_at=record.expires_at,
             tenant_external_id=record.tenant_external_id,
-            user_external_id=record.user_external_id,
+            user_external_id=None if service else record.user_external_id,
             allowed_ips=record.allowed_ips,
+            service_token=service,
         )
         if len(self._identities) >= 10_000:
             self._identities.clear()
@@ -317,8 +323,12 @@ def _parse(body: object) -> Result:
     if not body["active"]:
         return Failure(KbaiError(TOKEN_INACTIVE))
     scope = body.get("scope", "")
-    if not isinstance(scope, str) or not isinstance(body["username"], str):
+    service = body.get("service_token") is True
+    if not isinstance(scope, str) or not (service or isinstance(body["username"], str)):
         raise TypeError("scope and username must be strings")
+    sub = body["sub"]
+    if service and not (isinstance(sub, str) and sub.startswith("service:")):
+        raise TypeError("a service token's sub is service:{id}")
     allowed = body.get("allowed_ips")
     if allowed is not None and (not isinstance(allowed, list) or not all(isinstance(c, str) for c in allowed)):
         raise TypeError("allowed_ips must be a list of strings")
@@ -326,15 +336,16 @@ def _parse(body: object) -> Result:
     if exp is not None and (isinstance(exp, bool) or not isinstance(exp, int)):
         raise TypeError("exp must be an integer")
     return Identity(
-        user_id=_int(body["sub"]),
-        email=body["username"],
+        user_id=None if service else _int(sub),
+        email=None if service else body["username"],
         tenant_id=_int(body["tenant"]),
         scopes=frozenset(scope.split()),
         token_id=_int(body["token_id"]),
         expires_at=None if exp is None else datetime.fromtimestamp(exp, UTC),
         allowed_ips=tuple(allowed) if allowed is not None else None,
         tenant_external_id=_text(body.get("tenant_external_id")),
-        user_external_id=_text(body.get("user_external_id")),
+        user_external_id=None if service else _text(body.get("user_external_id")),
+        service_token=service,
     )
 
 

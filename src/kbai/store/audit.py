@@ -47,7 +47,7 @@ class Actor:
         if self.kind == "user":
             return f"user:{self.email}"
         if self.kind == "token":
-            return f"token:{self.token_prefix} ({self.email})"
+            return f"token:{self.token_prefix} ({self.email or 'service token'})"
         if self.kind == "service":
             return f"service:{self.email}"
         if self.kind == "system":
@@ -99,6 +99,11 @@ ACTIONS = (
     "provisioning_credential.leak_report",
     "admin_request.create",
     "policy.update",
+    "service_token.create",
+    "service_token.revoke",
+    "service_token.ceiling",
+    "token.hand_over",
+    "limit.set_service_tokens",
 )
 
 

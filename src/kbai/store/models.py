@@ -55,6 +55,10 @@ class Tenant(Base):
     max_active_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # The host product's id of this organisation (e.g. the OIDC tenant claim); unique when set.
     external_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # Service tokens (owned by the tenant): at most this many active (None: KBAI_DEFAULT_MAX_SERVICE_TOKENS),
+    # and the permissions they may act with (None: the default ceiling, each token's own scopes).
+    max_service_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    service_token_ceiling: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
 
 
 class Person(Base):
@@ -161,7 +165,10 @@ class Token(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    # The membership that owns the token; None: a service token, owned by the tenant.
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    # Who created a service token (or owned it before a hand-over): for audit and display only.
+    created_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     name: Mapped[str] = mapped_column(String(100))
     prefix: Mapped[str] = mapped_column(String(12))
     digest: Mapped[str] = mapped_column(String(64), unique=True)

@@ -11,7 +11,7 @@ from sqlalchemy import bindparam, select
 from kbai.store.models import Person, Role, RolePermission, Tenant, Token, User, UserRole
 
 # Everything verification needs about one token, in one statement: the token, its owner (the membership
-# and its person), the tenant's name, and one row per (role kind, permission) the owner holds now. A token without any
+# and its person, none for a service token), the tenant's name and service-token ceiling, and one row per (role kind, permission) the owner holds now. A token without any
 # role gives one row with NULL role columns; an unknown digest gives none.
 TOKEN_RECORD = (
     select(
@@ -35,9 +35,11 @@ TOKEN_RECORD = (
         Token.revoked_by,
         Person.id,
         User.external_id,
+        Tenant.service_token_ceiling,
     )
-    .join(User, User.id == Token.user_id)
-    .join(Person, Person.id == User.person_id)
+    # A service token has no owner: its user and person columns are NULL, and the tenant's ceiling bounds it.
+    .outerjoin(User, User.id == Token.user_id)
+    .outerjoin(Person, Person.id == User.person_id)
     .join(Tenant, Tenant.id == Token.tenant_id)
     .outerjoin(UserRole, UserRole.user_id == User.id)
     .outerjoin(Role, Role.id == UserRole.role_id)

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from kbai import errors
 from kbai import tokenformat as fmt
-from kbai.access.catalog import MANAGE_TOKENS, REVIEW_TOKENS, Catalog
+from kbai.access.catalog import MANAGE_SERVICE_TOKENS, MANAGE_TOKENS, REVIEW_TOKENS, Catalog
 from kbai.access.service import permissions_from, permissions_of
 from kbai.clock import Clock, iso, utc_seconds
 from kbai.errors import KbaiError
@@ -47,7 +47,7 @@ class TokenView:
     """A token as its owner sees it: everything but the secret."""
 
     id: int
-    user_id: int
+    user_id: int | None  # None: a service token (owned by the tenant)
     tenant_id: int
     name: str
     prefix: str
@@ -62,6 +62,11 @@ class TokenView:
     allowed_ips: list[str] | None = None
     self_rotate: bool = False
     paused_at: datetime | None = None
+    created_by_user_id: int | None = None  # a service token's creator (or owner before a hand-over)
+
+    @property
+    def service(self) -> bool:
+        return self.user_id is None
 
 
 @dataclass(frozen=True)
@@ -163,12 +168,14 @@ class TokenService:
         catalog: Catalog,
         *,
         default_limit: int = 10,
+        default_service_limit: int = 25,
         support_email: str = "support@keebai.com",
     ) -> None:
         self.db = db
         self.clock = clock
         self.catalog = catalog
         self.default_limit = default_limit
+        self.default_service_limit = default_service_limit
         self.support_email = support_email
         # Called with (digests, user_ids) after a commit that changes what verification would say.
         self.listeners: list[Callable[[set[str], set[int]], None]] = []
@@ -204,14 +211,23 @@ class TokenService:
             revoked_by,
             person_id,
             user_external_id,
+            ceiling,
         ) = rows[0]
         allowed = tuple(allowed_ips) if allowed_ips else None
+        service = user_id is None
+        if service:
+            # Owned by the tenant: no person's account bounds it, the tenant's ceiling does (None: its own scopes).
+            active = True
+            bound = frozenset(scopes) if ceiling is None else frozenset(ceiling) & self.catalog.keys
+        else:
+            # Inactive owners hold nothing (as permissions_of says).
+            bound = permissions_from(((r[12], r[13]) for r in rows), self.catalog) if active else frozenset()
         return TokenRecord(
             token_id=token_id,
             tenant_id=tenant_id,
             tenant_name=tenant_name,
             user_id=user_id,
-            email=email,
+            email=email or "",
             prefix=prefix,
             name=name,
             # A scope that needs a session (stored before that rule) is never one the token acts with.
@@ -219,16 +235,16 @@ class TokenService:
             created_at=created_at,
             expires_at=expires_at,
             revoked_at=revoked_at,
-            owner_active=active,
-            # Inactive owners hold nothing (as permissions_of says).
-            owner_permissions=permissions_from(((r[12], r[13]) for r in rows), self.catalog) if active else frozenset(),
+            owner_active=bool(active),
+            owner_permissions=bound,
             tenant_external_id=tenant_external_id,
             paused=paused_at is not None,
             allowed_networks=networks(allowed) if allowed is not None else None,
             allowed_ips=allowed,
             rotated_out=revoked_by is not None and revoked_by.endswith(ROTATED_SUFFIX),
-            person_id=person_id,
+            person_id=person_id or 0,
             user_external_id=user_external_id,
+            service=service,
         )
 
     def verify(
@@ -283,10 +299,10 @@ class TokenService:
         with self.db.read() as s:
             rows = s.execute(
                 select(Token.user_id, func.count(Token.id))
-                .where(Token.tenant_id == tenant_id, _counted_clause(now))
+                .where(Token.tenant_id == tenant_id, Token.user_id.is_not(None), _counted_clause(now))
                 .group_by(Token.user_id)
             ).all()
-        return {int(user_id): int(count) for user_id, count in rows}
+        return {int(user_id): int(count) for user_id, count in rows if user_id is not None}
 
     def create(
         self,
@@ -388,7 +404,7 @@ class TokenService:
         with self.db.write() as s:
             token = self._token_in_scope(s, actor, token_id, "revoke another token")
             # Support (and leak reports) must be able to revoke a deactivated user's tokens too.
-            self._lock_user(s, token.user_id, require_active=False)
+            self._lock_owner(s, token)
             s.refresh(token)
             if token.revoked_at is None or token.revoked_at > now:
                 token.revoked_at = now
@@ -426,7 +442,7 @@ class TokenService:
         now = utc_seconds(self.clock.now())
         with self.db.write() as s:
             token = self._token_to_change(s, actor, token_id, "pause a token")
-            self._lock_user(s, token.user_id, require_active=False)
+            self._lock_owner(s, token)
             s.refresh(token)
             status = status_of(token, now)
             if paused and status not in ("active", "paused"):
@@ -491,7 +507,7 @@ class TokenService:
             new_expiry = resolve_expiry(now, changes.get("expires_in_days"), changes.get("expires_at"))
         with self.db.write() as s:
             token = self._token_in_scope(s, actor, token_id, "change another token")
-            self._lock_user(s, token.user_id)
+            self._lock_owner(s, token)
             s.refresh(token)
             status = status_of(token, now)
             if status not in ("active", "paused"):
@@ -583,6 +599,8 @@ class TokenService:
         now = utc_seconds(self.clock.now())
         with self.db.write() as s:
             old = self._token_in_scope(s, actor, token_id, "rotate tokens")
+            if old.user_id is None:
+                raise KbaiError(errors.SERVICE_TOKEN_NOT_PERSONAL, action="rotate itself; create a new service token")
             user = self._lock_user(s, old.user_id)
             s.refresh(old)
             if itself and not old.self_rotate:
@@ -740,7 +758,7 @@ class TokenService:
                 # Rows are locked in id order, like the usage flush, so the two can never deadlock.
                 rows = s.execute(
                     select(Token, User.email, User.active)
-                    .join(User, User.id == Token.user_id)
+                    .outerjoin(User, User.id == Token.user_id)  # service tokens too (no owner: NULL email)
                     .where(Token.digest.in_(chunk))
                     .order_by(Token.id)
                     .with_for_update(of=Token)
@@ -758,6 +776,7 @@ class TokenService:
                         )
                     )
                 for token, email, owner_active in rows:
+                    email = email or ""
                     view = self._view(token, now)
                     if token.id in revoked:  # the UPDATE bypassed the loaded row
                         view = replace(view, revoked_at=now, status="revoked")
@@ -775,12 +794,12 @@ class TokenService:
             for chunk in _chunks(sorted(set(digests))):
                 rows = s.execute(
                     select(Token, User.email, User.active)
-                    .join(User, User.id == Token.user_id)
+                    .outerjoin(User, User.id == Token.user_id)  # service tokens too (no owner: NULL email)
                     .where(Token.digest.in_(chunk))
                 ).all()
                 for token, email, owner_active in rows:
                     out[token.digest] = FoundToken(
-                        token.digest, self._view(token, now), email, bool(owner_active), False
+                        token.digest, self._view(token, now), email or "", bool(owner_active), False
                     )
         return out
 
@@ -803,6 +822,293 @@ class TokenService:
                     raise KbaiError(errors.NOT_FOUND, what=f"Tenant '{tenant_name}'")
                 query = query.where(Token.tenant_id == tenant.id)
             return [(email, self._view(t, now)) for t, email in s.execute(query)]
+
+    # ---- service tokens (owned by the tenant) ------------------------------------------------
+    def _service_holder(self, s: Session, actor: Actor, action: str) -> tuple[User, frozenset[str]]:
+        """The acting membership, locked, and what it holds now: a session holding
+        developer.manage_service_tokens (a token never manages tokens)."""
+        if actor.kind != "user" or actor.user_id is None:
+            raise KbaiError(errors.SESSION_REQUIRED, action=action)
+        user = self._lock_user(s, actor.user_id)
+        held = permissions_of(s, user, self.catalog)
+        if MANAGE_SERVICE_TOKENS not in held:
+            raise KbaiError(errors.NO_SERVICE_TOKEN_PERMISSION, action=action)
+        return user, held
+
+    def service_limit_for(self, s: Session, tenant_id: int) -> int:
+        limit = s.scalar(select(Tenant.max_service_tokens).where(Tenant.id == tenant_id))
+        return limit if limit is not None else self.default_service_limit
+
+    def _service_active(self, s: Session, tenant_id: int, now: datetime) -> builtins.list[Token]:
+        return list(
+            s.scalars(select(Token).where(Token.tenant_id == tenant_id, Token.user_id.is_(None), _active_clause(now)))
+        )
+
+    def service_allowance(self, tenant_id: int) -> tuple[int, int]:
+        """(active service tokens, limit) of a tenant; a predecessor in its grace period is not counted."""
+        now = self.clock.now()
+        with self.db.read() as s:
+            active = s.scalar(
+                select(func.count(Token.id)).where(
+                    Token.tenant_id == tenant_id, Token.user_id.is_(None), _counted_clause(now)
+                )
+            )
+            return int(active or 0), self.service_limit_for(s, tenant_id)
+
+    def create_service(
+        self,
+        actor: Actor,
+        name: object,
+        scopes: object,
+        *,
+        expires_in_days: object = None,
+        expires_at: object = None,
+        description: object = None,
+        allowed_ips: object = None,
+    ) -> tuple[TokenView, str]:
+        """Mint a service token of the actor's tenant: scopes bounded by what the creator holds now, the
+        tenant's policy and its service-token limit as for personal tokens. Returns the view and the
+        plaintext, once. Never counted toward the creator's own limit."""
+        clean = clean_name(name, "name")
+        wanted = self._clean_scopes(scopes)
+        note = clean_description(description)
+        allowlist = clean_allowlist(allowed_ips)
+        now = utc_seconds(self.clock.now())
+        expiry = resolve_expiry(now, expires_in_days, expires_at)
+        with self.db.write() as s:
+            user, held = self._service_holder(s, actor, "create service tokens")
+            self._lock_tenant(s, user.tenant_id)
+            policy = policy_of(s, user.tenant_id)
+            check_lifetime(policy, now, expiry)
+            if policy.require_allowlist and allowlist is None:
+                raise KbaiError(errors.POLICY_ALLOWLIST_REQUIRED)
+            for scope in wanted:
+                if scope not in held:
+                    raise KbaiError(errors.UNHELD_SCOPE, scope=scope)
+                if scope in self.catalog.session_only:
+                    raise KbaiError(errors.SESSION_ONLY_SCOPE, scope=scope, label=self.catalog.label(scope))
+            active = self._service_active(s, user.tenant_id, now)
+            if any(t.name.casefold() == clean.casefold() for t in active):
+                raise KbaiError(errors.SERVICE_NAME_TAKEN, name=clean)
+            limit = self.service_limit_for(s, user.tenant_id)
+            counted = sum(1 for t in active if t.revoked_at is None)
+            if counted >= limit:
+                raise KbaiError(errors.SERVICE_LIMIT_REACHED, active=counted, limit=limit, support=self.support_email)
+            token, plaintext = self._mint(
+                s,
+                user,
+                clean,
+                wanted,
+                now,
+                expiry,
+                rotated_from=None,
+                description=note,
+                allowed_ips=allowlist,
+                service=True,
+            )
+            audit.record(
+                s,
+                actor,
+                "service_token.create",
+                at=now,
+                target_type="token",
+                target_id=token.id,
+                tenant_id=user.tenant_id,
+                details={
+                    "name": clean,
+                    "prefix": token.prefix,
+                    "scopes": wanted,
+                    "expires_at": iso(expiry),
+                    **({"allowed_ips": allowlist} if allowlist is not None else {}),
+                },
+            )
+            view = self._view(token, now)
+        return view, plaintext
+
+    def list_service(self, actor: Actor, *, before_id: int | None = None, limit: int = 100) -> builtins.list[TokenView]:
+        """The service tokens of the actor's tenant, newest first (all statuses)."""
+        now = self.clock.now()
+        with self.db.read() as s:
+            if actor.kind != "user" or actor.user_id is None:
+                raise KbaiError(errors.SESSION_REQUIRED, action="list service tokens")
+            if MANAGE_SERVICE_TOKENS not in actor.permissions:
+                raise KbaiError(errors.NO_SERVICE_TOKEN_PERMISSION, action="see the service tokens")
+            query = (
+                select(Token)
+                .where(Token.tenant_id == actor.tenant_id, Token.user_id.is_(None))
+                .order_by(Token.id.desc())
+                .limit(limit)
+            )
+            if before_id is not None:
+                query = query.where(Token.id < before_id)
+            return [self._view(t, now) for t in s.scalars(query)]
+
+    def revoke_service(self, actor: Actor, token_id: int) -> TokenView:
+        """Revoke a service token of the actor's tenant now (404 for any other id). Idempotent."""
+        now = utc_seconds(self.clock.now())
+        with self.db.write() as s:
+            user, _held = self._service_holder(s, actor, "revoke service tokens")
+            valid_id = isinstance(token_id, int) and not isinstance(token_id, bool) and 1 <= token_id <= 2_147_483_647
+            token = s.get(Token, token_id) if valid_id else None
+            if token is None or token.user_id is not None or token.tenant_id != user.tenant_id:
+                raise KbaiError(errors.NOT_FOUND, what="Service token")
+            self._lock_tenant(s, token.tenant_id)
+            s.refresh(token)
+            if token.revoked_at is None or token.revoked_at > now:
+                token.revoked_at = now
+                token.revoked_by = actor.label[:100]
+                audit.record(
+                    s,
+                    actor,
+                    "service_token.revoke",
+                    at=now,
+                    target_type="token",
+                    target_id=token.id,
+                    tenant_id=token.tenant_id,
+                    details={"name": token.name, "prefix": token.prefix},
+                )
+            view = self._view(token, now)
+            changed = {token.digest}
+        self._notify(changed, set())
+        return view
+
+    def ceiling(self, tenant_id: int) -> builtins.list[str] | None:
+        """The tenant's service-token ceiling; None: the default (each token acts with its own scopes)."""
+        with self.db.read() as s:
+            found = s.scalar(select(Tenant.service_token_ceiling).where(Tenant.id == tenant_id))
+        return self._ordered(found) if found is not None else None
+
+    def set_ceiling(self, actor: Actor, keys: object) -> builtins.list[str] | None:
+        """Set (a list of permission keys) or reset (None) the ceiling of the actor's tenant. A session holding
+        developer.manage_service_tokens and roles.manage, and every key it allows (nobody grants what they
+        don't hold). Every instance hears of it at once: the tenant's service tokens act within it."""
+        wanted: builtins.list[str] | None = None
+        if keys is not None:
+            if isinstance(keys, (list, tuple)) and len(keys) > len(self.catalog.permissions):
+                raise KbaiError(errors.VALIDATION, detail="permissions lists each catalog permission at most once.")
+            wanted = self._clean_scopes(keys)
+        now = utc_seconds(self.clock.now())
+        with self.db.write() as s:
+            user, held = self._service_holder(s, actor, "change the service-token ceiling")
+            if "roles.manage" not in held:
+                raise KbaiError(errors.FORBIDDEN, action="change the service-token ceiling", permission="roles.manage")
+            for scope in wanted or ():
+                if scope in self.catalog.session_only:
+                    raise KbaiError(errors.SESSION_ONLY_SCOPE, scope=scope, label=self.catalog.label(scope))
+                if scope not in held:
+                    raise KbaiError(errors.CEILING_UNHELD, scope=scope)
+            tenant = self._lock_tenant(s, user.tenant_id)
+            before = tenant.service_token_ceiling
+            changed: set[str] = set()
+            if (self._ordered(before) if before is not None else None) != wanted:
+                tenant.service_token_ceiling = wanted
+                changed = set(
+                    s.scalars(select(Token.digest).where(Token.tenant_id == tenant.id, Token.user_id.is_(None)))
+                )
+                audit.record(
+                    s,
+                    actor,
+                    "service_token.ceiling",
+                    at=now,
+                    target_type="tenant",
+                    target_id=tenant.id,
+                    tenant_id=tenant.id,
+                    details={"from": before, "to": wanted},
+                )
+        self._notify(changed, set())
+        return wanted
+
+    def hand_over_in(self, s: Session, actor: Actor, user: User, token_ids: builtins.list[int]) -> set[str]:
+        """Inside the deactivation's transaction: re-home ``token_ids`` (active tokens of ``user``) as service
+        tokens of the tenant. The digest stays (the plaintext keeps working), the scopes are cut to what the
+        owner holds now and to the tenant's ceiling when one is set; each is audited. Refused, changing
+        nothing, when one is not an active token of ``user`` or the tenant's service-token limit would be
+        passed. Returns the digests changed (the caller notifies after the commit)."""
+        if not token_ids:
+            return set()
+        now = utc_seconds(self.clock.now())
+        tenant = self._lock_tenant(s, user.tenant_id)
+        tokens = {
+            t.id: t
+            for t in s.scalars(select(Token).where(Token.id.in_(token_ids), Token.user_id == user.id).with_for_update())
+        }
+        for token_id in token_ids:
+            token = tokens.get(token_id)
+            if token is None or token.revoked_at is not None or status_of(token, now) not in ("active", "paused"):
+                raise KbaiError(errors.HAND_OVER_NOT_ACTIVE, token_id=token_id)
+        active = self._service_active(s, tenant.id, now)
+        counted = sum(1 for t in active if t.revoked_at is None)
+        limit = self.service_limit_for(s, tenant.id)
+        if counted + len(token_ids) > limit:
+            raise KbaiError(errors.HAND_OVER_LIMIT, count=len(token_ids), total=counted + len(token_ids), limit=limit)
+        # What the token may act with from now on: what it acted with until now (its scopes ∩ what its owner
+        # holds now: a hand-over never widens it), cut to the tenant's ceiling when one is set (the default
+        # ceiling is the Member role's permissions plus the token's own scopes, so it cuts nothing more).
+        ceiling = permissions_of(s, user, self.catalog)
+        if tenant.service_token_ceiling is not None:
+            ceiling &= frozenset(tenant.service_token_ceiling)
+        taken = {t.name.casefold() for t in active}
+        for token_id in token_ids:
+            token = tokens[token_id]
+            name = token.name
+            n = 2
+            while name.casefold() in taken:  # a service token of that name exists: "cron (2)"
+                suffix = f" ({n})"
+                name = token.name[: 100 - len(suffix)] + suffix
+                n += 1
+            taken.add(name.casefold())
+            kept = [scope for scope in token.scopes if scope in ceiling and scope not in self.catalog.session_only]
+            audit.record(
+                s,
+                actor,
+                "token.hand_over",
+                at=now,
+                target_type="token",
+                target_id=token.id,
+                tenant_id=tenant.id,
+                details={
+                    "name": name,
+                    "prefix": token.prefix,
+                    "from_user": user.id,
+                    "owner": user.email,
+                    "scopes": {"from": list(token.scopes), "to": kept},
+                },
+            )
+            token.user_id = None
+            token.created_by_user_id = user.id
+            token.name = name
+            token.scopes = kept
+        s.flush()
+        return {tokens[i].digest for i in token_ids}
+
+    def active_of(self, user_id: int) -> builtins.list[TokenView]:
+        """The working tokens (active or paused) of a membership, newest first: what a hand-over may keep."""
+        now = self.clock.now()
+        with self.db.read() as s:
+            rows = s.scalars(
+                select(Token)
+                .where(Token.user_id == user_id, Token.revoked_at.is_(None), _active_clause(now))
+                .order_by(Token.id.desc())
+            )
+            return [self._view(t, now) for t in rows]
+
+    def _ordered(self, keys: Iterable[str]) -> builtins.list[str]:
+        wanted = set(keys)
+        return [p.key for p in self.catalog.permissions if p.key in wanted]
+
+    @staticmethod
+    def _lock_tenant(s: Session, tenant_id: int) -> Tenant:
+        tenant = s.scalar(select(Tenant).where(Tenant.id == tenant_id).with_for_update())
+        if tenant is None:
+            raise KbaiError(errors.NOT_FOUND, what="Tenant")
+        return tenant
+
+    def _lock_owner(self, s: Session, token: Token) -> None:
+        """Lock what guards a token's changes: its owner, or its tenant for a service token."""
+        if token.user_id is None:
+            self._lock_tenant(s, token.tenant_id)
+        else:
+            self._lock_user(s, token.user_id, require_active=False)
 
     # ---- helpers -------------------------------------------------------------------------
     def _clean_scopes(self, scopes: object) -> builtins.list[str]:
@@ -841,11 +1147,14 @@ class TokenService:
         description: str | None = None,
         allowed_ips: builtins.list[str] | None = None,
         self_rotate: bool = False,
+        service: bool = False,
     ) -> tuple[Token, str]:
+        """``service``: owned by the tenant, ``user`` recorded as its creator."""
         plaintext = fmt.mint()
         token = Token(
             tenant_id=user.tenant_id,
-            user_id=user.id,
+            user_id=None if service else user.id,
+            created_by_user_id=user.id if service else None,
             name=name,
             prefix=fmt.display_prefix(plaintext),
             digest=fmt.digest(plaintext),
@@ -886,9 +1195,13 @@ class TokenService:
             raise KbaiError(errors.NOT_FOUND, what="Token")
         if actor.kind == "operator":
             return token
+        if token.user_id is None:  # a service token: only the service-token routes act on it
+            if actor.kind == "token" and token.id == actor.token_id:
+                return token
+            raise KbaiError(errors.NOT_FOUND, what="Token")
         if actor.kind == "user" and token.user_id == actor.user_id:
             return token
-        if actor.kind == "token" and token.user_id == actor.user_id:
+        if actor.kind == "token" and actor.user_id is not None and token.user_id == actor.user_id:
             if token.id == actor.token_id:
                 return token
             raise KbaiError(errors.SESSION_REQUIRED, action=action)
@@ -913,7 +1226,14 @@ class TokenService:
             allowed_ips=list(t.allowed_ips) if t.allowed_ips else None,
             self_rotate=bool(t.self_rotate),
             paused_at=t.paused_at,
+            created_by_user_id=t.created_by_user_id,
         )
+
+    def notify(self, digests: set[str]) -> None:
+        """Tell the listeners (caches, other instances) that these tokens changed, after a commit made
+        elsewhere (a hand-over inside a deactivation)."""
+        if digests:
+            self._notify(digests, set())
 
     def _notify(self, digests: set[str], user_ids: set[int]) -> None:
         for listener in self.listeners:

@@ -2,7 +2,7 @@
 
 1. format (a malformed string never reaches storage), 2. lookup by SHA-256 digest,
 3. revoked, expired, paused, owner inactive, 4. the IP allowlist (when the caller gives the client
-address), 5. scopes: effective = token scopes ∩ owner's permissions now.
+address), 5. scopes: effective = token scopes ∩ owner's permissions now (for a service token: ∩ the tenant's ceiling).
 Nothing here raises for a bad token, and nothing here writes.
 """
 
@@ -36,7 +36,8 @@ class TokenRecord:
     token_id: int
     tenant_id: int
     tenant_name: str
-    user_id: int  # the membership that owns the token (it acts only in that membership's tenant)
+    # The membership that owns the token (it acts only in that membership's tenant); None: a service token.
+    user_id: int | None
     email: str
     prefix: str
     name: str
@@ -55,6 +56,8 @@ class TokenRecord:
     rotated_out: bool = False
     person_id: int = 0  # who the owner is across tenants: X-Kbai-User, introspection's sub, /api/v1/me's user.id
     user_external_id: str | None = None  # the membership's external id (the product's id of the person there)
+    # Owned by the tenant, not a person: no user, email or person id; owner_permissions is the tenant's ceiling.
+    service: bool = False
 
 
 @dataclass(frozen=True)

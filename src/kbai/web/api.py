@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from kbai import errors
+from kbai.access.catalog import MANAGE_SERVICE_TOKENS
 from kbai.access.service import RoleView, UserView
 from kbai.clock import iso
 from kbai.errors import KbaiError
@@ -113,6 +114,8 @@ def token_json(v: TokenView, now: datetime, rotated_to_id: int | None = None) ->
         "allowed_ips": v.allowed_ips,
         "self_rotate": v.self_rotate,
         "paused_at": v.paused_at,
+        "service": v.service,
+        "created_by": v.created_by_user_id,
     }
 
 
@@ -374,6 +377,100 @@ def rotate_token(
     return {**new_json, "token": plaintext, "rotated_from": old_json, "old_token_stops_at": old.revoked_at}
 
 
+# ---- service tokens (owned by the tenant) ---------------------------------------------------
+@router.get(
+    "/service-tokens", response_model=sc.ServiceTokenListOut, tags=["service tokens"], summary="List service tokens"
+)
+def list_service_tokens(
+    p: SessionPrincipal,
+    request: Request,
+    cursor: Annotated[str | None, Query(max_length=20)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 100,
+) -> dict[str, Any]:
+    """The tenant's service tokens, all statuses, newest first. A session holding
+    developer.manage_service_tokens."""
+    svc = services(request)
+    views = svc.tokens.list_service(p.actor, before_id=_cursor(cursor), limit=limit + 1)
+    more = len(views) > limit
+    views = views[:limit]
+    assert p.actor.tenant_id is not None
+    active, most = svc.tokens.service_allowance(p.actor.tenant_id)
+    return {
+        "tokens": tokens_json(request, views),
+        "next_cursor": str(views[-1].id) if more else None,
+        "active": active,
+        "limit": most,
+    }
+
+
+@router.post(
+    "/service-tokens",
+    status_code=201,
+    response_model=sc.TokenCreatedOut,
+    tags=["service tokens"],
+    summary="Create a service token",
+    responses=creates("The tenant's service-token limit is reached, or the name is taken."),
+)
+@idempotent
+def create_service_token(body: sc.ServiceTokenCreateIn, p: SessionPrincipal, request: Request) -> dict[str, Any]:
+    """Mint a token owned by the tenant, not by you: it keeps working when you leave. Its scopes must be
+    permissions you hold now; afterwards the tenant's ceiling bounds them. The response is the only time the
+    full token is shown. A session holding developer.manage_service_tokens."""
+    view, plaintext = services(request).tokens.create_service(
+        p.actor,
+        body.name,
+        body.scopes,
+        expires_in_days=body.expires_in_days,
+        expires_at=body.expires_at,
+        description=body.description,
+        allowed_ips=body.allowed_ips,
+    )
+    return {**tokens_json(request, [view])[0], "token": plaintext}
+
+
+@router.get(
+    "/service-tokens/ceiling",
+    response_model=sc.CeilingOut,
+    tags=["service tokens"],
+    summary="Get the service-token ceiling",
+)
+def get_service_token_ceiling(p: SessionPrincipal, request: Request) -> dict[str, Any]:
+    """The most the tenant's service tokens may act with (null: the default, each token's own scopes). A
+    session holding developer.manage_service_tokens."""
+    if MANAGE_SERVICE_TOKENS not in p.actor.permissions:
+        raise KbaiError(errors.NO_SERVICE_TOKEN_PERMISSION, action="see the service-token ceiling")
+    assert p.actor.tenant_id is not None
+    found = services(request).tokens.ceiling(p.actor.tenant_id)
+    return {"permissions": found, "default": found is None}
+
+
+@router.put(
+    "/service-tokens/ceiling",
+    response_model=sc.CeilingOut,
+    tags=["service tokens"],
+    summary="Set the service-token ceiling",
+    responses=BODY_ERRORS,
+)
+def set_service_token_ceiling(body: sc.CeilingIn, p: SessionPrincipal, request: Request) -> dict[str, Any]:
+    """Bound every service token of the tenant (on every instance from the next request): effective scopes =
+    the token's scopes ∩ this list; null restores the default. A session holding both
+    developer.manage_service_tokens and roles.manage, and every permission it lists (403 otherwise)."""
+    found = services(request).tokens.set_ceiling(p.actor, body.permissions)
+    return {"permissions": found, "default": found is None}
+
+
+@router.post(
+    "/service-tokens/{token_id}/revoke",
+    response_model=sc.TokenOut,
+    tags=["service tokens"],
+    summary="Revoke a service token",
+)
+def revoke_service_token(token_id: TokenId, p: SessionPrincipal, request: Request) -> dict[str, Any]:
+    """Revoke a service token of your tenant now (404 for any other). Idempotent. A session holding
+    developer.manage_service_tokens."""
+    return tokens_json(request, [services(request).tokens.revoke_service(p.actor, token_id)])[0]
+
+
 # ---- identity and catalog -------------------------------------------------------------------
 @router.get("/me", response_model=sc.MeOut, response_model_exclude_unset=True, tags=["identity"], summary="Who am I")
 async def me(p: AnyPrincipal, request: Request) -> Response:
@@ -385,8 +482,9 @@ async def me(p: AnyPrincipal, request: Request) -> Response:
     tenant_name = p.session.tenant_name if p.session else (record.tenant_name if record else "")
     tenant_external_id = p.session.tenant_external_id if p.session else (record.tenant_external_id if record else None)
     order = [perm.key for perm in svc.catalog.permissions if perm.key in a.permissions]
+    service = record is not None and record.service
     out: dict[str, Any] = {
-        "user": {"id": a.person_id, "email": a.email},
+        "user": None if service else {"id": a.person_id, "email": a.email},  # a service token has no person
         "tenant": {"id": a.tenant_id, "name": tenant_name, "external_id": tenant_external_id},
         "scopes": order,
     }
@@ -516,10 +614,53 @@ def set_user_roles(user_id: UserId, body: sc.UserRolesIn, p: UsersManage, reques
     summary="Deactivate a user",
     responses=LAST_ADMIN,
 )
-def deactivate_user(user_id: UserId, p: UsersManage, request: Request) -> dict[str, Any]:
+def deactivate_user(
+    user_id: UserId, p: UsersManage, request: Request, body: sc.DeactivateIn | None = None
+) -> dict[str, Any]:
     """The user's sessions end and their tokens stop working at once. Needs a session, and the user may hold
-    nothing you don't (so only an admin deactivates an admin)."""
-    return user_json(services(request).access.deactivate_user(p.actor, user_id))
+    nothing you don't (so only an admin deactivates an admin).
+
+    ``hand_over``: ids of the user's active tokens to keep as service tokens of the tenant instead (the
+    plaintext keeps working; scopes cut to the service-token ceiling, by default the Member role's
+    permissions; audited). Refused with 409, nothing changed, when one is not the user's active token or
+    the tenant's service-token limit would be passed. GET /api/v1/users/{id}/tokens lists the candidates."""
+    svc = services(request)
+    ids = list(dict.fromkeys(body.hand_over)) if body else []
+    changed: set[str] = set()
+
+    def hand_over(s: Any, user: Any) -> None:
+        changed.update(svc.tokens.hand_over_in(s, p.actor, user, ids))
+
+    view = svc.access.deactivate_user(p.actor, user_id, within=hand_over if ids else None)
+    svc.tokens.notify(changed)
+    return user_json(view)
+
+
+@router.get(
+    "/users/{user_id}/tokens",
+    response_model=sc.UserTokensOut,
+    tags=["users"],
+    summary="List a user's working tokens",
+)
+def list_user_tokens(user_id: UserId, p: UsersManage, request: Request) -> dict[str, Any]:
+    """The user's active and paused tokens with their last use: what a deactivation may hand over to the
+    tenant (``hand_over``). Needs a session holding users.manage in the user's tenant."""
+    svc = services(request)
+    svc.access.get_user(p.actor, user_id)  # 404 outside the tenant
+    return {
+        "tokens": [
+            {
+                "id": v.id,
+                "name": v.name,
+                "prefix": v.prefix,
+                "scopes": v.scopes,
+                "status": v.status,
+                "last_used_at": v.last_used_at,
+                "expires_at": v.expires_at,
+            }
+            for v in svc.tokens.active_of(user_id)
+        ]
+    }
 
 
 @router.post("/users/{user_id}/reactivate", response_model=sc.UserOut, tags=["users"], summary="Reactivate a user")

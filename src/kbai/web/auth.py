@@ -122,12 +122,12 @@ def token_actor(result: Verification, ip: str) -> Actor:
         kind="token",
         user_id=record.user_id,
         tenant_id=record.tenant_id,
-        email=record.email,
+        email=record.email or None,  # None: a service token (no person)
         token_id=record.token_id,
         token_prefix=record.prefix,
         ip=ip,
         permissions=result.scopes,
-        person_id=record.person_id,
+        person_id=record.person_id or None,
     )
 
 

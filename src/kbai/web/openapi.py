@@ -54,6 +54,11 @@ TAGS = [
         "description": "Your API tokens: create (the full token is shown once), list, revoke, rotate, "
         "and their activity. Managing tokens needs a session: a token cannot mint tokens.",
     },
+    {
+        "name": "service tokens",
+        "description": "Tokens owned by the tenant, not a person (`developer.manage_service_tokens`, with a "
+        "session): they survive their creator's deactivation; a tenant ceiling bounds their scopes.",
+    },
     {"name": "identity", "description": "Who is calling, and the permission catalog."},
     {"name": "roles", "description": "Roles of your tenant and their permissions (`roles.read`, `roles.manage`)."},
     {"name": "users", "description": "Users of your tenant (`users.read`, `users.manage`)."},

@@ -135,6 +135,13 @@ class TokenOut(BaseModel):
     paused_at: datetime | None = Field(default=None, description="When it was paused. " + TIME)
     rotated_from_id: int | None = Field(default=None, description="The token this one replaced by rotation.")
     rotated_to_id: int | None = Field(default=None, description="The token that replaced this one by rotation.")
+    service: bool = Field(
+        default=False, description="true: a service token, owned by the tenant (GET /api/v1/service-tokens)."
+    )
+    created_by: int | None = Field(
+        default=None,
+        description="A service token's creator (or its owner before a hand-over at deactivation): a user id.",
+    )
     hygiene: list[Literal["never_used", "unused_90_days", "older_than_90_days"]] = Field(
         default_factory=list,
         description="Active tokens only: never_used; unused_90_days (no use, or no use since creation, for 90+ "
@@ -160,6 +167,67 @@ class TokenListOut(BaseModel):
     next_cursor: str | None
 
 
+class ServiceTokenListOut(TokenListOut):
+    active: int = Field(description="Active service tokens of the tenant (as the limit counts them).")
+    limit: int = Field(description="The most active service tokens the tenant may hold.")
+
+
+class ServiceTokenCreateIn(Strict):
+    name: str = Field(
+        max_length=1000,
+        examples=["CI deploys"],
+        description="1-100 characters after trimming; unique among the tenant's active service tokens.",
+    )
+    scopes: list[str] = Field(
+        max_length=200,
+        examples=[["users.read"]],
+        description="Permissions you hold now that a token can use; afterwards the tenant's ceiling bounds them.",
+    )
+    expires_in_days: int | None = Field(default=None, strict=True, examples=[90], description="1-3650.")
+    expires_at: str | None = Field(
+        default=None, max_length=40, examples=["2027-03-31"], description="A date or an ISO 8601 time with a zone."
+    )
+    description: str | None = Field(default=None, max_length=2000, description=DESCRIPTION)
+    allowed_ips: list[str] | None = Field(default=None, max_length=200, description=ALLOWED_IPS)
+
+
+class CeilingIn(Strict):
+    permissions: list[str] | None = Field(
+        max_length=200,
+        examples=[["users.read", "roles.read"]],
+        description="What service tokens of the tenant may act with at most; null: the default (each token's "
+        "own scopes, which were bounded by its creator's permissions).",
+    )
+
+
+class CeilingOut(BaseModel):
+    permissions: list[str] | None = Field(description="null: the default ceiling.")
+    default: bool = Field(description="true when no ceiling is set (permissions is null).")
+
+
+class DeactivateIn(Strict):
+    hand_over: list[Annotated[int, Field(strict=True, ge=1, le=2_147_483_647)]] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="Ids of the user's active tokens to keep as service tokens of the tenant (same plaintext, "
+        "scopes cut to the ceiling); the others stop.",
+    )
+
+
+class UserTokenOut(BaseModel):
+    id: int
+    name: str
+    prefix: str
+    scopes: list[str]
+    status: Literal["active", "paused"]
+    last_used_at: datetime | None
+    expires_at: datetime | None
+
+
+class UserTokensOut(BaseModel):
+    tokens: list[UserTokenOut] = Field(description="The user's working tokens (what a deactivation may hand over).")
+
+
 class RotateIn(Strict):
     grace_period_seconds: int = Field(
         default=0, ge=0, le=604800, strict=True, description="How long the old token keeps working: 0 (now) to 7 days."
@@ -179,7 +247,7 @@ class SelfRotateIn(Strict):
 
 
 class MeOut(BaseModel):
-    user: UserBrief
+    user: UserBrief | None = Field(description="The person; null for a service token (owned by the tenant).")
     tenant: TenantBrief
     scopes: list[str] = Field(
         description="What this request may do: your permissions, or the token's effective scopes."
