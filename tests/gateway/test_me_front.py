@@ -66,11 +66,16 @@ def client(services: Services) -> Any:
         yield c
 
 
-def test_the_front_sends_what_the_route_sends(world: World, client: TestClient) -> None:
-    _, token = _token(world)
+@pytest.mark.parametrize("owner", ["personal", "service"])
+def test_the_front_sends_what_the_route_sends(world: World, client: TestClient, owner: str) -> None:
+    if owner == "service":  # owned by the tenant: "user" is null on both paths
+        view, token = world.services.tokens.create_service(world.admin, "me", SCOPES, expires_in_days=30)
+    else:
+        _, token = _token(world)
     route = client.get(PATH, headers={"Authorization": f"Bearer {token}", "X-Request-Id": "route-answer"})
     assert route.status_code == 200, route.text
     assert route.json()["auth"] == "token" and route.json()["scopes"] == ["users.read", "roles.read"]
+    assert (route.json()["user"] is None) == (owner == "service")
     assert route.headers["x-request-id"] == "route-answer"
 
     front = MeFront(world.services)

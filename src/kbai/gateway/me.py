@@ -54,7 +54,7 @@ class MeFront:
         if found is not None and found[0] is record:
             return found[1], found[2]
         out = {
-            "user": {"id": record.person_id, "email": record.email},
+            "user": None if record.service else {"id": record.person_id, "email": record.email},
             "tenant": {"id": record.tenant_id, "name": record.tenant_name, "external_id": record.tenant_external_id},
             "scopes": [k for k in self._catalog_order if k in result.scopes],
             "token_id": record.token_id,
