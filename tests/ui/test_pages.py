@@ -471,7 +471,7 @@ def test_admin_role_is_shown_checked_and_fixed(client: TestClient, world: World)
     admin_role = world.services.access.list_roles(world.admin, world.tenant_id)[0]
     html = client.get(f"/system-settings/roles/{admin_role.id}").text
     boxes = re.findall(r'<input type="checkbox" name="permissions"[^>]*>', html)
-    assert len(boxes) == 7 and all(" checked" in b and " disabled" in b for b in boxes)
+    assert len(boxes) == 8 and all(" checked" in b and " disabled" in b for b in boxes)
     assert ">Save</button>" not in html
 
 
