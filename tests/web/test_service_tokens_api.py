@@ -301,3 +301,26 @@ def test_hand_over_refuses_a_token_that_is_not_the_users(
     assert r.status_code == 409 and r.json()["error"]["code"] == "not_handed_over"
     assert services.access.user_by_email("dev@acme.test", world.tenant_id).active  # type: ignore[union-attr]
     assert _check(client, theirs.json()["token"]).status_code == 200
+
+
+def _manager(services: Services, world: World, email: str, permissions: list[str]) -> None:
+    role = services.access.create_role(OPERATOR, world.tenant_id, email.split("@")[0], permissions)
+    services.access.create_user(OPERATOR, world.tenant_id, email, "manager-password-1", [role.id])
+
+
+def test_hand_over_needs_the_service_token_permission(client: TestClient, services: Services, world: World) -> None:
+    keep, _ = _dev_tokens(client)
+    # holds all that dev holds (else no deactivation at all), but may not make service tokens
+    _manager(
+        services, world, "people@acme.test", ["users.read", "users.manage", "roles.read", "developer.manage_tokens"]
+    )
+    csrf = login(client, "people@acme.test", "manager-password-1")
+    dev = services.access.user_by_email("dev@acme.test", world.tenant_id)
+    assert dev is not None
+    r = client.post(
+        f"/api/v1/users/{dev.id}/deactivate", json={"hand_over": [keep["id"]]}, headers={"X-CSRF-Token": csrf}
+    )
+    assert r.status_code == 403 and "developer.manage_service_tokens" in r.json()["error"]["message"], r.text
+    assert services.access.user_by_email("dev@acme.test", world.tenant_id).active  # type: ignore[union-attr]
+    with services.db.read() as s:
+        assert s.scalar(select(Token.user_id).where(Token.id == keep["id"])) == dev.id

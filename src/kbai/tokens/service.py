@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from kbai import errors
 from kbai import tokenformat as fmt
 from kbai.access.catalog import MANAGE_SERVICE_TOKENS, MANAGE_TOKENS, REVIEW_TOKENS, Catalog
-from kbai.access.service import permissions_from, permissions_of
+from kbai.access.service import permissions_from, permissions_of, require, trusted_in
 from kbai.clock import Clock, iso, utc_seconds
 from kbai.errors import KbaiError
 from kbai.store import Database, audit
@@ -1026,6 +1026,8 @@ class TokenService:
         passed. Returns the digests changed (the caller notifies after the commit)."""
         if not token_ids:
             return set()
+        # Keeping a token for the tenant makes a service token: only who may make them may do it.
+        require(actor, MANAGE_SERVICE_TOKENS, "keep tokens as service tokens", user.tenant_id)
         now = utc_seconds(self.clock.now())
         tenant = self._lock_tenant(s, user.tenant_id)
         tokens = {
@@ -1045,6 +1047,8 @@ class TokenService:
         # holds now: a hand-over never widens it), cut to the tenant's ceiling when one is set (the default
         # ceiling is the Member role's permissions plus the token's own scopes, so it cuts nothing more).
         ceiling = permissions_of(s, user, self.catalog)
+        if actor.kind != "operator" and not trusted_in(actor, user.tenant_id):
+            ceiling &= actor.permissions  # nobody grants what they don't hold
         if tenant.service_token_ceiling is not None:
             ceiling &= frozenset(tenant.service_token_ceiling)
         taken = {t.name.casefold() for t in active}
