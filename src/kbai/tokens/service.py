@@ -304,6 +304,27 @@ class TokenService:
             ).all()
         return {int(user_id): int(count) for user_id, count in rows if user_id is not None}
 
+    def _admit(
+        self,
+        s: Session,
+        tenant_id: int,
+        held: frozenset[str],
+        wanted: builtins.list[str],
+        now: datetime,
+        expiry: datetime | None,
+        allowlist: builtins.list[str] | None,
+    ) -> None:
+        """Refuse a new token (personal or service) that the tenant's policy or its creator's permissions forbid."""
+        policy = policy_of(s, tenant_id)
+        check_lifetime(policy, now, expiry)
+        if policy.require_allowlist and allowlist is None:
+            raise KbaiError(errors.POLICY_ALLOWLIST_REQUIRED)
+        for scope in wanted:
+            if scope not in held:
+                raise KbaiError(errors.UNHELD_SCOPE, scope=scope)
+            if scope in self.catalog.session_only:
+                raise KbaiError(errors.SESSION_ONLY_SCOPE, scope=scope, label=self.catalog.label(scope))
+
     def create(
         self,
         actor: Actor,
@@ -332,15 +353,7 @@ class TokenService:
             held = permissions_of(s, user, self.catalog)
             if MANAGE_TOKENS not in held:
                 raise KbaiError(errors.NO_TOKEN_PERMISSION)
-            policy = policy_of(s, user.tenant_id)
-            check_lifetime(policy, now, expiry)
-            if policy.require_allowlist and allowlist is None:
-                raise KbaiError(errors.POLICY_ALLOWLIST_REQUIRED)
-            for scope in wanted:
-                if scope not in held:
-                    raise KbaiError(errors.UNHELD_SCOPE, scope=scope)
-                if scope in self.catalog.session_only:
-                    raise KbaiError(errors.SESSION_ONLY_SCOPE, scope=scope, label=self.catalog.label(scope))
+            self._admit(s, user.tenant_id, held, wanted, now, expiry, allowlist)
             active = list(s.scalars(select(Token).where(Token.user_id == user.id, _active_clause(now))))
             if any(t.name.casefold() == clean.casefold() for t in active):
                 raise KbaiError(errors.NAME_TAKEN, name=clean)
@@ -878,15 +891,7 @@ class TokenService:
         with self.db.write() as s:
             user, held = self._service_holder(s, actor, "create service tokens")
             self._lock_tenant(s, user.tenant_id)
-            policy = policy_of(s, user.tenant_id)
-            check_lifetime(policy, now, expiry)
-            if policy.require_allowlist and allowlist is None:
-                raise KbaiError(errors.POLICY_ALLOWLIST_REQUIRED)
-            for scope in wanted:
-                if scope not in held:
-                    raise KbaiError(errors.UNHELD_SCOPE, scope=scope)
-                if scope in self.catalog.session_only:
-                    raise KbaiError(errors.SESSION_ONLY_SCOPE, scope=scope, label=self.catalog.label(scope))
+            self._admit(s, user.tenant_id, held, wanted, now, expiry, allowlist)
             active = self._service_active(s, user.tenant_id, now)
             if any(t.name.casefold() == clean.casefold() for t in active):
                 raise KbaiError(errors.SERVICE_NAME_TAKEN, name=clean)
