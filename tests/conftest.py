@@ -7,14 +7,17 @@ KBAI_REQUIRE_SERVICES=1 (CI), where they fail instead.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import psycopg
 import pytest
@@ -39,6 +42,19 @@ OPERATOR = Actor.operator()
 # (the key file beside a SQLite database) pass encryption_key=None.
 TEST_ENCRYPTION_KEY = "k0KrzVnR9T7Gm5yY6v5cQ2kzS8K3Xz7mW0ZbE1cJqYw="
 os.environ["KBAI_ENCRYPTION_KEY"] = TEST_ENCRYPTION_KEY
+
+
+_T = TypeVar("_T")
+
+
+def run_coroutine(coro: Coroutine[Any, Any, _T]) -> _T:
+    """Run *coro* to completion on a fresh event loop in its own thread and return its result.
+
+    Not ``asyncio.run`` in the test's thread: Playwright's sync API (tests/ui) leaves an event loop marked
+    running in the main thread while its browser is open, and ``asyncio.run`` refuses to start there.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="test-coroutine") as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def missing_service(what: str) -> None:

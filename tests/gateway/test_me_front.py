@@ -7,7 +7,6 @@ raw ASGI scope, and a second request goes through the whole app again: all three
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -21,7 +20,7 @@ from kbai.gateway.me import PATH, MeFront
 from kbai.services import Services
 from kbai.store.models import Token
 from kbai.tokens.verify import Outcome
-from tests.conftest import World, build_world
+from tests.conftest import World, build_world, run_coroutine
 
 SCOPES = ["users.read", "roles.read"]
 
@@ -52,7 +51,7 @@ def _call(front: MeFront, scope: dict[str, Any]) -> tuple[bool, list[dict[str, A
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    answered = asyncio.run(front.answer(scope, send))
+    answered = run_coroutine(front.answer(scope, send))
     return answered, sent
 
 

@@ -6,7 +6,6 @@ through when kbai cannot be asked, and the optional positive cache with its boun
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -19,7 +18,7 @@ from kbai import errors
 from kbai.config import Settings
 from kbai.sdk import Failure, Identity, IntrospectionVerifier, LocalVerifier
 from kbai.services import Services
-from tests.conftest import FAST_ARGON2, OPERATOR, build_world
+from tests.conftest import FAST_ARGON2, OPERATOR, build_world, run_coroutine
 from tests.sdk.helpers import PERMISSIONS, Secret
 
 URL = "http://kbai.test/api/v1/introspect"
@@ -55,7 +54,7 @@ def verifier(kbai: Kbai, **kw: object) -> IntrospectionVerifier:
 
 
 def run(coro):
-    return asyncio.run(coro)
+    return run_coroutine(coro)
 
 
 def verify_all(v: IntrospectionVerifier, *tokens: str) -> list[Identity | Failure]:

@@ -32,9 +32,13 @@ DESKTOP = {"width": 1280, "height": 820}
 PHONE = {"width": 390, "height": 844}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    """Debian's Chromium driven by Playwright (``playwright install`` is never run)."""
+    """Debian's Chromium driven by Playwright (``playwright install`` is never run).
+
+    One per test module, not per session: while Playwright's sync API is open it marks an event loop
+    running in the main thread, which must not outlive the UI tests into the next file of the worker.
+    """
     executable = shutil.which("chromium")
     if executable is None:
         missing_service("Chromium")

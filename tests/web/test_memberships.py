@@ -19,7 +19,7 @@ from authlib.integrations.httpx_client import OAuth2Client
 
 from kbai.config import Settings
 from kbai.services import Services
-from tests.conftest import FAST_ARGON2, OPERATOR, LiveServer, start_server
+from tests.conftest import FAST_ARGON2, OPERATOR, LiveServer, run_coroutine, start_server
 from tests.gateway.helpers import bearer, create_service_credential, create_token
 
 DEVS = ["developer.manage_tokens", "users.read", "roles.read"]
@@ -435,7 +435,6 @@ def test_set_password_ends_the_persons_sessions_in_every_tenant(stack: Stack) ->
 
 def test_the_sdk_says_the_person_and_the_one_tenant_of_a_token(stack: Stack) -> None:
     """Both verifiers of kbai.sdk agree with /auth/check: the person's id, the token's tenant, its external id."""
-    import asyncio
 
     from kbai.sdk import IntrospectionVerifier, LocalVerifier
 
@@ -449,7 +448,7 @@ def test_the_sdk_says_the_person_and_the_one_tenant_of_a_token(stack: Stack) -> 
     remote = IntrospectionVerifier(stack.server.url + "/api/v1/introspect", stack.client_id, stack.client_secret)
     try:
         for verifier in (local, remote):
-            identity = asyncio.run(verifier.verify(token_b.plaintext))
+            identity = run_coroutine(verifier.verify(token_b.plaintext))
             assert (identity.user_id, identity.tenant_id, identity.email) == (person, two.b_id, two.dev)  # type: ignore[union-attr]
             assert identity.tenant_external_id == f"org_b_{two.tag}"  # type: ignore[union-attr]
     finally:

@@ -4,7 +4,6 @@ permissions at creation and by the tenant's ceiling afterwards, their own limit,
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import itertools
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from kbai.app import create_app
 from kbai.sdk.verifiers import Identity, LocalVerifier
 from kbai.services import Services
 from kbai.store.models import AuditEvent, Token
-from tests.conftest import OPERATOR, World, build_world
+from tests.conftest import OPERATOR, World, build_world, run_coroutine
 from tests.web.conftest import login
 
 S = "/api/v1/service-tokens"
@@ -184,7 +183,7 @@ def test_me_has_no_user(client: TestClient, admin_csrf: str, world: World) -> No
 
 def test_sdk_identity_says_service_token(client: TestClient, admin_csrf: str, services: Services) -> None:
     made = _create(client, admin_csrf)
-    identity = asyncio.run(LocalVerifier(services=services).verify(made["token"]))
+    identity = run_coroutine(LocalVerifier(services=services).verify(made["token"]))
     assert isinstance(identity, Identity)
     assert (identity.service_token, identity.user_id, identity.email) == (True, None, None)
     assert identity.scopes == frozenset({"users.read"})
