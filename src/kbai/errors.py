@@ -248,6 +248,18 @@ INVALID_CIDR = ErrorSpec(
     422,
     "'{value}' in allowed_ips is not an IP address or CIDR range; write it like 203.0.113.0/24 or 2001:db8::/32.",
 )
+INVALID_RATE_LIMIT = ErrorSpec(
+    "validation_error",
+    422,
+    'rate_limit must be {{"requests": N, "per": "second" | "minute" | "hour"}} with N from 1 to {max}, or null '
+    "for no limit.",
+)
+INVALID_QUOTA = ErrorSpec(
+    "validation_error",
+    422,
+    'quota must be {{"remaining": N, "refill": {{"amount": N, "interval": "day" | "month"}} or null}} with N from '
+    "{min} to {max}, or null for no quota.",
+)
 SCOPES_ONLY_SHRINK = ErrorSpec(
     "scopes_only_shrink",
     422,
@@ -272,6 +284,18 @@ SELF_ROTATE_NOT_ENABLED = ErrorSpec(
 )
 RATE_LIMITED = ErrorSpec(
     "rate_limited", 429, "Too many failed attempts from your address. Try again in {retry_after} seconds."
+)
+# A token's own limits (rate_limit, quota): the token is good, it has used what it may for now.
+TOKEN_RATE_LIMITED = ErrorSpec(
+    "rate_limited",
+    429,
+    "This token is over its rate limit of {limit}. Try again in {retry_after} seconds, or ask its owner to raise "
+    "the limit under System Settings > API Keys.",
+)
+QUOTA_EXHAUSTED = ErrorSpec(
+    "quota_exhausted",
+    429,
+    "This token has used its whole quota{until}. Its owner can add more under System Settings > API Keys.",
 )
 LOGIN_RATE_LIMITED = ErrorSpec(
     "rate_limited", 429, "Too many failed logins from your address. Try again in {retry_after} seconds."

@@ -38,6 +38,7 @@ from kbai.partner_keys import PartnerKeys
 from kbai.ratelimit import FailureLimiter, LoginThrottle, TokenFailures
 from kbai.secretbox import SecretBox
 from kbai.store import Database
+from kbai.tokens.limits import TokenLimits
 from kbai.tokens.policy import PolicyService
 from kbai.tokens.service import TokenService
 from kbai.tokens.usage import UsageBuffer
@@ -55,6 +56,7 @@ class Services:
     credentials: CredentialService
     tokens: TokenService
     usage: UsageBuffer
+    limits: TokenLimits
     limiter: FailureLimiter
     token_failures: TokenFailures
     metrics: Metrics
@@ -174,6 +176,7 @@ class Services:
             credentials=CredentialService(db, clock, catalog, settings.operator_tenant),
             tokens=tokens,
             usage=UsageBuffer(db, settings.last_used_flush_seconds, on_write=_written),
+            limits=TokenLimits(db, clock, notifications, outbox),
             limiter=limiter,
             # A block may be announced from the event loop (in-memory counts): never wait for that I/O there.
             token_failures=TokenFailures(limiter, settings.auth_failures_per_minute, publish=bus.publish_later),
@@ -204,6 +207,7 @@ class Services:
         self.outbox.start()
 
     def stop(self) -> None:
+        self.limits.close()  # unspent quota shares go back before the outbox stops (a low-quota alert may be queued)
         self.outbox.stop()
         self.usage.stop()
         self.bus.stop()
@@ -217,4 +221,5 @@ class Services:
             self.cache.invalidate([message])
 
     def close(self) -> None:
+        self.limits.close()
         self.db.dispose()

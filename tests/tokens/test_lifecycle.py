@@ -61,6 +61,8 @@ def test_create_returns_the_plaintext_once_and_a_view_without_it(world: World, c
         "self_rotate",
         "paused_at",
         "created_by_user_id",
+        "rate_limit",
+        "quota",
     }
     for later in (repr(view), repr(svc.tokens.list(world.dev.user_id)), repr(svc.tokens.get(world.dev, view.id))):
         assert_no_secret(plaintext, later, "token views")

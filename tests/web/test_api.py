@@ -78,6 +78,8 @@ def test_create_list_and_revoke(dev_client: tuple[TestClient, str]) -> None:
         "paused_at",
         "service",
         "created_by",
+        "rate_limit",
+        "quota",
     }
     assert (row["service"], row["created_by"]) == (False, None)
     assert row["status"] == "active" and row["last_used_at"] is None and row["expires_at"].endswith("Z")

@@ -131,10 +131,14 @@ async def answer(
         try:
             result = await check_token_async(services, ip, token, required)
         except KbaiError as exc:
-            if exc.code == "rate_limited":  # nginx only understands 2xx/401/403 from an auth subrequest
+            # nginx only understands 2xx/401/403 from an auth subrequest: a limit is a 401 with the reason.
+            if exc.code == "rate_limited":
                 raise KbaiError(
                     errors.INVALID_TOKEN, description=exc.message, retry_after=exc.params["retry_after"]
                 ) from None
+            if exc.code == "quota_exhausted":
+                status, headers, body = _error(KbaiError(errors.INVALID_TOKEN, description=exc.message, **exc.params))
+                return status, [*headers, (b"x-kbai-quota-remaining", b"0")], body, None
             raise
         if not result.ok:
             raise errors.for_outcome(result.outcome.value, result.missing)
@@ -144,6 +148,9 @@ async def answer(
     record = result.record
     assert record is not None
     services.usage.record(record.token_id, services.clock.now(), ip, user_agent)
+    if result.quota_remaining is not None:
+        headers = [*identity.headers(result), (b"x-kbai-quota-remaining", str(result.quota_remaining).encode())]
+        return 200, headers, _OK_BODY, record.token_id
     return 200, identity.headers(result), _OK_BODY, record.token_id
 
 

@@ -91,8 +91,10 @@ class MeFront:
         services = self.services
         ip = scope_ip(scope)
         result = services.tokens.verify_warm(token, (), client_ip=ip)
-        if result is None or not result.authenticated:
-            return False  # cold, or failing (the route counts the failure against the address)
+        if result is None or not result.authenticated or (result.record is not None and result.record.limited):
+            # Cold, failing (the route counts the failure against the address), or with its own rate limit or
+            # quota to count (the route's check does).
+            return False
         services.metrics.verified(result.outcome.value)
         record = result.record
         assert record is not None

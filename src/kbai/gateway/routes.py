@@ -122,7 +122,10 @@ async def introspect(request: Request) -> Any:
 
     Active tokens get their scope, owner and times, and ``allowed_ips`` when the token has an IP allowlist
     (enforce it against your own client's address); anything else, a paused token included, gets
-    ``{"active": false}`` alone.
+    ``{"active": false}`` alone. An introspection is a use of the token: it counts against the token's own
+    rate limit and quota (``rate_limit``, and ``quota_remaining`` after this use, are in the answer); over
+    either, the answer is ``{"active": false, "kbai_refused": "rate_limited" | "quota_exhausted"}`` with
+    ``retry_after`` (seconds) when it is known: answer your client 429 then.
     """
     svc = services(request)
     credential = await authenticate_client(svc, request)
@@ -134,6 +137,20 @@ async def introspect(request: Request) -> Any:
     if not result.ok or result.record is None:
         return JSONResponse({"active": False}, headers={"Cache-Control": "no-store"})
     record = result.record
+    quota_remaining = None
+    if record.limited:  # an introspection is a use: it counts against the token's rate limit and quota
+        admitted = await run_in_threadpool(svc.limits.admit, record)
+        assert admitted is not None
+        if admitted.error is not None:
+            svc.metrics.verified(admitted.error.code)
+            svc.usage.refused(record.token_id, svc.clock.now())
+            refused: dict[str, Any] = {"active": False, "kbai_refused": admitted.error.code}
+            if "retry_after" in admitted.error.params:
+                refused["retry_after"] = admitted.error.params["retry_after"]
+            if record.rate_limit is not None:
+                refused["rate_limit"] = record.rate_limit.json()
+            return JSONResponse(refused, headers={"Cache-Control": "no-store"})
+        quota_remaining = admitted.quota_remaining
     svc.usage.record(record.token_id, svc.clock.now())
     ordered = [p.key for p in svc.catalog.permissions if p.key in result.scopes]
     body: dict[str, Any] = {
@@ -154,6 +171,10 @@ async def introspect(request: Request) -> Any:
         # The resource server sees the integration's address; kbai sees the resource server's: the caller
         # enforces the list (kbai.sdk does).
         body["allowed_ips"] = list(record.allowed_ips)
+    if record.rate_limit is not None:
+        body["rate_limit"] = record.rate_limit.json()
+    if quota_remaining is not None:
+        body["quota_remaining"] = quota_remaining
     if record.tenant_external_id is not None:
         body["tenant_external_id"] = record.tenant_external_id
     if record.user_external_id is not None and not record.service:

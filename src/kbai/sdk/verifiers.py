@@ -59,6 +59,8 @@ class Identity:
     tenant_external_id: str | None = None
     user_external_id: str | None = None
     service_token: bool = False
+    # The token has its own rate limit or quota: kbai counts every use (a remote verifier never caches it).
+    limited: bool = False
 
     def missing(self, required: Iterable[str]) -> tuple[str, ...]:
         """The scopes in ``required`` this identity lacks, in the order asked, without repeats."""
@@ -164,6 +166,17 @@ class LocalVerifier:
         record = result.record
         if not result.ok or record is None:
             return Failure(errors.for_outcome(result.outcome.value, result.missing))
+        if record.limited:  # its own rate limit and quota, counted as kbai's routes count them
+            try:
+                admitted = self.services.limits.admit(record, warm_only=True)
+                if admitted is None:
+                    admitted = await run_in_threadpool(self.services.limits.admit, record)
+            except Exception as exc:  # noqa: BLE001 - fail closed
+                log.error("kbai token limits could not be counted (%s); refusing the request", type(exc).__name__)
+                return unavailable()
+            assert admitted is not None
+            if admitted.error is not None:
+                return Failure(admitted.error)
         built = self._identities.get(record.token_id)
         if built is not None and built[0] is record and built[1] == result.scopes:
             return built[2]
@@ -179,6 +192,7 @@ class LocalVerifier:
             user_external_id=None if service else record.user_external_id,
             allowed_ips=record.allowed_ips,
             service_token=service,
+            limited=record.limited,
         )
         if len(self._identities) >= 10_000:
             self._identities.clear()
@@ -256,7 +270,8 @@ class IntrospectionVerifier:
                 return cached[0]
             del self._cache[key]
         result = await self._ask(token)
-        if isinstance(result, Identity) and self.cache_seconds > 0:
+        # A token with its own rate limit or quota is asked about every time: each use must be counted.
+        if isinstance(result, Identity) and self.cache_seconds > 0 and not result.limited:
             self._remember(key, result, now)
         return result
 
@@ -316,12 +331,29 @@ class IntrospectionVerifier:
         self._cache[key] = (identity, until)
 
 
+def _refused(body: dict[str, Any]) -> KbaiError:
+    """An inactive answer: a token over its own rate limit or quota (kbai says which), else plain inactive."""
+    reason, wait = body.get("kbai_refused"), body.get("retry_after")
+    retry = {"retry_after": wait} if isinstance(wait, int) and not isinstance(wait, bool) and wait > 0 else {}
+    if reason == "rate_limited":
+        limit = body.get("rate_limit")
+        text = (
+            f"{limit['requests']:,} per {limit['per']}"
+            if isinstance(limit, dict) and isinstance(limit.get("requests"), int) and isinstance(limit.get("per"), str)
+            else "its own"
+        )
+        return KbaiError(errors.TOKEN_RATE_LIMITED, limit=text, retry_after=retry.get("retry_after", 1))
+    if reason == "quota_exhausted":
+        return KbaiError(errors.QUOTA_EXHAUSTED, until="", **retry)
+    return KbaiError(TOKEN_INACTIVE)
+
+
 def _parse(body: object) -> Result:
     """An RFC 7662 answer from kbai as an Identity or a 401 Failure; raises on nonsense."""
     if not isinstance(body, dict) or not isinstance(body.get("active"), bool):
         raise ValueError("no boolean 'active'")
     if not body["active"]:
-        return Failure(KbaiError(TOKEN_INACTIVE))
+        return Failure(_refused(body))
     scope = body.get("scope", "")
     service = body.get("service_token") is True
     if not isinstance(scope, str) or not (service or isinstance(body["username"], str)):
@@ -346,6 +378,7 @@ def _parse(body: object) -> Result:
         tenant_external_id=_text(body.get("tenant_external_id")),
         user_external_id=None if service else _text(body.get("user_external_id")),
         service_token=service,
+        limited="rate_limit" in body or "quota_remaining" in body,
     )
 
 

@@ -196,6 +196,21 @@ class Token(Base):
     last_refused_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # When the owner was told that this token, rotated out, was used again (once per token).
     reuse_alerted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Its own rate limit: at most rate_limit_requests per rate_limit_per ("second", "minute", "hour"); None: none.
+    rate_limit_requests: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    rate_limit_per: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    # Its quota (None: none). quota_remaining is what no instance has taken yet (kbai.tokens.limits takes
+    # small shares ahead of need); quota_total is the amount it started the period with (for the 10 % alert).
+    quota_remaining: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    quota_total: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    quota_refill_amount: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    quota_refill_interval: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    # The refill period (UTC day or month) quota_remaining belongs to; None without a refill.
+    quota_period_start: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # When the "below 10 %" alert went out in this period (cleared by a refill or a new quota).
+    quota_low_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Bumped whenever the quota is set anew, so every instance drops the shares it took of the old one.
+    quota_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class TokenUsageHour(Base):
@@ -352,6 +367,16 @@ class TenantPolicy(Base):
     # database (kbai.secretbox): the clear secret is never stored.
     webhook_secret_encrypted: Mapped[str | None] = mapped_column(Text, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class TokenRateWindow(Base):
+    """Requests granted to the instances in one rate-limit window of a token (shares taken ahead of need)."""
+
+    __tablename__ = "token_rate_windows"
+
+    token_id: Mapped[int] = mapped_column(ForeignKey("tokens.id", ondelete="CASCADE"), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    granted: Mapped[int] = mapped_column(Integer)
 
 
 class TokenReminder(Base):

@@ -36,6 +36,11 @@ TOKEN_RECORD = (
         Person.id,
         User.external_id,
         Tenant.service_token_ceiling,
+        Token.rate_limit_requests,
+        Token.rate_limit_per,
+        Token.quota_total,
+        Token.quota_refill_interval,
+        Token.quota_version,
     )
     # A service token has no owner: its user and person columns are NULL, and the tenant's ceiling bounds it.
     .outerjoin(User, User.id == Token.user_id)

@@ -1,4 +1,5 @@
-"""Per-token restrictions that verification enforces: the IP allowlist, and the description's rules.
+"""Per-token restrictions that verification enforces: the IP allowlist, the rate limit and the quota (their
+shapes; counting is :mod:`kbai.tokens.limits`), and the description's rules.
 
 An allowlist is a list of CIDR strings (IPv4 and IPv6, at most :data:`MAX_ALLOWED_IPS`), normalised
 when saved (``10.1.2.3/24`` is kept as ``10.1.2.0/24``, a bare address as a /32 or /128), parsed once
@@ -11,7 +12,10 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from typing import Any
 
 from kbai import errors
 from kbai.errors import KbaiError
@@ -21,7 +25,99 @@ MAX_ALLOWED_IPS = 50
 MAX_CIDR_LENGTH = 50
 MAX_DESCRIPTION = 500
 
+MAX_RATE_REQUESTS = 1_000_000_000
+MAX_QUOTA = 2_000_000_000
+PER_SECONDS = {"second": 1, "minute": 60, "hour": 3600}
+REFILL_INTERVALS = ("day", "month")
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most ``requests`` per ``per`` (a fixed UTC window: the second, the minute, the hour)."""
+
+    requests: int
+    per: str
+
+    @property
+    def seconds(self) -> int:
+        return PER_SECONDS[self.per]
+
+    def json(self) -> dict[str, Any]:
+        return {"requests": self.requests, "per": self.per}
+
+    def text(self) -> str:
+        return f"{self.requests:,} per {self.per}"
+
+
+@dataclass(frozen=True)
+class Quota:
+    """``remaining`` requests left; with a refill, set back to ``refill_amount`` at each UTC midnight
+    (``day``) or on the first of each month (``month``)."""
+
+    remaining: int
+    refill_amount: int | None = None
+    refill_interval: str | None = None
+
+    def json(self) -> dict[str, Any]:
+        refill = (
+            {"amount": self.refill_amount, "interval": self.refill_interval} if self.refill_amount is not None else None
+        )
+        return {"remaining": self.remaining, "refill": refill}
+
+
+def period_start(now: datetime, interval: str) -> datetime:
+    """The start of the refill period (UTC) that ``now`` is in."""
+    day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return day if interval == "day" else day.replace(day=1)
+
+
+def next_refill(now: datetime, interval: str) -> datetime:
+    start = period_start(now, interval)
+    if interval == "day":
+        return start + timedelta(days=1)
+    return (start + timedelta(days=32)).replace(day=1)
+
+
+def _count(value: object, low: int, high: int) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        return None
+    return value
+
+
+def clean_rate_limit(value: object) -> RateLimit | None:
+    """``{"requests": N, "per": "second" | "minute" | "hour"}``, or None (``null``: no limit)."""
+    if value is None:
+        return None
+    bad = KbaiError(errors.INVALID_RATE_LIMIT, max=f"{MAX_RATE_REQUESTS:,}")
+    if not isinstance(value, dict) or set(value) != {"requests", "per"}:
+        raise bad
+    requests, per = _count(value["requests"], 1, MAX_RATE_REQUESTS), value["per"]
+    if requests is None or per not in PER_SECONDS:
+        raise bad
+    return RateLimit(requests, str(per))
+
+
+def clean_quota(value: object) -> Quota | None:
+    """``{"remaining": N, "refill": {"amount": N, "interval": "day" | "month"} | null}``, or None (no quota)."""
+    if value is None:
+        return None
+    bad = KbaiError(errors.INVALID_QUOTA, min=0, max=f"{MAX_QUOTA:,}")
+    if not isinstance(value, dict) or "remaining" not in value or not set(value) <= {"remaining", "refill"}:
+        raise bad
+    remaining = _count(value["remaining"], 0, MAX_QUOTA)
+    if remaining is None:
+        raise bad
+    refill = value.get("refill")
+    if refill is None:
+        return Quota(remaining)
+    if not isinstance(refill, dict) or set(refill) != {"amount", "interval"}:
+        raise bad
+    amount = _count(refill["amount"], 1, MAX_QUOTA)
+    if amount is None or refill["interval"] not in REFILL_INTERVALS:
+        raise bad
+    return Quota(remaining, amount, str(refill["interval"]))
 
 
 def clean_allowlist(value: object) -> list[str] | None:

@@ -28,7 +28,16 @@ from kbai.store.audit import Actor
 from kbai.store.models import Tenant, Token, User
 from kbai.store.queries import TOKEN_RECORD
 from kbai.tokens.policy import check_lifetime, lifetime_within, policy_of
-from kbai.tokens.restrictions import clean_allowlist, clean_description, networks
+from kbai.tokens.restrictions import (
+    Quota,
+    RateLimit,
+    clean_allowlist,
+    clean_description,
+    clean_quota,
+    clean_rate_limit,
+    networks,
+    period_start,
+)
 from kbai.tokens.verify import Lookup, TokenRecord, Verification, verify
 from kbai.validate import clean_name
 
@@ -63,6 +72,10 @@ class TokenView:
     self_rotate: bool = False
     paused_at: datetime | None = None
     created_by_user_id: int | None = None  # a service token's creator (or owner before a hand-over)
+    rate_limit: RateLimit | None = None
+    # The quota as stored: ``remaining`` is what no instance has taken yet (kbai.tokens.limits adds this
+    # instance's unspent share for the exact figure on one instance).
+    quota: Quota | None = None
 
     @property
     def service(self) -> bool:
@@ -212,6 +225,11 @@ class TokenService:
             person_id,
             user_external_id,
             ceiling,
+            rate_requests,
+            rate_per,
+            quota_total,
+            quota_refill,
+            quota_version,
         ) = rows[0]
         allowed = tuple(allowed_ips) if allowed_ips else None
         service = user_id is None
@@ -245,6 +263,10 @@ class TokenService:
             person_id=person_id or 0,
             user_external_id=user_external_id,
             service=service,
+            rate_limit=RateLimit(rate_requests, rate_per) if rate_requests is not None and rate_per else None,
+            quota=quota_total is not None,
+            quota_refill=quota_refill,
+            quota_version=quota_version or 0,
         )
 
     def verify(
@@ -336,6 +358,8 @@ class TokenService:
         description: object = None,
         allowed_ips: object = None,
         self_rotate: object = False,
+        rate_limit: object = None,
+        quota: object = None,
     ) -> tuple[TokenView, str]:
         """Mint a token for ``actor`` (an interactive user). Returns the view and the plaintext, once."""
         if actor.kind != "user" or actor.user_id is None:
@@ -344,6 +368,7 @@ class TokenService:
         wanted = self._clean_scopes(scopes)
         note = clean_description(description)
         allowlist = clean_allowlist(allowed_ips)
+        rate, budget = clean_rate_limit(rate_limit), clean_quota(quota)
         if not isinstance(self_rotate, bool):
             raise KbaiError(errors.VALIDATION, detail="self_rotate must be true or false.")
         now = utc_seconds(self.clock.now())
@@ -372,8 +397,10 @@ class TokenService:
                 description=note,
                 allowed_ips=allowlist,
                 self_rotate=self_rotate,
+                rate_limit=rate,
+                quota=budget,
             )
-            restrictions: dict[str, Any] = {}
+            restrictions: dict[str, Any] = _limits_audit(rate, budget)
             if allowlist is not None:
                 restrictions["allowed_ips"] = allowlist
             if self_rotate:
@@ -514,6 +541,10 @@ class TokenService:
             clean["allowed_ips"] = clean_allowlist(changes["allowed_ips"])
         if "scopes" in changes:
             clean["scopes"] = self._clean_scopes(changes["scopes"])
+        if "rate_limit" in changes:
+            clean["rate_limit"] = clean_rate_limit(changes["rate_limit"])
+        if "quota" in changes:
+            clean["quota"] = clean_quota(changes["quota"])
         expiry_given = "expires_in_days" in changes or "expires_at" in changes
         new_expiry: datetime | None = None
         if expiry_given:
@@ -555,6 +586,16 @@ class TokenService:
                     raise KbaiError(errors.EXPIRY_ONLY_SHORTER, current=iso(token.expires_at) or "never")
                 diff["expires_at"] = {"from": iso(token.expires_at), "to": iso(new_expiry)}
                 token.expires_at = new_expiry
+            if "rate_limit" in clean and clean["rate_limit"] != _rate_of(token):
+                before = _rate_of(token)
+                diff["rate_limit"] = {"from": before.json() if before else None, "to": _json_of(clean["rate_limit"])}
+                token.rate_limit_requests = clean["rate_limit"].requests if clean["rate_limit"] else None
+                token.rate_limit_per = clean["rate_limit"].per if clean["rate_limit"] else None
+            if "quota" in clean:
+                # Set anew, even to the same figures: every instance drops the shares it took of the old quota.
+                diff["quota"] = {"to": _json_of(clean["quota"])}
+                _set_quota(token, clean["quota"], now)
+                token.quota_version = (token.quota_version or 0) + 1
             changed: set[str] = set()
             if diff:
                 changed.add(token.digest)
@@ -650,7 +691,11 @@ class TokenService:
                 description=old.description,
                 allowed_ips=old.allowed_ips,
                 self_rotate=bool(old.self_rotate),
+                rate_limit=_rate_of(old),
             )
+            # The quota goes on where it stands (a rotation never refills it), its period and alert with it.
+            for column in QUOTA_COLUMNS:
+                setattr(new, column, getattr(old, column))
             stop = now + timedelta(seconds=grace_period_seconds)
             if old.revoked_at is None or old.revoked_at > stop:
                 old.revoked_at = stop
@@ -878,6 +923,8 @@ class TokenService:
         expires_at: object = None,
         description: object = None,
         allowed_ips: object = None,
+        rate_limit: object = None,
+        quota: object = None,
     ) -> tuple[TokenView, str]:
         """Mint a service token of the actor's tenant: scopes bounded by what the creator holds now, the
         tenant's policy and its service-token limit as for personal tokens. Returns the view and the
@@ -886,6 +933,7 @@ class TokenService:
         wanted = self._clean_scopes(scopes)
         note = clean_description(description)
         allowlist = clean_allowlist(allowed_ips)
+        rate, budget = clean_rate_limit(rate_limit), clean_quota(quota)
         now = utc_seconds(self.clock.now())
         expiry = resolve_expiry(now, expires_in_days, expires_at)
         with self.db.write() as s:
@@ -910,6 +958,8 @@ class TokenService:
                 description=note,
                 allowed_ips=allowlist,
                 service=True,
+                rate_limit=rate,
+                quota=budget,
             )
             audit.record(
                 s,
@@ -925,6 +975,7 @@ class TokenService:
                     "scopes": wanted,
                     "expires_at": iso(expiry),
                     **({"allowed_ips": allowlist} if allowlist is not None else {}),
+                    **_limits_audit(rate, budget),
                 },
             )
             view = self._view(token, now)
@@ -1157,6 +1208,8 @@ class TokenService:
         allowed_ips: builtins.list[str] | None = None,
         self_rotate: bool = False,
         service: bool = False,
+        rate_limit: RateLimit | None = None,
+        quota: Quota | None = None,
     ) -> tuple[Token, str]:
         """``service``: owned by the tenant, ``user`` recorded as its creator."""
         plaintext = fmt.mint()
@@ -1177,7 +1230,11 @@ class TokenService:
             description=description,
             allowed_ips=allowed_ips,
             self_rotate=self_rotate,
+            rate_limit_requests=rate_limit.requests if rate_limit else None,
+            rate_limit_per=rate_limit.per if rate_limit else None,
+            quota_version=0,
         )
+        _set_quota(token, quota, now)
         s.add(token)
         s.flush()
         return token, plaintext
@@ -1236,6 +1293,12 @@ class TokenService:
             self_rotate=bool(t.self_rotate),
             paused_at=t.paused_at,
             created_by_user_id=t.created_by_user_id,
+            rate_limit=_rate_of(t),
+            quota=(
+                Quota(max(0, t.quota_remaining or 0), t.quota_refill_amount, t.quota_refill_interval)
+                if t.quota_total is not None
+                else None
+            ),
         )
 
     def notify(self, digests: set[str]) -> None:
@@ -1251,6 +1314,47 @@ class TokenService:
 
 class _NotCached(Exception):
     """A warm-only verification needed storage."""
+
+
+QUOTA_COLUMNS = (
+    "quota_remaining",
+    "quota_total",
+    "quota_refill_amount",
+    "quota_refill_interval",
+    "quota_period_start",
+    "quota_low_at",
+)
+
+
+def _rate_of(t: Token) -> RateLimit | None:
+    if t.rate_limit_requests is None or not t.rate_limit_per:
+        return None
+    return RateLimit(t.rate_limit_requests, t.rate_limit_per)
+
+
+def _set_quota(t: Token, quota: Quota | None, now: datetime) -> None:
+    """A quota set anew (None: no quota). With a refill, the current period is the one it was set in."""
+    t.quota_remaining = quota.remaining if quota else None
+    t.quota_total = quota.remaining if quota else None
+    t.quota_refill_amount = quota.refill_amount if quota else None
+    t.quota_refill_interval = quota.refill_interval if quota else None
+    t.quota_period_start = (
+        period_start(now, quota.refill_interval) if quota is not None and quota.refill_interval else None
+    )
+    t.quota_low_at = None
+
+
+def _json_of(value: RateLimit | Quota | None) -> dict[str, Any] | None:
+    return value.json() if value is not None else None
+
+
+def _limits_audit(rate: RateLimit | None, quota: Quota | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if rate is not None:
+        out["rate_limit"] = rate.json()
+    if quota is not None:
+        out["quota"] = quota.json()
+    return out
 
 
 def _chunks(items: list[str]) -> Iterable[list[str]]:

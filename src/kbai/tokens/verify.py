@@ -14,7 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from kbai.tokenformat import digest, is_well_formed
-from kbai.tokens.restrictions import Network, ip_allowed
+from kbai.tokens.restrictions import Network, RateLimit, ip_allowed
 
 
 class Outcome(StrEnum):
@@ -58,6 +58,16 @@ class TokenRecord:
     user_external_id: str | None = None  # the membership's external id (the product's id of the person there)
     # Owned by the tenant, not a person: no user, email or person id; owner_permissions is the tenant's ceiling.
     service: bool = False
+    # Its own limits (kbai.tokens.limits counts them): None, or a rate limit; a quota (how much is left is
+    # counted, never cached here) with its refill interval and the version of its setting.
+    rate_limit: RateLimit | None = None
+    quota: bool = False
+    quota_refill: str | None = None
+    quota_version: int = 0
+
+    @property
+    def limited(self) -> bool:
+        return self.rate_limit is not None or self.quota
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,8 @@ class Verification:
     record: TokenRecord | None = None
     scopes: frozenset[str] = frozenset()
     missing: tuple[str, ...] = ()
+    # Set by the caller that counted this use against the token's quota: what is left after it.
+    quota_remaining: int | None = None
 
     @property
     def ok(self) -> bool:

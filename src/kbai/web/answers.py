@@ -54,6 +54,8 @@ def auth_headers(err: KbaiError) -> dict[str, str]:
         return {"WWW-Authenticate": 'Basic realm="kbai"'}
     if err.code == "rate_limited":
         return {"Retry-After": str(err.params.get("retry_after", 60))}
+    if err.code == "quota_exhausted":
+        return {"Retry-After": str(err.params["retry_after"])} if "retry_after" in err.params else {}
     if err.code == "idempotency_in_progress":
         return {"Retry-After": "1"}
     return {}

@@ -97,7 +97,11 @@ RoleId = Annotated[int, Path(ge=1, le=MAX_ID, description="A role id.")]
 UserId = Annotated[int, Path(ge=1, le=MAX_ID, description="A user id.")]
 
 
-def token_json(v: TokenView, now: datetime, rotated_to_id: int | None = None) -> dict[str, Any]:
+def token_json(v: TokenView, now: datetime, rotated_to_id: int | None = None, unspent: int = 0) -> dict[str, Any]:
+    """``unspent``: this instance's unspent quota share of the token (kbai.tokens.limits)."""
+    quota = None
+    if v.quota is not None:
+        quota = {**v.quota.json(), "remaining": v.quota.remaining + unspent}
     return {
         "id": v.id,
         "name": v.name,
@@ -116,6 +120,8 @@ def token_json(v: TokenView, now: datetime, rotated_to_id: int | None = None) ->
         "paused_at": v.paused_at,
         "service": v.service,
         "created_by": v.created_by_user_id,
+        "rate_limit": v.rate_limit.json() if v.rate_limit is not None else None,
+        "quota": quota,
     }
 
 
@@ -124,7 +130,9 @@ def tokens_json(request: Request, views: list[TokenView]) -> list[dict[str, Any]
     svc = services(request)
     now = svc.clock.now()
     successors = svc.tokens.rotated_to(v.id for v in views)
-    return [token_json(v, now, successors.get(v.id)) for v in views]
+    return [
+        token_json(v, now, successors.get(v.id), svc.limits.unspent(v.id) if v.quota is not None else 0) for v in views
+    ]
 
 
 def role_json(r: RoleView) -> dict[str, Any]:
@@ -267,6 +275,8 @@ def create_token(body: sc.TokenCreateIn, p: SessionPrincipal, request: Request) 
         description=body.description,
         allowed_ips=body.allowed_ips,
         self_rotate=bool(body.self_rotate),
+        rate_limit=body.rate_limit.model_dump() if body.rate_limit else None,
+        quota=body.quota.model_dump() if body.quota else None,
     )
     return {**tokens_json(request, [view])[0], "token": plaintext}
 
@@ -318,10 +328,13 @@ def self_rotate_token(p: AnyPrincipal, request: Request, body: sc.SelfRotateIn |
     },
 )
 def update_token(token_id: TokenId, body: sc.TokenPatchIn, p: SessionPrincipal, request: Request) -> dict[str, Any]:
-    """Change the name, description or IP allowlist, bring the expiry forward, or drop scopes (they can only
-    shrink: 422 ``scopes_only_shrink``; a later expiry is 422 ``expiry_only_shorter``). Only the fields sent
-    change. Your session only; every instance applies it from the next request."""
+    """Change the name, description, IP allowlist, rate limit or quota (sent: set anew), bring the expiry
+    forward, or drop scopes (they can only shrink: 422 ``scopes_only_shrink``; a later expiry is 422
+    ``expiry_only_shorter``). Only the fields sent change. Your session only; every instance applies it from the next request."""
     changes = {name: getattr(body, name) for name in body.model_fields_set}
+    for name in ("rate_limit", "quota"):
+        if changes.get(name) is not None:
+            changes[name] = changes[name].model_dump()
     return tokens_json(request, [services(request).tokens.update(p.actor, token_id, changes)])[0]
 
 
@@ -424,6 +437,8 @@ def create_service_token(body: sc.ServiceTokenCreateIn, p: SessionPrincipal, req
         expires_at=body.expires_at,
         description=body.description,
         allowed_ips=body.allowed_ips,
+        rate_limit=body.rate_limit.model_dump() if body.rate_limit else None,
+        quota=body.quota.model_dump() if body.quota else None,
     )
     return {**tokens_json(request, [view])[0], "token": plaintext}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Request
@@ -81,6 +81,19 @@ def check_token(
             return None  # counting this failure is a Redis round trip
     else:
         result = svc.tokens.verify(token, required, client_ip=ip)
+    if result.ok and result.record is not None and result.record.limited:
+        # The token's own rate limit and quota (kbai.tokens.limits): memory, unless a share must be taken.
+        admitted = svc.limits.admit(result.record, warm_only=warm_only)
+        if admitted is None:
+            return None
+        if admitted.error is not None:
+            record = result.record
+            svc.metrics.verified(admitted.error.code)
+            log.warning("token %s (id %s) refused: %s", record.prefix, record.token_id, admitted.error.code)
+            svc.usage.refused(record.token_id, svc.clock.now(), ip)
+            raise admitted.error
+        if admitted.quota_remaining is not None:
+            result = replace(result, quota_remaining=admitted.quota_remaining)
     svc.metrics.verified(result.outcome.value)
     if result.authenticated:
         return result

@@ -19,6 +19,36 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+RATE_LIMIT = (
+    "At most `requests` per `per` (a fixed UTC second, minute or hour), across every kbai instance; null: no "
+    "limit. Over it: 429 rate_limited with Retry-After (401 with Retry-After at /auth/check)."
+)
+QUOTA = (
+    "Requests left; with `refill`, set back to `amount` at each UTC midnight (day) or on the 1st of each month "
+    "(month). Spent: 429 quota_exhausted (401 at /auth/check) until the refill. null: no quota."
+)
+
+
+class RateLimitIn(Strict):
+    requests: int = Field(strict=True, ge=1, le=1_000_000_000, examples=[100])
+    per: Literal["second", "minute", "hour"] = Field(examples=["minute"])
+
+
+class RefillIn(Strict):
+    amount: int = Field(strict=True, ge=1, le=2_000_000_000, examples=[10000])
+    interval: Literal["day", "month"] = Field(examples=["month"])
+
+
+class QuotaIn(Strict):
+    remaining: int = Field(strict=True, ge=0, le=2_000_000_000, examples=[10000])
+    refill: RefillIn | None = None
+
+
+class QuotaOut(BaseModel):
+    remaining: int = Field(description="Requests left now (exact on one instance; see docs/restrictions.md).")
+    refill: RefillIn | None = None
+
+
 class ErrorBody(BaseModel):
     code: str = Field(examples=["token_limit_reached"])
     message: str = Field(examples=["You have 10 active tokens; the limit is 10. Revoke one before creating a new one."])
@@ -99,6 +129,8 @@ class TokenCreateIn(Strict):
         strict=True,
         description="true: the token may rotate itself with POST /api/v1/tokens/self/rotate (for automation). Default false.",
     )
+    rate_limit: RateLimitIn | None = Field(default=None, description=RATE_LIMIT)
+    quota: QuotaIn | None = Field(default=None, description=QUOTA)
 
 
 class TokenPatchIn(Strict):
@@ -116,6 +148,10 @@ class TokenPatchIn(Strict):
     expires_at: str | None = Field(
         default=None, max_length=40, description="An earlier expiry: a date or an ISO 8601 time with a zone."
     )
+    rate_limit: RateLimitIn | None = Field(default=None, description=RATE_LIMIT + " null removes it.")
+    quota: QuotaIn | None = Field(
+        default=None, description=QUOTA + " Sending it sets the quota anew (the count starts again); null removes it."
+    )
 
 
 class TokenOut(BaseModel):
@@ -132,6 +168,8 @@ class TokenOut(BaseModel):
     description: str | None = Field(default=None, description=DESCRIPTION)
     allowed_ips: list[str] | None = Field(default=None, description=ALLOWED_IPS)
     self_rotate: bool = False
+    rate_limit: RateLimitIn | None = Field(default=None, description=RATE_LIMIT)
+    quota: QuotaOut | None = Field(default=None, description=QUOTA)
     paused_at: datetime | None = Field(default=None, description="When it was paused. " + TIME)
     rotated_from_id: int | None = Field(default=None, description="The token this one replaced by rotation.")
     rotated_to_id: int | None = Field(default=None, description="The token that replaced this one by rotation.")
@@ -189,6 +227,8 @@ class ServiceTokenCreateIn(Strict):
     )
     description: str | None = Field(default=None, max_length=2000, description=DESCRIPTION)
     allowed_ips: list[str] | None = Field(default=None, max_length=200, description=ALLOWED_IPS)
+    rate_limit: RateLimitIn | None = Field(default=None, description=RATE_LIMIT)
+    quota: QuotaIn | None = Field(default=None, description=QUOTA)
 
 
 class CeilingIn(Strict):
