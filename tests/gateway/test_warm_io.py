@@ -159,14 +159,27 @@ def test_a_cold_verification_is_one_sql_statement(running: Running, path: str) -
 @pytest.mark.parametrize(("backend", "with_redis"), CONFIGURATIONS, ids=IDS)
 @pytest.mark.parametrize("path", ["/auth/check", "/api/v1/me"])
 def test_warm_requests_with_restrictions_cost_no_sql_and_no_redis(running: Running, path: str) -> None:
-    """An IP allowlist (50 ranges, the client in the last), a description and self-rotation set: still no I/O."""
+    """An IP allowlist (50 ranges, the client in the last), a rate limit, a quota, a description and
+    self-rotation set: still no I/O. The first request takes this instance's shares of the rate and the quota
+    (5 % of each, kbai.tokens.limits); the next one is taken in the background when half of a share is spent,
+    which 1,000 requests of these limits do not reach."""
     allowed = [f"10.{i}.0.0/16" for i in range(48)] + ["2001:db8::/32", "203.0.113.0/24"]
-    token = running.token("restricted", allowed_ips=allowed, description="warm", self_rotate=True)
+    token = running.token(
+        "restricted",
+        allowed_ips=allowed,
+        description="warm",
+        self_rotate=True,
+        rate_limit={"requests": 1_000_000, "per": "hour"},
+        quota={"remaining": 1_000_000, "refill": {"amount": 1_000_000, "interval": "month"}},
+    )
     headers = bearer(token)
     assert running.client.get(path, headers=headers).status_code == 200
     with sql_statements() as sql, redis_commands(running.redis_url) as commands:
-        statuses = Counter(running.client.get(path, headers=headers).status_code for _ in range(WARM_REQUESTS))
+        answers = [running.client.get(path, headers=headers) for _ in range(WARM_REQUESTS)]
+    statuses = Counter(r.status_code for r in answers)
     assert statuses == {200: WARM_REQUESTS}
+    if path == "/auth/check":  # every one of them was counted against the quota, exactly
+        assert answers[-1].headers["x-kbai-quota-remaining"] == str(1_000_000 - 1 - WARM_REQUESTS)
     assert sql == [], f"{len(sql)} SQL statements in {WARM_REQUESTS} warm requests, e.g. {sql[:3]}"
     assert not commands, f"Redis commands in {WARM_REQUESTS} warm requests: {dict(commands)}"
     # The list is enforced on that same warm path: a token that does not list the client is refused.
