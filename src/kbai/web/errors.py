@@ -29,8 +29,10 @@ def _validation_message(exc: RequestValidationError) -> str:
             msg = "is not a known field"
         elif e.get("type") == "missing":
             msg = "is required"
-        elif e.get("type") in ("json_invalid", "model_attributes_type", "dict_type"):
+        elif e.get("type") == "json_invalid":
             where, msg = "body", "must be a JSON object"
+        elif e.get("type") in ("model_attributes_type", "dict_type"):
+            msg = "must be a JSON object"  # the body, or the field that should be one (e.g. rate_limit)
         parts.append(f"{where} {msg}")
     return redact("; ".join(parts) + ".")
 
