@@ -248,6 +248,16 @@ INVALID_CIDR = ErrorSpec(
     422,
     "'{value}' in allowed_ips is not an IP address or CIDR range; write it like 203.0.113.0/24 or 2001:db8::/32.",
 )
+FIELD_RATE_LIMIT = ErrorSpec(
+    "validation_error",
+    422,
+    "Write the rate limit as a whole number of requests from 1 to 1,000,000,000, or leave it empty for no limit.",
+)
+FIELD_QUOTA = ErrorSpec(
+    "validation_error",
+    422,
+    "Write the quota as a whole number of requests from 0 to 2,000,000,000, or leave it empty for no quota.",
+)
 INVALID_RATE_LIMIT = ErrorSpec(
     "validation_error",
     422,

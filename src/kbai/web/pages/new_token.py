@@ -11,7 +11,14 @@ from kbai import errors
 from kbai.access.catalog import MANAGE_TOKENS
 from kbai.errors import KbaiError
 from kbai.tokenformat import redact
-from kbai.tokens.restrictions import clean_allowlist, clean_description
+from kbai.tokens.restrictions import (
+    PER_SECONDS,
+    REFILL_INTERVALS,
+    clean_allowlist,
+    clean_description,
+    clean_quota,
+    clean_rate_limit,
+)
 from kbai.tokens.service import EXPIRY_PRESETS_DAYS, MAX_LIFETIME_DAYS
 from kbai.validate import clean_name
 from kbai.web.auth import services
@@ -64,6 +71,10 @@ def create_token(
     description: Annotated[str, Form(max_length=2000)] = "",
     allowed_ips: Annotated[str, Form(max_length=3000)] = "",
     self_rotate: Annotated[str, Form(max_length=10)] = "",
+    rate_requests: Annotated[str, Form(max_length=40)] = "",
+    rate_per: Annotated[str, Form(max_length=10)] = "minute",
+    quota_requests: Annotated[str, Form(max_length=40)] = "",
+    quota_refill: Annotated[str, Form(max_length=10)] = "",
     csrf_token: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     p = check_form(request, csrf_token)
@@ -79,6 +90,10 @@ def create_token(
         "description": redact(description),
         "allowed_ips": redact(allowed_ips),
         "self_rotate": self_rotate.lower() in TRUTHY,
+        "rate_requests": redact(rate_requests),
+        "rate_per": rate_per if rate_per in PER_SECONDS else "minute",
+        "quota_requests": redact(quota_requests),
+        "quota_refill": quota_refill if quota_refill in REFILL_INTERVALS else "",
     }
     field = None
     try:
@@ -93,6 +108,10 @@ def create_token(
         note = _person_words_of(clean_description, description, "description")
         field = "allowed_ips"
         ranges = clean_allowlist(_lines(allowed_ips))
+        field = "rate_limit"
+        rate = _rate_limit(rate_requests, rate_per)
+        field = "quota"
+        quota = _quota(quota_requests, quota_refill)
         field = None
         view, plaintext = svc.tokens.create(
             p.actor,
@@ -103,6 +122,8 @@ def create_token(
             description=note,
             allowed_ips=ranges,
             self_rotate=self_rotate.lower() in TRUTHY,
+            rate_limit=rate,
+            quota=quota,
         )
     except KbaiError as err:
         if field is None:
@@ -114,6 +135,44 @@ def create_token(
     # so reloading that page never submits the form again.
     _put_flash(request, p, {"kind": "created", "id": view.id, "token": plaintext})
     return see_other(API_KEYS)
+
+
+def _whole(text: str) -> int | None:
+    """A whole number as people write it ("10,000", "10 000"); None when empty; raises ValueError otherwise."""
+    digits = text.strip().replace(",", "").replace(" ", "").replace("_", "")
+    if not digits:
+        return None
+    if not digits.isascii() or not digits.isdigit():
+        raise ValueError(text)
+    return int(digits)
+
+
+def _rate_limit(requests: str, per: str) -> dict[str, object] | None:
+    """The form's rate limit as the API's ``rate_limit`` (checked by the same rule)."""
+    try:
+        count = _whole(requests)
+        if count is None:
+            return None
+        clean_rate_limit({"requests": count, "per": per})
+    except (ValueError, KbaiError):
+        raise KbaiError(errors.FIELD_RATE_LIMIT) from None
+    return {"requests": count, "per": per}
+
+
+def _quota(requests: str, refill: str) -> dict[str, object] | None:
+    """The form's quota as the API's ``quota``: with a refill, the same amount comes back each day or month."""
+    try:
+        count = _whole(requests)
+        if count is None:
+            return None
+        body: dict[str, object] = {
+            "remaining": count,
+            "refill": {"amount": count, "interval": refill} if refill else None,
+        }
+        clean_quota(body)
+    except (ValueError, KbaiError):
+        raise KbaiError(errors.FIELD_QUOTA) from None
+    return body
 
 
 def _expiry(choice: str, on: str, today: date) -> tuple[int | None, str | None]:

@@ -52,6 +52,7 @@ class TokenRow:
     to_view: TokenView | None
     stops_at: datetime | None  # rotated, still in its grace period: when it stops working
     lifetimes: list[dict[str, Any]]  # the rotate form's choices for the new token's lifetime
+    quota_left: int | None = None  # with a quota: what is left (stored, plus this instance's unspent share)
 
 
 def _allowed(policy: Policy, now: datetime, expiry: datetime | None) -> bool:
@@ -117,6 +118,7 @@ def _token_rows(svc: Services, tokens: list[TokenView], policy: Policy, now: dat
                 to_view=by_id.get(to_id or 0),
                 stops_at=t.revoked_at if grace else None,
                 lifetimes=_rotate_lifetimes(t, policy, now) if t.status == "active" and to_id is None else [],
+                quota_left=t.quota.remaining + svc.limits.unspent(t.id) if t.quota is not None else None,
             )
         )
     return rows
