@@ -143,7 +143,6 @@ async def introspect(request: Request) -> Any:
         assert admitted is not None
         if admitted.error is not None:
             svc.metrics.verified(admitted.error.code)
-            svc.usage.refused(record.token_id, svc.clock.now())
             refused: dict[str, Any] = {"active": False, "kbai_refused": admitted.error.code}
             if "retry_after" in admitted.error.params:
                 refused["retry_after"] = admitted.error.params["retry_after"]

@@ -90,7 +90,6 @@ def check_token(
             record = result.record
             svc.metrics.verified(admitted.error.code)
             log.warning("token %s (id %s) refused: %s", record.prefix, record.token_id, admitted.error.code)
-            svc.usage.refused(record.token_id, svc.clock.now(), ip)
             raise admitted.error
         if admitted.quota_remaining is not None:
             result = replace(result, quota_remaining=admitted.quota_remaining)
