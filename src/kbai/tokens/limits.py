@@ -99,6 +99,7 @@ class TokenLimits:
         self._rates: dict[int, _RateState] = {}
         self._quotas: dict[int, _QuotaState] = {}
         self._lock = threading.Lock()
+        self._fetched = threading.Condition(self._lock)  # notified when a background share has landed
         self._pool: ThreadPoolExecutor | None = None
         self._taken = 0
         self.shares_taken = 0  # (for the benchmark and tests) shares taken from the database by this process
@@ -116,11 +117,25 @@ class TokenLimits:
                 return refused_or_io
             if warm_only:
                 return None
+            # A share on its way from the background thread is waited for, never taken twice or missed.
+            if self._await_fetch(refused_or_io, record.token_id):
+                refused_or_io = self._spend(record, now)
+                if not isinstance(refused_or_io, str):
+                    return refused_or_io
             if refused_or_io == "rate":
                 self._take_rate(record, now)
             else:
                 self._take_quota(record, now)
         return self._spend_or_refuse(record, now)
+
+    def _await_fetch(self, kind: str, token_id: int) -> bool:
+        """Wait (off the event loop) for a background share of ``token_id`` in flight; True when there was one."""
+        with self._fetched:
+            state = (self._rates if kind == "rate" else self._quotas).get(token_id)
+            if state is None or not state.fetching:
+                return False
+            self._fetched.wait_for(lambda: not state.fetching, timeout=10)
+            return True
 
     def _spend_or_refuse(self, record: TokenRecord, now: datetime) -> Admission:
         """After three shares taken in a row came back empty-handed (other instances spend as fast): refuse."""
@@ -134,7 +149,7 @@ class TokenLimits:
     def _spend(self, record: TokenRecord, now: datetime) -> Admission | str:
         """Spend one unit in memory: an Admission, or "rate" / "quota" for the share that must be taken first."""
         token_id = record.token_id
-        later: list[tuple[str, TokenRecord]] = []
+        later: list[tuple[str, _RateState | _QuotaState]] = []
         with self._lock:
             rate = None
             if record.rate_limit is not None:
@@ -154,7 +169,7 @@ class TokenLimits:
                         self._rates.clear()
                     rate = self._rates[token_id] = _RateState(limit.requests, limit.seconds, window)
                 if rate.left <= 0:
-                    if rate.spent:
+                    if rate.spent and not rate.fetching:
                         wait = max(1, math.ceil(rate.window + rate.seconds - now.timestamp()))
                         return Admission(KbaiError(errors.TOKEN_RATE_LIMITED, limit=limit.text(), retry_after=wait))
                     return "rate"
@@ -166,7 +181,7 @@ class TokenLimits:
                         self._quotas.clear()
                     quota = self._quotas[token_id] = _QuotaState(record.quota_version)
                 if quota.left <= 0:
-                    if quota.spent and (quota.until is None or now < quota.until):
+                    if quota.spent and not quota.fetching and (quota.until is None or now < quota.until):
                         return Admission(_exhausted(quota.until, now))
                     return "quota"
             # Both have a unit: spend them together (a refusal by one never costs the other).
@@ -174,16 +189,16 @@ class TokenLimits:
                 rate.left -= 1
                 if rate.left <= share_of(rate.requests) // 2 and not rate.spent and not rate.fetching:
                     rate.fetching = True
-                    later.append(("rate", record))
+                    later.append(("rate", rate))
             remaining = None
             if quota is not None:
                 quota.left -= 1
                 remaining = (quota.stored or 0) + quota.left
                 if quota.left <= share_of(quota.total) // 2 and (quota.stored or 0) > 0 and not quota.fetching:
                     quota.fetching = True
-                    later.append(("quota", record))
-        for kind, rec in later:
-            self._in_background(kind, rec)
+                    later.append(("quota", quota))
+        for kind, state in later:
+            self._in_background(kind, record, state)
         return Admission(quota_remaining=remaining) if remaining is not None else _ADMITTED
 
     def unspent(self, token_id: int) -> int:
@@ -194,14 +209,19 @@ class TokenLimits:
             return quota.left if quota is not None else 0
 
     # ---- shares, taken from the database ------------------------------------------------------
-    def _in_background(self, kind: str, record: TokenRecord) -> None:
+    def _in_background(self, kind: str, record: TokenRecord, state: _RateState | _QuotaState) -> None:
         if self._pool is None:
             with self._lock:
                 if self._pool is None:
                     self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kbai-limits")
-        self._pool.submit(self._fetch, kind, record)
+        try:
+            self._pool.submit(self._fetch, kind, record, state)
+        except RuntimeError:  # stopping: the next request takes its share itself
+            with self._fetched:
+                state.fetching = False
+                self._fetched.notify_all()
 
-    def _fetch(self, kind: str, record: TokenRecord) -> None:
+    def _fetch(self, kind: str, record: TokenRecord, state: _RateState | _QuotaState) -> None:
         try:
             if kind == "rate":
                 self._take_rate(record, self.clock.now())
@@ -210,10 +230,9 @@ class TokenLimits:
         except Exception as exc:  # noqa: BLE001 - the next request takes its share itself
             log.warning("taking a %s share for token %s failed: %s", kind, record.token_id, type(exc).__name__)
         finally:
-            with self._lock:
-                state = (self._rates if kind == "rate" else self._quotas).get(record.token_id)
-                if state is not None:
-                    state.fetching = False
+            with self._fetched:
+                state.fetching = False
+                self._fetched.notify_all()
 
     def _take_rate(self, record: TokenRecord, now: datetime) -> None:
         limit = record.rate_limit
