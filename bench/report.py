@@ -98,6 +98,7 @@ def render(r: dict[str, Any]) -> str:
     _inproc(w, inproc)
     _http(w, http)
     _warm_io(w, warm_io)
+    _restrictions(w, r.get("restrictions"))
     _scale(w, scale)
     _last_used(w, last_used)
     _propagation(w, prop)
@@ -434,6 +435,47 @@ def _warm_io(w: Any, s: Any) -> None:
             f"{v['cold_sql_statements']} statement(s) |"
         )
     w("")
+
+
+def _restrictions(w: Any, s: Any) -> None:
+    w("## 3b. What a restriction costs a warm check\n")
+    problem = _problem(s)
+    if problem:
+        w(f"Section {problem}.\n")
+        return
+    w(
+        "In process on SQLite: `kbai.web.auth.check_token(..., warm_only=True)`, the check every token-authenticated "
+        "request and `/auth/check` run, with the record already cached; variants interleaved round by round "
+        f"({s['rounds']} rounds of {s['calls_per_round']:,} calls). The limits' budgets are large enough that no "
+        "share runs out while timing: this is the in-memory count (kbai.tokens.limits). "
+        f"{_load(s)}\n"
+    )
+    w("| token | median | p99 | added to a plain token's check |\n| --- | ---: | ---: | ---: |")
+    labels = {
+        "plain": "no restriction",
+        "allowlist_50": "IP allowlist of 50 ranges (the client in the last)",
+        "rate_limit": "rate limit",
+        "quota": "quota",
+        "all_three": "allowlist, rate limit and quota",
+    }
+    for key, label in labels.items():
+        v = s["per_check"].get(key)
+        if v:
+            w(f"| {label} | {_us(v['median_us'])} | {_us(v['p99_us'])} | {_us(s['extra_us'][key])} |")
+    w("")
+    side = s.get("database_per_10000") or {}
+    if side:
+        w(
+            "What the limits cost the database: 10,000 admissions of one token on one instance, counting the "
+            "shares taken (one short write transaction each, at most 5 % of the budget) and their SQL statements. "
+            "No request waits for them unless its share ran out first.\n"
+        )
+        w("| token | admitted | shares taken | SQL statements |\n| --- | ---: | ---: | ---: |")
+        for key, label in (("rate_1000_per_minute", "rate limit 1,000 per minute"), ("quota_10000", "quota 10,000")):
+            v = side.get(key)
+            if v:
+                w(f"| {label} | {v['admitted']:,} | {v['shares_taken']} | {v['sql_statements']} |")
+        w("")
 
 
 def _scale(w: Any, s: Any) -> None:

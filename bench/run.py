@@ -11,6 +11,8 @@ Measures, in one run on this machine, and writes the figures:
                   the PostgreSQL transactions and Redis commands the warm load caused;
   3. warm_io      SQL statements and Redis commands per 10,000 warm requests (and per cold one), counted
                   in process in all three configurations;
+  3b. restrictions what an IP allowlist, a rate limit and a quota add to a warm check, and the shares
+                  (database writes) the limits cost per 10,000 requests;
   4. scale        1,000,000 tokens / 10,000 tenants in PostgreSQL: cold verify, list, create;
   5. last_used    database writes for "Last used" per 10,000 authenticated requests;
   6. propagation  revocation between two kbai serve processes (Redis, PostgreSQL NOTIFY, SQLite poll);
@@ -86,7 +88,7 @@ def _snapshot(rev: str) -> None:
     os.execv(python, [python, *argv])
 
 
-SECTIONS = ("inproc", "http", "warm_io", "scale", "last_used", "propagation", "profile")
+SECTIONS = ("inproc", "http", "warm_io", "restrictions", "scale", "last_used", "propagation", "profile")
 
 
 def main() -> int:
@@ -178,6 +180,10 @@ def main() -> int:
                 import warm_io
 
                 data = warm_io.run(args.quick)
+            elif name == "restrictions":
+                import restrictions
+
+                data = restrictions.run(args.quick)
             elif name == "scale":
                 import scale
 

@@ -6,9 +6,12 @@ Every test that touches storage runs on SQLite and on PostgreSQL (the ``world`` 
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from kbai.clock import FrozenClock
@@ -231,6 +234,22 @@ def test_ip_allowed_handles_both_families_and_mapped_addresses() -> None:
     assert not ip_allowed(allowed, "198.51.100.1")
     assert not ip_allowed(allowed, "2001:db9::1")
     assert not ip_allowed(allowed, "unknown")
+
+
+@given(
+    cidrs=st.lists(
+        st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 32)).map(lambda t: f"{ipaddress.IPv4Address(t[0])}/{t[1]}"),
+        min_size=1,
+        max_size=50,
+    ),
+    probes=st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=20),
+)
+def test_ip_allowed_agrees_with_plain_membership(cidrs: list[str], probes: list[int]) -> None:
+    """The merged-span lookup answers exactly what ``address in network`` would, for any list of ranges."""
+    allowed = networks(tuple(cidrs))
+    for probe in probes:
+        address = ipaddress.IPv4Address(probe)
+        assert ip_allowed(allowed, str(address)) == any(address in n for n in allowed)
 
 
 def test_verification_refuses_an_address_outside_the_allowlist(world: World) -> None:

@@ -11,6 +11,7 @@ dual-stack socket) is judged as the IPv4 address it is.
 from __future__ import annotations
 
 import ipaddress
+from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -157,9 +158,18 @@ def clean_description(value: object) -> str | None:
     return clean_text(value, "description", MAX_DESCRIPTION)
 
 
+class Allowlist(tuple[Network, ...]):
+    """The parsed networks of an allowlist, with their merged spans per IP version computed once (``spans``),
+    so that checking an address is one binary search, whatever the length of the list."""
+
+    spans: dict[int, tuple[list[int], list[int]]]
+
+
 @lru_cache(maxsize=4096)
-def networks(cidrs: tuple[str, ...]) -> tuple[Network, ...]:
-    return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
+def networks(cidrs: tuple[str, ...]) -> Allowlist:
+    parsed = Allowlist(ipaddress.ip_network(c, strict=False) for c in cidrs)
+    parsed.spans = _spans(parsed)
+    return parsed
 
 
 @lru_cache(maxsize=16384)
@@ -173,13 +183,39 @@ def _address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return address
 
 
+def _spans(allowed: Iterable[Network]) -> dict[int, tuple[list[int], list[int]]]:
+    """Per IP version, the allowed networks as merged, sorted integer spans (starts, ends): a lookup is
+    one binary search, whatever the length of the list."""
+    by_version: dict[int, list[tuple[int, int]]] = {}
+    for n in allowed:
+        by_version.setdefault(n.version, []).append((int(n.network_address), int(n.broadcast_address)))
+    out: dict[int, tuple[list[int], list[int]]] = {}
+    for version, spans in by_version.items():
+        starts: list[int] = []
+        ends: list[int] = []
+        for lo, hi in sorted(spans):
+            if ends and lo <= ends[-1] + 1:
+                ends[-1] = max(ends[-1], hi)
+            else:
+                starts.append(lo)
+                ends.append(hi)
+        out[version] = (starts, ends)
+    return out
+
+
 def ip_allowed(allowed: Iterable[Network], ip: str) -> bool:
     """Is ``ip`` (the client address as the server sees it) inside one of ``allowed``? An address that is
     not an IP address (``unknown``) is inside none."""
     address = _address(ip)
     if address is None:
         return False
-    return any(address.version == n.version and address in n for n in allowed)
+    spans = (allowed.spans if isinstance(allowed, Allowlist) else _spans(allowed)).get(address.version)
+    if spans is None:
+        return False
+    starts, ends = spans
+    value = int(address)
+    i = bisect_right(starts, value) - 1
+    return i >= 0 and value <= ends[i]
 
 
 def _shown(text: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Request
@@ -92,7 +92,9 @@ def check_token(
             log.warning("token %s (id %s) refused: %s", record.prefix, record.token_id, admitted.error.code)
             raise admitted.error
         if admitted.quota_remaining is not None:
-            result = replace(result, quota_remaining=admitted.quota_remaining)
+            result = Verification(
+                result.outcome, result.record, result.scopes, result.missing, admitted.quota_remaining
+            )
     svc.metrics.verified(result.outcome.value)
     if result.authenticated:
         return result
