@@ -323,3 +323,37 @@ def test_hand_over_needs_the_service_token_permission(client: TestClient, servic
     assert services.access.user_by_email("dev@acme.test", world.tenant_id).active  # type: ignore[union-attr]
     with services.db.read() as s:
         assert s.scalar(select(Token.user_id).where(Token.id == keep["id"])) == dev.id
+
+
+def test_the_inventory_lists_exports_and_revokes_service_tokens(
+    client: TestClient, admin_csrf: str, services: Services
+) -> None:
+    """Exactly like personal tokens: listed (owner null), in the CSV (service true), and revoked by a reviewer
+    with the cache told at once (the next check is refused) and no one to notify."""
+    from sqlalchemy import func, select
+
+    from kbai.store.models import AuditEvent, Notification
+
+    made = _create(client, admin_csrf, name="deploys")
+    assert _check(client, made["token"]).status_code == 200  # cached now
+    listed = client.get("/api/v1/admin/tokens").json()["tokens"]
+    row = next(t for t in listed if t["id"] == made["id"])
+    assert row["owner"] is None and row["service"] is True
+    csv_text = client.get("/api/v1/admin/tokens/export").text
+    header, *lines = csv_text.strip().splitlines()
+    columns = header.split(",")
+    ours = next(line.split(",") for line in lines if line.startswith(f"{made['id']},"))
+    assert ours[columns.index("service")] == "true" and ours[columns.index("owner")] == ""
+    page = client.get("/system-settings/tokens")
+    assert page.status_code == 200 and "Service token" in page.text and "deploys" in page.text
+    with services.db.read() as s:
+        notices = s.scalar(select(func.count(Notification.id)))
+    r = client.post(f"/api/v1/admin/tokens/{made['id']}/revoke", headers={"X-CSRF-Token": admin_csrf})
+    assert r.status_code == 200 and r.json()["status"] == "revoked" and r.json()["owner"] is None
+    assert _check(client, made["token"]).status_code == 401  # every instance hears of it: this one at once
+    with services.db.read() as s:
+        assert s.scalar(select(func.count(Notification.id))) == notices
+        audited = s.scalars(
+            select(AuditEvent).where(AuditEvent.action == "token.revoke", AuditEvent.target_id == str(made["id"]))
+        ).all()
+    assert len(audited) == 1

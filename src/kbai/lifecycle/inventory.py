@@ -64,7 +64,7 @@ class Inventory:
         now = utc_seconds(self.tokens.clock.now())
         query = (
             select(Token, User.email)
-            .join(User, User.id == Token.user_id)
+            .outerjoin(User, User.id == Token.user_id)  # service tokens too: owned by the tenant, no email
             .where(Token.tenant_id == actor.tenant_id)
             .order_by(Token.id.desc())
         )
@@ -93,7 +93,7 @@ class Inventory:
                 Token.expires_at <= now + timedelta(days=EXPIRING_SOON_DAYS),
             )
         with self.tokens.db.read() as s:
-            return [InventoryRow(TokenService._view(t, now), email) for t, email in s.execute(query)]
+            return [InventoryRow(TokenService._view(t, now), email or "") for t, email in s.execute(query)]
 
     def revoke(self, actor: Actor, token_id: int) -> TokenView:
         """Revoke any token of the actor's tenant now; the owner is told (unless they revoked it themselves).
@@ -105,7 +105,14 @@ class Inventory:
         def record(s: Session, revoked: list[tuple[TokenView, str]], at: datetime) -> None:
             added.extend(
                 self.notifications.add(
-                    s, [_notice(view, email, actor, at) for view, email in revoked if view.user_id != actor.user_id], at
+                    s,
+                    [
+                        _notice(view, email, actor, at)
+                        for view, email in revoked
+                        # a service token has no owner to tell; nor does one's own token
+                        if view.user_id is not None and view.user_id != actor.user_id
+                    ],
+                    at,
                 )
             )
 
@@ -122,6 +129,8 @@ class Inventory:
     def get(self, actor: Actor, token_id: int) -> InventoryRow:
         require(actor, REVIEW_TOKENS, "review the tenant's tokens")
         view = self._in_tenant(actor, token_id)
+        if view.user_id is None:
+            return InventoryRow(view, "")  # a service token: owned by the tenant
         with self.tokens.db.read() as s:
             email = s.scalar(select(User.email).select_from(User).where(User.id == view.user_id))
         return InventoryRow(view, str(email))
@@ -151,7 +160,7 @@ def _status_clause(status: str, now: datetime) -> ColumnElement[bool]:
 
 
 def _notice(view: TokenView, email: str, actor: Actor, at: datetime) -> NewNotification:
-    assert view.user_id is not None  # (the inventory lists personal tokens, joined to their owners)
+    assert view.user_id is not None  # (revoke() tells owners only: a service token has none)
     by = actor.email or actor.label
     return NewNotification(
         user_id=view.user_id,

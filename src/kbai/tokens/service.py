@@ -773,12 +773,12 @@ class TokenService:
                 return []
             rows = s.execute(
                 select(Token, User.email)
-                .join(User, User.id == Token.user_id)
+                .outerjoin(User, User.id == Token.user_id)  # service tokens too (no owner: "")
                 .where(Token.id.in_(ids))
                 .order_by(Token.id)
                 .execution_options(populate_existing=True)
             ).all()
-            revoked = [(self._view(t, now), email) for t, email in rows]
+            revoked = [(self._view(t, now), email or "") for t, email in rows]
             for view, email in revoked:
                 audit.record(
                     s,
@@ -788,7 +788,7 @@ class TokenService:
                     target_type="token",
                     target_id=view.id,
                     tenant_id=view.tenant_id,
-                    details={"name": view.name, "prefix": view.prefix, "owner": email, "reason": reason},
+                    details={"name": view.name, "prefix": view.prefix, "owner": email or None, "reason": reason},
                 )
             if record is not None:
                 record(s, revoked, now)

@@ -70,7 +70,9 @@ class OwnerOut(BaseModel):
 
 
 class InventoryTokenOut(sc.TokenOut):
-    owner: OwnerOut
+    owner: OwnerOut | None = Field(
+        description="The person who owns it; null for a service token (owned by the tenant)."
+    )
 
 
 class InventoryListOut(BaseModel):
@@ -185,7 +187,10 @@ def _inventory_filter(
 
 def inventory_json(request: Request, rows: list[InventoryRow]) -> list[dict[str, Any]]:
     out = tokens_json(request, [r.view for r in rows])
-    return [{**t, "owner": {"id": r.view.user_id, "email": r.owner_email}} for t, r in zip(out, rows, strict=True)]
+    return [
+        {**t, "owner": {"id": r.view.user_id, "email": r.owner_email} if r.view.user_id is not None else None}
+        for t, r in zip(out, rows, strict=True)
+    ]
 
 
 @router.get("/admin/tokens", response_model=InventoryListOut, tags=["admin"], summary="Every token of your tenant")
@@ -219,6 +224,9 @@ CSV_COLUMNS = [
     "description",
     "allowed_ips",
     "paused_at",
+    "service",
+    "rate_limit",
+    "quota_remaining",
 ]
 
 
@@ -262,6 +270,9 @@ def admin_tokens_export(
                     v.description,
                     " ".join(v.allowed_ips or []),
                     iso(v.paused_at),
+                    "true" if v.service else "false",
+                    v.rate_limit.text() if v.rate_limit else "",
+                    v.quota.remaining + svc.limits.unspent(v.id) if v.quota else "",
                 ]
             )
         )
