@@ -90,6 +90,24 @@ def test_create_form_errors_are_shown_under_their_field(
     assert world.services.tokens.service_allowance(world.tenant_id)[0] == 0
 
 
+def test_description_and_allowlist_are_kept_and_a_required_allowlist_is_asked_for(
+    client: TestClient, world: World
+) -> None:
+    csrf = as_admin(client)
+    assert 'name="self_rotate"' not in client.get(NEW).text  # a service token does not rotate itself
+    r = _create(client, csrf, description="Owned by the billing team", allowed_ips="203.0.113.0/24\n10.0.0.0/8")
+    assert r.status_code == 303  # type: ignore[attr-defined]
+    (view,) = world.services.tokens.list_service(world.admin)
+    assert view.description == "Owned by the billing team" and view.allowed_ips == ["203.0.113.0/24", "10.0.0.0/8"]
+    page = client.get(KEYS).text
+    assert "Owned by the billing team" in page and "<code>203.0.113.0/24</code>" in page
+    world.services.policies.set(OPERATOR, world.tenant_id, require_allowlist=True)
+    form = client.get(NEW).text
+    assert "(an IP allowlist is required)" in form
+    r = _create(client, csrf, name="No ranges")
+    assert r.status_code == 422 and 'id="token-allowed-ips-error" data-code="policy_allowlist_required"' in r.text  # type: ignore[attr-defined]
+
+
 def test_name_taken_and_limit_reached(client: TestClient, world: World) -> None:
     csrf = as_admin(client)
     assert _create(client, csrf).status_code == 303  # type: ignore[attr-defined]

@@ -4027,6 +4027,18 @@ SERVICE_FORM_CASES = [
         "admin",
         says="after today",
     ),
+    _page(
+        "form-svc-desc-501-chars", SVC_FORM, 422, "validation_error", _svc(description="x" * 501), "admin", says="501"
+    ),
+    _page(
+        "form-svc-ips-bad-cidr",
+        SVC_FORM,
+        422,
+        "invalid_cidr",
+        _svc(allowed_ips="10.0.0.0/33"),
+        "admin",
+        says="10.0.0.0/33",
+    ),
     _page("form-svc-no-csrf", SVC_FORM, 403, "csrf_failed", _svc(csrf=None), "admin", says="expired"),
     _page("form-svc-member", SVC_FORM, 403, "forbidden", _svc(who="dev"), says="developer.manage_service_tokens"),
     _page(
