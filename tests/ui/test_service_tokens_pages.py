@@ -167,6 +167,25 @@ def test_deactivation_step_keeps_one_token_and_lets_the_other_stop(client: TestC
         assert s.scalar(select(AuditEvent.action).where(AuditEvent.action == "token.hand_over")) == "token.hand_over"
 
 
+def test_a_refused_hand_over_shows_on_the_step_and_changes_nothing(client: TestClient, world: World) -> None:
+    from kbai.store.models import Tenant
+
+    view, plaintext = world.services.tokens.create(world.dev, "Nightly sync", ["users.read"])
+    with world.services.db.write() as s:
+        tenant = s.get(Tenant, world.tenant_id)
+        assert tenant is not None
+        tenant.max_service_tokens = 0
+    csrf = as_admin(client)
+    r = client.post(
+        f"/system-settings/users/{world.dev.user_id}/deactivate", data={"hand_over": str(view.id), "csrf_token": csrf}
+    )
+    assert r.status_code == 409 and "the limit is 0" in alert(r.text) and "Nothing was changed" in alert(r.text)
+    assert f"Deactivate {world.dev.email}?" in r.text and 'name="hand_over"' in r.text  # the step again
+    found = world.services.tokens.verify(plaintext)
+    assert found.ok and found.record is not None and not found.record.service  # still dev's, still working
+    assert world.services.access.get_user(OPERATOR, world.dev.user_id).active  # type: ignore[arg-type]
+
+
 def test_a_user_manager_without_the_permission_is_offered_no_keep(client: TestClient, world: World) -> None:
     role = world.services.access.create_role(
         OPERATOR, world.tenant_id, "People", ["users.read", "users.manage", "roles.read", "developer.manage_tokens"]
