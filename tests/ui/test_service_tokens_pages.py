@@ -95,10 +95,21 @@ def test_description_and_allowlist_are_kept_and_a_required_allowlist_is_asked_fo
 ) -> None:
     csrf = as_admin(client)
     assert 'name="self_rotate"' not in client.get(NEW).text  # a service token does not rotate itself
-    r = _create(client, csrf, description="Owned by the billing team", allowed_ips="203.0.113.0/24\n10.0.0.0/8")
+    r = _create(
+        client,
+        csrf,
+        description="Owned by the billing team",
+        allowed_ips="203.0.113.0/24\n10.0.0.0/8",
+        rate_requests="50",
+        rate_per="minute",
+        quota_requests="10,000",
+        quota_refill="day",
+    )
     assert r.status_code == 303  # type: ignore[attr-defined]
     (view,) = world.services.tokens.list_service(world.admin)
     assert view.description == "Owned by the billing team" and view.allowed_ips == ["203.0.113.0/24", "10.0.0.0/8"]
+    assert view.rate_limit is not None and (view.rate_limit.requests, view.rate_limit.per) == (50, "minute")
+    assert view.quota is not None and (view.quota.remaining, view.quota.refill_interval) == (10_000, "day")
     page = client.get(KEYS).text
     assert "Owned by the billing team" in page and "<code>203.0.113.0/24</code>" in page
     world.services.policies.set(OPERATOR, world.tenant_id, require_allowlist=True)

@@ -4039,6 +4039,12 @@ SERVICE_FORM_CASES = [
         "admin",
         says="10.0.0.0/33",
     ),
+    _page(
+        "form-svc-rate-words", SVC_FORM, 422, "validation_error", _svc(rate_requests="lots"), "admin", says="rate limit"
+    ),
+    _page(
+        "form-svc-quota-fraction", SVC_FORM, 422, "validation_error", _svc(quota_requests="1.5"), "admin", says="quota"
+    ),
     _page("form-svc-no-csrf", SVC_FORM, 403, "csrf_failed", _svc(csrf=None), "admin", says="expired"),
     _page("form-svc-member", SVC_FORM, 403, "forbidden", _svc(who="dev"), says="developer.manage_service_tokens"),
     _page(
