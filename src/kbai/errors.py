@@ -466,6 +466,11 @@ FIELD_SCOPES_NONE = ErrorSpec(
     422,
     "Pick at least one scope, or choose “Identity only” if the token should only show who you are.",
 )
+FIELD_SERVICE_SCOPES_NONE = ErrorSpec(
+    "validation_error",
+    422,
+    "Pick at least one scope: a service token can do only what its scopes allow, and it has no person to show.",
+)
 FIELD_EXPIRY_DATE_MISSING = ErrorSpec(
     "validation_error",
     422,

@@ -101,9 +101,10 @@ def seeded(ui_services: Services) -> Iterator[dict[str, int]]:
     gone, _ = ui_services.tokens.create(dev, "Old script", ["users.read"])
     ui_services.inventory.revoke(admin, gone.id)  # dev gets a notification
     ui_services.tokens.create(admin, "Audit export", ["audit.read"], expires_in_days=30)
+    ui_services.tokens.create_service(admin, "Billing sync", ["users.read"], expires_in_days=90)
     member = user_actor(ui_services, "ops@acme.test")
     AdminRequests(ui_services.access).ask(member, "developer.manage_tokens", "For our Zapier integration")
-    yield {"role_id": acme.role_id, "token_id": view.id}
+    yield {"role_id": acme.role_id, "token_id": view.id, "user_id": acme.dev_id}
 
 
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
@@ -162,6 +163,27 @@ def test_every_page_has_no_serious_or_critical_axe_violation(
     found["revoke dialog"] = _violations(page, axe_source)
     page.context.close()
 
+    # Service tokens: the form with an error under its field, the token just shown, the deactivation step.
+    page = _page(browser, ui_server, viewport)
+    login(page, ADMIN_EMAIL, ADMIN_PASSWORD)
+    page.goto(KEYS + "/service-tokens/new")
+    page.get_by_label("Name").fill("Status page")
+    page.get_by_role("button", name="Create service token").click()
+    page.locator("#scopes-error").wait_for()
+    found["service token field error"] = _violations(page, axe_source)
+    page.get_by_label("View users").check()
+    page.get_by_role("button", name="Create service token").click()
+    page.locator("#new-token").wait_for()
+    found["service token created"] = _violations(page, axe_source)
+    page.locator("table.service-tokens-table").get_by_role("button", name=re.compile("^Revoke")).first.click()
+    page.locator("dialog#confirm-dialog[open]").wait_for()
+    found["service revoke dialog"] = _violations(page, axe_source)
+    page.keyboard.press("Escape")
+    page.goto(f"/system-settings/users/{seeded['user_id']}/deactivate")
+    page.get_by_label(re.compile("^What happens to")).first.select_option(label="Keep as a service token")
+    found["deactivation step, a token kept"] = _violations(page, axe_source)
+    page.context.close()
+
     assert {p for p in checked} >= {
         KEYS,
         "/system-settings",
@@ -172,6 +194,8 @@ def test_every_page_has_no_serious_or_critical_axe_violation(
         "/system-settings/provisioning",
         "/system-settings/token-policy",
         f"{KEYS}/{seeded['token_id']}/activity",
+        f"{KEYS}/service-tokens/new",
+        f"/system-settings/users/{seeded['user_id']}/deactivate",
     }
     bad = {where: v for where, v in found.items() if v}
     assert not bad, "axe found serious or critical violations:\n" + "\n".join(

@@ -3954,6 +3954,205 @@ SERVICE_CASES = [
 ]
 CASES += SERVICE_CASES
 
+# The pages' forms for the same: API Keys' "New service token" and its revoke, and the deactivation step on Users.
+SVC_FORM = KEYS + "/service-tokens"
+
+
+def _svc(csrf: str | None = "session", who: str = "admin", **fields: str | list[str]) -> Callable[[Env], bytes]:
+    """The New service token form, valid except for ``fields``."""
+    return _form(who, csrf, **{"name": "form-service", "scopes": "users.read", "expiry": "90", **fields})
+
+
+def _keep(*values: str | Callable[[Env], str], csrf: str | None = "session") -> Callable[[Env], bytes]:
+    """The deactivation step of dev, keeping ``values`` (ids, or functions of the Env giving one)."""
+
+    def make(e: Env) -> bytes:
+        return _form("admin", csrf, hand_over=[v(e) if callable(v) else v for v in values])(e)
+
+    return make
+
+
+SERVICE_FORM_CASES = [
+    _page(
+        "form-svc-name-empty", SVC_FORM, 422, "validation_error", _svc(name=""), "admin", says="Give the token a name"
+    ),
+    _page(
+        "form-svc-name-rtl-override",
+        SVC_FORM,
+        422,
+        "validation_error",
+        _svc(name="invoice\u202etxt.exe"),
+        "admin",
+        says="U+202E",
+    ),
+    _page("form-svc-name-101-chars", SVC_FORM, 422, "validation_error", _svc(name="x" * 101), "admin", says="101"),
+    _page(
+        "form-svc-name-1001-chars",
+        SVC_FORM,
+        422,
+        "validation_error",
+        _svc(name="x" * 1001),
+        "admin",
+        says="too long or not valid",
+    ),
+    _page(
+        "form-svc-name-taken",
+        SVC_FORM,
+        409,
+        "name_taken",
+        _svc(name="SERVICE-ONE"),
+        "admin",
+        says="already has an active service token",
+    ),
+    _page("form-svc-scope-none", SVC_FORM, 422, "validation_error", _svc(scopes=[]), "admin", says="at least one"),
+    _page(
+        "form-svc-scope-session-only",
+        SVC_FORM,
+        422,
+        "session_only_scope",
+        _svc(scopes="developer.manage_service_tokens"),
+        "admin",
+    ),
+    _page(
+        "form-svc-scope-unknown", SVC_FORM, 422, "unknown_scope", _svc(scopes="nope.nope"), "admin", says="nope.nope"
+    ),
+    _page("form-svc-scope-sql", SVC_FORM, 422, "unknown_scope", _svc(scopes="users.read' OR '1'='1"), "admin"),
+    _page("form-svc-exp-garbage", SVC_FORM, 422, "validation_error", _svc(expiry="soon"), "admin", says="expires"),
+    _page(
+        "form-svc-exp-custom-past",
+        SVC_FORM,
+        422,
+        "validation_error",
+        _svc(expiry="custom", expires_on="2001-01-01"),
+        "admin",
+        says="after today",
+    ),
+    _page(
+        "form-svc-desc-501-chars", SVC_FORM, 422, "validation_error", _svc(description="x" * 501), "admin", says="501"
+    ),
+    _page(
+        "form-svc-ips-bad-cidr",
+        SVC_FORM,
+        422,
+        "invalid_cidr",
+        _svc(allowed_ips="10.0.0.0/33"),
+        "admin",
+        says="10.0.0.0/33",
+    ),
+    _page(
+        "form-svc-rate-words", SVC_FORM, 422, "validation_error", _svc(rate_requests="lots"), "admin", says="rate limit"
+    ),
+    _page(
+        "form-svc-quota-fraction", SVC_FORM, 422, "validation_error", _svc(quota_requests="1.5"), "admin", says="quota"
+    ),
+    _page("form-svc-no-csrf", SVC_FORM, 403, "csrf_failed", _svc(csrf=None), "admin", says="expired"),
+    _page("form-svc-member", SVC_FORM, 403, "forbidden", _svc(who="dev"), says="developer.manage_service_tokens"),
+    _page(
+        "form-svc-json",
+        SVC_FORM,
+        415,
+        "unsupported_media_type",
+        lambda e: b'{"name": "j", "scopes": ["users.read"], "csrf_token": "%s"}' % e.csrf["admin"].encode(),
+        "admin",
+        content_type="application/json",
+    ),
+    _page(
+        "form-svc-revoke-personal",
+        lambda e: f"{SVC_FORM}/{e.ids['dev_token']}/revoke",
+        404,
+        "not_found",
+        _form("admin"),
+        "admin",
+    ),
+    _page(
+        "form-svc-revoke-other-tenant",
+        lambda e: f"{SVC_FORM}/{e.ids['other_token']}/revoke",
+        404,
+        "not_found",
+        _form("admin"),
+        "admin",
+    ),
+    _page(
+        "form-svc-revoke-huge-id", f"{SVC_FORM}/99999999999999999999/revoke", 404, "not_found", _form("admin"), "admin"
+    ),
+    _page("form-svc-revoke-text-id", f"{SVC_FORM}/1%20OR%201=1/revoke", 404, "not_found", _form("admin"), "admin"),
+    _page(
+        "form-svc-revoke-member",
+        lambda e: f"{SVC_FORM}/{e.ids['service_token']}/revoke",
+        403,
+        "forbidden",
+        _form("dev"),
+        says="developer.manage_service_tokens",
+    ),
+    _page(
+        "form-svc-revoke-no-csrf",
+        lambda e: f"{SVC_FORM}/{e.ids['service_token']}/revoke",
+        403,
+        "csrf_failed",
+        _form("admin", csrf=None),
+        "admin",
+    ),
+    _page(
+        "form-hand-over-text",
+        lambda e: f"/system-settings/users/{e.ids['dev_user']}/deactivate",
+        422,
+        "validation_error",
+        _keep("abc"),
+        "admin",
+        says="reload the page",
+    ),
+    _page(
+        "form-hand-over-negative",
+        lambda e: f"/system-settings/users/{e.ids['dev_user']}/deactivate",
+        422,
+        "validation_error",
+        _keep("-1"),
+        "admin",
+    ),
+    _page(
+        "form-hand-over-huge",
+        lambda e: f"/system-settings/users/{e.ids['dev_user']}/deactivate",
+        422,
+        "validation_error",
+        _keep("9" * 19),
+        "admin",
+    ),
+    _page(
+        "form-hand-over-sibling-token",
+        lambda e: f"/system-settings/users/{e.ids['dev_user']}/deactivate",
+        409,
+        "not_handed_over",
+        _keep(lambda e: str(e.ids["sibling_token"])),
+        "admin",
+        says="Nothing was changed",
+    ),
+    _page(
+        "form-hand-over-other-tenant-token",
+        lambda e: f"/system-settings/users/{e.ids['dev_user']}/deactivate",
+        409,
+        "not_handed_over",
+        _keep(lambda e: str(e.ids["other_token"])),
+        "admin",
+    ),
+    _page(
+        "form-hand-over-revoked-token",
+        lambda e: f"/system-settings/users/{e.ids['dev_user']}/deactivate",
+        409,
+        "not_handed_over",
+        _keep(lambda e: str(e.ids["dev_token"]), lambda e: str(e.ids["revoked_token"])),
+        "admin",
+    ),
+    _page(
+        "form-hand-over-no-csrf",
+        lambda e: f"/system-settings/users/{e.ids['dev_user']}/deactivate",
+        403,
+        "csrf_failed",
+        _keep(lambda e: str(e.ids["dev_token"]), csrf=None),
+        "admin",
+    ),
+]
+CASES += SERVICE_FORM_CASES
+
 OPAPI = "/api/v1/operator"
 
 

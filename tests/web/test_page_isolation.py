@@ -61,6 +61,9 @@ def env(module_database_url: str) -> Iterator[Env]:
     (request,) = AdminRequests(svc.access).pending(acme.admin)
     tokens = [svc.tokens.create(acme.dev, name, ["users.read"])[0] for name in ("victim-zapier-q1", "victim-cron-q2")]
     victim = [t.name for t in tokens] + [t.prefix for t in tokens]
+    # The tenant's service token: only who holds developer.manage_service_tokens in Acme sees it (not Mallory).
+    service, _ = svc.tokens.create_service(acme.admin, "acme-service-token-s7", ["users.read"])
+    victim += [service.name, service.prefix]
     notification = _victim_notification(svc, acme.tenant_id, acme.dev.user_id)  # type: ignore[arg-type]
     if notification:
         victim.append("victim-notification-title")
@@ -85,6 +88,7 @@ def env(module_database_url: str) -> Iterator[Env]:
         csrf[attacker] = r.json()["csrf_token"]
     ids = {
         "victim_token": tokens[0].id,
+        "service_token": service.id,
         "victim_user": acme.dev.user_id,
         "asker": asker.id,
         "gone": gone.id,
@@ -176,6 +180,21 @@ PROBES = [
         CROSS_404_SAME_403,
     ),
     Probe(
+        "user-deactivate-step",
+        "GET",
+        H + "/users/{user_id}/deactivate",
+        lambda e: f"{H}/users/{e.ids['victim_user']}/deactivate",
+        CROSS_404_SAME_403,
+    ),
+    Probe(
+        "user-deactivate-keep",
+        "POST",
+        H + "/users/{user_id}/deactivate",
+        lambda e: f"{H}/users/{e.ids['victim_user']}/deactivate",
+        CROSS_404_SAME_403,
+        lambda e: {"hand_over": str(e.ids["victim_token"])},
+    ),
+    Probe(
         "user-reactivate",
         "POST",
         H + "/users/{user_id}/reactivate",
@@ -234,6 +253,13 @@ PROBES = [
         _both(*NOT_FOUND),
     ),
     Probe(
+        "service-token-revoke",
+        "POST",
+        H + "/api-keys/service-tokens/{token_id}/revoke",
+        lambda e: f"{H}/api-keys/service-tokens/{e.ids['service_token']}/revoke",
+        CROSS_404_SAME_403,
+    ),
+    Probe(
         "inventory-revoke",
         "POST",
         H + "/tokens/{token_id}/revoke",
@@ -277,6 +303,7 @@ LISTS = [
     H + "/roles",
     H + "/users",
     H + "/api-keys",
+    H + "/api-keys/service-tokens/new",
     H + "/tokens",
     H + "/token-policy",
     H + "/notifications",

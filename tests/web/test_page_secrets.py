@@ -85,6 +85,7 @@ def test_no_page_after_the_creation_page_holds_a_token(client: TestClient, world
             if "GET" not in getattr(route, "methods", ()):
                 continue
             path = route.path.replace("{role_id}", str(world.dev_role_id)).replace("{token_id}", str(token_id))
+            path = path.replace("{user_id}", str(world.dev.user_id))  # the deactivation step lists dev's tokens
             r = client.get(path)
             assert r.status_code < 500, f"{who} GET {route.path}: {r.status_code}"
             pages_seen[f"{who} GET {route.path}"] = r.text
@@ -99,10 +100,20 @@ def test_no_page_after_the_creation_page_holds_a_token(client: TestClient, world
     for what, path, data in (
         ("role name", H + "/roles", {"name": pasted}),
         ("email", H + "/users", {"email": f"{pasted}@acme.test"}),
+        ("service token name", H + "/api-keys/service-tokens", {"name": f"ci {pasted}", "scopes": ["users.read"]}),
     ):
         r = client.post(path, data={**data, "csrf_token": csrf})
         assert r.status_code == 422, what
         pages_seen[f"admin pastes a token as the {what}"] = r.text
+    # A service token made through its form: on the API Keys page it lands on, once, as a personal one.
+    r = client.post(
+        H + "/api-keys/service-tokens",
+        data={"name": "Billing sync", "scopes": ["users.read"], "expiry": "90", "csrf_token": csrf},
+    )
+    assert r.status_code == 303 and TOKEN_RE.search(r.text + r.headers["location"]) is None
+    service = TOKEN_RE.findall(client.get(r.headers["location"]).text)
+    assert len(service) == 1 and svc.tokens.verify(service[0]).ok
+    minted += service
     visit_all("admin")
 
     # -- someone pastes a token into the login form, or into a link to the login page

@@ -639,16 +639,22 @@ def deactivate_user(
     plaintext keeps working; scopes cut to the service-token ceiling, by default the Member role's
     permissions; audited). Refused with 409, nothing changed, when one is not the user's active token or
     the tenant's service-token limit would be passed. GET /api/v1/users/{id}/tokens lists the candidates."""
-    svc = services(request)
-    ids = list(dict.fromkeys(body.hand_over)) if body else []
+    return user_json(deactivate_member(services(request), p.actor, user_id, body.hand_over if body else []))
+
+
+def deactivate_member(svc: Any, actor: audit.Actor, user_id: int, keep: list[int]) -> UserView:
+    """Deactivate a membership, keeping the tokens ``keep`` (ids) as service tokens of the tenant in the same
+    transaction; every instance hears of the changed tokens after the commit. The API and the Users page both
+    deactivate through here."""
+    ids = list(dict.fromkeys(keep))
     changed: set[str] = set()
 
     def hand_over(s: Any, user: Any) -> None:
-        changed.update(svc.tokens.hand_over_in(s, p.actor, user, ids))
+        changed.update(svc.tokens.hand_over_in(s, actor, user, ids))
 
-    view = svc.access.deactivate_user(p.actor, user_id, within=hand_over if ids else None)
+    view: UserView = svc.access.deactivate_user(actor, user_id, within=hand_over if ids else None)
     svc.tokens.notify(changed)
-    return user_json(view)
+    return view
 
 
 @router.get(

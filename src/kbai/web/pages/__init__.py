@@ -23,11 +23,25 @@ from kbai.web.pages import (
     provisioning,
     roles,
     rotation,
+    service_tokens,
     users,
 )
 from kbai.web.pages.base import HOME, STATIC_DIR, PageRoute
 
-AREAS = (login, roles, users, api_keys, new_token, rotation, activity, inventory, policy, notifications, provisioning)
+AREAS = (
+    login,
+    roles,
+    users,
+    api_keys,
+    new_token,
+    service_tokens,
+    rotation,
+    activity,
+    inventory,
+    policy,
+    notifications,
+    provisioning,
+)
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 for _area in AREAS:  # the routes themselves, flat, in this order (include_router would nest them)

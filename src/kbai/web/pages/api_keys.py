@@ -1,8 +1,9 @@
-"""The API Keys page: the person's tokens, and revoke, pause, resume and "Ask an admin"."""
+"""The API Keys page: the person's tokens, and revoke, pause, resume and "Ask an admin"; below them the tenant's
+service tokens for a holder of developer.manage_service_tokens."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -10,8 +11,11 @@ from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import HTMLResponse
 
 from kbai import errors
-from kbai.access.catalog import MANAGE_TOKENS
+from kbai.access.catalog import MANAGE_SERVICE_TOKENS, MANAGE_TOKENS
 from kbai.errors import KbaiError
+from kbai.services import Services
+from kbai.store.audit import Actor
+from kbai.tokens.policy import Policy
 from kbai.tokens.restrictions import MAX_ALLOWED_IPS
 from kbai.tokens.service import TokenView
 from kbai.web.auth import Principal, services
@@ -46,13 +50,16 @@ def api_keys_page(request: Request, done: str | None = None, token: str | None =
     try:
         if flash and flash.get("kind") == "created":
             created = (svc.tokens.get(p.actor, int(flash["id"])), str(flash["token"]))
+        elif flash and flash.get("kind") == "service_created":
+            made = next(v for v in svc.tokens.list_service(p.actor, limit=1000) if v.id == int(flash["id"]))
+            created = (made, str(flash["token"]))
         elif flash and flash.get("kind") == "rotated":
             rotated = (
                 svc.tokens.get(p.actor, int(flash["id"])),
                 str(flash["token"]),
                 svc.tokens.get(p.actor, int(flash["old_id"])),
             )
-    except (KbaiError, KeyError, TypeError, ValueError):
+    except (KbaiError, KeyError, TypeError, ValueError, StopIteration):
         created = rotated = None  # a flash about a token that is gone: nothing to show
     revoked_id = (
         int(token) if done == "revoked" and token and token.isascii() and token.isdigit() and len(token) <= 10 else None
@@ -79,7 +86,9 @@ def _api_keys_page(
     can_manage = MANAGE_TOKENS in p.actor.permissions
     policy = svc.policies.get(p.actor.tenant_id)
     tokens: list[TokenView] = svc.tokens.list(p.actor.user_id, limit=1000)
-    revoked_view = next((t for t in tokens if t.id == revoked_id and t.status == "revoked"), None)
+    service = _service_section(svc, p.actor, policy, now) if MANAGE_SERVICE_TOKENS in p.actor.permissions else None
+    shown = tokens + (service["tokens"] if service else [])
+    revoked_view = next((t for t in shown if t.id == revoked_id and t.status == "revoked"), None)
     roles = my_roles(svc, p)
     asked = admin_requests(svc).open_requests(p.actor.user_id)
     ctx: dict[str, Any] = {
@@ -97,6 +106,7 @@ def _api_keys_page(
         "revoked_view": revoked_view,
         "lag": _lag(svc.settings.last_used_flush_seconds),
         "asked": [(svc.catalog.label(k), k, at) for k, at in asked.items()],
+        "service": service,
     }
     if revoked_view is not None:
         ctx["notice"] = None  # the page names the token instead of the generic words
@@ -140,7 +150,20 @@ def _api_keys_page(
     return response
 
 
-# Where each error of the create form is shown: under its field, or (None) above the form.
+def _service_section(svc: Services, actor: Actor, policy: Policy, now: datetime) -> dict[str, Any]:
+    """The tenant's service tokens as the page's second table shows them, with the allowance and their creators."""
+    assert actor.tenant_id is not None
+    tokens = svc.tokens.list_service(actor, limit=1000)
+    active, limit = svc.tokens.service_allowance(actor.tenant_id)
+    people = svc.access.list_users(Actor.operator(), actor.tenant_id)  # creators, also those who left
+    return {
+        "tokens": tokens,
+        "rows": _token_rows(svc, tokens, policy, now),
+        "active": active,
+        "limit": limit,
+        "at_limit": active >= limit,
+        "creators": {u.id: u.email for u in people},
+    }
 
 
 @router.post("/system-settings/api-keys/ask-admin")

@@ -43,6 +43,8 @@ NOTICES = {
     "user_created": "User created.",
     "roles_saved": "Roles saved.",
     "deactivated": "User deactivated. Their sessions ended and their tokens stopped working.",
+    "deactivated_kept": "User deactivated. Their sessions ended; the tokens you kept work on as service tokens of "
+    "the tenant (API Keys), the others stopped working.",
     "reactivated": "User reactivated. They can log in again, and their tokens that were not revoked or expired "
     "work again.",
     "granted": "Permission granted.",

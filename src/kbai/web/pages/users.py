@@ -1,4 +1,5 @@
-"""The Users page (users.manage): add, invite, set roles, deactivate and reactivate members."""
+"""The Users page (users.manage): add, invite, set roles, deactivate and reactivate members. Deactivating someone
+who holds working tokens goes through a confirmation page that lets an admin keep some as service tokens."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import HTMLResponse
 
 from kbai import errors
+from kbai.access.catalog import MANAGE_SERVICE_TOKENS
 from kbai.access.service import require
 from kbai.errors import KbaiError
 from kbai.store.audit import Actor
 from kbai.tokenformat import redact
 from kbai.validate import clean_email
-from kbai.web.api import invite_member
+from kbai.web.api import deactivate_member, invite_member
 from kbai.web.auth import Principal, services
 from kbai.web.pages.base import Id, PageRoute, admin_requests, check_form, page_user, render, see_other
 from kbai.web.pages.forms import ids
@@ -119,16 +121,54 @@ def set_user_roles(
     return see_other("/system-settings/users?done=roles_saved")
 
 
+@router.get("/system-settings/users/{user_id}/deactivate")
+def deactivate_page(request: Request, user_id: Id) -> Response:
+    """The confirmation step: the person's working tokens, each to let stop (the default) or keep for the tenant."""
+    return _deactivate_page(request, page_user(request), user_id)
+
+
+def _deactivate_page(request: Request, p: Principal, user_id: int, error: KbaiError | None = None) -> HTMLResponse:
+    svc = services(request)
+    assert p.actor.tenant_id is not None
+    require(p.actor, "users.manage", "deactivate users", p.actor.tenant_id)
+    user = svc.access.get_user(p.actor, user_id)  # 404 outside the tenant
+    can_keep = MANAGE_SERVICE_TOKENS in p.actor.permissions
+    active, limit = svc.tokens.service_allowance(p.actor.tenant_id)
+    return render(
+        request,
+        "deactivate.html",
+        p,
+        status=error.status if error else 200,
+        error=error,
+        user=user,
+        tokens=svc.tokens.active_of(user.id) if user.active else [],
+        can_keep=can_keep,
+        service_active=active,
+        service_limit=limit,
+        labels={perm.key: perm.label for perm in svc.catalog.permissions},
+    )
+
+
 @router.post("/system-settings/users/{user_id}/deactivate")
-def deactivate_user(request: Request, user_id: Id, csrf_token: Annotated[str, Form(max_length=200)] = "") -> Response:
+def deactivate_user(
+    request: Request,
+    user_id: Id,
+    hand_over: Annotated[list[str] | None, Form()] = None,
+    csrf_token: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    """Deactivate; ``hand_over`` carries one value per token of the confirmation step: its id to keep it as a
+    service token, empty to let it stop."""
     p = check_form(request, csrf_token)
+    keep = ids([v for v in hand_over or [] if v], "token")
     try:
-        services(request).access.deactivate_user(p.actor, user_id)
+        deactivate_member(services(request), p.actor, user_id, keep)
     except KbaiError as err:
+        if keep and err.status != 404:  # the confirmation step again, with what went wrong (nothing changed)
+            return _deactivate_page(request, p, user_id, err)
         return _users_page(request, p, err)
     if user_id == p.actor.user_id:
         return see_other("/login")
-    return see_other("/system-settings/users?done=deactivated")
+    return see_other(f"/system-settings/users?done={'deactivated_kept' if keep else 'deactivated'}")
 
 
 @router.post("/system-settings/users/{user_id}/reactivate")
