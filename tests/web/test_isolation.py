@@ -601,6 +601,20 @@ ENDPOINTS = [
         _by(NOT_FOUND, FORBIDDEN, SESSION_ONLY, cross_token=SESSION_ONLY),
     ),
     Endpoint(
+        "rotate-victim-service-token",
+        "POST",
+        lambda e, a: f"/api/v1/service-tokens/{e.ids['victim_service_token']}/rotate",
+        _by(NOT_FOUND, FORBIDDEN, SESSION_ONLY, cross_token=SESSION_ONLY),
+        body=lambda e, a: {},
+    ),
+    Endpoint(
+        "rotate-victim-service-token-as-personal",
+        "POST",
+        lambda e, a: f"{T}/{e.ids['victim_service_token']}/rotate",
+        _by(NOT_FOUND, NOT_FOUND, SESSION_ONLY, cross_token=SESSION_ONLY),
+        body=lambda e, a: {},
+    ),
+    Endpoint(
         "revoke-victim-service-token-as-personal",
         "POST",
         lambda e, a: f"{T}/{e.ids['victim_service_token']}/revoke",

@@ -357,3 +357,35 @@ def test_the_inventory_lists_exports_and_revokes_service_tokens(
             select(AuditEvent).where(AuditEvent.action == "token.revoke", AuditEvent.target_id == str(made["id"]))
         ).all()
     assert len(audited) == 1
+
+
+def test_a_service_token_rotates_like_a_personal_one(client: TestClient, admin_csrf: str, world: World) -> None:
+    """Same name, scopes and restrictions; the new one is the tenant's too, the rotating admin its creator;
+    the old one stops after the grace; a second rotation of it is 409; the personal route does not find it."""
+    r = client.post(
+        S,
+        json={"name": "deploys", "scopes": ["users.read"], "rate_limit": {"requests": 50, "per": "minute"}},
+        headers={"X-CSRF-Token": admin_csrf},
+    )
+    made = r.json()
+    assert _check(client, made["token"]).status_code == 200
+    r = client.post(f"{S}/{made['id']}/rotate", json={}, headers={"X-CSRF-Token": admin_csrf})
+    assert r.status_code == 201, r.text
+    new = r.json()
+    assert (new["service"], new["name"], new["scopes"], new["rate_limit"]) == (
+        True,
+        "deploys",
+        ["users.read"],
+        {"requests": 50, "per": "minute"},
+    )
+    assert new["created_by"] == world.admin.user_id and new["rotated_from_id"] == made["id"]
+    assert new["rotated_from"]["id"] == made["id"] and new["token"] != made["token"]
+    fresh = _check(client, new["token"])
+    assert fresh.status_code == 200 and fresh.headers["x-kbai-service-token"] == "true"
+    assert _check(client, made["token"]).status_code == 401  # grace 0: stopped at once, on this instance too
+    again = client.post(f"{S}/{made['id']}/rotate", json={}, headers={"X-CSRF-Token": admin_csrf})
+    assert again.status_code == 409 and again.json()["error"]["code"] == "already_rotated"
+    personal = client.post(f"/api/v1/tokens/{new['id']}/rotate", json={}, headers={"X-CSRF-Token": admin_csrf})
+    assert personal.status_code == 404
+    listed = {t["id"] for t in client.get(S).json()["tokens"]}
+    assert {made["id"], new["id"]} <= listed

@@ -101,6 +101,7 @@ ACTIONS = (
     "policy.update",
     "service_token.create",
     "service_token.revoke",
+    "service_token.rotate",
     "service_token.ceiling",
     "token.hand_over",
     "limit.set_service_tokens",

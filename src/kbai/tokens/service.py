@@ -629,6 +629,7 @@ class TokenService:
         *,
         expires_in_days: object = None,
         itself: bool = False,
+        service: bool = False,
     ) -> tuple[TokenView, str, TokenView]:
         """A new token with the same name, scopes and lifetime (or ``expires_in_days``, when given); the old
         one stops after the grace period. The tenant's policy applies to the new token as on create.
@@ -638,10 +639,13 @@ class TokenService:
         rotating a token whose own predecessor is still in its grace period ends that grace at once, and a
         token that was rotated already cannot be rotated again (its successor is the one to rotate).
 
+        ``service``: a service token of the actor's tenant, rotated by a session holding
+        developer.manage_service_tokens; the new one is the tenant's too, the actor recorded as its creator.
+
         Returns (new view, new plaintext, old view).
         """
         if not itself and (actor.kind != "user" or actor.user_id is None):
-            raise KbaiError(errors.SESSION_REQUIRED, action="rotate tokens")
+            raise KbaiError(errors.SESSION_REQUIRED, action="rotate service tokens" if service else "rotate tokens")
         if (
             isinstance(grace_period_seconds, bool)
             or not isinstance(grace_period_seconds, int)
@@ -652,15 +656,24 @@ class TokenService:
             )
         now = utc_seconds(self.clock.now())
         with self.db.write() as s:
-            old = self._token_in_scope(s, actor, token_id, "rotate tokens")
-            if old.user_id is None:
-                raise KbaiError(errors.SERVICE_TOKEN_NOT_PERSONAL, action="rotate itself; create a new service token")
-            user = self._lock_user(s, old.user_id)
-            s.refresh(old)
-            if itself and not old.self_rotate:
-                raise KbaiError(errors.SELF_ROTATE_NOT_ENABLED)
-            if MANAGE_TOKENS not in permissions_of(s, user, self.catalog):
-                raise KbaiError(errors.NO_TOKEN_PERMISSION)
+            if service:
+                user, _held = self._service_holder(s, actor, "rotate service tokens")
+                old = self._service_token(s, user, token_id)
+                self._lock_tenant(s, old.tenant_id)
+                s.refresh(old)
+            else:
+                old = self._token_in_scope(s, actor, token_id, "rotate tokens")
+                if old.user_id is None:
+                    raise KbaiError(
+                        errors.SERVICE_TOKEN_NOT_PERSONAL,
+                        action="rotate itself; rotate it with POST /api/v1/service-tokens/{id}/rotate",
+                    )
+                user = self._lock_user(s, old.user_id)
+                s.refresh(old)
+                if itself and not old.self_rotate:
+                    raise KbaiError(errors.SELF_ROTATE_NOT_ENABLED)
+                if MANAGE_TOKENS not in permissions_of(s, user, self.catalog):
+                    raise KbaiError(errors.NO_TOKEN_PERMISSION)
             # Read under the owner's lock, so of two concurrent rotations the second sees the first's successor.
             successor = s.scalar(select(func.min(Token.id)).where(Token.rotated_from_id == old.id))
             if successor is not None:
@@ -692,6 +705,7 @@ class TokenService:
                 allowed_ips=old.allowed_ips,
                 self_rotate=bool(old.self_rotate),
                 rate_limit=_rate_of(old),
+                service=service,
             )
             # The quota goes on where it stands (a rotation never refills it), its period and alert with it.
             for column in QUOTA_COLUMNS:
@@ -711,7 +725,7 @@ class TokenService:
             audit.record(
                 s,
                 actor,
-                "token.self_rotate" if itself else "token.rotate",
+                "token.self_rotate" if itself else "service_token.rotate" if service else "token.rotate",
                 at=now,
                 target_type="token",
                 target_id=new.id,
@@ -999,15 +1013,27 @@ class TokenService:
                 query = query.where(Token.id < before_id)
             return [self._view(t, now) for t in s.scalars(query)]
 
+    @staticmethod
+    def _service_token(s: Session, user: User, token_id: object) -> Token:
+        """A service token of ``user``'s tenant; 404 for any other id."""
+        valid_id = isinstance(token_id, int) and not isinstance(token_id, bool) and 1 <= token_id <= 2_147_483_647
+        token = s.get(Token, token_id) if valid_id else None
+        if token is None or token.user_id is not None or token.tenant_id != user.tenant_id:
+            raise KbaiError(errors.NOT_FOUND, what="Service token")
+        return token
+
+    def rotate_service(
+        self, actor: Actor, token_id: int, grace_period_seconds: object = 0, *, expires_in_days: object = None
+    ) -> tuple[TokenView, str, TokenView]:
+        """:meth:`rotate` for a service token of the actor's tenant (``POST /api/v1/service-tokens/{id}/rotate``)."""
+        return self.rotate(actor, token_id, grace_period_seconds, expires_in_days=expires_in_days, service=True)
+
     def revoke_service(self, actor: Actor, token_id: int) -> TokenView:
         """Revoke a service token of the actor's tenant now (404 for any other id). Idempotent."""
         now = utc_seconds(self.clock.now())
         with self.db.write() as s:
             user, _held = self._service_holder(s, actor, "revoke service tokens")
-            valid_id = isinstance(token_id, int) and not isinstance(token_id, bool) and 1 <= token_id <= 2_147_483_647
-            token = s.get(Token, token_id) if valid_id else None
-            if token is None or token.user_id is not None or token.tenant_id != user.tenant_id:
-                raise KbaiError(errors.NOT_FOUND, what="Service token")
+            token = self._service_token(s, user, token_id)
             self._lock_tenant(s, token.tenant_id)
             s.refresh(token)
             if token.revoked_at is None or token.revoked_at > now:

@@ -486,6 +486,31 @@ def revoke_service_token(token_id: TokenId, p: SessionPrincipal, request: Reques
     return tokens_json(request, [services(request).tokens.revoke_service(p.actor, token_id)])[0]
 
 
+@router.post(
+    "/service-tokens/{token_id}/rotate",
+    status_code=201,
+    response_model=sc.RotatedOut,
+    tags=["service tokens"],
+    summary="Rotate a service token",
+    responses=creates(
+        "Only an active service token can be rotated (not_rotatable), and only once (already_rotated: "
+        "the message names the successor's id)."
+    ),
+)
+@idempotent
+def rotate_service_token(
+    token_id: TokenId, p: SessionPrincipal, request: Request, body: sc.RotateIn | None = None
+) -> dict[str, Any]:
+    """As `POST /api/v1/tokens/{id}/rotate`, for a service token of your tenant: the new token is the
+    tenant's too (same name, scopes, restrictions and quota; you are recorded as its creator), and the old
+    one stops after ``grace_period_seconds`` (default 0). A session holding developer.manage_service_tokens."""
+    grace = body.grace_period_seconds if body else 0
+    days = body.expires_in_days if body else None
+    new, plaintext, old = services(request).tokens.rotate_service(p.actor, token_id, grace, expires_in_days=days)
+    new_json, old_json = tokens_json(request, [new, old])
+    return {**new_json, "token": plaintext, "rotated_from": old_json, "old_token_stops_at": old.revoked_at}
+
+
 # ---- identity and catalog -------------------------------------------------------------------
 @router.get("/me", response_model=sc.MeOut, response_model_exclude_unset=True, tags=["identity"], summary="Who am I")
 async def me(p: AnyPrincipal, request: Request) -> Response:
