@@ -192,7 +192,7 @@ class Services:
             reuse=ReuseAlerts(db, clock, notifications),
             mailer=mailer,
             outbox=outbox,
-            reminders=Reminders(db, clock, notifications, outbox),
+            reminders=Reminders(db, clock, notifications, outbox, catalog),
             auto_revoke=AutoRevoke(tokens, notifications),
             provisioning=provisioning,
             scim=Scim(db, clock, access),

@@ -210,3 +210,31 @@ def test_a_secret_from_before_standard_webhooks_still_verifies_both_ways(
     headers = dict(httpx.Headers(event.headers))
     assert verify(old, headers, event.body, clock.now())
     Webhook(standard_secret(old)).verify(event.body, headers)
+
+
+def test_a_service_tokens_reminder_goes_to_everyone_who_manages_service_tokens(
+    world: World, clock: FrozenClock
+) -> None:
+    """It has no owner: each active member holding developer.manage_service_tokens is told once (the admin,
+    and a developer given the permission); members without it, and deactivated holders, are not."""
+    svc = world.services
+    role = svc.access.create_role(OPERATOR, world.tenant_id, "Automation", ["developer.manage_service_tokens"])
+    dev = svc.access.user_by_email(DEV, world.tenant_id)
+    assert dev is not None
+    svc.access.set_user_roles(OPERATOR, dev.id, [world.dev_role_id, role.id])
+    gone, _ = svc.access.create_user(OPERATOR, world.tenant_id, "gone@acme.test", "gone-password-1", [role.id])
+    svc.access.deactivate_user(OPERATOR, gone.id)
+    plain, _ = svc.access.create_user(OPERATOR, world.tenant_id, "plain@acme.test", "plain-password-1", ["Member"])
+    view, _ = svc.tokens.create_service(world.admin, "deploys", ["users.read"], expires_in_days=30)
+    assert view.expires_at is not None
+    clock.set(view.expires_at - timedelta(days=7))
+    sent = svc.reminders.send_due().sent
+    assert [(d.token_id, d.kind, d.channel) for d in sent if d.token_id == view.id] == [
+        (view.id, EXPIRES_IN_7_DAYS, NOTICE)
+    ]
+    assert [d for d in svc.reminders.send_due().sent if d.token_id == view.id] == []  # once
+    notes = [n for n in _notices(world) if n.details["token_id"] == view.id]
+    assert sorted(n.user_id for n in notes) == sorted([world.admin.user_id, dev.id])
+    assert all(n.title == f"The service token {view.prefix} (deploys) expires in 7 days" for n in notes)
+    assert f"/api/v1/service-tokens/{view.id}/rotate" in notes[0].body
+    assert plain.id not in {n.user_id for n in notes} and gone.id not in {n.user_id for n in notes}

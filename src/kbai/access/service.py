@@ -154,6 +154,15 @@ def role_permissions(session: Session, user_ids: Iterable[int], catalog: Catalog
     return {uid: catalog.keys if uid in admins else frozenset(held[uid] & catalog.keys) for uid in ids}
 
 
+def holders_of(session: Session, tenant_id: int, permission: str, catalog: Catalog) -> list[tuple[int, str]]:
+    """(membership id, email) of every active member of ``tenant_id`` who holds ``permission`` now, by id."""
+    members = session.execute(
+        select(User.id, User.email).where(User.tenant_id == tenant_id, User.active.is_(True)).order_by(User.id)
+    ).all()
+    held = role_permissions(session, [m[0] for m in members], catalog)
+    return [(int(uid), str(email)) for uid, email in members if permission in held[uid]]
+
+
 def permissions_from(rows: Iterable[tuple[str | None, str | None]], catalog: Catalog) -> frozenset[str]:
     """The permissions that (role kind, permission) rows of one active user's roles grant, cut to the catalog.
 

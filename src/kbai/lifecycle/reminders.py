@@ -21,6 +21,8 @@ Only the kind that is current is sent (a worker that was down for a week sends "
 "7 days left" too); a kind whose time came before the token was created is skipped (a 3-day token
 gets no 7-day reminder); "expired" is sent for up to :data:`LATE_LIMIT` after expiry. Tokens revoked
 or rotated (a rotation schedules the old token's revocation) and tokens of deactivated users get none.
+A service token (owned by the tenant) has no owner: its in-app reminder goes to every active member who
+holds ``developer.manage_service_tokens`` when it is sent (one claim, one notification each).
 Every time comes from the injectable clock.
 """
 
@@ -30,10 +32,12 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from kbai.access.catalog import MANAGE_SERVICE_TOKENS, Catalog
+from kbai.access.service import holders_of
 from kbai.clock import Clock, human, iso, utc_seconds
 from kbai.delivery.notifications import NewNotification, Notifications, NotificationView
 from kbai.delivery.outbox import Outbox
@@ -80,7 +84,10 @@ class ReminderRun:
 
 
 class Reminders:
-    def __init__(self, db: Database, clock: Clock, notifications: Notifications, outbox: Outbox) -> None:
+    def __init__(
+        self, db: Database, clock: Clock, notifications: Notifications, outbox: Outbox, catalog: Catalog | None = None
+    ) -> None:
+        self.catalog = catalog  # who holds developer.manage_service_tokens (service tokens' reminders)
         self.db = db
         self.clock = clock
         self.notifications = notifications
@@ -92,12 +99,12 @@ class Reminders:
         with self.db.read() as s:
             rows = s.execute(
                 select(Token.id, Token.created_at, Token.expires_at, TenantPolicy.webhook_url)
-                .join(User, User.id == Token.user_id)
+                .outerjoin(User, User.id == Token.user_id)  # service tokens too (owned by the tenant)
                 .outerjoin(TenantPolicy, TenantPolicy.tenant_id == Token.tenant_id)
                 .where(
                     Token.revoked_at.is_(None),
                     Token.expires_at.is_not(None),
-                    User.active.is_(True),
+                    or_(User.active.is_(True), Token.user_id.is_(None)),
                     Token.expires_at <= now + timedelta(days=7),
                     Token.expires_at > now - LATE_LIMIT,
                 )
@@ -155,13 +162,14 @@ class Reminders:
         with self.db.write() as s:
             row = s.execute(
                 select(Token, User.email, User.active)
-                .join(User, User.id == Token.user_id)
+                .outerjoin(User, User.id == Token.user_id)
                 .where(Token.id == due.token_id)
             ).first()
             if row is None:
                 return False
             token, email, active = row
-            assert token.user_id is not None  # (joined to its owner: service tokens get no personal reminder)
+            if token.user_id is None:  # a service token: to everyone who manages them (below)
+                active = True
             # Checked again inside the transaction: it may have been revoked or rotated since due().
             if (
                 token.revoked_at is not None
@@ -176,18 +184,26 @@ class Reminders:
                 return False
             title, body = _message(token, due.kind)
             if due.channel == NOTICE:
+                recipients = (
+                    [(token.user_id, email)]
+                    if token.user_id is not None
+                    else holders_of(s, token.tenant_id, MANAGE_SERVICE_TOKENS, self.catalog)
+                    if self.catalog is not None
+                    else []
+                )
                 views = self.notifications.add(
                     s,
                     [
                         NewNotification(
-                            user_id=token.user_id,
+                            user_id=user_id,
                             tenant_id=token.tenant_id,
-                            email=email,
+                            email=address,
                             kind=TOKEN_EXPIRY_REMINDER,
                             title=title,
                             body=body,
                             details=_details(token, due.kind),
                         )
+                        for user_id, address in recipients
                     ],
                     now,
                 )
@@ -231,16 +247,20 @@ def _details(token: Token, kind: str) -> dict[str, object]:
 def _message(token: Token, kind: str) -> tuple[str, str]:
     label = f"{token.prefix} ({token.name[:60]})"
     when = human(token.expires_at)
+    service = token.user_id is None
+    whose = "The service token" if service else "Your token"
+    route = f"/api/v1/service-tokens/{token.id}/rotate" if service else f"/api/v1/tokens/{token.id}/rotate"
     rotate = (
-        "Rotate it before then under System Settings → API Keys (Rotate), or with "
-        f"POST /api/v1/tokens/{token.id}/rotate, and update the integrations that use it."
+        f"Rotate it before then with POST {route}"
+        + ("" if service else ", or under System Settings → API Keys (Rotate),")
+        + " and update the integrations that use it."
     )
     if kind == EXPIRES_IN_7_DAYS:
-        return f"Your token {label} expires in 7 days", f"It stops working at {when}. {rotate}"
+        return f"{whose} {label} expires in 7 days", f"It stops working at {when}. {rotate}"
     if kind == EXPIRES_IN_1_DAY:
-        return f"Your token {label} expires in 1 day", f"It stops working at {when}. {rotate}"
+        return f"{whose} {label} expires in 1 day", f"It stops working at {when}. {rotate}"
     return (
-        f"Your token {label} has expired",
+        f"{whose} {label} has expired",
         f"It stopped working at {when}: requests that use it get 401. If an integration still needs it, "
         "create a new token under System Settings → API Keys and update the integration.",
     )
