@@ -615,6 +615,13 @@ ENDPOINTS = [
         body=lambda e, a: {},
     ),
     Endpoint(
+        "patch-victim-service-token",
+        "PATCH",
+        lambda e, a: f"{T}/{e.ids['victim_service_token']}",
+        _by(NOT_FOUND, NOT_FOUND, SESSION_ONLY, cross_token=SESSION_ONLY),
+        body=lambda e, a: {"name": "taken over", "rate_limit": None},
+    ),
+    Endpoint(
         "revoke-victim-service-token-as-personal",
         "POST",
         lambda e, a: f"{T}/{e.ids['victim_service_token']}/revoke",

@@ -389,3 +389,36 @@ def test_a_service_token_rotates_like_a_personal_one(client: TestClient, admin_c
     assert personal.status_code == 404
     listed = {t["id"] for t in client.get(S).json()["tokens"]}
     assert {made["id"], new["id"]} <= listed
+
+
+def test_a_holder_changes_a_service_token_with_patch_and_nobody_else_can(
+    client: TestClient, admin_csrf: str, services: Services, world: World
+) -> None:
+    made = _create(client, admin_csrf, name="deploys", scopes=["users.read", "roles.read"])
+    _create(client, admin_csrf, name="taken")
+    body = {
+        "name": "deploys (prod)",
+        "description": "CI of the prod cluster",
+        "rate_limit": {"requests": 10, "per": "second"},
+        "quota": {"remaining": 1000, "refill": {"amount": 1000, "interval": "day"}},
+        "scopes": ["users.read"],
+    }
+    r = client.patch(f"/api/v1/tokens/{made['id']}", json=body, headers={"X-CSRF-Token": admin_csrf})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert (out["service"], out["name"], out["description"], out["scopes"]) == (
+        True,
+        "deploys (prod)",
+        "CI of the prod cluster",
+        ["users.read"],
+    )
+    assert out["rate_limit"] == {"requests": 10, "per": "second"} and out["quota"]["remaining"] == 1000
+    assert _check(client, made["token"], "roles.read").status_code == 403  # the dropped scope, at once
+    clash = client.patch(f"/api/v1/tokens/{made['id']}", json={"name": "TAKEN"}, headers={"X-CSRF-Token": admin_csrf})
+    assert clash.status_code == 409
+    # A developer without developer.manage_service_tokens does not find it.
+    dev = TestClient(client.app)
+    dev_csrf = login(dev, "dev@acme.test", "dev-password-1")
+    r = dev.patch(f"/api/v1/tokens/{made['id']}", json={"name": "mine now"}, headers={"X-CSRF-Token": dev_csrf})
+    assert r.status_code == 404
+    assert client.get(S).json()["tokens"][-1]["name"] in ("deploys (prod)", "taken")

@@ -550,7 +550,7 @@ class TokenService:
         if expiry_given:
             new_expiry = resolve_expiry(now, changes.get("expires_in_days"), changes.get("expires_at"))
         with self.db.write() as s:
-            token = self._token_in_scope(s, actor, token_id, "change another token")
+            token = self._editable(s, actor, token_id)
             self._lock_owner(s, token)
             s.refresh(token)
             status = status_of(token, now)
@@ -561,10 +561,17 @@ class TokenService:
                 if any(
                     t.name.casefold() == clean["name"].casefold()
                     for t in s.scalars(
-                        select(Token).where(Token.user_id == token.user_id, Token.id != token.id, _active_clause(now))
+                        select(Token).where(
+                            Token.tenant_id == token.tenant_id,
+                            Token.user_id.is_(None) if token.user_id is None else Token.user_id == token.user_id,
+                            Token.id != token.id,
+                            _active_clause(now),
+                        )
                     )
                 ):
-                    raise KbaiError(errors.NAME_TAKEN, name=clean["name"])
+                    raise KbaiError(
+                        errors.SERVICE_NAME_TAKEN if token.user_id is None else errors.NAME_TAKEN, name=clean["name"]
+                    )
                 diff["name"] = {"from": token.name, "to": clean["name"]}
                 token.name = clean["name"]
             if "description" in clean and clean["description"] != token.description:
@@ -1012,6 +1019,17 @@ class TokenService:
             if before_id is not None:
                 query = query.where(Token.id < before_id)
             return [self._view(t, now) for t in s.scalars(query)]
+
+    def _editable(self, s: Session, actor: Actor, token_id: int) -> Token:
+        """The token ``actor`` may change with PATCH: one of their own, or a service token of their tenant when
+        they hold developer.manage_service_tokens (404 otherwise, as for any token they may not see)."""
+        try:
+            return self._token_in_scope(s, actor, token_id, "change another token")
+        except KbaiError as err:
+            if err.code != "not_found" or actor.kind != "user" or MANAGE_SERVICE_TOKENS not in actor.permissions:
+                raise
+            user, _held = self._service_holder(s, actor, "change service tokens")
+            return self._service_token(s, user, token_id)
 
     @staticmethod
     def _service_token(s: Session, user: User, token_id: object) -> Token:
