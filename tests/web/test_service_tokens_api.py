@@ -422,3 +422,30 @@ def test_a_holder_changes_a_service_token_with_patch_and_nobody_else_can(
     r = dev.patch(f"/api/v1/tokens/{made['id']}", json={"name": "mine now"}, headers={"X-CSRF-Token": dev_csrf})
     assert r.status_code == 404
     assert client.get(S).json()["tokens"][-1]["name"] in ("deploys (prod)", "taken")
+
+
+def test_a_hand_over_tells_the_other_service_token_managers(
+    client: TestClient, admin_csrf: str, services: Services, world: World
+) -> None:
+    from sqlalchemy import select
+
+    from kbai.store.models import Notification
+    from tests.tokens.helpers import assert_no_secret
+
+    role = services.access.create_role(OPERATOR, world.tenant_id, "Automation", ["developer.manage_service_tokens"])
+    keeper, _ = services.access.create_user(
+        OPERATOR, world.tenant_id, "keeper@acme.test", "keeper-password-1", [role.id]
+    )
+    view, token = services.tokens.create(world.dev, "nightly sync", ["users.read"])
+    r = client.post(
+        f"/api/v1/users/{world.dev.user_id}/deactivate",
+        json={"hand_over": [view.id]},
+        headers={"X-CSRF-Token": admin_csrf},
+    )
+    assert r.status_code == 200, r.text
+    assert _check(client, token).status_code == 200  # kept, same plaintext
+    with services.db.read() as s:
+        notes = list(s.scalars(select(Notification).where(Notification.kind == "token.handed_over")))
+    assert [n.user_id for n in notes] == [keeper.id]  # the admin who did it is not told
+    assert view.prefix in notes[0].body and "dev@acme.test" in notes[0].title
+    assert_no_secret(token, notes[0].body + notes[0].title, "hand-over notice")

@@ -10,14 +10,17 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
+from sqlalchemy import select
 
 from kbai import errors
 from kbai.access.catalog import MANAGE_SERVICE_TOKENS
-from kbai.access.service import RoleView, UserView
+from kbai.access.service import RoleView, UserView, holders_of
 from kbai.clock import iso
+from kbai.delivery.notifications import NewNotification
 from kbai.errors import KbaiError
 from kbai.lifecycle.hygiene import hygiene
 from kbai.store import audit
+from kbai.store.models import Token
 from kbai.tokens.service import TokenView
 from kbai.web import prefix
 from kbai.web import schemas as sc
@@ -673,13 +676,48 @@ def deactivate_member(svc: Any, actor: audit.Actor, user_id: int, keep: list[int
     deactivate through here."""
     ids = list(dict.fromkeys(keep))
     changed: set[str] = set()
+    told: list[Any] = []
 
     def hand_over(s: Any, user: Any) -> None:
         changed.update(svc.tokens.hand_over_in(s, actor, user, ids))
+        told.extend(svc.notifications.add(s, _hand_over_notices(svc, s, actor, user, ids), svc.clock.now()))
 
     view: UserView = svc.access.deactivate_user(actor, user_id, within=hand_over if ids else None)
     svc.tokens.notify(changed)
+    svc.notifications.deliver(told)
     return view
+
+
+TOKEN_HANDED_OVER = "token.handed_over"
+
+
+def _hand_over_notices(svc: Any, s: Any, actor: audit.Actor, user: Any, ids: list[int]) -> list[NewNotification]:
+    """Everyone else who manages the tenant's service tokens is told which tokens just became theirs to look
+    after (in-app, and by email when SMTP is set), in the deactivation's transaction."""
+    tokens = list(s.scalars(select(Token).where(Token.id.in_(ids)).order_by(Token.id))) if ids else []
+    if not tokens:
+        return []
+    listed = "; ".join(f"{t.prefix} ({t.name[:60]})" for t in tokens)
+    title = f"{len(tokens)} token(s) of {user.email} are now service tokens of the tenant"[:200]
+    body = (
+        f"{actor.label} deactivated {user.email} and kept these tokens working as service tokens: {listed}. "
+        "Their plaintext did not change, so the integrations using them keep working; their scopes are cut to "
+        "the tenant's ceiling. Review them under System Settings → API Keys (Service tokens)."
+    )
+    details = {"user_id": user.id, "token_ids": [t.id for t in tokens], "prefixes": [t.prefix for t in tokens]}
+    return [
+        NewNotification(
+            user_id=uid,
+            tenant_id=user.tenant_id,
+            email=email,
+            kind=TOKEN_HANDED_OVER,
+            title=title,
+            body=body,
+            details=details,
+        )
+        for uid, email in holders_of(s, user.tenant_id, MANAGE_SERVICE_TOKENS, svc.catalog)
+        if uid != actor.user_id
+    ]
 
 
 @router.get(
