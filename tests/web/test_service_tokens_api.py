@@ -449,3 +449,14 @@ def test_a_hand_over_tells_the_other_service_token_managers(
     assert [n.user_id for n in notes] == [keeper.id]  # the admin who did it is not told
     assert view.prefix in notes[0].body and "dev@acme.test" in notes[0].title
     assert_no_secret(token, notes[0].body + notes[0].title, "hand-over notice")
+
+
+def test_an_admin_pauses_and_resumes_a_service_token(client: TestClient, admin_csrf: str) -> None:
+    made = _create(client, admin_csrf, name="paused one")
+    assert _check(client, made["token"]).status_code == 200
+    r = client.post(f"/api/v1/tokens/{made['id']}/pause", headers={"X-CSRF-Token": admin_csrf})
+    assert r.status_code == 200 and r.json()["status"] == "paused" and r.json()["service"] is True
+    assert _check(client, made["token"]).status_code == 401
+    r = client.post(f"/api/v1/tokens/{made['id']}/resume", headers={"X-CSRF-Token": admin_csrf})
+    assert r.status_code == 200 and r.json()["status"] == "active"
+    assert _check(client, made["token"]).status_code == 200
