@@ -480,7 +480,8 @@ def tokens_list(
                 "tokens": [
                     {
                         "id": t.id,
-                        "owner": email,
+                        "owner": email or None,
+                        "service": t.service,
                         "name": t.name,
                         "prefix": t.prefix,
                         "scopes": t.scopes,
@@ -499,8 +500,9 @@ def tokens_list(
         return
     typer.echo(f"{'ID':>6}  {'OWNER':<28} {'NAME':<28} {'PREFIX':<13} {'STATUS':<8} {'EXPIRES':<21} LAST USED")
     for email, t in rows:
+        owner = "(service token)" if t.service else email
         typer.echo(
-            f"{t.id:>6}  {email[:28]:<28} {t.name[:28]:<28} {t.prefix:<13} {t.status:<8} "
+            f"{t.id:>6}  {owner[:28]:<28} {t.name[:28]:<28} {t.prefix:<13} {t.status:<8} "
             f"{iso(t.expires_at) or 'Never':<21} {iso(t.last_used_at) or 'Never'}"
         )
 

@@ -193,3 +193,22 @@ def test_json_on_creations_and_listings(database_url: str) -> None:
     assert listed == {"tokens": []}
     creds = json.loads(run(database_url, "service-credential", "list", "--json").stdout)
     assert creds == {"service_credentials": []}
+
+
+def test_tokens_list_shows_service_tokens_as_the_tenants(database_url: str) -> None:
+    from kbai.config import Settings
+    from kbai.services import Services
+    from tests.conftest import FAST_ARGON2, build_world
+
+    svc = Services.build(Settings(database_url=database_url, **FAST_ARGON2))
+    try:
+        world = build_world(svc)
+        view, _ = svc.tokens.create_service(world.admin, "deploys", ["users.read"])
+    finally:
+        svc.close()
+    listed = json.loads(run(database_url, "tokens", "list", "--json").stdout)["tokens"]
+    row = next(t for t in listed if t["id"] == view.id)
+    assert (row["owner"], row["service"], row["name"]) == (None, True, "deploys")
+    text = run(database_url, "tokens", "list", "--tenant", "Acme").stdout
+    line = next(x for x in text.splitlines() if x.strip().startswith(str(view.id)))
+    assert "(service token)" in line and view.prefix in line

@@ -888,7 +888,8 @@ class TokenService:
     ) -> builtins.list[tuple[str, TokenView]]:
         now = self.clock.now()
         with self.db.read() as s:
-            query = select(Token, User.email).join(User, User.id == Token.user_id).order_by(Token.id)
+            # Service tokens too (no owner: ""), unless a person's tokens are asked for.
+            query = select(Token, User.email).outerjoin(User, User.id == Token.user_id).order_by(Token.id)
             if user_email is not None:
                 # every membership of that person (tokens of each act in their own tenant)
                 members = list(s.scalars(select(User.id).where(User.email == user_email.strip().lower())))
@@ -900,7 +901,7 @@ class TokenService:
                 if tenant is None:
                     raise KbaiError(errors.NOT_FOUND, what=f"Tenant '{tenant_name}'")
                 query = query.where(Token.tenant_id == tenant.id)
-            return [(email, self._view(t, now)) for t, email in s.execute(query)]
+            return [(email or "", self._view(t, now)) for t, email in s.execute(query)]
 
     # ---- service tokens (owned by the tenant) ------------------------------------------------
     def _service_holder(self, s: Session, actor: Actor, action: str) -> tuple[User, frozenset[str]]:
