@@ -655,7 +655,10 @@ def set_user_roles(user_id: UserId, body: sc.UserRolesIn, p: UsersManage, reques
     response_model=sc.UserOut,
     tags=["users"],
     summary="Deactivate a user",
-    responses=LAST_ADMIN,
+    responses={
+        **BODY_ERRORS,
+        **conflict("It would leave the tenant without an active admin, or a hand-over was refused."),
+    },
 )
 def deactivate_user(
     user_id: UserId, p: UsersManage, request: Request, body: sc.DeactivateIn | None = None

@@ -184,7 +184,8 @@ class _Route:
         calls = list(_calls(route.dependant))
         self.authenticated = principal in calls
         self.session_only = session_only in calls
-        self.permission = any(getattr(c, "__qualname__", "").startswith("needs.") for c in calls)
+        # needs(...) (a permission) and manages(...) (a permission, with a session only) both answer 403.
+        self.permission = any(getattr(c, "__qualname__", "").startswith(("needs.", "manages.")) for c in calls)
         self.forward_auth = route.name == "auth_check"
         self.operator = any(getattr(c, "__qualname__", "").startswith("operator_needs.") for c in calls)
 
