@@ -60,3 +60,16 @@ def test_a_warm_admission_does_no_io_and_a_stop_gives_unspent_quota_back(service
     services.limits.close()
     with services.db.read() as s:
         assert s.scalar(select(Token.quota_remaining).where(Token.id == record.token_id)) == 989
+
+
+def test_a_record_read_before_its_quota_was_removed_is_never_refused_on_the_old_setting(
+    services: Services, world: World
+) -> None:
+    """Between a PATCH and the invalidation reaching an instance, a stale record still says "quota": when the
+    stored quota is gone (or set anew), the request is served, not refused as exhausted."""
+    record = _record(services, world, quota={"remaining": 1})
+    first = services.limits.admit(record)
+    assert first is not None and first.error is None
+    services.tokens.update(world.dev, record.token_id, {"quota": None})
+    stale = services.limits.admit(record)  # the old record, its share spent, the quota removed meanwhile
+    assert stale is not None and stale.error is None

@@ -111,31 +111,44 @@ class TokenLimits:
         if not record.limited:
             return _ADMITTED
         now = self.clock.now()
-        for _attempt in (1, 2, 3):
+        # Each pass spends a unit, waits for a share another thread is taking, or takes one itself; a share
+        # that comes back empty marks the budget spent, so the next pass decides.
+        for _attempt in range(50):
             refused_or_io = self._spend(record, now)
             if not isinstance(refused_or_io, str):
                 return refused_or_io
             if warm_only:
                 return None
-            # A share on its way from the background thread is waited for, never taken twice or missed.
-            if self._await_fetch(refused_or_io, record.token_id):
-                refused_or_io = self._spend(record, now)
-                if not isinstance(refused_or_io, str):
-                    return refused_or_io
-            if refused_or_io == "rate":
-                self._take_rate(record, now)
-            else:
-                self._take_quota(record, now)
+            # One share of a token at a time per instance (they then land in the database's order, which keeps
+            # the remaining figure exact); a share on its way is waited for, never taken twice or missed.
+            state = self._claim(refused_or_io, record.token_id)
+            if state is None:
+                continue
+            try:
+                if refused_or_io == "rate":
+                    self._take_rate(record, now)
+                elif not self._take_quota(record, now):
+                    # The quota was set anew or removed since this record was read: the invalidation that
+                    # brings the new setting is on its way (at once on this instance); never refuse on the old.
+                    return _ADMITTED
+            finally:
+                with self._fetched:
+                    state.fetching = False
+                    self._fetched.notify_all()
         return self._spend_or_refuse(record, now)
 
-    def _await_fetch(self, kind: str, token_id: int) -> bool:
-        """Wait (off the event loop) for a background share of ``token_id`` in flight; True when there was one."""
+    def _claim(self, kind: str, token_id: int) -> _RateState | _QuotaState | None:
+        """Claim the taking of ``kind``'s next share of ``token_id`` (the state, marked fetching); None after
+        waiting (off the event loop) for a share another thread was taking."""
         with self._fetched:
             state = (self._rates if kind == "rate" else self._quotas).get(token_id)
-            if state is None or not state.fetching:
-                return False
-            self._fetched.wait_for(lambda: not state.fetching, timeout=10)
-            return True
+            if state is None:
+                return None
+            if state.fetching:
+                self._fetched.wait_for(lambda: not state.fetching, timeout=10)
+                return None
+            state.fetching = True
+            return state
 
     def _spend_or_refuse(self, record: TokenRecord, now: datetime) -> Admission:
         """After three shares taken in a row came back empty-handed (other instances spend as fast): refuse."""
@@ -270,7 +283,8 @@ class TokenLimits:
             if got < want:
                 rate.spent = True
 
-    def _take_quota(self, record: TokenRecord, now: datetime) -> None:
+    def _take_quota(self, record: TokenRecord, now: datetime) -> bool:
+        """Take a quota share; False when the stored quota is no longer the one ``record`` has."""
         at = utc_seconds(now)
         low_alert: list[object] = []
         with self.db.write() as s:
@@ -280,24 +294,28 @@ class TokenLimits:
                 )
             ).first()
             if token is None or token.quota_total is None or token.quota_version != record.quota_version:
-                return  # removed or set anew meanwhile: the next record brings the new setting
+                return False  # removed or set anew meanwhile: the next record brings the new setting
             interval = token.quota_refill_interval
+            refilled = False
             if interval is not None:
                 period = period_start(at, interval)
-                s.execute(
-                    update(Token)
-                    .where(
-                        Token.id == record.token_id,
-                        Token.quota_version == record.quota_version,
-                        (Token.quota_period_start.is_(None)) | (Token.quota_period_start < period),
-                    )
-                    .values(
-                        quota_remaining=Token.quota_refill_amount,
-                        quota_total=Token.quota_refill_amount,
-                        quota_period_start=period,
-                        quota_low_at=None,
-                    )
-                    .execution_options(synchronize_session=False)
+                refilled = (
+                    s.execute(
+                        update(Token)
+                        .where(
+                            Token.id == record.token_id,
+                            Token.quota_version == record.quota_version,
+                            (Token.quota_period_start.is_(None)) | (Token.quota_period_start < period),
+                        )
+                        .values(
+                            quota_remaining=Token.quota_refill_amount,
+                            quota_total=Token.quota_refill_amount,
+                            quota_period_start=period,
+                            quota_low_at=None,
+                        )
+                        .execution_options(synchronize_session=False)
+                    ).rowcount  # type: ignore[attr-defined]  # a CursorResult: an UPDATE's
+                    > 0
                 )
             total = s.scalar(select(Token.quota_total).where(Token.id == record.token_id)) or 0
             want = share_of(total)
@@ -328,15 +346,18 @@ class TokenLimits:
         with self._lock:
             quota = self._quotas.get(record.token_id)
             if quota is None or quota.version != record.quota_version:
-                return
+                return True
             quota.left += got
-            quota.stored = left_after
+            # Shares taken at once land in any order: the lowest remainder seen is the current one, unless
+            # this share came with a refill.
+            quota.stored = left_after if refilled or quota.stored is None else min(quota.stored, left_after)
             quota.total = total
             if got == 0:
                 quota.spent = True
                 quota.until = next_refill(at, interval) if interval is not None else None
             else:
                 quota.spent = False
+        return True
 
     def _alert_low(self, s: Session, record: TokenRecord, at: datetime, left: int, total: int) -> list[object]:
         claimed = s.scalar(
