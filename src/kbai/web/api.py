@@ -138,6 +138,12 @@ def tokens_json(request: Request, views: list[TokenView]) -> list[dict[str, Any]
     ]
 
 
+def rotated_json(request: Request, new: TokenView, plaintext: str, old: TokenView) -> dict[str, Any]:
+    """A rotation's answer (every rotate route): the new token's JSON, its plaintext once, and the old token."""
+    new_json, old_json = tokens_json(request, [new, old])
+    return {**new_json, "token": plaintext, "rotated_from": old_json, "old_token_stops_at": old.revoked_at}
+
+
 def role_json(r: RoleView) -> dict[str, Any]:
     return {"id": r.id, "name": r.name, "permissions": r.permissions, "builtin": r.builtin}
 
@@ -316,8 +322,7 @@ def self_rotate_token(p: AnyPrincipal, request: Request, body: sc.SelfRotateIn |
     (default 0); used again after that, it is refused, logged, and its owner is told (once)."""
     grace = body.grace_period_seconds if body else 0
     new, plaintext, old = services(request).tokens.rotate_self(p.actor, grace)
-    new_json, old_json = tokens_json(request, [new, old])
-    return {**new_json, "token": plaintext, "rotated_from": old_json, "old_token_stops_at": old.revoked_at}
+    return rotated_json(request, new, plaintext, old)
 
 
 @router.patch(
@@ -389,8 +394,7 @@ def rotate_token(
     grace = body.grace_period_seconds if body else 0
     days = body.expires_in_days if body else None
     new, plaintext, old = services(request).tokens.rotate(p.actor, token_id, grace, expires_in_days=days)
-    new_json, old_json = tokens_json(request, [new, old])
-    return {**new_json, "token": plaintext, "rotated_from": old_json, "old_token_stops_at": old.revoked_at}
+    return rotated_json(request, new, plaintext, old)
 
 
 # ---- service tokens (owned by the tenant) ---------------------------------------------------
@@ -510,8 +514,7 @@ def rotate_service_token(
     grace = body.grace_period_seconds if body else 0
     days = body.expires_in_days if body else None
     new, plaintext, old = services(request).tokens.rotate_service(p.actor, token_id, grace, expires_in_days=days)
-    new_json, old_json = tokens_json(request, [new, old])
-    return {**new_json, "token": plaintext, "rotated_from": old_json, "old_token_stops_at": old.revoked_at}
+    return rotated_json(request, new, plaintext, old)
 
 
 # ---- identity and catalog -------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request, Response
 
@@ -104,28 +104,21 @@ def create_token(
             raise KbaiError(errors.FIELD_SCOPES_NONE)
         field = "expiry"
         days, until = _expiry(expiry, expires_on, svc.clock.now().date())
-        field = "description"
-        note = _person_words_of(clean_description, description, "description")
-        field = "allowed_ips"
-        ranges = clean_allowlist(_lines(allowed_ips))
-        field = "rate_limit"
-        rate = _rate_limit(rate_requests, rate_per)
-        field = "quota"
-        quota = _quota(quota_requests, quota_refill)
         field = None
+        restrictions = form_restrictions(
+            description, allowed_ips, rate_requests, rate_per, quota_requests, quota_refill
+        )
         view, plaintext = svc.tokens.create(
             p.actor,
             clean,
             scopes or [],
             expires_in_days=days,
             expires_at=until,
-            description=note,
-            allowed_ips=ranges,
             self_rotate=self_rotate.lower() in TRUTHY,
-            rate_limit=rate,
-            quota=quota,
+            **restrictions,
         )
-    except KbaiError as err:
+    except (KbaiError, FieldError) as exc:
+        err, field = (exc.error, exc.field) if isinstance(exc, FieldError) else (exc, field)
         if field is None:
             field = CREATE_FIELDS.get(err.code)
             if err.code == "name_taken":
@@ -135,6 +128,34 @@ def create_token(
     # so reloading that page never submits the form again.
     _put_flash(request, p, {"kind": "created", "id": view.id, "token": plaintext})
     return see_other(API_KEYS)
+
+
+class FieldError(Exception):
+    """A bad field of the "Description and restrictions" block: the error, and the field to show it under."""
+
+    def __init__(self, field: str, error: KbaiError) -> None:
+        super().__init__(error.message)
+        self.field = field
+        self.error = error
+
+
+def form_restrictions(
+    description: str, allowed_ips: str, rate_requests: str, rate_per: str, quota_requests: str, quota_refill: str
+) -> dict[str, Any]:
+    """The create forms' "Description and restrictions" block (personal and service tokens) as keyword
+    arguments of ``TokenService.create`` / ``create_service``; raises :class:`FieldError` naming the bad field."""
+    field = "description"
+    try:
+        out: dict[str, Any] = {"description": _person_words_of(clean_description, description, "description")}
+        field = "allowed_ips"
+        out["allowed_ips"] = clean_allowlist(_lines(allowed_ips))
+        field = "rate_limit"
+        out["rate_limit"] = _rate_limit(rate_requests, rate_per)
+        field = "quota"
+        out["quota"] = _quota(quota_requests, quota_refill)
+    except KbaiError as err:
+        raise FieldError(field, err) from None
+    return out
 
 
 def _whole(text: str) -> int | None:

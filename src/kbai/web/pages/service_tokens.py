@@ -18,14 +18,12 @@ from kbai.tokens.restrictions import (
     MAX_ALLOWED_IPS,
     PER_SECONDS,
     REFILL_INTERVALS,
-    clean_allowlist,
-    clean_description,
 )
 from kbai.web.auth import Principal, services
 from kbai.web.pages.api_keys import API_KEYS
 from kbai.web.pages.base import Id, PageRoute, _put_flash, check_form, page_user, render, see_other
-from kbai.web.pages.forms import _lines, _person_words_of, grouped
-from kbai.web.pages.new_token import CREATE_FIELDS, _expiry, _quota, _rate_limit, _token_name
+from kbai.web.pages.forms import grouped
+from kbai.web.pages.new_token import CREATE_FIELDS, FieldError, _expiry, _token_name, form_restrictions
 from kbai.web.pages.token_rows import _policy_form
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
@@ -129,27 +127,15 @@ def create_service_token(
             raise KbaiError(errors.FIELD_SERVICE_SCOPES_NONE)
         field = "expiry"
         days, until = _expiry(expiry, expires_on, svc.clock.now().date())
-        field = "description"
-        note = _person_words_of(clean_description, description, "description")
-        field = "allowed_ips"
-        ranges = clean_allowlist(_lines(allowed_ips))
-        field = "rate_limit"
-        rate = _rate_limit(rate_requests, rate_per)
-        field = "quota"
-        quota = _quota(quota_requests, quota_refill)
         field = None
-        view, plaintext = svc.tokens.create_service(
-            p.actor,
-            clean,
-            scopes,
-            expires_in_days=days,
-            expires_at=until,
-            description=note,
-            allowed_ips=ranges,
-            rate_limit=rate,
-            quota=quota,
+        restrictions = form_restrictions(
+            description, allowed_ips, rate_requests, rate_per, quota_requests, quota_refill
         )
-    except KbaiError as err:
+        view, plaintext = svc.tokens.create_service(
+            p.actor, clean, scopes, expires_in_days=days, expires_at=until, **restrictions
+        )
+    except (KbaiError, FieldError) as exc:
+        err, field = (exc.error, exc.field) if isinstance(exc, FieldError) else (exc, field)
         if err.code == "forbidden":
             raise
         field = field or CREATE_FIELDS.get(err.code)
