@@ -26,7 +26,7 @@ from xml.sax.saxutils import escape, quoteattr
 from sqlalchemy import select
 
 from kbai import errors
-from kbai.access.catalog import REVIEW_TOKENS
+from kbai.access.catalog import MANAGE_SERVICE_TOKENS, REVIEW_TOKENS
 from kbai.clock import Clock, utc_seconds
 from kbai.errors import KbaiError
 from kbai.store import Database
@@ -132,15 +132,23 @@ class ActivityService:
 
 
 def _may_see(actor: Actor, token: Token) -> None:
-    if actor.user_id == token.user_id:
-        if actor.kind == "user":
-            return
-        if actor.kind == "token" and REVIEW_TOKENS not in actor.permissions:
-            raise KbaiError(errors.SESSION_REQUIRED, action="read token activity")
+    """Its owner (with a session), a reviewer of the tenant's tokens, for a service token every holder of
+    developer.manage_service_tokens in its tenant, and the operator; 404 for anyone else."""
     if actor.kind == "operator":
         return
-    if actor.kind in ("user", "token") and REVIEW_TOKENS in actor.permissions and actor.tenant_id == token.tenant_id:
+    same_tenant = actor.tenant_id == token.tenant_id
+    if actor.kind in ("user", "token") and REVIEW_TOKENS in actor.permissions and same_tenant:
         return
+    if token.user_id is None:  # a service token: no owner to compare (a null user_id matches nobody)
+        if actor.kind == "user" and MANAGE_SERVICE_TOKENS in actor.permissions and same_tenant:
+            return
+        if actor.kind == "token" and actor.token_id == token.id:
+            raise KbaiError(errors.SESSION_REQUIRED, action="read token activity")
+    elif actor.user_id == token.user_id:
+        if actor.kind == "user":
+            return
+        if actor.kind == "token":
+            raise KbaiError(errors.SESSION_REQUIRED, action="read token activity")
     raise KbaiError(errors.NOT_FOUND, what="Token")
 
 

@@ -478,10 +478,25 @@ class TokenService:
             raise KbaiError(errors.SESSION_REQUIRED, action="resume a token")
         return self._set_paused(actor, token_id, paused=False)
 
-    def _set_paused(self, actor: Actor, token_id: int, *, paused: bool) -> TokenView:
+    def pause_service(self, actor: Actor, token_id: int) -> TokenView:
+        """:meth:`pause` for a service token of the actor's tenant, by a session holding
+        developer.manage_service_tokens (404 for any other id)."""
+        return self._set_paused(actor, token_id, paused=True, service=True)
+
+    def resume_service(self, actor: Actor, token_id: int) -> TokenView:
+        """:meth:`resume` for a service token of the actor's tenant (as :meth:`pause_service`)."""
+        return self._set_paused(actor, token_id, paused=False, service=True)
+
+    def _set_paused(self, actor: Actor, token_id: int, *, paused: bool, service: bool = False) -> TokenView:
         now = utc_seconds(self.clock.now())
         with self.db.write() as s:
-            token = self._token_to_change(s, actor, token_id, "pause a token")
+            if service:
+                user, _held = self._service_holder(
+                    s, actor, "pause service tokens" if paused else "resume service tokens"
+                )
+                token = self._service_token(s, user, token_id)
+            else:
+                token = self._token_to_change(s, actor, token_id, "pause a token")
             self._lock_owner(s, token)
             s.refresh(token)
             status = status_of(token, now)
@@ -1020,6 +1035,21 @@ class TokenService:
             if before_id is not None:
                 query = query.where(Token.id < before_id)
             return [self._view(t, now) for t in s.scalars(query)]
+
+    def get_service(self, actor: Actor, token_id: int) -> TokenView:
+        """One service token of the actor's tenant, for a session holding developer.manage_service_tokens
+        (404 for any other id, as :meth:`list_service` would not list it)."""
+        now = self.clock.now()
+        if actor.kind != "user" or actor.user_id is None:
+            raise KbaiError(errors.SESSION_REQUIRED, action="see service tokens")
+        if MANAGE_SERVICE_TOKENS not in actor.permissions:
+            raise KbaiError(errors.NO_SERVICE_TOKEN_PERMISSION, action="see the service tokens")
+        valid_id = isinstance(token_id, int) and not isinstance(token_id, bool) and 1 <= token_id <= 2_147_483_647
+        with self.db.read() as s:
+            token = s.get(Token, token_id) if valid_id else None
+            if token is None or token.user_id is not None or token.tenant_id != actor.tenant_id:
+                raise KbaiError(errors.NOT_FOUND, what="Service token")
+            return self._view(token, now)
 
     def _editable(self, s: Session, actor: Actor, token_id: int) -> Token:
         """The token ``actor`` may change with PATCH: one of their own, or a service token of their tenant when

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
 from datetime import timedelta
 
 from fastapi import APIRouter, Request, Response
 from markupsafe import Markup
 
+from kbai.access.catalog import MANAGE_SERVICE_TOKENS
 from kbai.errors import KbaiError
 from kbai.lifecycle.activity import BASELINE_DAYS, DAYS, SHADES, heatmap_svg
 from kbai.lifecycle.hygiene import LABELS as HYGIENE_LABELS
 from kbai.lifecycle.hygiene import hygiene
+from kbai.tokens.service import TokenView
 from kbai.web.auth import services
 from kbai.web.pages.base import Id, PageRoute, page_user, render
 
@@ -24,14 +27,19 @@ def _cell(day: int, hour: int) -> str:
 
 @router.get("/system-settings/api-keys/{token_id}/activity")
 def activity_page(request: Request, token_id: Id) -> Response:
-    """Your own token, or (with developer.review_tokens) any token of your tenant; others are 404."""
+    """Your own token, a service token of your tenant (with developer.manage_service_tokens), or (with
+    developer.review_tokens) any token of your tenant; others are 404."""
     p = page_user(request)
     svc = services(request)
     activity = svc.activity.for_token(p.actor, token_id)  # decides who may see it
     owner_email = None
-    try:
+    view: TokenView | None = None
+    with suppress(KbaiError):
         view = svc.tokens.get(p.actor, token_id)
-    except KbaiError:
+    if view is None and MANAGE_SERVICE_TOKENS in p.actor.permissions:
+        with suppress(KbaiError):
+            view = svc.tokens.get_service(p.actor, token_id)
+    if view is None:
         row = svc.inventory.get(p.actor, token_id)  # a reviewer looking at someone else's token
         view, owner_email = row.view, row.owner_email
     baseline_end = view.created_at + timedelta(days=BASELINE_DAYS)

@@ -51,15 +51,11 @@ def api_keys_page(request: Request, done: str | None = None, token: str | None =
         if flash and flash.get("kind") == "created":
             created = (svc.tokens.get(p.actor, int(flash["id"])), str(flash["token"]))
         elif flash and flash.get("kind") == "service_created":
-            made = next(v for v in svc.tokens.list_service(p.actor, limit=1000) if v.id == int(flash["id"]))
-            created = (made, str(flash["token"]))
-        elif flash and flash.get("kind") == "rotated":
-            rotated = (
-                svc.tokens.get(p.actor, int(flash["id"])),
-                str(flash["token"]),
-                svc.tokens.get(p.actor, int(flash["old_id"])),
-            )
-    except (KbaiError, KeyError, TypeError, ValueError, StopIteration):
+            created = (svc.tokens.get_service(p.actor, int(flash["id"])), str(flash["token"]))
+        elif flash and flash.get("kind") in ("rotated", "service_rotated"):
+            get = svc.tokens.get_service if flash["kind"] == "service_rotated" else svc.tokens.get
+            rotated = (get(p.actor, int(flash["id"])), str(flash["token"]), get(p.actor, int(flash["old_id"])))
+    except (KbaiError, KeyError, TypeError, ValueError):
         created = rotated = None  # a flash about a token that is gone: nothing to show
     revoked_id = (
         int(token) if done == "revoked" and token and token.isascii() and token.isdigit() and len(token) <= 10 else None

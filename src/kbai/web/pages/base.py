@@ -53,6 +53,8 @@ NOTICES = {
     "revoked": "Token revoked. It stops working with the next request.",
     "paused": "Token paused. Every request with it gets 401 until you resume it; it still counts toward your limit.",
     "resumed": "Token resumed. It works again from the next request.",
+    "service_paused": "Service token paused. Every request with it gets 401 until someone resumes it; it still "
+    "counts toward the tenant's limit.",
     "admin_revoked": "Token revoked. It stops working with the next request; if it was someone else's, "
     "they are told in-app and by email.",
     "policy_saved": "Token policy saved. It applies to tokens created or rotated from now on.",

@@ -1,5 +1,6 @@
 """Service tokens on the API Keys page (developer.manage_service_tokens): the "New service token" form, which
-makes a token owned by the tenant, and revoke. The token is shown once on API Keys, as a personal one is."""
+makes a token owned by the tenant, and rotate, pause, resume and revoke. A new or rotated token is shown once on
+API Keys, as a personal one is."""
 
 from __future__ import annotations
 
@@ -20,10 +21,11 @@ from kbai.tokens.restrictions import (
     REFILL_INTERVALS,
 )
 from kbai.web.auth import Principal, services
-from kbai.web.pages.api_keys import API_KEYS
+from kbai.web.pages.api_keys import API_KEYS, _api_keys_page
 from kbai.web.pages.base import Id, PageRoute, _put_flash, check_form, page_user, render, see_other
 from kbai.web.pages.forms import grouped
 from kbai.web.pages.new_token import CREATE_FIELDS, FieldError, _expiry, _token_name, form_restrictions
+from kbai.web.pages.rotation import _grace, _lifetime
 from kbai.web.pages.token_rows import _policy_form
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
@@ -152,3 +154,54 @@ def revoke_service_token(
     p = check_form(request, csrf_token)
     view = services(request).tokens.revoke_service(p.actor, token_id)
     return see_other(f"{API_KEYS}?{urlencode({'done': 'revoked', 'token': view.id})}#service-tokens")
+
+
+@router.post(SERVICE_TOKENS + "/{token_id}/rotate")
+def rotate_service_token(
+    request: Request,
+    token_id: Id,
+    grace: Annotated[str, Form(max_length=20)] = "",
+    lifetime: Annotated[str, Form(max_length=20)] = "same",
+    csrf_token: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    """As a personal token's Rotate: the same dialog (grace, lifetime); the new token is the tenant's."""
+    p = check_form(request, csrf_token)
+    svc = services(request)
+    try:
+        seconds = _grace(grace)
+        days = _lifetime(lifetime)
+        new, plaintext, old = svc.tokens.rotate_service(p.actor, token_id, seconds, expires_in_days=days)
+    except KbaiError as err:
+        if err.code == "not_found" or err.status == 403:
+            raise
+        return _api_keys_page(request, p, err, error_at="service")
+    _put_flash(request, p, {"kind": "service_rotated", "id": new.id, "old_id": old.id, "token": plaintext})
+    return see_other(API_KEYS)
+
+
+@router.post(SERVICE_TOKENS + "/{token_id}/pause")
+def pause_service_token(
+    request: Request, token_id: Id, csrf_token: Annotated[str, Form(max_length=200)] = ""
+) -> Response:
+    return _set_paused(request, token_id, csrf_token, paused=True)
+
+
+@router.post(SERVICE_TOKENS + "/{token_id}/resume")
+def resume_service_token(
+    request: Request, token_id: Id, csrf_token: Annotated[str, Form(max_length=200)] = ""
+) -> Response:
+    return _set_paused(request, token_id, csrf_token, paused=False)
+
+
+def _set_paused(request: Request, token_id: int, csrf_token: str, *, paused: bool) -> Response:
+    """Pause or resume a service token; a refusal other than 403/404 is shown above the service table."""
+    p = check_form(request, csrf_token)
+    tokens = services(request).tokens
+    try:
+        view = tokens.pause_service(p.actor, token_id) if paused else tokens.resume_service(p.actor, token_id)
+    except KbaiError as err:
+        if err.code == "not_found" or err.status == 403:
+            raise
+        return _api_keys_page(request, p, err, error_at="service")
+    done = "service_paused" if paused else "resumed"
+    return see_other(f"{API_KEYS}?{urlencode({'done': done})}#service-token-{view.id}")
