@@ -13,8 +13,8 @@ from sqlalchemy import select
 from kbai.app import create_app
 from kbai.services import Services
 from kbai.store.models import AuditEvent
-from tests.conftest import OPERATOR, World
-from tests.ui.test_pages import TOKEN_RE, alert, as_admin, as_dev, csrf_of, login
+from tests.conftest import OPERATOR, World, build_world
+from tests.ui.test_pages import TOKEN_RE, alert, as_admin, as_dev, csrf_of, login, make_member
 
 KEYS = "/system-settings/api-keys"
 NEW = KEYS + "/service-tokens/new"
@@ -230,3 +230,143 @@ def test_deactivation_step_needs_users_manage_and_the_tenant(client: TestClient,
         f"/system-settings/users/{world.dev.user_id}/deactivate", data={"hand_over": "x1", "csrf_token": csrf}
     )
     assert r.status_code == 422
+
+
+def _give_dev_service_tokens(world: World) -> None:
+    """dev@acme.test: manage service tokens too (on top of its Developers role), without reviewing tokens."""
+    svc = world.services
+    role = svc.access.create_role(OPERATOR, world.tenant_id, "Automation", ["developer.manage_service_tokens"])
+    dev = svc.access.user_by_email("dev@acme.test", world.tenant_id)
+    assert dev is not None
+    svc.access.set_user_roles(OPERATOR, dev.id, [world.dev_role_id, role.id])
+
+
+def _service_ids(world: World) -> list[int]:
+    return [v.id for v in world.services.tokens.list_service(world.admin, limit=1000)]
+
+
+def test_rotate_from_the_page_shows_the_new_token_once(client: TestClient, world: World) -> None:
+    old, old_plain = world.services.tokens.create_service(
+        world.admin, "Billing sync", ["users.read"], expires_in_days=30
+    )
+    csrf = as_admin(client)
+    page = client.get(KEYS).text
+    assert f'action="{SERVICE}/{old.id}/rotate"' in page and f'id="rotate-{old.id}"' in page
+    r = client.post(f"{SERVICE}/{old.id}/rotate", data={"grace": "0", "lifetime": "same", "csrf_token": csrf})
+    assert r.status_code == 303 and r.headers["location"] == KEYS
+    page = client.get(KEYS).text
+    assert "Service token “Billing sync” rotated" in page and "It will not be shown again" in page
+    assert f"It replaces <code>{old.prefix}</code>" in page and "has stopped working" in page
+    (plaintext,) = set(TOKEN_RE.findall(page))
+    new = world.services.tokens.verify(plaintext)
+    assert new.ok and new.record is not None and new.record.service and new.scopes == {"users.read"}
+    assert not world.services.tokens.verify(old_plain).ok  # no grace chosen: the old one stopped at once
+    again = client.get(KEYS).text
+    assert plaintext not in again
+    row = re.search(rf'<tr class="status-active" id="service-token-{new.record.token_id}">.*?</tr>', again, re.S)
+    assert row and f'href="#service-token-{old.id}"' in row.group(0) and "Rotated from" in row.group(0)
+    with world.services.db.read() as s:
+        actions = list(s.scalars(select(AuditEvent.action).where(AuditEvent.target_id == str(new.record.token_id))))
+    assert "service_token.rotate" in actions
+    # Rotated once, the old one has no Rotate button; asked again anyway, it is refused above the table.
+    r = client.post(f"{SERVICE}/{old.id}/rotate", data={"grace": "0", "csrf_token": csrf})
+    assert r.status_code == 409 and 'data-code="already_rotated"' in r.text
+    assert len(_service_ids(world)) == 2
+
+
+def test_rotate_with_a_grace_period_and_a_bad_choice(client: TestClient, world: World) -> None:
+    old, old_plain = world.services.tokens.create_service(world.admin, "Status page", ["users.read"])
+    csrf = as_admin(client)
+    r = client.post(f"{SERVICE}/{old.id}/rotate", data={"grace": "5", "csrf_token": csrf})
+    assert r.status_code == 422 and "Choose how long the old token keeps working" in alert(r.text)
+    assert r.text.index("Choose how long") > r.text.index('id="service-tokens"')  # shown above the service table
+    assert _service_ids(world) == [old.id] and world.services.tokens.verify(old_plain).ok
+    r = client.post(f"{SERVICE}/{old.id}/rotate", data={"grace": "3600", "csrf_token": csrf})
+    assert r.status_code == 303
+    page = client.get(KEYS).text
+    assert "keeps working until" in page and world.services.tokens.verify(old_plain).ok  # in its grace period
+    assert client.post(f"{SERVICE}/{old.id}/rotate", data={"grace": "0", "csrf_token": "forged"}).status_code == 403
+
+
+def test_pause_and_resume_from_the_page(client: TestClient, world: World) -> None:
+    view, plaintext = world.services.tokens.create_service(world.admin, "Nightly backup", ["users.read"])
+    bearer = {"Authorization": f"Bearer {plaintext}"}
+    csrf = as_admin(client)
+    assert client.get("/auth/check", headers=bearer).status_code == 200
+    page = client.get(KEYS).text
+    assert f'action="{SERVICE}/{view.id}/pause"' in page
+    r = client.post(f"{SERVICE}/{view.id}/pause", data={"csrf_token": csrf})
+    assert r.status_code == 303 and r.headers["location"].endswith(f"done=service_paused#service-token-{view.id}")
+    page = client.get(r.headers["location"]).text
+    assert "Service token paused." in page and "counts toward the tenant" in page
+    row = re.search(rf'<tr class="status-paused" id="service-token-{view.id}">.*?</tr>', page, re.S)
+    assert row and "Paused" in row.group(0) and f'action="{SERVICE}/{view.id}/resume"' in row.group(0)
+    assert client.get("/auth/check", headers=bearer).status_code == 401
+    r = client.post(f"{SERVICE}/{view.id}/resume", data={"csrf_token": csrf})
+    assert r.status_code == 303 and "done=resumed" in r.headers["location"]
+    assert client.get("/auth/check", headers=bearer).status_code == 200
+    with world.services.db.read() as s:
+        actions = list(s.scalars(select(AuditEvent.action).where(AuditEvent.target_id == str(view.id))))
+    assert actions.count("token.pause") == 1 and actions.count("token.resume") == 1
+    # Paused, then revoked: final; resume is refused above the service table and changes nothing.
+    client.post(f"{SERVICE}/{view.id}/pause", data={"csrf_token": csrf})
+    client.post(f"{SERVICE}/{view.id}/revoke", data={"csrf_token": csrf})
+    r = client.post(f"{SERVICE}/{view.id}/resume", data={"csrf_token": csrf})
+    assert r.status_code == 409 and "A revoked token never comes back" in alert(r.text)
+    assert client.get("/auth/check", headers=bearer).status_code == 401
+    assert client.post(f"{SERVICE}/{view.id}/pause", data={"csrf_token": "forged"}).status_code == 403
+
+
+def test_a_developer_without_the_permission_changes_no_service_token(client: TestClient, world: World) -> None:
+    view, plaintext = world.services.tokens.create_service(world.admin, "Billing sync", ["users.read"])
+    csrf = as_dev(client)
+    for action, form in (("rotate", {"grace": "0"}), ("pause", {}), ("resume", {}), ("revoke", {})):
+        r = client.post(f"{SERVICE}/{view.id}/{action}", data={**form, "csrf_token": csrf})
+        assert r.status_code == 403 and "developer.manage_service_tokens" in r.text, action
+    assert _service_ids(world) == [view.id] and world.services.tokens.verify(plaintext).ok
+    assert client.get(f"{KEYS}/{view.id}/activity").status_code == 404
+    # Their own token is no service token: the service routes answer 404 and it keeps working.
+    _give_dev_service_tokens(world)
+    csrf = as_dev(client)
+    mine, mine_plain = world.services.tokens.create(world.actor("dev@acme.test"), "Mine", ["users.read"])
+    for action in ("rotate", "pause", "resume"):
+        r = client.post(f"{SERVICE}/{mine.id}/{action}", data={"grace": "0", "csrf_token": csrf})
+        assert r.status_code == 404, action
+    assert world.services.tokens.verify(mine_plain).ok
+
+
+def test_a_holder_rotates_pauses_and_sees_the_activity_a_member_does_not(client: TestClient, world: World) -> None:
+    view, plaintext = world.services.tokens.create_service(world.admin, "Nightly backup", ["users.read"])
+    assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {plaintext}"}).status_code == 200
+    world.services.usage.flush()
+    _give_dev_service_tokens(world)
+    csrf = as_dev(client)  # holds developer.manage_service_tokens, not developer.review_tokens
+    page = client.get(KEYS).text
+    assert f'action="{SERVICE}/{view.id}/rotate"' in page and f'href="{KEYS}/{view.id}/activity"' in page
+    activity = client.get(f"{KEYS}/{view.id}/activity")
+    assert activity.status_code == 200, activity.text
+    assert "service token of Acme" in activity.text and 'data-stat="total">1<' in activity.text
+    assert client.get(f"/api/v1/tokens/{view.id}/activity").json()["total"] == 1
+    assert client.post(f"{SERVICE}/{view.id}/pause", data={"csrf_token": csrf}).status_code == 303
+    assert not world.services.tokens.verify(plaintext).ok
+    assert client.post(f"{SERVICE}/{view.id}/resume", data={"csrf_token": csrf}).status_code == 303
+    assert world.services.tokens.verify(plaintext).ok
+    make_member(world)
+    login(client, "member@acme.test", "member-password-1")
+    assert client.get(f"{KEYS}/{view.id}/activity").status_code == 404
+    assert client.get(f"/api/v1/tokens/{view.id}/activity").status_code == 404
+
+
+def test_a_service_token_reads_no_activity_and_learns_nothing_of_another_tenants(
+    client: TestClient, world: World
+) -> None:
+    other = build_world(world.services, "Globex", "globex.test")
+    theirs, _ = world.services.tokens.create_service(other.admin, "Globex sync", ["users.read"])
+    mine, plaintext = world.services.tokens.create_service(world.admin, "Acme sync", ["users.read"])
+    bearer = {"Authorization": f"Bearer {plaintext}"}
+    r = client.get(f"/api/v1/tokens/{theirs.id}/activity", headers=bearer)
+    assert r.status_code == 404, r.text  # a null owner matches no one: not a 403 that says the id exists
+    missing = client.get("/api/v1/tokens/999999/activity", headers=bearer)
+    assert missing.status_code == 404 and missing.json()["error"] == r.json()["error"]
+    r = client.get(f"/api/v1/tokens/{mine.id}/activity", headers=bearer)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "session_required"
