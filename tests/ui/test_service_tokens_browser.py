@@ -100,6 +100,62 @@ def test_admin_creates_sees_once_uses_and_revokes_a_service_token(
     page.context.close()
 
 
+def test_admin_rotates_pauses_resumes_and_opens_the_activity_of_a_service_token(
+    browser: object, ui_server: LiveServer, ui_services: Services
+) -> None:
+    seed_acme(ui_services, TOKEN_DEV)
+    admin = user_actor_with_perms(ui_services, ADMIN_EMAIL)
+    old, old_token = ui_services.tokens.create_service(admin, "Billing sync", ["users.read"], expires_in_days=90)
+    assert _check(ui_server, old_token).status_code == 200
+    page = new_page(browser, ui_server)
+    login(page, ADMIN_EMAIL, ADMIN_PASSWORD)
+    page.goto(KEYS)
+    page.locator(f"#service-token-{old.id}").get_by_role("button", name=re.compile("^Rotate")).click()
+    dialog = page.get_by_role("dialog", name=re.compile("Rotate “Billing sync”"))
+    dialog.get_by_label("1 hour").check()
+    dialog.get_by_role("button", name="Rotate token").click()
+
+    card = page.get_by_role("region", name="Service token “Billing sync” rotated")
+    card.wait_for()
+    assert "keeps working until" in card.inner_text() and "belongs to Acme" in card.inner_text()
+    token = page.locator("#new-token").inner_text().strip()
+    assert re.fullmatch(r"kbai_pk_[0-9a-f]{64}", token) and token != old_token
+    r = _check(ui_server, token)
+    assert r.status_code == 200 and r.headers.get("X-Kbai-Service-Token") == "true"
+    assert _check(ui_server, old_token).status_code == 200  # in its hour of grace
+    old_row = page.locator(f"#service-token-{old.id}")
+    assert "Stops" in old_row.inner_text() and "Replaced by" in old_row.inner_text()
+    page.reload()
+    assert page.locator("#new-token").count() == 0 and token not in page.content()
+
+    row = page.locator("table.service-tokens-table tbody tr", has_text="Rotated from")
+    row.get_by_role("button", name=re.compile("^Pause")).click()
+    page.get_by_text(re.compile("^Service token paused")).wait_for()
+    row = page.locator("table.service-tokens-table tbody tr", has_text="Rotated from")
+    assert row.locator(".badge").inner_text() == "Paused"
+    assert _check(ui_server, token).status_code == 401
+    # At 1024 px every button of the row stays on screen inside the panel (Rotate is gone while paused).
+    page.set_viewport_size({"width": 1024, "height": 820})
+    panel = page.locator("section#service-tokens").bounding_box()
+    for name in ("^Resume", "^Revoke"):
+        box = row.get_by_role("button", name=re.compile(name)).bounding_box()
+        assert panel is not None and box is not None and box["x"] + box["width"] <= panel["x"] + panel["width"]
+    row.get_by_role("button", name=re.compile("^Resume")).click()
+    page.get_by_text(re.compile("^Token resumed")).wait_for()
+    assert _check(ui_server, token).status_code == 200
+
+    row = page.locator("table.service-tokens-table tbody tr", has_text="Rotated from")
+    row.get_by_role("link", name=re.compile("^Activity")).click()
+    page.wait_for_url(re.compile(r".*/system-settings/api-keys/\d+/activity$"))
+    header = page.locator("header.page-header").inner_text()
+    assert "service token of Acme" in header and token[:12] in header and "Billing sync" in header
+    assert page.get_by_role("heading", name="Requests per hour, last 30 days").is_visible()
+    page.set_viewport_size({"width": 1280, "height": 820})
+    page.goto(KEYS)
+    shot(page, "api-keys-service-token-actions", page.locator("section#service-tokens"))
+    page.context.close()
+
+
 def user_actor_with_perms(svc: Services, email: str):
     import dataclasses
 
