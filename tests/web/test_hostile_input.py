@@ -4221,7 +4221,13 @@ def _ceiling(csrf: str | None = "session", who: str = "admin", **fields: str | l
 
 CEILING_FORM_CASES = [
     _page(
-        "form-ceiling-unknown", CEILING_FORM, 422, "unknown_scope", _ceiling(permissions="nope.nope"), "admin", says="nope"
+        "form-ceiling-unknown",
+        CEILING_FORM,
+        422,
+        "unknown_scope",
+        _ceiling(permissions="nope.nope"),
+        "admin",
+        says="nope",
     ),
     _page(
         "form-ceiling-session-only",
@@ -4240,12 +4246,19 @@ CEILING_FORM_CASES = [
         _ceiling(permissions=["users.read", "users.read"]),
         "admin",
     ),
-    _page("form-ceiling-sql", CEILING_FORM, 422, "unknown_scope", _ceiling(permissions="users.read' OR '1'='1"), "admin"),
+    _page(
+        "form-ceiling-sql", CEILING_FORM, 422, "unknown_scope", _ceiling(permissions="users.read' OR '1'='1"), "admin"
+    ),
     _page("form-ceiling-mode", CEILING_FORM, 400, "bad_request", _ceiling(mode="everything"), "admin", says="reload"),
     _page("form-ceiling-mode-21-chars", CEILING_FORM, 422, "validation_error", _ceiling(mode="x" * 21), "admin"),
     _page("form-ceiling-no-csrf", CEILING_FORM, 403, "csrf_failed", _ceiling(csrf=None), "admin", says="expired"),
     _page(
-        "form-ceiling-member", CEILING_FORM, 403, "forbidden", _ceiling(who="dev"), says="developer.manage_service_tokens"
+        "form-ceiling-member",
+        CEILING_FORM,
+        403,
+        "forbidden",
+        _ceiling(who="dev"),
+        says="developer.manage_service_tokens",
     ),
     _page(
         "form-ceiling-json",

@@ -31,9 +31,7 @@ def _page(
     allowed = frozenset(ceiling or ())
     notice = None
     if request.query_params.get("done") == "saved" and error is None:
-        notice = (
-            f"Ceiling saved. Every service token of {p.session.tenant_name} acts within it from its next request."
-        )
+        notice = f"Ceiling saved. Every service token of {p.session.tenant_name} acts within it from its next request."
     return render(
         request,
         "service_token_ceiling.html",
