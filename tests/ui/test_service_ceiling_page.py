@@ -93,6 +93,23 @@ def test_a_service_token_manager_without_manage_roles_only_reads(client: TestCli
     assert _audits(world) == 1
 
 
+def test_keys_the_editor_does_not_hold_are_named_not_offered(client: TestClient, world: World) -> None:
+    world.services.tokens.set_ceiling(world.admin, ["users.read", "audit.read"])
+    role = world.services.access.create_role(
+        OPERATOR, world.tenant_id, "Ceiling keepers", ["developer.manage_service_tokens", "roles.manage"]
+    )
+    dev = world.services.access.user_by_email("dev@acme.test", world.tenant_id)
+    assert dev is not None
+    world.services.access.set_user_roles(OPERATOR, dev.id, [world.dev_role_id, role.id])
+    csrf = as_dev(client)
+    page = client.get(CEILING).text
+    assert _checked(page) == {"users.read"} and 'value="audit.read"' not in page
+    assert "not yours to allow" in page and "<code>audit.read</code>" in page
+    r = client.post(CEILING, data={"mode": "custom", "permissions": ["audit.read"], "csrf_token": csrf})
+    assert r.status_code == 403 and "audit.read" in r.text  # nobody allows what they don't hold
+    assert world.services.tokens.ceiling(world.tenant_id) == ["users.read", "audit.read"]
+
+
 def test_without_the_permission_the_page_and_the_form_are_refused(client: TestClient, world: World) -> None:
     make_member(world)
     for who in ("dev", "member"):

@@ -29,6 +29,7 @@ def _page(
     assert p.actor.tenant_id is not None and p.session is not None
     ceiling = svc.tokens.ceiling(p.actor.tenant_id)
     allowed = frozenset(ceiling or ())
+    usable = svc.catalog.token_usable(p.actor.permissions)
     notice = None
     if request.query_params.get("done") == "saved" and error is None:
         notice = f"Ceiling saved. Every service token of {p.session.tenant_name} acts within it from its next request."
@@ -42,7 +43,8 @@ def _page(
         ceiling=ceiling,
         allowed_groups=grouped(svc.catalog, allowed) if ceiling is not None else [],
         can_edit="roles.manage" in p.actor.permissions,
-        groups=grouped(svc.catalog, svc.catalog.token_usable(p.actor.permissions)),
+        groups=grouped(svc.catalog, usable),
+        unheld=[key for key in ceiling or () if key not in usable],  # set by someone holding more
         form={"scopes": list(ceiling or ()) if checked is None else checked},
         field_errors={},
     )
