@@ -4305,6 +4305,68 @@ SERVICE_FORM_CASES = [
 ]
 CASES += SERVICE_FORM_CASES
 
+# The service-token ceiling page's form (mode custom|default, permissions, csrf_token): refused, nothing changes.
+CEILING_FORM = SVC_FORM + "/ceiling"
+
+
+def _ceiling(csrf: str | None = "session", who: str = "admin", **fields: str | list[str]) -> Callable[[Env], bytes]:
+    """The ceiling form, valid except for ``fields``."""
+    return _form(who, csrf, **{"mode": "custom", "permissions": "users.read", **fields})
+
+
+CEILING_FORM_CASES = [
+    _page(
+        "form-ceiling-unknown",
+        CEILING_FORM,
+        422,
+        "unknown_scope",
+        _ceiling(permissions="nope.nope"),
+        "admin",
+        says="nope",
+    ),
+    _page(
+        "form-ceiling-session-only",
+        CEILING_FORM,
+        422,
+        "session_only_scope",
+        _ceiling(permissions="users.manage"),
+        "admin",
+        says="users.manage",
+    ),
+    _page(
+        "form-ceiling-duplicate",
+        CEILING_FORM,
+        422,
+        "duplicate_scope",
+        _ceiling(permissions=["users.read", "users.read"]),
+        "admin",
+    ),
+    _page(
+        "form-ceiling-sql", CEILING_FORM, 422, "unknown_scope", _ceiling(permissions="users.read' OR '1'='1"), "admin"
+    ),
+    _page("form-ceiling-mode", CEILING_FORM, 400, "bad_request", _ceiling(mode="everything"), "admin", says="reload"),
+    _page("form-ceiling-mode-21-chars", CEILING_FORM, 422, "validation_error", _ceiling(mode="x" * 21), "admin"),
+    _page("form-ceiling-no-csrf", CEILING_FORM, 403, "csrf_failed", _ceiling(csrf=None), "admin", says="expired"),
+    _page(
+        "form-ceiling-member",
+        CEILING_FORM,
+        403,
+        "forbidden",
+        _ceiling(who="dev"),
+        says="developer.manage_service_tokens",
+    ),
+    _page(
+        "form-ceiling-json",
+        CEILING_FORM,
+        415,
+        "unsupported_media_type",
+        lambda e: b'{"mode": "default", "csrf_token": "%s"}' % e.csrf["admin"].encode(),
+        "admin",
+        content_type="application/json",
+    ),
+]
+CASES += CEILING_FORM_CASES
+
 OPAPI = "/api/v1/operator"
 
 

@@ -325,6 +325,16 @@ PROBES = [
         lambda e: f"{H}/provisioning/{e.ids['scim_credential']}/revoke",
         CROSS_404_SAME_403,
     ),
+    # No id: the tenant's own ceiling. Mallory (no developer.manage_service_tokens) may not change Acme's; another
+    # tenant's admin reaches only their own tenant's, so there is nothing of Acme's to probe for them.
+    Probe(
+        "service-token-ceiling-save",
+        "POST",
+        H + "/api-keys/service-tokens/ceiling",
+        lambda e: f"{H}/api-keys/service-tokens/ceiling",
+        {"mallory": FORBIDDEN},
+        lambda e: {"mode": "custom", "permissions": "users.read"},
+    ),
 ]
 # Pages without an id: they must show the attacker only their own things (status 200 or a 403 page).
 LISTS = [
@@ -333,6 +343,7 @@ LISTS = [
     H + "/users",
     H + "/api-keys",
     H + "/api-keys/service-tokens/new",
+    H + "/api-keys/service-tokens/ceiling",
     H + "/tokens",
     H + "/token-policy",
     H + "/notifications",
@@ -393,8 +404,9 @@ def test_every_page_with_an_id_is_probed() -> None:
         (m, r.path) for r in pages.router.routes for m in getattr(r, "methods", ()) if "{" in getattr(r, "path", "")
     }
     probed = {(p.method, p.template) for p in PROBES}
+    every = {(m, r.path) for r in pages.router.routes for m in getattr(r, "methods", ())}
     assert with_ids - probed == set(), f"pages with an id that no attacker tries: {sorted(with_ids - probed)}"
-    assert probed - with_ids == set(), f"probes of routes that do not exist: {sorted(probed - with_ids)}"
+    assert probed - every == set(), f"probes of routes that do not exist: {sorted(probed - every)}"
 
 
 def test_the_victims_things_are_really_there(env: Env) -> None:

@@ -23,6 +23,7 @@ from kbai.web.pages import (
     provisioning,
     roles,
     rotation,
+    service_ceiling,
     service_tokens,
     users,
 )
@@ -35,6 +36,7 @@ AREAS = (
     api_keys,
     new_token,
     service_tokens,
+    service_ceiling,
     rotation,
     activity,
     inventory,
