@@ -156,6 +156,39 @@ def test_admin_rotates_pauses_resumes_and_opens_the_activity_of_a_service_token(
     page.context.close()
 
 
+def test_admin_sets_the_ceiling_and_a_service_token_acts_within_it(
+    browser: object, ui_server: LiveServer, ui_services: Services
+) -> None:
+    seed_acme(ui_services, TOKEN_DEV)
+    admin = user_actor_with_perms(ui_services, ADMIN_EMAIL)
+    _view, token = ui_services.tokens.create_service(admin, "Status page", ["users.read", "roles.read"])
+
+    def allowed(scope: str) -> int:
+        r = httpx.get(
+            f"{ui_server.url}/auth/check?scope={scope}", headers={"Authorization": f"Bearer {token}"}, timeout=10
+        )
+        return r.status_code
+
+    assert allowed("roles.read") == 200 and allowed("users.read") == 200
+    page = new_page(browser, ui_server)
+    login(page, ADMIN_EMAIL, ADMIN_PASSWORD)
+    page.goto(KEYS)
+    page.get_by_role("region", name="Service tokens of Acme").get_by_role("link", name=re.compile("^Ceiling")).click()
+    page.wait_for_url(f"**{KEYS}/service-tokens/ceiling")
+    assert "Default: each service token acts with the scopes it was made with" in page.content()
+    page.get_by_label("View users").check()
+    page.get_by_role("button", name="Save ceiling").click()
+    page.get_by_text(re.compile("^Ceiling saved")).wait_for()
+    current = page.get_by_role("region", name="What service tokens may do now").inner_text()
+    assert "users.read" in current and "roles.read" not in current
+    assert allowed("users.read") == 200 and allowed("roles.read") == 403  # within the ceiling from the next request
+    shot(page, "service-token-ceiling")
+    page.get_by_role("button", name="Use the default").click()
+    page.get_by_text(re.compile("^Ceiling saved")).wait_for()
+    assert "Default: each service token acts" in page.content() and allowed("roles.read") == 200
+    page.context.close()
+
+
 def user_actor_with_perms(svc: Services, email: str):
     import dataclasses
 
