@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
@@ -193,7 +194,7 @@ def test_valid_implies_every_required_scope_is_held(record: TokenRecord, now: da
 @given(records(), st.integers(min_value=-2_000_000, max_value=2_000_000))
 def test_expiry_is_exact_expires_at_itself_is_expired(record: TokenRecord, offset_us: int) -> None:
     expires = record.created_at + timedelta(days=1)
-    live = TokenRecord(**{**record.__dict__, "expires_at": expires, "revoked_at": None, "owner_active": True})
+    live = replace(record, expires_at=expires, revoked_at=None, owner_active=True)
     result, _ = _run(live, expires + timedelta(microseconds=offset_us))
     assert (result.outcome is Outcome.EXPIRED) == (offset_us >= 0)
 
@@ -201,7 +202,7 @@ def test_expiry_is_exact_expires_at_itself_is_expired(record: TokenRecord, offse
 @given(records(), st.integers(min_value=-2_000_000, max_value=2_000_000))
 def test_revocation_is_exact_revoked_at_itself_is_revoked(record: TokenRecord, offset_us: int) -> None:
     revoked = record.created_at + timedelta(hours=1)
-    scheduled = TokenRecord(**{**record.__dict__, "revoked_at": revoked, "expires_at": None})
+    scheduled = replace(record, revoked_at=revoked, expires_at=None)
     result, _ = _run(scheduled, revoked + timedelta(microseconds=offset_us))
     assert (result.outcome is Outcome.REVOKED) == (offset_us >= 0)
 
@@ -226,7 +227,7 @@ def test_taking_permissions_from_the_owner_never_widens_a_token(
         if record.owner_permissions
         else st.just(frozenset())
     )
-    narrowed = TokenRecord(**{**record.__dict__, "owner_permissions": fewer})
+    narrowed = replace(record, owner_permissions=fewer)
     before, _ = _run(record, now)
     after, _ = _run(narrowed, now)
     assert after.scopes <= before.scopes
@@ -235,6 +236,6 @@ def test_taking_permissions_from_the_owner_never_widens_a_token(
 
 @given(records(), times, required_scopes)
 def test_an_inactive_owner_never_authenticates(record: TokenRecord, now: datetime, required: list[str]) -> None:
-    inactive = TokenRecord(**{**record.__dict__, "owner_active": False})
+    inactive = replace(record, owner_active=False)
     result, _ = _run(inactive, now, required)
     assert not result.authenticated and result.scopes == frozenset()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import timedelta, timezone
 
 from sqlalchemy import event, select
 
@@ -50,3 +50,31 @@ def test_last_used_never_moves_backwards(world: World, clock: FrozenClock) -> No
     svc.usage.flush()
     with svc.db.read() as s:
         assert s.scalar(select(Token.last_used_at).where(Token.id == t.id)) == clock.now().replace(microsecond=0)
+
+
+def test_sub_second_times_across_an_hour_in_any_offset_and_order_land_in_their_utc_hour(
+    world: World, clock: FrozenClock
+) -> None:
+    """The buffer converts a use's time once per second (later uses in that second reuse it): times a few
+    microseconds either side of an hour, given in another UTC offset and out of order, still count in their own
+    UTC hour, and Last used is the latest use to the second."""
+    svc = world.services
+    t, _ = svc.tokens.create(world.dev, "t", [])
+    hour = clock.now().replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    plus_two = timezone(timedelta(hours=2))
+    uses = [
+        hour - timedelta(microseconds=1),  # the last microsecond of the hour before
+        hour,
+        (hour + timedelta(microseconds=999_999)).astimezone(plus_two),  # the same second, as another zone says it
+        hour - timedelta(seconds=1, microseconds=-500_000),  # out of order, back in the hour before
+        (hour + timedelta(seconds=1)).astimezone(plus_two),
+        hour - timedelta(microseconds=2),
+    ]
+    for at in uses:
+        svc.usage.record(t.id, at)
+    svc.usage.flush()
+    with svc.db.read() as s:
+        rows = {r.hour: r.requests for r in s.scalars(select(TokenUsageHour).where(TokenUsageHour.token_id == t.id))}
+        last = s.scalar(select(Token.last_used_at).where(Token.id == t.id))
+    assert rows == {hour - timedelta(hours=1): 3, hour: 3}
+    assert last == hour + timedelta(seconds=1)

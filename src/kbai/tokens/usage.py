@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import or_, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -23,6 +23,7 @@ from kbai.store.models import Token, TokenUsageHour
 from kbai.tokenformat import redact
 
 log = logging.getLogger("kbai.usage")
+ONE_SECOND = timedelta(seconds=1)
 
 
 class UsageBuffer:
@@ -38,10 +39,23 @@ class UsageBuffer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._on_write = on_write
+        # The second the latest use fell in: [start, end), its whole-second UTC time and its hour. Most uses
+        # fall in the same second as the one before, so the hot path compares instead of converting.
+        self._second: tuple[datetime, datetime, datetime] | None = None
+
+    def _in_second(self, at: datetime) -> tuple[datetime, datetime]:
+        """(``at`` to the second, in UTC; its UTC hour)."""
+        window = self._second
+        if window is not None and at.tzinfo is not None and window[0] <= at < window[1]:
+            return window[0], window[2]
+        second = utc_seconds(at)
+        hour = second.replace(minute=0, second=0)
+        self._second = (second, second + ONE_SECOND, hour)
+        return second, hour
 
     def record(self, token_id: int, at: datetime, ip: str | None = None, user_agent: str | None = None) -> None:
-        at = utc_seconds(at)
-        hour = (token_id, at.replace(minute=0, second=0))
+        at, hour_of = self._in_second(at)
+        hour = (token_id, hour_of)
         with self._lock:
             seen = self._pending.get(token_id)
             if seen is None or at >= seen[0]:

@@ -9,7 +9,7 @@ Nothing here raises for a bad token, and nothing here writes.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
@@ -58,6 +58,13 @@ class TokenRecord:
     user_external_id: str | None = None  # the membership's external id (the product's id of the person there)
     # Owned by the tenant, not a person: no user, email or person id; owner_permissions is the tenant's ceiling.
     service: bool = False
+    # The answer to a request that demands no scope and passes every check, built once per record (a record
+    # never changes: anything that changes about the token loads a new one), not on every request.
+    valid: Verification = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "valid", Verification(Outcome.VALID, self, self.scopes & self.owner_permissions))
+
     # Its own limits (kbai.tokens.limits counts them): None, or a rate limit; a quota (how much is left is
     # counted, never cached here) with its refill interval and the version of its setting.
     rate_limit: RateLimit | None = None
@@ -117,9 +124,11 @@ def verify(
         and not ip_allowed(record.allowed_networks, client_ip)
     ):
         return Verification(Outcome.IP_NOT_ALLOWED, record)
-    effective = record.scopes & record.owner_permissions
-    # Most checks demand no scope; skip building the tuple then (this runs on every request).
-    missing = tuple(s for s in dict.fromkeys(required) if s not in effective) if required else ()
+    valid = record.valid
+    if not required:  # most checks demand no scope: the answer is the record's own
+        return valid
+    effective = valid.scopes
+    missing = tuple(s for s in dict.fromkeys(required) if s not in effective)
     if missing:
         return Verification(Outcome.INSUFFICIENT_SCOPE, record, effective, missing)
-    return Verification(Outcome.VALID, record, effective)
+    return valid
