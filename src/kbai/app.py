@@ -103,8 +103,11 @@ def create_app(services: Services | None = None, *, start_background: bool = Tru
         docs_url=None,
         redoc_url=None,
         generate_unique_id_function=openapi_doc.operation_id,
-        root_path_in_servers=False,
-    )  # the servers entry is KBAI_PUBLIC_URL (below), not a request's guess
+        root_path_in_servers=False,  # the servers entry is KBAI_PUBLIC_URL (below), not a request's guess
+        # kbai's observability is its Prometheus metrics and JSON logs. FastAPI's native OpenTelemetry hooks,
+        # on by default, look up the global OpenTelemetry providers (environment reads) on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
     app.state.services = svc
     errors.install(app)
     app.include_router(api.router)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -300,6 +302,39 @@ def test_security_headers_and_request_id(world: World, app_client: TestClient) -
     assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
     assert r.headers["referrer-policy"] == "no-referrer"
     assert r.headers["x-request-id"] == "abc-123"
+
+
+def test_fresh_request_ids_are_random_hex_and_never_repeat_across_batches_or_a_fork(
+    world: World, app_client: TestClient
+) -> None:
+    """Ids come from a pool filled 256 at a time: over several pools, on three routes (the raw-ASGI fronts
+    of /auth/check and /api/v1/me, and the middleware of every other), each is 32 hex digits and unique; a
+    bad X-Request-Id is replaced; a forked child starts with an empty pool, not a copy of the parent's."""
+    _, token = world.services.tokens.create(world.dev, "ids", [])
+    bearer = {"Authorization": f"Bearer {token}"}
+    seen: set[str] = set()
+    for i in range(300):
+        for path, headers in (("/healthz", {}), ("/auth/check", bearer), ("/api/v1/me", bearer)):
+            got = app_client.get(path, headers={**headers, "X-Request-Id": "bad id!" if i % 7 == 0 else ""})
+            rid = got.headers["x-request-id"]
+            assert re.fullmatch(r"[0-9a-f]{32}", rid), rid
+            seen.add(rid)
+    assert len(seen) == 900
+    from kbai.web.middleware import new_request_id
+
+    new_request_id()  # the parent's pool holds ids now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the first id it makes, to the parent
+        os.close(read)
+        os.write(write, new_request_id().encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    parents = {new_request_id() for _ in range(new_request_id.BATCH)}
+    assert re.fullmatch(r"[0-9a-f]{32}", child) and child not in parents | seen
 
 
 def test_openapi_documents_every_endpoint_and_both_auth_schemes(world: World, app_client: TestClient) -> None:

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
-import uuid
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, quote
@@ -34,12 +32,11 @@ from kbai.tokenformat import redact
 from kbai.tokens.verify import Verification
 from kbai.web.answers import auth_headers, parse_bearer
 from kbai.web.auth import check_token_async, scope_ip
-from kbai.web.middleware import SECURITY_HEADERS, access_log, reject_too_large
+from kbai.web.middleware import SECURITY_HEADERS, access_log, reject_too_large, request_id_of
 
 log = logging.getLogger("kbai.web")
 PATH = "/auth/check"
 ROUTE_ANY = "/auth/check/{original_path:path}"  # the metrics label of the sub-paths, as FastAPI named it
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _OK_BODY = b'{"active":true}'
 MAX_SCOPES, MAX_SCOPE_LENGTH = 50, 100
 
@@ -192,9 +189,7 @@ class ForwardAuth:
                 length = value
             elif name == b"user-agent" and user_agent is None:
                 user_agent = value.decode("latin-1")
-        request_id = given_id.decode("latin-1") if given_id is not None else ""
-        if not _REQUEST_ID.fullmatch(request_id):
-            request_id = uuid.uuid4().hex
+        request_id = request_id_of(given_id)
         route = PATH if path == PATH else ROUTE_ANY
         method = scope["method"]
         if length is not None:

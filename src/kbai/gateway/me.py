@@ -15,9 +15,7 @@ request metrics under the route's own label, the usage count, and an access-log 
 from __future__ import annotations
 
 import json
-import re
 import time
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,10 +25,9 @@ from kbai.tokens.verify import Verification
 from kbai.web.answers import parse_bearer, security_headers
 from kbai.web.auth import scope_ip
 from kbai.web.brand import logo_origin
-from kbai.web.middleware import access_log
+from kbai.web.middleware import access_log, request_id_of
 
 PATH = "/api/v1/me"
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -98,9 +95,7 @@ class MeFront:
         services.metrics.verified(result.outcome.value)
         record = result.record
         assert record is not None
-        request_id = given_id.decode("latin-1") if given_id is not None else ""
-        if not _REQUEST_ID.fullmatch(request_id):
-            request_id = uuid.uuid4().hex
+        request_id = request_id_of(given_id)
         body, length = self.body(result)
         await send(
             {

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import threading
 import time
-import uuid
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -25,6 +26,48 @@ from kbai.web.pages import base as pages
 
 log = logging.getLogger("kbai.access")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+class _FreshIds:
+    """Fresh request ids, 32 random hex digits (``uuid4().hex``'s form), from the OS's CSPRNG 256 at a time.
+
+    A request id is made for every request, and one system call per request cost more than the rest of a
+    warm ``/auth/check``'s own work when measured on a VM (7-9 µs in place against 0.5 µs in a tight loop:
+    the call leaves the caches and TLB cold for the code after it). Taking ids from a pool keeps it to one
+    call per 256 requests; a forked child starts with an empty pool, so no two processes share an id."""
+
+    BATCH = 256
+
+    def __init__(self) -> None:
+        self._ids: list[str] = []
+        self._lock = threading.Lock()
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._ids = []
+        self._lock = threading.Lock()  # another thread may have held it at the fork
+
+    def __call__(self) -> str:
+        while True:
+            try:
+                return self._ids.pop()  # atomic: two threads never get the same id
+            except IndexError:
+                with self._lock:
+                    if not self._ids:
+                        raw = os.urandom(16 * self.BATCH).hex()
+                        self._ids = [raw[i : i + 32] for i in range(0, len(raw), 32)]
+
+
+new_request_id = _FreshIds()
+
+
+def request_id_of(given: bytes | None) -> str:
+    """The caller's ``X-Request-Id`` when it is 1 to 64 safe characters, else a fresh one."""
+    if given is not None:
+        text = given.decode("latin-1")
+        if _REQUEST_ID.fullmatch(text):
+            return text
+    return new_request_id()
 
 
 class KbaiMiddleware:
@@ -43,8 +86,7 @@ class KbaiMiddleware:
             return
         started = time.perf_counter()
         headers = dict(scope.get("headers") or [])
-        given = headers.get(b"x-request-id", b"").decode("latin-1")
-        request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        request_id = request_id_of(headers.get(b"x-request-id"))
         status_holder = {"status": 500}
 
         declared = headers.get(b"content-length")
