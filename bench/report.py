@@ -679,7 +679,13 @@ def _dominates(w: Any, inproc: Any, http: Any, prof: Any, shape: dict[str, bool]
         text = (
             f"- **`/auth/check`** ({_pct(ac / st)} of bare Starlette on SQLite) is answered by a raw-ASGI front "
             "(`kbai/gateway/check.py: ForwardAuth`) before FastAPI's routing and middleware: no dependency "
-            "resolution, no thread-pool hop on a warm hit, no access-log line for a success by default."
+            "resolution, no thread-pool hop on a warm hit, no access-log line for a success by default, and no "
+            "system call of its own (request ids come from a pool filled by one `getrandom` per 256 requests: "
+            "one call per request measured 7-9 µs in place on this VM, against 0.5 µs in a tight loop, as it "
+            "leaves the caches cold for the code after it). What separates it from bare Starlette is mostly "
+            "the contract: the app sends 14 to 16 headers (identity, `Cache-Control`, the security headers, "
+            "the request id) where bare Starlette sends 2, and uvicorn checks each one against two regular "
+            "expressions as it writes them; then the verification, the metrics and the usage count."
         )
         if b:
             total = _get(prof, "/auth/check", "gil_us_per_request") or 0
@@ -696,13 +702,14 @@ def _dominates(w: Any, inproc: Any, http: Any, prof: Any, shape: dict[str, bool]
     if fa and me:
         mb = _get(prof, "/api/v1/me", "buckets_us_per_request") or {}
         text = (
-            f"- **`GET /api/v1/me`** ({_pct(me / fa)} of the bare FastAPI async route) resolves its token on the "
-            "event loop (async `principal` with a cache lookup) and is an async route, so a warm request makes "
-            "no thread-pool hop, and it returns a ready JSON response (`MeOut` only documents it, so FastAPI "
-            "validates and serializes nothing); what remains is FastAPI's routing (a linear scan over the "
-            "included routers, twice per request in this FastAPI version), its dependency resolution "
-            "(`principal` and its two security schemes) and the kbai middleware (request id, security "
-            "headers, metrics)."
+            f"- **`GET /api/v1/me`** ({_pct(me / fa)} of the bare FastAPI async route) with a warm token is "
+            "answered by the same raw-ASGI front (`kbai/gateway/me.py: MeFront`): its body is built once per "
+            "(token record, scopes), so a warm request resolves no dependency, validates and serializes nothing "
+            "and makes no thread-pool hop; a session, a cold or failing token or a body goes on to the FastAPI "
+            "route, which documents the answer. kbai turns FastAPI's native OpenTelemetry hooks off (kbai's "
+            "observability is Prometheus and JSON logs; the hooks look up the global providers, environment "
+            "reads, on every request); the bare FastAPI row keeps FastAPI's defaults, as an app built on it "
+            "would."
         )
         if mb:
             top = sorted(mb.items(), key=lambda kv: -kv[1])[:4]
@@ -713,8 +720,12 @@ def _dominates(w: Any, inproc: Any, http: Any, prof: Any, shape: dict[str, bool]
         w(
             f"- **The SDK** ({_pct(sp / su)} of the unprotected app) answers a warm token on the event loop "
             "(`LocalVerifier.verify` → `TokenService.verify_warm`, the token's `Identity` built once per "
-            "cached record); its middleware reads `Authorization` straight from the ASGI scope and adds the "
-            "verification, a scope copy for `request.state` and the usage count."
+            "cached record, the record's answer built once when it is loaded); its middleware reads "
+            "`Authorization` straight from the ASGI scope and adds the verification, a scope copy for "
+            "`request.state` (the server's `state` dict is not written to: another server may share it between "
+            "requests) and the usage count (its hour worked out once per second). Measured in process, the "
+            "whole middleware costs about 19 µs a request over the bare app's 16 µs; over HTTP the gap is "
+            "larger, as every piece of Python added to a request runs with caches the socket calls left cold."
         )
     al = _get(hres, "kbai_sqlite_auth_check_access_log", "rps")
     if al and ac:
