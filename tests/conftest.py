@@ -194,6 +194,16 @@ class World:
         )
 
 
+def give_dev_service_tokens(world: World) -> None:
+    """dev@acme.test: manage service tokens too (an extra role on top of Developers), without developer.review_tokens
+    or roles.manage."""
+    svc = world.services
+    role = svc.access.create_role(OPERATOR, world.tenant_id, "Automation", ["developer.manage_service_tokens"])
+    dev = svc.access.user_by_email("dev@acme.test", world.tenant_id)
+    assert dev is not None
+    svc.access.set_user_roles(OPERATOR, dev.id, [world.dev_role_id, role.id])
+
+
 def build_world(svc: Services, tenant: str = "Acme", domain: str = "acme.test") -> World:
     t, admin_user, _ = svc.access.create_tenant(OPERATOR, tenant, f"admin@{domain}", "admin-password-1")
     role = svc.access.create_role(OPERATOR, t.id, "Developers", ["developer.manage_tokens", "users.read", "roles.read"])

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from kbai.app import create_app
 from kbai.services import Services
 from kbai.store.models import AuditEvent
-from tests.conftest import OPERATOR, World
+from tests.conftest import OPERATOR, World, give_dev_service_tokens
 from tests.ui.test_pages import alert, as_admin, as_dev, csrf_of, login, make_member
 
 KEYS = "/system-settings/api-keys"
@@ -34,15 +34,6 @@ def _audits(world: World) -> int:
 
 def _checked(page: str) -> set[str]:
     return set(re.findall(r'name="permissions" value="([^"]+)" checked', page))
-
-
-def _give_dev_service_tokens(world: World) -> None:
-    """dev@acme.test: manage service tokens too (on top of its Developers role), but not roles.manage."""
-    svc = world.services
-    role = svc.access.create_role(OPERATOR, world.tenant_id, "Automation", ["developer.manage_service_tokens"])
-    dev = svc.access.user_by_email("dev@acme.test", world.tenant_id)
-    assert dev is not None
-    svc.access.set_user_roles(OPERATOR, dev.id, [world.dev_role_id, role.id])
 
 
 def test_admin_saves_a_ceiling_that_bounds_a_token_and_resets_to_the_default(client: TestClient, world: World) -> None:
@@ -80,7 +71,7 @@ def test_admin_saves_a_ceiling_that_bounds_a_token_and_resets_to_the_default(cli
 
 def test_a_service_token_manager_without_manage_roles_only_reads(client: TestClient, world: World) -> None:
     world.services.tokens.set_ceiling(world.admin, ["users.read"])
-    _give_dev_service_tokens(world)
+    give_dev_service_tokens(world)
     csrf = as_dev(client)
     page = client.get(CEILING)
     assert page.status_code == 200 and "<code>users.read</code>" in page.text

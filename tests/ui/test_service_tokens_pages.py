@@ -13,7 +13,7 @@ from sqlalchemy import select
 from kbai.app import create_app
 from kbai.services import Services
 from kbai.store.models import AuditEvent
-from tests.conftest import OPERATOR, World, build_world
+from tests.conftest import OPERATOR, World, build_world, give_dev_service_tokens
 from tests.ui.test_pages import TOKEN_RE, alert, as_admin, as_dev, csrf_of, login, make_member
 
 KEYS = "/system-settings/api-keys"
@@ -232,15 +232,6 @@ def test_deactivation_step_needs_users_manage_and_the_tenant(client: TestClient,
     assert r.status_code == 422
 
 
-def _give_dev_service_tokens(world: World) -> None:
-    """dev@acme.test: manage service tokens too (on top of its Developers role), without reviewing tokens."""
-    svc = world.services
-    role = svc.access.create_role(OPERATOR, world.tenant_id, "Automation", ["developer.manage_service_tokens"])
-    dev = svc.access.user_by_email("dev@acme.test", world.tenant_id)
-    assert dev is not None
-    svc.access.set_user_roles(OPERATOR, dev.id, [world.dev_role_id, role.id])
-
-
 def _service_ids(world: World) -> list[int]:
     return [v.id for v in world.services.tokens.list_service(world.admin, limit=1000)]
 
@@ -326,7 +317,7 @@ def test_a_developer_without_the_permission_changes_no_service_token(client: Tes
     assert _service_ids(world) == [view.id] and world.services.tokens.verify(plaintext).ok
     assert client.get(f"{KEYS}/{view.id}/activity").status_code == 404
     # Their own token is no service token: the service routes answer 404 and it keeps working.
-    _give_dev_service_tokens(world)
+    give_dev_service_tokens(world)
     csrf = as_dev(client)
     mine, mine_plain = world.services.tokens.create(world.actor("dev@acme.test"), "Mine", ["users.read"])
     for action in ("rotate", "pause", "resume"):
@@ -339,7 +330,7 @@ def test_a_holder_rotates_pauses_and_sees_the_activity_a_member_does_not(client:
     view, plaintext = world.services.tokens.create_service(world.admin, "Nightly backup", ["users.read"])
     assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {plaintext}"}).status_code == 200
     world.services.usage.flush()
-    _give_dev_service_tokens(world)
+    give_dev_service_tokens(world)
     csrf = as_dev(client)  # holds developer.manage_service_tokens, not developer.review_tokens
     page = client.get(KEYS).text
     assert f'action="{SERVICE}/{view.id}/rotate"' in page and f'href="{KEYS}/{view.id}/activity"' in page

@@ -196,15 +196,21 @@ def resume_token(request: Request, token_id: Id, csrf_token: Annotated[str, Form
     return _set_paused(request, token_id, csrf_token, paused=False)
 
 
-def _set_paused(request: Request, token_id: int, csrf_token: str, *, paused: bool) -> Response:
-    """Pause or resume; a refusal other than "not found" is shown in the table, as the other buttons do."""
+def _set_paused(request: Request, token_id: int, csrf_token: str, *, paused: bool, service: bool = False) -> Response:
+    """Pause or resume from either table (``service``: the tenant's service tokens). A refusal other than "not
+    found" (and, for a service token, a missing permission: the 403 page) is shown above its table."""
     p = check_form(request, csrf_token)
     tokens = services(request).tokens
+    if service:
+        change = tokens.pause_service if paused else tokens.resume_service
+    else:
+        change = tokens.pause if paused else tokens.resume
     try:
-        view = tokens.pause(p.actor, token_id) if paused else tokens.resume(p.actor, token_id)
+        view = change(p.actor, token_id)
     except KbaiError as err:
-        if err.code == "not_found":
+        if err.code == "not_found" or (service and err.status == 403):
             raise
-        return _api_keys_page(request, p, err, error_at="table")
-    done = "paused" if paused else "resumed"
-    return see_other(f"{API_KEYS}?{urlencode({'done': done})}#token-{view.id}")
+        return _api_keys_page(request, p, err, error_at="service" if service else "table")
+    done = ("service_paused" if service else "paused") if paused else "resumed"
+    anchor = "service-token" if service else "token"
+    return see_other(f"{API_KEYS}?{urlencode({'done': done})}#{anchor}-{view.id}")

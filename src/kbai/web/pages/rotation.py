@@ -25,18 +25,28 @@ def rotate_token(
     lifetime: Annotated[str, Form(max_length=20)] = "same",
     csrf_token: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
+    return rotate_from_page(request, token_id, grace, lifetime, csrf_token, service=False)
+
+
+def rotate_from_page(
+    request: Request, token_id: int, grace: str, lifetime: str, csrf_token: str, *, service: bool
+) -> Response:
+    """The Rotate dialog of either table (``service``: the tenant's service tokens). A refusal other than "not
+    found" (and, for a service token, a missing permission: the 403 page) is shown above its table."""
     p = check_form(request, csrf_token)
-    svc = services(request)
+    tokens = services(request).tokens
+    rotate = tokens.rotate_service if service else tokens.rotate
     try:
         seconds = _grace(grace)
         days = _lifetime(lifetime)
-        new, plaintext, old = svc.tokens.rotate(p.actor, token_id, seconds, expires_in_days=days)
+        new, plaintext, old = rotate(p.actor, token_id, seconds, expires_in_days=days)
     except KbaiError as err:
-        if err.code == "not_found":
+        if err.code == "not_found" or (service and err.status == 403):
             raise
-        return _api_keys_page(request, p, err, error_at="table")
+        return _api_keys_page(request, p, err, error_at="service" if service else "table")
     # Shown once, like a new token, on the page this redirects to (post/redirect/get; never in a URL).
-    _put_flash(request, p, {"kind": "rotated", "id": new.id, "old_id": old.id, "token": plaintext})
+    kind = "service_rotated" if service else "rotated"
+    _put_flash(request, p, {"kind": kind, "id": new.id, "old_id": old.id, "token": plaintext})
     return see_other(API_KEYS)
 
 

@@ -21,11 +21,11 @@ from kbai.tokens.restrictions import (
     REFILL_INTERVALS,
 )
 from kbai.web.auth import Principal, services
-from kbai.web.pages.api_keys import API_KEYS, _api_keys_page
+from kbai.web.pages.api_keys import API_KEYS, _set_paused
 from kbai.web.pages.base import Id, PageRoute, _put_flash, check_form, page_user, render, see_other
 from kbai.web.pages.forms import grouped
 from kbai.web.pages.new_token import CREATE_FIELDS, FieldError, _expiry, _token_name, form_restrictions
-from kbai.web.pages.rotation import _grace, _lifetime
+from kbai.web.pages.rotation import rotate_from_page
 from kbai.web.pages.token_rows import _policy_form
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
@@ -165,43 +165,18 @@ def rotate_service_token(
     csrf_token: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     """As a personal token's Rotate: the same dialog (grace, lifetime); the new token is the tenant's."""
-    p = check_form(request, csrf_token)
-    svc = services(request)
-    try:
-        seconds = _grace(grace)
-        days = _lifetime(lifetime)
-        new, plaintext, old = svc.tokens.rotate_service(p.actor, token_id, seconds, expires_in_days=days)
-    except KbaiError as err:
-        if err.code == "not_found" or err.status == 403:
-            raise
-        return _api_keys_page(request, p, err, error_at="service")
-    _put_flash(request, p, {"kind": "service_rotated", "id": new.id, "old_id": old.id, "token": plaintext})
-    return see_other(API_KEYS)
+    return rotate_from_page(request, token_id, grace, lifetime, csrf_token, service=True)
 
 
 @router.post(SERVICE_TOKENS + "/{token_id}/pause")
 def pause_service_token(
     request: Request, token_id: Id, csrf_token: Annotated[str, Form(max_length=200)] = ""
 ) -> Response:
-    return _set_paused(request, token_id, csrf_token, paused=True)
+    return _set_paused(request, token_id, csrf_token, paused=True, service=True)
 
 
 @router.post(SERVICE_TOKENS + "/{token_id}/resume")
 def resume_service_token(
     request: Request, token_id: Id, csrf_token: Annotated[str, Form(max_length=200)] = ""
 ) -> Response:
-    return _set_paused(request, token_id, csrf_token, paused=False)
-
-
-def _set_paused(request: Request, token_id: int, csrf_token: str, *, paused: bool) -> Response:
-    """Pause or resume a service token; a refusal other than 403/404 is shown above the service table."""
-    p = check_form(request, csrf_token)
-    tokens = services(request).tokens
-    try:
-        view = tokens.pause_service(p.actor, token_id) if paused else tokens.resume_service(p.actor, token_id)
-    except KbaiError as err:
-        if err.code == "not_found" or err.status == 403:
-            raise
-        return _api_keys_page(request, p, err, error_at="service")
-    done = "service_paused" if paused else "resumed"
-    return see_other(f"{API_KEYS}?{urlencode({'done': done})}#service-token-{view.id}")
+    return _set_paused(request, token_id, csrf_token, paused=False, service=True)
