@@ -8,7 +8,7 @@ counts). A token nobody has verified yet costs exactly one SQL statement.
 
 Background work that does not depend on the traffic is not per-request I/O and is kept out of the
 window: the last-used flush runs every hour here (its writes are counted in tests/web/test_last_used.py),
-and the invalidation channels (Redis subscription, PostgreSQL LISTEN, the SQLite poller) hold their
+the outbox dispatcher is stopped (mail and webhooks go out at their commit), and the invalidation channels (Redis subscription, PostgreSQL LISTEN, the SQLite poller) hold their
 own connections outside the engines' pools.
 """
 
@@ -109,6 +109,10 @@ def running(backend: str, with_redis: bool, database_url: str, tmp_path: Path) -
         try:
             # A real client address, so that IP allowlists have something to judge.
             with TestClient(create_app(svc), client=(CLIENT_IP, 50000)) as client:
+                # The outbox dispatcher wakes after a commit that queued mail or a webhook (a token's
+                # creation does) and then polls on its own: stopped, it sends at the commit itself, before
+                # the window, instead of in the middle of it whenever its thread gets to run.
+                svc.outbox.stop()
                 yield Running(svc, world, client, redis_url)
         finally:
             svc.close()

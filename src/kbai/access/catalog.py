@@ -53,6 +53,7 @@ class Catalog:
     def __init__(self, permissions: tuple[Permission, ...] = BUILTIN) -> None:
         self.permissions = permissions
         self._by_key = {p.key: p for p in permissions}
+        self._keys = frozenset(self._by_key)  # a catalog never changes: every cold verification reads this
         self.session_only = frozenset(p.key for p in permissions if p.session_only)
 
     def __contains__(self, key: object) -> bool:
@@ -63,7 +64,7 @@ class Catalog:
 
     @property
     def keys(self) -> frozenset[str]:
-        return frozenset(self._by_key)
+        return self._keys
 
     def token_usable(self, keys: frozenset[str] | set[str]) -> frozenset[str]:
         """The permissions among ``keys`` that a token can carry (session-only ones left out)."""

@@ -3,20 +3,138 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+import threading
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Connection, Engine, Row, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.sql import Executable
+from sqlalchemy.sql import Select
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Any number of processes may start at once; the first to take this lock migrates, the rest wait.
 _MIGRATION_LOCK_ID = 0x6B626169  # "kbai"
+
+
+class DirectRead:
+    """One SELECT compiled once for an engine's dialect and sent straight to the driver's cursor.
+
+    What SQLAlchemy's ``Connection.execute`` and its pool add around one call (an execution context,
+    result metadata from the cursor description, row objects, a checkout, a reset and a checkin under
+    locks) costs more than the query itself on SQLite. So the statement is compiled once, runs on
+    driver connections kept idle here (made by the engine's pool, so with its connect-time settings,
+    then detached from it; at most ``keep`` idle, at most ``most`` in use at once, waiting for one
+    beyond that as the pool would), and its rows are tuples whose values went through the result
+    processors SQLAlchemy itself would apply (aware UTC times, JSON): a caller cannot tell the two
+    paths apart (tests/store/test_direct_read.py compares them on both backends).
+
+    :meth:`fetch` returns None, and the caller runs the statement through ``Connection.execute``,
+    whenever SQLAlchemy would do more than call the driver: a listener on the statement events
+    (instrumentation, the statement-counting tests) then sees it as usual, and a driver error is
+    wrapped, classified and its connection invalidated by SQLAlchemy (the connection that failed here
+    is closed; the statement only reads, so running it a second time there is harmless).
+    """
+
+    def __init__(self, statement: Select[*tuple[Any, ...]], engine: Engine, *, keep: int = 5, most: int = 15) -> None:
+        dialect = engine.dialect
+        compiled = statement.compile(dialect=dialect)
+        for name, bind in compiled.binds.items():
+            if not bind.required:
+                raise ValueError(f"DirectRead takes every value as a parameter; {name!r} is a literal")
+            if bind.type.dialect_impl(dialect).bind_processor(dialect) is not None:
+                raise ValueError(f"DirectRead passes parameters as they are; {name!r} needs a bind processor")
+        self.statement = statement
+        self.engine = engine
+        self.sql = compiled.string
+        self.names = tuple(compiled.positiontup or ()) if compiled.positional else None
+        columns = statement.selected_columns
+        processors = [col.type.dialect_impl(dialect).result_processor(dialect, None) for col in columns]
+        self.processors: tuple[tuple[int, Callable[[Any], Any]], ...] = tuple(
+            (i, fn) for i, fn in enumerate(processors) if fn is not None
+        )
+        self._driver_error: type[Exception] = dialect.loaded_dbapi.Error  # the driver's own base class
+        self.keep = keep
+        self._idle: deque[Any] = deque()  # append and pop are atomic: no lock on the way in or out
+        self.most = most
+        self._slots = threading.BoundedSemaphore(most)
+        _DIRECT_READS.add(self)
+
+    def fetch(self, params: dict[str, Any]) -> list[Sequence[Any]] | None:
+        """The processed rows, or None where SQLAlchemy must run the statement (see the class)."""
+        dispatch = self.engine.dispatch
+        if dispatch.before_cursor_execute or dispatch.after_cursor_execute:
+            return None
+        args: Any = params if self.names is None else tuple(params[name] for name in self.names)
+        if not self._slots.acquire(timeout=60):  # as long as the pool would wait; then SQLAlchemy's pool decides
+            return None
+        try:
+            try:
+                dbapi = self._idle.pop()
+            except IndexError:
+                dbapi = self._connect()
+            try:
+                cursor = dbapi.cursor()
+                try:
+                    cursor.execute(self.sql, args)
+                    rows = cursor.fetchall()
+                finally:
+                    cursor.close()
+            except self._driver_error:
+                with suppress(self._driver_error):
+                    dbapi.close()
+                return None
+            if len(self._idle) < self.keep:
+                self._idle.append(dbapi)
+            else:
+                dbapi.close()
+        finally:
+            self._slots.release()
+        processors = self.processors
+        if not processors:
+            return list(rows)
+        out: list[Sequence[Any]] = []
+        for row in rows:
+            values = list(row)
+            for i, fn in processors:
+                values[i] = fn(values[i])
+            out.append(tuple(values))
+        return out
+
+    def _connect(self) -> Any:
+        """A new driver connection with everything the engine's connect events set on it, owned here."""
+        fairy = self.engine.raw_connection()
+        dbapi = fairy.dbapi_connection
+        fairy.detach()
+        return dbapi
+
+    def close(self) -> None:
+        """Close the idle connections (those in use are closed when they come back, see ``keep``)."""
+        self.keep = 0
+        while self._idle:
+            with suppress(self._driver_error):
+                self._idle.pop().close()
+
+    def forget(self) -> None:
+        """In a forked child: drop the parent's connections without touching them (the parent uses them)."""
+        self._idle.clear()
+        self._slots = threading.BoundedSemaphore(self.most)  # a slot held by a parent's thread is never released here
+
+
+# Every DirectRead of this process, so that a forked child starts without its parent's connections.
+_DIRECT_READS: weakref.WeakSet[DirectRead] = weakref.WeakSet()
+if hasattr(os, "register_at_fork"):
+
+    def _forget_all() -> None:
+        for read in list(_DIRECT_READS):
+            read.forget()
+
+    os.register_at_fork(after_in_child=_forget_all)
 
 
 def normalize_url(url: str) -> str:
@@ -59,6 +177,7 @@ class Database:
         self.write_engine = self.engine.execution_options(kbai_write=True)
         self._reader = sessionmaker(bind=self.engine, expire_on_commit=False)
         self._writer = sessionmaker(bind=self.write_engine, expire_on_commit=False)
+        self._direct: dict[Select[*tuple[Any, ...]], DirectRead] = {}
 
     @property
     def sqlite_path(self) -> str | None:
@@ -96,12 +215,21 @@ class Database:
             # objects stay readable after the block.
             session.close()
 
-    def read_once(self, statement: Executable, params: dict[str, Any]) -> list[Row[*tuple[Any, ...]]]:
+    def read_once(self, statement: Select[*tuple[Any, ...]], params: dict[str, Any]) -> list[Sequence[Any]]:
         """The rows of one statement, run on its own outside any transaction (one round trip).
 
         A single statement sees one consistent snapshot on both databases. A pooled connection
         found dead (the database restarted) is discarded and the statement retried once on a new one.
+        The statement is compiled once (:class:`DirectRead`) and sent straight to the driver: what
+        SQLAlchemy's ``Connection.execute`` adds around one call (execution context, result metadata
+        from the cursor description, row objects) costs more than the query itself on SQLite.
         """
+        read = self._direct.get(statement)
+        if read is None:
+            read = self._direct[statement] = DirectRead(statement, self.single_engine)
+        rows = read.fetch(params)
+        if rows is not None:
+            return rows
         for attempt in (1, 2):
             try:
                 with self.single_engine.connect() as conn:
@@ -147,6 +275,9 @@ class Database:
             conn.rollback()
 
     def dispose(self) -> None:
+        for read in self._direct.values():
+            read.close()
+        self._direct.clear()
         self.engine.dispose()
         self.single_engine.dispose()
 

@@ -6,13 +6,59 @@ once a connection has run it a few times, so a cold verification pays for parsin
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, select
+from typing import Any
+
+from sqlalchemy import String, bindparam, case, literal_column, select
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 from kbai.store.models import Person, Role, RolePermission, Tenant, Token, User, UserRole
 
-# Everything verification needs about one token, in one statement: the token, its owner (the membership
-# and its person, none for a service token), the tenant's name and service-token ceiling, and one row per (role kind, permission) the owner holds now. A token without any
-# role gives one row with NULL role columns; an unknown digest gives none.
+ADMIN_MARK = "*"  # in HELD: the owner holds the built-in Admin role (every permission)
+HELD_SEPARATOR = " "  # never inside a permission key (kbai.access.catalog.KEY_RE)
+
+
+class _space_separated(FunctionElement[str]):
+    """The non-NULL values of a group joined by one space: ``string_agg`` on PostgreSQL, ``group_concat``
+    on SQLite (SQLAlchemy's ``aggregate_strings`` sends the separator as a parameter rendered at execution)."""
+
+    type = String()
+    name = "space_separated"
+    inherit_cache = True
+
+
+@compiles(_space_separated)
+def _string_agg(element: _space_separated, compiler: Any, **kw: Any) -> str:
+    return f"string_agg({compiler.process(element.clauses, **kw)}, '{HELD_SEPARATOR}')"
+
+
+@compiles(_space_separated, "sqlite")
+def _group_concat(element: _space_separated, compiler: Any, **kw: Any) -> str:
+    return f"group_concat({compiler.process(element.clauses, **kw)}, '{HELD_SEPARATOR}')"
+
+
+# What the owner's roles grant now, as one value: each permission their roles list, and ADMIN_MARK for
+# the built-in Admin role, joined by HELD_SEPARATOR; NULL for no role at all (and for a service token).
+HELD = (
+    select(
+        _space_separated(
+            case(
+                (Role.builtin == literal_column("'admin'"), literal_column(f"'{ADMIN_MARK}'")),
+                else_=RolePermission.permission,
+            )
+        )
+    )
+    .select_from(UserRole)
+    .join(Role, Role.id == UserRole.role_id)
+    .outerjoin(RolePermission, RolePermission.role_id == Role.id)
+    .where(UserRole.user_id == User.id)
+    .correlate(User)
+    .scalar_subquery()
+)
+
+# Everything verification needs about one token, in one statement and one row: the token, its owner
+# (the membership and its person, none for a service token), the tenant's name and service-token
+# ceiling, and what the owner's roles grant now (HELD). An unknown digest gives no row.
 TOKEN_RECORD = (
     select(
         Token.id,
@@ -27,8 +73,7 @@ TOKEN_RECORD = (
         Token.expires_at,
         Token.revoked_at,
         User.active,
-        Role.builtin,
-        RolePermission.permission,
+        HELD,
         Tenant.external_id,
         Token.paused_at,
         Token.allowed_ips,
@@ -46,8 +91,5 @@ TOKEN_RECORD = (
     .outerjoin(User, User.id == Token.user_id)
     .outerjoin(Person, Person.id == User.person_id)
     .join(Tenant, Tenant.id == Token.tenant_id)
-    .outerjoin(UserRole, UserRole.user_id == User.id)
-    .outerjoin(Role, Role.id == UserRole.role_id)
-    .outerjoin(RolePermission, RolePermission.role_id == Role.id)
     .where(Token.digest == bindparam("digest"))
 )

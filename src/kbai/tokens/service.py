@@ -20,13 +20,13 @@ from sqlalchemy.orm import Session
 from kbai import errors
 from kbai import tokenformat as fmt
 from kbai.access.catalog import MANAGE_SERVICE_TOKENS, MANAGE_TOKENS, REVIEW_TOKENS, Catalog
-from kbai.access.service import permissions_from, permissions_of, require, trusted_in
+from kbai.access.service import ADMIN, permissions_from, permissions_of, require, trusted_in
 from kbai.clock import Clock, iso, utc_seconds
 from kbai.errors import KbaiError
 from kbai.store import Database, audit
 from kbai.store.audit import Actor
 from kbai.store.models import Tenant, Token, User
-from kbai.store.queries import TOKEN_RECORD
+from kbai.store.queries import ADMIN_MARK, HELD_SEPARATOR, TOKEN_RECORD
 from kbai.tokens.policy import check_lifetime, lifetime_within, policy_of
 from kbai.tokens.restrictions import (
     Quota,
@@ -92,6 +92,13 @@ class FoundToken:
     owner_active: bool
     # Active until this call revoked it (always False for a plain lookup).
     revoked_now: bool
+
+
+def held_pairs(held: str | None) -> list[tuple[str | None, str | None]]:
+    """TOKEN_RECORD's HELD value as the (role kind, permission) pairs :func:`permissions_from` reads."""
+    if not held:
+        return []
+    return [(ADMIN, None) if item == ADMIN_MARK else (None, item) for item in held.split(HELD_SEPARATOR)]
 
 
 def status_of(token: Token, now: datetime) -> str:
@@ -216,8 +223,7 @@ class TokenService:
             expires_at,
             revoked_at,
             active,
-            _builtin,
-            _permission,
+            held,
             tenant_external_id,
             paused_at,
             allowed_ips,
@@ -239,7 +245,7 @@ class TokenService:
             bound = frozenset(scopes) if ceiling is None else frozenset(ceiling) & self.catalog.keys
         else:
             # Inactive owners hold nothing (as permissions_of says).
-            bound = permissions_from(((r[12], r[13]) for r in rows), self.catalog) if active else frozenset()
+            bound = permissions_from(held_pairs(held), self.catalog) if active else frozenset()
         return TokenRecord(
             token_id=token_id,
             tenant_id=tenant_id,
