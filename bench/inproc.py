@@ -125,6 +125,16 @@ def run(quick: bool, peer_python: str | None) -> dict[str, Any]:
         def pg_round_trip(_: object) -> None:
             pg_conn.execute("SELECT 1").fetchone()
 
+        # The cold statement itself on that bare connection, no kbai code around it: what the server and the
+        # driver cost for it (psycopg prepares it after five runs, as on kbai's own connections).
+        from kbai.store.queries import TOKEN_RECORD
+
+        record_sql = str(TOKEN_RECORD.compile(cold_pg.db.single_engine))
+        pg_digests = [fmt.digest(t) for t in pg_tokens]
+
+        def pg_record_driver(token_digest: str) -> None:
+            pg_conn.execute(record_sql, {"digest": token_digest}).fetchall()
+
         def floor() -> list[float]:
             return timing.time_batched(
                 lambda t: hashlib.sha256(t.encode("ascii")).hexdigest(), sq_tokens, floor_batches, 100
@@ -147,6 +157,9 @@ def run(quick: bool, peer_python: str | None) -> dict[str, Any]:
             failures_redis.failed, ips, cold_calls, overhead, warmup=100
         )
         variants["pg_round_trip"] = lambda: timing.time_calls(pg_round_trip, ips, cold_calls, overhead, warmup=100)
+        variants["pg_record_driver"] = lambda: timing.time_calls(
+            pg_record_driver, pg_digests, cold_calls, overhead, warmup=100
+        )
         if peer is not None:
             variants["peer_sha256_floor"] = lambda: peer.ask(f"sha256 {floor_batches}")
             variants["peer_is_valid"] = lambda: peer.ask(f"is_valid {cold_calls}")
@@ -184,6 +197,7 @@ def run(quick: bool, peer_python: str | None) -> dict[str, Any]:
         "cold_sqlite_over_warm": r["cold_sqlite"]["median_us"] / r["warm"]["median_us"],
         "cold_postgresql_over_warm": r["cold_postgresql"]["median_us"] / r["warm"]["median_us"],
         "cold_postgresql_over_pg_round_trip": r["cold_postgresql"]["median_us"] / r["pg_round_trip"]["median_us"],
+        "pg_record_driver_over_pg_round_trip": r["pg_record_driver"]["median_us"] / r["pg_round_trip"]["median_us"],
     }
     if "peer_is_valid" in r:
         ratios["peer_is_valid_over_warm"] = r["peer_is_valid"]["median_us"] / r["warm"]["median_us"]
