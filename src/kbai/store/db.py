@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -15,6 +14,7 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql import Select
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -25,23 +25,23 @@ _MIGRATION_LOCK_ID = 0x6B626169  # "kbai"
 class DirectRead:
     """One SELECT compiled once for an engine's dialect and sent straight to the driver's cursor.
 
-    What SQLAlchemy's ``Connection.execute`` and its pool add around one call (an execution context,
-    result metadata from the cursor description, row objects, a checkout, a reset and a checkin under
-    locks) costs more than the query itself on SQLite. So the statement is compiled once, runs on
-    driver connections kept idle here (made by the engine's pool, so with its connect-time settings,
-    then detached from it; at most ``keep`` idle, at most ``most`` in use at once, waiting for one
-    beyond that as the pool would), and its rows are tuples whose values went through the result
-    processors SQLAlchemy itself would apply (aware UTC times, JSON): a caller cannot tell the two
-    paths apart (tests/store/test_direct_read.py compares them on both backends).
+    What SQLAlchemy's ``Connection.execute`` and a pool checkout add around one call (an execution
+    context, result metadata from the cursor description, row objects, a checkout, a reset and a
+    checkin under locks) costs more than the query itself on SQLite. So the statement is compiled once
+    and runs on connections of the engine's own pool that this object keeps checked out (at most
+    ``keep`` idle here; the pool's size still bounds how many exist, and a checkout beyond them waits
+    as any other would). Its rows are tuples whose values went through the result processors
+    SQLAlchemy itself would apply (aware UTC times, JSON): a caller cannot tell the two paths apart
+    (tests/store/test_direct_read.py compares them on both backends).
 
     :meth:`fetch` returns None, and the caller runs the statement through ``Connection.execute``,
     whenever SQLAlchemy would do more than call the driver: a listener on the statement events
     (instrumentation, the statement-counting tests) then sees it as usual, and a driver error is
     wrapped, classified and its connection invalidated by SQLAlchemy (the connection that failed here
-    is closed; the statement only reads, so running it a second time there is harmless).
+    is invalidated too; the statement only reads, so running it a second time there is harmless).
     """
 
-    def __init__(self, statement: Select[*tuple[Any, ...]], engine: Engine, *, keep: int = 5, most: int = 15) -> None:
+    def __init__(self, statement: Select[*tuple[Any, ...]], engine: Engine, *, keep: int = 5) -> None:
         dialect = engine.dialect
         compiled = statement.compile(dialect=dialect)
         for name, bind in compiled.binds.items():
@@ -60,9 +60,7 @@ class DirectRead:
         )
         self._driver_error: type[Exception] = dialect.loaded_dbapi.Error  # the driver's own base class
         self.keep = keep
-        self._idle: deque[Any] = deque()  # append and pop are atomic: no lock on the way in or out
-        self.most = most
-        self._slots = threading.BoundedSemaphore(most)
+        self._idle: deque[PoolProxiedConnection] = deque()  # append and pop are atomic: no lock needed
         _DIRECT_READS.add(self)
 
     def fetch(self, params: dict[str, Any]) -> list[Sequence[Any]] | None:
@@ -71,30 +69,26 @@ class DirectRead:
         if dispatch.before_cursor_execute or dispatch.after_cursor_execute:
             return None
         args: Any = params if self.names is None else tuple(params[name] for name in self.names)
-        if not self._slots.acquire(timeout=60):  # as long as the pool would wait; then SQLAlchemy's pool decides
-            return None
         try:
+            conn = self._idle.pop()
+        except IndexError:
+            conn = self.engine.raw_connection()  # a pool checkout, with the engine's connect-time settings
+        try:
+            cursor = conn.dbapi_connection.cursor()  # type: ignore[union-attr]
             try:
-                dbapi = self._idle.pop()
-            except IndexError:
-                dbapi = self._connect()
-            try:
-                cursor = dbapi.cursor()
-                try:
-                    cursor.execute(self.sql, args)
-                    rows = cursor.fetchall()
-                finally:
-                    cursor.close()
-            except self._driver_error:
-                with suppress(self._driver_error):
-                    dbapi.close()
-                return None
-            if len(self._idle) < self.keep:
-                self._idle.append(dbapi)
-            else:
-                dbapi.close()
-        finally:
-            self._slots.release()
+                cursor.execute(self.sql, args)
+                rows = cursor.fetchall()
+            finally:
+                cursor.close()
+        except self._driver_error as exc:
+            with suppress(Exception):
+                conn.invalidate(exc)  # the pool replaces it; SQLAlchemy's path now reports what happened
+                conn.close()
+            return None
+        if len(self._idle) < self.keep:
+            self._idle.append(conn)
+        else:
+            conn.close()  # back to the pool
         processors = self.processors
         if not processors:
             return list(rows)
@@ -106,24 +100,16 @@ class DirectRead:
             out.append(tuple(values))
         return out
 
-    def _connect(self) -> Any:
-        """A new driver connection with everything the engine's connect events set on it, owned here."""
-        fairy = self.engine.raw_connection()
-        dbapi = fairy.dbapi_connection
-        fairy.detach()
-        return dbapi
-
     def close(self) -> None:
-        """Close the idle connections (those in use are closed when they come back, see ``keep``)."""
+        """Give the idle connections back to the pool (those in use go back when they are done)."""
         self.keep = 0
         while self._idle:
-            with suppress(self._driver_error):
+            with suppress(Exception):
                 self._idle.pop().close()
 
     def forget(self) -> None:
         """In a forked child: drop the parent's connections without touching them (the parent uses them)."""
         self._idle.clear()
-        self._slots = threading.BoundedSemaphore(self.most)  # a slot held by a parent's thread is never released here
 
 
 # Every DirectRead of this process, so that a forked child starts without its parent's connections.
