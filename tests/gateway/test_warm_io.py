@@ -4,7 +4,9 @@ In every supported configuration (SQLite alone, PostgreSQL alone, PostgreSQL + R
 answers 1,000 warm successful `/auth/check` and `/api/v1/me` requests without one SQL statement
 (SQLAlchemy's ``before_cursor_execute``, on every engine of the process) and without one Redis
 command (``INFO commandstats`` of a Redis server of this test's own, so no other test's traffic
-counts). A token nobody has verified yet costs exactly one SQL statement.
+counts). A token nobody has verified yet costs exactly one SQL statement (with a listener attached the
+statement goes through SQLAlchemy's execute, which is how it is seen here; tests/store/test_direct_read.py
+counts the direct path at the driver itself).
 
 Background work that does not depend on the traffic is not per-request I/O and is kept out of the
 window: the last-used flush runs every hour here (its writes are counted in tests/web/test_last_used.py),

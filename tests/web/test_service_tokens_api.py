@@ -17,7 +17,7 @@ from kbai.app import create_app
 from kbai.sdk.verifiers import Identity, LocalVerifier
 from kbai.services import Services
 from kbai.store.models import AuditEvent, Token
-from tests.conftest import OPERATOR, World, build_world, run_coroutine
+from tests.conftest import OPERATOR, World, build_world, give_dev_service_tokens, run_coroutine
 from tests.web.conftest import login
 
 S = "/api/v1/service-tokens"
@@ -44,14 +44,6 @@ def _create(client: TestClient, csrf: str, name: str = "ci", scopes: list[str] |
     r = client.post(S, json=body, headers={"X-CSRF-Token": csrf})
     assert r.status_code == 201, r.text
     return r.json()  # type: ignore[no-any-return]
-
-
-def _give_dev_service_tokens(services: Services, world: World) -> None:
-    """dev@acme.test: manage service tokens too (on top of its Developers role)."""
-    role = services.access.create_role(OPERATOR, world.tenant_id, "Automation", ["developer.manage_service_tokens"])
-    dev = services.access.user_by_email("dev@acme.test", world.tenant_id)
-    assert dev is not None
-    services.access.set_user_roles(OPERATOR, dev.id, [world.dev_role_id, role.id])
 
 
 def _check(client: TestClient, token: str, *scopes: str) -> Any:
@@ -89,7 +81,7 @@ def test_revoke_stops_it_and_is_audited(client: TestClient, admin_csrf: str, ser
 
 
 def test_scopes_are_bounded_by_the_creators_permissions(client: TestClient, services: Services, world: World) -> None:
-    _give_dev_service_tokens(services, world)
+    give_dev_service_tokens(world)
     csrf = login(client, "dev@acme.test", "dev-password-1")
     r = client.post(S, json={"name": "x", "scopes": ["audit.read"]}, headers={"X-CSRF-Token": csrf})
     assert r.status_code == 422 and r.json()["error"]["code"] == "unheld_scope"
@@ -191,7 +183,7 @@ def test_sdk_identity_says_service_token(client: TestClient, admin_csrf: str, se
 
 # ---- survives the creator; the ceiling -------------------------------------------------------------
 def test_survives_the_creators_deactivation(client: TestClient, services: Services, world: World) -> None:
-    _give_dev_service_tokens(services, world)
+    give_dev_service_tokens(world)
     csrf = login(client, "dev@acme.test", "dev-password-1")
     made = _create(client, csrf)
     dev = services.access.user_by_email("dev@acme.test", world.tenant_id)
@@ -217,7 +209,7 @@ def test_a_ceiling_change_takes_effect_at_once(client: TestClient, admin_csrf: s
 
 
 def test_nobody_sets_a_ceiling_with_what_they_dont_hold(client: TestClient, services: Services, world: World) -> None:
-    _give_dev_service_tokens(services, world)
+    give_dev_service_tokens(world)
     csrf = login(client, "dev@acme.test", "dev-password-1")
     r = client.put(f"{S}/ceiling", json={"permissions": ["users.read"]}, headers={"X-CSRF-Token": csrf})
     assert r.status_code == 403  # dev lacks roles.manage
