@@ -1,7 +1,8 @@
 """Statements of the hot path, built once at import so that a call only binds parameters.
 
-SQLAlchemy caches the compiled form per engine, and psycopg prepares a statement on the server
-once a connection has run it a few times, so a cold verification pays for parsing and planning once.
+``Database.read_once`` compiles each one once per engine (``kbai.store.db.DirectRead``), and psycopg
+prepares a statement on the server once a connection has run it a few times, so a cold verification
+pays for compiling, parsing and planning once.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ def _group_concat(element: _space_separated, compiler: Any, **kw: Any) -> str:
 
 
 # What the owner's roles grant now, as one value: each permission their roles list, and ADMIN_MARK for
-# the built-in Admin role, joined by HELD_SEPARATOR; NULL for no role at all (and for a service token).
+# the built-in Admin role ('admin': kbai.access.service.ADMIN, a layer above this one), joined by
+# HELD_SEPARATOR; NULL for no role at all (and for a service token).
 HELD = (
     select(
         _space_separated(
