@@ -665,8 +665,8 @@ def _dominates(w: Any, inproc: Any, http: Any, prof: Any, shape: dict[str, bool]
             "token, owner, tenant, and what the owner's roles grant aggregated in a scalar subquery), compiled once "
             "and sent straight to the driver's cursor by `kbai/store/db.py: DirectRead` on connections it keeps, "
             "outside any transaction; its values go through SQLAlchemy's own result processors. SQLAlchemy's "
-            "`Connection.execute` and pool checkout cost more than the query on SQLite (measured on this VM before "
-            "the change: 175 µs through them against 72 µs for the same statement on the same driver connection), "
+            "`Connection.execute` and pool checkout (execution context, result metadata from the cursor "
+            "description, row objects, checkout and checkin under locks) cost more than the query itself on SQLite, "
             "so the statement takes that path only when a listener is attached to SQLAlchemy's statement events or "
             f"the driver fails. {_us(cold)} on SQLite against the peer's {_us(peer)}."
         )
